@@ -1,0 +1,34 @@
+"""Operator-tunable settings of the gateway, with the product's defaults (SPEC §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Every number the gateway runs by; `cocharge serve` exposes the ones operators change."""
+
+    host: str = "0.0.0.0"
+    port: int = 9000
+    operator_host: str = "127.0.0.1"
+    operator_port: int = 9001
+    auto_register: bool = False
+    heartbeat_interval_s: int = 300
+    # How long a Pending/Rejected station waits before it boots again.
+    boot_retry_interval_s: int = 60
+    # Time a station has to answer one command, including the wait for its previous one.
+    call_timeout_s: float = 30.0
+    # Largest accepted frame; bigger ones close only that connection (code 1009).
+    max_frame_bytes: int = 64 * 1024
+    # Meter samples are written in batches: at most this many rows per commit ...
+    sample_batch_rows: int = 5000
+    # ... gathered for at most this long after the first one arrives.
+    sample_batch_linger_s: float = 0.002
+    # Used to judge meter readings when a station was registered without --max-power-kw.
+    default_max_power_w: int = 350_000
+    # A session whose average power exceeds max power by this factor is flagged, not billed.
+    misread_power_factor: float = 1.1
+    # Energy a session may show regardless of duration (meter resolution, rounding).
+    misread_slack_wh: int = 100
+    ws_ping_interval_s: float | None = 60.0

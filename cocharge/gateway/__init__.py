@@ -1,0 +1,1 @@
+"""The OCPP gateway: WebSocket server, one handler class per OCPP version, operator channel."""

@@ -1,0 +1,192 @@
+"""What both OCPP versions share: framing errors, admission gate, commands to the station.
+
+Each version's handler class (`v16.py`, `v201.py`) subclasses `StationConnection` and
+owns everything that differs between the versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import ocpp.messages
+from ocpp.charge_point import ChargePoint, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError, TypeConstraintViolationError, UnknownCallErrorCodeError
+from ocpp.messages import Call, CallError, CallResult, MessageType
+
+from cocharge.config import GatewaySettings
+from cocharge.stations.commands import Command, CommandResult
+from cocharge.stations.events import Admission, MeterSample
+from cocharge.stations.service import StationService
+
+# Validating a small payload costs less than the thread hop the library makes by default.
+ocpp.messages.ASYNC_VALIDATION = False
+
+log = logging.getLogger(__name__)
+ocpp_log = logging.getLogger("cocharge.ocpp")
+
+ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired"}
+# Unit prefixes we fold so that energy is always Wh and power always W.
+_KILO_UNITS = {"kWh": "Wh", "kW": "W", "kvarh": "varh", "kvar": "var", "kVA": "VA"}
+
+
+class CommandFailed(Exception):
+    """A command that got no usable answer: `kind` is offline, timeout or call_error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def parse_time(value: str) -> datetime:
+    """An OCPP timestamp as naive UTC; a charger's bad timestamp is its error, not ours."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise TypeConstraintViolationError(details={"cause": f"not an ISO 8601 timestamp: {value!r}"})
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def normalise_sample(at: datetime, measurand: str | None, value: float, unit: str | None,
+                     phase: str | None, context: str | None) -> MeterSample:
+    """A sample in base units: kWh becomes Wh, kW becomes W."""
+    measurand = measurand or "Energy.Active.Import.Register"
+    if unit is None and measurand.startswith("Energy.Active"):
+        unit = "Wh"
+    if unit in _KILO_UNITS:
+        value, unit = value * 1000, _KILO_UNITS[unit]
+    return MeterSample(at=at, measurand=measurand, value=value, unit=unit, phase=phase,
+                       context=context)
+
+
+def as_camel_dict(payload: Any) -> dict[str, Any]:
+    """A call-result dataclass as the JSON object the station sent."""
+    result = snake_to_camel_case(remove_nones(serialize_as_dict(payload)))
+    return result if isinstance(result, dict) else {}
+
+
+class StationConnection(ChargePoint):
+    """One connected station; subclasses handle one OCPP version each."""
+
+    protocol: ClassVar[str]
+    # CallError codes for frames that are not OCPP-J at all, per version.
+    ERR_NOT_JSON: ClassVar[str]
+    ERR_NOT_RPC: ClassVar[str]
+    ERR_MESSAGE_TYPE: ClassVar[str]
+    # Library error codes spelled differently by this version.
+    ERROR_SPELLING: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, station_id: str, websocket: Any, service: StationService,
+                 settings: GatewaySettings, admission: Admission | None) -> None:
+        super().__init__(station_id, websocket, response_timeout=settings.call_timeout_s,
+                         logger=ocpp_log)
+        self.service = service
+        self.settings = settings
+        # None until a BootNotification for an unknown station; ACCEPTED for a registered
+        # station that reconnects without rebooting (chargers do not always boot again).
+        self.admission = admission
+        self.websocket = websocket
+
+    # --- incoming frames -------------------------------------------------------------------
+
+    async def _send_error(self, unique_id: str, code: str, description: str,
+                          details: dict[str, Any] | None = None) -> None:
+        await self._send(CallError(unique_id, code, description, details or {}).to_json())
+
+    def _error_parts(self, error: OCPPError) -> tuple[str, str, dict[str, Any]]:
+        code = self.ERROR_SPELLING.get(error.code, error.code)
+        details = error.details if isinstance(error.details, dict) else {}
+        cause = details.get("cause")
+        return code, str(error.description), ({"cause": str(cause)} if cause else {})
+
+    async def route_message(self, raw_msg: str | bytes) -> None:  # noqa: C901 - one frame, many ways to be wrong
+        self.service.seen(self.id)
+        try:
+            frame = json.loads(raw_msg)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("%s: frame is not valid JSON: %.200r", self.id, raw_msg)
+            await self._send_error("-1", self.ERR_NOT_JSON, "frame is not valid JSON")
+            return
+        if (not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str)):
+            unique_id = frame[1] if isinstance(frame, list) and len(frame) > 1 and isinstance(
+                frame[1], str) else "-1"
+            log.warning("%s: not an OCPP-J message: %.200r", self.id, raw_msg)
+            await self._send_error(unique_id, self.ERR_NOT_RPC,
+                                   "expected [MessageTypeId, UniqueId, ...]")
+            return
+        type_id, unique_id = frame[0], frame[1]
+        if type_id == MessageType.Call:
+            if len(frame) != 4 or not isinstance(frame[2], str) or not isinstance(frame[3], dict):
+                await self._send_error(unique_id, self.ERR_NOT_RPC,
+                                       "a CALL is [2, UniqueId, Action, {payload}]")
+                return
+            await self._on_call(Call(unique_id, frame[2], frame[3]))
+        elif type_id in (MessageType.CallResult, MessageType.CallError):
+            if not self._call_lock.locked():
+                log.warning("%s: answer %s to no pending call dropped", self.id, unique_id)
+                return
+            if type_id == MessageType.CallResult and len(frame) == 3:
+                self._response_queue.put_nowait(CallResult(unique_id, frame[2]))
+            elif type_id == MessageType.CallError and len(frame) >= 4:
+                self._response_queue.put_nowait(
+                    CallError(unique_id, frame[2], frame[3], frame[4] if len(frame) > 4 else {}))
+            else:
+                log.warning("%s: malformed answer %.200r dropped", self.id, raw_msg)
+        else:
+            log.warning("%s: message type %r not supported", self.id, type_id)
+            await self._send_error(unique_id, self.ERR_MESSAGE_TYPE,
+                                   f"message type {type_id!r} is not supported")
+
+    async def _on_call(self, msg: Call) -> None:
+        if self.admission is not Admission.ACCEPTED and msg.action != "BootNotification":
+            log.warning("%s: %s refused, station not accepted (admission %s)", self.id, msg.action,
+                        self.admission.value if self.admission else "none: no BootNotification")
+            await self._send_error(msg.unique_id, "SecurityError",
+                                   "station is not accepted: send BootNotification first")
+            return
+        try:
+            await self._handle_call(msg)
+        except OCPPError as error:
+            code, description, details = self._error_parts(error)
+            log.warning("%s: %s answered %s: %s", self.id, msg.action, code,
+                        details.get("cause", description))
+            await self._send_error(msg.unique_id, code, description, details)
+
+    # --- commands --------------------------------------------------------------------------
+
+    def to_call(self, command: Command, tx_ref: str | None) -> Any:
+        """The OCPP call of this version for `command` (raises CommandRejected)."""
+        raise NotImplementedError
+
+    def result_of(self, command: Command, response: Any) -> CommandResult:
+        answer = as_camel_dict(response)
+        status = answer.get("status")
+        if isinstance(status, str):
+            return CommandResult(status in ACCEPTED_STATUSES, status, answer)
+        return CommandResult(True, "Accepted", answer)
+
+    async def command(self, command: Command, tx_ref: str | None = None) -> CommandResult:
+        """Send `command` and wait for the answer; one call at a time, bounded by call_timeout."""
+        request = self.to_call(command, tx_ref)
+        action = type(request).__name__
+        try:
+            async with asyncio.timeout(self.settings.call_timeout_s):
+                response = await self.call(request, suppress=False)
+        except TimeoutError:
+            raise CommandFailed("timeout", f"station {self.id} did not answer {action} within "
+                                f"{self.settings.call_timeout_s:g} s")
+        except OCPPError as error:
+            raise CommandFailed("call_error", f"station {self.id} answered {action} with "
+                                f"CALLERROR {error.code}: {error.description}")
+        except UnknownCallErrorCodeError as error:
+            raise CommandFailed("call_error", f"station {self.id} answered {action}: {error}")
+        return self.result_of(command, response)

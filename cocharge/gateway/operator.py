@@ -1,0 +1,187 @@
+"""The operator channel: how `cocharge remote ...` reaches the running gateway.
+
+A second WebSocket listener, on 127.0.0.1:9001 by default, speaking one JSON
+request and one JSON answer per command. Each gateway writes its channel's URL and
+a fresh random token into the `nodes` table when it starts (and removes them when it
+stops); the CLI, pointed at the same database, reads them and authenticates with
+`Authorization: Bearer <token>`. Whoever can read the database can command the
+stations anyway, so the token adds no new secret to guard.
+
+Request:  {"command": "start", "station": "CP1", "args": {"tag": "T1", "connector_id": 1}}
+Answer:   {"ok": true, "accepted": true, "status": "Accepted", "response": {...}}
+       or {"ok": false, "error": "offline|timeout|call_error|bad_request", "message": "..."}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import fields
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.http11 import Request, Response
+
+from cocharge.gateway.connection import CommandFailed
+from cocharge.gateway.server import Gateway, _response
+from cocharge.stations import commands as cmd
+from cocharge.store.db import utcnow
+from cocharge.store.schema import nodes
+
+log = logging.getLogger(__name__)
+
+
+class OperatorError(Exception):
+    """A failed operator request; `kind` says which (unreachable, offline, bad_request, ...)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def build_command(name: str, args: dict[str, Any]) -> cmd.Command:
+    """A command from its channel name and arguments; raises CommandRejected with the reason."""
+    command_class = cmd.COMMANDS.get(name)
+    if command_class is None:
+        raise cmd.CommandRejected(f"unknown command {name!r}: one of {', '.join(cmd.COMMANDS)}")
+    names = {f.name for f in fields(command_class)}
+    unknown = set(args) - names
+    if unknown:
+        raise cmd.CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
+    if "keys" in args:
+        args = {**args, "keys": tuple(args["keys"])}
+    try:
+        command: cmd.Command = command_class(**args)
+    except TypeError as exc:
+        raise cmd.CommandRejected(f"{name}: {exc}") from exc
+    return command
+
+
+class OperatorChannel:
+    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+        self.gateway = gateway
+        self.host = host
+        self.port = port
+        self.token = secrets.token_urlsafe(32)
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"ws://{host}:{port}"
+
+    async def start(self) -> None:
+        self._server = await serve(self._serve, self.host, self.port, compression=None,
+                                   process_request=self._authenticate, max_size=2**20)
+        async with self.gateway.engine.begin() as conn:
+            await conn.execute(insert(nodes).values(
+                id=self.node_id, operator_url=self.url, token=self.token, pid=os.getpid(),
+                started_at=utcnow(), alive=True))
+        log.info("operator channel on %s", self.url)
+
+    async def close(self) -> None:
+        try:
+            async with self.gateway.engine.begin() as conn:
+                await conn.execute(delete(nodes).where(nodes.c.id == self.node_id))
+        finally:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+
+    def _authenticate(self, _connection: ServerConnection, request: Request) -> Response | None:
+        expected = f"Bearer {self.token}"
+        given = request.headers.get("Authorization", "")
+        if not secrets.compare_digest(given.encode(), expected.encode()):
+            return _response(HTTPStatus.UNAUTHORIZED, "operator token required")
+        return None
+
+    async def _serve(self, websocket: ServerConnection) -> None:
+        try:
+            async for raw in websocket:
+                answer = await self.handle(raw)
+                await websocket.send(json.dumps(answer, default=str))
+        except ConnectionClosed:
+            pass
+
+    async def handle(self, raw: str | bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(raw)
+            name, station_id = request["command"], request["station"]
+            args = request.get("args") or {}
+            if not isinstance(args, dict):
+                raise TypeError("args must be an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": "bad_request", "message": f"malformed request: {exc}"}
+        if name == "status":
+            return {"ok": True, "online": sorted(self.gateway.connections)}
+        try:
+            command = build_command(name, args)
+            return await self.execute(station_id, command)
+        except cmd.CommandRejected as exc:
+            return {"ok": False, "error": "bad_request", "message": str(exc)}
+        except CommandFailed as exc:
+            return {"ok": False, "error": exc.kind, "message": str(exc)}
+
+    async def execute(self, station_id: str, command: cmd.Command) -> dict[str, Any]:
+        tx_ref = None
+        if isinstance(command, cmd.RemoteStop):
+            ref = await self.gateway.service.session_ref(command.session_id)
+            if ref is None:
+                raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")
+            if ref[0] != station_id:
+                raise cmd.CommandRejected(
+                    f"session {command.session_id} is on station {ref[0]}, not {station_id}")
+            tx_ref = ref[1]
+        connection = self.gateway.connection(station_id)
+        if connection is None:
+            raise CommandFailed("offline", f"station {station_id} is not connected")
+        result = await connection.command(command, tx_ref)
+        return {"ok": True, "accepted": result.accepted, "status": result.status,
+                "response": result.response}
+
+
+async def operator_nodes(engine: AsyncEngine) -> list[tuple[str, str]]:
+    """(url, token) of every running gateway recorded in the database, newest first."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token)
+                                   .order_by(nodes.c.started_at.desc()))).all()
+    return [(r.operator_url, r.token) for r in rows]
+
+
+async def send_request(engine: AsyncEngine, request: dict[str, Any],
+                       timeout: float = 60.0) -> dict[str, Any]:
+    """Send one request to a running gateway; raises OperatorError("unreachable") if none answers."""
+    found = await operator_nodes(engine)
+    if not found:
+        raise OperatorError("unreachable", "no running gateway is recorded in this database: "
+                            "start one with `cocharge serve` (same --db)")
+    problems = []
+    for url, token in found:
+        try:
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                               open_timeout=5, compression=None) as websocket:
+                async with asyncio.timeout(timeout):
+                    await websocket.send(json.dumps(request))
+                    answer = json.loads(await websocket.recv(decode=True))
+                if not (answer.get("ok") is False and answer.get("error") == "offline"
+                        and len(found) > 1):
+                    return dict(answer)
+                problems.append(f"{url}: {answer.get('message')}")
+        except (OSError, InvalidHandshake, InvalidStatus, ConnectionClosed, TimeoutError) as exc:
+            problems.append(f"{url}: {exc}")
+    if all("is not connected" in p for p in problems):
+        return {"ok": False, "error": "offline", "message": "; ".join(problems)}
+    raise OperatorError("unreachable", "cannot reach the gateway's operator channel: "
+                        + "; ".join(problems))

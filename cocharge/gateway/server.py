@@ -1,0 +1,185 @@
+"""The gateway process: the charger-facing WebSocket server and the registry of connections.
+
+Stations connect to `ws://HOST:PORT/<anything>/<station_id>` offering `ocpp2.0.1`
+and/or `ocpp1.6`; the server picks by its own preference order. A handshake with no
+supported subprotocol completes without one and is then closed (1002), as OCPP-J asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import ssl
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from cocharge.config import GatewaySettings
+from cocharge.gateway.connection import StationConnection
+from cocharge.gateway.v16 import V16Connection
+from cocharge.gateway.v201 import V201Connection
+from cocharge.stations.events import Admission
+from cocharge.stations.service import StationAccess, StationService
+
+log = logging.getLogger(__name__)
+
+# Server preference order: the newer protocol first.
+SUBPROTOCOLS: dict[str, type[StationConnection]] = {
+    "ocpp2.0.1": V201Connection,
+    "ocpp1.6": V16Connection,
+}
+
+
+def station_id_from_path(path: str) -> str | None:
+    """The last non-empty path segment, URL-decoded (`/ocpp/CP%201` → `CP 1`)."""
+    segments = [s for s in urlsplit(path).path.split("/") if s]
+    return unquote(segments[-1]) if segments else None
+
+
+def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
+    value = headers.get("Authorization")
+    if not value or not value.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def _response(status: HTTPStatus, text: str, extra: dict[str, str] | None = None) -> Response:
+    headers = Headers({"Content-Type": "text/plain; charset=utf-8", **(extra or {})})
+    body = (text + "\n").encode()
+    headers["Content-Length"] = str(len(body))
+    return Response(status.value, status.phrase, headers, body)
+
+
+class Gateway:
+    """Owns the listening socket, the live connections and the stations service."""
+
+    def __init__(self, engine: AsyncEngine, settings: GatewaySettings,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.tls = tls
+        self.service = StationService(engine, settings)
+        self.connections: dict[str, StationConnection] = {}
+        self._server: Server | None = None
+        self._access: dict[int, tuple[str, StationAccess]] = {}
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        await self.service.start()
+        self._server = await serve(
+            self._serve_station,
+            self.settings.host,
+            self.settings.port,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,  # permessage-deflate costs ~100 KB per idle connection
+            max_size=self.settings.max_frame_bytes,
+            max_queue=4,
+            ping_interval=self.settings.ws_ping_interval_s,
+            ssl=self.tls,
+            server_header="cocharge",
+        )
+        log.info("OCPP gateway listening on %s:%d (%s)", self.settings.host, self.port,
+                 "TLS" if self.tls else "plain")
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self.service.close()
+
+    # --- handshake -------------------------------------------------------------------------
+
+    @staticmethod
+    def _select_subprotocol(_connection: ServerConnection, offered: Any) -> Any:
+        for name in SUBPROTOCOLS:
+            if name in offered:
+                return name
+        return None  # complete the handshake, then close: see _serve_station
+
+    async def _process_request(self, connection: ServerConnection,
+                               request: Request) -> Response | None:
+        station_id = station_id_from_path(request.path)
+        if not station_id:
+            return _response(HTTPStatus.NOT_FOUND,
+                             "connect to ws://HOST:PORT/<path>/<station_id>")
+        access = await self.service.access(station_id)
+        if access.password_hash is not None:
+            credentials = _basic_credentials(request.headers)
+            if (credentials is None or credentials[0] != station_id
+                    or not await self.service.password_ok(station_id, credentials[1],
+                                                          access.password_hash)):
+                log.warning("station %s: HTTP Basic authentication failed", station_id)
+                return _response(HTTPStatus.UNAUTHORIZED, "station authentication failed",
+                                 {"WWW-Authenticate": 'Basic realm="cocharge", charset="UTF-8"'})
+        self._access[id(connection)] = (station_id, access)
+        return None
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def _serve_station(self, websocket: ServerConnection) -> None:
+        station_id, access = self._access.pop(id(websocket))
+        if websocket.subprotocol is None:
+            log.warning("station %s offered no supported subprotocol: closing", station_id)
+            await websocket.close(1002, "offer ocpp2.0.1 or ocpp1.6 as subprotocol")
+            return
+        handler_class = SUBPROTOCOLS[websocket.subprotocol]
+        admission = access.admission if access.known else None
+        if admission is Admission.PENDING:
+            admission = None  # a pending station must boot again to be told it is pending
+        connection = handler_class(station_id, websocket, self.service, self.settings, admission)
+        previous = self.connections.get(station_id)
+        self.connections[station_id] = connection
+        if previous is not None:
+            log.info("station %s connected again: closing its previous connection", station_id)
+            asyncio.create_task(previous.websocket.close(1000, "replaced by a new connection"))
+        log.info("station %s connected (OCPP %s)", station_id, handler_class.protocol)
+        try:
+            await connection.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.connections.get(station_id) is connection:
+                del self.connections[station_id]
+            log.info("station %s disconnected", station_id)
+
+    def connection(self, station_id: str) -> StationConnection | None:
+        return self.connections.get(station_id)
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server TLS (security profile 2) from PEM files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(engine: AsyncEngine, settings: GatewaySettings,
+                          tls: ssl.SSLContext | None = None) -> Any:
+    gateway = Gateway(engine, settings, tls)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.close()

@@ -1,0 +1,183 @@
+"""OCPP 1.6J: frames in, domain events out; commands out, answers in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
+from ocpp.routing import on
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action
+
+from cocharge.gateway.connection import StationConnection, normalise_sample, now_iso, parse_time
+from cocharge.stations import commands as cmd
+from cocharge.stations.events import (
+    Admission,
+    AuthStatus,
+    ConnectorStatus,
+    MeterReport,
+    MeterSample,
+    SessionEnded,
+    SessionStarted,
+    StationBooted,
+    StationNotice,
+)
+from cocharge.stations.service import UnknownTransaction
+
+# 1.6 has no "Unknown": an idTag the central system does not know is Invalid.
+_ID_TAG_STATUS = {
+    AuthStatus.ACCEPTED: "Accepted",
+    AuthStatus.BLOCKED: "Blocked",
+    AuthStatus.EXPIRED: "Expired",
+    AuthStatus.UNKNOWN: "Invalid",
+}
+TRIGGERS = {"BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+            "Heartbeat", "MeterValues", "StatusNotification"}
+
+
+def id_tag_info(status: AuthStatus) -> dict[str, str]:
+    return {"status": _ID_TAG_STATUS[status]}
+
+
+def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
+    samples = []
+    for entry in meter_value:
+        at = parse_time(entry["timestamp"])
+        for sampled in entry.get("sampled_value", []):
+            if sampled.get("format") == "SignedData":
+                continue  # the signed blob is kept by the charger; we bill the plain reading
+            try:
+                value = float(sampled["value"])
+            except ValueError:
+                raise TypeConstraintViolationError(
+                    details={"cause": f"sampled value {sampled['value']!r} is not a number"})
+            samples.append(normalise_sample(at, sampled.get("measurand"), value,
+                                            sampled.get("unit"), sampled.get("phase"),
+                                            sampled.get("context")))
+    return samples
+
+
+class V16Connection(StationConnection):
+    protocol = "1.6"
+    ERR_NOT_JSON = "FormationViolation"
+    ERR_NOT_RPC = "FormationViolation"
+    ERR_MESSAGE_TYPE = "FormationViolation"
+    ERROR_SPELLING = {"FormatViolation": "FormationViolation",
+                      "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
+                                   **details: Any) -> call_result.BootNotification:
+        self.admission = await self.service.boot(StationBooted(
+            self.id, self.protocol, charge_point_vendor, charge_point_model,
+            details.get("charge_point_serial_number") or details.get("charge_box_serial_number"),
+            details.get("firmware_version")))
+        interval = (self.settings.heartbeat_interval_s if self.admission is Admission.ACCEPTED
+                    else self.settings.boot_retry_interval_s)
+        return call_result.BootNotification(current_time=now_iso(), interval=interval,
+                                            status=self.admission.value)
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=now_iso())
+
+    @on(Action.status_notification)
+    async def on_status_notification(self, connector_id: int, error_code: str, status: str,
+                                     timestamp: str | None = None,
+                                     **_: Any) -> call_result.StatusNotification:
+        at = parse_time(timestamp) if timestamp else parse_time(now_iso())
+        await self.service.connector_status(ConnectorStatus(
+            self.id, connector_id, status, None if error_code == "NoError" else error_code, at))
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        return call_result.Authorize(id_tag_info=id_tag_info(await self.service.authorize(id_tag)))
+
+    @on(Action.start_transaction)
+    async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
+                                   timestamp: str, **_: Any) -> call_result.StartTransaction:
+        session_id, status = await self.service.start_session(SessionStarted(
+            self.id, connector_id, id_tag, parse_time(timestamp), meter_start))
+        return call_result.StartTransaction(transaction_id=session_id,
+                                            id_tag_info=id_tag_info(status))
+
+    @on(Action.stop_transaction)
+    async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
+                                  reason: str | None = None, id_tag: str | None = None,
+                                  transaction_data: list[dict[str, Any]] | None = None,
+                                  **_: Any) -> call_result.StopTransaction:
+        status = await self.service.end_session(SessionEnded(
+            self.id, str(transaction_id), parse_time(timestamp), meter_stop, reason, id_tag,
+            parse_meter_values(transaction_data or [])))
+        return call_result.StopTransaction(id_tag_info=id_tag_info(status) if status else None)
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
+                              transaction_id: int | None = None) -> call_result.MeterValues:
+        try:
+            await self.service.meter_report(MeterReport(
+                self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
+                parse_meter_values(meter_value)))
+        except UnknownTransaction as exc:
+            raise PropertyConstraintViolationError(details={"cause": str(exc)})
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
+                               data: str | None = None) -> call_result.DataTransfer:
+        await self.service.notice(StationNotice(
+            self.id, "data_transfer", parse_time(now_iso()),
+            {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status(self, status: str) -> call_result.FirmwareStatusNotification:
+        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+                                                {"status": status}))
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diagnostics_status(self, status: str) -> call_result.DiagnosticsStatusNotification:
+        await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
+                                                {"status": status}))
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.security_event_notification)
+    async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
+                                tech_info: str | None = None) -> call_result.SecurityEventNotification:
+        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
+                                                {"type": type, "tech_info": tech_info}))
+        return call_result.SecurityEventNotification()
+
+    # --- commands --------------------------------------------------------------------------
+
+    def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
+        match command:
+            case cmd.RemoteStart(tag=tag, connector_id=connector_id):
+                return call.RemoteStartTransaction(id_tag=tag, connector_id=connector_id)
+            case cmd.RemoteStop():
+                if tx_ref is None or not tx_ref.isdigit():
+                    raise cmd.CommandRejected(f"session {command.session_id} has no 1.6 transaction id")
+                return call.RemoteStopTransaction(transaction_id=int(tx_ref))
+            case cmd.UnlockConnector(connector_id=connector_id):
+                return call.UnlockConnector(connector_id=connector_id)
+            case cmd.SetAvailability(connector_id=connector_id, operative=operative):
+                return call.ChangeAvailability(connector_id=connector_id,
+                                               type="Operative" if operative else "Inoperative")
+            case cmd.Reset(hard=hard):
+                return call.Reset(type="Hard" if hard else "Soft")
+            case cmd.TriggerMessage(message=message, connector_id=connector_id):
+                if message not in TRIGGERS:
+                    raise cmd.CommandRejected(
+                        f"OCPP 1.6 cannot trigger {message}: choose one of {', '.join(sorted(TRIGGERS))}")
+                return call.TriggerMessage(requested_message=message, connector_id=connector_id)
+            case cmd.GetConfiguration(keys=keys):
+                return call.GetConfiguration(key=list(keys) or None)
+            case cmd.SetConfiguration(key=key, value=value):
+                return call.ChangeConfiguration(key=key, value=value)
+            case cmd.ClearCache():
+                return call.ClearCache()
+            case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):
+                return call.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data)
+        raise cmd.CommandRejected(f"unsupported command {command!r}")

@@ -1,0 +1,234 @@
+"""OCPP 2.0.1: frames in, domain events out; commands out, answers in.
+
+Our connector number is the 2.0.1 EVSE id (each EVSE of a shared wallbox has one
+connector in practice).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from ocpp.exceptions import TypeConstraintViolationError
+from ocpp.routing import on
+from ocpp.v201 import call, call_result
+from ocpp.v201.enums import Action
+
+from cocharge.gateway.connection import (
+    StationConnection,
+    as_camel_dict,
+    normalise_sample,
+    now_iso,
+    parse_time,
+)
+from cocharge.stations import commands as cmd
+from cocharge.stations.events import (
+    Admission,
+    AuthStatus,
+    ConnectorStatus,
+    MeterReport,
+    MeterSample,
+    StationBooted,
+    StationNotice,
+    TransactionEvent,
+)
+from cocharge.stations.commands import CommandResult
+
+TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+            "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate",
+            "StatusNotification", "TransactionEvent", "SignCombinedCertificate",
+            "PublishFirmwareStatusNotification"}
+_remote_start_ids = itertools.count(int(time.time()) % 1_000_000)
+
+
+def id_token_info(status: AuthStatus) -> dict[str, str]:
+    return {"status": status.value}
+
+
+def parse_meter_values(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
+    samples = []
+    for entry in meter_value or []:
+        at = parse_time(entry["timestamp"])
+        for sampled in entry.get("sampled_value", []):
+            unit_of_measure = sampled.get("unit_of_measure") or {}
+            try:
+                value = float(sampled["value"]) * 10 ** int(unit_of_measure.get("multiplier", 0))
+            except (TypeError, ValueError):
+                raise TypeConstraintViolationError(
+                    details={"cause": f"sampled value {sampled.get('value')!r} is not a number"})
+            samples.append(normalise_sample(at, sampled.get("measurand"), value,
+                                            unit_of_measure.get("unit"), sampled.get("phase"),
+                                            sampled.get("context")))
+    return samples
+
+
+def _component_variable(key: str) -> tuple[str, str]:
+    component, _, variable = key.partition(".")
+    if not component or not variable:
+        raise cmd.CommandRejected(
+            f"OCPP 2.0.1 names a setting as Component.Variable (e.g. OCPPCommCtrlr.HeartbeatInterval), "
+            f"not {key!r}")
+    return component, variable
+
+
+class V201Connection(StationConnection):
+    protocol = "2.0.1"
+    ERR_NOT_JSON = "RpcFrameworkError"
+    ERR_NOT_RPC = "RpcFrameworkError"
+    ERR_MESSAGE_TYPE = "MessageTypeNotSupported"
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+                                   **_: Any) -> call_result.BootNotification:
+        self.admission = await self.service.boot(StationBooted(
+            self.id, self.protocol, charging_station.get("vendor_name", ""),
+            charging_station.get("model", ""), charging_station.get("serial_number"),
+            charging_station.get("firmware_version")))
+        interval = (self.settings.heartbeat_interval_s if self.admission is Admission.ACCEPTED
+                    else self.settings.boot_retry_interval_s)
+        return call_result.BootNotification(current_time=now_iso(), interval=interval,
+                                            status=self.admission.value)
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=now_iso())
+
+    @on(Action.status_notification)
+    async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
+                                     connector_id: int, **_: Any) -> call_result.StatusNotification:
+        await self.service.connector_status(ConnectorStatus(
+            self.id, evse_id, connector_status, None, parse_time(timestamp)))
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+        status = await self.service.authorize(id_token["id_token"])
+        return call_result.Authorize(id_token_info=id_token_info(status))
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,
+                                   seq_no: int, transaction_info: dict[str, Any],
+                                   meter_value: list[dict[str, Any]] | None = None,
+                                   offline: bool | None = None, evse: dict[str, Any] | None = None,
+                                   id_token: dict[str, Any] | None = None,
+                                   **_: Any) -> call_result.TransactionEvent:
+        status = await self.service.transaction_event(TransactionEvent(
+            station_id=self.id,
+            tx_ref=transaction_info["transaction_id"],
+            event_type=event_type,
+            seq_no=seq_no,
+            at=parse_time(timestamp),
+            connector_id=evse["id"] if evse else None,
+            id_tag=id_token["id_token"] if id_token else None,
+            stop_reason=transaction_info.get("stopped_reason"),
+            samples=parse_meter_values(meter_value),
+            offline=bool(offline),
+        ))
+        return call_result.TransactionEvent(
+            id_token_info=id_token_info(status) if status is not None else None)
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
+                              **_: Any) -> call_result.MeterValues:
+        await self.service.meter_report(MeterReport(self.id, evse_id, None,
+                                                    parse_meter_values(meter_value)))
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
+                               data: Any = None, **_: Any) -> call_result.DataTransfer:
+        await self.service.notice(StationNotice(
+            self.id, "data_transfer", parse_time(now_iso()),
+            {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status(self, status: str, request_id: int | None = None,
+                                 **_: Any) -> call_result.FirmwareStatusNotification:
+        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+                                                {"status": status, "request_id": request_id}))
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.security_event_notification)
+    async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
+                                tech_info: str | None = None,
+                                **_: Any) -> call_result.SecurityEventNotification:
+        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
+                                                {"type": type, "tech_info": tech_info}))
+        return call_result.SecurityEventNotification()
+
+    @on(Action.notify_report)
+    async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
+                               report_data: list[dict[str, Any]] | None = None,
+                               tbc: bool | None = None, **_: Any) -> call_result.NotifyReport:
+        await self.service.notice(StationNotice(
+            self.id, "report", parse_time(generated_at),
+            {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc),
+             "report_data": report_data or []}))
+        return call_result.NotifyReport()
+
+    @on(Action.notify_event)
+    async def on_notify_event(self, generated_at: str, seq_no: int,
+                              event_data: list[dict[str, Any]], tbc: bool | None = None,
+                              **_: Any) -> call_result.NotifyEvent:
+        await self.service.notice(StationNotice(
+            self.id, "event", parse_time(generated_at),
+            {"seq_no": seq_no, "tbc": bool(tbc), "event_data": event_data}))
+        return call_result.NotifyEvent()
+
+    # --- commands --------------------------------------------------------------------------
+
+    def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
+        match command:
+            case cmd.RemoteStart(tag=tag, connector_id=connector_id):
+                return call.RequestStartTransaction(
+                    id_token={"id_token": tag, "type": "Central"},
+                    remote_start_id=next(_remote_start_ids), evse_id=connector_id)
+            case cmd.RemoteStop():
+                if tx_ref is None:
+                    raise cmd.CommandRejected(f"session {command.session_id} has no transaction id")
+                return call.RequestStopTransaction(transaction_id=tx_ref)
+            case cmd.UnlockConnector(connector_id=connector_id):
+                return call.UnlockConnector(evse_id=connector_id, connector_id=1)
+            case cmd.SetAvailability(connector_id=connector_id, operative=operative):
+                return call.ChangeAvailability(
+                    operational_status="Operative" if operative else "Inoperative",
+                    evse={"id": connector_id} if connector_id else None)
+            case cmd.Reset(hard=hard):
+                return call.Reset(type="Immediate" if hard else "OnIdle")
+            case cmd.TriggerMessage(message=message, connector_id=connector_id):
+                if message not in TRIGGERS:
+                    raise cmd.CommandRejected(
+                        f"OCPP 2.0.1 cannot trigger {message}: choose one of {', '.join(sorted(TRIGGERS))}")
+                return call.TriggerMessage(requested_message=message,
+                                           evse={"id": connector_id} if connector_id else None)
+            case cmd.GetConfiguration(keys=keys):
+                if not keys:
+                    raise cmd.CommandRejected(
+                        "OCPP 2.0.1 stations answer only named variables: give one or more "
+                        "Component.Variable keys")
+                data = []
+                for key in keys:
+                    component, variable = _component_variable(key)
+                    data.append({"component": {"name": component}, "variable": {"name": variable}})
+                return call.GetVariables(get_variable_data=data)
+            case cmd.SetConfiguration(key=key, value=value):
+                component, variable = _component_variable(key)
+                return call.SetVariables(set_variable_data=[{
+                    "attribute_value": value, "component": {"name": component},
+                    "variable": {"name": variable}}])
+            case cmd.ClearCache():
+                return call.ClearCache()
+            case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):
+                return call.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data)
+        raise cmd.CommandRejected(f"unsupported command {command!r}")
+
+    def result_of(self, command: cmd.Command, response: Any) -> CommandResult:
+        answer = as_camel_dict(response)
+        results = answer.get("getVariableResult") or answer.get("setVariableResult")
+        if results:
+            statuses = [r.get("attributeStatus", "") for r in results]
+            accepted = all(s in ("Accepted", "RebootRequired") for s in statuses)
+            return CommandResult(accepted, ",".join(statuses), answer)
+        return super().result_of(command, response)

@@ -1,0 +1,1 @@
+"""Virtual wallboxes and EVs that speak real OCPP over real sockets."""

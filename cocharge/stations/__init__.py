@@ -1,0 +1,1 @@
+"""Stations, members and the session lifecycle, behind a version-neutral vocabulary."""

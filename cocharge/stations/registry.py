@@ -1,0 +1,157 @@
+"""Stations, members and sessions as the operator manages them (used by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocharge.stations.passwords import hash_password
+from cocharge.store.db import utcnow
+from cocharge.store.schema import connector_status, members, sessions, stations
+
+
+class RegistryError(ValueError):
+    """An operator request that cannot be applied; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class NewStation:
+    station_id: str
+    password: str | None = None
+    owner: str | None = None
+    connectors: int = 1
+    max_power_kw: float | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value is not None else None
+
+
+async def add_station(engine: AsyncEngine, new: NewStation) -> None:
+    async with engine.begin() as conn:
+        exists = await conn.scalar(select(stations.c.id).where(stations.c.id == new.station_id))
+        if exists:
+            raise RegistryError(f"station {new.station_id!r} is already registered")
+        await conn.execute(
+            insert(stations).values(
+                id=new.station_id,
+                password_hash=hash_password(new.password) if new.password else None,
+                owner=new.owner,
+                connectors=new.connectors,
+                max_power_w=round(new.max_power_kw * 1000) if new.max_power_kw else None,
+                admission="accepted",
+                created_at=utcnow(),
+            )
+        )
+
+
+def _station_view(row: Any, statuses: list[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "owner": row.owner,
+        "connectors": row.connectors,
+        "max_power_kw": row.max_power_w / 1000 if row.max_power_w else None,
+        "admission": row.admission,
+        "password": row.password_hash is not None,
+        "protocol": row.protocol,
+        "vendor": row.vendor,
+        "model": row.model,
+        "firmware": row.firmware,
+        "last_boot_at": _iso(row.last_boot_at),
+        "last_seen_at": _iso(row.last_seen_at),
+        "connector_status": {
+            str(s.connector_id): {"status": s.status, "error_code": s.error_code,
+                                  "at": _iso(s.updated_at)}
+            for s in statuses
+        },
+    }
+
+
+async def list_stations(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(stations).order_by(stations.c.id))).all()
+        status_rows = (await conn.execute(select(connector_status))).all()
+    by_station: dict[str, list[Any]] = {}
+    for s in status_rows:
+        by_station.setdefault(s.station_id, []).append(s)
+    return [_station_view(r, sorted(by_station.get(r.id, []), key=lambda s: s.connector_id))
+            for r in rows]
+
+
+async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(stations).where(stations.c.id == station_id))).first()
+        if row is None:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+        status_rows = (await conn.execute(
+            select(connector_status).where(connector_status.c.station_id == station_id)
+            .order_by(connector_status.c.connector_id))).all()
+    return _station_view(row, list(status_rows))
+
+
+async def approve_station(engine: AsyncEngine, station_id: str) -> None:
+    async with engine.begin() as conn:
+        done = await conn.execute(
+            update(stations).where(stations.c.id == station_id).values(admission="accepted"))
+        if done.rowcount == 0:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+
+
+async def remove_station(engine: AsyncEngine, station_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(delete(connector_status).where(connector_status.c.station_id == station_id))
+        done = await conn.execute(delete(stations).where(stations.c.id == station_id))
+        if done.rowcount == 0:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+
+
+async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None,
+                     expires_at: datetime | None = None) -> None:
+    async with engine.begin() as conn:
+        exists = await conn.scalar(select(members.c.tag).where(members.c.tag == tag))
+        if exists:
+            raise RegistryError(f"tag {tag!r} already belongs to a member")
+        await conn.execute(insert(members).values(
+            tag=tag, name=name, phone=phone, status="active", expires_at=expires_at,
+            created_at=utcnow()))
+
+
+async def list_members(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(members).order_by(members.c.name))).all()
+    return [{"tag": r.tag, "name": r.name, "phone": r.phone, "status": r.status,
+             "expires_at": _iso(r.expires_at)} for r in rows]
+
+
+async def block_member(engine: AsyncEngine, tag: str) -> None:
+    async with engine.begin() as conn:
+        done = await conn.execute(update(members).where(members.c.tag == tag).values(status="blocked"))
+        if done.rowcount == 0:
+            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+
+
+async def list_sessions(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(sessions).order_by(sessions.c.started_at, sessions.c.id)
+    if station_id:
+        query = query.where(sessions.c.station_id == station_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [{
+        "id": r.id,
+        "station": r.station_id,
+        "connector": r.connector_id,
+        "transaction": r.tx_ref,
+        "tag": r.id_tag,
+        "started": _iso(r.started_at),
+        "ended": _iso(r.ended_at),
+        "meter_start_wh": r.meter_start_wh,
+        "meter_stop_wh": r.meter_stop_wh,
+        "energy_wh": r.energy_wh,
+        "status": r.status,
+        "stop_reason": r.stop_reason,
+        "flag_reason": r.flag_reason,
+    } for r in rows]

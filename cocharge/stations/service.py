@@ -1,0 +1,389 @@
+"""The stations core at run time: admission, authorization and the session lifecycle.
+
+It consumes the version-neutral events of `cocharge.stations.events`, keeps the
+sessions in progress in memory (so the hot path needs no lookup round trip), and
+persists everything: sessions directly, meter samples through the group-commit
+writer. Every method is safe to call again with the same event: duplicates are
+recognised and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cocharge.config import GatewaySettings
+from cocharge.stations.auth import Tag, check_tag
+from cocharge.stations.events import (
+    ENERGY_REGISTER,
+    Admission,
+    AuthStatus,
+    ConnectorStatus,
+    MeterReport,
+    MeterSample,
+    SessionEnded,
+    SessionStarted,
+    StationBooted,
+    StationNotice,
+    TransactionEvent,
+)
+from cocharge.stations.metering import assess_energy
+from cocharge.stations.passwords import verify_password
+from cocharge.stations.writer import SampleWriter
+from cocharge.store.db import utcnow
+from cocharge.store.schema import (
+    connector_status,
+    members,
+    meter_samples,
+    sessions,
+    station_events,
+    stations,
+    tx_events,
+)
+from cocharge.store.sql import insert_ignore, upsert
+
+log = logging.getLogger(__name__)
+
+
+class UnknownTransaction(LookupError):
+    """A message names a transaction this central system has no record of."""
+
+
+@dataclass
+class OpenSession:
+    id: int
+    connector_id: int
+    ended: bool
+    seen_seq: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class StationAccess:
+    """What the gateway needs to know about a station when it connects."""
+
+    known: bool
+    admission: Admission
+    password_hash: str | None
+
+
+def _sample_rows(station_id: str, connector_id: int, session_id: int | None,
+                 samples: list[MeterSample]) -> list[dict[str, Any]]:
+    return [
+        {"session_id": session_id, "station_id": station_id, "connector_id": connector_id,
+         "ts": s.at, "measurand": s.measurand, "phase": s.phase, "value": s.value,
+         "unit": s.unit, "context": s.context}
+        for s in samples
+    ]
+
+
+class StationService:
+    def __init__(self, engine: AsyncEngine, settings: GatewaySettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.writer = SampleWriter(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
+        self._open: dict[tuple[str, str], OpenSession] = {}
+        self._last_seen: dict[str, datetime] = {}
+        self._verified: dict[str, tuple[str, str]] = {}  # station -> (hash, password) seen valid
+        self._seen_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.writer.start()
+        self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
+
+    async def close(self) -> None:
+        if self._seen_task is not None:
+            self._seen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._seen_task
+        await self._flush_last_seen()
+        await self.writer.close()
+
+    # --- admission -------------------------------------------------------------------------
+
+    async def access(self, station_id: str) -> StationAccess:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(stations.c.admission, stations.c.password_hash)
+                .where(stations.c.id == station_id))).first()
+        if row is None:
+            return StationAccess(False, Admission.REJECTED, None)
+        admission = Admission.ACCEPTED if row.admission == "accepted" else Admission.PENDING
+        return StationAccess(True, admission, row.password_hash)
+
+    async def password_ok(self, station_id: str, password: str, stored_hash: str) -> bool:
+        """Check a Basic-auth password; scrypt runs off the event loop, and once per reconnect storm."""
+        if self._verified.get(station_id) == (stored_hash, password):
+            return True
+        ok = await asyncio.to_thread(verify_password, password, stored_hash)
+        if ok:
+            self._verified[station_id] = (stored_hash, password)
+        return ok
+
+    async def boot(self, event: StationBooted) -> Admission:
+        now = utcnow()
+        details = {"protocol": event.protocol, "vendor": event.vendor, "model": event.model,
+                   "serial": event.serial, "firmware": event.firmware,
+                   "last_boot_at": now, "last_seen_at": now}
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                select(stations.c.admission).where(stations.c.id == event.station_id))).first()
+            if row is None:
+                if not self.settings.auto_register:
+                    log.warning("station %s is not registered: BootNotification rejected",
+                                event.station_id)
+                    return Admission.REJECTED
+                await conn.execute(insert(stations).values(
+                    id=event.station_id, connectors=1, admission="pending", created_at=now,
+                    **details))
+                log.info("station %s auto-registered, pending approval", event.station_id)
+                return Admission.PENDING
+            await conn.execute(update(stations).where(stations.c.id == event.station_id)
+                               .values(**details))
+        return Admission.ACCEPTED if row.admission == "accepted" else Admission.PENDING
+
+    def seen(self, station_id: str) -> None:
+        """Note that a station spoke; written out in one batch every few seconds."""
+        self._last_seen[station_id] = utcnow()
+
+    async def _flush_last_seen_forever(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            try:
+                await self._flush_last_seen()
+            except Exception:
+                log.exception("writing last-seen times failed")
+
+    async def _flush_last_seen(self) -> None:
+        if not self._last_seen:
+            return
+        seen, self._last_seen = self._last_seen, {}
+        stmt = (update(stations).where(stations.c.id == bindparam("sid"))
+                .values(last_seen_at=bindparam("seen")))
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, [{"sid": k, "seen": v} for k, v in seen.items()])
+
+    # --- authorization ---------------------------------------------------------------------
+
+    async def authorize(self, tag: str) -> AuthStatus:
+        async with self.engine.connect() as conn:
+            return await self._authorize(conn, tag)
+
+    async def _authorize(self, conn: AsyncConnection, tag: str) -> AuthStatus:
+        row = (await conn.execute(
+            select(members.c.tag, members.c.status, members.c.expires_at)
+            .where(members.c.tag == tag))).first()
+        return check_tag(Tag(row.tag, row.status, row.expires_at) if row else None, utcnow())
+
+    # --- status and notices ----------------------------------------------------------------
+
+    async def connector_status(self, event: ConnectorStatus) -> None:
+        stmt = upsert(self.engine, connector_status, ["station_id", "connector_id"],
+                      ["status", "error_code", "updated_at"])
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt.values(
+                station_id=event.station_id, connector_id=event.connector_id,
+                status=event.status, error_code=event.error_code, updated_at=event.at))
+
+    async def notice(self, event: StationNotice) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(station_events).values(
+                station_id=event.station_id, ts=event.at, kind=event.kind,
+                payload=json.dumps(event.payload, default=str, sort_keys=True)))
+            if event.kind == "firmware":
+                await conn.execute(update(stations).where(stations.c.id == event.station_id)
+                                   .values(firmware_status=str(event.payload.get("status"))))
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def _max_power_w(self, conn: AsyncConnection, station_id: str) -> int:
+        value = await conn.scalar(select(stations.c.max_power_w).where(stations.c.id == station_id))
+        return int(value) if value else self.settings.default_max_power_w
+
+    async def _finish(self, conn: AsyncConnection, session_id: int) -> None:
+        """Compute energy from the registers (first and last by timestamp) and close the session."""
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).one()
+        start, stop = row.meter_start_wh, row.meter_stop_wh
+        if row.protocol != "1.6":
+            first = (await conn.execute(
+                select(meter_samples.c.value).where(and_(
+                    meter_samples.c.session_id == session_id,
+                    meter_samples.c.measurand == ENERGY_REGISTER, meter_samples.c.phase.is_(None)))
+                .order_by(meter_samples.c.ts, meter_samples.c.id).limit(1))).scalar()
+            last = (await conn.execute(
+                select(meter_samples.c.value).where(and_(
+                    meter_samples.c.session_id == session_id,
+                    meter_samples.c.measurand == ENERGY_REGISTER, meter_samples.c.phase.is_(None)))
+                .order_by(meter_samples.c.ts.desc(), meter_samples.c.id.desc()).limit(1))).scalar()
+            start = round(first) if first is not None else None
+            stop = round(last) if last is not None else None
+        verdict = assess_energy(start, stop, row.started_at, row.ended_at,
+                                await self._max_power_w(conn, row.station_id),
+                                self.settings.misread_power_factor, self.settings.misread_slack_wh)
+        await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+            meter_start_wh=start, meter_stop_wh=stop, energy_wh=verdict.energy_wh,
+            status="completed" if verdict.billable else "flagged", flag_reason=verdict.reason))
+        if not verdict.billable:
+            log.warning("session %s flagged: %s", session_id, verdict.reason)
+
+    async def start_session(self, event: SessionStarted) -> tuple[int, AuthStatus]:
+        """OCPP 1.6 StartTransaction: a repeat of the same start returns the same id."""
+        async with self.engine.begin() as conn:
+            status = await self._authorize(conn, event.id_tag)
+            existing = await conn.scalar(select(sessions.c.id).where(and_(
+                sessions.c.station_id == event.station_id,
+                sessions.c.connector_id == event.connector_id,
+                sessions.c.id_tag == event.id_tag,
+                sessions.c.started_at == event.at,
+                sessions.c.meter_start_wh == event.meter_start_wh)))
+            if existing is not None:
+                log.info("repeated StartTransaction from %s: same transaction %s",
+                         event.station_id, existing)
+                return int(existing), status
+            session_id = int((await conn.execute(insert(sessions).values(
+                station_id=event.station_id, connector_id=event.connector_id, protocol="1.6",
+                id_tag=event.id_tag, started_at=event.at, meter_start_wh=event.meter_start_wh,
+                status="active", created_at=utcnow()).returning(sessions.c.id))).scalar_one())
+            await conn.execute(update(sessions).where(sessions.c.id == session_id)
+                               .values(tx_ref=str(session_id)))
+        self._open[(event.station_id, str(session_id))] = OpenSession(
+            session_id, event.connector_id, ended=False)
+        return session_id, status
+
+    async def _load(self, conn: AsyncConnection, station_id: str, tx_ref: str) -> OpenSession | None:
+        cached = self._open.get((station_id, tx_ref))
+        if cached is not None:
+            return cached
+        row = (await conn.execute(select(sessions.c.id, sessions.c.connector_id, sessions.c.ended_at)
+                                  .where(and_(sessions.c.station_id == station_id,
+                                              sessions.c.tx_ref == tx_ref)))).first()
+        if row is None:
+            return None
+        seqs = (await conn.execute(select(tx_events.c.seq_no).where(and_(
+            tx_events.c.station_id == station_id, tx_events.c.tx_ref == tx_ref)))).scalars().all()
+        found = OpenSession(int(row.id), row.connector_id, row.ended_at is not None, set(seqs))
+        if not found.ended:
+            self._open[(station_id, tx_ref)] = found
+        return found
+
+    async def end_session(self, event: SessionEnded) -> AuthStatus | None:
+        """OCPP 1.6 StopTransaction: closes the session once; repeats change nothing."""
+        async with self.engine.begin() as conn:
+            status = await self._authorize(conn, event.id_tag) if event.id_tag else None
+            found = await self._load(conn, event.station_id, event.tx_ref)
+            if found is None:
+                # Keep what the charger sent (it may be the stop of a start we never got).
+                orphan_ref = f"orphan:{event.tx_ref}"
+                log.warning("StopTransaction for unknown transaction %s from %s kept as orphan",
+                            event.tx_ref, event.station_id)
+                await conn.execute(insert_ignore(self.engine, sessions).values(
+                    station_id=event.station_id, connector_id=0, tx_ref=orphan_ref,
+                    protocol="1.6", id_tag=event.id_tag, ended_at=event.at,
+                    meter_stop_wh=event.meter_stop_wh, status="orphan", stop_reason=event.reason,
+                    flag_reason="stop for a transaction this central system never started",
+                    created_at=utcnow()))
+                return status
+            if found.ended:
+                log.info("repeated StopTransaction %s from %s ignored", event.tx_ref, event.station_id)
+                return status
+            if event.samples:
+                await conn.execute(insert(meter_samples), _sample_rows(
+                    event.station_id, found.connector_id, found.id, event.samples))
+            await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                ended_at=event.at, meter_stop_wh=event.meter_stop_wh,
+                stop_reason=event.reason or "Local"))
+            await self._finish(conn, found.id)
+        found.ended = True
+        self._open.pop((event.station_id, event.tx_ref), None)
+        return status
+
+    async def transaction_event(self, event: TransactionEvent) -> AuthStatus | None:
+        """OCPP 2.0.1 TransactionEvent: (station, transaction, seqNo) is applied once."""
+        key = (event.station_id, event.tx_ref)
+        async with self.engine.connect() as conn:
+            status = await self._authorize(conn, event.id_tag) if event.id_tag else None
+            found = await self._load(conn, event.station_id, event.tx_ref)
+        if found is not None and event.seq_no in found.seen_seq:
+            log.info("repeated TransactionEvent %s seq %s from %s ignored",
+                     event.tx_ref, event.seq_no, event.station_id)
+            return status
+        mark = {"station_id": event.station_id, "tx_ref": event.tx_ref, "seq_no": event.seq_no,
+                "event_type": event.event_type, "ts": event.at}
+        if found is not None and event.event_type == "Updated" and not found.ended and not event.id_tag:
+            # The hot path: meter values during a transaction, group-committed.
+            await self.writer.write(
+                _sample_rows(event.station_id, found.connector_id, found.id, event.samples), [mark])
+            found.seen_seq.add(event.seq_no)
+            return status
+        async with self.engine.begin() as conn:
+            if found is None:
+                session_id = int((await conn.execute(insert(sessions).values(
+                    station_id=event.station_id, connector_id=event.connector_id or 0,
+                    tx_ref=event.tx_ref, protocol="2.0.1", id_tag=event.id_tag,
+                    started_at=event.at, status="active", created_at=utcnow(),
+                ).returning(sessions.c.id))).scalar_one())
+                found = OpenSession(session_id, event.connector_id or 0, ended=False)
+            else:
+                changes: dict[str, Any] = {}
+                if event.id_tag:
+                    changes["id_tag"] = event.id_tag
+                if event.event_type == "Started":
+                    started = await conn.scalar(select(sessions.c.started_at)
+                                                .where(sessions.c.id == found.id))
+                    if started is None or event.at < started:
+                        changes["started_at"] = event.at
+                if event.connector_id and not found.connector_id:
+                    changes["connector_id"] = found.connector_id = event.connector_id
+                if changes:
+                    await conn.execute(update(sessions).where(sessions.c.id == found.id)
+                                       .values(**changes))
+            await conn.execute(insert_ignore(self.engine, tx_events).values(**mark))
+            if event.samples:
+                await conn.execute(insert(meter_samples), _sample_rows(
+                    event.station_id, found.connector_id, found.id, event.samples))
+            if event.event_type == "Ended":
+                ended = await conn.scalar(select(sessions.c.ended_at).where(sessions.c.id == found.id))
+                if ended is None or event.at > ended:
+                    await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                        ended_at=event.at, stop_reason=event.stop_reason or "Local"))
+                found.ended = True
+            if found.ended:
+                # Also re-run when a late event of an ended session arrives (offline replay).
+                await self._finish(conn, found.id)
+        found.seen_seq.add(event.seq_no)
+        if found.ended:
+            self._open.pop(key, None)
+        else:
+            self._open[key] = found
+        return status
+
+    async def meter_report(self, event: MeterReport) -> None:
+        """MeterValues: samples of a known transaction, or of the connector when none is named."""
+        session_id: int | None = None
+        if event.tx_ref is not None:
+            found = self._open.get((event.station_id, event.tx_ref))
+            if found is None:
+                async with self.engine.connect() as conn:
+                    found = await self._load(conn, event.station_id, event.tx_ref)
+            if found is None:
+                raise UnknownTransaction(
+                    f"transaction {event.tx_ref} is unknown for station {event.station_id}")
+            session_id = found.id
+        await self.writer.write(
+            _sample_rows(event.station_id, event.connector_id, session_id, event.samples), [])
+
+    async def session_ref(self, session_id: int) -> tuple[str, str, str] | None:
+        """(station, charger's transaction id, protocol) of a session, for a remote stop."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(sessions.c.station_id, sessions.c.tx_ref,
+                                             sessions.c.protocol)
+                                      .where(sessions.c.id == session_id))).first()
+        return (row.station_id, row.tx_ref, row.protocol) if row else None
+

@@ -1,0 +1,105 @@
+"""Engine creation and schema migration for SQLite (default) and PostgreSQL.
+
+Migrations are a numbered list applied in order at start-up, recorded in
+`schema_version`. We chose this over Alembic: the schema is small, linear and
+owned by one package, and a list of steps needs no ini files, env scripts or
+extra dependency while working identically on both backends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import event, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from cocharge.store.schema import metadata, schema_version
+
+DEFAULT_DB = "./cocharge.db"
+
+
+class DatabaseURLError(ValueError):
+    """The --db value is neither a file path nor a supported database URL."""
+
+
+def resolve_url(db: str | None) -> str:
+    """Turn a --db value (URL, bare file path or None) into an async SQLAlchemy URL."""
+    db = db or os.environ.get("COCHARGE_DB") or DEFAULT_DB
+    if "://" not in db:
+        return f"sqlite+aiosqlite:///{db}"
+    if db.startswith("sqlite://") and not db.startswith("sqlite+aiosqlite://"):
+        db = "sqlite+aiosqlite://" + db[len("sqlite://"):]
+    elif db.startswith(("postgresql://", "postgres://")):
+        db = "postgresql+asyncpg://" + db.split("://", 1)[1]
+    try:
+        url = make_url(db)
+    except ArgumentError as exc:
+        raise DatabaseURLError(f"cannot parse database URL {db!r}: {exc}") from exc
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise DatabaseURLError(
+            f"unsupported database {url.drivername!r}: use a file path, "
+            "sqlite:///FILE or postgresql+asyncpg://USER@HOST/DB"
+        )
+    return db
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    # WAL lets the CLI read while the gateway writes; FULL makes every commit durable.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(db: str | None) -> AsyncEngine:
+    """An async engine for `db`, with SQLite's durability pragmas applied on every connection."""
+    url = resolve_url(db)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return engine
+
+
+def utcnow() -> datetime:
+    """Now as the naive UTC datetime the schema stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+async def _v1_baseline(conn: AsyncConnection) -> None:
+    await conn.run_sync(metadata.create_all)
+
+
+Migration = Callable[[AsyncConnection], Awaitable[None]]
+MIGRATIONS: list[tuple[int, Migration]] = [
+    (1, _v1_baseline),
+]
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Bring the schema to the newest version; safe to run from several processes."""
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: schema_version.create(c, checkfirst=True))
+    async with engine.begin() as conn:
+        current = (await conn.execute(select(schema_version.c.version))).scalars().all()
+        done = set(current)
+        for version, step in MIGRATIONS:
+            if version in done:
+                continue
+            await step(conn)
+            await conn.execute(insert(schema_version).values(version=version, applied_at=utcnow()))
+    return MIGRATIONS[-1][0]
+
+
+async def open_store(db: str | None) -> AsyncEngine:
+    """Engine for `db` with the schema migrated to the newest version."""
+    engine = make_engine(db)
+    await migrate(engine)
+    return engine

@@ -1,0 +1,155 @@
+"""The database schema: one definition for SQLite and PostgreSQL.
+
+Times are stored as naive UTC datetimes on both backends; energy in integer Wh.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for big tables.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime, nullable=False),
+)
+
+stations = Table(
+    "stations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("password_hash", String(255)),
+    Column("owner", String(200)),
+    Column("connectors", Integer, nullable=False, default=1),
+    Column("max_power_w", Integer),
+    # accepted | pending
+    Column("admission", String(16), nullable=False, default="accepted"),
+    Column("protocol", String(16)),
+    Column("vendor", String(64)),
+    Column("model", String(64)),
+    Column("serial", String(64)),
+    Column("firmware", String(64)),
+    Column("firmware_status", String(64)),
+    Column("last_boot_at", DateTime),
+    Column("last_seen_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+)
+
+connector_status = Table(
+    "connector_status",
+    metadata,
+    Column("station_id", String(64), ForeignKey("stations.id", ondelete="CASCADE"), primary_key=True),
+    Column("connector_id", Integer, primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("error_code", String(64)),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("tag", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(32)),
+    # active | blocked
+    Column("status", String(16), nullable=False, default="active"),
+    Column("expires_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("connector_id", Integer, nullable=False),
+    # The charger's own transaction id: str(id) for OCPP 1.6, the charger's UUID for 2.0.1.
+    Column("tx_ref", String(64)),
+    Column("protocol", String(16), nullable=False),
+    Column("id_tag", String(64)),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("meter_start_wh", BigInteger),
+    Column("meter_stop_wh", BigInteger),
+    Column("energy_wh", BigInteger),
+    # active | completed | flagged | orphan
+    Column("status", String(16), nullable=False),
+    Column("stop_reason", String(64)),
+    Column("flag_reason", Text),
+    Column("last_seq_no", Integer),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
+)
+Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,
+      sessions.c.id_tag, sessions.c.started_at)
+Index("ix_sessions_status", sessions.c.status)
+
+# One row per (station, transaction, seqNo) seen: the duplicate filter of TransactionEvent.
+tx_events = Table(
+    "tx_events",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("tx_ref", String(64), primary_key=True),
+    Column("seq_no", Integer, primary_key=True),
+    Column("event_type", String(16), nullable=False),
+    Column("ts", DateTime, nullable=False),
+)
+
+meter_samples = Table(
+    "meter_samples",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("session_id", BigInteger),
+    Column("station_id", String(64), nullable=False),
+    Column("connector_id", Integer, nullable=False),
+    Column("ts", DateTime, nullable=False),
+    Column("measurand", String(64), nullable=False),
+    Column("phase", String(8)),
+    Column("value", Float, nullable=False),
+    Column("unit", String(16)),
+    Column("context", String(32)),
+)
+Index("ix_meter_samples_session", meter_samples.c.session_id, meter_samples.c.ts)
+
+station_events = Table(
+    "station_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("ts", DateTime, nullable=False),
+    # security | event | report | firmware | diagnostics | data_transfer | protocol_error
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+)
+Index("ix_station_events_station", station_events.c.station_id, station_events.c.ts)
+
+# Running gateway processes and their operator channel (see docs/operations.md).
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("operator_url", String(255), nullable=False),
+    Column("token", String(128), nullable=False),
+    Column("pid", Integer),
+    Column("started_at", DateTime, nullable=False),
+    Column("alive", Boolean, nullable=False, default=True),
+)
