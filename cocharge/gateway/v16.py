@@ -6,6 +6,7 @@ from typing import Any
 
 from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
 from ocpp.routing import on
+from ocpp.v16 import ChargePoint as OcppV16
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
@@ -57,7 +58,7 @@ def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
     return samples
 
 
-class V16Connection(StationConnection):
+class V16Connection(StationConnection, OcppV16):
     protocol = "1.6"
     ERR_NOT_JSON = "FormationViolation"
     ERR_NOT_RPC = "FormationViolation"

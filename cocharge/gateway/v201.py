@@ -12,6 +12,7 @@ from typing import Any
 
 from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.routing import on
+from ocpp.v201 import ChargePoint as OcppV201
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 
@@ -72,7 +73,7 @@ def _component_variable(key: str) -> tuple[str, str]:
     return component, variable
 
 
-class V201Connection(StationConnection):
+class V201Connection(StationConnection, OcppV201):
     protocol = "2.0.1"
     ERR_NOT_JSON = "RpcFrameworkError"
     ERR_NOT_RPC = "RpcFrameworkError"

@@ -1,0 +1,27 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo test install install-test bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(PY)
+	$(PIP) install -q -e .
+
+install-test: $(PY)
+	$(PIP) install -q -e '.[test]'
+
+demo: install
+	$(VENV)/bin/cocharge demo
+
+test: install-test
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) benchmarks/gateway_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,31 @@
+"""Many virtual wallboxes from one process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+
+
+async def run_fleet(url: str, stations: int, protocol: str, id_prefix: str, tag: str | None,
+                    sessions: int, energy_wh: float, speed: float,
+                    password: str | None = None) -> int:
+    """Connect `stations` wallboxes, charge `sessions` sessions on each; returns sessions done."""
+
+    async def one(n: int) -> int:
+        config = SimConfig(url=url, station_id=f"{id_prefix}{n:04d}", protocol=protocol,
+                           password=password, speed=speed, meter_interval_s=0.5)
+        box, reader = await open_wallbox(config)
+        done = 0
+        try:
+            if box.registration != "Accepted":
+                return 0
+            for _ in range(sessions):
+                session = await box.charge(1, tag or f"TAG{n:04d}", energy_wh=energy_wh)
+                await session.done.wait()
+                done += session.authorized
+        finally:
+            await close_wallbox(box, reader)
+        return done
+
+    return sum(await asyncio.gather(*(one(n) for n in range(1, stations + 1))))

@@ -1,0 +1,63 @@
+"""Hardware of a virtual wallbox and its EV: relay, meter, lock, power ramp, battery taper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EV:
+    battery_wh: float = 60_000
+    soc: float = 0.3
+    max_power_w: float = 11_000
+    taper_from_soc: float = 0.8
+
+    @property
+    def full(self) -> bool:
+        return self.soc >= 0.999
+
+    def accepts_w(self) -> float:
+        """Power the car draws: full power, tapering linearly to 10% near a full battery."""
+        if self.full:
+            return 0.0
+        if self.soc <= self.taper_from_soc:
+            return self.max_power_w
+        left = (1 - self.soc) / (1 - self.taper_from_soc)
+        return self.max_power_w * max(0.1, left)
+
+    def charge(self, energy_wh: float) -> None:
+        self.soc = min(1.0, self.soc + energy_wh / self.battery_wh)
+
+
+@dataclass
+class Connector:
+    connector_id: int
+    max_current_a: float = 16
+    phases: int = 3
+    voltage_v: float = 230
+    ramp_w_per_s: float = 2_000
+    register_wh: float = 0.0  # the energy meter: only ever goes up
+    relay_closed: bool = False
+    cable_locked: bool = False
+    operative: bool = True
+    power_w: float = 0.0
+    ev: EV | None = None
+
+    @property
+    def max_power_w(self) -> float:
+        return self.max_current_a * self.phases * self.voltage_v
+
+    def step(self, seconds: float) -> float:
+        """Advance the hardware by `seconds`; returns the energy delivered (Wh)."""
+        if not self.relay_closed or self.ev is None:
+            self.power_w = 0.0
+            return 0.0
+        target = min(self.max_power_w, self.ev.accepts_w())
+        if self.power_w < target:
+            self.power_w = min(target, self.power_w + self.ramp_w_per_s * seconds)
+        else:
+            self.power_w = target
+        energy = self.power_w * seconds / 3600
+        self.ev.charge(energy)
+        self.register_wh += energy
+        return energy
