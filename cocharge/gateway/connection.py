@@ -84,6 +84,7 @@ class StationConnection(ChargePoint):
     ERR_MESSAGE_TYPE: ClassVar[str]
     # Library error codes spelled differently by this version.
     ERROR_SPELLING: ClassVar[dict[str, str]] = {}
+    ACTIONS: ClassVar[frozenset[str]]
 
     def __init__(self, station_id: str, websocket: Any, service: StationService,
                  settings: GatewaySettings, admission: Admission | None) -> None:
@@ -152,6 +153,14 @@ class StationConnection(ChargePoint):
                         self.admission.value if self.admission else "none: no BootNotification")
             await self._send_error(msg.unique_id, "SecurityError",
                                    "station is not accepted: send BootNotification first")
+            return
+        if msg.action not in self.route_map:
+            # OCPP-J: an action we do not know is NotImplemented; one of this version that
+            # we know but do not handle is NotSupported (the library has these the other way).
+            known = msg.action in self.ACTIONS
+            await self._send_error(msg.unique_id, "NotSupported" if known else "NotImplemented",
+                                   f"{msg.action} is {'not supported' if known else 'unknown'}"
+                                   f" (OCPP {self.protocol})")
             return
         try:
             await self._handle_call(msg)

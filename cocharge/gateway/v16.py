@@ -60,6 +60,7 @@ def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
 
 class V16Connection(StationConnection, OcppV16):
     protocol = "1.6"
+    ACTIONS = frozenset(a.value for a in Action)
     ERR_NOT_JSON = "FormationViolation"
     ERR_NOT_RPC = "FormationViolation"
     ERR_MESSAGE_TYPE = "FormationViolation"

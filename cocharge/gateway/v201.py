@@ -75,6 +75,7 @@ def _component_variable(key: str) -> tuple[str, str]:
 
 class V201Connection(StationConnection, OcppV201):
     protocol = "2.0.1"
+    ACTIONS = frozenset(a.value for a in Action)
     ERR_NOT_JSON = "RpcFrameworkError"
     ERR_NOT_RPC = "RpcFrameworkError"
     ERR_MESSAGE_TYPE = "MessageTypeNotSupported"

@@ -1,0 +1,72 @@
+"""Bad frames get the right CallError; only the bad connection suffers; nothing committed is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from cocharge.stations import registry
+from tests.conftest import raw_station, register
+
+CASES = [
+    ("not json", "{nope", {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "RpcFrameworkError"}),
+    ("not a list", '{"a": 1}', {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "RpcFrameworkError"}),
+    ("bad type id", '[7, "u1", "Heartbeat", {}]',
+     {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "MessageTypeNotSupported"}),
+    ("unknown action", '[2, "u2", "MakeCoffee", {}]',
+     {"ocpp1.6": "NotImplemented", "ocpp2.0.1": "NotImplemented"}),
+]
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+@pytest.mark.parametrize("name,frame,codes", CASES)
+async def test_bad_frames_get_call_errors(node, protocol, name, frame, codes):
+    await register(node, "BAD")
+    st = await raw_station(node, "BAD", protocol)
+    answer = await st.send_raw(frame)
+    assert answer[0] == 4 and answer[2] == codes[protocol], name
+    assert (await st.call("Heartbeat", {}))[0] == 3  # the connection still works
+
+
+async def test_schema_violation_is_a_call_error(node):
+    await register(node, "BAD")
+    st = await raw_station(node, "BAD")
+    answer = await st.call("StartTransaction", {"connectorId": "one", "idTag": "TAG1"})
+    assert answer[0] == 4 and answer[2] in ("FormationViolation", "ProtocolError",
+                                            "TypeConstraintViolation")
+    answer = await st.call("Authorize", {"idTag": "TAG1", "extra": 1})
+    assert answer[0] == 4 and answer[2] == "FormationViolation"
+
+
+async def test_meter_values_for_unknown_transaction(node):
+    await register(node, "BAD")
+    st = await raw_station(node, "BAD")
+    answer = await st.call("MeterValues", {"connectorId": 1, "transactionId": 424242, "meterValue": [
+        {"timestamp": "2026-11-01T10:00:00Z", "sampledValue": [{"value": "10"}]}]})
+    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation"
+
+
+async def test_oversized_frame_closes_only_that_connection(node):
+    await register(node, "BIG", "GOOD")
+    good = await raw_station(node, "GOOD")
+    start = await good.call("StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 5,
+                                                 "timestamp": "2026-11-01T10:00:00Z"})
+    big = await raw_station(node, "BIG")
+    await big.ws.send(json.dumps([2, "x", "DataTransfer", {"vendorId": "v", "data": "a" * 200_000}]))
+    with pytest.raises(ConnectionClosed) as closed:
+        await big.ws.recv()
+    assert closed.value.rcvd.code == 1009
+    stop = await good.call("StopTransaction", {"transactionId": start[2]["transactionId"],
+                                               "meterStop": 1005, "timestamp": "2026-11-01T10:30:00Z"})
+    assert stop[0] == 3
+    [row] = await registry.list_sessions(node.engine, "GOOD")
+    assert row["energy_wh"] == 1000
+
+
+async def test_known_but_unhandled_action_is_not_supported(node):
+    await register(node, "BAD")
+    st = await raw_station(node, "BAD")
+    answer = await st.call("LogStatusNotification", {"status": "Idle", "requestId": 1})
+    assert answer[0] == 4 and answer[2] == "NotSupported"

@@ -1,0 +1,84 @@
+"""Operator commands through the operator channel to simulated stations, both versions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cocharge.gateway.operator import send_request
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry
+from tests.conftest import register, ws_url
+
+
+async def ask(node, station, command, **args):
+    return await send_request(node.engine, {"command": command, "station": station, "args": args})
+
+
+@pytest.fixture(params=["1.6", "2.0.1"])
+async def wallbox(request, node):
+    await register(node, "WB1")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                               protocol=request.param, speed=300,
+                                               meter_interval_s=0.1))
+    yield box
+    await close_wallbox(box, reader)
+
+
+async def test_remote_start_then_stop(node, wallbox):
+    answer = await ask(node, "WB1", "start", tag="TAG1", connector_id=1)
+    assert answer["ok"] and answer["accepted"] and answer["status"] == "Accepted"
+    for _ in range(100):
+        if 1 in wallbox.sessions and wallbox.sessions[1].started.is_set():
+            break
+        await asyncio.sleep(0.05)
+    session = wallbox.sessions[1]
+    [row] = await registry.list_sessions(node.engine, "WB1")
+    answer = await ask(node, "WB1", "stop", session_id=row["id"])
+    assert answer["accepted"]
+    await asyncio.wait_for(session.done.wait(), 10)
+    [row] = await registry.list_sessions(node.engine, "WB1")
+    assert row["status"] == "completed" and row["stop_reason"] == "Remote"
+    assert row["energy_wh"] > 0
+
+
+async def test_availability_unlock_reset_clear_cache_data_transfer(node, wallbox):
+    assert (await ask(node, "WB1", "availability", connector_id=1, operative=False))["accepted"]
+    assert wallbox.hw[1].operative is False
+    refused = await ask(node, "WB1", "start", tag="TAG1", connector_id=1)
+    assert refused["ok"] and not refused["accepted"] and refused["status"] == "Rejected"
+    assert (await ask(node, "WB1", "availability", connector_id=1, operative=True))["accepted"]
+    unlock = await ask(node, "WB1", "unlock", connector_id=1)
+    assert unlock["status"] == "Unlocked"
+    assert (await ask(node, "WB1", "reset", hard=False))["accepted"]
+    assert (await ask(node, "WB1", "clear-cache"))["accepted"]
+    echoed = await ask(node, "WB1", "data-transfer", vendor_id="acme", message_id="x", data="hi")
+    assert echoed["accepted"] and echoed["response"]["data"] == "hi"
+    trig = await ask(node, "WB1", "trigger", message="Heartbeat")
+    assert trig["accepted"]
+
+
+async def test_configuration_get_and_set(node, wallbox):
+    key = "HeartbeatInterval" if wallbox.config.protocol == "1.6" else "OCPPCommCtrlr.HeartbeatInterval"
+    assert (await ask(node, "WB1", "config-set", key=key, value="120"))["accepted"]
+    assert wallbox.settings[key] == "120"
+    answer = await ask(node, "WB1", "config-get", keys=[key])
+    assert answer["accepted"] and "120" in str(answer["response"])
+
+
+async def test_offline_station_and_bad_requests(node):
+    await register(node, "GONE")
+    offline = await ask(node, "GONE", "clear-cache")
+    assert not offline["ok"] and offline["error"] == "offline"
+    bad = await ask(node, "GONE", "launch-rocket")
+    assert bad["error"] == "bad_request"
+
+
+async def test_station_that_never_answers_times_out(node):
+    from tests.conftest import raw_station
+
+    await register(node, "MUTE")
+    await raw_station(node, "MUTE")  # boots, then never answers a call
+    answer = await ask(node, "MUTE", "clear-cache")
+    assert not answer["ok"] and answer["error"] == "timeout"
