@@ -1,0 +1,109 @@
+"""The `cocharge` command as an operator runs it: real processes, real database, real gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+
+
+def cocharge(*args: str, db: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_station_and_member_management(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "CP1", "--owner", "alice", "--max-power-kw", "7",
+                    db=db).returncode == 0
+    again = cocharge("station", "add", "CP1", db=db)
+    assert again.returncode == 2 and "already registered" in again.stderr
+    assert cocharge("member", "add", "Bob", "--tag", "T1", db=db).returncode == 0
+    assert cocharge("member", "block", "T1", db=db).returncode == 0
+    listed = json.loads(cocharge("member", "list", "--json", db=db).stdout)
+    assert listed[0]["status"] == "blocked"
+    shown = json.loads(cocharge("station", "show", "CP1", "--json", db=db).stdout)
+    assert shown["owner"] == "alice" and shown["max_power_kw"] == 7
+    assert cocharge("station", "remove", "CP1", db=db).returncode == 0
+    assert json.loads(cocharge("station", "list", "--json", db=db).stdout) == []
+
+
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path):
+    db = str(tmp_path / "c.db")
+    bad = cocharge("station", "add", "CP1", "--connectors", "0", db=db)
+    assert bad.returncode == 2 and "connectors" in bad.stderr
+    bad = cocharge("member", "add", "X", "--tag", "T" * 30, db=db)
+    assert bad.returncode == 2 and "idTag" in bad.stderr
+    bad = cocharge("member", "block", "NOPE", db=db)
+    assert bad.returncode == 2 and "no member" in bad.stderr
+    assert json.loads(cocharge("station", "list", "--json", db=db).stdout) == []
+    assert json.loads(cocharge("member", "list", "--json", db=db).stdout) == []
+    bad = cocharge("sessions", "list", db="mysql://x@y/z")
+    assert bad.returncode == 2 and "unsupported database" in bad.stderr
+
+
+def test_remote_without_a_gateway_exits_3(tmp_path):
+    db = str(tmp_path / "c.db")
+    result = cocharge("remote", "clear-cache", "CP1", db=db)
+    assert result.returncode == 3 and "cocharge serve" in result.stderr
+
+
+@pytest.fixture
+def served(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "CP1", db=db).returncode == 0
+    assert cocharge("station", "add", "CP2", db=db).returncode == 0
+    assert cocharge("member", "add", "Ann", "--tag", "TAG1", db=db).returncode == 0
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
+                               "--port", str(port), "--operator-port", "0", "--db", db],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = server.stdout.readline()
+    assert "cocharge gateway" in line, line
+    yield db, f"ws://127.0.0.1:{port}/ocpp"
+    server.terminate()
+    server.wait(10)
+
+
+async def test_remote_commands_reach_a_station_through_the_server(served):
+    import asyncio
+
+    db, url = served
+    box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
+                                               speed=300, meter_interval_s=0.1))
+    try:
+        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)  # noqa: E731
+        result = await run("remote", "start", "CP1", "--tag", "TAG1", "--connector", "1")
+        assert result.returncode == 0 and "Accepted" in result.stdout
+        for _ in range(100):
+            if box.sessions.get(1) and box.sessions[1].started.is_set():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        sessions = json.loads((await run("sessions", "list", "--json")).stdout)
+        result = await run("remote", "stop", "CP1", "--session", str(sessions[0]["id"]))
+        assert result.returncode == 0
+        result = await run("remote", "unlock", "CP1", "--connector", "9")
+        assert result.returncode == 4  # the station refused: no such connector
+        result = await run("remote", "clear-cache", "CP2")
+        assert result.returncode == 4 and "not connected" in result.stderr
+        result = await run("remote", "config-get", "CP1", "NoDotHere")
+        assert result.returncode == 2 and "Component.Variable" in result.stderr
+        for _ in range(100):
+            done = json.loads((await run("sessions", "list", "--json")).stdout)
+            if done[0]["ended"]:
+                break
+            await asyncio.sleep(0.1)
+        assert done[0]["status"] == "completed" and done[0]["stop_reason"] == "Remote"
+    finally:
+        await close_wallbox(box, reader)
