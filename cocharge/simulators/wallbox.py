@@ -161,6 +161,17 @@ class WallboxMixin:
                 return True
         return False
 
+    def set_availability(self, targets: list[int], operative: bool) -> str:
+        """ChangeAvailability as hardware does it: Scheduled while a connector is charging."""
+        if any(t not in self.hw for t in targets):
+            return "Rejected"
+        busy = any(t in self.sessions for t in targets)
+        for t in targets:
+            self.hw[t].operative = operative
+            if t not in self.sessions:
+                self._spawn(self.send_status(t, "Available" if operative else "Unavailable"))
+        return "Scheduled" if busy else "Accepted"
+
     async def boot_and_report(self) -> None:
         await self.boot()
         if self.registration == "Accepted":
@@ -257,14 +268,7 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     @on("ChangeAvailability")
     def on_change_availability(self, connector_id: int, type: str) -> result16.ChangeAvailability:  # noqa: A002
         targets = list(self.hw) if connector_id == 0 else [connector_id]
-        if any(t not in self.hw for t in targets):
-            return result16.ChangeAvailability(status="Rejected")
-        busy = any(t in self.sessions for t in targets)
-        for t in targets:
-            self.hw[t].operative = type == "Operative"
-            if t not in self.sessions:
-                self._spawn(self.send_status(t, "Available" if type == "Operative" else "Unavailable"))
-        return result16.ChangeAvailability(status="Scheduled" if busy else "Accepted")
+        return result16.ChangeAvailability(status=self.set_availability(targets, type == "Operative"))
 
     @on("Reset")
     def on_reset(self, type: str) -> result16.Reset:  # noqa: A002
@@ -403,14 +407,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     def on_change_availability(self, operational_status: str, evse: dict[str, Any] | None = None,
                                **_: Any) -> result201.ChangeAvailability:
         targets = list(self.hw) if not evse else [evse["id"]]
-        if any(t not in self.hw for t in targets):
-            return result201.ChangeAvailability(status="Rejected")
-        busy = any(t in self.sessions for t in targets)
-        for t in targets:
-            self.hw[t].operative = operational_status == "Operative"
-            if t not in self.sessions:
-                self._spawn(self.send_status(t, "Available" if self.hw[t].operative else "Unavailable"))
-        return result201.ChangeAvailability(status="Scheduled" if busy else "Accepted")
+        return result201.ChangeAvailability(
+            status=self.set_availability(targets, operational_status == "Operative"))
 
     @on("Reset")
     def on_reset(self, type: str, **_: Any) -> result201.Reset:  # noqa: A002
