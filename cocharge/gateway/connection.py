@@ -7,14 +7,30 @@ owns everything that differs between the versions.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import fastjsonschema
 import ocpp.messages
-from ocpp.charge_point import ChargePoint, remove_nones, serialize_as_dict, snake_to_camel_case
-from ocpp.exceptions import OCPPError, TypeConstraintViolationError, UnknownCallErrorCodeError
+from ocpp.charge_point import (
+    ChargePoint,
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
+from ocpp.exceptions import (
+    FormatViolationError,
+    OCPPError,
+    ProtocolError,
+    TypeConstraintViolationError,
+    UnknownCallErrorCodeError,
+)
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from cocharge.config import GatewaySettings
@@ -66,6 +82,47 @@ def normalise_sample(at: datetime, measurand: str | None, value: float, unit: st
         value, unit = value * 1000, _KILO_UNITS[unit]
     return MeterSample(at=at, measurand=measurand, value=value, unit=unit, phase=phase,
                        context=context)
+
+
+@functools.cache
+def request_validator(version: str, action: str) -> Any:
+    """The OCPP JSON schema of a request, compiled to Python once (10-20x faster than jsonschema)."""
+    name = action if version == "1.6" else f"{action}Request"
+    path = os.path.join(os.path.dirname(ocpp.messages.__file__),
+                        f"v{version.replace('.', '')}", "schemas", f"{name}.json")
+    with open(path, encoding="utf-8-sig") as schema_file:
+        return fastjsonschema.compile(json.load(schema_file))
+
+
+def validate_request(version: str, action: str, payload: dict[str, Any]) -> None:
+    """Raise the OCPPError the schema violation calls for (codes as the ocpp library maps them)."""
+    try:
+        request_validator(version, action)(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        cause = {"cause": exc.message}
+        if exc.rule in ("type", "maxLength", "minimum", "maximum", "enum"):
+            raise TypeConstraintViolationError(details=cause) from None
+        if exc.rule == "required":
+            raise ProtocolError(details=cause) from None
+        raise FormatViolationError(details=cause) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _snake_key(key: str) -> str:
+    return next(iter(camel_to_snake_case({key: None})))
+
+
+@functools.lru_cache(maxsize=4096)
+def _camel_key(key: str) -> str:
+    return next(iter(snake_to_camel_case({key: None})))
+
+
+def _convert_keys(data: Any, key: Any) -> Any:
+    if isinstance(data, dict):
+        return {key(k): _convert_keys(v, key) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_convert_keys(v, key) for v in data]
+    return data
 
 
 def as_camel_dict(payload: Any) -> dict[str, Any]:
@@ -163,12 +220,30 @@ class StationConnection(ChargePoint):
                                    f" (OCPP {self.protocol})")
             return
         try:
-            await self._handle_call(msg)
+            await self._dispatch(msg)
         except OCPPError as error:
             code, description, details = self._error_parts(error)
             log.warning("%s: %s answered %s: %s", self.id, msg.action, code,
                         details.get("cause", description))
             await self._send_error(msg.unique_id, code, description, details)
+
+    async def _dispatch(self, msg: Call) -> None:
+        """Validate, call our handler, answer: the library's path minus its per-message costs
+        (jsonschema interpretation, regex key conversion, signature inspection)."""
+        validate_request(self.protocol, msg.action, msg.payload)
+        handler = self.route_map[msg.action]["_on_action"]
+        try:
+            response = handler(**_convert_keys(msg.payload, _snake_key))
+            if inspect.isawaitable(response):
+                response = await response
+        except OCPPError:
+            raise
+        except Exception:
+            log.exception("%s: handling %s failed", self.id, msg.action)
+            await self._send_error(msg.unique_id, "InternalError", "An unexpected error occurred.")
+            return
+        answer = _convert_keys(remove_nones(serialize_as_dict(response)), _camel_key)
+        await self._send(CallResult(msg.unique_id, answer).to_json())
 
     # --- commands --------------------------------------------------------------------------
 
