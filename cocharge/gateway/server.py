@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import ssl
 from http import HTTPStatus
@@ -172,14 +171,3 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(engine: AsyncEngine, settings: GatewaySettings,
-                          tls: ssl.SSLContext | None = None) -> Any:
-    gateway = Gateway(engine, settings, tls)
-    await gateway.start()
-    try:
-        yield gateway
-    finally:
-        await gateway.close()

@@ -307,9 +307,12 @@ class StationService:
     async def transaction_event(self, event: TransactionEvent) -> AuthStatus | None:
         """OCPP 2.0.1 TransactionEvent: (station, transaction, seqNo) is applied once."""
         key = (event.station_id, event.tx_ref)
-        async with self.engine.connect() as conn:
-            status = await self._authorize(conn, event.id_tag) if event.id_tag else None
-            found = await self._load(conn, event.station_id, event.tx_ref)
+        found = self._open.get(key)
+        status: AuthStatus | None = None
+        if found is None or event.id_tag:  # the hot path (cached session, no token) needs no read
+            async with self.engine.connect() as conn:
+                status = await self._authorize(conn, event.id_tag) if event.id_tag else None
+                found = found or await self._load(conn, event.station_id, event.tx_ref)
         if found is not None and event.seq_no in found.seen_seq:
             log.info("repeated TransactionEvent %s seq %s from %s ignored",
                      event.tx_ref, event.seq_no, event.station_id)
