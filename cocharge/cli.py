@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import click
@@ -30,6 +31,18 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def cny_to_fen(text: str, option: str) -> int:
+    """A CNY amount typed by an operator, exactly, in fen."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        amount = Decimal(-1)
+    fen = amount * 100
+    if not amount.is_finite() or amount <= 0 or fen != fen.to_integral_value():
+        fail(f"{option} {text!r}: give a positive amount in CNY with at most 2 decimals, e.g. 12.50")
+    return int(fen)
 
 
 def with_store(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -159,8 +172,17 @@ def station_list(db: str | None, as_json: bool) -> None:
 @db_option
 @json_option
 def station_show(station_id: str, db: str | None, as_json: bool) -> None:
-    """One station in detail."""
-    emit(with_store(db, lambda e: registry.get_station(e, station_id)), as_json)
+    """One station in detail, with its sharing rules."""
+    from cocharge.stations import sharing
+
+    async def work(engine: Any) -> dict[str, Any]:
+        shown = await registry.get_station(engine, station_id)
+        rules = await sharing.show_rules(engine, station_id)
+        shown["rules"] = {scope: {k: v for k, v in r.items() if v not in (None, [], "")}
+                          for scope, r in rules.items()} or "none (not share-managed)"
+        return shown
+
+    emit(with_store(db, work), as_json)
 
 
 @station.command("approve")
@@ -243,11 +265,15 @@ def sessions_list(station_id: str | None, db: str | None, as_json: bool) -> None
 # --- remote ---------------------------------------------------------------------------------
 
 def remote_call(db: str | None, station_id: str, command: str, args: dict[str, Any],
-                as_json: bool) -> None:
+                as_json: bool, expires: float | None = None) -> None:
     from cocharge.gateway.operator import OperatorError, send_request
 
+    request: dict[str, Any] = {"command": command, "station": station_id, "args": args}
+    if expires is not None:
+        request["expires_s"] = expires
+
     async def work(engine: Any) -> dict[str, Any]:
-        return await send_request(engine, {"command": command, "station": station_id, "args": args})
+        return await send_request(engine, request)
 
     try:
         answer = with_store(db, work)
@@ -258,6 +284,9 @@ def remote_call(db: str | None, station_id: str, command: str, args: dict[str, A
         fail(answer.get("message", "failed"), 2 if answer.get("error") == "bad_request" else 4)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
+    elif answer.get("queued"):
+        click.echo(f"{station_id}: queued (station offline; command {answer['command_id']} is "
+                   "delivered at its next boot: see `cocharge commands list`)")
     else:
         click.echo(f"{station_id}: {answer['status']}")
         extra = {k: v for k, v in answer.get("response", {}).items() if k != "status"}
@@ -272,71 +301,121 @@ def remote() -> None:
     """Commands to a connected station, through the running gateway (same --db)."""
 
 
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `1h`, `2d` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    factor = units.get(value[-1:], 0)
+    try:
+        seconds = float(value[:-1] if factor else value) * (factor or 1)
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration: write 90s, 30m, 1h or 2d")
+    return seconds
+
+
+expires_option = click.option(
+    "--expires", "expires", default=None, callback=lambda _c, _p, v: parse_duration(v) if v else None,
+    help="If the station is offline, keep the command this long (default 1h) and deliver it "
+         "at its next boot.")
+
+
 def _remote(name: str, help_text: str) -> Callable[[Callable[..., Any]], Any]:
     def wrap(func: Callable[..., Any]) -> Any:
-        func = json_option(db_option(click.argument("station_id")(func)))
+        func = expires_option(json_option(db_option(click.argument("station_id")(func))))
         return remote.command(name, help=help_text)(func)
     return wrap
 
 
-@_remote("start", "Remote start: RemoteStartTransaction (1.6) / RequestStartTransaction (2.0.1).")
+@_remote("start", "Remote start: RemoteStartTransaction (1.6) / RequestStartTransaction (2.0.1).\n\n"
+         "With --budget, --energy-kwh or --quota-only the session stops itself at that limit "
+         "(a TxProfile makes the charger stop even if it loses its connection).")
 @click.option("--tag", required=True)
 @click.option("--connector", type=click.IntRange(1, 64))
-def remote_start(station_id: str, tag: str, connector: int | None, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "start", {"tag": tag, "connector_id": connector}, as_json)
+@click.option("--budget", help="Prepaid budget in CNY, e.g. 20 or 12.50.")
+@click.option("--energy-kwh", type=click.FloatRange(0.001, 1000), help="Stop after this energy.")
+@click.option("--quota-only", is_flag=True, help="Stop when the member's free quota is used up.")
+def remote_start(station_id: str, tag: str, connector: int | None, budget: str | None,
+                 energy_kwh: float | None, quota_only: bool, db: str | None, as_json: bool,
+                 expires: float | None) -> None:
+    args: dict[str, Any] = {"tag": tag, "connector_id": connector}
+    if budget is not None:
+        args["budget_fen"] = cny_to_fen(budget, "--budget")
+    if energy_kwh is not None:
+        args["energy_wh"] = round(energy_kwh * 1000)
+    if quota_only:
+        args["quota_only"] = True
+    remote_call(db, station_id, "start", args, as_json, expires)
 
 
 @_remote("stop", "Remote stop of a session (its id in `cocharge sessions list`).")
 @click.option("--session", "session_id", required=True, type=click.IntRange(1))
-def remote_stop(station_id: str, session_id: int, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "stop", {"session_id": session_id}, as_json)
+def remote_stop(station_id: str, session_id: int, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "stop", {"session_id": session_id}, as_json, expires)
 
 
 @_remote("unlock", "Unlock a connector.")
 @click.option("--connector", required=True, type=click.IntRange(1, 64))
-def remote_unlock(station_id: str, connector: int, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "unlock", {"connector_id": connector}, as_json)
+def remote_unlock(station_id: str, connector: int, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "unlock", {"connector_id": connector}, as_json, expires)
 
 
 @_remote("availability", "Set a connector (0 = whole station) operative or inoperative.")
 @click.option("--connector", default=0, show_default=True, type=click.IntRange(0, 64))
 @click.argument("state", type=click.Choice(["operative", "inoperative"]))
-def remote_availability(station_id: str, connector: int, state: str, db: str | None,
-                        as_json: bool) -> None:
+def remote_availability(station_id: str, connector: int, state: str, db: str | None, as_json: bool,
+        expires: float | None) -> None:
     remote_call(db, station_id, "availability",
-                {"connector_id": connector, "operative": state == "operative"}, as_json)
+                {"connector_id": connector, "operative": state == "operative"}, as_json, expires)
 
 
 @_remote("reset", "Soft (default) or hard reset.")
 @click.option("--hard", is_flag=True)
-def remote_reset(station_id: str, hard: bool, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "reset", {"hard": hard}, as_json)
+def remote_reset(station_id: str, hard: bool, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "reset", {"hard": hard}, as_json, expires)
 
 
 @_remote("trigger", "Ask the station to send a message now (e.g. Heartbeat, StatusNotification).")
 @click.argument("message")
 @click.option("--connector", type=click.IntRange(1, 64))
-def remote_trigger(station_id: str, message: str, connector: int | None, db: str | None,
-                   as_json: bool) -> None:
-    remote_call(db, station_id, "trigger", {"message": message, "connector_id": connector}, as_json)
+def remote_trigger(station_id: str, message: str, connector: int | None, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "trigger", {"message": message, "connector_id": connector}, as_json, expires)
 
 
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")
 @click.argument("keys", nargs=-1)
-def remote_config_get(station_id: str, keys: tuple[str, ...], db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "config-get", {"keys": list(keys)}, as_json)
+def remote_config_get(station_id: str, keys: tuple[str, ...], db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "config-get", {"keys": list(keys)}, as_json, expires)
 
 
 @_remote("config-set", "Change one setting (1.6 key or 2.0.1 Component.Variable).")
 @click.argument("key")
 @click.argument("value")
-def remote_config_set(station_id: str, key: str, value: str, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "config-set", {"key": key, "value": value}, as_json)
+def remote_config_set(station_id: str, key: str, value: str, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "config-set", {"key": key, "value": value}, as_json, expires)
 
 
 @_remote("clear-cache", "Clear the station's authorization cache.")
-def remote_clear_cache(station_id: str, db: str | None, as_json: bool) -> None:
-    remote_call(db, station_id, "clear-cache", {}, as_json)
+def remote_clear_cache(station_id: str, db: str | None, as_json: bool,
+        expires: float | None) -> None:
+    remote_call(db, station_id, "clear-cache", {}, as_json, expires)
+
+
+@_remote("share-lock", "Close or open a connector's bay lock (the sharing controller re-asserts "
+                       "the owner's rules at its next check).")
+@click.option("--connector", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.argument("state", type=click.Choice(["locked", "open"]))
+def remote_share_lock(station_id: str, connector: int, state: str, db: str | None, as_json: bool,
+                      expires: float | None) -> None:
+    remote_call(db, station_id, "share-lock", {"connector_id": connector, "locked": state == "locked"},
+                as_json, expires)
 
 
 @_remote("data-transfer", "Vendor-specific DataTransfer.")
@@ -344,9 +423,276 @@ def remote_clear_cache(station_id: str, db: str | None, as_json: bool) -> None:
 @click.option("--message-id")
 @click.option("--data")
 def remote_data_transfer(station_id: str, vendor: str, message_id: str | None, data: str | None,
-                         db: str | None, as_json: bool) -> None:
+                         db: str | None, as_json: bool,
+        expires: float | None) -> None:
     remote_call(db, station_id, "data-transfer",
-                {"vendor_id": vendor, "message_id": message_id, "data": data}, as_json)
+                {"vendor_id": vendor, "message_id": message_id, "data": data}, as_json, expires)
+
+
+# --- sharing: rules, bookings, groups, queued commands ---------------------------------------
+
+def _rule_error(func: Callable[[], T]) -> T:
+    from cocharge.stations.policy import RuleError
+
+    try:
+        return func()
+    except RuleError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+@station.command("rules")
+@click.argument("station_id")
+@click.option("--connector", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Rules for one connector (0 = the whole station).")
+@click.option("--window", "windows", multiple=True,
+              help="Opening window, repeatable: 'mon-fri 19:00-23:00', 'sat,sun 00:00-24:00', "
+                   "'fri 22:00-02:00' (crosses midnight). Replaces the windows.")
+@click.option("--always-open", is_flag=True, help="Remove the windows: open around the clock.")
+@click.option("--closed", "closed_dates", multiple=True, help="Closed date YYYY-MM-DD, repeatable.")
+@click.option("--allow-tag", "allow_tags", multiple=True, help="Share only with these tags (repeatable).")
+@click.option("--allow-group", "allow_groups", multiple=True, help="... or members of these groups.")
+@click.option("--allow-model", "allow_models", multiple=True, help="Only these vehicle models.")
+@click.option("--allow-everyone", is_flag=True, help="Clear the tag, group and model restrictions.")
+@click.option("--bookings/--no-bookings", default=None, help="Accept bookings.")
+@click.option("--owner-tag", "owner_tags", multiple=True, help="The owner's own tags: always allowed.")
+@click.option("--owner-priority", type=click.Choice(["on", "off"]),
+              help="'on': the owner takes the charger back after the current session.")
+@click.option("--tz", help="Time zone of the windows (IANA name, default Asia/Shanghai).")
+@click.option("--price", help="Price in CNY per kWh (budget cutoffs use it).")
+@click.option("--clear", is_flag=True, help="Remove all rules: the station is no longer share-managed.")
+@db_option
+@json_option
+def station_rules(station_id: str, connector: int, windows: tuple[str, ...], always_open: bool,
+                  closed_dates: tuple[str, ...], allow_tags: tuple[str, ...],
+                  allow_groups: tuple[str, ...], allow_models: tuple[str, ...], allow_everyone: bool,
+                  bookings: bool | None, owner_tags: tuple[str, ...], owner_priority: str | None,
+                  tz: str | None, price: str | None, clear: bool, db: str | None,
+                  as_json: bool) -> None:
+    """Show or change the owner's sharing rules (without options: show them)."""
+    from datetime import date
+
+    from cocharge.stations import sharing
+    from cocharge.stations.policy import parse_window
+
+    changes: dict[str, Any] = {}
+    if windows and always_open:
+        fail("--window and --always-open contradict each other: give one")
+    if windows:
+        changes["windows"] = tuple(_rule_error(lambda w=w: parse_window(w)) for w in windows)
+    if always_open:
+        changes["windows"] = ()
+    if closed_dates:
+        try:
+            changes["closed_dates"] = frozenset(date.fromisoformat(d) for d in closed_dates)
+        except ValueError as exc:
+            fail(f"--closed: {exc}; write dates as YYYY-MM-DD")
+    if allow_everyone:
+        changes.update(allowed_tags=frozenset(), allowed_groups=frozenset(), allowed_models=frozenset())
+    if allow_tags:
+        changes["allowed_tags"] = frozenset(allow_tags)
+    if allow_groups:
+        changes["allowed_groups"] = frozenset(allow_groups)
+    if allow_models:
+        changes["allowed_models"] = frozenset(allow_models)
+    if bookings is not None:
+        changes["bookings"] = bookings
+    if owner_tags:
+        changes["owner_tags"] = frozenset(owner_tags)
+    if owner_priority is not None:
+        changes["owner_priority"] = owner_priority == "on"
+    if tz:
+        changes["tz"] = tz
+    if price is not None:
+        changes["price_fen_per_kwh"] = cny_to_fen(price, "--price")
+    if clear:
+        if changes:
+            fail("--clear removes every rule: give it alone")
+        with_store(db, lambda e: sharing.clear_rules(e, station_id))
+        click.echo(f"station {station_id}: rules removed, no longer share-managed")
+        return
+    if changes:
+        with_store(db, lambda e: sharing.set_rules(e, station_id, connector, changes))
+    shown = with_store(db, lambda e: sharing.show_rules(e, station_id))
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    if not shown:
+        click.echo(f"station {station_id}: no rules (open to every member, not share-managed)")
+    for scope, rules in shown.items():
+        click.echo(f"{station_id} {scope}:")
+        for key, value in rules.items():
+            if isinstance(value, list):
+                value = ", ".join(value) or "-"
+            if key == "price_fen_per_kwh" and value is not None:
+                key, value = "price", f"{Decimal(value) / 100} CNY/kWh"
+            click.echo(f"  {key:>16}: {value}")
+
+
+@member.command("update")
+@click.argument("tag")
+@click.option("--groups", help="Comma-separated groups the member belongs to ('' to clear).")
+@click.option("--vehicle", help="The member's vehicle model, e.g. 'BYD Dolphin'.")
+@click.option("--quota-kwh", type=click.FloatRange(0, 100000), help="Free energy left (kWh).")
+@db_option
+def member_update(tag: str, groups: str | None, vehicle: str | None, quota_kwh: float | None,
+                  db: str | None) -> None:
+    """Change what the sharing rules look at: groups, vehicle model, free quota."""
+    from cocharge.stations import sharing
+
+    quota = round(quota_kwh * 1000) if quota_kwh is not None else None
+    with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota))
+    click.echo(f"member {tag} updated")
+
+
+def _when(text: str) -> datetime:
+    from cocharge.stations import sharing
+
+    try:
+        return sharing.parse_when(text)
+    except registry.RegistryError as exc:
+        fail(str(exc))
+        raise
+
+
+@main.group()
+def booking() -> None:
+    """Bookings: a member reserves a connector for a time slot."""
+
+
+@booking.command("add")
+@click.argument("station_id")
+@click.option("--connector", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--tag", required=True, help="The member's tag.")
+@click.option("--from", "start", required=True,
+              help="Slot start: 2026-11-24T19:00 (Asia/Shanghai time) or with an offset/Z.")
+@click.option("--to", "end", required=True, help="Slot end, same forms.")
+@db_option
+def booking_add(station_id: str, connector: int, tag: str, start: str, end: str,
+                db: str | None) -> None:
+    """Book a slot; the charger is reserved (ReserveNow) when the slot starts."""
+    from cocharge.stations import sharing
+
+    booking_id = with_store(db, lambda e: sharing.add_booking(
+        e, station_id, connector, tag, _when(start), _when(end)))
+    click.echo(f"booking {booking_id}: {station_id} connector {connector} for {tag}")
+
+
+@booking.command("list")
+@click.option("--station", "station_id")
+@db_option
+@json_option
+def booking_list(station_id: str | None, db: str | None, as_json: bool) -> None:
+    """Bookings with their status (booked, honoured, cancelled, no_show)."""
+    from cocharge.stations import sharing
+
+    emit(with_store(db, lambda e: sharing.list_bookings(e, station_id)), as_json,
+         ["id", "station", "connector", "tag", "from", "to", "status", "reserved", "group", "session"])
+
+
+@booking.command("cancel")
+@click.argument("booking_id", type=click.IntRange(1))
+@db_option
+def booking_cancel(booking_id: int, db: str | None) -> None:
+    """Cancel a booking (the running gateway cancels the charger's reservation)."""
+    from cocharge.stations import sharing
+
+    with_store(db, lambda e: sharing.cancel_booking(e, booking_id))
+    click.echo(f"booking {booking_id} cancelled")
+
+
+@main.group()
+def group() -> None:
+    """Group charging (拼团): members share a slot once enough of them join."""
+
+
+def _slot(text: str) -> tuple[datetime, datetime]:
+    """'2026-11-24T19:00-21:00' (same day), or 'FROM/TO' with full times."""
+    if "/" in text:
+        start, _, end = text.partition("/")
+        return _when(start), _when(end)
+    head, sep, tail = text.rpartition("-")
+    if not sep or ":" not in tail or "T" not in head.replace(" ", "T"):
+        fail(f"--slot {text!r}: write 2026-11-24T19:00-21:00 or 2026-11-24T19:00/2026-11-25T01:00")
+    start = _when(head)
+    day = head.replace(" ", "T").split("T")[0]
+    return start, _when(f"{day}T{tail}")
+
+
+@group.command("create")
+@click.option("--station", "station_id", required=True)
+@click.option("--slot", required=True, help="2026-11-24T19:00-21:00 (station time) or FROM/TO.")
+@click.option("--min", "min_members", default=5, show_default=True, type=click.IntRange(2, 100))
+@click.option("--initiator", help="Tag of the member who starts the group (joins it).")
+@db_option
+def group_create(station_id: str, slot: str, min_members: int, initiator: str | None,
+                 db: str | None) -> None:
+    """Open a group for a slot at a station; it forms at --min members."""
+    from cocharge.stations import sharing
+
+    start, end = _slot(slot)
+    group_id = with_store(db, lambda e: sharing.create_group(e, station_id, start, end,
+                                                             min_members, initiator))
+    click.echo(f"group {group_id} forming at {station_id}: needs {min_members} members")
+
+
+@group.command("join")
+@click.argument("group_id", type=click.IntRange(1))
+@click.option("--tag", required=True)
+@db_option
+def group_join(group_id: int, tag: str, db: str | None) -> None:
+    """Join a group; when it reaches its minimum every member's slot is booked."""
+    from cocharge.stations import sharing
+
+    status = with_store(db, lambda e: sharing.join_group(e, group_id, tag))
+    click.echo(f"{tag} joined group {group_id}: {status}")
+
+
+@group.command("show")
+@click.argument("group_id", type=click.IntRange(1))
+@db_option
+@json_option
+def group_show(group_id: int, db: str | None, as_json: bool) -> None:
+    """A group, its members and their booked slots."""
+    from cocharge.stations import sharing
+
+    shown = with_store(db, lambda e: sharing.show_group(e, group_id))
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    for key in ("id", "station", "from", "to", "min_members", "status", "initiator"):
+        click.echo(f"{key:>12}: {shown[key]}")
+    click.echo(f"{'members':>12}: {', '.join(shown['members']) or '-'}")
+    for line in shown["bookings"]:
+        click.echo(f"{'':>12}  {line}")
+
+
+@group.command("list")
+@db_option
+@json_option
+def group_list(db: str | None, as_json: bool) -> None:
+    """All groups."""
+    from cocharge.stations import sharing
+
+    emit(with_store(db, sharing.list_groups), as_json,
+         ["id", "station", "from", "to", "members", "min", "status"])
+
+
+@main.group()
+def commands() -> None:
+    """Commands kept for offline stations."""
+
+
+@commands.command("list")
+@click.option("--station", "station_id")
+@db_option
+@json_option
+def commands_list(station_id: str | None, db: str | None, as_json: bool) -> None:
+    """Queued commands: pending, delivered (with the station's answer), failed or expired."""
+    from cocharge.stations import sharing
+
+    emit(with_store(db, lambda e: sharing.list_commands(e, station_id)), as_json,
+         ["id", "station", "command", "args", "queued", "expires", "status", "delivered", "result"])
 
 
 # --- simulators and demo --------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cocharge.stations.policy import IdleFeeRule
 
 
 @dataclass(frozen=True)
@@ -32,3 +34,22 @@ class GatewaySettings:
     # Energy a session may show regardless of duration (meter resolution, rounding).
     misread_slack_wh: int = 100
     ws_ping_interval_s: float | None = 60.0
+
+    # --- sharing control (SPEC §2) ---
+    # How often bookings, share locks, deadlines and queued-command expiry are checked.
+    control_interval_s: float = 2.0
+    # How long a locked connector stays open for the member who authorized there.
+    unlock_hold_s: int = 300
+    # Price per kWh when the owner set none (budget cutoffs turn money into energy with it).
+    price_fen_per_kwh: int = 150
+    # TxProfiles are in amperes: power = A x voltage x phases.
+    nominal_voltage_v: int = 230
+    phases: int = 3
+    # Power assumed for a station registered without --max-power-kw (22 kW AC wallbox).
+    assumed_station_power_w: int = 22_000
+    # An energy limit counts as reached within this fraction (meter resolution, ramp-up).
+    cutoff_tolerance: float = 0.005
+    # Overstay: grace, then fen per minute, capped.
+    idle_fee: IdleFeeRule = field(default_factory=IdleFeeRule)
+    # How long a command for an offline station waits for it (`cocharge remote --expires`).
+    command_queue_s: int = 3600

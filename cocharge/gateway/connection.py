@@ -34,7 +34,7 @@ from ocpp.exceptions import (
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from cocharge.config import GatewaySettings
-from cocharge.stations.commands import Command, CommandResult
+from cocharge.stations.commands import Command, CommandFailed, CommandResult
 from cocharge.stations.events import Admission, MeterSample
 from cocharge.stations.service import StationService
 
@@ -49,14 +49,6 @@ ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired"}
 _KILO_UNITS = {"kWh": "Wh", "kW": "W", "kvarh": "varh", "kvar": "var", "kVA": "VA"}
 
 
-class CommandFailed(Exception):
-    """A command that got no usable answer: `kind` is offline, timeout or call_error."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
 def parse_time(value: str) -> datetime:
     """An OCPP timestamp as naive UTC; a charger's bad timestamp is its error, not ours."""
     try:
@@ -66,6 +58,11 @@ def parse_time(value: str) -> datetime:
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
+
+
+def iso(value: datetime) -> str:
+    """A naive UTC datetime as an OCPP timestamp."""
+    return value.replace(tzinfo=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:
@@ -153,6 +150,11 @@ class StationConnection(ChargePoint):
         # station that reconnects without rebooting (chargers do not always boot again).
         self.admission = admission
         self.websocket = websocket
+        # Set while no charger message is being answered: commands wait for it, so that
+        # what a handler starts (a TxProfile after StartTransaction) follows its answer.
+        self._answered = asyncio.Event()
+        self._answered.set()
+        self._answering = 0
 
     # --- incoming frames -------------------------------------------------------------------
 
@@ -205,6 +207,16 @@ class StationConnection(ChargePoint):
                                    f"message type {type_id!r} is not supported")
 
     async def _on_call(self, msg: Call) -> None:
+        self._answering += 1
+        self._answered.clear()
+        try:
+            await self._answer(msg)
+        finally:
+            self._answering -= 1
+            if self._answering == 0:
+                self._answered.set()
+
+    async def _answer(self, msg: Call) -> None:
         if self.admission is not Admission.ACCEPTED and msg.action != "BootNotification":
             log.warning("%s: %s refused, station not accepted (admission %s)", self.id, msg.action,
                         self.admission.value if self.admission else "none: no BootNotification")
@@ -264,6 +276,7 @@ class StationConnection(ChargePoint):
         action = type(request).__name__
         try:
             async with asyncio.timeout(self.settings.call_timeout_s):
+                await self._answered.wait()
                 response = await self.call(request, suppress=False)
         except TimeoutError:
             raise CommandFailed("timeout", f"station {self.id} did not answer {action} within "

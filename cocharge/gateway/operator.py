@@ -7,8 +7,11 @@ stops); the CLI, pointed at the same database, reads them and authenticates with
 `Authorization: Bearer <token>`. Whoever can read the database can command the
 stations anyway, so the token adds no new secret to guard.
 
-Request:  {"command": "start", "station": "CP1", "args": {"tag": "T1", "connector_id": 1}}
+Request:  {"command": "start", "station": "CP1", "args": {"tag": "T1", "connector_id": 1},
+           "expires_s": 3600}
 Answer:   {"ok": true, "accepted": true, "status": "Accepted", "response": {...}}
+       or {"ok": true, "accepted": true, "queued": true, "command_id": 7, "status": "Queued"}
+          (the station is offline: delivered at its next BootNotification unless it expires)
        or {"ok": false, "error": "offline|timeout|call_error|bad_request", "message": "..."}
 """
 
@@ -20,7 +23,6 @@ import logging
 import os
 import secrets
 import socket
-from dataclasses import fields
 from http import HTTPStatus
 from typing import Any
 
@@ -31,7 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request, Response
 
-from cocharge.gateway.connection import CommandFailed
+from cocharge.stations.commands import CommandFailed, build_command
 from cocharge.gateway.server import Gateway, _response
 from cocharge.stations import commands as cmd
 from cocharge.store.db import utcnow
@@ -46,24 +48,6 @@ class OperatorError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def build_command(name: str, args: dict[str, Any]) -> cmd.Command:
-    """A command from its channel name and arguments; raises CommandRejected with the reason."""
-    command_class = cmd.COMMANDS.get(name)
-    if command_class is None:
-        raise cmd.CommandRejected(f"unknown command {name!r}: one of {', '.join(cmd.COMMANDS)}")
-    names = {f.name for f in fields(command_class)}
-    unknown = set(args) - names
-    if unknown:
-        raise cmd.CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
-    if "keys" in args:
-        args = {**args, "keys": tuple(args["keys"])}
-    try:
-        command: cmd.Command = command_class(**args)
-    except TypeError as exc:
-        raise cmd.CommandRejected(f"{name}: {exc}") from exc
-    return command
 
 
 class OperatorChannel:
@@ -127,29 +111,23 @@ class OperatorChannel:
         if name == "status":
             return {"ok": True, "online": sorted(self.gateway.connections)}
         try:
+            expires_s = request.get("expires_s")
+            if expires_s is not None and (not isinstance(expires_s, int | float) or expires_s <= 0):
+                raise cmd.CommandRejected("expires_s must be a positive number of seconds")
             command = build_command(name, args)
-            return await self.execute(station_id, command)
+            return await self.execute(station_id, command, name, args, expires_s)
         except cmd.CommandRejected as exc:
             return {"ok": False, "error": "bad_request", "message": str(exc)}
         except CommandFailed as exc:
             return {"ok": False, "error": exc.kind, "message": str(exc)}
 
-    async def execute(self, station_id: str, command: cmd.Command) -> dict[str, Any]:
-        tx_ref = None
-        if isinstance(command, cmd.RemoteStop):
-            ref = await self.gateway.service.session_ref(command.session_id)
-            if ref is None:
-                raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")
-            if ref[0] != station_id:
-                raise cmd.CommandRejected(
-                    f"session {command.session_id} is on station {ref[0]}, not {station_id}")
-            tx_ref = ref[1]
-        connection = self.gateway.connection(station_id)
-        if connection is None:
-            raise CommandFailed("offline", f"station {station_id} is not connected")
-        result = await connection.command(command, tx_ref)
-        return {"ok": True, "accepted": result.accepted, "status": result.status,
-                "response": result.response}
+    async def execute(self, station_id: str, command: cmd.Command, name: str | None = None,
+                      args: dict[str, Any] | None = None,
+                      expires_s: float | None = None) -> dict[str, Any]:
+        """Send to the station; an offline station gets it at its next boot (queued)."""
+        return await self.gateway.control.send(
+            station_id, command, name, args,
+            queue_for_s=expires_s if expires_s is not None else self.gateway.settings.command_queue_s)
 
 
 async def operator_nodes(engine: AsyncEngine) -> list[tuple[str, str]]:

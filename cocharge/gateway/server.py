@@ -26,6 +26,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
+from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission
 from cocharge.stations.service import StationAccess, StationService
 
@@ -72,6 +73,8 @@ class Gateway:
         self.tls = tls
         self.service = StationService(engine, settings)
         self.connections: dict[str, StationConnection] = {}
+        self.control = SharingController(engine, settings, self.connection)
+        self.service.control = self.control
         self._server: Server | None = None
         self._access: dict[int, tuple[str, StationAccess]] = {}
 
@@ -82,6 +85,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.service.start()
+        await self.control.start()
         self._server = await serve(
             self._serve_station,
             self.settings.host,
@@ -104,6 +108,7 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.control.close()
         await self.service.close()
 
     # --- handshake -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
@@ -10,7 +11,7 @@ from ocpp.v16 import ChargePoint as OcppV16
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
-from cocharge.gateway.connection import StationConnection, normalise_sample, now_iso, parse_time
+from cocharge.gateway.connection import StationConnection, iso, normalise_sample, now_iso, parse_time
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import (
     Admission,
@@ -31,6 +32,8 @@ _ID_TAG_STATUS = {
     AuthStatus.BLOCKED: "Blocked",
     AuthStatus.EXPIRED: "Expired",
     AuthStatus.UNKNOWN: "Invalid",
+    AuthStatus.NOT_AT_THIS_TIME: "Blocked",
+    AuthStatus.NOT_AT_THIS_LOCATION: "Blocked",
 }
 TRIGGERS = {"BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
             "Heartbeat", "MeterValues", "StatusNotification"}
@@ -94,7 +97,8 @@ class V16Connection(StationConnection, OcppV16):
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        return call_result.Authorize(id_tag_info=id_tag_info(await self.service.authorize(id_tag)))
+        return call_result.Authorize(
+            id_tag_info=id_tag_info(await self.service.authorize(id_tag, self.id)))
 
     @on(Action.start_transaction)
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
@@ -182,4 +186,24 @@ class V16Connection(StationConnection, OcppV16):
                 return call.ClearCache()
             case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):
                 return call.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data)
+            case cmd.ReserveNow(connector_id=connector_id, tag=tag, expires_at=expires_at,
+                                reservation_id=reservation_id):
+                return call.ReserveNow(connector_id=connector_id, expiry_date=iso(expires_at),
+                                       id_tag=tag, reservation_id=reservation_id)
+            case cmd.CancelReservation(reservation_id=reservation_id):
+                return call.CancelReservation(reservation_id=reservation_id)
+            case cmd.ShareLock(connector_id=connector_id, locked=locked):
+                return call.DataTransfer(vendor_id="cocharge", message_id="ShareLock", data=json.dumps(
+                    {"connectorId": connector_id, "locked": locked}, separators=(",", ":")))
+            case cmd.TxLimit(connector_id=connector_id, session_id=session_id, offset_s=offset_s,
+                             limit_a=limit_a):
+                if tx_ref is None or not tx_ref.isdigit():
+                    raise cmd.CommandRejected(f"session {session_id} has no 1.6 transaction id")
+                return call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles={
+                    "charging_profile_id": session_id, "transaction_id": int(tx_ref),
+                    "stack_level": 1, "charging_profile_purpose": "TxProfile",
+                    "charging_profile_kind": "Relative",
+                    "charging_schedule": {"charging_rate_unit": "A", "charging_schedule_period": [
+                        {"start_period": 0, "limit": limit_a},
+                        {"start_period": offset_s, "limit": 0}]}})
         raise cmd.CommandRejected(f"unsupported command {command!r}")

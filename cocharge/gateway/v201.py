@@ -19,6 +19,7 @@ from ocpp.v201.enums import Action
 from cocharge.gateway.connection import (
     StationConnection,
     as_camel_dict,
+    iso,
     normalise_sample,
     now_iso,
     parse_time,
@@ -35,6 +36,7 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.commands import CommandResult
+from cocharge.stations.policy import safety_fault_201
 
 TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
             "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate",
@@ -105,7 +107,7 @@ class V201Connection(StationConnection, OcppV201):
 
     @on(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
-        status = await self.service.authorize(id_token["id_token"])
+        status = await self.service.authorize(id_token["id_token"], self.id)
         return call_result.Authorize(id_token_info=id_token_info(status))
 
     @on(Action.transaction_event)
@@ -126,6 +128,7 @@ class V201Connection(StationConnection, OcppV201):
             stop_reason=transaction_info.get("stopped_reason"),
             samples=parse_meter_values(meter_value),
             offline=bool(offline),
+            charging_state=transaction_info.get("charging_state"),
         ))
         return call_result.TransactionEvent(
             id_token_info=id_token_info(status) if status is not None else None)
@@ -177,6 +180,13 @@ class V201Connection(StationConnection, OcppV201):
         await self.service.notice(StationNotice(
             self.id, "event", parse_time(generated_at),
             {"seq_no": seq_no, "tbc": bool(tbc), "event_data": event_data}))
+        for item in event_data:
+            component, variable = item.get("component", {}), item.get("variable", {})
+            kind = safety_fault_201(component.get("name", ""), variable.get("name", ""),
+                                    str(item.get("actual_value", "")), bool(item.get("cleared")))
+            if kind is not None:
+                evse_id = (component.get("evse") or {}).get("id") or 1
+                await self.service.fault(self.id, evse_id, kind, parse_time(item["timestamp"]))
         return call_result.NotifyEvent()
 
     # --- commands --------------------------------------------------------------------------
@@ -224,6 +234,29 @@ class V201Connection(StationConnection, OcppV201):
                 return call.ClearCache()
             case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):
                 return call.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data)
+            case cmd.ReserveNow(connector_id=connector_id, tag=tag, expires_at=expires_at,
+                                reservation_id=reservation_id):
+                return call.ReserveNow(id=reservation_id, expiry_date_time=iso(expires_at),
+                                       id_token={"id_token": tag, "type": "Central"},
+                                       evse_id=connector_id)
+            case cmd.CancelReservation(reservation_id=reservation_id):
+                return call.CancelReservation(reservation_id=reservation_id)
+            case cmd.ShareLock(connector_id=connector_id, locked=locked):
+                return call.SetVariables(set_variable_data=[{
+                    "attribute_value": "true" if locked else "false",
+                    "component": {"name": "ShareLock", "evse": {"id": connector_id}},
+                    "variable": {"name": "Locked"}}])
+            case cmd.TxLimit(connector_id=connector_id, session_id=session_id, offset_s=offset_s,
+                             limit_a=limit_a):
+                if tx_ref is None:
+                    raise cmd.CommandRejected(f"session {session_id} has no transaction id")
+                return call.SetChargingProfile(evse_id=connector_id, charging_profile={
+                    "id": session_id, "stack_level": 1, "charging_profile_purpose": "TxProfile",
+                    "charging_profile_kind": "Relative", "transaction_id": tx_ref,
+                    "charging_schedule": [{"id": session_id, "charging_rate_unit": "A",
+                                           "charging_schedule_period": [
+                                               {"start_period": 0, "limit": limit_a},
+                                               {"start_period": offset_s, "limit": 0}]}]})
         raise cmd.CommandRejected(f"unsupported command {command!r}")
 
     def result_of(self, command: cmd.Command, response: Any) -> CommandResult:

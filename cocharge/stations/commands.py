@@ -6,7 +6,8 @@ their version and the station's answer into a `CommandResult`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
 
@@ -14,6 +15,10 @@ from typing import Any
 class RemoteStart:
     tag: str
     connector_id: int | None = None
+    # Limits the session stops at (cocharge.stations.policy.SessionLimits); not sent to the charger.
+    budget_fen: int | None = None
+    energy_wh: int | None = None
+    quota_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,8 +71,40 @@ class DataTransfer:
     data: str | None = None
 
 
+@dataclass(frozen=True)
+class ReserveNow:
+    connector_id: int
+    tag: str
+    expires_at: datetime  # naive UTC
+    reservation_id: int
+
+
+@dataclass(frozen=True)
+class CancelReservation:
+    reservation_id: int
+
+
+@dataclass(frozen=True)
+class ShareLock:
+    """The physical bay lock: 1.6 DataTransfer cocharge/ShareLock, 2.0.1 ShareLock.Locked."""
+
+    connector_id: int
+    locked: bool
+
+
+@dataclass(frozen=True)
+class TxLimit:
+    """A TxProfile on a running transaction: full power, then 0 A `offset_s` after its start."""
+
+    connector_id: int
+    session_id: int
+    offset_s: int
+    limit_a: float
+
+
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
-           | GetConfiguration | SetConfiguration | ClearCache | DataTransfer)
+           | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
+           | CancelReservation | ShareLock | TxLimit)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -81,6 +118,8 @@ COMMANDS: dict[str, type] = {
     "config-set": SetConfiguration,
     "clear-cache": ClearCache,
     "data-transfer": DataTransfer,
+    "cancel-reservation": CancelReservation,
+    "share-lock": ShareLock,
 }
 
 
@@ -95,3 +134,29 @@ class CommandResult:
     accepted: bool
     status: str
     response: dict[str, Any] = field(default_factory=dict)
+
+
+class CommandFailed(Exception):
+    """A command that got no usable answer: `kind` is offline, timeout or call_error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def build_command(name: str, args: dict[str, Any]) -> Command:
+    """A command from its channel name and arguments; raises CommandRejected with the reason."""
+    command_class = COMMANDS.get(name)
+    if command_class is None:
+        raise CommandRejected(f"unknown command {name!r}: one of {', '.join(COMMANDS)}")
+    names = {f.name for f in fields(command_class)}
+    unknown = set(args) - names
+    if unknown:
+        raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
+    if "keys" in args:
+        args = {**args, "keys": tuple(args["keys"])}
+    try:
+        command: Command = command_class(**args)
+    except TypeError as exc:
+        raise CommandRejected(f"{name}: {exc}") from exc
+    return command

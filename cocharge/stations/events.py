@@ -23,6 +23,9 @@ class AuthStatus(StrEnum):
     BLOCKED = "Blocked"
     EXPIRED = "Expired"
     UNKNOWN = "Unknown"
+    # The sharing rules refuse (2.0.1 names; OCPP 1.6 answers Blocked).
+    NOT_AT_THIS_TIME = "NotAtThisTime"
+    NOT_AT_THIS_LOCATION = "NotAtThisLocation"
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class TransactionEvent:
     stop_reason: str | None
     samples: list[MeterSample] = field(default_factory=list)
     offline: bool = False
+    charging_state: str | None = None  # Charging | EVConnected | SuspendedEV | SuspendedEVSE | Idle
 
 
 @dataclass(frozen=True)

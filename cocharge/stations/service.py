@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
 from cocharge.stations.auth import Tag, check_tag
+from cocharge.stations.control import SharingController
 from cocharge.stations.events import (
     ENERGY_REGISTER,
     Admission,
@@ -36,6 +37,7 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.metering import assess_energy
+from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
 from cocharge.stations.passwords import verify_password
 from cocharge.stations.writer import SampleWriter
 from cocharge.store.db import utcnow
@@ -84,10 +86,25 @@ def _sample_rows(station_id: str, connector_id: int, session_id: int | None,
     ]
 
 
+def _register_wh(samples: list[MeterSample]) -> tuple[float, datetime] | None:
+    """The latest whole-meter energy register reading among `samples`."""
+    found = [(s.at, s.value) for s in samples if s.measurand == ENERGY_REGISTER and s.phase is None]
+    if not found:
+        return None
+    at, value = max(found)
+    return value, at
+
+
+_REFUSAL = {Verdict.NOT_AT_THIS_TIME: AuthStatus.NOT_AT_THIS_TIME,
+            Verdict.NOT_AT_THIS_LOCATION: AuthStatus.NOT_AT_THIS_LOCATION}
+
+
 class StationService:
     def __init__(self, engine: AsyncEngine, settings: GatewaySettings) -> None:
         self.engine = engine
         self.settings = settings
+        # Set by the gateway, which gives it the way to command stations.
+        self.control: SharingController | None = None
         self.writer = SampleWriter(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self._open: dict[tuple[str, str], OpenSession] = {}
         self._last_seen: dict[str, datetime] = {}
@@ -147,7 +164,11 @@ class StationService:
                 return Admission.PENDING
             await conn.execute(update(stations).where(stations.c.id == event.station_id)
                                .values(**details))
-        return Admission.ACCEPTED if row.admission == "accepted" else Admission.PENDING
+        if row.admission != "accepted":
+            return Admission.PENDING
+        if self.control is not None:
+            self.control.on_boot(event.station_id)
+        return Admission.ACCEPTED
 
     def seen(self, station_id: str) -> None:
         """Note that a station spoke; written out in one batch every few seconds."""
@@ -172,9 +193,22 @@ class StationService:
 
     # --- authorization ---------------------------------------------------------------------
 
-    async def authorize(self, tag: str) -> AuthStatus:
+    async def authorize(self, tag: str, station_id: str | None = None,
+                        connector_id: int | None = None) -> AuthStatus:
+        """The tag's own state, then the sharing rules of the station (when it has any)."""
         async with self.engine.connect() as conn:
-            return await self._authorize(conn, tag)
+            status, _ = await self._authorize_here(conn, tag, station_id, connector_id)
+        return status
+
+    async def _authorize_here(self, conn: AsyncConnection, tag: str, station_id: str | None,
+                              connector_id: int | None) -> tuple[AuthStatus, Decision | None]:
+        status = await self._authorize(conn, tag)
+        if status is not AuthStatus.ACCEPTED or station_id is None or self.control is None:
+            return status, None
+        decision = await self.control.decide(conn, station_id, connector_id, tag)
+        if decision is None or decision.allowed:
+            return status, decision
+        return _REFUSAL[decision.verdict], decision
 
     async def _authorize(self, conn: AsyncConnection, tag: str) -> AuthStatus:
         row = (await conn.execute(
@@ -191,6 +225,13 @@ class StationService:
             await conn.execute(stmt.values(
                 station_id=event.station_id, connector_id=event.connector_id,
                 status=event.status, error_code=event.error_code, updated_at=event.at))
+        if self.control is not None:
+            fault = SAFETY_ERROR_CODES_16.get(event.error_code or "")
+            if fault is not None:
+                await self.control.fault(event.station_id, event.connector_id, fault, event.at)
+            else:
+                await self.control.connector_state(event.station_id, event.connector_id,
+                                                   event.status, event.at)
 
     async def notice(self, event: StationNotice) -> None:
         async with self.engine.begin() as conn:
@@ -200,6 +241,11 @@ class StationService:
             if event.kind == "firmware":
                 await conn.execute(update(stations).where(stations.c.id == event.station_id)
                                    .values(firmware_status=str(event.payload.get("status"))))
+
+    async def fault(self, station_id: str, connector_id: int, kind: str, at: datetime) -> None:
+        """A safety fault the charger reported (overcurrent, ground fault, over-temperature)."""
+        if self.control is not None:
+            await self.control.fault(station_id, connector_id, kind, at)
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -236,7 +282,8 @@ class StationService:
     async def start_session(self, event: SessionStarted) -> tuple[int, AuthStatus]:
         """OCPP 1.6 StartTransaction: a repeat of the same start returns the same id."""
         async with self.engine.begin() as conn:
-            status = await self._authorize(conn, event.id_tag)
+            status, decision = await self._authorize_here(conn, event.id_tag, event.station_id,
+                                                          event.connector_id)
             existing = await conn.scalar(select(sessions.c.id).where(and_(
                 sessions.c.station_id == event.station_id,
                 sessions.c.connector_id == event.connector_id,
@@ -253,6 +300,10 @@ class StationService:
                 status="active", created_at=utcnow()).returning(sessions.c.id))).scalar_one())
             await conn.execute(update(sessions).where(sessions.c.id == session_id)
                                .values(tx_ref=str(session_id)))
+            if self.control is not None and status is AuthStatus.ACCEPTED:
+                await self.control.session_started(
+                    conn, session_id, event.station_id, event.connector_id, str(session_id),
+                    event.id_tag, event.at, event.meter_start_wh, decision)
         self._open[(event.station_id, str(session_id))] = OpenSession(
             session_id, event.connector_id, ended=False)
         return session_id, status
@@ -302,6 +353,8 @@ class StationService:
             await self._finish(conn, found.id)
         found.ended = True
         self._open.pop((event.station_id, event.tx_ref), None)
+        if self.control is not None:
+            self.control.session_ended(found.id, event.station_id, found.connector_id)
         return status
 
     async def transaction_event(self, event: TransactionEvent) -> AuthStatus | None:
@@ -309,10 +362,16 @@ class StationService:
         key = (event.station_id, event.tx_ref)
         found = self._open.get(key)
         status: AuthStatus | None = None
+        decision: Decision | None = None
         if found is None or event.id_tag:  # the hot path (cached session, no token) needs no read
             async with self.engine.connect() as conn:
-                status = await self._authorize(conn, event.id_tag) if event.id_tag else None
                 found = found or await self._load(conn, event.station_id, event.tx_ref)
+                if event.id_tag and found is None and event.event_type != "Ended":
+                    # A new transaction: the sharing rules of this EVSE apply.
+                    status, decision = await self._authorize_here(
+                        conn, event.id_tag, event.station_id, event.connector_id)
+                elif event.id_tag:
+                    status = await self._authorize(conn, event.id_tag)
         if found is not None and event.seq_no in found.seen_seq:
             log.info("repeated TransactionEvent %s seq %s from %s ignored",
                      event.tx_ref, event.seq_no, event.station_id)
@@ -324,6 +383,7 @@ class StationService:
             await self.writer.write(
                 _sample_rows(event.station_id, found.connector_id, found.id, event.samples), [mark])
             found.seen_seq.add(event.seq_no)
+            await self._follow(found, event)
             return status
         async with self.engine.begin() as conn:
             if found is None:
@@ -333,6 +393,12 @@ class StationService:
                     started_at=event.at, status="active", created_at=utcnow(),
                 ).returning(sessions.c.id))).scalar_one())
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
+                if (self.control is not None and event.id_tag and status is AuthStatus.ACCEPTED
+                        and event.event_type != "Ended"):
+                    start = _register_wh(event.samples)
+                    await self.control.session_started(
+                        conn, session_id, event.station_id, found.connector_id, event.tx_ref,
+                        event.id_tag, event.at, start[0] if start else None, decision)
             else:
                 changes: dict[str, Any] = {}
                 if event.id_tag:
@@ -363,9 +429,23 @@ class StationService:
         found.seen_seq.add(event.seq_no)
         if found.ended:
             self._open.pop(key, None)
+            if self.control is not None:
+                self.control.session_ended(found.id, event.station_id, found.connector_id)
         else:
             self._open[key] = found
+            await self._follow(found, event)
         return status
+
+    async def _follow(self, found: OpenSession, event: TransactionEvent) -> None:
+        """Tell sharing control what a running 2.0.1 transaction reports."""
+        if self.control is None:
+            return
+        reading = _register_wh(event.samples)
+        if reading is not None:
+            self.control.meter(found.id, reading[0], reading[1])
+        if event.charging_state:
+            await self.control.connector_state(event.station_id, found.connector_id,
+                                               event.charging_state, event.at)
 
     async def meter_report(self, event: MeterReport) -> None:
         """MeterValues: samples of a known transaction, or of the connector when none is named."""
@@ -381,6 +461,9 @@ class StationService:
             session_id = found.id
         await self.writer.write(
             _sample_rows(event.station_id, event.connector_id, session_id, event.samples), [])
+        reading = _register_wh(event.samples)
+        if self.control is not None and session_id is not None and reading is not None:
+            self.control.meter(session_id, reading[0], reading[1])
 
     async def session_ref(self, session_id: int) -> tuple[str, str, str] | None:
         """(station, charger's transaction id, protocol) of a session, for a remote stop."""

@@ -12,12 +12,12 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import Connection, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from cocharge.store.schema import metadata, schema_version
+from cocharge.store.schema import members, metadata, schema_version, sessions
 
 DEFAULT_DB = "./cocharge.db"
 
@@ -77,9 +77,31 @@ async def _v1_baseline(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v2_sharing_control(conn: AsyncConnection) -> None:
+    """Tables and columns of sharing control (issue 3); a no-op on a database v1 made fresh."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)  # only the missing tables
+        inspector = inspect(sync_conn)
+        for table, names in (
+            (members, ["groups", "vehicle_model", "quota_wh"]),
+            (sessions, ["booking_id", "group_id", "limit_wh", "cutoff_at", "cutoff_reason",
+                        "fault", "idle_started_at", "idle_ended_at", "idle_minutes",
+                        "idle_fee_fen"]),
+        ):
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for name in names:
+                if name not in present:
+                    column = table.c[name]
+                    kind = column.type.compile(dialect=sync_conn.dialect)
+                    sync_conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
+    (2, _v2_sharing_control),
 ]
 
 

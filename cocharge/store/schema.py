@@ -74,6 +74,10 @@ members = Table(
     Column("status", String(16), nullable=False, default="active"),
     Column("expires_at", DateTime),
     Column("created_at", DateTime, nullable=False),
+    # v2: what the sharing rules look at
+    Column("groups", String(500)),  # comma-separated group names ("block-7,ev-club")
+    Column("vehicle_model", String(100)),
+    Column("quota_wh", BigInteger),  # free energy left (OEM membership quota)
 )
 
 sessions = Table(
@@ -97,6 +101,17 @@ sessions = Table(
     Column("flag_reason", Text),
     Column("last_seq_no", Integer),
     Column("created_at", DateTime, nullable=False),
+    # v2: sharing control
+    Column("booking_id", BigInteger),
+    Column("group_id", BigInteger),
+    Column("limit_wh", BigInteger),
+    Column("cutoff_at", DateTime),
+    Column("cutoff_reason", String(16)),  # budget | energy | quota | slot | window
+    Column("fault", String(32)),  # overcurrent | ground fault | over-temperature
+    Column("idle_started_at", DateTime),  # charging over, car still plugged in
+    Column("idle_ended_at", DateTime),
+    Column("idle_minutes", Integer),
+    Column("idle_fee_fen", Integer),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,
@@ -153,3 +168,76 @@ nodes = Table(
     Column("started_at", DateTime, nullable=False),
     Column("alive", Boolean, nullable=False, default=True),
 )
+
+
+# --- v2: sharing control ---------------------------------------------------------------------
+
+# The owner's rules (cocharge.stations.policy.SharingRules as JSON); connector 0 = every connector.
+station_rules = Table(
+    "station_rules",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("connector_id", Integer, primary_key=True),
+    Column("rules", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("connector_id", Integer, nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("starts_at", DateTime, nullable=False),
+    Column("ends_at", DateTime, nullable=False),
+    # booked | honoured | cancelled | no_show
+    Column("status", String(16), nullable=False),
+    # A ReserveNow the charger accepted and that has not been cancelled yet.
+    Column("reserved", Boolean, nullable=False, default=False),
+    Column("group_id", BigInteger),
+    Column("session_id", BigInteger),
+    Column("created_at", DateTime, nullable=False),
+)
+Index("ix_bookings_slot", bookings.c.station_id, bookings.c.connector_id, bookings.c.starts_at)
+Index("ix_bookings_status", bookings.c.status, bookings.c.ends_at)
+
+charge_groups = Table(
+    "charge_groups",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("slot_start", DateTime, nullable=False),
+    Column("slot_end", DateTime, nullable=False),
+    Column("min_members", Integer, nullable=False),
+    # forming | formed | failed
+    Column("status", String(16), nullable=False),
+    Column("initiator", String(64)),
+    Column("formed_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", BigInteger, primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Column("joined_at", DateTime, nullable=False),
+)
+
+# Commands for stations that were offline, delivered at their next BootNotification.
+pending_commands = Table(
+    "pending_commands",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("command", String(32), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    # pending | delivered | failed | expired
+    Column("status", String(16), nullable=False),
+    Column("delivered_at", DateTime),
+    Column("result", Text),
+)
+Index("ix_pending_commands_station", pending_commands.c.station_id, pending_commands.c.status)

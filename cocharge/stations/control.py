@@ -1,0 +1,559 @@
+"""Sharing control at run time: the owner's rules made true at the chargers.
+
+The controller applies `cocharge.stations.policy` decisions: it answers "may this
+tag charge here now?", keeps each managed connector's share lock (availability, bay
+lock, reservation) equal to what the rules and bookings ask, puts a TxProfile with
+the cutoff on every limited session and stops it at the cutoff, turns safety faults
+into a stopped session and a Faulted connector, measures overstay, and keeps the
+commands for offline stations until they boot.
+
+It never talks OCPP: commands go through a `StationLink` (the gateway's connection)
+that the gateway hands in. Hooks called while the gateway handles a charger's
+message never wait for a command: they start a task, and the link sends only after
+the answer to the charger's message has gone out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cocharge.config import GatewaySettings
+from cocharge.stations import commands as cmd
+from cocharge.stations import policy, sharing
+from cocharge.stations.policy import Booking, Cutoff, Decision, LockState, SessionLimits, SharingRules
+from cocharge.store.db import utcnow
+from cocharge.store.schema import (
+    bookings,
+    connector_status,
+    members,
+    pending_commands,
+    sessions,
+    station_events,
+    stations,
+)
+from cocharge.store.sql import upsert
+
+log = logging.getLogger(__name__)
+
+# Connector states in which charging is over but the car is still plugged in.
+IDLE_STATES = {"SuspendedEV", "SuspendedEVSE", "Finishing", "EVConnected", "Occupied"}
+
+
+class StationLink(Protocol):
+    async def command(self, command: cmd.Command, tx_ref: str | None = None) -> cmd.CommandResult: ...
+
+
+@dataclass
+class Track:
+    """A running session the controller watches."""
+
+    session_id: int
+    station_id: str
+    connector_id: int
+    tx_ref: str
+    tag: str
+    started_at: datetime       # charger's clock: TxProfile offsets count from here
+    meter_start_wh: float | None
+    cutoff: Cutoff | None
+    deadline: datetime | None  # server clock: slot or window end
+    power_w: int
+    offset_s: int | None
+    stopping: bool = False
+
+
+@dataclass(frozen=True)
+class Desired:
+    operative: bool
+    bay_locked: bool
+
+
+class SharingController:
+    def __init__(self, engine: AsyncEngine, settings: GatewaySettings,
+                 link: Callable[[str], StationLink | None]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.link = link
+        self.rules: dict[tuple[str, int], SharingRules] = {}
+        self.bookings: list[Booking] = []
+        self._booking_station: dict[int, str] = {}
+        self._connectors: dict[str, int] = {}
+        self._applied: dict[tuple[str, int], Desired] = {}
+        self._unlocked: dict[tuple[str, int], tuple[str, datetime]] = {}
+        self._active: dict[tuple[str, int], int] = {}  # connector -> session in progress
+        self._tracks: dict[int, Track] = {}
+        self._limits: dict[tuple[str, str], tuple[SessionLimits, datetime]] = {}
+        self._idle: dict[tuple[str, int], tuple[int, datetime]] = {}
+        self._last_session: dict[tuple[str, int], int] = {}
+        self._busy: set[str] = set()
+        self._reserve_tried: dict[int, datetime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._resume_tracks()
+        self._loop = asyncio.create_task(self._run(), name="sharing-control")
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sharing control: %s failed", name)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick(utcnow())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sharing control tick failed")
+            await asyncio.sleep(self.settings.control_interval_s)
+
+    async def _resume_tracks(self) -> None:
+        """After a restart: watch the limited sessions still running."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(sessions).where(and_(
+                sessions.c.status == "active", sessions.c.cutoff_reason.is_not(None))))).all()
+            for row in rows:
+                power = await self._power_w(conn, row.station_id)
+                cutoff = Cutoff(row.limit_wh, row.cutoff_at, None, row.cutoff_reason)
+                deadline = row.cutoff_at if row.cutoff_reason in ("slot", "window") else None
+                self._tracks[row.id] = Track(row.id, row.station_id, row.connector_id, row.tx_ref or "",
+                                             row.id_tag or "", row.started_at, row.meter_start_wh,
+                                             cutoff, deadline, power, None)
+                self._active[(row.station_id, row.connector_id)] = row.id
+
+    # --- the tick: time-driven work --------------------------------------------------------
+
+    async def tick(self, now: datetime) -> None:
+        async with self.engine.begin() as conn:
+            self.rules = await sharing.load_rules(conn)
+            # Bookings whose slot is over without a session: no-shows.
+            await conn.execute(update(bookings).where(and_(
+                bookings.c.status == "booked", bookings.c.ends_at <= now)).values(status="no_show"))
+            await sharing.fail_unformed_groups(conn, now)
+            await conn.execute(update(pending_commands).where(and_(
+                pending_commands.c.status == "pending", pending_commands.c.expires_at <= now))
+                .values(status="expired"))
+            rows = await sharing.live_bookings(conn, None, now)
+            stale = (await conn.execute(select(bookings).where(and_(
+                bookings.c.reserved.is_(True),
+                (bookings.c.status != "booked") | (bookings.c.ends_at <= now))))).all()
+            station_rows = (await conn.execute(select(stations.c.id, stations.c.connectors))).all()
+        self.bookings = [sharing.booking_of(r) for r in rows]
+        self._booking_station = {int(r.id): r.station_id for r in rows}
+        self._connectors = {r.id: r.connectors for r in station_rows}
+        for row in stale:
+            self._spawn(self._cancel_reservation(row.station_id, row.connector_id, int(row.id)),
+                        f"cancel reservation {row.id}")
+        for row in rows:
+            if row.starts_at <= now and not row.reserved:
+                self._reserve(row, now)
+        for track in list(self._tracks.values()):
+            if track.deadline is not None and now >= track.deadline and not track.stopping:
+                self._stop(track, track.cutoff.reason if track.cutoff else "deadline")
+        for key, (_, until) in list(self._unlocked.items()):
+            if until <= now and key not in self._active:
+                del self._unlocked[key]
+        for station_id in {s for s, _ in self.rules} | set(self._booking_station.values()):
+            if station_id not in self._busy and self.link(station_id) is not None:
+                self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
+
+    def _station_bookings(self, station_id: str) -> list[Booking]:
+        return [b for b in self.bookings if self._booking_station.get(b.id) == station_id]
+
+    def _rules(self, station_id: str, connector_id: int) -> SharingRules | None:
+        return sharing.rules_for(self.rules, station_id, connector_id)
+
+    def _reclaimed(self, station_id: str, connector_id: int) -> bool:
+        rules = self._rules(station_id, connector_id)
+        return bool(rules and rules.owner_priority)
+
+    def desired(self, station_id: str, connector_id: int, now: datetime) -> Desired:
+        rules = self._rules(station_id, connector_id) or SharingRules()
+        state, booking = policy.lock_state(rules, self._station_bookings(station_id), connector_id,
+                                           now, self._reclaimed(station_id, connector_id))
+        unlocked = self._unlocked.get((station_id, connector_id))
+        if state is LockState.OPEN or (unlocked is not None and unlocked[1] > now):
+            return Desired(True, False)
+        if state is LockState.BOOKED:
+            return Desired(True, True)
+        return Desired(False, True)
+
+    async def _reconcile(self, station_id: str, now: datetime) -> None:
+        """Make each connector's availability and bay lock what the rules say."""
+        link = self.link(station_id)
+        if link is None:
+            return
+        self._busy.add(station_id)
+        try:
+            for connector_id in range(1, self._connectors.get(station_id, 1) + 1):
+                key = (station_id, connector_id)
+                if key in self._active:
+                    continue  # never lock under a charging car; the cutoff ends the session
+                want = self.desired(station_id, connector_id, now)
+                have = self._applied.get(key)
+                if have == want:
+                    continue
+                if have is None or have.operative != want.operative:
+                    result = await link.command(cmd.SetAvailability(connector_id, want.operative))
+                    log.info("%s/%s share lock: %s -> %s", station_id, connector_id,
+                             "operative" if want.operative else "inoperative", result.status)
+                if have is None or have.bay_locked != want.bay_locked:
+                    result = await link.command(cmd.ShareLock(connector_id, want.bay_locked))
+                    log.info("%s/%s bay lock %s: %s", station_id, connector_id,
+                             "closed" if want.bay_locked else "opened", result.status)
+                self._applied[key] = want
+        except cmd.CommandFailed as exc:
+            log.warning("share lock of %s not applied yet: %s", station_id, exc)
+        finally:
+            self._busy.discard(station_id)
+
+    def _reserve(self, row: Any, now: datetime) -> None:
+        tried = self._reserve_tried.get(int(row.id))
+        if tried is not None and now - tried < timedelta(seconds=30):
+            return
+        if self.link(row.station_id) is None or (row.station_id, row.connector_id) in self._active:
+            return
+        self._reserve_tried[int(row.id)] = now
+        self._spawn(self._send_reservation(row), f"reserve {row.id}")
+
+    async def _send_reservation(self, row: Any) -> None:
+        link = self.link(row.station_id)
+        if link is None:
+            return
+        result = await link.command(cmd.ReserveNow(row.connector_id, row.tag, row.ends_at, int(row.id)))
+        log.info("booking %s: ReserveNow %s/%s for %s: %s", row.id, row.station_id,
+                 row.connector_id, row.tag, result.status)
+        if result.accepted:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(bookings).where(bookings.c.id == row.id).values(reserved=True))
+
+    async def _cancel_reservation(self, station_id: str, connector_id: int, booking_id: int) -> None:
+        link = self.link(station_id)
+        if link is None:
+            return
+        result = await link.command(cmd.CancelReservation(booking_id))
+        log.info("booking %s: CancelReservation on %s/%s: %s", booking_id, station_id,
+                 connector_id, result.status)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(bookings).where(bookings.c.id == booking_id).values(reserved=False))
+
+    # --- boot: re-assert and deliver -------------------------------------------------------
+
+    def on_boot(self, station_id: str) -> None:
+        """A station booted (Accepted): it forgot our locks and may hold queued commands."""
+        for key in [k for k in self._applied if k[0] == station_id]:
+            del self._applied[key]
+        self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
+        if any(s == station_id for s, _ in self.rules) or station_id in self._booking_station.values():
+            self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
+
+    async def _deliver_queued(self, station_id: str) -> None:
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(pending_commands).where(and_(
+                pending_commands.c.station_id == station_id,
+                pending_commands.c.status == "pending", pending_commands.c.expires_at > now))
+                .order_by(pending_commands.c.id))).all()
+        for row in rows:
+            try:
+                command = cmd.build_command(row.command, json.loads(row.args))
+                result = await self.send(station_id, command, queue_for_s=None)
+                status, text = ("delivered", str(result.get("status")))
+            except (cmd.CommandRejected, cmd.CommandFailed) as exc:
+                status, text = ("failed", str(exc))
+            async with self.engine.begin() as conn:
+                await conn.execute(update(pending_commands).where(pending_commands.c.id == row.id)
+                                   .values(status=status, delivered_at=utcnow(), result=text))
+            log.info("queued command %s (%s) for %s: %s %s", row.id, row.command, station_id,
+                     status, text)
+
+    # --- operator commands -----------------------------------------------------------------
+
+    async def send(self, station_id: str, command: cmd.Command, name: str | None = None,
+                   args: dict[str, Any] | None = None,
+                   queue_for_s: float | None = None) -> dict[str, Any]:
+        """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
+        tx_ref = None
+        if isinstance(command, cmd.RemoteStop):
+            ref = await self._session_ref(command.session_id)
+            if ref is None:
+                raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")
+            if ref[0] != station_id:
+                raise cmd.CommandRejected(
+                    f"session {command.session_id} is on station {ref[0]}, not {station_id}")
+            tx_ref = ref[1]
+        link = self.link(station_id)
+        if link is None:
+            if queue_for_s is None or name is None:
+                raise cmd.CommandFailed("offline", f"station {station_id} is not connected")
+            command_id = await self._queue(station_id, name, args or {}, queue_for_s)
+            return {"ok": True, "accepted": True, "queued": True, "command_id": command_id,
+                    "status": "Queued", "response": {}}
+        if isinstance(command, cmd.RemoteStart):
+            self.expect_limits(station_id, command)
+        result = await link.command(command, tx_ref)
+        return {"ok": True, "accepted": result.accepted, "status": result.status,
+                "response": result.response}
+
+    async def _session_ref(self, session_id: int) -> tuple[str, str] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(sessions.c.station_id, sessions.c.tx_ref)
+                                      .where(sessions.c.id == session_id))).first()
+        return (row.station_id, row.tx_ref) if row else None
+
+    async def _queue(self, station_id: str, name: str, args: dict[str, Any], for_s: float) -> int:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            if await conn.scalar(select(stations.c.id).where(stations.c.id == station_id)) is None:
+                raise cmd.CommandRejected(f"no station {station_id!r}: see `cocharge station list`")
+            command_id = int((await conn.execute(insert(pending_commands).values(
+                station_id=station_id, command=name, args=json.dumps(args), created_at=now,
+                expires_at=now + timedelta(seconds=for_s), status="pending",
+            ).returning(pending_commands.c.id))).scalar_one())
+        log.info("station %s offline: %s queued as command %s", station_id, name, command_id)
+        return command_id
+
+    def expect_limits(self, station_id: str, start: cmd.RemoteStart) -> None:
+        """The next session of this tag here runs with the limits the remote start carried."""
+        if start.budget_fen is None and start.energy_wh is None and not start.quota_only:
+            return
+        limits = SessionLimits(budget_fen=start.budget_fen, energy_wh=start.energy_wh,
+                               quota_wh=-1 if start.quota_only else None)
+        self._limits[(station_id, start.tag)] = (limits, utcnow() + timedelta(minutes=10))
+
+    # --- authorization ---------------------------------------------------------------------
+
+    async def decide(self, conn: AsyncConnection, station_id: str, connector_id: int | None,
+                     tag: str) -> Decision | None:
+        """The sharing decision for `tag` here and now; None when the station is not managed."""
+        connectors = self._connectors.get(station_id) or 1
+        scope = [connector_id] if connector_id else list(range(1, connectors + 1))
+        if not any(self._rules(station_id, c) for c in scope) and not self._station_bookings(station_id):
+            return None
+        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
+        member = sharing.member_of(row) if row else policy.Member(tag)
+        now = utcnow()
+        station_bookings = self._station_bookings(station_id)
+        decision: Decision | None = None
+        chosen = scope[0]
+        for c in scope:
+            d = policy.may_charge(self._rules(station_id, c) or SharingRules(), station_bookings,
+                                  member, c, now, self._reclaimed(station_id, c))
+            if d.allowed:
+                decision, chosen = d, c
+                break
+            decision = decision or d
+        assert decision is not None
+        if decision.allowed:
+            key = (station_id, chosen)
+            if self._applied.get(key) != Desired(True, False) and self.desired(station_id, chosen, now) != Desired(True, False):
+                # The member may charge on a locked connector (booked slot, owner): open it.
+                self._unlocked[key] = (tag, now + timedelta(seconds=self.settings.unlock_hold_s))
+                self._spawn(self._reconcile(station_id, now), f"unlock {station_id}/{chosen}")
+        else:
+            log.info("station %s connector %s: %s refused: %s", station_id, connector_id or "-",
+                     tag, decision.reason)
+        return decision
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def session_started(self, conn: AsyncConnection, session_id: int, station_id: str,
+                              connector_id: int, tx_ref: str, tag: str, started_at: datetime,
+                              meter_start_wh: float | None, decision: Decision | None) -> None:
+        """Record what limits the session, and arrange its cutoff at the charger."""
+        now = utcnow()
+        key = (station_id, connector_id)
+        self._active[key] = session_id
+        self._last_session[key] = session_id
+        self._idle.pop(key, None)
+        self._unlocked.pop(key, None)
+        limits, expires = self._limits.pop((station_id, tag), (SessionLimits(), now))
+        if expires < now:
+            limits = SessionLimits()
+        if limits.quota_wh == -1:  # "quota only": the member's free energy left
+            quota = await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag))
+            limits = SessionLimits(limits.budget_fen, limits.energy_wh, max(0, int(quota or 0)))
+        booking = decision.booking if decision else None
+        rules = self._rules(station_id, connector_id)
+        window_end = None
+        if rules is not None and tag not in rules.owner_tags and rules.windows:
+            window_end = policy.open_until(rules, now)
+        limits = SessionLimits(limits.budget_fen, limits.energy_wh, limits.quota_wh,
+                               booking.end if booking else None, window_end)
+        power = await self._power_w(conn, station_id)
+        price = (rules.price_fen_per_kwh if rules and rules.price_fen_per_kwh
+                 else self.settings.price_fen_per_kwh)
+        limit_a = self._limit_a(power)
+        effective_w = int(limit_a * self.settings.nominal_voltage_v * self.settings.phases)
+        cutoff = policy.plan_cutoff(limits, now, effective_w, price)
+        changes: dict[str, Any] = {}
+        if booking is not None:
+            changes.update(booking_id=booking.id, group_id=booking.group_id)
+            await conn.execute(update(bookings).where(bookings.c.id == booking.id)
+                               .values(status="honoured", session_id=session_id, reserved=False))
+        if cutoff is not None:
+            changes.update(limit_wh=cutoff.energy_wh, cutoff_at=cutoff.at, cutoff_reason=cutoff.reason)
+        if changes:
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(**changes))
+        if cutoff is None:
+            return
+        deadline = min((t for t in (limits.slot_end, limits.window_end) if t is not None), default=None)
+        track = Track(session_id, station_id, connector_id, tx_ref, tag, started_at, meter_start_wh,
+                      cutoff, deadline, effective_w, cutoff.offset_s)
+        self._tracks[session_id] = track
+        log.info("session %s on %s/%s: cutoff by %s at %s%s", session_id, station_id, connector_id,
+                 cutoff.reason, cutoff.at, f" or {cutoff.energy_wh} Wh" if cutoff.energy_wh else "")
+        self._spawn(self._send_profile(track, limit_a), f"tx profile {session_id}")
+
+    def _limit_a(self, power_w: int) -> float:
+        amps = power_w / (self.settings.nominal_voltage_v * self.settings.phases)
+        return max(0.1, int(amps * 10) / 10)  # one decimal, rounded down: never above the power
+
+    async def _power_w(self, conn: AsyncConnection, station_id: str) -> int:
+        value = await conn.scalar(select(stations.c.max_power_w).where(stations.c.id == station_id))
+        return int(value) if value else self.settings.assumed_station_power_w
+
+    async def _send_profile(self, track: Track, limit_a: float) -> None:
+        link = self.link(track.station_id)
+        if link is None or track.offset_s is None:
+            return
+        result = await link.command(cmd.TxLimit(track.connector_id, track.session_id, track.offset_s,
+                                                limit_a), track.tx_ref)
+        log.info("session %s: TxProfile 0 A after %s s: %s", track.session_id, track.offset_s,
+                 result.status)
+
+    def meter(self, session_id: int, register_wh: float, at: datetime) -> None:
+        """A fresh energy register reading of a running session (charger's clock)."""
+        track = self._tracks.get(session_id)
+        if track is None or track.stopping or track.cutoff is None or track.cutoff.energy_wh is None:
+            return
+        if track.meter_start_wh is None:
+            track.meter_start_wh = register_wh
+            return
+        delivered = register_wh - track.meter_start_wh
+        if policy.energy_reached(track.cutoff, delivered, self.settings.cutoff_tolerance):
+            self._stop(track, track.cutoff.reason)
+            return
+        elapsed = (at - track.started_at).total_seconds()
+        if track.offset_s is not None and elapsed >= track.offset_s:
+            # The car drew less than full power: move the charger's 0 A point later.
+            track.offset_s = policy.extended_offset(track.cutoff, elapsed, delivered, track.power_w)
+            log.info("session %s: %.0f of %s Wh after %.0f s, TxProfile extended to %s s",
+                     session_id, delivered, track.cutoff.energy_wh, elapsed, track.offset_s)
+            self._spawn(self._send_profile(track, self._limit_a(track.power_w)),
+                        f"tx profile {session_id}")
+
+    def _stop(self, track: Track, reason: str) -> None:
+        track.stopping = True
+        log.info("session %s on %s: cutoff (%s), stopping", track.session_id, track.station_id, reason)
+        self._spawn(self._remote_stop(track), f"cutoff {track.session_id}")
+
+    async def _remote_stop(self, track: Track) -> None:
+        link = self.link(track.station_id)
+        if link is None:
+            track.stopping = False  # the charger's own profile stops it; retry when it is back
+            return
+        result = await link.command(cmd.RemoteStop(track.session_id), track.tx_ref)
+        log.info("session %s: remote stop at cutoff: %s", track.session_id, result.status)
+
+    def session_ended(self, session_id: int, station_id: str, connector_id: int) -> None:
+        self._tracks.pop(session_id, None)
+        key = (station_id, connector_id)
+        if self._active.get(key) == session_id:
+            del self._active[key]
+        self._unlocked.pop(key, None)
+        if station_id in self._connectors and station_id not in self._busy and (
+                any(s == station_id for s, _ in self.rules) or self._station_bookings(station_id)):
+            self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
+
+    # --- connector states: overstay and faults ---------------------------------------------
+
+    async def connector_state(self, station_id: str, connector_id: int, state: str,
+                              at: datetime) -> None:
+        """Charging state changes (status or 2.0.1 charging state), in the charger's clock."""
+        key = (station_id, connector_id)
+        session_id = self._active.get(key) or self._last_session.get(key)
+        if state == "Charging":
+            self._idle.pop(key, None)
+        elif state in IDLE_STATES and session_id is not None and key not in self._idle:
+            self._idle[key] = (session_id, at)
+            async with self.engine.begin() as conn:
+                await conn.execute(update(sessions).where(and_(
+                    sessions.c.id == session_id, sessions.c.idle_started_at.is_(None)))
+                    .values(idle_started_at=at))
+        elif state == "Available":
+            idle = self._idle.pop(key, None)
+            self._last_session.pop(key, None)
+            if idle is not None:
+                await self._charge_idle_fee(idle[0], idle[1], at, station_id)
+
+    async def _charge_idle_fee(self, session_id: int, since: datetime, until: datetime,
+                               station_id: str) -> None:
+        minutes, fee = policy.idle_fee(self.settings.idle_fee, since, until)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+                idle_started_at=since, idle_ended_at=until, idle_minutes=minutes, idle_fee_fen=fee))
+            if fee:
+                await conn.execute(insert(station_events).values(
+                    station_id=station_id, ts=until, kind="overstay",
+                    payload=json.dumps({"session_id": session_id, "minutes": minutes,
+                                        "fee_fen": fee})))
+        if fee:
+            log.info("session %s overstayed %s min: idle fee %s fen", session_id, minutes, fee)
+
+    async def fault(self, station_id: str, connector_id: int, kind: str, at: datetime) -> None:
+        """A safety fault: the connector is Faulted and its session ends."""
+        key = (station_id, connector_id)
+        session_id = self._active.get(key)
+        stmt = upsert(self.engine, connector_status, ["station_id", "connector_id"],
+                      ["status", "error_code", "updated_at"])
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt.values(station_id=station_id, connector_id=connector_id,
+                                           status="Faulted", error_code=kind, updated_at=at))
+            await conn.execute(insert(station_events).values(
+                station_id=station_id, ts=at, kind="fault",
+                payload=json.dumps({"connector_id": connector_id, "fault": kind,
+                                    "session_id": session_id})))
+            if session_id is not None:
+                await conn.execute(update(sessions).where(sessions.c.id == session_id)
+                                   .values(fault=kind))
+        log.warning("station %s connector %s: safety fault %s%s", station_id, connector_id, kind,
+                    f", ending session {session_id}" if session_id else "")
+        if session_id is not None:
+            track = self._tracks.get(session_id)
+            ref = await self._session_ref(session_id)
+            if track is None and ref is not None:
+                track = Track(session_id, station_id, connector_id, ref[1], "", at, None, None, None,
+                              0, None)
+            if track is not None and not track.stopping:
+                self._stop(track, f"fault: {kind}")

@@ -1,0 +1,330 @@
+"""Sharing rules, bookings, groups and queued commands in the database.
+
+The operator's side (CLI) writes here; the running gateway's controller reads the
+same tables and acts on them, so nothing needs the gateway to be running to be
+recorded. Every check is made by `cocharge.stations.policy`; this module only loads
+and stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cocharge.stations import policy
+from cocharge.stations.policy import Booking, Member, RuleError, SharingRules
+from cocharge.stations.registry import RegistryError, _iso
+from cocharge.store.db import utcnow
+from cocharge.store.schema import (
+    bookings,
+    charge_groups,
+    group_members,
+    members,
+    pending_commands,
+    station_rules,
+    stations,
+)
+
+LIVE_BOOKING = ("booked",)
+
+
+def _fail(exc: RuleError) -> RegistryError:
+    return RegistryError(str(exc))
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+async def load_rules(conn: AsyncConnection,
+                     station_ids: Sequence[str] | None = None) -> dict[tuple[str, int], SharingRules]:
+    """Every stored rule set, keyed by (station, connector); connector 0 is the station's."""
+    query = select(station_rules)
+    if station_ids is not None:
+        query = query.where(station_rules.c.station_id.in_(list(station_ids)))
+    rows = (await conn.execute(query)).all()
+    return {(r.station_id, r.connector_id): SharingRules.from_json(json.loads(r.rules)) for r in rows}
+
+
+def rules_for(all_rules: dict[tuple[str, int], SharingRules], station_id: str,
+              connector_id: int) -> SharingRules | None:
+    """The rules governing one connector; None when the owner set none (not shared-managed)."""
+    return all_rules.get((station_id, connector_id)) or all_rules.get((station_id, 0))
+
+
+async def _station(conn: AsyncConnection, station_id: str) -> Any:
+    row = (await conn.execute(select(stations).where(stations.c.id == station_id))).first()
+    if row is None:
+        raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+    return row
+
+
+async def set_rules(engine: AsyncEngine, station_id: str, connector_id: int,
+                    changes: dict[str, Any], reset: bool = False) -> SharingRules:
+    """Merge `changes` (fields of SharingRules) into the stored rules and save them."""
+    async with engine.begin() as conn:
+        station = await _station(conn, station_id)
+        if connector_id > station.connectors:
+            raise RegistryError(f"station {station_id} has connectors 1..{station.connectors}")
+        stored = await load_rules(conn, [station_id])
+        current = SharingRules() if reset else (
+            stored.get((station_id, connector_id))
+            or (stored.get((station_id, 0)) if connector_id else None) or SharingRules())
+        try:
+            rules = policy.check_rules(replace(current, **changes))
+        except RuleError as exc:
+            raise _fail(exc) from exc
+        await conn.execute(delete(station_rules).where(and_(
+            station_rules.c.station_id == station_id, station_rules.c.connector_id == connector_id)))
+        await conn.execute(insert(station_rules).values(
+            station_id=station_id, connector_id=connector_id, rules=json.dumps(rules.to_json(), sort_keys=True), updated_at=utcnow()))
+    return rules
+
+
+async def clear_rules(engine: AsyncEngine, station_id: str) -> None:
+    async with engine.begin() as conn:
+        await _station(conn, station_id)
+        await conn.execute(delete(station_rules).where(station_rules.c.station_id == station_id))
+
+
+async def show_rules(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        await _station(conn, station_id)
+        found = await load_rules(conn, [station_id])
+    return {("station" if c == 0 else f"connector {c}"): r.to_json()
+            for (_, c), r in sorted(found.items())}
+
+
+# --- members --------------------------------------------------------------------------------
+
+def member_of(row: Any) -> Member:
+    groups = frozenset(g.strip() for g in (row.groups or "").split(",") if g.strip())
+    return Member(row.tag, groups, row.vehicle_model)
+
+
+async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
+                        vehicle_model: str | None = None, quota_wh: int | None = None) -> None:
+    values: dict[str, Any] = {}
+    if groups is not None:
+        values["groups"] = ",".join(g.strip() for g in groups.split(",") if g.strip()) or None
+    if vehicle_model is not None:
+        values["vehicle_model"] = vehicle_model or None
+    if quota_wh is not None:
+        values["quota_wh"] = quota_wh
+    if not values:
+        raise RegistryError("nothing to change: give --groups, --vehicle or --quota-kwh")
+    async with engine.begin() as conn:
+        done = await conn.execute(update(members).where(members.c.tag == tag).values(**values))
+        if done.rowcount == 0:
+            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+
+
+# --- bookings -------------------------------------------------------------------------------
+
+def booking_of(row: Any) -> Booking:
+    return Booking(int(row.id), row.connector_id, row.tag, row.starts_at, row.ends_at, row.group_id)
+
+
+async def live_bookings(conn: AsyncConnection, station_ids: Sequence[str] | None,
+                        now: datetime) -> list[Any]:
+    """Bookings not yet over and not cancelled (rows)."""
+    query = select(bookings).where(and_(bookings.c.status.in_(LIVE_BOOKING),
+                                        bookings.c.ends_at > now))
+    if station_ids is not None:
+        query = query.where(bookings.c.station_id.in_(list(station_ids)))
+    return list((await conn.execute(query.order_by(bookings.c.starts_at))).all())
+
+
+async def _group_holds(conn: AsyncConnection, station_id: str, start: datetime, end: datetime,
+                       connectors: int, except_group: int | None = None) -> list[Booking]:
+    """A forming group holds its whole slot on every connector of its station."""
+    rows = (await conn.execute(select(charge_groups).where(and_(
+        charge_groups.c.station_id == station_id, charge_groups.c.status == "forming",
+        charge_groups.c.slot_start < end, charge_groups.c.slot_end > start)))).all()
+    return [Booking(-int(g.id), c, f"group {g.id}", g.slot_start, g.slot_end, int(g.id))
+            for g in rows if g.id != except_group for c in range(1, connectors + 1)]
+
+
+async def add_booking(engine: AsyncEngine, station_id: str, connector_id: int, tag: str,
+                      start: datetime, end: datetime, now: datetime | None = None) -> int:
+    now = now or utcnow()
+    async with engine.begin() as conn:
+        station = await _station(conn, station_id)
+        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
+            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
+        existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
+        existing += await _group_holds(conn, station_id, start, end, station.connectors)
+        try:
+            policy.check_booking(rules, existing, Booking(0, connector_id, tag, start, end), now,
+                                 station.connectors)
+        except RuleError as exc:
+            raise _fail(exc) from exc
+        return int((await conn.execute(insert(bookings).values(
+            station_id=station_id, connector_id=connector_id, tag=tag, starts_at=start,
+            ends_at=end, status="booked", reserved=False, created_at=now,
+        ).returning(bookings.c.id))).scalar_one())
+
+
+async def list_bookings(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(bookings).order_by(bookings.c.starts_at, bookings.c.id)
+    if station_id:
+        query = query.where(bookings.c.station_id == station_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [{"id": r.id, "station": r.station_id, "connector": r.connector_id, "tag": r.tag,
+             "from": _iso(r.starts_at), "to": _iso(r.ends_at), "status": r.status,
+             "reserved": r.reserved, "group": r.group_id, "session": r.session_id} for r in rows]
+
+
+async def cancel_booking(engine: AsyncEngine, booking_id: int) -> None:
+    """Cancel a booking; the gateway cancels the charger's reservation at its next tick."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).first()
+        if row is None:
+            raise RegistryError(f"no booking {booking_id}: see `cocharge booking list`")
+        if row.status != "booked":
+            raise RegistryError(f"booking {booking_id} is {row.status}; only a booked slot can be cancelled")
+        await conn.execute(update(bookings).where(bookings.c.id == booking_id)
+                           .values(status="cancelled"))
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+async def create_group(engine: AsyncEngine, station_id: str, start: datetime, end: datetime,
+                       min_members: int, initiator: str | None, now: datetime | None = None) -> int:
+    now = now or utcnow()
+    if end <= start:
+        raise RegistryError("the group's slot must end after it starts")
+    if start <= now:
+        raise RegistryError("the group's slot must start in the future: members join before it")
+    async with engine.begin() as conn:
+        station = await _station(conn, station_id)
+        rules = rules_for(await load_rules(conn, [station_id]), station_id, 1) or SharingRules()
+        taken = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
+        taken += await _group_holds(conn, station_id, start, end, station.connectors)
+        for c in range(1, station.connectors + 1):
+            try:
+                policy.check_booking(rules, taken, Booking(0, c, "group", start, end), now,
+                                     station.connectors)
+            except RuleError as exc:
+                raise _fail(exc) from exc
+        if initiator and await conn.scalar(select(members.c.tag).where(members.c.tag == initiator)) is None:
+            raise RegistryError(f"no member with tag {initiator!r}: see `cocharge member list`")
+        group_id = int((await conn.execute(insert(charge_groups).values(
+            station_id=station_id, slot_start=start, slot_end=end, min_members=min_members,
+            status="forming", initiator=initiator, created_at=now,
+        ).returning(charge_groups.c.id))).scalar_one())
+    if initiator:
+        await join_group(engine, group_id, initiator, now)
+    return group_id
+
+
+async def join_group(engine: AsyncEngine, group_id: int, tag: str,
+                     now: datetime | None = None) -> str:
+    """Join; returns the group's status afterwards (it forms on reaching its minimum)."""
+    now = now or utcnow()
+    async with engine.begin() as conn:
+        group = (await conn.execute(select(charge_groups).where(charge_groups.c.id == group_id))).first()
+        if group is None:
+            raise RegistryError(f"no group {group_id}: see `cocharge group list`")
+        if group.status == "failed":
+            raise RegistryError(f"group {group_id} did not form before its slot")
+        if group.slot_start <= now:
+            raise RegistryError(f"group {group_id}'s slot has started: joining is closed")
+        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
+            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        joined = await conn.scalar(select(group_members.c.tag).where(and_(
+            group_members.c.group_id == group_id, group_members.c.tag == tag)))
+        if joined:
+            raise RegistryError(f"{tag} is already in group {group_id}")
+        await conn.execute(insert(group_members).values(group_id=group_id, tag=tag, joined_at=now))
+        tags = list((await conn.execute(select(group_members.c.tag)
+                                        .where(group_members.c.group_id == group_id)
+                                        .order_by(group_members.c.joined_at, group_members.c.tag)))
+                    .scalars())
+        status = group.status
+        if len(tags) >= group.min_members:
+            status = "formed"
+            station = await _station(conn, group.station_id)
+            # (Re)book every member's share of the slot.
+            await conn.execute(delete(bookings).where(bookings.c.group_id == group_id))
+            for b in policy.group_bookings(tags, station.connectors, group.slot_start,
+                                           group.slot_end, group_id):
+                await conn.execute(insert(bookings).values(
+                    station_id=group.station_id, connector_id=b.connector_id, tag=b.tag,
+                    starts_at=b.start, ends_at=b.end, status="booked", reserved=False,
+                    group_id=group_id, created_at=now))
+            await conn.execute(update(charge_groups).where(charge_groups.c.id == group_id)
+                               .values(status="formed", formed_at=group.formed_at or now))
+    return str(status)
+
+
+async def show_group(engine: AsyncEngine, group_id: int) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        group = (await conn.execute(select(charge_groups).where(charge_groups.c.id == group_id))).first()
+        if group is None:
+            raise RegistryError(f"no group {group_id}: see `cocharge group list`")
+        tags = list((await conn.execute(select(group_members.c.tag)
+                                        .where(group_members.c.group_id == group_id)
+                                        .order_by(group_members.c.joined_at, group_members.c.tag)))
+                    .scalars())
+        slots = (await conn.execute(select(bookings).where(bookings.c.group_id == group_id)
+                                    .order_by(bookings.c.starts_at, bookings.c.connector_id))).all()
+    return {"id": group.id, "station": group.station_id, "from": _iso(group.slot_start),
+            "to": _iso(group.slot_end), "min_members": group.min_members, "status": group.status,
+            "initiator": group.initiator, "members": tags,
+            "bookings": [f"{b.tag}: connector {b.connector_id} {_iso(b.starts_at)}-{_iso(b.ends_at)}"
+                         f" ({b.status})" for b in slots]}
+
+
+async def list_groups(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        counts = dict((await conn.execute(
+            select(group_members.c.group_id, func.count()).group_by(group_members.c.group_id))).all())
+        rows = (await conn.execute(select(charge_groups).order_by(charge_groups.c.slot_start))).all()
+    return [{"id": g.id, "station": g.station_id, "from": _iso(g.slot_start), "to": _iso(g.slot_end),
+             "members": counts.get(g.id, 0), "min": g.min_members, "status": g.status} for g in rows]
+
+
+async def fail_unformed_groups(conn: AsyncConnection, now: datetime) -> list[int]:
+    """Groups still forming when their slot starts did not form."""
+    ids = list((await conn.execute(select(charge_groups.c.id).where(and_(
+        charge_groups.c.status == "forming", charge_groups.c.slot_start <= now)))).scalars())
+    if ids:
+        await conn.execute(update(charge_groups).where(charge_groups.c.id.in_(ids))
+                           .values(status="failed"))
+    return [int(i) for i in ids]
+
+
+# --- queued commands ------------------------------------------------------------------------
+
+async def list_commands(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
+    now = utcnow()
+    query = select(pending_commands).order_by(pending_commands.c.id)
+    if station_id:
+        query = query.where(pending_commands.c.station_id == station_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [{"id": r.id, "station": r.station_id, "command": r.command,
+             "args": r.args, "queued": _iso(r.created_at), "expires": _iso(r.expires_at),
+             "status": "expired" if r.status == "pending" and r.expires_at <= now else r.status,
+             "delivered": _iso(r.delivered_at), "result": r.result} for r in rows]
+
+
+def parse_when(text: str, tz: str = "Asia/Shanghai") -> datetime:
+    """A CLI time: ISO 8601 with offset or 'Z', or local wall-clock time of `tz`; naive UTC out."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError:
+        raise RegistryError(f"{text!r} is not a time: write 2026-11-24T19:00 (station time) "
+                            "or 2026-11-24T11:00Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(tz))
+    return value.astimezone(UTC).replace(tzinfo=None)
