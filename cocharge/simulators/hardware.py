@@ -40,6 +40,11 @@ class Connector:
     relay_closed: bool = False
     cable_locked: bool = False
     operative: bool = True
+    # The bay's share lock (barrier or lock plate): a car cannot reach a locked connector.
+    bay_locked: bool = False
+    # (reservation id, tag, expiry as a simulated-clock timestamp) of a ReserveNow
+    reservation: tuple[int, str, float] | None = None
+    faulted: bool = False
     power_w: float = 0.0
     ev: EV | None = None
 
@@ -47,12 +52,14 @@ class Connector:
     def max_power_w(self) -> float:
         return self.max_current_a * self.phases * self.voltage_v
 
-    def step(self, seconds: float) -> float:
-        """Advance the hardware by `seconds`; returns the energy delivered (Wh)."""
-        if not self.relay_closed or self.ev is None:
+    def step(self, seconds: float, limit_w: float | None = None) -> float:
+        """Advance the hardware by `seconds` under a charging-profile limit; returns Wh delivered."""
+        if not self.relay_closed or self.ev is None or self.faulted:
             self.power_w = 0.0
             return 0.0
         target = min(self.max_power_w, self.ev.accepts_w())
+        if limit_w is not None:
+            target = min(target, limit_w)
         if self.power_w < target:
             self.power_w = min(target, self.power_w + self.ramp_w_per_s * seconds)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -33,6 +34,18 @@ from cocharge.simulators.hardware import EV, Connector
 ocpp.messages.ASYNC_VALIDATION = False
 log = logging.getLogger(__name__)
 
+FAULT_STOP_REASONS = {
+    "1.6": {"overcurrent": "EmergencyStop", "ground fault": "EmergencyStop",
+            "over-temperature": "EmergencyStop"},
+    "2.0.1": {"overcurrent": "OvercurrentFault", "ground fault": "GroundFault",
+              "over-temperature": "EmergencyStop"},
+}
+FAULT_CODES_16 = {"overcurrent": "OverCurrentFailure", "ground fault": "GroundFailure",
+                  "over-temperature": "HighTemperature"}
+FAULT_EVENTS_201 = {"overcurrent": ("OverCurrentProtection", "Operated"),
+                    "ground fault": ("RCD", "Tripped"),
+                    "over-temperature": ("EVSE", "OverTemperature")}
+
 
 @dataclass
 class SimConfig:
@@ -46,6 +59,8 @@ class SimConfig:
     meter_interval_s: float = 1.0  # real seconds between meter reports
     vendor: str = "cocharge-sim"
     model: str = "VirtualWallbox"
+    # Real seconds a driver waits at a locked bay for the central system to open it.
+    bay_wait_s: float = 5.0
 
 
 class SimClock:
@@ -71,8 +86,22 @@ class SimSession:
     authorized: bool = True
     energy_wh: float = 0.0
     stop_reason: str | None = None
+    refused: str | None = None  # why the charger did not start ("Blocked", "bay locked", ...)
+    # Charging profile of the transaction: (seconds after start, limit in W), by start.
+    profile: list[tuple[float, float]] = field(default_factory=list)
+    device_s: float = 0.0  # simulated seconds since the transaction started
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def limit_w(self, at_s: float) -> float | None:
+        current = None
+        for start, limit in self.profile:
+            if start <= at_s:
+                current = limit
+        return current
+
+    def next_change(self, after_s: float) -> float | None:
+        return min((start for start, _ in self.profile if start > after_s), default=None)
 
 
 class WallboxMixin:
@@ -91,6 +120,10 @@ class WallboxMixin:
         self.heartbeat_s = 300
         self.settings: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.online = True
+        self._lost = asyncio.Event()
+        self.outbox: list[Any] = []  # transaction messages kept while offline, sent on reconnect
+        self.reader: asyncio.Task[None] | None = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -98,49 +131,69 @@ class WallboxMixin:
         task.add_done_callback(self._tasks.discard)
 
     async def charge(self, connector_id: int, tag: str, energy_wh: float | None = None,
-                     ev: EV | None = None) -> SimSession:
-        """Plug in an EV, authorize `tag`, start a transaction and charge until the EV is full,
-        `energy_wh` is delivered, or the central system stops it. Returns once started."""
+                     ev: EV | None = None, stay_s: float = 0.0) -> SimSession:
+        """A driver arrives: swipe `tag`, wait for the bay lock, plug in, charge until the EV
+        is full, `energy_wh` is delivered, or the central system stops it; the car then stays
+        plugged in for `stay_s` simulated seconds. Returns once started (or refused)."""
         hw = self.hw[connector_id]
         if connector_id in self.sessions:
             raise RuntimeError(f"connector {connector_id} is busy")
-        hw.ev = ev or EV()
         session = SimSession(connector_id, tag)
         self.sessions[connector_id] = session
-        self._spawn(self._run_session(session, energy_wh))
+        self._spawn(self._run_session(session, energy_wh, ev or EV(), stay_s))
         await session.started.wait()
         return session
 
-    async def _run_session(self, session: SimSession, energy_wh: float | None) -> None:
+    async def _admitted(self, session: SimSession) -> bool:
+        """Authorize, then wait for the connector to be operative, free of other reservations
+        and its bay open, as the central system decides."""
+        hw = self.hw[session.connector_id]
+        if not await self.authorize(session.tag):
+            session.refused = "authorization refused"
+            return False
+        deadline = time.monotonic() + self.config.bay_wait_s
+        while True:
+            reservation = hw.reservation
+            if reservation is not None and reservation[2] <= self.clock.now().timestamp():
+                hw.reservation = reservation = None
+            reason = ("connector inoperative" if not hw.operative
+                      else "bay locked" if hw.bay_locked
+                      else "reserved for another member" if reservation and reservation[1] != session.tag
+                      else "faulted" if hw.faulted else None)
+            if reason is None:
+                return True
+            if time.monotonic() >= deadline:
+                session.refused = reason
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _run_session(self, session: SimSession, energy_wh: float | None, ev: EV,
+                           stay_s: float) -> None:
         hw = self.hw[session.connector_id]
         try:
-            await self.send_status(session.connector_id, "Preparing")
-            if not await self.authorize(session.tag):
+            if not await self._admitted(session):
                 session.authorized = False
                 session.stop_reason = "DeAuthorized"
-                hw.ev = None
-                await self.send_status(session.connector_id, "Available")
+                log.info("%s/%s: %s cannot charge: %s", self.config.station_id,
+                         session.connector_id, session.tag, session.refused)
                 return
+            hw.ev = ev
+            hw.reservation = None
+            await self.send_status(session.connector_id, "Preparing")
             hw.cable_locked = True
             hw.relay_closed = True
             await self.start_transaction(session, hw.register_wh)
             session.started.set()
             await self.send_status(session.connector_id, "Charging")
-            last = time.monotonic()
-            while session.stop_reason is None:
-                await asyncio.sleep(self.config.meter_interval_s)
-                now = time.monotonic()
-                session.energy_wh += hw.step((now - last) * self.config.speed)
-                last = now
-                if hw.ev is not None and hw.ev.full:
-                    session.stop_reason = "EVDisconnected"
-                elif energy_wh is not None and session.energy_wh >= energy_wh:
-                    session.stop_reason = "Local"
-                if session.stop_reason is None:
-                    await self.send_meter(session, hw)
+            await self._deliver(session, hw, energy_wh, stay_s)
             hw.relay_closed = False
             hw.power_w = 0
             await self.stop_transaction(session, hw.register_wh)
+            if hw.faulted:
+                return
+            if session.stop_reason != "EVDisconnected" and stay_s > 0:
+                await self.send_status(session.connector_id, "Finishing")
+                await asyncio.sleep(stay_s / self.config.speed)
             hw.cable_locked = False
             hw.ev = None
             await self.send_status(session.connector_id, "Available")
@@ -153,6 +206,38 @@ class WallboxMixin:
             self.finished.append(session)
             session.started.set()
             session.done.set()
+
+    async def _deliver(self, session: SimSession, hw: Connector, energy_wh: float | None,
+                       stay_s: float) -> None:
+        """Run the hardware, honouring the transaction's charging profile, until a stop."""
+        last = time.monotonic()
+        state = "Charging"
+        full_since: float | None = None
+        while session.stop_reason is None:
+            await asyncio.sleep(self.config.meter_interval_s)
+            now = time.monotonic()
+            remaining = (now - last) * self.config.speed
+            last = now
+            while remaining > 1e-9:  # step piecewise so a profile change lands on its second
+                change = session.next_change(session.device_s)
+                piece = remaining if change is None else min(remaining, change - session.device_s)
+                session.energy_wh += hw.step(piece, session.limit_w(session.device_s))
+                session.device_s += piece
+                remaining -= piece
+            limit = session.limit_w(session.device_s)
+            if hw.ev is not None and hw.ev.full:
+                full_since = session.device_s if full_since is None else full_since
+                if session.device_s - full_since >= stay_s:
+                    session.stop_reason = "EVDisconnected"
+            elif energy_wh is not None and session.energy_wh >= energy_wh:
+                session.stop_reason = "Local"
+            if session.stop_reason is None:
+                now_state = ("SuspendedEV" if full_since is not None
+                             else "SuspendedEVSE" if limit is not None and limit <= 0 else "Charging")
+                if now_state != state:
+                    state = now_state
+                    await self.charging_state(session, state)
+                await self.send_meter(session, hw)
 
     def request_stop(self, tx_id: Any, reason: str = "Remote") -> bool:
         for session in self.sessions.values():
@@ -172,17 +257,127 @@ class WallboxMixin:
                 self._spawn(self.send_status(t, "Available" if operative else "Unavailable"))
         return "Scheduled" if busy else "Accepted"
 
+    def connector_state(self, n: int) -> str:
+        hw = self.hw[n]
+        if hw.faulted:
+            return "Faulted"
+        if n in self.sessions:
+            return "Charging"
+        if not hw.operative:
+            return "Unavailable"
+        return "Reserved" if hw.reservation else "Available"
+
     async def boot_and_report(self) -> None:
         await self.boot()
         if self.registration == "Accepted":
-            for n, hw in self.hw.items():
-                await self.send_status(n, "Available" if hw.operative else "Unavailable")
+            for n in self.hw:
+                await self.send_status(n, self.connector_state(n))
             self._spawn(self._heartbeats())
+
+    # share lock, reservations, profiles: the same for both protocols ----------------------
+
+    def set_bay_lock(self, connector_id: int, locked: bool) -> bool:
+        if connector_id not in self.hw:
+            return False
+        self.hw[connector_id].bay_locked = locked
+        return True
+
+    def reserve(self, connector_id: int | None, tag: str, reservation_id: int, expiry: str) -> str:
+        n = connector_id or next((c for c in self.hw if c not in self.sessions), None)
+        if n is None or n not in self.hw:
+            return "Rejected"
+        hw = self.hw[n]
+        if hw.faulted:
+            return "Faulted"
+        if not hw.operative:
+            return "Unavailable"
+        if n in self.sessions:
+            return "Occupied"
+        expires = datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp()
+        hw.reservation = (reservation_id, tag, expires)
+        self._spawn(self.send_status(n, "Reserved"))
+        return "Accepted"
+
+    def cancel_reservation(self, reservation_id: int) -> bool:
+        for n, hw in self.hw.items():
+            if hw.reservation is not None and hw.reservation[0] == reservation_id:
+                hw.reservation = None
+                if n not in self.sessions:
+                    self._spawn(self.send_status(n, self.connector_state(n)))
+                return True
+        return False
+
+    def apply_profile(self, connector_id: int, tx_id: Any, kind: str, unit: str,
+                      periods: list[dict[str, Any]], start_schedule: str | None) -> bool:
+        """A TxProfile for the transaction on `connector_id`; Relative counts from its start."""
+        session = self.sessions.get(connector_id)
+        if session is None or (tx_id is not None and session.tx_id is not None
+                               and str(session.tx_id) != str(tx_id)):
+            return False
+        hw = self.hw[connector_id]
+        offset = 0.0
+        if kind == "Absolute" and start_schedule:
+            started = self.clock.now().timestamp() - session.device_s
+            offset = datetime.fromisoformat(start_schedule.replace("Z", "+00:00")).timestamp() - started
+        to_w = (lambda a: float(a) * hw.voltage_v * hw.phases) if unit == "A" else float
+        session.profile = sorted((offset + float(p["start_period"]), to_w(p["limit"])) for p in periods)
+        return True
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             await self.heartbeat()
+
+    # faults, connection loss ---------------------------------------------------------------
+
+    async def fault(self, connector_id: int, kind: str) -> None:
+        """A safety fault on demand: "overcurrent", "ground fault" or "over-temperature".
+        The relay opens, the charger reports the fault and ends the transaction itself."""
+        hw = self.hw[connector_id]
+        hw.faulted = True
+        hw.relay_closed = False
+        await self.report_fault(connector_id, kind)
+        session = self.sessions.get(connector_id)
+        if session is not None:
+            session.stop_reason = FAULT_STOP_REASONS[self.config.protocol][kind]
+            await session.done.wait()
+
+    async def send(self, request: Any, keep: bool = False) -> Any:
+        """Send a call; offline (or when the link drops meanwhile) a transaction message
+        (`keep`) waits in the outbox for the next connection and None is returned."""
+        if not self.online:
+            if keep:
+                self.outbox.append(request)
+            return None
+        call = asyncio.ensure_future(self.call(request))
+        lost = asyncio.ensure_future(self._lost.wait())
+        await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
+        lost.cancel()
+        if call.done():
+            return call.result()
+        call.cancel()
+        if keep:
+            self.outbox.append(request)
+        return None
+
+    async def drop_connection(self) -> None:
+        """Lose the connection (the hardware keeps running on its own)."""
+        self.online = False
+        self._lost.set()
+        if self.reader is not None:
+            self.reader.cancel()
+        await self._connection.close()
+
+    async def reconnect(self) -> None:
+        """Connect again, boot, report status and replay what was kept while offline."""
+        self._connection = await _connect(self.config)
+        self._lost = asyncio.Event()
+        self.online = True
+        self.reader = asyncio.create_task(self.start())
+        await self.boot_and_report()
+        kept, self.outbox = self.outbox, []
+        for request in kept:
+            await self.send(request, keep=True)
 
     # protocol hooks -----------------------------------------------------------------------
     async def boot(self) -> None: ...
@@ -192,6 +387,8 @@ class WallboxMixin:
     async def start_transaction(self, session: SimSession, register_wh: float) -> None: ...
     async def send_meter(self, session: SimSession, hw: Connector) -> None: ...
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None: ...
+    async def charging_state(self, session: SimSession, state: str) -> None: ...
+    async def report_fault(self, connector_id: int, kind: str) -> None: ...
 
 
 class Wallbox16(WallboxMixin, ChargePoint16):
@@ -208,38 +405,47 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         self.heartbeat_s = answer.interval or 300
 
     async def heartbeat(self) -> None:
-        await self.call(call16.Heartbeat())
+        await self.send(call16.Heartbeat())
 
-    async def send_status(self, connector_id: int, status: str) -> None:
-        await self.call(call16.StatusNotification(connector_id=connector_id, error_code="NoError",
+    async def send_status(self, connector_id: int, status: str, error_code: str = "NoError") -> None:
+        await self.send(call16.StatusNotification(connector_id=connector_id, error_code=error_code,
                                                   status=status, timestamp=self.clock.iso()))
 
     async def authorize(self, tag: str) -> bool:
-        answer = await self.call(call16.Authorize(id_tag=tag))
+        answer = await self.send(call16.Authorize(id_tag=tag))
         return bool(answer and answer.id_tag_info["status"] == "Accepted")
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
-        answer = await self.call(call16.StartTransaction(
+        reservation = self.hw[session.connector_id].reservation
+        answer = await self.send(call16.StartTransaction(
             connector_id=session.connector_id, id_tag=session.tag, meter_start=int(register_wh),
-            timestamp=self.clock.iso()))
+            timestamp=self.clock.iso(), reservation_id=reservation[0] if reservation else None))
+        if answer is None:
+            raise RuntimeError("StartTransaction needs the central system's transaction id")
         session.tx_id = answer.transaction_id
         if answer.id_tag_info["status"] != "Accepted":
             session.stop_reason = "DeAuthorized"
 
+    async def charging_state(self, session: SimSession, state: str) -> None:
+        await self.send_status(session.connector_id, state)
+
+    async def report_fault(self, connector_id: int, kind: str) -> None:
+        await self.send_status(connector_id, "Faulted", FAULT_CODES_16[kind])
+
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
-        await self.call(call16.MeterValues(
+        await self.send(call16.MeterValues(
             connector_id=session.connector_id, transaction_id=session.tx_id,
             meter_value=[{"timestamp": self.clock.iso(), "sampledValue": [
                 {"value": str(int(hw.register_wh)), "measurand": "Energy.Active.Import.Register",
                  "unit": "Wh"},
                 {"value": f"{hw.power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
                 {"value": f"{(hw.ev.soc if hw.ev else 0) * 100:.0f}", "measurand": "SoC",
-                 "unit": "Percent"}]}]))
+                 "unit": "Percent"}]}]), keep=True)
 
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
-        await self.call(call16.StopTransaction(
+        await self.send(call16.StopTransaction(
             meter_stop=int(register_wh), timestamp=self.clock.iso(),
-            transaction_id=session.tx_id, reason=session.stop_reason, id_tag=session.tag))
+            transaction_id=session.tx_id, reason=session.stop_reason, id_tag=session.tag), keep=True)
 
     @on("RemoteStartTransaction")
     def on_remote_start(self, id_tag: str, connector_id: int | None = None,
@@ -315,7 +521,38 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                          data: str | None = None) -> result16.DataTransfer:
+        if vendor_id == "cocharge" and message_id == "ShareLock":
+            try:
+                request = json.loads(data or "")
+                ok = self.set_bay_lock(int(request["connectorId"]), bool(request["locked"]))
+            except (ValueError, KeyError, TypeError):
+                return result16.DataTransfer(status="Rejected")
+            return result16.DataTransfer(status="Accepted" if ok else "Rejected")
+        if vendor_id == "cocharge":
+            return result16.DataTransfer(status="UnknownMessageId")
         return result16.DataTransfer(status="Accepted", data=data)
+
+    @on("ReserveNow")
+    def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str, reservation_id: int,
+                       **_: Any) -> result16.ReserveNow:
+        return result16.ReserveNow(status=self.reserve(connector_id, id_tag, reservation_id, expiry_date))
+
+    @on("CancelReservation")
+    def on_cancel_reservation(self, reservation_id: int) -> result16.CancelReservation:
+        ok = self.cancel_reservation(reservation_id)
+        return result16.CancelReservation(status="Accepted" if ok else "Rejected")
+
+    @on("SetChargingProfile")
+    def on_set_charging_profile(self, connector_id: int,
+                                cs_charging_profiles: dict[str, Any]) -> result16.SetChargingProfile:
+        profile = cs_charging_profiles
+        if profile.get("charging_profile_purpose") != "TxProfile":
+            return result16.SetChargingProfile(status="NotSupported")
+        schedule = profile["charging_schedule"]
+        ok = self.apply_profile(connector_id, profile.get("transaction_id"),
+                                profile["charging_profile_kind"], schedule["charging_rate_unit"],
+                                schedule["charging_schedule_period"], schedule.get("start_schedule"))
+        return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
 
 class Wallbox201(WallboxMixin, ChargePoint201):
@@ -334,17 +571,32 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         self.heartbeat_s = answer.interval or 300
 
     async def heartbeat(self) -> None:
-        await self.call(call201.Heartbeat())
+        await self.send(call201.Heartbeat())
 
     async def send_status(self, connector_id: int, status: str) -> None:
         neutral = {"Preparing": "Occupied", "Charging": "Occupied", "Finishing": "Occupied"}
-        await self.call(call201.StatusNotification(
+        await self.send(call201.StatusNotification(
             timestamp=self.clock.iso(), connector_status=neutral.get(status, status),
             evse_id=connector_id, connector_id=1))
 
     async def authorize(self, tag: str) -> bool:
-        answer = await self.call(call201.Authorize(id_token={"id_token": tag, "type": "ISO14443"}))
+        answer = await self.send(call201.Authorize(id_token={"id_token": tag, "type": "ISO14443"}))
         return bool(answer and answer.id_token_info["status"] == "Accepted")
+
+    async def charging_state(self, session: SimSession, state: str) -> None:
+        await self.send(call201.TransactionEvent(
+            event_type="Updated", timestamp=self.clock.iso(), trigger_reason="ChargingStateChanged",
+            seq_no=next(self._seq), transaction_info={"transaction_id": session.tx_id,
+                                                      "charging_state": state}), keep=True)
+
+    async def report_fault(self, connector_id: int, kind: str) -> None:
+        component, variable = FAULT_EVENTS_201[kind]
+        await self.send(call201.NotifyEvent(generated_at=self.clock.iso(), seq_no=0, event_data=[{
+            "event_id": next(self._seq), "timestamp": self.clock.iso(), "trigger": "Alerting",
+            "actual_value": "true", "event_notification_type": "HardWiredNotification",
+            "component": {"name": component, "evse": {"id": connector_id}},
+            "variable": {"name": variable}}]))
+        await self.send_status(connector_id, "Faulted")
 
     def _register(self, hw: Connector, context: str) -> list[dict[str, Any]]:
         return [{"timestamp": self.clock.iso(), "sampled_value": [
@@ -355,30 +607,31 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
         session.tx_id = str(uuid.uuid4())
-        answer = await self.call(call201.TransactionEvent(
+        answer = await self.send(call201.TransactionEvent(
             event_type="Started", timestamp=self.clock.iso(), trigger_reason="Authorized",
             seq_no=next(self._seq), transaction_info={"transaction_id": session.tx_id,
                                                       "charging_state": "Charging"},
             evse={"id": session.connector_id, "connector_id": 1},
             id_token={"id_token": session.tag, "type": "ISO14443"},
-            meter_value=self._register(self.hw[session.connector_id], "Transaction.Begin")))
-        if answer.id_token_info and answer.id_token_info["status"] != "Accepted":
+            meter_value=self._register(self.hw[session.connector_id], "Transaction.Begin")),
+            keep=True)
+        if answer and answer.id_token_info and answer.id_token_info["status"] != "Accepted":
             session.stop_reason = "DeAuthorized"
 
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
-        await self.call(call201.TransactionEvent(
+        await self.send(call201.TransactionEvent(
             event_type="Updated", timestamp=self.clock.iso(), trigger_reason="MeterValuePeriodic",
             seq_no=next(self._seq), transaction_info={"transaction_id": session.tx_id},
-            meter_value=self._register(hw, "Sample.Periodic")))
+            meter_value=self._register(hw, "Sample.Periodic")), keep=True)
 
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
-        await self.call(call201.TransactionEvent(
+        await self.send(call201.TransactionEvent(
             event_type="Ended", timestamp=self.clock.iso(), trigger_reason="StopAuthorized"
             if session.stop_reason == "Local" else "RemoteStop" if session.stop_reason == "Remote"
             else "EVCommunicationLost", seq_no=next(self._seq),
             transaction_info={"transaction_id": session.tx_id,
                               "stopped_reason": session.stop_reason or "Local"},
-            meter_value=self._register(self.hw[session.connector_id], "Transaction.End")))
+            meter_value=self._register(self.hw[session.connector_id], "Transaction.End")), keep=True)
 
     @on("RequestStartTransaction")
     def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,
@@ -413,8 +666,40 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("Reset")
     def on_reset(self, type: str, **_: Any) -> result201.Reset:  # noqa: A002
         if self.sessions and type == "OnIdle":
+            self._spawn(self._after_reset())
             return result201.Reset(status="Scheduled")
+        for session in self.sessions.values():
+            session.stop_reason = "ImmediateReset"
+        self._spawn(self._after_reset())
         return result201.Reset(status="Accepted")
+
+    async def _after_reset(self) -> None:
+        while self.sessions:
+            await asyncio.sleep(0.05)
+        await self.boot_and_report()
+
+    @on("ReserveNow")
+    def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],  # noqa: A002
+                       evse_id: int | None = None, **_: Any) -> result201.ReserveNow:
+        return result201.ReserveNow(
+            status=self.reserve(evse_id, id_token["id_token"], id, expiry_date_time))
+
+    @on("CancelReservation")
+    def on_cancel_reservation(self, reservation_id: int, **_: Any) -> result201.CancelReservation:
+        ok = self.cancel_reservation(reservation_id)
+        return result201.CancelReservation(status="Accepted" if ok else "Rejected")
+
+    @on("SetChargingProfile")
+    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
+                                **_: Any) -> result201.SetChargingProfile:
+        if charging_profile.get("charging_profile_purpose") != "TxProfile":
+            return result201.SetChargingProfile(status="Rejected")
+        schedule = charging_profile["charging_schedule"][0]
+        ok = self.apply_profile(evse_id, charging_profile.get("transaction_id"),
+                                charging_profile["charging_profile_kind"],
+                                schedule["charging_rate_unit"], schedule["charging_schedule_period"],
+                                schedule.get("start_schedule"))
+        return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on("TriggerMessage")
     def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None,
@@ -444,8 +729,14 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         results = []
         for item in set_variable_data:
             key = f"{item['component']['name']}.{item['variable']['name']}"
-            status = "Accepted" if key in self.settings else "UnknownVariable"
-            if status == "Accepted":
+            evse = (item["component"].get("evse") or {}).get("id")
+            if key == "ShareLock.Locked":
+                value = str(item["attribute_value"]).lower()
+                ok = value in ("true", "false") and self.set_bay_lock(evse or 1, value == "true")
+                status = "Accepted" if ok else "Rejected"
+            else:
+                status = "Accepted" if key in self.settings else "UnknownVariable"
+            if status == "Accepted" and key in self.settings:
                 self.settings[key] = item["attribute_value"]
             results.append({"attribute_status": status, "component": item["component"],
                             "variable": item["variable"]})
@@ -464,24 +755,30 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 Wallbox = Wallbox16 | Wallbox201
 
 
-async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:
-    """Connect, start reading, boot and report status; returns the wallbox and its reader task."""
+async def _connect(config: SimConfig) -> ClientConnection:
     headers = {}
     if config.password:
         token = base64.b64encode(f"{config.station_id}:{config.password}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     subprotocol = "ocpp1.6" if config.protocol == "1.6" else "ocpp2.0.1"
     url = config.url.rstrip("/") + "/" + config.station_id
-    connection = await connect(url, subprotocols=[subprotocol],  # type: ignore[list-item]
-                               additional_headers=headers, compression=None, open_timeout=10)
+    return await connect(url, subprotocols=[subprotocol],  # type: ignore[list-item]
+                         additional_headers=headers, compression=None, open_timeout=10)
+
+
+async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:
+    """Connect, start reading, boot and report status; returns the wallbox and its reader task."""
+    connection = await _connect(config)
     box: Wallbox = (Wallbox16 if config.protocol == "1.6" else Wallbox201)(config, connection)
-    reader = asyncio.create_task(box.start())
+    box.reader = asyncio.create_task(box.start())
     await box.boot_and_report()
-    return box, reader
+    return box, box.reader
 
 
-async def close_wallbox(box: Wallbox, reader: asyncio.Task[None]) -> None:
+async def close_wallbox(box: Wallbox, reader: asyncio.Task[None] | None = None) -> None:
     for task in list(box._tasks):
         task.cancel()
-    reader.cancel()
+    for task in (reader, box.reader):
+        if task is not None:
+            task.cancel()
     await box._connection.close()

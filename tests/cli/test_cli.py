@@ -95,8 +95,13 @@ async def test_remote_commands_reach_a_station_through_the_server(served):
         assert result.returncode == 0
         result = await run("remote", "unlock", "CP1", "--connector", "9")
         assert result.returncode == 4  # the station refused: no such connector
-        result = await run("remote", "clear-cache", "CP2")
-        assert result.returncode == 4 and "not connected" in result.stderr
+        result = await run("remote", "clear-cache", "CP2", "--expires", "10m")
+        assert result.returncode == 0 and "queued" in result.stdout  # CP2 is offline
+        queued = json.loads((await run("commands", "list", "--json")).stdout)
+        assert [(c["station"], c["command"], c["status"]) for c in queued] == [
+            ("CP2", "clear-cache", "pending")]
+        result = await run("remote", "clear-cache", "NOPE")
+        assert result.returncode == 2 and "no station" in result.stderr
         result = await run("remote", "config-get", "CP1", "NoDotHere")
         assert result.returncode == 2 and "Component.Variable" in result.stderr
         for _ in range(100):

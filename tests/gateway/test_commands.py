@@ -67,12 +67,45 @@ async def test_configuration_get_and_set(node, wallbox):
     assert answer["accepted"] and "120" in str(answer["response"])
 
 
-async def test_offline_station_and_bad_requests(node):
+@pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])
+async def test_command_to_offline_station_is_delivered_when_it_boots(node, protocol):
+    from cocharge.stations.sharing import list_commands
+
+    await register(node, "LATE")
+    key = "HeartbeatInterval" if protocol == "1.6" else "OCPPCommCtrlr.HeartbeatInterval"
+    queued = await send_request(node.engine, {"command": "config-set", "station": "LATE",
+                                              "args": {"key": key, "value": "77"}})
+    assert queued["ok"] and queued["queued"] and queued["status"] == "Queued"
+    short = await send_request(node.engine, {"command": "clear-cache", "station": "LATE",
+                                             "args": {}, "expires_s": 0.2})
+    assert short["queued"]
+    await asyncio.sleep(0.5)
+    assert [c["status"] for c in await list_commands(node.engine, "LATE")] == ["pending", "expired"]
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="LATE", protocol=protocol))
+    try:
+        for _ in range(100):
+            if box.settings[key] == "77":
+                break
+            await asyncio.sleep(0.05)
+        assert box.settings[key] == "77"
+        for _ in range(40):
+            listed = await list_commands(node.engine, "LATE")
+            if listed[0]["status"] != "pending":
+                break
+            await asyncio.sleep(0.05)
+        assert [(c["command"], c["status"]) for c in listed] == [
+            ("config-set", "delivered"), ("clear-cache", "expired")]
+        assert listed[0]["result"] == "Accepted"
+    finally:
+        await close_wallbox(box, reader)
+
+
+async def test_bad_requests(node):
     await register(node, "GONE")
-    offline = await ask(node, "GONE", "clear-cache")
-    assert not offline["ok"] and offline["error"] == "offline"
     bad = await ask(node, "GONE", "launch-rocket")
     assert bad["error"] == "bad_request"
+    unknown = await ask(node, "NO-SUCH-STATION", "clear-cache")
+    assert unknown["error"] == "bad_request" and "no station" in unknown["message"]
 
 
 async def test_station_that_never_answers_times_out(node):
