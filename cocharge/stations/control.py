@@ -503,6 +503,8 @@ class SharingController:
         """Charging state changes (status or 2.0.1 charging state), in the charger's clock."""
         key = (station_id, connector_id)
         session_id = self._active.get(key) or self._last_session.get(key)
+        if state == "Occupied" and key in self._active:
+            return  # 2.0.1 connector status during a transaction: its charging state tells more
         if state == "Charging":
             self._idle.pop(key, None)
         elif state in IDLE_STATES and session_id is not None and key not in self._idle:

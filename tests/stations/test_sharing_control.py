@@ -1,0 +1,259 @@
+"""Sharing control end to end: a real gateway, simulated wallboxes over real sockets.
+
+Share lock, bookings, cutoff (also with the connection cut), overstay, safety faults,
+group charging; every test runs for OCPP 1.6J and 2.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cocharge.gateway.app import Node, running_node
+from cocharge.gateway.operator import send_request
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry, sharing
+from cocharge.stations.policy import parse_window
+from cocharge.store.db import utcnow
+from cocharge.store.schema import bookings, connector_status, sessions, station_events
+from tests.conftest import register, settings, ws_url
+
+PROTOCOLS = ["1.6", "2.0.1"]
+
+
+@pytest.fixture
+async def node(sqlite_url: str) -> AsyncIterator[Node]:
+    """A gateway whose sharing controller checks every 0.2 s (the default is 2 s)."""
+    async with running_node(sqlite_url, settings(control_interval_s=0.2)) as running:
+        yield running
+
+
+@pytest.fixture
+async def any_node(db_url: str) -> AsyncIterator[Node]:
+    """The same on SQLite and on PostgreSQL."""
+    async with running_node(db_url, settings(control_interval_s=0.2)) as running:
+        yield running
+
+
+async def until(check: Callable[[], Any], seconds: float = 10.0) -> Any:
+    for _ in range(int(seconds / 0.05)):
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not true within {seconds} s")
+
+
+async def session_rows(node: Node, station_id: str) -> list[Any]:
+    async with node.engine.connect() as conn:
+        return list((await conn.execute(select(sessions).where(sessions.c.station_id == station_id)
+                                        .order_by(sessions.c.id))).all())
+
+
+async def open_box(node: Node, station_id: str, protocol: str, **kw: Any) -> Any:
+    config = SimConfig(url=ws_url(node), station_id=station_id, protocol=protocol,
+                       bay_wait_s=2.0, **kw)
+    box, _ = await open_wallbox(config)
+    return box
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_booked_connector_refuses_others_and_serves_its_member(any_node, protocol):
+    node = any_node
+    await register(node, "WB1", tags=("ALICE", "BOB"), max_power_kw=11)
+    now = utcnow()
+    booking_id = await sharing.add_booking(node.engine, "WB1", 1, "BOB", now - timedelta(seconds=1),
+                                           now + timedelta(minutes=30))
+    box = await open_box(node, "WB1", protocol, speed=60, meter_interval_s=0.1)
+    try:
+        # The controller reserves the connector and closes the bay for everyone else.
+        await until(lambda: box.hw[1].reservation is not None and box.hw[1].bay_locked)
+        assert box.hw[1].reservation[:2] == (booking_id, "BOB")
+        alice = await box.charge(1, "ALICE", energy_wh=300)
+        await alice.done.wait()
+        assert not alice.authorized and alice.refused == "authorization refused"
+        assert box.hw[1].bay_locked and box.hw[1].register_wh == 0
+        bob = await box.charge(1, "BOB", energy_wh=300)
+        assert bob.authorized and bob.tx_id is not None  # the bay opened for him
+        await asyncio.wait_for(bob.done.wait(), 20)
+        [row] = [r for r in await session_rows(node, "WB1") if r.id_tag == "BOB"]
+        assert row.booking_id == booking_id and row.status == "completed"
+        async with node.engine.connect() as conn:
+            status = (await conn.execute(select(bookings.c.status, bookings.c.session_id)
+                                         .where(bookings.c.id == booking_id))).one()
+        assert tuple(status) == ("honoured", row.id)
+        assert not any(r.id_tag == "ALICE" for r in await session_rows(node, "WB1"))
+    finally:
+        await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_outside_opening_hours_the_connector_is_locked_except_for_the_owner(
+        node, protocol):
+    await register(node, "WB2", tags=("ALICE", "OWNER"), max_power_kw=11)
+    local_hour = (utcnow() + timedelta(hours=8)).hour  # Asia/Shanghai
+    closed_window = f"mon-sun {(local_hour + 2) % 24:02d}:00-{(local_hour + 3) % 24:02d}:00"
+    await sharing.set_rules(node.engine, "WB2", 0, {"windows": (parse_window(closed_window),),
+                                                    "owner_tags": frozenset({"OWNER"})})
+    box = await open_box(node, "WB2", protocol, speed=60, meter_interval_s=0.1)
+    try:
+        await until(lambda: not box.hw[1].operative and box.hw[1].bay_locked)
+        alice = await box.charge(1, "ALICE", energy_wh=200)
+        await alice.done.wait()
+        assert not alice.authorized
+        owner = await box.charge(1, "OWNER", energy_wh=200)
+        assert owner.authorized, owner.refused
+        await asyncio.wait_for(owner.done.wait(), 20)
+        # After the owner's session the share lock closes again.
+        await until(lambda: not box.hw[1].operative and box.hw[1].bay_locked)
+        async with node.engine.connect() as conn:
+            events = (await conn.execute(select(station_events.c.kind)
+                                         .where(station_events.c.station_id == "WB2"))).scalars().all()
+        assert "fault" not in events
+    finally:
+        await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_budget_cutoff_stops_the_energy_at_the_paid_kwh(any_node, protocol):
+    node = any_node
+    await register(node, "WB3", tags=("CARA",), max_power_kw=11)
+    box = await open_box(node, "WB3", protocol, speed=120, meter_interval_s=0.1)
+    try:
+        # 3.00 CNY at the default 1.50 CNY/kWh buys 2 kWh.
+        answer = await send_request(node.engine, {"command": "start", "station": "WB3", "args": {
+            "tag": "CARA", "connector_id": 1, "budget_fen": 300}})
+        assert answer["accepted"]
+        session = await until(lambda: box.sessions.get(1) or (box.finished[-1] if box.finished else None))
+        await asyncio.wait_for(session.done.wait(), 30)
+        assert session.profile and session.profile[-1][1] == 0  # the TxProfile ends at 0 A
+        assert session.energy_wh == pytest.approx(2000, rel=0.01)
+        [row] = await session_rows(node, "WB3")
+        assert row.cutoff_reason == "budget" and row.limit_wh == 2000
+        assert row.energy_wh == pytest.approx(2000, rel=0.01)
+        assert row.stop_reason == "Remote"
+    finally:
+        await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_charger_stops_by_itself_when_the_connection_is_cut_before_the_cutoff(
+        node, protocol):
+    await register(node, "WB4", tags=("DAN",), max_power_kw=11)
+    box = await open_box(node, "WB4", protocol, speed=120, meter_interval_s=0.1)
+    try:
+        answer = await send_request(node.engine, {"command": "start", "station": "WB4", "args": {
+            "tag": "DAN", "connector_id": 1, "energy_wh": 2000}})
+        assert answer["accepted"]
+        session = await until(lambda: box.sessions.get(1) if box.sessions.get(1)
+                              and box.sessions[1].profile else None)
+        await box.drop_connection()
+        assert session.energy_wh < 1500  # cut well before the cutoff
+        # Offline, the charger follows its TxProfile: 0 A at the cutoff, no more energy.
+        offset = session.profile[-1][0]
+        await until(lambda: session.device_s > offset + 120, 20)
+        delivered = box.hw[1].register_wh
+        assert delivered == pytest.approx(2000, rel=0.01) and box.hw[1].power_w == 0
+        await asyncio.sleep(0.5)
+        assert box.hw[1].register_wh == delivered
+        # Back online: the kept messages are replayed and the central system ends it.
+        await box.reconnect()
+        await asyncio.wait_for(session.done.wait(), 20)
+        [row] = await until(lambda: _ended(node, "WB4"))
+        assert row.energy_wh == pytest.approx(2000, rel=0.01) and row.cutoff_reason == "energy"
+    finally:
+        await close_wallbox(box)
+
+
+async def _ended(node: Node, station_id: str) -> list[Any] | None:
+    rows = await session_rows(node, station_id)
+    return rows if rows and rows[0].ended_at is not None else None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_slot_end_stops_the_session(node, protocol):
+    await register(node, "WB5", tags=("EVA",), max_power_kw=11)
+    now = utcnow()
+    await sharing.add_booking(node.engine, "WB5", 1, "EVA", now, now + timedelta(seconds=3))
+    box = await open_box(node, "WB5", protocol, speed=1, meter_interval_s=0.2)
+    try:
+        await until(lambda: box.hw[1].reservation is not None)
+        session = await box.charge(1, "EVA")
+        assert session.authorized, session.refused
+        await asyncio.wait_for(session.done.wait(), 10)
+        [row] = await session_rows(node, "WB5")
+        assert row.cutoff_reason == "slot" and row.stop_reason == "Remote"
+        assert row.ended_at <= now + timedelta(seconds=4)
+    finally:
+        await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_overstay_accrues_an_idle_fee_after_the_grace_period(node, protocol):
+    await register(node, "WB6", tags=("FEI",), max_power_kw=11)
+    box = await open_box(node, "WB6", protocol, speed=600, meter_interval_s=0.05)
+    try:
+        # Charges 500 Wh, then the car stays plugged in for 40 simulated minutes.
+        session = await box.charge(1, "FEI", energy_wh=500, stay_s=40 * 60)
+        await asyncio.wait_for(session.done.wait(), 20)
+        [row] = await until(lambda: _fee_set(node, "WB6"))
+        # 40 idle minutes - 15 grace = 25 billable minutes at 0.50 CNY (one more if the
+        # status crossed a minute boundary), under the 60 CNY cap.
+        assert row.idle_minutes in (25, 26)
+        assert row.idle_fee_fen == row.idle_minutes * 50
+    finally:
+        await close_wallbox(box)
+
+
+async def _fee_set(node: Node, station_id: str) -> list[Any] | None:
+    rows = await session_rows(node, station_id)
+    return rows if rows and rows[0].idle_fee_fen is not None else None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_safety_fault_ends_the_session_and_faults_the_connector(node, protocol):
+    await register(node, "WB7", tags=("GUO",), max_power_kw=11)
+    box = await open_box(node, "WB7", protocol, speed=60, meter_interval_s=0.1)
+    try:
+        session = await box.charge(1, "GUO")
+        await asyncio.sleep(0.5)
+        await box.fault(1, "ground fault")
+        assert session.done.is_set()
+        [row] = await until(lambda: _ended(node, "WB7"))
+        assert row.fault == "ground fault"
+        async with node.engine.connect() as conn:
+            status = (await conn.execute(select(connector_status.c.status).where(
+                connector_status.c.station_id == "WB7"))).scalar_one()
+        assert status == "Faulted"
+    finally:
+        await close_wallbox(box)
+
+
+async def test_group_forms_at_its_minimum_and_books_every_member(node):
+    await register(node, "WB8", tags=("M1", "M2", "M3"), max_power_kw=11)
+    start = utcnow() + timedelta(seconds=2)
+    group_id = await sharing.create_group(node.engine, "WB8", start, start + timedelta(minutes=30),
+                                          min_members=3, initiator="M1")
+    with pytest.raises(registry.RegistryError, match="already booked"):
+        await sharing.add_booking(node.engine, "WB8", 1, "M2", start, start + timedelta(minutes=5))
+    assert await sharing.join_group(node.engine, group_id, "M2") == "forming"
+    assert await sharing.join_group(node.engine, group_id, "M3") == "formed"
+    shown = await sharing.show_group(node.engine, group_id)
+    assert shown["members"] == ["M1", "M2", "M3"] and len(shown["bookings"]) == 3
+    box = await open_box(node, "WB8", "1.6", speed=60, meter_interval_s=0.1)
+    try:
+        await until(lambda: box.hw[1].reservation is not None, 15)
+        session = await box.charge(1, "M1", energy_wh=200)
+        assert session.authorized, session.refused
+        await asyncio.wait_for(session.done.wait(), 20)
+        [row] = await session_rows(node, "WB8")
+        assert row.group_id == group_id and row.booking_id is not None
+    finally:
+        await close_wallbox(box)
