@@ -525,7 +525,7 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
             if isinstance(value, list):
                 value = ", ".join(value) or "-"
             if key == "price_fen_per_kwh" and value is not None:
-                key, value = "price", f"{Decimal(value) / 100} CNY/kWh"
+                key, value = "price", f"{Decimal(value) / 100:.2f} CNY/kWh"
             click.echo(f"  {key:>16}: {value}")
 
 

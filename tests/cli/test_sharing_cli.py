@@ -1,0 +1,122 @@
+"""Sharing rules, bookings, groups and queued commands from the `cocharge` command."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from tests.cli.test_cli import cocharge
+
+
+def local(dt: datetime) -> str:
+    """A time as the operator types it: Asia/Shanghai wall clock."""
+    return (dt + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M")
+
+
+def setup(db: str) -> None:
+    assert cocharge("station", "add", "CP1", "--connectors", "2", db=db).returncode == 0
+    for name, tag in (("Alice", "ALICE"), ("Bob", "BOB"), ("Cai", "CAI")):
+        assert cocharge("member", "add", name, "--tag", tag, db=db).returncode == 0
+
+
+def test_rules_are_stored_and_shown(tmp_path):
+    db = str(tmp_path / "c.db")
+    setup(db)
+    done = cocharge("station", "rules", "CP1", "--window", "mon-fri 19:00-23:00", "--window",
+                    "sat,sun 00:00-24:00", "--closed", "2026-12-25", "--allow-group", "block-7",
+                    "--owner-tag", "ALICE", "--price", "1.60", "--no-bookings", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "mon-fri 19:00-23:00" in done.stdout and "1.60 CNY/kWh" in done.stdout
+    shown = json.loads(cocharge("station", "show", "CP1", "--json", db=db).stdout)
+    rules = shown["rules"]["station"]
+    assert rules["windows"] == ["mon-fri 19:00-23:00", "sat-sun 00:00-24:00"]
+    assert rules["closed_dates"] == ["2026-12-25"] and rules["allowed_groups"] == ["block-7"]
+    assert rules["price_fen_per_kwh"] == 160 and rules["bookings"] is False
+    # A connector can have its own rules; the rest keep the station's.
+    assert cocharge("station", "rules", "CP1", "--connector", "2", "--always-open", db=db).returncode == 0
+    both = json.loads(cocharge("station", "rules", "CP1", "--json", db=db).stdout)
+    assert both["connector 2"]["windows"] == [] and both["connector 2"]["price_fen_per_kwh"] == 160
+    assert cocharge("station", "rules", "CP1", "--clear", db=db).returncode == 0
+    assert "no rules" in cocharge("station", "rules", "CP1", db=db).stdout
+
+
+def test_bad_rules_exit_2_and_change_nothing(tmp_path):
+    db = str(tmp_path / "c.db")
+    setup(db)
+    assert cocharge("station", "rules", "CP1", "--window", "mon 08:00-10:00", db=db).returncode == 0
+    for args, words in [(["--window", "weekdays 7pm-11pm"], "days"),
+                        (["--window", "mon 10:00-10:00"], "00:00-24:00"),
+                        (["--closed", "25/12/2026"], "YYYY-MM-DD"),
+                        (["--price", "1.234"], "2 decimals"),
+                        (["--tz", "Mars/Olympus"], "time zone"),
+                        (["--connector", "5", "--always-open"], "connectors 1..2")]:
+        bad = cocharge("station", "rules", "CP1", *args, db=db)
+        assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
+    kept = json.loads(cocharge("station", "rules", "CP1", "--json", db=db).stdout)
+    assert kept == {"station": kept["station"]} and kept["station"]["windows"] == ["mon 08:00-10:00"]
+
+
+def test_bookings_refuse_overlaps_and_can_be_cancelled(tmp_path):
+    db = str(tmp_path / "c.db")
+    setup(db)
+    start = datetime.utcnow() + timedelta(hours=1)
+    ok = cocharge("booking", "add", "CP1", "--connector", "1", "--tag", "BOB", "--from",
+                  local(start), "--to", local(start + timedelta(hours=1)), db=db)
+    assert ok.returncode == 0, ok.stderr
+    clash = cocharge("booking", "add", "CP1", "--connector", "1", "--tag", "CAI", "--from",
+                     local(start + timedelta(minutes=30)), "--to", local(start + timedelta(hours=2)),
+                     db=db)
+    assert clash.returncode == 2 and "already booked" in clash.stderr
+    other = cocharge("booking", "add", "CP1", "--connector", "2", "--tag", "CAI", "--from",
+                     local(start + timedelta(minutes=30)), "--to", local(start + timedelta(hours=2)),
+                     db=db)
+    assert other.returncode == 0
+    bad = cocharge("booking", "add", "CP1", "--tag", "CAI", "--from", "tomorrow", "--to", "later",
+                   db=db)
+    assert bad.returncode == 2 and "is not a time" in bad.stderr
+    listed = json.loads(cocharge("booking", "list", "--json", db=db).stdout)
+    assert [(b["tag"], b["connector"], b["status"]) for b in listed] == [
+        ("BOB", 1, "booked"), ("CAI", 2, "booked")]
+    assert cocharge("booking", "cancel", str(listed[0]["id"]), db=db).returncode == 0
+    again = cocharge("booking", "cancel", str(listed[0]["id"]), db=db)
+    assert again.returncode == 2 and "cancelled" in again.stderr
+    # The cancelled slot is free again.
+    assert cocharge("booking", "add", "CP1", "--connector", "1", "--tag", "CAI", "--from",
+                    local(start), "--to", local(start + timedelta(minutes=20)), db=db).returncode == 0
+
+
+def test_group_forms_and_books_its_members(tmp_path):
+    db = str(tmp_path / "c.db")
+    setup(db)
+    start = datetime.utcnow() + timedelta(days=1)
+    slot = f"{local(start)}-{local(start + timedelta(hours=2))[-5:]}"
+    if local(start)[:10] != local(start + timedelta(hours=2))[:10]:
+        slot = f"{local(start)}/{local(start + timedelta(hours=2))}"
+    made = cocharge("group", "create", "--station", "CP1", "--slot", slot, "--min", "3",
+                    "--initiator", "ALICE", db=db)
+    assert made.returncode == 0, made.stderr
+    assert "forming" in cocharge("group", "join", "1", "--tag", "BOB", db=db).stdout
+    twice = cocharge("group", "join", "1", "--tag", "BOB", db=db)
+    assert twice.returncode == 2 and "already in group" in twice.stderr
+    assert "formed" in cocharge("group", "join", "1", "--tag", "CAI", db=db).stdout
+    shown = json.loads(cocharge("group", "show", "1", "--json", db=db).stdout)
+    assert shown["status"] == "formed" and shown["members"] == ["ALICE", "BOB", "CAI"]
+    listed = json.loads(cocharge("booking", "list", "--json", db=db).stdout)
+    assert sorted(b["tag"] for b in listed) == ["ALICE", "BOB", "CAI"]
+    assert all(b["group"] == 1 for b in listed)
+    bad = cocharge("group", "create", "--station", "CP1", "--slot", "noon", db=db)
+    assert bad.returncode == 2 and "--slot" in bad.stderr
+
+
+def test_member_update_and_remote_limits_are_checked(tmp_path):
+    db = str(tmp_path / "c.db")
+    setup(db)
+    ok = cocharge("member", "update", "BOB", "--groups", "block-7,ev-club", "--vehicle",
+                  "BYD Dolphin", "--quota-kwh", "50", db=db)
+    assert ok.returncode == 0
+    nothing = cocharge("member", "update", "BOB", db=db)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    bad = cocharge("remote", "start", "CP1", "--tag", "BOB", "--budget", "-3", db=db)
+    assert bad.returncode == 2 and "--budget" in bad.stderr
+    bad = cocharge("remote", "start", "CP1", "--tag", "BOB", "--expires", "soon", db=db)
+    assert bad.returncode == 2 and "duration" in bad.stderr
