@@ -724,7 +724,7 @@ def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | N
 
 
 @main.command()
-@click.option("--stations", default=4, show_default=True, type=click.IntRange(2, 50))
+@click.option("--stations", default=6, show_default=True, type=click.IntRange(4, 50))
 def demo(stations: int) -> None:
     """A gateway, simulated wallboxes (both protocols) and real sessions, then a report."""
     from cocharge.demo import run_demo

@@ -1,89 +1,167 @@
-"""`cocharge demo`: a gateway on a temporary SQLite, simulated wallboxes and a report."""
+"""`cocharge demo`: a gateway on a temporary SQLite, simulated wallboxes and a report.
+
+The story: a neighbourhood of shared wallboxes (OCPP 1.6J and 2.0.1). One is shared
+in the evening only and is locked now; one is booked; one runs on a prepaid budget
+and stops itself; a car overstays; the rest charge, one of them started and stopped
+from the operator channel; a blocked tag is refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
+from datetime import timedelta
 from typing import Any
 
 import click
+from sqlalchemy import select
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
 from cocharge.simulators.hardware import EV
-from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
-from cocharge.stations import registry
+from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
+from cocharge.stations import registry, sharing
+from cocharge.stations.policy import parse_window
+from cocharge.store.db import utcnow
+from cocharge.store.schema import sessions, station_events
 
 
 def _say(text: str) -> None:
     click.echo(text)
 
 
+async def _wait_for(check: Any, seconds: float = 15.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _refusal(engine: Any, station_id: str) -> str:
+    """The reason the gateway recorded for its last refusal at `station_id`."""
+    for _ in range(40):
+        async with engine.connect() as conn:
+            payload = (await conn.execute(select(station_events.c.payload).where(
+                station_events.c.station_id == station_id, station_events.c.kind == "refused")
+                .order_by(station_events.c.id.desc()).limit(1))).scalar()
+        if payload:
+            return str(json.loads(payload)["reason"])
+        await asyncio.sleep(0.05)
+    return "refused by the charger"
+
+
 async def run_demo(stations: int) -> None:
     started = time.monotonic()
     folder = tempfile.mkdtemp(prefix="cocharge-demo-")
     db = os.path.join(folder, "demo.db")
-    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0)
+    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0, control_interval_s=0.2)
     async with running_node(db, settings) as node:
+        engine = node.engine
         url = f"ws://127.0.0.1:{node.gateway.port}/ocpp"
         _say(f"gateway on {url} (database {db})")
         tags = [f"MEMBER{n}" for n in range(1, stations + 1)]
         for n in range(1, stations + 1):
-            await registry.add_station(node.engine, registry.NewStation(
+            await registry.add_station(engine, registry.NewStation(
                 f"WB{n:02d}", owner=f"host{n}", connectors=1, max_power_kw=11))
-            await registry.add_member(node.engine, f"Member {n}", tags[n - 1], None)
-        await registry.add_member(node.engine, "Blocked Bob", "BLOCKED1", None)
-        await registry.block_member(node.engine, "BLOCKED1")
+            await registry.add_member(engine, f"Member {n}", tags[n - 1], None)
+        await registry.add_member(engine, "Host of WB01", "OWNER1", None)
+        await registry.add_member(engine, "Blocked Bob", "BLOCKED1", None)
+        await registry.block_member(engine, "BLOCKED1")
+
+        # WB01 is shared in the evening only (a window that starts in two hours, Beijing time).
+        hour = (utcnow() + timedelta(hours=8)).hour
+        window = f"mon-sun {(hour + 2) % 24:02d}:00-{(hour + 4) % 24:02d}:00"
+        await sharing.set_rules(engine, "WB01", 0, {"windows": (parse_window(window),),
+                                                    "owner_tags": frozenset({"OWNER1"})})
+        _say(f"WB01 shared {window} only; its owner's tag is OWNER1")
+        # WB02 is booked by MEMBER2 for the next half hour.
+        now = utcnow()
+        booking_id = await sharing.add_booking(engine, "WB02", 1, tags[1], now,
+                                               now + timedelta(minutes=30))
+        _say(f"WB02 booked by {tags[1]} for the next 30 minutes (booking {booking_id})")
+
         boxes = []
         for n in range(1, stations + 1):
             protocol = "1.6" if n % 2 else "2.0.1"
             boxes.append(await open_wallbox(SimConfig(
                 url=url, station_id=f"WB{n:02d}", protocol=protocol, speed=600,
-                meter_interval_s=0.2)))
+                meter_interval_s=0.1, bay_wait_s=3.0)))
+        box = {b.id: b for b, _ in boxes}
         _say(f"{stations} wallboxes connected (OCPP 1.6J and 2.0.1), all Accepted")
 
-        # Everyone charges a few kWh; the last wallbox is driven from the operator channel.
-        runs = []
-        for n, (box, _) in enumerate(boxes[:-1], start=1):
-            runs.append(await box.charge(1, tags[n - 1], energy_wh=3000 + 1000 * n,
-                                         ev=EV(soc=0.5)))
-        last_box, _ = boxes[-1]
-        answer = await send_request(node.engine, {"command": "start", "station": last_box.id,
-                                                  "args": {"tag": tags[-1], "connector_id": 1}})
-        _say(f"remote start on {last_box.id}: {answer.get('status')}")
-        while 1 not in last_box.sessions or not last_box.sessions[1].tx_id:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
-        listed = await registry.list_sessions(node.engine, last_box.id)
-        answer = await send_request(node.engine, {"command": "stop", "station": last_box.id,
-                                                  "args": {"session_id": listed[-1]["id"]}})
-        _say(f"remote stop of session {listed[-1]['id']}: {answer.get('status')}")
+        # Share lock: the gateway locks WB01 (out of hours) and reserves WB02.
+        await _wait_for(lambda: box["WB01"].hw[1].bay_locked and box["WB02"].hw[1].reservation)
+        _say(f"\nshare lock: WB01 {'inoperative, bay locked' if box['WB01'].hw[1].bay_locked else '?'};"
+             f" WB02 {'reserved, bay locked' if box['WB02'].hw[1].reservation else '?'}")
+        refused = await box["WB01"].charge(1, tags[0], energy_wh=2000)
+        await refused.done.wait()
+        _say(f"  {tags[0]} at WB01: refused ({await _refusal(engine, 'WB01')})")
+        owner = await box["WB01"].charge(1, "OWNER1", energy_wh=2000)
+        _say(f"  OWNER1 at WB01: {'charging: the owner may always charge' if owner.authorized else 'refused'}")
+        intruder = await box["WB02"].charge(1, tags[2], energy_wh=2000)
+        await intruder.done.wait()
+        _say(f"  {tags[2]} at WB02: refused ({await _refusal(engine, 'WB02')})")
+        booked = await box["WB02"].charge(1, tags[1], energy_wh=4000)
+        _say(f"  {tags[1]} at WB02: {'booking honoured, bay opened' if booked.authorized else 'refused'}")
+
+        # Auto-cutoff: a 5.00 CNY prepaid budget at 1.50 CNY/kWh buys 3.333 kWh.
+        answer = await send_request(engine, {"command": "start", "station": "WB03", "args": {
+            "tag": tags[2], "connector_id": 1, "budget_fen": 500}})
+        _say(f"\nremote start on WB03 with a 5.00 CNY budget: {answer.get('status')}")
+
+        runs: list[SimSession] = [owner, booked]
+        # Overstay: the car on WB04 stays plugged in 40 minutes after charging.
+        runs.append(await box["WB04"].charge(1, tags[3], energy_wh=3000, ev=EV(soc=0.5),
+                                             stay_s=40 * 60))
+        _say(f"{tags[3]} on WB04 charges 3 kWh and leaves the car plugged in for 40 min")
+        for n in range(5, stations):
+            runs.append(await box[f"WB{n:02d}"].charge(1, tags[n - 1], energy_wh=3000 + 500 * n,
+                                                       ev=EV(soc=0.5)))
+        if stations >= 5:
+            last = box[f"WB{stations:02d}"]
+            answer = await send_request(engine, {"command": "start", "station": last.id,
+                                                 "args": {"tag": tags[-1], "connector_id": 1}})
+            _say(f"remote start on {last.id}: {answer.get('status')}")
+            await _wait_for(lambda: 1 in last.sessions and last.sessions[1].tx_id)
+            await asyncio.sleep(1.0)
+            listed = await registry.list_sessions(engine, last.id)
+            answer = await send_request(engine, {"command": "stop", "station": last.id,
+                                                 "args": {"session_id": listed[-1]["id"]}})
+            _say(f"remote stop of session {listed[-1]['id']}: {answer.get('status')}")
         for run in runs:
             await run.done.wait()
-        while last_box.sessions:
-            await asyncio.sleep(0.05)
-        # A blocked member is refused at the charger.
-        blocked = await boxes[0][0].charge(1, "BLOCKED1")
+        await _wait_for(lambda: not any(b.sessions for b, _ in boxes), 30)
+        blocked = await box["WB03"].charge(1, "BLOCKED1")
         await blocked.done.wait()
-        _say(f"blocked tag on {boxes[0][0].id}: {'refused' if not blocked.authorized else 'charged'}")
-        for box, reader in boxes:
-            await close_wallbox(box, reader)
+        _say(f"blocked tag on WB03: {'refused' if not blocked.authorized else 'charged'}")
+        await asyncio.sleep(0.5)
+        for b, reader in boxes:
+            await close_wallbox(b, reader)
         await asyncio.sleep(0.2)
-        report: list[dict[str, Any]] = await registry.list_sessions(node.engine)
-        station_rows = await registry.list_stations(node.engine)
+        async with engine.connect() as conn:
+            report = (await conn.execute(select(sessions).order_by(sessions.c.id))).all()
+        station_rows = await registry.list_stations(engine)
+        booking_rows = await sharing.list_bookings(engine)
 
     _say("\nSessions")
-    _say(f"{'id':>3} {'station':8} {'tag':9} {'kWh':>7} {'status':10} stop reason")
+    _say(f"{'id':>3} {'station':8} {'tag':9} {'kWh':>7} {'status':10} {'stop':14} {'cutoff':8} "
+         f"{'booking':8} idle fee")
     total = 0
     for s in report:
-        kwh = (s["energy_wh"] or 0) / 1000
-        total += s["energy_wh"] or 0
-        _say(f"{s['id']:>3} {s['station']:8} {s['tag'] or '':9} {kwh:7.3f} {s['status']:10} "
-             f"{s['stop_reason'] or ''}")
+        total += s.energy_wh or 0
+        fee = f"{s.idle_fee_fen / 100:.2f} CNY ({s.idle_minutes} min)" if s.idle_fee_fen else ""
+        _say(f"{s.id:>3} {s.station_id:8} {s.id_tag or '':9} {(s.energy_wh or 0) / 1000:7.3f} "
+             f"{s.status:10} {s.stop_reason or '':14} {s.cutoff_reason or '':8} "
+             f"{s.booking_id or '':8} {fee}")
     _say(f"total {len(report)} sessions, {total / 1000:.3f} kWh")
+    _say("\nBookings")
+    for b in booking_rows:
+        _say(f"  {b['id']}  {b['station']} connector {b['connector']}  {b['tag']}  {b['status']}"
+             f"  session {b['session'] or '-'}")
     _say("\nStations")
     for st in station_rows:
         statuses = ", ".join(f"connector {k} {v['status']}" for k, v in st["connector_status"].items())

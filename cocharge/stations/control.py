@@ -383,7 +383,15 @@ class SharingController:
         else:
             log.info("station %s connector %s: %s refused: %s", station_id, connector_id or "-",
                      tag, decision.reason)
+            self._spawn(self._record(station_id, now, "refused", {
+                "tag": tag, "connector_id": connector_id, "reason": decision.reason,
+                "status": decision.verdict.value}), f"refusal {station_id}")
         return decision
+
+    async def _record(self, station_id: str, at: datetime, kind: str, payload: dict[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(station_events).values(
+                station_id=station_id, ts=at, kind=kind, payload=json.dumps(payload, sort_keys=True)))
 
     # --- sessions --------------------------------------------------------------------------
 
