@@ -524,8 +524,10 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
         for key, value in rules.items():
             if isinstance(value, list):
                 value = ", ".join(value) or "-"
-            if key == "price_fen_per_kwh" and value is not None:
-                key, value = "price", f"{Decimal(value) / 100:.2f} CNY/kWh"
+            if key == "price_fen_per_kwh":
+                key = "price"
+                value = (f"{Decimal(value) / 100:.2f} CNY/kWh" if value is not None else
+                         "the gateway's default (1.50 CNY/kWh unless configured)")
             click.echo(f"  {key:>16}: {value}")
 
 

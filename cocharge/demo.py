@@ -95,13 +95,15 @@ async def run_demo(stations: int) -> None:
 
         # Share lock: the gateway locks WB01 (out of hours) and reserves WB02.
         await _wait_for(lambda: box["WB01"].hw[1].bay_locked and box["WB02"].hw[1].reservation)
-        _say(f"\nshare lock: WB01 {'inoperative, bay locked' if box['WB01'].hw[1].bay_locked else '?'};"
+        wb01_locked = box["WB01"].hw[1].bay_locked
+        _say(f"\nshare lock: WB01 {'inoperative, bay locked' if wb01_locked else '?'};"
              f" WB02 {'reserved, bay locked' if box['WB02'].hw[1].reservation else '?'}")
         refused = await box["WB01"].charge(1, tags[0], energy_wh=2000)
         await refused.done.wait()
         _say(f"  {tags[0]} at WB01: refused ({await _refusal(engine, 'WB01')})")
         owner = await box["WB01"].charge(1, "OWNER1", energy_wh=2000)
-        _say(f"  OWNER1 at WB01: {'charging: the owner may always charge' if owner.authorized else 'refused'}")
+        owner_text = "charging: the owner may always charge" if owner.authorized else "refused"
+        _say(f"  OWNER1 at WB01: {owner_text}")
         intruder = await box["WB02"].charge(1, tags[2], energy_wh=2000)
         await intruder.done.wait()
         _say(f"  {tags[2]} at WB02: refused ({await _refusal(engine, 'WB02')})")

@@ -33,9 +33,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Request, Response
 
-from cocharge.stations.commands import CommandFailed, build_command
 from cocharge.gateway.server import Gateway, _response
 from cocharge.stations import commands as cmd
+from cocharge.stations.commands import CommandFailed, build_command
 from cocharge.store.db import utcnow
 from cocharge.store.schema import nodes
 

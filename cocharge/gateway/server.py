@@ -151,6 +151,7 @@ class Gateway:
         if admission is Admission.PENDING:
             admission = None  # a pending station must boot again to be told it is pending
         connection = handler_class(station_id, websocket, self.service, self.settings, admission)
+        self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection
         if previous is not None:

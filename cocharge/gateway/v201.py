@@ -25,6 +25,7 @@ from cocharge.gateway.connection import (
     parse_time,
 )
 from cocharge.stations import commands as cmd
+from cocharge.stations.commands import CommandResult
 from cocharge.stations.events import (
     Admission,
     AuthStatus,
@@ -35,7 +36,6 @@ from cocharge.stations.events import (
     StationNotice,
     TransactionEvent,
 )
-from cocharge.stations.commands import CommandResult
 from cocharge.stations.policy import safety_fault_201
 
 TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",

@@ -135,7 +135,6 @@ class WallboxMixin:
         """A driver arrives: swipe `tag`, wait for the bay lock, plug in, charge until the EV
         is full, `energy_wh` is delivered, or the central system stops it; the car then stays
         plugged in for `stay_s` simulated seconds. Returns once started (or refused)."""
-        hw = self.hw[connector_id]
         if connector_id in self.sessions:
             raise RuntimeError(f"connector {connector_id} is busy")
         session = SimSession(connector_id, tag)

@@ -269,10 +269,14 @@ class SharingController:
 
     # --- boot: re-assert and deliver -------------------------------------------------------
 
-    def on_boot(self, station_id: str) -> None:
-        """A station booted (Accepted): it forgot our locks and may hold queued commands."""
+    def forget(self, station_id: str) -> None:
+        """What we applied to this station is no longer known to hold: assert it again."""
         for key in [k for k in self._applied if k[0] == station_id]:
             del self._applied[key]
+
+    def on_boot(self, station_id: str) -> None:
+        """A station booted (Accepted): it forgot our locks and may hold queued commands."""
+        self.forget(station_id)
         self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
         if any(s == station_id for s, _ in self.rules) or station_id in self._booking_station.values():
             self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
@@ -376,7 +380,8 @@ class SharingController:
         assert decision is not None
         if decision.allowed:
             key = (station_id, chosen)
-            if self._applied.get(key) != Desired(True, False) and self.desired(station_id, chosen, now) != Desired(True, False):
+            open_now = Desired(True, False)
+            if self._applied.get(key) != open_now and self.desired(station_id, chosen, now) != open_now:
                 # The member may charge on a locked connector (booked slot, owner): open it.
                 self._unlocked[key] = (tag, now + timedelta(seconds=self.settings.unlock_hold_s))
                 self._spawn(self._reconcile(station_id, now), f"unlock {station_id}/{chosen}")

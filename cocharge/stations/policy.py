@@ -173,7 +173,7 @@ def check_rules(rules: SharingRules) -> SharingRules:
     try:
         rules.zone()
     except (ZoneInfoNotFoundError, ValueError):
-        raise RuleError(f"unknown time zone {rules.tz!r}: use an IANA name such as Asia/Shanghai")
+        raise RuleError(f"unknown time zone {rules.tz!r}: use an IANA name such as Asia/Shanghai") from None
     if rules.price_fen_per_kwh is not None and rules.price_fen_per_kwh <= 0:
         raise RuleError("the price per kWh must be positive")
     return rules

@@ -37,8 +37,8 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.metering import assess_energy
-from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
 from cocharge.stations.passwords import verify_password
+from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
 from cocharge.stations.writer import SampleWriter
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (

@@ -56,6 +56,14 @@ def rules_for(all_rules: dict[tuple[str, int], SharingRules], station_id: str,
     return all_rules.get((station_id, connector_id)) or all_rules.get((station_id, 0))
 
 
+async def _active_member(conn: AsyncConnection, tag: str) -> None:
+    status = await conn.scalar(select(members.c.status).where(members.c.tag == tag))
+    if status is None:
+        raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+    if status != "active":
+        raise RegistryError(f"member {tag!r} is {status}: a {status} member cannot book")
+
+
 async def _station(conn: AsyncConnection, station_id: str) -> Any:
     row = (await conn.execute(select(stations).where(stations.c.id == station_id))).first()
     if row is None:
@@ -81,7 +89,8 @@ async def set_rules(engine: AsyncEngine, station_id: str, connector_id: int,
         await conn.execute(delete(station_rules).where(and_(
             station_rules.c.station_id == station_id, station_rules.c.connector_id == connector_id)))
         await conn.execute(insert(station_rules).values(
-            station_id=station_id, connector_id=connector_id, rules=json.dumps(rules.to_json(), sort_keys=True), updated_at=utcnow()))
+            station_id=station_id, connector_id=connector_id,
+            rules=json.dumps(rules.to_json(), sort_keys=True), updated_at=utcnow()))
     return rules
 
 
@@ -154,8 +163,7 @@ async def add_booking(engine: AsyncEngine, station_id: str, connector_id: int, t
     now = now or utcnow()
     async with engine.begin() as conn:
         station = await _station(conn, station_id)
-        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
-            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        await _active_member(conn, tag)
         rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
         existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
         existing += await _group_holds(conn, station_id, start, end, station.connectors)
@@ -213,8 +221,8 @@ async def create_group(engine: AsyncEngine, station_id: str, start: datetime, en
                                      station.connectors)
             except RuleError as exc:
                 raise _fail(exc) from exc
-        if initiator and await conn.scalar(select(members.c.tag).where(members.c.tag == initiator)) is None:
-            raise RegistryError(f"no member with tag {initiator!r}: see `cocharge member list`")
+        if initiator:
+            await _active_member(conn, initiator)
         group_id = int((await conn.execute(insert(charge_groups).values(
             station_id=station_id, slot_start=start, slot_end=end, min_members=min_members,
             status="forming", initiator=initiator, created_at=now,
@@ -236,8 +244,7 @@ async def join_group(engine: AsyncEngine, group_id: int, tag: str,
             raise RegistryError(f"group {group_id} did not form before its slot")
         if group.slot_start <= now:
             raise RegistryError(f"group {group_id}'s slot has started: joining is closed")
-        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
-            raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        await _active_member(conn, tag)
         joined = await conn.scalar(select(group_members.c.tag).where(and_(
             group_members.c.group_id == group_id, group_members.c.tag == tag)))
         if joined:
@@ -284,7 +291,7 @@ async def show_group(engine: AsyncEngine, group_id: int) -> dict[str, Any]:
 
 async def list_groups(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
-        counts = dict((await conn.execute(
+        counts: dict[int, int] = dict((await conn.execute(
             select(group_members.c.group_id, func.count()).group_by(group_members.c.group_id))).all())
         rows = (await conn.execute(select(charge_groups).order_by(charge_groups.c.slot_start))).all()
     return [{"id": g.id, "station": g.station_id, "from": _iso(g.slot_start), "to": _iso(g.slot_end),

@@ -64,8 +64,9 @@ async def test_tls_profile_2(tmp_path, sqlite_url):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    from cocharge.gateway.server import tls_context
     from websockets.asyncio.client import connect
+
+    from cocharge.gateway.server import tls_context
 
     async with running_node(sqlite_url, settings(), tls_context(str(cert), str(key))) as node:
         await register(node, "TLS1")
