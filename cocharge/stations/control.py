@@ -65,7 +65,8 @@ class Track:
     started_at: datetime       # charger's clock: TxProfile offsets count from here
     meter_start_wh: float | None
     cutoff: Cutoff | None
-    deadline: datetime | None  # server clock: slot or window end
+    deadline: datetime | None  # server clock: slot, window or next booking
+    deadline_s: float | None   # the same in seconds after the start
     power_w: int
     offset_s: int | None
     stopping: bool = False
@@ -86,12 +87,14 @@ class SharingController:
         self.rules: dict[tuple[str, int], SharingRules] = {}
         self.bookings: list[Booking] = []
         self._booking_station: dict[int, str] = {}
+        self._by_station: dict[str, list[Booking]] = {}
         self._connectors: dict[str, int] = {}
         self._applied: dict[tuple[str, int], Desired] = {}
         self._unlocked: dict[tuple[str, int], tuple[str, datetime]] = {}
         self._active: dict[tuple[str, int], int] = {}  # connector -> session in progress
         self._tracks: dict[int, Track] = {}
-        self._limits: dict[tuple[str, str], tuple[SessionLimits, datetime]] = {}
+        # (station, tag) -> limits a remote start carried, "quota only", until when they apply
+        self._limits: dict[tuple[str, str], tuple[SessionLimits, bool, datetime]] = {}
         self._idle: dict[tuple[str, int], tuple[int, datetime]] = {}
         self._last_session: dict[tuple[str, int], int] = {}
         self._busy: set[str] = set()
@@ -145,10 +148,13 @@ class SharingController:
             for row in rows:
                 power = await self._power_w(conn, row.station_id)
                 cutoff = Cutoff(row.limit_wh, row.cutoff_at, None, row.cutoff_reason)
-                deadline = row.cutoff_at if row.cutoff_reason in ("slot", "window") else None
+                timed = row.cutoff_reason in ("slot", "window", "booking")
+                deadline = row.cutoff_at if timed else None
+                deadline_s = ((row.cutoff_at - row.started_at).total_seconds()
+                              if timed and row.started_at else None)
                 self._tracks[row.id] = Track(row.id, row.station_id, row.connector_id, row.tx_ref or "",
                                              row.id_tag or "", row.started_at, row.meter_start_wh,
-                                             cutoff, deadline, power, None)
+                                             cutoff, deadline, deadline_s, power, None)
                 self._active[(row.station_id, row.connector_id)] = row.id
 
     # --- the tick: time-driven work --------------------------------------------------------
@@ -167,9 +173,15 @@ class SharingController:
             stale = (await conn.execute(select(bookings).where(and_(
                 bookings.c.reserved.is_(True),
                 (bookings.c.status != "booked") | (bookings.c.ends_at <= now))))).all()
-            station_rows = (await conn.execute(select(stations.c.id, stations.c.connectors))).all()
+            managed = {s for s, _ in self.rules} | {r.station_id for r in rows}
+            station_rows = (await conn.execute(select(stations.c.id, stations.c.connectors)
+                                               .where(stations.c.id.in_(managed)))).all()
         self.bookings = [sharing.booking_of(r) for r in rows]
         self._booking_station = {int(r.id): r.station_id for r in rows}
+        self._by_station = {}
+        for r in rows:
+            self._by_station.setdefault(r.station_id, []).append(sharing.booking_of(r))
+        self._reserve_tried = {k: v for k, v in self._reserve_tried.items() if k in self._booking_station}
         self._connectors = {r.id: r.connectors for r in station_rows}
         for row in stale:
             self._spawn(self._cancel_reservation(row.station_id, row.connector_id, int(row.id)),
@@ -188,7 +200,7 @@ class SharingController:
                 self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
 
     def _station_bookings(self, station_id: str) -> list[Booking]:
-        return [b for b in self.bookings if self._booking_station.get(b.id) == station_id]
+        return self._by_station.get(station_id, [])
 
     def _rules(self, station_id: str, connector_id: int) -> SharingRules | None:
         return sharing.rules_for(self.rules, station_id, connector_id)
@@ -351,9 +363,9 @@ class SharingController:
         """The next session of this tag here runs with the limits the remote start carried."""
         if start.budget_fen is None and start.energy_wh is None and not start.quota_only:
             return
-        limits = SessionLimits(budget_fen=start.budget_fen, energy_wh=start.energy_wh,
-                               quota_wh=-1 if start.quota_only else None)
-        self._limits[(station_id, start.tag)] = (limits, utcnow() + timedelta(minutes=10))
+        limits = SessionLimits(budget_fen=start.budget_fen, energy_wh=start.energy_wh)
+        self._limits[(station_id, start.tag)] = (limits, start.quota_only,
+                                                 utcnow() + timedelta(minutes=10))
 
     # --- authorization ---------------------------------------------------------------------
 
@@ -410,19 +422,22 @@ class SharingController:
         self._last_session[key] = session_id
         self._idle.pop(key, None)
         self._unlocked.pop(key, None)
-        limits, expires = self._limits.pop((station_id, tag), (SessionLimits(), now))
+        chosen, quota_only, expires = self._limits.pop((station_id, tag), (SessionLimits(), False, now))
         if expires < now:
-            limits = SessionLimits()
-        if limits.quota_wh == -1:  # "quota only": the member's free energy left
+            chosen, quota_only = SessionLimits(), False
+        quota_wh = None
+        if quota_only:  # "quota only": the member's free energy left
             quota = await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag))
-            limits = SessionLimits(limits.budget_fen, limits.energy_wh, max(0, int(quota or 0)))
+            quota_wh = max(0, int(quota or 0))
         booking = decision.booking if decision else None
         rules = self._rules(station_id, connector_id)
         window_end = None
         if rules is not None and tag not in rules.owner_tags and rules.windows:
             window_end = policy.open_until(rules, now)
-        limits = SessionLimits(limits.budget_fen, limits.energy_wh, limits.quota_wh,
-                               booking.end if booking else None, window_end)
+        limits = SessionLimits(chosen.budget_fen, chosen.energy_wh, quota_wh,
+                               booking.end if booking else None, window_end,
+                               policy.next_booking_start(self._station_bookings(station_id),
+                                                         connector_id, tag, now))
         power = await self._power_w(conn, station_id)
         price = (rules.price_fen_per_kwh if rules and rules.price_fen_per_kwh
                  else self.settings.price_fen_per_kwh)
@@ -440,9 +455,10 @@ class SharingController:
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(**changes))
         if cutoff is None:
             return
-        deadline = min((t for t in (limits.slot_end, limits.window_end) if t is not None), default=None)
+        deadline = limits.deadline()
+        deadline_s = (deadline - now).total_seconds() if deadline else None
         track = Track(session_id, station_id, connector_id, tx_ref, tag, started_at, meter_start_wh,
-                      cutoff, deadline, effective_w, cutoff.offset_s)
+                      cutoff, deadline, deadline_s, effective_w, cutoff.offset_s)
         self._tracks[session_id] = track
         log.info("session %s on %s/%s: cutoff by %s at %s%s", session_id, station_id, connector_id,
                  cutoff.reason, cutoff.at, f" or {cutoff.energy_wh} Wh" if cutoff.energy_wh else "")
@@ -480,7 +496,11 @@ class SharingController:
         elapsed = (at - track.started_at).total_seconds()
         if track.offset_s is not None and elapsed >= track.offset_s:
             # The car drew less than full power: move the charger's 0 A point later.
-            track.offset_s = policy.extended_offset(track.cutoff, elapsed, delivered, track.power_w)
+            later = policy.extended_offset(track.cutoff, elapsed, delivered, track.power_w,
+                                           track.deadline_s)
+            if later is None or later <= track.offset_s:
+                return  # the time limit comes first: the tick stops the session
+            track.offset_s = later
             log.info("session %s: %.0f of %s Wh after %.0f s, TxProfile extended to %s s",
                      session_id, delivered, track.cutoff.energy_wh, elapsed, track.offset_s)
             self._spawn(self._send_profile(track, self._limit_a(track.power_w)),
@@ -496,7 +516,12 @@ class SharingController:
         if link is None:
             track.stopping = False  # the charger's own profile stops it; retry when it is back
             return
-        result = await link.command(cmd.RemoteStop(track.session_id), track.tx_ref)
+        try:
+            result = await link.command(cmd.RemoteStop(track.session_id), track.tx_ref)
+        except cmd.CommandFailed as exc:
+            track.stopping = False  # tried again at the next meter value or tick
+            log.warning("session %s: remote stop at cutoff failed: %s", track.session_id, exc)
+            return
         log.info("session %s: remote stop at cutoff: %s", track.session_id, result.status)
 
     def session_ended(self, session_id: int, station_id: str, connector_id: int) -> None:
@@ -519,7 +544,10 @@ class SharingController:
         if state == "Occupied" and key in self._active:
             return  # 2.0.1 connector status during a transaction: its charging state tells more
         if state == "Charging":
-            self._idle.pop(key, None)
+            if self._idle.pop(key, None) is not None and session_id is not None:
+                async with self.engine.begin() as conn:  # charging again: not idle after all
+                    await conn.execute(update(sessions).where(sessions.c.id == session_id)
+                                       .values(idle_started_at=None))
         elif state in IDLE_STATES and session_id is not None and key not in self._idle:
             self._idle[key] = (session_id, at)
             async with self.engine.begin() as conn:
@@ -569,6 +597,6 @@ class SharingController:
             ref = await self._session_ref(session_id)
             if track is None and ref is not None:
                 track = Track(session_id, station_id, connector_id, ref[1], "", at, None, None, None,
-                              0, None)
+                              None, 0, None)
             if track is not None and not track.stopping:
                 self._stop(track, f"fault: {kind}")

@@ -235,6 +235,13 @@ def open_until(rules: SharingRules, now: datetime) -> datetime | None:
     return None
 
 
+def next_booking_start(bookings: Sequence[Booking], connector_id: int, tag: str,
+                       now: datetime) -> datetime | None:
+    """When another member's booking of this connector starts next (a session must end)."""
+    return min((b.start for b in bookings
+                if b.connector_id == connector_id and b.tag != tag and b.start > now), default=None)
+
+
 def next_opening(rules: SharingRules, now: datetime) -> datetime | None:
     """When a closed station opens next (within two weeks), or None."""
     for a, _ in _open_intervals(rules, now, 15):
@@ -390,6 +397,11 @@ class SessionLimits:
     quota_wh: int | None = None         # "quota only": the member's free energy left
     slot_end: datetime | None = None    # end of the booked slot
     window_end: datetime | None = None  # end of the owner's opening window
+    next_booking: datetime | None = None  # another member's booking of this connector starts
+
+    def deadline(self) -> datetime | None:
+        """The earliest time-of-day limit (slot, window, next booking)."""
+        return min((t for t in (self.slot_end, self.window_end, self.next_booking) if t), default=None)
 
 
 @dataclass(frozen=True)
@@ -397,7 +409,7 @@ class Cutoff:
     energy_wh: int | None      # stop when this much energy is delivered (None: no energy limit)
     at: datetime | None        # stop at this time at the latest (UTC, None: no time limit)
     offset_s: int | None       # the same as seconds after the start, for a Relative TxProfile
-    reason: str                # what ends first: "budget", "energy", "quota", "slot", "window"
+    reason: str                # what ends first: budget, energy, quota, slot, window, booking
 
 
 def energy_for_budget(budget_fen: int, price_fen_per_kwh: int) -> int:
@@ -424,6 +436,8 @@ def plan_cutoff(limits: SessionLimits, started: datetime, max_power_w: int,
         times.append((limits.slot_end, "slot"))
     if limits.window_end is not None:
         times.append((limits.window_end, "window"))
+    if limits.next_booking is not None:
+        times.append((limits.next_booking, "booking"))
     if not energies and not times:
         return None
     energy_wh, energy_reason = min(energies) if energies else (None, "")
@@ -447,10 +461,17 @@ def energy_reached(cutoff: Cutoff, delivered_wh: float, tolerance: float) -> boo
     return delivered_wh >= cutoff.energy_wh * (1 - tolerance)
 
 
-def extended_offset(cutoff: Cutoff, elapsed_s: float, delivered_wh: float, max_power_w: int) -> int:
-    """The car drew less than full power: a new TxProfile end for the energy still due."""
+def extended_offset(cutoff: Cutoff, elapsed_s: float, delivered_wh: float, max_power_w: int,
+                    deadline_s: float | None) -> int | None:
+    """The car drew less than full power: a later TxProfile end for the energy still due,
+    never past the time limit (`deadline_s` after the start). None: nothing to extend."""
     assert cutoff.energy_wh is not None
-    return math.ceil(elapsed_s + seconds_for_energy(cutoff.energy_wh - delivered_wh, max_power_w)) + 1
+    offset = math.ceil(elapsed_s + seconds_for_energy(cutoff.energy_wh - delivered_wh, max_power_w)) + 1
+    if deadline_s is not None:
+        if elapsed_s >= deadline_s:
+            return None
+        offset = min(offset, math.ceil(deadline_s))
+    return offset
 
 
 # --- overstay -------------------------------------------------------------------------------

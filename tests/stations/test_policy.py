@@ -227,3 +227,25 @@ def test_safety_events_of_201() -> None:
     assert safety_fault_201("RCD", "Tripped", "true", True) is None
     assert safety_fault_201("OverCurrentProtection", "Operated", "false", False) is None
     assert safety_fault_201("Connector", "AvailabilityState", "Faulted", False) is None
+
+
+def test_a_session_ends_before_another_members_booking_starts() -> None:
+    from cocharge.stations.policy import next_booking_start
+
+    start = datetime(2026, 11, 23, 12)
+    later = Booking(3, 1, "BOB", start + timedelta(minutes=40), start + timedelta(minutes=90))
+    own = Booking(4, 1, "ALICE", start + timedelta(minutes=20), start + timedelta(minutes=30))
+    other_connector = Booking(5, 2, "BOB", start + timedelta(minutes=10), start + timedelta(minutes=20))
+    assert next_booking_start([later, own, other_connector], 1, "ALICE", start) == later.start
+    cutoff = plan_cutoff(SessionLimits(energy_wh=50_000, next_booking=later.start), start, 11_000, 150)
+    assert cutoff is not None and (cutoff.reason, cutoff.offset_s) == ("booking", 40 * 60)
+
+
+def test_a_slow_car_gets_a_later_zero_point_but_never_past_the_time_limit() -> None:
+    from cocharge.stations.policy import Cutoff, extended_offset
+
+    cutoff = Cutoff(2000, None, 655, "energy")
+    # After 655 s a 7 kW car has 1274 Wh: 726 Wh more take 237.6 s at 11 kW.
+    assert extended_offset(cutoff, 655, 1274, 11_000, None) == 655 + 238 + 1
+    assert extended_offset(cutoff, 655, 1274, 11_000, 800) == 800
+    assert extended_offset(cutoff, 900, 1274, 11_000, 800) is None

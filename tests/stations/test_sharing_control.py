@@ -144,6 +144,27 @@ async def test_budget_cutoff_stops_the_energy_at_the_paid_kwh(any_node, protocol
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_quota_only_with_a_slow_car_moves_the_zero_point_until_the_quota_is_used(node, protocol):
+    await register(node, "WB9", tags=("HUA",), max_power_kw=11)
+    await sharing.update_member(node.engine, "HUA", quota_wh=1000)
+    box = await open_box(node, "WB9", protocol, speed=120, meter_interval_s=0.1)
+    try:
+        answer = await send_request(node.engine, {"command": "start", "station": "WB9", "args": {
+            "tag": "HUA", "connector_id": 1, "quota_only": True}})
+        assert answer["accepted"]
+        session = await until(lambda: box.sessions.get(1))
+        # The EV draws 5 kW of the 11 kW the profile allows: the first 0 A point comes too soon.
+        (await until(lambda: box.hw[1].ev)).max_power_w = 5000
+        await asyncio.wait_for(session.done.wait(), 30)
+        assert session.energy_wh == pytest.approx(1000, rel=0.01)
+        assert session.profile[-1][0] > 1000 * 3600 / 10_900  # moved past the full-power time
+        [row] = await session_rows(node, "WB9")
+        assert row.cutoff_reason == "quota" and row.limit_wh == 1000
+    finally:
+        await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_charger_stops_by_itself_when_the_connection_is_cut_before_the_cutoff(
         node, protocol):
     await register(node, "WB4", tags=("DAN",), max_power_kw=11)
