@@ -123,6 +123,7 @@ class WallboxMixin:
         self.online = True
         self._lost = asyncio.Event()
         self.outbox: list[Any] = []  # transaction messages kept while offline, sent on reconnect
+        self.boots = 0  # reboots after a Reset
         self.reader: asyncio.Task[None] | None = None
 
     def _spawn(self, coro: Any) -> None:
@@ -255,6 +256,18 @@ class WallboxMixin:
             if t not in self.sessions:
                 self._spawn(self.send_status(t, "Available" if operative else "Unavailable"))
         return "Scheduled" if busy else "Accepted"
+
+    async def _after_reset(self, power_cycle: bool = False) -> None:
+        """Reboot once the sessions have ended; a hard reset cuts the power, which releases
+        the bay locks and forgets reservations (the central system must assert them again)."""
+        while self.sessions:
+            await asyncio.sleep(0.05)
+        if power_cycle:
+            for hw in self.hw.values():
+                hw.bay_locked = False
+                hw.reservation = None
+        self.boots += 1
+        await self.boot_and_report()
 
     def connector_state(self, n: int) -> str:
         hw = self.hw[n]
@@ -479,13 +492,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     def on_reset(self, type: str) -> result16.Reset:  # noqa: A002
         for session in self.sessions.values():
             session.stop_reason = "HardReset" if type == "Hard" else "SoftReset"
-        self._spawn(self._after_reset())
+        self._spawn(self._after_reset(power_cycle=type == "Hard"))
         return result16.Reset(status="Accepted")
-
-    async def _after_reset(self) -> None:
-        while self.sessions:
-            await asyncio.sleep(0.05)
-        await self.boot_and_report()
 
     @on("TriggerMessage")
     def on_trigger(self, requested_message: str, connector_id: int | None = None) -> result16.TriggerMessage:
@@ -669,13 +677,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             return result201.Reset(status="Scheduled")
         for session in self.sessions.values():
             session.stop_reason = "ImmediateReset"
-        self._spawn(self._after_reset())
+        self._spawn(self._after_reset(power_cycle=True))
         return result201.Reset(status="Accepted")
-
-    async def _after_reset(self) -> None:
-        while self.sessions:
-            await asyncio.sleep(0.05)
-        await self.boot_and_report()
 
     @on("ReserveNow")
     def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],  # noqa: A002

@@ -113,6 +113,12 @@ async def test_outside_opening_hours_the_connector_is_locked_except_for_the_owne
         await asyncio.wait_for(owner.done.wait(), 20)
         # After the owner's session the share lock closes again.
         await until(lambda: not box.hw[1].operative and box.hw[1].bay_locked)
+        # A hard reset cuts the power and opens the bay lock: after the reboot the gateway
+        # locks it again.
+        answer = await send_request(node.engine, {"command": "reset", "station": "WB2",
+                                                  "args": {"hard": True}})
+        assert answer["accepted"]
+        await until(lambda: box.boots == 1 and box.hw[1].bay_locked and not box.hw[1].operative)
         async with node.engine.connect() as conn:
             events = (await conn.execute(select(station_events.c.kind)
                                          .where(station_events.c.station_id == "WB2"))).scalars().all()
