@@ -1,1 +1,1 @@
-"""Settlement: tariffs, fee splits, the ledger and rewards (to be built; see the issues)."""
+"""Settlement: money, tariffs and CDRs, discounts, fee splits, the ledger, the revenue calculator."""
