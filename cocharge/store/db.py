@@ -12,12 +12,12 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy import Connection, Table, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from cocharge.store.schema import members, metadata, schema_version, sessions
+from cocharge.store.schema import ledger_head, members, metadata, schema_version, sessions
 
 DEFAULT_DB = "./cocharge.db"
 
@@ -77,23 +77,42 @@ async def _v1_baseline(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+def _add_columns(sync_conn: Connection, wanted: list[tuple[Table, list[str]]]) -> None:
+    """Add the named columns (as the schema defines them) to tables that lack them."""
+    inspector = inspect(sync_conn)
+    for table, names in wanted:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for name in names:
+            if name not in present:
+                kind = table.c[name].type.compile(dialect=sync_conn.dialect)
+                sync_conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+
+
 async def _v2_sharing_control(conn: AsyncConnection) -> None:
     """Tables and columns of sharing control (issue 3); a no-op on a database v1 made fresh."""
     def upgrade(sync_conn: Connection) -> None:
         metadata.create_all(sync_conn)  # only the missing tables
-        inspector = inspect(sync_conn)
-        for table, names in (
+        _add_columns(sync_conn, [
             (members, ["groups", "vehicle_model", "quota_wh"]),
             (sessions, ["booking_id", "group_id", "limit_wh", "cutoff_at", "cutoff_reason",
                         "fault", "idle_started_at", "idle_ended_at", "idle_minutes",
                         "idle_fee_fen"]),
-        ):
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for name in names:
-                if name not in present:
-                    column = table.c[name]
-                    kind = column.type.compile(dialect=sync_conn.dialect)
-                    sync_conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+        ])
+
+    await conn.run_sync(upgrade)
+
+
+GENESIS_HASH = "0" * 64
+
+
+async def _v3_settlement(conn: AsyncConnection) -> None:
+    """Tariffs, split terms, the ledger and settlements (issue 4)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(sessions, ["tariff_id"]), (members, ["prefers_green"])])
+        if sync_conn.execute(select(ledger_head.c.id)).first() is None:
+            sync_conn.execute(insert(ledger_head).values(id=1, seq=0, hash=GENESIS_HASH,
+                                                         updated_at=utcnow()))
 
     await conn.run_sync(upgrade)
 
@@ -102,6 +121,7 @@ Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
     (2, _v2_sharing_control),
+    (3, _v3_settlement),
 ]
 
 

@@ -77,7 +77,9 @@ members = Table(
     # v2: what the sharing rules look at
     Column("groups", String(500)),  # comma-separated group names ("block-7,ev-club")
     Column("vehicle_model", String(100)),
-    Column("quota_wh", BigInteger),  # free energy left (OEM membership quota)
+    Column("quota_wh", BigInteger),  # free energy per month (OEM membership quota)
+    # v3
+    Column("prefers_green", Boolean),  # chooses green energy where the charger is green
 )
 
 sessions = Table(
@@ -112,6 +114,8 @@ sessions = Table(
     Column("idle_ended_at", DateTime),
     Column("idle_minutes", Integer),
     Column("idle_fee_fen", Integer),
+    # v3: the tariff in force when the session started (sealed)
+    Column("tariff_id", BigInteger),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,
@@ -241,3 +245,93 @@ pending_commands = Table(
     Column("result", Text),
 )
 Index("ix_pending_commands_station", pending_commands.c.station_id, pending_commands.c.status)
+
+
+# --- v3: settlement ---------------------------------------------------------------------------
+
+# Tariffs are never edited: a new one is added, sessions keep the one they started with.
+tariffs = Table(
+    "tariffs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("connector_id", Integer, nullable=False),  # 0 = every connector
+    Column("body", Text, nullable=False),  # cocharge.settlement.tariff.tariff_to_json
+    Column("created_at", DateTime, nullable=False),
+)
+Index("ix_tariffs_station", tariffs.c.station_id, tariffs.c.connector_id, tariffs.c.created_at)
+
+# Revenue-share terms of a station (`cocharge split set`).
+station_terms = Table(
+    "station_terms",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("body", Text, nullable=False),  # cocharge.settlement.settle.terms_to_json
+    Column("updated_at", DateTime, nullable=False),
+)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("account", String(120), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("no_overdraft", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# Written only by cocharge.settlement.ledger, from the transfers.
+ledger_balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("account", String(120), primary_key=True),
+    Column("asset", String(16), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+)
+
+# Append-only; each row carries the hash of the previous one.
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(160), nullable=False, unique=True),  # idempotency id
+    Column("batch", String(160), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("debit", String(120), nullable=False),
+    Column("credit", String(120), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("ref", String(64)),
+    Column("memo", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_ledger_transfers_debit", ledger_transfers.c.debit, ledger_transfers.c.seq)
+Index("ix_ledger_transfers_credit", ledger_transfers.c.credit, ledger_transfers.c.seq)
+Index("ix_ledger_transfers_ref", ledger_transfers.c.ref)
+
+# One row: the last transfer's sequence number and hash; also the writers' lock.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("session_id", BigInteger, primary_key=True),
+    Column("tariff_id", BigInteger),
+    Column("payer", String(64)),
+    Column("cdr", Text, nullable=False),
+    Column("cost_fen", BigInteger, nullable=False),
+    Column("discounts", Text, nullable=False),
+    Column("payable_fen", BigInteger, nullable=False),
+    Column("paid_fen", BigInteger, nullable=False),
+    Column("owed_fen", BigInteger, nullable=False),
+    Column("split", Text, nullable=False),
+    Column("settled_at", DateTime, nullable=False),
+)

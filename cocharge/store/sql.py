@@ -6,21 +6,23 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+Bound = AsyncEngine | AsyncConnection
 
 
-def _insert_for(engine: AsyncEngine, table: Table) -> Any:
+def _insert_for(engine: Bound, table: Table) -> Any:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-def insert_ignore(engine: AsyncEngine, table: Table) -> Any:
+def insert_ignore(engine: Bound, table: Table) -> Any:
     """INSERT that silently skips rows whose primary key already exists."""
     return _insert_for(engine, table).on_conflict_do_nothing()
 
 
-def upsert(engine: AsyncEngine, table: Table, keys: list[str], update: list[str]) -> Any:
+def upsert(engine: Bound, table: Table, keys: list[str], update: list[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE SET the `update` columns from the new row."""
     stmt = _insert_for(engine, table)
     return stmt.on_conflict_do_update(
