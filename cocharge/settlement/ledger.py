@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.store.db import GENESIS_HASH, utcnow
 from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head, ledger_transfers
-from cocharge.store.sql import insert_ignore
+from cocharge.store.sql import among, insert_ignore
 
 # Accounts whose balance may never go below zero, by name prefix.
 NO_OVERDRAFT_PREFIXES = ("wallet:",)
@@ -102,7 +102,7 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
     ids = [t.id for t in transfers]
     for i in range(0, len(ids), _CHUNK):
         rows = (await conn.execute(select(ledger_transfers).where(
-            ledger_transfers.c.id.in_(ids[i:i + _CHUNK])))).all()
+            among(conn, ledger_transfers.c.id, ids[i:i + _CHUNK])))).all()
         existing.update({r.id: r for r in rows})
     fresh = []
     for t in transfers:
@@ -127,10 +127,11 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
     for i in range(0, len(accounts), _CHUNK):
         part = accounts[i:i + _CHUNK]
         for r in (await conn.execute(select(ledger_balances).where(
-                ledger_balances.c.account.in_(part)))).all():
+                among(conn, ledger_balances.c.account, part)))).all():
             current[(r.account, r.asset)] = int(r.balance)
         guarded.update((await conn.execute(select(ledger_accounts.c.account).where(and_(
-            ledger_accounts.c.account.in_(part), ledger_accounts.c.no_overdraft.is_(True))))).scalars())
+            among(conn, ledger_accounts.c.account, part),
+            ledger_accounts.c.no_overdraft.is_(True))))).scalars())
     for key, delta in deltas.items():
         after = current.get(key, 0) + delta
         if key[0] in guarded and after < 0:

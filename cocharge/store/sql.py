@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Bound = AsyncEngine | AsyncConnection
@@ -28,3 +31,11 @@ def upsert(engine: Bound, table: Table, keys: list[str], update: list[str]) -> A
     return stmt.on_conflict_do_update(
         index_elements=keys, set_={name: stmt.excluded[name] for name in update}
     )
+
+
+def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`: one parameter, so the prepared
+    statement keeps its index plan however many values there are."""
+    if bound.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
