@@ -459,7 +459,6 @@ def _rule_error(func: Callable[[], T]) -> T:
 @click.option("--owner-priority", type=click.Choice(["on", "off"]),
               help="'on': the owner takes the charger back after the current session.")
 @click.option("--tz", help="Time zone of the windows (IANA name, default Asia/Shanghai).")
-@click.option("--price", help="Price in CNY per kWh (budget cutoffs use it).")
 @click.option("--clear", is_flag=True, help="Remove all rules: the station is no longer share-managed.")
 @db_option
 @json_option
@@ -467,7 +466,7 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
                   closed_dates: tuple[str, ...], allow_tags: tuple[str, ...],
                   allow_groups: tuple[str, ...], allow_models: tuple[str, ...], allow_everyone: bool,
                   bookings: bool | None, owner_tags: tuple[str, ...], owner_priority: str | None,
-                  tz: str | None, price: str | None, clear: bool, db: str | None,
+                  tz: str | None, clear: bool, db: str | None,
                   as_json: bool) -> None:
     """Show or change the owner's sharing rules (without options: show them)."""
     from datetime import date
@@ -503,8 +502,6 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
         changes["owner_priority"] = owner_priority == "on"
     if tz:
         changes["tz"] = tz
-    if price is not None:
-        changes["price_fen_per_kwh"] = cny_to_fen(price, "--price")
     if clear:
         if changes:
             fail("--clear removes every rule: give it alone")
@@ -524,10 +521,6 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
         for key, value in rules.items():
             if isinstance(value, list):
                 value = ", ".join(value) or "-"
-            if key == "price_fen_per_kwh":
-                key = "price"
-                value = (f"{Decimal(value) / 100:.2f} CNY/kWh" if value is not None else
-                         "the gateway's default (1.50 CNY/kWh unless configured)")
             click.echo(f"  {key:>16}: {value}")
 
 

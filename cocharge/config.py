@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cocharge.stations.policy import IdleFeeRule
+from cocharge.settlement.overstay import IdleFeeRule
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import ssl
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,6 +27,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
+from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission
 from cocharge.stations.service import StationAccess, StationService
@@ -75,6 +77,9 @@ class Gateway:
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
         self.service.control = self.control
+        self.settler = Settler(engine, SettlementDefaults(
+            Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))
+        self.service.settler = self.settler
         self._server: Server | None = None
         self._access: dict[int, tuple[str, StationAccess]] = {}
 
@@ -86,6 +91,7 @@ class Gateway:
     async def start(self) -> None:
         await self.service.start()
         await self.control.start()
+        await self.settler.start()
         self._server = await serve(
             self._serve_station,
             self.settings.host,
@@ -110,6 +116,7 @@ class Gateway:
             self._server = None
         await self.control.close()
         await self.service.close()
+        await self.settler.close()
 
     # --- handshake -------------------------------------------------------------------------
 

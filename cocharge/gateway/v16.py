@@ -161,7 +161,11 @@ class V16Connection(StationConnection, OcppV16):
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):
-                return call.RemoteStartTransaction(id_tag=tag, connector_id=connector_id)
+                profile = command.tx_profile()
+                if profile is not None:  # 1.6 names the id chargingProfileId
+                    profile = {"charging_profile_id": profile.pop("id"), **profile}
+                return call.RemoteStartTransaction(id_tag=tag, connector_id=connector_id,
+                                                   charging_profile=profile)
             case cmd.RemoteStop():
                 if tx_ref is None or not tx_ref.isdigit():
                     raise cmd.CommandRejected(f"session {command.session_id} has no 1.6 transaction id")

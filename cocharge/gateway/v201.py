@@ -194,9 +194,13 @@ class V201Connection(StationConnection, OcppV201):
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):
+                profile = command.tx_profile()
+                if profile is not None:  # 2.0.1: a list of schedules, each with an id
+                    profile["charging_schedule"] = [{"id": 1, **profile["charging_schedule"]}]
                 return call.RequestStartTransaction(
                     id_token={"id_token": tag, "type": "Central"},
-                    remote_start_id=next(_remote_start_ids), evse_id=connector_id)
+                    remote_start_id=next(_remote_start_ids), evse_id=connector_id,
+                    charging_profile=profile)
             case cmd.RemoteStop():
                 if tx_ref is None:
                     raise cmd.CommandRejected(f"session {command.session_id} has no transaction id")

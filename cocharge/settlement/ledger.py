@@ -33,7 +33,7 @@ from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head,
 from cocharge.store.sql import among, insert_ignore
 
 # Accounts whose balance may never go below zero, by name prefix.
-NO_OVERDRAFT_PREFIXES = ("wallet:",)
+NO_OVERDRAFT_PREFIXES = ("wallet:", "quota:")
 _CHUNK = 500  # ids per IN (...) lookup
 
 
@@ -139,15 +139,15 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
     head = (await conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)
                                .where(ledger_head.c.id == 1))).one()
     seq, prev = int(head.seq), str(head.hash)
-    rows = []
+    new_rows: list[dict[str, Any]] = []
     for t in fresh:
         seq += 1
         row = {"seq": seq, "id": t.id, "batch": batch, "asset": t.asset, "debit": t.debit,
                "credit": t.credit, "amount": t.amount, "kind": t.kind, "ref": t.ref,
                "memo": t.memo, "created_at": now, "prev_hash": prev}
         row["hash"] = prev = transfer_hash(prev, seq, row)
-        rows.append(row)
-    await conn.execute(insert(ledger_transfers), rows)
+        new_rows.append(row)
+    await conn.execute(insert(ledger_transfers), new_rows)
     changed = [{"a": a, "s": s, "b": current[(a, s)] + d} for (a, s), d in deltas.items()
                if (a, s) in current]
     if changed:
@@ -165,6 +165,12 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
 async def post_batch(engine: AsyncEngine, transfers: Sequence[Transfer], batch: str) -> Posted:
     async with engine.begin() as conn:
         return await post(conn, transfers, batch)
+
+
+async def posted(conn: AsyncConnection, transfer_id: str) -> bool:
+    """Has a transfer with this idempotency id been posted?"""
+    found = await conn.scalar(select(ledger_transfers.c.seq).where(ledger_transfers.c.id == transfer_id))
+    return found is not None
 
 
 async def balance(conn: AsyncConnection, account: str, asset: str = "CNY") -> int:

@@ -22,7 +22,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from cocharge.settlement.money import MoneyError, to_fen
-from cocharge.stations.policy import IdleFeeRule, idle_fee
+from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 
 DIMENSIONS = ("ENERGY", "TIME", "PARKING_TIME", "FLAT")
 # Units the prices are per: kWh, hour, hour, session; step sizes are in Wh, s, s.

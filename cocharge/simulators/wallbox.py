@@ -132,13 +132,14 @@ class WallboxMixin:
         task.add_done_callback(self._tasks.discard)
 
     async def charge(self, connector_id: int, tag: str, energy_wh: float | None = None,
-                     ev: EV | None = None, stay_s: float = 0.0) -> SimSession:
+                     ev: EV | None = None, stay_s: float = 0.0,
+                     profile: list[tuple[float, float]] | None = None) -> SimSession:
         """A driver arrives: swipe `tag`, wait for the bay lock, plug in, charge until the EV
         is full, `energy_wh` is delivered, or the central system stops it; the car then stays
         plugged in for `stay_s` simulated seconds. Returns once started (or refused)."""
         if connector_id in self.sessions:
             raise RuntimeError(f"connector {connector_id} is busy")
-        session = SimSession(connector_id, tag)
+        session = SimSession(connector_id, tag, profile=list(profile or []))
         self.sessions[connector_id] = session
         self._spawn(self._run_session(session, energy_wh, ev or EV(), stay_s))
         await session.started.wait()
@@ -326,14 +327,30 @@ class WallboxMixin:
         if session is None or (tx_id is not None and session.tx_id is not None
                                and str(session.tx_id) != str(tx_id)):
             return False
-        hw = self.hw[connector_id]
         offset = 0.0
         if kind == "Absolute" and start_schedule:
             started = self.clock.now().timestamp() - session.device_s
             offset = datetime.fromisoformat(start_schedule.replace("Z", "+00:00")).timestamp() - started
-        to_w = (lambda a: float(a) * hw.voltage_v * hw.phases) if unit == "A" else float
-        session.profile = sorted((offset + float(p["start_period"]), to_w(p["limit"])) for p in periods)
+        session.profile = self.profile_points(connector_id, unit, periods, offset)
         return True
+
+    def profile_points(self, connector_id: int, unit: str, periods: list[dict[str, Any]],
+                       offset: float = 0.0) -> list[tuple[float, float]]:
+        """Schedule periods as (seconds after the transaction start, limit in W)."""
+        hw = self.hw[connector_id]
+        to_w = (lambda a: float(a) * hw.voltage_v * hw.phases) if unit == "A" else float
+        return sorted((offset + float(p["start_period"]), to_w(p["limit"])) for p in periods)
+
+    def start_profile(self, connector_id: int, profile: dict[str, Any] | None
+                      ) -> list[tuple[float, float]] | None:
+        """The TxProfile a remote start carried (Relative: from the transaction start)."""
+        if not profile or profile.get("charging_profile_purpose") != "TxProfile":
+            return None
+        schedule = profile["charging_schedule"]
+        if isinstance(schedule, list):  # 2.0.1
+            schedule = schedule[0]
+        return self.profile_points(connector_id, schedule["charging_rate_unit"],
+                                   schedule["charging_schedule_period"])
 
     async def _heartbeats(self) -> None:
         while True:
@@ -461,11 +478,12 @@ class Wallbox16(WallboxMixin, ChargePoint16):
 
     @on("RemoteStartTransaction")
     def on_remote_start(self, id_tag: str, connector_id: int | None = None,
+                        charging_profile: dict[str, Any] | None = None,
                         **_: Any) -> result16.RemoteStartTransaction:
         n = connector_id or next((c for c in self.hw if c not in self.sessions), None)
         if n is None or n not in self.hw or n in self.sessions or not self.hw[n].operative:
             return result16.RemoteStartTransaction(status="Rejected")
-        self._spawn(self.charge(n, id_tag))
+        self._spawn(self.charge(n, id_tag, profile=self.start_profile(n, charging_profile)))
         return result16.RemoteStartTransaction(status="Accepted")
 
     @on("RemoteStopTransaction")
@@ -642,11 +660,13 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 
     @on("RequestStartTransaction")
     def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,
-                         evse_id: int | None = None, **_: Any) -> result201.RequestStartTransaction:
+                         evse_id: int | None = None, charging_profile: dict[str, Any] | None = None,
+                         **_: Any) -> result201.RequestStartTransaction:
         n = evse_id or next((c for c in self.hw if c not in self.sessions), None)
         if n is None or n not in self.hw or n in self.sessions or not self.hw[n].operative:
             return result201.RequestStartTransaction(status="Rejected")
-        self._spawn(self.charge(n, id_token["id_token"]))
+        self._spawn(self.charge(n, id_token["id_token"],
+                                profile=self.start_profile(n, charging_profile)))
         return result201.RequestStartTransaction(status="Accepted")
 
     @on("RequestStopTransaction")

@@ -19,6 +19,19 @@ class RemoteStart:
     budget_fen: int | None = None
     energy_wh: int | None = None
     quota_only: bool = False
+    # Set by sharing control for a limited start: a TxProfile sent with the start request.
+    profile_offset_s: int | None = None
+    profile_limit_a: float | None = None
+
+    def tx_profile(self) -> dict[str, Any] | None:
+        """The start's TxProfile (Relative: full current, 0 A after the offset), snake_case."""
+        if self.profile_offset_s is None or self.profile_limit_a is None:
+            return None
+        return {"id": 1, "stack_level": 1, "charging_profile_purpose": "TxProfile",
+                "charging_profile_kind": "Relative",
+                "charging_schedule": {"charging_rate_unit": "A", "charging_schedule_period": [
+                    {"start_period": 0, "limit": self.profile_limit_a},
+                    {"start_period": self.profile_offset_s, "limit": 0}]}}
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,7 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     command_class = COMMANDS.get(name)
     if command_class is None:
         raise CommandRejected(f"unknown command {name!r}: one of {', '.join(COMMANDS)}")
-    names = {f.name for f in fields(command_class)}
+    names = {f.name for f in fields(command_class) if not f.name.startswith("profile_")}
     unknown = set(args) - names
     if unknown:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")

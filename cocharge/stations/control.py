@@ -20,14 +20,18 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.settlement.overstay import idle_fee
+from cocharge.settlement.settle import quota_left, tariff_in_force
+from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import policy, sharing
 from cocharge.stations.policy import Booking, Cutoff, Decision, LockState, SessionLimits, SharingRules
@@ -337,6 +341,7 @@ class SharingController:
                     "status": "Queued", "response": {}}
         if isinstance(command, cmd.RemoteStart):
             self.expect_limits(station_id, command)
+            command = await self._with_profile(station_id, command)
         result = await link.command(command, tx_ref)
         return {"ok": True, "accepted": result.accepted, "status": result.status,
                 "response": result.response}
@@ -426,9 +431,8 @@ class SharingController:
         if expires < now:
             chosen, quota_only = SessionLimits(), False
         quota_wh = None
-        if quota_only:  # "quota only": the member's free energy left
-            quota = await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag))
-            quota_wh = max(0, int(quota or 0))
+        if quota_only:  # "quota only": the member's free energy left this month
+            quota_wh = max(0, await quota_left(conn, tag, now))
         booking = decision.booking if decision else None
         rules = self._rules(station_id, connector_id)
         window_end = None
@@ -438,13 +442,10 @@ class SharingController:
                                booking.end if booking else None, window_end,
                                policy.next_booking_start(self._station_bookings(station_id),
                                                          connector_id, tag, now))
-        power = await self._power_w(conn, station_id)
-        price = (rules.price_fen_per_kwh if rules and rules.price_fen_per_kwh
-                 else self.settings.price_fen_per_kwh)
-        limit_a = self._limit_a(power)
-        effective_w = int(limit_a * self.settings.nominal_voltage_v * self.settings.phases)
+        # The tariff in force now is the session's (sealed); its energy price sizes a budget.
+        sealed, price, limit_a, effective_w = await self._pricing(conn, station_id, connector_id)
         cutoff = policy.plan_cutoff(limits, now, effective_w, price)
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"tariff_id": sealed[0]} if sealed else {}
         if booking is not None:
             changes.update(booking_id=booking.id, group_id=booking.group_id)
             await conn.execute(update(bookings).where(bookings.c.id == booking.id)
@@ -463,6 +464,33 @@ class SharingController:
         log.info("session %s on %s/%s: cutoff by %s at %s%s", session_id, station_id, connector_id,
                  cutoff.reason, cutoff.at, f" or {cutoff.energy_wh} Wh" if cutoff.energy_wh else "")
         self._spawn(self._send_profile(track, limit_a), f"tx profile {session_id}")
+
+    async def _pricing(self, conn: AsyncConnection, station_id: str, connector_id: int
+                       ) -> tuple[tuple[int, Any] | None, Decimal, float, int]:
+        """(tariff in force, its energy price, TxProfile current, the power that current gives)."""
+        sealed = await tariff_in_force(conn, station_id, connector_id)
+        price = per_kwh(sealed[1]) if sealed else None
+        if price is None:
+            price = Decimal(self.settings.price_fen_per_kwh) / 100
+        limit_a = self._limit_a(await self._power_w(conn, station_id))
+        effective_w = int(limit_a * self.settings.nominal_voltage_v * self.settings.phases)
+        return sealed, price, limit_a, effective_w
+
+    async def _with_profile(self, station_id: str, start: cmd.RemoteStart) -> cmd.RemoteStart:
+        """A remote start with a budget, energy or quota limit carries its TxProfile, so the
+        charger has the 0 A point from its first second (the start profile is refined later)."""
+        if start.budget_fen is None and start.energy_wh is None and not start.quota_only:
+            return start
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            _, price, limit_a, effective_w = await self._pricing(conn, station_id,
+                                                                 start.connector_id or 1)
+            quota = max(0, await quota_left(conn, start.tag, now)) if start.quota_only else None
+        cutoff = policy.plan_cutoff(SessionLimits(start.budget_fen, start.energy_wh, quota), now,
+                                    effective_w, price)
+        if cutoff is None or cutoff.offset_s is None:
+            return start
+        return replace(start, profile_offset_s=cutoff.offset_s, profile_limit_a=limit_a)
 
     def _limit_a(self, power_w: int) -> float:
         amps = power_w / (self.settings.nominal_voltage_v * self.settings.phases)
@@ -562,7 +590,7 @@ class SharingController:
 
     async def _charge_idle_fee(self, session_id: int, since: datetime, until: datetime,
                                station_id: str) -> None:
-        minutes, fee = policy.idle_fee(self.settings.idle_fee, since, until)
+        minutes, fee = idle_fee(self.settings.idle_fee, since, until)
         async with self.engine.begin() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
                 idle_started_at=since, idle_ended_at=until, idle_minutes=minutes, idle_fee_fen=fee))

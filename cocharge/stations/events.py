@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from cocharge.store.schema import ENERGY_REGISTER as _ENERGY_REGISTER
+
 
 class Admission(StrEnum):
     ACCEPTED = "Accepted"
@@ -59,7 +61,7 @@ class MeterSample:
     context: str | None = None
 
 
-ENERGY_REGISTER = "Energy.Active.Import.Register"
+ENERGY_REGISTER = _ENERGY_REGISTER  # one spelling: the store's
 
 
 @dataclass(frozen=True)

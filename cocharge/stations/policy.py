@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_FLOOR, Decimal
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -126,7 +127,6 @@ class SharingRules:
     # "I need my charger now": closed to everyone but the owner once the current session ends.
     owner_priority: bool = False
     tz: str = "Asia/Shanghai"
-    price_fen_per_kwh: int | None = None
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
@@ -145,7 +145,6 @@ class SharingRules:
             "owner_tags": sorted(self.owner_tags),
             "owner_priority": self.owner_priority,
             "tz": self.tz,
-            "price_fen_per_kwh": self.price_fen_per_kwh,
         }
 
     @classmethod
@@ -158,15 +157,13 @@ class SharingRules:
         windows = data.get("windows") or []
         closed = data.get("closed_dates") or []
         assert isinstance(windows, list) and isinstance(closed, list)
-        price = data.get("price_fen_per_kwh")
         return check_rules(cls(
             windows=tuple(parse_window(str(w)) for w in windows),
             closed_dates=frozenset(date.fromisoformat(str(d)) for d in closed),
             allowed_tags=strings("allowed_tags"), allowed_groups=strings("allowed_groups"),
             allowed_models=strings("allowed_models"), bookings=bool(data.get("bookings", True)),
             owner_tags=strings("owner_tags"), owner_priority=bool(data.get("owner_priority", False)),
-            tz=str(data.get("tz") or "Asia/Shanghai"),
-            price_fen_per_kwh=int(price) if isinstance(price, int | str) else None))
+            tz=str(data.get("tz") or "Asia/Shanghai")))
 
 
 def check_rules(rules: SharingRules) -> SharingRules:
@@ -174,8 +171,6 @@ def check_rules(rules: SharingRules) -> SharingRules:
         rules.zone()
     except (ZoneInfoNotFoundError, ValueError):
         raise RuleError(f"unknown time zone {rules.tz!r}: use an IANA name such as Asia/Shanghai") from None
-    if rules.price_fen_per_kwh is not None and rules.price_fen_per_kwh <= 0:
-        raise RuleError("the price per kWh must be positive")
     return rules
 
 
@@ -412,13 +407,16 @@ class Cutoff:
     reason: str                # what ends first: budget, energy, quota, slot, window, booking
 
 
-def energy_for_budget(budget_fen: int, price_fen_per_kwh: int) -> int:
-    """Wh a budget buys, rounded down so that the bill never exceeds the budget."""
-    return budget_fen * 1000 // price_fen_per_kwh
+def energy_for_budget(budget_fen: int, price_per_kwh: Decimal) -> int:
+    """Wh a budget buys at an energy price (CNY/kWh), rounded down: the bill never exceeds it.
+    A free energy price makes the budget no limit (None is not returned: a huge value)."""
+    if price_per_kwh <= 0:
+        return 10**12
+    return int((Decimal(budget_fen) * 10 / price_per_kwh).to_integral_value(ROUND_FLOOR))
 
 
 def plan_cutoff(limits: SessionLimits, started: datetime, max_power_w: int,
-                price_fen_per_kwh: int) -> Cutoff | None:
+                price_per_kwh: Decimal) -> Cutoff | None:
     """When must a session started at `started` stop? None: nothing limits it.
 
     An energy limit becomes a time at the connector's full power (the earliest the
@@ -426,7 +424,7 @@ def plan_cutoff(limits: SessionLimits, started: datetime, max_power_w: int,
     """
     energies: list[tuple[int, str]] = []
     if limits.budget_fen is not None:
-        energies.append((energy_for_budget(limits.budget_fen, price_fen_per_kwh), "budget"))
+        energies.append((energy_for_budget(limits.budget_fen, price_per_kwh), "budget"))
     if limits.energy_wh is not None:
         energies.append((limits.energy_wh, "energy"))
     if limits.quota_wh is not None:
@@ -472,22 +470,6 @@ def extended_offset(cutoff: Cutoff, elapsed_s: float, delivered_wh: float, max_p
             return None
         offset = min(offset, math.ceil(deadline_s))
     return offset
-
-
-# --- overstay -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class IdleFeeRule:
-    grace_s: int = 15 * 60
-    fen_per_minute: int = 50
-    cap_fen: int = 6000
-
-
-def idle_fee(rule: IdleFeeRule, charging_ended: datetime, unplugged: datetime) -> tuple[int, int]:
-    """(billable minutes, fee in fen): full minutes after the grace period, capped."""
-    idle_s = (unplugged - charging_ended).total_seconds() - rule.grace_s
-    minutes = max(0, int(idle_s // 60))
-    return minutes, min(rule.cap_fen, minutes * rule.fen_per_minute)
 
 
 # --- group charging -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import (
@@ -105,6 +106,7 @@ class StationService:
         self.settings = settings
         # Set by the gateway, which gives it the way to command stations.
         self.control: SharingController | None = None
+        self.settler: Settler | None = None  # settles each session as it ends
         self.writer = SampleWriter(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self._open: dict[tuple[str, str], OpenSession] = {}
         self._last_seen: dict[str, datetime] = {}
@@ -355,6 +357,8 @@ class StationService:
         self._open.pop((event.station_id, event.tx_ref), None)
         if self.control is not None:
             self.control.session_ended(found.id, event.station_id, found.connector_id)
+        if self.settler is not None:
+            self.settler.submit(found.id)
         return status
 
     async def transaction_event(self, event: TransactionEvent) -> AuthStatus | None:
@@ -431,6 +435,8 @@ class StationService:
             self._open.pop(key, None)
             if self.control is not None:
                 self.control.session_ended(found.id, event.station_id, found.connector_id)
+            if self.settler is not None and event.event_type == "Ended":
+                self.settler.submit(found.id)
         else:
             self._open[key] = found
             await self._follow(found, event)

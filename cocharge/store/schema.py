@@ -23,6 +23,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# The measurand of the meter's energy register, as meter_samples stores it (Wh).
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for big tables.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

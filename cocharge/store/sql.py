@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,5 +36,8 @@ def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[boo
     """`column IN values`; on PostgreSQL as `= ANY(array)`: one parameter, so the prepared
     statement keeps its index plan however many values there are."""
     if bound.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(list(values))
+        matches: ColumnElement[bool] = column == any_(bindparam(None, list(values),
+                                                                 type_=ARRAY(column.type)))
+        return matches
+    within: ColumnElement[bool] = column.in_(list(values))
+    return within

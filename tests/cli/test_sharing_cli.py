@@ -24,18 +24,18 @@ def test_rules_are_stored_and_shown(tmp_path):
     setup(db)
     done = cocharge("station", "rules", "CP1", "--window", "mon-fri 19:00-23:00", "--window",
                     "sat,sun 00:00-24:00", "--closed", "2026-12-25", "--allow-group", "block-7",
-                    "--owner-tag", "ALICE", "--price", "1.60", "--no-bookings", db=db)
+                    "--owner-tag", "ALICE", "--no-bookings", db=db)
     assert done.returncode == 0, done.stderr
-    assert "mon-fri 19:00-23:00" in done.stdout and "1.60 CNY/kWh" in done.stdout
+    assert "mon-fri 19:00-23:00" in done.stdout and "block-7" in done.stdout
     shown = json.loads(cocharge("station", "show", "CP1", "--json", db=db).stdout)
     rules = shown["rules"]["station"]
     assert rules["windows"] == ["mon-fri 19:00-23:00", "sat-sun 00:00-24:00"]
     assert rules["closed_dates"] == ["2026-12-25"] and rules["allowed_groups"] == ["block-7"]
-    assert rules["price_fen_per_kwh"] == 160 and rules["bookings"] is False
+    assert rules["owner_tags"] == ["ALICE"] and rules["bookings"] is False
     # A connector can have its own rules; the rest keep the station's.
     assert cocharge("station", "rules", "CP1", "--connector", "2", "--always-open", db=db).returncode == 0
     both = json.loads(cocharge("station", "rules", "CP1", "--json", db=db).stdout)
-    assert both["connector 2"]["windows"] == [] and both["connector 2"]["price_fen_per_kwh"] == 160
+    assert both["connector 2"]["windows"] == [] and both["connector 2"]["allowed_groups"] == ["block-7"]
     assert cocharge("station", "rules", "CP1", "--clear", db=db).returncode == 0
     assert "no rules" in cocharge("station", "rules", "CP1", db=db).stdout
 
@@ -47,7 +47,6 @@ def test_bad_rules_exit_2_and_change_nothing(tmp_path):
     for args, words in [(["--window", "weekdays 7pm-11pm"], "days"),
                         (["--window", "mon 10:00-10:00"], "00:00-24:00"),
                         (["--closed", "25/12/2026"], "YYYY-MM-DD"),
-                        (["--price", "1.234"], "2 decimals"),
                         (["--tz", "Mars/Olympus"], "time zone"),
                         (["--connector", "5", "--always-open"], "connectors 1..2")]:
         bad = cocharge("station", "rules", "CP1", *args, db=db)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cocharge.settlement.overstay import IdleFeeRule
 from cocharge.settlement.tariff import (
     PriceComponent,
     Restrictions,
@@ -19,7 +20,6 @@ from cocharge.settlement.tariff import (
     tariff_from_json,
     tariff_to_json,
 )
-from cocharge.stations.policy import IdleFeeRule
 
 D = Decimal
 # 2026-11-23 is a Monday; Shanghai = UTC+8, so local 20:00 is 12:00 UTC.

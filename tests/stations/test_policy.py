@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 from cocharge.stations.policy import (
     Booking,
-    IdleFeeRule,
     LockState,
     Member,
     RuleError,
@@ -21,7 +22,6 @@ from cocharge.stations.policy import (
     closed_reason,
     energy_for_budget,
     group_bookings,
-    idle_fee,
     lock_state,
     may_charge,
     open_until,
@@ -184,23 +184,25 @@ def test_open_until_is_open_and_ends_at_a_closed_instant(days: str, start_h: int
 def test_budget_becomes_energy_then_a_time_at_full_power() -> None:
     start = datetime(2026, 11, 23, 12)
     # 3 CNY at 1.50 CNY/kWh buys 2 kWh: 11 kW takes 654.5 s.
-    assert energy_for_budget(300, 150) == 2000
-    cutoff = plan_cutoff(SessionLimits(budget_fen=300), start, 11_000, 150)
+    assert energy_for_budget(300, Decimal('1.50')) == 2000
+    cutoff = plan_cutoff(SessionLimits(budget_fen=300), start, 11_000, Decimal('1.5'))
     assert cutoff is not None
     assert (cutoff.energy_wh, cutoff.reason, cutoff.offset_s) == (2000, "budget", 655)
     # The tightest limit wins: a slot ending in 5 minutes comes before the budget.
     slot = plan_cutoff(SessionLimits(budget_fen=300, slot_end=start + timedelta(minutes=5)),
-                       start, 11_000, 150)
+                       start, 11_000, Decimal('1.5'))
     assert slot is not None and (slot.reason, slot.offset_s, slot.energy_wh) == ("slot", 300, 2000)
-    quota = plan_cutoff(SessionLimits(energy_wh=5000, quota_wh=1200), start, 7_000, 150)
+    quota = plan_cutoff(SessionLimits(energy_wh=5000, quota_wh=1200), start, 7_000, Decimal('1.5'))
     assert quota is not None and (quota.energy_wh, quota.reason) == (1200, "quota")
-    assert plan_cutoff(SessionLimits(), start, 7_000, 150) is None
+    assert plan_cutoff(SessionLimits(), start, 7_000, Decimal('1.5')) is None
 
 
-@given(st.integers(1, 10**7), st.integers(1, 1000))
-def test_budget_never_buys_more_than_it_pays_for(budget_fen: int, price: int) -> None:
+@given(st.integers(1, 10**7), st.integers(1, 100_000))
+def test_budget_never_buys_more_than_it_pays_for(budget_fen: int, price_ten_thousandths: int) -> None:
+    price = Decimal(price_ten_thousandths) / 10_000  # CNY per kWh, 4 decimals
     energy = energy_for_budget(budget_fen, price)
-    assert energy * price <= budget_fen * 1000 < (energy + 1) * price
+    cost_fen = Decimal(energy) * price / 10  # Wh x CNY/kWh -> fen
+    assert cost_fen <= budget_fen < (Decimal(energy) + 1) * price / 10
 
 
 def test_idle_fee_after_grace_capped() -> None:
@@ -237,7 +239,8 @@ def test_a_session_ends_before_another_members_booking_starts() -> None:
     own = Booking(4, 1, "ALICE", start + timedelta(minutes=20), start + timedelta(minutes=30))
     other_connector = Booking(5, 2, "BOB", start + timedelta(minutes=10), start + timedelta(minutes=20))
     assert next_booking_start([later, own, other_connector], 1, "ALICE", start) == later.start
-    cutoff = plan_cutoff(SessionLimits(energy_wh=50_000, next_booking=later.start), start, 11_000, 150)
+    cutoff = plan_cutoff(SessionLimits(energy_wh=50_000, next_booking=later.start), start, 11_000,
+                         Decimal('1.5'))
     assert cutoff is not None and (cutoff.reason, cutoff.offset_s) == ("booking", 40 * 60)
 
 

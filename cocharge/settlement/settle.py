@@ -1,0 +1,395 @@
+"""Settling a finished session: CDR, discounts, split, one atomic ledger batch.
+
+`settle_session` is idempotent: a session is settled once (its `settlements` row and
+its ledger batch are written in the same transaction); running it again changes
+nothing. `settle_pending` settles every completed session that is not settled yet
+(after a crash, or with `cocharge settle`). `Settler` does it in the gateway, one
+session at a time, as sessions end.
+
+Ledger legs of a session (asset CNY, ids `s<session>:<leg>`):
+  wallet:<tag>     -> clearing:sessions   what the wallet can pay
+  receivable:<tag> -> clearing:sessions   the shortfall (the member owes it)
+  clearing:sessions -> host:<name> / platform / property:<name> / operator:<name>
+Free quota (asset QUOTA_WH): pool:quota -> quota:<tag> once a month (the month's
+allowance, after the rest of the last month's expired back), quota:<tag> -> pool:quota
+for the energy a session used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, desc, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cocharge.settlement import ledger
+from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
+from cocharge.settlement.ledger import Transfer
+from cocharge.settlement.money import MoneyError
+from cocharge.settlement.overstay import IdleFeeRule
+from cocharge.settlement.split import SplitTerms, split_amount
+from cocharge.settlement.tariff import (
+    Cdr,
+    Tariff,
+    Usage,
+    compute_cdr,
+    simple_tariff,
+    tariff_from_json,
+    tariff_to_json,
+)
+from cocharge.store.db import utcnow
+from cocharge.store.schema import (
+    ENERGY_REGISTER,
+    charge_groups,
+    group_members,
+    members,
+    meter_samples,
+    sessions,
+    settlements,
+    station_terms,
+    stations,
+    tariffs,
+)
+from cocharge.store.sql import upsert
+
+log = logging.getLogger(__name__)
+QUOTA = "QUOTA_WH"
+CREDIT = "CREDIT"
+
+
+class SettlementError(ValueError):
+    """An operator request about tariffs or terms that cannot apply."""
+
+
+@dataclass(frozen=True)
+class SettlementDefaults:
+    """What applies when an owner set nothing (SPEC §3 numbers)."""
+
+    price_per_kwh: Decimal = Decimal("1.50")
+    idle: IdleFeeRule = IdleFeeRule()
+    tz: str = "Asia/Shanghai"
+
+    def tariff(self) -> Tariff:
+        return simple_tariff(self.price_per_kwh, idle=self.idle, tz=self.tz)
+
+
+# --- tariffs --------------------------------------------------------------------------------
+
+async def set_tariff(engine: AsyncEngine, station_id: str, connector_id: int, tariff: Tariff) -> int:
+    """Add a tariff; sessions already started keep theirs (tariffs are never edited)."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(stations.c.connectors).where(stations.c.id == station_id))).first()
+        if row is None:
+            raise SettlementError(f"no station {station_id!r}: see `cocharge station list`")
+        if connector_id > row.connectors:
+            raise SettlementError(f"station {station_id} has connectors 1..{row.connectors}")
+        return int((await conn.execute(insert(tariffs).values(
+            station_id=station_id, connector_id=connector_id,
+            body=json.dumps(tariff_to_json(tariff), sort_keys=True), created_at=utcnow(),
+        ).returning(tariffs.c.id))).scalar_one())
+
+
+async def tariff_in_force(conn: AsyncConnection, station_id: str, connector_id: int,
+                          at: datetime | None = None) -> tuple[int, Tariff] | None:
+    """The newest tariff of the connector (else of the station) created by `at`."""
+    query = (select(tariffs).where(and_(tariffs.c.station_id == station_id,
+                                        tariffs.c.connector_id.in_([connector_id, 0])))
+             .order_by(desc(tariffs.c.connector_id), desc(tariffs.c.created_at), desc(tariffs.c.id))
+             .limit(1))
+    if at is not None:
+        query = query.where(tariffs.c.created_at <= at)
+    row = (await conn.execute(query)).first()
+    return (int(row.id), tariff_from_json(json.loads(row.body))) if row else None
+
+
+async def show_tariffs(engine: AsyncEngine, station_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(tariffs).where(tariffs.c.station_id == station_id)
+                                   .order_by(tariffs.c.id))).all()
+    return [{"id": r.id, "connector": r.connector_id,
+             "since": r.created_at.isoformat(timespec="seconds") + "Z", "tariff": json.loads(r.body)}
+            for r in rows]
+
+
+# --- split terms ----------------------------------------------------------------------------
+
+def terms_to_json(terms: SplitTerms) -> dict[str, Any]:
+    data = asdict(terms)
+    for key, value in data.items():
+        if isinstance(value, Decimal):
+            data[key] = str(value)
+        elif isinstance(value, datetime):
+            data[key] = value.isoformat()
+    return data
+
+
+def terms_from_json(data: dict[str, Any]) -> SplitTerms:
+    values = dict(data)
+    for key in ("platform_pct", "green_platform_pct", "property_pct"):
+        if key in values:
+            values[key] = Decimal(values[key])
+    if values.get("onboarded_at"):
+        values["onboarded_at"] = datetime.fromisoformat(values["onboarded_at"])
+    return SplitTerms(**values)
+
+
+async def terms_of(conn: AsyncConnection, station_id: str) -> SplitTerms:
+    """The station's terms; by default a private host (its owner) onboarded when registered."""
+    station = (await conn.execute(select(stations.c.owner, stations.c.created_at)
+                                  .where(stations.c.id == station_id))).first()
+    body = await conn.scalar(select(station_terms.c.body).where(station_terms.c.station_id == station_id))
+    terms = terms_from_json(json.loads(body)) if body else SplitTerms()
+    if terms.host is None:
+        owner = station.owner if station and station.owner else f"owner-of-{station_id}"
+        terms = replace(terms, host=owner)
+    if terms.onboarded_at is None and station is not None:
+        terms = replace(terms, onboarded_at=station.created_at)
+    return terms
+
+
+async def set_terms(engine: AsyncEngine, station_id: str, changes: dict[str, Any]) -> SplitTerms:
+    async with engine.begin() as conn:
+        if await conn.scalar(select(stations.c.id).where(stations.c.id == station_id)) is None:
+            raise SettlementError(f"no station {station_id!r}: see `cocharge station list`")
+        body = await conn.scalar(select(station_terms.c.body).where(station_terms.c.station_id == station_id))
+        current = terms_from_json(json.loads(body)) if body else SplitTerms()
+        try:
+            terms = replace(current, **changes).check()
+        except MoneyError as exc:
+            raise SettlementError(str(exc)) from exc
+        if terms.model == "property" and not (terms.property and terms.operator):
+            raise SettlementError("a property charger needs --property NAME and --operator NAME")
+        stmt = upsert(conn, station_terms, ["station_id"], ["body", "updated_at"])
+        await conn.execute(stmt.values(station_id=station_id,
+                                       body=json.dumps(terms_to_json(terms), sort_keys=True),
+                                       updated_at=utcnow()))
+    return terms
+
+
+# --- free quota -----------------------------------------------------------------------------
+
+def quota_month(at: datetime, tz: str = "Asia/Shanghai") -> str:
+    return at.replace(tzinfo=UTC).astimezone(ZoneInfo(tz)).strftime("%Y-%m")
+
+
+async def quota_left(conn: AsyncConnection, tag: str, at: datetime) -> int:
+    """Free Wh the member has left this month (the allowance, if not granted yet)."""
+    allowance = int(await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag)) or 0)
+    if not await ledger.posted(conn, f"quota-grant:{tag}:{quota_month(at)}"):
+        return allowance
+    return await ledger.balance(conn, f"quota:{tag}", QUOTA)
+
+
+async def _quota_legs(conn: AsyncConnection, tag: str, at: datetime,
+                      used_wh: int, session_id: int) -> list[Transfer]:
+    allowance = int(await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag)) or 0)
+    month = quota_month(at)
+    legs: list[Transfer] = []
+    grant_id = f"quota-grant:{tag}:{month}"
+    if allowance > 0 and not await ledger.posted(conn, grant_id):
+        leftover = await ledger.balance(conn, f"quota:{tag}", QUOTA)
+        if leftover > 0:
+            legs.append(Transfer(f"quota-expire:{tag}:{month}", f"quota:{tag}", "pool:quota",
+                                 leftover, QUOTA, "quota-expire", None, f"unused quota before {month}"))
+        legs.append(Transfer(grant_id, "pool:quota", f"quota:{tag}", allowance, QUOTA,
+                             "quota-grant", None, f"free energy for {month}"))
+    if used_wh > 0:
+        legs.append(Transfer(f"s{session_id}:quota", f"quota:{tag}", "pool:quota", used_wh, QUOTA,
+                             "quota-use", str(session_id)))
+    return legs
+
+
+# --- settling -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settled:
+    session_id: int
+    cdr: Cdr
+    priced: Priced
+    paid_fen: int
+    owed_fen: int
+    split: list[tuple[str, int]]
+
+
+async def _usage(conn: AsyncConnection, row: Any) -> Usage:
+    start, end = row.started_at, row.ended_at
+    total = float(row.energy_wh or 0)
+    samples = (await conn.execute(select(meter_samples.c.ts, meter_samples.c.value).where(and_(
+        meter_samples.c.session_id == row.id, meter_samples.c.measurand == ENERGY_REGISTER,
+        meter_samples.c.phase.is_(None))).order_by(meter_samples.c.ts))).all()
+    base = float(row.meter_start_wh) if row.meter_start_wh is not None else (
+        samples[0].value if samples else 0.0)
+    points = [(start, 0.0)]
+    for s in samples:
+        if start < s.ts < end:
+            value = min(max(points[-1][1], s.value - base), total)  # registers only go up
+            points.append((s.ts, value))
+    points.append((end, total))
+    parking_start = row.idle_started_at
+    parking_end = row.idle_ended_at
+    if parking_start is not None and parking_end is None:
+        parking_start = None  # still parked or never measured: not billed as parking
+    return Usage(start, end, points, parking_start, parking_end)
+
+
+async def _free_once(conn: AsyncConnection, group_id: int, tag: str, session_id: int) -> bool:
+    """The group's highest-credit member (credit > 0; ties: who joined first), first session."""
+    tags = (await conn.execute(select(group_members.c.tag).where(group_members.c.group_id == group_id)
+                               .order_by(group_members.c.joined_at, group_members.c.tag))).scalars().all()
+    best, best_credit = None, 0
+    for member in tags:
+        credit = await ledger.balance(conn, f"credit:{member}", CREDIT)
+        if credit > best_credit:
+            best, best_credit = member, credit
+    if best != tag:
+        return False
+    used = (await conn.execute(select(settlements.c.discounts).join(
+        sessions, sessions.c.id == settlements.c.session_id).where(and_(
+            sessions.c.group_id == group_id, sessions.c.id_tag == tag,
+            sessions.c.id != session_id)))).scalars().all()
+    return not any("free once" in text for text in used)
+
+
+async def settle_session(engine: AsyncEngine, session_id: int,
+                         defaults: SettlementDefaults = SettlementDefaults()) -> Settled | None:
+    """Settle one completed session; None when it is settled already or cannot be billed."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if (row is None or row.status != "completed" or row.started_at is None
+                or row.ended_at is None or not row.id_tag):
+            return None
+        if await conn.scalar(select(settlements.c.session_id)
+                             .where(settlements.c.session_id == session_id)) is not None:
+            return None
+        found = None
+        if row.tariff_id is not None:
+            body = await conn.scalar(select(tariffs.c.body).where(tariffs.c.id == row.tariff_id))
+            found = (int(row.tariff_id), tariff_from_json(json.loads(body))) if body else None
+        if found is None:
+            found = await tariff_in_force(conn, row.station_id, row.connector_id, row.started_at)
+        tariff_id, tariff = found if found else (None, defaults.tariff())
+        cdr = compute_cdr(tariff, await _usage(conn, row))
+        terms = await terms_of(conn, row.station_id)
+        member = (await conn.execute(select(members.c.prefers_green)
+                                     .where(members.c.tag == row.id_tag))).first()
+        group = False
+        free = False
+        if row.group_id is not None:
+            status = await conn.scalar(select(charge_groups.c.status)
+                                       .where(charge_groups.c.id == row.group_id))
+            group = status == "formed"
+            free = group and await _free_once(conn, row.group_id, row.id_tag, session_id)
+        context = DiscountContext(
+            quota_left_wh=await quota_left(conn, row.id_tag, row.ended_at), group=group,
+            free_once=free, green=bool(terms.green and member and member.prefers_green))
+        priced = apply_discounts(cdr, context)
+        wallet = f"wallet:{row.id_tag}"
+        paid = min(priced.payable_fen, max(0, await ledger.balance(conn, wallet)))
+        owed = priced.payable_fen - paid
+        parts = split_amount(priced.payable_fen, terms, row.ended_at)
+        names = {"host": f"host:{terms.host}", "platform": "platform",
+                 "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
+        ref = str(session_id)
+        legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
+        if paid:
+            legs.append(Transfer(f"s{session_id}:pay", wallet, "clearing:sessions", paid,
+                                 kind="session-payment", ref=ref))
+        if owed:
+            legs.append(Transfer(f"s{session_id}:owed", f"receivable:{row.id_tag}",
+                                 "clearing:sessions", owed, kind="session-receivable", ref=ref))
+        for party, amount in parts:
+            if amount:
+                legs.append(Transfer(f"s{session_id}:{party}", "clearing:sessions", names[party],
+                                     amount, kind="session-split", ref=ref))
+        if legs:
+            await ledger.post(conn, legs, f"settle:{session_id}")
+        await conn.execute(insert(settlements).values(
+            session_id=session_id, tariff_id=tariff_id, payer=row.id_tag,
+            cdr=json.dumps(cdr.summary(), sort_keys=True), cost_fen=cdr.total_fen,
+            discounts=json.dumps(priced.lines), payable_fen=priced.payable_fen, paid_fen=paid,
+            owed_fen=owed, split=json.dumps([[names[p], a] for p, a in parts]),
+            settled_at=utcnow()))
+    log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
+             cdr.total_fen, priced.payable_fen, paid, owed)
+    return Settled(session_id, cdr, priced, paid, owed, [(names[p], a) for p, a in parts])
+
+
+async def unsettled(engine: AsyncEngine, since: datetime | None = None) -> list[int]:
+    query = (select(sessions.c.id).outerjoin(settlements, settlements.c.session_id == sessions.c.id)
+             .where(and_(sessions.c.status == "completed", settlements.c.session_id.is_(None)))
+             .order_by(sessions.c.id))
+    if since is not None:
+        query = query.where(or_(sessions.c.ended_at >= since, sessions.c.ended_at.is_(None)))
+    async with engine.connect() as conn:
+        return [int(i) for i in (await conn.execute(query)).scalars().all()]
+
+
+async def settle_pending(engine: AsyncEngine, since: datetime | None = None,
+                         defaults: SettlementDefaults = SettlementDefaults()) -> list[Settled]:
+    """Settle every completed session that is not settled yet (idempotent)."""
+    done = []
+    for session_id in await unsettled(engine, since):
+        result = await settle_session(engine, session_id, defaults)
+        if result is not None:
+            done.append(result)
+    return done
+
+
+async def settlement_report(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(settlements, sessions.c.station_id, sessions.c.energy_wh)
+                                   .join(sessions, sessions.c.id == settlements.c.session_id)
+                                   .order_by(settlements.c.session_id))).all()
+    return [{"session": r.session_id, "station": r.station_id, "payer": r.payer,
+             "energy_wh": r.energy_wh, "cost_fen": r.cost_fen,
+             "discounts": json.loads(r.discounts), "payable_fen": r.payable_fen,
+             "paid_fen": r.paid_fen, "owed_fen": r.owed_fen, "split": json.loads(r.split)}
+            for r in rows]
+
+
+class Settler:
+    """Settles sessions as they end, one at a time, in the gateway process."""
+
+    def __init__(self, engine: AsyncEngine, defaults: SettlementDefaults) -> None:
+        self.engine = engine
+        self.defaults = defaults
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="settler")
+        for session_id in await unsettled(self.engine):  # heal what a crash left
+            self.submit(session_id)
+
+    def submit(self, session_id: int) -> None:
+        self._queue.put_nowait(session_id)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is settled (or failed)."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            session_id = await self._queue.get()
+            try:
+                await settle_session(self.engine, session_id, self.defaults)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settling session %s failed; `cocharge settle` retries it", session_id)
+            finally:
+                self._queue.task_done()
