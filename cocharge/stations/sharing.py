@@ -116,7 +116,8 @@ def member_of(row: Any) -> Member:
 
 
 async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
-                        vehicle_model: str | None = None, quota_wh: int | None = None) -> None:
+                        vehicle_model: str | None = None, quota_wh: int | None = None,
+                        prefers_green: bool | None = None) -> None:
     values: dict[str, Any] = {}
     if groups is not None:
         values["groups"] = ",".join(g.strip() for g in groups.split(",") if g.strip()) or None
@@ -124,8 +125,10 @@ async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None
         values["vehicle_model"] = vehicle_model or None
     if quota_wh is not None:
         values["quota_wh"] = quota_wh
+    if prefers_green is not None:
+        values["prefers_green"] = prefers_green
     if not values:
-        raise RegistryError("nothing to change: give --groups, --vehicle or --quota-kwh")
+        raise RegistryError("nothing to change: give --groups, --vehicle, --quota-kwh or --green")
     async with engine.begin() as conn:
         done = await conn.execute(update(members).where(members.c.tag == tag).values(**values))
         if done.rowcount == 0:

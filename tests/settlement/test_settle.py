@@ -1,0 +1,192 @@
+"""Settlement of real sessions: automatic after the session, healed by `cocharge settle`,
+discounts before the split, sealed tariffs, every amount on the verified ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import insert, select
+
+from cocharge.gateway.app import running_node
+from cocharge.settlement import ledger, settle
+from cocharge.settlement.ledger import Transfer
+from cocharge.settlement.money import split_by_ratios
+from cocharge.settlement.tariff import simple_tariff
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry, sharing
+from cocharge.store.db import open_store, utcnow
+from cocharge.store.schema import charge_groups, group_members, sessions, settlements
+from tests.conftest import settings, ws_url
+
+
+async def topup(engine, tag: str, fen: int) -> None:
+    await ledger.post_batch(engine, [Transfer(f"topup:{tag}:{fen}", "external:topup",
+                                              f"wallet:{tag}", fen, kind="topup")], f"topup:{tag}")
+
+
+async def settled(engine, session_id: int):
+    async with engine.connect() as conn:
+        return (await conn.execute(select(settlements).where(
+            settlements.c.session_id == session_id))).first()
+
+
+async def test_a_finished_session_is_settled_on_the_ledger(db_url):
+    async with running_node(db_url, settings()) as node:
+        engine = node.engine
+        await registry.add_station(engine, registry.NewStation("WB1", owner="alice", max_power_kw=11))
+        await registry.add_member(engine, "Ann", "ANN", None)
+        await settle.set_tariff(engine, "WB1", 0, simple_tariff(Decimal("1.50")))
+        await topup(engine, "ANN", 10000)
+        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                                   speed=300, meter_interval_s=0.05))
+        try:
+            first = await box.charge(1, "ANN", energy_wh=2000)
+            await asyncio.wait_for(first.done.wait(), 20)
+            # The host's first 30 days: no commission.
+            [row] = await registry.list_sessions(engine, "WB1")
+            await node.gateway.settler.drain()
+            done = await settled(engine, row["id"])
+            assert done is not None
+            energy = row["energy_wh"]
+            assert done.cost_fen == int((Decimal(energy) * Decimal("0.15")).to_integral_value(
+                rounding="ROUND_HALF_UP"))
+            assert json.loads(done.split) == [["host:alice", done.cost_fen], ["platform", 0]]
+            # After the first month: 90 / 10.
+            await settle.set_terms(engine, "WB1", {"onboarded_at": utcnow() - timedelta(days=40)})
+            second = await box.charge(1, "ANN", energy_wh=1000)
+            await asyncio.wait_for(second.done.wait(), 20)
+            await asyncio.sleep(0.3)
+            await node.gateway.settler.drain()
+            rows = await registry.list_sessions(engine, "WB1")
+            done2 = await settled(engine, rows[-1]["id"])
+            host, platform = json.loads(done2.split)
+            assert [host[1], platform[1]] == split_by_ratios(done2.payable_fen, [90, 10])
+            async with engine.connect() as conn:
+                wallet = await ledger.balance(conn, "wallet:ANN")
+                host_total = await ledger.balance(conn, "host:alice")
+            assert wallet == 10000 - done.payable_fen - done2.payable_fen
+            assert host_total == done.payable_fen + host[1]
+            verdict = await ledger.verify(engine)
+            assert verdict.ok and verdict.sums == {"CNY": 0}
+        finally:
+            await close_wallbox(box, reader)
+
+
+async def test_a_crash_before_settlement_is_healed_by_cocharge_settle(sqlite_url):
+    async with running_node(sqlite_url, settings()) as node:
+        await node.gateway.settler.close()  # the process "dies" before it settles
+        node.gateway.service.settler = None
+        await registry.add_station(node.engine, registry.NewStation("WB2", owner="bo", max_power_kw=11))
+        await registry.add_member(node.engine, "Cai", "CAI", None)
+        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2",
+                                                   speed=300, meter_interval_s=0.05))
+        try:
+            session = await box.charge(1, "CAI", energy_wh=1500)
+            await asyncio.wait_for(session.done.wait(), 20)
+        finally:
+            await close_wallbox(box, reader)
+        await asyncio.sleep(0.3)
+        assert await settle.unsettled(node.engine) != []
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", sqlite_url],
+                              capture_output=True, text=True, timeout=60)
+
+    first = cli("settle")
+    assert first.returncode == 0 and "1 sessions settled" in first.stdout, first.stderr
+    again = cli("settle")
+    assert again.returncode == 0 and "0 sessions settled" in again.stdout
+    verified = cli("ledger", "verify")
+    assert verified.returncode == 0 and "ledger OK" in verified.stdout
+    # No money in the wallet: the whole amount is owed (a receivable), the host still earns.
+    balances = {(b["account"], b["asset"]): b["balance"]
+                for b in json.loads(cli("ledger", "balances", "--json").stdout)}
+    assert balances[("receivable:CAI", "CNY")] < 0
+    assert balances[("host:bo", "CNY")] == -balances[("receivable:CAI", "CNY")]
+
+
+async def insert_session(engine, station: str, tag: str, energy_wh: int, start: datetime,
+                         minutes: int = 60, **extra) -> int:
+    async with engine.begin() as conn:
+        return int((await conn.execute(insert(sessions).values(
+            station_id=station, connector_id=1, tx_ref=f"{station}-{tag}-{start.timestamp()}",
+            protocol="1.6", id_tag=tag, started_at=start, ended_at=start + timedelta(minutes=minutes),
+            meter_start_wh=0, meter_stop_wh=energy_wh, energy_wh=energy_wh, status="completed",
+            created_at=start, **extra).returning(sessions.c.id))).scalar_one())
+
+
+@pytest.fixture
+async def engine(sqlite_url):
+    engine = await open_store(sqlite_url)
+    await registry.add_station(engine, registry.NewStation("P1", owner="host1", max_power_kw=7))
+    await settle.set_terms(engine, "P1", {"onboarded_at": datetime(2025, 1, 1)})
+    for tag in ("A", "B", "C"):
+        await registry.add_member(engine, tag, tag, None)
+    yield engine
+    await engine.dispose()
+
+
+async def test_quota_pays_for_energy_and_never_goes_below_zero(engine):
+    await sharing.update_member(engine, "A", quota_wh=5000)  # 5 kWh a month
+    start = utcnow() - timedelta(hours=3)
+    first = await settle.settle_session(engine, await insert_session(engine, "P1", "A", 4000, start))
+    assert first is not None and first.priced.quota_used_wh == 4000 and first.priced.payable_fen == 0
+    second = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "A", 4000, start + timedelta(minutes=70)))
+    # 1 kWh left of the quota: 3 kWh at 1.50 are paid.
+    assert second.priced.quota_used_wh == 1000 and second.priced.payable_fen == 450
+    async with engine.connect() as conn:
+        assert await ledger.balance(conn, "quota:A", settle.QUOTA) == 0
+        assert await settle.quota_left(conn, "A", utcnow()) == 0
+
+
+async def test_group_and_green_discounts_and_the_free_session(engine):
+    await settle.set_terms(engine, "P1", {"green": True})
+    await sharing.update_member(engine, "B", prefers_green=True)
+    now = utcnow()
+    async with engine.begin() as conn:
+        group_id = int((await conn.execute(insert(charge_groups).values(
+            station_id="P1", slot_start=now - timedelta(hours=2), slot_end=now, min_members=2,
+            status="formed", created_at=now - timedelta(days=1)).returning(charge_groups.c.id))).scalar_one())
+        for i, tag in enumerate(("B", "C")):
+            await conn.execute(insert(group_members).values(
+                group_id=group_id, tag=tag, joined_at=now - timedelta(days=1, minutes=-i)))
+    # C has the most credit: C's first group session is free, once.
+    await ledger.post_batch(engine, [Transfer("credit:C", "pool:credit", "credit:C", 30,
+                                              asset=settle.CREDIT)], "credit")
+    start = now - timedelta(hours=2)
+    b = await settle.settle_session(engine, await insert_session(engine, "P1", "B", 10000, start,
+                                                                 group_id=group_id))
+    # 10 kWh x 1.50 = 15.00; -15 % = 12.75; green -10 % of that = 11.475 -> 11.48 (half up)
+    assert [amount for _, amount in b.priced.lines] == [225, 128] and b.priced.payable_fen == 1147
+    c1 = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "C", 10000, start, group_id=group_id))
+    assert c1.priced.payable_fen == 0 and "free once" in c1.priced.lines[0][0]
+    c2 = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "C", 10000, start + timedelta(minutes=61), group_id=group_id))
+    assert c2.priced.payable_fen == 1275  # only the group discount now (C did not choose green)
+    # Green host: platform 5 % of what is paid.
+    assert dict(b.split)["platform"] == 57 and dict(b.split)["host:host1"] == 1090
+    assert (await ledger.verify(engine)).ok
+
+
+async def test_a_tariff_change_does_not_change_a_started_session(engine):
+    old_id = await settle.set_tariff(engine, "P1", 0, simple_tariff(Decimal("1.00")))
+    start = utcnow() - timedelta(hours=2)
+    sealed = await insert_session(engine, "P1", "A", 10000, start, tariff_id=old_id)
+    await settle.set_tariff(engine, "P1", 0, simple_tariff(Decimal("3.00")))
+    done = await settle.settle_session(engine, sealed)
+    assert done.cdr.total_fen == 1000
+    later = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "B", 10000, utcnow(), minutes=5))
+    assert later.cdr.total_fen == 3000  # started under the new tariff
+    before_any = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "C", 10000, start - timedelta(days=1)))
+    assert before_any.cdr.total_fen == 1500  # no tariff yet: the default 1.50 CNY/kWh
+    assert await settle.settle_session(engine, sealed) is None  # settled once
