@@ -143,17 +143,31 @@ def station() -> None:
 @click.option("--owner")
 @click.option("--connectors", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-power-kw", type=click.FloatRange(0.1, 1000))
+@click.option("--area", help="Neighbourhood (the revenue calculator compares within an area).")
 @db_option
 def station_add(station_id: str, password: str | None, owner: str | None, connectors: int,
-                max_power_kw: float | None, db: str | None) -> None:
+                max_power_kw: float | None, area: str | None, db: str | None) -> None:
     """Register a station so that it is Accepted when it boots."""
     if "/" in station_id or not station_id.strip():
         fail(f"station id {station_id!r} must be non-empty and contain no '/'")
     if password is not None and len(password) < 8:
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
     with_store(db, lambda e: registry.add_station(e, registry.NewStation(
-        station_id, password, owner, connectors, max_power_kw)))
+        station_id, password, owner, connectors, max_power_kw, area)))
     click.echo(f"station {station_id} registered")
+
+
+@station.command("update")
+@click.argument("station_id")
+@click.option("--owner")
+@click.option("--max-power-kw", type=click.FloatRange(0.1, 1000))
+@click.option("--area")
+@db_option
+def station_update(station_id: str, owner: str | None, max_power_kw: float | None,
+                   area: str | None, db: str | None) -> None:
+    """Change a station's owner, maximum power or area."""
+    with_store(db, lambda e: registry.update_station(e, station_id, owner, max_power_kw, area))
+    click.echo(f"station {station_id} updated")
 
 
 @station.command("list")
@@ -1009,6 +1023,95 @@ def settle(since: str | None, db: str | None, as_json: bool) -> None:
     click.echo(f"{len(done)} sessions settled")
     if rows:
         table(rows, ["session", "cost", "discounts", "payable", "paid", "owed", "split"])
+
+
+@main.group()
+def calc() -> None:
+    """Calculators for would-be hosts."""
+
+
+@calc.command("revenue")
+@click.option("--power-kw", required=True, type=click.FloatRange(1, 400),
+              help="Charger power: 7, 11, 22 (AC) or more (DC).")
+@click.option("--open", "windows", multiple=True,
+              help="Opening window, repeatable: 'mon-fri 19:00-23:00' (default: always open).")
+@click.option("--price", required=True, help="CNY per kWh.")
+@click.option("--area", help="Use this area's own session history and prices.")
+@click.option("--platform-pct", default="10", show_default=True, help="Platform commission, percent.")
+@click.option("--sessions-per-day", help="What-if: sessions a day (instead of the demand model).")
+@click.option("--kwh-per-session", help="kWh per session (default: from the demand model, 20).")
+@click.option("--kwh-per-month", help="What-if: kWh sold a month.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, writable=True),
+              help="Draw utilisation by hour of the week to this PNG (needs matplotlib).")
+@db_option
+@json_option
+def calc_revenue(power_kw: float, windows: tuple[str, ...], price: str, area: str | None,
+                 platform_pct: str, sessions_per_day: str | None, kwh_per_session: str | None,
+                 kwh_per_month: str | None, chart_path: str | None, db: str | None,
+                 as_json: bool) -> None:
+    """Estimate a charger's monthly revenue, utilisation and the host's income."""
+    from cocharge.settlement import calculator, revenue
+    from cocharge.settlement.money import fmt, parse_price
+    from cocharge.stations.policy import parse_window
+
+    parsed = tuple(_rule_error(lambda w=w: parse_window(w)) for w in windows)
+    unit_price = _money(lambda: parse_price(price, "--price"))
+
+    def number(text: str | None, option: str) -> Decimal | None:
+        if text is None:
+            return None
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            value = Decimal(-1)
+        if not value.is_finite() or value <= 0:
+            fail(f"{option} {text!r}: give a positive number")
+        return value
+
+    commission = number(platform_pct, "--platform-pct") if platform_pct != "0" else Decimal(0)
+    if commission is not None and commission > 100:
+        fail("--platform-pct must be between 0 and 100")
+    if sessions_per_day and kwh_per_month:
+        fail("--sessions-per-day and --kwh-per-month are two what-ifs: give one")
+    if chart_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail("--chart needs matplotlib: pip install 'cocharge[chart]'")
+
+    async def work(engine: Any) -> tuple[Any, list[Decimal]]:
+        return (await calculator.area_demand(engine, area),
+                await calculator.area_prices(engine, area))
+
+    demand, prices = with_store(db, work)
+    result = revenue.estimate(Decimal(str(power_kw)), parsed, unit_price, demand,
+                              commission or Decimal(0), prices,
+                              number(sessions_per_day, "--sessions-per-day"),
+                              number(kwh_per_session, "--kwh-per-session"),
+                              number(kwh_per_month, "--kwh-per-month"))
+    if chart_path:
+        revenue.chart(result, chart_path, f"{power_kw:g} kW, {'; '.join(windows) or 'always open'}, "
+                                          f"{price} CNY/kWh")
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        return
+    shown = result.as_json()
+    click.echo(f"{power_kw:g} kW charger, open {shown['open_hours_per_week']} h a week, "
+               f"{price} CNY/kWh")
+    click.echo(f"  demand: {shown['demand']}")
+    click.echo(f"  energy sold:        {shown['kwh_per_month']} kWh a month "
+               f"({shown['sessions_per_month']} sessions)")
+    click.echo(f"  revenue:            {shown['revenue_per_month']} CNY a month "
+               f"({fmt(result.per_day_fen())} a day)")
+    click.echo(f"  host income:        {shown['host_income_per_month']} CNY")
+    click.echo(f"  platform fee:       {shown['platform_fee_per_month']} CNY "
+               "(0 in the host's first 30 days)")
+    click.echo(f"  utilisation:        {Decimal(shown['utilisation_of_open_hours']) * 100:.1f} % of "
+               f"the open hours, {shown['charging_hours_per_day']} h charging a day")
+    for line in result.suggestions:
+        click.echo(f"  suggestion: {line}")
+    if chart_path:
+        click.echo(f"  chart: {chart_path}")
 
 
 # --- simulators and demo --------------------------------------------------------------------

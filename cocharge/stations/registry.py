@@ -25,6 +25,7 @@ class NewStation:
     owner: str | None = None
     connectors: int = 1
     max_power_kw: float | None = None
+    area: str | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -44,6 +45,7 @@ async def add_station(engine: AsyncEngine, new: NewStation) -> None:
                 connectors=new.connectors,
                 max_power_w=round(new.max_power_kw * 1000) if new.max_power_kw else None,
                 admission="accepted",
+                area=new.area,
                 created_at=utcnow(),
             )
         )
@@ -56,6 +58,7 @@ def _station_view(row: Any, statuses: list[Any]) -> dict[str, Any]:
         "connectors": row.connectors,
         "max_power_kw": row.max_power_w / 1000 if row.max_power_w else None,
         "admission": row.admission,
+        "area": row.area,
         "password": row.password_hash is not None,
         "protocol": row.protocol,
         "vendor": row.vendor,
@@ -91,6 +94,23 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
             select(connector_status).where(connector_status.c.station_id == station_id)
             .order_by(connector_status.c.connector_id))).all()
     return _station_view(row, list(status_rows))
+
+
+async def update_station(engine: AsyncEngine, station_id: str, owner: str | None = None,
+                         max_power_kw: float | None = None, area: str | None = None) -> None:
+    values: dict[str, Any] = {}
+    if owner is not None:
+        values["owner"] = owner
+    if max_power_kw is not None:
+        values["max_power_w"] = round(max_power_kw * 1000)
+    if area is not None:
+        values["area"] = area or None
+    if not values:
+        raise RegistryError("nothing to change: give --owner, --max-power-kw or --area")
+    async with engine.begin() as conn:
+        done = await conn.execute(update(stations).where(stations.c.id == station_id).values(**values))
+        if done.rowcount == 0:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
 
 
 async def approve_station(engine: AsyncEngine, station_id: str) -> None:

@@ -17,7 +17,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from cocharge.store.schema import ledger_head, members, metadata, schema_version, sessions
+from cocharge.store.schema import (
+    ledger_head,
+    members,
+    metadata,
+    schema_version,
+    sessions,
+    stations,
+)
 
 DEFAULT_DB = "./cocharge.db"
 
@@ -109,7 +116,8 @@ async def _v3_settlement(conn: AsyncConnection) -> None:
     """Tariffs, split terms, the ledger and settlements (issue 4)."""
     def upgrade(sync_conn: Connection) -> None:
         metadata.create_all(sync_conn)
-        _add_columns(sync_conn, [(sessions, ["tariff_id"]), (members, ["prefers_green"])])
+        _add_columns(sync_conn, [(sessions, ["tariff_id"]), (members, ["prefers_green"]),
+                                 (stations, ["area"])])
         if sync_conn.execute(select(ledger_head.c.id)).first() is None:
             sync_conn.execute(insert(ledger_head).values(id=1, seq=0, hash=GENESIS_HASH,
                                                          updated_at=utcnow()))

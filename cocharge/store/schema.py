@@ -55,6 +55,8 @@ stations = Table(
     Column("last_boot_at", DateTime),
     Column("last_seen_at", DateTime),
     Column("created_at", DateTime, nullable=False),
+    # v3: neighbourhood, for the revenue calculator's local demand and prices
+    Column("area", String(100)),
 )
 
 connector_status = Table(

@@ -1,0 +1,48 @@
+"""The revenue calculator's data: local demand and prices from the platform's own records."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocharge.settlement.revenue import Demand, demand_from_sessions, prior_demand
+from cocharge.settlement.settle import tariff_in_force
+from cocharge.settlement.tariff import per_kwh
+from cocharge.store.schema import sessions, stations
+
+
+async def area_demand(engine: AsyncEngine, area: str | None, tz: str = "Asia/Shanghai") -> Demand:
+    """Demand by hour of the week from the area's finished sessions, or the prior."""
+    if not area:
+        return prior_demand()
+    zone = ZoneInfo(tz)
+    async with engine.connect() as conn:
+        chargers = int(await conn.scalar(select(func.coalesce(func.sum(stations.c.connectors), 0))
+                                         .where(stations.c.area == area)) or 0)
+        rows = (await conn.execute(select(sessions.c.started_at, sessions.c.energy_wh)
+                                   .join(stations, stations.c.id == sessions.c.station_id)
+                                   .where(and_(stations.c.area == area,
+                                               sessions.c.status == "completed",
+                                               sessions.c.started_at.is_not(None))))).all()
+    starts = [r.started_at.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None) for r in rows]
+    found = demand_from_sessions(starts, [float(r.energy_wh or 0) for r in rows], chargers, area)
+    return found or prior_demand()
+
+
+async def area_prices(engine: AsyncEngine, area: str | None) -> list[Decimal]:
+    """The energy price of every station in the area that has a tariff."""
+    if not area:
+        return []
+    prices = []
+    async with engine.connect() as conn:
+        ids = (await conn.execute(select(stations.c.id).where(stations.c.area == area))).scalars().all()
+        for station_id in ids:
+            found = await tariff_in_force(conn, station_id, 0)
+            price = per_kwh(found[1]) if found else None
+            if price is not None:
+                prices.append(price)
+    return prices
