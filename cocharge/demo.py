@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -24,6 +25,10 @@ from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
 from cocharge.simulators.hardware import EV
 from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
+from cocharge.settlement import ledger, settle
+from cocharge.settlement.money import fmt
+from cocharge.settlement.overstay import IdleFeeRule
+from cocharge.settlement.tariff import simple_tariff
 from cocharge.stations import registry, sharing
 from cocharge.stations.policy import parse_window
 from cocharge.store.db import utcnow
@@ -71,6 +76,25 @@ async def run_demo(stations: int) -> None:
         await registry.add_member(engine, "Host of WB01", "OWNER1", None)
         await registry.add_member(engine, "Blocked Bob", "BLOCKED1", None)
         await registry.block_member(engine, "BLOCKED1")
+        # Money: tariffs, terms, wallets, a quota, a green choice.
+        for n in range(1, stations + 1):
+            await settle.set_tariff(engine, f"WB{n:02d}", 0, simple_tariff(
+                Decimal("1.50"), tod=[("23:00", "07:00", Decimal("0.90"))], idle=IdleFeeRule()))
+        await settle.set_terms(engine, "WB01", {"onboarded_at": utcnow() - timedelta(days=90)})
+        await settle.set_terms(engine, "WB02", {"model": "property", "property": "sunrise-garden",
+                                                "operator": "install-co"})
+        await settle.set_terms(engine, "WB05", {"green": True,
+                                                "onboarded_at": utcnow() - timedelta(days=90)})
+        await sharing.update_member(engine, tags[4], prefers_green=True)
+        await sharing.update_member(engine, tags[2], quota_wh=2000)  # OEM member: 2 kWh free left
+        for n, tag in enumerate(tags, start=1):
+            if n != 4:  # MEMBER4 has an empty wallet: what they owe is recorded
+                await ledger.post_batch(engine, [ledger.Transfer(
+                    f"demo-topup:{tag}", "external:topup", f"wallet:{tag}", 20000, kind="topup")],
+                    f"demo-topup:{tag}")
+        await ledger.post_batch(engine, [ledger.Transfer(
+            "demo-topup:OWNER1", "external:topup", "wallet:OWNER1", 5000, kind="topup")],
+            "demo-topup:OWNER1")
 
         # WB01 is shared in the evening only (a window that starts in two hours, Beijing time).
         hour = (utcnow() + timedelta(hours=8)).hour
@@ -144,6 +168,10 @@ async def run_demo(stations: int) -> None:
         for b, reader in boxes:
             await close_wallbox(b, reader)
         await asyncio.sleep(0.2)
+        await node.gateway.settler.drain()
+        settled = await settle.settlement_report(engine)
+        balances = await ledger.balances(engine, "CNY")
+        verdict = await ledger.verify(engine)
         async with engine.connect() as conn:
             report = (await conn.execute(select(sessions).order_by(sessions.c.id))).all()
         station_rows = await registry.list_stations(engine)
@@ -168,4 +196,22 @@ async def run_demo(stations: int) -> None:
     for st in station_rows:
         statuses = ", ".join(f"connector {k} {v['status']}" for k, v in st["connector_status"].items())
         _say(f"  {st['id']}  OCPP {st['protocol']:5}  {st['admission']:8}  {statuses}")
+    _say("\nSettlement (CNY; tariff 1.50/kWh, 0.90 from 23:00 to 07:00, idle fee after 15 min)")
+    _say(f"{'id':>3} {'payer':9} {'cost':>7} {'discounts':>9} {'payable':>8} {'paid':>7} "
+         f"{'owed':>6} {'idle fee':>8}  split")
+    for s in settled:
+        off = sum(amount for _, amount in s["discounts"])
+        why = "; ".join(name for name, _ in s["discounts"])
+        parts = ", ".join(f"{party} {fmt(amount)}" for party, amount in s["split"] if amount)
+        _say(f"{s['session']:>3} {s['payer']:9} {fmt(s['cost_fen']):>7} {fmt(off):>9} "
+             f"{fmt(s['payable_fen']):>8} {fmt(s['paid_fen']):>7} {fmt(s['owed_fen']):>6} "
+             f"{fmt(s['idle_fee_fen'] or 0):>8}  {parts}"
+             + (f"  ({why})" if why else ""))
+    _say("\nBalances (CNY)")
+    for b in balances:
+        if not b["account"].startswith(("clearing:", "pool:")):
+            _say(f"  {b['account']:28} {fmt(b['balance']):>10}")
+    state = "OK" if verdict.ok else "BROKEN: " + verdict.problems[0]
+    _say(f"ledger verify: {state} ({verdict.transfers} transfers, hash chain intact, "
+         f"CNY sums to {verdict.sums.get('CNY', 0)})")
     _say(f"\ndemo finished in {time.monotonic() - started:.1f} s")

@@ -80,6 +80,7 @@ class Gateway:
         self.settler = Settler(engine, SettlementDefaults(
             Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))
         self.service.settler = self.settler
+        self.control.overstay_over = self.settler.submit
         self._server: Server | None = None
         self._access: dict[int, tuple[str, StationAccess]] = {}
 

@@ -27,14 +27,14 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, desc, insert, or_, select
+from sqlalchemy import and_, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement import ledger
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import MoneyError
-from cocharge.settlement.overstay import IdleFeeRule
+from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 from cocharge.settlement.split import SplitTerms, split_amount
 from cocharge.settlement.tariff import (
     Cdr,
@@ -291,35 +291,85 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             quota_left_wh=await quota_left(conn, row.id_tag, row.ended_at), group=group,
             free_once=free, green=bool(terms.green and member and member.prefers_green))
         priced = apply_discounts(cdr, context)
-        wallet = f"wallet:{row.id_tag}"
-        paid = min(priced.payable_fen, max(0, await ledger.balance(conn, wallet)))
-        owed = priced.payable_fen - paid
-        parts = split_amount(priced.payable_fen, terms, row.ended_at)
-        names = {"host": f"host:{terms.host}", "platform": "platform",
-                 "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
-        ref = str(session_id)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
-        if paid:
-            legs.append(Transfer(f"s{session_id}:pay", wallet, "clearing:sessions", paid,
-                                 kind="session-payment", ref=ref))
-        if owed:
-            legs.append(Transfer(f"s{session_id}:owed", f"receivable:{row.id_tag}",
-                                 "clearing:sessions", owed, kind="session-receivable", ref=ref))
-        for party, amount in parts:
-            if amount:
-                legs.append(Transfer(f"s{session_id}:{party}", "clearing:sessions", names[party],
-                                     amount, kind="session-split", ref=ref))
+        paid, owed, parts, money_legs = await _payment_legs(
+            conn, row, terms, priced.payable_fen, f"s{session_id}", "session")
+        legs += money_legs
         if legs:
             await ledger.post(conn, legs, f"settle:{session_id}")
+        idle_known = row.idle_ended_at is not None  # else billed by settle_idle when the car leaves
+        now = utcnow()
         await conn.execute(insert(settlements).values(
             session_id=session_id, tariff_id=tariff_id, payer=row.id_tag,
             cdr=json.dumps(cdr.summary(), sort_keys=True), cost_fen=cdr.total_fen,
             discounts=json.dumps(priced.lines), payable_fen=priced.payable_fen, paid_fen=paid,
-            owed_fen=owed, split=json.dumps([[names[p], a] for p, a in parts]),
-            settled_at=utcnow()))
+            owed_fen=owed, split=json.dumps(parts), settled_at=now,
+            idle_fee_fen=cdr.idle_fee_fen if idle_known else None,
+            idle_settled_at=now if idle_known else None))
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
              cdr.total_fen, priced.payable_fen, paid, owed)
-    return Settled(session_id, cdr, priced, paid, owed, [(names[p], a) for p, a in parts])
+    return Settled(session_id, cdr, priced, paid, owed, parts)
+
+
+async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
+                        prefix: str, kind: str
+                        ) -> tuple[int, int, list[tuple[str, int]], list[Transfer]]:
+    """The member pays `amount` from the wallet (the rest is owed); it is shared out by the
+    terms. Returns (paid, owed, [[account, share]], legs)."""
+    wallet = f"wallet:{row.id_tag}"
+    paid = min(amount, max(0, await ledger.balance(conn, wallet)))
+    owed = amount - paid
+    names = {"host": f"host:{terms.host}", "platform": "platform",
+             "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
+    parts = [(names[p], a) for p, a in split_amount(amount, terms, row.ended_at)]
+    ref = str(row.id)
+    legs = []
+    if paid:
+        legs.append(Transfer(f"{prefix}:pay", wallet, "clearing:sessions", paid,
+                             kind=f"{kind}-payment", ref=ref))
+    if owed:
+        legs.append(Transfer(f"{prefix}:owed", f"receivable:{row.id_tag}", "clearing:sessions",
+                             owed, kind=f"{kind}-receivable", ref=ref))
+    for account, share in parts:
+        if share:
+            legs.append(Transfer(f"{prefix}:{account.split(':')[0]}", "clearing:sessions", account,
+                                 share, kind=f"{kind}-split", ref=ref))
+    return paid, owed, parts, legs
+
+
+async def settle_idle(engine: AsyncEngine, session_id: int,
+                      defaults: SettlementDefaults = SettlementDefaults()) -> int | None:
+    """Bill the overstay of a settled session once the car has left; returns the fee (fen),
+    None when there is nothing (more) to bill."""
+    async with engine.begin() as conn:
+        done = (await conn.execute(select(settlements).where(
+            settlements.c.session_id == session_id))).first()
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if done is None or done.idle_settled_at is not None or row is None or row.idle_ended_at is None:
+            return None
+        body = await conn.scalar(select(tariffs.c.body).where(tariffs.c.id == done.tariff_id)) \
+            if done.tariff_id is not None else None
+        tariff = tariff_from_json(json.loads(body)) if body else defaults.tariff()
+        fee = 0
+        if tariff.idle is not None and row.idle_started_at is not None:
+            fee = idle_fee(tariff.idle, row.idle_started_at, row.idle_ended_at)[1]
+        if fee:
+            terms = await terms_of(conn, row.station_id)
+            _, _, _, legs = await _payment_legs(conn, row, terms, fee, f"s{session_id}:idle", "idle")
+            await ledger.post(conn, legs, f"idle:{session_id}")
+        await conn.execute(update(settlements).where(settlements.c.session_id == session_id)
+                           .values(idle_fee_fen=fee, idle_settled_at=utcnow()))
+    log.info("session %s: overstay fee %s fen", session_id, fee)
+    return fee
+
+
+async def idle_unsettled(engine: AsyncEngine) -> list[int]:
+    """Settled sessions whose car has left but whose overstay is not billed yet."""
+    query = (select(settlements.c.session_id).join(sessions, sessions.c.id == settlements.c.session_id)
+             .where(and_(settlements.c.idle_settled_at.is_(None), sessions.c.idle_ended_at.is_not(None)))
+             .order_by(settlements.c.session_id))
+    async with engine.connect() as conn:
+        return [int(i) for i in (await conn.execute(query)).scalars().all()]
 
 
 async def unsettled(engine: AsyncEngine, since: datetime | None = None) -> list[int]:
@@ -340,6 +390,8 @@ async def settle_pending(engine: AsyncEngine, since: datetime | None = None,
         result = await settle_session(engine, session_id, defaults)
         if result is not None:
             done.append(result)
+    for session_id in await idle_unsettled(engine):
+        await settle_idle(engine, session_id, defaults)
     return done
 
 
@@ -351,8 +403,8 @@ async def settlement_report(engine: AsyncEngine) -> list[dict[str, Any]]:
     return [{"session": r.session_id, "station": r.station_id, "payer": r.payer,
              "energy_wh": r.energy_wh, "cost_fen": r.cost_fen,
              "discounts": json.loads(r.discounts), "payable_fen": r.payable_fen,
-             "paid_fen": r.paid_fen, "owed_fen": r.owed_fen, "split": json.loads(r.split)}
-            for r in rows]
+             "paid_fen": r.paid_fen, "owed_fen": r.owed_fen, "split": json.loads(r.split),
+             "idle_fee_fen": r.idle_fee_fen} for r in rows]
 
 
 class Settler:
@@ -366,8 +418,8 @@ class Settler:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="settler")
-        for session_id in await unsettled(self.engine):  # heal what a crash left
-            self.submit(session_id)
+        for session_id in await unsettled(self.engine) + await idle_unsettled(self.engine):
+            self.submit(session_id)  # heal what a crash left
 
     def submit(self, session_id: int) -> None:
         self._queue.put_nowait(session_id)
@@ -387,6 +439,7 @@ class Settler:
             session_id = await self._queue.get()
             try:
                 await settle_session(self.engine, session_id, self.defaults)
+                await settle_idle(self.engine, session_id, self.defaults)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -105,6 +105,8 @@ class SharingController:
         self._reserve_tried: dict[int, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
+        # Called with a session id when its car has left after an overstay (settlement bills it).
+        self.overstay_over: Callable[[int], None] | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -601,6 +603,8 @@ class SharingController:
                                         "fee_fen": fee})))
         if fee:
             log.info("session %s overstayed %s min: idle fee %s fen", session_id, minutes, fee)
+        if self.overstay_over is not None:
+            self.overstay_over(session_id)
 
     async def fault(self, station_id: str, connector_id: int, kind: str, at: datetime) -> None:
         """A safety fault: the connector is Faulted and its session ends."""

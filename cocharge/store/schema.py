@@ -339,4 +339,7 @@ settlements = Table(
     Column("owed_fen", BigInteger, nullable=False),
     Column("split", Text, nullable=False),
     Column("settled_at", DateTime, nullable=False),
+    # The overstay fee, billed when the car has left (None: not known yet).
+    Column("idle_fee_fen", BigInteger),
+    Column("idle_settled_at", DateTime),
 )

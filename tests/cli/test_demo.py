@@ -1,4 +1,5 @@
-"""`cocharge demo` shows what the README promises: share lock, booking, cutoff, overstay."""
+"""`cocharge demo` shows what the README promises: share lock, booking, cutoff, overstay,
+settlement and a verified ledger."""
 
 from __future__ import annotations
 
@@ -18,3 +19,10 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert re.search(r"WB03\s+MEMBER3\s+3\.3\d\d completed\s+Remote\s+budget", out)
     assert re.search(r"WB04\s+MEMBER4 .* \d+\.\d\d CNY \(2[56] min\)", out)
     assert "blocked tag on WB03: refused" in out
+    # Settlement: quota and green discounts, the overstay fee owed by an empty wallet,
+    # and a verified ledger.
+    assert re.search(r"MEMBER3 .* 3\.00 .*\(free quota 2\.000 kWh\)", out)
+    assert re.search(r"MEMBER4 .* 0\.00 +\d+\.\d\d +12\.50  host:host4", out)
+    assert re.search(r"MEMBER5 .*\(green energy -10%\)", out)
+    assert "property:sunrise-garden" in out
+    assert re.search(r"ledger verify: OK \(\d+ transfers, hash chain intact, CNY sums to 0\)", out)
