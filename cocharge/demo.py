@@ -78,8 +78,9 @@ async def run_demo(stations: int) -> None:
         await registry.block_member(engine, "BLOCKED1")
         # Money: tariffs, terms, wallets, a quota, a green choice.
         for n in range(1, stations + 1):
+            # (a time-of-day price would make the report depend on when the demo runs)
             await settle.set_tariff(engine, f"WB{n:02d}", 0, simple_tariff(
-                Decimal("1.50"), tod=[("23:00", "07:00", Decimal("0.90"))], idle=IdleFeeRule()))
+                Decimal("1.50"), idle=IdleFeeRule()))
         await settle.set_terms(engine, "WB01", {"onboarded_at": utcnow() - timedelta(days=90)})
         await settle.set_terms(engine, "WB02", {"model": "property", "property": "sunrise-garden",
                                                 "operator": "install-co"})
@@ -196,7 +197,7 @@ async def run_demo(stations: int) -> None:
     for st in station_rows:
         statuses = ", ".join(f"connector {k} {v['status']}" for k, v in st["connector_status"].items())
         _say(f"  {st['id']}  OCPP {st['protocol']:5}  {st['admission']:8}  {statuses}")
-    _say("\nSettlement (CNY; tariff 1.50/kWh, 0.90 from 23:00 to 07:00, idle fee after 15 min)")
+    _say("\nSettlement (CNY; tariff 1.50/kWh, idle fee 0.50/min after 15 min, capped at 60)")
     _say(f"{'id':>3} {'payer':9} {'cost':>7} {'discounts':>9} {'payable':>8} {'paid':>7} "
          f"{'owed':>6} {'idle fee':>8}  split")
     for s in settled:

@@ -20,7 +20,14 @@ from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.stations.policy import parse_window
 from cocharge.store.db import utcnow
-from cocharge.store.schema import bookings, connector_status, sessions, station_events
+from cocharge.store.schema import (
+    bookings,
+    connector_status,
+    ledger_transfers,
+    sessions,
+    settlements,
+    station_events,
+)
 from tests.conftest import register, settings, ws_url
 
 PROTOCOLS = ["1.6", "2.0.1"]
@@ -237,6 +244,15 @@ async def test_overstay_accrues_an_idle_fee_after_the_grace_period(node, protoco
         # status crossed a minute boundary), under the 60 CNY cap.
         assert row.idle_minutes in (25, 26)
         assert row.idle_fee_fen == row.idle_minutes * 50
+        # Settlement bills it once the car has left, as its own ledger transfers.
+        await node.gateway.settler.drain()
+        async with node.engine.connect() as conn:
+            billed = (await conn.execute(select(settlements.c.idle_fee_fen).where(
+                settlements.c.session_id == row.id))).scalar_one()
+            legs = (await conn.execute(select(ledger_transfers.c.id, ledger_transfers.c.amount).where(
+                ledger_transfers.c.batch == f"idle:{row.id}"))).all()
+        assert billed == row.idle_fee_fen
+        assert dict(legs)[f"s{row.id}:idle:owed"] == billed  # FEI's wallet is empty: owed
     finally:
         await close_wallbox(box)
 
