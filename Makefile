@@ -22,6 +22,7 @@ test: install-test
 
 bench: install-test
 	$(PY) benchmarks/gateway_throughput.py
+	$(PY) benchmarks/ledger_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

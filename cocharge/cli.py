@@ -966,6 +966,11 @@ def ledger_statement(account: str, since: str | None, until: str | None, as_csv:
         for line in lines:
             writer.writerow([line[c] if line[c] is not None else "" for c in columns])
         return
+    if not as_json:
+        from cocharge.settlement.money import fmt
+
+        lines = [{**line, "change": fmt(line["change"]), "balance": fmt(line["balance"])}
+                 if line["asset"] == "CNY" else line for line in lines]
     emit(lines, as_json, ["seq", "at", "kind", "asset", "change", "balance", "other", "ref"])
 
 
