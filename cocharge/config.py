@@ -49,6 +49,8 @@ class GatewaySettings:
     assumed_station_power_w: int = 22_000
     # An energy limit counts as reached within this fraction (meter resolution, ramp-up).
     cutoff_tolerance: float = 0.005
+    # A TxProfile's 0 A point is moved later only this long after it passed (clock skew).
+    cutoff_extend_margin_s: int = 10
     # Overstay: grace, then fen per minute, capped.
     idle_fee: IdleFeeRule = field(default_factory=IdleFeeRule)
     # How long a command for an offline station waits for it (`cocharge remote --expires`).

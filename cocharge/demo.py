@@ -23,12 +23,12 @@ from sqlalchemy import select
 from cocharge.config import GatewaySettings
 from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
-from cocharge.simulators.hardware import EV
-from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
 from cocharge.settlement import ledger, settle
 from cocharge.settlement.money import fmt
 from cocharge.settlement.overstay import IdleFeeRule
 from cocharge.settlement.tariff import simple_tariff
+from cocharge.simulators.hardware import EV
+from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.stations.policy import parse_window
 from cocharge.store.db import utcnow

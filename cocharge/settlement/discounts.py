@@ -3,7 +3,8 @@
 Order: the highest-credit member of a formed group charges free once (nothing else
 applies then); otherwise the member's free-energy quota pays for the energy it covers,
 then the group discount (-15 %) and the green discount (-10 %) apply to what is left,
-each rounded half up to the fen. The overstay idle fee is a penalty: never discounted.
+each rounded half up to the fen; a session started with a prepaid budget never costs
+more than it. The overstay idle fee is a penalty: never discounted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class DiscountContext:
     green: bool = False        # green charger, and the member chose green energy
     group_pct: Decimal = Decimal(15)
     green_pct: Decimal = Decimal(10)
+    budget_fen: int | None = None  # a prepaid budget: the charge never exceeds it
 
 
 @dataclass(frozen=True)
@@ -64,4 +66,8 @@ def apply_discounts(cdr: Cdr, ctx: DiscountContext) -> Priced:
             off = _pct(left, ctx.green_pct)
             lines.append((f"green energy -{ctx.green_pct}%", off))
             left -= off
+    if ctx.budget_fen is not None and left > ctx.budget_fen:
+        # The cutoff stops within a meter reading of the budget; the member never pays more.
+        lines.append(("prepaid budget cap", left - ctx.budget_fen))
+        left = ctx.budget_fen
     return Priced(charge, tuple(lines), quota_used, cdr.idle_fee_fen, left + cdr.idle_fee_fen)

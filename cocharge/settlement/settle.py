@@ -289,7 +289,8 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             free = group and await _free_once(conn, row.group_id, row.id_tag, session_id)
         context = DiscountContext(
             quota_left_wh=await quota_left(conn, row.id_tag, row.ended_at), group=group,
-            free_once=free, green=bool(terms.green and member and member.prefers_green))
+            free_once=free, green=bool(terms.green and member and member.prefers_green),
+            budget_fen=row.budget_fen)
         priced = apply_discounts(cdr, context)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
         paid, owed, parts, money_legs = await _payment_legs(

@@ -90,6 +90,7 @@ class SimSession:
     # Charging profile of the transaction: (seconds after start, limit in W), by start.
     profile: list[tuple[float, float]] = field(default_factory=list)
     device_s: float = 0.0  # simulated seconds since the transaction started
+    t0: float = 0.0  # monotonic time of the transaction's start
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -183,6 +184,8 @@ class WallboxMixin:
             await self.send_status(session.connector_id, "Preparing")
             hw.cable_locked = True
             hw.relay_closed = True
+            # The transaction (and a Relative profile's time) starts at its timestamp.
+            session.t0 = time.monotonic()
             await self.start_transaction(session, hw.register_wh)
             session.started.set()
             await self.send_status(session.connector_id, "Charging")
@@ -211,7 +214,7 @@ class WallboxMixin:
     async def _deliver(self, session: SimSession, hw: Connector, energy_wh: float | None,
                        stay_s: float) -> None:
         """Run the hardware, honouring the transaction's charging profile, until a stop."""
-        last = time.monotonic()
+        last = session.t0 or time.monotonic()
         state = "Charging"
         full_since: float | None = None
         while session.stop_reason is None:

@@ -448,6 +448,8 @@ class SharingController:
         sealed, price, limit_a, effective_w = await self._pricing(conn, station_id, connector_id)
         cutoff = policy.plan_cutoff(limits, now, effective_w, price)
         changes: dict[str, Any] = {"tariff_id": sealed[0]} if sealed else {}
+        if chosen.budget_fen is not None:
+            changes["budget_fen"] = chosen.budget_fen
         if booking is not None:
             changes.update(booking_id=booking.id, group_id=booking.group_id)
             await conn.execute(update(bookings).where(bookings.c.id == booking.id)
@@ -524,7 +526,8 @@ class SharingController:
             self._stop(track, track.cutoff.reason)
             return
         elapsed = (at - track.started_at).total_seconds()
-        if track.offset_s is not None and elapsed >= track.offset_s:
+        # (a margin: the charger's relative schedule may start a little after its timestamp)
+        if track.offset_s is not None and elapsed >= track.offset_s + self.settings.cutoff_extend_margin_s:
             # The car drew less than full power: move the charger's 0 A point later.
             later = policy.extended_offset(track.cutoff, elapsed, delivered, track.power_w,
                                            track.deadline_s)

@@ -116,7 +116,8 @@ async def _v3_settlement(conn: AsyncConnection) -> None:
     """Tariffs, split terms, the ledger and settlements (issue 4)."""
     def upgrade(sync_conn: Connection) -> None:
         metadata.create_all(sync_conn)
-        _add_columns(sync_conn, [(sessions, ["tariff_id"]), (members, ["prefers_green"]),
+        _add_columns(sync_conn, [(sessions, ["tariff_id", "budget_fen"]),
+                                 (members, ["prefers_green"]),
                                  (stations, ["area"])])
         if sync_conn.execute(select(ledger_head.c.id)).first() is None:
             sync_conn.execute(insert(ledger_head).values(id=1, seq=0, hash=GENESIS_HASH,

@@ -119,8 +119,9 @@ sessions = Table(
     Column("idle_ended_at", DateTime),
     Column("idle_minutes", Integer),
     Column("idle_fee_fen", Integer),
-    # v3: the tariff in force when the session started (sealed)
+    # v3: the tariff in force when the session started (sealed); a prepaid budget
     Column("tariff_id", BigInteger),
+    Column("budget_fen", BigInteger),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,

@@ -190,3 +190,15 @@ async def test_a_tariff_change_does_not_change_a_started_session(engine):
         engine, "P1", "C", 10000, start - timedelta(days=1)))
     assert before_any.cdr.total_fen == 1500  # no tariff yet: the default 1.50 CNY/kWh
     assert await settle.settle_session(engine, sealed) is None  # settled once
+
+
+async def test_a_prepaid_budget_is_never_exceeded(engine):
+    start = utcnow() - timedelta(hours=2)
+    # The charger stopped a few Wh after 2 kWh (3.00 CNY at 1.50): the member pays 3.00.
+    over = await settle.settle_session(engine, await insert_session(engine, "P1", "A", 2013, start,
+                                                                    budget_fen=300))
+    assert over.cdr.total_fen == 302 and over.priced.payable_fen == 300
+    assert over.priced.lines == (("prepaid budget cap", 2),)
+    under = await settle.settle_session(engine, await insert_session(
+        engine, "P1", "B", 1990, start, budget_fen=300))
+    assert under.priced.payable_fen == 299 and under.priced.lines == ()
