@@ -119,18 +119,21 @@ def main() -> None:
         print(f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.2f} ms")
 
-        time.sleep(1)
-        before = proc.memory_info().rss
-        ready, release = multiprocessing.Event(), multiprocessing.Event()
-        idler = multiprocessing.Process(target=idle_process, args=(url, args.idle, ready, release))
-        idler.start()
-        ready.wait(120)
-        time.sleep(2)
-        after = proc.memory_info().rss
-        release.set()
-        idler.join()
-        print(f"idle connections: {args.idle}, server RSS {before / 2**20:.1f} -> "
-              f"{after / 2**20:.1f} MiB: {(after - before) / args.idle / 1024:.1f} KB per idle connection")
+        if args.idle > 0:
+            time.sleep(1)
+            before = proc.memory_info().rss
+            ready, release = multiprocessing.Event(), multiprocessing.Event()
+            idler = multiprocessing.Process(target=idle_process,
+                                            args=(url, args.idle, ready, release))
+            idler.start()
+            ready.wait(120)
+            time.sleep(2)
+            after = proc.memory_info().rss
+            release.set()
+            idler.join()
+            print(f"idle connections: {args.idle}, server RSS {before / 2**20:.1f} -> "
+                  f"{after / 2**20:.1f} MiB: {(after - before) / args.idle / 1024:.1f} KB per "
+                  "idle connection")
     finally:
         server.terminate()
         server.wait(10)
