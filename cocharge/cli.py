@@ -231,14 +231,16 @@ def member() -> None:
 @click.option("--phone")
 @click.option("--expires", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="Date (UTC) after which the tag answers Expired.")
+@click.option("--referred-by", help="Tag of the member who referred this one (set once, here).")
 @db_option
 def member_add(name: str, tag: str, phone: str | None, expires: datetime | None,
-               db: str | None) -> None:
+               referred_by: str | None, db: str | None) -> None:
     """Add a member with an idTag."""
     if not 1 <= len(tag) <= 20:
         fail(f"--tag {tag!r}: an OCPP 1.6 idTag has 1 to 20 characters")
-    with_store(db, lambda e: registry.add_member(e, name, tag, phone, expires))
-    click.echo(f"member {name} added with tag {tag}")
+    with_store(db, lambda e: registry.add_member(e, name, tag, phone, expires, referred_by))
+    click.echo(f"member {name} added with tag {tag}"
+               + (f", referred by {referred_by}" if referred_by else ""))
 
 
 @member.command("list")
@@ -474,6 +476,8 @@ def _rule_error(func: Callable[[], T]) -> T:
 @click.option("--owner-priority", type=click.Choice(["on", "off"]),
               help="'on': the owner takes the charger back after the current session.")
 @click.option("--tz", help="Time zone of the windows (IANA name, default Asia/Shanghai).")
+@click.option("--min-credit", type=click.IntRange(0, 1_000_000),
+              help="Members below this credit score may not charge here (0: no minimum).")
 @click.option("--clear", is_flag=True, help="Remove all rules: the station is no longer share-managed.")
 @db_option
 @json_option
@@ -481,7 +485,7 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
                   closed_dates: tuple[str, ...], allow_tags: tuple[str, ...],
                   allow_groups: tuple[str, ...], allow_models: tuple[str, ...], allow_everyone: bool,
                   bookings: bool | None, owner_tags: tuple[str, ...], owner_priority: str | None,
-                  tz: str | None, clear: bool, db: str | None,
+                  tz: str | None, min_credit: int | None, clear: bool, db: str | None,
                   as_json: bool) -> None:
     """Show or change the owner's sharing rules (without options: show them)."""
     from datetime import date
@@ -517,6 +521,8 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
         changes["owner_priority"] = owner_priority == "on"
     if tz:
         changes["tz"] = tz
+    if min_credit is not None:
+        changes["min_credit"] = min_credit
     if clear:
         if changes:
             fail("--clear removes every rule: give it alone")
@@ -1155,6 +1161,9 @@ def demo(stations: int) -> None:
 
     asyncio.run(run_demo(stations))
 
+
+# The rewards commands live in their own module; importing it registers them on the groups above.
+from cocharge import cli_rewards  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,8 @@ from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head,
 from cocharge.store.sql import among, insert_ignore
 
 # Accounts whose balance may never go below zero, by name prefix.
-NO_OVERDRAFT_PREFIXES = ("wallet:", "quota:")
+NO_OVERDRAFT_PREFIXES = ("wallet:", "quota:", "credit:", "coins:", "greenpt:", "greenpt-locked:",
+                         "poolpt:", "pool:reserve")
 _CHUNK = 500  # ids per IN (...) lookup
 
 
@@ -85,6 +86,13 @@ def transfer_hash(prev_hash: str, seq: int, t: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+async def lock(conn: AsyncConnection, now: datetime | None = None) -> None:
+    """Take the ledger writers' lock for the caller's transaction (a write to the head row):
+    balances read after it cannot change under the caller until it commits."""
+    await conn.execute(update(ledger_head).where(ledger_head.c.id == 1)
+                       .values(updated_at=now or utcnow()))
+
+
 async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
                at: datetime | None = None) -> Posted:
     """Post `transfers` as one batch inside the caller's transaction (see the module doc)."""
@@ -95,9 +103,8 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
             raise LedgerError(f"transfer {t.id}: debit and credit are the same account")
     if len({t.id for t in transfers}) != len(transfers):
         raise LedgerError(f"batch {batch}: a transfer id appears twice")
-    # Take the writers' lock first (a write), so no other writer reads the same head.
     now = at or utcnow()
-    await conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(updated_at=now))
+    await lock(conn, now)
     existing: dict[str, Any] = {}
     ids = [t.id for t in transfers]
     for i in range(0, len(ids), _CHUNK):

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cocharge.settlement import ledger
+from cocharge.settlement import ledger, loyalty
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import MoneyError
@@ -62,7 +62,6 @@ from cocharge.store.sql import upsert
 
 log = logging.getLogger(__name__)
 QUOTA = "QUOTA_WH"
-CREDIT = "CREDIT"
 
 
 class SettlementError(ValueError):
@@ -245,8 +244,9 @@ async def _free_once(conn: AsyncConnection, group_id: int, tag: str, session_id:
     tags = (await conn.execute(select(group_members.c.tag).where(group_members.c.group_id == group_id)
                                .order_by(group_members.c.joined_at, group_members.c.tag))).scalars().all()
     best, best_credit = None, 0
+    rules = await loyalty.current_rules(conn)
     for member in tags:
-        credit = await ledger.balance(conn, f"credit:{member}", CREDIT)
+        credit = await loyalty.credit_score(conn, member, rules)
         if credit > best_credit:
             best, best_credit = member, credit
     if best != tag:
@@ -296,8 +296,12 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         paid, owed, parts, money_legs = await _payment_legs(
             conn, row, terms, priced.payable_fen, f"s{session_id}", "session")
         legs += money_legs
+        rewarded = await loyalty.session_rewards_for(conn, row, terms.green,
+                                                     await loyalty.current_rules(conn))
+        legs += rewarded.legs
         if legs:
             await ledger.post(conn, legs, f"settle:{session_id}")
+        await rewarded.record(conn)
         idle_known = row.idle_ended_at is not None  # else billed by settle_idle when the car leaves
         now = utcnow()
         await conn.execute(insert(settlements).values(
@@ -357,7 +361,10 @@ async def settle_idle(engine: AsyncEngine, session_id: int,
         if fee:
             terms = await terms_of(conn, row.station_id)
             _, _, _, legs = await _payment_legs(conn, row, terms, fee, f"s{session_id}:idle", "idle")
-            await ledger.post(conn, legs, f"idle:{session_id}")
+            penalty = await loyalty.penalty_legs(conn, row.id_tag, "overstay", f"s{session_id}:overstay",
+                                                 str(session_id))
+            await ledger.post(conn, legs + penalty.legs, f"idle:{session_id}")
+            await penalty.record(conn)
         await conn.execute(update(settlements).where(settlements.c.session_id == session_id)
                            .values(idle_fee_fen=fee, idle_settled_at=utcnow()))
     log.info("session %s: overstay fee %s fen", session_id, fee)

@@ -29,6 +29,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.settlement import ledger, loyalty
 from cocharge.settlement.overstay import idle_fee
 from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
@@ -163,14 +164,27 @@ class SharingController:
                                              cutoff, deadline, deadline_s, power, None)
                 self._active[(row.station_id, row.connector_id)] = row.id
 
+    async def _no_shows(self, conn: AsyncConnection, missed: list[Any]) -> None:
+        await conn.execute(update(bookings).where(bookings.c.id.in_([int(b.id) for b in missed]))
+                           .values(status="no_show"))
+        for b in missed:
+            penalty = await loyalty.penalty_legs(conn, b.tag, "booking_no_show",
+                                                 f"booking{b.id}:no_show", str(b.id))
+            if penalty.legs:
+                await ledger.post(conn, penalty.legs, f"no-show:{b.id}")
+            await penalty.record(conn)
+            log.info("booking %s: %s did not come (no-show)", b.id, b.tag)
+
     # --- the tick: time-driven work --------------------------------------------------------
 
     async def tick(self, now: datetime) -> None:
         async with self.engine.begin() as conn:
             self.rules = await sharing.load_rules(conn)
-            # Bookings whose slot is over without a session: no-shows.
-            await conn.execute(update(bookings).where(and_(
-                bookings.c.status == "booked", bookings.c.ends_at <= now)).values(status="no_show"))
+            # Bookings whose slot is over without a session: no-shows, which cost credit.
+            missed = (await conn.execute(select(bookings.c.id, bookings.c.tag).where(and_(
+                bookings.c.status == "booked", bookings.c.ends_at <= now)))).all()
+            if missed:
+                await self._no_shows(conn, missed)
             await sharing.fail_unformed_groups(conn, now)
             await conn.execute(update(pending_commands).where(and_(
                 pending_commands.c.status == "pending", pending_commands.c.expires_at <= now))
@@ -385,6 +399,8 @@ class SharingController:
             return None
         row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
         member = sharing.member_of(row) if row else policy.Member(tag)
+        if any((self._rules(station_id, c) or SharingRules()).min_credit for c in scope):
+            member = replace(member, credit=await loyalty.credit_score(conn, tag))
         now = utcnow()
         station_bookings = self._station_bookings(station_id)
         decision: Decision | None = None

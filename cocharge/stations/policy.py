@@ -127,6 +127,8 @@ class SharingRules:
     # "I need my charger now": closed to everyone but the owner once the current session ends.
     owner_priority: bool = False
     tz: str = "Asia/Shanghai"
+    min_credit: int = 0  # members below this credit score may not charge here
+
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
@@ -145,6 +147,7 @@ class SharingRules:
             "owner_tags": sorted(self.owner_tags),
             "owner_priority": self.owner_priority,
             "tz": self.tz,
+            "min_credit": self.min_credit,
         }
 
     @classmethod
@@ -163,10 +166,12 @@ class SharingRules:
             allowed_tags=strings("allowed_tags"), allowed_groups=strings("allowed_groups"),
             allowed_models=strings("allowed_models"), bookings=bool(data.get("bookings", True)),
             owner_tags=strings("owner_tags"), owner_priority=bool(data.get("owner_priority", False)),
-            tz=str(data.get("tz") or "Asia/Shanghai")))
+            tz=str(data.get("tz") or "Asia/Shanghai"), min_credit=int(str(data.get("min_credit") or 0))))
 
 
 def check_rules(rules: SharingRules) -> SharingRules:
+    if rules.min_credit < 0:
+        raise RuleError(f"minimum credit {rules.min_credit}: a credit score is never below 0")
     try:
         rules.zone()
     except (ZoneInfoNotFoundError, ValueError):
@@ -262,6 +267,7 @@ class Member:
     tag: str
     groups: frozenset[str] = frozenset()
     vehicle_model: str | None = None
+    credit: int | None = None  # the credit score (None: not known, not checked)
 
 
 @dataclass(frozen=True)
@@ -330,6 +336,9 @@ def may_charge(rules: SharingRules, bookings: Sequence[Booking], member: Member,
         model = member.vehicle_model or "an unknown model"
         return Decision(False, f"vehicle {model} is not among the models allowed here "
                         f"({', '.join(sorted(rules.allowed_models))})", Verdict.NOT_AT_THIS_LOCATION)
+    if rules.min_credit and member.credit is not None and member.credit < rules.min_credit:
+        return Decision(False, f"credit score {member.credit} is below the {rules.min_credit} "
+                        "the owner requires", Verdict.NOT_AT_THIS_LOCATION)
     return Decision(True, "open to members")
 
 

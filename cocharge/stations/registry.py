@@ -130,14 +130,20 @@ async def remove_station(engine: AsyncEngine, station_id: str) -> None:
 
 
 async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None,
-                     expires_at: datetime | None = None) -> None:
+                     expires_at: datetime | None = None, referred_by: str | None = None) -> None:
+    """Add a member; `referred_by` (an existing member) is set once, here, so referral
+    chains only point to earlier members and can never loop."""
     async with engine.begin() as conn:
         exists = await conn.scalar(select(members.c.tag).where(members.c.tag == tag))
         if exists:
             raise RegistryError(f"tag {tag!r} already belongs to a member")
+        if referred_by is not None and await conn.scalar(
+                select(members.c.tag).where(members.c.tag == referred_by)) is None:
+            raise RegistryError(f"--referred-by {referred_by!r}: no such member "
+                                "(the referrer must be added first)")
         await conn.execute(insert(members).values(
             tag=tag, name=name, phone=phone, status="active", expires_at=expires_at,
-            created_at=utcnow()))
+            referred_by=referred_by, created_at=utcnow()))
 
 
 async def list_members(engine: AsyncEngine) -> list[dict[str, Any]]:

@@ -126,11 +126,21 @@ async def _v3_settlement(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v4_rewards(conn: AsyncConnection) -> None:
+    """Reward rules and events, green certificates, green-point orders (issue 5)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(members, ["referred_by"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
     (2, _v2_sharing_control),
     (3, _v3_settlement),
+    (4, _v4_rewards),
 ]
 
 

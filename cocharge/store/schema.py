@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -85,6 +86,8 @@ members = Table(
     Column("quota_wh", BigInteger),  # free energy per month (OEM membership quota)
     # v3
     Column("prefers_green", Boolean),  # chooses green energy where the charger is green
+    # v4
+    Column("referred_by", String(64)),  # the member who referred this one (set once, at add)
 )
 
 sessions = Table(
@@ -343,4 +346,78 @@ settlements = Table(
     # The overstay fee, billed when the car has left (None: not known yet).
     Column("idle_fee_fen", BigInteger),
     Column("idle_settled_at", DateTime),
+)
+
+
+# --- v4: rewards ------------------------------------------------------------------------------
+
+# The operator's reward rule table; every change is a new version (cocharge.settlement.rewards).
+reward_rules = Table(
+    "reward_rules",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("body", Text, nullable=False),
+    Column("changed", String(200), nullable=False),  # what this version changed
+    Column("created_at", DateTime, nullable=False),
+)
+
+# Every reward-earning event applied, once: session events by session, outside events by
+# their own id ("post_featured:post-991").
+reward_events = Table(
+    "reward_events",
+    metadata,
+    Column("id", String(160), primary_key=True),
+    Column("tag", String(64), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("ref", String(64)),
+    Column("coins", Integer, nullable=False),
+    Column("credit", Integer, nullable=False),
+    Column("rules_version", Integer, nullable=False),
+    Column("applied_at", DateTime, nullable=False),
+)
+Index("ix_reward_events_tag", reward_events.c.tag, reward_events.c.applied_at)
+
+green_certificates = Table(
+    "green_certificates",
+    metadata,
+    Column("id", String(32), primary_key=True),  # GC-<session id>
+    Column("session_id", BigInteger, nullable=False, unique=True),
+    Column("tag", String(64), nullable=False),
+    Column("station_id", String(64), nullable=False),
+    Column("energy_wh", BigInteger, nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("ended_at", DateTime, nullable=False),
+    Column("co2_g", BigInteger, nullable=False),
+    Column("factor", String(16), nullable=False),  # kg CO2 per kWh
+    Column("factor_year", Integer, nullable=False),
+    Column("factor_source", String(200), nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the fields above, on the ledger
+    Column("issued_at", DateTime, nullable=False),
+)
+Index("ix_green_certificates_tag", green_certificates.c.tag)
+
+# Green-point purchases; what is locked or released lives on the ledger (GREEN_PT).
+point_orders = Table(
+    "point_orders",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tag", String(64), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("multiplier", String(16), nullable=False),
+    Column("granted", BigInteger, nullable=False),  # GREEN_PT units
+    Column("daily", BigInteger, nullable=False),    # GREEN_PT units released per day
+    Column("purchased_on", Date, nullable=False),
+    Column("ref", String(64), unique=True),
+    Column("created_at", DateTime, nullable=False),
+)
+Index("ix_point_orders_tag", point_orders.c.tag, point_orders.c.id)
+
+# One row per release day run: makes `points release --date D` idempotent.
+point_release_days = Table(
+    "point_release_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("released", BigInteger, nullable=False),
+    Column("orders", Integer, nullable=False),
+    Column("run_at", DateTime, nullable=False),
 )

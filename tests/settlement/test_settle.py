@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from cocharge.gateway.app import running_node
-from cocharge.settlement import ledger, settle
+from cocharge.settlement import ledger, loyalty, settle
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import split_by_ratios
 from cocharge.settlement.tariff import simple_tariff
@@ -157,9 +157,10 @@ async def test_group_and_green_discounts_and_the_free_session(engine):
         for i, tag in enumerate(("B", "C")):
             await conn.execute(insert(group_members).values(
                 group_id=group_id, tag=tag, joined_at=now - timedelta(days=1, minutes=-i)))
-    # C has the most credit: C's first group session is free, once.
-    await ledger.post_batch(engine, [Transfer("credit:C", "pool:credit", "credit:C", 30,
-                                              asset=settle.CREDIT)], "credit")
+    # C has the most credit (five featured posts: 100 + 5 x 10), even after B earns the
+    # initiator's and the first green session's credit: C's first group session is free, once.
+    for post in range(5):
+        await loyalty.apply_event(engine, "C", "post_featured", f"post-{post}")
     start = now - timedelta(hours=2)
     b = await settle.settle_session(engine, await insert_session(engine, "P1", "B", 10000, start,
                                                                  group_id=group_id))

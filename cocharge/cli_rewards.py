@@ -1,0 +1,417 @@
+"""The rewards commands of `cocharge` (SPEC §4): rule table, events, member show, green
+certificates, green points, the points pool and the liability report.
+
+Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import click
+
+from cocharge.cli import db_option, emit, fail, json_option, ledger_group, main, member, table, with_settlement
+
+T = TypeVar("T")
+
+
+def with_rewards(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """with_settlement, turning rewards refusals into exit 2 (nothing written)."""
+    from cocharge.settlement.loyalty import RewardsError
+    from cocharge.settlement.rewards import RulesError
+
+    async def guarded(engine: Any) -> T:
+        try:
+            return await work(engine)
+        except (RewardsError, RulesError) as exc:
+            fail(str(exc))
+            raise
+
+    return with_settlement(db, guarded)
+
+
+def _cny(text: str, what: str) -> int:
+    from cocharge.settlement.money import MoneyError, parse_cny
+
+    try:
+        return parse_cny(text, what)
+    except MoneyError as exc:
+        fail(str(exc))
+        raise
+
+
+def _date(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r}: write a date as YYYY-MM-DD")
+        raise
+
+
+def _pts(units: int, scale: int) -> str:
+    from cocharge.settlement.points import points_text
+
+    return points_text(units, scale)
+
+
+# --- member show ----------------------------------------------------------------------------
+
+@member.command("show")
+@click.argument("tag")
+@db_option
+@json_option
+def member_show(tag: str, db: str | None, as_json: bool) -> None:
+    """A member's credit, coins, badges, green certificates, points and reward history."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import GREEN_SCALE, POOL_SCALE
+
+    data = with_rewards(db, lambda e: loyalty.member_rewards(e, tag))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    gp = data["green_points"]
+    click.echo(f"{data['name']} ({tag}), {data['status']}")
+    if data["referred_by"] or data["referred"]:
+        click.echo(f"  referred by {data['referred_by'] or '-'}; referred "
+                   f"{', '.join(data['referred']) or 'nobody'}")
+    click.echo(f"  credit score   {data['credit']}")
+    click.echo(f"  coins          {data['coins']}")
+    click.echo(f"  wallet         {fmt(data['wallet_fen'])} CNY")
+    badges = ", ".join(b["name"] for b in data["badges"]) or "-"
+    click.echo(f"  badges         {badges}")
+    click.echo(f"  green energy   {data['green_kwh']:.3f} kWh, {data['co2_kg']:.3f} kg CO2 avoided "
+               f"({len(data['green_certificates'])} certificates"
+               + (": " + ", ".join(c["id"] for c in data["green_certificates"][-5:])
+                  if data["green_certificates"] else "") + ")")
+    click.echo(f"  green points   {_pts(gp['available'], GREEN_SCALE)} released, "
+               f"{_pts(gp['locked'], GREEN_SCALE)} locked in {len(gp['orders'])} orders")
+    if data["pool_points"]:
+        click.echo(f"  pool points    {_pts(data['pool_points'], POOL_SCALE)} "
+                   f"(worth {fmt(data['pool_value_fen'])} CNY at today's price)")
+    if data["events"]:
+        click.echo("  rewards:")
+        for e in data["events"][-10:]:
+            parts = [f"{e['coins']:+d} coins" if e["coins"] else "",
+                     f"{e['credit']:+d} credit" if e["credit"] else ""]
+            click.echo(f"    {e['at']}  {e['event']:20} {' '.join(p for p in parts if p) or '-'}"
+                       + (f"  ({e['ref']})" if e["ref"] else ""))
+
+
+# --- rewards: rule table and outside events -------------------------------------------------
+
+@main.group()
+def rewards() -> None:
+    """The reward rule table and events reported from outside (posts, likes, answers)."""
+
+
+@rewards.group("rules")
+def rewards_rules() -> None:
+    """Show or change the rule table (every change is a new version)."""
+
+
+@rewards_rules.command("show")
+@db_option
+@json_option
+def rules_show(db: str | None, as_json: bool) -> None:
+    """The rule table in force, with its version."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.rewards import DEFAULT_RULES
+
+    rules = with_rewards(db, loyalty.load_rules)
+    body = dict(rules.body or DEFAULT_RULES)
+    if as_json:
+        click.echo(json.dumps({"version": rules.version, "rules": body}, indent=2))
+        return
+    click.echo(f"reward rules, version {rules.version}"
+               + (" (the defaults)" if rules.version == 0 else ""))
+    click.echo(f"  initial_credit: {rules.initial_credit}")
+    click.echo("  events:")
+    for event, reward in rules.events.items():
+        parts = [f"coins={reward.coins}" if reward.coins else "", f"credit={reward.credit}" if reward.credit else ""]
+        click.echo(f"    events.{event:20} {','.join(p for p in parts if p)}")
+    click.echo("  badges:")
+    for badge in rules.badges:
+        click.echo(f"    badges.{badge.key}.{badge.measure:12} {badge.threshold:>5}  ({badge.name})")
+    click.echo(f"  green.factor_kg_per_kwh: {rules.factor} ({rules.factor_year}, {rules.factor_source})")
+    click.echo("  points.tiers: " + ",".join(f"{m}={x}" for m, x in rules.tiers))
+    click.echo(f"  points.daily_release_pct: {rules.daily_release_pct}")
+    click.echo("  points.referral_pct: " + ",".join(str(p) for p in rules.referral_pct)
+               + "  (generation 1, 2; at most two)")
+    click.echo(f"  points.point_value_cny: {rules.point_value}")
+    click.echo(f"  pool: margin_share_pct {rules.margin_share_pct}, buyer_share_pct "
+               f"{rules.buyer_share_pct}, sell_fee_pct {rules.sell_fee_pct}, initial_price "
+               f"{rules.initial_price}")
+
+
+@rewards_rules.command("set")
+@click.argument("key")
+@click.argument("value")
+@db_option
+def rules_set(key: str, value: str, db: str | None) -> None:
+    """Set one rule, e.g. `events.post_featured coins=60,credit=10`, `initial_credit 120`,
+    `badges.navigator.stations 8`, `points.tiers 3000=2.5,9000=3`, `points.referral_pct 40,20`,
+    `green.factor_kg_per_kwh 0.5703`."""
+    from cocharge.settlement import loyalty
+
+    rules = with_rewards(db, lambda e: loyalty.set_rule(e, key, value))
+    click.echo(f"reward rules version {rules.version}: {key} = {value}")
+
+
+@rewards_rules.command("history")
+@db_option
+@json_option
+def rules_history(db: str | None, as_json: bool) -> None:
+    """Every version of the rule table and what it changed."""
+    from cocharge.settlement import loyalty
+
+    emit(with_rewards(db, loyalty.rules_history), as_json, ["version", "at", "changed"])
+
+
+@rewards.command("event")
+@click.argument("tag")
+@click.argument("event")
+@click.option("--ref", required=True, help="The event's own id (post id, answer id): applied once.")
+@db_option
+def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
+    """Apply an event reported from outside: oem_activated, post_approved, post_liked_50,
+    post_featured, like_given, answer_accepted."""
+    from cocharge.settlement import loyalty
+
+    done = with_rewards(db, lambda e: loyalty.apply_event(e, tag, event, ref))
+    if not done.new:
+        click.echo(f"{done.event_id}: already applied to {tag}; nothing changed")
+        return
+    parts = [f"{done.coins:+d} coins" if done.coins else "", f"{done.credit:+d} credit" if done.credit else ""]
+    click.echo(f"{done.event_id} -> {tag}: {' '.join(p for p in parts if p) or 'no reward'}; "
+               f"credit score {done.credit_after}")
+
+
+# --- green certificates ---------------------------------------------------------------------
+
+@main.group()
+def green() -> None:
+    """Green-energy certificates."""
+
+
+@green.command("certificate")
+@click.argument("cert_id")
+@db_option
+@json_option
+def green_certificate(cert_id: str, db: str | None, as_json: bool) -> None:
+    """Print a green certificate (GC-000123)."""
+    from cocharge.settlement import loyalty
+
+    cert = with_rewards(db, lambda e: loyalty.certificate(e, cert_id))
+    if as_json:
+        click.echo(json.dumps(cert, indent=2, default=str))
+        return
+    click.echo(f"GREEN ENERGY CERTIFICATE {cert['id']}")
+    click.echo(f"  member      {cert['tag']}")
+    click.echo(f"  charger     {cert['station_id']} (session {cert['session_id']})")
+    click.echo(f"  period      {cert['started_at']:%Y-%m-%d %H:%M} - {cert['ended_at']:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"  energy      {cert['energy_wh'] / 1000:.3f} kWh")
+    click.echo(f"  CO2 avoided {cert['co2_g'] / 1000:.3f} kg (estimate: kWh x {cert['factor']} kg/kWh, "
+               f"grid factor {cert['factor_year']}, {cert['factor_source']})")
+    click.echo(f"  digest      {cert['digest']} (on the ledger as cert:{cert['id']})")
+
+
+@green.command("verify")
+@click.argument("cert_id")
+@db_option
+def green_verify(cert_id: str, db: str | None) -> None:
+    """Check a certificate against the ledger and the session; exit 1 if a check fails."""
+    from cocharge.settlement import loyalty
+
+    checks = with_rewards(db, lambda e: loyalty.verify_certificate(e, cert_id))
+    for name, ok in checks:
+        click.echo(f"  {'ok  ' if ok else 'FAIL'} {name}")
+    if all(ok for _, ok in checks):
+        click.echo(f"certificate {cert_id.upper()}: VALID")
+        return
+    click.echo(f"certificate {cert_id.upper()}: NOT VALID", err=True)
+    sys.exit(1)
+
+
+# --- green points and the points pool -------------------------------------------------------
+
+@main.group()
+def points() -> None:
+    """Green points (purchases released day by day) and pool-backed points."""
+
+
+@points.command("purchase")
+@click.argument("tag")
+@click.argument("amount")
+@click.option("--date", "day", help="The day the order was paid (YYYY-MM-DD, default today).")
+@click.option("--ref", help="Payment reference: an order with the same reference is recorded once.")
+@db_option
+def points_purchase(tag: str, amount: str, day: str | None, ref: str | None, db: str | None) -> None:
+    """A member buys green points for AMOUNT CNY (the money tops up the wallet; the points
+    are locked and released day by day)."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import GREEN_SCALE
+
+    fen = _cny(amount, "AMOUNT")
+    done = with_rewards(db, lambda e: loyalty.purchase(e, tag, fen, _date(day, "--date"), ref))
+    word = "recorded" if done.new else "already recorded"
+    click.echo(f"order {done.order_id} {word}: {tag} paid {fmt(done.amount_fen)} CNY -> "
+               f"{_pts(done.granted, GREEN_SCALE)} points (x{done.multiplier}) locked, "
+               f"released {_pts(done.daily, GREEN_SCALE)} a day")
+
+
+@points.command("release")
+@click.option("--date", "day", help="The day to release (YYYY-MM-DD, default today; not ahead).")
+@db_option
+@json_option
+def points_release(day: str | None, db: str | None, as_json: bool) -> None:
+    """Release one day of every order (and the referral acceleration); once per day."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.points import GREEN_SCALE
+    from cocharge.store.db import utcnow
+
+    when = _date(day, "--date") or loyalty.local_day(utcnow())
+    run = with_rewards(db, lambda e: loyalty.release(e, when))
+    if as_json:
+        click.echo(json.dumps({"day": str(run.day), "new": run.new, "released": run.released,
+                               "by_tag": run.by_tag}, indent=2))
+        return
+    click.echo(f"{run.day}: {'released' if run.new else 'already released'} "
+               f"{_pts(run.released, GREEN_SCALE)} points")
+    table([{"tag": t, "own": _pts(v["own"], GREEN_SCALE), "referral": _pts(v["referral"], GREEN_SCALE)}
+           for t, v in sorted(run.by_tag.items())], ["tag", "own", "referral"])
+
+
+@points.command("show")
+@click.argument("tag")
+@db_option
+@json_option
+def points_show(tag: str, db: str | None, as_json: bool) -> None:
+    """A member's green-point orders: granted, released, locked."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import GREEN_SCALE
+
+    data = with_rewards(db, lambda e: loyalty.member_rewards(e, tag))["green_points"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{tag}: {_pts(data['available'], GREEN_SCALE)} points released, "
+               f"{_pts(data['locked'], GREEN_SCALE)} locked")
+    table([{**o, "amount": fmt(o["amount_fen"]), "granted": _pts(o["granted"], GREEN_SCALE),
+            "daily": _pts(o["daily"], GREEN_SCALE), "released": _pts(o["released"], GREEN_SCALE),
+            "locked": _pts(o["locked"], GREEN_SCALE)} for o in data["orders"]],
+          ["order", "purchased_on", "amount", "multiplier", "granted", "daily", "released", "locked"])
+
+
+@points.command("sale")
+@click.argument("tag")
+@click.argument("amount")
+@click.option("--ref", required=True, help="The sale's id: a sale is counted once.")
+@db_option
+def points_sale(tag: str, amount: str, ref: str, db: str | None) -> None:
+    """A sale of AMOUNT CNY to TAG: a share of the margin enters the pool, TAG earns pool points."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import POOL_SCALE, price_text
+
+    fen = _cny(amount, "AMOUNT")
+    move = with_rewards(db, lambda e: loyalty.pool_sale(e, tag, fen, ref))
+    if not move.new:
+        click.echo(f"sale {ref}: already counted; nothing changed")
+        return
+    click.echo(f"sale {ref}: {fmt(move.fen)} CNY into the pool; {tag} earns "
+               f"{_pts(move.units, POOL_SCALE)} points at {price_text(move.price_before)}; "
+               f"price now {price_text(move.price_after)}")
+
+
+@points.command("sell")
+@click.argument("tag")
+@click.argument("count")
+@click.option("--ref", help="An id for this sell-back (repeating it changes nothing).")
+@db_option
+def points_sell(tag: str, count: str, ref: str | None, db: str | None) -> None:
+    """TAG sells COUNT pool points back at the current price less the fee; they are burnt."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import POOL_SCALE, price_text
+
+    try:
+        number = Decimal(count)
+    except InvalidOperation:
+        number = Decimal(-1)
+    units = number * POOL_SCALE
+    if not number.is_finite() or number <= 0 or units != units.to_integral_value():
+        fail(f"COUNT {count!r}: give a positive number of points (up to 6 decimals)")
+    move = with_rewards(db, lambda e: loyalty.pool_sell(e, tag, int(units), ref or str(uuid.uuid4())))
+    if not move.new:
+        click.echo(f"sell-back {ref}: already done; nothing changed")
+        return
+    click.echo(f"{tag} sold {_pts(move.units, POOL_SCALE)} points at {price_text(move.price_before)}: "
+               f"{fmt(move.fen)} CNY paid to the wallet; price now {price_text(move.price_after)}")
+
+
+@points.command("pool")
+@db_option
+@json_option
+def points_pool(db: str | None, as_json: bool) -> None:
+    """The pool: reserve, points in circulation, price."""
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.points import POOL_SCALE, price_text
+
+    async def work(engine: Any) -> tuple[Any, Any]:
+        async with engine.connect() as conn:
+            return await loyalty.pool_state(conn), await loyalty.current_rules(conn)
+
+    pool, rules = with_rewards(db, work)
+    price = price_text(pool.price(rules.initial_price))
+    if as_json:
+        click.echo(json.dumps({"reserve_fen": pool.reserve_fen, "circulating": pool.circulating,
+                               "price": price}, indent=2))
+        return
+    click.echo(f"pool reserve {fmt(pool.reserve_fen)} CNY, {_pts(pool.circulating, POOL_SCALE)} points "
+               f"in circulation, price {price} CNY")
+
+
+# --- the liability report -------------------------------------------------------------------
+
+@ledger_group.command("liabilities")
+@db_option
+@json_option
+def ledger_liabilities(db: str | None, as_json: bool) -> None:
+    """What the platform owes (wallets, payouts, points, quotas, pool) against the funds
+    that back it, with the coverage ratio; a warning when it is below 1."""
+    from cocharge.settlement.liabilities import liability_report
+    from cocharge.settlement.money import fmt
+    from cocharge.settlement.settle import SettlementDefaults
+
+    report = with_rewards(db, lambda e: liability_report(e, SettlementDefaults().price_per_kwh))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    click.echo("Liabilities (CNY)")
+    for li in report.liabilities:
+        click.echo(f"  {li.name:26} {fmt(li.fen):>12}  {li.detail}; backed by {li.backed_by}")
+    click.echo(f"  {'total owed':26} {fmt(report.owed()):>12}")
+    click.echo("Backing funds (CNY)")
+    click.echo(f"  {'cash':26} {fmt(report.cash_fen):>12}  received from outside, less the pool reserve")
+    click.echo(f"  {'pool reserve':26} {fmt(report.pool_reserve_fen):>12}")
+    click.echo(f"  (members owe a further {fmt(report.receivable_fen)} CNY; not counted as funds; "
+               f"{report.coins} coins outstanding carry no cash value)")
+    for group in ("cash", "pool reserve", None):
+        ratio = report.coverage(group)
+        click.echo(f"coverage {group or 'overall':13} {ratio if ratio is not None else 'nothing owed'}")
+    for warning in report.warnings:
+        click.echo(f"WARNING: {warning}")
+    if not report.warnings:
+        click.echo("every liability is covered by the funds that back it")

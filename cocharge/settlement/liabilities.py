@@ -1,0 +1,137 @@
+"""The liability report (`cocharge ledger liabilities`): what the platform owes against the
+funds that back it, read off the ledger balances (SPEC §4).
+
+Owed (valued in fen):
+- member wallets: prepaid money not spent yet;
+- unpaid payouts: what hosts, properties and operators have earned and not been paid;
+- green points, locked and released-but-unspent, at the rule table's point value;
+- free-energy quotas left this month, at the default price per kWh;
+- pool points in circulation, at what selling them all would pay (price x (1 - fee)).
+
+Backing:
+- cash: money received from outside (top-ups, purchases: the external:* accounts) less
+  what was paid out of the platform, without the pool reserve;
+- the pool reserve, which backs the pool points only.
+
+Coverage = backing / owed per group and overall; below 1 the report says so plainly.
+Coins carry no cash value and are listed as a count. The core (`assess`) is pure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocharge.settlement import loyalty, points
+from cocharge.settlement.money import fmt
+from cocharge.settlement.rewards import Rules
+from cocharge.store.schema import ledger_balances
+
+
+@dataclass(frozen=True)
+class Liability:
+    name: str
+    fen: int
+    detail: str
+    backed_by: str  # "cash" | "pool reserve"
+
+
+@dataclass(frozen=True)
+class Report:
+    liabilities: list[Liability]
+    cash_fen: int
+    pool_reserve_fen: int
+    receivable_fen: int
+    coins: int
+    warnings: list[str] = field(default_factory=list)
+
+    def owed(self, backed_by: str | None = None) -> int:
+        return sum(li.fen for li in self.liabilities if backed_by in (None, li.backed_by))
+
+    def coverage(self, backed_by: str | None = None) -> Decimal | None:
+        owed = self.owed(backed_by)
+        funds = {"cash": self.cash_fen, "pool reserve": self.pool_reserve_fen,
+                 None: self.cash_fen + self.pool_reserve_fen}[backed_by]
+        if owed <= 0:
+            return None
+        return (Decimal(funds) / Decimal(owed)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+    def to_json(self) -> dict[str, Any]:
+        def ratio(value: Decimal | None) -> str | None:
+            return None if value is None else str(value)
+        return {
+            "liabilities": [{"name": li.name, "fen": li.fen, "cny": fmt(li.fen), "detail": li.detail,
+                             "backed_by": li.backed_by} for li in self.liabilities],
+            "owed_fen": self.owed(), "cash_fen": self.cash_fen,
+            "pool_reserve_fen": self.pool_reserve_fen, "receivable_fen": self.receivable_fen,
+            "coins_outstanding": self.coins,
+            "coverage": {"cash": ratio(self.coverage("cash")),
+                         "pool reserve": ratio(self.coverage("pool reserve")),
+                         "overall": ratio(self.coverage())},
+            "warnings": self.warnings,
+        }
+
+
+def _sum(balances: Mapping[tuple[str, str], int], prefix: str, asset: str) -> int:
+    return sum(v for (a, s), v in balances.items() if s == asset and a.startswith(prefix))
+
+
+def _value(units: int, scale: int, unit_price: Decimal) -> int:
+    return int((Decimal(units) * unit_price * 100 / scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh: Decimal) -> Report:
+    """The report from every (account, asset) balance."""
+    wallets = _sum(balances, "wallet:", "CNY")
+    payouts = sum(_sum(balances, p, "CNY") for p in ("host:", "property:", "operator:"))
+    locked = _sum(balances, "greenpt-locked:", "GREEN_PT")
+    released = _sum(balances, "greenpt:", "GREEN_PT")
+    quota_wh = _sum(balances, "quota:", "QUOTA_WH")
+    pool = points.Pool(balances.get(("pool:reserve", "CNY"), 0),
+                       -balances.get(("pool:issuer", "POOL_PT"), 0))
+    pool_owed = points.sell_payout(pool, pool.circulating, rules.sell_fee_pct)
+    received = -_sum(balances, "external:", "CNY")
+    lines = [
+        Liability("member wallets", wallets, "prepaid, not spent yet", "cash"),
+        Liability("unpaid payouts", payouts, "earned by hosts, properties and operators", "cash"),
+        Liability("green points, locked", _value(locked, points.GREEN_SCALE, rules.point_value),
+                  f"{points.points_text(locked, points.GREEN_SCALE)} points at {rules.point_value} CNY",
+                  "cash"),
+        Liability("green points, released", _value(released, points.GREEN_SCALE, rules.point_value),
+                  f"{points.points_text(released, points.GREEN_SCALE)} points at {rules.point_value} CNY",
+                  "cash"),
+        Liability("free-energy quotas", _value(quota_wh, 1000, price_per_kwh),
+                  f"{quota_wh / 1000:.3f} kWh left this month at {price_per_kwh} CNY/kWh", "cash"),
+        Liability("pool points", pool_owed,
+                  f"{points.points_text(pool.circulating, points.POOL_SCALE)} points, sold back at "
+                  f"{points.price_text(pool.price(rules.initial_price))} less {rules.sell_fee_pct}%",
+                  "pool reserve"),
+    ]
+    report = Report(lines, received - pool.reserve_fen, pool.reserve_fen,
+                    _sum(balances, "receivable:", "CNY") * -1,
+                    _sum(balances, "coins:", "COIN"))
+    for group, funds in (("cash", report.cash_fen), ("pool reserve", report.pool_reserve_fen)):
+        owed = report.owed(group)
+        if owed > funds:
+            names = ", ".join(li.name for li in lines if li.backed_by == group and li.fen)
+            report.warnings.append(
+                f"NOT COVERED: {fmt(owed)} CNY is owed ({names}) but only {fmt(funds)} CNY of "
+                f"{group} backs it; coverage {report.coverage(group)}. If everyone claimed what they "
+                f"are owed today, {fmt(owed - funds)} CNY would be missing.")
+    return report
+
+
+async def liability_report(engine: AsyncEngine, price_per_kwh: Decimal) -> Report:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(ledger_balances))).all()
+        rules = await loyalty.current_rules(conn)
+    balances: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        balances[(r.account, r.asset)] += int(r.balance)
+    return assess(balances, rules, price_per_kwh)
