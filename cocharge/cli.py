@@ -1166,4 +1166,8 @@ def demo(stations: int) -> None:
 from cocharge import cli_rewards  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m cocharge.cli`: this file is `__main__`, and the rewards commands were
+    # registered on the groups of the imported `cocharge.cli`; run that one.
+    from cocharge.cli import main as cocharge_main
+
+    cocharge_main()

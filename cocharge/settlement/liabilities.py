@@ -119,9 +119,9 @@ def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh:
     for group, funds in (("cash", report.cash_fen), ("pool reserve", report.pool_reserve_fen)):
         owed = report.owed(group)
         if owed > funds:
-            names = ", ".join(li.name for li in lines if li.backed_by == group and li.fen)
+            names = "; ".join(li.name for li in lines if li.backed_by == group and li.fen)
             report.warnings.append(
-                f"NOT COVERED: {fmt(owed)} CNY is owed ({names}) but only {fmt(funds)} CNY of "
+                f"NOT COVERED: {fmt(owed)} CNY is owed (for {names}) but only {fmt(funds)} CNY of "
                 f"{group} backs it; coverage {report.coverage(group)}. If everyone claimed what they "
                 f"are owed today, {fmt(owed - funds)} CNY would be missing.")
     return report

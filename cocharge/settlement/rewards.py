@@ -212,7 +212,8 @@ def _parse_value(key: str, text: str) -> Any:
             name, sep, value = part.partition("=")
             if not sep:
                 raise RulesError(f"{key}: write the reward as coins=N,credit=N")
-            reward[name.strip()] = value.strip()
+            value = value.strip()
+            reward[name.strip()] = int(value) if value.lstrip("-").isdigit() else value
         return reward
     if key == "points.tiers":
         tiers = []

@@ -180,4 +180,6 @@ async def list_sessions(engine: AsyncEngine, station_id: str | None = None) -> l
         "status": r.status,
         "stop_reason": r.stop_reason,
         "flag_reason": r.flag_reason,
+        "booking": r.booking_id,
+        "group": r.group_id,
     } for r in rows]

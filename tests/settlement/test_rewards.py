@@ -1,0 +1,144 @@
+"""The reward rule table and what each event earns (pure; SPEC §4)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cocharge.settlement.rewards import (
+    DEFAULT_RULES,
+    DEFAULTS,
+    Reward,
+    RulesError,
+    SessionFacts,
+    co2_grams,
+    credit_change,
+    parse_rules,
+    session_rewards,
+    with_change,
+)
+
+
+def earned(facts: SessionFacts, rules=DEFAULTS) -> dict[str, Reward | str]:
+    return {e.badge.key if e.badge else e.event: e.badge.name if e.badge else e.reward
+            for e in session_rewards(rules, facts)}
+
+
+@pytest.mark.parametrize(("event", "coins", "credit"), [
+    ("first_green_session", 0, 8),
+    ("group_initiator", 20, 20),
+    ("group_member", 10, 0),
+    ("overstay", 0, -5),
+    ("booking_no_show", 0, -10),
+    ("oem_activated", 200, 10),
+    ("post_approved", 15, 5),
+    ("post_liked_50", 20, 0),
+    ("post_featured", 50, 10),
+    ("like_given", 0, 1),
+    ("answer_accepted", 0, 5),
+])
+def test_each_row_of_the_default_table(event, coins, credit):
+    assert DEFAULTS.reward(event) == Reward(coins, credit)
+
+
+def test_defaults_credit_factor_and_points():
+    assert DEFAULTS.initial_credit == 100
+    assert DEFAULTS.factor == Decimal("0.5366") and DEFAULTS.factor_year == 2022
+    assert "MEE/NBS" in DEFAULTS.factor_source
+    assert DEFAULTS.referral_pct == (Decimal(50), Decimal(30))
+    assert [(m, x) for m, x in DEFAULTS.tiers] == [
+        (Decimal(3000), Decimal("2.5")), (Decimal(9000), Decimal(3)),
+        (Decimal(27000), Decimal("3.5")), (Decimal(51000), Decimal(4))]
+    assert [b.key for b in DEFAULTS.badges] == ["earth_guardian", "group_charger", "navigator"]
+
+
+def test_a_first_green_session_in_a_group():
+    facts = SessionFacts("A", "WB1", 12_000, green=True, group_role="initiator")
+    assert earned(facts) == {"first_green_session": Reward(0, 8),
+                             "group_initiator": Reward(20, 20)}
+    # The second green session earns nothing green; a plain member earns the member's coins.
+    again = SessionFacts("A", "WB1", 12_000, green=True, group_role="member", green_sessions_before=1)
+    assert earned(again) == {"group_member": Reward(10, 0)}
+    # Not green, no group: nothing.
+    assert earned(SessionFacts("A", "WB1", 12_000, green=False)) == {}
+    # A green charger but no energy delivered is not a green session.
+    assert earned(SessionFacts("A", "WB1", 0, green=True)) == {}
+
+
+def test_badges_at_their_thresholds_and_only_once():
+    # Earth Guardian: 100 green kWh, this session crossing the line.
+    crossing = SessionFacts("A", "WB1", 10_000, green=True, green_sessions_before=9,
+                            green_wh_before=90_000)
+    assert earned(crossing) == {"earth_guardian": "Earth Guardian"}
+    short = SessionFacts("A", "WB1", 9_999, green=True, green_sessions_before=9, green_wh_before=90_000)
+    assert earned(short) == {}
+    held = SessionFacts("A", "WB1", 10_000, green=True, green_sessions_before=9,
+                        green_wh_before=90_000, badges_held=frozenset({"earth_guardian"}))
+    assert earned(held) == {}
+    # Non-green energy does not count towards it.
+    assert earned(SessionFacts("A", "WB1", 50_000, green=False, green_wh_before=90_000)) == {}
+    # Group Charger: three group sessions in a row.
+    third = SessionFacts("A", "WB1", 1000, green=False, group_role="member", group_streak_before=2)
+    assert earned(third) == {"group_member": Reward(10, 0), "group_charger": "Group Charger"}
+    second = SessionFacts("A", "WB1", 1000, green=False, group_role="member", group_streak_before=1)
+    assert "group_charger" not in earned(second)
+    # Navigator: charged at 5 different stations.
+    fifth = SessionFacts("A", "WB5", 1000, green=False,
+                         stations_before=frozenset({"WB1", "WB2", "WB3", "WB4"}))
+    assert earned(fifth) == {"navigator": "Navigator"}
+    same = SessionFacts("A", "WB4", 1000, green=False,
+                        stations_before=frozenset({"WB1", "WB2", "WB3", "WB4"}))
+    assert earned(same) == {}
+
+
+def test_credit_never_goes_below_zero():
+    assert credit_change(100, -5) == -5
+    assert credit_change(3, -10) == -3
+    assert credit_change(0, -10) == 0
+    assert credit_change(0, 8) == 8
+
+
+@given(st.integers(0, 10_000), st.lists(st.integers(-50, 50), max_size=30))
+def test_credit_stays_non_negative_through_any_events(start, deltas):
+    score = start
+    for delta in deltas:
+        score += credit_change(score, delta)
+        assert score >= 0
+
+
+def test_co2_estimate_from_the_stored_factor():
+    assert co2_grams(50_000, DEFAULTS.factor) == 26_830
+    assert co2_grams(1, DEFAULTS.factor) == 1  # 0.5366 g rounds half up
+    assert co2_grams(12_345, Decimal("0.5366")) == 6_624  # 6,624.327
+
+
+def test_operator_changes_and_refusals():
+    table = with_change(DEFAULT_RULES, "events.like_given", "coins=2,credit=1")
+    assert parse_rules(table).reward("like_given") == Reward(2, 1)
+    assert parse_rules(with_change(DEFAULT_RULES, "initial_credit", "60")).initial_credit == 60
+    tiers = parse_rules(with_change(DEFAULT_RULES, "points.tiers", "1000=2,5000=3"))
+    assert tiers.tiers == ((Decimal(1000), Decimal(2)), (Decimal(5000), Decimal(3)))
+    assert DEFAULT_RULES["events"]["like_given"] == {"credit": 1}  # the defaults are untouched
+    for key, text, words in [
+        ("points.referral_pct", "50,30,20", "pyramid selling"),
+        ("points.referral_pct", "150", "between 0 and 100"),
+        ("events.dancing", "coins=1", "unknown event"),
+        ("events.like_given", "coins=-1", "at least 0"),
+        ("events.like_given", "stars=3", "coins and credit"),
+        ("points.tiers", "9000=3,3000=2.5", "must increase"),
+        ("initial_credit", "-1", "at least 0"),
+        ("badges.navigator.green_kwh", "5", "exactly one threshold"),
+        ("lottery.odds", "1", "unknown rule section"),
+    ]:
+        with pytest.raises(RulesError, match=words):
+            with_change(DEFAULT_RULES, key, text)
+
+
+def test_three_generations_are_refused_with_the_reason():
+    body = {**DEFAULT_RULES, "points": {**DEFAULT_RULES["points"], "referral_pct": ["50", "30", "10"]}}
+    with pytest.raises(RulesError) as refused:
+        parse_rules(body)
+    assert "at most 2" in str(refused.value) and "pyramid selling" in str(refused.value)
