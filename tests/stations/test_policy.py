@@ -19,6 +19,7 @@ from cocharge.stations.policy import (
     SharingRules,
     Verdict,
     check_booking,
+    check_rules,
     closed_reason,
     energy_for_budget,
     group_bookings,
@@ -252,3 +253,14 @@ def test_a_slow_car_gets_a_later_zero_point_but_never_past_the_time_limit() -> N
     assert extended_offset(cutoff, 655, 1274, 11_000, None) == 655 + 238 + 1
     assert extended_offset(cutoff, 655, 1274, 11_000, 800) == 800
     assert extended_offset(cutoff, 900, 1274, 11_000, 800) is None
+
+
+def test_a_host_may_require_a_minimum_credit_score() -> None:
+    r = rules(min_credit=90, owner_tags=frozenset({"OWNER"}))
+    now = at_local(*MON, 12)
+    low = may_charge(r, [], Member("EVE", credit=85), 1, now)
+    assert not low.allowed and low.verdict is Verdict.NOT_AT_THIS_LOCATION and "85" in low.reason
+    assert may_charge(r, [], Member("ANN", credit=90), 1, now).allowed
+    assert may_charge(r, [], Member("OWNER", credit=0), 1, now).allowed  # the owner's own charger
+    with pytest.raises(RuleError, match="never below 0"):
+        check_rules(rules(min_credit=-1))

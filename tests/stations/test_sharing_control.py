@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
+from cocharge.settlement import loyalty
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.stations.policy import parse_window
@@ -253,6 +254,8 @@ async def test_overstay_accrues_an_idle_fee_after_the_grace_period(node, protoco
                 ledger_transfers.c.batch == f"idle:{row.id}"))).all()
         assert billed == row.idle_fee_fen
         assert dict(legs)[f"s{row.id}:idle:owed"] == billed  # FEI's wallet is empty: owed
+        async with node.engine.connect() as conn:
+            assert await loyalty.credit_score(conn, "FEI") == 100 - 5  # the overstay penalty
     finally:
         await close_wallbox(box)
 
@@ -302,3 +305,39 @@ async def test_group_forms_at_its_minimum_and_books_every_member(node):
         assert row.group_id == group_id and row.booking_id is not None
     finally:
         await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_minimum_credit_score_is_enforced_at_the_charger(node, protocol):
+    await register(node, "WB9", tags=("LOW",), max_power_kw=11)
+    await sharing.set_rules(node.engine, "WB9", 0, {"min_credit": 105})
+    # The controller picks up changed rules on its next pass.
+    await until(lambda: ("WB9", 0) in node.gateway.service.control.rules)
+    box = await open_box(node, "WB9", protocol, speed=60, meter_interval_s=0.1)
+    try:
+        refused = await box.charge(1, "LOW", energy_wh=200)
+        await refused.done.wait()
+        assert not refused.authorized  # the initial score, 100, is below 105
+        # A featured post earns 10 credit: 110 is enough, from the next attempt on.
+        await loyalty.apply_event(node.engine, "LOW", "post_featured", "post-1")
+        allowed = await box.charge(1, "LOW", energy_wh=200)
+        assert allowed.authorized, allowed.refused
+        await asyncio.wait_for(allowed.done.wait(), 20)
+    finally:
+        await close_wallbox(box)
+
+
+async def test_a_missed_booking_is_a_no_show_and_costs_credit(node):
+    await register(node, "WB10", tags=("NOSHOW",), max_power_kw=11)
+    start = utcnow() + timedelta(seconds=1)
+    booking = await sharing.add_booking(node.engine, "WB10", 1, "NOSHOW", start,
+                                        start + timedelta(seconds=1))
+
+    async def scored() -> int | None:
+        async with node.engine.connect() as conn:
+            status = await conn.scalar(select(bookings.c.status).where(bookings.c.id == booking))
+            return await loyalty.credit_score(conn, "NOSHOW") if status == "no_show" else None
+
+    assert await until(scored, 10) == 100 - 10
+    await asyncio.sleep(0.5)  # later passes of the controller do not penalise it again
+    assert await scored() == 90
