@@ -367,20 +367,14 @@ def points_pool(db: str | None, as_json: bool) -> None:
     """The pool: reserve, points in circulation, price."""
     from cocharge.settlement import loyalty
     from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import POOL_SCALE, price_text
+    from cocharge.settlement.points import POOL_SCALE
 
-    async def work(engine: Any) -> tuple[Any, Any]:
-        async with engine.connect() as conn:
-            return await loyalty.pool_state(conn), await loyalty.current_rules(conn)
-
-    pool, rules = with_rewards(db, work)
-    price = price_text(pool.price(rules.initial_price))
+    pool = with_rewards(db, loyalty.pool_summary)
     if as_json:
-        click.echo(json.dumps({"reserve_fen": pool.reserve_fen, "circulating": pool.circulating,
-                               "price": price}, indent=2))
+        click.echo(json.dumps(pool, indent=2))
         return
-    click.echo(f"pool reserve {fmt(pool.reserve_fen)} CNY, {_pts(pool.circulating, POOL_SCALE)} points "
-               f"in circulation, price {price} CNY")
+    click.echo(f"pool reserve {fmt(pool['reserve_fen'])} CNY, {_pts(pool['circulating'], POOL_SCALE)} "
+               f"points in circulation, price {pool['price']} CNY")
 
 
 # --- the liability report -------------------------------------------------------------------
@@ -392,26 +386,11 @@ def ledger_liabilities(db: str | None, as_json: bool) -> None:
     """What the platform owes (wallets, payouts, points, quotas, pool) against the funds
     that back it, with the coverage ratio; a warning when it is below 1."""
     from cocharge.settlement.liabilities import liability_report
-    from cocharge.settlement.money import fmt
     from cocharge.settlement.settle import SettlementDefaults
 
     report = with_rewards(db, lambda e: liability_report(e, SettlementDefaults().price_per_kwh))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    click.echo("Liabilities (CNY)")
-    for li in report.liabilities:
-        click.echo(f"  {li.name:26} {fmt(li.fen):>12}  {li.detail}; backed by {li.backed_by}")
-    click.echo(f"  {'total owed':26} {fmt(report.owed()):>12}")
-    click.echo("Backing funds (CNY)")
-    click.echo(f"  {'cash':26} {fmt(report.cash_fen):>12}  received from outside, less the pool reserve")
-    click.echo(f"  {'pool reserve':26} {fmt(report.pool_reserve_fen):>12}")
-    click.echo(f"  (members owe a further {fmt(report.receivable_fen)} CNY; not counted as funds; "
-               f"{report.coins} coins outstanding carry no cash value)")
-    for group in ("cash", "pool reserve", None):
-        ratio = report.coverage(group)
-        click.echo(f"coverage {group or 'overall':13} {ratio if ratio is not None else 'nothing owed'}")
-    for warning in report.warnings:
-        click.echo(f"WARNING: {warning}")
-    if not report.warnings:
-        click.echo("every liability is covered by the funds that back it")
+    for line in report.text_lines():
+        click.echo(line)

@@ -23,9 +23,11 @@ from sqlalchemy import select
 from cocharge.config import GatewaySettings
 from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
-from cocharge.settlement import ledger, settle
+from cocharge.settlement import ledger, loyalty, settle
+from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt
 from cocharge.settlement.overstay import IdleFeeRule
+from cocharge.settlement.points import GREEN_SCALE, POOL_SCALE, points_text
 from cocharge.settlement.tariff import simple_tariff
 from cocharge.simulators.hardware import EV
 from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
@@ -72,7 +74,9 @@ async def run_demo(stations: int) -> None:
         for n in range(1, stations + 1):
             await registry.add_station(engine, registry.NewStation(
                 f"WB{n:02d}", owner=f"host{n}", connectors=1, max_power_kw=11))
-            await registry.add_member(engine, f"Member {n}", tags[n - 1], None)
+            # A referral chain for the green points: MEMBER1 <- MEMBER2 <- MEMBER3.
+            await registry.add_member(engine, f"Member {n}", tags[n - 1], None,
+                                      referred_by=tags[n - 2] if n in (2, 3) else None)
         await registry.add_member(engine, "Host of WB01", "OWNER1", None)
         await registry.add_member(engine, "Blocked Bob", "BLOCKED1", None)
         await registry.block_member(engine, "BLOCKED1")
@@ -96,6 +100,23 @@ async def run_demo(stations: int) -> None:
         await ledger.post_batch(engine, [ledger.Transfer(
             "demo-topup:OWNER1", "external:topup", "wallet:OWNER1", 5000, kind="topup")],
             "demo-topup:OWNER1")
+
+        # The rule table is the operator's: for the demo, Earth Guardian at 5 green kWh (not 100).
+        await loyalty.set_rule(engine, "badges.earth_guardian.green_kwh", "5")
+        _say("reward rules version 1: Earth Guardian badge at 5 green kWh (default 100)")
+        # Rewards from outside the chargers: a post featured in the app.
+        await loyalty.apply_event(engine, tags[0], "post_featured", "demo-post-1")
+        # Green points: three referred purchases two days ago, released day by day.
+        today = loyalty.local_day(utcnow())
+        for tag, cny in ((tags[0], 3000), (tags[1], 9000), (tags[2], 3000)):
+            await loyalty.purchase(engine, tag, cny * 100, today - timedelta(days=2), f"demo-{tag}")
+        for back in (1, 0):
+            await loyalty.release(engine, today - timedelta(days=back))
+        # Pool-backed points: two 100 CNY sales, then a member sells half of their points.
+        for n, tag in enumerate((tags[5 % stations], tags[6 % stations]), start=1):
+            await loyalty.pool_sale(engine, tag, 10000, f"demo-sale-{n}")
+        held = (await loyalty.member_rewards(engine, tags[5 % stations]))["pool_points"]
+        await loyalty.pool_sell(engine, tags[5 % stations], held // 2, "demo-sell-1")
 
         # WB01 is shared in the evening only (a window that starts in two hours, Beijing time).
         hour = (utcnow() + timedelta(hours=8)).hour
@@ -177,6 +198,9 @@ async def run_demo(stations: int) -> None:
             report = (await conn.execute(select(sessions).order_by(sessions.c.id))).all()
         station_rows = await registry.list_stations(engine)
         booking_rows = await sharing.list_bookings(engine)
+        rewarded = [await loyalty.member_rewards(engine, tag) for tag in tags]
+        pool = (await loyalty.pool_summary(engine))["price"]
+        liabilities = await liability_report(engine, settle.SettlementDefaults().price_per_kwh)
 
     _say("\nSessions")
     _say(f"{'id':>3} {'station':8} {'tag':9} {'kWh':>7} {'status':10} {'stop':14} {'cutoff':8} "
@@ -215,4 +239,20 @@ async def run_demo(stations: int) -> None:
     state = "OK" if verdict.ok else "BROKEN: " + verdict.problems[0]
     _say(f"ledger verify: {state} ({verdict.transfers} transfers, hash chain intact, "
          f"CNY sums to {verdict.sums.get('CNY', 0)})")
+    _say("\nRewards (credit starts at 100; coins, badges, green certificates, points)")
+    _say(f"{'tag':9} {'credit':>6} {'coins':>5} {'green kWh':>9} {'CO2 kg':>7} {'green pts':>9} "
+         f"{'locked':>9} {'pool pts':>9}  badges, certificates, events")
+    for r in rewarded:
+        notes = [b["name"] for b in r["badges"]] + [c["id"] for c in r["green_certificates"]]
+        notes += sorted({e["event"] for e in r["events"]})
+        _say(f"{r['tag']:9} {r['credit']:>6} {r['coins']:>5} {r['green_kwh']:>9.3f} "
+             f"{r['co2_kg']:>7.3f} {points_text(r['green_points']['available'], GREEN_SCALE):>9} "
+             f"{points_text(r['green_points']['locked'], GREEN_SCALE):>9} "
+             f"{points_text(r['pool_points'], POOL_SCALE)[:-4]:>9}  {', '.join(notes)}")
+    _say(f"green points: {tags[0]} <- {tags[1]} <- {tags[2]} referral chain, 1.2 % of each order "
+         f"released a day for 2 days; pool price {pool} CNY per point")
+    _say("\nWhat the platform owes against what backs it (`cocharge ledger liabilities`): the points"
+         "\ngranted with purchases are promises on top of the money paid in.")
+    for line in liabilities.text_lines():
+        _say(line)
     _say(f"\ndemo finished in {time.monotonic() - started:.1f} s")

@@ -62,6 +62,26 @@ class Report:
             return None
         return (Decimal(funds) / Decimal(owed)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
+    def text_lines(self) -> list[str]:
+        """The report as an operator reads it."""
+        lines = ["Liabilities (CNY)"]
+        lines += [f"  {li.name:26} {fmt(li.fen):>12}  {li.detail}; backed by {li.backed_by}"
+                  for li in self.liabilities]
+        lines += [f"  {'total owed':26} {fmt(self.owed()):>12}",
+                  "Backing funds (CNY)",
+                  f"  {'cash':26} {fmt(self.cash_fen):>12}  received from outside, less the pool reserve",
+                  f"  {'pool reserve':26} {fmt(self.pool_reserve_fen):>12}",
+                  f"  (members owe a further {fmt(self.receivable_fen)} CNY; not counted as funds; "
+                  f"{self.coins} coins outstanding carry no cash value)"]
+        for group in ("cash", "pool reserve", None):
+            ratio = self.coverage(group)
+            lines.append(f"coverage {group or 'overall':13} "
+                         f"{ratio if ratio is not None else 'nothing owed'}")
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        if not self.warnings:
+            lines.append("every liability is covered by the funds that back it")
+        return lines
+
     def to_json(self) -> dict[str, Any]:
         def ratio(value: Decimal | None) -> str | None:
             return None if value is None else str(value)

@@ -10,7 +10,8 @@ auditable and checked by `ledger verify`:
   GREEN_WH  green:issued    -> green:<tag>       (one per certificate, memo = its digest)
   GREEN_PT  rewards:green   -> greenpt-locked:<tag>:<order> -> greenpt:<tag>
   POOL_PT   pool:issuer     -> poolpt:<tag>      (burnt back when sold)
-  CNY       platform -> pool:reserve (a sale's share), pool:reserve -> wallet:<tag> (a sell)
+  CNY       external:sales -> platform (a sale) -> pool:reserve (its margin share),
+            pool:reserve -> wallet:<tag> (a sell)
 
 The rules themselves are pure (`rewards`, `points`); this module reads the facts, posts
 the transfers and keeps the few rows the ledger cannot (rule versions, applied events,
@@ -487,6 +488,14 @@ async def pool_state(conn: AsyncConnection) -> points.Pool:
                        -await ledger.balance(conn, "pool:issuer", POOL_PT))
 
 
+async def pool_summary(engine: AsyncEngine) -> dict[str, Any]:
+    """The pool as shown: reserve (fen), points in circulation (POOL_PT units), price text."""
+    async with engine.connect() as conn:
+        pool, rules = await pool_state(conn), await current_rules(conn)
+    return {"reserve_fen": pool.reserve_fen, "circulating": pool.circulating,
+            "price": points.price_text(pool.price(rules.initial_price))}
+
+
 @dataclass(frozen=True)
 class PoolMove:
     new: bool
@@ -508,19 +517,25 @@ async def pool_sale(engine: AsyncEngine, tag: str, amount_fen: int, ref: str) ->
         before = pool.price(rules.initial_price)
         minted = await conn.scalar(select(ledger_transfers.c.amount).where(
             ledger_transfers.c.id == f"pool-sale:{ref}:points"))
-        if await ledger.posted(conn, f"pool-sale:{ref}:reserve") or minted is not None:
+        paid = (await conn.execute(select(ledger_transfers.c.amount, ledger_transfers.c.memo).where(
+            ledger_transfers.c.id == f"pool-sale:{ref}:paid"))).first()
+        if paid is not None:
+            if (int(paid.amount), paid.memo) != (amount_fen, f"sale to {tag}"):
+                raise RewardsError(f"sale ref {ref!r} was already used ({paid.memo}, "
+                                   f"{int(paid.amount) / 100:.2f} CNY)")
             return PoolMove(False, int(minted or 0), 0, before, before)
         s = points.sale(pool, amount_fen, rules.margin_share_pct, rules.buyer_share_pct,
                         rules.initial_price)
-        legs = []
+        # The sale's money comes in to the platform; its margin share goes on into the pool.
+        legs = [Transfer(f"pool-sale:{ref}:paid", "external:sales", "platform", amount_fen, "CNY",
+                         "sale", ref, f"sale to {tag}")]
         if s.pool_fen:
             legs.append(Transfer(f"pool-sale:{ref}:reserve", "platform", "pool:reserve", s.pool_fen,
                                  "CNY", "pool-contribution", ref, f"sale {amount_fen}"))
         if s.units:
             legs.append(Transfer(f"pool-sale:{ref}:points", "pool:issuer", f"poolpt:{tag}", s.units,
                                  POOL_PT, "pool-points", ref, f"value {s.value_fen}"))
-        if legs:
-            await ledger.post(conn, legs, f"pool-sale:{ref}")
+        await ledger.post(conn, legs, f"pool-sale:{ref}")
         after = (await pool_state(conn)).price(rules.initial_price)
     return PoolMove(True, s.units, s.pool_fen, before, after)
 

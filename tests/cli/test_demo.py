@@ -1,5 +1,5 @@
 """`cocharge demo` shows what the README promises: share lock, booking, cutoff, overstay,
-settlement and a verified ledger."""
+settlement, a verified ledger, members' rewards and the liability report."""
 
 from __future__ import annotations
 
@@ -26,3 +26,11 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert re.search(r"MEMBER5 .*\(green energy -10%\)", out)
     assert "property:sunrise-garden" in out
     assert re.search(r"ledger verify: OK \(\d+ transfers, hash chain intact, CNY sums to 0\)", out)
+    # Rewards after the settlement table: the green session's certificate, credit and badge,
+    # the overstay's penalty, the featured post, referral releases, pool points.
+    assert re.search(r"MEMBER5 +108 +0 +\d+\.\d{3} .*Earth Guardian, GC-\d{6}, first_green_session", out)
+    assert re.search(r"MEMBER4 +95 .* overstay", out)
+    assert re.search(r"MEMBER1 +110 +50 .* 201\.60 +7298\.40 +14\.70 +post_featured", out)
+    assert re.search(r"MEMBER2 +100 +0 .* 252\.00 +26748\.00", out)
+    assert "pool price 1.7508 CNY per point" in out
+    assert re.search(r"coverage overall +\d\.\d\d", out)

@@ -4,6 +4,7 @@ releases, the points pool, the liability report, and refusals that write nothing
 from __future__ import annotations
 
 import json
+from decimal import ROUND_DOWN, Decimal
 
 from tests.cli.test_cli import cocharge
 
@@ -19,6 +20,12 @@ def members(db: str) -> None:
 def balances(db: str) -> dict[tuple[str, str], int]:
     return {(b["account"], b["asset"]): b["balance"]
             for b in json.loads(cocharge("ledger", "balances", "--json", db=db).stdout)}
+
+
+def points_owed(report: dict) -> int:
+    """The pool points at the pool's price less the 10 % fee (fen, floor)."""
+    reserve = Decimal(report["pool_reserve_fen"])
+    return int((reserve * Decimal("0.9")).to_integral_value(rounding=ROUND_DOWN))
 
 
 def test_external_events_apply_once_and_rules_are_versioned(tmp_path):
@@ -90,17 +97,27 @@ def test_pool_sales_sells_and_the_liability_report(tmp_path):
     assert pool["reserve_fen"] == 6000 - 1512
     too_many = cocharge("points", "sell", "N", "12", db=db)
     assert too_many.returncode == 2 and "holds 11.000000" in too_many.stderr
-    # Green points locked in an order are owed at their value: 0.01 CNY a point by default.
-    cocharge("points", "purchase", "G", "3000", "--date", "2026-11-01", "--ref", "o1", db=db)
+    again = cocharge("points", "sale", "N", "100", "--ref", "sale-1", db=db)
+    assert again.returncode == 0 and "already" in again.stdout
+    clash = cocharge("points", "sale", "G", "100", "--ref", "sale-1", db=db)
+    assert clash.returncode == 2 and "already used" in clash.stderr
     report = json.loads(cocharge("ledger", "liabilities", "--json", db=db).stdout)
     lines = {li["name"]: li["fen"] for li in report["liabilities"]}
-    assert lines["green points, locked"] == 7500
-    assert lines["member wallets"] == 300000 + 1512
-    # The wallet payout came from the pool, not from outside: cash no longer covers the wallets.
-    assert report["coverage"]["cash"] < "1"
+    # The sales' 200 CNY came in; 44.88 of it stays in the pool, backing the pool points.
+    assert report["cash_fen"] == 20000 - 4488 and report["pool_reserve_fen"] == 4488
+    assert lines["member wallets"] == 1512
+    assert lines["pool points"] == points_owed(report)
+    assert Decimal(report["coverage"]["pool reserve"]) >= 1 and report["warnings"] == []
+    # A 51,000 CNY purchase: the money is in the wallet, and 204,000 points (x4) at
+    # 0.01 CNY are promised on top, with nothing behind them but the platform's margin.
+    cocharge("points", "purchase", "G", "51000", "--date", "2026-11-01", "--ref", "o1", db=db)
+    report = json.loads(cocharge("ledger", "liabilities", "--json", db=db).stdout)
+    lines = {li["name"]: li["fen"] for li in report["liabilities"]}
+    assert lines["green points, locked"] == 204_000
+    assert Decimal(report["coverage"]["cash"]) < 1
     text = cocharge("ledger", "liabilities", db=db)
     assert text.returncode == 0 and "WARNING: NOT COVERED" in text.stdout
-    assert "member wallets" in text.stdout
+    assert "green points, locked" in text.stdout
     # Funds that cover everything: no warning.
     fresh = str(tmp_path / "ok.db")
     members(fresh)
