@@ -86,6 +86,8 @@ def member_show(tag: str, db: str | None, as_json: bool) -> None:
     click.echo(f"  credit score   {data['credit']}")
     click.echo(f"  coins          {data['coins']}")
     click.echo(f"  wallet         {fmt(data['wallet_fen'])} CNY")
+    if data["quota_wh_per_month"]:
+        click.echo(f"  free energy    {data['quota_wh_per_month'] / 1000:g} kWh a month")
     badges = ", ".join(b["name"] for b in data["badges"]) or "-"
     click.echo(f"  badges         {badges}")
     click.echo(f"  green energy   {data['green_kwh']:.3f} kWh, {data['co2_kg']:.3f} kg CO2 avoided "

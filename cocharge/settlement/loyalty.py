@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, desc, func, insert, select
+from sqlalchemy import and_, desc, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement import ledger, points
@@ -66,6 +66,7 @@ from cocharge.store.schema import (
 COIN, CREDIT, BADGE, GREEN_WH, GREEN_PT, POOL_PT = (
     "COIN", "CREDIT", "BADGE", "GREEN_WH", "GREEN_PT", "POOL_PT")
 TZ = "Asia/Shanghai"
+OEM_QUOTA_WH = 50_000  # an OEM member's free energy per month (SPEC §3)
 
 
 class RewardsError(ValueError):
@@ -209,6 +210,11 @@ async def apply_event(engine: AsyncEngine, tag: str, event: str, ref: str) -> Ap
         if batch.legs:
             await ledger.post(conn, batch.legs, f"event:{event_id}")
         await batch.record(conn)
+        if event == "oem_activated":
+            # An OEM member gets the monthly free-energy quota, unless one was set by hand.
+            await conn.execute(update(members).where(and_(members.c.tag == tag,
+                                                          members.c.quota_wh.is_(None)))
+                               .values(quota_wh=OEM_QUOTA_WH))
         return Applied(event_id, True, batch.events[0]["coins"], batch.events[0]["credit"],
                        batch._credit[tag])
 
@@ -585,6 +591,7 @@ async def member_rewards(engine: AsyncEngine, tag: str) -> dict[str, Any]:
                                        .order_by(members.c.tag))).scalars().all()
         return {
             "tag": tag, "name": row.name, "status": row.status, "referred_by": row.referred_by,
+            "quota_wh_per_month": row.quota_wh,
             "referred": list(referred),
             "credit": await credit_score(conn, tag, rules),
             "coins": await ledger.balance(conn, f"coins:{tag}", COIN),
