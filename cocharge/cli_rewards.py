@@ -197,6 +197,33 @@ def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
                f"credit score {done.credit_after}")
 
 
+@rewards.command("dividend")
+@click.option("--date", "day", help="The day whose revenue is shared (YYYY-MM-DD, default yesterday).")
+@db_option
+@json_option
+def rewards_dividend(day: str | None, db: str | None, as_json: bool) -> None:
+    """Pay a day's dividend pool (when `dividend.enabled`): a share of the platform's
+    revenue that day, by green points held, each member capped; once per day."""
+    from datetime import timedelta
+
+    from cocharge.settlement import loyalty
+    from cocharge.settlement.money import fmt
+    from cocharge.store.db import utcnow
+
+    when = _date(day, "--date") or loyalty.local_day(utcnow()) - timedelta(days=1)
+    run = with_rewards(db, lambda e: loyalty.dividend(e, when))
+    if as_json:
+        click.echo(json.dumps({"day": str(run.day), "new": run.new, "revenue_fen": run.revenue_fen,
+                               "pool_fen": run.pool_fen, "payouts": run.payouts,
+                               "returned_fen": run.returned_fen}, indent=2))
+        return
+    click.echo(f"{run.day}: {'paid' if run.new else 'already paid'}: platform revenue "
+               f"{fmt(run.revenue_fen)} CNY, pool {fmt(run.pool_fen)}, paid "
+               f"{fmt(sum(run.payouts.values()))} to {len(run.payouts)} members, "
+               f"{fmt(run.returned_fen)} back to the platform")
+    table([{"tag": t, "paid": fmt(v)} for t, v in sorted(run.payouts.items())], ["tag", "paid"])
+
+
 # --- green certificates ---------------------------------------------------------------------
 
 @main.group()

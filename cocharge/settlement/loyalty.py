@@ -11,7 +11,8 @@ auditable and checked by `ledger verify`:
   GREEN_PT  rewards:green   -> greenpt-locked:<tag>:<order> -> greenpt:<tag>
   POOL_PT   pool:issuer     -> poolpt:<tag>      (burnt back when sold)
   CNY       external:sales -> platform (a sale) -> pool:reserve (its margin share),
-            pool:reserve -> wallet:<tag> (a sell)
+            pool:reserve -> wallet:<tag> (a sell);
+            platform -> dividend:pool -> wallet:<tag>, the rest back to platform (dividends)
 
 The rules themselves are pure (`rewards`, `points`); this module reads the facts, posts
 the transfers and keeps the few rows the ledger cannot (rule versions, applied events,
@@ -24,7 +25,7 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,6 +53,7 @@ from cocharge.settlement.rewards import (
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     charge_groups,
+    dividend_days,
     green_certificates,
     ledger_transfers,
     members,
@@ -571,6 +573,96 @@ async def pool_sell(engine: AsyncEngine, tag: str, units: int, ref: str) -> Pool
         await ledger.post(conn, legs, f"pool-sell:{ref}")
         after = (await pool_state(conn)).price(rules.initial_price)
     return PoolMove(True, units, payout, before, after)
+
+
+# --- dividend pools -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DividendRun:
+    day: date
+    new: bool
+    revenue_fen: int
+    pool_fen: int
+    payouts: dict[str, int]
+    returned_fen: int
+    caps: dict[str, int]
+
+
+def _day_bounds(day: date, tz: str = TZ) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).astimezone(UTC)
+    start = start.replace(tzinfo=None)
+    return start, start + timedelta(days=1)
+
+
+async def dividend(engine: AsyncEngine, day: date, now: datetime | None = None) -> DividendRun:
+    """Distribute `day`'s dividend pool (local day): the revenue share of the platform's
+    settlement income booked that day, by green points held (locked and released) at the
+    time of the run, capped per member at cap_multiple x (what they have paid for charging
+    from their wallet) - (dividends they already had)."""
+    if day >= local_day(now or utcnow()):
+        raise RewardsError(f"--date {day}: a day's dividend is paid once the day is over")
+    async with engine.begin() as conn:
+        rules = await current_rules(conn)
+        if not rules.dividend_enabled:
+            raise RewardsError("dividend pools are off; turn them on with "
+                               "`cocharge rewards rules set dividend.enabled true`")
+        await ledger.lock(conn)
+        done = (await conn.execute(select(dividend_days).where(dividend_days.c.day == day))).first()
+        if done is not None:
+            rows = (await conn.execute(select(ledger_transfers.c.credit, ledger_transfers.c.amount).where(
+                and_(ledger_transfers.c.batch == f"dividend:{day.isoformat()}",
+                     ledger_transfers.c.kind == "dividend")))).all()
+            return DividendRun(day, False, int(done.revenue_fen), int(done.pool_fen),
+                               {r.credit.split(":", 1)[1]: int(r.amount) for r in rows},
+                               int(done.returned_fen), {})
+        start, end = _day_bounds(day)
+        revenue = int(await conn.scalar(select(func.coalesce(func.sum(ledger_transfers.c.amount), 0)).where(
+            and_(ledger_transfers.c.credit == "platform", ledger_transfers.c.asset == "CNY",
+                 ledger_transfers.c.kind.in_(("session-split", "idle-split")),
+                 ledger_transfers.c.created_at >= start, ledger_transfers.c.created_at < end))) or 0)
+        pool_fen = points.dividend_pool(revenue, rules.dividend_share_pct)
+        held = (await conn.execute(
+            select(ledger_transfers.c.credit, func.sum(ledger_transfers.c.amount))
+            .where(and_(ledger_transfers.c.asset == GREEN_PT,
+                        ledger_transfers.c.credit.like("greenpt%")))
+            .group_by(ledger_transfers.c.credit))).all()
+        sent = (await conn.execute(
+            select(ledger_transfers.c.debit, func.sum(ledger_transfers.c.amount))
+            .where(and_(ledger_transfers.c.asset == GREEN_PT,
+                        ledger_transfers.c.debit.like("greenpt%")))
+            .group_by(ledger_transfers.c.debit))).all()
+        weights: dict[str, int] = defaultdict(int)
+        for account, amount in held:
+            weights[account.split(":")[1]] += int(amount)
+        for account, amount in sent:
+            weights[account.split(":")[1]] -= int(amount)
+        spent = dict((await conn.execute(
+            select(settlements.c.payer, func.sum(settlements.c.paid_fen))
+            .where(settlements.c.payer.is_not(None)).group_by(settlements.c.payer))).all())
+        had = dict((await conn.execute(
+            select(ledger_transfers.c.credit, func.sum(ledger_transfers.c.amount))
+            .where(ledger_transfers.c.kind == "dividend").group_by(ledger_transfers.c.credit))).all())
+        caps = {tag: max(0, int((Decimal(int(spent.get(tag) or 0)) * rules.dividend_cap_multiple)
+                                .to_integral_value(rounding="ROUND_FLOOR"))
+                         - int(had.get(f"wallet:{tag}") or 0))
+                for tag in weights}
+        payouts, returned = points.distribute(pool_fen, {t: w for t, w in weights.items() if w > 0}, caps)
+        iso = day.isoformat()
+        legs = []
+        if pool_fen:
+            legs.append(Transfer(f"div:{iso}:in", "platform", "dividend:pool", pool_fen, "CNY",
+                                 "dividend-pool", iso, f"{rules.dividend_share_pct}% of {revenue}"))
+        legs += [Transfer(f"div:{iso}:{tag}", "dividend:pool", f"wallet:{tag}", fen, "CNY", "dividend", iso)
+                 for tag, fen in sorted(payouts.items())]
+        if returned:
+            legs.append(Transfer(f"div:{iso}:back", "dividend:pool", "platform", returned, "CNY",
+                                 "dividend-return", iso, "no member could take it (caps)"))
+        if legs:
+            await ledger.post(conn, legs, f"dividend:{iso}")
+        await conn.execute(insert(dividend_days).values(
+            day=day, revenue_fen=revenue, pool_fen=pool_fen, paid_fen=sum(payouts.values()),
+            returned_fen=returned, run_at=utcnow()))
+    return DividendRun(day, True, revenue, pool_fen, payouts, returned, caps)
 
 
 # --- a member's rewards ---------------------------------------------------------------------

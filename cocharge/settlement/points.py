@@ -14,6 +14,10 @@ the margin enters the pool (CNY) and the buyer gets a fixed value in points at t
 price before the sale, price = pool / points in circulation (the initial price while
 none circulate). Selling N points pays N x price x (1 - fee) from the pool and burns
 them; the fee stays in the pool. Both operations never lower the price.
+
+Dividend pools (optional, off by default): a share of a day's platform revenue is paid out
+to members by weight (green points held), each capped at a multiple of what they spent on
+charging less the dividends they already had; what no one may take goes back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
+from cocharge.settlement.money import split_by_ratios
 from cocharge.settlement.rewards import MAX_REFERRAL_GENERATIONS, RulesError
 
 GREEN_SCALE = 100        # GREEN_PT ledger units per point
@@ -155,3 +160,36 @@ def points_text(units: int, scale: int) -> str:
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), scale)
     return f"{sign}{whole}.{frac:0{digits}d}" if digits else f"{sign}{whole}"
+
+
+# --- dividend pools -------------------------------------------------------------------------
+
+def dividend_pool(revenue_fen: int, share_pct: Decimal) -> int:
+    """What a day's revenue puts into the dividend pool (floor: the fraction stays)."""
+    return int((Decimal(revenue_fen) * share_pct / 100).to_integral_value(rounding=ROUND_DOWN))
+
+
+def distribute(pool_fen: int, weights: Mapping[str, int],
+               caps: Mapping[str, int]) -> tuple[dict[str, int], int]:
+    """Share `pool_fen` by weight (points held) with a cap per member; returns the payouts
+    and the remainder (back to the platform). Water-filling: a member whose share would pass
+    their cap gets the cap, and what is left is shared again among the others by weight.
+    Exact: payouts + remainder == pool; the largest-remainder method keeps each uncapped
+    share within 1 fen of its exact value."""
+    payouts = {tag: 0 for tag in weights}
+    active = sorted(t for t, w in weights.items() if w > 0 and caps.get(t, 0) > 0)
+    left = pool_fen
+    while left > 0 and active:
+        parts = split_by_ratios(left, [weights[t] for t in active])
+        capped = [t for t, p in zip(active, parts, strict=True) if payouts[t] + p >= caps[t]]
+        if not capped:
+            for t, p in zip(active, parts, strict=True):
+                payouts[t] += p
+            left = 0
+            break
+        for t in capped:
+            give = caps[t] - payouts[t]
+            payouts[t] += give
+            left -= give
+        active = [t for t in active if t not in capped]
+    return {t: p for t, p in payouts.items() if p}, left

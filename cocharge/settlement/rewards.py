@@ -12,6 +12,8 @@ show|set`); every change makes a new version. It holds:
   two generations: deeper payouts are pyramid selling, SPEC §4) and the value of a
   point in the liability report.
 - `pool`: the pool-backed points model.
+- `dividend`: the optional dividend pool (off by default): a share of the day's platform
+  revenue, paid by green points held, capped at a multiple of each member's spend.
 
 Units on the ledger: COIN and CREDIT are whole units; GREEN_PT is counted in
 hundredths of a point, POOL_PT in millionths; CNY in fen.
@@ -66,6 +68,7 @@ DEFAULT_RULES: dict[str, Any] = {
     },
     "pool": {"margin_share_pct": "30", "buyer_share_pct": "70", "sell_fee_pct": "10",
              "initial_price": "1.00"},
+    "dividend": {"enabled": False, "revenue_share_pct": "10", "cap_multiple": "2"},
 }
 
 
@@ -104,6 +107,9 @@ class Rules:
     buyer_share_pct: Decimal
     sell_fee_pct: Decimal
     initial_price: Decimal
+    dividend_enabled: bool = False
+    dividend_share_pct: Decimal = Decimal(10)
+    dividend_cap_multiple: Decimal = Decimal(2)
     body: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def reward(self, event: str) -> Reward:
@@ -177,6 +183,10 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
     if [t[0] for t in tiers] != sorted({t[0] for t in tiers}):
         raise RulesError("points.tiers: minimums must increase")
     pool = dict(body.get("pool", {}))
+    dividend = dict(body.get("dividend", {}))
+    enabled = dividend.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise RulesError(f"dividend.enabled: {enabled!r} must be true or false")
     return Rules(
         version=version,
         initial_credit=_int(body.get("initial_credit", 100), "initial_credit", 0),
@@ -196,6 +206,11 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
                              Decimal(0), Decimal(100)),
         sell_fee_pct=_dec(pool.get("sell_fee_pct", 10), "pool.sell_fee_pct", Decimal(0), Decimal(100)),
         initial_price=_dec(pool.get("initial_price", "1.00"), "pool.initial_price", Decimal("0.0001")),
+        dividend_enabled=enabled,
+        dividend_share_pct=_dec(dividend.get("revenue_share_pct", 10), "dividend.revenue_share_pct",
+                                Decimal(0), Decimal(100)),
+        dividend_cap_multiple=_dec(dividend.get("cap_multiple", 2), "dividend.cap_multiple",
+                                   Decimal(0), Decimal(100)),
         body=copy.deepcopy(dict(body)),
     )
 

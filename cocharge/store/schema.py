@@ -413,6 +413,18 @@ point_orders = Table(
 Index("ix_point_orders_tag", point_orders.c.tag, point_orders.c.id)
 
 # One row per release day run: makes `points release --date D` idempotent.
+# One row per day whose dividend pool was distributed (the run is idempotent per day).
+dividend_days = Table(
+    "dividend_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("revenue_fen", BigInteger, nullable=False),
+    Column("pool_fen", BigInteger, nullable=False),
+    Column("paid_fen", BigInteger, nullable=False),
+    Column("returned_fen", BigInteger, nullable=False),
+    Column("run_at", DateTime, nullable=False),
+)
+
 point_release_days = Table(
     "point_release_days",
     metadata,

@@ -146,6 +146,8 @@ def test_bad_rewards_input_exits_2_and_writes_nothing(tmp_path):
         (["points", "sell", "N", "1"], "holds 0"),
         (["member", "add", "Zed", "--tag", "Z", "--referred-by", "NOBODY"], "no such member"),
         (["green", "certificate", "GC-000404"], "no green certificate"),
+        (["rewards", "dividend"], "dividend.enabled true"),
+        (["rewards", "rules", "set", "dividend.enabled", "maybe"], "true or false"),
     ]:
         result = cocharge(*args, db=db)
         assert result.returncode == 2 and words in result.stderr, (args, result.stderr)

@@ -185,3 +185,33 @@ def test_pool_price_never_decreases_and_money_is_conserved(ops):
         assert new_price >= price
         price = new_price
         assert pool.reserve_fen == paid_in - paid_out >= 0
+
+
+def test_dividend_shares_by_weight_and_caps_return_the_rest():
+    assert points.dividend_pool(12_345, Decimal(10)) == 1_234
+    # No cap binds: shares by weight, exact to the fen.
+    paid, back = points.distribute(1_000, {"A": 1, "B": 2}, {"A": 10_000, "B": 10_000})
+    assert paid == {"A": 333, "B": 667} and back == 0
+    # A's cap binds: A gets the cap, B takes the rest up to B's own cap, the rest goes back.
+    paid, back = points.distribute(1_000, {"A": 3, "B": 1}, {"A": 100, "B": 500})
+    assert paid == {"A": 100, "B": 500} and back == 400
+    # No weight or no cap (spent nothing): nothing.
+    paid, back = points.distribute(1_000, {"A": 0, "B": 5}, {"A": 500, "B": 0})
+    assert paid == {} and back == 1_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000_000),
+       st.dictionaries(st.sampled_from("ABCDEFG"), st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
+                       max_size=7))
+def test_dividends_are_exact_and_within_caps(pool, members):
+    weights = {t: w for t, (w, _) in members.items()}
+    caps = {t: c for t, (_, c) in members.items()}
+    paid, back = points.distribute(pool, weights, caps)
+    assert sum(paid.values()) + back == pool and back >= 0
+    for tag, fen in paid.items():
+        assert 0 < fen <= caps[tag] and weights[tag] > 0
+    eligible = [t for t in weights if weights[t] > 0 and caps[t] > 0]
+    # Money goes back only when every eligible member is at their cap.
+    if back:
+        assert all(paid.get(t, 0) == caps[t] for t in eligible)

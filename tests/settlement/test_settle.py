@@ -203,3 +203,36 @@ async def test_a_prepaid_budget_is_never_exceeded(engine):
     under = await settle.settle_session(engine, await insert_session(
         engine, "P1", "B", 1990, start, budget_fen=300))
     assert under.priced.payable_fen == 299 and under.priced.lines == ()
+
+
+async def test_a_dividend_pool_pays_points_holders_within_their_caps(engine):
+    with pytest.raises(loyalty.RewardsError, match="dividend.enabled true"):
+        await loyalty.dividend(engine, utcnow().date(), now=utcnow() + timedelta(days=2))
+    await loyalty.set_rule(engine, "dividend.enabled", "true")
+    await loyalty.set_rule(engine, "dividend.revenue_share_pct", "50")
+    await settle.set_terms(engine, "P1", {"onboarded_at": datetime(2025, 1, 1)})
+    # A pays 15.00 and B 0.15 for charging; C pays nothing. The platform takes 10 %.
+    start = utcnow() - timedelta(hours=2)
+    for tag, wh in (("A", 10000), ("B", 100)):
+        await topup(engine, tag, 5000)
+        await settle.settle_session(engine, await insert_session(engine, "P1", tag, wh, start))
+    # Green points held: A and B 7,500 each (3,000 CNY orders), C 27,000 (9,000 x 3).
+    day = loyalty.local_day(utcnow())
+    for tag, cny in (("A", 3000), ("B", 3000), ("C", 9000)):
+        await loyalty.purchase(engine, tag, cny * 100, day, f"o-{tag}")
+    tomorrow = utcnow() + timedelta(days=1)
+    run = await loyalty.dividend(engine, day, now=tomorrow)
+    # Platform revenue: 1.50 of A's 15.00 and 0.01 of B's 0.15 (0.135 / 0.015: the half fen
+    # is a tie, which goes to the first part, the host); the pool is half of 1.51: 0.75.
+    assert run.revenue_fen == 151 and run.pool_fen == 75
+    # Caps: 2 x paid: A 30.00, B 0.30, C 0 (paid nothing). A:B weigh 1:1 -> 38 / 37, but B
+    # may take 30 only; A takes the other 45.
+    assert run.caps["B"] == 30 and run.caps["C"] == 0
+    assert run.payouts == {"A": 45, "B": 30} and run.returned_fen == 0
+    again = await loyalty.dividend(engine, day, now=tomorrow)
+    assert not again.new and again.payouts == run.payouts
+    async with engine.connect() as conn:
+        assert await ledger.balance(conn, "dividend:pool") == 0
+    assert (await ledger.verify(engine)).ok
+    with pytest.raises(loyalty.RewardsError, match="once the day is over"):
+        await loyalty.dividend(engine, day)
