@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -60,7 +60,8 @@ class Report:
                  None: self.cash_fen + self.pool_reserve_fen}[backed_by]
         if owed <= 0:
             return None
-        return (Decimal(funds) / Decimal(owed)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        # Rounded down: a shortfall never shows as 1.00.
+        return (Decimal(funds) / Decimal(owed)).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
 
     def text_lines(self) -> list[str]:
         """The report as an operator reads it."""
