@@ -16,7 +16,17 @@ from typing import Any, TypeVar
 
 import click
 
-from cocharge.cli import db_option, emit, fail, json_option, ledger_group, main, member, table, with_settlement
+from cocharge.cli import (
+    db_option,
+    emit,
+    fail,
+    json_option,
+    ledger_group,
+    main,
+    member,
+    table,
+    with_settlement,
+)
 
 T = TypeVar("T")
 

@@ -42,7 +42,6 @@ from cocharge.settlement.rewards import (
     Earned,
     Reward,
     Rules,
-    RulesError,
     SessionFacts,
     co2_grams,
     credit_change,
