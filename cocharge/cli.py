@@ -109,18 +109,28 @@ def main(verbose: int) -> None:
               help="Port of the operator channel used by `cocharge remote`.")
 @click.option("--heartbeat-interval", default=300, show_default=True, type=click.IntRange(10, 86400))
 @click.option("--call-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600))
+@click.option("--mqtt", "mqtt_url", envvar="COCHARGE_MQTT",
+              help="Broker for property backends: mqtt://[user:pass@]host[:port][/prefix] "
+                   "(env COCHARGE_MQTT; docs/mqtt.md).")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
-          call_timeout: float) -> None:
+          call_timeout: float, mqtt_url: str | None) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import serve_forever
+    from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.server import tls_context
 
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together: give both for TLS, or neither")
+    if mqtt_url:
+        try:
+            parse_mqtt_url(mqtt_url)
+        except ValueError as exc:
+            fail(str(exc))
     settings = GatewaySettings(host=host, port=port, auto_register=auto_register,
                                operator_host=operator_host, operator_port=operator_port,
-                               heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout)
+                               heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
+                               mqtt_url=mqtt_url)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         asyncio.run(serve_forever(db, settings, tls))
@@ -1160,6 +1170,35 @@ def demo(stations: int) -> None:
     from cocharge.demo import run_demo
 
     asyncio.run(run_demo(stations))
+
+
+# --- mqtt -----------------------------------------------------------------------------------
+
+@main.group()
+def mqtt() -> None:
+    """The MQTT side: property backends (docs/mqtt.md)."""
+
+
+@mqtt.command("acl")
+@click.option("--prefix", default="cocharge/v1", show_default=True, help="The topic prefix of --mqtt.")
+@click.option("--gateway-user", default="cocharge", show_default=True,
+              help="The MQTT user name the gateways connect with.")
+@db_option
+def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
+    """Print a Mosquitto ACL file: each property sees and commands only its own stations."""
+    from cocharge.gateway.mqtt import acl_file
+
+    async def properties(engine: Any) -> list[str]:
+        from cocharge.store.schema import station_terms
+
+        async with engine.connect() as conn:
+            bodies = (await conn.execute(select(station_terms.c.body))).scalars().all()
+        return [str(p) for p in (json.loads(b).get("property") for b in bodies) if p]
+
+    prefix = prefix.strip("/")
+    if not prefix or any(c in prefix for c in "+#"):
+        fail(f"--prefix {prefix!r}: a topic prefix without + or #, e.g. cocharge/v1")
+    click.echo(acl_file(with_store(db, properties), prefix, gateway_user), nl=False)
 
 
 # The rewards commands live in their own module; importing it registers them on the groups above.

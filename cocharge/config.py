@@ -55,3 +55,7 @@ class GatewaySettings:
     idle_fee: IdleFeeRule = field(default_factory=IdleFeeRule)
     # How long a command for an offline station waits for it (`cocharge remote --expires`).
     command_queue_s: int = 3600
+    # MQTT (`serve --mqtt`): mqtt://[user:pass@]host[:port][/prefix]; None = no broker.
+    mqtt_url: str | None = None
+    mqtt_queue_size: int = 10_000       # messages waiting for the broker; more are dropped
+    mqtt_meter_interval_s: float = 1.0  # at most one live meter message per connector this often

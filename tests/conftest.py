@@ -58,6 +58,65 @@ def postgres_server() -> str:
     return PG_DSN
 
 
+def _mosquitto_binary() -> str:
+    """The mosquitto broker; on a fresh machine, install the Debian package (never skip)."""
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
+    if found is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], check=True)
+        found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A throwaway Mosquitto on its own port (anonymous, no persistence)."""
+
+    def __init__(self, folder: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.config = os.path.join(str(folder), f"mosquitto-{self.port}.conf")
+        with open(self.config, "w") as f:
+            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "log_dest stderr\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen([_mosquitto_binary(), "-c", self.config],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start on port {self.port}")
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            await asyncio.to_thread(self.process.wait, 10)
+            self.process = None
+
+
+@pytest.fixture
+async def broker(tmp_path: Any) -> AsyncIterator[Broker]:
+    started = Broker(tmp_path)
+    await started.start()
+    yield started
+    await started.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
     if request.param == "sqlite":

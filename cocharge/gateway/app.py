@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.store.db import open_store
@@ -22,22 +23,32 @@ class Node:
     engine: AsyncEngine
     gateway: Gateway
     operator: OperatorChannel
+    mqtt: MqttBridge | None = None
 
 
 @contextlib.asynccontextmanager
 async def running_node(db: str | None, settings: GatewaySettings,
                        tls: ssl.SSLContext | None = None) -> AsyncIterator[Node]:
     """A started gateway with its operator channel; everything is closed on exit."""
+    target = parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
     engine = await open_store(db)
     gateway = Gateway(engine, settings, tls)
-    await gateway.start()
     operator = OperatorChannel(gateway, settings.operator_host, settings.operator_port)
+    bridge = None
+    if target is not None:
+        bridge = MqttBridge(gateway, target, operator.node_id, settings.mqtt_queue_size,
+                            settings.mqtt_meter_interval_s)
+        gateway.set_observer(bridge)
+        await bridge.start()
     try:
+        await gateway.start()
         await operator.start()
-        yield Node(engine, gateway, operator)
+        yield Node(engine, gateway, operator, bridge)
     finally:
         await operator.close()
         await gateway.close()
+        if bridge is not None:
+            await bridge.close()
         await engine.dispose()
 
 

@@ -30,6 +30,7 @@ from cocharge.gateway.v201 import V201Connection
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission
+from cocharge.stations.observer import StationObserver
 from cocharge.stations.service import StationAccess, StationService
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,13 @@ class Gateway:
             Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))
         self.service.settler = self.settler
         self.control.overstay_over = self.settler.submit
+        self.observer = StationObserver()
         self._server: Server | None = None
         self._access: dict[int, tuple[str, StationAccess]] = {}
+
+    def set_observer(self, observer: StationObserver) -> None:
+        """Who is told what happens at the stations (the MQTT bridge)."""
+        self.observer = self.service.observer = self.control.observer = observer
 
     @property
     def port(self) -> int:
@@ -166,6 +172,7 @@ class Gateway:
             log.info("station %s connected again: closing its previous connection", station_id)
             asyncio.create_task(previous.websocket.close(1000, "replaced by a new connection"))
         log.info("station %s connected (OCPP %s)", station_id, handler_class.protocol)
+        self.observer.station_online(station_id, True, handler_class.protocol)
         try:
             await connection.start()
         except ConnectionClosed:
@@ -173,6 +180,7 @@ class Gateway:
         finally:
             if self.connections.get(station_id) is connection:
                 del self.connections[station_id]
+                self.observer.station_online(station_id, False, handler_class.protocol)
             log.info("station %s disconnected", station_id)
 
     def connection(self, station_id: str) -> StationConnection | None:

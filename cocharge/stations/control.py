@@ -35,6 +35,7 @@ from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import policy, sharing
+from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import Booking, Cutoff, Decision, LockState, SessionLimits, SharingRules
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
@@ -108,6 +109,7 @@ class SharingController:
         self._loop: asyncio.Task[None] | None = None
         # Called with a session id when its car has left after an overstay (settlement bills it).
         self.overstay_over: Callable[[int], None] | None = None
+        self.observer = StationObserver()  # the gateway sets the service's observer here too
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -607,10 +609,10 @@ class SharingController:
             idle = self._idle.pop(key, None)
             self._last_session.pop(key, None)
             if idle is not None:
-                await self._charge_idle_fee(idle[0], idle[1], at, station_id)
+                await self._charge_idle_fee(idle[0], idle[1], at, station_id, connector_id)
 
     async def _charge_idle_fee(self, session_id: int, since: datetime, until: datetime,
-                               station_id: str) -> None:
+                               station_id: str, connector_id: int) -> None:
         minutes, fee = idle_fee(self.settings.idle_fee, since, until)
         async with self.engine.begin() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
@@ -622,6 +624,7 @@ class SharingController:
                                         "fee_fen": fee})))
         if fee:
             log.info("session %s overstayed %s min: idle fee %s fen", session_id, minutes, fee)
+            self.observer.overstay(station_id, connector_id, session_id, minutes, fee, until)
         if self.overstay_over is not None:
             self.overstay_over(session_id)
 
@@ -641,6 +644,7 @@ class SharingController:
             if session_id is not None:
                 await conn.execute(update(sessions).where(sessions.c.id == session_id)
                                    .values(fault=kind))
+        self.observer.fault(station_id, connector_id, session_id, kind, at)
         log.warning("station %s connector %s: safety fault %s%s", station_id, connector_id, kind,
                     f", ending session {session_id}" if session_id else "")
         if session_id is not None:

@@ -38,6 +38,7 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.metering import assess_energy
+from cocharge.stations.observer import StationObserver
 from cocharge.stations.passwords import verify_password
 from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
 from cocharge.stations.writer import SampleWriter
@@ -107,6 +108,7 @@ class StationService:
         # Set by the gateway, which gives it the way to command stations.
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
+        self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.writer = SampleWriter(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self._open: dict[tuple[str, str], OpenSession] = {}
         self._last_seen: dict[str, datetime] = {}
@@ -227,6 +229,8 @@ class StationService:
             await conn.execute(stmt.values(
                 station_id=event.station_id, connector_id=event.connector_id,
                 status=event.status, error_code=event.error_code, updated_at=event.at))
+        self.observer.connector_status(event.station_id, event.connector_id, event.status,
+                                       event.error_code, event.at)
         if self.control is not None:
             fault = SAFETY_ERROR_CODES_16.get(event.error_code or "")
             if fault is not None:
@@ -255,7 +259,7 @@ class StationService:
         value = await conn.scalar(select(stations.c.max_power_w).where(stations.c.id == station_id))
         return int(value) if value else self.settings.default_max_power_w
 
-    async def _finish(self, conn: AsyncConnection, session_id: int) -> None:
+    async def _finish(self, conn: AsyncConnection, session_id: int) -> int | None:
         """Compute energy from the registers (first and last by timestamp) and close the session."""
         row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).one()
         start, stop = row.meter_start_wh, row.meter_stop_wh
@@ -280,6 +284,8 @@ class StationService:
             status="completed" if verdict.billable else "flagged", flag_reason=verdict.reason))
         if not verdict.billable:
             log.warning("session %s flagged: %s", session_id, verdict.reason)
+            return None
+        return verdict.energy_wh
 
     async def start_session(self, event: SessionStarted) -> tuple[int, AuthStatus]:
         """OCPP 1.6 StartTransaction: a repeat of the same start returns the same id."""
@@ -308,6 +314,9 @@ class StationService:
                     event.id_tag, event.at, event.meter_start_wh, decision)
         self._open[(event.station_id, str(session_id))] = OpenSession(
             session_id, event.connector_id, ended=False)
+        if status is AuthStatus.ACCEPTED:
+            self.observer.session_started(event.station_id, event.connector_id, session_id,
+                                          event.id_tag, event.at)
         return session_id, status
 
     async def _load(self, conn: AsyncConnection, station_id: str, tx_ref: str) -> OpenSession | None:
@@ -352,8 +361,10 @@ class StationService:
             await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
                 ended_at=event.at, meter_stop_wh=event.meter_stop_wh,
                 stop_reason=event.reason or "Local"))
-            await self._finish(conn, found.id)
+            energy = await self._finish(conn, found.id)
         found.ended = True
+        self.observer.session_ended(event.station_id, found.connector_id, found.id, energy,
+                                    event.reason or "Local", event.at)
         self._open.pop((event.station_id, event.tx_ref), None)
         if self.control is not None:
             self.control.session_ended(found.id, event.station_id, found.connector_id)
@@ -389,6 +400,7 @@ class StationService:
             found.seen_seq.add(event.seq_no)
             await self._follow(found, event)
             return status
+        started = ended_energy = None
         async with self.engine.begin() as conn:
             if found is None:
                 session_id = int((await conn.execute(insert(sessions).values(
@@ -397,6 +409,8 @@ class StationService:
                     started_at=event.at, status="active", created_at=utcnow(),
                 ).returning(sessions.c.id))).scalar_one())
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
+                if event.id_tag and status is AuthStatus.ACCEPTED and event.event_type != "Ended":
+                    started = found
                 if (self.control is not None and event.id_tag and status is AuthStatus.ACCEPTED
                         and event.event_type != "Ended"):
                     start = _register_wh(event.samples)
@@ -429,8 +443,14 @@ class StationService:
                 found.ended = True
             if found.ended:
                 # Also re-run when a late event of an ended session arrives (offline replay).
-                await self._finish(conn, found.id)
+                ended_energy = await self._finish(conn, found.id)
         found.seen_seq.add(event.seq_no)
+        if started is not None:
+            self.observer.session_started(event.station_id, found.connector_id, found.id,
+                                          event.id_tag, event.at)
+        if event.event_type == "Ended":
+            self.observer.session_ended(event.station_id, found.connector_id, found.id,
+                                        ended_energy, event.stop_reason or "Local", event.at)
         if found.ended:
             self._open.pop(key, None)
             if self.control is not None:
@@ -443,10 +463,12 @@ class StationService:
         return status
 
     async def _follow(self, found: OpenSession, event: TransactionEvent) -> None:
-        """Tell sharing control what a running 2.0.1 transaction reports."""
+        """Tell sharing control (and the observer) what a running 2.0.1 transaction reports."""
+        reading = _register_wh(event.samples)
+        if reading is not None:
+            self.observer.meter(event.station_id, found.connector_id, found.id, reading[0], reading[1])
         if self.control is None:
             return
-        reading = _register_wh(event.samples)
         if reading is not None:
             self.control.meter(found.id, reading[0], reading[1])
         if event.charging_state:
@@ -468,6 +490,8 @@ class StationService:
         await self.writer.write(
             _sample_rows(event.station_id, event.connector_id, session_id, event.samples), [])
         reading = _register_wh(event.samples)
+        if reading is not None:
+            self.observer.meter(event.station_id, event.connector_id, session_id, reading[0], reading[1])
         if self.control is not None and session_id is not None and reading is not None:
             self.control.meter(session_id, reading[0], reading[1])
 

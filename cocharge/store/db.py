@@ -135,12 +135,18 @@ async def _v4_rewards(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v5_mqtt(conn: AsyncConnection) -> None:
+    """MQTT command requests, each applied once (issue 6)."""
+    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
     (2, _v2_sharing_control),
     (3, _v3_settlement),
     (4, _v4_rewards),
+    (5, _v5_mqtt),
 ]
 
 

@@ -433,3 +433,22 @@ point_release_days = Table(
     Column("orders", Integer, nullable=False),
     Column("run_at", DateTime, nullable=False),
 )
+
+
+# --- v5: MQTT -------------------------------------------------------------------------------
+
+# Each MQTT command once per (property, request_id): a repeat gets the same answer.
+mqtt_requests = Table(
+    "mqtt_requests",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("property", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("verb", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("answer", Text),
+    Column("node", String(128)),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("property", "request_id", name="uq_mqtt_request"),
+)

@@ -1,0 +1,513 @@
+"""The MQTT bridge: property backends see their stations and command them (SPEC §5).
+
+Topics (prefix `cocharge/v1` unless the URL names another; docs/mqtt.md):
+
+  <prefix>/gateway/<node>/status                                  retained; last will "offline"
+  <prefix>/<property>/stations/<id>/status                        retained
+  <prefix>/<property>/stations/<id>/connectors/<n>/status         retained
+  <prefix>/<property>/stations/<id>/connectors/<n>/meter          QoS 0, at most one a second
+  <prefix>/<property>/stations/<id>/connectors/<n>/session        retained; cleared at the end
+  <prefix>/<property>/events/<started|ended|overstay|fault>       QoS 1, with an event id
+  <prefix>/<property>/cmd/<verb>           in: block, release, reserve, cancel-reservation,
+                                               remote-stop, set-availability
+  <prefix>/<property>/ack                  out: "received", then the result, per request_id
+
+A station belongs to the property its split terms name (`cocharge split set ST --model
+property --property NAME ...`); stations of no property are not published.
+
+Nothing here blocks the OCPP side: the stations core calls the observer methods, which
+only put a message on a bounded queue; when the queue is full (the broker is slow or
+down) the message is dropped and counted. A background task connects, publishes the
+gateway's status, re-publishes the retained state it holds, subscribes to the command
+topics and sends the queue; when the connection breaks it reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cocharge.stations import commands as cmd
+from cocharge.stations.observer import StationObserver
+from cocharge.store.db import utcnow
+from cocharge.store.schema import mqtt_requests, sessions, station_terms
+
+if TYPE_CHECKING:
+    from cocharge.gateway.server import Gateway
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "cocharge/v1"
+VERSION = 1
+VERBS = ("block", "release", "reserve", "cancel-reservation", "remote-stop", "set-availability")
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    prefix: str = DEFAULT_PREFIX
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"mqtt://{user}{self.host}:{self.port}/{self.prefix}"
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """`mqtt://[user:pass@]host[:port][/prefix]`; ValueError says what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"--mqtt {url!r}: write it as mqtt://[user:pass@]host[:port][/prefix]")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise ValueError(f"--mqtt {url!r}: the port must be a number from 1 to 65535") from None
+    prefix = parts.path.strip("/") or DEFAULT_PREFIX
+    if "#" in url or parts.query or "+" in prefix or "//" in prefix:
+        raise ValueError(f"--mqtt {url!r}: the prefix may not contain +, # or empty levels")
+    return MqttTarget(parts.hostname, port, unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None, prefix)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="seconds") + "Z" if at is not None else None
+
+
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class CommandError(ValueError):
+    """A command message that cannot be applied; the message names the problem."""
+
+
+class MqttBridge(StationObserver):
+    def __init__(self, gateway: Gateway, target: MqttTarget, node_id: str,
+                 queue_size: int = 10_000, meter_interval_s: float = 1.0,
+                 refresh_s: float = 5.0) -> None:
+        self.gateway = gateway
+        self.target = target
+        self.node_id = node_id
+        self.prefix = target.prefix
+        self.queue: asyncio.Queue[Out] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.connected = asyncio.Event()
+        self.meter_interval_s = meter_interval_s
+        self.refresh_s = refresh_s
+        self.properties: dict[str, str] = {}  # station -> property
+        self._retained: dict[str, bytes] = {}  # what the broker should hold, to re-publish
+        self._last_meter: dict[tuple[str, int], float] = {}
+        self._pending: Out | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._commands: set[asyncio.Task[Any]] = set()
+        self._client: aiomqtt.Client | None = None
+        self._closing = False
+
+    # --- life ------------------------------------------------------------------------------
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.prefix}/gateway/{self.node_id}/status"
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps({"v": VERSION, "node": self.node_id, "state": state,
+                           "at": _iso(utcnow())}).encode()
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._tasks = [asyncio.create_task(self._run(), name="mqtt"),
+                       asyncio.create_task(self._refresh_forever(), name="mqtt-properties")]
+
+    async def close(self) -> None:
+        self._closing = True
+        client = self._client
+        if client is not None and self.connected.is_set():
+            # A clean disconnect does not fire the last will: say offline ourselves.
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                async with asyncio.timeout(2):
+                    await client.publish(self.status_topic, self._status("offline"), qos=1, retain=True)
+        for task in [*self._tasks, *self._commands]:
+            task.cancel()
+        for task in [*self._tasks, *self._commands]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        will = aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True)
+        while not self._closing:
+            try:
+                async with aiomqtt.Client(
+                        self.target.host, self.target.port, username=self.target.username,
+                        password=self.target.password, identifier=f"cocharge-{self.node_id}",
+                        will=will, keepalive=30, timeout=10,
+                        protocol=aiomqtt.ProtocolVersion.V5) as client:
+                    self._client = client
+                    await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+                    for topic, payload in list(self._retained.items()):
+                        await client.publish(topic, payload, qos=1, retain=True)
+                    # MQTT 5 "retain as published": a command published with retain=true
+                    # shows as retained even when it arrives live, so it can be refused.
+                    await client.subscribe(f"{self.prefix}/+/cmd/+", options=SubscribeOptions(
+                        qos=1, retainAsPublished=True))
+                    self.connected.set()
+                    backoff = 0.5
+                    log.info("MQTT connected to %s", self.target)
+                    await asyncio.gather(self._send(client), self._receive(client))
+            except aiomqtt.MqttError as exc:
+                if self.connected.is_set():
+                    log.warning("MQTT connection to %s lost: %s", self.target, exc)
+                else:
+                    log.warning("MQTT broker %s unreachable: %s (retry in %.1f s)", self.target,
+                                exc, backoff)
+            finally:
+                self.connected.clear()
+                self._client = None
+            if self._closing:
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            item = self._pending or await self.queue.get()
+            self._pending = item  # kept until the broker has it: sent again after a reconnect
+            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            self._pending = None
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            task = asyncio.create_task(self._command(message))
+            self._commands.add(task)
+            task.add_done_callback(self._commands.discard)
+
+    async def refresh(self) -> None:
+        """Which property each station belongs to (from the split terms)."""
+        async with self.gateway.engine.connect() as conn:
+            rows = (await conn.execute(select(station_terms.c.station_id, station_terms.c.body))).all()
+        found = {}
+        for row in rows:
+            prop = json.loads(row.body).get("property")
+            if prop:
+                found[row.station_id] = str(prop)
+        self.properties = found
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except Exception:  # the database may be briefly away; keep the last map
+                log.exception("MQTT: reading station properties failed")
+
+    # --- out -------------------------------------------------------------------------------
+
+    def _put(self, topic: str, body: dict[str, Any] | None, qos: int = 1, retain: bool = False) -> None:
+        payload = b"" if body is None else json.dumps({"v": VERSION, **body}, default=str).encode()
+        if retain:
+            if body is None:
+                self._retained.pop(topic, None)
+            else:
+                self._retained[topic] = payload
+        try:
+            self.queue.put_nowait(Out(topic, payload, qos, retain))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("MQTT queue full (broker slow or down): %d messages dropped so far",
+                            self.dropped)
+
+    def _station_topic(self, station_id: str) -> str | None:
+        prop = self.properties.get(station_id)
+        return f"{self.prefix}/{prop}/stations/{station_id}" if prop else None
+
+    def _event(self, station_id: str, kind: str, event_id: str, body: dict[str, Any]) -> None:
+        prop = self.properties.get(station_id)
+        if prop:
+            self._put(f"{self.prefix}/{prop}/events/{kind}",
+                      {"event": kind, "event_id": event_id, "station": station_id, **body})
+
+    def station_online(self, station_id: str, online: bool, protocol: str | None = None) -> None:
+        base = self._station_topic(station_id)
+        if base:
+            self._put(f"{base}/status", {"station": station_id, "online": online,
+                                         "protocol": protocol, "node": self.node_id,
+                                         "at": _iso(utcnow())}, retain=True)
+
+    def connector_status(self, station_id: str, connector_id: int, status: str,
+                         error_code: str | None, at: datetime) -> None:
+        base = self._station_topic(station_id)
+        if base:
+            self._put(f"{base}/connectors/{connector_id}/status",
+                      {"station": station_id, "connector": connector_id, "status": status,
+                       "error_code": error_code, "at": _iso(at)}, retain=True)
+
+    def meter(self, station_id: str, connector_id: int, session_id: int | None,
+              energy_wh: float, at: datetime) -> None:
+        base = self._station_topic(station_id)
+        if not base:
+            return
+        key, now = (station_id, connector_id), time.monotonic()
+        if now - self._last_meter.get(key, -1e9) < self.meter_interval_s:
+            return
+        self._last_meter[key] = now
+        self._put(f"{base}/connectors/{connector_id}/meter",
+                  {"station": station_id, "connector": connector_id, "session": session_id,
+                   "energy_wh": round(energy_wh, 1), "at": _iso(at)}, qos=0)
+
+    def session_started(self, station_id: str, connector_id: int, session_id: int,
+                        tag: str | None, at: datetime) -> None:
+        base = self._station_topic(station_id)
+        if not base:
+            return
+        body = {"session": session_id, "connector": connector_id, "tag": tag, "started_at": _iso(at)}
+        self._put(f"{base}/connectors/{connector_id}/session", {"station": station_id, **body},
+                  retain=True)
+        self._event(station_id, "started", f"started:{session_id}", body)
+
+    def session_ended(self, station_id: str, connector_id: int, session_id: int,
+                      energy_wh: int | None, reason: str | None, at: datetime | None) -> None:
+        base = self._station_topic(station_id)
+        if not base:
+            return
+        self._put(f"{base}/connectors/{connector_id}/session", None, retain=True)  # cleared
+        self._event(station_id, "ended", f"ended:{session_id}",
+                    {"session": session_id, "connector": connector_id, "energy_wh": energy_wh,
+                     "reason": reason, "ended_at": _iso(at)})
+
+    def overstay(self, station_id: str, connector_id: int, session_id: int, minutes: int,
+                 fee_fen: int, at: datetime) -> None:
+        self._event(station_id, "overstay", f"overstay:{session_id}",
+                    {"session": session_id, "connector": connector_id, "idle_minutes": minutes,
+                     "idle_fee_fen": fee_fen, "at": _iso(at)})
+
+    def fault(self, station_id: str, connector_id: int, session_id: int | None, kind: str,
+              at: datetime) -> None:
+        self._event(station_id, "fault", f"fault:{station_id}:{connector_id}:{_iso(at)}",
+                    {"session": session_id, "connector": connector_id, "fault": kind, "at": _iso(at)})
+
+    # --- commands in -----------------------------------------------------------------------
+
+    async def _command(self, message: aiomqtt.Message) -> None:
+        levels = message.topic.value.split("/")
+        prop, verb = levels[-3], levels[-1]
+        ack = f"{self.prefix}/{prop}/ack"
+        request_id: str | None = None
+        if not message.payload:
+            return  # an empty message deletes a retained one: nothing to do
+        try:
+            body = json.loads(message.payload) if message.payload else None
+            if isinstance(body, dict) and isinstance(body.get("request_id"), str):
+                request_id = body["request_id"]
+            if message.retain:
+                # Clear it from the broker, so that it does not come back at every subscription.
+                self._put(message.topic.value, None, retain=True)
+                raise CommandError("retained command refused: publish commands with retain=false "
+                                   "(a retained command would run again at every reconnect)")
+            if not isinstance(body, dict):
+                raise CommandError("the payload must be a JSON object")
+            plan = _plan(verb, body)
+        except (CommandError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                exc = CommandError(f"the payload is not JSON: {exc}")
+            self._put(ack, {"request_id": request_id, "state": "error", "error": str(exc)})
+            return
+        digest = hashlib.sha256(json.dumps([verb, body], sort_keys=True).encode()).hexdigest()
+        row_id, earlier = await self._claim(prop, plan.request_id, verb, digest)
+        if earlier is not None:
+            for answer in earlier:
+                self._put(ack, answer)
+            return
+        received = {"request_id": plan.request_id, "verb": verb, "state": "received"}
+        self._put(ack, received)
+        result = await self._apply(prop, plan, row_id)
+        result = {"request_id": plan.request_id, "verb": verb, **result}
+        async with self.gateway.engine.begin() as conn:
+            await conn.execute(update(mqtt_requests).where(mqtt_requests.c.id == row_id)
+                               .values(state=result["state"], answer=json.dumps(result)))
+        self._put(ack, result)
+
+    async def _claim(self, prop: str, request_id: str, verb: str,
+                     digest: str) -> tuple[int, list[dict[str, Any]] | None]:
+        """Record the request once; a repeat gets the answers already given."""
+        try:
+            async with self.gateway.engine.begin() as conn:
+                row_id = int((await conn.execute(insert(mqtt_requests).values(
+                    property=prop, request_id=request_id, verb=verb, digest=digest,
+                    state="received", node=self.node_id, created_at=utcnow(),
+                ).returning(mqtt_requests.c.id))).scalar_one())
+            return row_id, None
+        except IntegrityError:
+            async with self.gateway.engine.connect() as conn:
+                row = (await conn.execute(select(mqtt_requests).where(and_(
+                    mqtt_requests.c.property == prop,
+                    mqtt_requests.c.request_id == request_id)))).one()
+            if row.digest != digest:
+                return int(row.id), [{"request_id": request_id, "state": "error",
+                                      "error": f"request_id {request_id!r} was already used for "
+                                               f"another command ({row.verb}); use a new one"}]
+            answers = [{"request_id": request_id, "verb": row.verb, "state": "received"}]
+            if row.answer:
+                answers.append(json.loads(row.answer))
+            return int(row.id), answers
+
+    async def _apply(self, prop: str, plan: Plan, row_id: int) -> dict[str, Any]:
+        if self.properties.get(plan.station) != prop:
+            await self.refresh()
+        if self.properties.get(plan.station) != prop:
+            return {"state": "rejected", "error": f"station {plan.station!r} is not one of "
+                                                  f"{prop}'s stations"}
+        if plan.expires_at is not None and plan.expires_at <= utcnow():
+            return {"state": "expired", "error": "the command's expires_at has passed"}
+        try:
+            commands = await self._commands_for(plan, row_id)
+            results = [await self.gateway.control.send(plan.station, c) for c in commands]
+        except cmd.CommandRejected as exc:
+            return {"state": "rejected", "error": str(exc)}
+        except cmd.CommandFailed as exc:
+            return {"state": "failed", "error": f"{exc.kind}: {exc}"}
+        accepted = all(r["accepted"] for r in results)
+        answer: dict[str, Any] = {"state": "accepted" if accepted else "rejected",
+                                  "ocpp_status": results[0]["status"]}
+        if plan.verb == "reserve":
+            answer["reservation_id"] = row_id
+        return answer
+
+    async def _commands_for(self, plan: Plan, row_id: int) -> list[cmd.Command]:
+        c = plan.connector
+        if plan.verb == "block":
+            return [cmd.SetAvailability(c, False), cmd.ShareLock(c, True)]
+        if plan.verb == "release":
+            return [cmd.SetAvailability(c, True), cmd.ShareLock(c, False)]
+        if plan.verb == "set-availability":
+            return [cmd.SetAvailability(c, bool(plan.operative))]
+        if plan.verb == "reserve":
+            assert plan.tag is not None and plan.minutes is not None
+            return [cmd.ReserveNow(c, plan.tag, utcnow() + timedelta(minutes=plan.minutes), row_id)]
+        if plan.verb == "cancel-reservation":
+            assert plan.reservation_id is not None
+            return [cmd.CancelReservation(plan.reservation_id)]
+        session_id = plan.session_id
+        if session_id is None:
+            async with self.gateway.engine.connect() as conn:
+                session_id = await conn.scalar(select(sessions.c.id).where(and_(
+                    sessions.c.station_id == plan.station, sessions.c.connector_id == c,
+                    sessions.c.ended_at.is_(None), sessions.c.status == "active"))
+                    .order_by(sessions.c.id.desc()).limit(1))
+            if session_id is None:
+                raise cmd.CommandRejected(f"no session is running on {plan.station} connector {c}")
+        return [cmd.RemoteStop(int(session_id))]
+
+
+@dataclass(frozen=True)
+class Plan:
+    verb: str
+    request_id: str
+    station: str
+    connector: int = 0
+    operative: bool | None = None
+    tag: str | None = None
+    minutes: int | None = None
+    reservation_id: int | None = None
+    session_id: int | None = None
+    expires_at: datetime | None = None
+
+
+_FIELDS = {
+    "block": {"connector"}, "release": {"connector"},
+    "set-availability": {"connector", "operative"},
+    "reserve": {"connector", "tag", "minutes"},
+    "cancel-reservation": {"reservation_id"},
+    "remote-stop": {"connector", "session_id"},
+}
+
+
+def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CommandError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _plan(verb: str, body: dict[str, Any]) -> Plan:
+    """Check a command message; CommandError names the first problem."""
+    if verb not in VERBS:
+        raise CommandError(f"unknown command {verb!r}: one of {', '.join(VERBS)}")
+    if body.get("v", VERSION) != VERSION:
+        raise CommandError(f"unsupported payload version {body.get('v')!r}: this gateway speaks v{VERSION}")
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 64:
+        raise CommandError("request_id must be a string of 1 to 64 characters")
+    station = body.get("station")
+    if not isinstance(station, str) or not station:
+        raise CommandError("station must be the station's id")
+    unknown = set(body) - _FIELDS[verb] - {"v", "request_id", "station", "expires_at"}
+    if unknown:
+        raise CommandError(f"{verb} takes no {', '.join(sorted(unknown))}")
+    expires_at = None
+    if body.get("expires_at") is not None:
+        try:
+            when = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise CommandError("expires_at must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z") from None
+        expires_at = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    plan = Plan(verb, request_id, station, expires_at=expires_at)
+    if verb in ("block", "release", "reserve"):
+        plan = _with(plan, connector=_int(body, "connector", 1, 99))
+    if verb == "set-availability":
+        operative = body.get("operative")
+        if not isinstance(operative, bool):
+            raise CommandError("operative must be true or false")
+        plan = _with(plan, connector=_int(body, "connector", 0, 99), operative=operative)
+    if verb == "reserve":
+        tag = body.get("tag")
+        if not isinstance(tag, str) or not 1 <= len(tag) <= 20:
+            raise CommandError("tag must be the member's idTag (1 to 20 characters)")
+        plan = _with(plan, tag=tag, minutes=_int(body, "minutes", 1, 1440))
+    if verb == "cancel-reservation":
+        plan = _with(plan, reservation_id=_int(body, "reservation_id", 1, 2**31 - 1))
+    if verb == "remote-stop":
+        if ("session_id" in body) == ("connector" in body):
+            raise CommandError("remote-stop takes session_id or connector (one of them)")
+        if "session_id" in body:
+            plan = _with(plan, session_id=_int(body, "session_id", 1, 2**62))
+        else:
+            plan = _with(plan, connector=_int(body, "connector", 1, 99))
+    return plan
+
+
+def _with(plan: Plan, **changes: Any) -> Plan:
+    return replace(plan, **changes)
+
+
+def acl_file(properties: list[str], prefix: str = DEFAULT_PREFIX, gateway_user: str = "cocharge") -> str:
+    """A Mosquitto ACL file: the gateway may use the whole prefix; each property (its MQTT
+    user name = the property's name) reads its own topics and the gateways' status, and
+    writes only its own command topics."""
+    lines = ["# Mosquitto ACL for cocharge (generated by `cocharge mqtt acl`).",
+             "# Use it with `acl_file` in mosquitto.conf, and one user per property (mosquitto_passwd).",
+             "", f"user {gateway_user}", f"topic readwrite {prefix}/#", ""]
+    for prop in sorted(set(properties)):
+        lines += [f"user {prop}", f"topic read {prefix}/gateway/+/status",
+                  f"topic read {prefix}/{prop}/stations/#", f"topic read {prefix}/{prop}/events/#",
+                  f"topic read {prefix}/{prop}/ack", f"topic write {prefix}/{prop}/cmd/+", ""]
+    return "\n".join(lines)

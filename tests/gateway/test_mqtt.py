@@ -1,0 +1,282 @@
+"""Property backends over MQTT, against a real Mosquitto: retained state, live meter, session
+events, commands with acks (once per request_id), refusals, per-property authorisation, and
+a broker that is down or comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+from sqlalchemy import func, select
+
+from cocharge.gateway.app import running_node
+from cocharge.gateway.mqtt import CommandError, _plan, acl_file, parse_mqtt_url
+from cocharge.settlement import settle
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry
+from cocharge.store.schema import mqtt_requests, sessions
+from tests.conftest import Broker, settings, ws_url
+
+P = "cocharge/v1"
+
+
+class Backend:
+    """A property backend: subscribes, collects every message, publishes commands."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.seen: list[tuple[str, Any, bool]] = []  # (topic, payload or None when empty, retain)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _collect(self) -> None:
+        async for m in self.client.messages:
+            try:
+                payload = json.loads(m.payload) if m.payload else None
+            except ValueError:
+                payload = m.payload  # a malformed command, as the test sent it
+            self.seen.append((m.topic.value, payload, m.retain))
+
+    async def wait(self, check: Callable[[], Any], timeout: float = 15.0) -> Any:
+        for _ in range(int(timeout / 0.05)):
+            found = check()
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not seen within {timeout} s; seen: {self.seen[-15:]}")
+
+    def on(self, topic: str) -> list[Any]:
+        return [p for t, p, _ in self.seen if t == topic]
+
+    async def command(self, verb: str, body: Any, prop: str = "sunrise", retain: bool = False) -> None:
+        payload = body if isinstance(body, str | bytes) else json.dumps(body)
+        await self.client.publish(f"{P}/{prop}/cmd/{verb}", payload, qos=1, retain=retain)
+
+    def acks(self, request_id: str | None, prop: str = "sunrise") -> list[dict[str, Any]]:
+        return [p for p in self.on(f"{P}/{prop}/ack")
+                if isinstance(p, dict) and p.get("request_id") == request_id]
+
+
+@contextlib.asynccontextmanager
+async def backend(broker: Broker, *topics: str) -> AsyncIterator[Backend]:
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        for topic in topics or (f"{P}/sunrise/#", f"{P}/gateway/+/status"):
+            await client.subscribe(topic, qos=1)
+        b = Backend(client)
+        b._task = asyncio.create_task(b._collect())
+        try:
+            yield b
+        finally:
+            b._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await b._task
+
+
+async def stations(node: Any) -> None:
+    engine = node.engine
+    for sid, prop in (("WB1", "sunrise"), ("WB2", "harbour")):
+        await registry.add_station(engine, registry.NewStation(sid, owner="op", max_power_kw=11))
+        await settle.set_terms(engine, sid, {"model": "property", "property": prop,
+                                             "operator": "install-co"})
+    await registry.add_member(engine, "Ann", "ANN", None)
+    await node.mqtt.refresh()
+
+
+async def test_state_meter_and_session_events_reach_the_property(broker, sqlite_url):
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url, control_interval_s=0.2,
+                                                 mqtt_meter_interval_s=0.2)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        async with backend(broker) as b:
+            gateway_status = f"{P}/gateway/{node.operator.node_id}/status"
+            await b.wait(lambda: any(p["state"] == "online" for p in b.on(gateway_status)))
+            box1, r1 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1", speed=300,
+                                                    meter_interval_s=0.05))
+            box2, r2 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2", speed=300,
+                                                    meter_interval_s=0.05))
+            try:
+                base = f"{P}/sunrise/stations/WB1"
+                await b.wait(lambda: any(p["online"] for p in b.on(f"{base}/status")))
+                charged = await box1.charge(1, "ANN", energy_wh=1500)
+                assert charged.authorized, charged.refused
+                await asyncio.wait_for(charged.done.wait(), 20)
+                [ended] = await b.wait(lambda: b.on(f"{P}/sunrise/events/ended"))
+            finally:
+                await close_wallbox(box1, r1)
+                await close_wallbox(box2, r2)
+            async with node.engine.connect() as conn:
+                row = (await conn.execute(select(sessions).where(sessions.c.station_id == "WB1"))).one()
+            [started] = b.on(f"{P}/sunrise/events/started")
+            assert started["event_id"] == f"started:{row.id}" and started["tag"] == "ANN"
+            assert ended["event_id"] == f"ended:{row.id}" and ended["energy_wh"] == row.energy_wh
+            assert started["v"] == 1 and ended["station"] == "WB1"
+            # The current session was retained while it ran, then cleared.
+            current = b.on(f"{base}/connectors/1/session")
+            assert current[0]["session"] == row.id and current[-1] is None
+            meters = b.on(f"{base}/connectors/1/meter")
+            assert meters and all(m["session"] == row.id for m in meters if m["session"])
+            readings = [m["energy_wh"] for m in meters]
+            assert readings == sorted(readings)
+            assert "Charging" in [p["status"] for p in b.on(f"{base}/connectors/1/status")]
+            # Another property's station is never published to this property's topics.
+            assert not [t for t, _, _ in b.seen if "WB2" in t]
+            await b.wait(lambda: any(not p["online"] for p in b.on(f"{base}/status")))
+        # A backend that connects later gets the retained state, and no stale session.
+        async with backend(broker) as late:
+            await late.wait(lambda: late.on(f"{base}/connectors/1/status"))
+            await asyncio.sleep(0.3)
+            assert late.on(f"{base}/connectors/1/session") == []
+            assert late.on(f"{base}/status")[-1]["online"] is False
+        async with backend(broker, f"{P}/harbour/#") as harbour:
+            await harbour.wait(lambda: harbour.on(f"{P}/harbour/stations/WB2/status"))
+    # The gateway went away: its status says so.
+    async with backend(broker, f"{P}/gateway/+/status") as after:
+        await after.wait(lambda: after.on(gateway_status) and after.on(gateway_status)[-1]["state"] == "offline")
+
+
+async def test_commands_are_acked_applied_once_and_checked(broker, sqlite_url):
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url, control_interval_s=0.2)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        box1, r1 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1", speed=60,
+                                                meter_interval_s=0.1))
+        box2, r2 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2"))
+        try:
+            async with backend(broker) as b:
+                await b.command("block", {"v": 1, "request_id": "r-1", "station": "WB1", "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("r-1")) >= 2 and b.acks("r-1"))
+                assert [a["state"] for a in answers] == ["received", "accepted"]
+                assert answers[1]["ocpp_status"] == "Accepted"
+                hw = box1.hw[1]
+                assert not hw.operative and hw.bay_locked
+                # Released by another request; then the first one arrives again: same answer,
+                # not applied again (the bay stays released).
+                await b.command("release", {"request_id": "r-2", "station": "WB1", "connector": 1})
+                await b.wait(lambda: len(b.acks("r-2")) >= 2)
+                assert hw.operative and not hw.bay_locked
+                await b.command("block", {"v": 1, "request_id": "r-1", "station": "WB1", "connector": 1})
+                await b.wait(lambda: len(b.acks("r-1")) >= 4)
+                assert [a["state"] for a in b.acks("r-1")] == ["received", "accepted"] * 2
+                await asyncio.sleep(0.3)
+                assert hw.operative and not hw.bay_locked
+                async with node.engine.connect() as conn:
+                    assert await conn.scalar(select(func.count()).select_from(mqtt_requests)) == 2
+                # Refusals, each naming the problem; nothing is applied.
+                await b.command("block", {"request_id": "r-3", "station": "WB1", "connector": 1},
+                                retain=True)
+                [ack] = await b.wait(lambda: b.acks("r-3"))
+                assert ack["state"] == "error" and "retained" in ack["error"]
+                await b.command("block", "{not json")
+                [ack] = await b.wait(lambda: b.acks(None))
+                assert ack["state"] == "error" and "not JSON" in ack["error"]
+                await b.command("block", {"request_id": "r-4", "station": "WB1", "connector": "one"})
+                [ack] = await b.wait(lambda: b.acks("r-4"))
+                assert ack["state"] == "error" and "connector" in ack["error"]
+                await b.command("launch", {"request_id": "r-5", "station": "WB1"})
+                [ack] = await b.wait(lambda: b.acks("r-5"))
+                assert "unknown command" in ack["error"]
+                await b.command("release", {"request_id": "r-1", "station": "WB1", "connector": 1})
+                await b.wait(lambda: any(a["state"] == "error" for a in b.acks("r-1")))
+                assert "already used" in b.acks("r-1")[-1]["error"]
+                assert hw.operative and not hw.bay_locked
+                # Another property's station, commanded from this property's topic.
+                await b.command("block", {"request_id": "r-6", "station": "WB2", "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("r-6")) >= 2 and b.acks("r-6"))
+                assert answers[1]["state"] == "rejected" and "harbour" not in answers[1]["error"]
+                assert box2.hw[1].operative and not box2.hw[1].bay_locked
+                # Expired before it arrived.
+                await b.command("set-availability", {"request_id": "r-7", "station": "WB1",
+                                                     "connector": 1, "operative": False,
+                                                     "expires_at": "2020-01-01T00:00:00Z"})
+                answers = await b.wait(lambda: len(b.acks("r-7")) >= 2 and b.acks("r-7"))
+                assert answers[1]["state"] == "expired" and hw.operative
+                # Reserve, cancel, and a remote stop of the running session by connector.
+                await b.command("reserve", {"request_id": "r-8", "station": "WB1", "connector": 1,
+                                            "tag": "ANN", "minutes": 30})
+                answers = await b.wait(lambda: len(b.acks("r-8")) >= 2 and b.acks("r-8"))
+                assert answers[1]["state"] == "accepted" and hw.reservation is not None
+                await b.command("cancel-reservation", {"request_id": "r-9", "station": "WB1",
+                                                       "reservation_id": answers[1]["reservation_id"]})
+                await b.wait(lambda: len(b.acks("r-9")) >= 2)
+                assert b.acks("r-9")[1]["state"] == "accepted" and hw.reservation is None
+                charging = await box1.charge(1, "ANN", energy_wh=50_000)
+                await asyncio.wait_for(charging.started.wait(), 10)
+                await b.command("remote-stop", {"request_id": "r-10", "station": "WB1", "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("r-10")) >= 2 and b.acks("r-10"))
+                assert answers[1]["state"] == "accepted"
+                await asyncio.wait_for(charging.done.wait(), 15)
+                assert charging.energy_wh < 50_000
+        finally:
+            await close_wallbox(box1, r1)
+            await close_wallbox(box2, r2)
+
+
+async def test_ocpp_keeps_working_while_the_broker_is_down_and_it_reconnects(tmp_path, sqlite_url):
+    broker = Broker(tmp_path)  # not started: the broker is down
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url, mqtt_queue_size=5,
+                                                 mqtt_meter_interval_s=0)) as node:
+        await stations(node)
+        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1", speed=300,
+                                                   meter_interval_s=0.05))
+        try:
+            charged = await box.charge(1, "ANN", energy_wh=1000)
+            assert charged.authorized
+            await asyncio.wait_for(charged.done.wait(), 20)  # OCPP is not held up by MQTT
+            assert not node.mqtt.connected.is_set()
+            assert node.mqtt.dropped > 0 and node.mqtt.queue.qsize() == 5  # bounded, counted
+            await broker.start()
+            try:
+                await asyncio.wait_for(node.mqtt.connected.wait(), 40)  # reconnects with backoff
+                async with backend(broker) as b:
+                    # The retained state is published again on reconnect.
+                    await b.wait(lambda: b.on(f"{P}/sunrise/stations/WB1/status"))
+                    await b.command("block", {"request_id": "k-1", "station": "WB1", "connector": 1})
+                    await b.wait(lambda: len(b.acks("k-1")) >= 2)
+                    assert b.acks("k-1")[1]["state"] == "accepted"
+            finally:
+                await broker.stop()
+        finally:
+            await close_wallbox(box, reader)
+
+
+def test_urls_plans_and_the_acl_file():
+    target = parse_mqtt_url("mqtt://gw:s%40cret@broker.example:8883/acme/v1")
+    assert (target.host, target.port, target.username, target.password, target.prefix) == (
+        "broker.example", 8883, "gw", "s@cret", "acme/v1")
+    assert parse_mqtt_url("mqtt://localhost").prefix == "cocharge/v1"
+    for bad in ("http://x", "mqtt://", "mqtt://h:99999", "mqtt://h/a/#"):
+        with pytest.raises(ValueError):
+            parse_mqtt_url(bad)
+    assert _plan("remote-stop", {"request_id": "a", "station": "S", "session_id": 7}).session_id == 7
+    for verb, body, words in [
+        ("remote-stop", {"request_id": "a", "station": "S"}, "one of them"),
+        ("reserve", {"request_id": "a", "station": "S", "connector": 1, "tag": "T", "minutes": 0},
+         "minutes"),
+        ("block", {"request_id": "", "station": "S", "connector": 1}, "request_id"),
+        ("block", {"request_id": "a", "station": "S", "connector": 1, "force": True}, "takes no force"),
+        ("block", {"v": 2, "request_id": "a", "station": "S", "connector": 1}, "version"),
+    ]:
+        with pytest.raises(CommandError, match=words):
+            _plan(verb, body)
+    acl = acl_file(["sunrise", "harbour"])
+    assert "user sunrise\ntopic read cocharge/v1/gateway/+/status" in acl
+    assert "topic write cocharge/v1/sunrise/cmd/+" in acl and "topic readwrite cocharge/v1/#" in acl
+    assert "harbour/stations" not in acl.split("user sunrise")[1].split("user")[0]
+
+
+def test_mqtt_cli_acl_and_a_bad_url(tmp_path):
+    from tests.cli.test_cli import cocharge
+
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "WB1", db=db).returncode == 0
+    assert cocharge("split", "set", "WB1", "--model", "property", "--property", "sunrise",
+                    "--operator", "install-co", db=db).returncode == 0
+    acl = cocharge("mqtt", "acl", db=db)
+    assert acl.returncode == 0 and "user sunrise" in acl.stdout
+    assert "topic write cocharge/v1/sunrise/cmd/+" in acl.stdout
+    bad = cocharge("serve", "--mqtt", "http://broker", db=db)
+    assert bad.returncode == 2 and "mqtt://" in bad.stderr
