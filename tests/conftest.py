@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -117,21 +118,35 @@ async def broker(tmp_path: Any) -> AsyncIterator[Broker]:
     await started.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "cocharge.db")
-        return
-    dsn = request.getfixturevalue("postgres_server")
+@contextlib.asynccontextmanager
+async def throwaway_pg(dsn: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for one test (its SQLAlchemy URL), dropped afterwards."""
     name = f"cocharge_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     base = dsn.rsplit("/", 1)[0]
-    yield f"postgresql+asyncpg://{base.split('://', 1)[1]}/{name}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    try:
+        yield f"postgresql+asyncpg://{base.split('://', 1)[1]}/{name}"
+    finally:
+        admin = await asyncpg.connect(dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def pg_url(postgres_server: str) -> AsyncIterator[str]:
+    async with throwaway_pg(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "cocharge.db")
+        return
+    async with throwaway_pg(request.getfixturevalue("postgres_server")) as url:
+        yield url
 
 
 @pytest.fixture

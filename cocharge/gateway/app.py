@@ -39,6 +39,7 @@ async def running_node(db: str | None, settings: GatewaySettings,
         bridge = MqttBridge(gateway, target, operator.node_id, settings.mqtt_queue_size,
                             settings.mqtt_meter_interval_s)
         gateway.set_observer(bridge)
+        gateway.router = bridge
         await bridge.start()
     try:
         await gateway.start()

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,7 @@ class MqttBridge(StationObserver):
         self._commands: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None
         self._closing = False
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     # --- life ------------------------------------------------------------------------------
 
@@ -165,10 +167,13 @@ class MqttBridge(StationObserver):
                     await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
                     for topic, payload in list(self._retained.items()):
                         await client.publish(topic, payload, qos=1, retain=True)
-                    # MQTT 5 "retain as published": a command published with retain=true
-                    # shows as retained even when it arrives live, so it can be refused.
-                    await client.subscribe(f"{self.prefix}/+/cmd/+", options=SubscribeOptions(
-                        qos=1, retainAsPublished=True))
+                    # A shared subscription: with several nodes, each command reaches one of
+                    # them. MQTT 5 "retain as published": a command published with
+                    # retain=true shows as retained even when it arrives live: refused.
+                    await client.subscribe(f"$share/cocharge/{self.prefix}/+/cmd/+",
+                                           options=SubscribeOptions(qos=1, retainAsPublished=True))
+                    # This node's own topics: commands forwarded by other nodes, and replies.
+                    await client.subscribe(f"{self.node_topic(self.node_id)}/#", qos=1)
                     self.connected.set()
                     backoff = 0.5
                     log.info("MQTT connected to %s", self.target)
@@ -195,8 +200,14 @@ class MqttBridge(StationObserver):
             self._pending = None
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        mine = self.node_topic(self.node_id)
         async for message in client.messages:
-            task = asyncio.create_task(self._command(message))
+            topic = message.topic.value
+            if topic == f"{mine}/reply":
+                self._reply(message.payload)
+                continue
+            work = self._call(message.payload) if topic == f"{mine}/call" else self._command(message)
+            task = asyncio.create_task(work)
             self._commands.add(task)
             task.add_done_callback(self._commands.discard)
 
@@ -305,6 +316,72 @@ class MqttBridge(StationObserver):
         self._event(station_id, "fault", f"fault:{station_id}:{connector_id}:{_iso(at)}",
                     {"session": session_id, "connector": connector_id, "fault": kind, "at": _iso(at)})
 
+    # --- several nodes: a command for a station another node holds -------------------------
+
+    def node_topic(self, node_id: str) -> str:
+        return f"{self.prefix}/_nodes/{node_id}"
+
+    async def forward(self, node_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Have `node_id` run a command through the broker and return its answer;
+        CommandRejected / CommandFailed as if it had run here."""
+        if not self.connected.is_set():
+            raise cmd.CommandFailed("offline", f"the station is held by node {node_id}, and the "
+                                    "MQTT broker that reaches it is not connected")
+        corr = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[corr] = future
+        self._put(f"{self.node_topic(node_id)}/call", {**request, "corr": corr, "from": self.node_id})
+        try:
+            async with asyncio.timeout(self.gateway.settings.call_timeout_s + 5):
+                answer = await future
+        except TimeoutError:
+            raise cmd.CommandFailed("timeout", f"node {node_id}, which holds the station, "
+                                    "did not answer") from None
+        finally:
+            self._waiting.pop(corr, None)
+        if answer.get("ok"):
+            return dict(answer["value"])
+        if answer.get("rejected"):
+            raise cmd.CommandRejected(str(answer.get("message")))
+        raise cmd.CommandFailed(str(answer.get("kind")), str(answer.get("message")))
+
+    def _reply(self, payload: bytes | Any) -> None:
+        try:
+            body = json.loads(payload)
+            future = self._waiting.get(body["corr"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("MQTT: malformed reply from another node ignored")
+            return
+        if future is not None and not future.done():
+            future.set_result(body)
+
+    async def _call(self, payload: bytes | Any) -> None:
+        """Run a command another node forwarded (this node holds the station); answer it."""
+        try:
+            body = json.loads(payload)
+            corr, sender, kind = body["corr"], body["from"], body["kind"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("MQTT: malformed call from another node ignored")
+            return
+        answer: dict[str, Any]
+        try:
+            if kind == "operator":
+                command = cmd.build_command(body["name"], body["args"])
+                expires = body.get("expires_s")
+                value = await self.gateway.control.send(
+                    body["station"], command, body["name"], body["args"],
+                    queue_for_s=expires if expires is not None else self.gateway.settings.command_queue_s)
+            else:
+                value = await self._execute(_plan(body["verb"], body["body"]), int(body["row_id"]))
+            answer = {"ok": True, "value": value}
+        except cmd.CommandRejected as exc:
+            answer = {"ok": False, "rejected": True, "message": str(exc)}
+        except cmd.CommandFailed as exc:
+            answer = {"ok": False, "kind": exc.kind, "message": str(exc)}
+        except (CommandError, KeyError, TypeError, ValueError) as exc:
+            answer = {"ok": False, "rejected": True, "message": f"bad forwarded command: {exc}"}
+        self._put(f"{self.node_topic(sender)}/reply", {"corr": corr, **answer})
+
     # --- commands in -----------------------------------------------------------------------
 
     async def _command(self, message: aiomqtt.Message) -> None:
@@ -339,7 +416,7 @@ class MqttBridge(StationObserver):
             return
         received = {"request_id": plan.request_id, "verb": verb, "state": "received"}
         self._put(ack, received)
-        result = await self._apply(prop, plan, row_id)
+        result = await self._apply(prop, plan, body, row_id)
         result = {"request_id": plan.request_id, "verb": verb, **result}
         async with self.gateway.engine.begin() as conn:
             await conn.execute(update(mqtt_requests).where(mqtt_requests.c.id == row_id)
@@ -370,7 +447,7 @@ class MqttBridge(StationObserver):
                 answers.append(json.loads(row.answer))
             return int(row.id), answers
 
-    async def _apply(self, prop: str, plan: Plan, row_id: int) -> dict[str, Any]:
+    async def _apply(self, prop: str, plan: Plan, body: dict[str, Any], row_id: int) -> dict[str, Any]:
         if self.properties.get(plan.station) != prop:
             await self.refresh()
         if self.properties.get(plan.station) != prop:
@@ -378,6 +455,20 @@ class MqttBridge(StationObserver):
                                                   f"{prop}'s stations"}
         if plan.expires_at is not None and plan.expires_at <= utcnow():
             return {"state": "expired", "error": "the command's expires_at has passed"}
+        if plan.station not in self.gateway.connections:
+            holder = await self.gateway.holder(plan.station)
+            if holder is not None:
+                try:
+                    return await self.forward(holder, {"kind": "mqtt", "verb": plan.verb,
+                                                       "body": body, "row_id": row_id})
+                except cmd.CommandRejected as exc:
+                    return {"state": "rejected", "error": str(exc)}
+                except cmd.CommandFailed as exc:
+                    return {"state": "failed", "error": f"{exc.kind}: {exc}"}
+        return await self._execute(plan, row_id)
+
+    async def _execute(self, plan: Plan, row_id: int) -> dict[str, Any]:
+        """Run the command on the station connected here."""
         try:
             commands = await self._commands_for(plan, row_id)
             results = [await self.gateway.control.send(plan.station, c) for c in commands]

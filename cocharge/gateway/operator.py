@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 from http import HTTPStatus
 from typing import Any
 
@@ -56,7 +55,7 @@ class OperatorChannel:
         self.host = host
         self.port = port
         self.token = secrets.token_urlsafe(32)
-        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.node_id = gateway.node_id
         self._server: Server | None = None
 
     @property
@@ -124,7 +123,18 @@ class OperatorChannel:
     async def execute(self, station_id: str, command: cmd.Command, name: str | None = None,
                       args: dict[str, Any] | None = None,
                       expires_s: float | None = None) -> dict[str, Any]:
-        """Send to the station; an offline station gets it at its next boot (queued)."""
+        """Send to the station: here, or through the broker to the node holding it (several
+        nodes); a station no node holds gets it at its next boot (queued)."""
+        if station_id not in self.gateway.connections and name is not None:
+            holder = await self.gateway.holder(station_id)
+            if holder is not None and self.gateway.router is not None:
+                return await self.gateway.router.forward(holder, {
+                    "kind": "operator", "station": station_id, "name": name, "args": args or {},
+                    "expires_s": expires_s})
+            if holder is not None:
+                # No broker to forward through: `cocharge remote` then asks the next node.
+                raise CommandFailed("offline", f"station {station_id} is not connected to this "
+                                    f"node (node {holder} holds it)")
         return await self.gateway.control.send(
             station_id, command, name, args,
             queue_for_s=expires_s if expires_s is not None else self.gateway.settings.command_queue_s)

@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import ssl
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -32,6 +37,7 @@ from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.service import StationAccess, StationService
+from cocharge.store.schema import nodes, stations
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,9 @@ class Gateway:
         self.service.settler = self.settler
         self.control.overstay_over = self.settler.submit
         self.observer = StationObserver()
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # Set when several nodes share a broker: forwards a command to the node holding a station.
+        self.router: Any = None
         self._server: Server | None = None
         self._access: dict[int, tuple[str, StationAccess]] = {}
 
@@ -121,6 +130,10 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        with contextlib.suppress(Exception):
+            async with self.engine.begin() as conn:
+                await conn.execute(update(stations).where(stations.c.node == self.node_id)
+                                   .values(node=None))
         await self.control.close()
         await self.service.close()
         await self.settler.close()
@@ -172,6 +185,8 @@ class Gateway:
             log.info("station %s connected again: closing its previous connection", station_id)
             asyncio.create_task(previous.websocket.close(1000, "replaced by a new connection"))
         log.info("station %s connected (OCPP %s)", station_id, handler_class.protocol)
+        await self._hold(station_id, True)
+        self.control.adopt(station_id)  # its running limited sessions, wherever they began
         self.observer.station_online(station_id, True, handler_class.protocol)
         try:
             await connection.start()
@@ -180,11 +195,37 @@ class Gateway:
         finally:
             if self.connections.get(station_id) is connection:
                 del self.connections[station_id]
+                await self._hold(station_id, False)
                 self.observer.station_online(station_id, False, handler_class.protocol)
             log.info("station %s disconnected", station_id)
 
     def connection(self, station_id: str) -> StationConnection | None:
         return self.connections.get(station_id)
+
+    # --- which node holds which station (several nodes on one database) ----------------------
+
+    async def _hold(self, station_id: str, held: bool) -> None:
+        """Record (or clear) this node as the one holding the station's connection."""
+        try:
+            async with self.engine.begin() as conn:
+                if held:
+                    await conn.execute(update(stations).where(stations.c.id == station_id)
+                                       .values(node=self.node_id))
+                else:
+                    await conn.execute(update(stations).where(and_(
+                        stations.c.id == station_id, stations.c.node == self.node_id)).values(node=None))
+        except Exception:
+            log.exception("station %s: recording the node holding it failed", station_id)
+
+    async def holder(self, station_id: str) -> str | None:
+        """The other running node holding the station's connection, if any."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(stations.c.node).select_from(
+                stations.join(nodes, nodes.c.id == stations.c.node))
+                .where(stations.c.id == station_id))).first()
+        if row is None or row.node == self.node_id:
+            return None
+        return str(row.node)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

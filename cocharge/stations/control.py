@@ -149,12 +149,26 @@ class SharingController:
                 log.exception("sharing control tick failed")
             await asyncio.sleep(self.settings.control_interval_s)
 
-    async def _resume_tracks(self) -> None:
-        """After a restart: watch the limited sessions still running."""
+    def adopt(self, station_id: str) -> None:
+        """A station connected here: follow its running sessions, which may have begun on
+        another node (several nodes) or before a restart."""
+        self._spawn(self._resume_tracks(station_id), f"adopt {station_id}")
+
+    async def _resume_tracks(self, station_id: str | None = None) -> None:
+        """After a restart (or when a station moves here): watch the sessions still running."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(sessions).where(and_(
-                sessions.c.status == "active", sessions.c.cutoff_reason.is_not(None))))).all()
+            query = select(sessions).where(and_(sessions.c.status == "active",
+                                                sessions.c.ended_at.is_(None)))
+            if station_id is None:
+                query = query.where(sessions.c.cutoff_reason.is_not(None))
+            else:
+                query = query.where(sessions.c.station_id == station_id)
+            rows = (await conn.execute(query)).all()
             for row in rows:
+                if station_id is not None and row.connector_id:
+                    self._active.setdefault((row.station_id, row.connector_id), row.id)
+                if row.cutoff_reason is None or row.id in self._tracks:
+                    continue
                 power = await self._power_w(conn, row.station_id)
                 cutoff = Cutoff(row.limit_wh, row.cutoff_at, None, row.cutoff_reason)
                 timed = row.cutoff_reason in ("slot", "window", "booking")

@@ -136,8 +136,12 @@ async def _v4_rewards(conn: AsyncConnection) -> None:
 
 
 async def _v5_mqtt(conn: AsyncConnection) -> None:
-    """MQTT command requests, each applied once (issue 6)."""
-    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+    """MQTT command requests, each applied once; the node holding each station (issue 6)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(stations, ["node"])])
+
+    await conn.run_sync(upgrade)
 
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]

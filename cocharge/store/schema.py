@@ -58,6 +58,8 @@ stations = Table(
     Column("created_at", DateTime, nullable=False),
     # v3: neighbourhood, for the revenue calculator's local demand and prices
     Column("area", String(100)),
+    # v5: the gateway node holding the station's connection (None: not connected)
+    Column("node", String(128)),
 )
 
 connector_status = Table(

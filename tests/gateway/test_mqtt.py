@@ -280,3 +280,78 @@ def test_mqtt_cli_acl_and_a_bad_url(tmp_path):
     assert "topic write cocharge/v1/sunrise/cmd/+" in acl.stdout
     bad = cocharge("serve", "--mqtt", "http://broker", db=db)
     assert bad.returncode == 2 and "mqtt://" in bad.stderr
+
+
+async def test_two_nodes_one_database_one_broker(broker, pg_url):
+    from dataclasses import replace
+
+    from cocharge.gateway.operator import send_request
+    from cocharge.store.schema import stations as stations_table
+
+    config = settings(mqtt_url=broker.url, control_interval_s=0.2)
+    async with running_node(pg_url, config) as a, running_node(pg_url, config) as b:
+        await stations(a)
+        await b.mqtt.refresh()
+        await asyncio.wait_for(a.mqtt.connected.wait(), 10)
+        await asyncio.wait_for(b.mqtt.connected.wait(), 10)
+
+        async def holder() -> str | None:
+            async with a.engine.connect() as conn:
+                return await conn.scalar(select(stations_table.c.node).where(stations_table.c.id == "WB1"))
+
+        box, reader = await open_wallbox(SimConfig(url=ws_url(a), station_id="WB1", speed=120,
+                                                   meter_interval_s=0.1))
+        try:
+            for _ in range(100):
+                if await holder() == a.operator.node_id:
+                    break
+                await asyncio.sleep(0.05)
+            assert await holder() == a.operator.node_id
+            hw = box.hw[1]
+            async with backend(broker) as back:
+                # The broker hands each command to one node (a shared subscription); the one
+                # that does not hold WB1 forwards it through the broker to the one that does.
+                for n in range(1, 7):
+                    verb = "block" if n % 2 else "release"
+                    await back.command(verb, {"request_id": f"m-{n}", "station": "WB1", "connector": 1})
+                    answers = await back.wait(lambda n=n: len(back.acks(f"m-{n}")) >= 2 and back.acks(f"m-{n}"))
+                    assert answers[1]["state"] == "accepted", answers
+                    assert hw.bay_locked == (verb == "block")
+                async with a.engine.connect() as conn:
+                    received_by = set((await conn.execute(select(mqtt_requests.c.node))).scalars())
+                assert received_by == {a.operator.node_id, b.operator.node_id}
+            # The operator channel of either node reaches the station: the newest node (b) is
+            # asked first and forwards to a.
+            answer = await send_request(a.engine, {"command": "availability", "station": "WB1",
+                                                   "args": {"connector_id": 1, "operative": True}})
+            assert answer["accepted"] and hw.operative
+            # A session starts on a; the station reconnects to b; the session goes on and ends once.
+            charging = await box.charge(1, "ANN", energy_wh=3000)
+            assert charging.authorized, charging.refused
+            for _ in range(200):
+                if charging.energy_wh > 500:
+                    break
+                await asyncio.sleep(0.05)
+            await box.drop_connection()
+            box.config = replace(box.config, url=ws_url(b))
+            await box.reconnect()
+            for _ in range(100):
+                if await holder() == b.operator.node_id:
+                    break
+                await asyncio.sleep(0.05)
+            assert await holder() == b.operator.node_id
+            await asyncio.wait_for(charging.done.wait(), 30)
+            await asyncio.sleep(0.5)
+            async with a.engine.connect() as conn:
+                rows = (await conn.execute(select(sessions).where(sessions.c.station_id == "WB1"))).all()
+            [row] = rows
+            assert row.ended_at is not None and row.energy_wh == pytest.approx(3000, rel=0.02)
+            await b.gateway.settler.drain()
+            await a.gateway.settler.drain()
+            async with a.engine.connect() as conn:
+                from cocharge.store.schema import settlements
+                settled = (await conn.execute(select(settlements).where(
+                    settlements.c.session_id == row.id))).all()
+            assert len(settled) == 1
+        finally:
+            await close_wallbox(box, reader)
