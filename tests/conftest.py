@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,12 +80,30 @@ def free_port() -> int:
 class Broker:
     """A throwaway Mosquitto on its own port (anonymous, no persistence)."""
 
-    def __init__(self, folder: Any, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, users: dict[str, str] | None = None,
+                 acl: str | None = None) -> None:
         self.port = port or free_port()
+        # Mosquitto started as root reads its files as the `mosquitto` user: a folder it may
+        # enter (pytest's tmp_path is private), removed when the broker stops.
+        folder = self.folder = tempfile.mkdtemp(prefix="cocharge-mosquitto-")
+        os.chmod(folder, 0o755)
         self.config = os.path.join(str(folder), f"mosquitto-{self.port}.conf")
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr"]
+        if users:
+            passwd = os.path.join(str(folder), f"passwd-{self.port}")
+            for n, (user, password) in enumerate(users.items()):
+                subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b",
+                                *(["-c"] if n == 0 else []), passwd, user, password], check=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl is not None:
+            acl_path = os.path.join(str(folder), f"acl-{self.port}")
+            with open(acl_path, "w") as f:
+                f.write(acl)
+            lines.append(f"acl_file {acl_path}")
         with open(self.config, "w") as f:
-            f.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "log_dest stderr\n")
+            f.write("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,13 +128,17 @@ class Broker:
             await asyncio.to_thread(self.process.wait, 10)
             self.process = None
 
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
 
 @pytest.fixture
-async def broker(tmp_path: Any) -> AsyncIterator[Broker]:
-    started = Broker(tmp_path)
+async def broker() -> AsyncIterator[Broker]:
+    started = Broker()
     await started.start()
     yield started
     await started.stop()
+    started.remove()
 
 
 @contextlib.asynccontextmanager

@@ -215,8 +215,8 @@ async def test_commands_are_acked_applied_once_and_checked(broker, sqlite_url):
             await close_wallbox(box2, r2)
 
 
-async def test_ocpp_keeps_working_while_the_broker_is_down_and_it_reconnects(tmp_path, sqlite_url):
-    broker = Broker(tmp_path)  # not started: the broker is down
+async def test_ocpp_keeps_working_while_the_broker_is_down_and_it_reconnects(sqlite_url):
+    broker = Broker()  # not started: the broker is down
     async with running_node(sqlite_url, settings(mqtt_url=broker.url, mqtt_queue_size=5,
                                                  mqtt_meter_interval_s=0)) as node:
         await stations(node)
@@ -239,6 +239,7 @@ async def test_ocpp_keeps_working_while_the_broker_is_down_and_it_reconnects(tmp
                     assert b.acks("k-1")[1]["state"] == "accepted"
             finally:
                 await broker.stop()
+                broker.remove()
         finally:
             await close_wallbox(box, reader)
 
@@ -355,3 +356,50 @@ async def test_two_nodes_one_database_one_broker(broker, pg_url):
             assert len(settled) == 1
         finally:
             await close_wallbox(box, reader)
+
+
+async def test_the_broker_acl_keeps_each_property_to_its_own_stations(sqlite_url):
+    users = {"cocharge": "gw-secret", "sunrise": "s-secret", "harbour": "h-secret"}
+    broker = Broker(users=users, acl=acl_file(["sunrise", "harbour"]))
+    await broker.start()
+    try:
+        url = f"mqtt://cocharge:gw-secret@127.0.0.1:{broker.port}"
+        async with running_node(sqlite_url, settings(mqtt_url=url)) as node:
+            await stations(node)
+            await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+            box1, r1 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1"))
+            box2, r2 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2"))
+            try:
+                async with aiomqtt.Client("127.0.0.1", broker.port, username="sunrise",
+                                          password="s-secret") as sun_client, \
+                        aiomqtt.Client("127.0.0.1", broker.port, username="harbour",
+                                       password="h-secret") as harbour_client:
+                    sunrise = Backend(sun_client)
+                    await sun_client.subscribe(f"{P}/#", qos=1)  # asks for everything
+                    sunrise._task = asyncio.create_task(sunrise._collect())
+                    await sunrise.wait(lambda: sunrise.on(f"{P}/sunrise/stations/WB1/status"))
+                    # harbour tries to block sunrise's station: the broker drops it.
+                    await harbour_client.publish(f"{P}/sunrise/cmd/block", json.dumps(
+                        {"request_id": "evil-1", "station": "WB1", "connector": 1}), qos=1)
+                    # sunrise's own command works.
+                    await sunrise.command("block", {"request_id": "ok-1", "station": "WB1",
+                                                    "connector": 1})
+                    await sunrise.wait(lambda: len(sunrise.acks("ok-1")) >= 2)
+                    await asyncio.sleep(0.5)
+                    assert sunrise.acks("evil-1") == []
+                    async with node.engine.connect() as conn:
+                        ids = set((await conn.execute(select(mqtt_requests.c.request_id))).scalars())
+                    assert ids == {"ok-1"}
+                    # sunrise never receives harbour's station, nor the gateways' internal topics.
+                    assert not [t for t, _, _ in sunrise.seen
+                                if "WB2" in t or "/harbour/" in t or "/_nodes/" in t]
+                    sunrise._task.cancel()
+                with pytest.raises(aiomqtt.MqttError):
+                    async with aiomqtt.Client("127.0.0.1", broker.port):  # anonymous: refused
+                        pass
+            finally:
+                await close_wallbox(box1, r1)
+                await close_wallbox(box2, r2)
+    finally:
+        await broker.stop()
+        broker.remove()
