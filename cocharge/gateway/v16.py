@@ -11,7 +11,13 @@ from ocpp.v16 import ChargePoint as OcppV16
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
-from cocharge.gateway.connection import StationConnection, iso, normalise_sample, now_iso, parse_time
+from cocharge.gateway.connection import (
+    StationConnection,
+    iso,
+    normalise_sample,
+    now_iso,
+    parse_time,
+)
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import (
     Admission,

@@ -36,7 +36,14 @@ from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import policy, sharing
 from cocharge.stations.observer import StationObserver
-from cocharge.stations.policy import Booking, Cutoff, Decision, LockState, SessionLimits, SharingRules
+from cocharge.stations.policy import (
+    Booking,
+    Cutoff,
+    Decision,
+    LockState,
+    SessionLimits,
+    SharingRules,
+)
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     bookings,
