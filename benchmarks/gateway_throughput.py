@@ -6,6 +6,11 @@ answer, as a charger does). Prints calls/s, p50/p99 latency and server RSS per i
 connection. Budget (issue 2): >= 2,000 MeterValues/s with 50 stations; <= 30 KB/idle conn.
 
     python benchmarks/gateway_throughput.py [--stations 50] [--seconds 10] [--idle 1000]
+        [--mqtt mqtt://127.0.0.1:1883]    # with the MQTT bridge: every station published
+
+With --mqtt the stations belong to property "bench", so their status, meter (rate-limited)
+and session messages go to the broker while the load runs; a broker that is down (e.g.
+--mqtt mqtt://127.0.0.1:1) shows that OCPP does not wait for it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from urllib.parse import urlsplit
 
 import psutil
 from websockets.asyncio.client import connect
@@ -93,15 +101,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--db", default=None, help="database URL (default: a temporary SQLite)")
+    parser.add_argument("--mqtt", default=None, help="broker URL for the MQTT bridge (default: none)")
     args = parser.parse_args()
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="cocharge-bench-"), "bench.db")
     for i in range(args.stations):
         cli("station", "add", f"B{i:04d}", db=db)
+        if args.mqtt:
+            cli("split", "set", f"B{i:04d}", "--model", "property", "--property", "bench",
+                "--operator", "bench-op", db=db)
     cli("member", "add", "bench", "--tag", "BENCH", db=db)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
-                               "--port", str(port), "--operator-port", "0", "--db", db],
+                               "--port", str(port), "--operator-port", "0", "--db", db,
+                               *(["--mqtt", args.mqtt] if args.mqtt else [])],
                               stdout=subprocess.PIPE, text=True)
+    counter = None
+    if args.mqtt and shutil.which("mosquitto_sub"):
+        where = urlsplit(args.mqtt)
+        counter = subprocess.Popen(["mosquitto_sub", "-h", where.hostname or "127.0.0.1",
+                                    "-p", str(where.port or 1883), "-t", "cocharge/v1/bench/#"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert server.stdout is not None
         server.stdout.readline()
@@ -118,6 +137,11 @@ def main() -> None:
         print(f"MeterValues persisted: {calls} -> {calls / elapsed:,.0f} calls/s")
         print(f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.2f} ms")
+        if counter is not None:
+            time.sleep(1)
+            counter.terminate()
+            received = len(counter.communicate(timeout=10)[0].splitlines())
+            print(f"MQTT messages a subscriber received during the run: {received}")
 
         if args.idle > 0:
             time.sleep(1)
