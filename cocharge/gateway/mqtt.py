@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "cocharge/v1"
 VERSION = 1
+# Reservation ids of MQTT reservations start here: bookings' reservations use the booking id.
+MQTT_RESERVATIONS = 1 << 30
 VERBS = ("block", "release", "reserve", "cancel-reservation", "remote-stop", "set-availability")
 
 
@@ -480,7 +482,7 @@ class MqttBridge(StationObserver):
         answer: dict[str, Any] = {"state": "accepted" if accepted else "rejected",
                                   "ocpp_status": results[0]["status"]}
         if plan.verb == "reserve":
-            answer["reservation_id"] = row_id
+            answer["reservation_id"] = MQTT_RESERVATIONS + row_id
         return answer
 
     async def _commands_for(self, plan: Plan, row_id: int) -> list[cmd.Command]:
@@ -493,7 +495,8 @@ class MqttBridge(StationObserver):
             return [cmd.SetAvailability(c, bool(plan.operative))]
         if plan.verb == "reserve":
             assert plan.tag is not None and plan.minutes is not None
-            return [cmd.ReserveNow(c, plan.tag, utcnow() + timedelta(minutes=plan.minutes), row_id)]
+            return [cmd.ReserveNow(c, plan.tag, utcnow() + timedelta(minutes=plan.minutes),
+                                   MQTT_RESERVATIONS + row_id)]
         if plan.verb == "cancel-reservation":
             assert plan.reservation_id is not None
             return [cmd.CancelReservation(plan.reservation_id)]
