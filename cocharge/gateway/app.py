@@ -61,6 +61,7 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
         loop.add_signal_handler(sig, stop.set)
     async with running_node(db, settings, tls) as node:
         print(f"cocharge gateway: OCPP on {'wss' if tls else 'ws'}://{settings.host}:"
-              f"{node.gateway.port}/ocpp/<station_id>, operator channel {node.operator.url}",
+              f"{node.gateway.port}/ocpp/<station_id>, operator channel {node.operator.url}"
+              + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else ""),
               flush=True)
         await stop.wait()
