@@ -566,31 +566,27 @@ def _plan(verb: str, body: dict[str, Any]) -> Plan:
         expires_at = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
     plan = Plan(verb, request_id, station, expires_at=expires_at)
     if verb in ("block", "release", "reserve"):
-        plan = _with(plan, connector=_int(body, "connector", 1, 99))
+        plan = replace(plan, connector=_int(body, "connector", 1, 99))
     if verb == "set-availability":
         operative = body.get("operative")
         if not isinstance(operative, bool):
             raise CommandError("operative must be true or false")
-        plan = _with(plan, connector=_int(body, "connector", 0, 99), operative=operative)
+        plan = replace(plan, connector=_int(body, "connector", 0, 99), operative=operative)
     if verb == "reserve":
         tag = body.get("tag")
         if not isinstance(tag, str) or not 1 <= len(tag) <= 20:
             raise CommandError("tag must be the member's idTag (1 to 20 characters)")
-        plan = _with(plan, tag=tag, minutes=_int(body, "minutes", 1, 1440))
+        plan = replace(plan, tag=tag, minutes=_int(body, "minutes", 1, 1440))
     if verb == "cancel-reservation":
-        plan = _with(plan, reservation_id=_int(body, "reservation_id", 1, 2**31 - 1))
+        plan = replace(plan, reservation_id=_int(body, "reservation_id", 1, 2**31 - 1))
     if verb == "remote-stop":
         if ("session_id" in body) == ("connector" in body):
             raise CommandError("remote-stop takes session_id or connector (one of them)")
         if "session_id" in body:
-            plan = _with(plan, session_id=_int(body, "session_id", 1, 2**62))
+            plan = replace(plan, session_id=_int(body, "session_id", 1, 2**62))
         else:
-            plan = _with(plan, connector=_int(body, "connector", 1, 99))
+            plan = replace(plan, connector=_int(body, "connector", 1, 99))
     return plan
-
-
-def _with(plan: Plan, **changes: Any) -> Plan:
-    return replace(plan, **changes)
 
 
 def acl_file(properties: list[str], prefix: str = DEFAULT_PREFIX, gateway_user: str = "cocharge") -> str:

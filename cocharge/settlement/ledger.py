@@ -76,6 +76,13 @@ def kind_of(account: str) -> str:
     return account.split(":", 1)[0]
 
 
+def hashed_fields(r: Any) -> dict[str, Any]:
+    """The fields of a stored transfer row that its hash covers."""
+    return {"id": r.id, "batch": r.batch, "asset": r.asset, "debit": r.debit, "credit": r.credit,
+            "amount": int(r.amount), "kind": r.kind, "ref": r.ref, "memo": r.memo,
+            "created_at": r.created_at}
+
+
 def transfer_hash(prev_hash: str, seq: int, t: dict[str, Any]) -> str:
     """SHA-256 over the previous hash and the transfer's canonical fields."""
     canonical = "|".join([
@@ -250,15 +257,12 @@ async def verify(engine: AsyncEngine) -> Verdict:
     async for r in transfers(engine):
         count += 1
         if not problems:
-            row = {"id": r.id, "batch": r.batch, "asset": r.asset, "debit": r.debit,
-                   "credit": r.credit, "amount": int(r.amount), "kind": r.kind, "ref": r.ref,
-                   "memo": r.memo, "created_at": r.created_at}
             if int(r.seq) != expected_seq:
                 problems.append(f"transfer seq {expected_seq} is missing (next is {r.seq}, id {r.id})")
             elif r.prev_hash != prev:
                 problems.append(f"transfer {r.seq} ({r.id}): its previous-hash does not match "
                                 f"transfer {int(r.seq) - 1}: a row was removed or replaced")
-            elif transfer_hash(prev, int(r.seq), row) != r.hash:
+            elif transfer_hash(prev, int(r.seq), hashed_fields(r)) != r.hash:
                 problems.append(f"transfer {r.seq} ({r.id}): its fields do not match its hash: "
                                 "the row was edited")
             elif int(r.amount) <= 0:

@@ -54,6 +54,7 @@ from cocharge.store.schema import (
     charge_groups,
     dividend_days,
     green_certificates,
+    ledger_balances,
     ledger_transfers,
     members,
     point_orders,
@@ -111,11 +112,16 @@ async def rules_history(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 # --- credit, coins, badges: a batch of reward legs -------------------------------------------
 
+async def _credit_state(conn: AsyncConnection, tag: str, rules: Rules | None) -> tuple[int, bool]:
+    """(score, whether the initial score is on the ledger yet)."""
+    if await ledger.posted(conn, f"credit-init:{tag}"):
+        return await ledger.balance(conn, f"credit:{tag}", CREDIT), True
+    return (rules or await current_rules(conn)).initial_credit, False
+
+
 async def credit_score(conn: AsyncConnection, tag: str, rules: Rules | None = None) -> int:
     """The member's credit: the initial score until the first credit event, then the ledger."""
-    if await ledger.posted(conn, f"credit-init:{tag}"):
-        return await ledger.balance(conn, f"credit:{tag}", CREDIT)
-    return (rules or await current_rules(conn)).initial_credit
+    return (await _credit_state(conn, tag, rules))[0]
 
 
 @dataclass
@@ -129,14 +135,11 @@ class RewardBatch:
 
     async def _score(self, conn: AsyncConnection, tag: str) -> int:
         if tag not in self._credit:
-            if await ledger.posted(conn, f"credit-init:{tag}"):
-                self._credit[tag] = await ledger.balance(conn, f"credit:{tag}", CREDIT)
-            else:
-                self._credit[tag] = self.rules.initial_credit
-                if self.rules.initial_credit > 0:
-                    self.legs.append(Transfer(f"credit-init:{tag}", "rewards:credit", f"credit:{tag}",
-                                              self.rules.initial_credit, CREDIT, "credit-initial",
-                                              None, "initial credit score"))
+            self._credit[tag], on_ledger = await _credit_state(conn, tag, self.rules)
+            if not on_ledger and self.rules.initial_credit > 0:
+                self.legs.append(Transfer(f"credit-init:{tag}", "rewards:credit", f"credit:{tag}",
+                                          self.rules.initial_credit, CREDIT, "credit-initial",
+                                          None, "initial credit score"))
         return self._credit[tag]
 
     async def reward(self, conn: AsyncConnection, tag: str, event: str, event_id: str,
@@ -346,15 +349,13 @@ async def verify_certificate(engine: AsyncEngine, cert_id: str) -> list[tuple[st
         ("ledger entry present", entry is not None),
     ]
     if entry is not None:
-        row = {"id": entry.id, "batch": entry.batch, "asset": entry.asset, "debit": entry.debit,
-               "credit": entry.credit, "amount": int(entry.amount), "kind": entry.kind, "ref": entry.ref,
-               "memo": entry.memo, "created_at": entry.created_at}
         checks += [
             ("ledger entry carries the digest", entry.memo == cert["digest"]),
             ("ledger entry is for the same kWh and member",
              int(entry.amount) == int(cert["energy_wh"]) and entry.credit == f"green:{cert['tag']}"),
             ("ledger entry unchanged (its hash recomputes, chained to the one before)",
-             entry.prev_hash == prev and ledger.transfer_hash(entry.prev_hash, int(entry.seq), row) == entry.hash),
+             entry.prev_hash == prev
+             and ledger.transfer_hash(entry.prev_hash, int(entry.seq), ledger.hashed_fields(entry)) == entry.hash),
         ]
     checks.append(("the session metered the same kWh", energy is not None and int(energy) == int(cert["energy_wh"])))
     return checks
@@ -522,14 +523,14 @@ async def pool_sale(engine: AsyncEngine, tag: str, amount_fen: int, ref: str) ->
         rules = await current_rules(conn)
         pool = await pool_state(conn)
         before = pool.price(rules.initial_price)
-        minted = await conn.scalar(select(ledger_transfers.c.amount).where(
-            ledger_transfers.c.id == f"pool-sale:{ref}:points"))
         paid = (await conn.execute(select(ledger_transfers.c.amount, ledger_transfers.c.memo).where(
             ledger_transfers.c.id == f"pool-sale:{ref}:paid"))).first()
         if paid is not None:
             if (int(paid.amount), paid.memo) != (amount_fen, f"sale to {tag}"):
                 raise RewardsError(f"sale ref {ref!r} was already used ({paid.memo}, "
                                    f"{int(paid.amount) / 100:.2f} CNY)")
+            minted = await conn.scalar(select(ledger_transfers.c.amount).where(
+                ledger_transfers.c.id == f"pool-sale:{ref}:points"))
             return PoolMove(False, int(minted or 0), 0, before, before)
         s = points.sale(pool, amount_fen, rules.margin_share_pct, rules.buyer_share_pct,
                         rules.initial_price)
@@ -620,21 +621,11 @@ async def dividend(engine: AsyncEngine, day: date, now: datetime | None = None) 
                  ledger_transfers.c.kind.in_(("session-split", "idle-split")),
                  ledger_transfers.c.created_at >= start, ledger_transfers.c.created_at < end))) or 0)
         pool_fen = points.dividend_pool(revenue, rules.dividend_share_pct)
-        held = (await conn.execute(
-            select(ledger_transfers.c.credit, func.sum(ledger_transfers.c.amount))
-            .where(and_(ledger_transfers.c.asset == GREEN_PT,
-                        ledger_transfers.c.credit.like("greenpt%")))
-            .group_by(ledger_transfers.c.credit))).all()
-        sent = (await conn.execute(
-            select(ledger_transfers.c.debit, func.sum(ledger_transfers.c.amount))
-            .where(and_(ledger_transfers.c.asset == GREEN_PT,
-                        ledger_transfers.c.debit.like("greenpt%")))
-            .group_by(ledger_transfers.c.debit))).all()
-        weights: dict[str, int] = defaultdict(int)
-        for account, amount in held:
-            weights[account.split(":")[1]] += int(amount)
-        for account, amount in sent:
-            weights[account.split(":")[1]] -= int(amount)
+        held = (await conn.execute(select(ledger_balances.c.account, ledger_balances.c.balance).where(
+            and_(ledger_balances.c.asset == GREEN_PT, ledger_balances.c.account.like("greenpt%"))))).all()
+        weights: dict[str, int] = defaultdict(int)  # locked and released, per member
+        for account, units in held:
+            weights[account.split(":")[1]] += int(units)
         spent = dict((await conn.execute(
             select(settlements.c.payer, func.sum(settlements.c.paid_fen))
             .where(settlements.c.payer.is_not(None)).group_by(settlements.c.payer))).all())
