@@ -34,6 +34,20 @@ class GatewaySettings:
     # Energy a session may show regardless of duration (meter resolution, rounding).
     misread_slack_wh: int = 100
     ws_ping_interval_s: float | None = 60.0
+    # --- fleet scale (docs/operations.md) ---
+    # Registered stations are kept in memory and re-read this often (CLI / other nodes' changes).
+    directory_refresh_s: float = 10.0
+    # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU).
+    password_checks_at_once: int = 4
+    # Handshakes in progress (WebSocket opening handshake until the first message is
+    # answered) beyond which a new connection gets HTTP 503 with Retry-After.
+    max_handshakes: int = 20_000
+    retry_after_s: int = 30
+    # The heartbeat and boot-retry intervals given at boot vary by this fraction, so that the
+    # stations of a reconnect storm do not keep arriving together.
+    interval_jitter: float = 0.1
+    # Pending TCP connections the kernel queues for us (capped by net.core.somaxconn).
+    listen_backlog: int = 4096
 
     # --- sharing control (SPEC §2) ---
     # How often bookings, share locks, deadlines and queued-command expiry are checked.

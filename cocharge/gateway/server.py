@@ -13,15 +13,17 @@ import binascii
 import contextlib
 import logging
 import os
+import random
 import secrets
 import socket
 import ssl
+import time
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -38,6 +40,9 @@ from cocharge.stations.events import Admission
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.service import StationAccess, StationService
 from cocharge.store.schema import nodes, stations
+
+# A handshake that has not finished within this long is forgotten (websockets' open_timeout).
+HANDSHAKE_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,9 @@ class Gateway:
         # Set when several nodes share a broker: forwards a command to the node holding a station.
         self.router: Any = None
         self._server: Server | None = None
-        self._access: dict[int, tuple[str, StationAccess]] = {}
+        # Handshakes in progress: connection -> (station, access, monotonic start).
+        self._access: dict[int, tuple[str, StationAccess, float]] = {}
+        self.refused_busy = 0  # connections answered 503 (handshake bound reached)
 
     def set_observer(self, observer: StationObserver) -> None:
         """Who is told what happens at the stations (the MQTT bridge)."""
@@ -119,8 +126,10 @@ class Gateway:
             max_size=self.settings.max_frame_bytes,
             max_queue=4,
             ping_interval=self.settings.ws_ping_interval_s,
+            open_timeout=HANDSHAKE_TIMEOUT_S,
             ssl=self.tls,
             server_header="cocharge",
+            backlog=self.settings.listen_backlog,
         )
         log.info("OCPP gateway listening on %s:%d (%s)", self.settings.host, self.port,
                  "TLS" if self.tls else "plain")
@@ -131,9 +140,7 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(Exception):
-            async with self.engine.begin() as conn:
-                await conn.execute(update(stations).where(stations.c.node == self.node_id)
-                                   .values(node=None))
+            await self.service.release_node(self.node_id)
         await self.control.close()
         await self.service.close()
         await self.settler.close()
@@ -147,12 +154,42 @@ class Gateway:
                 return name
         return None  # complete the handshake, then close: see _serve_station
 
+    def handshakes_in_progress(self) -> int:
+        """Handshakes begun and not yet served; stale ones (the client went away) drop out."""
+        if len(self._access) >= self.settings.max_handshakes:
+            horizon = time.monotonic() - HANDSHAKE_TIMEOUT_S
+            for key in [k for k, v in self._access.items() if v[2] < horizon]:
+                del self._access[key]
+        return len(self._access)
+
+    def _busy(self) -> Response:
+        """503 past the handshake bound: the charger retries later instead of timing out."""
+        self.refused_busy += 1
+        retry = self.settings.retry_after_s
+        retry += int(random.uniform(0, retry * 2 * self.settings.interval_jitter))
+        return _response(HTTPStatus.SERVICE_UNAVAILABLE, "gateway busy: retry later",
+                         {"Retry-After": str(retry)})
+
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Response | None:
         station_id = station_id_from_path(request.path)
         if not station_id:
             return _response(HTTPStatus.NOT_FOUND,
                              "connect to ws://HOST:PORT/<path>/<station_id>")
+        if self.handshakes_in_progress() >= self.settings.max_handshakes:
+            log.warning("station %s: %d handshakes in progress, answered 503", station_id,
+                        len(self._access))
+            return self._busy()
+        self._access[id(connection)] = (station_id, StationAccess(False, Admission.REJECTED, None),
+                                         time.monotonic())
+        try:
+            return await self._admit(connection, station_id, request)
+        except BaseException:
+            self._access.pop(id(connection), None)
+            raise
+
+    async def _admit(self, connection: ServerConnection, station_id: str,
+                     request: Request) -> Response | None:
         access = await self.service.access(station_id)
         if access.password_hash is not None:
             credentials = _basic_credentials(request.headers)
@@ -160,15 +197,23 @@ class Gateway:
                     or not await self.service.password_ok(station_id, credentials[1],
                                                           access.password_hash)):
                 log.warning("station %s: HTTP Basic authentication failed", station_id)
+                self._access.pop(id(connection), None)
                 return _response(HTTPStatus.UNAUTHORIZED, "station authentication failed",
                                  {"WWW-Authenticate": 'Basic realm="cocharge", charset="UTF-8"'})
-        self._access[id(connection)] = (station_id, access)
+        self._access[id(connection)] = (station_id, access, self._access[id(connection)][2])
         return None
 
     # --- connections -----------------------------------------------------------------------
 
     async def _serve_station(self, websocket: ServerConnection) -> None:
-        station_id, access = self._access.pop(id(websocket))
+        handshake = self._access.pop(id(websocket), None)
+        if handshake is None:  # forgotten as stale while the handshake dragged on
+            station_id = station_id_from_path(websocket.request.path if websocket.request else "")
+            if not station_id:
+                return
+            access = await self.service.access(station_id)
+        else:
+            station_id, access, _ = handshake
         if websocket.subprotocol is None:
             log.warning("station %s offered no supported subprotocol: closing", station_id)
             await websocket.close(1002, "offer ocpp2.0.1 or ocpp1.6 as subprotocol")
@@ -185,7 +230,7 @@ class Gateway:
             log.info("station %s connected again: closing its previous connection", station_id)
             asyncio.create_task(previous.websocket.close(1000, "replaced by a new connection"))
         log.info("station %s connected (OCPP %s)", station_id, handler_class.protocol)
-        await self._hold(station_id, True)
+        await self.service.hold(station_id, self.node_id, True)
         self.control.adopt(station_id)  # its running limited sessions, wherever they began
         self.observer.station_online(station_id, True, handler_class.protocol)
         try:
@@ -195,7 +240,7 @@ class Gateway:
         finally:
             if self.connections.get(station_id) is connection:
                 del self.connections[station_id]
-                await self._hold(station_id, False)
+                await self.service.hold(station_id, self.node_id, False)
                 self.observer.station_online(station_id, False, handler_class.protocol)
             log.info("station %s disconnected", station_id)
 
@@ -203,19 +248,6 @@ class Gateway:
         return self.connections.get(station_id)
 
     # --- which node holds which station (several nodes on one database) ----------------------
-
-    async def _hold(self, station_id: str, held: bool) -> None:
-        """Record (or clear) this node as the one holding the station's connection."""
-        try:
-            async with self.engine.begin() as conn:
-                if held:
-                    await conn.execute(update(stations).where(stations.c.id == station_id)
-                                       .values(node=self.node_id))
-                else:
-                    await conn.execute(update(stations).where(and_(
-                        stations.c.id == station_id, stations.c.node == self.node_id)).values(node=None))
-        except Exception:
-            log.exception("station %s: recording the node holding it failed", station_id)
 
     async def holder(self, station_id: str) -> str | None:
         """The other running node holding the station's connection, if any."""

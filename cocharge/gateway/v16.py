@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint as OcppV16
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
 from cocharge.gateway.connection import (
     StationConnection,
+    handles,
+    sample_value,
     iso,
     normalise_sample,
     now_iso,
     parse_time,
 )
+from cocharge.gateway.rpc import RpcError
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import (
     Admission,
@@ -56,43 +56,33 @@ def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
         for sampled in entry.get("sampled_value", []):
             if sampled.get("format") == "SignedData":
                 continue  # the signed blob is kept by the charger; we bill the plain reading
-            try:
-                value = float(sampled["value"])
-            except ValueError:
-                raise TypeConstraintViolationError(
-                    details={"cause": f"sampled value {sampled['value']!r} is not a number"})
+            value = sample_value(sampled["value"])
             samples.append(normalise_sample(at, sampled.get("measurand"), value,
                                             sampled.get("unit"), sampled.get("phase"),
                                             sampled.get("context")))
     return samples
 
 
-class V16Connection(StationConnection, OcppV16):
+class V16Connection(StationConnection):
     protocol = "1.6"
     ACTIONS = frozenset(a.value for a in Action)
-    ERR_NOT_JSON = "FormationViolation"
-    ERR_NOT_RPC = "FormationViolation"
-    ERR_MESSAGE_TYPE = "FormationViolation"
-    ERROR_SPELLING = {"FormatViolation": "FormationViolation",
-                      "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
 
-    @on(Action.boot_notification)
+    @handles(Action.boot_notification)
     async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
                                    **details: Any) -> call_result.BootNotification:
         self.admission = await self.service.boot(StationBooted(
             self.id, self.protocol, charge_point_vendor, charge_point_model,
             details.get("charge_point_serial_number") or details.get("charge_box_serial_number"),
             details.get("firmware_version")))
-        interval = (self.settings.heartbeat_interval_s if self.admission is Admission.ACCEPTED
-                    else self.settings.boot_retry_interval_s)
+        interval = self.boot_interval()
         return call_result.BootNotification(current_time=now_iso(), interval=interval,
                                             status=self.admission.value)
 
-    @on(Action.heartbeat)
+    @handles(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=now_iso())
 
-    @on(Action.status_notification)
+    @handles(Action.status_notification)
     async def on_status_notification(self, connector_id: int, error_code: str, status: str,
                                      timestamp: str | None = None,
                                      **_: Any) -> call_result.StatusNotification:
@@ -101,12 +91,12 @@ class V16Connection(StationConnection, OcppV16):
             self.id, connector_id, status, None if error_code == "NoError" else error_code, at))
         return call_result.StatusNotification()
 
-    @on(Action.authorize)
+    @handles(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
         return call_result.Authorize(
             id_tag_info=id_tag_info(await self.service.authorize(id_tag, self.id)))
 
-    @on(Action.start_transaction)
+    @handles(Action.start_transaction)
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
                                    timestamp: str, **_: Any) -> call_result.StartTransaction:
         session_id, status = await self.service.start_session(SessionStarted(
@@ -114,7 +104,7 @@ class V16Connection(StationConnection, OcppV16):
         return call_result.StartTransaction(transaction_id=session_id,
                                             id_tag_info=id_tag_info(status))
 
-    @on(Action.stop_transaction)
+    @handles(Action.stop_transaction)
     async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
                                   reason: str | None = None, id_tag: str | None = None,
                                   transaction_data: list[dict[str, Any]] | None = None,
@@ -124,7 +114,7 @@ class V16Connection(StationConnection, OcppV16):
             parse_meter_values(transaction_data or [])))
         return call_result.StopTransaction(id_tag_info=id_tag_info(status) if status else None)
 
-    @on(Action.meter_values)
+    @handles(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
                               transaction_id: int | None = None) -> call_result.MeterValues:
         try:
@@ -132,10 +122,10 @@ class V16Connection(StationConnection, OcppV16):
                 self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
                 parse_meter_values(meter_value)))
         except UnknownTransaction as exc:
-            raise PropertyConstraintViolationError(details={"cause": str(exc)})
+            raise RpcError("property", "unknown transaction", str(exc)) from None
         return call_result.MeterValues()
 
-    @on(Action.data_transfer)
+    @handles(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                                data: str | None = None) -> call_result.DataTransfer:
         await self.service.notice(StationNotice(
@@ -143,19 +133,19 @@ class V16Connection(StationConnection, OcppV16):
             {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
         return call_result.DataTransfer(status="UnknownVendorId")
 
-    @on(Action.firmware_status_notification)
+    @handles(Action.firmware_status_notification)
     async def on_firmware_status(self, status: str) -> call_result.FirmwareStatusNotification:
         await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
                                                 {"status": status}))
         return call_result.FirmwareStatusNotification()
 
-    @on(Action.diagnostics_status_notification)
+    @handles(Action.diagnostics_status_notification)
     async def on_diagnostics_status(self, status: str) -> call_result.DiagnosticsStatusNotification:
         await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
                                                 {"status": status}))
         return call_result.DiagnosticsStatusNotification()
 
-    @on(Action.security_event_notification)
+    @handles(Action.security_event_notification)
     async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
                                 tech_info: str | None = None) -> call_result.SecurityEventNotification:
         await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),

@@ -10,15 +10,13 @@ import itertools
 import time
 from typing import Any
 
-from ocpp.exceptions import TypeConstraintViolationError
-from ocpp.routing import on
-from ocpp.v201 import ChargePoint as OcppV201
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 
 from cocharge.gateway.connection import (
     StationConnection,
-    as_camel_dict,
+    handles,
+    sample_value,
     iso,
     normalise_sample,
     now_iso,
@@ -55,11 +53,7 @@ def parse_meter_values(meter_value: list[dict[str, Any]] | None) -> list[MeterSa
         at = parse_time(entry["timestamp"])
         for sampled in entry.get("sampled_value", []):
             unit_of_measure = sampled.get("unit_of_measure") or {}
-            try:
-                value = float(sampled["value"]) * 10 ** int(unit_of_measure.get("multiplier", 0))
-            except (TypeError, ValueError):
-                raise TypeConstraintViolationError(
-                    details={"cause": f"sampled value {sampled.get('value')!r} is not a number"})
+            value = sample_value(sampled.get("value"), unit_of_measure.get("multiplier", 0))
             samples.append(normalise_sample(at, sampled.get("measurand"), value,
                                             unit_of_measure.get("unit"), sampled.get("phase"),
                                             sampled.get("context")))
@@ -75,42 +69,38 @@ def _component_variable(key: str) -> tuple[str, str]:
     return component, variable
 
 
-class V201Connection(StationConnection, OcppV201):
+class V201Connection(StationConnection):
     protocol = "2.0.1"
     ACTIONS = frozenset(a.value for a in Action)
-    ERR_NOT_JSON = "RpcFrameworkError"
-    ERR_NOT_RPC = "RpcFrameworkError"
-    ERR_MESSAGE_TYPE = "MessageTypeNotSupported"
 
-    @on(Action.boot_notification)
+    @handles(Action.boot_notification)
     async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
                                    **_: Any) -> call_result.BootNotification:
         self.admission = await self.service.boot(StationBooted(
             self.id, self.protocol, charging_station.get("vendor_name", ""),
             charging_station.get("model", ""), charging_station.get("serial_number"),
             charging_station.get("firmware_version")))
-        interval = (self.settings.heartbeat_interval_s if self.admission is Admission.ACCEPTED
-                    else self.settings.boot_retry_interval_s)
+        interval = self.boot_interval()
         return call_result.BootNotification(current_time=now_iso(), interval=interval,
                                             status=self.admission.value)
 
-    @on(Action.heartbeat)
+    @handles(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=now_iso())
 
-    @on(Action.status_notification)
+    @handles(Action.status_notification)
     async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
                                      connector_id: int, **_: Any) -> call_result.StatusNotification:
         await self.service.connector_status(ConnectorStatus(
             self.id, evse_id, connector_status, None, parse_time(timestamp)))
         return call_result.StatusNotification()
 
-    @on(Action.authorize)
+    @handles(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
         status = await self.service.authorize(id_token["id_token"], self.id)
         return call_result.Authorize(id_token_info=id_token_info(status))
 
-    @on(Action.transaction_event)
+    @handles(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,
                                    seq_no: int, transaction_info: dict[str, Any],
                                    meter_value: list[dict[str, Any]] | None = None,
@@ -133,14 +123,14 @@ class V201Connection(StationConnection, OcppV201):
         return call_result.TransactionEvent(
             id_token_info=id_token_info(status) if status is not None else None)
 
-    @on(Action.meter_values)
+    @handles(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
                               **_: Any) -> call_result.MeterValues:
         await self.service.meter_report(MeterReport(self.id, evse_id, None,
                                                     parse_meter_values(meter_value)))
         return call_result.MeterValues()
 
-    @on(Action.data_transfer)
+    @handles(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                                data: Any = None, **_: Any) -> call_result.DataTransfer:
         await self.service.notice(StationNotice(
@@ -148,14 +138,14 @@ class V201Connection(StationConnection, OcppV201):
             {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
         return call_result.DataTransfer(status="UnknownVendorId")
 
-    @on(Action.firmware_status_notification)
+    @handles(Action.firmware_status_notification)
     async def on_firmware_status(self, status: str, request_id: int | None = None,
                                  **_: Any) -> call_result.FirmwareStatusNotification:
         await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
                                                 {"status": status, "request_id": request_id}))
         return call_result.FirmwareStatusNotification()
 
-    @on(Action.security_event_notification)
+    @handles(Action.security_event_notification)
     async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
                                 tech_info: str | None = None,
                                 **_: Any) -> call_result.SecurityEventNotification:
@@ -163,7 +153,7 @@ class V201Connection(StationConnection, OcppV201):
                                                 {"type": type, "tech_info": tech_info}))
         return call_result.SecurityEventNotification()
 
-    @on(Action.notify_report)
+    @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
                                report_data: list[dict[str, Any]] | None = None,
                                tbc: bool | None = None, **_: Any) -> call_result.NotifyReport:
@@ -173,7 +163,7 @@ class V201Connection(StationConnection, OcppV201):
              "report_data": report_data or []}))
         return call_result.NotifyReport()
 
-    @on(Action.notify_event)
+    @handles(Action.notify_event)
     async def on_notify_event(self, generated_at: str, seq_no: int,
                               event_data: list[dict[str, Any]], tbc: bool | None = None,
                               **_: Any) -> call_result.NotifyEvent:
@@ -263,11 +253,10 @@ class V201Connection(StationConnection, OcppV201):
                                                {"start_period": offset_s, "limit": 0}]}]})
         raise cmd.CommandRejected(f"unsupported command {command!r}")
 
-    def result_of(self, command: cmd.Command, response: Any) -> CommandResult:
-        answer = as_camel_dict(response)
+    def result_of(self, command: cmd.Command, answer: dict[str, Any]) -> CommandResult:
         results = answer.get("getVariableResult") or answer.get("setVariableResult")
         if results:
             statuses = [r.get("attributeStatus", "") for r in results]
             accepted = all(s in ("Accepted", "RebootRequired") for s in statuses)
             return CommandResult(accepted, ",".join(statuses), answer)
-        return super().result_of(command, response)
+        return super().result_of(command, answer)

@@ -1,9 +1,10 @@
 """The stations core at run time: admission, authorization and the session lifecycle.
 
-It consumes the version-neutral events of `cocharge.stations.events`, keeps the
-sessions in progress in memory (so the hot path needs no lookup round trip), and
-persists everything: sessions directly, meter samples through the group-commit
-writer. Every method is safe to call again with the same event: duplicates are
+It consumes the version-neutral events of `cocharge.stations.events`, answers from the
+state it keeps in memory (registered stations in `directory.py`, the sessions in
+progress here), and persists everything through one journal (`cocharge.store.journal`):
+rows are checked against their columns before they join a batch, so one station's bad
+data fails only its own message. Every method is safe to call again with the same event: duplicates are
 recognised and change nothing.
 """
 
@@ -41,8 +42,9 @@ from cocharge.stations.metering import assess_energy
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.passwords import verify_password
 from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
-from cocharge.stations.writer import SampleWriter
+from cocharge.stations.directory import Coalescer, StationDirectory, StationRecord
 from cocharge.store.db import utcnow
+from cocharge.store.journal import Journal
 from cocharge.store.schema import (
     connector_status,
     members,
@@ -52,7 +54,7 @@ from cocharge.store.schema import (
     stations,
     tx_events,
 )
-from cocharge.store.sql import insert_ignore, upsert
+from cocharge.store.sql import check_rows, insert_ignore, upsert
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class OpenSession:
     id: int
     connector_id: int
     ended: bool
-    seen_seq: set[int] = field(default_factory=set)
+    # 2.0.1 seqNos applied; None until read (sessions loaded at start read theirs on first use)
+    seen_seq: set[int] | None = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,32 @@ class StationAccess:
 
 def _sample_rows(station_id: str, connector_id: int, session_id: int | None,
                  samples: list[MeterSample]) -> list[dict[str, Any]]:
-    return [
+    """Meter rows, checked against their columns (a bad one fails its message, alone)."""
+    rows = [
         {"session_id": session_id, "station_id": station_id, "connector_id": connector_id,
          "ts": s.at, "measurand": s.measurand, "phase": s.phase, "value": s.value,
          "unit": s.unit, "context": s.context}
         for s in samples
     ]
+    check_rows(meter_samples, rows)
+    return rows
+
+
+# Statements of the hot path, built once so that the journal batches their rows together.
+_INSERT_SAMPLES = insert(meter_samples)
+_INSERT_NOTICE = insert(station_events)
+_BOOT = (update(stations).where(stations.c.id == bindparam("sid")).values(
+    protocol=bindparam("protocol"), vendor=bindparam("vendor"), model=bindparam("model"),
+    serial=bindparam("serial"), firmware=bindparam("firmware"),
+    last_boot_at=bindparam("boot_at"), last_seen_at=bindparam("boot_at")))
+_FIRMWARE_STATUS = (update(stations).where(stations.c.id == bindparam("sid"))
+                    .values(firmware_status=bindparam("firmware_status")))
+_SEEN = (update(stations).where(stations.c.id == bindparam("sid"))
+         .values(last_seen_at=bindparam("seen")))
+_HOLD = update(stations).where(stations.c.id == bindparam("sid")).values(node=bindparam("node"))
+_RELEASE = (update(stations).where(and_(stations.c.id == bindparam("sid"),
+                                        stations.c.node == bindparam("holder")))
+            .values(node=None))
 
 
 def _register_wh(samples: list[MeterSample]) -> tuple[float, datetime] | None:
@@ -109,14 +132,24 @@ class StationService:
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
-        self.writer = SampleWriter(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
+        self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
+        self.directory = StationDirectory(engine, settings.directory_refresh_s)
+        self._status_stmt = upsert(engine, connector_status, ["station_id", "connector_id"],
+                                   ["status", "error_code", "updated_at"])
+        self._mark_stmt = insert_ignore(engine, tx_events)
         self._open: dict[tuple[str, str], OpenSession] = {}
+        self._seqs: Coalescer[tuple[str, str], set[int]] = Coalescer(self._fetch_seqs)
         self._last_seen: dict[str, datetime] = {}
         self._verified: dict[str, tuple[str, str]] = {}  # station -> (hash, password) seen valid
+        # scrypt costs 16 MiB and tens of ms: a bounded number at once, off the event loop
+        self._password_checks = asyncio.Semaphore(settings.password_checks_at_once)
         self._seen_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.writer.start()
+        await self.directory.load()
+        await self._load_open_sessions()
+        self.directory.start()
+        self.journal.start()
         self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
 
     async def close(self) -> None:
@@ -124,51 +157,118 @@ class StationService:
             self._seen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._seen_task
-        await self._flush_last_seen()
-        await self.writer.close()
+        with contextlib.suppress(Exception):
+            await self._flush_last_seen()
+        await self.directory.close()
+        await self.journal.close()
+
+    async def _load_open_sessions(self) -> None:
+        """The transactions in progress, so that their messages need no look-up."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(sessions.c.id, sessions.c.station_id, sessions.c.tx_ref,
+                       sessions.c.connector_id)
+                .where(and_(sessions.c.status == "active", sessions.c.ended_at.is_(None),
+                            sessions.c.tx_ref.is_not(None))))).all()
+        for row in rows:
+            self._open[(row.station_id, row.tx_ref)] = OpenSession(
+                int(row.id), row.connector_id, ended=False, seen_seq=None)
+
+    async def _fetch_seqs(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], set[int]]:
+        found: dict[tuple[str, str], set[int]] = {key: set() for key in keys}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(tx_events.c.station_id, tx_events.c.tx_ref, tx_events.c.seq_no)
+                .where(tx_events.c.station_id.in_({k[0] for k in keys}))
+                .where(tx_events.c.tx_ref.in_({k[1] for k in keys})))).all()
+        for row in rows:
+            key = (row.station_id, row.tx_ref)
+            if key in found:
+                found[key].add(row.seq_no)
+        return found
+
+    async def _seen_seqs(self, key: tuple[str, str], found: OpenSession) -> set[int]:
+        if found.seen_seq is None:
+            found.seen_seq = await self._seqs.get(key) or set()
+        return found.seen_seq
 
     # --- admission -------------------------------------------------------------------------
 
     async def access(self, station_id: str) -> StationAccess:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(stations.c.admission, stations.c.password_hash)
-                .where(stations.c.id == station_id))).first()
-        if row is None:
+        """From memory (a station registered since start is looked up once)."""
+        record = await self.directory.find(station_id)
+        if record is None:
             return StationAccess(False, Admission.REJECTED, None)
-        admission = Admission.ACCEPTED if row.admission == "accepted" else Admission.PENDING
-        return StationAccess(True, admission, row.password_hash)
+        admission = Admission.ACCEPTED if record.admission == "accepted" else Admission.PENDING
+        return StationAccess(True, admission, record.password_hash)
 
     async def password_ok(self, station_id: str, password: str, stored_hash: str) -> bool:
-        """Check a Basic-auth password; scrypt runs off the event loop, and once per reconnect storm."""
+        """Check a Basic-auth password: scrypt off the event loop, a bounded number at once,
+        and once per station and password (a reconnect storm checks each station once). A
+        password that fails against the hash in memory is checked again against the
+        database's, which the operator may have changed since."""
+        if await self._password_matches(station_id, password, stored_hash):
+            return True
+        record = await self.directory.find(station_id, fresh=True)
+        if record is None or record.password_hash in (None, stored_hash):
+            return record is not None and record.password_hash is None
+        return await self._password_matches(station_id, password, record.password_hash)
+
+    async def _password_matches(self, station_id: str, password: str, stored_hash: str) -> bool:
         if self._verified.get(station_id) == (stored_hash, password):
             return True
-        ok = await asyncio.to_thread(verify_password, password, stored_hash)
+        async with self._password_checks:
+            ok = await asyncio.to_thread(verify_password, password, stored_hash)
         if ok:
             self._verified[station_id] = (stored_hash, password)
         return ok
 
+    async def hold(self, station_id: str, node: str, held: bool) -> None:
+        """Record (or clear) `node` as the one holding the station's connection."""
+        record = self.directory.get(station_id)
+        if held:
+            await self.journal.write([(_HOLD, [{"sid": station_id, "node": node}])])
+            if record is not None:
+                record.node = node
+        else:
+            await self.journal.write([(_RELEASE, [{"sid": station_id, "holder": node}])])
+            if record is not None and record.node == node:
+                record.node = None
+
+    async def release_node(self, node: str) -> None:
+        """A node stops: it holds none of its stations any more."""
+        await self.journal.run(lambda conn: conn.execute(
+            update(stations).where(stations.c.node == node).values(node=None)))
+        for record in self.directory.stations.values():
+            if record.node == node:
+                record.node = None
+
     async def boot(self, event: StationBooted) -> Admission:
+        """A known, accepted station's boot needs no read: one row for the journal."""
         now = utcnow()
-        details = {"protocol": event.protocol, "vendor": event.vendor, "model": event.model,
-                   "serial": event.serial, "firmware": event.firmware,
-                   "last_boot_at": now, "last_seen_at": now}
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                select(stations.c.admission).where(stations.c.id == event.station_id))).first()
-            if row is None:
-                if not self.settings.auto_register:
-                    log.warning("station %s is not registered: BootNotification rejected",
-                                event.station_id)
-                    return Admission.REJECTED
-                await conn.execute(insert(stations).values(
-                    id=event.station_id, connectors=1, admission="pending", created_at=now,
-                    **details))
-                log.info("station %s auto-registered, pending approval", event.station_id)
-                return Admission.PENDING
-            await conn.execute(update(stations).where(stations.c.id == event.station_id)
-                               .values(**details))
-        if row.admission != "accepted":
+        details = {"sid": event.station_id, "protocol": event.protocol, "vendor": event.vendor,
+                   "model": event.model, "serial": event.serial, "firmware": event.firmware,
+                   "boot_at": now}
+        check_rows(stations, [{"vendor": event.vendor, "model": event.model,
+                               "serial": event.serial, "firmware": event.firmware}])
+        record = self.directory.get(event.station_id)
+        if record is None or record.admission != "accepted":
+            record = await self.directory.find(event.station_id, fresh=True)  # approved since?
+        if record is None:
+            if not self.settings.auto_register:
+                log.warning("station %s is not registered: BootNotification rejected",
+                            event.station_id)
+                return Admission.REJECTED
+            await self.journal.run(lambda conn: conn.execute(insert_ignore(conn, stations).values(
+                id=event.station_id, connectors=1, admission="pending", created_at=now,
+                protocol=event.protocol, vendor=event.vendor, model=event.model,
+                serial=event.serial, firmware=event.firmware, last_boot_at=now,
+                last_seen_at=now)))
+            self.directory.add(StationRecord(event.station_id, "pending", None, 1, None))
+            log.info("station %s auto-registered, pending approval", event.station_id)
+            return Admission.PENDING
+        await self.journal.write([(_BOOT, [details])])
+        if record.admission != "accepted":
             return Admission.PENDING
         if self.control is not None:
             self.control.on_boot(event.station_id)
@@ -190,10 +290,7 @@ class StationService:
         if not self._last_seen:
             return
         seen, self._last_seen = self._last_seen, {}
-        stmt = (update(stations).where(stations.c.id == bindparam("sid"))
-                .values(last_seen_at=bindparam("seen")))
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt, [{"sid": k, "seen": v} for k, v in seen.items()])
+        await self.journal.write([(_SEEN, [{"sid": k, "seen": v} for k, v in seen.items()])])
 
     # --- authorization ---------------------------------------------------------------------
 
@@ -223,12 +320,13 @@ class StationService:
     # --- status and notices ----------------------------------------------------------------
 
     async def connector_status(self, event: ConnectorStatus) -> None:
-        stmt = upsert(self.engine, connector_status, ["station_id", "connector_id"],
-                      ["status", "error_code", "updated_at"])
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt.values(
-                station_id=event.station_id, connector_id=event.connector_id,
-                status=event.status, error_code=event.error_code, updated_at=event.at))
+        row = {"station_id": event.station_id, "connector_id": event.connector_id,
+               "status": event.status, "error_code": event.error_code, "updated_at": event.at}
+        check_rows(connector_status, [row])
+        await self.journal.write([(self._status_stmt, [row])])
+        record = self.directory.get(event.station_id)
+        if record is not None:
+            record.status[event.connector_id] = (event.status, event.error_code, event.at)
         self.observer.connector_status(event.station_id, event.connector_id, event.status,
                                        event.error_code, event.at)
         if self.control is not None:
@@ -240,13 +338,16 @@ class StationService:
                                                    event.status, event.at)
 
     async def notice(self, event: StationNotice) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(station_events).values(
-                station_id=event.station_id, ts=event.at, kind=event.kind,
-                payload=json.dumps(event.payload, default=str, sort_keys=True)))
-            if event.kind == "firmware":
-                await conn.execute(update(stations).where(stations.c.id == event.station_id)
-                                   .values(firmware_status=str(event.payload.get("status"))))
+        notice = {"station_id": event.station_id, "ts": event.at, "kind": event.kind,
+                  "payload": json.dumps(event.payload, default=str, sort_keys=True)}
+        check_rows(station_events, [notice])
+        rows: list[tuple[Any, list[dict[str, Any]]]] = [(_INSERT_NOTICE, [notice])]
+        if event.kind == "firmware":
+            firmware = {"sid": event.station_id,
+                        "firmware_status": str(event.payload.get("status"))}
+            check_rows(stations, [{"firmware_status": firmware["firmware_status"]}])
+            rows.append((_FIRMWARE_STATUS, [firmware]))
+        await self.journal.write(rows)
 
     async def fault(self, station_id: str, connector_id: int, kind: str, at: datetime) -> None:
         """A safety fault the charger reported (overcurrent, ground fault, over-temperature)."""
@@ -289,7 +390,10 @@ class StationService:
 
     async def start_session(self, event: SessionStarted) -> tuple[int, AuthStatus]:
         """OCPP 1.6 StartTransaction: a repeat of the same start returns the same id."""
-        async with self.engine.begin() as conn:
+        check_rows(sessions, [{"connector_id": event.connector_id, "id_tag": event.id_tag,
+                               "meter_start_wh": event.meter_start_wh}])
+
+        async def work(conn: AsyncConnection) -> tuple[int, AuthStatus, bool]:
             status, decision = await self._authorize_here(conn, event.id_tag, event.station_id,
                                                           event.connector_id)
             existing = await conn.scalar(select(sessions.c.id).where(and_(
@@ -301,7 +405,7 @@ class StationService:
             if existing is not None:
                 log.info("repeated StartTransaction from %s: same transaction %s",
                          event.station_id, existing)
-                return int(existing), status
+                return int(existing), status, False
             session_id = int((await conn.execute(insert(sessions).values(
                 station_id=event.station_id, connector_id=event.connector_id, protocol="1.6",
                 id_tag=event.id_tag, started_at=event.at, meter_start_wh=event.meter_start_wh,
@@ -312,6 +416,11 @@ class StationService:
                 await self.control.session_started(
                     conn, session_id, event.station_id, event.connector_id, str(session_id),
                     event.id_tag, event.at, event.meter_start_wh, decision)
+            return session_id, status, True
+
+        session_id, status, new = await self.journal.run(work)
+        if not new:
+            return session_id, status
         self._open[(event.station_id, str(session_id))] = OpenSession(
             session_id, event.connector_id, ended=False)
         if status is AuthStatus.ACCEPTED:
@@ -337,31 +446,42 @@ class StationService:
 
     async def end_session(self, event: SessionEnded) -> AuthStatus | None:
         """OCPP 1.6 StopTransaction: closes the session once; repeats change nothing."""
-        async with self.engine.begin() as conn:
+        check_rows(sessions, [{"tx_ref": event.tx_ref, "id_tag": event.id_tag,
+                               "meter_stop_wh": event.meter_stop_wh,
+                               "stop_reason": event.reason}])
+        rows = _sample_rows(event.station_id, 0, None, event.samples)  # checked before the work
+
+        async def work(conn: AsyncConnection) -> tuple[AuthStatus | None, OpenSession | None,
+                                                      int | None]:
             status = await self._authorize(conn, event.id_tag) if event.id_tag else None
             found = await self._load(conn, event.station_id, event.tx_ref)
             if found is None:
                 # Keep what the charger sent (it may be the stop of a start we never got).
-                orphan_ref = f"orphan:{event.tx_ref}"
                 log.warning("StopTransaction for unknown transaction %s from %s kept as orphan",
                             event.tx_ref, event.station_id)
                 await conn.execute(insert_ignore(self.engine, sessions).values(
-                    station_id=event.station_id, connector_id=0, tx_ref=orphan_ref,
+                    station_id=event.station_id, connector_id=0, tx_ref=f"orphan:{event.tx_ref}",
                     protocol="1.6", id_tag=event.id_tag, ended_at=event.at,
                     meter_stop_wh=event.meter_stop_wh, status="orphan", stop_reason=event.reason,
                     flag_reason="stop for a transaction this central system never started",
                     created_at=utcnow()))
-                return status
+                return status, None, None
             if found.ended:
-                log.info("repeated StopTransaction %s from %s ignored", event.tx_ref, event.station_id)
-                return status
-            if event.samples:
-                await conn.execute(insert(meter_samples), _sample_rows(
-                    event.station_id, found.connector_id, found.id, event.samples))
+                log.info("repeated StopTransaction %s from %s ignored", event.tx_ref,
+                         event.station_id)
+                return status, None, None
+            if rows:
+                await conn.execute(_INSERT_SAMPLES, [
+                    {**row, "connector_id": found.connector_id, "session_id": found.id}
+                    for row in rows])
             await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
                 ended_at=event.at, meter_stop_wh=event.meter_stop_wh,
                 stop_reason=event.reason or "Local"))
-            energy = await self._finish(conn, found.id)
+            return status, found, await self._finish(conn, found.id)
+
+        status, found, energy = await self.journal.run(work)
+        if found is None:
+            return status
         found.ended = True
         self.observer.session_ended(event.station_id, found.connector_id, found.id, energy,
                                     event.reason or "Local", event.at)
@@ -387,21 +507,27 @@ class StationService:
                         conn, event.id_tag, event.station_id, event.connector_id)
                 elif event.id_tag:
                     status = await self._authorize(conn, event.id_tag)
-        if found is not None and event.seq_no in found.seen_seq:
+        if found is not None and event.seq_no in await self._seen_seqs(key, found):
             log.info("repeated TransactionEvent %s seq %s from %s ignored",
                      event.tx_ref, event.seq_no, event.station_id)
             return status
         mark = {"station_id": event.station_id, "tx_ref": event.tx_ref, "seq_no": event.seq_no,
                 "event_type": event.event_type, "ts": event.at}
+        check_rows(tx_events, [mark])
+        rows = _sample_rows(event.station_id, found.connector_id if found else 0,
+                            found.id if found else None, event.samples)
         if found is not None and event.event_type == "Updated" and not found.ended and not event.id_tag:
             # The hot path: meter values during a transaction, group-committed.
-            await self.writer.write(
-                _sample_rows(event.station_id, found.connector_id, found.id, event.samples), [mark])
-            found.seen_seq.add(event.seq_no)
+            await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark])])
+            (await self._seen_seqs(key, found)).add(event.seq_no)
             await self._follow(found, event)
             return status
-        started = ended_energy = None
-        async with self.engine.begin() as conn:
+        check_rows(sessions, [{"connector_id": event.connector_id or 0, "id_tag": event.id_tag,
+                               "stop_reason": event.stop_reason, "tx_ref": event.tx_ref}])
+        known = found
+
+        async def work(conn: AsyncConnection) -> tuple[OpenSession, OpenSession | None, int | None]:
+            found, started, ended_energy = known, None, None
             if found is None:
                 session_id = int((await conn.execute(insert(sessions).values(
                     station_id=event.station_id, connector_id=event.connector_id or 0,
@@ -411,32 +537,35 @@ class StationService:
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
                 if event.id_tag and status is AuthStatus.ACCEPTED and event.event_type != "Ended":
                     started = found
-                if (self.control is not None and event.id_tag and status is AuthStatus.ACCEPTED
-                        and event.event_type != "Ended"):
-                    start = _register_wh(event.samples)
-                    await self.control.session_started(
-                        conn, session_id, event.station_id, found.connector_id, event.tx_ref,
-                        event.id_tag, event.at, start[0] if start else None, decision)
+                    if self.control is not None:
+                        start = _register_wh(event.samples)
+                        await self.control.session_started(
+                            conn, session_id, event.station_id, found.connector_id,
+                            event.tx_ref, event.id_tag, event.at, start[0] if start else None,
+                            decision)
             else:
                 changes: dict[str, Any] = {}
                 if event.id_tag:
                     changes["id_tag"] = event.id_tag
                 if event.event_type == "Started":
-                    started = await conn.scalar(select(sessions.c.started_at)
-                                                .where(sessions.c.id == found.id))
-                    if started is None or event.at < started:
+                    began = await conn.scalar(select(sessions.c.started_at)
+                                              .where(sessions.c.id == found.id))
+                    if began is None or event.at < began:
                         changes["started_at"] = event.at
+                    started = found if began is not None else None
                 if event.connector_id and not found.connector_id:
                     changes["connector_id"] = found.connector_id = event.connector_id
                 if changes:
                     await conn.execute(update(sessions).where(sessions.c.id == found.id)
                                        .values(**changes))
-            await conn.execute(insert_ignore(self.engine, tx_events).values(**mark))
-            if event.samples:
-                await conn.execute(insert(meter_samples), _sample_rows(
-                    event.station_id, found.connector_id, found.id, event.samples))
+            await conn.execute(self._mark_stmt, [mark])
+            if rows:
+                await conn.execute(_INSERT_SAMPLES, [
+                    {**row, "connector_id": found.connector_id, "session_id": found.id}
+                    for row in rows])
             if event.event_type == "Ended":
-                ended = await conn.scalar(select(sessions.c.ended_at).where(sessions.c.id == found.id))
+                ended = await conn.scalar(select(sessions.c.ended_at)
+                                          .where(sessions.c.id == found.id))
                 if ended is None or event.at > ended:
                     await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
                         ended_at=event.at, stop_reason=event.stop_reason or "Local"))
@@ -444,7 +573,10 @@ class StationService:
             if found.ended:
                 # Also re-run when a late event of an ended session arrives (offline replay).
                 ended_energy = await self._finish(conn, found.id)
-        found.seen_seq.add(event.seq_no)
+            return found, started, ended_energy
+
+        found, started, ended_energy = await self.journal.run(work)
+        (await self._seen_seqs(key, found)).add(event.seq_no)
         if started is not None:
             self.observer.session_started(event.station_id, found.connector_id, found.id,
                                           event.id_tag, event.at)
@@ -487,8 +619,8 @@ class StationService:
                 raise UnknownTransaction(
                     f"transaction {event.tx_ref} is unknown for station {event.station_id}")
             session_id = found.id
-        await self.writer.write(
-            _sample_rows(event.station_id, event.connector_id, session_id, event.samples), [])
+        await self.journal.write([(_INSERT_SAMPLES, _sample_rows(
+            event.station_id, event.connector_id, session_id, event.samples))])
         reading = _register_wh(event.samples)
         if reading is not None:
             self.observer.meter(event.station_id, event.connector_id, session_id, reading[0], reading[1])

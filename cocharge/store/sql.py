@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam
+from sqlalchemy import BigInteger, ColumnElement, Float, Integer, String, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,3 +42,58 @@ def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[boo
         return matches
     within: ColumnElement[bool] = column.in_(list(values))
     return within
+
+
+class RowRejected(ValueError):
+    """A row that its table cannot hold (a number out of the column's range, a string too
+    long): the message that carried it fails alone, before it joins a batch."""
+
+
+_INT_RANGE = {"SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}
+
+
+def _column_checks(table: Table) -> list[tuple[str, str, int | None, bool]]:
+    checks = []
+    for column in table.columns:
+        kind = type(column.type).__name__.upper()
+        if isinstance(column.type, BigInteger):
+            kind = "BIGINT"
+        elif isinstance(column.type, Integer):
+            kind = "INTEGER"
+        elif isinstance(column.type, Float):
+            kind = "FLOAT"
+        elif isinstance(column.type, String):
+            kind = "STRING"
+        length = getattr(column.type, "length", None)
+        checks.append((column.name, kind, length, bool(column.nullable)))
+    return checks
+
+
+_CHECKS: dict[str, list[tuple[str, str, int | None, bool]]] = {}
+
+
+def check_rows(table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Raise RowRejected unless every row fits `table`'s columns."""
+    checks = _CHECKS.get(table.name)
+    if checks is None:
+        checks = _CHECKS[table.name] = _column_checks(table)
+    for row in rows:
+        for name, kind, length, nullable in checks:
+            if name not in row:
+                continue
+            value = row[name]
+            if value is None:
+                if not nullable:
+                    raise RowRejected(f"{table.name}.{name} may not be empty")
+                continue
+            if kind in _INT_RANGE:
+                if (not isinstance(value, int) or isinstance(value, bool)
+                        or not -_INT_RANGE[kind] <= value < _INT_RANGE[kind]):
+                    raise RowRejected(f"{table.name}.{name}: {str(value)[:40]} is outside the "
+                                      f"range of its column")
+            elif kind == "FLOAT":
+                if not isinstance(value, int | float) or not math.isfinite(value):
+                    raise RowRejected(f"{table.name}.{name}: {str(value)[:40]} is not a finite "
+                                      "number")
+            elif kind == "STRING" and length is not None and len(value) > length:
+                raise RowRejected(f"{table.name}.{name} is longer than {length} characters")

@@ -11,7 +11,7 @@ from cocharge.stations import registry
 from tests.conftest import raw_station, register
 
 CASES = [
-    ("not json", "{nope", {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "RpcFrameworkError"}),
+    ("not json", "{nope", {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "FormatViolation"}),
     ("not a list", '{"a": 1}', {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "RpcFrameworkError"}),
     ("bad type id", '[7, "u1", "Heartbeat", {}]',
      {"ocpp1.6": "FormationViolation", "ocpp2.0.1": "MessageTypeNotSupported"}),
