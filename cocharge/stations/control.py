@@ -44,7 +44,9 @@ from cocharge.stations.policy import (
     SessionLimits,
     SharingRules,
 )
+from cocharge.stations.directory import Coalescer
 from cocharge.store.db import utcnow
+from cocharge.store.journal import Journal
 from cocharge.store.schema import (
     bookings,
     connector_status,
@@ -113,6 +115,11 @@ class SharingController:
         self._busy: set[str] = set()
         self._reserve_tried: dict[int, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._managed: set[str] = set()  # stations with sharing rules or live bookings
+        self._adoptions: Coalescer[str, bool] = Coalescer(self._adopt)
+        self._queued: Coalescer[str, list[Any]] = Coalescer(self._queued_commands)
+        # The gateway's journal, for what the controller writes while a charger waits.
+        self.journal: Journal | None = None
         self._loop: asyncio.Task[None] | None = None
         # Called with a session id when its car has left after an overstay (settlement bills it).
         self.overstay_over: Callable[[int], None] | None = None
@@ -132,6 +139,10 @@ class SharingController:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _tx(self) -> Any:
+        """A write transaction: in the journal's turn when the gateway runs one."""
+        return self.journal.transaction() if self.journal is not None else self.engine.begin()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         async def guarded() -> None:
@@ -158,21 +169,26 @@ class SharingController:
 
     def adopt(self, station_id: str) -> None:
         """A station connected here: follow its running sessions, which may have begun on
-        another node (several nodes) or before a restart."""
-        self._spawn(self._resume_tracks(station_id), f"adopt {station_id}")
+        another node (several nodes) or before a restart. The stations of a reconnect storm
+        share one query."""
+        self._spawn(self._adoptions.get(station_id), f"adopt {station_id}")
 
-    async def _resume_tracks(self, station_id: str | None = None) -> None:
-        """After a restart (or when a station moves here): watch the sessions still running."""
+    async def _adopt(self, station_ids: list[str]) -> dict[str, bool]:
+        await self._resume_tracks(station_ids)
+        return {}
+
+    async def _resume_tracks(self, station_ids: list[str] | None = None) -> None:
+        """After a restart (or when stations move here): watch the sessions still running."""
         async with self.engine.connect() as conn:
             query = select(sessions).where(and_(sessions.c.status == "active",
                                                 sessions.c.ended_at.is_(None)))
-            if station_id is None:
+            if station_ids is None:
                 query = query.where(sessions.c.cutoff_reason.is_not(None))
             else:
-                query = query.where(sessions.c.station_id == station_id)
+                query = query.where(sessions.c.station_id.in_(station_ids))
             rows = (await conn.execute(query)).all()
             for row in rows:
-                if station_id is not None and row.connector_id:
+                if station_ids is not None and row.connector_id:
                     self._active.setdefault((row.station_id, row.connector_id), row.id)
                 if row.cutoff_reason is None or row.id in self._tracks:
                     continue
@@ -226,6 +242,7 @@ class SharingController:
             self._by_station.setdefault(r.station_id, []).append(sharing.booking_of(r))
         self._reserve_tried = {k: v for k, v in self._reserve_tried.items() if k in self._booking_station}
         self._connectors = {r.id: r.connectors for r in station_rows}
+        self._managed = managed
         for row in stale:
             self._spawn(self._cancel_reservation(row.station_id, row.connector_id, int(row.id)),
                         f"cancel reservation {row.id}")
@@ -326,24 +343,31 @@ class SharingController:
 
     def forget(self, station_id: str) -> None:
         """What we applied to this station is no longer known to hold: assert it again."""
-        for key in [k for k in self._applied if k[0] == station_id]:
-            del self._applied[key]
+        for connector_id in range(1, self._connectors.get(station_id, 1) + 1):
+            self._applied.pop((station_id, connector_id), None)
 
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""
         self.forget(station_id)
         self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
-        if any(s == station_id for s, _ in self.rules) or station_id in self._booking_station.values():
+        if station_id in self._managed:
             self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
 
-    async def _deliver_queued(self, station_id: str) -> None:
+    async def _queued_commands(self, station_ids: list[str]) -> dict[str, list[Any]]:
+        """The commands waiting for these stations (a storm of boots shares one query)."""
         now = utcnow()
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(pending_commands).where(and_(
-                pending_commands.c.station_id == station_id,
+                pending_commands.c.station_id.in_(station_ids),
                 pending_commands.c.status == "pending", pending_commands.c.expires_at > now))
                 .order_by(pending_commands.c.id))).all()
+        found: dict[str, list[Any]] = {}
         for row in rows:
+            found.setdefault(row.station_id, []).append(row)
+        return found
+
+    async def _deliver_queued(self, station_id: str) -> None:
+        for row in await self._queued.get(station_id) or []:
             try:
                 command = cmd.build_command(row.command, json.loads(row.args))
                 result = await self.send(station_id, command, queue_for_s=None)
@@ -452,7 +476,7 @@ class SharingController:
         return decision
 
     async def _record(self, station_id: str, at: datetime, kind: str, payload: dict[str, Any]) -> None:
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(insert(station_events).values(
                 station_id=station_id, ts=at, kind=kind, payload=json.dumps(payload, sort_keys=True)))
 
@@ -603,7 +627,7 @@ class SharingController:
             del self._active[key]
         self._unlocked.pop(key, None)
         if station_id in self._connectors and station_id not in self._busy and (
-                any(s == station_id for s, _ in self.rules) or self._station_bookings(station_id)):
+                station_id in self._managed or self._station_bookings(station_id)):
             self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
 
     # --- connector states: overstay and faults ---------------------------------------------
@@ -617,12 +641,12 @@ class SharingController:
             return  # 2.0.1 connector status during a transaction: its charging state tells more
         if state == "Charging":
             if self._idle.pop(key, None) is not None and session_id is not None:
-                async with self.engine.begin() as conn:  # charging again: not idle after all
+                async with self._tx() as conn:  # charging again: not idle after all
                     await conn.execute(update(sessions).where(sessions.c.id == session_id)
                                        .values(idle_started_at=None))
         elif state in IDLE_STATES and session_id is not None and key not in self._idle:
             self._idle[key] = (session_id, at)
-            async with self.engine.begin() as conn:
+            async with self._tx() as conn:
                 await conn.execute(update(sessions).where(and_(
                     sessions.c.id == session_id, sessions.c.idle_started_at.is_(None)))
                     .values(idle_started_at=at))
@@ -635,7 +659,7 @@ class SharingController:
     async def _charge_idle_fee(self, session_id: int, since: datetime, until: datetime,
                                station_id: str, connector_id: int) -> None:
         minutes, fee = idle_fee(self.settings.idle_fee, since, until)
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
                 idle_started_at=since, idle_ended_at=until, idle_minutes=minutes, idle_fee_fen=fee))
             if fee:
@@ -655,7 +679,7 @@ class SharingController:
         session_id = self._active.get(key)
         stmt = upsert(self.engine, connector_status, ["station_id", "connector_id"],
                       ["status", "error_code", "updated_at"])
-        async with self.engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(stmt.values(station_id=station_id, connector_id=connector_id,
                                            status="Faulted", error_code=kind, updated_at=at))
             await conn.execute(insert(station_events).values(

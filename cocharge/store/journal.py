@@ -18,9 +18,10 @@ Two kinds of entry:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -91,6 +92,33 @@ class Journal:
         """Run `work` in its own transaction in the journal's order; returns what it returned."""
         result: T = await self._enqueue(None, work, 1)
         return result
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """`async with journal.transaction() as conn:` - a transaction of the caller's own, taken
+        in the journal's turn (like `run`, for code written as a block)."""
+        loop = asyncio.get_running_loop()
+        handed: asyncio.Future[AsyncConnection] = loop.create_future()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        async def work(conn: AsyncConnection) -> None:
+            handed.set_result(conn)
+            await finished  # the caller's block runs meanwhile; its error rolls back
+
+        committed = self._enqueue(None, work, 1)
+        await asyncio.wait({handed, committed}, return_when=asyncio.FIRST_COMPLETED)
+        if not handed.done():
+            await committed  # the transaction could not begin: raise why
+            raise RuntimeError("journal transaction ended before it began")
+        try:
+            yield handed.result()
+        except BaseException as exc:
+            finished.set_exception(exc)
+            with contextlib.suppress(BaseException):
+                await committed
+            raise
+        finished.set_result(None)
+        await committed
 
     async def _run(self) -> None:
         while True:
