@@ -112,9 +112,12 @@ def main(verbose: int) -> None:
 @click.option("--mqtt", "mqtt_url", envvar="COCHARGE_MQTT",
               help="Broker for property backends: mqtt://[user:pass@]host[:port][/prefix] "
                    "(env COCHARGE_MQTT; docs/mqtt.md).")
+@click.option("--max-handshakes", default=GatewaySettings.max_handshakes, show_default=True,
+              type=click.IntRange(1, 1_000_000),
+              help="Handshakes in progress beyond which a station gets 503 + Retry-After.")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
-          call_timeout: float, mqtt_url: str | None) -> None:
+          call_timeout: float, mqtt_url: str | None, max_handshakes: int) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
@@ -130,7 +133,7 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
     settings = GatewaySettings(host=host, port=port, auto_register=auto_register,
                                operator_host=operator_host, operator_port=operator_port,
                                heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
-                               mqtt_url=mqtt_url)
+                               mqtt_url=mqtt_url, max_handshakes=max_handshakes)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         asyncio.run(serve_forever(db, settings, tls))

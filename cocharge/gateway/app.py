@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import resource
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -16,6 +18,24 @@ from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.store.db import open_store
+
+
+log = logging.getLogger(__name__)
+
+# File descriptors the process needs besides its stations' sockets (database, broker, logs).
+RESERVED_FDS = 64
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files as far as the hard limit allows; returns how many
+    station connections the process can hold."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return max(0, soft - RESERVED_FDS)
 
 
 @dataclass
@@ -59,7 +79,11 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    capacity = raise_open_files_limit()
     async with running_node(db, settings, tls) as node:
+        log.info("open-files limit allows about %d station connections", capacity)
+        print(f"cocharge gateway: room for {capacity} station connections (open-files limit)",
+              flush=True)
         print(f"cocharge gateway: OCPP on {'wss' if tls else 'ws'}://{settings.host}:"
               f"{node.gateway.port}/ocpp/<station_id>, operator channel {node.operator.url}"
               + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else ""),

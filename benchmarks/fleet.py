@@ -1,0 +1,481 @@
+"""Fleet benchmark: a reconnect storm of N chargers, paced meter values, a saturated run, and
+(with --kill) a SIGKILL of the gateway in the middle of the paced phase.
+
+One run starts each target in its own process and gives it the same load from a separate
+load process (this file again, in `load` mode):
+  (a) echo     - a raw `websockets` echo server (the floor of what Python can do)
+  (b) naive    - benchmarks/naive_csms.py, a central system written the naive way on `ocpp`
+  (c) sqlite   - `cocharge serve` on a fresh SQLite file
+  (d) postgres - `cocharge serve` on a fresh PostgreSQL database (COCHARGE_TEST_PG server)
+
+Per target it prints: storm time until every charger booted (BootNotification, then
+StatusNotification for connectors 0 and 1), handshakes refused (503) and failed, paced
+MeterValues p50/p99 once all are booted (each charger every 10 s, random phase), saturated
+calls/s of 50 chargers back to back, server RSS per booted station, and the ratios of
+cocharge to (a) and (b).
+
+    python benchmarks/fleet.py [--chargers 10000] [--paced 60] [--targets echo,naive,sqlite,postgres]
+    python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
+
+--kill: SIGKILL cocharge 20 s into the paced phase, restart it at once; prints the time until
+every charger is back, and checks against the database that no answered MeterValues was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PG = os.environ.get("COCHARGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+METER_EVERY_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the load (runs in its own process) -------------------------------------------------------
+
+@dataclass
+class Load:
+    url: str
+    chargers: int
+    paced_s: float
+    prefix: str
+    t0: float = field(default_factory=time.monotonic)
+    booted: int = 0
+    all_booted_at: float | None = None
+    refused: int = 0          # 503 answers
+    failed: int = 0           # handshakes that failed otherwise (timeout, reset, refused TCP)
+    reconnects: int = 0
+    back_at: float | None = None
+    paced: list[tuple[float, float]] = field(default_factory=list)  # (sent at, latency)
+    answered: dict[str, int] = field(default_factory=dict)          # station -> answered meters
+    down_at: float | None = None
+    back: set[str] = field(default_factory=set)
+
+
+async def _connect(load: Load, sid: str) -> Any:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    while True:
+        try:
+            return await connect(f"{load.url}/{sid}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                 compression=None, open_timeout=60, ping_interval=None,
+                                 close_timeout=1, max_queue=4)
+        except InvalidStatus as exc:
+            if exc.response.status_code != 503:
+                raise
+            load.refused += 1
+            retry = float(exc.response.headers.get("Retry-After", "5"))
+            await asyncio.sleep(retry)
+        except (OSError, TimeoutError, asyncio.TimeoutError, EOFError):
+            load.failed += 1
+            await asyncio.sleep(1 + random.random() * 4)
+        except Exception:  # the handshake broke off (a server killed mid-handshake)
+            load.failed += 1
+            await asyncio.sleep(1 + random.random() * 4)
+
+
+async def _charger(load: Load, n: int, end: float) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    sid = f"{load.prefix}{n:05d}"
+    register = 0
+    msg = 0
+    first = True
+    while time.monotonic() < end:
+        ws = await _connect(load, sid)
+        try:
+            async def call(action: str, payload: dict[str, Any]) -> list[Any]:
+                nonlocal msg
+                msg += 1
+                await ws.send(json.dumps([2, str(msg), action, payload]))
+                return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+            await call("BootNotification", {"chargePointVendor": "bench",
+                                             "chargePointModel": "fleet"})
+            for connector in (0, 1):
+                await call("StatusNotification", {"connectorId": connector, "errorCode": "NoError",
+                                                  "status": "Available"})
+            if first:
+                first = False
+                load.booted += 1
+                if load.booted == load.chargers:
+                    load.all_booted_at = time.monotonic()
+                    print(json.dumps({"booted": load.all_booted_at - load.t0}), flush=True)
+            elif load.down_at is not None:
+                load.back.add(sid)
+                if len(load.back) == load.chargers:
+                    load.back_at = time.monotonic()
+                    print(json.dumps({"back": load.back_at - load.down_at}), flush=True)
+            await asyncio.sleep(random.random() * METER_EVERY_S)
+            while time.monotonic() < end:
+                register += 10
+                sent = time.monotonic()
+                answer = await call("MeterValues", {"connectorId": 1, "meterValue": [{
+                    "timestamp": "2026-11-01T00:00:00Z",
+                    "sampledValue": [{"value": str(register), "unit": "Wh",
+                                      "measurand": "Energy.Active.Import.Register"}]}]})
+                if answer[0] != 4:  # a CallResult (or, from the echo server, the frame itself)
+                    load.paced.append((sent, time.monotonic() - sent))
+                    load.answered[sid] = load.answered.get(sid, 0) + 1
+                await asyncio.sleep(max(0.0, sent + METER_EVERY_S - time.monotonic()))
+        except ConnectionClosed:
+            if load.down_at is None:
+                load.down_at = time.monotonic()
+            load.reconnects += 1
+            continue
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return
+
+
+async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    latencies: list[float] = []
+
+    async def one(n: int) -> int:
+        async with connect(f"{url}/{prefix}{n:05d}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                           compression=None, ping_interval=None) as ws:
+            await ws.send(json.dumps([2, "b", "BootNotification", {"chargePointVendor": "bench",
+                                                                    "chargePointModel": "sat"}]))
+            await ws.recv()
+            count, end = 0, time.monotonic() + seconds
+            while time.monotonic() < end:
+                sent = time.perf_counter()
+                await ws.send(json.dumps([2, str(count), "MeterValues", {
+                    "connectorId": 1, "meterValue": [{"timestamp": "2026-11-01T00:00:00Z",
+                                                      "sampledValue": [{"value": str(count)}]}]}]))
+                answer = json.loads(await ws.recv())
+                latencies.append(time.perf_counter() - sent)
+                if answer[0] != 4:  # a CallResult (or, from the echo server, the frame itself)
+                    count += 1
+            return count
+
+    t0 = time.monotonic()
+    counts = await asyncio.gather(*(one(n) for n in range(chargers)))
+    took = time.monotonic() - t0
+    return {"calls_per_s": sum(counts) / took, "p50_ms": pct(latencies, 0.5) * 1000,
+            "p99_ms": pct(latencies, 0.99) * 1000}
+
+
+async def run_load(args: argparse.Namespace) -> None:
+    raise_nofile()
+    result: dict[str, Any] = {}
+    if args.chargers:
+        load = Load(args.url, args.chargers, args.paced, args.prefix)
+        end = load.t0 + args.paced + 3600  # the storm may take longer; paced runs after it
+        tasks = [asyncio.create_task(_charger(load, n, end)) for n in range(args.chargers)]
+        while load.all_booted_at is None and time.monotonic() - load.t0 < args.storm_limit:
+            await asyncio.sleep(0.1)
+        stop_at = (load.all_booted_at or time.monotonic()) + args.paced
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(0.2)
+        if args.kill_wait:  # wait for everyone to come back after the kill
+            limit = time.monotonic() + args.storm_limit
+            while load.down_at is not None and load.back_at is None and time.monotonic() < limit:
+                await asyncio.sleep(0.2)
+            stop_at = time.monotonic() + 15
+            while time.monotonic() < stop_at:
+                await asyncio.sleep(0.2)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        steady = [lat for sent, lat in load.paced
+                  if load.all_booted_at is not None and sent >= load.all_booted_at
+                  and (load.down_at is None or sent < load.down_at)]
+        result.update(
+            storm_s=(load.all_booted_at - load.t0) if load.all_booted_at else None,
+            booted=load.booted, refused=load.refused, failed=load.failed,
+            paced_n=len(steady), paced_p50_ms=pct(steady, 0.5) * 1000,
+            paced_p99_ms=pct(steady, 0.99) * 1000,
+            back_s=(load.back_at - load.down_at) if load.back_at and load.down_at else None,
+            back=len(load.back), reconnects=load.reconnects, answered=load.answered)
+    if args.saturated:
+        result["saturated"] = await _saturated(args.url, "S", args.saturated, args.saturated_s)
+    print(json.dumps({"result": result}), flush=True)
+
+
+# --- the targets ---------------------------------------------------------------------------
+
+async def echo_server(port: int) -> None:
+    from websockets.asyncio.server import serve
+
+    async def echo(ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for message in ws:
+                await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", port, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                     compression=None, backlog=4096):
+        print(f"echo on {port}", flush=True)
+        await asyncio.Future()
+
+
+class Target:
+    def __init__(self, name: str, chargers: int, saturated: int) -> None:
+        self.name = name
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.db: str | None = None
+        self.pg_name: str | None = None
+        self.folder = tempfile.mkdtemp(prefix=f"cocharge-fleet-{name}-")
+        self.chargers, self.saturated = chargers, saturated
+
+    @property
+    def cocharge(self) -> bool:
+        return self.name in ("sqlite", "postgres")
+
+    def command(self) -> list[str]:
+        if self.name == "echo":
+            return [sys.executable, __file__, "echo", "--port", str(self.port)]
+        if self.name == "naive":
+            return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
+        assert self.db is not None
+        return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--operator-port", str(free_port()), "--db", self.db]
+
+    async def prepare(self) -> None:
+        if self.name == "sqlite":
+            self.db = os.path.join(self.folder, "fleet.db")
+        elif self.name == "postgres":
+            import asyncpg
+            self.pg_name = f"cocharge_fleet_{uuid.uuid4().hex[:8]}"
+            conn = await asyncpg.connect(PG)
+            await conn.execute(f'CREATE DATABASE "{self.pg_name}"')
+            await conn.close()
+            base = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+            self.db = f"{base}/{self.pg_name}"
+        if self.cocharge:
+            await register(self.db, [f"F{n:05d}" for n in range(self.chargers)]
+                           + [f"S{n:05d}" for n in range(self.saturated)])
+
+    def start(self) -> None:
+        log = open(os.path.join(self.folder, "server.log"), "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see {self.folder}/server.log")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not listen within 60 s")
+
+    def rss(self) -> int:
+        import psutil
+        assert self.process is not None
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    async def persisted(self) -> dict[str, int]:
+        """Meter rows per station in the database (for the no-loss check)."""
+        from sqlalchemy import func, select
+
+        from cocharge.store.db import make_engine
+        from cocharge.store.schema import meter_samples
+        engine = make_engine(self.db)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(meter_samples.c.station_id, func.count())
+                                       .group_by(meter_samples.c.station_id))).all()
+        await engine.dispose()
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def cleanup(self) -> None:
+        self.stop()
+        if self.pg_name:
+            import asyncpg
+            conn = await asyncpg.connect(PG)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            await conn.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def register(db: str | None, ids: list[str]) -> None:
+    from sqlalchemy import insert
+
+    from cocharge.store.db import open_store, utcnow
+    from cocharge.store.schema import stations
+    engine = await open_store(db)
+    now = utcnow()
+    async with engine.begin() as conn:
+        for start in range(0, len(ids), 2000):
+            await conn.execute(insert(stations), [
+                {"id": sid, "connectors": 1, "admission": "accepted", "created_at": now}
+                for sid in ids[start:start + 2000]])
+    await engine.dispose()
+
+
+async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """Start the target, run the load process against it, return the figures."""
+    await target.prepare()
+    target.start()
+    await asyncio.sleep(1)
+    rss_before = target.rss()
+    command = [sys.executable, __file__, "load", "--url", f"ws://127.0.0.1:{target.port}/ocpp",
+               "--chargers", str(args.chargers), "--paced", str(args.paced),
+               "--storm-limit", str(args.storm_limit), "--saturated", str(args.saturated),
+               "--saturated-s", str(args.saturated_s)]
+    if args.kill:
+        command += ["--kill-wait", "--saturated", "0"]
+    load = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert load.stdout is not None
+    figures: dict[str, Any] = {}
+    rss_booted = None
+    while True:
+        line = await load.stdout.readline()
+        if not line:
+            break
+        message = json.loads(line)
+        if "booted" in message:
+            await asyncio.sleep(2)
+            rss_booted = target.rss()
+            if args.kill:
+                await asyncio.sleep(20)
+                target.stop(kill=True)
+                target.start()
+        elif "result" in message:
+            figures = message["result"]
+    await load.wait()
+    if rss_booted is not None and args.chargers:
+        figures["rss_kb_per_station"] = (rss_booted - rss_before) / 1024 / args.chargers
+    answered = figures.pop("answered", {})
+    if args.kill and target.cocharge:
+        stored = await target.persisted()
+        figures["lost"] = sum(max(0, n - stored.get(sid, 0)) for sid, n in answered.items())
+        figures["answered_total"] = sum(answered.values())
+    await target.cleanup()
+    return figures
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\nFleet benchmark: {args.chargers} chargers, paced {args.paced:g} s, "
+          f"saturated {args.saturated} chargers x {args.saturated_s:g} s "
+          f"({os.cpu_count()} cores, load generator on the same machine)")
+    header = (f"{'target':<10}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
+              f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'KB/stn':>8}")
+    print(header)
+    for name, f in results.items():
+        sat = f.get("saturated") or {}
+        print(f"{name:<10}{_num(f.get('storm_s'), 9, 1)}{f.get('booted', 0):>8}"
+              f"{f.get('refused', 0):>6}{f.get('failed', 0):>8}"
+              f"{_num(f.get('paced_p50_ms'), 11, 1)}{_num(f.get('paced_p99_ms'), 9, 1)}"
+              f"{_num(sat.get('calls_per_s'), 10, 0)}{_num(sat.get('p99_ms'), 9, 1)}"
+              f"{_num(f.get('rss_kb_per_station'), 8, 1)}")
+        if args.kill:
+            print(f"{'':<10}killed and restarted: all {f.get('back')} back after "
+                  f"{_num(f.get('back_s'), 0, 1).strip()} s; answered MeterValues "
+                  f"{f.get('answered_total')}, lost {f.get('lost')}")
+    for name in ("sqlite", "postgres"):
+        if name not in results:
+            continue
+        mine = results[name]
+        for ref in ("echo", "naive"):
+            if ref not in results:
+                continue
+            other = results[ref]
+            storm = _ratio(mine.get("storm_s"), other.get("storm_s"))
+            sat = _ratio((mine.get("saturated") or {}).get("calls_per_s"),
+                         (other.get("saturated") or {}).get("calls_per_s"))
+            print(f"{name} / {ref}: storm time x{storm}, saturated calls/s x{sat}")
+
+
+def _num(value: Any, width: int, digits: int) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return f"{'-':>{width}}"
+    return f"{value:>{width}.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+async def main(args: argparse.Namespace) -> None:
+    raise_nofile()
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.targets.split(","):
+        target = Target(name, args.chargers, args.saturated)
+        try:
+            results[name] = await drive(target, args)
+        finally:
+            await target.cleanup()
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+        await asyncio.sleep(2)
+    report(results, args)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "load", "echo"])
+    parser.add_argument("--targets", default="echo,naive,sqlite,postgres")
+    parser.add_argument("--chargers", type=int, default=10_000)
+    parser.add_argument("--paced", type=float, default=60.0)
+    parser.add_argument("--storm-limit", type=float, default=300.0)
+    parser.add_argument("--saturated", type=int, default=50)
+    parser.add_argument("--saturated-s", type=float, default=10.0)
+    parser.add_argument("--kill", action="store_true")
+    parser.add_argument("--kill-wait", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="F", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.kill and args.targets == parser.get_default("targets"):
+        args.targets = "sqlite,postgres"
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    if arguments.mode == "load":
+        asyncio.run(run_load(arguments))
+    elif arguments.mode == "echo":
+        asyncio.run(echo_server(arguments.port))
+    else:
+        asyncio.run(main(arguments))
