@@ -219,6 +219,10 @@ async def run_load(args: argparse.Namespace) -> None:
         steady = [lat for sent, lat in load.paced
                   if load.all_booted_at is not None and sent >= load.all_booted_at
                   and (load.down_at is None or sent < load.down_at)]
+        if os.environ.get("FLEET_SLOW"):  # when the slow answers came (seconds after all booted)
+            slow = sorted(round(sent - (load.all_booted_at or 0), 1)
+                          for sent, lat in load.paced if lat > 0.05)
+            print(json.dumps({"slow": slow}), file=sys.stderr, flush=True)
         result.update(
             storm_s=(load.all_booted_at - load.t0) if load.all_booted_at else None,
             booted=load.booted, refused=load.refused, failed=load.failed,
@@ -267,7 +271,7 @@ class Target:
         if self.name == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
-        return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
+        return [sys.executable, *(["/tmp/gcwrap.py"] if os.environ.get("FLEET_GC") else ["-m", "cocharge.cli"]), "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--operator-port", str(free_port()), "--db", self.db]
 
     async def prepare(self) -> None:
@@ -334,6 +338,8 @@ class Target:
             conn = await asyncpg.connect(PG)
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
             await conn.close()
+        if os.environ.get("FLEET_GC"):
+            print(open(os.path.join(self.folder, "server.log")).read()[-3000:])
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

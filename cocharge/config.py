@@ -46,6 +46,11 @@ class GatewaySettings:
     # The heartbeat and boot-retry intervals given at boot vary by this fraction, so that the
     # stations of a reconnect storm do not keep arriving together.
     interval_jitter: float = 0.1
+    # SQLite: the WAL is copied into the database this often, beside the commits (not in them).
+    wal_checkpoint_s: float = 1.0
+    # A full pass of Python's cycle collector (a pause of ~0.5 us per object) runs this often;
+    # between passes, long-lived objects are frozen (cocharge/gateway/heap.py).
+    gc_full_collection_s: float = 3600.0
     # Pending TCP connections the kernel queues for us (capped by net.core.somaxconn).
     listen_backlog: int = 4096
 

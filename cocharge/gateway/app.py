@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.gateway.heap import HeapKeeper
 from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
@@ -51,7 +52,7 @@ async def running_node(db: str | None, settings: GatewaySettings,
                        tls: ssl.SSLContext | None = None) -> AsyncIterator[Node]:
     """A started gateway with its operator channel; everything is closed on exit."""
     target = parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
-    engine = await open_store(db)
+    engine = await open_store(db, background_checkpoint=True)
     gateway = Gateway(engine, settings, tls)
     operator = OperatorChannel(gateway, settings.operator_host, settings.operator_port)
     bridge = None
@@ -81,6 +82,8 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
         loop.add_signal_handler(sig, stop.set)
     capacity = raise_open_files_limit()
     async with running_node(db, settings, tls) as node:
+        heap = HeapKeeper(lambda: len(node.gateway.connections), settings.gc_full_collection_s)
+        heap.start()
         log.info("open-files limit allows about %d station connections", capacity)
         print(f"cocharge gateway: room for {capacity} station connections (open-files limit)",
               flush=True)
@@ -89,3 +92,4 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
               + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else ""),
               flush=True)
         await stop.wait()
+        await heap.close()

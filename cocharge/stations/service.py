@@ -149,7 +149,7 @@ class StationService:
         await self.directory.load()
         await self._load_open_sessions()
         self.directory.start()
-        self.journal.start()
+        self.journal.start(self.settings.wal_checkpoint_s)
         self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
 
     async def close(self) -> None:

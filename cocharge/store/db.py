@@ -64,12 +64,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def make_engine(db: str | None) -> AsyncEngine:
-    """An async engine for `db`, with SQLite's durability pragmas applied on every connection."""
+def _no_auto_checkpoint(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
+def make_engine(db: str | None, background_checkpoint: bool = False) -> AsyncEngine:
+    """An async engine for `db`, with SQLite's durability pragmas applied on every connection.
+
+    `background_checkpoint` (the gateway): SQLite's commits do not copy the WAL into the
+    database themselves (a commit that does stalls every charger waiting behind it); the
+    journal checkpoints from a connection of its own instead."""
     url = resolve_url(db)
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if background_checkpoint:
+            event.listen(engine.sync_engine, "connect", _no_auto_checkpoint)
     else:
         engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     return engine
@@ -169,8 +181,8 @@ async def migrate(engine: AsyncEngine) -> int:
     return MIGRATIONS[-1][0]
 
 
-async def open_store(db: str | None) -> AsyncEngine:
+async def open_store(db: str | None, background_checkpoint: bool = False) -> AsyncEngine:
     """Engine for `db` with the schema migrated to the newest version."""
-    engine = make_engine(db)
+    engine = make_engine(db, background_checkpoint)
     await migrate(engine)
     return engine

@@ -50,16 +50,40 @@ class Journal:
         self._pending: deque[_Entry] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self.commits = 0
         self.rows_written = 0
         self.entries_failed = 0
 
-    def start(self) -> None:
+    def start(self, checkpoint_every_s: float | None = None) -> None:
+        """Start writing; with `checkpoint_every_s` (SQLite without auto-checkpoint), copy the
+        WAL into the database that often, from a connection of its own."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="journal")
+        if checkpoint_every_s and self._engine.dialect.name == "sqlite":
+            self._checkpoints = asyncio.create_task(self._checkpoint_forever(checkpoint_every_s),
+                                                    name="wal-checkpoint")
+
+    async def _checkpoint_forever(self, every_s: float) -> None:
+        done = self.commits
+        while True:
+            await asyncio.sleep(every_s)
+            if self.commits == done:
+                continue
+            done = self.commits
+            try:
+                async with self._engine.connect() as conn:
+                    await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:
+                log.exception("journal: WAL checkpoint failed")
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
         if self._task is None:
             return
         self._task.cancel()
