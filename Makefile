@@ -21,6 +21,8 @@ test: install-test
 	$(PY) -m pytest
 
 bench: install-test
+	$(PY) benchmarks/fleet.py
+	$(PY) benchmarks/fleet.py --kill
 	$(PY) benchmarks/gateway_throughput.py
 	$(PY) benchmarks/ledger_throughput.py
 

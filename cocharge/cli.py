@@ -119,7 +119,7 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
           call_timeout: float, mqtt_url: str | None, max_handshakes: int) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
-    from cocharge.gateway.app import serve_forever
+    from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.server import tls_context
 
@@ -136,7 +136,7 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
                                mqtt_url=mqtt_url, max_handshakes=max_handshakes)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
-        asyncio.run(serve_forever(db, settings, tls))
+        run_event_loop(serve_forever(db, settings, tls))
     except DatabaseURLError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -26,7 +26,7 @@ class GatewaySettings:
     # Meter samples are written in batches: at most this many rows per commit ...
     sample_batch_rows: int = 5000
     # ... gathered for at most this long after the first one arrives.
-    sample_batch_linger_s: float = 0.002
+    sample_batch_linger_s: float = 0.0
     # Used to judge meter readings when a station was registered without --max-power-kw.
     default_max_power_w: int = 350_000
     # A session whose average power exceeds max power by this factor is flagged, not billed.

@@ -8,8 +8,9 @@ import logging
 import resource
 import signal
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -72,6 +73,17 @@ async def running_node(db: str | None, settings: GatewaySettings,
         if bridge is not None:
             await bridge.close()
         await engine.dispose()
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway on uvloop (measured: fewer microseconds per frame than asyncio's own
+    loop, benchmarks/fleet.py), or on asyncio's loop where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def serve_forever(db: str | None, settings: GatewaySettings,

@@ -147,8 +147,9 @@ class Journal:
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            if self._linger_s:
-                await asyncio.sleep(self._linger_s)
+            # Let the messages that are already in arrive first (a linger of 0 still yields
+            # once); whatever comes in while a commit is in flight joins the next one.
+            await asyncio.sleep(self._linger_s)
             self._wakeup.clear()
             while self._pending:
                 await self._flush()

@@ -1,0 +1,191 @@
+"""Fleet-scale core: no station hurts another; admission under a storm; memory agrees with the DB."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import delete, func, select
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from cocharge.gateway.app import running_node
+from cocharge.stations import registry
+from cocharge.stations.directory import StationDirectory
+from cocharge.store.schema import connector_status, meter_samples, sessions, stations
+from tests.conftest import raw_station, register, settings, ws_url
+
+
+def status(connector: int, state: str = "Available") -> dict:
+    return {"connectorId": connector, "errorCode": "NoError", "status": state}
+
+
+def meter(value: str, connector: int = 1) -> dict:
+    return {"connectorId": connector, "meterValue": [{"timestamp": "2026-11-01T10:00:00Z",
+            "sampledValue": [{"value": value, "measurand": "Energy.Active.Import.Register"}]}]}
+
+
+async def count(node, table, station_id) -> int:
+    async with node.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(table)
+                                     .where(table.c.station_id == station_id)))
+
+
+async def test_a_row_the_database_refuses_fails_only_its_own_station(node):
+    await register(node, "GOOD", "GONE")
+    good = await raw_station(node, "GOOD")
+    gone = await raw_station(node, "GONE")
+    # The operator removed GONE behind the gateway's back: its status row breaks the foreign
+    # key, in the same group commit as GOOD's.
+    async with node.engine.begin() as conn:
+        await conn.execute(delete(stations).where(stations.c.id == "GONE"))
+    answers = await asyncio.gather(good.call("StatusNotification", status(1, "Preparing")),
+                                   gone.call("StatusNotification", status(1, "Preparing")))
+    assert answers[0][0] == 3
+    assert answers[1][0] == 4 and answers[1][2] == "InternalError"
+    async with node.engine.connect() as conn:
+        rows = (await conn.execute(select(connector_status.c.station_id,
+                                          connector_status.c.status))).all()
+    assert [tuple(r) for r in rows] == [("GOOD", "Preparing")]
+    assert (await good.call("Heartbeat", {}))[0] == 3  # and it goes on being served
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400", "123456789012345678901234567890"])
+async def test_a_value_no_column_can_hold_fails_alone_and_stores_nothing(node, value):
+    await register(node, "GOOD", "BAD")
+    good = await raw_station(node, "GOOD")
+    bad = await raw_station(node, "BAD")
+    answers = await asyncio.gather(good.call("MeterValues", meter("1000")),
+                                   bad.call("MeterValues", meter(value)),
+                                   good.call("MeterValues", meter("1010")))
+    assert answers[0][0] == 3 and answers[2][0] == 3
+    assert answers[1][0] == 4
+    assert answers[1][2] in ("PropertyConstraintViolation", "TypeConstraintViolation")
+    assert await count(node, meter_samples, "GOOD") == 2
+    assert await count(node, meter_samples, "BAD") == 0
+
+
+async def test_an_absurd_multiplier_is_refused_without_stalling_anyone(node):
+    await register(node, "HUGE", "CALM")
+    huge = await raw_station(node, "HUGE", "ocpp2.0.1")
+    calm = await raw_station(node, "CALM")
+    frame = {"evseId": 1, "meterValue": [{"timestamp": "2026-11-01T10:00:00Z", "sampledValue": [
+        {"value": 1, "measurand": "Energy.Active.Import.Register",
+         "unitOfMeasure": {"unit": "Wh", "multiplier": 10_000_000}}]}]}
+    started = time.monotonic()
+    answer, heartbeat = await asyncio.gather(huge.call("MeterValues", frame),
+                                             calm.call("Heartbeat", {}))
+    assert time.monotonic() - started < 1.0
+    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation"
+    assert heartbeat[0] == 3
+    assert await count(node, meter_samples, "HUGE") == 0
+    # a real meter's multiplier (kilo) is fine
+    frame["meterValue"][0]["sampledValue"][0]["unitOfMeasure"]["multiplier"] = 3
+    assert (await huge.call("MeterValues", frame))[0] == 3
+    async with node.engine.connect() as conn:
+        assert await conn.scalar(select(meter_samples.c.value)
+                                 .where(meter_samples.c.station_id == "HUGE")) == 1000
+
+
+async def test_past_the_handshake_bound_a_station_gets_503_and_connects_later(sqlite_url):
+    # One handshake at a time, one password check at a time: while the first station's scrypt
+    # runs, the others are past the bound.
+    async with running_node(sqlite_url, settings(max_handshakes=1, password_checks_at_once=1,
+                                                 retry_after_s=1)) as node:
+        ids = [f"PW{n}" for n in range(6)]
+        for sid in ids:
+            await registry.add_station(node.engine, registry.NewStation(
+                sid, password=f"secret-password-{sid}"))
+        refused: list[str] = []
+
+        async def charger(sid: str) -> None:
+            while True:
+                try:
+                    ws = await connect(f"{ws_url(node)}/{sid}", subprotocols=["ocpp1.6"],
+                                       additional_headers={"Authorization": basic(sid)})
+                    await ws.close()
+                    return
+                except InvalidStatus as exc:
+                    assert exc.response.status_code == 503
+                    retry = int(exc.response.headers["Retry-After"])
+                    assert 1 <= retry <= 2
+                    refused.append(sid)
+                    await asyncio.sleep(retry)
+
+        await asyncio.wait_for(asyncio.gather(*(charger(sid) for sid in ids)), 30)
+        assert refused, "no station was past the bound"
+        assert node.gateway.refused_busy == len(refused)
+        assert node.gateway.handshakes_in_progress() == 0
+
+
+def basic(station_id: str) -> str:
+    import base64
+    token = base64.b64encode(f"{station_id}:secret-password-{station_id}".encode()).decode()
+    return f"Basic {token}"
+
+
+async def test_station_state_in_memory_agrees_with_the_database(any_node):
+    node = any_node
+    await register(node, "M16", "M201")
+    st16 = await raw_station(node, "M16")
+    st201 = await raw_station(node, "M201", "ocpp2.0.1")
+    for connector in (0, 1):
+        assert (await st16.call("StatusNotification", status(connector)))[0] == 3
+    assert (await st201.call("StatusNotification", {
+        "timestamp": "2026-11-01T10:00:00Z", "connectorStatus": "Occupied", "evseId": 1,
+        "connectorId": 1}))[0] == 3
+    start = await st16.call("StartTransaction", {"connectorId": 1, "idTag": "TAG1",
+                                                 "meterStart": 100,
+                                                 "timestamp": "2026-11-01T10:00:00Z"})
+    assert (await st16.call("StatusNotification", status(1, "Charging")))[0] == 3
+    assert (await st201.call("TransactionEvent", {
+        "eventType": "Started", "timestamp": "2026-11-01T10:00:00Z", "triggerReason": "Authorized",
+        "seqNo": 0, "transactionInfo": {"transactionId": "t-1"}, "evse": {"id": 1},
+        "idToken": {"idToken": "TAG1", "type": "ISO14443"}}))[0] == 3
+
+    fresh = StationDirectory(node.engine)
+    await fresh.load()
+    live = node.gateway.service.directory
+    for sid in ("M16", "M201"):
+        assert live.get(sid).status == fresh.get(sid).status
+        assert live.get(sid).node == fresh.get(sid).node == node.gateway.node_id
+    assert live.get("M16").status[1][0] == "Charging"
+    async with node.engine.connect() as conn:
+        active = {(r.station_id, r.tx_ref) for r in (await conn.execute(
+            select(sessions.c.station_id, sessions.c.tx_ref)
+            .where(sessions.c.status == "active"))).all()}
+    assert active == set(node.gateway.service._open) == {
+        ("M16", str(start[2]["transactionId"])), ("M201", "t-1")}
+
+    await st16.call("StopTransaction", {"transactionId": start[2]["transactionId"],
+                                        "meterStop": 600, "timestamp": "2026-11-01T11:00:00Z"})
+    await st16.ws.close()
+    for _ in range(50):
+        if node.gateway.service.directory.get("M16").node is None:
+            break
+        await asyncio.sleep(0.05)
+    await fresh.load()
+    assert fresh.get("M16").node is None and live.get("M16").node is None
+    assert ("M16", str(start[2]["transactionId"])) not in node.gateway.service._open
+
+
+async def test_a_restarted_gateway_knows_the_running_sessions(sqlite_url):
+    async with running_node(sqlite_url, settings()) as node:
+        await register(node, "R1")
+        st = await raw_station(node, "R1", "ocpp2.0.1")
+        await st.call("TransactionEvent", {
+            "eventType": "Started", "timestamp": "2026-11-01T10:00:00Z",
+            "triggerReason": "Authorized", "seqNo": 0, "transactionInfo": {"transactionId": "t-9"},
+            "evse": {"id": 1}, "idToken": {"idToken": "TAG1", "type": "ISO14443"}})
+        await st.ws.close()
+    async with running_node(sqlite_url, settings()) as node:
+        assert ("R1", "t-9") in node.gateway.service._open
+        st = await raw_station(node, "R1", "ocpp2.0.1")
+        replay = {"eventType": "Updated", "timestamp": "2026-11-01T10:05:00Z",
+                  "triggerReason": "MeterValuePeriodic", "seqNo": 1,
+                  "transactionInfo": {"transactionId": "t-9"}, "meterValue": [{
+                      "timestamp": "2026-11-01T10:05:00Z", "sampledValue": [{"value": 500}]}]}
+        assert (await st.call("TransactionEvent", replay))[0] == 3
+        assert (await st.call("TransactionEvent", replay))[0] == 3  # a repeat: stored once
+        assert await count(node, meter_samples, "R1") == 1

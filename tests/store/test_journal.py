@@ -1,0 +1,81 @@
+"""The journal: one group commit for many callers; a bad entry fails alone; work in its turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, insert, select
+
+from cocharge.store.db import open_store, utcnow
+from cocharge.store.journal import Journal
+from cocharge.store.schema import connector_status, stations
+
+
+async def _registered(engine, *ids):
+    async with engine.begin() as conn:
+        await conn.execute(insert(stations), [
+            {"id": sid, "connectors": 1, "admission": "accepted", "created_at": utcnow()}
+            for sid in ids])
+
+
+def _status(station_id):
+    return {"station_id": station_id, "connector_id": 1, "status": "Available",
+            "error_code": None, "updated_at": utcnow()}
+
+
+async def test_concurrent_writes_share_one_commit(db_url):
+    engine = await open_store(db_url)
+    await _registered(engine, *(f"S{n}" for n in range(50)))
+    journal = Journal(engine, linger_s=0.05)
+    journal.start()
+    stmt = insert(connector_status)
+    await asyncio.gather(*(journal.write([(stmt, [_status(f"S{n}")])]) for n in range(50)))
+    assert journal.commits == 1 and journal.rows_written == 50
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(connector_status)) == 50
+    await journal.close()
+    await engine.dispose()
+
+
+async def test_a_bad_entry_fails_alone_and_the_rest_of_its_batch_is_committed(db_url):
+    engine = await open_store(db_url)
+    await _registered(engine, *(f"S{n}" for n in range(10)))
+    journal = Journal(engine, linger_s=0.05)
+    journal.start()
+    stmt = insert(connector_status)
+    # "GONE" is not a registered station: its row breaks the foreign key, in the same batch.
+    ids = [f"S{n}" for n in range(5)] + ["GONE"] + [f"S{n}" for n in range(5, 10)]
+    results = await asyncio.gather(*(journal.write([(stmt, [_status(sid)])]) for sid in ids),
+                                   return_exceptions=True)
+    failed = [sid for sid, result in zip(ids, results, strict=True) if result is not None]
+    assert failed == ["GONE"]
+    async with engine.connect() as conn:
+        stored = set((await conn.execute(select(connector_status.c.station_id))).scalars())
+    assert stored == {f"S{n}" for n in range(10)}
+    assert journal.entries_failed == 1
+    await journal.close()
+    await engine.dispose()
+
+
+async def test_work_and_blocks_run_in_their_turn_and_roll_back_on_error(db_url):
+    engine = await open_store(db_url)
+    await _registered(engine, "S1", "S2")
+    journal = Journal(engine)
+    journal.start()
+
+    async def two_rows(conn):
+        await conn.execute(insert(connector_status), [_status("S1")])
+        return "done"
+
+    assert await journal.run(two_rows) == "done"
+    try:
+        async with journal.transaction() as conn:
+            await conn.execute(insert(connector_status), [_status("S2")])
+            raise ValueError("changed my mind")
+    except ValueError:
+        pass
+    async with engine.connect() as conn:
+        stored = set((await conn.execute(select(connector_status.c.station_id))).scalars())
+    assert stored == {"S1"}  # the block's row was rolled back with it
+    await journal.close()
+    await engine.dispose()
