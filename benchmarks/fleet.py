@@ -17,6 +17,8 @@ cocharge to (a) and (b).
     python benchmarks/fleet.py [--chargers 10000] [--paced 60] [--targets echo,naive,sqlite,postgres]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
+FLEET_SLOW=1 prints when (seconds after all booted) the paced answers slower than 50 ms came.
+
 --kill: SIGKILL cocharge 20 s into the paced phase, restart it at once; prints the time until
 every charger is back, and checks against the database that no answered MeterValues was lost.
 """
@@ -102,7 +104,7 @@ async def _connect(load: Load, sid: str) -> Any:
             load.refused += 1
             retry = float(exc.response.headers.get("Retry-After", "5"))
             await asyncio.sleep(retry)
-        except (OSError, TimeoutError, asyncio.TimeoutError, EOFError):
+        except (OSError, TimeoutError, EOFError):
             load.failed += 1
             await asyncio.sleep(1 + random.random() * 4)
         except Exception:  # the handshake broke off (a server killed mid-handshake)
@@ -275,7 +277,7 @@ class Target:
         if self.name == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
-        return [sys.executable, *(["/tmp/gcwrap.py"] if os.environ.get("FLEET_GC") else ["-m", "cocharge.cli"]), "serve", "--host", "127.0.0.1",
+        return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--operator-port", str(free_port()), "--db", self.db]
 
     async def prepare(self) -> None:
@@ -342,8 +344,6 @@ class Target:
             conn = await asyncpg.connect(PG)
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
             await conn.close()
-        if os.environ.get("FLEET_GC"):
-            print(open(os.path.join(self.folder, "server.log")).read()[-3000:])
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

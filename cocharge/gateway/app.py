@@ -21,7 +21,6 @@ from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.store.db import open_store
 
-
 log = logging.getLogger(__name__)
 
 # File descriptors the process needs besides its stations' sockets (database, broker, logs).

@@ -230,7 +230,10 @@ class StationConnection:
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)
             response = await getattr(self, method)(**_convert_keys(msg.payload, _snake_key))
-            frame = self.rpc.result(msg, as_camel_dict(response))
+            try:
+                frame = self.rpc.result(msg, as_camel_dict(response))
+            except RpcError as error:  # our answer breaks the schema: our bug, not theirs
+                raise RuntimeError(f"our {msg.action} answer: {error.cause}") from error
         except RpcError as error:
             log.warning("%s: %s answered %s: %s", self.id, msg.action,
                         getattr(self.rpc.codes, error.kind), error.cause or error.description)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
-import ocpp.messages
+import ocpp.messages  # type: ignore[import-untyped]
 
 # The message id is at most 36 characters (OCPP-J: a UUID fits).
 MAX_MESSAGE_ID = 36

@@ -11,16 +11,15 @@ from ocpp.v16.enums import Action
 from cocharge.gateway.connection import (
     StationConnection,
     handles,
-    sample_value,
     iso,
     normalise_sample,
     now_iso,
     parse_time,
+    sample_value,
 )
 from cocharge.gateway.rpc import RpcError
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import (
-    Admission,
     AuthStatus,
     ConnectorStatus,
     MeterReport,

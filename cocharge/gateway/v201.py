@@ -16,16 +16,15 @@ from ocpp.v201.enums import Action
 from cocharge.gateway.connection import (
     StationConnection,
     handles,
-    sample_value,
     iso,
     normalise_sample,
     now_iso,
     parse_time,
+    sample_value,
 )
 from cocharge.stations import commands as cmd
 from cocharge.stations.commands import CommandResult
 from cocharge.stations.events import (
-    Admission,
     AuthStatus,
     ConnectorStatus,
     MeterReport,

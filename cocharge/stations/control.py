@@ -35,6 +35,7 @@ from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import policy, sharing
+from cocharge.stations.directory import Coalescer
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import (
     Booking,
@@ -44,7 +45,6 @@ from cocharge.stations.policy import (
     SessionLimits,
     SharingRules,
 )
-from cocharge.stations.directory import Coalescer
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
 from cocharge.store.schema import (

@@ -4,8 +4,8 @@ It consumes the version-neutral events of `cocharge.stations.events`, answers fr
 state it keeps in memory (registered stations in `directory.py`, the sessions in
 progress here), and persists everything through one journal (`cocharge.store.journal`):
 rows are checked against their columns before they join a batch, so one station's bad
-data fails only its own message. Every method is safe to call again with the same event: duplicates are
-recognised and change nothing.
+data fails only its own message. Every method is safe to call again with the same event:
+duplicates are recognised and change nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cocharge.config import GatewaySettings
 from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.control import SharingController
+from cocharge.stations.directory import Coalescer, StationDirectory, StationRecord
 from cocharge.stations.events import (
     ENERGY_REGISTER,
     Admission,
@@ -42,7 +43,6 @@ from cocharge.stations.metering import assess_energy
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.passwords import verify_password
 from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
-from cocharge.stations.directory import Coalescer, StationDirectory, StationRecord
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
 from cocharge.store.schema import (
@@ -516,7 +516,8 @@ class StationService:
         check_rows(tx_events, [mark])
         rows = _sample_rows(event.station_id, found.connector_id if found else 0,
                             found.id if found else None, event.samples)
-        if found is not None and event.event_type == "Updated" and not found.ended and not event.id_tag:
+        if (found is not None and event.event_type == "Updated" and not found.ended
+                and not event.id_tag):
             # The hot path: meter values during a transaction, group-committed.
             await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark])])
             (await self._seen_seqs(key, found)).add(event.seq_no)

@@ -53,17 +53,20 @@ async def test_a_row_the_database_refuses_fails_only_its_own_station(node):
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400", "123456789012345678901234567890"])
 async def test_a_value_no_column_can_hold_fails_alone_and_stores_nothing(node, value):
-    await register(node, "GOOD", "BAD")
+    await register(node, "GOOD", "BAD", "GOOD2")
     good = await raw_station(node, "GOOD")
     bad = await raw_station(node, "BAD")
+    good2 = await raw_station(node, "GOOD2")
     answers = await asyncio.gather(good.call("MeterValues", meter("1000")),
                                    bad.call("MeterValues", meter(value)),
-                                   good.call("MeterValues", meter("1010")))
+                                   good2.call("MeterValues", meter("1010")))
     assert answers[0][0] == 3 and answers[2][0] == 3
     assert answers[1][0] == 4
     assert answers[1][2] in ("PropertyConstraintViolation", "TypeConstraintViolation")
-    assert await count(node, meter_samples, "GOOD") == 2
+    assert await count(node, meter_samples, "GOOD") == 1
+    assert await count(node, meter_samples, "GOOD2") == 1
     assert await count(node, meter_samples, "BAD") == 0
+    assert (await bad.call("MeterValues", meter("2000")))[0] == 3  # BAD itself is still served
 
 
 async def test_an_absurd_multiplier_is_refused_without_stalling_anyone(node):
