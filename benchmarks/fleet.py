@@ -17,7 +17,7 @@ cocharge to (a) and (b).
     python benchmarks/fleet.py [--chargers 10000] [--paced 60] [--targets echo,naive,sqlite,postgres]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
-FLEET_SLOW=1 prints when (seconds after all booted) the paced answers slower than 50 ms came.
+FLEET_KEEP=1 keeps each target's folder (its server.log). FLEET_SLOW=1 prints when (seconds after all booted) the paced answers slower than 50 ms came.
 
 --kill: SIGKILL cocharge 20 s into the paced phase, restart it at once; prints the time until
 every charger is back, and checks against the database that no answered MeterValues was lost.
@@ -344,6 +344,9 @@ class Target:
             conn = await asyncpg.connect(PG)
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
             await conn.close()
+        if os.environ.get("FLEET_KEEP"):
+            print(f"{self.name}: server log kept in {self.folder}", flush=True)
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

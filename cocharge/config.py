@@ -35,6 +35,8 @@ class GatewaySettings:
     misread_slack_wh: int = 100
     ws_ping_interval_s: float | None = 60.0
     # --- fleet scale (docs/operations.md) ---
+    # When each station last spoke is written out this often (one batch for all).
+    last_seen_flush_s: float = 30.0
     # Registered stations are kept in memory and re-read this often (CLI / other nodes' changes).
     directory_refresh_s: float = 10.0
     # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU).

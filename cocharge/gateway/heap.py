@@ -32,9 +32,26 @@ class HeapKeeper:
 
     def start(self) -> None:
         gc.freeze()  # what start-up loaded (the station directory, the schema, the code)
+        gc.callbacks.append(self._timed)
         self._task = asyncio.create_task(self._run(), name="heap-keeper")
 
+    _started = 0.0
+    slow_passes = 0
+
+    def _timed(self, phase: str, info: dict[str, int]) -> None:
+        """Log every collection that stopped the loop for more than 50 ms."""
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if took > 0.05:
+            self.slow_passes += 1
+            log.warning("heap: a generation-%d collection stopped every station for %.0f ms",
+                        info["generation"], took * 1000)
+
     async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._timed)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -148,15 +148,23 @@ class StationDirectory:
             rows = (await conn.execute(select(*_COLUMNS).where(stations.c.id.in_(ids)))).all()
         return {row.id: _record(row) for row in rows}
 
-    async def refresh(self) -> None:
-        """Re-read the registry (what the CLI or another node changed)."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(*_COLUMNS))).all()
-        seen = set()
-        for row in rows:
-            seen.add(row.id)
-            record = self._merge(_record(row))
-            record.node = row.node
+    async def refresh(self, slice_rows: int = 1000) -> None:
+        """Re-read the registry (what the CLI or another node changed), a slice at a time so
+        that the stations are served in between."""
+        seen: set[str] = set()
+        after = ""
+        while True:
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(select(*_COLUMNS).where(stations.c.id > after)
+                                           .order_by(stations.c.id).limit(slice_rows))).all()
+            for row in rows:
+                seen.add(row.id)
+                record = self._merge(_record(row))
+                record.node = row.node
+            if len(rows) < slice_rows:
+                break
+            after = rows[-1].id
+            await asyncio.sleep(0)
         for gone in set(self.stations) - seen:
             del self.stations[gone]
 

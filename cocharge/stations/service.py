@@ -280,7 +280,7 @@ class StationService:
 
     async def _flush_last_seen_forever(self) -> None:
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(self.settings.last_seen_flush_s)
             try:
                 await self._flush_last_seen()
             except Exception:

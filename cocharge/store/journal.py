@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_SLICE = 500
 Rows = Sequence[tuple[Any, Sequence[dict[str, Any]]]]
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 
@@ -192,7 +193,10 @@ class Journal:
                 if rows:
                     grouped.setdefault(id(statement), (statement, []))[1].extend(rows)
         for statement, rows in grouped.values():
-            await conn.execute(statement, rows)
+            # Parameters are processed on the event loop: in slices, so that other stations
+            # are read and answered between them.
+            for start in range(0, len(rows), _SLICE):
+                await conn.execute(statement, rows[start:start + _SLICE])
 
     async def _one(self, entry: _Entry) -> None:
         try:
