@@ -38,7 +38,7 @@ class GatewaySettings:
     # When each station last spoke is written out this often (one batch for all).
     last_seen_flush_s: float = 30.0
     # Registered stations are kept in memory and re-read this often (CLI / other nodes' changes).
-    directory_refresh_s: float = 10.0
+    directory_refresh_s: float = 30.0
     # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU).
     password_checks_at_once: int = 4
     # Handshakes in progress (WebSocket opening handshake until the first message is
@@ -50,8 +50,8 @@ class GatewaySettings:
     interval_jitter: float = 0.1
     # SQLite: the WAL is copied into the database this often, beside the commits (not in them).
     wal_checkpoint_s: float = 1.0
-    # A full pass of Python's cycle collector (a pause of ~0.5 us per object) runs this often;
-    # between passes, long-lived objects are frozen (cocharge/gateway/heap.py).
+    # A full pass of Python's cycle collector (a pause of ~0.5 us per object) runs this often,
+    # and never on its own in between (cocharge/gateway/heap.py).
     gc_full_collection_s: float = 3600.0
     # Pending TCP connections the kernel queues for us (capped by net.core.somaxconn).
     listen_backlog: int = 4096

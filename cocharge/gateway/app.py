@@ -93,7 +93,7 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
         loop.add_signal_handler(sig, stop.set)
     capacity = raise_open_files_limit()
     async with running_node(db, settings, tls) as node:
-        heap = HeapKeeper(lambda: len(node.gateway.connections), settings.gc_full_collection_s)
+        heap = HeapKeeper(settings.gc_full_collection_s)
         heap.start()
         log.info("open-files limit allows about %d station connections", capacity)
         print(f"cocharge gateway: room for {capacity} station connections (open-files limit)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -154,16 +155,26 @@ class StationDirectory:
         seen: set[str] = set()
         after = ""
         while True:
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(select(*_COLUMNS).where(stations.c.id > after)
-                                           .order_by(stations.c.id).limit(slice_rows))).all()
-            for row in rows:
-                seen.add(row.id)
-                record = self._merge(_record(row))
-                record.node = row.node
-            if len(rows) < slice_rows:
+            # A slice's rows are garbage a moment later, freed by reference counting: kept
+            # from the cycle collector, which would otherwise walk them as survivors.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                async with self.engine.connect() as conn:
+                    rows = (await conn.execute(select(*_COLUMNS).where(stations.c.id > after)
+                                               .order_by(stations.c.id).limit(slice_rows))).all()
+                for row in rows:
+                    seen.add(row.id)
+                    record = self._merge(_record(row))
+                    record.node = row.node
+                full = len(rows) == slice_rows
+                after = rows[-1].id if rows else after
+                del rows
+            finally:
+                if collecting:
+                    gc.enable()
+            if not full:
                 break
-            after = rows[-1].id
             await asyncio.sleep(0)
         for gone in set(self.stations) - seen:
             del self.stations[gone]

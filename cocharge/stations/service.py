@@ -290,7 +290,10 @@ class StationService:
         if not self._last_seen:
             return
         seen, self._last_seen = self._last_seen, {}
-        await self.journal.write([(_SEEN, [{"sid": k, "seen": v} for k, v in seen.items()])])
+        rows = [{"sid": k, "seen": v} for k, v in seen.items()]
+        # In slices, one after the other: chargers' messages are committed in between.
+        for start in range(0, len(rows), 500):
+            await self.journal.write([(_SEEN, rows[start:start + 500])])
 
     # --- authorization ---------------------------------------------------------------------
 
