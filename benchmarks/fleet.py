@@ -14,10 +14,12 @@ MeterValues p50/p99 once all are booted (each charger every 10 s, random phase),
 calls/s of 50 chargers back to back, server RSS per booted station, and the ratios of
 cocharge to (a) and (b).
 
-    python benchmarks/fleet.py [--chargers 10000] [--paced 60] [--targets echo,naive,sqlite,postgres]
+    python benchmarks/fleet.py [--chargers 10000] [--paced 60]
+        [--targets echo,naive,sqlite,postgres]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
-FLEET_KEEP=1 keeps each target's folder (its server.log). FLEET_SLOW=1 prints when (seconds after all booted) the paced answers slower than 50 ms came.
+FLEET_KEEP=1 keeps each target's folder (its server.log). FLEET_SLOW=1 prints when (seconds
+after all booted) the paced answers slower than 50 ms came.
 
 --kill: SIGKILL cocharge 20 s into the paced phase, restart it at once; prints the time until
 every charger is back, and checks against the database that no answered MeterValues was lost.

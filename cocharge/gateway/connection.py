@@ -225,7 +225,8 @@ class StationConnection:
             known = msg.action in self.ACTIONS
             await self._send(self.rpc.error(
                 msg.unique_id, "not_supported" if known else "not_implemented",
-                f"{msg.action} is {'not supported' if known else 'unknown'} (OCPP {self.protocol})"))
+                f"{msg.action} is {'not supported' if known else 'unknown'} "
+                f"(OCPP {self.protocol})"))
             return
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)

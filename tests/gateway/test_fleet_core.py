@@ -1,4 +1,4 @@
-"""Fleet-scale core: no station hurts another; admission under a storm; memory agrees with the DB."""
+"""Fleet core: no station hurts another; admission under a storm; memory agrees with the DB."""
 
 from __future__ import annotations
 
