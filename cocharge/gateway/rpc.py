@@ -126,11 +126,6 @@ def _validator(version: str, action: str, response: bool) -> Any:
         return fastjsonschema.compile(json.load(schema_file))
 
 
-def has_schema(version: str, action: str) -> bool:
-    name = action if version == "1.6" else f"{action}Request"
-    return os.path.exists(_schema_path(version, name))
-
-
 def validate(version: str, action: str, payload: dict[str, Any], response: bool = False) -> None:
     """Raise the RpcError the schema violation calls for."""
     try:

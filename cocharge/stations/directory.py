@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -189,6 +189,3 @@ class StationDirectory:
 
     def add(self, record: StationRecord) -> None:
         self.stations[record.id] = record
-
-    def without_password(self) -> Iterable[str]:
-        return (s.id for s in self.stations.values() if s.password_hash is None)

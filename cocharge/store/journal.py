@@ -96,10 +96,6 @@ class Journal:
         while self._pending:
             await self._flush()
 
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
-
     def _enqueue(self, rows: Rows | None, work: Work | None, size: int) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Entry(rows, work, done, size))
