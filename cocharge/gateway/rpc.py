@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,20 +28,30 @@ import ocpp.messages  # type: ignore[import-untyped]
 # The message id is at most 36 characters (OCPP-J: a UUID fits).
 MAX_MESSAGE_ID = 36
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+# Arrays and objects nested deeper than this are refused before they are parsed. The deepest
+# OCPP frame (a 2.0.1 charging profile with a sales tariff) nests 12 levels.
+MAX_DEPTH = 32
+# OCPP's "integer" is 32 bits (2.0.1 part 2, primitive datatypes), and so are the database
+# columns that hold connector ids, sequence numbers and meter starts.
+INT_MIN, INT_MAX = -2**31, 2**31 - 1
+# OCPP's "decimal"/"number": finite and within what a meter or a limit can be. A float
+# column keeps integers exact up to 2^53; 10^15 leaves room for sums of many of them.
+NUMBER_LIMIT = 1e15
 
 
 @dataclass(frozen=True)
 class ErrorCodes:
     """The CallError codes of one OCPP version, by what went wrong."""
 
-    not_json: str            # the frame is not valid JSON
+    not_json: str            # the frame is not valid JSON (or nests too deep)
     not_rpc: str             # JSON, but not [MessageTypeId, UniqueId, ...]
     message_type: str        # a MessageTypeId we do not know
-    format: str              # payload syntactically wrong (extra or malformed properties)
-    occurrence: str          # a required property missing
+    format: str              # payload syntactically wrong (a property the schema does not have)
+    occurrence: str          # too few or too many elements in an array
+    missing: str             # a required property missing
     property: str            # a value outside its allowed range or set
-    type: str                # a value of the wrong type
-    protocol: str            # the payload is incomplete
+    type: str                # a value of the wrong type, or too long for its type
+    protocol: str            # the payload does not fit the PDU structure
     not_implemented: str     # an action this version does not have
     not_supported: str       # an action of this version that we do not handle
     security: str
@@ -53,6 +64,8 @@ ERROR_CODES: dict[str, ErrorCodes] = {
     "1.6": ErrorCodes(not_json="FormationViolation", not_rpc="FormationViolation",
                       message_type="FormationViolation", format="FormationViolation",
                       occurrence="OccurenceConstraintViolation",
+                      # 1.6: "ProtocolError: Payload for Action is incomplete".
+                      missing="ProtocolError",
                       property="PropertyConstraintViolation", type="TypeConstraintViolation",
                       protocol="ProtocolError", not_implemented="NotImplemented",
                       not_supported="NotSupported", security="SecurityError",
@@ -60,15 +73,45 @@ ERROR_CODES: dict[str, ErrorCodes] = {
     "2.0.1": ErrorCodes(not_json="FormatViolation", not_rpc="RpcFrameworkError",
                         message_type="MessageTypeNotSupported", format="FormatViolation",
                         occurrence="OccurrenceConstraintViolation",
+                        # 2.0.1's ProtocolError is about the PDU structure; a missing
+                        # property breaks its occurrence constraint (minOccurs 1).
+                        missing="OccurrenceConstraintViolation",
                         property="PropertyConstraintViolation", type="TypeConstraintViolation",
                         protocol="ProtocolError", not_implemented="NotImplemented",
                         not_supported="NotSupported", security="SecurityError",
                         internal="InternalError", generic="GenericError"),
 }
 
-# fastjsonschema's failed rule -> the kind of violation (a key of ErrorCodes).
-_RULE_KIND = {"type": "type", "maxLength": "type", "minimum": "type", "maximum": "type",
-              "enum": "type", "required": "protocol"}
+# fastjsonschema's failed rule -> the kind of violation (a field of ErrorCodes). A bound
+# that is the range of the OCPP type itself (INT_MIN..INT_MAX, NUMBER_LIMIT) is a type
+# violation; a bound the specification sets (ids start at 1) is a property violation.
+_RULE_KIND = {"type": "type", "maxLength": "type", "minLength": "type", "minimum": "property",
+              "maximum": "property", "enum": "property", "pattern": "property",
+              "format": "type", "required": "missing", "minItems": "occurrence",
+              "maxItems": "occurrence", "additionalProperties": "format"}
+_TYPE_BOUNDS = {INT_MIN, INT_MAX, NUMBER_LIMIT, -NUMBER_LIMIT}
+
+# Lower bounds the specification sets where its schemas do not: (version, schema) -> paths.
+# A path names properties; a definition ("EVSEType.id") applies in every schema that uses it.
+SPEC_MINIMUM: dict[str, dict[str, int]] = {
+    "1.6": {
+        # 1.6 §4.8: a transaction is on a connector (> 0); 0 is the charge point as a whole.
+        "StartTransaction.connectorId": 1,
+        "StatusNotification.connectorId": 0,
+        "MeterValues.connectorId": 0,
+        "StartTransaction.meterStart": 0,
+        "StopTransaction.meterStop": 0,
+    },
+    "2.0.1": {
+        # 2.0.1 part 2, EVSEType: "id: EVSE Identifier. This contains a number (> 0)".
+        "EVSEType.id": 1,
+        "EVSEType.connectorId": 1,
+        "StatusNotificationRequest.evseId": 1,
+        "StatusNotificationRequest.connectorId": 1,
+        "MeterValuesRequest.evseId": 0,
+        "TransactionEventRequest.seqNo": 0,
+    },
+}
 
 
 class RpcError(Exception):
@@ -115,15 +158,68 @@ def _schema_path(version: str, name: str) -> str:
                         "schemas", f"{name}.json")
 
 
+def _bound_numbers(node: Any) -> None:
+    """Give every integer and number of a schema the range of its OCPP type."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "integer":
+            node.setdefault("minimum", INT_MIN)
+            node.setdefault("maximum", INT_MAX)
+        elif kind == "number":
+            node.setdefault("minimum", -NUMBER_LIMIT)
+            node.setdefault("maximum", NUMBER_LIMIT)
+        for value in node.values():
+            _bound_numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_numbers(value)
+
+
+def _bound_ids(schema: dict[str, Any], version: str, name: str) -> None:
+    """The lower bounds of SPEC_MINIMUM that concern schema `name`."""
+    definitions = schema.get("definitions", {})
+    for path, minimum in SPEC_MINIMUM[version].items():
+        owner, prop = path.split(".")
+        if owner == name:
+            target = schema
+        elif owner in definitions:
+            target = definitions[owner]
+        else:
+            continue
+        node = target.get("properties", {}).get(prop)
+        if node is not None:
+            node["minimum"] = max(minimum, node.get("minimum", minimum))
+
+
+def schema_name(version: str, action: str, response: bool) -> str:
+    if version == "1.6":
+        return f"{action}Response" if response else action
+    return f"{action}{'Response' if response else 'Request'}"
+
+
+@functools.cache
+def strict_schema(version: str, action: str, response: bool) -> dict[str, Any]:
+    """The OCPP JSON schema of `action`, with the bounds OCPP states in words added."""
+    name = schema_name(version, action, response)
+    with open(_schema_path(version, name), encoding="utf-8-sig") as schema_file:
+        schema = json.load(schema_file)
+    _bound_numbers(schema)
+    _bound_ids(schema, version, name)
+    return schema
+
+
 @functools.cache
 def _validator(version: str, action: str, response: bool) -> Any:
     """An OCPP JSON schema compiled to Python once (10-20x faster than interpreting it)."""
-    if version == "1.6":
-        name = f"{action}Response" if response else action
-    else:
-        name = f"{action}{'Response' if response else 'Request'}"
-    with open(_schema_path(version, name), encoding="utf-8-sig") as schema_file:
-        return fastjsonschema.compile(json.load(schema_file))
+    return fastjsonschema.compile(strict_schema(version, action, response))
+
+
+def violation_kind(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    """Which kind of CallError a schema violation is (see docs/ocpp-errors.md)."""
+    rule = exc.rule or ""
+    if rule in ("minimum", "maximum") and exc.rule_definition in _TYPE_BOUNDS:
+        return "type"
+    return _RULE_KIND.get(rule, "format")
 
 
 def validate(version: str, action: str, payload: dict[str, Any], response: bool = False) -> None:
@@ -131,8 +227,35 @@ def validate(version: str, action: str, payload: dict[str, Any], response: bool 
     try:
         _validator(version, action, response)(payload)
     except fastjsonschema.JsonSchemaValueException as exc:
-        kind = _RULE_KIND.get(exc.rule or "", "format")
-        raise RpcError(kind, f"{action} payload does not match its schema", exc.message) from None
+        raise RpcError(violation_kind(exc), f"{action} payload does not match its schema",
+                       exc.message) from None
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def nesting(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (an upper bound for broken text)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than this: the usual frame costs two counts
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _has_lone_surrogate(frame: Any) -> bool:
+    """JSON's \\uD800-style escapes can encode half a UTF-16 pair: not a character."""
+    try:
+        _dumps(frame).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -161,10 +284,14 @@ class RpcCore:
         """One frame from the station; None when it is to be dropped (a stray answer)."""
         if isinstance(text, bytes):
             return self._reply("-1", "not_rpc", "OCPP-J frames are text frames, not binary")
+        if nesting(text) > MAX_DEPTH:
+            return self._reply("-1", "not_json", f"frame nests deeper than {MAX_DEPTH} levels")
         try:
             frame = json.loads(text, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             return self._reply("-1", "not_json", "frame is not valid JSON")
+        if "\\u" in text and _has_lone_surrogate(frame):
+            return self._reply("-1", "not_json", "frame holds a lone UTF-16 surrogate")
         if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str):
             unique_id = (frame[1] if isinstance(frame, list) and len(frame) > 1
                          and isinstance(frame[1], str) and len(frame[1]) <= MAX_MESSAGE_ID

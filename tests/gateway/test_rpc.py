@@ -89,7 +89,7 @@ def test_our_results_are_checked_against_the_response_schema():
 
 
 @pytest.mark.parametrize("payload,kind", [
-    ({"chargePointVendor": "v"}, "protocol"),                        # required missing
+    ({"chargePointVendor": "v"}, "missing"),                         # required missing
     ({"chargePointVendor": 5, "chargePointModel": "m"}, "type"),     # wrong type
     ({"chargePointVendor": "v" * 21, "chargePointModel": "m"}, "type"),  # too long
     ({"chargePointVendor": "v", "chargePointModel": "m", "x": 1}, "format"),  # unknown field
