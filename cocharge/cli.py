@@ -115,12 +115,16 @@ def main(verbose: int) -> None:
 @click.option("--max-handshakes", default=GatewaySettings.max_handshakes, show_default=True,
               type=click.IntRange(1, 1_000_000),
               help="Handshakes in progress beyond which a station gets 503 + Retry-After.")
+@click.option("--quirks", "quirks_file", type=click.Path(dir_okay=False),
+              help="TOML file of chargers' known deviations to normalise (docs/ocpp-errors.md).")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
-          call_timeout: float, mqtt_url: str | None, max_handshakes: int) -> None:
+          call_timeout: float, mqtt_url: str | None, max_handshakes: int,
+          quirks_file: str | None) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
+    from cocharge.gateway.quirks import QuirkError, load_quirks
     from cocharge.gateway.server import tls_context
 
     if bool(tls_cert) != bool(tls_key):
@@ -130,10 +134,15 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
             parse_mqtt_url(mqtt_url)
         except ValueError as exc:
             fail(str(exc))
+    try:
+        load_quirks(quirks_file)
+    except QuirkError as exc:
+        fail(str(exc))
     settings = GatewaySettings(host=host, port=port, auto_register=auto_register,
                                operator_host=operator_host, operator_port=operator_port,
                                heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
-                               mqtt_url=mqtt_url, max_handshakes=max_handshakes)
+                               mqtt_url=mqtt_url, max_handshakes=max_handshakes,
+                               quirks_file=quirks_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         run_event_loop(serve_forever(db, settings, tls))

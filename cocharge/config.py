@@ -56,6 +56,10 @@ class GatewaySettings:
     # Pending TCP connections the kernel queues for us (capped by net.core.somaxconn).
     listen_backlog: int = 4096
 
+    # --- input you cannot trust (docs/security.md, docs/ocpp-errors.md) ---
+    # The operator's quirks file (TOML) beside the built-in quirks; None = built-in only.
+    quirks_file: str | None = None
+
     # --- sharing control (SPEC §2) ---
     # How often bookings, share locks, deadlines and queued-command expiry are checked.
     control_interval_s: float = 2.0

@@ -24,6 +24,7 @@ from ocpp.charge_point import (
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
+from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import Command, CommandFailed, CommandResult
 from cocharge.stations.events import Admission, MeterSample
@@ -86,6 +87,8 @@ def normalise_sample(at: datetime, measurand: str | None, value: float, unit: st
                      phase: str | None, context: str | None) -> MeterSample:
     """A sample in base units: kWh becomes Wh, kW becomes W."""
     measurand = measurand or "Energy.Active.Import.Register"
+    if unit is None and measurand == "Frequency":
+        unit = "Hertz"  # 1.6 had no unit for it (errata 4.0 added Hertz)
     if unit is None and measurand.startswith("Energy.Active"):
         unit = "Wh"
     if unit in _KILO_UNITS:
@@ -150,7 +153,8 @@ class StationConnection:
         cls.HANDLERS = found
 
     def __init__(self, station_id: str, websocket: Any, service: StationService,
-                 settings: GatewaySettings, admission: Admission | None) -> None:
+                 settings: GatewaySettings, admission: Admission | None,
+                 quirks: QuirkBook | None = None) -> None:
         self.id = station_id
         self.service = service
         self.settings = settings
@@ -166,6 +170,12 @@ class StationConnection:
         self._answering = 0
         self._call_lock = asyncio.Lock()
         self._answer: asyncio.Future[Answer] | None = None
+        # The quirks of this station's vendor and model (known from an earlier boot).
+        self.quirk_book = quirks or QuirkBook()
+        record = service.directory.get(station_id)
+        self.quirks: tuple[Quirk, ...] = self.quirk_book.for_station(
+            self.protocol, record.vendor if record else None, record.model if record else None,
+            station_id)
 
     def boot_interval(self) -> int:
         """The heartbeat (accepted) or boot-retry interval for this station, varied by a
@@ -228,6 +238,11 @@ class StationConnection:
                 f"{msg.action} is {'not supported' if known else 'unknown'} "
                 f"(OCPP {self.protocol})"))
             return
+        if msg.action == "BootNotification":
+            vendor, model = boot_identity(self.protocol, msg.payload)
+            self.quirks = self.quirk_book.for_station(self.protocol, vendor, model, self.id)
+        if self.quirks:  # known deviations made valid, before the strict check
+            self.quirk_book.fix(self.quirks, self.id, msg.action, msg.payload)
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)
             response = await getattr(self, method)(**_convert_keys(msg.payload, _snake_key))

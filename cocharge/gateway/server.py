@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
+from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
 from cocharge.settlement.settle import SettlementDefaults, Settler
@@ -86,6 +87,7 @@ class Gateway:
         self.settings = settings
         self.tls = tls
         self.service = StationService(engine, settings)
+        self.quirks = load_quirks(settings.quirks_file)
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
         self.service.control = self.control
@@ -223,7 +225,8 @@ class Gateway:
         admission = access.admission if access.known else None
         if admission is Admission.PENDING:
             admission = None  # a pending station must boot again to be told it is pending
-        connection = handler_class(station_id, websocket, self.service, self.settings, admission)
+        connection = handler_class(station_id, websocket, self.service, self.settings, admission,
+                                   self.quirks)
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection

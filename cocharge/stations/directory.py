@@ -76,17 +76,20 @@ class StationRecord:
     connectors: int
     max_power_w: int | None
     node: str | None = None        # the gateway node holding its connection
+    vendor: str | None = None      # from its last BootNotification (quirks are keyed by it)
+    model: str | None = None
     # connector -> (status, error code, charger's time of the status)
     status: dict[int, tuple[str, str | None, datetime]] = field(default_factory=dict)
 
 
 _COLUMNS = (stations.c.id, stations.c.admission, stations.c.password_hash,
-            stations.c.connectors, stations.c.max_power_w, stations.c.node)
+            stations.c.connectors, stations.c.max_power_w, stations.c.node, stations.c.vendor,
+            stations.c.model)
 
 
 def _record(row: Any) -> StationRecord:
     return StationRecord(row.id, row.admission, row.password_hash, row.connectors or 1,
-                         row.max_power_w, row.node)
+                         row.max_power_w, row.node, row.vendor, row.model)
 
 
 class StationDirectory:
@@ -142,6 +145,7 @@ class StationDirectory:
             return found
         record.admission, record.password_hash = found.admission, found.password_hash
         record.connectors, record.max_power_w = found.connectors, found.max_power_w
+        record.vendor, record.model = found.vendor, found.model
         return record
 
     async def _fetch(self, ids: list[str]) -> dict[str, StationRecord]:

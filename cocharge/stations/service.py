@@ -268,6 +268,7 @@ class StationService:
             log.info("station %s auto-registered, pending approval", event.station_id)
             return Admission.PENDING
         await self.journal.write([(_BOOT, [details])])
+        record.vendor, record.model = event.vendor, event.model
         if record.admission != "accepted":
             return Admission.PENDING
         if self.control is not None:
