@@ -59,6 +59,24 @@ class GatewaySettings:
     # --- input you cannot trust (docs/security.md, docs/ocpp-errors.md) ---
     # The operator's quirks file (TOML) beside the built-in quirks; None = built-in only.
     quirks_file: str | None = None
+    # Password guessing (cocharge/gateway/guard.py): distinct wrong passwords a station or an
+    # address may send without delay; each further one blocks it for a delay doubling from
+    # auth_delay_s up to auth_delay_max_s; at the lockout count, for auth_lockout_s.
+    auth_station_free: int = 3
+    auth_station_lockout: int = 10
+    auth_address_free: int = 10
+    auth_address_lockout: int = 50
+    auth_delay_s: float = 1.0
+    auth_delay_max_s: float = 60.0
+    auth_lockout_s: float = 900.0
+    # A station or address without a wrong password for this long starts afresh.
+    auth_forget_s: float = 3600.0
+    # Refuse stations that have no password (HTTP 401) instead of only warning about them.
+    require_password: bool = False
+    # A new connection for a station without a password replaces its live connection only if
+    # the live one does not answer a ping within takeover_ping_s (or this is set).
+    allow_takeover: bool = False
+    takeover_ping_s: float = 5.0
 
     # --- sharing control (SPEC §2) ---
     # How often bookings, share locks, deadlines and queued-command expiry are checked.

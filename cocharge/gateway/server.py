@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ipaddress
 import logging
 import os
 import random
@@ -32,18 +33,22 @@ from websockets.http11 import Request, Response
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
+from cocharge.gateway.guard import AuthGuard, retry_after
 from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations.control import SharingController
-from cocharge.stations.events import Admission
+from cocharge.stations.events import Admission, StationNotice
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.service import StationAccess, StationService
+from cocharge.store.db import utcnow
 from cocharge.store.schema import nodes, stations
 
 # A handshake that has not finished within this long is forgotten (websockets' open_timeout).
 HANDSHAKE_TIMEOUT_S = 10.0
+# The longest station id (the registry's column; OCPP 2.0.1 itself allows 48 characters).
+MAX_STATION_ID = 64
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,22 @@ def _basic_credentials(headers: Headers) -> tuple[str, str] | None:
     return user, password
 
 
+def remote_key(connection: ServerConnection) -> str:
+    """The address password failures are counted against: the IPv4 address, or the IPv6
+    /64 (one household or site gets a whole /64)."""
+    address = connection.remote_address
+    host = str(address[0]) if address else "unknown"
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_network(f"{host.split('%')[0]}/64", strict=False))
+    return host
+
+
+def _unauthorized(text: str) -> Response:
+    return _response(HTTPStatus.UNAUTHORIZED, text,
+                     {"WWW-Authenticate": 'Basic realm="cocharge", charset="UTF-8"'})
+
+
 def _response(status: HTTPStatus, text: str, extra: dict[str, str] | None = None) -> Response:
     headers = Headers({"Content-Type": "text/plain; charset=utf-8", **(extra or {})})
     body = (text + "\n").encode()
@@ -88,6 +109,7 @@ class Gateway:
         self.tls = tls
         self.service = StationService(engine, settings)
         self.quirks = load_quirks(settings.quirks_file)
+        self.guard = AuthGuard(settings)
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
         self.service.control = self.control
@@ -116,6 +138,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.service.start()
+        self.warn_passwordless()
         await self.control.start()
         await self.settler.start()
         self._server = await serve(
@@ -136,6 +159,20 @@ class Gateway:
         )
         log.info("OCPP gateway listening on %s:%d (%s)", self.settings.host, self.port,
                  "TLS" if self.tls else "plain")
+
+    def warn_passwordless(self) -> int:
+        """Say how many registered stations anyone who knows their id could impersonate."""
+        without = sorted(r.id for r in self.service.directory.stations.values()
+                         if r.password_hash is None)
+        if without and self.settings.require_password:
+            log.warning("%d registered station(s) have no password and will be refused "
+                        "(require_password): %s", len(without), ", ".join(without[:10]))
+        elif without:
+            log.warning("%d registered station(s) have no password: anyone who knows their id "
+                        "can connect as them (set one with `cocharge station update ID "
+                        "--password ...`): %s%s", len(without), ", ".join(without[:10]),
+                        " ..." if len(without) > 10 else "")
+        return len(without)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -179,6 +216,9 @@ class Gateway:
         if not station_id:
             return _response(HTTPStatus.NOT_FOUND,
                              "connect to ws://HOST:PORT/<path>/<station_id>")
+        if len(station_id) > MAX_STATION_ID or not station_id.isprintable():
+            return _response(HTTPStatus.NOT_FOUND, f"a station id is at most {MAX_STATION_ID} "
+                             "printable characters")
         if self.handshakes_in_progress() >= self.settings.max_handshakes:
             log.warning("station %s: %d handshakes in progress, answered 503", station_id,
                         len(self._access))
@@ -195,16 +235,78 @@ class Gateway:
                      request: Request) -> Response | None:
         access = await self.service.access(station_id)
         if access.password_hash is not None:
-            credentials = _basic_credentials(request.headers)
-            if (credentials is None or credentials[0] != station_id
-                    or not await self.service.password_ok(station_id, credentials[1],
-                                                          access.password_hash)):
-                log.warning("station %s: HTTP Basic authentication failed", station_id)
-                self._access.pop(id(connection), None)
-                return _response(HTTPStatus.UNAUTHORIZED, "station authentication failed",
-                                 {"WWW-Authenticate": 'Basic realm="cocharge", charset="UTF-8"'})
+            refused = await self._authenticate(connection, station_id, request,
+                                               access.password_hash)
+        elif self.settings.require_password:
+            log.warning("station %s has no password: refused (require_password)", station_id)
+            refused = _unauthorized(f"station {station_id} has no password and this gateway "
+                                    "requires one")
+        else:
+            refused = await self._refuse_takeover(station_id)
+        if refused is not None:
+            self._access.pop(id(connection), None)
+            return refused
         self._access[id(connection)] = (station_id, access, self._access[id(connection)][2])
         return None
+
+    async def _authenticate(self, connection: ServerConnection, station_id: str,
+                            request: Request, stored_hash: str) -> Response | None:
+        """HTTP Basic, with password guessing throttled (gateway/guard.py)."""
+        credentials = _basic_credentials(request.headers)
+        if credentials is None or credentials[0] != station_id:
+            log.warning("station %s: no HTTP Basic credentials for it", station_id)
+            return _unauthorized("station authentication failed")
+        password = credentials[1]
+        if self.service.password_known(station_id, password, stored_hash):
+            return None  # verified since start: passes even a lockout
+        address = remote_key(connection)
+        wait = self.guard.wait_s(station_id, address)
+        if wait > 0:
+            return _response(HTTPStatus.TOO_MANY_REQUESTS, "too many failed passwords: retry "
+                             "later", {"Retry-After": retry_after(wait)})
+        fingerprint = self.guard.fingerprint(station_id, password)
+        if self.guard.repeated(station_id, fingerprint, stored_hash):
+            return _unauthorized("station authentication failed")
+        if not self.guard.begin(station_id, address):
+            return _response(HTTPStatus.TOO_MANY_REQUESTS, "a password check for this station "
+                             "or address is under way", {"Retry-After": "1"})
+        try:
+            ok = await self.service.password_ok(station_id, password, stored_hash)
+        finally:
+            self.guard.end(station_id, address)
+        if ok:
+            self.guard.succeeded(station_id, fingerprint)
+            return None
+        if self.guard.previous(station_id, fingerprint):
+            log.warning("station %s presents its previous password (changed since)", station_id)
+        else:
+            log.warning("station %s: wrong password from %s", station_id, address)
+        for lockout in self.guard.failed(station_id, address, fingerprint, stored_hash):
+            log.warning("password guessing: %s %s locked out for %d s after %d wrong "
+                        "passwords (last for station %s)", lockout.scope, lockout.key,
+                        lockout.seconds, lockout.failures, station_id)
+            await self.service.notice(StationNotice(
+                station_id, "auth_lockout", utcnow(),
+                {"scope": lockout.scope, "key": lockout.key, "failures": lockout.failures,
+                 "locked_s": lockout.seconds}))
+        return _unauthorized("station authentication failed")
+
+    async def _refuse_takeover(self, station_id: str) -> Response | None:
+        """Anyone who knows a password-less station's id could take its place: a live
+        connection (one that answers a ping) is not replaced unless the operator allows it."""
+        live = self.connections.get(station_id)
+        if live is None or self.settings.allow_takeover:
+            return None
+        try:
+            pong = await live.websocket.ping()
+            async with asyncio.timeout(self.settings.takeover_ping_s):
+                await pong
+        except (TimeoutError, ConnectionClosed):
+            return None  # the old connection is gone (a charger reconnecting): replace it
+        log.warning("station %s has no password and is connected: second connection refused "
+                    "(set a password, or allow_takeover)", station_id)
+        await self.service.notice(StationNotice(station_id, "takeover_refused", utcnow(), {}))
+        return _response(HTTPStatus.CONFLICT, f"station {station_id} is connected already")
 
     # --- connections -----------------------------------------------------------------------
 

@@ -214,6 +214,10 @@ class StationService:
             return record is not None and record.password_hash is None
         return await self._password_matches(station_id, password, record.password_hash)
 
+    def password_known(self, station_id: str, password: str, stored_hash: str) -> bool:
+        """This password was verified against this hash since start (no scrypt needed)."""
+        return self._verified.get(station_id) == (stored_hash, password)
+
     async def _password_matches(self, station_id: str, password: str, stored_hash: str) -> bool:
         if self._verified.get(station_id) == (stored_hash, password):
             return True

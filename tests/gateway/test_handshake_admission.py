@@ -73,9 +73,13 @@ async def test_basic_auth_required_for_station_with_password(node):
 
 
 async def test_second_connection_replaces_first(node):
-    await register(node, "CP1")
-    first = await raw_station(node, "CP1")
-    second = await raw_station(node, "CP1")
+    """An authenticated station reconnecting replaces its old connection (the charger lost
+    it without noticing); a station without a password: see test_passwords.py."""
+    import base64
+    await registry.add_station(node.engine, registry.NewStation("CP1", password="correct-horse-1"))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"CP1:correct-horse-1").decode()}
+    first = await raw_station(node, "CP1", additional_headers=auth)
+    second = await raw_station(node, "CP1", additional_headers=auth)
     with pytest.raises(ConnectionClosed):
         await first.ws.recv()
     assert (await second.call("Heartbeat", {}))[0] == 3
