@@ -117,16 +117,23 @@ def main(verbose: int) -> None:
               help="Handshakes in progress beyond which a station gets 503 + Retry-After.")
 @click.option("--quirks", "quirks_file", type=click.Path(dir_okay=False),
               help="TOML file of chargers' known deviations to normalise (docs/ocpp-errors.md).")
+@click.option("--require-password", is_flag=True,
+              help="Refuse stations that have no password (otherwise: a warning at start).")
+@click.option("--allow-takeover", is_flag=True,
+              help="Let a new connection replace a live one of a station without a password.")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
           call_timeout: float, mqtt_url: str | None, max_handshakes: int,
-          quirks_file: str | None) -> None:
+          quirks_file: str | None, require_password: bool, allow_takeover: bool) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.quirks import QuirkError, load_quirks
     from cocharge.gateway.server import tls_context
 
+    if require_password and auto_register:
+        fail("--auto-register admits unknown stations without a password: it cannot go "
+             "with --require-password")
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together: give both for TLS, or neither")
     if mqtt_url:
@@ -142,7 +149,8 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
                                operator_host=operator_host, operator_port=operator_port,
                                heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
                                mqtt_url=mqtt_url, max_handshakes=max_handshakes,
-                               quirks_file=quirks_file)
+                               quirks_file=quirks_file, require_password=require_password,
+                               allow_takeover=allow_takeover)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         run_event_loop(serve_forever(db, settings, tls))
@@ -184,11 +192,18 @@ def station_add(station_id: str, password: str | None, owner: str | None, connec
 @click.option("--owner")
 @click.option("--max-power-kw", type=click.FloatRange(0.1, 1000))
 @click.option("--area")
+@click.option("--password", help="New HTTP Basic password (stored hashed); the gateway uses "
+              "it within 30 s.")
+@click.option("--clear-password", is_flag=True, help="Let the station connect without one.")
 @db_option
 def station_update(station_id: str, owner: str | None, max_power_kw: float | None,
-                   area: str | None, db: str | None) -> None:
-    """Change a station's owner, maximum power or area."""
-    with_store(db, lambda e: registry.update_station(e, station_id, owner, max_power_kw, area))
+                   area: str | None, password: str | None, clear_password: bool,
+                   db: str | None) -> None:
+    """Change a station's owner, maximum power, area or password."""
+    if password is not None and len(password) < 8:
+        fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
+    with_store(db, lambda e: registry.update_station(e, station_id, owner, max_power_kw, area,
+                                                     password, clear_password))
     click.echo(f"station {station_id} updated")
 
 
@@ -200,8 +215,30 @@ def station_list(db: str | None, as_json: bool) -> None:
     rows = with_store(db, registry.list_stations)
     for r in rows:
         r["status"] = ", ".join(f"{k}:{v['status']}" for k, v in r["connector_status"].items())
-    emit(rows, as_json, ["id", "owner", "admission", "protocol", "connectors", "max_power_kw",
-                         "last_seen_at", "status"])
+    shown = rows if as_json else [
+        {**r, "password": "yes" if r["password"] else "NONE"} for r in rows]
+    emit(shown, as_json, ["id", "owner", "admission", "protocol", "password", "connectors",
+                          "max_power_kw", "last_seen_at", "status"])
+    without = sum(1 for r in rows if not r["password"])
+    if without and not as_json:
+        click.echo(f"{without} station(s) without a password: anyone who knows the id can "
+                   "connect as them (`cocharge station update ID --password ...`)", err=True)
+
+
+@station.command("events")
+@click.argument("station_id")
+@click.option("--kind", help="Only this kind (auth_lockout, takeover_refused, security, "
+              "firmware, diagnostics, data_transfer, ...).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@db_option
+@json_option
+def station_events(station_id: str, kind: str | None, limit: int, db: str | None,
+                   as_json: bool) -> None:
+    """What the station (or someone posing as it) did: lockouts, security events, firmware."""
+    rows = with_store(db, lambda e: registry.station_events(e, station_id, kind, limit))
+    shown = rows if as_json else [
+        {**r, "details": json.dumps(r["details"], sort_keys=True)[:120]} for r in rows]
+    emit(shown, as_json, ["at", "kind", "details"])
 
 
 @station.command("show")

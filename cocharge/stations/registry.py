@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.stations.passwords import hash_password
 from cocharge.store.db import utcnow
-from cocharge.store.schema import connector_status, members, sessions, stations
+from cocharge.store.schema import connector_status, members, sessions, station_events, stations
 
 
 class RegistryError(ValueError):
@@ -97,8 +98,15 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
 
 
 async def update_station(engine: AsyncEngine, station_id: str, owner: str | None = None,
-                         max_power_kw: float | None = None, area: str | None = None) -> None:
+                         max_power_kw: float | None = None, area: str | None = None,
+                         password: str | None = None, clear_password: bool = False) -> None:
     values: dict[str, Any] = {}
+    if password is not None and clear_password:
+        raise RegistryError("give --password or --clear-password, not both")
+    if password is not None:
+        values["password_hash"] = hash_password(password)
+    if clear_password:
+        values["password_hash"] = None
     if owner is not None:
         values["owner"] = owner
     if max_power_kw is not None:
@@ -106,7 +114,8 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
     if area is not None:
         values["area"] = area or None
     if not values:
-        raise RegistryError("nothing to change: give --owner, --max-power-kw or --area")
+        raise RegistryError("nothing to change: give --owner, --max-power-kw, --area or "
+                            "--password")
     async with engine.begin() as conn:
         done = await conn.execute(update(stations).where(stations.c.id == station_id).values(**values))
         if done.rowcount == 0:
@@ -119,6 +128,21 @@ async def approve_station(engine: AsyncEngine, station_id: str) -> None:
             update(stations).where(stations.c.id == station_id).values(admission="accepted"))
         if done.rowcount == 0:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+
+
+async def station_events(engine: AsyncEngine, station_id: str, kind: str | None = None,
+                         limit: int = 50) -> list[dict[str, Any]]:
+    """The station's latest notices, newest first (security events, lockouts, firmware...)."""
+    query = select(station_events).where(station_events.c.station_id == station_id)
+    if kind is not None:
+        query = query.where(station_events.c.kind == kind)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(station_events.c.ts.desc(),
+                                                  station_events.c.id.desc()).limit(limit))).all()
+        if not rows and (await conn.execute(select(stations.c.id).where(
+                stations.c.id == station_id))).first() is None:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+    return [{"at": _iso(r.ts), "kind": r.kind, "details": json.loads(r.payload)} for r in rows]
 
 
 async def remove_station(engine: AsyncEngine, station_id: str) -> None:

@@ -66,17 +66,25 @@ def served(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                                "--port", str(port), "--operator-port", "0", "--db", db],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = server.stdout.readline()
-    assert "cocharge gateway" in line, line
-    yield db, f"ws://127.0.0.1:{port}/ocpp"
+    startup = [server.stdout.readline()]
+    while "cocharge gateway" not in startup[-1]:
+        assert len(startup) < 10 and startup[-1], startup
+        startup.append(server.stdout.readline())
+    yield db, f"ws://127.0.0.1:{port}/ocpp", "".join(startup)
     server.terminate()
     server.wait(10)
+
+
+def test_serve_warns_about_stations_without_a_password(served):
+    _, _, startup = served
+    assert "2 registered station(s) have no password" in startup
+    assert "CP1, CP2" in startup
 
 
 async def test_remote_commands_reach_a_station_through_the_server(served):
     import asyncio
 
-    db, url = served
+    db, url, _ = served
     box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
                                                speed=300, meter_interval_s=0.1))
     try:
