@@ -217,8 +217,10 @@ def _validator(version: str, action: str, response: bool) -> Any:
 def violation_kind(exc: fastjsonschema.JsonSchemaValueException) -> str:
     """Which kind of CallError a schema violation is (see docs/ocpp-errors.md)."""
     rule = exc.rule or ""
-    if rule in ("minimum", "maximum") and exc.rule_definition in _TYPE_BOUNDS:
-        return "type"
+    if rule in ("minimum", "maximum") and (
+            exc.rule_definition in _TYPE_BOUNDS
+            or isinstance(exc.value, int) and not INT_MIN <= exc.value <= INT_MAX):
+        return "type"  # beyond the OCPP type, whatever the specification's own bound
     return _RULE_KIND.get(rule, "format")
 
 
