@@ -235,7 +235,7 @@ def station_list(db: str | None, as_json: bool) -> None:
 def station_events(station_id: str, kind: str | None, limit: int, db: str | None,
                    as_json: bool) -> None:
     """What the station (or someone posing as it) did: lockouts, security events, firmware."""
-    rows = with_store(db, lambda e: registry.station_events(e, station_id, kind, limit))
+    rows = with_store(db, lambda e: registry.list_station_events(e, station_id, kind, limit))
     shown = rows if as_json else [
         {**r, "details": json.dumps(r["details"], sort_keys=True)[:120]} for r in rows]
     emit(shown, as_json, ["at", "kind", "details"])

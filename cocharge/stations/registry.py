@@ -130,7 +130,7 @@ async def approve_station(engine: AsyncEngine, station_id: str) -> None:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
 
 
-async def station_events(engine: AsyncEngine, station_id: str, kind: str | None = None,
+async def list_station_events(engine: AsyncEngine, station_id: str, kind: str | None = None,
                          limit: int = 50) -> list[dict[str, Any]]:
     """The station's latest notices, newest first (security events, lockouts, firmware...)."""
     query = select(station_events).where(station_events.c.station_id == station_id)
