@@ -25,6 +25,7 @@ bench: install-test
 	$(PY) benchmarks/fleet.py --kill
 	$(PY) benchmarks/gateway_throughput.py
 	$(PY) benchmarks/ledger_throughput.py
+	$(PY) benchmarks/password_guessing.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

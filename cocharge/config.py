@@ -71,6 +71,10 @@ class GatewaySettings:
     auth_lockout_s: float = 900.0
     # A station or address without a wrong password for this long starts afresh.
     auth_forget_s: float = 3600.0
+    # A blocked address's attempt is answered (429) only after this long, up to this many
+    # held at once per address: a guesser's connections cost it time, not us CPU.
+    auth_tarpit_s: float = 5.0
+    auth_tarpit_per_address: int = 256
     # Refuse stations that have no password (HTTP 401) instead of only warning about them.
     require_password: bool = False
     # A new connection for a station without a password replaces its live connection only if

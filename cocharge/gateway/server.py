@@ -110,6 +110,7 @@ class Gateway:
         self.service = StationService(engine, settings)
         self.quirks = load_quirks(settings.quirks_file)
         self.guard = AuthGuard(settings)
+        self._held: dict[str, int] = {}  # address -> refused attempts held (tarpit)
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
         self.service.control = self.control
@@ -262,12 +263,15 @@ class Gateway:
         address = remote_key(connection)
         wait = self.guard.wait_s(station_id, address)
         if wait > 0:
+            await self._tarpit(address, wait)
             return _response(HTTPStatus.TOO_MANY_REQUESTS, "too many failed passwords: retry "
-                             "later", {"Retry-After": retry_after(wait)})
+                             "later", {"Retry-After": retry_after(self.guard.wait_s(
+                                 station_id, address))})
         fingerprint = self.guard.fingerprint(station_id, password)
         if self.guard.repeated(station_id, fingerprint, stored_hash):
             return _unauthorized("station authentication failed")
         if not self.guard.begin(station_id, address):
+            await self._tarpit(address, 1.0)
             return _response(HTTPStatus.TOO_MANY_REQUESTS, "a password check for this station "
                              "or address is under way", {"Retry-After": "1"})
         try:
@@ -290,6 +294,23 @@ class Gateway:
                 {"scope": lockout.scope, "key": lockout.key, "failures": lockout.failures,
                  "locked_s": lockout.seconds}))
         return _unauthorized("station authentication failed")
+
+    async def _tarpit(self, address: str, wait: float) -> None:
+        """Hold a refused attempt a while before answering it: a guesser opening connection
+        after connection then makes a few a second, not thousands (each costs us a
+        handshake). A bounded number per address are held; beyond it, answered at once."""
+        held = self._held.get(address, 0)
+        if held >= self.settings.auth_tarpit_per_address:
+            return
+        self._held[address] = held + 1
+        try:
+            await asyncio.sleep(min(wait, self.settings.auth_tarpit_s))
+        finally:
+            left = self._held[address] - 1
+            if left:
+                self._held[address] = left
+            else:
+                del self._held[address]
 
     async def _refuse_takeover(self, station_id: str) -> Response | None:
         """Anyone who knows a password-less station's id could take its place: a live

@@ -16,7 +16,7 @@ from tests.conftest import raw_station, settings, ws_url
 
 FAST = dict(auth_delay_s=0.02, auth_delay_max_s=0.05, auth_station_free=2,
             auth_station_lockout=6, auth_address_free=20, auth_address_lockout=40,
-            auth_lockout_s=60.0)
+            auth_lockout_s=60.0, auth_tarpit_s=0.1)
 
 
 def basic(station_id: str, password: str) -> dict[str, str]:
