@@ -108,14 +108,18 @@ async def guesser(url: str, n: int, counts: dict[str, int], stop: asyncio.Event)
             await asyncio.sleep(0.1)
 
 
+def start_gateway(db: str, port: int, throttle: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", SERVE, db, str(port), throttle],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=ROOT)
+
+
 async def one_run(throttle: str, seconds: float, guessers: int) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="cocharge-guess-")
     db = os.path.join(tmp, "bench.db")
     await prepare(db)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVE, db, str(port), throttle],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              cwd=ROOT)
+    server = start_gateway(db, port, throttle)
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"

@@ -301,7 +301,7 @@ class StationConnection:
         return self.result_of(command, answer.payload)
 
     async def _call(self, action: str, payload: dict[str, Any]) -> Answer:
-        unique_id, frame = self.rpc.call(action, payload)
+        _, frame = self.rpc.call(action, payload)
         self._answer = asyncio.get_running_loop().create_future()
         try:
             await self._send(frame)

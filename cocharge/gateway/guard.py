@@ -142,7 +142,7 @@ class AuthGuard:
             return locked
         for scope, key in (("station", station), ("address", address)):
             tallies = self._tallies[scope]
-            tally = tallies.pop(key, None) or _Tally()
+            tally = tallies.pop(key) if key in tallies else _Tally()
             tallies[key] = tally  # most recently failed last
             if len(tallies) > _MAX_KEYS:
                 tallies.popitem(last=False)

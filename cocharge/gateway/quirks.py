@@ -185,11 +185,11 @@ class QuirkBook:
     def fix(self, quirks: tuple[Quirk, ...], station: str, action: str,
             payload: dict[str, Any]) -> None:
         for quirk in quirks:
-            if action in quirk.actions and quirk.apply(payload):
-                if (station, quirk.name) not in self._logged:
-                    self._logged.add((station, quirk.name))
-                    log.info("station %s: quirk %s applied to %s (%s)", station, quirk.name,
-                             action, quirk.note or quirk.fix)
+            if (action in quirk.actions and quirk.apply(payload)
+                    and (station, quirk.name) not in self._logged):
+                self._logged.add((station, quirk.name))
+                log.info("station %s: quirk %s applied to %s (%s)", station, quirk.name,
+                         action, quirk.note or quirk.fix)
 
 
 def boot_identity(version: str, payload: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -67,8 +67,9 @@ RULES: list[tuple[str, str, str | bytes, str]] = [
      "FormationViolation"),
     ("NaN literal", "2.0.1", '[2,"x","MeterValues",{"evseId":NaN,"meterValue":[]}]',
      "FormatViolation"),
-    ("Infinity literal", "1.6", '[2,"x","StartTransaction",{"connectorId":1,"idTag":"T",'
-     '"meterStart":Infinity,"timestamp":"2026-11-01T10:00:00Z"}]', "FormationViolation"),
+    ("Infinity literal", "1.6", ('[2,"x","StartTransaction",{"connectorId":1,"idTag":"T",'
+                                 '"meterStart":Infinity,"timestamp":"2026-11-01T10:00:00Z"}]'),
+     "FormationViolation"),
     ("nested 3000 deep", "1.6", DEEP, "FormationViolation"),
     ("nested 3000 deep", "2.0.1", DEEP, "FormatViolation"),
     ("nested 40 deep in a payload", "2.0.1",
@@ -130,11 +131,13 @@ RULES: list[tuple[str, str, str | bytes, str]] = [
     ("evseId 0 in StatusNotification", "2.0.1",
      call("StatusNotification", {"timestamp": TS, "connectorStatus": "Available", "evseId": 0,
                                  "connectorId": 1}), "PropertyConstraintViolation"),
-    ("number of 1e400", "2.0.1", '[2,"x","MeterValues",{"evseId":1,"meterValue":[{"timestamp":'
-     '"2026-11-01T10:00:00Z","sampledValue":[{"value":1e400}]}]}]', "TypeConstraintViolation"),
+    ("number of 1e400", "2.0.1", ('[2,"x","MeterValues",{"evseId":1,"meterValue":[{"timestamp":'
+                                  '"2026-11-01T10:00:00Z","sampledValue":[{"value":1e400}]}]}]'),
+     "TypeConstraintViolation"),
     ("number beyond 10^15", "2.0.1", meter201(2e15), "TypeConstraintViolation"),
-    ("multiplier of 300", "2.0.1", '[2,"x","MeterValues",{"evseId":1,"meterValue":[{"timestamp":'
-     '"2026-11-01T10:00:00Z","sampledValue":[{"value":1,"unitOfMeasure":{"multiplier":300}}]}]}]',
+    ("multiplier of 300", "2.0.1", (
+        '[2,"x","MeterValues",{"evseId":1,"meterValue":[{"timestamp":"2026-11-01T10:00:00Z",'
+        '"sampledValue":[{"value":1,"unitOfMeasure":{"multiplier":300}}]}]}]'),
      "PropertyConstraintViolation"),
     ("transactionId longer than the column", "2.0.1",
      tx201(transactionInfo={"transactionId": "t" * 37}), "TypeConstraintViolation"),

@@ -14,9 +14,10 @@ from cocharge.gateway.app import running_node
 from cocharge.stations import registry
 from tests.conftest import raw_station, settings, ws_url
 
-FAST = dict(auth_delay_s=0.02, auth_delay_max_s=0.05, auth_station_free=2,
-            auth_station_lockout=6, auth_address_free=20, auth_address_lockout=40,
-            auth_lockout_s=60.0, auth_tarpit_s=0.1)
+FAST: dict[str, Any] = {"auth_delay_s": 0.02, "auth_delay_max_s": 0.05, "auth_station_free": 2,
+                        "auth_station_lockout": 6, "auth_address_free": 20,
+                        "auth_address_lockout": 40, "auth_lockout_s": 60.0,
+                        "auth_tarpit_s": 0.1}
 
 
 def basic(station_id: str, password: str) -> dict[str, str]:
@@ -143,7 +144,7 @@ async def test_a_live_station_without_a_password_is_not_taken_over(node):
         await raw_station(node, "OPEN")
     assert refused.value.response.status_code == 409
     assert (await real.call("Heartbeat", {}))[0] == 3   # the real charger kept its place
-    [event] = await registry.list_station_events(node.engine, "OPEN", "takeover_refused")
+    assert len(await registry.list_station_events(node.engine, "OPEN", "takeover_refused")) == 1
     await real.ws.close()
     await asyncio.sleep(0.1)
     again = await raw_station(node, "OPEN")             # once it is gone, it may reconnect

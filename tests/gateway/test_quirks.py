@@ -191,7 +191,8 @@ def test_serve_refuses_a_bad_quirks_file_before_it_starts(tmp_path):
                     "vendor='V'\n")
     db = tmp_path / "never.db"
     result = subprocess.run([sys.executable, "-m", "cocharge.cli", "serve", "--db", str(db),
-                             "--quirks", str(path)], capture_output=True, text=True, timeout=60)
+                             "--quirks", str(path)], check=False, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "fix must be one of" in result.stderr
     assert "Traceback" not in result.stderr and not db.exists()
