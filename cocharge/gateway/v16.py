@@ -17,7 +17,6 @@ from cocharge.gateway.connection import (
     parse_time,
     sample_value,
 )
-from cocharge.gateway.rpc import RpcError
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import (
     AuthStatus,
@@ -29,7 +28,6 @@ from cocharge.stations.events import (
     StationBooted,
     StationNotice,
 )
-from cocharge.stations.service import UnknownTransaction
 
 # 1.6 has no "Unknown": an idTag the central system does not know is Invalid.
 _ID_TAG_STATUS = {
@@ -116,12 +114,9 @@ class V16Connection(StationConnection):
     @handles(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
                               transaction_id: int | None = None) -> call_result.MeterValues:
-        try:
-            await self.service.meter_report(MeterReport(
-                self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
-                parse_meter_values(meter_value)))
-        except UnknownTransaction as exc:
-            raise RpcError("property", "unknown transaction", str(exc)) from None
+        await self.service.meter_report(MeterReport(
+            self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
+            parse_meter_values(meter_value)))
         return call_result.MeterValues()
 
     @handles(Action.data_transfer)
@@ -143,6 +138,13 @@ class V16Connection(StationConnection):
         await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
                                                 {"status": status}))
         return call_result.DiagnosticsStatusNotification()
+
+    @handles(Action.log_status_notification)
+    async def on_log_status(self, status: str,
+                            request_id: int | None = None) -> call_result.LogStatusNotification:
+        await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
+                                                {"status": status, "request_id": request_id}))
+        return call_result.LogStatusNotification()
 
     @handles(Action.security_event_notification)
     async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name

@@ -162,6 +162,19 @@ class V201Connection(StationConnection):
              "report_data": report_data or []}))
         return call_result.NotifyReport()
 
+    @handles(Action.log_status_notification)
+    async def on_log_status(self, status: str, request_id: int | None = None,
+                            **_: Any) -> call_result.LogStatusNotification:
+        await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
+                                                {"status": status, "request_id": request_id}))
+        return call_result.LogStatusNotification()
+
+    @handles(Action.reservation_status_update)
+    async def on_reservation_status(self, reservation_id: int, reservation_update_status: str,
+                                    **_: Any) -> call_result.ReservationStatusUpdate:
+        await self.service.reservation_ended(self.id, reservation_id, reservation_update_status)
+        return call_result.ReservationStatusUpdate()
+
     @handles(Action.notify_event)
     async def on_notify_event(self, generated_at: str, seq_no: int,
                               event_data: list[dict[str, Any]], tbc: bool | None = None,

@@ -46,6 +46,7 @@ from cocharge.stations.policy import SAFETY_ERROR_CODES_16, Decision, Verdict
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
 from cocharge.store.schema import (
+    bookings,
     connector_status,
     members,
     meter_samples,
@@ -57,10 +58,6 @@ from cocharge.store.schema import (
 from cocharge.store.sql import check_rows, insert_ignore, upsert
 
 log = logging.getLogger(__name__)
-
-
-class UnknownTransaction(LookupError):
-    """A message names a transaction this central system has no record of."""
 
 
 @dataclass
@@ -357,6 +354,23 @@ class StationService:
             rows.append((_FIRMWARE_STATUS, [firmware]))
         await self.journal.write(rows)
 
+    async def reservation_ended(self, station_id: str, reservation_id: int, status: str) -> None:
+        """The charger ended a reservation of ours (2.0.1 ReservationStatusUpdate: Expired or
+        Removed): the booking is no longer reserved there (the controller reserves it again
+        if its slot is still running), and the operator sees why."""
+        notice = {"station_id": station_id, "ts": utcnow(), "kind": "reservation",
+                  "payload": json.dumps({"reservation_id": reservation_id, "status": status},
+                                        sort_keys=True)}
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(update(bookings).where(and_(
+                bookings.c.id == reservation_id, bookings.c.station_id == station_id))
+                .values(reserved=False))
+            await conn.execute(_INSERT_NOTICE, [notice])
+
+        await self.journal.run(work)
+        log.info("station %s: reservation %s %s", station_id, reservation_id, status.lower())
+
     async def fault(self, station_id: str, connector_id: int, kind: str, at: datetime) -> None:
         """A safety fault the charger reported (overcurrent, ground fault, over-temperature)."""
         if self.control is not None:
@@ -617,19 +631,31 @@ class StationService:
                                                event.charging_state, event.at)
 
     async def meter_report(self, event: MeterReport) -> None:
-        """MeterValues: samples of a known transaction, or of the connector when none is named."""
+        """MeterValues: samples of a known transaction, or of the connector when none is named.
+        Samples naming a transaction we do not know are kept as the connector's, and flagged
+        with a station event: MeterValues has no way to refuse, and a charger that got an
+        error would retry them forever, stalling its queue."""
         session_id: int | None = None
+        rows: list[tuple[Any, list[dict[str, Any]]]] = []
         if event.tx_ref is not None:
             found = self._open.get((event.station_id, event.tx_ref))
             if found is None:
                 async with self.engine.connect() as conn:
                     found = await self._load(conn, event.station_id, event.tx_ref)
             if found is None:
-                raise UnknownTransaction(
-                    f"transaction {event.tx_ref} is unknown for station {event.station_id}")
-            session_id = found.id
-        await self.journal.write([(_INSERT_SAMPLES, _sample_rows(
-            event.station_id, event.connector_id, session_id, event.samples))])
+                log.warning("station %s: MeterValues for unknown transaction %s kept as the "
+                            "connector's, flagged", event.station_id, event.tx_ref)
+                notice = {"station_id": event.station_id, "ts": utcnow(),
+                          "kind": "unknown_transaction", "payload": json.dumps(
+                              {"transaction_id": event.tx_ref, "connector_id": event.connector_id,
+                               "samples": len(event.samples)}, sort_keys=True)}
+                check_rows(station_events, [notice])
+                rows.append((_INSERT_NOTICE, [notice]))
+            else:
+                session_id = found.id
+        rows.append((_INSERT_SAMPLES, _sample_rows(
+            event.station_id, event.connector_id, session_id, event.samples)))
+        await self.journal.write(rows)
         reading = _register_wh(event.samples)
         if reading is not None:
             self.observer.meter(event.station_id, event.connector_id, session_id, reading[0], reading[1])

@@ -7,7 +7,10 @@ import json
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from sqlalchemy import select
+
 from cocharge.stations import registry
+from cocharge.store.schema import meter_samples
 from tests.conftest import raw_station, register
 
 CASES = [
@@ -40,12 +43,19 @@ async def test_schema_violation_is_a_call_error(node):
     assert answer[0] == 4 and answer[2] == "FormationViolation"
 
 
-async def test_meter_values_for_unknown_transaction(node):
+async def test_meter_values_for_unknown_transaction_are_kept_flagged_and_answered(node):
+    """MeterValues.conf has no failure form: an error would make the charger retry forever."""
     await register(node, "BAD")
     st = await raw_station(node, "BAD")
     answer = await st.call("MeterValues", {"connectorId": 1, "transactionId": 424242, "meterValue": [
         {"timestamp": "2026-11-01T10:00:00Z", "sampledValue": [{"value": "10"}]}]})
-    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation"
+    assert answer == [3, answer[1], {}]
+    async with node.engine.connect() as conn:
+        samples = (await conn.execute(select(meter_samples).where(
+            meter_samples.c.station_id == "BAD"))).all()
+    assert [(s.session_id, s.connector_id, s.value) for s in samples] == [(None, 1, 10.0)]
+    [flag] = await registry.list_station_events(node.engine, "BAD", "unknown_transaction")
+    assert flag["details"] == {"transaction_id": "424242", "connector_id": 1, "samples": 1}
 
 
 async def test_oversized_frame_closes_only_that_connection(node):
@@ -68,5 +78,43 @@ async def test_oversized_frame_closes_only_that_connection(node):
 async def test_known_but_unhandled_action_is_not_supported(node):
     await register(node, "BAD")
     st = await raw_station(node, "BAD")
-    answer = await st.call("LogStatusNotification", {"status": "Idle", "requestId": 1})
+    answer = await st.call("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"})
     assert answer[0] == 4 and answer[2] == "NotSupported"
+
+
+async def test_reservation_status_update_frees_the_booking(node):
+    """2.0.1: the charger says our reservation expired or was removed; the booking follows."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from cocharge.stations import sharing
+    from cocharge.store.db import utcnow
+    from cocharge.store.schema import bookings
+
+    await register(node, "RES", tags=("BOB",))
+    start = utcnow().replace(microsecond=0) + timedelta(hours=1)
+    booking_id = await sharing.add_booking(node.engine, "RES", 1, "BOB", start,
+                                           start + timedelta(hours=1))
+    async with node.engine.begin() as conn:
+        await conn.execute(update(bookings).where(bookings.c.id == booking_id)
+                           .values(reserved=True))
+    st = await raw_station(node, "RES", "ocpp2.0.1")
+    answer = await st.call("ReservationStatusUpdate", {"reservationId": booking_id,
+                                                       "reservationUpdateStatus": "Removed"})
+    assert answer[0] == 3
+    async with node.engine.connect() as conn:
+        reserved = await conn.scalar(select(bookings.c.reserved).where(bookings.c.id == booking_id))
+    assert reserved is False
+    [event] = await registry.list_station_events(node.engine, "RES", "reservation")
+    assert event["details"] == {"reservation_id": booking_id, "status": "Removed"}
+
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_log_status_notification_is_stored(node, protocol):
+    await register(node, "LOG")
+    st = await raw_station(node, "LOG", protocol)
+    answer = await st.call("LogStatusNotification", {"status": "Uploaded", "requestId": 7})
+    assert answer[0] == 3
+    [event] = await registry.list_station_events(node.engine, "LOG", "log")
+    assert event["details"] == {"status": "Uploaded", "request_id": 7}

@@ -106,17 +106,19 @@ def mutant(draw: Any, version: str) -> str | bytes:
         how = draw(st.sampled_from(["value", "value", "drop", "add", "head", "text", "deep",
                                     "binary"]))
         paths = _paths(frame[3])
+        # Drawn values are copied: st.just() hands out one object, which a later mutation
+        # would change for every example after it.
         if how == "value" and paths:
             owner, key = _owner(frame[3], draw(st.sampled_from(paths)))
-            owner[key] = draw(json_values)
+            owner[key] = copy.deepcopy(draw(json_values))
         elif how == "drop" and paths:
             owner, key = _owner(frame[3], draw(st.sampled_from(paths)))
             del owner[key]
-        elif how == "add":
-            frame[3][draw(st.text(min_size=1, max_size=12))] = draw(json_values)
+        elif how == "add" and isinstance(frame[3], dict):
+            frame[3][draw(st.text(min_size=1, max_size=12))] = copy.deepcopy(draw(json_values))
         elif how == "head":
-            frame[draw(st.integers(0, 2))] = draw(json_values)
-        elif how == "deep":
+            frame[draw(st.integers(0, 2))] = copy.deepcopy(draw(json_values))
+        elif how == "deep" and isinstance(frame[3], dict):
             frame[3]["data" if "data" in frame[3] else "deep"] = "__DEEP__"
     text = json.dumps(frame)  # NaN and Infinity become their non-JSON literals, as sent raw
     if '"__DEEP__"' in text:
