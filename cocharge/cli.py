@@ -463,6 +463,22 @@ def remote_trigger(station_id: str, message: str, connector: int | None, db: str
     remote_call(db, station_id, "trigger", {"message": message, "connector_id": connector}, as_json, expires)
 
 
+@_remote("call", "Any call of the station's OCPP version: ACTION and its JSON payload, checked "
+         "against the version's schema before it is sent; the answer is printed as JSON.\n\n"
+         "Example: cocharge remote call CP1 GetLocalListVersion '{}'")
+@click.argument("action")
+@click.argument("payload", default="{}")
+def remote_raw_call(station_id: str, action: str, payload: str, db: str | None, as_json: bool,
+                    expires: float | None) -> None:
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        fail(f"PAYLOAD is not JSON ({exc}): write it as one argument, e.g. '{{\"type\": \"Soft\"}}'")
+    if not isinstance(body, dict):
+        fail("PAYLOAD must be a JSON object, e.g. '{}'")
+    remote_call(db, station_id, "call", {"action": action, "payload": body}, True, expires)
+
+
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")
 @click.argument("keys", nargs=-1)
 def remote_config_get(station_id: str, keys: tuple[str, ...], db: str | None, as_json: bool,

@@ -26,7 +26,13 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
-from cocharge.stations.commands import Command, CommandFailed, CommandResult
+from cocharge.stations.commands import (
+    Command,
+    CommandFailed,
+    CommandRejected,
+    CommandResult,
+    RawCall,
+)
 from cocharge.stations.events import Admission, MeterSample
 from cocharge.stations.service import StationService
 from cocharge.store.sql import RowRejected
@@ -278,9 +284,21 @@ class StationConnection:
 
     async def command(self, command: Command, tx_ref: str | None = None) -> CommandResult:
         """Send `command` and wait for the answer; one call at a time, bounded by call_timeout."""
-        request = self.to_call(command, tx_ref)
-        action = type(request).__name__
-        payload = as_camel_dict(request)
+        if isinstance(command, RawCall):
+            action, payload = command.action, command.payload
+            if action not in rpc.TO_STATION[self.protocol]:
+                raise CommandRejected(
+                    f"OCPP {self.protocol} has no call {action!r} from the central system: one "
+                    f"of {', '.join(sorted(rpc.TO_STATION[self.protocol]))}")
+            try:
+                rpc.validate(self.protocol, action, payload)
+            except RpcError as error:
+                raise CommandRejected(f"{action} payload does not match the OCPP "
+                                      f"{self.protocol} schema: {error.cause}") from None
+        else:
+            request = self.to_call(command, tx_ref)
+            action = type(request).__name__
+            payload = as_camel_dict(request)
         try:
             async with asyncio.timeout(self.settings.call_timeout_s):
                 await self._answered.wait()

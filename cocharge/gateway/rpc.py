@@ -82,6 +82,31 @@ ERROR_CODES: dict[str, ErrorCodes] = {
                         internal="InternalError", generic="GenericError"),
 }
 
+# The calls a central system sends to a station, per version (1.6 with its security
+# extension): what `cocharge remote call` may send.
+TO_STATION: dict[str, frozenset[str]] = {
+    "1.6": frozenset({
+        "CancelReservation", "ChangeAvailability", "ChangeConfiguration", "ClearCache",
+        "ClearChargingProfile", "DataTransfer", "GetCompositeSchedule", "GetConfiguration",
+        "GetDiagnostics", "GetLocalListVersion", "RemoteStartTransaction",
+        "RemoteStopTransaction", "ReserveNow", "Reset", "SendLocalList", "SetChargingProfile",
+        "TriggerMessage", "UnlockConnector", "UpdateFirmware", "CertificateSigned",
+        "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds", "GetLog",
+        "InstallCertificate", "SignedUpdateFirmware"}),
+    "2.0.1": frozenset({
+        "CancelReservation", "CertificateSigned", "ChangeAvailability", "ClearCache",
+        "ClearChargingProfile", "ClearDisplayMessage", "ClearVariableMonitoring", "CostUpdated",
+        "CustomerInformation", "DataTransfer", "DeleteCertificate", "GetBaseReport",
+        "GetChargingProfiles", "GetCompositeSchedule", "GetDisplayMessages",
+        "GetInstalledCertificateIds", "GetLocalListVersion", "GetLog", "GetMonitoringReport",
+        "GetReport", "GetTransactionStatus", "GetVariables", "InstallCertificate",
+        "PublishFirmware", "RequestStartTransaction", "RequestStopTransaction", "ReserveNow",
+        "Reset", "SendLocalList", "SetChargingProfile", "SetDisplayMessage",
+        "SetMonitoringBase", "SetMonitoringLevel", "SetNetworkProfile", "SetVariableMonitoring",
+        "SetVariables", "TriggerMessage", "UnlockConnector", "UnpublishFirmware",
+        "UpdateFirmware"}),
+}
+
 # fastjsonschema's failed rule -> the kind of violation (a field of ErrorCodes). A bound
 # that is the range of the OCPP type itself (INT_MIN..INT_MAX, NUMBER_LIMIT) is a type
 # violation; a bound the specification sets (ids start at 1) is a property violation.

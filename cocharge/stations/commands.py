@@ -115,9 +115,18 @@ class TxLimit:
     limit_a: float
 
 
+@dataclass(frozen=True)
+class RawCall:
+    """Any call of the station's OCPP version, as its JSON payload (camelCase): validated
+    against the version's schema before it leaves (`cocharge remote call`)."""
+
+    action: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
-           | CancelReservation | ShareLock | TxLimit)
+           | CancelReservation | ShareLock | TxLimit | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -133,6 +142,7 @@ COMMANDS: dict[str, type] = {
     "data-transfer": DataTransfer,
     "cancel-reservation": CancelReservation,
     "share-lock": ShareLock,
+    "call": RawCall,
 }
 
 
@@ -168,6 +178,9 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
     if "keys" in args:
         args = {**args, "keys": tuple(args["keys"])}
+    if command_class is RawCall and (not isinstance(args.get("action"), str)
+                                     or not isinstance(args.get("payload", {}), dict)):
+        raise CommandRejected("call needs an action name and a JSON object as its payload")
     try:
         command: Command = command_class(**args)
     except TypeError as exc:

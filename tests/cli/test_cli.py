@@ -118,3 +118,12 @@ async def test_remote_commands_reach_a_station_through_the_server(served):
         assert done[0]["status"] == "completed" and done[0]["stop_reason"] == "Remote"
     finally:
         await close_wallbox(box, reader)
+
+
+def test_remote_call_payload_must_be_a_json_object(tmp_path):
+    db = tmp_path / "never.db"
+    for payload in ("{nope", "[1]"):
+        result = cocharge("remote", "call", "CP1", "Reset", payload, db=str(db))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "PAYLOAD" in result.stderr
+    assert not db.exists()

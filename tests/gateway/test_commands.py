@@ -115,3 +115,14 @@ async def test_station_that_never_answers_times_out(node):
     await raw_station(node, "MUTE")  # boots, then never answers a call
     answer = await ask(node, "MUTE", "clear-cache")
     assert not answer["ok"] and answer["error"] == "timeout"
+
+
+async def test_remote_call_sends_any_call_of_the_version_checked_first(node, wallbox):
+    """`cocharge remote call`: the escape hatch for what no command covers."""
+    answer = await ask(node, "WB1", "call", action="TriggerMessage",
+                       payload={"requestedMessage": "Heartbeat"})
+    assert answer["ok"] and answer["status"] == "Accepted", answer
+    bad = await ask(node, "WB1", "call", action="Reset", payload={"type": "Sideways"})
+    assert bad["ok"] is False and bad["error"] == "bad_request" and "schema" in bad["message"]
+    wrong_way = await ask(node, "WB1", "call", action="Heartbeat", payload={})
+    assert wrong_way["ok"] is False and "has no call 'Heartbeat'" in wrong_way["message"]
