@@ -225,6 +225,20 @@ def station_list(db: str | None, as_json: bool) -> None:
                    "connect as them (`cocharge station update ID --password ...`)", err=True)
 
 
+@station.command("variables")
+@click.argument("station_id")
+@click.option("--component", help="Only this component (e.g. OCPPCommCtrlr, EVSE).")
+@db_option
+@json_option
+def station_variables(station_id: str, component: str | None, db: str | None,
+                      as_json: bool) -> None:
+    """A 2.0.1 station's device model, as its last reports told it
+    (`cocharge remote get-base-report ID` asks for a fresh one)."""
+    rows = with_store(db, lambda e: registry.list_station_variables(e, station_id, component))
+    emit(rows, as_json, ["component", "evse", "connector", "variable", "type", "value",
+                         "mutability", "unit"])
+
+
 @station.command("events")
 @click.argument("station_id")
 @click.option("--kind", help="Only this kind (auth_lockout, takeover_refused, security, "
@@ -477,6 +491,16 @@ def remote_raw_call(station_id: str, action: str, payload: str, db: str | None, 
     if not isinstance(body, dict):
         fail("PAYLOAD must be a JSON object, e.g. '{}'")
     remote_call(db, station_id, "call", {"action": action, "payload": body}, True, expires)
+
+
+@_remote("get-base-report", "2.0.1: the station reports its device model; stored as its "
+         "inventory (`cocharge station variables ID`).")
+@click.option("--report-base", default="FullInventory", show_default=True,
+              type=click.Choice(["FullInventory", "ConfigurationInventory", "SummaryInventory"]))
+def remote_get_base_report(station_id: str, report_base: str, db: str | None, as_json: bool,
+                           expires: float | None) -> None:
+    remote_call(db, station_id, "get-base-report", {"report_base": report_base}, as_json,
+                expires)
 
 
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")

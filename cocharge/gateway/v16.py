@@ -207,4 +207,7 @@ class V16Connection(StationConnection):
                     "charging_schedule": {"charging_rate_unit": "A", "charging_schedule_period": [
                         {"start_period": 0, "limit": limit_a},
                         {"start_period": offset_s, "limit": 0}]}})
+            case cmd.GetBaseReport():
+                raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
+                                          "configuration with `remote config-get`")
         raise cmd.CommandRejected(f"unsupported command {command!r}")

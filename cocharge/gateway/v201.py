@@ -40,6 +40,7 @@ TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotifica
             "StatusNotification", "TransactionEvent", "SignCombinedCertificate",
             "PublishFirmwareStatusNotification"}
 _remote_start_ids = itertools.count(int(time.time()) % 1_000_000)
+_report_ids = itertools.count(int(time.time()) % 1_000_000)
 
 
 def id_token_info(status: AuthStatus) -> dict[str, str]:
@@ -156,10 +157,10 @@ class V201Connection(StationConnection):
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
                                report_data: list[dict[str, Any]] | None = None,
                                tbc: bool | None = None, **_: Any) -> call_result.NotifyReport:
+        stored = await self.service.device_model(self.id, request_id, report_data or [])
         await self.service.notice(StationNotice(
             self.id, "report", parse_time(generated_at),
-            {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc),
-             "report_data": report_data or []}))
+            {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "attributes": stored}))
         return call_result.NotifyReport()
 
     @handles(Action.log_status_notification)
@@ -215,6 +216,8 @@ class V201Connection(StationConnection):
                     evse={"id": connector_id} if connector_id else None)
             case cmd.Reset(hard=hard):
                 return call.Reset(type="Immediate" if hard else "OnIdle")
+            case cmd.GetBaseReport(report_base=report_base):
+                return call.GetBaseReport(request_id=next(_report_ids), report_base=report_base)
             case cmd.TriggerMessage(message=message, connector_id=connector_id):
                 if message not in TRIGGERS:
                     raise cmd.CommandRejected(

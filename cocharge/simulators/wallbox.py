@@ -771,6 +771,48 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     def on_clear_cache(self, **_: Any) -> result201.ClearCache:
         return result201.ClearCache(status="Accepted")
 
+    @on("GetBaseReport")
+    def on_get_base_report(self, request_id: int, report_base: str,
+                           **_: Any) -> result201.GetBaseReport:
+        self._spawn(self._notify_report(request_id, report_base))
+        return result201.GetBaseReport(status="Accepted")
+
+    def device_model(self, report_base: str) -> list[dict[str, Any]]:
+        """The sim's components and variables, as NotifyReport reports them."""
+        items = []
+        for key, value in sorted(self.settings.items()):
+            component, variable = key.split(".", 1)
+            items.append({"component": {"name": component}, "variable": {"name": variable},
+                          "variable_attribute": [{"type": "Actual", "value": value,
+                                                  "mutability": "ReadWrite"}],
+                          "variable_characteristics": {"data_type": "integer",
+                                                       "supports_monitoring": False}})
+        if report_base == "ConfigurationInventory":
+            return items
+        items.append({"component": {"name": "ChargingStation"}, "variable": {"name": "Model"},
+                      "variable_attribute": [{"type": "Actual", "value": self.config.model,
+                                              "mutability": "ReadOnly"}],
+                      "variable_characteristics": {"data_type": "string",
+                                                   "supports_monitoring": False}})
+        max_w = str(round(self.config.max_current_a * 230 * 3))
+        for evse_id in range(1, self.config.connectors + 1):
+            items.append({"component": {"name": "EVSE", "evse": {"id": evse_id}},
+                          "variable": {"name": "Power"},
+                          "variable_attribute": [{"type": "MaxSet", "value": max_w,
+                                                  "mutability": "ReadOnly"}],
+                          "variable_characteristics": {"unit": "W", "data_type": "decimal",
+                                                       "supports_monitoring": True}})
+        return items
+
+    async def _notify_report(self, request_id: int, report_base: str) -> None:
+        await asyncio.sleep(0.05)  # after our answer to GetBaseReport
+        items = self.device_model(report_base)
+        parts = [items[: len(items) // 2], items[len(items) // 2:]]
+        for seq_no, part in enumerate(parts):
+            await self.send(call201.NotifyReport(
+                request_id=request_id, generated_at=self.clock.iso(), seq_no=seq_no,
+                report_data=part, tbc=seq_no < len(parts) - 1))
+
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None,
                          **_: Any) -> result201.DataTransfer:

@@ -116,6 +116,14 @@ class TxLimit:
 
 
 @dataclass(frozen=True)
+class GetBaseReport:
+    """2.0.1: the station reports its device model (NotifyReport parts, stored as its
+    inventory: `cocharge station variables`)."""
+
+    report_base: str = "FullInventory"  # | ConfigurationInventory | SummaryInventory
+
+
+@dataclass(frozen=True)
 class RawCall:
     """Any call of the station's OCPP version, as its JSON payload (camelCase): validated
     against the version's schema before it leaves (`cocharge remote call`)."""
@@ -126,7 +134,7 @@ class RawCall:
 
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
-           | CancelReservation | ShareLock | TxLimit | RawCall)
+           | CancelReservation | ShareLock | TxLimit | GetBaseReport | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -142,6 +150,7 @@ COMMANDS: dict[str, type] = {
     "data-transfer": DataTransfer,
     "cancel-reservation": CancelReservation,
     "share-lock": ShareLock,
+    "get-base-report": GetBaseReport,
     "call": RawCall,
 }
 

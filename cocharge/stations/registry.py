@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.stations.passwords import hash_password
 from cocharge.store.db import utcnow
-from cocharge.store.schema import connector_status, members, sessions, station_events, stations
+from cocharge.store.schema import (
+    connector_status,
+    members,
+    sessions,
+    station_events,
+    station_variables,
+    stations,
+)
 
 
 class RegistryError(ValueError):
@@ -143,6 +150,30 @@ async def list_station_events(engine: AsyncEngine, station_id: str, kind: str | 
                 stations.c.id == station_id))).first() is None:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
     return [{"at": _iso(r.ts), "kind": r.kind, "details": json.loads(r.payload)} for r in rows]
+
+
+async def list_station_variables(engine: AsyncEngine, station_id: str,
+                                 component: str | None = None) -> list[dict[str, Any]]:
+    """A 2.0.1 station's device model as last reported, by component and variable."""
+    query = select(station_variables).where(station_variables.c.station_id == station_id)
+    if component is not None:
+        query = query.where(station_variables.c.component == component)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(
+            station_variables.c.component, station_variables.c.evse_id,
+            station_variables.c.connector_id, station_variables.c.component_instance,
+            station_variables.c.variable, station_variables.c.variable_instance,
+            station_variables.c.attribute_type))).all()
+        if not rows and (await conn.execute(select(stations.c.id).where(
+                stations.c.id == station_id))).first() is None:
+            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+    return [{"component": r.component + (f"[{r.component_instance}]" if r.component_instance
+                                         else ""),
+             "evse": r.evse_id or None, "connector": r.connector_id or None,
+             "variable": r.variable + (f"[{r.variable_instance}]" if r.variable_instance else ""),
+             "type": r.attribute_type, "value": r.value, "mutability": r.mutability,
+             "data_type": r.data_type, "unit": r.unit, "updated_at": _iso(r.updated_at)}
+            for r in rows]
 
 
 async def remove_station(engine: AsyncEngine, station_id: str) -> None:

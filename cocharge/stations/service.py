@@ -52,6 +52,7 @@ from cocharge.store.schema import (
     meter_samples,
     sessions,
     station_events,
+    station_variables,
     stations,
     tx_events,
 )
@@ -134,6 +135,11 @@ class StationService:
         self._status_stmt = upsert(engine, connector_status, ["station_id", "connector_id"],
                                    ["status", "error_code", "updated_at"])
         self._mark_stmt = insert_ignore(engine, tx_events)
+        self._variable_stmt = upsert(
+            engine, station_variables,
+            ["station_id", "component", "component_instance", "evse_id", "connector_id",
+             "variable", "variable_instance", "attribute_type"],
+            ["value", "mutability", "data_type", "unit", "request_id", "updated_at"])
         self._open: dict[tuple[str, str], OpenSession] = {}
         self._seqs: Coalescer[tuple[str, str], set[int]] = Coalescer(self._fetch_seqs)
         self._last_seen: dict[str, datetime] = {}
@@ -353,6 +359,32 @@ class StationService:
             check_rows(stations, [{"firmware_status": firmware["firmware_status"]}])
             rows.append((_FIRMWARE_STATUS, [firmware]))
         await self.journal.write(rows)
+
+    async def device_model(self, station_id: str, request_id: int,
+                           report_data: list[dict[str, Any]]) -> int:
+        """A NotifyReport part: its components and variables become the station's inventory
+        (`cocharge station variables`). Returns how many attribute rows it held."""
+        now = utcnow()
+        rows = []
+        for item in report_data:
+            component, variable = item.get("component", {}), item.get("variable", {})
+            evse = component.get("evse") or {}
+            traits = item.get("variable_characteristics") or {}
+            for attribute in item.get("variable_attribute", []):
+                rows.append({
+                    "station_id": station_id, "component": component.get("name"),
+                    "component_instance": component.get("instance") or "",
+                    "evse_id": evse.get("id") or 0, "connector_id": evse.get("connector_id") or 0,
+                    "variable": variable.get("name"),
+                    "variable_instance": variable.get("instance") or "",
+                    "attribute_type": attribute.get("type") or "Actual",
+                    "value": attribute.get("value"), "mutability": attribute.get("mutability"),
+                    "data_type": traits.get("data_type"), "unit": traits.get("unit"),
+                    "request_id": request_id, "updated_at": now})
+        check_rows(station_variables, rows)
+        if rows:
+            await self.journal.write([(self._variable_stmt, rows)])
+        return len(rows)
 
     async def reservation_ended(self, station_id: str, reservation_id: int, status: str) -> None:
         """The charger ended a reservation of ours (2.0.1 ReservationStatusUpdate: Expired or

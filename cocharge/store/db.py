@@ -156,6 +156,11 @@ async def _v5_mqtt(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v6_device_model(conn: AsyncConnection) -> None:
+    """2.0.1 device model inventory from NotifyReport (issue 14)."""
+    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -163,6 +168,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (3, _v3_settlement),
     (4, _v4_rewards),
     (5, _v5_mqtt),
+    (6, _v6_device_model),
 ]
 
 

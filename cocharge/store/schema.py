@@ -172,6 +172,27 @@ station_events = Table(
 )
 Index("ix_station_events_station", station_events.c.station_id, station_events.c.ts)
 
+# A 2.0.1 station's device model as its NotifyReports told it (GetBaseReport / GetReport):
+# one row per component, variable and attribute type; "" and 0 stand for "none".
+station_variables = Table(
+    "station_variables",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("component", String(50), primary_key=True),
+    Column("component_instance", String(50), primary_key=True, default=""),
+    Column("evse_id", Integer, primary_key=True, default=0),
+    Column("connector_id", Integer, primary_key=True, default=0),
+    Column("variable", String(50), primary_key=True),
+    Column("variable_instance", String(50), primary_key=True, default=""),
+    Column("attribute_type", String(16), primary_key=True, default="Actual"),
+    Column("value", String(2500)),
+    Column("mutability", String(16)),
+    Column("data_type", String(16)),
+    Column("unit", String(16)),
+    Column("request_id", Integer),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 # Running gateway processes and their operator channel (see docs/operations.md).
 nodes = Table(
     "nodes",

@@ -126,3 +126,48 @@ async def test_remote_call_sends_any_call_of_the_version_checked_first(node, wal
     assert bad["ok"] is False and bad["error"] == "bad_request" and "schema" in bad["message"]
     wrong_way = await ask(node, "WB1", "call", action="Heartbeat", payload={})
     assert wrong_way["ok"] is False and "has no call 'Heartbeat'" in wrong_way["message"]
+
+
+async def test_device_model_report_is_stored_as_the_station_inventory(node):
+    """2.0.1 GetBaseReport: the NotifyReport parts become `cocharge station variables`."""
+    await register(node, "DM1")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="DM1",
+                                               protocol="2.0.1", connectors=2, speed=300))
+    try:
+        answer = await ask(node, "DM1", "get-base-report", report_base="FullInventory")
+        assert answer["ok"] and answer["status"] == "Accepted", answer
+        for _ in range(100):
+            rows = await registry.list_station_variables(node.engine, "DM1")
+            if len(rows) == 5:
+                break
+            await asyncio.sleep(0.05)
+        by_key = {(r["component"], r["evse"], r["variable"]): r for r in rows}
+        assert by_key[("OCPPCommCtrlr", None, "HeartbeatInterval")]["value"] == "300"
+        assert by_key[("ChargingStation", None, "Model")]["mutability"] == "ReadOnly"
+        assert by_key[("EVSE", 2, "Power")]["value"] == str(round(16 * 230 * 3))
+        assert by_key[("EVSE", 2, "Power")]["unit"] == "W"
+        evse_only = await registry.list_station_variables(node.engine, "DM1", "EVSE")
+        assert [r["evse"] for r in evse_only] == [1, 2]
+        # A new value replaces the old one, not a second row.
+        box.settings["OCPPCommCtrlr.HeartbeatInterval"] = "120"
+        assert (await ask(node, "DM1", "get-base-report",
+                          report_base="ConfigurationInventory"))["ok"]
+        for _ in range(100):
+            rows = await registry.list_station_variables(node.engine, "DM1", "OCPPCommCtrlr")
+            if rows[0]["value"] == "120":
+                break
+            await asyncio.sleep(0.05)
+        assert [r["value"] for r in rows if r["variable"] == "HeartbeatInterval"] == ["120"]
+    finally:
+        await close_wallbox(box, reader)
+
+
+async def test_base_report_is_refused_for_16(node):
+    await register(node, "OLD16")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="OLD16",
+                                               protocol="1.6", speed=300))
+    try:
+        answer = await ask(node, "OLD16", "get-base-report")
+        assert answer["ok"] is False and "config-get" in answer["message"]
+    finally:
+        await close_wallbox(box, reader)
