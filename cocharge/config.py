@@ -82,6 +82,12 @@ class GatewaySettings:
     allow_takeover: bool = False
     takeover_ping_s: float = 5.0
 
+    # --- local authorization lists (cocharge/stations/local_list.py) ---
+    # Each share-managed station's list is compared with its rules and members this often.
+    local_list_sync_s: float = 60.0
+    # A station whose rules admit more members than this gets no local list.
+    local_list_max: int = 1000
+
     # --- sharing control (SPEC §2) ---
     # How often bookings, share locks, deadlines and queued-command expiry are checked.
     control_interval_s: float = 2.0

@@ -11,6 +11,11 @@ import socket
 import subprocess
 import tempfile
 import uuid
+
+# Imported here, at a shallow stack: loaded lazily at session end (its pytest plugin does
+# that when no test imported it), CPython 3.11 can fail to compile it with "AST
+# constructor recursion depth mismatch" and the run exits non-zero after passing.
+import hypothesis  # noqa: F401
 from collections.abc import AsyncIterator
 from typing import Any
 

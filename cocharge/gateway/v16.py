@@ -207,6 +207,16 @@ class V16Connection(StationConnection):
                     "charging_schedule": {"charging_rate_unit": "A", "charging_schedule_period": [
                         {"start_period": 0, "limit": limit_a},
                         {"start_period": offset_s, "limit": 0}]}})
+            case cmd.SendLocalList(version=version, full=full, entries=entries):
+                return call.SendLocalList(
+                    list_version=version, update_type="Full" if full else "Differential",
+                    local_authorization_list=[
+                        {"id_tag": tag} if expiry is False else
+                        {"id_tag": tag, "id_tag_info": {"status": "Accepted", **(
+                            {"expiry_date": expiry} if expiry else {})}}
+                        for tag, expiry in entries.items()])
+            case cmd.GetLocalListVersion():
+                return call.GetLocalListVersion()
             case cmd.GetBaseReport():
                 raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
                                           "configuration with `remote config-get`")

@@ -41,6 +41,8 @@ TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotifica
             "PublishFirmwareStatusNotification"}
 _remote_start_ids = itertools.count(int(time.time()) % 1_000_000)
 _report_ids = itertools.count(int(time.time()) % 1_000_000)
+# Members' tags are RFID cards: local lists name them as such.
+TOKEN_TYPE = "ISO14443"
 
 
 def id_token_info(status: AuthStatus) -> dict[str, str]:
@@ -216,6 +218,17 @@ class V201Connection(StationConnection):
                     evse={"id": connector_id} if connector_id else None)
             case cmd.Reset(hard=hard):
                 return call.Reset(type="Immediate" if hard else "OnIdle")
+            case cmd.SendLocalList(version=version, full=full, entries=entries):
+                return call.SendLocalList(
+                    version_number=version, update_type="Full" if full else "Differential",
+                    local_authorization_list=[
+                        {"id_token": {"id_token": tag, "type": TOKEN_TYPE}} if expiry is False
+                        else {"id_token": {"id_token": tag, "type": TOKEN_TYPE},
+                              "id_token_info": {"status": "Accepted", **(
+                                  {"cache_expiry_date_time": expiry} if expiry else {})}}
+                        for tag, expiry in entries.items()])
+            case cmd.GetLocalListVersion():
+                return call.GetLocalListVersion()
             case cmd.GetBaseReport(report_base=report_base):
                 return call.GetBaseReport(request_id=next(_report_ids), report_base=report_base)
             case cmd.TriggerMessage(message=message, connector_id=connector_id):

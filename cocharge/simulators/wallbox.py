@@ -126,6 +126,9 @@ class WallboxMixin:
         self.outbox: list[Any] = []  # transaction messages kept while offline, sent on reconnect
         self.boots = 0  # reboots after a Reset
         self.reader: asyncio.Task[None] | None = None
+        # The local authorization list: tag -> expiry (None: none); what decides offline.
+        self.local_list: dict[str, datetime | None] = {}
+        self.local_list_version = 0
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -146,11 +149,40 @@ class WallboxMixin:
         await session.started.wait()
         return session
 
+    def apply_local_list(self, version: int, full: bool,
+                         entries: dict[str, tuple[str, str | None] | None]) -> str:
+        """SendLocalList: entries tag -> (status, expiry) or None (removed)."""
+        if not full and version <= self.local_list_version:
+            return "VersionMismatch"
+        if full:
+            self.local_list = {}
+        for tag, entry in entries.items():
+            if entry is None or entry[0] != "Accepted":
+                self.local_list.pop(tag, None)
+            else:
+                expiry = entry[1]
+                self.local_list[tag] = (datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+                                        if expiry else None)
+        self.local_list_version = version
+        return "Accepted"
+
+    def local_list_allows(self, tag: str) -> bool:
+        if tag not in self.local_list:
+            return False
+        expiry = self.local_list[tag]
+        return expiry is None or expiry > self.clock.now()
+
+    async def _authorized(self, tag: str) -> bool:
+        """Online the central system decides; offline the local list does."""
+        if not self.online:
+            return self.local_list_allows(tag)
+        return await self.authorize(tag)
+
     async def _admitted(self, session: SimSession) -> bool:
         """Authorize, then wait for the connector to be operative, free of other reservations
         and its bay open, as the central system decides."""
         hw = self.hw[session.connector_id]
-        if not await self.authorize(session.tag):
+        if not await self._authorized(session.tag):
             session.refused = "authorization refused"
             return False
         deadline = time.monotonic() + self.config.bay_wait_s
@@ -542,6 +574,20 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         self.settings[key] = value
         return result16.ChangeConfiguration(status="Accepted")
 
+    @on("SendLocalList")
+    def on_send_local_list(self, list_version: int, update_type: str,
+                           local_authorization_list: list[dict[str, Any]] | None = None,
+                           **_: Any) -> result16.SendLocalList:
+        entries = {e["id_tag"]: ((e["id_tag_info"]["status"], e["id_tag_info"].get("expiry_date"))
+                                 if e.get("id_tag_info") else None)
+                   for e in local_authorization_list or []}
+        return result16.SendLocalList(status=self.apply_local_list(
+            list_version, update_type == "Full", entries))
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self) -> result16.GetLocalListVersion:
+        return result16.GetLocalListVersion(list_version=self.local_list_version)
+
     @on("ClearCache")
     def on_clear_cache(self) -> result16.ClearCache:
         return result16.ClearCache(status="Accepted")
@@ -770,6 +816,20 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("ClearCache")
     def on_clear_cache(self, **_: Any) -> result201.ClearCache:
         return result201.ClearCache(status="Accepted")
+
+    @on("SendLocalList")
+    def on_send_local_list(self, version_number: int, update_type: str,
+                           local_authorization_list: list[dict[str, Any]] | None = None,
+                           **_: Any) -> result201.SendLocalList:
+        entries = {e["id_token"]["id_token"]: (
+            (e["id_token_info"]["status"], e["id_token_info"].get("cache_expiry_date_time"))
+            if e.get("id_token_info") else None) for e in local_authorization_list or []}
+        return result201.SendLocalList(status=self.apply_local_list(
+            version_number, update_type == "Full", entries))
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self, **_: Any) -> result201.GetLocalListVersion:
+        return result201.GetLocalListVersion(version_number=self.local_list_version)
 
     @on("GetBaseReport")
     def on_get_base_report(self, request_id: int, report_base: str,

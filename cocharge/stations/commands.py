@@ -116,6 +116,21 @@ class TxLimit:
 
 
 @dataclass(frozen=True)
+class SendLocalList:
+    """The station's local authorization list (kept by the controller, local_list.py):
+    entries tag -> expiry (ISO) | None (no expiry) | False (remove, differential only)."""
+
+    version: int
+    full: bool
+    entries: dict[str, str | None | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GetLocalListVersion:
+    pass
+
+
+@dataclass(frozen=True)
 class GetBaseReport:
     """2.0.1: the station reports its device model (NotifyReport parts, stored as its
     inventory: `cocharge station variables`)."""
@@ -134,7 +149,8 @@ class RawCall:
 
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
-           | CancelReservation | ShareLock | TxLimit | GetBaseReport | RawCall)
+           | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
+           | GetLocalListVersion | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -151,6 +167,7 @@ COMMANDS: dict[str, type] = {
     "cancel-reservation": CancelReservation,
     "share-lock": ShareLock,
     "get-base-report": GetBaseReport,
+    "get-local-list-version": GetLocalListVersion,
     "call": RawCall,
 }
 

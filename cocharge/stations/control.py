@@ -34,7 +34,7 @@ from cocharge.settlement.overstay import idle_fee
 from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
-from cocharge.stations import policy, sharing
+from cocharge.stations import local_list, policy, sharing
 from cocharge.stations.directory import Coalescer
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import (
@@ -50,6 +50,7 @@ from cocharge.store.journal import Journal
 from cocharge.store.schema import (
     bookings,
     connector_status,
+    local_lists,
     members,
     pending_commands,
     sessions,
@@ -116,6 +117,8 @@ class SharingController:
         self._reserve_tried: dict[int, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._managed: set[str] = set()  # stations with sharing rules or live bookings
+        self._list_synced: dict[str, datetime] = {}  # station -> when its local list was checked
+        self._no_local_list: set[str] = set()  # stations that answered NotSupported
         self._adoptions: Coalescer[str, bool] = Coalescer(self._adopt)
         self._queued: Coalescer[str, list[Any]] = Coalescer(self._queued_commands)
         # The gateway's journal, for what the controller writes while a charger waits.
@@ -258,6 +261,7 @@ class SharingController:
         for station_id in {s for s, _ in self.rules} | set(self._booking_station.values()):
             if station_id not in self._busy and self.link(station_id) is not None:
                 self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
+        self._local_lists_due(now)
 
     def _station_bookings(self, station_id: str) -> list[Booking]:
         return self._by_station.get(station_id, [])
@@ -346,8 +350,49 @@ class SharingController:
         for connector_id in range(1, self._connectors.get(station_id, 1) + 1):
             self._applied.pop((station_id, connector_id), None)
 
+    async def _sync_local_list(self, station_id: str) -> None:
+        """Bring the station's local authorization list in step with its rules and members."""
+        now = utcnow()
+        self._list_synced[station_id] = now
+        link = self.link(station_id)
+        rules = [r for (s, _), r in self.rules.items() if s == station_id]
+        if link is None or not rules:
+            return
+        async with self.engine.connect() as conn:
+            want = await local_list.desired(conn, rules, now, self.settings.local_list_max)
+            update = await local_list.update_for(conn, station_id, want) if want is not None else None
+        if update is None:
+            return
+        try:
+            result = await link.command(cmd.SendLocalList(update.version, update.full,
+                                                          update.entries))
+        except cmd.CommandFailed as exc:
+            log.warning("station %s: local list version %d not sent: %s", station_id,
+                        update.version, exc)
+            return
+        log.info("station %s: local list version %d (%s, %d entries): %s", station_id,
+                 update.version, "full" if update.full else "differential",
+                 len(update.entries), result.status)
+        if result.status == "NotSupported":
+            self._no_local_list.add(station_id)
+        async with self._tx() as conn:
+            await conn.execute(upsert(conn, local_lists, ["station_id"],
+                                      ["version", "entries", "status", "updated_at"]),
+                               [local_list.stored(station_id, update, result.status, now,
+                                                  result.accepted)])
+
+    def _local_lists_due(self, now: datetime) -> None:
+        every = timedelta(seconds=self.settings.local_list_sync_s)
+        for station_id in {s for s, _ in self.rules}:
+            synced = self._list_synced.get(station_id)
+            if ((synced is None or now - synced >= every) and station_id not in self._no_local_list
+                    and self.link(station_id) is not None):
+                self._list_synced[station_id] = now
+                self._spawn(self._sync_local_list(station_id), f"local list {station_id}")
+
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""
+        self._list_synced.pop(station_id, None)  # its local list is checked at the next tick
         self.forget(station_id)
         self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
         if station_id in self._managed:

@@ -161,6 +161,11 @@ async def _v6_device_model(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
 
 
+async def _v7_local_lists(conn: AsyncConnection) -> None:
+    """Local authorization lists kept in step with the sharing rules (issue 14)."""
+    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -169,6 +174,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (4, _v4_rewards),
     (5, _v5_mqtt),
     (6, _v6_device_model),
+    (7, _v7_local_lists),
 ]
 
 

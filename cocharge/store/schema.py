@@ -193,6 +193,18 @@ station_variables = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# The local authorization list each station holds, as it last accepted it (SendLocalList):
+# its version and entries (JSON {tag: expiry ISO or null}); entries NULL = send a full list.
+local_lists = Table(
+    "local_lists",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("entries", Text),
+    Column("status", String(32), nullable=False),  # Accepted | Failed | VersionMismatch | ...
+    Column("updated_at", DateTime, nullable=False),
+)
+
 # Running gateway processes and their operator channel (see docs/operations.md).
 nodes = Table(
     "nodes",

@@ -1,0 +1,102 @@
+"""Local authorization lists that follow the owners' sharing rules.
+
+A shared wallbox that loses its network decides alone who may charge. So each share-managed
+station holds a local list (OCPP SendLocalList) of the members its rules admit at some time:
+the owner's tags, the allowed tags and groups (every active member when the rules name
+none), vehicle models and minimum credit as the rules say; blocked and expired members are
+absent, and an entry expires with the member. Opening hours and bookings cannot be said in
+a local list: offline, the station admits a listed member at any hour.
+
+The controller (`control.py`) keeps each connected station's list in step: a full list the
+first time (or after the station refused an update), then differential updates, each with
+the next version number; what the station accepted is recorded in `local_lists`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cocharge.settlement import loyalty
+from cocharge.stations import policy, sharing
+from cocharge.stations.policy import SharingRules
+from cocharge.store.schema import local_lists, members
+
+Entries = dict[str, str | None]  # tag -> expiry (ISO 8601, UTC) or None (no expiry)
+
+
+@dataclass(frozen=True)
+class ListUpdate:
+    """What to send: the version, full or differential, and the entries (None = remove)."""
+
+    version: int
+    full: bool
+    entries: dict[str, str | None | bool]  # tag -> expiry | None (no expiry) | False (remove)
+    desired: Entries
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.replace(microsecond=0).isoformat() + "Z" if value is not None else None
+
+
+def _admits(rules: SharingRules, member: policy.Member) -> bool:
+    """May this member charge here at some time (hours and bookings aside)?"""
+    if member.tag in rules.owner_tags:
+        return True
+    if ((rules.allowed_tags or rules.allowed_groups) and member.tag not in rules.allowed_tags
+            and not (member.groups & rules.allowed_groups)):
+        return False
+    if rules.allowed_models and (member.vehicle_model or "") not in rules.allowed_models:
+        return False
+    return not (rules.min_credit and member.credit is not None
+                and member.credit < rules.min_credit)
+
+
+async def desired(conn: AsyncConnection, rules: list[SharingRules], now: datetime,
+                  limit: int) -> Entries | None:
+    """The list a station with these connector rules should hold; None when it is not
+    share-managed or the list would be longer than `limit` (not managed then)."""
+    if not rules:
+        return None
+    rows = (await conn.execute(select(members).where(members.c.status == "active"))).all()
+    entries: Entries = {}
+    needs_credit = any(r.min_credit for r in rules)
+    for row in rows:
+        if row.expires_at is not None and row.expires_at <= now:
+            continue
+        member = sharing.member_of(row)
+        if needs_credit:
+            member = replace(member, credit=await loyalty.credit_score(conn, row.tag))
+        if any(_admits(r, member) for r in rules):
+            entries[row.tag] = _iso(row.expires_at)
+            if len(entries) > limit:
+                return None
+    return entries
+
+
+async def update_for(conn: AsyncConnection, station_id: str, want: Entries) -> ListUpdate | None:
+    """What to send to bring the station's list to `want`; None when it holds it already."""
+    row = (await conn.execute(select(local_lists).where(
+        local_lists.c.station_id == station_id))).first()
+    if row is None or row.entries is None:
+        return ListUpdate((row.version if row else 0) + 1, True, dict(want), want)
+    have: Entries = json.loads(row.entries)
+    if have == want:
+        return None
+    changes: dict[str, str | None | bool] = {
+        tag: expiry for tag, expiry in want.items() if tag not in have or have[tag] != expiry}
+    changes.update({tag: False for tag in have if tag not in want})
+    return ListUpdate(row.version + 1, False, changes, want)
+
+
+def stored(station_id: str, update: ListUpdate, status: str, now: datetime,
+           accepted: bool) -> dict[str, Any]:
+    """The `local_lists` row after the station answered `status` to `update`."""
+    return {"station_id": station_id, "version": update.version, "status": status,
+            "entries": json.dumps(update.desired, sort_keys=True) if accepted else None,
+            "updated_at": now}

@@ -1,0 +1,121 @@
+"""Local authorization lists follow the sharing rules: a wallbox cut off from the network
+admits the neighbours its owner shares with, and nobody else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cocharge.gateway.app import Node, running_node
+from cocharge.gateway.operator import send_request
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry, sharing
+from cocharge.store.db import utcnow
+from cocharge.store.schema import local_lists, sessions
+from tests.conftest import register, settings
+from tests.conftest import ws_url
+from tests.stations.test_sharing_control import until
+
+PROTOCOLS = ["1.6", "2.0.1"]
+
+
+@contextlib.asynccontextmanager
+async def wallbox(node: Node, protocol: str) -> AsyncIterator[Any]:
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="HOME",
+                                               protocol=protocol, bay_wait_s=2.0, speed=300,
+                                               meter_interval_s=0.1))
+    try:
+        yield box
+    finally:
+        await close_wallbox(box, reader)
+
+
+@pytest.fixture
+async def node(sqlite_url: str) -> AsyncIterator[Node]:
+    async with running_node(sqlite_url, settings(control_interval_s=0.2,
+                                                 local_list_sync_s=0.3)) as running:
+        yield running
+
+
+async def shared_wallbox(node: Node, protocol: str) -> None:
+    await register(node, "HOME", tags=("OWNER", "NEIGHBOUR", "STRANGER", "GONE"),
+                   max_power_kw=11)
+    later = utcnow().replace(microsecond=0) + timedelta(days=30)
+    await registry.add_member(node.engine, "Lease ends", "LEASE", None, expires_at=later)
+    await sharing.set_rules(node.engine, "HOME", 0, {
+        "owner_tags": frozenset({"OWNER"}),
+        "allowed_tags": frozenset({"NEIGHBOUR", "GONE", "LEASE"})})
+    await registry.block_member(node.engine, "GONE")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_list_holds_who_the_rules_admit_and_follows_changes(node, protocol):
+    await shared_wallbox(node, protocol)
+    async with wallbox(node, protocol) as box:
+        await until(lambda: box.local_list_version == 1)
+        assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "LEASE"}  # GONE is blocked
+        assert box.local_list["OWNER"] is None and box.local_list["LEASE"] is not None
+        assert box.local_list_allows("NEIGHBOUR") and not box.local_list_allows("STRANGER")
+        # The owner shares with one more neighbour: a differential update, version 2.
+        await sharing.set_rules(node.engine, "HOME", 0, {
+            "allowed_tags": frozenset({"NEIGHBOUR", "GONE", "LEASE", "STRANGER"})})
+        await until(lambda: box.local_list_version == 2)
+        assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "LEASE", "STRANGER"}
+        # A member is blocked: gone from the list, version 3.
+        await registry.block_member(node.engine, "NEIGHBOUR")
+        await until(lambda: box.local_list_version == 3)
+        assert set(box.local_list) == {"OWNER", "LEASE", "STRANGER"}
+        async with node.engine.connect() as conn:
+            row = (await conn.execute(select(local_lists))).one()
+        assert (row.station_id, row.version, row.status) == ("HOME", 3, "Accepted")
+        answer = await send_request(node.engine, {"command": "get-local-list-version",
+                                                  "station": "HOME", "args": {}})
+        assert answer["ok"] and 3 in answer["response"].values()
+
+
+async def test_a_station_that_lost_its_list_gets_a_full_one(node):
+    await shared_wallbox(node, "2.0.1")
+    async with wallbox(node, "2.0.1") as box:
+        await until(lambda: box.local_list_version == 1)
+        # The charger was replaced (or reset to factory settings): version 0, empty list. Its
+        # next differential update is refused as a version mismatch; a full list follows.
+        box.local_list, box.local_list_version = {}, 5
+        await sharing.set_rules(node.engine, "HOME", 0, {
+            "allowed_tags": frozenset({"NEIGHBOUR", "STRANGER"})})
+        await until(lambda: "STRANGER" in box.local_list, 15)
+        assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "STRANGER"}
+        async with node.engine.connect() as conn:
+            row = (await conn.execute(select(local_lists))).one()
+        assert (row.version, row.status) == (box.local_list_version, "Accepted")
+        assert box.local_list_version == 3  # 2 was refused (VersionMismatch), 3 went in full
+
+
+async def test_cut_off_from_the_network_the_wallbox_admits_the_neighbour_only(node):
+    await shared_wallbox(node, "2.0.1")
+    async with wallbox(node, "2.0.1") as box:
+        await until(lambda: box.local_list_version == 1)
+        await box.drop_connection()
+        stranger = await box.charge(1, "STRANGER", energy_wh=500)
+        assert stranger.refused == "authorization refused"
+        neighbour = await box.charge(1, "NEIGHBOUR", energy_wh=500)
+        assert neighbour.refused is None and neighbour.tx_id is not None
+        await asyncio.wait_for(neighbour.done.wait(), 30)
+        # Back online, the offline session reaches the central system, with its energy.
+        await box.reconnect()
+
+        async def recorded() -> bool:
+            async with node.engine.connect() as conn:
+                rows = (await conn.execute(select(sessions).where(
+                    sessions.c.station_id == "HOME"))).all()
+            return len(rows) == 1 and rows[0].energy_wh is not None
+
+        await until(recorded, 15)
+        async with node.engine.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.station_id == "HOME"))).one()
+        assert row.id_tag == "NEIGHBOUR" and row.energy_wh >= 500
