@@ -503,6 +503,13 @@ def remote_get_base_report(station_id: str, report_base: str, db: str | None, as
                 expires)
 
 
+@_remote("get-local-list-version", "The version of the station's local authorization list "
+         "(the gateway keeps it in step with the sharing rules: docs/sharing.md).")
+def remote_get_local_list_version(station_id: str, db: str | None, as_json: bool,
+                                  expires: float | None) -> None:
+    remote_call(db, station_id, "get-local-list-version", {}, as_json, expires)
+
+
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")
 @click.argument("keys", nargs=-1)
 def remote_config_get(station_id: str, keys: tuple[str, ...], db: str | None, as_json: bool,

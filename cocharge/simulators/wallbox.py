@@ -161,8 +161,7 @@ class WallboxMixin:
                 self.local_list.pop(tag, None)
             else:
                 expiry = entry[1]
-                self.local_list[tag] = (datetime.fromisoformat(expiry.replace("Z", "+00:00"))
-                                        if expiry else None)
+                self.local_list[tag] = datetime.fromisoformat(expiry) if expiry else None
         self.local_list_version = version
         return "Accepted"
 

@@ -14,6 +14,7 @@ from cocharge.stations.passwords import hash_password
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     connector_status,
+    local_lists,
     members,
     sessions,
     station_events,
@@ -101,7 +102,14 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
         status_rows = (await conn.execute(
             select(connector_status).where(connector_status.c.station_id == station_id)
             .order_by(connector_status.c.connector_id))).all()
-    return _station_view(row, list(status_rows))
+        held = (await conn.execute(select(local_lists).where(
+            local_lists.c.station_id == station_id))).first()
+    shown = _station_view(row, list(status_rows))
+    # The local authorization list the station accepted last (docs/sharing.md).
+    shown["local_list"] = None if held is None else {
+        "version": held.version, "status": held.status, "updated_at": _iso(held.updated_at),
+        "tags": sorted(json.loads(held.entries)) if held.entries else None}
+    return shown
 
 
 async def update_station(engine: AsyncEngine, station_id: str, owner: str | None = None,

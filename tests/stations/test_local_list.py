@@ -18,8 +18,7 @@ from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
 from cocharge.store.schema import local_lists, sessions
-from tests.conftest import register, settings
-from tests.conftest import ws_url
+from tests.conftest import register, settings, ws_url
 from tests.stations.test_sharing_control import until
 
 PROTOCOLS = ["1.6", "2.0.1"]
