@@ -121,16 +121,23 @@ def main(verbose: int) -> None:
               help="Refuse stations that have no password (otherwise: a warning at start).")
 @click.option("--allow-takeover", is_flag=True,
               help="Let a new connection replace a live one of a station without a password.")
+@click.option("--upload-port", default=GatewaySettings.upload_port, show_default=True,
+              type=click.IntRange(0, 65535), help="Where stations upload diagnostics and logs.")
+@click.option("--upload-url", help="The upload endpoint's address as stations reach it, e.g. "
+              "http://gw.example.com:9002 (default: the host they connected to).")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
           call_timeout: float, mqtt_url: str | None, max_handshakes: int,
-          quirks_file: str | None, require_password: bool, allow_takeover: bool) -> None:
+          quirks_file: str | None, require_password: bool, allow_takeover: bool,
+          upload_port: int, upload_url: str | None) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.quirks import QuirkError, load_quirks
     from cocharge.gateway.server import tls_context
 
+    if upload_url is not None and not upload_url.startswith(("http://", "https://")):
+        fail(f"--upload-url {upload_url!r}: give an http:// or https:// URL")
     if require_password and auto_register:
         fail("--auto-register admits unknown stations without a password: it cannot go "
              "with --require-password")
@@ -150,7 +157,8 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
                                heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
                                mqtt_url=mqtt_url, max_handshakes=max_handshakes,
                                quirks_file=quirks_file, require_password=require_password,
-                               allow_takeover=allow_takeover)
+                               allow_takeover=allow_takeover, upload_port=upload_port,
+                               upload_url=upload_url)
     tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         run_event_loop(serve_forever(db, settings, tls))
@@ -334,6 +342,41 @@ def member_block(tag: str, db: str | None) -> None:
     click.echo(f"tag {tag} blocked")
 
 
+# --- diagnostics and logs -------------------------------------------------------------------
+
+@main.group()
+def logs() -> None:
+    """Diagnostics and log files stations uploaded (`remote get-diagnostics`, `get-log`)."""
+
+
+@logs.command("list")
+@click.option("--station", "station_id")
+@db_option
+@json_option
+def logs_list(station_id: str | None, db: str | None, as_json: bool) -> None:
+    """Every request, its status, and the file when it arrived."""
+    emit(with_store(db, lambda e: registry.list_uploads(e, station_id)), as_json,
+         ["id", "station", "kind", "log_type", "status", "filename", "size", "requested_at",
+          "received_at"])
+
+
+@logs.command("save")
+@click.argument("request_id", type=int)
+@click.argument("path", type=click.Path(dir_okay=False, writable=True), required=False)
+@db_option
+def logs_save(request_id: int, path: str | None, db: str | None) -> None:
+    """Write the file of request REQUEST_ID to PATH (default: its own file name)."""
+    import os
+
+    name, content = with_store(db, lambda e: registry.upload_content(e, request_id))
+    target = path or os.path.basename(name)
+    if os.path.exists(target):
+        fail(f"{target} exists: give another PATH")
+    with open(target, "wb") as handle:
+        handle.write(content)
+    click.echo(f"{len(content)} bytes written to {target}")
+
+
 # --- sessions -------------------------------------------------------------------------------
 
 @main.group()
@@ -508,6 +551,28 @@ def remote_get_base_report(station_id: str, report_base: str, db: str | None, as
 def remote_get_local_list_version(station_id: str, db: str | None, as_json: bool,
                                   expires: float | None) -> None:
     remote_call(db, station_id, "get-local-list-version", {}, as_json, expires)
+
+
+@_remote("get-diagnostics", "1.6: the station uploads its diagnostics file to the gateway "
+         "(`cocharge logs list`).")
+@click.option("--start", help="Oldest entries wanted (ISO 8601).")
+@click.option("--stop", help="Newest entries wanted (ISO 8601).")
+def remote_get_diagnostics(station_id: str, start: str | None, stop: str | None,
+                           db: str | None, as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "get-diagnostics", {"start": start, "stop": stop}, as_json,
+                expires)
+
+
+@_remote("get-log", "The station uploads a log to the gateway: 2.0.1, or 1.6 with the "
+         "security extension (`cocharge logs list`).")
+@click.option("--type", "log_type", default="DiagnosticsLog", show_default=True,
+              type=click.Choice(["DiagnosticsLog", "SecurityLog"]))
+@click.option("--oldest", help="Oldest entries wanted (ISO 8601).")
+@click.option("--latest", help="Newest entries wanted (ISO 8601).")
+def remote_get_log(station_id: str, log_type: str, oldest: str | None, latest: str | None,
+                   db: str | None, as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "get-log", {"log_type": log_type, "oldest": oldest,
+                                            "latest": latest}, as_json, expires)
 
 
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")

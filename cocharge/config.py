@@ -82,6 +82,14 @@ class GatewaySettings:
     allow_takeover: bool = False
     takeover_ping_s: float = 5.0
 
+    # --- diagnostics and logs (cocharge/gateway/uploads.py) ---
+    # Where stations upload the files asked for; the URL they are given (default: http://
+    # the host name the station connected to, this port).
+    upload_port: int = 9002
+    upload_url: str | None = None
+    upload_max_bytes: int = 20 * 1024 * 1024
+    upload_timeout_s: float = 300.0
+
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.
     local_list_sync_s: float = 60.0

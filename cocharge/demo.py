@@ -65,7 +65,8 @@ async def run_demo(stations: int) -> None:
     started = time.monotonic()
     folder = tempfile.mkdtemp(prefix="cocharge-demo-")
     db = os.path.join(folder, "demo.db")
-    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0, control_interval_s=0.2)
+    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0, upload_port=0,
+                               control_interval_s=0.2)
     async with running_node(db, settings) as node:
         engine = node.engine
         url = f"ws://127.0.0.1:{node.gateway.port}/ocpp"

@@ -7,6 +7,7 @@ owns everything that differs between the versions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -31,6 +32,8 @@ from cocharge.stations.commands import (
     CommandFailed,
     CommandRejected,
     CommandResult,
+    GetDiagnostics,
+    GetLog,
     RawCall,
 )
 from cocharge.stations.events import Admission, MeterSample
@@ -176,6 +179,7 @@ class StationConnection:
         self._answering = 0
         self._call_lock = asyncio.Lock()
         self._answer: asyncio.Future[Answer] | None = None
+        self.upload_port = settings.upload_port  # the gateway sets the port it listens on
         # The quirks of this station's vendor and model (known from an earlier boot).
         self.quirk_book = quirks or QuirkBook()
         record = service.directory.get(station_id)
@@ -296,6 +300,8 @@ class StationConnection:
                 raise CommandRejected(f"{action} payload does not match the OCPP "
                                       f"{self.protocol} schema: {error.cause}") from None
         else:
+            if isinstance(command, GetDiagnostics | GetLog) and command.location is None:
+                command = await self._with_upload(command)
             request = self.to_call(command, tx_ref)
             action = type(request).__name__
             payload = as_camel_dict(request)
@@ -316,7 +322,33 @@ class StationConnection:
         except RpcError as error:
             raise CommandFailed("call_error", f"station {self.id} answered {action} outside "
                                 f"the schema: {error.cause}") from None
-        return self.result_of(command, answer.payload)
+        result = self.result_of(command, answer.payload)
+        if isinstance(command, GetDiagnostics | GetLog) and command.request_id is not None:
+            filename = answer.payload.get("fileName") or answer.payload.get("filename")
+            status = answer.payload.get("status") or ("Accepted" if filename else "NoFile")
+            await self.service.upload_answered(command.request_id, str(status), filename)
+            result = CommandResult(status in ("Accepted", "AcceptedCanceled"), str(status),
+                                   {**answer.payload, "requestId": command.request_id})
+        return result
+
+    def upload_base(self) -> str:
+        """Where this station can reach our upload endpoint: the setting, else the host name
+        it connected to us by."""
+        if self.settings.upload_url:
+            return self.settings.upload_url.rstrip("/")
+        request = getattr(self.websocket, "request", None)
+        host = (request.headers.get("Host", "") if request is not None else "") or "127.0.0.1"
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return f"http://{host}:{self.upload_port}"
+
+    async def _with_upload(self, command: GetDiagnostics | GetLog) -> Any:
+        """The command with a fresh upload URL (its one-time token) and request id."""
+        self.to_call(dataclasses.replace(command, location="http://check", request_id=0), None)
+        kind = "diagnostics" if isinstance(command, GetDiagnostics) else "log"
+        log_type = None if isinstance(command, GetDiagnostics) else command.log_type
+        upload_id, token = await self.service.new_upload(self.id, kind, log_type)
+        location = f"{self.upload_base()}/upload/{token}"
+        return dataclasses.replace(command, location=location, request_id=upload_id)
 
     async def _call(self, action: str, payload: dict[str, Any]) -> Answer:
         _, frame = self.rpc.call(action, payload)

@@ -35,6 +35,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
 from cocharge.gateway.guard import AuthGuard, retry_after
 from cocharge.gateway.quirks import load_quirks
+from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
 from cocharge.settlement.settle import SettlementDefaults, Settler
@@ -110,6 +111,7 @@ class Gateway:
         self.service = StationService(engine, settings)
         self.quirks = load_quirks(settings.quirks_file)
         self.guard = AuthGuard(settings)
+        self.uploads = UploadServer(engine, settings)
         self._held: dict[str, int] = {}  # address -> refused attempts held (tarpit)
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
@@ -160,6 +162,7 @@ class Gateway:
         )
         log.info("OCPP gateway listening on %s:%d (%s)", self.settings.host, self.port,
                  "TLS" if self.tls else "plain")
+        await self.uploads.start()
 
     def warn_passwordless(self) -> int:
         """Say how many registered stations anyone who knows their id could impersonate."""
@@ -180,6 +183,7 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.uploads.close()
         with contextlib.suppress(Exception):
             await self.service.release_node(self.node_id)
         await self.control.close()
@@ -350,6 +354,7 @@ class Gateway:
             admission = None  # a pending station must boot again to be told it is pending
         connection = handler_class(station_id, websocket, self.service, self.settings, admission,
                                    self.quirks)
+        connection.upload_port = self.uploads.port
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection

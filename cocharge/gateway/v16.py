@@ -137,6 +137,7 @@ class V16Connection(StationConnection):
     async def on_diagnostics_status(self, status: str) -> call_result.DiagnosticsStatusNotification:
         await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
                                                 {"status": status}))
+        await self.service.upload_status(self.id, None, status)
         return call_result.DiagnosticsStatusNotification()
 
     @handles(Action.log_status_notification)
@@ -144,6 +145,7 @@ class V16Connection(StationConnection):
                             request_id: int | None = None) -> call_result.LogStatusNotification:
         await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
                                                 {"status": status, "request_id": request_id}))
+        await self.service.upload_status(self.id, request_id, status)
         return call_result.LogStatusNotification()
 
     @handles(Action.security_event_notification)
@@ -217,6 +219,13 @@ class V16Connection(StationConnection):
                         for tag, expiry in entries.items()])
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
+            case cmd.GetDiagnostics(start=start, stop=stop, location=location):
+                return call.GetDiagnostics(location=location, start_time=start, stop_time=stop)
+            case cmd.GetLog(log_type=log_type, oldest=oldest, latest=latest, location=location,
+                            request_id=request_id):
+                return call.GetLog(log_type=log_type, request_id=request_id, log={
+                    "remote_location": location, "oldest_timestamp": oldest,
+                    "latest_timestamp": latest})
             case cmd.GetBaseReport():
                 raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
                                           "configuration with `remote config-get`")

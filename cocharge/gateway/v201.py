@@ -170,6 +170,7 @@ class V201Connection(StationConnection):
                             **_: Any) -> call_result.LogStatusNotification:
         await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
                                                 {"status": status, "request_id": request_id}))
+        await self.service.upload_status(self.id, request_id, status)
         return call_result.LogStatusNotification()
 
     @handles(Action.reservation_status_update)
@@ -229,6 +230,14 @@ class V201Connection(StationConnection):
                         for tag, expiry in entries.items()])
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
+            case cmd.GetDiagnostics():
+                raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
+                                          "`remote get-log` (type DiagnosticsLog)")
+            case cmd.GetLog(log_type=log_type, oldest=oldest, latest=latest, location=location,
+                            request_id=request_id):
+                return call.GetLog(log_type=log_type, request_id=request_id, log={
+                    "remote_location": location, "oldest_timestamp": oldest,
+                    "latest_timestamp": latest})
             case cmd.GetBaseReport(report_base=report_base):
                 return call.GetBaseReport(request_id=next(_report_ids), report_base=report_base)
             case cmd.TriggerMessage(message=message, connector_id=connector_id):

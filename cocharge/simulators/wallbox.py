@@ -27,6 +27,8 @@ from ocpp.v16 import call_result as result16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
+from urllib.parse import urlsplit
+
 from websockets.asyncio.client import ClientConnection, connect
 
 from cocharge.simulators.hardware import EV, Connector
@@ -170,6 +172,29 @@ class WallboxMixin:
             return False
         expiry = self.local_list[tag]
         return expiry is None or expiry > self.clock.now()
+
+    def log_file(self) -> bytes:
+        """What the sim's diagnostics or log file holds."""
+        return "".join(f"{self.clock.iso()} {self.config.station_id} connector {n}: "
+                       f"register {hw.register_wh:.1f} Wh\n"
+                       for n, hw in self.hw.items()).encode()
+
+    async def upload(self, location: str, filename: str, content: bytes) -> bool:
+        """HTTP PUT of a file to `location` + `/filename` (what a charger does with an http
+        URL); True when the server answered 2xx."""
+        url = urlsplit(location)
+        path = f"{url.path.rstrip('/')}/{filename}"
+        reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
+        try:
+            writer.write(f"PUT {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                         f"Content-Type: text/plain\r\nContent-Length: {len(content)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + content)
+            await writer.drain()
+            status_line = await reader.readline()
+        finally:
+            writer.close()
+        parts = status_line.split()
+        return len(parts) > 1 and parts[1].startswith(b"2")
 
     async def _authorized(self, tag: str) -> bool:
         """Online the central system decides; offline the local list does."""
@@ -587,6 +612,19 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     def on_get_local_list_version(self) -> result16.GetLocalListVersion:
         return result16.GetLocalListVersion(list_version=self.local_list_version)
 
+    @on("GetDiagnostics")
+    def on_get_diagnostics(self, location: str, **_: Any) -> result16.GetDiagnostics:
+        name = f"{self.config.station_id}-diagnostics.log"
+        self._spawn(self._send_diagnostics(location, name))
+        return result16.GetDiagnostics(file_name=name)
+
+    async def _send_diagnostics(self, location: str, name: str) -> None:
+        await asyncio.sleep(0.05)  # after our answer
+        await self.send(call16.DiagnosticsStatusNotification(status="Uploading"))
+        ok = await self.upload(location, name, self.log_file())
+        await self.send(call16.DiagnosticsStatusNotification(
+            status="Uploaded" if ok else "UploadFailed"))
+
     @on("ClearCache")
     def on_clear_cache(self) -> result16.ClearCache:
         return result16.ClearCache(status="Accepted")
@@ -829,6 +867,20 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("GetLocalListVersion")
     def on_get_local_list_version(self, **_: Any) -> result201.GetLocalListVersion:
         return result201.GetLocalListVersion(version_number=self.local_list_version)
+
+    @on("GetLog")
+    def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,
+                   **_: Any) -> result201.GetLog:
+        name = f"{self.config.station_id}-{log_type}.log"
+        self._spawn(self._send_log(log["remote_location"], name, request_id))
+        return result201.GetLog(status="Accepted", filename=name)
+
+    async def _send_log(self, location: str, name: str, request_id: int) -> None:
+        await asyncio.sleep(0.05)  # after our answer
+        await self.send(call201.LogStatusNotification(status="Uploading", request_id=request_id))
+        ok = await self.upload(location, name, self.log_file())
+        await self.send(call201.LogStatusNotification(
+            status="Uploaded" if ok else "UploadFailed", request_id=request_id))
 
     @on("GetBaseReport")
     def on_get_base_report(self, request_id: int, report_base: str,

@@ -131,6 +131,28 @@ class GetLocalListVersion:
 
 
 @dataclass(frozen=True)
+class GetDiagnostics:
+    """1.6: the station uploads its diagnostics file to the gateway (`location` and
+    `request_id` are filled in by the gateway: uploads.py)."""
+
+    start: str | None = None  # ISO 8601: oldest entries wanted
+    stop: str | None = None
+    location: str | None = None
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GetLog:
+    """2.0.1 (and 1.6 with the security extension): the station uploads a log."""
+
+    log_type: str = "DiagnosticsLog"  # | SecurityLog
+    oldest: str | None = None
+    latest: str | None = None
+    location: str | None = None
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
 class GetBaseReport:
     """2.0.1: the station reports its device model (NotifyReport parts, stored as its
     inventory: `cocharge station variables`)."""
@@ -150,7 +172,7 @@ class RawCall:
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
            | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
-           | GetLocalListVersion | RawCall)
+           | GetLocalListVersion | GetDiagnostics | GetLog | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -168,6 +190,8 @@ COMMANDS: dict[str, type] = {
     "share-lock": ShareLock,
     "get-base-report": GetBaseReport,
     "get-local-list-version": GetLocalListVersion,
+    "get-diagnostics": GetDiagnostics,
+    "get-log": GetLog,
     "call": RawCall,
 }
 
@@ -198,7 +222,8 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     command_class = COMMANDS.get(name)
     if command_class is None:
         raise CommandRejected(f"unknown command {name!r}: one of {', '.join(COMMANDS)}")
-    names = {f.name for f in fields(command_class) if not f.name.startswith("profile_")}
+    names = {f.name for f in fields(command_class)
+             if not f.name.startswith("profile_") and f.name not in ("location", "request_id")}
     unknown = set(args) - names
     if unknown:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")

@@ -15,6 +15,7 @@ from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     connector_status,
     local_lists,
+    log_uploads,
     members,
     sessions,
     station_events,
@@ -182,6 +183,32 @@ async def list_station_variables(engine: AsyncEngine, station_id: str,
              "type": r.attribute_type, "value": r.value, "mutability": r.mutability,
              "data_type": r.data_type, "unit": r.unit, "updated_at": _iso(r.updated_at)}
             for r in rows]
+
+
+async def list_uploads(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(log_uploads.c.id, log_uploads.c.station_id, log_uploads.c.kind,
+                   log_uploads.c.log_type, log_uploads.c.status, log_uploads.c.filename,
+                   log_uploads.c.size, log_uploads.c.requested_at, log_uploads.c.received_at)
+    if station_id is not None:
+        query = query.where(log_uploads.c.station_id == station_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(log_uploads.c.id))).all()
+    return [{"id": r.id, "station": r.station_id, "kind": r.kind, "log_type": r.log_type,
+             "status": r.status, "filename": r.filename, "size": r.size,
+             "requested_at": _iso(r.requested_at), "received_at": _iso(r.received_at)}
+            for r in rows]
+
+
+async def upload_content(engine: AsyncEngine, request_id: int) -> tuple[str, bytes]:
+    """(file name, content) of an uploaded diagnostics or log file."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(log_uploads).where(
+            log_uploads.c.id == request_id))).first()
+    if row is None:
+        raise RegistryError(f"no request {request_id}: see `cocharge logs list`")
+    if row.received_at is None:
+        raise RegistryError(f"request {request_id} has no file yet (status {row.status})")
+    return row.filename or f"{row.station_id}-{row.kind}-{row.id}.log", bytes(row.content or b"")
 
 
 async def remove_station(engine: AsyncEngine, station_id: str) -> None:

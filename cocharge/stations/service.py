@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,7 @@ from cocharge.store.journal import Journal
 from cocharge.store.schema import (
     bookings,
     connector_status,
+    log_uploads,
     members,
     meter_samples,
     sessions,
@@ -385,6 +387,45 @@ class StationService:
         if rows:
             await self.journal.write([(self._variable_stmt, rows)])
         return len(rows)
+
+    async def new_upload(self, station_id: str, kind: str, log_type: str | None) -> tuple[int, str]:
+        """A diagnostics or log request: (its id, the one-time token of its upload URL)."""
+        token = secrets.token_urlsafe(24)
+        now = utcnow()
+
+        async def work(conn: AsyncConnection) -> int:
+            return int((await conn.execute(insert(log_uploads).values(
+                station_id=station_id, kind=kind, log_type=log_type, token=token,
+                status="requested", requested_at=now, updated_at=now,
+            ).returning(log_uploads.c.id))).scalar_one())
+
+        return await self.journal.run(work), token
+
+    async def upload_answered(self, upload_id: int, status: str, filename: str | None) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+        if filename:
+            values["filename"] = filename[:255]
+        await self.journal.run(lambda conn: conn.execute(
+            update(log_uploads).where(log_uploads.c.id == upload_id).values(**values)))
+
+    async def upload_status(self, station_id: str, request_id: int | None, status: str) -> None:
+        """Diagnostics/LogStatusNotification: the request's status (1.6 diagnostics carry no
+        request id: the station's latest diagnostics request)."""
+        async def work(conn: AsyncConnection) -> None:
+            if request_id is None:
+                target = await conn.scalar(
+                    select(log_uploads.c.id).where(and_(
+                        log_uploads.c.station_id == station_id,
+                        log_uploads.c.kind == "diagnostics"))
+                    .order_by(log_uploads.c.id.desc()).limit(1))
+            else:
+                target = await conn.scalar(select(log_uploads.c.id).where(and_(
+                    log_uploads.c.station_id == station_id, log_uploads.c.id == request_id)))
+            if target is not None and status != "Idle":
+                await conn.execute(update(log_uploads).where(log_uploads.c.id == target)
+                                   .values(status=status, updated_at=utcnow()))
+
+        await self.journal.run(work)
 
     async def reservation_ended(self, station_id: str, reservation_id: int, status: str) -> None:
         """The charger ended a reservation of ours (2.0.1 ReservationStatusUpdate: Expired or

@@ -166,6 +166,11 @@ async def _v7_local_lists(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
 
 
+async def _v8_log_uploads(conn: AsyncConnection) -> None:
+    """Diagnostics and log files uploaded by stations (issue 14)."""
+    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -175,6 +180,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (5, _v5_mqtt),
     (6, _v6_device_model),
     (7, _v7_local_lists),
+    (8, _v8_log_uploads),
 ]
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -204,6 +205,28 @@ local_lists = Table(
     Column("status", String(32), nullable=False),  # Accepted | Failed | VersionMismatch | ...
     Column("updated_at", DateTime, nullable=False),
 )
+
+# Diagnostics (1.6 GetDiagnostics) and logs (GetLog) the operator asked for: the station
+# uploads the file to the gateway's upload endpoint with the request's one-time token.
+log_uploads = Table(
+    "log_uploads",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),  # also GetLog's requestId
+    Column("station_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),       # diagnostics | log
+    Column("log_type", String(32)),                    # DiagnosticsLog | SecurityLog
+    Column("token", String(64), nullable=False, unique=True),
+    # requested | Accepted | Rejected | Uploading | Uploaded | UploadFailed | ... (the
+    # station's answer and notifications), received (the file arrived)
+    Column("status", String(32), nullable=False),
+    Column("filename", String(255)),
+    Column("size", BigInteger),
+    Column("content", LargeBinary),
+    Column("requested_at", DateTime, nullable=False),
+    Column("received_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+)
+Index("ix_log_uploads_station", log_uploads.c.station_id, log_uploads.c.requested_at)
 
 # Running gateway processes and their operator channel (see docs/operations.md).
 nodes = Table(

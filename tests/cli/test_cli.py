@@ -127,3 +127,13 @@ def test_remote_call_payload_must_be_a_json_object(tmp_path):
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "PAYLOAD" in result.stderr
     assert not db.exists()
+
+
+def test_logs_commands_explain_what_is_missing(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "CP1", db=db).returncode == 0
+    listed = cocharge("logs", "list", db=db)
+    assert listed.returncode == 0
+    missing = cocharge("logs", "save", "99", str(tmp_path / "out.log"), db=db)
+    assert missing.returncode == 2 and "no request 99" in missing.stderr
+    assert missing.stderr.count("\n") == 1 and not (tmp_path / "out.log").exists()

@@ -1,0 +1,101 @@
+"""Diagnostics and logs: the station uploads to the gateway's endpoint with a one-time token;
+the file is stored with its request, its status follows the station's notifications."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cocharge.gateway.operator import send_request
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from cocharge.stations import registry
+from cocharge.store.schema import log_uploads
+from tests.conftest import register, ws_url
+
+
+async def ask(node: Any, station: str, command: str, **args: Any) -> dict[str, Any]:
+    return await send_request(node.engine, {"command": command, "station": station,
+                                            "args": args})
+
+
+async def until_uploaded(node: Any, request_id: int) -> dict[str, Any]:
+    for _ in range(200):
+        [row] = [r for r in await registry.list_uploads(node.engine) if r["id"] == request_id]
+        if row["received_at"] and row["status"] == "Uploaded":
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"request {request_id} not uploaded: {row}")
+
+
+@pytest.mark.parametrize("protocol,command,kind", [("1.6", "get-diagnostics", "diagnostics"),
+                                                   ("2.0.1", "get-log", "log")])
+async def test_a_requested_file_is_uploaded_stored_and_retrievable(node, protocol, command,
+                                                                   kind):
+    await register(node, "WB1")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                               protocol=protocol, speed=300))
+    try:
+        answer = await ask(node, "WB1", command)
+        assert answer["ok"] and answer["accepted"], answer
+        request_id = answer["response"]["requestId"]
+        row = await until_uploaded(node, request_id)
+        assert row["kind"] == kind and row["filename"].startswith("WB1-")
+        name, content = await registry.upload_content(node.engine, request_id)
+        assert name == row["filename"] and row["size"] == len(content)
+        assert b"WB1 connector 1" in content
+    finally:
+        await close_wallbox(box, reader)
+
+
+async def test_the_token_takes_one_file_and_the_endpoint_refuses_junk(node):
+    await register(node, "WB1")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                               protocol="2.0.1", speed=300))
+    try:
+        answer = await ask(node, "WB1", "get-log", log_type="SecurityLog")
+        row = await until_uploaded(node, answer["response"]["requestId"])
+        assert row["log_type"] == "SecurityLog"
+        async with node.engine.connect() as conn:
+            token = await conn.scalar(select(log_uploads.c.token).where(
+                log_uploads.c.id == row["id"]))
+        base = f"http://127.0.0.1:{node.gateway.uploads.port}"
+        assert not await box.upload(f"{base}/upload/{token}", "again.log", b"overwrite")  # used
+        assert not await box.upload(f"{base}/upload/{'x' * 32}", "a.log", b"?")  # unknown
+        name, content = await registry.upload_content(node.engine, row["id"])
+        assert content != b"overwrite"
+    finally:
+        await close_wallbox(box, reader)
+
+
+async def test_an_oversized_upload_is_refused_and_nothing_stored(sqlite_url):
+    from cocharge.gateway.app import running_node
+    from tests.conftest import settings
+
+    async with running_node(sqlite_url, settings(upload_max_bytes=1000)) as node:
+        await register(node, "WB1")
+        upload_id, token = await node.gateway.service.new_upload("WB1", "log", "DiagnosticsLog")
+        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                                   protocol="2.0.1", speed=300))
+        try:
+            base = f"http://127.0.0.1:{node.gateway.uploads.port}"
+            assert not await box.upload(f"{base}/upload/{token}", "big.log", b"x" * 5000)
+            assert await box.upload(f"{base}/upload/{token}", "small.log", b"x" * 500)
+        finally:
+            await close_wallbox(box, reader)
+        [row] = await registry.list_uploads(node.engine, "WB1")
+        assert (row["size"], row["filename"]) == (500, "small.log")
+
+
+async def test_get_diagnostics_is_refused_for_201(node):
+    await register(node, "WB2")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2",
+                                               protocol="2.0.1", speed=300))
+    try:
+        answer = await ask(node, "WB2", "get-diagnostics")
+        assert answer["ok"] is False and "get-log" in answer["message"]
+        assert await registry.list_uploads(node.engine, "WB2") == []
+    finally:
+        await close_wallbox(box, reader)
