@@ -342,6 +342,73 @@ def member_block(tag: str, db: str | None) -> None:
     click.echo(f"tag {tag} blocked")
 
 
+# --- firmware -------------------------------------------------------------------------------
+
+@main.group("firmware")
+def firmware_group() -> None:
+    """Firmware images and campaigns (docs/operations.md)."""
+
+
+@firmware_group.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--version", "version", required=True, help="The version stations report after it.")
+@db_option
+def firmware_add(path: str, version: str, db: str | None) -> None:
+    """Store a firmware image; the gateway serves it to stations itself."""
+    import os
+
+    from cocharge.stations import firmware
+
+    with open(path, "rb") as handle:
+        content = handle.read()
+    file_id = with_store(db, lambda e: firmware.add_file(e, os.path.basename(path), version,
+                                                         content))
+    click.echo(f"firmware file {file_id}: {os.path.basename(path)} {version}, "
+               f"{len(content)} bytes")
+
+
+@firmware_group.command("campaign")
+@click.option("--file", "file_id", type=int, help="A file of `cocharge firmware add`.")
+@click.option("--url", help="Or where stations download it (http, https or ftp).")
+@click.option("--version", "version", required=True, help="The version stations report after it.")
+@click.option("--vendor", help="Stations of this vendor (glob, e.g. 'Acme*').")
+@click.option("--model", help="Stations of this model (glob).")
+@click.option("--from-firmware", help="Stations running this firmware now (glob).")
+@click.option("--station", "station_ids", multiple=True, help="These stations (repeatable).")
+@click.option("--at-once", default=5, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--retries", default=1, show_default=True, type=click.IntRange(0, 10))
+@db_option
+def firmware_campaign(file_id: int | None, url: str | None, version: str, vendor: str | None,
+                      model: str | None, from_firmware: str | None,
+                      station_ids: tuple[str, ...], at_once: int, retries: int,
+                      db: str | None) -> None:
+    """Roll a firmware version out; the running gateway updates `--at-once` stations at a time."""
+    from cocharge.stations import firmware
+
+    selection = firmware.Selection(vendor, model, from_firmware, station_ids)
+    campaign_id, count = with_store(db, lambda e: firmware.create_campaign(
+        e, version, file_id, url, selection, at_once, retries))
+    click.echo(f"firmware campaign {campaign_id}: {count} station(s) to {version}, "
+               f"{at_once} at a time (`cocharge firmware status {campaign_id}`)")
+
+
+@firmware_group.command("status")
+@click.argument("campaign_id", type=int, required=False)
+@db_option
+@json_option
+def firmware_status(campaign_id: int | None, db: str | None, as_json: bool) -> None:
+    """A campaign's progress per station (the latest campaign by default)."""
+    from cocharge.stations import firmware
+
+    shown = with_store(db, lambda e: firmware.campaign_status(e, campaign_id))
+    if as_json:
+        emit(shown, True)
+        return
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(shown["counts"].items()))
+    click.echo(f"campaign {shown['id']} to {shown['version']}: {shown['status']} ({counts})")
+    emit(shown["targets"], False, ["station", "status", "attempts", "detail", "updated_at"])
+
+
 # --- diagnostics and logs -------------------------------------------------------------------
 
 @main.group()

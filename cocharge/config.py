@@ -90,6 +90,10 @@ class GatewaySettings:
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_timeout_s: float = 300.0
 
+    # A station in a firmware campaign that reports no progress for this long has failed
+    # that attempt.
+    firmware_timeout_s: float = 3600.0
+
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.
     local_list_sync_s: float = 60.0

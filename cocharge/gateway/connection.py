@@ -35,6 +35,7 @@ from cocharge.stations.commands import (
     GetDiagnostics,
     GetLog,
     RawCall,
+    UpdateFirmware,
 )
 from cocharge.stations.events import Admission, MeterSample
 from cocharge.stations.service import StationService
@@ -302,6 +303,9 @@ class StationConnection:
         else:
             if isinstance(command, GetDiagnostics | GetLog) and command.location is None:
                 command = await self._with_upload(command)
+            if isinstance(command, UpdateFirmware) and command.url is None:
+                command = dataclasses.replace(
+                    command, url=f"{self.upload_base()}/firmware/{command.file_id}")
             request = self.to_call(command, tx_ref)
             action = type(request).__name__
             payload = as_camel_dict(request)

@@ -1,5 +1,7 @@
 """Where stations upload the diagnostics and logs an operator asked for.
 
+It also serves the firmware images of `cocharge firmware add` (GET /firmware/<id>).
+
 `cocharge remote get-diagnostics` / `get-log` give the station a URL of this endpoint with a
 one-time token: `http://HOST:9002/upload/<token>` (the station may add a file name). The
 station sends the file with HTTP PUT, or POST (raw or multipart/form-data, as OCPP leaves
@@ -25,11 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
 from cocharge.store.db import utcnow
-from cocharge.store.schema import log_uploads
+from cocharge.store.schema import firmware_files, log_uploads
 
 log = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/upload/([A-Za-z0-9_-]{16,64})(?:/([^/?#]{1,255}))?/?(?:\?.*)?$")
+_FIRMWARE = re.compile(r"^/firmware/([0-9]{1,18})(?:/[^/?#]{0,255})?(?:\?.*)?$")
 _MAX_HEADERS = 100
 
 
@@ -66,9 +69,10 @@ class UploadServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status, reason = 200, "stored"
+        download: bytes | None = None
         try:
             async with asyncio.timeout(self.settings.upload_timeout_s):
-                await self._receive(reader)
+                download = await self._receive(reader)
         except UploadRefused as refused:
             status, reason = refused.status, refused.reason
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
@@ -76,17 +80,30 @@ class UploadServer:
             status, reason = 400, "malformed or incomplete upload"
         if status != 200:
             log.warning("upload refused (%d): %s", status, reason)
-        body = (reason + "\n").encode()
+        body = download if download is not None else (reason + "\n").encode()
+        kind = "application/octet-stream" if download is not None else "text/plain"
         with contextlib.suppress(ConnectionError):
             writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Refused'}\r\n"
-                         f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                         f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                          "Connection: close\r\n\r\n".encode() + body)
             await writer.drain()
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
-    async def _receive(self, reader: asyncio.StreamReader) -> None:
+    async def _firmware(self, path: str) -> bytes:
+        """GET /firmware/<id>[/<name>]: a firmware image of `cocharge firmware add`."""
+        match = _FIRMWARE.match(path)
+        if match is None:
+            raise UploadRefused(404, "no such file")
+        async with self.engine.connect() as conn:
+            content = await conn.scalar(select(firmware_files.c.content).where(
+                firmware_files.c.id == int(match.group(1))))
+        if content is None:
+            raise UploadRefused(404, "no such firmware file")
+        return bytes(content)
+
+    async def _receive(self, reader: asyncio.StreamReader) -> bytes | None:
         line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
         method, _, rest = line.partition(" ")
         path = rest.rpartition(" ")[0] or rest
@@ -99,6 +116,8 @@ class UploadServer:
             headers[name.strip().lower()] = value.strip()
         else:
             raise UploadRefused(431, "too many header lines")
+        if method == "GET":
+            return await self._firmware(path)
         if method not in ("PUT", "POST"):
             raise UploadRefused(405, "upload with PUT or POST")
         match = _PATH.match(path)
@@ -123,6 +142,7 @@ class UploadServer:
             if done.rowcount == 0:
                 raise UploadRefused(409, "this upload arrived already")
         log.info("station %s uploaded %d bytes for request %s", row.station_id, len(body), row.id)
+        return None
 
     async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         limit = self.settings.upload_max_bytes

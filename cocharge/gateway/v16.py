@@ -131,6 +131,7 @@ class V16Connection(StationConnection):
     async def on_firmware_status(self, status: str) -> call_result.FirmwareStatusNotification:
         await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
                                                 {"status": status}))
+        await self.service.firmware_status(self.id, status, None)
         return call_result.FirmwareStatusNotification()
 
     @handles(Action.diagnostics_status_notification)
@@ -219,6 +220,8 @@ class V16Connection(StationConnection):
                         for tag, expiry in entries.items()])
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
+            case cmd.UpdateFirmware(url=url):
+                return call.UpdateFirmware(location=url, retrieve_date=now_iso())
             case cmd.GetDiagnostics(start=start, stop=stop, location=location):
                 return call.GetDiagnostics(location=location, start_time=start, stop_time=stop)
             case cmd.GetLog(log_type=log_type, oldest=oldest, latest=latest, location=location,

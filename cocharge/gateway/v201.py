@@ -145,6 +145,7 @@ class V201Connection(StationConnection):
                                  **_: Any) -> call_result.FirmwareStatusNotification:
         await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
                                                 {"status": status, "request_id": request_id}))
+        await self.service.firmware_status(self.id, status, request_id)
         return call_result.FirmwareStatusNotification()
 
     @handles(Action.security_event_notification)
@@ -230,6 +231,9 @@ class V201Connection(StationConnection):
                         for tag, expiry in entries.items()])
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
+            case cmd.UpdateFirmware(request_id=request_id, url=url):
+                return call.UpdateFirmware(request_id=request_id, firmware={
+                    "location": url, "retrieve_date_time": now_iso()})
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

@@ -63,6 +63,9 @@ class SimConfig:
     model: str = "VirtualWallbox"
     # Real seconds a driver waits at a locked bay for the central system to open it.
     bay_wait_s: float = 5.0
+    firmware: str = "1.0.0"
+    # A firmware update downloads, then fails to install (a broken unit in a campaign).
+    firmware_fails: bool = False
 
 
 class SimClock:
@@ -131,6 +134,7 @@ class WallboxMixin:
         # The local authorization list: tag -> expiry (None: none); what decides offline.
         self.local_list: dict[str, datetime | None] = {}
         self.local_list_version = 0
+        self.firmware = config.firmware
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -195,6 +199,41 @@ class WallboxMixin:
             writer.close()
         parts = status_line.split()
         return len(parts) > 1 and parts[1].startswith(b"2")
+
+    async def download(self, location: str) -> bytes | None:
+        """HTTP GET of a firmware image; None when it cannot be fetched."""
+        url = urlsplit(location)
+        try:
+            reader, writer = await asyncio.open_connection(url.hostname, url.port or 80)
+        except OSError:
+            return None
+        try:
+            writer.write(f"GET {url.path or '/'} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.read()
+        finally:
+            writer.close()
+        return body if head.split()[1:2] == [b"200"] else None
+
+    async def update_firmware(self, location: str, report: Any) -> None:
+        """Download, install, reboot with the new version (the image's content names it);
+        `report(status)` sends each FirmwareStatusNotification."""
+        await asyncio.sleep(0.05)  # after our answer
+        await report("Downloading")
+        image = await self.download(location)
+        if image is None:
+            await report("DownloadFailed")
+            return
+        await report("Downloaded")
+        await report("Installing")
+        if self.config.firmware_fails:
+            await report("InstallationFailed")
+            return
+        self.firmware = image.decode(errors="replace").strip()[:50] or self.firmware
+        await report("Installed")
+        self._spawn(self._after_reset(power_cycle=True))
 
     async def _authorized(self, tag: str) -> bool:
         """Online the central system decides; offline the local list does."""
@@ -488,7 +527,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
 
     async def boot(self) -> None:
         answer = await self.call(call16.BootNotification(
-            charge_point_model=self.config.model, charge_point_vendor=self.config.vendor))
+            charge_point_model=self.config.model, charge_point_vendor=self.config.vendor,
+            firmware_version=self.firmware))
         self.registration = answer.status
         self.heartbeat_s = answer.interval or 300
 
@@ -612,6 +652,14 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     def on_get_local_list_version(self) -> result16.GetLocalListVersion:
         return result16.GetLocalListVersion(list_version=self.local_list_version)
 
+    @on("UpdateFirmware")
+    def on_update_firmware(self, location: str, retrieve_date: str,
+                           **_: Any) -> result16.UpdateFirmware:
+        async def report(status: str) -> None:
+            await self.send(call16.FirmwareStatusNotification(status=status))
+        self._spawn(self.update_firmware(location, report))
+        return result16.UpdateFirmware()
+
     @on("GetDiagnostics")
     def on_get_diagnostics(self, location: str, **_: Any) -> result16.GetDiagnostics:
         name = f"{self.config.station_id}-diagnostics.log"
@@ -676,7 +724,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 
     async def boot(self) -> None:
         answer = await self.call(call201.BootNotification(
-            charging_station={"model": self.config.model, "vendor_name": self.config.vendor},
+            charging_station={"model": self.config.model, "vendor_name": self.config.vendor,
+                              "firmware_version": self.firmware},
             reason="PowerUp"))
         self.registration = answer.status
         self.heartbeat_s = answer.interval or 300
@@ -867,6 +916,15 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("GetLocalListVersion")
     def on_get_local_list_version(self, **_: Any) -> result201.GetLocalListVersion:
         return result201.GetLocalListVersion(version_number=self.local_list_version)
+
+    @on("UpdateFirmware")
+    def on_update_firmware(self, request_id: int, firmware: dict[str, Any],
+                           **_: Any) -> result201.UpdateFirmware:
+        async def report(status: str) -> None:
+            await self.send(call201.FirmwareStatusNotification(status=status,
+                                                               request_id=request_id))
+        self._spawn(self.update_firmware(firmware["location"], report))
+        return result201.UpdateFirmware(status="Accepted")
 
     @on("GetLog")
     def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,

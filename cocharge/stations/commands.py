@@ -153,6 +153,16 @@ class GetLog:
 
 
 @dataclass(frozen=True)
+class UpdateFirmware:
+    """Sent by a firmware campaign (stations/firmware.py): the image at `url`, or the
+    gateway's own file `file_id` (its URL is filled in per station)."""
+
+    request_id: int
+    url: str | None = None
+    file_id: int | None = None
+
+
+@dataclass(frozen=True)
 class GetBaseReport:
     """2.0.1: the station reports its device model (NotifyReport parts, stored as its
     inventory: `cocharge station variables`)."""
@@ -172,7 +182,7 @@ class RawCall:
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
            | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
-           | GetLocalListVersion | GetDiagnostics | GetLog | RawCall)
+           | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {

@@ -34,7 +34,7 @@ from cocharge.settlement.overstay import idle_fee
 from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
-from cocharge.stations import local_list, policy, sharing
+from cocharge.stations import firmware, local_list, policy, sharing
 from cocharge.stations.directory import Coalescer
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import (
@@ -50,6 +50,7 @@ from cocharge.store.journal import Journal
 from cocharge.store.schema import (
     bookings,
     connector_status,
+    firmware_campaigns,
     local_lists,
     members,
     pending_commands,
@@ -117,6 +118,9 @@ class SharingController:
         self._reserve_tried: dict[int, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._managed: set[str] = set()  # stations with sharing rules or live bookings
+        self.rollout = firmware.Rollout(engine, settings.firmware_timeout_s)
+        self.firmware_running = False  # a campaign is running (checked at every tick)
+        self._firmware_busy = False
         self._list_synced: dict[str, datetime] = {}  # station -> when its local list was checked
         self._no_local_list: set[str] = set()  # stations that answered NotSupported
         self._adoptions: Coalescer[str, bool] = Coalescer(self._adopt)
@@ -262,6 +266,37 @@ class SharingController:
             if station_id not in self._busy and self.link(station_id) is not None:
                 self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
         self._local_lists_due(now)
+        if not self._firmware_busy:
+            self._firmware_busy = True
+            self._spawn(self._firmware_step(now), "firmware campaigns")
+
+    async def _firmware_step(self, now: datetime) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                self.firmware_running = (await conn.scalar(select(firmware_campaigns.c.id).where(
+                    firmware_campaigns.c.status == "running").limit(1))) is not None
+            if not self.firmware_running:
+                return
+            for campaign_id, station_id, url, file_id in await self.rollout.step(
+                    lambda s: self.link(s) is not None, now):
+                self._spawn(self._update_firmware(campaign_id, station_id, url, file_id),
+                            f"firmware {station_id}")
+        finally:
+            self._firmware_busy = False
+
+    async def _update_firmware(self, campaign_id: int, station_id: str, url: str | None,
+                               file_id: int | None) -> None:
+        link = self.link(station_id)
+        try:
+            if link is None:
+                raise cmd.CommandFailed("offline", f"station {station_id} is not connected")
+            result = await link.command(cmd.UpdateFirmware(campaign_id, url, file_id))
+            accepted, status = result.accepted, result.status
+        except (cmd.CommandFailed, cmd.CommandRejected) as exc:
+            accepted, status = False, str(exc)
+        log.info("firmware campaign %s: UpdateFirmware to %s: %s", campaign_id, station_id,
+                 status)
+        await self.rollout.answered(campaign_id, station_id, accepted, status)
 
     def _station_bookings(self, station_id: str) -> list[Booking]:
         return self._by_station.get(station_id, [])

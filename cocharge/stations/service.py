@@ -282,6 +282,8 @@ class StationService:
             return Admission.PENDING
         if self.control is not None:
             self.control.on_boot(event.station_id)
+            if self.control.firmware_running:
+                await self.control.rollout.booted(event.station_id, event.firmware)
         return Admission.ACCEPTED
 
     def seen(self, station_id: str) -> None:
@@ -426,6 +428,11 @@ class StationService:
                                    .values(status=status, updated_at=utcnow()))
 
         await self.journal.run(work)
+
+    async def firmware_status(self, station_id: str, status: str, request_id: int | None) -> None:
+        """A FirmwareStatusNotification: the firmware campaigns follow it."""
+        if self.control is not None and self.control.firmware_running:
+            await self.control.rollout.progress(station_id, status, request_id)
 
     async def reservation_ended(self, station_id: str, reservation_id: int, status: str) -> None:
         """The charger ended a reservation of ours (2.0.1 ReservationStatusUpdate: Expired or

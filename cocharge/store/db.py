@@ -171,6 +171,11 @@ async def _v8_log_uploads(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
 
 
+async def _v9_firmware(conn: AsyncConnection) -> None:
+    """Firmware files and campaigns (issue 14)."""
+    await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -181,6 +186,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (6, _v6_device_model),
     (7, _v7_local_lists),
     (8, _v8_log_uploads),
+    (9, _v9_firmware),
 ]
 
 

@@ -228,6 +228,47 @@ log_uploads = Table(
 )
 Index("ix_log_uploads_station", log_uploads.c.station_id, log_uploads.c.requested_at)
 
+# Firmware images the gateway serves itself (`cocharge firmware add`).
+firmware_files = Table(
+    "firmware_files",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# A firmware campaign: a version rolled out to chosen stations, a few at a time.
+firmware_campaigns = Table(
+    "firmware_campaigns",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),   # what the stations should run after it
+    Column("file_id", BigInteger),                     # served by the gateway, or
+    Column("url", String(512)),                        # fetched from the operator's server
+    Column("at_once", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("status", String(16), nullable=False),      # running | done | cancelled
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+firmware_targets = Table(
+    "firmware_targets",
+    metadata,
+    Column("campaign_id", BigInteger, primary_key=True),
+    Column("station_id", String(64), primary_key=True),
+    # pending | sent | (the station's FirmwareStatusNotification statuses) | done | failed
+    Column("status", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("detail", String(255)),
+    Column("sent_at", DateTime),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 # Running gateway processes and their operator channel (see docs/operations.md).
 nodes = Table(
     "nodes",

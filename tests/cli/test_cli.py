@@ -137,3 +137,20 @@ def test_logs_commands_explain_what_is_missing(tmp_path):
     missing = cocharge("logs", "save", "99", str(tmp_path / "out.log"), db=db)
     assert missing.returncode == 2 and "no request 99" in missing.stderr
     assert missing.stderr.count("\n") == 1 and not (tmp_path / "out.log").exists()
+
+
+def test_firmware_campaign_from_the_cli(tmp_path):
+    db = str(tmp_path / "c.db")
+    for sid in ("CP1", "CP2"):
+        assert cocharge("station", "add", sid, db=db).returncode == 0
+    image = tmp_path / "box-2.0.0.bin"
+    image.write_bytes(b"2.0.0")
+    added = cocharge("firmware", "add", str(image), "--version", "2.0.0", db=db)
+    assert added.returncode == 0 and "firmware file 1" in added.stdout
+    started = cocharge("firmware", "campaign", "--file", "1", "--version", "2.0.0",
+                       "--station", "CP1", "--at-once", "1", db=db)
+    assert started.returncode == 0 and "1 station(s)" in started.stdout
+    shown = cocharge("firmware", "status", db=db)
+    assert shown.returncode == 0 and "CP1" in shown.stdout and "pending" in shown.stdout
+    refused = cocharge("firmware", "campaign", "--version", "2.0.0", db=db)
+    assert refused.returncode == 2 and "one" in refused.stderr
