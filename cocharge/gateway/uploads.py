@@ -147,7 +147,8 @@ class UploadServer:
     async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         limit = self.settings.upload_max_bytes
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks, size = [], 0
+            chunks: list[bytes] = []
+            size = 0
             while True:
                 length = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
                 if length == 0:

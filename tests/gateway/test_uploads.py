@@ -64,7 +64,7 @@ async def test_the_token_takes_one_file_and_the_endpoint_refuses_junk(node):
         base = f"http://127.0.0.1:{node.gateway.uploads.port}"
         assert not await box.upload(f"{base}/upload/{token}", "again.log", b"overwrite")  # used
         assert not await box.upload(f"{base}/upload/{'x' * 32}", "a.log", b"?")  # unknown
-        name, content = await registry.upload_content(node.engine, row["id"])
+        _, content = await registry.upload_content(node.engine, row["id"])
         assert content != b"overwrite"
     finally:
         await close_wallbox(box, reader)
@@ -76,7 +76,7 @@ async def test_an_oversized_upload_is_refused_and_nothing_stored(sqlite_url):
 
     async with running_node(sqlite_url, settings(upload_max_bytes=1000)) as node:
         await register(node, "WB1")
-        upload_id, token = await node.gateway.service.new_upload("WB1", "log", "DiagnosticsLog")
+        _, token = await node.gateway.service.new_upload("WB1", "log", "DiagnosticsLog")
         box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
                                                    protocol="2.0.1", speed=300))
         try:
