@@ -572,11 +572,15 @@ def remote_availability(station_id: str, connector: int, state: str, db: str | N
                 {"connector_id": connector, "operative": state == "operative"}, as_json, expires)
 
 
-@_remote("reset", "Soft (default) or hard reset.")
+@_remote("reset", "Soft (default) or hard reset; 2.0.1 can reset one EVSE (--evse).")
 @click.option("--hard", is_flag=True)
-def remote_reset(station_id: str, hard: bool, db: str | None, as_json: bool,
+@click.option("--evse", type=click.IntRange(1, 64), help="2.0.1: only this EVSE.")
+def remote_reset(station_id: str, hard: bool, evse: int | None, db: str | None, as_json: bool,
         expires: float | None) -> None:
-    remote_call(db, station_id, "reset", {"hard": hard}, as_json, expires)
+    args: dict[str, Any] = {"hard": hard}
+    if evse is not None:
+        args["evse_id"] = evse
+    remote_call(db, station_id, "reset", args, as_json, expires)
 
 
 @_remote("trigger", "Ask the station to send a message now (e.g. Heartbeat, StatusNotification).")
@@ -601,6 +605,21 @@ def remote_raw_call(station_id: str, action: str, payload: str, db: str | None, 
     if not isinstance(body, dict):
         fail("PAYLOAD must be a JSON object, e.g. '{}'")
     remote_call(db, station_id, "call", {"action": action, "payload": body}, True, expires)
+
+
+@_remote("set-variables", "2.0.1: set several Component.Variable=value at once; each gets "
+         "its own result, accepted values go into `cocharge station variables`.")
+@click.argument("assignments", nargs=-1, required=True)
+def remote_set_variables(station_id: str, assignments: tuple[str, ...], db: str | None,
+                         as_json: bool, expires: float | None) -> None:
+    values = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            fail(f"{item!r}: write Component.Variable=value, e.g. "
+                 "OCPPCommCtrlr.HeartbeatInterval=120")
+        values[key] = value
+    remote_call(db, station_id, "set-variables", {"values": values}, as_json, expires)
 
 
 @_remote("get-base-report", "2.0.1: the station reports its device model; stored as its "

@@ -35,6 +35,7 @@ from cocharge.stations.commands import (
     GetDiagnostics,
     GetLog,
     RawCall,
+    SetVariables,
     UpdateFirmware,
 )
 from cocharge.stations.events import Admission, MeterSample
@@ -327,6 +328,9 @@ class StationConnection:
             raise CommandFailed("call_error", f"station {self.id} answered {action} outside "
                                 f"the schema: {error.cause}") from None
         result = self.result_of(command, answer.payload)
+        if isinstance(command, SetVariables):
+            await self.service.variables_set(self.id, answer.payload.get("setVariableResult", []),
+                                             command.values)
         if isinstance(command, GetDiagnostics | GetLog) and command.request_id is not None:
             filename = answer.payload.get("fileName") or answer.payload.get("filename")
             status = answer.payload.get("status") or ("Accepted" if filename else "NoFile")

@@ -175,7 +175,9 @@ class V16Connection(StationConnection):
             case cmd.SetAvailability(connector_id=connector_id, operative=operative):
                 return call.ChangeAvailability(connector_id=connector_id,
                                                type="Operative" if operative else "Inoperative")
-            case cmd.Reset(hard=hard):
+            case cmd.Reset(hard=hard, evse_id=evse_id):
+                if evse_id is not None:
+                    raise cmd.CommandRejected("OCPP 1.6 resets the whole charge point: drop --evse")
                 return call.Reset(type="Hard" if hard else "Soft")
             case cmd.TriggerMessage(message=message, connector_id=connector_id):
                 if message not in TRIGGERS:
@@ -229,6 +231,9 @@ class V16Connection(StationConnection):
                 return call.GetLog(log_type=log_type, request_id=request_id, log={
                     "remote_location": location, "oldest_timestamp": oldest,
                     "latest_timestamp": latest})
+            case cmd.SetVariables():
+                raise cmd.CommandRejected("OCPP 1.6 sets one key at a time: use "
+                                          "`remote config-set`")
             case cmd.GetBaseReport():
                 raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
                                           "configuration with `remote config-get`")

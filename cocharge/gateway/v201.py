@@ -218,8 +218,8 @@ class V201Connection(StationConnection):
                 return call.ChangeAvailability(
                     operational_status="Operative" if operative else "Inoperative",
                     evse={"id": connector_id} if connector_id else None)
-            case cmd.Reset(hard=hard):
-                return call.Reset(type="Immediate" if hard else "OnIdle")
+            case cmd.Reset(hard=hard, evse_id=evse_id):
+                return call.Reset(type="Immediate" if hard else "OnIdle", evse_id=evse_id)
             case cmd.SendLocalList(version=version, full=full, entries=entries):
                 return call.SendLocalList(
                     version_number=version, update_type="Full" if full else "Differential",
@@ -265,6 +265,13 @@ class V201Connection(StationConnection):
                 return call.SetVariables(set_variable_data=[{
                     "attribute_value": value, "component": {"name": component},
                     "variable": {"name": variable}}])
+            case cmd.SetVariables(values=values):
+                data = []
+                for key, value in values.items():
+                    component, variable = _component_variable(key)
+                    data.append({"attribute_value": value, "component": {"name": component},
+                                 "variable": {"name": variable}})
+                return call.SetVariables(set_variable_data=data)
             case cmd.ClearCache():
                 return call.ClearCache()
             case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):

@@ -826,7 +826,15 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             status=self.set_availability(targets, operational_status == "Operative"))
 
     @on("Reset")
-    def on_reset(self, type: str, **_: Any) -> result201.Reset:  # noqa: A002
+    def on_reset(self, type: str, evse_id: int | None = None,  # noqa: A002
+                 **_: Any) -> result201.Reset:
+        self.last_reset = (type, evse_id)
+        if evse_id is not None:  # one EVSE: its session ends, the station stays up
+            session = self.sessions.get(evse_id)
+            if session is not None and type == "Immediate":
+                session.stop_reason = "ImmediateReset"
+            return result201.Reset(status="Accepted" if session is None or type == "Immediate"
+                                   else "Scheduled")
         if self.sessions and type == "OnIdle":
             self._spawn(self._after_reset())
             return result201.Reset(status="Scheduled")

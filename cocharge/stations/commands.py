@@ -53,6 +53,7 @@ class SetAvailability:
 @dataclass(frozen=True)
 class Reset:
     hard: bool = False
+    evse_id: int | None = None  # 2.0.1: reset one EVSE only
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,14 @@ class UpdateFirmware:
 
 
 @dataclass(frozen=True)
+class SetVariables:
+    """2.0.1: several Component.Variable values in one SetVariables; each gets its own
+    result, and the accepted ones are written into the station's inventory."""
+
+    values: dict[str, str] = field(default_factory=dict)  # "Component.Variable" -> value
+
+
+@dataclass(frozen=True)
 class GetBaseReport:
     """2.0.1: the station reports its device model (NotifyReport parts, stored as its
     inventory: `cocharge station variables`)."""
@@ -182,7 +191,8 @@ class RawCall:
 Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset | TriggerMessage
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
            | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
-           | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | RawCall)
+           | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | SetVariables
+           | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -199,6 +209,7 @@ COMMANDS: dict[str, type] = {
     "cancel-reservation": CancelReservation,
     "share-lock": ShareLock,
     "get-base-report": GetBaseReport,
+    "set-variables": SetVariables,
     "get-local-list-version": GetLocalListVersion,
     "get-diagnostics": GetDiagnostics,
     "get-log": GetLog,
@@ -239,6 +250,11 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
     if "keys" in args:
         args = {**args, "keys": tuple(args["keys"])}
+    if command_class is SetVariables and (
+            not isinstance(args.get("values"), dict) or not args["values"]
+            or not all(isinstance(k, str) and isinstance(v, str)
+                       for k, v in args["values"].items())):
+        raise CommandRejected("set-variables needs values: {\"Component.Variable\": \"value\"}")
     if command_class is RawCall and (not isinstance(args.get("action"), str)
                                      or not isinstance(args.get("payload", {}), dict)):
         raise CommandRejected("call needs an action name and a JSON object as its payload")

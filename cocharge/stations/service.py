@@ -429,6 +429,21 @@ class StationService:
 
         await self.journal.run(work)
 
+    async def variables_set(self, station_id: str, results: list[dict[str, Any]],
+                            values: dict[str, str]) -> None:
+        """SetVariables answered: the accepted values become the inventory's Actual values."""
+        report = []
+        for result in results:
+            component, variable = result.get("component", {}), result.get("variable", {})
+            key = f"{component.get('name')}.{variable.get('name')}"
+            if result.get("attributeStatus") in ("Accepted", "RebootRequired") and key in values:
+                report.append({"component": {"name": component.get("name")},
+                               "variable": {"name": variable.get("name")},
+                               "variable_attribute": [{"type": "Actual",
+                                                       "value": values[key]}]})
+        if report:
+            await self.device_model(station_id, 0, report)
+
     async def firmware_status(self, station_id: str, status: str, request_id: int | None) -> None:
         """A FirmwareStatusNotification: the firmware campaigns follow it."""
         if self.control is not None and self.control.firmware_running:

@@ -171,3 +171,31 @@ async def test_base_report_is_refused_for_16(node):
         assert answer["ok"] is False and "config-get" in answer["message"]
     finally:
         await close_wallbox(box, reader)
+
+
+async def test_set_variables_answers_each_and_updates_the_inventory(node):
+    await register(node, "SV1")
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="SV1",
+                                               protocol="2.0.1", speed=300))
+    try:
+        answer = await ask(node, "SV1", "set-variables", values={
+            "OCPPCommCtrlr.HeartbeatInterval": "120", "Nope.Missing": "1"})
+        assert answer["ok"] and answer["accepted"] is False  # one of the two was refused
+        results = {r["component"]["name"]: r["attributeStatus"]
+                   for r in answer["response"]["setVariableResult"]}
+        assert results == {"OCPPCommCtrlr": "Accepted", "Nope": "UnknownVariable"}
+        assert box.settings["OCPPCommCtrlr.HeartbeatInterval"] == "120"
+        rows = await registry.list_station_variables(node.engine, "SV1")
+        assert [(r["component"], r["variable"], r["value"]) for r in rows] == [
+            ("OCPPCommCtrlr", "HeartbeatInterval", "120")]
+    finally:
+        await close_wallbox(box, reader)
+
+
+async def test_reset_of_one_evse(node, wallbox):
+    answer = await ask(node, "WB1", "reset", evse_id=1)
+    if wallbox.config.protocol == "1.6":
+        assert answer["ok"] is False and "--evse" in answer["message"]
+    else:
+        assert answer["ok"] and answer["status"] == "Accepted"
+        assert wallbox.last_reset == ("OnIdle", 1)
