@@ -622,6 +622,16 @@ def remote_set_variables(station_id: str, assignments: tuple[str, ...], db: str 
     remote_call(db, station_id, "set-variables", {"values": values}, as_json, expires)
 
 
+@_remote("get-transaction-status", "2.0.1: is the session still running at the station, and "
+         "does it hold messages not yet sent?")
+@click.option("--session", "session_id", type=int, help="A session of `cocharge sessions list` "
+              "(without: only whether any message is queued).")
+def remote_get_transaction_status(station_id: str, session_id: int | None, db: str | None,
+                                  as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "get-transaction-status", {"session_id": session_id}, as_json,
+                expires)
+
+
 @_remote("get-base-report", "2.0.1: the station reports its device model; stored as its "
          "inventory (`cocharge station variables ID`).")
 @click.option("--report-base", default="FullInventory", show_default=True,

@@ -231,6 +231,8 @@ class V16Connection(StationConnection):
                 return call.GetLog(log_type=log_type, request_id=request_id, log={
                     "remote_location": location, "oldest_timestamp": oldest,
                     "latest_timestamp": latest})
+            case cmd.GetTransactionStatus():
+                raise cmd.CommandRejected("OCPP 1.6 has no GetTransactionStatus")
             case cmd.SetVariables():
                 raise cmd.CommandRejected("OCPP 1.6 sets one key at a time: use "
                                           "`remote config-set`")

@@ -265,6 +265,8 @@ class V201Connection(StationConnection):
                 return call.SetVariables(set_variable_data=[{
                     "attribute_value": value, "component": {"name": component},
                     "variable": {"name": variable}}])
+            case cmd.GetTransactionStatus():
+                return call.GetTransactionStatus(transaction_id=tx_ref)
             case cmd.SetVariables(values=values):
                 data = []
                 for key, value in values.items():

@@ -934,6 +934,15 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         self._spawn(self.update_firmware(firmware["location"], report))
         return result201.UpdateFirmware(status="Accepted")
 
+    @on("GetTransactionStatus")
+    def on_get_transaction_status(self, transaction_id: str | None = None,
+                                  **_: Any) -> result201.GetTransactionStatus:
+        queued = bool(self.outbox)
+        if transaction_id is None:
+            return result201.GetTransactionStatus(messages_in_queue=queued)
+        ongoing = any(s.tx_id == transaction_id for s in self.sessions.values())
+        return result201.GetTransactionStatus(messages_in_queue=queued, ongoing_indicator=ongoing)
+
     @on("GetLog")
     def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,
                    **_: Any) -> result201.GetLog:

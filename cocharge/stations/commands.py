@@ -172,6 +172,13 @@ class SetVariables:
 
 
 @dataclass(frozen=True)
+class GetTransactionStatus:
+    """2.0.1: does the station still hold messages of this session (or any) to send?"""
+
+    session_id: int | None = None
+
+
+@dataclass(frozen=True)
 class GetBaseReport:
     """2.0.1: the station reports its device model (NotifyReport parts, stored as its
     inventory: `cocharge station variables`)."""
@@ -192,7 +199,7 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
            | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
            | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | SetVariables
-           | RawCall)
+           | GetTransactionStatus | RawCall)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -210,6 +217,7 @@ COMMANDS: dict[str, type] = {
     "share-lock": ShareLock,
     "get-base-report": GetBaseReport,
     "set-variables": SetVariables,
+    "get-transaction-status": GetTransactionStatus,
     "get-local-list-version": GetLocalListVersion,
     "get-diagnostics": GetDiagnostics,
     "get-log": GetLog,

@@ -467,7 +467,8 @@ class SharingController:
                    queue_for_s: float | None = None) -> dict[str, Any]:
         """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
         tx_ref = None
-        if isinstance(command, cmd.RemoteStop):
+        if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus) and (
+                command.session_id is not None):
             ref = await self._session_ref(command.session_id)
             if ref is None:
                 raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")

@@ -199,3 +199,22 @@ async def test_reset_of_one_evse(node, wallbox):
     else:
         assert answer["ok"] and answer["status"] == "Accepted"
         assert wallbox.last_reset == ("OnIdle", 1)
+
+
+async def test_transaction_status_of_a_running_session(node, wallbox):
+    answer = await ask(node, "WB1", "start", tag="TAG1", connector_id=1)
+    assert answer["accepted"]
+    for _ in range(100):
+        if 1 in wallbox.sessions and wallbox.sessions[1].started.is_set():
+            break
+        await asyncio.sleep(0.05)
+    [row] = await registry.list_sessions(node.engine, "WB1")
+    status = await ask(node, "WB1", "get-transaction-status", session_id=row["id"])
+    if wallbox.config.protocol == "1.6":
+        assert status["ok"] is False and "no GetTransactionStatus" in status["message"]
+    else:
+        assert status["ok"], status
+        assert status["response"] == {"ongoingIndicator": True, "messagesInQueue": False}
+    unknown = await ask(node, "WB1", "get-transaction-status", session_id=999_999)
+    assert unknown["ok"] is False and "no session 999999" in unknown["message"]
+    await ask(node, "WB1", "stop", session_id=row["id"])
