@@ -28,6 +28,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,7 +75,7 @@ async def prepare(db: str) -> None:
 
 async def charger(url: str, phase: dict[str, str], latencies: dict[str, list[float]],
                   stop: asyncio.Event) -> None:
-    async with connect(f"{url}/NORMAL", subprotocols=["ocpp1.6"]) as ws:
+    async with connect(f"{url}/NORMAL", subprotocols=[Subprotocol("ocpp1.6")]) as ws:
         await ws.send(json.dumps([2, "b", "BootNotification", {"chargePointVendor": "v",
                                                                "chargePointModel": "m"}]))
         await ws.recv()
@@ -96,7 +97,7 @@ async def guesser(url: str, n: int, counts: dict[str, int], stop: asyncio.Event)
         attempt += 1
         token = base64.b64encode(f"TARGET:guess-{n}-{attempt}".encode()).decode()
         try:
-            ws = await connect(f"{url}/TARGET", subprotocols=["ocpp1.6"],
+            ws = await connect(f"{url}/TARGET", subprotocols=[Subprotocol("ocpp1.6")],
                                additional_headers={"Authorization": f"Basic {token}"},
                                local_addr=("127.0.0.2", 0), open_timeout=30)
             await ws.close()

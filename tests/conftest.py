@@ -11,15 +11,15 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
 
 # Imported here, at a shallow stack: loaded lazily at session end (its pytest plugin does
 # that when no test imported it), CPython 3.11 can fail to compile it with "AST
 # constructor recursion depth mismatch" and the run exits non-zero after passing.
 import hypothesis  # noqa: F401
-from collections.abc import AsyncIterator
-from typing import Any
-
-import asyncpg
 import pytest
 from websockets.asyncio.client import connect
 
@@ -247,3 +247,18 @@ async def raw_station(node: Node, station_id: str, protocol: str = "ocpp1.6",
             await station.call("BootNotification", {
                 "chargingStation": {"vendorName": "raw", "model": "raw"}, "reason": "PowerUp"})
     return station
+
+
+@contextlib.asynccontextmanager
+async def simulated(node: Node, station_id: str, protocol: str = "1.6",
+                    **config: Any) -> AsyncIterator[Any]:
+    """A simulated wallbox connected to `node` for the block (fast clock), closed after."""
+    from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+
+    config.setdefault("speed", 300)
+    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id=station_id,
+                                               protocol=protocol, **config))
+    try:
+        yield box
+    finally:
+        await close_wallbox(box, reader)

@@ -113,12 +113,12 @@ def normalise_sample(at: datetime, measurand: str | None, value: float, unit: st
 
 @functools.lru_cache(maxsize=4096)
 def _snake_key(key: str) -> str:
-    return next(iter(camel_to_snake_case({key: None})))
+    return str(next(iter(camel_to_snake_case({key: None}))))
 
 
 @functools.lru_cache(maxsize=4096)
 def _camel_key(key: str) -> str:
-    return next(iter(snake_to_camel_case({key: None})))
+    return str(next(iter(snake_to_camel_case({key: None}))))
 
 
 def _convert_keys(data: Any, key: Any) -> Any:

@@ -96,9 +96,7 @@ class Quirk:
 
 def _same(value: Any, listed: Any) -> bool:
     # True == 1 in Python: a boolean only matches a boolean.
-    return type(value) is type(listed) and value == listed or (
-        isinstance(value, int | float) and isinstance(listed, int | float)
-        and not isinstance(value, bool) and not isinstance(listed, bool) and value == listed)
+    return bool(value == listed) and isinstance(value, bool) == isinstance(listed, bool)
 
 
 def _scale(owner: dict[str, Any], key: str, factor: Decimal) -> bool:

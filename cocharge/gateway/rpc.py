@@ -227,7 +227,7 @@ def strict_schema(version: str, action: str, response: bool) -> dict[str, Any]:
     """The OCPP JSON schema of `action`, with the bounds OCPP states in words added."""
     name = schema_name(version, action, response)
     with open(_schema_path(version, name), encoding="utf-8-sig") as schema_file:
-        schema = json.load(schema_file)
+        schema: dict[str, Any] = json.load(schema_file)
     _bound_numbers(schema)
     _bound_ids(schema, version, name)
     return schema

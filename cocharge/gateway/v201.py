@@ -268,7 +268,7 @@ class V201Connection(StationConnection):
             case cmd.GetTransactionStatus():
                 return call.GetTransactionStatus(transaction_id=tx_ref)
             case cmd.SetVariables(values=values):
-                data = []
+                data: list[dict[str, Any]] = []
                 for key, value in values.items():
                     component, variable = _component_variable(key)
                     data.append({"attribute_value": value, "component": {"name": component},

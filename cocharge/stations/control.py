@@ -385,18 +385,26 @@ class SharingController:
         for connector_id in range(1, self._connectors.get(station_id, 1) + 1):
             self._applied.pop((station_id, connector_id), None)
 
-    async def _sync_local_list(self, station_id: str) -> None:
-        """Bring the station's local authorization list in step with its rules and members."""
-        now = utcnow()
-        self._list_synced[station_id] = now
-        link = self.link(station_id)
-        rules = [r for (s, _), r in self.rules.items() if s == station_id]
-        if link is None or not rules:
-            return
+    async def _sync_local_lists(self, station_ids: list[str], now: datetime) -> None:
+        """Bring these stations' local authorization lists in step with their rules and the
+        members (read once for all of them); each station that needs one gets its update."""
+        updates = []
         async with self.engine.connect() as conn:
-            want = await local_list.desired(conn, rules, now, self.settings.local_list_max)
-            update = await local_list.update_for(conn, station_id, want) if want is not None else None
-        if update is None:
+            people = await local_list.Members(conn, now).load()
+            for station_id in station_ids:
+                rules = [r for (s, _), r in self.rules.items() if s == station_id]
+                want = await local_list.desired(people, rules, self.settings.local_list_max)
+                update = (await local_list.update_for(conn, station_id, want)
+                          if want is not None else None)
+                if update is not None:
+                    updates.append((station_id, update))
+        for station_id, update in updates:
+            self._spawn(self._send_local_list(station_id, update, now), f"local list {station_id}")
+
+    async def _send_local_list(self, station_id: str, update: local_list.ListUpdate,
+                               now: datetime) -> None:
+        link = self.link(station_id)
+        if link is None:
             return
         try:
             result = await link.command(cmd.SendLocalList(update.version, update.full,
@@ -418,12 +426,15 @@ class SharingController:
 
     def _local_lists_due(self, now: datetime) -> None:
         every = timedelta(seconds=self.settings.local_list_sync_s)
-        for station_id in {s for s, _ in self.rules}:
+        due = []
+        for station_id in sorted({s for s, _ in self.rules}):
             synced = self._list_synced.get(station_id)
             if ((synced is None or now - synced >= every) and station_id not in self._no_local_list
                     and self.link(station_id) is not None):
                 self._list_synced[station_id] = now
-                self._spawn(self._sync_local_list(station_id), f"local list {station_id}")
+                due.append(station_id)
+        if due:
+            self._spawn(self._sync_local_lists(due, now), "local lists")
 
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""

@@ -57,21 +57,38 @@ def _admits(rules: SharingRules, member: policy.Member) -> bool:
                 and member.credit < rules.min_credit)
 
 
-async def desired(conn: AsyncConnection, rules: list[SharingRules], now: datetime,
-                  limit: int) -> Entries | None:
+class Members:
+    """The active members, read once for every station a sync round looks at (credit scores
+    only when some station's rules ask for one, each member's at most once)."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+        self.rows: list[Any] = []
+        self._credit: dict[str, int] = {}
+
+    async def load(self) -> Members:
+        rows = (await self.conn.execute(select(members).where(members.c.status == "active"))).all()
+        self.rows = [r for r in rows if r.expires_at is None or r.expires_at > self.now]
+        return self
+
+    async def credit(self, tag: str) -> int:
+        if tag not in self._credit:
+            self._credit[tag] = await loyalty.credit_score(self.conn, tag)
+        return self._credit[tag]
+
+
+async def desired(people: Members, rules: list[SharingRules], limit: int) -> Entries | None:
     """The list a station with these connector rules should hold; None when it is not
     share-managed or the list would be longer than `limit` (not managed then)."""
     if not rules:
         return None
-    rows = (await conn.execute(select(members).where(members.c.status == "active"))).all()
     entries: Entries = {}
     needs_credit = any(r.min_credit for r in rules)
-    for row in rows:
-        if row.expires_at is not None and row.expires_at <= now:
-            continue
+    for row in people.rows:
         member = sharing.member_of(row)
         if needs_credit:
-            member = replace(member, credit=await loyalty.credit_score(conn, row.tag))
+            member = replace(member, credit=await people.credit(row.tag))
         if any(_admits(r, member) for r in rules):
             entries[row.tag] = _iso(row.expires_at)
             if len(entries) > limit:

@@ -146,6 +146,11 @@ async def approve_station(engine: AsyncEngine, station_id: str) -> None:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
 
 
+async def _require_station(conn: Any, station_id: str) -> None:
+    if (await conn.execute(select(stations.c.id).where(stations.c.id == station_id))).first() is None:
+        raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+
+
 async def list_station_events(engine: AsyncEngine, station_id: str, kind: str | None = None,
                          limit: int = 50) -> list[dict[str, Any]]:
     """The station's latest notices, newest first (security events, lockouts, firmware...)."""
@@ -155,9 +160,8 @@ async def list_station_events(engine: AsyncEngine, station_id: str, kind: str | 
     async with engine.connect() as conn:
         rows = (await conn.execute(query.order_by(station_events.c.ts.desc(),
                                                   station_events.c.id.desc()).limit(limit))).all()
-        if not rows and (await conn.execute(select(stations.c.id).where(
-                stations.c.id == station_id))).first() is None:
-            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+        if not rows:
+            await _require_station(conn, station_id)
     return [{"at": _iso(r.ts), "kind": r.kind, "details": json.loads(r.payload)} for r in rows]
 
 
@@ -173,9 +177,8 @@ async def list_station_variables(engine: AsyncEngine, station_id: str,
             station_variables.c.connector_id, station_variables.c.component_instance,
             station_variables.c.variable, station_variables.c.variable_instance,
             station_variables.c.attribute_type))).all()
-        if not rows and (await conn.execute(select(stations.c.id).where(
-                stations.c.id == station_id))).first() is None:
-            raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+        if not rows:
+            await _require_station(conn, station_id)
     return [{"component": r.component + (f"[{r.component_instance}]" if r.component_instance
                                          else ""),
              "evse": r.evse_id or None, "connector": r.connector_id or None,

@@ -81,6 +81,14 @@ class StationAccess:
     password_hash: str | None
 
 
+def _notice_row(event: StationNotice) -> dict[str, Any]:
+    """A station_events row, checked against its columns."""
+    row = {"station_id": event.station_id, "ts": event.at, "kind": event.kind,
+           "payload": json.dumps(event.payload, default=str, sort_keys=True)}
+    check_rows(station_events, [row])
+    return row
+
+
 def _sample_rows(station_id: str, connector_id: int, session_id: int | None,
                  samples: list[MeterSample]) -> list[dict[str, Any]]:
     """Meter rows, checked against their columns (a bad one fails its message, alone)."""
@@ -353,9 +361,7 @@ class StationService:
                                                    event.status, event.at)
 
     async def notice(self, event: StationNotice) -> None:
-        notice = {"station_id": event.station_id, "ts": event.at, "kind": event.kind,
-                  "payload": json.dumps(event.payload, default=str, sort_keys=True)}
-        check_rows(station_events, [notice])
+        notice = _notice_row(event)
         rows: list[tuple[Any, list[dict[str, Any]]]] = [(_INSERT_NOTICE, [notice])]
         if event.kind == "firmware":
             firmware = {"sid": event.station_id,
@@ -453,9 +459,8 @@ class StationService:
         """The charger ended a reservation of ours (2.0.1 ReservationStatusUpdate: Expired or
         Removed): the booking is no longer reserved there (the controller reserves it again
         if its slot is still running), and the operator sees why."""
-        notice = {"station_id": station_id, "ts": utcnow(), "kind": "reservation",
-                  "payload": json.dumps({"reservation_id": reservation_id, "status": status},
-                                        sort_keys=True)}
+        notice = _notice_row(StationNotice(station_id, "reservation", utcnow(), {
+            "reservation_id": reservation_id, "status": status}))
 
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(update(bookings).where(and_(
@@ -740,12 +745,10 @@ class StationService:
             if found is None:
                 log.warning("station %s: MeterValues for unknown transaction %s kept as the "
                             "connector's, flagged", event.station_id, event.tx_ref)
-                notice = {"station_id": event.station_id, "ts": utcnow(),
-                          "kind": "unknown_transaction", "payload": json.dumps(
-                              {"transaction_id": event.tx_ref, "connector_id": event.connector_id,
-                               "samples": len(event.samples)}, sort_keys=True)}
-                check_rows(station_events, [notice])
-                rows.append((_INSERT_NOTICE, [notice]))
+                rows.append((_INSERT_NOTICE, [_notice_row(StationNotice(
+                    event.station_id, "unknown_transaction", utcnow(),
+                    {"transaction_id": event.tx_ref, "connector_id": event.connector_id,
+                     "samples": len(event.samples)}))]))
             else:
                 session_id = found.id
         rows.append((_INSERT_SAMPLES, _sample_rows(

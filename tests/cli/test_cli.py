@@ -154,3 +154,16 @@ def test_firmware_campaign_from_the_cli(tmp_path):
     assert shown.returncode == 0 and "CP1" in shown.stdout and "pending" in shown.stdout
     refused = cocharge("firmware", "campaign", "--version", "2.0.0", db=db)
     assert refused.returncode == 2 and "one" in refused.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["remote", "set-variables", "CP1", "HeartbeatInterval"], "Component.Variable=value"),
+    (["serve", "--upload-url", "ftp://gw:21"], "http:// or https://"),
+    (["serve", "--require-password", "--auto-register"], "cannot go with --require-password"),
+])
+def test_bad_options_of_the_new_commands_write_nothing(tmp_path, args, message):
+    db = tmp_path / "never.db"
+    result = cocharge(*args, db=str(db))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr and not db.exists()

@@ -9,7 +9,7 @@ import pytest
 from cocharge.gateway.operator import send_request
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
-from tests.conftest import register, ws_url
+from tests.conftest import register, simulated, ws_url
 
 
 async def ask(node, station, command, **args):
@@ -131,9 +131,7 @@ async def test_remote_call_sends_any_call_of_the_version_checked_first(node, wal
 async def test_device_model_report_is_stored_as_the_station_inventory(node):
     """2.0.1 GetBaseReport: the NotifyReport parts become `cocharge station variables`."""
     await register(node, "DM1")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="DM1",
-                                               protocol="2.0.1", connectors=2, speed=300))
-    try:
+    async with simulated(node, "DM1", "2.0.1", connectors=2) as box:
         answer = await ask(node, "DM1", "get-base-report", report_base="FullInventory")
         assert answer["ok"] and answer["status"] == "Accepted", answer
         for _ in range(100):
@@ -144,7 +142,7 @@ async def test_device_model_report_is_stored_as_the_station_inventory(node):
         by_key = {(r["component"], r["evse"], r["variable"]): r for r in rows}
         assert by_key[("OCPPCommCtrlr", None, "HeartbeatInterval")]["value"] == "300"
         assert by_key[("ChargingStation", None, "Model")]["mutability"] == "ReadOnly"
-        assert by_key[("EVSE", 2, "Power")]["value"] == str(round(16 * 230 * 3))
+        assert by_key[("EVSE", 2, "Power")]["value"] == str(16 * 230 * 3)
         assert by_key[("EVSE", 2, "Power")]["unit"] == "W"
         evse_only = await registry.list_station_variables(node.engine, "DM1", "EVSE")
         assert [r["evse"] for r in evse_only] == [1, 2]
@@ -158,26 +156,18 @@ async def test_device_model_report_is_stored_as_the_station_inventory(node):
                 break
             await asyncio.sleep(0.05)
         assert [r["value"] for r in rows if r["variable"] == "HeartbeatInterval"] == ["120"]
-    finally:
-        await close_wallbox(box, reader)
 
 
 async def test_base_report_is_refused_for_16(node):
     await register(node, "OLD16")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="OLD16",
-                                               protocol="1.6", speed=300))
-    try:
+    async with simulated(node, "OLD16", "1.6"):
         answer = await ask(node, "OLD16", "get-base-report")
         assert answer["ok"] is False and "config-get" in answer["message"]
-    finally:
-        await close_wallbox(box, reader)
 
 
 async def test_set_variables_answers_each_and_updates_the_inventory(node):
     await register(node, "SV1")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="SV1",
-                                               protocol="2.0.1", speed=300))
-    try:
+    async with simulated(node, "SV1", "2.0.1") as box:
         answer = await ask(node, "SV1", "set-variables", values={
             "OCPPCommCtrlr.HeartbeatInterval": "120", "Nope.Missing": "1"})
         assert answer["ok"] and answer["accepted"] is False  # one of the two was refused
@@ -188,8 +178,6 @@ async def test_set_variables_answers_each_and_updates_the_inventory(node):
         rows = await registry.list_station_variables(node.engine, "SV1")
         assert [(r["component"], r["variable"], r["value"]) for r in rows] == [
             ("OCPPCommCtrlr", "HeartbeatInterval", "120")]
-    finally:
-        await close_wallbox(box, reader)
 
 
 async def test_reset_of_one_evse(node, wallbox):

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from cocharge.gateway.operator import send_request
-from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
 from cocharge.store.schema import log_uploads
-from tests.conftest import register, ws_url
+from tests.conftest import register, simulated
 
 
 async def ask(node: Any, station: str, command: str, **args: Any) -> dict[str, Any]:
@@ -35,9 +34,7 @@ async def until_uploaded(node: Any, request_id: int) -> dict[str, Any]:
 async def test_a_requested_file_is_uploaded_stored_and_retrievable(node, protocol, command,
                                                                    kind):
     await register(node, "WB1")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
-                                               protocol=protocol, speed=300))
-    try:
+    async with simulated(node, "WB1", protocol):
         answer = await ask(node, "WB1", command)
         assert answer["ok"] and answer["accepted"], answer
         request_id = answer["response"]["requestId"]
@@ -46,15 +43,11 @@ async def test_a_requested_file_is_uploaded_stored_and_retrievable(node, protoco
         name, content = await registry.upload_content(node.engine, request_id)
         assert name == row["filename"] and row["size"] == len(content)
         assert b"WB1 connector 1" in content
-    finally:
-        await close_wallbox(box, reader)
 
 
 async def test_the_token_takes_one_file_and_the_endpoint_refuses_junk(node):
     await register(node, "WB1")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
-                                               protocol="2.0.1", speed=300))
-    try:
+    async with simulated(node, "WB1", "2.0.1") as box:
         answer = await ask(node, "WB1", "get-log", log_type="SecurityLog")
         row = await until_uploaded(node, answer["response"]["requestId"])
         assert row["log_type"] == "SecurityLog"
@@ -66,8 +59,6 @@ async def test_the_token_takes_one_file_and_the_endpoint_refuses_junk(node):
         assert not await box.upload(f"{base}/upload/{'x' * 32}", "a.log", b"?")  # unknown
         _, content = await registry.upload_content(node.engine, row["id"])
         assert content != b"overwrite"
-    finally:
-        await close_wallbox(box, reader)
 
 
 async def test_an_oversized_upload_is_refused_and_nothing_stored(sqlite_url):
@@ -77,25 +68,17 @@ async def test_an_oversized_upload_is_refused_and_nothing_stored(sqlite_url):
     async with running_node(sqlite_url, settings(upload_max_bytes=1000)) as node:
         await register(node, "WB1")
         _, token = await node.gateway.service.new_upload("WB1", "log", "DiagnosticsLog")
-        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
-                                                   protocol="2.0.1", speed=300))
-        try:
+        async with simulated(node, "WB1", "2.0.1") as box:
             base = f"http://127.0.0.1:{node.gateway.uploads.port}"
             assert not await box.upload(f"{base}/upload/{token}", "big.log", b"x" * 5000)
             assert await box.upload(f"{base}/upload/{token}", "small.log", b"x" * 500)
-        finally:
-            await close_wallbox(box, reader)
         [row] = await registry.list_uploads(node.engine, "WB1")
         assert (row["size"], row["filename"]) == (500, "small.log")
 
 
 async def test_get_diagnostics_is_refused_for_201(node):
     await register(node, "WB2")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2",
-                                               protocol="2.0.1", speed=300))
-    try:
+    async with simulated(node, "WB2", "2.0.1"):
         answer = await ask(node, "WB2", "get-diagnostics")
         assert answer["ok"] is False and "get-log" in answer["message"]
         assert await registry.list_uploads(node.engine, "WB2") == []
-    finally:
-        await close_wallbox(box, reader)

@@ -12,7 +12,7 @@ from cocharge.gateway.app import Node, running_node
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import firmware
 from cocharge.stations.registry import RegistryError
-from tests.conftest import register, settings, ws_url
+from tests.conftest import register, settings, simulated, ws_url
 from tests.stations.test_sharing_control import until
 
 
@@ -75,9 +75,7 @@ async def test_a_campaign_needs_an_image_and_stations(node):
 
 async def test_an_unreachable_image_fails_after_its_retries(node):
     await register(node, "NET")
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="NET",
-                                               protocol="2.0.1", speed=300))
-    try:
+    async with simulated(node, "NET", "2.0.1"):
         campaign_id, _ = await firmware.create_campaign(
             node.engine, "9.9.9", None, "http://127.0.0.1:9/nothing.bin",
             firmware.Selection(stations=("NET",)), at_once=1, retries=2)
@@ -90,5 +88,3 @@ async def test_an_unreachable_image_fails_after_its_retries(node):
         [target] = shown["targets"]
         assert (target["status"], target["attempts"], target["detail"]) == (
             "failed", 3, "DownloadFailed")
-    finally:
-        await close_wallbox(box, reader)

@@ -4,35 +4,21 @@ admits the neighbours its owner shares with, and nobody else."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
-from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
 from cocharge.store.schema import local_lists, sessions
-from tests.conftest import register, settings, ws_url
+from tests.conftest import register, settings, simulated
 from tests.stations.test_sharing_control import until
 
 PROTOCOLS = ["1.6", "2.0.1"]
-
-
-@contextlib.asynccontextmanager
-async def wallbox(node: Node, protocol: str) -> AsyncIterator[Any]:
-    box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="HOME",
-                                               protocol=protocol, bay_wait_s=2.0, speed=300,
-                                               meter_interval_s=0.1))
-    try:
-        yield box
-    finally:
-        await close_wallbox(box, reader)
 
 
 @pytest.fixture
@@ -56,7 +42,7 @@ async def shared_wallbox(node: Node, protocol: str) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_the_list_holds_who_the_rules_admit_and_follows_changes(node, protocol):
     await shared_wallbox(node, protocol)
-    async with wallbox(node, protocol) as box:
+    async with simulated(node, "HOME", protocol, bay_wait_s=2.0, meter_interval_s=0.1) as box:
         await until(lambda: box.local_list_version == 1)
         assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "LEASE"}  # GONE is blocked
         assert box.local_list["OWNER"] is None and box.local_list["LEASE"] is not None
@@ -80,7 +66,7 @@ async def test_the_list_holds_who_the_rules_admit_and_follows_changes(node, prot
 
 async def test_a_station_that_lost_its_list_gets_a_full_one(node):
     await shared_wallbox(node, "2.0.1")
-    async with wallbox(node, "2.0.1") as box:
+    async with simulated(node, "HOME", "2.0.1", bay_wait_s=2.0, meter_interval_s=0.1) as box:
         await until(lambda: box.local_list_version == 1)
         # The charger was replaced (or reset to factory settings): version 0, empty list. Its
         # next differential update is refused as a version mismatch; a full list follows.
@@ -97,7 +83,7 @@ async def test_a_station_that_lost_its_list_gets_a_full_one(node):
 
 async def test_cut_off_from_the_network_the_wallbox_admits_the_neighbour_only(node):
     await shared_wallbox(node, "2.0.1")
-    async with wallbox(node, "2.0.1") as box:
+    async with simulated(node, "HOME", "2.0.1", bay_wait_s=2.0, meter_interval_s=0.1) as box:
         await until(lambda: box.local_list_version == 1)
         await box.drop_connection()
         stranger = await box.charge(1, "STRANGER", energy_wh=500)
