@@ -247,6 +247,18 @@ def station_variables(station_id: str, component: str | None, db: str | None,
                          "mutability", "unit"])
 
 
+@station.command("monitors")
+@click.argument("station_id")
+@db_option
+@json_option
+def station_monitors(station_id: str, db: str | None, as_json: bool) -> None:
+    """A 2.0.1 station's variable monitors (`remote set-variable-monitoring` sets them,
+    `remote get-monitoring-report` reads them from the station)."""
+    rows = with_store(db, lambda e: registry.list_station_monitors(e, station_id))
+    emit(rows, as_json, ["id", "component", "evse", "variable", "type", "value", "severity",
+                         "transaction", "source"])
+
+
 @station.command("events")
 @click.argument("station_id")
 @click.option("--kind", help="Only this kind (auth_lockout, takeover_refused, security, "
@@ -344,6 +356,46 @@ def member_block(tag: str, db: str | None) -> None:
 
 # --- firmware -------------------------------------------------------------------------------
 
+def _read_text(path: str | None, option: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{option}: cannot read {path} ({exc})")
+        return None
+
+
+def _signature(signature: str | None, certificate: str | None) -> tuple[str | None, str | None]:
+    """--signature (base64, or a file holding it) and --signing-certificate (a PEM file)."""
+    import os
+
+    if (signature is None) != (certificate is None):
+        fail("a signed image needs both --signature and --signing-certificate")
+    if signature is not None and os.path.isfile(signature):
+        signature = _read_text(signature, "--signature")
+    return signature, _read_text(certificate, "--signing-certificate")
+
+
+signature_options = [
+    click.option("--signature", help="Base64 signature of the image (or a file holding it): "
+                 "1.6 stations get SignedUpdateFirmware, 2.0.1 stations the signed form."),
+    click.option("--signing-certificate", "signing_certificate",
+                 type=click.Path(exists=True, dir_okay=False),
+                 help="PEM certificate whose key made --signature."),
+]
+
+
+def _with(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def wrap(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return wrap
+
+
+
 @main.group("firmware")
 def firmware_group() -> None:
     """Firmware images and campaigns (docs/operations.md)."""
@@ -352,19 +404,23 @@ def firmware_group() -> None:
 @firmware_group.command("add")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--version", "version", required=True, help="The version stations report after it.")
+@_with(signature_options)
 @db_option
-def firmware_add(path: str, version: str, db: str | None) -> None:
-    """Store a firmware image; the gateway serves it to stations itself."""
+def firmware_add(path: str, version: str, signature: str | None,
+                 signing_certificate: str | None, db: str | None) -> None:
+    """Store a firmware image; the gateway serves it to stations itself. A signed image
+    (--signature, --signing-certificate) is checked here, and sent to stations signed."""
     import os
 
     from cocharge.stations import firmware
 
+    signature, certificate = _signature(signature, signing_certificate)
     with open(path, "rb") as handle:
         content = handle.read()
     file_id = with_store(db, lambda e: firmware.add_file(e, os.path.basename(path), version,
-                                                         content))
+                                                         content, signature, certificate))
     click.echo(f"firmware file {file_id}: {os.path.basename(path)} {version}, "
-               f"{len(content)} bytes")
+               f"{len(content)} bytes{', signed' if signature else ''}")
 
 
 @firmware_group.command("campaign")
@@ -377,17 +433,22 @@ def firmware_add(path: str, version: str, db: str | None) -> None:
 @click.option("--station", "station_ids", multiple=True, help="These stations (repeatable).")
 @click.option("--at-once", default=5, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--retries", default=1, show_default=True, type=click.IntRange(0, 10))
+@_with(signature_options)
 @db_option
 def firmware_campaign(file_id: int | None, url: str | None, version: str, vendor: str | None,
                       model: str | None, from_firmware: str | None,
                       station_ids: tuple[str, ...], at_once: int, retries: int,
+                      signature: str | None, signing_certificate: str | None,
                       db: str | None) -> None:
-    """Roll a firmware version out; the running gateway updates `--at-once` stations at a time."""
+    """Roll a firmware version out; the running gateway updates `--at-once` stations at a time.
+    A signed image (a signed `firmware add` file, or --url with --signature) goes to 1.6
+    stations as SignedUpdateFirmware."""
     from cocharge.stations import firmware
 
+    signature, certificate = _signature(signature, signing_certificate)
     selection = firmware.Selection(vendor, model, from_firmware, station_ids)
     campaign_id, count = with_store(db, lambda e: firmware.create_campaign(
-        e, version, file_id, url, selection, at_once, retries))
+        e, version, file_id, url, selection, at_once, retries, signature, certificate))
     click.echo(f"firmware campaign {campaign_id}: {count} station(s) to {version}, "
                f"{at_once} at a time (`cocharge firmware status {campaign_id}`)")
 
@@ -669,6 +730,159 @@ def remote_get_log(station_id: str, log_type: str, oldest: str | None, latest: s
                    db: str | None, as_json: bool, expires: float | None) -> None:
     remote_call(db, station_id, "get-log", {"log_type": log_type, "oldest": oldest,
                                             "latest": latest}, as_json, expires)
+
+
+@_remote("update-firmware", "UpdateFirmware to one station now (a fleet: `cocharge firmware "
+         "campaign`); its FirmwareStatusNotifications show in `station show` and `station "
+         "events --kind firmware`.")
+@click.option("--location", help="Where the station downloads the image (http, https, ftp).")
+@click.option("--file", "file_id", type=int, help="Or a file of `cocharge firmware add`, "
+              "served by the gateway (its signature, if any, goes with it).")
+@click.option("--retries", type=click.IntRange(0, 100), help="Download attempts (OCPP retries).")
+@click.option("--retry-interval", type=click.IntRange(0, 86400), help="Seconds between attempts.")
+@_with(signature_options)
+def remote_update_firmware(station_id: str, location: str | None, file_id: int | None,
+                           retries: int | None, retry_interval: int | None,
+                           signature: str | None, signing_certificate: str | None,
+                           db: str | None, as_json: bool, expires: float | None) -> None:
+    if (location is None) == (file_id is None):
+        fail("give the image: --location URL or --file ID (`cocharge firmware add`), one")
+    signature, certificate = _signature(signature, signing_certificate)
+    if file_id is not None and signature is not None:
+        fail("a stored firmware file carries its signature: give it to `cocharge firmware add`")
+    remote_call(db, station_id, "update-firmware", {
+        "url": location, "file_id": file_id, "retries": retries, "retry_interval": retry_interval,
+        "signature": signature, "signing_certificate": certificate}, as_json, expires)
+
+
+@_remote("send-local-list", "Send the station's local authorization list now, in full, as its "
+         "sharing rules make it (the gateway otherwise keeps it in step by itself).")
+def remote_send_local_list(station_id: str, db: str | None, as_json: bool,
+                           expires: float | None) -> None:
+    remote_call(db, station_id, "send-local-list", {}, as_json, expires)
+
+
+@_remote("get-report", "2.0.1: part of the device model (GetReport), stored as the inventory "
+         "(`cocharge station variables ID`).")
+@click.option("--component-criteria", "criteria", multiple=True,
+              type=click.Choice(["Active", "Available", "Enabled", "Problem"]),
+              help="Only components in this state (repeatable).")
+@click.option("--component-variable", "wanted", multiple=True,
+              help="Component or Component.Variable (repeatable), e.g. OCPPCommCtrlr.")
+def remote_get_report(station_id: str, criteria: tuple[str, ...], wanted: tuple[str, ...],
+                      db: str | None, as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "get-report", {"component_criteria": list(criteria),
+                                               "component_variables": list(wanted)},
+                as_json, expires)
+
+
+@_remote("set-network-profile", "2.0.1: store a connection profile in one of the station's "
+         "slots (SetNetworkProfile); it takes effect once NetworkConfigurationPriority names "
+         "the slot (`remote set-variables ID OCPPCommCtrlr.NetworkConfigurationPriority=...`).")
+@click.option("--configuration-slot", required=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--ocpp-csms-url", required=True, help="e.g. wss://csms.example.org/ocpp/")
+@click.option("--security-profile", required=True, type=click.IntRange(1, 3),
+              help="1: password over ws, 2: password over TLS, 3: TLS client certificate.")
+@click.option("--ocpp-interface", default="Wired0", show_default=True,
+              type=click.Choice(["Wired0", "Wired1", "Wired2", "Wired3", "Wireless0",
+                                 "Wireless1", "Wireless2", "Wireless3"]))
+@click.option("--message-timeout", default=30, show_default=True, type=click.IntRange(1, 3600))
+@click.option("--ocpp-version", default="OCPP20", show_default=True,
+              type=click.Choice(["OCPP12", "OCPP15", "OCPP16", "OCPP20"]))
+def remote_set_network_profile(station_id: str, configuration_slot: int, ocpp_csms_url: str,
+                               security_profile: int, ocpp_interface: str, message_timeout: int,
+                               ocpp_version: str, db: str | None, as_json: bool,
+                               expires: float | None) -> None:
+    if not ocpp_csms_url.startswith(("ws://", "wss://")):
+        fail("--ocpp-csms-url must be a ws:// or wss:// URL")
+    if security_profile > 1 and not ocpp_csms_url.startswith("wss://"):
+        fail(f"security profile {security_profile} runs over TLS: the URL must be wss://")
+    remote_call(db, station_id, "set-network-profile", {
+        "configuration_slot": configuration_slot, "ocpp_csms_url": ocpp_csms_url,
+        "security_profile": security_profile, "ocpp_interface": ocpp_interface,
+        "message_timeout": message_timeout, "ocpp_version": ocpp_version}, as_json, expires)
+
+
+@_remote("set-variable-monitoring", "2.0.1: a monitor on Component.Variable; the station sends "
+         "NotifyEvent when it trips (`station events ID --kind event`). Kept with the id the "
+         "station gave: `cocharge station monitors ID`.")
+@click.argument("variable")
+@click.option("--type", "monitor_type", required=True,
+              type=click.Choice(["UpperThreshold", "LowerThreshold", "Delta", "Periodic",
+                                 "PeriodicClockAligned"]))
+@click.option("--value", required=True, type=float,
+              help="Threshold, delta, or period in seconds.")
+@click.option("--severity", default=5, show_default=True, type=click.IntRange(0, 9),
+              help="0 Danger … 9 Debug.")
+@click.option("--evse", type=click.IntRange(1, 64), help="The component of this EVSE.")
+@click.option("--transaction", is_flag=True, help="Only during a transaction.")
+@click.option("--id", "monitor_id", type=click.IntRange(0), help="Replace this monitor.")
+def remote_set_variable_monitoring(station_id: str, variable: str, monitor_type: str,
+                                   value: float, severity: int, evse: int | None,
+                                   transaction: bool, monitor_id: int | None, db: str | None,
+                                   as_json: bool, expires: float | None) -> None:
+    if "." not in variable:
+        fail(f"{variable!r}: name it Component.Variable, e.g. EVSE.Power")
+    remote_call(db, station_id, "set-variable-monitoring", {
+        "variable": variable, "type": monitor_type, "value": value, "severity": severity,
+        "evse_id": evse, "transaction": transaction, "id": monitor_id}, as_json, expires)
+
+
+@_remote("set-monitoring-base", "2.0.1: which monitors are active: All, FactoryDefault or "
+         "HardWiredOnly (the last two drop the custom ones).")
+@click.argument("monitoring_base", type=click.Choice(["All", "FactoryDefault", "HardWiredOnly"]))
+def remote_set_monitoring_base(station_id: str, monitoring_base: str, db: str | None,
+                               as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "set-monitoring-base", {"monitoring_base": monitoring_base},
+                as_json, expires)
+
+
+@_remote("set-monitoring-level", "2.0.1: report only events of this severity or more severe "
+         "(0 Danger … 9 Debug).")
+@click.argument("severity", type=click.IntRange(0, 9))
+def remote_set_monitoring_level(station_id: str, severity: int, db: str | None, as_json: bool,
+                                expires: float | None) -> None:
+    remote_call(db, station_id, "set-monitoring-level", {"severity": severity}, as_json, expires)
+
+
+@_remote("clear-variable-monitoring", "2.0.1: remove monitors by id (`station monitors ID`).")
+@click.argument("ids", nargs=-1, required=True, type=click.IntRange(0))
+def remote_clear_variable_monitoring(station_id: str, ids: tuple[int, ...], db: str | None,
+                                     as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "clear-variable-monitoring", {"ids": list(ids)}, as_json, expires)
+
+
+@_remote("get-monitoring-report", "2.0.1: the station reports its monitors; stored "
+         "(`cocharge station monitors ID`).")
+@click.option("--monitoring-criteria", "criteria", multiple=True,
+              type=click.Choice(["ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring"]))
+@click.option("--component-variable", "wanted", multiple=True,
+              help="Component or Component.Variable (repeatable).")
+def remote_get_monitoring_report(station_id: str, criteria: tuple[str, ...],
+                                 wanted: tuple[str, ...], db: str | None, as_json: bool,
+                                 expires: float | None) -> None:
+    remote_call(db, station_id, "get-monitoring-report", {
+        "monitoring_criteria": list(criteria), "component_variables": list(wanted)},
+        as_json, expires)
+
+
+@_remote("customer-information", "2.0.1: what the station holds about a customer "
+         "(NotifyCustomerInformation: `station events ID --kind customer_information`), and "
+         "with --clear its deletion there, e.g. when a member leaves.")
+@click.option("--member", "tag", help="The member's tag (sent as their idToken).")
+@click.option("--customer-identifier", help="Or the customer's identifier at the station.")
+@click.option("--report/--no-report", default=True, show_default=True)
+@click.option("--clear", is_flag=True, help="Delete what the station holds about them.")
+def remote_customer_information(station_id: str, tag: str | None,
+                                customer_identifier: str | None, report: bool, clear: bool,
+                                db: str | None, as_json: bool, expires: float | None) -> None:
+    if (tag is None) == (customer_identifier is None):
+        fail("name the customer: --member TAG or --customer-identifier ID, one")
+    if not (report or clear):
+        fail("--no-report without --clear asks for nothing: add --clear")
+    remote_call(db, station_id, "customer-information", {
+        "id_token": tag, "customer_identifier": customer_identifier, "report": report,
+        "clear": clear}, as_json, expires)
 
 
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")

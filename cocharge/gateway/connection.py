@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -32,9 +34,12 @@ from cocharge.stations.commands import (
     CommandFailed,
     CommandRejected,
     CommandResult,
+    ClearVariableMonitoring,
+    CustomerInformation,
     GetDiagnostics,
     GetLog,
     RawCall,
+    SetVariableMonitoring,
     SetVariables,
     UpdateFirmware,
 )
@@ -43,6 +48,9 @@ from cocharge.stations.service import StationService
 from cocharge.store.sql import RowRejected
 
 log = logging.getLogger(__name__)
+# Request ids of one-off operator requests (update-firmware, customer-information): from
+# 2^30 up, apart from the firmware campaigns' ids (a campaign's id is its request id).
+_request_ids = itertools.count(2**30 + int(time.time()) % 2**20)
 ocpp_log = logging.getLogger("cocharge.ocpp")
 
 ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired"}
@@ -307,9 +315,18 @@ class StationConnection:
             if isinstance(command, UpdateFirmware) and command.url is None:
                 command = dataclasses.replace(
                     command, url=f"{self.upload_base()}/firmware/{command.file_id}")
+            if isinstance(command, UpdateFirmware) and not command.request_id:
+                command = dataclasses.replace(command, request_id=next(_request_ids))
+            if isinstance(command, CustomerInformation) and command.request_id is None:
+                command = dataclasses.replace(command, request_id=next(_request_ids))
             request = self.to_call(command, tx_ref)
             action = type(request).__name__
             payload = as_camel_dict(request)
+            try:  # what we send keeps to the schema, as what we accept does
+                rpc.validate(self.protocol, action, payload)
+            except RpcError as error:
+                raise CommandRejected(f"{action} would not match the OCPP {self.protocol} "
+                                      f"schema: {error.cause}") from None
         try:
             async with asyncio.timeout(self.settings.call_timeout_s):
                 await self._answered.wait()
@@ -331,6 +348,16 @@ class StationConnection:
         if isinstance(command, SetVariables):
             await self.service.variables_set(self.id, answer.payload.get("setVariableResult", []),
                                              command.values)
+        if isinstance(command, SetVariableMonitoring):
+            await self.service.monitors_set(self.id, payload["setMonitoringData"],
+                                            answer.payload.get("setMonitoringResult", []))
+        if isinstance(command, ClearVariableMonitoring):
+            await self.service.monitors_cleared(self.id,
+                                                answer.payload.get("clearMonitoringResult", []))
+        if "requestId" in payload and "requestId" not in result.response:
+            # The request id names what follows (reports, status notifications): shown with it.
+            result = dataclasses.replace(result, response={**result.response,
+                                                           "requestId": payload["requestId"]})
         if isinstance(command, GetDiagnostics | GetLog) and command.request_id is not None:
             filename = answer.payload.get("fileName") or answer.payload.get("filename")
             status = answer.payload.get("status") or ("Accepted" if filename else "NoFile")

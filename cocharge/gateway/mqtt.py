@@ -56,6 +56,14 @@ VERSION = 1
 # Reservation ids of MQTT reservations start here: bookings' reservations use the booking id.
 MQTT_RESERVATIONS = 1 << 30
 VERBS = ("block", "release", "reserve", "cancel-reservation", "remote-stop", "set-availability")
+# Station notices published as events (station_events kind -> events/<topic>).
+NOTICE_TOPICS = {"firmware": "firmware", "diagnostics": "log", "log": "log",
+                 "event": "monitor", "customer_information": "customer-information",
+                 "security": "security"}
+# Every named operation of `cocharge remote` is also a verb, its fields named as the operator
+# channel names them (docs/mqtt.md). Raw calls stay with the operator: a property's backend
+# may not send arbitrary OCPP (passwords, certificates) to a charger.
+OPERATIONS = tuple(name for name in cmd.COMMANDS if name not in VERBS and name != "call")
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,14 @@ class MqttBridge(StationObserver):
         self._event(station_id, "fault", f"fault:{station_id}:{connector_id}:{_iso(at)}",
                     {"session": session_id, "connector": connector_id, "fault": kind, "at": _iso(at)})
 
+    def notice(self, station_id: str, kind: str, payload: dict[str, Any], at: datetime) -> None:
+        topic = NOTICE_TOPICS.get(kind)
+        if topic is None:
+            return
+        body = {"at": _iso(at), **payload}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        self._event(station_id, topic, f"{topic}:{station_id}:{digest[:16]}", body)
+
     # --- several nodes: a command for a station another node holds -------------------------
 
     def node_topic(self, node_id: str) -> str:
@@ -473,6 +489,11 @@ class MqttBridge(StationObserver):
         """Run the command on the station connected here."""
         try:
             commands = await self._commands_for(plan, row_id)
+            if plan.command is not None:  # an operation: kept as the operator's are
+                results = [await self.gateway.control.send(plan.station, plan.command, plan.verb,
+                                                           plan.args)]
+                return {"state": "accepted" if results[0]["accepted"] else "rejected",
+                        "ocpp_status": results[0]["status"], "response": results[0]["response"]}
             results = [await self.gateway.control.send(plan.station, c) for c in commands]
         except cmd.CommandRejected as exc:
             return {"state": "rejected", "error": str(exc)}
@@ -486,6 +507,8 @@ class MqttBridge(StationObserver):
         return answer
 
     async def _commands_for(self, plan: Plan, row_id: int) -> list[cmd.Command]:
+        if plan.command is not None:
+            return [plan.command]
         c = plan.connector
         if plan.verb == "block":
             return [cmd.SetAvailability(c, False), cmd.ShareLock(c, True)]
@@ -524,6 +547,8 @@ class Plan:
     reservation_id: int | None = None
     session_id: int | None = None
     expires_at: datetime | None = None
+    command: cmd.Command | None = None  # one of OPERATIONS
+    args: dict[str, Any] | None = None
 
 
 _FIELDS = {
@@ -544,8 +569,8 @@ def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
 
 def _plan(verb: str, body: dict[str, Any]) -> Plan:
     """Check a command message; CommandError names the first problem."""
-    if verb not in VERBS:
-        raise CommandError(f"unknown command {verb!r}: one of {', '.join(VERBS)}")
+    if verb not in VERBS and verb not in OPERATIONS:
+        raise CommandError(f"unknown command {verb!r}: one of {', '.join(VERBS + OPERATIONS)}")
     if body.get("v", VERSION) != VERSION:
         raise CommandError(f"unsupported payload version {body.get('v')!r}: this gateway speaks v{VERSION}")
     request_id = body.get("request_id")
@@ -554,9 +579,17 @@ def _plan(verb: str, body: dict[str, Any]) -> Plan:
     station = body.get("station")
     if not isinstance(station, str) or not station:
         raise CommandError("station must be the station's id")
-    unknown = set(body) - _FIELDS[verb] - {"v", "request_id", "station", "expires_at"}
-    if unknown:
-        raise CommandError(f"{verb} takes no {', '.join(sorted(unknown))}")
+    common = {"v", "request_id", "station", "expires_at"}
+    if verb in OPERATIONS:
+        args = {k: v for k, v in body.items() if k not in common}
+        try:
+            command = cmd.build_command(verb, args)
+        except cmd.CommandRejected as exc:
+            raise CommandError(str(exc)) from None
+    else:
+        unknown = set(body) - _FIELDS[verb] - common
+        if unknown:
+            raise CommandError(f"{verb} takes no {', '.join(sorted(unknown))}")
     expires_at = None
     if body.get("expires_at") is not None:
         try:
@@ -565,6 +598,8 @@ def _plan(verb: str, body: dict[str, Any]) -> Plan:
             raise CommandError("expires_at must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z") from None
         expires_at = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
     plan = Plan(verb, request_id, station, expires_at=expires_at)
+    if verb in OPERATIONS:
+        return replace(plan, command=command, args=args)
     if verb in ("block", "release", "reserve"):
         plan = replace(plan, connector=_int(body, "connector", 1, 99))
     if verb == "set-availability":

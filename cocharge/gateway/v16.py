@@ -134,6 +134,14 @@ class V16Connection(StationConnection):
         await self.service.firmware_status(self.id, status, None)
         return call_result.FirmwareStatusNotification()
 
+    @handles(Action.signed_firmware_status_notification)
+    async def on_signed_firmware_status(self, status: str, request_id: int | None = None
+                                        ) -> call_result.SignedFirmwareStatusNotification:
+        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+                                                {"status": status, "request_id": request_id}))
+        await self.service.firmware_status(self.id, status, request_id)
+        return call_result.SignedFirmwareStatusNotification()
+
     @handles(Action.diagnostics_status_notification)
     async def on_diagnostics_status(self, status: str) -> call_result.DiagnosticsStatusNotification:
         await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
@@ -222,8 +230,18 @@ class V16Connection(StationConnection):
                         for tag, expiry in entries.items()])
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
+            case cmd.UpdateFirmware(url=url, request_id=request_id) if command.signature:
+                # The security extension's signed update (its own status notification).
+                return call.SignedUpdateFirmware(
+                    request_id=request_id, retries=command.retries,
+                    retry_interval=command.retry_interval, firmware={
+                        "location": url, "retrieve_date_time": now_iso(),
+                        "signing_certificate": command.signing_certificate or "",
+                        "signature": command.signature})
             case cmd.UpdateFirmware(url=url):
-                return call.UpdateFirmware(location=url, retrieve_date=now_iso())
+                return call.UpdateFirmware(location=url, retrieve_date=now_iso(),
+                                           retries=command.retries,
+                                           retry_interval=command.retry_interval)
             case cmd.GetDiagnostics(start=start, stop=stop, location=location):
                 return call.GetDiagnostics(location=location, start_time=start, stop_time=stop)
             case cmd.GetLog(log_type=log_type, oldest=oldest, latest=latest, location=location,
@@ -236,6 +254,12 @@ class V16Connection(StationConnection):
             case cmd.SetVariables():
                 raise cmd.CommandRejected("OCPP 1.6 sets one key at a time: use "
                                           "`remote config-set`")
+            case (cmd.GetReport() | cmd.SetNetworkProfile() | cmd.SetVariableMonitoring()
+                  | cmd.SetMonitoringBase() | cmd.SetMonitoringLevel()
+                  | cmd.ClearVariableMonitoring() | cmd.GetMonitoringReport()
+                  | cmd.CustomerInformation()):
+                raise cmd.CommandRejected(
+                    f"OCPP 1.6 has no {type(command).__name__}: it is an OCPP 2.0.1 operation")
             case cmd.GetBaseReport():
                 raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
                                           "configuration with `remote config-get`")

@@ -71,6 +71,18 @@ def _component_variable(key: str) -> tuple[str, str]:
     return component, variable
 
 
+def _component_variables(wanted: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """"Component" or "Component.Variable" names as ComponentVariableType entries."""
+    found = []
+    for name in wanted:
+        component, _, variable = name.partition(".")
+        if not component:
+            raise cmd.CommandRejected(f"{name!r} names no component")
+        found.append({"component": {"name": component},
+                      **({"variable": {"name": variable}} if variable else {})})
+    return found or None
+
+
 class V201Connection(StationConnection):
     protocol = "2.0.1"
     ACTIONS = frozenset(a.value for a in Action)
@@ -180,6 +192,26 @@ class V201Connection(StationConnection):
         await self.service.reservation_ended(self.id, reservation_id, reservation_update_status)
         return call_result.ReservationStatusUpdate()
 
+    @handles(Action.notify_monitoring_report)
+    async def on_notify_monitoring_report(self, request_id: int, seq_no: int, generated_at: str,
+                                          monitor: list[dict[str, Any]] | None = None,
+                                          tbc: bool | None = None,
+                                          **_: Any) -> call_result.NotifyMonitoringReport:
+        stored = await self.service.monitors_reported(self.id, request_id, seq_no, monitor or [])
+        await self.service.notice(StationNotice(
+            self.id, "monitoring_report", parse_time(generated_at),
+            {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "monitors": stored}))
+        return call_result.NotifyMonitoringReport()
+
+    @handles(Action.notify_customer_information)
+    async def on_notify_customer_information(self, data: str, seq_no: int, generated_at: str,
+                                             request_id: int, tbc: bool | None = None,
+                                             **_: Any) -> call_result.NotifyCustomerInformation:
+        await self.service.notice(StationNotice(
+            self.id, "customer_information", parse_time(generated_at),
+            {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "data": data}))
+        return call_result.NotifyCustomerInformation()
+
     @handles(Action.notify_event)
     async def on_notify_event(self, generated_at: str, seq_no: int,
                               event_data: list[dict[str, Any]], tbc: bool | None = None,
@@ -232,8 +264,52 @@ class V201Connection(StationConnection):
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
             case cmd.UpdateFirmware(request_id=request_id, url=url):
-                return call.UpdateFirmware(request_id=request_id, firmware={
-                    "location": url, "retrieve_date_time": now_iso()})
+                firmware = {"location": url, "retrieve_date_time": now_iso()}
+                if command.signature:
+                    firmware.update(signature=command.signature,
+                                    signing_certificate=command.signing_certificate)
+                return call.UpdateFirmware(request_id=request_id, firmware=firmware,
+                                           retries=command.retries,
+                                           retry_interval=command.retry_interval)
+            case cmd.GetReport(component_criteria=criteria, component_variables=wanted):
+                return call.GetReport(request_id=next(_report_ids),
+                                      component_criteria=list(criteria) or None,
+                                      component_variable=_component_variables(wanted))
+            case cmd.SetNetworkProfile():
+                return call.SetNetworkProfile(
+                    configuration_slot=command.configuration_slot, connection_data={
+                        "ocpp_version": command.ocpp_version,
+                        "ocpp_transport": command.ocpp_transport,
+                        "ocpp_csms_url": command.ocpp_csms_url,
+                        "message_timeout": command.message_timeout,
+                        "security_profile": command.security_profile,
+                        "ocpp_interface": command.ocpp_interface})
+            case cmd.SetVariableMonitoring():
+                component, variable = _component_variable(command.variable)
+                target: dict[str, Any] = {"name": component}
+                if command.evse_id:
+                    target["evse"] = {"id": command.evse_id}
+                return call.SetVariableMonitoring(set_monitoring_data=[{
+                    "value": command.value, "type": command.type, "severity": command.severity,
+                    "transaction": command.transaction, "component": target,
+                    "variable": {"name": variable},
+                    **({"id": command.id} if command.id is not None else {})}])
+            case cmd.SetMonitoringBase(monitoring_base=base):
+                return call.SetMonitoringBase(monitoring_base=base)
+            case cmd.SetMonitoringLevel(severity=severity):
+                return call.SetMonitoringLevel(severity=severity)
+            case cmd.ClearVariableMonitoring(ids=ids):
+                return call.ClearVariableMonitoring(id=list(ids))
+            case cmd.GetMonitoringReport(monitoring_criteria=criteria, component_variables=wanted):
+                return call.GetMonitoringReport(request_id=next(_report_ids),
+                                                monitoring_criteria=list(criteria) or None,
+                                                component_variable=_component_variables(wanted))
+            case cmd.CustomerInformation(request_id=request_id):
+                return call.CustomerInformation(
+                    request_id=request_id, report=command.report, clear=command.clear,
+                    id_token={"id_token": command.id_token, "type": TOKEN_TYPE}
+                    if command.id_token else None,
+                    customer_identifier=command.customer_identifier)
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")
@@ -309,4 +385,9 @@ class V201Connection(StationConnection):
             statuses = [r.get("attributeStatus", "") for r in results]
             accepted = all(s in ("Accepted", "RebootRequired") for s in statuses)
             return CommandResult(accepted, ",".join(statuses), answer)
+        results = answer.get("setMonitoringResult") or answer.get("clearMonitoringResult")
+        if results:
+            statuses = [r.get("status", "") for r in results]
+            return CommandResult(all(s == "Accepted" for s in statuses), ",".join(statuses),
+                                 answer)
         return super().result_of(command, answer)

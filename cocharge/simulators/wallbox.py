@@ -110,6 +110,27 @@ class SimSession:
         return min((start for start, _ in self.profile if start > after_s), default=None)
 
 
+def signature_valid(image: bytes, signature: str, certificate_pem: str) -> bool:
+    """What a charger checks before it installs a signed image (SHA-256; RSA or ECDSA)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    try:
+        key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+        raw = base64.b64decode(signature, validate=True)
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(raw, image, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(raw, image, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
 class WallboxMixin:
     """Protocol-neutral behaviour; the protocol classes below supply the messages."""
 
@@ -217,9 +238,10 @@ class WallboxMixin:
             writer.close()
         return body if head.split()[1:2] == [b"200"] else None
 
-    async def update_firmware(self, location: str, report: Any) -> None:
-        """Download, install, reboot with the new version (the image's content names it);
-        `report(status)` sends each FirmwareStatusNotification."""
+    async def update_firmware(self, location: str, report: Any, signature: str | None = None,
+                              certificate: str | None = None) -> None:
+        """Download, verify a signed image, install, reboot with the new version (the image's
+        content names it); `report(status)` sends each firmware status notification."""
         await asyncio.sleep(0.05)  # after our answer
         await report("Downloading")
         image = await self.download(location)
@@ -227,6 +249,11 @@ class WallboxMixin:
             await report("DownloadFailed")
             return
         await report("Downloaded")
+        if signature is not None:
+            if not signature_valid(image, signature, certificate or ""):
+                await report("InvalidSignature")
+                return
+            await report("SignatureVerified")
         await report("Installing")
         if self.config.firmware_fails:
             await report("InstallationFailed")
@@ -660,6 +687,30 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         self._spawn(self.update_firmware(location, report))
         return result16.UpdateFirmware()
 
+    @on("SignedUpdateFirmware")
+    def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any],
+                                  **_: Any) -> result16.SignedUpdateFirmware:
+        async def report(status: str) -> None:
+            await self.send(call16.SignedFirmwareStatusNotification(status=status,
+                                                                    request_id=request_id))
+        self._spawn(self.update_firmware(firmware["location"], report, firmware["signature"],
+                                         firmware["signing_certificate"]))
+        return result16.SignedUpdateFirmware(status="Accepted")
+
+    @on("GetLog")
+    def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,
+                   **_: Any) -> result16.GetLog:
+        name = f"{self.config.station_id}-{log_type}.log"
+        self._spawn(self._send_log(log["remote_location"], name, request_id))
+        return result16.GetLog(status="Accepted", filename=name)
+
+    async def _send_log(self, location: str, name: str, request_id: int) -> None:
+        await asyncio.sleep(0.05)  # after our answer
+        await self.send(call16.LogStatusNotification(status="Uploading", request_id=request_id))
+        ok = await self.upload(location, name, self.log_file())
+        await self.send(call16.LogStatusNotification(
+            status="Uploaded" if ok else "UploadFailed", request_id=request_id))
+
     @on("GetDiagnostics")
     def on_get_diagnostics(self, location: str, **_: Any) -> result16.GetDiagnostics:
         name = f"{self.config.station_id}-diagnostics.log"
@@ -721,6 +772,13 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         self.settings = {"OCPPCommCtrlr.HeartbeatInterval": "300",
                          "SampledDataCtrlr.TxUpdatedInterval": "60"}
         self._seq = itertools.count()
+        # Variable monitors: id -> {component, evse, variable, type, value, severity, ...}
+        self.monitors: dict[int, dict[str, Any]] = {}
+        self._monitor_ids = itertools.count(1)
+        self.monitoring_level = 9
+        self._tripped: set[int] = set()  # threshold monitors now beyond their value
+        self.network_profiles: dict[int, dict[str, Any]] = {}
+        self.customer_data_cleared: list[str] = []
 
     async def boot(self) -> None:
         answer = await self.call(call201.BootNotification(
@@ -783,6 +841,54 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             event_type="Updated", timestamp=self.clock.iso(), trigger_reason="MeterValuePeriodic",
             seq_no=next(self._seq), transaction_info={"transaction_id": session.tx_id},
             meter_value=self._register(hw, "Sample.Periodic")), keep=True)
+        await self.check_monitors("EVSE", session.connector_id, "Power", hw.power_w,
+                                  transaction=True)
+
+    def variable_value(self, component: str, evse_id: int | None, variable: str) -> float | None:
+        """The present value of a monitorable variable (None: no such variable here)."""
+        if component == "EVSE" and variable == "Power":
+            hw = self.hw.get(evse_id or 1)
+            return hw.power_w if hw is not None else None
+        value = self.settings.get(f"{component}.{variable}")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    async def check_monitors(self, component: str, evse_id: int | None, variable: str,
+                             value: float, transaction: bool = False,
+                             previous: float | None = None) -> None:
+        """Fire NotifyEvent for the monitors this new value trips (thresholds once per
+        crossing, a delta when it moved by at least the monitor's value)."""
+        events = []
+        for monitor_id, m in sorted(self.monitors.items()):
+            if (m["component"], m["variable"]) != (component, variable) or (
+                    m["evse"] not in (None, evse_id)) or m["severity"] > self.monitoring_level:
+                continue
+            if m["transaction"] and not transaction:
+                continue
+            if m["type"] in ("UpperThreshold", "LowerThreshold"):
+                beyond = value > m["value"] if m["type"] == "UpperThreshold" else value < m["value"]
+                if beyond == (monitor_id in self._tripped):
+                    continue
+                (self._tripped.add if beyond else self._tripped.discard)(monitor_id)
+                fire, cleared = True, not beyond
+            elif m["type"] == "Delta":
+                fire = previous is not None and abs(value - previous) >= m["value"]
+                cleared = False
+            else:
+                fire, cleared = False, False
+            if fire:
+                target = {"name": component, **({"evse": {"id": evse_id}} if evse_id else {})}
+                events.append({
+                    "event_id": next(self._seq), "timestamp": self.clock.iso(),
+                    "trigger": "Delta" if m["type"] == "Delta" else "Alerting",
+                    "actual_value": f"{value:g}", "cleared": cleared,
+                    "event_notification_type": "CustomMonitor", "variable_monitoring_id": monitor_id,
+                    "component": target, "variable": {"name": variable}})
+        if events:
+            await self.send(call201.NotifyEvent(generated_at=self.clock.iso(), seq_no=0,
+                                                event_data=events))
 
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
         await self.send(call201.TransactionEvent(
@@ -902,10 +1008,23 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             else:
                 status = "Accepted" if key in self.settings else "UnknownVariable"
             if status == "Accepted" and key in self.settings:
+                before = self.variable_value(item["component"]["name"], None,
+                                             item["variable"]["name"])
                 self.settings[key] = item["attribute_value"]
+                after = self.variable_value(item["component"]["name"], None,
+                                            item["variable"]["name"])
+                if after is not None:
+                    component, variable = item["component"]["name"], item["variable"]["name"]
+                    self._spawn(self._after_answer(lambda c=component, v=variable, a=after,
+                                                   b=before: self.check_monitors(
+                                                       c, None, v, a, previous=b)))
             results.append({"attribute_status": status, "component": item["component"],
                             "variable": item["variable"]})
         return result201.SetVariables(set_variable_result=results)
+
+    async def _after_answer(self, work: Any) -> None:
+        await asyncio.sleep(0.05)  # our answer goes first
+        await work()
 
     @on("ClearCache")
     def on_clear_cache(self, **_: Any) -> result201.ClearCache:
@@ -931,7 +1050,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         async def report(status: str) -> None:
             await self.send(call201.FirmwareStatusNotification(status=status,
                                                                request_id=request_id))
-        self._spawn(self.update_firmware(firmware["location"], report))
+        self._spawn(self.update_firmware(firmware["location"], report, firmware.get("signature"),
+                                         firmware.get("signing_certificate")))
         return result201.UpdateFirmware(status="Accepted")
 
     @on("GetTransactionStatus")
@@ -990,14 +1110,179 @@ class Wallbox201(WallboxMixin, ChargePoint201):
                                                        "supports_monitoring": True}})
         return items
 
-    async def _notify_report(self, request_id: int, report_base: str) -> None:
-        await asyncio.sleep(0.05)  # after our answer to GetBaseReport
-        items = self.device_model(report_base)
-        parts = [items[: len(items) // 2], items[len(items) // 2:]]
+    async def _notify_report(self, request_id: int, report_base: str,
+                             items: list[dict[str, Any]] | None = None) -> None:
+        await asyncio.sleep(0.05)  # after our answer to GetBaseReport / GetReport
+        items = items if items is not None else self.device_model(report_base)
+        parts = [p for p in (items[: len(items) // 2], items[len(items) // 2:]) if p]
         for seq_no, part in enumerate(parts):
             await self.send(call201.NotifyReport(
                 request_id=request_id, generated_at=self.clock.iso(), seq_no=seq_no,
                 report_data=part, tbc=seq_no < len(parts) - 1))
+
+    @on("GetReport")
+    def on_get_report(self, request_id: int, component_variable: list[dict[str, Any]] | None = None,
+                      component_criteria: list[str] | None = None,
+                      **_: Any) -> result201.GetReport:
+        items = self.report_items(component_variable, component_criteria)
+        if not items:
+            return result201.GetReport(status="EmptyResultSet")
+        self._spawn(self._notify_report(request_id, "", items))
+        return result201.GetReport(status="Accepted")
+
+    def report_items(self, wanted: list[dict[str, Any]] | None,
+                     criteria: list[str] | None) -> list[dict[str, Any]]:
+        """The device model filtered as GetReport asks (every component here is Active,
+        Available and Enabled; none has a Problem)."""
+        items = self.device_model("FullInventory")
+        if criteria and not set(criteria) & {"Active", "Available", "Enabled"}:
+            return []
+
+        def picked(item: dict[str, Any]) -> bool:
+            for w in wanted or []:
+                if w["component"]["name"] != item["component"]["name"]:
+                    continue
+                evse = (w["component"].get("evse") or {}).get("id")
+                if evse is not None and evse != (item["component"].get("evse") or {}).get("id"):
+                    continue
+                if w.get("variable") is None or w["variable"]["name"] == item["variable"]["name"]:
+                    return True
+            return not wanted
+        return [item for item in items if picked(item)]
+
+    @on("SetNetworkProfile")
+    def on_set_network_profile(self, configuration_slot: int, connection_data: dict[str, Any],
+                               **_: Any) -> result201.SetNetworkProfile:
+        # A real station refuses a slot it does not have, and a profile below its own.
+        if not 1 <= configuration_slot <= 3 or connection_data["security_profile"] < (
+                2 if self.config.url.startswith("wss") else 1):
+            return result201.SetNetworkProfile(status="Rejected")
+        self.network_profiles[configuration_slot] = connection_data
+        return result201.SetNetworkProfile(status="Accepted")
+
+    @on("SetVariableMonitoring")
+    def on_set_variable_monitoring(self, set_monitoring_data: list[dict[str, Any]],
+                                   **_: Any) -> result201.SetVariableMonitoring:
+        results = []
+        for item in set_monitoring_data:
+            component, variable = item["component"], item["variable"]
+            evse = (component.get("evse") or {}).get("id")
+            known = self.variable_value(component["name"], evse, variable["name"]) is not None
+            result = {"type": item["type"], "severity": item["severity"],
+                      "component": component, "variable": variable}
+            if not known:
+                result["status"] = ("UnknownVariable" if component["name"] in
+                                    {k.split(".")[0] for k in self.settings} | {"EVSE"}
+                                    else "UnknownComponent")
+            elif item["type"] == "PeriodicClockAligned":
+                result["status"] = "UnsupportedMonitorType"
+            elif item.get("id") is not None and item["id"] not in self.monitors:
+                result["status"] = "Rejected"
+            else:
+                monitor_id = item.get("id") or next(self._monitor_ids)
+                self.monitors[monitor_id] = {
+                    "component": component["name"], "evse": evse, "variable": variable["name"],
+                    "type": item["type"], "value": float(item["value"]),
+                    "severity": item["severity"], "transaction": bool(item.get("transaction"))}
+                self._tripped.discard(monitor_id)
+                result.update(status="Accepted", id=monitor_id)
+            results.append(result)
+        return result201.SetVariableMonitoring(set_monitoring_result=results)
+
+    @on("SetMonitoringBase")
+    def on_set_monitoring_base(self, monitoring_base: str, **_: Any) -> result201.SetMonitoringBase:
+        if monitoring_base != "All":  # the custom monitors go; this sim has no preconfigured ones
+            self.monitors.clear()
+            self._tripped.clear()
+        return result201.SetMonitoringBase(status="Accepted")
+
+    @on("SetMonitoringLevel")
+    def on_set_monitoring_level(self, severity: int, **_: Any) -> result201.SetMonitoringLevel:
+        if not 0 <= severity <= 9:
+            return result201.SetMonitoringLevel(status="Rejected")
+        self.monitoring_level = severity
+        return result201.SetMonitoringLevel(status="Accepted")
+
+    @on("ClearVariableMonitoring")
+    def on_clear_variable_monitoring(self, id: list[int],  # noqa: A002 - OCPP's name
+                                     **_: Any) -> result201.ClearVariableMonitoring:
+        results = []
+        for monitor_id in id:
+            found = self.monitors.pop(monitor_id, None) is not None
+            self._tripped.discard(monitor_id)
+            results.append({"id": monitor_id, "status": "Accepted" if found else "NotFound"})
+        return result201.ClearVariableMonitoring(clear_monitoring_result=results)
+
+    @on("GetMonitoringReport")
+    def on_get_monitoring_report(self, request_id: int,
+                                 component_variable: list[dict[str, Any]] | None = None,
+                                 monitoring_criteria: list[str] | None = None,
+                                 **_: Any) -> result201.GetMonitoringReport:
+        kinds = {"ThresholdMonitoring": {"UpperThreshold", "LowerThreshold"},
+                 "DeltaMonitoring": {"Delta"}, "PeriodicMonitoring": {"Periodic"}}
+        allowed = set().union(*(kinds[c] for c in monitoring_criteria)) if monitoring_criteria \
+            else {t for k in kinds.values() for t in k}
+        names = {(w["component"]["name"], (w.get("variable") or {}).get("name"))
+                 for w in component_variable or []}
+        chosen = {i: m for i, m in self.monitors.items() if m["type"] in allowed and (
+            not names or (m["component"], m["variable"]) in names
+            or (m["component"], None) in names)}
+        if not chosen:
+            return result201.GetMonitoringReport(status="EmptyResultSet")
+        self._spawn(self._notify_monitoring_report(request_id, chosen))
+        return result201.GetMonitoringReport(status="Accepted")
+
+    async def _notify_monitoring_report(self, request_id: int,
+                                        chosen: dict[int, dict[str, Any]]) -> None:
+        await asyncio.sleep(0.05)
+        items = [{"component": {"name": m["component"],
+                                **({"evse": {"id": m["evse"]}} if m["evse"] else {})},
+                  "variable": {"name": m["variable"]},
+                  "variable_monitoring": [{"id": i, "transaction": m["transaction"],
+                                           "value": m["value"], "type": m["type"],
+                                           "severity": m["severity"]}]}
+                 for i, m in sorted(chosen.items())]
+        for seq_no, item in enumerate(items):  # one monitor per part: tbc until the last
+            await self.send(call201.NotifyMonitoringReport(
+                request_id=request_id, seq_no=seq_no, generated_at=self.clock.iso(),
+                monitor=[item], tbc=seq_no < len(items) - 1))
+
+    @on("CustomerInformation")
+    def on_customer_information(self, request_id: int, report: bool, clear: bool,
+                                id_token: dict[str, Any] | None = None,
+                                customer_identifier: str | None = None,
+                                customer_certificate: dict[str, Any] | None = None,
+                                **_: Any) -> result201.CustomerInformation:
+        if id_token is None and customer_identifier is None and customer_certificate is None:
+            return result201.CustomerInformation(status="Invalid")
+        tag = (id_token or {}).get("id_token") or customer_identifier or ""
+        lines = []
+        if tag in self.local_list:
+            expiry = self.local_list[tag]
+            lines.append(f"local list: {tag} until {expiry.isoformat() if expiry else 'no expiry'}")
+        for done in self.finished:
+            if done.tag == tag:
+                lines.append(f"session {done.tx_id} on EVSE {done.connector_id}")
+        if clear:
+            self.local_list.pop(tag, None)
+            for done in self.finished:
+                if done.tag == tag:
+                    done.tag = ""
+            self.customer_data_cleared.append(tag)
+        if report:
+            text = "\n".join(lines) or f"no data held for {tag}"
+            if clear:
+                text += "\ncleared"
+            self._spawn(self._notify_customer(request_id, text))
+        return result201.CustomerInformation(status="Accepted")
+
+    async def _notify_customer(self, request_id: int, text: str) -> None:
+        await asyncio.sleep(0.05)
+        parts = [text[i:i + 512] for i in range(0, len(text), 512)] or [""]
+        for seq_no, part in enumerate(parts):
+            await self.send(call201.NotifyCustomerInformation(
+                data=part, seq_no=seq_no, generated_at=self.clock.iso(), request_id=request_id,
+                tbc=seq_no < len(parts) - 1))
 
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None,

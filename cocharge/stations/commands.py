@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,94 @@ class GetLog:
 
 @dataclass(frozen=True)
 class UpdateFirmware:
-    """Sent by a firmware campaign (stations/firmware.py): the image at `url`, or the
-    gateway's own file `file_id` (its URL is filled in per station)."""
+    """The image at `url`, or the gateway's own file `file_id` (its URL is filled in per
+    station). Sent by a firmware campaign (stations/firmware.py) or `remote update-firmware`.
+    With a signature (base64) and the PEM certificate it was made with, 1.6 stations get the
+    security extension's SignedUpdateFirmware, 2.0.1 stations both in the firmware field."""
 
-    request_id: int
+    request_id: int = 0  # 0: the gateway picks one
     url: str | None = None
     file_id: int | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+    signature: str | None = None
+    signing_certificate: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncLocalList:
+    """Send the station's local list as the sharing rules make it, now, as a Full update
+    (`remote send-local-list`; the controller otherwise keeps it in step by itself)."""
+
+
+@dataclass(frozen=True)
+class GetReport:
+    """2.0.1: a part of the device model (NotifyReport, stored as the inventory)."""
+
+    component_criteria: tuple[str, ...] = ()  # Active | Available | Enabled | Problem
+    component_variables: tuple[str, ...] = ()  # "Component" or "Component.Variable"
+
+
+@dataclass(frozen=True)
+class SetNetworkProfile:
+    """2.0.1: a connection profile in one of the station's configuration slots."""
+
+    configuration_slot: int
+    ocpp_csms_url: str
+    security_profile: int
+    ocpp_interface: str = "Wired0"
+    message_timeout: int = 30
+    ocpp_version: str = "OCPP20"
+    ocpp_transport: str = "JSON"
+
+
+@dataclass(frozen=True)
+class SetVariableMonitoring:
+    """2.0.1: a monitor on a Component.Variable; the station fires NotifyEvent when it trips.
+    `id` replaces an existing monitor."""
+
+    variable: str  # "Component.Variable"
+    type: str  # UpperThreshold | LowerThreshold | Delta | Periodic | PeriodicClockAligned
+    value: float
+    severity: int = 5
+    evse_id: int | None = None
+    transaction: bool = False
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class SetMonitoringBase:
+    monitoring_base: str  # All | FactoryDefault | HardWiredOnly
+
+
+@dataclass(frozen=True)
+class SetMonitoringLevel:
+    severity: int  # 0 (Danger) .. 9 (Debug): events up to this severity are reported
+
+
+@dataclass(frozen=True)
+class ClearVariableMonitoring:
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GetMonitoringReport:
+    """2.0.1: the station's monitors (NotifyMonitoringReport, stored: `station monitors`)."""
+
+    monitoring_criteria: tuple[str, ...] = ()  # ThresholdMonitoring | DeltaMonitoring | PeriodicMonitoring
+    component_variables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomerInformation:
+    """2.0.1: what the station holds about a customer (NotifyCustomerInformation, stored as
+    events), and/or clear it (e.g. a member who leaves). `request_id` is filled in."""
+
+    id_token: str | None = None
+    customer_identifier: str | None = None
+    report: bool = True
+    clear: bool = False
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +282,9 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetConfiguration | SetConfiguration | ClearCache | DataTransfer | ReserveNow
            | CancelReservation | ShareLock | TxLimit | GetBaseReport | SendLocalList
            | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | SetVariables
-           | GetTransactionStatus | RawCall)
+           | GetTransactionStatus | RawCall | SyncLocalList | GetReport | SetNetworkProfile
+           | SetVariableMonitoring | SetMonitoringBase | SetMonitoringLevel
+           | ClearVariableMonitoring | GetMonitoringReport | CustomerInformation)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -221,6 +306,16 @@ COMMANDS: dict[str, type] = {
     "get-local-list-version": GetLocalListVersion,
     "get-diagnostics": GetDiagnostics,
     "get-log": GetLog,
+    "update-firmware": UpdateFirmware,
+    "send-local-list": SyncLocalList,
+    "get-report": GetReport,
+    "set-network-profile": SetNetworkProfile,
+    "set-variable-monitoring": SetVariableMonitoring,
+    "set-monitoring-base": SetMonitoringBase,
+    "set-monitoring-level": SetMonitoringLevel,
+    "clear-variable-monitoring": ClearVariableMonitoring,
+    "get-monitoring-report": GetMonitoringReport,
+    "customer-information": CustomerInformation,
     "call": RawCall,
 }
 
@@ -246,28 +341,80 @@ class CommandFailed(Exception):
         self.kind = kind
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Does a JSON value (from the CLI or an MQTT backend) fit a command field's type?"""
+    if hint is Any:
+        return True
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return any(_fits(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        item = get_args(hint)[0]
+        return isinstance(value, list | tuple) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        key, item = get_args(hint)
+        return isinstance(value, dict) and all(
+            _fits(k, key) and _fits(v, item) for k, v in value.items())
+    return False
+
+
+_HIDDEN = ("location", "request_id", "file_id")  # filled in by the gateway
+
+
 def build_command(name: str, args: dict[str, Any]) -> Command:
     """A command from its channel name and arguments; raises CommandRejected with the reason."""
     command_class = COMMANDS.get(name)
     if command_class is None:
         raise CommandRejected(f"unknown command {name!r}: one of {', '.join(COMMANDS)}")
+    hints = get_type_hints(command_class)
     names = {f.name for f in fields(command_class)
-             if not f.name.startswith("profile_") and f.name not in ("location", "request_id")}
+             if not f.name.startswith("profile_") and f.name not in _HIDDEN}
+    if command_class is UpdateFirmware:
+        names.add("file_id")
     unknown = set(args) - names
     if unknown:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
-    if "keys" in args:
-        args = {**args, "keys": tuple(args["keys"])}
-    if command_class is SetVariables and (
-            not isinstance(args.get("values"), dict) or not args["values"]
-            or not all(isinstance(k, str) and isinstance(v, str)
-                       for k, v in args["values"].items())):
+    for key, value in args.items():
+        if not _fits(value, hints[key]):
+            raise CommandRejected(f"{name}: {key} must be {_describe(hints[key])}, not {value!r}")
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    if command_class is SetVariables and not args.get("values"):
         raise CommandRejected("set-variables needs values: {\"Component.Variable\": \"value\"}")
-    if command_class is RawCall and (not isinstance(args.get("action"), str)
-                                     or not isinstance(args.get("payload", {}), dict)):
-        raise CommandRejected("call needs an action name and a JSON object as its payload")
+    if command_class is UpdateFirmware and (args.get("url") is None) == (args.get("file_id") is None):
+        raise CommandRejected("update-firmware needs the image: a URL or a stored firmware file "
+                              "id (`cocharge firmware add`), one of them")
+    if command_class is ClearVariableMonitoring and not args.get("ids"):
+        raise CommandRejected("clear-variable-monitoring needs the monitor ids")
+    if command_class is CustomerInformation and (
+            (args.get("id_token") is None) == (args.get("customer_identifier") is None)):
+        raise CommandRejected("customer-information names the customer: id_token (a member's "
+                              "tag) or customer_identifier, one of them")
+    if command_class is CustomerInformation and not (args.get("report", True) or args.get("clear")):
+        raise CommandRejected("customer-information: ask for a report, a clear, or both")
     try:
         command: Command = command_class(**args)
     except TypeError as exc:
         raise CommandRejected(f"{name}: {exc}") from exc
     return command
+
+
+def _describe(hint: Any) -> str:
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+             type(None): "null"}
+    if get_origin(hint) in (Union, UnionType):
+        return " or ".join(_describe(h) for h in get_args(hint))
+    if get_origin(hint) is tuple:
+        return f"a list of {_describe(get_args(hint)[0]).removeprefix('a ')}s"
+    if get_origin(hint) is dict:
+        return "an object"
+    return names.get(hint, str(hint))

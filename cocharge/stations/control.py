@@ -51,6 +51,7 @@ from cocharge.store.schema import (
     bookings,
     connector_status,
     firmware_campaigns,
+    firmware_files,
     local_lists,
     members,
     pending_commands,
@@ -277,20 +278,19 @@ class SharingController:
                     firmware_campaigns.c.status == "running").limit(1))) is not None
             if not self.firmware_running:
                 return
-            for campaign_id, station_id, url, file_id in await self.rollout.step(
+            for station_id, update in await self.rollout.step(
                     lambda s: self.link(s) is not None, now):
-                self._spawn(self._update_firmware(campaign_id, station_id, url, file_id),
-                            f"firmware {station_id}")
+                self._spawn(self._update_firmware(station_id, update), f"firmware {station_id}")
         finally:
             self._firmware_busy = False
 
-    async def _update_firmware(self, campaign_id: int, station_id: str, url: str | None,
-                               file_id: int | None) -> None:
+    async def _update_firmware(self, station_id: str, update: cmd.UpdateFirmware) -> None:
+        campaign_id = update.request_id
         link = self.link(station_id)
         try:
             if link is None:
                 raise cmd.CommandFailed("offline", f"station {station_id} is not connected")
-            result = await link.command(cmd.UpdateFirmware(campaign_id, url, file_id))
+            result = await link.command(update)
             accepted, status = result.accepted, result.status
         except (cmd.CommandFailed, cmd.CommandRejected) as exc:
             accepted, status = False, str(exc)
@@ -402,17 +402,17 @@ class SharingController:
             self._spawn(self._send_local_list(station_id, update, now), f"local list {station_id}")
 
     async def _send_local_list(self, station_id: str, update: local_list.ListUpdate,
-                               now: datetime) -> None:
+                               now: datetime) -> cmd.CommandResult | None:
         link = self.link(station_id)
         if link is None:
-            return
+            return None
         try:
             result = await link.command(cmd.SendLocalList(update.version, update.full,
                                                           update.entries))
         except cmd.CommandFailed as exc:
             log.warning("station %s: local list version %d not sent: %s", station_id,
                         update.version, exc)
-            return
+            return None
         log.info("station %s: local list version %d (%s, %d entries): %s", station_id,
                  update.version, "full" if update.full else "differential",
                  len(update.entries), result.status)
@@ -423,6 +423,7 @@ class SharingController:
                                       ["version", "entries", "status", "updated_at"]),
                                [local_list.stored(station_id, update, result.status, now,
                                                   result.accepted)])
+        return result
 
     def _local_lists_due(self, now: datetime) -> None:
         every = timedelta(seconds=self.settings.local_list_sync_s)
@@ -497,9 +498,57 @@ class SharingController:
         if isinstance(command, cmd.RemoteStart):
             self.expect_limits(station_id, command)
             command = await self._with_profile(station_id, command)
-        result = await link.command(command, tx_ref)
+        if isinstance(command, cmd.UpdateFirmware) and command.file_id is not None:
+            command = await self._stored_firmware(command)
+        if isinstance(command, cmd.SyncLocalList):
+            result = await self.resend_local_list(station_id)
+        else:
+            result = await link.command(command, tx_ref)
+        if name is not None:  # what the operator asked and the station answered, kept
+            await self._record(station_id, utcnow(), "command", {
+                "command": name, "args": args or {}, "status": result.status,
+                "response": result.response})
         return {"ok": True, "accepted": result.accepted, "status": result.status,
                 "response": result.response}
+
+    async def _stored_firmware(self, command: cmd.UpdateFirmware) -> cmd.UpdateFirmware:
+        """An update with a stored image carries that image's signature."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(
+                firmware_files.c.signature, firmware_files.c.signing_certificate).where(
+                firmware_files.c.id == command.file_id))).first()
+        if row is None:
+            raise cmd.CommandRejected(f"no firmware file {command.file_id}: see "
+                                      f"`cocharge firmware add`")
+        if command.signature is not None:
+            raise cmd.CommandRejected("a stored firmware file carries its own signature")
+        return replace(command, signature=row.signature,
+                       signing_certificate=row.signing_certificate)
+
+    async def resend_local_list(self, station_id: str) -> cmd.CommandResult:
+        """The station's local list, as its sharing rules make it, sent now as a Full update."""
+        rules = [r for (s, _), r in self.rules.items() if s == station_id]
+        if not rules:
+            raise cmd.CommandRejected(
+                f"station {station_id} has no sharing rules, so cocharge keeps no local list for "
+                f"it: set them with `cocharge station rules` (or send one with `remote call`)")
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            people = await local_list.Members(conn, now).load()
+            want = await local_list.desired(people, rules, self.settings.local_list_max)
+            if want is None:
+                raise cmd.CommandRejected(
+                    f"more members may charge at {station_id} than a local list holds "
+                    f"({self.settings.local_list_max}): the station decides online only")
+            version = await conn.scalar(select(local_lists.c.version).where(
+                local_lists.c.station_id == station_id)) or 0
+        update = local_list.ListUpdate(int(version) + 1, True, dict(want), want)
+        self._no_local_list.discard(station_id)
+        result = await self._send_local_list(station_id, update, now)
+        if result is None:
+            raise cmd.CommandFailed("offline", f"station {station_id} did not take the list "
+                                    f"(gone or no answer: see the gateway's log)")
+        return result
 
     async def _session_ref(self, session_id: int) -> tuple[str, str] | None:
         async with self.engine.connect() as conn:
@@ -570,7 +619,7 @@ class SharingController:
     async def _record(self, station_id: str, at: datetime, kind: str, payload: dict[str, Any]) -> None:
         async with self._tx() as conn:
             await conn.execute(insert(station_events).values(
-                station_id=station_id, ts=at, kind=kind, payload=json.dumps(payload, sort_keys=True)))
+                station_id=station_id, ts=at, kind=kind, payload=json.dumps(payload, sort_keys=True, default=str)))
 
     # --- sessions --------------------------------------------------------------------------
 

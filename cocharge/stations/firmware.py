@@ -13,6 +13,8 @@ the target is failed. Progress: `cocharge firmware status`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
 import hashlib
 import logging
@@ -21,9 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.stations.commands import UpdateFirmware
 from cocharge.stations.registry import RegistryError, _iso
 from cocharge.store.db import utcnow
 from cocharge.store.schema import firmware_campaigns, firmware_files, firmware_targets, stations
@@ -36,13 +43,44 @@ FAILED = {"DownloadFailed", "InstallationFailed", "InstallVerificationFailed",
 FINAL = {"pending", "done", "failed"}
 
 
-async def add_file(engine: AsyncEngine, name: str, version: str, content: bytes) -> int:
+def check_signature(content: bytes, signature: str, certificate_pem: str) -> None:
+    """Does `signature` (base64) sign `content` (SHA-256) with the certificate's key? Checked
+    when the operator stores the image, so that a wrong pair fails here and not at every
+    station (they answer InvalidSignature). RegistryError says what is wrong."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (ValueError, binascii.Error):
+        raise RegistryError("the signature must be base64 (as OCPP sends it)") from None
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+    except ValueError:
+        raise RegistryError("the signing certificate must be a PEM X.509 certificate") from None
+    key = certificate.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(raw, content, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(raw, content, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise RegistryError("the signing certificate's key must be RSA or ECDSA")
+    except InvalidSignature:
+        raise RegistryError("the signature does not match the image and the signing "
+                            "certificate (SHA-256, RSA PKCS#1 v1.5 or ECDSA)") from None
+
+
+async def add_file(engine: AsyncEngine, name: str, version: str, content: bytes,
+                   signature: str | None = None, signing_certificate: str | None = None) -> int:
     if not content:
         raise RegistryError(f"{name} is empty")
+    if (signature is None) != (signing_certificate is None):
+        raise RegistryError("a signed image needs both --signature and --signing-certificate")
+    if signature is not None and signing_certificate is not None:
+        check_signature(content, signature, signing_certificate)
     async with engine.begin() as conn:
         return int((await conn.execute(insert(firmware_files).values(
             name=name, version=version, sha256=hashlib.sha256(content).hexdigest(),
-            size=len(content), content=content, created_at=utcnow(),
+            size=len(content), content=content, created_at=utcnow(), signature=signature,
+            signing_certificate=signing_certificate,
         ).returning(firmware_files.c.id))).scalar_one())
 
 
@@ -63,15 +101,27 @@ class Selection:
 
 async def create_campaign(engine: AsyncEngine, version: str, file_id: int | None,
                           url: str | None, selection: Selection, at_once: int,
-                          retries: int) -> tuple[int, int]:
-    """(campaign id, number of stations) — stations already on `version` are left out."""
+                          retries: int, signature: str | None = None,
+                          signing_certificate: str | None = None) -> tuple[int, int]:
+    """(campaign id, number of stations) — stations already on `version` are left out. A
+    stored file brings its own signature; an image by URL may be given one."""
     if (file_id is None) == (url is None):
         raise RegistryError("give a firmware file id (`cocharge firmware add`) or --url, one")
+    if (signature is None) != (signing_certificate is None):
+        raise RegistryError("a signed image needs both --signature and --signing-certificate")
+    if signature is not None and file_id is not None:
+        raise RegistryError("a stored firmware file carries its signature: give it to "
+                            "`cocharge firmware add`")
     now = utcnow()
     async with engine.begin() as conn:
-        if file_id is not None and (await conn.execute(select(firmware_files.c.id).where(
-                firmware_files.c.id == file_id))).first() is None:
-            raise RegistryError(f"no firmware file {file_id}: store one with `cocharge firmware add`")
+        if file_id is not None:
+            stored = (await conn.execute(select(
+                firmware_files.c.signature, firmware_files.c.signing_certificate).where(
+                firmware_files.c.id == file_id))).first()
+            if stored is None:
+                raise RegistryError(f"no firmware file {file_id}: store one with "
+                                    f"`cocharge firmware add`")
+            signature, signing_certificate = stored.signature, stored.signing_certificate
         rows = (await conn.execute(select(stations.c.id, stations.c.vendor, stations.c.model,
                                           stations.c.firmware))).all()
         known = {r.id for r in rows}
@@ -83,7 +133,7 @@ async def create_campaign(engine: AsyncEngine, version: str, file_id: int | None
             raise RegistryError("no station matches (or all run that version already)")
         campaign_id = int((await conn.execute(insert(firmware_campaigns).values(
             version=version, file_id=file_id, url=url, at_once=at_once, retries=retries,
-            status="running", created_at=now, updated_at=now,
+            signature=signature, signing_certificate=signing_certificate, status="running", created_at=now, updated_at=now,
         ).returning(firmware_campaigns.c.id))).scalar_one())
         await conn.execute(insert(firmware_targets), [
             {"campaign_id": campaign_id, "station_id": s, "status": "pending", "attempts": 0,
@@ -123,9 +173,10 @@ class Rollout:
         self.engine = engine
         self.timeout = timedelta(seconds=timeout_s)
 
-    async def step(self, connected: Callable[[str], bool], now: datetime) -> list[tuple[int, str, str | None, int | None]]:
-        """Time-outs, finished campaigns, and the next stations to send UpdateFirmware to:
-        (campaign, station, url, file id)."""
+    async def step(self, connected: Callable[[str], bool],
+                   now: datetime) -> list[tuple[str, UpdateFirmware]]:
+        """Time-outs, finished campaigns, and the next stations to send UpdateFirmware to
+        (its request id is the campaign's)."""
         to_send = []
         async with self.engine.begin() as conn:
             campaigns = (await conn.execute(select(firmware_campaigns).where(
@@ -156,7 +207,9 @@ class Rollout:
                         firmware_targets.c.campaign_id == c.id,
                         firmware_targets.c.station_id == t.station_id)).values(
                         status="sent", attempts=t.attempts + 1, sent_at=now, updated_at=now))
-                    to_send.append((int(c.id), t.station_id, c.url, c.file_id))
+                    to_send.append((t.station_id, UpdateFirmware(
+                        int(c.id), c.url, c.file_id, signature=c.signature,
+                        signing_certificate=c.signing_certificate)))
                     free -= 1
         return to_send
 

@@ -7,6 +7,7 @@ must not block (the MQTT bridge only enqueues). The base class listens to nothin
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 
 class StationObserver:
@@ -36,3 +37,7 @@ class StationObserver:
     def fault(self, station_id: str, connector_id: int, session_id: int | None, kind: str,
               at: datetime) -> None:
         """A safety fault on a connector (its session, if any, is stopped)."""
+
+    def notice(self, station_id: str, kind: str, payload: dict[str, Any], at: datetime) -> None:
+        """What a station reported about itself (firmware and log status, monitor events,
+        customer information, security events), as `station events` keeps it."""

@@ -19,6 +19,7 @@ from cocharge.store.schema import (
     members,
     sessions,
     station_events,
+    station_monitors,
     station_variables,
     stations,
 )
@@ -185,6 +186,20 @@ async def list_station_variables(engine: AsyncEngine, station_id: str,
              "variable": r.variable + (f"[{r.variable_instance}]" if r.variable_instance else ""),
              "type": r.attribute_type, "value": r.value, "mutability": r.mutability,
              "data_type": r.data_type, "unit": r.unit, "updated_at": _iso(r.updated_at)}
+            for r in rows]
+
+
+async def list_station_monitors(engine: AsyncEngine, station_id: str) -> list[dict[str, Any]]:
+    """A 2.0.1 station's variable monitors, as set from here or last reported by it."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(station_monitors).where(
+            station_monitors.c.station_id == station_id)
+            .order_by(station_monitors.c.monitor_id))).all()
+        if not rows:
+            await _require_station(conn, station_id)
+    return [{"id": r.monitor_id, "component": r.component, "evse": r.evse_id or None,
+             "variable": r.variable, "type": r.type, "value": r.value, "severity": r.severity,
+             "transaction": r.transaction, "source": r.source, "updated_at": _iso(r.updated_at)}
             for r in rows]
 
 

@@ -17,9 +17,10 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
@@ -54,6 +55,7 @@ from cocharge.store.schema import (
     meter_samples,
     sessions,
     station_events,
+    station_monitors,
     station_variables,
     stations,
     tx_events,
@@ -61,6 +63,20 @@ from cocharge.store.schema import (
 from cocharge.store.sql import check_rows, insert_ignore, upsert
 
 log = logging.getLogger(__name__)
+
+
+def _number(value: Any) -> str:
+    """A JSON number as plain text, the same whoever wrote it: 1000, 1000.0 -> "1000"."""
+    return format(Decimal(str(value)).normalize(), "f")
+
+
+def _monitor_row(station_id: str, monitor_id: int, component: dict[str, Any], variable: str,
+                 monitor: dict[str, Any], source: str, now: datetime) -> dict[str, Any]:
+    return {"station_id": station_id, "monitor_id": monitor_id,
+            "component": component["name"], "evse_id": (component.get("evse") or {}).get("id") or 0,
+            "variable": variable, "type": monitor["type"], "value": _number(monitor["value"]),
+            "severity": int(monitor["severity"]), "transaction": bool(monitor.get("transaction")),
+            "source": source, "updated_at": now}
 
 
 @dataclass
@@ -150,6 +166,10 @@ class StationService:
             ["station_id", "component", "component_instance", "evse_id", "connector_id",
              "variable", "variable_instance", "attribute_type"],
             ["value", "mutability", "data_type", "unit", "request_id", "updated_at"])
+        self._monitor_stmt = upsert(
+            engine, station_monitors, ["station_id", "monitor_id"],
+            ["component", "evse_id", "variable", "type", "value", "severity", "transaction",
+             "source", "updated_at"])
         self._open: dict[tuple[str, str], OpenSession] = {}
         self._seqs: Coalescer[tuple[str, str], set[int]] = Coalescer(self._fetch_seqs)
         self._last_seen: dict[str, datetime] = {}
@@ -369,6 +389,7 @@ class StationService:
             check_rows(stations, [{"firmware_status": firmware["firmware_status"]}])
             rows.append((_FIRMWARE_STATUS, [firmware]))
         await self.journal.write(rows)
+        self.observer.notice(event.station_id, event.kind, event.payload, event.at)
 
     async def device_model(self, station_id: str, request_id: int,
                            report_data: list[dict[str, Any]]) -> int:
@@ -394,6 +415,51 @@ class StationService:
         check_rows(station_variables, rows)
         if rows:
             await self.journal.write([(self._variable_stmt, rows)])
+        return len(rows)
+
+    async def monitors_set(self, station_id: str, asked: list[dict[str, Any]],
+                           results: list[dict[str, Any]]) -> None:
+        """SetVariableMonitoring answered: each accepted monitor is kept with the station's id."""
+        now = utcnow()
+        rows = []
+        for want, result in zip(asked, results, strict=False):
+            if result.get("status") != "Accepted" or result.get("id") is None:
+                continue
+            component = want["component"]
+            rows.append(_monitor_row(station_id, int(result["id"]), component,
+                                     want["variable"]["name"], want, "set", now))
+        check_rows(station_monitors, rows)
+        if rows:
+            await self.journal.write([(self._monitor_stmt, rows)])
+
+    async def monitors_cleared(self, station_id: str, results: list[dict[str, Any]]) -> None:
+        """ClearVariableMonitoring answered: the cleared (or unknown) monitors are forgotten."""
+        gone = [int(r["id"]) for r in results if r.get("status") in ("Accepted", "NotFound")]
+        if gone:
+            await self.journal.run(lambda conn: conn.execute(delete(station_monitors).where(and_(
+                station_monitors.c.station_id == station_id,
+                station_monitors.c.monitor_id.in_(gone)))))
+
+    async def monitors_reported(self, station_id: str, request_id: int, seq_no: int,
+                                monitor: list[dict[str, Any]]) -> int:
+        """A NotifyMonitoringReport part: the first part of a report replaces what we knew of
+        the station's monitors; returns how many it held."""
+        now = utcnow()
+        rows = []
+        for item in monitor:
+            for m in item.get("variable_monitoring", []):
+                rows.append(_monitor_row(station_id, int(m["id"]), item["component"],
+                                         item["variable"]["name"], m, "report", now))
+        check_rows(station_monitors, rows)
+
+        async def work(conn: AsyncConnection) -> None:
+            if seq_no == 0:
+                await conn.execute(delete(station_monitors).where(
+                    station_monitors.c.station_id == station_id))
+            if rows:
+                await conn.execute(self._monitor_stmt, rows)
+
+        await self.journal.run(work)
         return len(rows)
 
     async def new_upload(self, station_id: str, kind: str, log_type: str | None) -> tuple[int, str]:

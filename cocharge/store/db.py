@@ -18,6 +18,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cocharge.store.schema import (
+    firmware_campaigns,
+    firmware_files,
     ledger_head,
     members,
     metadata,
@@ -176,6 +178,16 @@ async def _v9_firmware(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync_conn: metadata.create_all(sync_conn))
 
 
+async def _v10_monitoring_signed_firmware(conn: AsyncConnection) -> None:
+    """2.0.1 variable monitors; signed firmware (issue 14)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(firmware_files, ["signature", "signing_certificate"]),
+                                 (firmware_campaigns, ["signature", "signing_certificate"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -187,6 +199,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (7, _v7_local_lists),
     (8, _v8_log_uploads),
     (9, _v9_firmware),
+    (10, _v10_monitoring_signed_firmware),
 ]
 
 

@@ -239,6 +239,9 @@ firmware_files = Table(
     Column("size", BigInteger, nullable=False),
     Column("content", LargeBinary, nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # Signed firmware (1.6 SignedUpdateFirmware, 2.0.1): base64 signature, PEM certificate.
+    Column("signature", String(800)),
+    Column("signing_certificate", Text),
 )
 
 # A firmware campaign: a version rolled out to chosen stations, a few at a time.
@@ -252,7 +255,27 @@ firmware_campaigns = Table(
     Column("at_once", Integer, nullable=False),
     Column("retries", Integer, nullable=False),
     Column("status", String(16), nullable=False),      # running | done | cancelled
+    Column("signature", String(800)),                  # from the file, or given with the URL
+    Column("signing_certificate", Text),
     Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# 2.0.1 variable monitors a station holds: set by `remote set-variable-monitoring` (with the
+# id the station gave) or reported by NotifyMonitoringReport.
+station_monitors = Table(
+    "station_monitors",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("monitor_id", Integer, primary_key=True),
+    Column("component", String(50), nullable=False),
+    Column("evse_id", Integer, nullable=False),        # 0: the station
+    Column("variable", String(50), nullable=False),
+    Column("type", String(24), nullable=False),
+    Column("value", String(32), nullable=False),         # as the station gave it
+    Column("severity", Integer, nullable=False),
+    Column("transaction", Boolean, nullable=False),
+    Column("source", String(8), nullable=False),       # set | report
     Column("updated_at", DateTime, nullable=False),
 )
 
