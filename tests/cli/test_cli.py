@@ -156,8 +156,88 @@ def test_firmware_campaign_from_the_cli(tmp_path):
     assert refused.returncode == 2 and "one" in refused.stderr
 
 
+async def test_device_management_commands_from_the_cli(served):
+    """Monitoring, reports, customer information and network profiles as an operator types
+    them, and what they leave to read back."""
+    import asyncio
+
+    db, url, _ = served
+    box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
+                                               speed=300, meter_interval_s=0.1))
+    try:
+        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)  # noqa: E731
+        result = await run("remote", "set-variable-monitoring", "CP1", "EVSE.Power", "--type",
+                            "UpperThreshold", "--value", "7400", "--evse", "1", "--severity", "3")
+        assert result.returncode == 0 and "Accepted" in result.stdout, result.stderr
+        [monitor] = json.loads((await run("station", "monitors", "CP1", "--json")).stdout)
+        assert (monitor["variable"], monitor["value"], monitor["severity"]) == ("Power", "7400", 3)
+        shown = await run("station", "monitors", "CP1")
+        assert "UpperThreshold" in shown.stdout and "7400" in shown.stdout
+        result = await run("remote", "clear-variable-monitoring", "CP1", str(monitor["id"]))
+        assert result.returncode == 0 and box.monitors == {}
+        assert json.loads((await run("station", "monitors", "CP1", "--json")).stdout) == []
+        result = await run("remote", "get-report", "CP1", "--component-variable", "EVSE")
+        assert result.returncode == 0 and "requestId" in result.stdout
+        for _ in range(100):
+            found = json.loads((await run("station", "variables", "CP1", "--json")).stdout)
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert {v["component"] for v in found} == {"EVSE"}
+        result = await run("remote", "set-network-profile", "CP1", "--configuration-slot", "1",
+                           "--ocpp-csms-url", "wss://csms.example.org/ocpp/",
+                           "--security-profile", "2")
+        assert result.returncode == 0 and box.network_profiles[1]["security_profile"] == 2
+        result = await run("remote", "customer-information", "CP1", "--member", "TAG1")
+        assert result.returncode == 0, result.stderr
+        for _ in range(100):
+            told = json.loads((await run("station", "events", "CP1", "--kind",
+                                         "customer_information", "--json")).stdout)
+            if told:
+                break
+            await asyncio.sleep(0.1)
+        assert "no data held for TAG1" in told[0]["details"]["data"]
+        kept = json.loads((await run("station", "events", "CP1", "--kind", "command",
+                                     "--json")).stdout)
+        assert [k["details"]["command"] for k in reversed(kept)] == [
+            "set-variable-monitoring", "clear-variable-monitoring", "get-report",
+            "set-network-profile", "customer-information"]
+    finally:
+        await close_wallbox(box, reader)
+
+
+def test_a_signed_image_is_checked_when_it_is_stored(tmp_path):
+    from tests.gateway.test_device_management import sign, signing_pair
+
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "CP1", db=db).returncode == 0
+    key, certificate = signing_pair()
+    (tmp_path / "signer.pem").write_text(certificate)
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"5.0.0")
+    (tmp_path / "fw.sig").write_text(sign(key, b"5.0.0"))
+    added = cocharge("firmware", "add", str(image), "--version", "5.0.0", "--signature",
+                     str(tmp_path / "fw.sig"), "--signing-certificate",
+                     str(tmp_path / "signer.pem"), db=db)
+    assert added.returncode == 0 and "signed" in added.stdout, added.stderr
+    image.write_bytes(b"5.0.1")  # not what was signed
+    refused = cocharge("firmware", "add", str(image), "--version", "5.0.1", "--signature",
+                       str(tmp_path / "fw.sig"), "--signing-certificate",
+                       str(tmp_path / "signer.pem"), db=db)
+    assert refused.returncode == 2 and "does not match" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("args,message", [
     (["remote", "set-variables", "CP1", "HeartbeatInterval"], "Component.Variable=value"),
+    (["remote", "set-network-profile", "CP1", "--configuration-slot", "1", "--ocpp-csms-url",
+      "ws://gw/ocpp", "--security-profile", "2"], "must be wss://"),
+    (["remote", "customer-information", "CP1"], "--member TAG or --customer-identifier"),
+    (["remote", "update-firmware", "CP1"], "--location URL or --file ID"),
+    (["remote", "update-firmware", "CP1", "--location", "http://x/fw", "--signature", "AAAA"],
+     "needs both --signature and --signing-certificate"),
+    (["remote", "set-variable-monitoring", "CP1", "Power", "--type", "Delta", "--value", "1"],
+     "Component.Variable"),
     (["serve", "--upload-url", "ftp://gw:21"], "http:// or https://"),
     (["serve", "--require-password", "--auto-register"], "cannot go with --require-password"),
 ])
