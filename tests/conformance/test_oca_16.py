@@ -123,3 +123,37 @@ async def test_tc_044_1_csms_firmware_update(node):
     await notify(station, "Installed")
     shown = await firmware.campaign_status(node.engine, campaign_id)
     assert [t["status"] for t in shown["targets"]] == ["done"]
+
+
+async def test_tc_080_csms_secure_firmware_update(node):
+    """Security extension: a signed image goes out as SignedUpdateFirmware, and every
+    SignedFirmwareStatusNotification is answered and kept with the campaign's request id."""
+    from tests.gateway.test_device_management import sign, signing_pair
+
+    key, certificate = signing_pair()
+    file_id = await firmware.add_file(node.engine, "fw.bin", "2.0", b"2.0", sign(key, b"2.0"),
+                                      certificate)
+    await register(node, "CP1")
+    station = await raw_station(node, "CP1")
+    campaign_id, _ = await firmware.create_campaign(
+        node.engine, "2.0", file_id, None, firmware.Selection(stations=("CP1",)), at_once=1,
+        retries=0)
+    frame = await next_call(station, "SignedUpdateFirmware")
+    payload = frame[3]
+    assert payload["requestId"] == campaign_id
+    assert payload["firmware"]["location"].endswith(f"/firmware/{file_id}")
+    assert payload["firmware"]["signingCertificate"] == certificate
+    # The signature that arrives is one the certificate verifies over the image.
+    firmware.check_signature(b"2.0", payload["firmware"]["signature"],
+                             payload["firmware"]["signingCertificate"])
+    assert "retrieveDateTime" in payload["firmware"]
+    await station.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    for status in ("Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"):
+        answer = await station.call("SignedFirmwareStatusNotification",
+                                    {"status": status, "requestId": campaign_id})
+        assert answer[0] == 3 and answer[2] == {}
+    shown = await firmware.campaign_status(node.engine, campaign_id)
+    assert [t["status"] for t in shown["targets"]] == ["done"]
+    events = await registry.list_station_events(node.engine, "CP1", "firmware")
+    assert [e["details"]["status"] for e in reversed(events)] == [
+        "Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]

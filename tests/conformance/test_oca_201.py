@@ -1,0 +1,239 @@
+"""OCPP 2.0.1 CSMS test cases of the OCA's compliancy testing tool that issue 14 covers,
+driven over a raw socket that plays the Charging Station (the tool's role) and checks the
+CSMS's frames as the test case does. Named after the case ids; where no case id could be
+confirmed, after the use case (N04 ...), with the checks its requirements make."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from cocharge.gateway.app import Node, running_node
+from cocharge.gateway.operator import send_request
+from cocharge.stations import firmware, registry, sharing
+from tests.conftest import RawStation, raw_station, register, settings
+from tests.gateway.test_device_management import sign, signing_pair
+
+NOW = "2026-11-24T10:00:00Z"
+
+
+@pytest.fixture
+async def node(sqlite_url: str) -> AsyncIterator[Node]:
+    async with running_node(sqlite_url, settings(control_interval_s=0.2,
+                                                 local_list_sync_s=0.3)) as running:
+        yield running
+
+
+async def station(node: Node, station_id: str = "CS1", **register_args: Any) -> RawStation:
+    await register(node, station_id, **register_args)
+    return await raw_station(node, station_id, "ocpp2.0.1")
+
+
+async def csms_sends(cs: RawStation, action: str) -> list[Any]:
+    """The next call of `action` from the CSMS (others are answered as a station would)."""
+    async with asyncio.timeout(10):
+        while True:
+            frame = json.loads(await cs.ws.recv())
+            if frame[0] == 2 and frame[2] == action:
+                return list(frame)
+            if frame[0] == 2:
+                await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+
+
+def operator(node: Node, station_id: str, command: str, **args: Any) -> asyncio.Task[Any]:
+    """The operator's request, running while the test plays the station."""
+    return asyncio.create_task(send_request(node.engine, {
+        "command": command, "station": station_id, "args": args}))
+
+
+async def answered(cs: RawStation, action: str, payload: dict[str, Any]) -> None:
+    """The station sends `action`; the CSMS must answer it with an empty (valid) result."""
+    answer = await cs.call(action, payload)
+    assert answer[0] == 3, answer
+    assert answer[2] == {}, answer
+
+
+@pytest.mark.parametrize("case, base", [("TC_B_12", "ConfigurationInventory"),
+                                        ("TC_B_13", "FullInventory")])
+async def test_tc_b_12_and_13_csms_get_base_report(node, case, base):
+    cs = await station(node)
+    asked = operator(node, "CS1", "get-base-report", report_base=base)
+    frame = await csms_sends(cs, "GetBaseReport")
+    assert frame[3]["reportBase"] == base and isinstance(frame[3]["requestId"], int)
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    request_id = frame[3]["requestId"]
+    item = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "OfflineThreshold"},
+            "variableAttribute": [{"type": "Actual", "value": "300", "mutability": "ReadWrite"}],
+            "variableCharacteristics": {"dataType": "integer", "supportsMonitoring": False}}
+    second = {**item, "variable": {"name": "MessageTimeout"},
+              "variableAttribute": [{"type": "Actual", "value": "30"}]}
+    await answered(cs, "NotifyReport", {"requestId": request_id, "generatedAt": NOW, "seqNo": 0,
+                                        "tbc": True, "reportData": [item]})
+    await answered(cs, "NotifyReport", {"requestId": request_id, "generatedAt": NOW, "seqNo": 1,
+                                        "reportData": [second]})
+    rows = await registry.list_station_variables(node.engine, "CS1", "OCPPCommCtrlr")
+    assert {(r["variable"], r["value"]) for r in rows} == {("OfflineThreshold", "300"),
+                                                           ("MessageTimeout", "30")}
+
+
+async def test_tc_b_10_csms_set_variables_multiple_values(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "set-variables", values={
+        "OCPPCommCtrlr.OfflineThreshold": "300", "AuthCtrlr.LocalAuthorizeOffline": "true"})
+    frame = await csms_sends(cs, "SetVariables")
+    data = frame[3]["setVariableData"]
+    assert {(d["component"]["name"], d["variable"]["name"], d["attributeValue"])
+            for d in data} == {("OCPPCommCtrlr", "OfflineThreshold", "300"),
+                               ("AuthCtrlr", "LocalAuthorizeOffline", "true")}
+    await cs.ws.send(json.dumps([3, frame[1], {"setVariableResult": [
+        {"attributeStatus": "Accepted", "attributeType": "Actual",
+         "component": d["component"], "variable": d["variable"]} for d in data]}]))
+    answer = await asked
+    assert answer["accepted"] and answer["status"] == "Accepted,Accepted"
+
+
+async def test_tc_d_01_csms_send_local_list_full(node):
+    """Its sharing rules give the station a Full list: every entry with idTokenInfo."""
+    await register(node, "CS1", tags=("OWNER", "NEIGHBOUR"))
+    await sharing.set_rules(node.engine, "CS1", 0, {"owner_tags": frozenset({"OWNER"}),
+                                                    "allowed_tags": frozenset({"NEIGHBOUR"})})
+    cs = await raw_station(node, "CS1", "ocpp2.0.1")
+    frame = await csms_sends(cs, "SendLocalList")
+    payload = frame[3]
+    assert payload["updateType"] == "Full" and payload["versionNumber"] >= 1
+    entries = payload["localAuthorizationList"]
+    assert {e["idToken"]["idToken"] for e in entries} == {"OWNER", "NEIGHBOUR"}
+    assert all(e["idTokenInfo"]["status"] == "Accepted" for e in entries)
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["secure", "plain"])
+async def test_tc_l_01_csms_secure_firmware_update(node, signed):
+    """L01 (signed: signing certificate and signature in the request) and L02 (without)."""
+    key, certificate = signing_pair()
+    signature = sign(key, b"7.0") if signed else None
+    file_id = await firmware.add_file(node.engine, "fw.bin", "7.0", b"7.0", signature,
+                                      certificate if signed else None)
+    cs = await station(node)
+    campaign_id, _ = await firmware.create_campaign(
+        node.engine, "7.0", file_id, None, firmware.Selection(stations=("CS1",)), at_once=1,
+        retries=0)
+    frame = await csms_sends(cs, "UpdateFirmware")
+    fw = frame[3]["firmware"]
+    assert frame[3]["requestId"] == campaign_id and "retrieveDateTime" in fw
+    if signed:
+        firmware.check_signature(b"7.0", fw["signature"], fw["signingCertificate"])
+    else:
+        assert "signature" not in fw and "signingCertificate" not in fw
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    steps = ["Downloading", "Downloaded", *(["SignatureVerified"] if signed else []),
+             "Installing", "Installed"]
+    for status in steps:
+        await answered(cs, "FirmwareStatusNotification", {"status": status,
+                                                          "requestId": campaign_id})
+    shown = await firmware.campaign_status(node.engine, campaign_id)
+    assert [t["status"] for t in shown["targets"]] == ["done"]
+
+
+async def test_tc_n_62_csms_clear_customer_information_clear_and_report(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "customer-information",
+                     customer_identifier="OpenChargeAlliance", report=True, clear=True)
+    frame = await csms_sends(cs, "CustomerInformation")
+    payload = frame[3]
+    assert payload["report"] is True and payload["clear"] is True
+    assert payload["customerIdentifier"] == "OpenChargeAlliance" and "idToken" not in payload
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    await answered(cs, "NotifyCustomerInformation", {
+        "data": "sessions: 3", "seqNo": 0, "generatedAt": NOW,
+        "requestId": payload["requestId"], "tbc": True})
+    await answered(cs, "NotifyCustomerInformation", {
+        "data": "cleared", "seqNo": 1, "generatedAt": NOW, "requestId": payload["requestId"]})
+    kept = await registry.list_station_events(node.engine, "CS1", "customer_information")
+    assert [k["details"]["data"] for k in reversed(kept)] == ["sessions: 3", "cleared"]
+
+
+async def test_n04_csms_set_variable_monitoring_and_n07_alert_event(node):
+    """N04: SetVariableMonitoringRequest as asked, the monitor kept with the station's id;
+    N07: the NotifyEvent it fires is answered and kept."""
+    cs = await station(node)
+    asked = operator(node, "CS1", "set-variable-monitoring", variable="EVSE.Power",
+                     type="UpperThreshold", value=7400, severity=3, evse_id=1)
+    frame = await csms_sends(cs, "SetVariableMonitoring")
+    [data] = frame[3]["setMonitoringData"]
+    assert (data["component"], data["variable"], data["type"], data["value"],
+            data["severity"]) == ({"name": "EVSE", "evse": {"id": 1}}, {"name": "Power"},
+                                  "UpperThreshold", 7400, 3)
+    await cs.ws.send(json.dumps([3, frame[1], {"setMonitoringResult": [{
+        "id": 42, "status": "Accepted", "type": "UpperThreshold", "severity": 3,
+        "component": data["component"], "variable": data["variable"]}]}]))
+    assert (await asked)["accepted"]
+    [monitor] = await registry.list_station_monitors(node.engine, "CS1")
+    assert (monitor["id"], monitor["value"], monitor["source"]) == (42, "7400", "set")
+    await answered(cs, "NotifyEvent", {"generatedAt": NOW, "seqNo": 0, "eventData": [{
+        "eventId": 1, "timestamp": NOW, "trigger": "Alerting", "actualValue": "7500",
+        "eventNotificationType": "CustomMonitor", "variableMonitoringId": 42,
+        "component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"}}]})
+    [event] = await registry.list_station_events(node.engine, "CS1", "event")
+    assert event["details"]["event_data"][0]["variable_monitoring_id"] == 42
+
+
+async def test_n02_csms_get_monitoring_report_and_n06_clear(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "get-monitoring-report",
+                     monitoring_criteria=["ThresholdMonitoring"])
+    frame = await csms_sends(cs, "GetMonitoringReport")
+    assert frame[3]["monitoringCriteria"] == ["ThresholdMonitoring"]
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    monitor = {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"},
+               "variableMonitoring": [{"id": 7, "transaction": False, "value": 11000,
+                                       "type": "UpperThreshold", "severity": 2}]}
+    await answered(cs, "NotifyMonitoringReport", {"requestId": frame[3]["requestId"],
+                                                  "seqNo": 0, "generatedAt": NOW,
+                                                  "monitor": [monitor]})
+    [row] = await registry.list_station_monitors(node.engine, "CS1")
+    assert (row["id"], row["value"], row["severity"], row["source"]) == (7, "11000", 2, "report")
+    asked = operator(node, "CS1", "clear-variable-monitoring", ids=[7])
+    frame = await csms_sends(cs, "ClearVariableMonitoring")
+    assert frame[3] == {"id": [7]}
+    await cs.ws.send(json.dumps([3, frame[1], {"clearMonitoringResult": [
+        {"id": 7, "status": "Accepted"}]}]))
+    assert (await asked)["accepted"]
+    assert await registry.list_station_monitors(node.engine, "CS1") == []
+
+
+async def test_n01_csms_get_log_upload_tracked(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "get-log", log_type="SecurityLog")
+    frame = await csms_sends(cs, "GetLog")
+    payload = frame[3]
+    assert payload["logType"] == "SecurityLog"
+    assert payload["log"]["remoteLocation"].startswith("http://")
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted", "filename": "sec.log"}]))
+    assert (await asked)["accepted"]
+    for status in ("Uploading", "Uploaded"):
+        await answered(cs, "LogStatusNotification", {"status": status,
+                                                     "requestId": payload["requestId"]})
+    [row] = await registry.list_uploads(node.engine, "CS1")
+    assert (row["status"], row["filename"]) == ("Uploaded", "sec.log")
+
+
+async def test_b09_csms_set_network_profile(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "set-network-profile", configuration_slot=1,
+                     ocpp_csms_url="wss://csms.example.org/ocpp/", security_profile=3)
+    frame = await csms_sends(cs, "SetNetworkProfile")
+    assert frame[3]["configurationSlot"] == 1
+    data = frame[3]["connectionData"]
+    assert (data["ocppCsmsUrl"], data["securityProfile"], data["ocppVersion"],
+            data["ocppTransport"], data["ocppInterface"]) == (
+        "wss://csms.example.org/ocpp/", 3, "OCPP20", "JSON", "Wired0")
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
