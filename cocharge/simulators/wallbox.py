@@ -531,7 +531,10 @@ class WallboxMixin:
         await self.boot_and_report()
         kept, self.outbox = self.outbox, []
         for request in kept:
-            await self.send(request, keep=True)
+            if callable(request):  # a message that could only be built once back online
+                await request()
+            else:
+                await self.send(request, keep=True)
 
     # protocol hooks -----------------------------------------------------------------------
     async def boot(self) -> None: ...
@@ -572,14 +575,35 @@ class Wallbox16(WallboxMixin, ChargePoint16):
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
         reservation = self.hw[session.connector_id].reservation
-        answer = await self.send(call16.StartTransaction(
+        request = call16.StartTransaction(
             connector_id=session.connector_id, id_tag=session.tag, meter_start=int(register_wh),
-            timestamp=self.clock.iso(), reservation_id=reservation[0] if reservation else None))
+            timestamp=self.clock.iso(), reservation_id=reservation[0] if reservation else None)
+        if not self.online:
+            # Offline (the local list admitted the tag): charge now; the central system's
+            # transaction id comes with the answer once the queued start is delivered, and the
+            # transaction's later messages wait behind it.
+            async def replay() -> None:
+                answer = await self.send(request)
+                if answer is not None:
+                    session.tx_id = answer.transaction_id
+            self.outbox.append(replay)
+            return
+        answer = await self.send(request)
         if answer is None:
             raise RuntimeError("StartTransaction needs the central system's transaction id")
         session.tx_id = answer.transaction_id
         if answer.id_tag_info["status"] != "Accepted":
             session.stop_reason = "DeAuthorized"
+
+    async def _send_for(self, session: SimSession, build: Any) -> None:
+        """A transaction message: built now, or (its transaction id not known yet: started
+        offline) when the queued start has been delivered."""
+        if session.tx_id is None:
+            async def later() -> None:
+                await self.send(build(), keep=True)
+            self.outbox.append(later)
+            return
+        await self.send(build(), keep=True)
 
     async def charging_state(self, session: SimSession, state: str) -> None:
         await self.send_status(session.connector_id, state)
@@ -588,19 +612,21 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         await self.send_status(connector_id, "Faulted", FAULT_CODES_16[kind])
 
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
-        await self.send(call16.MeterValues(
+        sampled = [{"timestamp": self.clock.iso(), "sampledValue": [
+            {"value": str(int(hw.register_wh)), "measurand": "Energy.Active.Import.Register",
+             "unit": "Wh"},
+            {"value": f"{hw.power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+            {"value": f"{(hw.ev.soc if hw.ev else 0) * 100:.0f}", "measurand": "SoC",
+             "unit": "Percent"}]}]
+        await self._send_for(session, lambda: call16.MeterValues(
             connector_id=session.connector_id, transaction_id=session.tx_id,
-            meter_value=[{"timestamp": self.clock.iso(), "sampledValue": [
-                {"value": str(int(hw.register_wh)), "measurand": "Energy.Active.Import.Register",
-                 "unit": "Wh"},
-                {"value": f"{hw.power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
-                {"value": f"{(hw.ev.soc if hw.ev else 0) * 100:.0f}", "measurand": "SoC",
-                 "unit": "Percent"}]}]), keep=True)
+            meter_value=sampled))
 
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
-        await self.send(call16.StopTransaction(
-            meter_stop=int(register_wh), timestamp=self.clock.iso(),
-            transaction_id=session.tx_id, reason=session.stop_reason, id_tag=session.tag), keep=True)
+        at = self.clock.iso()
+        await self._send_for(session, lambda: call16.StopTransaction(
+            meter_stop=int(register_wh), timestamp=at, transaction_id=session.tx_id,
+            reason=session.stop_reason, id_tag=session.tag))
 
     @on("RemoteStartTransaction")
     def on_remote_start(self, id_tag: str, connector_id: int | None = None,
