@@ -369,6 +369,12 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 _HIDDEN = ("location", "request_id", "file_id")  # filled in by the gateway
+# The ranges OCPP gives these fields in its text (the JSON schemas leave them open).
+_RANGES = {"severity": (0, 9), "security_profile": (0, 3), "configuration_slot": (0, 2**31 - 1),
+           "message_timeout": (1, 2**31 - 1), "retries": (0, 2**31 - 1),
+           "retry_interval": (0, 2**31 - 1), "connector_id": (0, 2**31 - 1),
+           "evse_id": (0, 2**31 - 1), "session_id": (1, 2**62), "reservation_id": (0, 2**31 - 1),
+           "id": (0, 2**31 - 1)}
 
 
 def build_command(name: str, args: dict[str, Any]) -> Command:
@@ -387,6 +393,13 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     for key, value in args.items():
         if not _fits(value, hints[key]):
             raise CommandRejected(f"{name}: {key} must be {_describe(hints[key])}, not {value!r}")
+    for key, value in args.items():
+        low, high = _RANGES.get(key, (None, None))
+        if low is not None and isinstance(value, int) and not low <= value <= high:
+            raise CommandRejected(f"{name}: {key} must be from {low} to {high}, not {value}")
+    if command_class is ClearVariableMonitoring and not all(
+            0 <= i < 2**31 for i in args.get("ids", ())):
+        raise CommandRejected("clear-variable-monitoring: monitor ids are 0 or more")
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     if command_class is SetVariables and not args.get("values"):
         raise CommandRejected("set-variables needs values: {\"Component.Variable\": \"value\"}")

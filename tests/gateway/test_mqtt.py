@@ -466,3 +466,69 @@ async def test_fleet_operations_and_their_events_over_mqtt(broker, sqlite_url):
                 assert box.monitoring_level == 9
             finally:
                 await close_wallbox(box, reader)
+
+
+# verb, fields, expected state at a 1.6 station, at a 2.0.1 station ("error": refused before
+# anything is sent, naming why; "rejected": the gateway or the charger refused it).
+OPERATION_CASES = [
+    ("reset", {"hard": False}, "accepted", "accepted"),
+    ("trigger", {"message": "Heartbeat"}, "accepted", "accepted"),
+    ("unlock", {"connector_id": 1}, "accepted", "accepted"),
+    ("config-get", {"keys": ["HeartbeatInterval"]}, "accepted", "rejected"),
+    ("config-set", {"key": "OCPPCommCtrlr.HeartbeatInterval", "value": "120"}, "rejected",
+     "accepted"),
+    ("set-variables", {"values": {"OCPPCommCtrlr.HeartbeatInterval": "90"}}, "rejected",
+     "accepted"),
+    ("clear-cache", {}, "accepted", "accepted"),
+    ("data-transfer", {"vendor_id": "acme", "data": "hi"}, "accepted", "accepted"),
+    ("share-lock", {"connector_id": 1, "locked": False}, "accepted", "accepted"),
+    ("get-base-report", {}, "rejected", "accepted"),
+    ("get-report", {"component_variables": ["EVSE"]}, "rejected", "accepted"),
+    ("get-transaction-status", {}, "rejected", "accepted"),
+    ("get-local-list-version", {}, "accepted", "accepted"),
+    ("send-local-list", {}, "rejected", "rejected"),  # no sharing rules: no list to send
+    ("get-diagnostics", {}, "accepted", "rejected"),
+    ("get-log", {"log_type": "SecurityLog"}, "accepted", "accepted"),
+    ("update-firmware", {"url": "http://127.0.0.1:9/fw"}, "accepted", "accepted"),
+    ("set-network-profile", {"configuration_slot": 1, "ocpp_csms_url": "ws://gw/ocpp",
+                             "security_profile": 1}, "rejected", "accepted"),
+    ("set-variable-monitoring", {"variable": "EVSE.Power", "type": "Delta", "value": 100},
+     "rejected", "accepted"),
+    ("set-monitoring-base", {"monitoring_base": "All"}, "rejected", "accepted"),
+    ("set-monitoring-level", {"severity": 5}, "rejected", "accepted"),
+    ("get-monitoring-report", {}, "rejected", "accepted"),
+    ("clear-variable-monitoring", {"ids": [1]}, "rejected", "accepted"),
+    ("customer-information", {"id_token": "ANN"}, "rejected", "accepted"),
+    ("start", {"tag": "ANN", "connector_id": 1}, "accepted", "accepted"),
+    ("set-monitoring-level", {"severity": 12}, "error", "error"),
+    ("get-log", {"log_type": 5}, "error", "error"),
+]
+
+
+@pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])
+async def test_every_operation_is_an_mqtt_verb(broker, sqlite_url, protocol):
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        async with backend(broker) as b:
+            box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                                       protocol=protocol, speed=300))
+            try:
+                for n, (verb, fields, at16, at201) in enumerate(OPERATION_CASES):
+                    rid = f"op-{n}"
+                    await b.command(verb, {"v": 1, "request_id": rid, "station": "WB1",
+                                           **fields})
+                    want = at16 if protocol == "1.6" else at201
+                    final = await b.wait(lambda r=rid: [a for a in b.acks(r)
+                                                        if a["state"] != "received"])
+                    assert final[0]["state"] == want, (verb, fields, final)
+                    if want == "accepted":
+                        assert "ocpp_status" in final[0] and "response" in final[0]
+                    else:
+                        assert final[0].get("error") or final[0].get("ocpp_status"), final
+                kept = await registry.list_station_events(node.engine, "WB1", "command", 100)
+                sent = [k["details"]["command"] for k in kept]
+                assert "customer-information" in sent or protocol == "1.6"
+                assert "get-log" in sent and "reset" in sent
+            finally:
+                await close_wallbox(box, reader)
