@@ -30,11 +30,11 @@ from cocharge.gateway import rpc
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
+    ClearVariableMonitoring,
     Command,
     CommandFailed,
     CommandRejected,
     CommandResult,
-    ClearVariableMonitoring,
     CustomerInformation,
     GetDiagnostics,
     GetLog,

@@ -158,7 +158,7 @@ class V16Connection(StationConnection):
         return call_result.LogStatusNotification()
 
     @handles(Action.security_event_notification)
-    async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
+    async def on_security_event(self, type: str, timestamp: str,
                                 tech_info: str | None = None) -> call_result.SecurityEventNotification:
         await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
                                                 {"type": type, "tech_info": tech_info}))

@@ -161,7 +161,7 @@ class V201Connection(StationConnection):
         return call_result.FirmwareStatusNotification()
 
     @handles(Action.security_event_notification)
-    async def on_security_event(self, type: str, timestamp: str,  # noqa: A002 - OCPP's name
+    async def on_security_event(self, type: str, timestamp: str,
                                 tech_info: str | None = None,
                                 **_: Any) -> call_result.SecurityEventNotification:
         await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
@@ -331,11 +331,9 @@ class V201Connection(StationConnection):
                     raise cmd.CommandRejected(
                         "OCPP 2.0.1 stations answer only named variables: give one or more "
                         "Component.Variable keys")
-                data = []
-                for key in keys:
-                    component, variable = _component_variable(key)
-                    data.append({"component": {"name": component}, "variable": {"name": variable}})
-                return call.GetVariables(get_variable_data=data)
+                return call.GetVariables(get_variable_data=[
+                    {"component": {"name": component}, "variable": {"name": variable}}
+                    for component, variable in map(_component_variable, keys)])
             case cmd.SetConfiguration(key=key, value=value):
                 component, variable = _component_variable(key)
                 return call.SetVariables(set_variable_data=[{
@@ -344,12 +342,11 @@ class V201Connection(StationConnection):
             case cmd.GetTransactionStatus():
                 return call.GetTransactionStatus(transaction_id=tx_ref)
             case cmd.SetVariables(values=values):
-                data: list[dict[str, Any]] = []
-                for key, value in values.items():
-                    component, variable = _component_variable(key)
-                    data.append({"attribute_value": value, "component": {"name": component},
-                                 "variable": {"name": variable}})
-                return call.SetVariables(set_variable_data=data)
+                return call.SetVariables(set_variable_data=[
+                    {"attribute_value": value, "component": {"name": component},
+                     "variable": {"name": variable}}
+                    for (component, variable), value in (
+                        (_component_variable(k), v) for k, v in values.items())])
             case cmd.ClearCache():
                 return call.ClearCache()
             case cmd.DataTransfer(vendor_id=vendor_id, message_id=message_id, data=data):

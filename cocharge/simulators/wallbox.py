@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import ocpp.messages
 from ocpp.routing import on
@@ -27,8 +28,6 @@ from ocpp.v16 import call_result as result16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
-from urllib.parse import urlsplit
-
 from websockets.asyncio.client import ClientConnection, connect
 
 from cocharge.simulators.hardware import EV, Connector
@@ -654,12 +653,12 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         return result16.UnlockConnector(status="Unlocked")
 
     @on("ChangeAvailability")
-    def on_change_availability(self, connector_id: int, type: str) -> result16.ChangeAvailability:  # noqa: A002
+    def on_change_availability(self, connector_id: int, type: str) -> result16.ChangeAvailability:
         targets = list(self.hw) if connector_id == 0 else [connector_id]
         return result16.ChangeAvailability(status=self.set_availability(targets, type == "Operative"))
 
     @on("Reset")
-    def on_reset(self, type: str) -> result16.Reset:  # noqa: A002
+    def on_reset(self, type: str) -> result16.Reset:
         for session in self.sessions.values():
             session.stop_reason = "HardReset" if type == "Hard" else "SoftReset"
         self._spawn(self._after_reset(power_cycle=type == "Hard"))
@@ -958,7 +957,7 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             status=self.set_availability(targets, operational_status == "Operative"))
 
     @on("Reset")
-    def on_reset(self, type: str, evse_id: int | None = None,  # noqa: A002
+    def on_reset(self, type: str, evse_id: int | None = None,
                  **_: Any) -> result201.Reset:
         self.last_reset = (type, evse_id)
         if evse_id is not None:  # one EVSE: its session ends, the station stays up
@@ -976,7 +975,7 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         return result201.Reset(status="Accepted")
 
     @on("ReserveNow")
-    def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],  # noqa: A002
+    def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict[str, Any],
                        evse_id: int | None = None, **_: Any) -> result201.ReserveNow:
         return result201.ReserveNow(
             status=self.reserve(evse_id, id_token["id_token"], id, expiry_date_time))
@@ -1230,7 +1229,7 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         return result201.SetMonitoringLevel(status="Accepted")
 
     @on("ClearVariableMonitoring")
-    def on_clear_variable_monitoring(self, id: list[int],  # noqa: A002 - OCPP's name
+    def on_clear_variable_monitoring(self, id: list[int],
                                      **_: Any) -> result201.ClearVariableMonitoring:
         results = []
         for monitor_id in id:

@@ -394,8 +394,10 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
         if not _fits(value, hints[key]):
             raise CommandRejected(f"{name}: {key} must be {_describe(hints[key])}, not {value!r}")
     for key, value in args.items():
-        low, high = _RANGES.get(key, (None, None))
-        if low is not None and isinstance(value, int) and not low <= value <= high:
+        if key not in _RANGES or not isinstance(value, int):
+            continue
+        low, high = _RANGES[key]
+        if not low <= value <= high:
             raise CommandRejected(f"{name}: {key} must be from {low} to {high}, not {value}")
     if command_class is ClearVariableMonitoring and not all(
             0 <= i < 2**31 for i in args.get("ids", ())):

@@ -88,7 +88,7 @@ async def test_remote_commands_reach_a_station_through_the_server(served):
     box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
                                                speed=300, meter_interval_s=0.1))
     try:
-        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)  # noqa: E731
+        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)
         result = await run("remote", "start", "CP1", "--tag", "TAG1", "--connector", "1")
         assert result.returncode == 0 and "Accepted" in result.stdout
         for _ in range(100):
@@ -165,7 +165,7 @@ async def test_device_management_commands_from_the_cli(served):
     box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
                                                speed=300, meter_interval_s=0.1))
     try:
-        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)  # noqa: E731
+        run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)
         result = await run("remote", "set-variable-monitoring", "CP1", "EVSE.Power", "--type",
                             "UpperThreshold", "--value", "7400", "--evse", "1", "--severity", "3")
         assert result.returncode == 0 and "Accepted" in result.stdout, result.stderr

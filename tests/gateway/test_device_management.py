@@ -232,7 +232,7 @@ async def test_signed_update_firmware_is_verified_and_installed(node, protocol):
 
 async def test_a_campaign_with_a_bad_signature_fails_at_the_station(node):
     await register(node, "FW2")
-    key, certificate = signing_pair()
+    _, certificate = signing_pair()
     other, _ = signing_pair()
     image = b"4.0.0"
     file_id = await firmware.add_file(node.engine, "fw.bin", "4.0.0", image)
