@@ -190,6 +190,7 @@ class StationConnection:
         self._call_lock = asyncio.Lock()
         self._answer: asyncio.Future[Answer] | None = None
         self.upload_port = settings.upload_port  # the gateway sets the port it listens on
+        self.upload_scheme = "http"  # https when the gateway serves TLS (uploads too)
         # The quirks of this station's vendor and model (known from an earlier boot).
         self.quirk_book = quirks or QuirkBook()
         record = service.directory.get(station_id)
@@ -374,7 +375,7 @@ class StationConnection:
         request = getattr(self.websocket, "request", None)
         host = (request.headers.get("Host", "") if request is not None else "") or "127.0.0.1"
         host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return f"http://{host}:{self.upload_port}"
+        return f"{self.upload_scheme}://{host}:{self.upload_port}"
 
     async def _with_upload(self, command: GetDiagnostics | GetLog) -> Any:
         """The command with a fresh upload URL (its one-time token) and request id."""

@@ -111,7 +111,7 @@ class Gateway:
         self.service = StationService(engine, settings)
         self.quirks = load_quirks(settings.quirks_file)
         self.guard = AuthGuard(settings)
-        self.uploads = UploadServer(engine, settings)
+        self.uploads = UploadServer(engine, settings, tls)
         self._held: dict[str, int] = {}  # address -> refused attempts held (tarpit)
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
@@ -355,6 +355,7 @@ class Gateway:
         connection = handler_class(station_id, websocket, self.service, self.settings, admission,
                                    self.quirks)
         connection.upload_port = self.uploads.port
+        connection.upload_scheme = "https" if self.tls else "http"
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection

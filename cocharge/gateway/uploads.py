@@ -3,7 +3,7 @@
 It also serves the firmware images of `cocharge firmware add` (GET /firmware/<id>).
 
 `cocharge remote get-diagnostics` / `get-log` give the station a URL of this endpoint with a
-one-time token: `http://HOST:9002/upload/<token>` (the station may add a file name). The
+one-time token: `http://HOST:9002/upload/<token>` (`https://` when `serve` has a TLS certificate) (the station may add a file name). The
 station sends the file with HTTP PUT, or POST (raw or multipart/form-data, as OCPP leaves
 it open); it is stored with its request (`log_uploads`) and listed by `cocharge logs`. FTP,
 which OCPP also allows, is not offered. A token takes one file; an unknown or used token,
@@ -19,6 +19,7 @@ import email.parser
 import email.policy
 import logging
 import re
+import ssl
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,9 +45,11 @@ class UploadRefused(Exception):
 
 
 class UploadServer:
-    def __init__(self, engine: AsyncEngine, settings: GatewaySettings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: GatewaySettings,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.tls = tls  # the gateway's certificate: HTTPS when the chargers' port is TLS
         self._server: asyncio.Server | None = None
 
     @property
@@ -56,9 +59,10 @@ class UploadServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve, self.settings.host, self.settings.upload_port, limit=16 * 1024)
-        log.info("upload endpoint for diagnostics and logs on %s:%d", self.settings.host,
-                 self.port)
+            self._serve, self.settings.host, self.settings.upload_port, limit=16 * 1024,
+            ssl=self.tls)
+        log.info("upload endpoint for diagnostics, logs and firmware on %s:%d (%s)",
+                 self.settings.host, self.port, "HTTPS" if self.tls else "HTTP")
 
     async def close(self) -> None:
         if self._server is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
@@ -76,4 +77,24 @@ async def test_tls_profile_2(tmp_path, sqlite_url):
             await ws.send(json.dumps([2, "1", "BootNotification",
                                       {"chargePointVendor": "v", "chargePointModel": "m"}]))
             answer = json.loads(await ws.recv())
-    assert answer[2]["status"] == "Accepted"
+            assert answer[2]["status"] == "Accepted"
+            # The upload endpoint speaks TLS too: the station is given an https URL, and a
+            # stored firmware image is served over it.
+            from cocharge.gateway.operator import send_request
+            from cocharge.stations import firmware
+
+            asked = asyncio.create_task(send_request(node.engine, {
+                "command": "get-diagnostics", "station": "TLS1", "args": {}}))
+            call = json.loads(await ws.recv())
+            assert call[2] == "GetDiagnostics"
+            assert call[3]["location"].startswith(f"https://127.0.0.1:{node.gateway.uploads.port}/")
+            await ws.send(json.dumps([3, call[1], {"fileName": "d.log"}]))
+            assert (await asked)["accepted"]
+        file_id = await firmware.add_file(node.engine, "fw.bin", "9.9", b"9.9")
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.gateway.uploads.port,
+                                                       ssl=client)
+        writer.write(f"GET /firmware/{file_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        reply = await reader.read()
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\n9.9")
