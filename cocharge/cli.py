@@ -927,6 +927,25 @@ def remote_data_transfer(station_id: str, vendor: str, message_id: str | None, d
                 {"vendor_id": vendor, "message_id": message_id, "data": data}, as_json, expires)
 
 
+@station.command("rotate-password")
+@click.argument("station_id")
+@click.option("--password", help="The new password (16-40 printable characters); default: a "
+              "strong random one that nobody needs to see.")
+@expires_option
+@db_option
+@json_option
+def station_rotate_password(station_id: str, password: str | None, db: str | None,
+                            as_json: bool, expires: float | None) -> None:
+    """Give a connected station a new password: 1.6 AuthorizationKey / 2.0.1
+    BasicAuthPassword. It is valid once the station accepted it, and the old one until the
+    station has connected with the new one, so the station is never locked out."""
+    from cocharge.stations.commands import valid_password
+
+    if password is not None and not valid_password(password):
+        fail("--password must be 16 to 40 printable ASCII characters without spaces")
+    remote_call(db, station_id, "rotate-password", {"password": password}, as_json, expires)
+
+
 # --- sharing: rules, bookings, groups, queued commands ---------------------------------------
 
 def _rule_error(func: Callable[[], T]) -> T:

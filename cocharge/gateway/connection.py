@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from cocharge.gateway import rpc
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
+    PASSWORD_KEYS,
+    PASSWORD_RULE,
     ClearVariableMonitoring,
     Command,
     CommandFailed,
@@ -39,11 +42,17 @@ from cocharge.stations.commands import (
     GetDiagnostics,
     GetLog,
     RawCall,
+    RotatePassword,
+    SetConfiguration,
     SetVariableMonitoring,
     SetVariables,
     UpdateFirmware,
+    password_key,
+    sets_password,
+    valid_password,
 )
 from cocharge.stations.events import Admission, MeterSample
+from cocharge.stations.passwords import hash_password
 from cocharge.stations.service import StationService
 from cocharge.store.sql import RowRejected
 
@@ -299,6 +308,21 @@ class StationConnection:
 
     async def command(self, command: Command, tx_ref: str | None = None) -> CommandResult:
         """Send `command` and wait for the answer; one call at a time, bounded by call_timeout."""
+        if isinstance(command, SetConfiguration) and password_key(command.key):
+            command = RotatePassword(command.value)
+        if isinstance(command, RotatePassword):
+            return await self._rotate_password(command.password)
+        if isinstance(command, SetVariables) and any(password_key(k) for k in command.values):
+            raise CommandRejected("set the station's password alone, with `cocharge station "
+                                  "rotate-password` (or `remote config-set`), so that the "
+                                  "gateway accepts it once the station does")
+        if isinstance(command, RawCall) and sets_password(command.action, command.payload):
+            raise CommandRejected("a raw call would change the station's password behind the "
+                                  "gateway's back (the station would be locked out): use "
+                                  "`cocharge station rotate-password`")
+        return await self._send_command(command, tx_ref)
+
+    async def _send_command(self, command: Command, tx_ref: str | None = None) -> CommandResult:
         if isinstance(command, RawCall):
             action, payload = command.action, command.payload
             if action not in rpc.TO_STATION[self.protocol]:
@@ -366,6 +390,21 @@ class StationConnection:
             result = CommandResult(status in ("Accepted", "AcceptedCanceled"), str(status),
                                    {**answer.payload, "requestId": command.request_id})
         return result
+
+    async def _rotate_password(self, password: str | None) -> CommandResult:
+        """Send a new password; it becomes valid here once the station accepted it (the old
+        one stays valid until the station connects with the new one)."""
+        password = password if password is not None else secrets.token_hex(16)
+        if not valid_password(password):
+            raise CommandRejected(PASSWORD_RULE)
+        new_hash = await asyncio.to_thread(hash_password, password)
+        result = await self._send_command(SetConfiguration(PASSWORD_KEYS[self.protocol],
+                                                           password))
+        if result.accepted:
+            await self.service.password_accepted(self.id, new_hash)
+        log.info("station %s: new password %s (%s)", self.id,
+                 "accepted" if result.accepted else "refused", result.status)
+        return CommandResult(result.accepted, result.status, {"status": result.status})
 
     def upload_base(self) -> str:
         """Where this station can reach our upload endpoint: the setting, else the host name

@@ -63,7 +63,8 @@ NOTICE_TOPICS = {"firmware": "firmware", "diagnostics": "log", "log": "log",
 # Every named operation of `cocharge remote` is also a verb, its fields named as the operator
 # channel names them (docs/mqtt.md). Raw calls stay with the operator: a property's backend
 # may not send arbitrary OCPP (passwords, certificates) to a charger.
-OPERATIONS = tuple(name for name in cmd.COMMANDS if name not in VERBS and name != "call")
+OPERATIONS = tuple(name for name in cmd.COMMANDS
+                   if name not in VERBS and name not in ("call", "rotate-password"))
 
 
 @dataclass(frozen=True)
@@ -586,6 +587,10 @@ def _plan(verb: str, body: dict[str, Any]) -> Plan:
             command = cmd.build_command(verb, args)
         except cmd.CommandRejected as exc:
             raise CommandError(str(exc)) from None
+        if isinstance(command, cmd.SetConfiguration) and cmd.password_key(command.key):
+            # Whoever sets a station's password can pose as the station: the operator's.
+            raise CommandError("a station's password is set by the operator only "
+                               "(`cocharge station rotate-password`)")
     else:
         unknown = set(body) - _FIELDS[verb] - common
         if unknown:

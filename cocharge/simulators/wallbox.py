@@ -65,6 +65,9 @@ class SimConfig:
     firmware: str = "1.0.0"
     # A firmware update downloads, then fails to install (a broken unit in a campaign).
     firmware_fails: bool = False
+    # A new password: refused, or accepted and then used to reconnect (as OCPP asks).
+    refuse_password: bool = False
+    reconnect_on_password: bool = True
 
 
 class SimClock:
@@ -155,6 +158,7 @@ class WallboxMixin:
         self.local_list: dict[str, datetime | None] = {}
         self.local_list_version = 0
         self.firmware = config.firmware
+        self.password_changes = 0
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -190,6 +194,23 @@ class WallboxMixin:
                 self.local_list[tag] = datetime.fromisoformat(expiry) if expiry else None
         self.local_list_version = version
         return "Accepted"
+
+    def new_password(self, password: str) -> str:
+        """A new Basic-auth password (1.6 AuthorizationKey, 2.0.1 BasicAuthPassword): kept,
+        then the charger reconnects with it, as the specifications ask. A charger set to
+        refuse (`refuse_password`) keeps the old one."""
+        if self.config.refuse_password or not 16 <= len(password) <= 40:
+            return "Rejected"
+        self.config.password = password
+        self.password_changes += 1
+        if self.config.reconnect_on_password:
+            self._spawn(self._reconnect_with_new_password())
+        return "Accepted"
+
+    async def _reconnect_with_new_password(self) -> None:
+        await asyncio.sleep(0.05)  # our answer goes first
+        await self.drop_connection()
+        await self.reconnect()
 
     def local_list_allows(self, tag: str) -> bool:
         if tag not in self.local_list:
@@ -683,6 +704,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
 
     @on("ChangeConfiguration")
     def on_change_configuration(self, key: str, value: str) -> result16.ChangeConfiguration:
+        if key == "AuthorizationKey":
+            return result16.ChangeConfiguration(status=self.new_password(value))
         if key not in self.settings:
             return result16.ChangeConfiguration(status="NotSupported")
         if key == "NumberOfConnectors":
@@ -1030,6 +1053,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
                 value = str(item["attribute_value"]).lower()
                 ok = value in ("true", "false") and self.set_bay_lock(evse or 1, value == "true")
                 status = "Accepted" if ok else "Rejected"
+            elif key == "SecurityCtrlr.BasicAuthPassword":
+                status = self.new_password(str(item["attribute_value"]))
             else:
                 status = "Accepted" if key in self.settings else "UnknownVariable"
             if status == "Accepted" and key in self.settings:

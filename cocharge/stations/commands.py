@@ -270,6 +270,44 @@ class GetBaseReport:
 
 
 @dataclass(frozen=True)
+class RotatePassword:
+    """A new HTTP Basic password for the station (1.6 AuthorizationKey, 2.0.1
+    SecurityCtrlr.BasicAuthPassword): valid once the station accepted it, beside the old one
+    until the station connects with it. Without `password`, a strong one is made."""
+
+    password: str | None = None
+
+
+# The settings that hold a station's password: changed only through RotatePassword.
+PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
+
+
+PASSWORD_RULE = ("a station password is 16 to 40 printable ASCII characters without spaces "
+                 "(OCPP's limits)")
+
+
+def valid_password(password: str) -> bool:
+    return 16 <= len(password) <= 40 and all(33 <= ord(c) < 127 for c in password)
+
+
+def password_key(key: str) -> bool:
+    return key.casefold() in {k.casefold() for k in PASSWORD_KEYS.values()} | {
+        "basicauthpassword"}
+
+
+def sets_password(action: str, payload: dict[str, Any]) -> bool:
+    """Does this raw call change the station's password?"""
+    if action == "ChangeConfiguration":
+        return password_key(str(payload.get("key", "")))
+    if action == "SetVariables":
+        return any(password_key(f"{(d.get('component') or {}).get('name')}."
+                                f"{(d.get('variable') or {}).get('name')}")
+                   or password_key(str((d.get("variable") or {}).get("name", "")))
+                   for d in payload.get("setVariableData", []) if isinstance(d, dict))
+    return False
+
+
+@dataclass(frozen=True)
 class RawCall:
     """Any call of the station's OCPP version, as its JSON payload (camelCase): validated
     against the version's schema before it leaves (`cocharge remote call`)."""
@@ -284,7 +322,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetLocalListVersion | GetDiagnostics | GetLog | UpdateFirmware | SetVariables
            | GetTransactionStatus | RawCall | SyncLocalList | GetReport | SetNetworkProfile
            | SetVariableMonitoring | SetMonitoringBase | SetMonitoringLevel
-           | ClearVariableMonitoring | GetMonitoringReport | CustomerInformation)
+           | ClearVariableMonitoring | GetMonitoringReport | CustomerInformation
+           | RotatePassword)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -316,6 +355,7 @@ COMMANDS: dict[str, type] = {
     "clear-variable-monitoring": ClearVariableMonitoring,
     "get-monitoring-report": GetMonitoringReport,
     "customer-information": CustomerInformation,
+    "rotate-password": RotatePassword,
     "call": RawCall,
 }
 
@@ -414,6 +454,9 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
             (args.get("id_token") is None) == (args.get("customer_identifier") is None)):
         raise CommandRejected("customer-information names the customer: id_token (a member's "
                               "tag) or customer_identifier, one of them")
+    if command_class is RotatePassword and args.get("password") is not None and not valid_password(
+            args["password"]):
+        raise CommandRejected(PASSWORD_RULE)
     if command_class is CustomerInformation and not (args.get("report", True) or args.get("clear")):
         raise CommandRejected("customer-information: ask for a report, a clear, or both")
     try:

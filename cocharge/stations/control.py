@@ -96,6 +96,19 @@ class Desired:
     bay_locked: bool
 
 
+def _redacted(args: dict[str, Any]) -> dict[str, Any]:
+    """A command's arguments as kept: passwords left out."""
+    hidden = dict(args)
+    if "password" in hidden and hidden["password"] is not None:
+        hidden["password"] = "(hidden)"
+    if cmd.password_key(str(hidden.get("key", ""))):
+        hidden["value"] = "(hidden)"
+    if isinstance(hidden.get("values"), dict):
+        hidden["values"] = {k: "(hidden)" if cmd.password_key(k) else v
+                            for k, v in hidden["values"].items()}
+    return hidden
+
+
 class SharingController:
     def __init__(self, engine: AsyncEngine, settings: GatewaySettings,
                  link: Callable[[str], StationLink | None]) -> None:
@@ -488,7 +501,17 @@ class SharingController:
                 raise cmd.CommandRejected(
                     f"session {command.session_id} is on station {ref[0]}, not {station_id}")
             tx_ref = ref[1]
+        if isinstance(command, cmd.RawCall) and cmd.sets_password(command.action,
+                                                                  command.payload):
+            raise cmd.CommandRejected("a raw call would change the station's password behind "
+                                      "the gateway's back (the station would be locked out): "
+                                      "use `cocharge station rotate-password`")
         link = self.link(station_id)
+        if link is None and (
+                (isinstance(command, cmd.RotatePassword) and command.password is not None)
+                or (isinstance(command, cmd.SetConfiguration) and cmd.password_key(command.key))):
+            raise cmd.CommandFailed("offline", f"station {station_id} is not connected (a "
+                                    "password is not kept for later: send it when it is online)")
         if link is None:
             if queue_for_s is None or name is None:
                 raise cmd.CommandFailed("offline", f"station {station_id} is not connected")
@@ -506,7 +529,7 @@ class SharingController:
             result = await link.command(command, tx_ref)
         if name is not None:  # what the operator asked and the station answered, kept
             await self._record(station_id, utcnow(), "command", {
-                "command": name, "args": args or {}, "status": result.status,
+                "command": name, "args": _redacted(args or {}), "status": result.status,
                 "response": result.response})
         return {"ok": True, "accepted": result.accepted, "status": result.status,
                 "response": result.response}

@@ -78,18 +78,20 @@ class StationRecord:
     node: str | None = None        # the gateway node holding its connection
     vendor: str | None = None      # from its last BootNotification (quirks are keyed by it)
     model: str | None = None
+    next_password_hash: str | None = None  # accepted by the station, not used yet (rotation)
     # connector -> (status, error code, charger's time of the status)
     status: dict[int, tuple[str, str | None, datetime]] = field(default_factory=dict)
 
 
 _COLUMNS = (stations.c.id, stations.c.admission, stations.c.password_hash,
             stations.c.connectors, stations.c.max_power_w, stations.c.node, stations.c.vendor,
-            stations.c.model)
+            stations.c.model, stations.c.next_password_hash)
 
 
 def _record(row: Any) -> StationRecord:
     return StationRecord(row.id, row.admission, row.password_hash, row.connectors or 1,
-                         row.max_power_w, row.node, row.vendor, row.model)
+                         row.max_power_w, row.node, row.vendor, row.model,
+                         row.next_password_hash)
 
 
 class StationDirectory:
@@ -144,6 +146,7 @@ class StationDirectory:
             self.stations[found.id] = found
             return found
         record.admission, record.password_hash = found.admission, found.password_hash
+        record.next_password_hash = found.next_password_hash
         record.connectors, record.max_power_w = found.connectors, found.max_power_w
         record.vendor, record.model = found.vendor, found.model
         return record

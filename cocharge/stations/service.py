@@ -243,9 +243,48 @@ class StationService:
         if await self._password_matches(station_id, password, stored_hash):
             return True
         record = await self.directory.find(station_id, fresh=True)
-        if record is None or record.password_hash in (None, stored_hash):
-            return record is not None and record.password_hash is None
-        return await self._password_matches(station_id, password, record.password_hash)
+        if record is None:
+            return False
+        if record.password_hash is None:
+            return True
+        if record.password_hash != stored_hash and await self._password_matches(
+                station_id, password, record.password_hash):
+            return True
+        if record.next_password_hash is not None and await self._password_matches(
+                station_id, password, record.next_password_hash):
+            await self._promote_password(record)
+            return True
+        return False
+
+    async def _promote_password(self, record: StationRecord) -> None:
+        """The station connected with the password it accepted: it is now the only one."""
+        new_hash = record.next_password_hash
+        record.password_hash, record.next_password_hash = new_hash, None
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(update(stations).where(and_(
+                stations.c.id == record.id, stations.c.next_password_hash == new_hash))
+                .values(password_hash=new_hash, next_password_hash=None))
+            await conn.execute(_INSERT_NOTICE, [_notice_row(StationNotice(
+                record.id, "password_rotated", utcnow(), {"step": "in use"}))])
+
+        await self.journal.run(work)
+        log.info("station %s connected with its new password: the old one is no longer valid",
+                 record.id)
+
+    async def password_accepted(self, station_id: str, new_hash: str) -> None:
+        """The station accepted a new password: valid beside the old one from now on."""
+        record = self.directory.get(station_id)
+        if record is not None:
+            record.next_password_hash = new_hash
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(update(stations).where(stations.c.id == station_id)
+                               .values(next_password_hash=new_hash))
+            await conn.execute(_INSERT_NOTICE, [_notice_row(StationNotice(
+                station_id, "password_rotated", utcnow(), {"step": "accepted by the station"}))])
+
+        await self.journal.run(work)
 
     def password_known(self, station_id: str, password: str, stored_hash: str) -> bool:
         """This password was verified against this hash since start (no scrypt needed)."""

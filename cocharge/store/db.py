@@ -188,6 +188,12 @@ async def _v10_monitoring_signed_firmware(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v11_password_rotation(conn: AsyncConnection) -> None:
+    """The password a station accepted and has not used yet (issue 15)."""
+    await conn.run_sync(lambda sync_conn: _add_columns(sync_conn, [
+        (stations, ["next_password_hash"])]))
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -200,6 +206,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (8, _v8_log_uploads),
     (9, _v9_firmware),
     (10, _v10_monitoring_signed_firmware),
+    (11, _v11_password_rotation),
 ]
 
 

@@ -43,6 +43,9 @@ stations = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("password_hash", String(255)),
+    # A new password the station accepted (rotation): valid beside the old one until the
+    # station connects with it, which makes it the password.
+    Column("next_password_hash", String(255)),
     Column("owner", String(200)),
     Column("connectors", Integer, nullable=False, default=1),
     Column("max_power_w", Integer),

@@ -238,6 +238,7 @@ def test_a_signed_image_is_checked_when_it_is_stored(tmp_path):
      "needs both --signature and --signing-certificate"),
     (["remote", "set-variable-monitoring", "CP1", "Power", "--type", "Delta", "--value", "1"],
      "Component.Variable"),
+    (["station", "rotate-password", "CP1", "--password", "short"], "16 to 40 printable"),
     (["serve", "--upload-url", "ftp://gw:21"], "http:// or https://"),
     (["serve", "--require-password", "--auto-register"], "cannot go with --require-password"),
 ])

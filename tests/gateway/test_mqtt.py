@@ -502,6 +502,11 @@ OPERATION_CASES = [
     ("start", {"tag": "ANN", "connector_id": 1}, "accepted", "accepted"),
     ("set-monitoring-level", {"severity": 12}, "error", "error"),
     ("get-log", {"log_type": 5}, "error", "error"),
+    # A station's password is the operator's: whoever sets it can pose as the station.
+    ("config-set", {"key": "AuthorizationKey", "value": "p" * 20}, "error", "error"),
+    ("config-set", {"key": "SecurityCtrlr.BasicAuthPassword", "value": "p" * 20}, "error",
+     "error"),
+    ("rotate-password", {}, "error", "error"),
 ]
 
 
