@@ -237,3 +237,38 @@ async def test_b09_csms_set_network_profile(node):
         "wss://csms.example.org/ocpp/", 3, "OCPP20", "JSON", "Wired0")
     await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
     assert (await asked)["accepted"]
+
+
+async def test_tc_a_09_csms_update_charging_station_password_for_http_basic_authentication(node):
+    """SetVariablesRequest SecurityCtrlr.BasicAuthPassword; after Accepted the station
+    reconnects with the new password and is admitted (the old one no longer is)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from tests.gateway.test_passwords import basic
+
+    await registry.add_station(node.engine, registry.NewStation("CSA", password="old-password-0009"))
+    cs = await raw_station(node, "CSA", "ocpp2.0.1",
+                           additional_headers=basic("CSA", "old-password-0009"))
+    asked = operator(node, "CSA", "rotate-password")
+    frame = await csms_sends(cs, "SetVariables")
+    [data] = frame[3]["setVariableData"]
+    assert data["component"] == {"name": "SecurityCtrlr"}
+    assert data["variable"] == {"name": "BasicAuthPassword"}
+    new = data["attributeValue"]
+    assert 16 <= len(new) <= 40
+    await cs.ws.send(json.dumps([3, frame[1], {"setVariableResult": [{
+        "attributeStatus": "Accepted", "component": data["component"],
+        "variable": data["variable"]}]}]))
+    assert (await asked)["accepted"]
+    await cs.ws.close()
+    url = f"ws://127.0.0.1:{node.gateway.port}/ocpp/CSA"
+    async with connect(url, subprotocols=["ocpp2.0.1"],
+                       additional_headers=basic("CSA", new)) as ws:
+        await ws.send(json.dumps([2, "b1", "BootNotification", {
+            "chargingStation": {"vendorName": "raw", "model": "raw"}, "reason": "PowerUp"}]))
+        assert json.loads(await ws.recv())[2]["status"] == "Accepted"
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(url, subprotocols=["ocpp2.0.1"],
+                      additional_headers=basic("CSA", "old-password-0009"))
+    assert refused.value.response.status_code == 401
