@@ -241,6 +241,16 @@ class WallboxMixin:
         parts = status_line.split()
         return len(parts) > 1 and parts[1].startswith(b"2")
 
+    async def _send_log(self, location: str, name: str, request_id: int) -> None:
+        """GetLog: upload the log, with LogStatusNotifications before and after."""
+        await asyncio.sleep(0.05)  # after our answer
+        status = call16.LogStatusNotification if self.config.protocol == "1.6" \
+            else call201.LogStatusNotification
+        await self.send(status(status="Uploading", request_id=request_id))
+        ok = await self.upload(location, name, self.log_file())
+        await self.send(status(status="Uploaded" if ok else "UploadFailed",
+                               request_id=request_id))
+
     async def download(self, location: str) -> bytes | None:
         """HTTP GET of a firmware image; None when it cannot be fetched."""
         url = urlsplit(location)
@@ -752,13 +762,6 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         self._spawn(self._send_log(log["remote_location"], name, request_id))
         return result16.GetLog(status="Accepted", filename=name)
 
-    async def _send_log(self, location: str, name: str, request_id: int) -> None:
-        await asyncio.sleep(0.05)  # after our answer
-        await self.send(call16.LogStatusNotification(status="Uploading", request_id=request_id))
-        ok = await self.upload(location, name, self.log_file())
-        await self.send(call16.LogStatusNotification(
-            status="Uploaded" if ok else "UploadFailed", request_id=request_id))
-
     @on("GetDiagnostics")
     def on_get_diagnostics(self, location: str, **_: Any) -> result16.GetDiagnostics:
         name = f"{self.config.station_id}-diagnostics.log"
@@ -1119,13 +1122,6 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         name = f"{self.config.station_id}-{log_type}.log"
         self._spawn(self._send_log(log["remote_location"], name, request_id))
         return result201.GetLog(status="Accepted", filename=name)
-
-    async def _send_log(self, location: str, name: str, request_id: int) -> None:
-        await asyncio.sleep(0.05)  # after our answer
-        await self.send(call201.LogStatusNotification(status="Uploading", request_id=request_id))
-        ok = await self.upload(location, name, self.log_file())
-        await self.send(call201.LogStatusNotification(
-            status="Uploaded" if ok else "UploadFailed", request_id=request_id))
 
     @on("GetBaseReport")
     def on_get_base_report(self, request_id: int, report_base: str,
