@@ -7,6 +7,7 @@ Exit codes: 0 ok; 2 bad arguments or a request that cannot apply (nothing writte
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -997,7 +998,7 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
     if windows and always_open:
         fail("--window and --always-open contradict each other: give one")
     if windows:
-        changes["windows"] = tuple(_rule_error(lambda w=w: parse_window(w)) for w in windows)
+        changes["windows"] = tuple(_rule_error(functools.partial(parse_window, w)) for w in windows)
     if always_open:
         changes["windows"] = ()
     if closed_dates:
@@ -1132,9 +1133,8 @@ def _slot(text: str) -> tuple[datetime, datetime]:
     head, sep, tail = text.rpartition("-")
     if not sep or ":" not in tail or "T" not in head.replace(" ", "T"):
         fail(f"--slot {text!r}: write 2026-11-24T19:00-21:00 or 2026-11-24T19:00/2026-11-25T01:00")
-    start = _when(head)
     day = head.replace(" ", "T").split("T")[0]
-    return start, _when(f"{day}T{tail}")
+    return _when(head), _when(f"{day}T{tail}")
 
 
 @group.command("create")
@@ -1292,7 +1292,7 @@ def tariff_set(station_id: str, connector: int, per_kwh: str, per_hour: str | No
                                   and int(t[:2]) <= 24 and int(t[3:]) < 60 for t in (start, end))
         if not ok or start == end:
             fail(f"--tod {text!r}: write HH:MM-HH:MM=PRICE, e.g. 22:00-06:00=0.9")
-        parsed_tod.append((start, end, _money(lambda p=price: parse_price(p, "--tod price"))))
+        parsed_tod.append((start, end, _money(functools.partial(parse_price, price, "--tod price"))))
     idle = IdleFeeRule(idle_grace_min * 60, _money(lambda: parse_cny(idle_per_min, "--idle-per-min",
                                                                      allow_zero=True)),
                        _money(lambda: parse_cny(idle_cap, "--idle-cap", allow_zero=True)))
@@ -1565,7 +1565,7 @@ def calc_revenue(power_kw: float, windows: tuple[str, ...], price: str, area: st
     from cocharge.settlement.money import fmt, parse_price
     from cocharge.stations.policy import parse_window
 
-    parsed = tuple(_rule_error(lambda w=w: parse_window(w)) for w in windows)
+    parsed = tuple(_rule_error(functools.partial(parse_window, w)) for w in windows)
     unit_price = _money(lambda: parse_price(price, "--price"))
 
     def number(text: str | None, option: str) -> Decimal | None:
@@ -1617,7 +1617,7 @@ def calc_revenue(power_kw: float, windows: tuple[str, ...], price: str, area: st
     click.echo(f"  host income:        {shown['host_income_per_month']} CNY")
     click.echo(f"  platform fee:       {shown['platform_fee_per_month']} CNY "
                "(0 in the host's first 30 days)")
-    click.echo(f"  utilisation:        {Decimal(shown['utilisation_of_open_hours']) * 100:.1f} % of "
+    click.echo(f"  utilisation:        {Decimal(str(shown['utilisation_of_open_hours'])) * 100:.1f} % of "
                f"the open hours, {shown['charging_hours_per_day']} h charging a day")
     for line in result.suggestions:
         click.echo(f"  suggestion: {line}")
@@ -1692,7 +1692,7 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
 
 
 # The rewards commands live in their own module; importing it registers them on the groups above.
-from cocharge import cli_rewards  # noqa: E402,F401
+from cocharge import cli_rewards  # noqa: F401
 
 if __name__ == "__main__":
     # Run as `python -m cocharge.cli`: this file is `__main__`, and the rewards commands were

@@ -215,9 +215,9 @@ async def run_demo(stations: int) -> None:
              f"{s.booking_id or '':8} {fee}")
     _say(f"total {len(report)} sessions, {total / 1000:.3f} kWh")
     _say("\nBookings")
-    for b in booking_rows:
-        _say(f"  {b['id']}  {b['station']} connector {b['connector']}  {b['tag']}  {b['status']}"
-             f"  session {b['session'] or '-'}")
+    for booking in booking_rows:
+        _say(f"  {booking['id']}  {booking['station']} connector {booking['connector']}  "
+             f"{booking['tag']}  {booking['status']}  session {booking['session'] or '-'}")
     _say("\nStations")
     for st in station_rows:
         statuses = ", ".join(f"connector {k} {v['status']}" for k, v in st["connector_status"].items())
@@ -225,18 +225,18 @@ async def run_demo(stations: int) -> None:
     _say("\nSettlement (CNY; tariff 1.50/kWh, idle fee 0.50/min after 15 min, capped at 60)")
     _say(f"{'id':>3} {'payer':9} {'cost':>7} {'discounts':>9} {'payable':>8} {'paid':>7} "
          f"{'owed':>6} {'idle fee':>8}  split")
-    for s in settled:
-        off = sum(amount for _, amount in s["discounts"])
-        why = "; ".join(name for name, _ in s["discounts"])
-        parts = ", ".join(f"{party} {fmt(amount)}" for party, amount in s["split"] if amount)
-        _say(f"{s['session']:>3} {s['payer']:9} {fmt(s['cost_fen']):>7} {fmt(off):>9} "
-             f"{fmt(s['payable_fen']):>8} {fmt(s['paid_fen']):>7} {fmt(s['owed_fen']):>6} "
-             f"{fmt(s['idle_fee_fen'] or 0):>8}  {parts}"
+    for done in settled:
+        off = sum(amount for _, amount in done["discounts"])
+        why = "; ".join(name for name, _ in done["discounts"])
+        parts = ", ".join(f"{party} {fmt(amount)}" for party, amount in done["split"] if amount)
+        _say(f"{done['session']:>3} {done['payer']:9} {fmt(done['cost_fen']):>7} {fmt(off):>9} "
+             f"{fmt(done['payable_fen']):>8} {fmt(done['paid_fen']):>7} {fmt(done['owed_fen']):>6} "
+             f"{fmt(done['idle_fee_fen'] or 0):>8}  {parts}"
              + (f"  ({why})" if why else ""))
     _say("\nBalances (CNY)")
-    for b in balances:
-        if not b["account"].startswith(("clearing:", "pool:")):
-            _say(f"  {b['account']:28} {fmt(b['balance']):>10}")
+    for balance in balances:
+        if not balance["account"].startswith(("clearing:", "pool:")):
+            _say(f"  {balance['account']:28} {fmt(balance['balance']):>10}")
     state = "OK" if verdict.ok else "BROKEN: " + verdict.problems[0]
     _say(f"ledger verify: {state} ({verdict.transfers} transfers, hash chain intact, "
          f"CNY sums to {verdict.sums.get('CNY', 0)})")

@@ -33,6 +33,7 @@ from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
     PASSWORD_KEYS,
     PASSWORD_RULE,
+    RAW_PASSWORD_REFUSED,
     ClearVariableMonitoring,
     Command,
     CommandFailed,
@@ -317,9 +318,7 @@ class StationConnection:
                                   "rotate-password` (or `remote config-set`), so that the "
                                   "gateway accepts it once the station does")
         if isinstance(command, RawCall) and sets_password(command.action, command.payload):
-            raise CommandRejected("a raw call would change the station's password behind the "
-                                  "gateway's back (the station would be locked out): use "
-                                  "`cocharge station rotate-password`")
+            raise CommandRejected(RAW_PASSWORD_REFUSED)  # e.g. a queued call delivered now
         return await self._send_command(command, tx_ref)
 
     async def _send_command(self, command: Command, tx_ref: str | None = None) -> CommandResult:

@@ -489,12 +489,12 @@ class MqttBridge(StationObserver):
     async def _execute(self, plan: Plan, row_id: int) -> dict[str, Any]:
         """Run the command on the station connected here."""
         try:
-            commands = await self._commands_for(plan, row_id)
             if plan.command is not None:  # an operation: kept as the operator's are
-                results = [await self.gateway.control.send(plan.station, plan.command, plan.verb,
-                                                           plan.args)]
-                return {"state": "accepted" if results[0]["accepted"] else "rejected",
-                        "ocpp_status": results[0]["status"], "response": results[0]["response"]}
+                result = await self.gateway.control.send(plan.station, plan.command, plan.verb,
+                                                         plan.args)
+                return {"state": "accepted" if result["accepted"] else "rejected",
+                        "ocpp_status": result["status"], "response": result["response"]}
+            commands = await self._commands_for(plan, row_id)
             results = [await self.gateway.control.send(plan.station, c) for c in commands]
         except cmd.CommandRejected as exc:
             return {"state": "rejected", "error": str(exc)}
@@ -508,8 +508,6 @@ class MqttBridge(StationObserver):
         return answer
 
     async def _commands_for(self, plan: Plan, row_id: int) -> list[cmd.Command]:
-        if plan.command is not None:
-            return [plan.command]
         c = plan.connector
         if plan.verb == "block":
             return [cmd.SetAvailability(c, False), cmd.ShareLock(c, True)]
@@ -598,7 +596,7 @@ def _plan(verb: str, body: dict[str, Any]) -> Plan:
     expires_at = None
     if body.get("expires_at") is not None:
         try:
-            when = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
+            when = datetime.fromisoformat(str(body["expires_at"]))
         except ValueError:
             raise CommandError("expires_at must be an ISO 8601 time, e.g. 2026-11-23T10:00:00Z") from None
         expires_at = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when

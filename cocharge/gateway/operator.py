@@ -128,9 +128,9 @@ class OperatorChannel:
         if station_id not in self.gateway.connections and name is not None:
             holder = await self.gateway.holder(station_id)
             if holder is not None and self.gateway.router is not None:
-                return await self.gateway.router.forward(holder, {
+                return dict(await self.gateway.router.forward(holder, {
                     "kind": "operator", "station": station_id, "name": name, "args": args or {},
-                    "expires_s": expires_s})
+                    "expires_s": expires_s}))
             if holder is not None:
                 # No broker to forward through: `cocharge remote` then asks the next node.
                 raise CommandFailed("offline", f"station {station_id} is not connected to this "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastjsonschema
-import ocpp.messages  # type: ignore[import-untyped]
+import ocpp.messages
 
 # The message id is at most 36 characters (OCPP-J: a UUID fits).
 MAX_MESSAGE_ID = 36

@@ -49,7 +49,7 @@ from cocharge.settlement.rewards import (
     session_rewards,
     with_change,
 )
-from cocharge.store.db import utcnow
+from cocharge.store.db import GENESIS_HASH, utcnow
 from cocharge.store.schema import (
     charge_groups,
     dividend_days,
@@ -342,7 +342,7 @@ async def verify_certificate(engine: AsyncEngine, cert_id: str) -> list[tuple[st
         prev = None
         if entry is not None:
             prev = await conn.scalar(select(ledger_transfers.c.hash).where(
-                ledger_transfers.c.seq == entry.seq - 1)) if entry.seq > 1 else ledger.GENESIS_HASH
+                ledger_transfers.c.seq == entry.seq - 1)) if entry.seq > 1 else GENESIS_HASH
     checks = [
         ("certificate fields match its digest", certificate_digest(cert) == cert["digest"]),
         ("CO2 = kWh x factor", co2_grams(int(cert["energy_wh"]), Decimal(cert["factor"])) == cert["co2_g"]),

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import ocpp.messages
@@ -137,6 +137,9 @@ class WallboxMixin:
     """Protocol-neutral behaviour; the protocol classes below supply the messages."""
 
     config: SimConfig
+    if TYPE_CHECKING:  # from the ocpp ChargePoint each protocol class also derives from
+        async def call(self, payload: Any) -> Any: ...
+        async def start(self) -> None: ...
 
     def _init_wallbox(self, config: SimConfig) -> None:
         self.config = config
@@ -240,6 +243,12 @@ class WallboxMixin:
             writer.close()
         parts = status_line.split()
         return len(parts) > 1 and parts[1].startswith(b"2")
+
+    def start_log_upload(self, log: dict[str, Any], log_type: str, request_id: int) -> str:
+        """GetLog accepted: the file's name; the upload follows our answer."""
+        name = f"{self.config.station_id}-{log_type}.log"
+        self._spawn(self._send_log(log["remote_location"], name, request_id))
+        return name
 
     async def _send_log(self, location: str, name: str, request_id: int) -> None:
         """GetLog: upload the log, with LogStatusNotifications before and after."""
@@ -461,7 +470,7 @@ class WallboxMixin:
             return "Unavailable"
         if n in self.sessions:
             return "Occupied"
-        expires = datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp()
+        expires = datetime.fromisoformat(expiry).timestamp()
         hw.reservation = (reservation_id, tag, expires)
         self._spawn(self.send_status(n, "Reserved"))
         return "Accepted"
@@ -485,7 +494,7 @@ class WallboxMixin:
         offset = 0.0
         if kind == "Absolute" and start_schedule:
             started = self.clock.now().timestamp() - session.device_s
-            offset = datetime.fromisoformat(start_schedule.replace("Z", "+00:00")).timestamp() - started
+            offset = datetime.fromisoformat(start_schedule).timestamp() - started
         session.profile = self.profile_points(connector_id, unit, periods, offset)
         return True
 
@@ -570,7 +579,8 @@ class WallboxMixin:
     async def boot(self) -> None: ...
     async def heartbeat(self) -> None: ...
     async def send_status(self, connector_id: int, status: str) -> None: ...
-    async def authorize(self, tag: str) -> bool: ...
+    async def authorize(self, tag: str) -> bool:
+        raise NotImplementedError
     async def start_transaction(self, session: SimSession, register_wh: float) -> None: ...
     async def send_meter(self, session: SimSession, hw: Connector) -> None: ...
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None: ...
@@ -758,9 +768,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     @on("GetLog")
     def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,
                    **_: Any) -> result16.GetLog:
-        name = f"{self.config.station_id}-{log_type}.log"
-        self._spawn(self._send_log(log["remote_location"], name, request_id))
-        return result16.GetLog(status="Accepted", filename=name)
+        return result16.GetLog(status="Accepted",
+                               filename=self.start_log_upload(log, log_type, request_id))
 
     @on("GetDiagnostics")
     def on_get_diagnostics(self, location: str, **_: Any) -> result16.GetDiagnostics:
@@ -1119,9 +1128,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("GetLog")
     def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int,
                    **_: Any) -> result201.GetLog:
-        name = f"{self.config.station_id}-{log_type}.log"
-        self._spawn(self._send_log(log["remote_location"], name, request_id))
-        return result201.GetLog(status="Accepted", filename=name)
+        return result201.GetLog(status="Accepted",
+                                filename=self.start_log_upload(log, log_type, request_id))
 
     @on("GetBaseReport")
     def on_get_base_report(self, request_id: int, report_base: str,
@@ -1362,7 +1370,7 @@ async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:
 async def close_wallbox(box: Wallbox, reader: asyncio.Task[None] | None = None) -> None:
     for task in list(box._tasks):
         task.cancel()
-    for task in (reader, box.reader):
-        if task is not None:
-            task.cancel()
+    for reading in (reader, box.reader):
+        if reading is not None:
+            reading.cancel()
     await box._connection.close()

@@ -282,6 +282,9 @@ class RotatePassword:
 PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
 
 
+RAW_PASSWORD_REFUSED = ("a raw call would change the station's password behind the gateway's "
+                        "back (the station would be locked out): use `cocharge station "
+                        "rotate-password`")
 PASSWORD_RULE = ("a station password is 16 to 40 printable ASCII characters without spaces "
                  "(OCPP's limits)")
 

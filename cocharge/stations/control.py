@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -224,7 +224,7 @@ class SharingController:
                                              cutoff, deadline, deadline_s, power, None)
                 self._active[(row.station_id, row.connector_id)] = row.id
 
-    async def _no_shows(self, conn: AsyncConnection, missed: list[Any]) -> None:
+    async def _no_shows(self, conn: AsyncConnection, missed: Sequence[Any]) -> None:
         await conn.execute(update(bookings).where(bookings.c.id.in_([int(b.id) for b in missed]))
                            .values(status="no_show"))
         for b in missed:
@@ -323,8 +323,8 @@ class SharingController:
 
     def desired(self, station_id: str, connector_id: int, now: datetime) -> Desired:
         rules = self._rules(station_id, connector_id) or SharingRules()
-        state, booking = policy.lock_state(rules, self._station_bookings(station_id), connector_id,
-                                           now, self._reclaimed(station_id, connector_id))
+        state, _ = policy.lock_state(rules, self._station_bookings(station_id), connector_id,
+                                     now, self._reclaimed(station_id, connector_id))
         unlocked = self._unlocked.get((station_id, connector_id))
         if state is LockState.OPEN or (unlocked is not None and unlocked[1] > now):
             return Desired(True, False)
@@ -503,9 +503,7 @@ class SharingController:
             tx_ref = ref[1]
         if isinstance(command, cmd.RawCall) and cmd.sets_password(command.action,
                                                                   command.payload):
-            raise cmd.CommandRejected("a raw call would change the station's password behind "
-                                      "the gateway's back (the station would be locked out): "
-                                      "use `cocharge station rotate-password`")
+            raise cmd.CommandRejected(cmd.RAW_PASSWORD_REFUSED)
         link = self.link(station_id)
         if link is None and (
                 (isinstance(command, cmd.RotatePassword) and command.password is not None)

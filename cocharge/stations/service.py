@@ -803,8 +803,9 @@ class StationService:
                 ended_energy = await self._finish(conn, found.id)
             return found, started, ended_energy
 
-        found, started, ended_energy = await self.journal.run(work)
-        (await self._seen_seqs(key, found)).add(event.seq_no)
+        session, started, ended_energy = await self.journal.run(work)
+        found = session
+        (await self._seen_seqs(key, session)).add(event.seq_no)
         if started is not None:
             self.observer.session_started(event.station_id, found.connector_id, found.id,
                                           event.id_tag, event.at)
