@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -126,16 +127,29 @@ def main(verbose: int) -> None:
               type=click.IntRange(0, 65535), help="Where stations upload diagnostics and logs.")
 @click.option("--upload-url", help="The upload endpoint's address as stations reach it, e.g. "
               "http://gw.example.com:9002 (default: the host they connected to).")
+@click.option("--tls-port", type=click.IntRange(0, 65535),
+              help="Serve wss:// on this port beside plain ws:// on --port (stations move "
+                   "between security profiles 1, 2 and 3); needs --tls-cert/--tls-key.")
+@click.option("--tls-url", help="The wss:// URL stations moved to profile 2 or 3 are given "
+              "(default: the host they connected to, the TLS port, their path).")
+@click.option("--ca-dir", envvar="COCHARGE_CA_DIR", type=click.Path(file_okay=False),
+              help="The operator's CA (`cocharge ca init`): signs the stations' certificates; "
+                   "its client certificates are accepted (security profile 3). Env "
+                   "COCHARGE_CA_DIR.")
+@click.option("--client-ca", "client_ca_file", type=click.Path(exists=True, dir_okay=False),
+              help="More CA certificates (PEM) whose client certificates are accepted.")
 def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
           tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
           call_timeout: float, mqtt_url: str | None, max_handshakes: int,
           quirks_file: str | None, require_password: bool, allow_takeover: bool,
-          upload_port: int, upload_url: str | None) -> None:
+          upload_port: int, upload_url: str | None, tls_port: int | None,
+          tls_url: str | None, ca_dir: str | None, client_ca_file: str | None) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system."""
     from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.quirks import QuirkError, load_quirks
-    from cocharge.gateway.server import tls_context
+    from cocharge.gateway.server import client_cas, tls_context
+    from cocharge.stations import ca
 
     if upload_url is not None and not upload_url.startswith(("http://", "https://")):
         fail(f"--upload-url {upload_url!r}: give an http:// or https:// URL")
@@ -144,6 +158,13 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
              "with --require-password")
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together: give both for TLS, or neither")
+    if tls_port is not None and not tls_cert:
+        fail("--tls-port serves wss://: give --tls-cert and --tls-key with it")
+    if tls_url is not None and not tls_url.startswith("wss://"):
+        fail(f"--tls-url {tls_url!r}: give a wss:// URL")
+    if (ca_dir or client_ca_file) and not tls_cert:
+        fail("client certificates (--ca-dir, --client-ca) need TLS: give --tls-cert and "
+             "--tls-key")
     if mqtt_url:
         try:
             parse_mqtt_url(mqtt_url)
@@ -159,8 +180,17 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
                                mqtt_url=mqtt_url, max_handshakes=max_handshakes,
                                quirks_file=quirks_file, require_password=require_password,
                                allow_takeover=allow_takeover, upload_port=upload_port,
-                               upload_url=upload_url)
-    tls = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+                               upload_url=upload_url, tls_port=tls_port, tls_url=tls_url,
+                               ca_dir=ca_dir, client_ca_file=client_ca_file)
+    try:
+        tls = tls_context(tls_cert, tls_key, client_cas(settings)) if tls_cert and tls_key \
+            else None
+    except ca.CAError as exc:
+        fail(str(exc))
+        raise
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot use the TLS files: {exc}")
+        raise
     try:
         run_event_loop(serve_forever(db, settings, tls))
     except DatabaseURLError as exc:
@@ -1693,6 +1723,7 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
 
 # The rewards commands live in their own module; importing it registers them on the groups above.
 from cocharge import cli_rewards  # noqa: F401
+from cocharge import cli_security  # noqa: F401
 
 if __name__ == "__main__":
     # Run as `python -m cocharge.cli`: this file is `__main__`, and the rewards commands were

@@ -94,6 +94,24 @@ class GatewaySettings:
     # that attempt.
     firmware_timeout_s: float = 3600.0
 
+    # --- certificates and security profile 3 (cocharge/stations/certificates.py) ---
+    # The operator's CA (`cocharge ca init`): signs the stations' CSRs; None = none.
+    ca_dir: str | None = None
+    # More CA certificates (PEM) whose client certificates are accepted (an external CA).
+    client_ca_file: str | None = None
+    cert_valid_s: int = 365 * 86400
+    # A certificate this close to its end is renewed (the station is asked for a new CSR),
+    # asked again after cert_renew_retry_s if no new one came; checked every cert_check_s.
+    cert_renew_before_s: int = 30 * 86400
+    cert_renew_retry_s: int = 3600
+    cert_check_s: float = 3600.0
+    # A TLS listener beside the plain one (`serve --port` plain, this port wss://), so that
+    # stations can move from profile 1 to 2 or 3; None = the one port (TLS if configured).
+    tls_port: int | None = None
+    # The wss:// URL stations moved to profile 2 or 3 are given (default: the host they
+    # connected to, tls_port, their path).
+    tls_url: str | None = None
+
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.
     local_list_sync_s: float = 60.0

@@ -40,11 +40,15 @@ from cocharge.stations.commands import (
     CommandRejected,
     CommandResult,
     CustomerInformation,
+    GetConfiguration,
     GetDiagnostics,
     GetLog,
     RawCall,
+    Reset,
     RotatePassword,
     SetConfiguration,
+    SetNetworkProfile,
+    SetSecurityProfile,
     SetVariableMonitoring,
     SetVariables,
     UpdateFirmware,
@@ -201,6 +205,7 @@ class StationConnection:
         self._answer: asyncio.Future[Answer] | None = None
         self.upload_port = settings.upload_port  # the gateway sets the port it listens on
         self.upload_scheme = "http"  # https when the gateway serves TLS (uploads too)
+        self.tls_port: int | None = None  # the gateway's wss:// port, if it has one
         # The quirks of this station's vendor and model (known from an earlier boot).
         self.quirk_book = quirks or QuirkBook()
         record = service.directory.get(station_id)
@@ -313,6 +318,8 @@ class StationConnection:
             command = RotatePassword(command.value)
         if isinstance(command, RotatePassword):
             return await self._rotate_password(command.password)
+        if isinstance(command, SetSecurityProfile):
+            return await self._move_security_profile(command)
         if isinstance(command, SetVariables) and any(password_key(k) for k in command.values):
             raise CommandRejected("set the station's password alone, with `cocharge station "
                                   "rotate-password` (or `remote config-set`), so that the "
@@ -404,6 +411,95 @@ class StationConnection:
         log.info("station %s: new password %s (%s)", self.id,
                  "accepted" if result.accepted else "refused", result.status)
         return CommandResult(result.accepted, result.status, {"status": result.status})
+
+    def on_tls(self) -> bool:
+        transport = getattr(self.websocket, "transport", None)
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
+    def secure_url(self) -> str | None:
+        """Where this station reaches our wss:// listener (without its own id)."""
+        if self.settings.tls_url:
+            return self.settings.tls_url
+        if self.tls_port is None:
+            return None
+        request = getattr(self.websocket, "request", None)
+        host = (request.headers.get("Host", "") if request is not None else "") or "127.0.0.1"
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        path = request.path.split("?")[0] if request is not None else "/"
+        return f"wss://{host}:{self.tls_port}{path.rsplit('/', 1)[0]}/"
+
+    async def _move_security_profile(self, command: SetSecurityProfile) -> CommandResult:
+        """Move the station to another security profile without a site visit: a certificate
+        first (profile 3), then the profile (2.0.1: a network profile in a free slot, made
+        first in priority, then a reset; 1.6: SecurityProfile). The gateway keeps accepting
+        the station's present way in until it comes back the new way."""
+        record = self.service.directory.get(self.id)
+        current = 3 if record is not None and record.security_profile == 3 else (
+            2 if self.on_tls() else 1)
+        target = command.profile
+        if target == current:
+            raise CommandRejected(f"station {self.id} is at security profile {target} already")
+        if target < current and not command.force:
+            raise CommandRejected(f"moving station {self.id} down from security profile "
+                                  f"{current} to {target} weakens it: add --force if you mean it")
+        url = command.csms_url or (self.secure_url() if target >= 2 else None)
+        if target >= 2 and url is None:
+            raise CommandRejected("this gateway has no wss:// listener for profile 2 or 3: "
+                                  "serve with --tls-cert/--tls-key (and --tls-port)")
+        if target == 3:
+            await self._ensure_certificate()
+        if self.protocol == "1.6":
+            result = await self._send_command(SetConfiguration("SecurityProfile", str(target)))
+        else:
+            result = await self._network_profile(target, url or "", command.configuration_slot)
+        if result.accepted and target < current:
+            await self.service.security_profile(self.id, None if target < 3 else target,
+                                                f"moved down to {target} by the operator")
+        elif result.accepted:
+            await self.service.notice_now(self.id, "security_profile", {
+                "profile": target, "step": "accepted by the station: valid once it connects "
+                "that way"})
+        return result
+
+    async def _ensure_certificate(self) -> None:
+        keeper = self.service.certificates
+        if keeper.authority is None:
+            raise CommandRejected("security profile 3 needs client certificates from the "
+                                  "operator's CA: serve with --ca-dir (`cocharge ca init`)")
+        if await keeper.current(self.id) is not None:
+            return
+        waiting = asyncio.ensure_future(keeper.wait_installed(self.id,
+                                                              2 * self.settings.call_timeout_s))
+        await asyncio.sleep(0)  # waiting before the station can answer
+        asked = await keeper.ask_renewal(self.id)
+        if not asked.accepted:
+            waiting.cancel()
+            raise CommandFailed("call_error", f"station {self.id} did not start a certificate "
+                                f"request ({asked.status})")
+        if not await waiting:
+            raise CommandFailed("timeout", f"station {self.id} got no certificate of ours in "
+                                f"time: see `cocharge station events {self.id}`")
+
+    async def _network_profile(self, target: int, url: str, slot: int | None) -> CommandResult:
+        """2.0.1 B09/B10: the new connection profile in a slot, first in priority, a reset."""
+        priority_key = "OCPPCommCtrlr.NetworkConfigurationPriority"
+        answer = await self._send_command(GetConfiguration((priority_key,)))
+        results = answer.response.get("getVariableResult") or [{}]
+        order = [p.strip() for p in str(results[0].get("attributeValue") or "").split(",")
+                 if p.strip()]
+        if slot is None:
+            slot = next(n for n in range(1, 100) if str(n) not in order)
+        profile = await self._send_command(SetNetworkProfile(slot, url, target))
+        if not profile.accepted:
+            return profile
+        order = [str(slot), *(p for p in order if p != str(slot))]
+        priority = await self._send_command(SetConfiguration(priority_key, ",".join(order)))
+        if not priority.accepted:
+            return priority
+        reset = await self._send_command(Reset())
+        return CommandResult(reset.accepted, reset.status, {
+            "status": reset.status, "configurationSlot": slot, "ocppCsmsUrl": url,
+            "securityProfile": target})
 
     def upload_base(self) -> str:
         """Where this station can reach our upload endpoint: the setting, else the host name

@@ -39,6 +39,9 @@ from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
 from cocharge.settlement.settle import SettlementDefaults, Settler
+from cocharge.stations import ca
+from cocharge.stations.certificates import revoked_serials
+from cocharge.stations.commands import Command, CommandFailed, CommandResult
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission, StationNotice
 from cocharge.stations.observer import StationObserver
@@ -122,10 +125,15 @@ class Gateway:
         self.service.settler = self.settler
         self.control.overstay_over = self.settler.submit
         self.observer = StationObserver()
+        self.certificates = self.service.certificates
+        self.certificates.authority = ca.load(settings.ca_dir) if settings.ca_dir else None
+        self.certificates.send = self._command
+        self.certificates.online = lambda station_id: station_id in self.connections
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         # Set when several nodes share a broker: forwards a command to the node holding a station.
         self.router: Any = None
         self._server: Server | None = None
+        self._tls_server: Server | None = None  # the wss:// listener beside a plain one
         # Handshakes in progress: connection -> (station, access, monotonic start).
         self._access: dict[int, tuple[str, StationAccess, float]] = {}
         self.refused_busy = 0  # connections answered 503 (handshake bound reached)
@@ -139,15 +147,41 @@ class Gateway:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def tls_port(self) -> int | None:
+        """The port of the wss:// listener: the one port when it is TLS, else the second."""
+        if self._tls_server is not None:
+            return int(self._tls_server.sockets[0].getsockname()[1])
+        return self.port if self.tls is not None else None
+
+    async def _command(self, station_id: str, command: Command) -> CommandResult:
+        """A command to a station connected here (the certificate keeper's way out)."""
+        connection = self.connections.get(station_id)
+        if connection is None:
+            raise CommandFailed("offline", f"station {station_id} is not connected")
+        return await connection.command(command)
+
     async def start(self) -> None:
         await self.service.start()
         self.warn_passwordless()
         await self.control.start()
         await self.settler.start()
-        self._server = await serve(
+        separate_tls = self.tls is not None and self.settings.tls_port is not None
+        self._server = await self._listen(self.settings.port, None if separate_tls else self.tls)
+        if separate_tls:
+            assert self.settings.tls_port is not None
+            self._tls_server = await self._listen(self.settings.tls_port, self.tls)
+        log.info("OCPP gateway listening on %s:%d (%s)%s", self.settings.host, self.port,
+                 "TLS" if self.tls and not separate_tls else "plain",
+                 f" and {self.tls_port} (TLS)" if separate_tls else "")
+        self.certificates.start()
+        await self.uploads.start()
+
+    async def _listen(self, port: int, tls: ssl.SSLContext | None) -> Server:
+        return await serve(
             self._serve_station,
             self.settings.host,
-            self.settings.port,
+            port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
@@ -156,13 +190,10 @@ class Gateway:
             max_queue=4,
             ping_interval=self.settings.ws_ping_interval_s,
             open_timeout=HANDSHAKE_TIMEOUT_S,
-            ssl=self.tls,
+            ssl=tls,
             server_header="cocharge",
             backlog=self.settings.listen_backlog,
         )
-        log.info("OCPP gateway listening on %s:%d (%s)", self.settings.host, self.port,
-                 "TLS" if self.tls else "plain")
-        await self.uploads.start()
 
     def warn_passwordless(self) -> int:
         """Say how many registered stations anyone who knows their id could impersonate."""
@@ -179,10 +210,12 @@ class Gateway:
         return len(without)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        self._server = self._tls_server = None
+        await self.certificates.close()
         await self.uploads.close()
         with contextlib.suppress(Exception):
             await self.service.release_node(self.node_id)
@@ -239,7 +272,16 @@ class Gateway:
     async def _admit(self, connection: ServerConnection, station_id: str,
                      request: Request) -> Response | None:
         access = await self.service.access(station_id)
-        if access.password_hash is not None:
+        presented = client_certificate(connection)
+        record = self.service.directory.get(station_id)
+        if presented is not None:
+            refused = await self._check_certificate(station_id, presented, access)
+        elif record is not None and record.security_profile == 3:
+            log.warning("station %s uses security profile 3 and came without its client "
+                        "certificate: refused", station_id)
+            refused = _unauthorized(f"station {station_id} must present its client certificate "
+                                    "(security profile 3)")
+        elif access.password_hash is not None:
             refused = await self._authenticate(connection, station_id, request,
                                                access.password_hash)
         elif self.settings.require_password:
@@ -299,6 +341,31 @@ class Gateway:
                  "locked_s": lockout.seconds}))
         return _unauthorized("station authentication failed")
 
+    async def _check_certificate(self, station_id: str, cert: Any,
+                                 access: StationAccess) -> Response | None:
+        """A client certificate (TLS verified it chains to a CA we trust and is in date):
+        it must name this station and not be revoked. It stands in for the password."""
+        from cryptography import x509
+
+        assert isinstance(cert, x509.Certificate)
+        name = ca.common_name(cert.subject)
+        if name != station_id:
+            log.warning("station %s: client certificate of %r refused", station_id, name)
+            await self.service.notice(StationNotice(station_id, "certificate_refused", utcnow(),
+                                                    {"common_name": name}))
+            return _unauthorized("the client certificate is not this station's")
+        if not access.known and not self.settings.auto_register:
+            return _unauthorized(f"station {station_id} is not registered")
+        if ca.serial_hex(cert) in await revoked_serials(self.engine):
+            log.warning("station %s: revoked client certificate %s refused", station_id,
+                        ca.serial_hex(cert))
+            return _unauthorized("the client certificate is revoked")
+        record = self.service.directory.get(station_id)
+        if record is not None and record.security_profile != 3:
+            await self.service.security_profile(station_id, 3, "connected with its client "
+                                                "certificate")
+        return None
+
     async def _tarpit(self, address: str, wait: float) -> None:
         """Hold a refused attempt a while before answering it: a guesser opening connection
         after connection then makes a few a second, not thousands (each costs us a
@@ -356,6 +423,7 @@ class Gateway:
                                    self.quirks)
         connection.upload_port = self.uploads.port
         connection.upload_scheme = "https" if self.tls else "http"
+        connection.tls_port = self.tls_port
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection
@@ -393,9 +461,39 @@ class Gateway:
         return str(row.node)
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """Server TLS (security profile 2) from PEM files."""
+def tls_context(cert: str, key: str, client_cas: str | None = None) -> ssl.SSLContext:
+    """Server TLS (security profile 2) from PEM files; with `client_cas` (PEM text), client
+    certificates of those CAs are verified when a station presents one (profile 3)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
+    if client_cas:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cadata=client_cas)
     return context
+
+
+def client_cas(settings: GatewaySettings) -> str | None:
+    """The CA certificates a station's client certificate may chain to: our CA (current and
+    not yet forgotten ones) and the operator's extra file."""
+    parts = []
+    if settings.ca_dir:
+        parts.append(ca.load(settings.ca_dir).trust_pem())
+    if settings.client_ca_file:
+        with open(settings.client_ca_file) as handle:
+            parts.append(handle.read())
+    return "".join(parts) or None
+
+
+def client_certificate(connection: ServerConnection) -> Any:
+    """The station's verified client certificate (an x509.Certificate), or None."""
+    transport = getattr(connection, "transport", None)
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)

@@ -42,6 +42,11 @@ TRIGGERS = {"BootNotification", "DiagnosticsStatusNotification", "FirmwareStatus
             "Heartbeat", "MeterValues", "StatusNotification"}
 
 
+# 2.0.1 names of the same things, accepted for either version.
+_ROOT_TYPES = {"CSMSRootCertificate": "CentralSystemRootCertificate"}
+_TRIGGER_NAMES = {"SignChargingStationCertificate": "SignChargePointCertificate"}
+
+
 def id_tag_info(status: AuthStatus) -> dict[str, str]:
     return {"status": _ID_TAG_STATUS[status]}
 
@@ -164,6 +169,11 @@ class V16Connection(StationConnection):
                                                 {"type": type, "tech_info": tech_info}))
         return call_result.SecurityEventNotification()
 
+    @handles(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
+        answer = await self.service.certificates.sign_request(self.id, csr, None)
+        return call_result.SignCertificate(status="Accepted" if answer.accepted else "Rejected")
+
     # --- commands --------------------------------------------------------------------------
 
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
@@ -249,6 +259,31 @@ class V16Connection(StationConnection):
                 return call.GetLog(log_type=log_type, request_id=request_id, log={
                     "remote_location": location, "oldest_timestamp": oldest,
                     "latest_timestamp": latest})
+            case cmd.CertificateSigned(certificate_chain=chain, certificate_type=kind):
+                if kind not in (None, "ChargingStationCertificate"):
+                    raise cmd.CommandRejected(f"OCPP 1.6 installs only the charge point's own "
+                                              f"certificate this way, not a {kind}")
+                return call.CertificateSigned(certificate_chain=chain)
+            case cmd.InstallCertificate(certificate_type=kind, certificate=pem):
+                return call.InstallCertificate(certificate_type=_ROOT_TYPES.get(kind, kind),
+                                               certificate=pem)
+            case cmd.GetInstalledCertificateIds(certificate_types=kinds):
+                if len(kinds) != 1:
+                    raise cmd.CommandRejected(
+                        "OCPP 1.6 asks for one certificate type at a time: "
+                        "CentralSystemRootCertificate or ManufacturerRootCertificate")
+                return call.GetInstalledCertificateIds(
+                    certificate_type=_ROOT_TYPES.get(kinds[0], kinds[0]))
+            case cmd.DeleteCertificate():
+                return call.DeleteCertificate(certificate_hash_data={
+                    "hash_algorithm": command.hash_algorithm,
+                    "issuer_name_hash": command.issuer_name_hash,
+                    "issuer_key_hash": command.issuer_key_hash,
+                    "serial_number": command.serial_number})
+            case cmd.ExtendedTriggerMessage(message=message, connector_id=connector_id):
+                return call.ExtendedTriggerMessage(
+                    requested_message=_TRIGGER_NAMES.get(message, message),
+                    connector_id=connector_id)
             case cmd.GetTransactionStatus():
                 raise cmd.CommandRejected("OCPP 1.6 has no GetTransactionStatus")
             case cmd.SetVariables():

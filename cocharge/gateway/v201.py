@@ -41,6 +41,16 @@ TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotifica
             "PublishFirmwareStatusNotification"}
 _remote_start_ids = itertools.count(int(time.time()) % 1_000_000)
 _report_ids = itertools.count(int(time.time()) % 1_000_000)
+# 1.6 names of the same things, accepted for either version.
+_ROOT_TYPES = {"CentralSystemRootCertificate": "CSMSRootCertificate"}
+_TRIGGER_NAMES = {"SignChargePointCertificate": "SignChargingStationCertificate"}
+
+
+def cmd_hash_data(command: cmd.DeleteCertificate) -> dict[str, str]:
+    return {"hash_algorithm": command.hash_algorithm, "issuer_name_hash": command.issuer_name_hash,
+            "issuer_key_hash": command.issuer_key_hash, "serial_number": command.serial_number}
+
+
 # Members' tags are RFID cards: local lists name them as such.
 TOKEN_TYPE = "ISO14443"
 
@@ -167,6 +177,41 @@ class V201Connection(StationConnection):
         await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
                                                 {"type": type, "tech_info": tech_info}))
         return call_result.SecurityEventNotification()
+
+    @handles(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str, certificate_type: str | None = None,
+                                  **_: Any) -> call_result.SignCertificate:
+        answer = await self.service.certificates.sign_request(self.id, csr, certificate_type)
+        if answer.accepted:
+            return call_result.SignCertificate(status="Accepted")
+        return call_result.SignCertificate(status="Rejected", status_info={
+            "reason_code": "InvalidCSR", "additional_info": answer.reason[:512]})
+
+    @handles(Action.get_certificate_status)
+    async def on_get_certificate_status(self, ocsp_request_data: dict[str, Any],
+                                        **_: Any) -> call_result.GetCertificateStatus:
+        request = {"hashAlgorithm": ocsp_request_data.get("hash_algorithm"),
+                   "issuerNameHash": ocsp_request_data.get("issuer_name_hash"),
+                   "issuerKeyHash": ocsp_request_data.get("issuer_key_hash"),
+                   "serialNumber": ocsp_request_data.get("serial_number")}
+        answer = await self.service.certificates.certificate_status(request)
+        info = answer.get("statusInfo")
+        return call_result.GetCertificateStatus(
+            status=answer["status"], ocsp_result=answer.get("ocspResult"),
+            status_info={"reason_code": info["reasonCode"],
+                         "additional_info": info["additionalInfo"]} if info else None)
+
+    @handles(Action.get_15118_ev_certificate)
+    async def on_get_15118_ev_certificate(self, iso15118_schema_version: str, action: str,
+                                          exi_request: str,
+                                          **_: Any) -> call_result.Get15118EVCertificate:
+        answer = await self.service.certificates.contracts.get(
+            self.id, iso15118_schema_version, action, exi_request)
+        info = answer.get("statusInfo")
+        return call_result.Get15118EVCertificate(
+            status=answer["status"], exi_response=answer["exiResponse"],
+            status_info={"reason_code": info["reasonCode"],
+                         "additional_info": info["additionalInfo"]} if info else None)
 
     @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
@@ -310,6 +355,19 @@ class V201Connection(StationConnection):
                     id_token={"id_token": command.id_token, "type": TOKEN_TYPE}
                     if command.id_token else None,
                     customer_identifier=command.customer_identifier)
+            case cmd.CertificateSigned(certificate_chain=chain, certificate_type=kind):
+                return call.CertificateSigned(certificate_chain=chain, certificate_type=kind)
+            case cmd.InstallCertificate(certificate_type=kind, certificate=pem):
+                return call.InstallCertificate(certificate_type=_ROOT_TYPES.get(kind, kind),
+                                               certificate=pem)
+            case cmd.GetInstalledCertificateIds(certificate_types=kinds):
+                return call.GetInstalledCertificateIds(
+                    certificate_type=[_ROOT_TYPES.get(k, k) for k in kinds] or None)
+            case cmd.DeleteCertificate():
+                return call.DeleteCertificate(certificate_hash_data=cmd_hash_data(command))
+            case cmd.ExtendedTriggerMessage(message=message, connector_id=connector_id):
+                return self.to_call(cmd.TriggerMessage(
+                    _TRIGGER_NAMES.get(message, message), connector_id), tx_ref)
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

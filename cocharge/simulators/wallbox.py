@@ -13,10 +13,13 @@ import base64
 import itertools
 import json
 import logging
+import ssl
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,6 +32,7 @@ from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake
 
 from cocharge.simulators.hardware import EV, Connector
 
@@ -68,6 +72,12 @@ class SimConfig:
     # A new password: refused, or accepted and then used to reconnect (as OCPP asks).
     refuse_password: bool = False
     reconnect_on_password: bool = True
+    # Certificates: the organisation its CSRs name (the operator's, as installed), the
+    # central system's root it trusts from the factory (PEM), and (1.6, whose profile change
+    # keeps the address) its wss:// address for profiles 2 and 3.
+    organisation: str = "cocharge"
+    ca_pem: str | None = None
+    secure_url: str | None = None
 
 
 class SimClock:
@@ -133,6 +143,33 @@ def signature_valid(image: bytes, signature: str, certificate_pem: str) -> bool:
     return True
 
 
+def _hash_data(cert: Any, algorithm: str = "SHA256") -> dict[str, str]:
+    """A root certificate's CertificateHashDataType (RFC 6960 hashes), snake_case."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+
+    digest = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384, "SHA512": hashes.SHA512}
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, cert, digest[algorithm]()).build()
+    return {"hash_algorithm": algorithm, "issuer_name_hash": request.issuer_name_hash.hex(),
+            "issuer_key_hash": request.issuer_key_hash.hex(),
+            "serial_number": f"{cert.serial_number:x}"}
+
+
+def _tls_context(roots: list[str], chain: str | None, key_pem: bytes | None) -> ssl.SSLContext:
+    """What the charger trusts (its installed central-system roots) and, for profile 3,
+    its client certificate."""
+    context = ssl.create_default_context(cadata="".join(roots) or None) if roots else \
+        ssl.create_default_context()
+    if chain and key_pem:
+        with tempfile.TemporaryDirectory() as folder:
+            cert_file, key_file = Path(folder, "cert.pem"), Path(folder, "key.pem")
+            cert_file.write_text(chain)
+            key_file.write_bytes(key_pem)
+            key_file.chmod(0o600)
+            context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class WallboxMixin:
     """Protocol-neutral behaviour; the protocol classes below supply the messages."""
 
@@ -162,6 +199,15 @@ class WallboxMixin:
         self.local_list_version = 0
         self.firmware = config.firmware
         self.password_changes = 0
+        # Security: roots by type (PEM), its own key and certificate chain (profile 3).
+        self.security_profile = 2 if config.url.startswith("wss") else 1
+        self.roots: dict[str, list[str]] = {"CSMSRootCertificate": [config.ca_pem]
+                                            if config.ca_pem else [],
+                                            "ManufacturerRootCertificate": []}
+        self.client_key: bytes | None = None
+        self.client_chain: str | None = None
+        self._pending_key: Any = None  # the key of the CSR sent, until its certificate comes
+        self.certificates_received = 0
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -214,6 +260,107 @@ class WallboxMixin:
         await asyncio.sleep(0.05)  # our answer goes first
         await self.drop_connection()
         await self.reconnect()
+
+    # certificates and security profiles ----------------------------------------------------
+
+    def csr(self) -> str:
+        """A new key and its CSR (common name: the station's identity; organisation: the
+        operator's), as A02/A03 and the 1.6 security whitepaper ask."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._pending_key = ec.generate_private_key(ec.SECP256R1())
+        request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, self.config.station_id),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.config.organisation)]))
+        return request.sign(self._pending_key, hashes.SHA256()).public_bytes(
+            serialization.Encoding.PEM).decode()
+
+    def accept_certificate(self, chain: str) -> bool:
+        """A CertificateSigned chain: kept if its leaf is for the key of our last CSR."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+        except ValueError:
+            return False
+        if self._pending_key is None:
+            return False
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(serialization.Encoding.DER, spki) != \
+                self._pending_key.public_key().public_bytes(serialization.Encoding.DER, spki):
+            return False
+        self.client_key = self._pending_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        self.client_chain = chain
+        self._pending_key = None
+        self.certificates_received += 1
+        return True
+
+    def install_root(self, kind: str, pem: str) -> str:
+        from cryptography import x509
+
+        kind = {"CentralSystemRootCertificate": "CSMSRootCertificate"}.get(kind, kind)
+        try:
+            x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            return "Rejected"
+        self.roots.setdefault(kind, []).append(pem)
+        return "Accepted"
+
+    def installed_roots(self, kinds: list[str]) -> list[dict[str, Any]]:
+        from cryptography import x509
+
+        found = []
+        for kind in kinds or list(self.roots):
+            ours = {"CentralSystemRootCertificate": "CSMSRootCertificate"}.get(kind, kind)
+            for pem in self.roots.get(ours, []):
+                found.append({"certificate_type": kind, "certificate_hash_data": _hash_data(
+                    x509.load_pem_x509_certificate(pem.encode()))})
+        return found
+
+    def delete_root(self, hash_data: dict[str, Any]) -> str:
+        from cryptography import x509
+
+        for kind, pems in self.roots.items():
+            for pem in pems:
+                cert = x509.load_pem_x509_certificate(pem.encode())
+                if _hash_data(cert, hash_data["hash_algorithm"]) == {
+                        k: str(v).lower() if k != "hash_algorithm" else v
+                        for k, v in hash_data.items() if k in (
+                            "hash_algorithm", "issuer_name_hash", "issuer_key_hash",
+                            "serial_number")}:
+                    pems.remove(pem)
+                    return "Accepted"
+        return "NotFound"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.url.startswith("wss"):
+            return None
+        if self.security_profile == 3:
+            return _tls_context(self.roots["CSMSRootCertificate"], self.client_chain,
+                                self.client_key)
+        return _tls_context(self.roots["CSMSRootCertificate"], None, None)
+
+    async def move_to(self, url: str, profile: int) -> bool:
+        """Connect the new way (a new security profile); back to the old way if that fails,
+        as a charger falls back to its previous connection profile."""
+        old = (self.config.url, self.security_profile)
+        await self.drop_connection()
+        self.config.url, self.security_profile = url, profile
+        try:
+            await self.reconnect()
+        except (OSError, ssl.SSLError, InvalidHandshake, TimeoutError) as exc:
+            log.warning("%s: cannot connect with profile %d (%s): back to the old one",
+                        self.config.station_id, profile, exc)
+            self.config.url, self.security_profile = old
+            await self.reconnect()
+            return False
+        return True
 
     def local_list_allows(self, tag: str) -> bool:
         if tag not in self.local_list:
@@ -432,7 +579,12 @@ class WallboxMixin:
                 hw.bay_locked = False
                 hw.reservation = None
         self.boots += 1
+        if await self.switch_network():
+            return  # reconnected (and booted) by another network profile
         await self.boot_and_report()
+
+    async def switch_network(self) -> bool:
+        return False  # 1.6 changes its profile by SecurityProfile, at once
 
     def connector_state(self, n: int) -> str:
         hw = self.hw[n]
@@ -563,7 +715,8 @@ class WallboxMixin:
 
     async def reconnect(self) -> None:
         """Connect again, boot, report status and replay what was kept while offline."""
-        self._connection = await _connect(self.config)
+        self._connection = await _connect(self.config, self.tls_context(),
+                                          basic=self.security_profile < 3)
         self._lost = asyncio.Event()
         self.online = True
         self.reader = asyncio.create_task(self.start())
@@ -593,7 +746,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         ChargePoint16.__init__(self, config.station_id, connection, response_timeout=30)
         self._init_wallbox(config)
         self.settings = {"HeartbeatInterval": "300", "MeterValueSampleInterval": "60",
-                         "NumberOfConnectors": str(config.connectors)}
+                         "NumberOfConnectors": str(config.connectors),
+                         "SecurityProfile": str(self.security_profile)}
 
     async def boot(self) -> None:
         answer = await self.call(call16.BootNotification(
@@ -726,12 +880,66 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     def on_change_configuration(self, key: str, value: str) -> result16.ChangeConfiguration:
         if key == "AuthorizationKey":
             return result16.ChangeConfiguration(status=self.new_password(value))
+        if key == "SecurityProfile":
+            return result16.ChangeConfiguration(status=self.change_profile(value))
         if key not in self.settings:
             return result16.ChangeConfiguration(status="NotSupported")
         if key == "NumberOfConnectors":
             return result16.ChangeConfiguration(status="Rejected")
         self.settings[key] = value
         return result16.ChangeConfiguration(status="Accepted")
+
+    def change_profile(self, value: str) -> str:
+        """1.6 security whitepaper: a higher profile only, with what it needs in place;
+        the charge point then reconnects that way (wss:// at `secure_url` for 2 and 3)."""
+        if not value.isdigit() or not 1 <= int(value) <= 3 or int(value) <= self.security_profile:
+            return "Rejected"
+        profile = int(value)
+        url = self.config.url if self.config.url.startswith("wss") else self.config.secure_url
+        if url is None or (profile == 3 and self.client_chain is None):
+            return "Rejected"
+        self.settings["SecurityProfile"] = value
+        self._spawn(self._after_answer16(lambda: self.move_to(url, profile)))
+        return "Accepted"
+
+    async def _after_answer16(self, work: Any) -> None:
+        await asyncio.sleep(0.05)  # our answer goes first
+        await work()
+
+    @on("ExtendedTriggerMessage")
+    def on_extended_trigger(self, requested_message: str,
+                            connector_id: int | None = None) -> result16.ExtendedTriggerMessage:
+        if requested_message == "SignChargePointCertificate":
+            self._spawn(self._after_answer16(lambda: self.send(call16.SignCertificate(
+                csr=self.csr()))))
+            return result16.ExtendedTriggerMessage(status="Accepted")
+        senders = {"Heartbeat": self.heartbeat, "BootNotification": self.boot,
+                   "StatusNotification": lambda: self.send_status(connector_id or 1, "Available")}
+        if requested_message not in senders:
+            return result16.ExtendedTriggerMessage(status="NotImplemented")
+        self._spawn(senders[requested_message]())
+        return result16.ExtendedTriggerMessage(status="Accepted")
+
+    @on("CertificateSigned")
+    def on_certificate_signed(self, certificate_chain: str) -> result16.CertificateSigned:
+        ok = self.accept_certificate(certificate_chain)
+        return result16.CertificateSigned(status="Accepted" if ok else "Rejected")
+
+    @on("InstallCertificate")
+    def on_install_certificate(self, certificate_type: str,
+                               certificate: str) -> result16.InstallCertificate:
+        return result16.InstallCertificate(status=self.install_root(certificate_type, certificate))
+
+    @on("GetInstalledCertificateIds")
+    def on_get_installed_ids(self, certificate_type: str) -> result16.GetInstalledCertificateIds:
+        found = [f["certificate_hash_data"] for f in self.installed_roots([certificate_type])]
+        return result16.GetInstalledCertificateIds(status="Accepted" if found else "NotFound",
+                                                   certificate_hash_data=found or None)
+
+    @on("DeleteCertificate")
+    def on_delete_certificate(self, certificate_hash_data: dict[str, Any]
+                              ) -> result16.DeleteCertificate:
+        return result16.DeleteCertificate(status=self.delete_root(certificate_hash_data))
 
     @on("SendLocalList")
     def on_send_local_list(self, list_version: int, update_type: str,
@@ -830,14 +1038,18 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         ChargePoint201.__init__(self, config.station_id, connection, response_timeout=30)
         self._init_wallbox(config)
         self.settings = {"OCPPCommCtrlr.HeartbeatInterval": "300",
-                         "SampledDataCtrlr.TxUpdatedInterval": "60"}
+                         "SampledDataCtrlr.TxUpdatedInterval": "60",
+                         "OCPPCommCtrlr.NetworkConfigurationPriority": "1",
+                         "SecurityCtrlr.SecurityProfile": str(self.security_profile)}
         self._seq = itertools.count()
         # Variable monitors: id -> {component, evse, variable, type, value, severity, ...}
         self.monitors: dict[int, dict[str, Any]] = {}
         self._monitor_ids = itertools.count(1)
         self.monitoring_level = 9
         self._tripped: set[int] = set()  # threshold monitors now beyond their value
-        self.network_profiles: dict[int, dict[str, Any]] = {}
+        # Slot 1: how it was installed (the URL it connects to now).
+        self.network_profiles: dict[int, dict[str, Any]] = {1: {
+            "ocpp_csms_url": config.url, "security_profile": self.security_profile}}
         self.customer_data_cleared: list[str] = []
 
     async def boot(self) -> None:
@@ -1036,11 +1248,52 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None,
                    **_: Any) -> result201.TriggerMessage:
         senders = {"Heartbeat": self.heartbeat, "BootNotification": self.boot,
-                   "StatusNotification": lambda: self.send_status((evse or {}).get("id", 1), "Available")}
+                   "StatusNotification": lambda: self.send_status((evse or {}).get("id", 1), "Available"),
+                   "SignChargingStationCertificate": lambda: self._after_answer(
+                       lambda: self.send(call201.SignCertificate(
+                           csr=self.csr(), certificate_type="ChargingStationCertificate")))}
         if requested_message not in senders:
             return result201.TriggerMessage(status="NotImplemented")
         self._spawn(senders[requested_message]())
         return result201.TriggerMessage(status="Accepted")
+
+    async def switch_network(self) -> bool:
+        """After a reset: connect by the first profile in NetworkConfigurationPriority if
+        that is not how we are connected (B10); False if nothing changed."""
+        first = self.settings["OCPPCommCtrlr.NetworkConfigurationPriority"].split(",")[0]
+        profile = self.network_profiles.get(int(first)) if first.strip().isdigit() else None
+        if profile is None or (profile["ocpp_csms_url"], profile["security_profile"]) == (
+                self.config.url, self.security_profile):
+            return False
+        moved = await self.move_to(profile["ocpp_csms_url"], profile["security_profile"])
+        if moved:
+            self.settings["SecurityCtrlr.SecurityProfile"] = str(self.security_profile)
+        return True
+
+    @on("CertificateSigned")
+    def on_certificate_signed(self, certificate_chain: str, certificate_type: str | None = None,
+                              **_: Any) -> result201.CertificateSigned:
+        ok = certificate_type in (None, "ChargingStationCertificate") and \
+            self.accept_certificate(certificate_chain)
+        return result201.CertificateSigned(status="Accepted" if ok else "Rejected")
+
+    @on("InstallCertificate")
+    def on_install_certificate(self, certificate_type: str, certificate: str,
+                               **_: Any) -> result201.InstallCertificate:
+        return result201.InstallCertificate(status=self.install_root(certificate_type,
+                                                                     certificate))
+
+    @on("GetInstalledCertificateIds")
+    def on_get_installed_ids(self, certificate_type: list[str] | None = None,
+                             **_: Any) -> result201.GetInstalledCertificateIds:
+        found = self.installed_roots(certificate_type or [])
+        return result201.GetInstalledCertificateIds(
+            status="Accepted" if found else "NotFound", certificate_hash_data_chain=found or None)
+
+    @on("DeleteCertificate")
+    def on_delete_certificate(self, certificate_hash_data: dict[str, Any],
+                              **_: Any) -> result201.DeleteCertificate:
+        return result201.DeleteCertificate(status=self.delete_root(certificate_hash_data))
 
     @on("GetVariables")
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> result201.GetVariables:
@@ -1211,6 +1464,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         if not 1 <= configuration_slot <= 3 or connection_data["security_profile"] < (
                 2 if self.config.url.startswith("wss") else 1):
             return result201.SetNetworkProfile(status="Rejected")
+        if connection_data["security_profile"] == 3 and self.client_chain is None:
+            return result201.SetNetworkProfile(status="Rejected")  # no certificate to use
         self.network_profiles[configuration_slot] = connection_data
         return result201.SetNetworkProfile(status="Accepted")
 
@@ -1347,15 +1602,19 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 Wallbox = Wallbox16 | Wallbox201
 
 
-async def _connect(config: SimConfig) -> ClientConnection:
+async def _connect(config: SimConfig, tls: ssl.SSLContext | None = None,
+                   basic: bool = True) -> ClientConnection:
     headers = {}
-    if config.password:
+    if config.password and basic:  # profile 3: the client certificate instead
         token = base64.b64encode(f"{config.station_id}:{config.password}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     subprotocol = "ocpp1.6" if config.protocol == "1.6" else "ocpp2.0.1"
     url = config.url.rstrip("/") + "/" + config.station_id
+    if tls is None and url.startswith("wss"):
+        tls = _tls_context([config.ca_pem] if config.ca_pem else [], None, None)
     return await connect(url, subprotocols=[subprotocol],  # type: ignore[list-item]
-                         additional_headers=headers, compression=None, open_timeout=10)
+                         additional_headers=headers, compression=None, open_timeout=10,
+                         ssl=tls)
 
 
 async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:

@@ -278,6 +278,63 @@ class RotatePassword:
     password: str | None = None
 
 
+@dataclass(frozen=True)
+class CertificateSigned:
+    """A signed certificate chain (PEM, leaf first) for the station's own key. The gateway
+    sends one by itself after a SignCertificate it accepted; this delivers one from an
+    external CA."""
+
+    certificate_chain: str
+    certificate_type: str | None = None  # 2.0.1: ChargingStationCertificate | V2GCertificate
+
+
+@dataclass(frozen=True)
+class InstallCertificate:
+    """A root certificate the station is to trust (e.g. our CA, before the station's server
+    certificate is one of its certificates)."""
+
+    certificate_type: str  # 1.6: CentralSystemRootCertificate | ManufacturerRootCertificate;
+    # 2.0.1: CSMSRootCertificate | ManufacturerRootCertificate | V2GRootCertificate | MORootCertificate
+    certificate: str  # PEM
+
+
+@dataclass(frozen=True)
+class GetInstalledCertificateIds:
+    certificate_types: tuple[str, ...] = ()  # 1.6 asks for exactly one type
+
+
+@dataclass(frozen=True)
+class DeleteCertificate:
+    """A root certificate the station holds, by its hash data (as GetInstalledCertificateIds
+    reports it)."""
+
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_number: str
+    hash_algorithm: str = "SHA256"
+
+
+@dataclass(frozen=True)
+class ExtendedTriggerMessage:
+    """1.6 security extension's trigger (2.0.1: TriggerMessage), e.g.
+    SignChargingStationCertificate to renew the station's certificate."""
+
+    message: str
+    connector_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SetSecurityProfile:
+    """Move the station to security profile 1, 2 or 3 (2.0.1 SetNetworkProfile, priority and
+    a reset; 1.6 SecurityProfile). Profile 3 needs a certificate of ours on the station (one
+    is asked for first); a lower profile than the station's is refused unless forced."""
+
+    profile: int
+    force: bool = False
+    csms_url: str | None = None  # default: settings.tls_url, else derived
+    configuration_slot: int | None = None  # 2.0.1: default a free slot
+
+
 # The settings that hold a station's password: changed only through RotatePassword.
 PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
 
@@ -326,7 +383,9 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetTransactionStatus | RawCall | SyncLocalList | GetReport | SetNetworkProfile
            | SetVariableMonitoring | SetMonitoringBase | SetMonitoringLevel
            | ClearVariableMonitoring | GetMonitoringReport | CustomerInformation
-           | RotatePassword)
+           | RotatePassword | CertificateSigned | InstallCertificate
+           | GetInstalledCertificateIds | DeleteCertificate | ExtendedTriggerMessage
+           | SetSecurityProfile)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -359,6 +418,12 @@ COMMANDS: dict[str, type] = {
     "get-monitoring-report": GetMonitoringReport,
     "customer-information": CustomerInformation,
     "rotate-password": RotatePassword,
+    "certificate-signed": CertificateSigned,
+    "install-certificate": InstallCertificate,
+    "get-installed-certificate-ids": GetInstalledCertificateIds,
+    "delete-certificate": DeleteCertificate,
+    "extended-trigger-message": ExtendedTriggerMessage,
+    "security-profile": SetSecurityProfile,
     "call": RawCall,
 }
 
@@ -413,7 +478,7 @@ def _fits(value: Any, hint: Any) -> bool:
 
 _HIDDEN = ("location", "request_id", "file_id")  # filled in by the gateway
 # The ranges OCPP gives these fields in its text (the JSON schemas leave them open).
-_RANGES = {"severity": (0, 9), "security_profile": (0, 3), "configuration_slot": (0, 2**31 - 1),
+_RANGES = {"severity": (0, 9), "security_profile": (0, 3), "profile": (1, 3), "configuration_slot": (0, 2**31 - 1),
            "message_timeout": (1, 2**31 - 1), "retries": (0, 2**31 - 1),
            "retry_interval": (0, 2**31 - 1), "connector_id": (0, 2**31 - 1),
            "evse_id": (0, 2**31 - 1), "session_id": (1, 2**62), "reservation_id": (0, 2**31 - 1),

@@ -79,19 +79,20 @@ class StationRecord:
     vendor: str | None = None      # from its last BootNotification (quirks are keyed by it)
     model: str | None = None
     next_password_hash: str | None = None  # accepted by the station, not used yet (rotation)
+    security_profile: int | None = None  # 3: only with its client certificate (mTLS)
     # connector -> (status, error code, charger's time of the status)
     status: dict[int, tuple[str, str | None, datetime]] = field(default_factory=dict)
 
 
 _COLUMNS = (stations.c.id, stations.c.admission, stations.c.password_hash,
             stations.c.connectors, stations.c.max_power_w, stations.c.node, stations.c.vendor,
-            stations.c.model, stations.c.next_password_hash)
+            stations.c.model, stations.c.next_password_hash, stations.c.security_profile)
 
 
 def _record(row: Any) -> StationRecord:
     return StationRecord(row.id, row.admission, row.password_hash, row.connectors or 1,
                          row.max_power_w, row.node, row.vendor, row.model,
-                         row.next_password_hash)
+                         row.next_password_hash, row.security_profile)
 
 
 class StationDirectory:

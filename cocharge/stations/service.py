@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cocharge.config import GatewaySettings
 from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
+from cocharge.stations.certificates import CertificateKeeper
 from cocharge.stations.control import SharingController
 from cocharge.stations.directory import Coalescer, StationDirectory, StationRecord
 from cocharge.stations.events import (
@@ -158,6 +159,8 @@ class StationService:
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)
+        # Signs the stations' CSRs once the gateway gives it the CA (serve --ca-dir).
+        self.certificates = CertificateKeeper(engine, settings, None, self.notice)
         self._status_stmt = upsert(engine, connector_status, ["station_id", "connector_id"],
                                    ["status", "error_code", "updated_at"])
         self._mark_stmt = insert_ignore(engine, tx_events)
@@ -271,6 +274,22 @@ class StationService:
         await self.journal.run(work)
         log.info("station %s connected with its new password: the old one is no longer valid",
                  record.id)
+
+    async def security_profile(self, station_id: str, profile: int | None, step: str) -> None:
+        """Record the station's security profile: 3 once it connected with a client
+        certificate of ours (from then on it must), lower after a forced downgrade."""
+        record = self.directory.get(station_id)
+        if record is not None:
+            record.security_profile = profile
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(update(stations).where(stations.c.id == station_id)
+                               .values(security_profile=profile))
+            await conn.execute(_INSERT_NOTICE, [_notice_row(StationNotice(
+                station_id, "security_profile", utcnow(), {"profile": profile, "step": step}))])
+
+        await self.journal.run(work)
+        log.info("station %s: security profile %s (%s)", station_id, profile, step)
 
     async def password_accepted(self, station_id: str, new_hash: str) -> None:
         """The station accepted a new password: valid beside the old one from now on."""
@@ -429,6 +448,9 @@ class StationService:
             rows.append((_FIRMWARE_STATUS, [firmware]))
         await self.journal.write(rows)
         self.observer.notice(event.station_id, event.kind, event.payload, event.at)
+
+    async def notice_now(self, station_id: str, kind: str, payload: dict[str, Any]) -> None:
+        await self.notice(StationNotice(station_id, kind, utcnow(), payload))
 
     async def device_model(self, station_id: str, request_id: int,
                            report_data: list[dict[str, Any]]) -> int:

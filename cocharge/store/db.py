@@ -194,6 +194,15 @@ async def _v11_password_rotation(conn: AsyncConnection) -> None:
         (stations, ["next_password_hash"])]))
 
 
+async def _v12_certificates(conn: AsyncConnection) -> None:
+    """Charger certificates of our CA; a station's security profile (issue 15)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(stations, ["security_profile"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -207,6 +216,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (9, _v9_firmware),
     (10, _v10_monitoring_signed_firmware),
     (11, _v11_password_rotation),
+    (12, _v12_certificates),
 ]
 
 

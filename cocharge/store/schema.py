@@ -64,6 +64,9 @@ stations = Table(
     Column("area", String(100)),
     # v5: the gateway node holding the station's connection (None: not connected)
     Column("node", String(128)),
+    # v12: 3 once the station connected with a client certificate of ours (from then on it
+    # must); set lower only by an operator's forced downgrade. None: 1 or 2 (by the port).
+    Column("security_profile", Integer),
 )
 
 connector_status = Table(
@@ -280,6 +283,26 @@ station_monitors = Table(
     Column("transaction", Boolean, nullable=False),
     Column("source", String(8), nullable=False),       # set | report
     Column("updated_at", DateTime, nullable=False),
+)
+
+# Certificates our CA signed for stations (SignCertificate), and what became of them.
+station_certificates = Table(
+    "station_certificates",
+    metadata,
+    Column("serial", String(40), primary_key=True),  # hex, as OCPP's hash data gives it
+    Column("station_id", String(64), nullable=False, index=True),
+    Column("certificate_type", String(32), nullable=False),  # ChargingStationCertificate
+    Column("ca_fingerprint", String(64), nullable=False),  # the CA that signed it
+    Column("not_before", DateTime, nullable=False),
+    Column("not_after", DateTime, nullable=False),
+    Column("pem", Text, nullable=False),
+    # signed (sent in CertificateSigned) | installed (the station accepted it) | refused
+    # (the station rejected it) | revoked
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # when the gateway last asked the station for a new CSR (renewal before expiry)
+    Column("renewal_asked_at", DateTime),
 )
 
 firmware_targets = Table(
