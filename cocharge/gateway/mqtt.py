@@ -61,10 +61,10 @@ NOTICE_TOPICS = {"firmware": "firmware", "diagnostics": "log", "log": "log",
                  "event": "monitor", "customer_information": "customer-information",
                  "security": "security"}
 # Every named operation of `cocharge remote` is also a verb, its fields named as the operator
-# channel names them (docs/mqtt.md). Raw calls stay with the operator: a property's backend
-# may not send arbitrary OCPP (passwords, certificates) to a charger.
+# channel names them (docs/mqtt.md). Raw calls, passwords, certificates and security
+# profiles stay with the operator (cmd.OPERATOR_ONLY).
 OPERATIONS = tuple(name for name in cmd.COMMANDS
-                   if name not in VERBS and name not in ("call", "rotate-password"))
+                   if name not in VERBS and name not in cmd.OPERATOR_ONLY)
 
 
 @dataclass(frozen=True)
@@ -329,8 +329,8 @@ class MqttBridge(StationObserver):
 
     def notice(self, station_id: str, kind: str, payload: dict[str, Any], at: datetime) -> None:
         topic = NOTICE_TOPICS.get(kind)
-        if topic is None:
-            return
+        if topic is None or payload.get("criticality") == "normal":
+            return  # a security event the standard calls not critical: kept, not raised
         body = {"at": _iso(at), **payload}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
         self._event(station_id, topic, f"{topic}:{station_id}:{digest[:16]}", body)

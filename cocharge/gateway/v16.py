@@ -18,6 +18,7 @@ from cocharge.gateway.connection import (
     sample_value,
 )
 from cocharge.stations import commands as cmd
+from cocharge.stations.security_events import criticality
 from cocharge.stations.events import (
     AuthStatus,
     ConnectorStatus,
@@ -165,8 +166,9 @@ class V16Connection(StationConnection):
     @handles(Action.security_event_notification)
     async def on_security_event(self, type: str, timestamp: str,
                                 tech_info: str | None = None) -> call_result.SecurityEventNotification:
-        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp),
-                                                {"type": type, "tech_info": tech_info}))
+        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp), {
+            "type": type, "tech_info": tech_info,
+            "criticality": criticality(self.protocol, type)}))
         return call_result.SecurityEventNotification()
 
     @handles(Action.sign_certificate)

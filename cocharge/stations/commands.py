@@ -428,6 +428,13 @@ COMMANDS: dict[str, type] = {
 }
 
 
+# What only the operator may send (not a property backend over MQTT): raw OCPP, and what
+# decides whom the station trusts or how it proves who it is — a password, a root or own
+# certificate, its security profile. Whoever can set those can pose as the station or as us.
+OPERATOR_ONLY = frozenset({"call", "rotate-password", "install-certificate", "delete-certificate",
+                           "certificate-signed", "security-profile"})
+
+
 class CommandRejected(ValueError):
     """The command cannot be expressed for this station (e.g. a trigger its OCPP version lacks)."""
 

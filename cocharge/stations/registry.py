@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.stations.passwords import hash_password
@@ -106,7 +106,21 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
             .order_by(connector_status.c.connector_id))).all()
         held = (await conn.execute(select(local_lists).where(
             local_lists.c.station_id == station_id))).first()
+        security = (await conn.execute(
+            select(station_events.c.ts, station_events.c.payload)
+            .where(and_(station_events.c.station_id == station_id,
+                        station_events.c.kind == "security"))
+            .order_by(station_events.c.ts.desc()).limit(200))).all()
     shown = _station_view(row, list(status_rows))
+    shown["security_profile"] = row.security_profile or "1 or 2 (password)"
+    # The latest critical security events (OCPP's list; a vendor's own type counts too).
+    critical = []
+    for event in security:
+        details = json.loads(event.payload)
+        if details.get("criticality", "critical") != "normal" and len(critical) < 5:
+            critical.append(f"{_iso(event.ts)} {details.get('type')}"
+                            + (f" ({details['tech_info']})" if details.get("tech_info") else ""))
+    shown["critical_security_events"] = critical or None
     # The local authorization list the station accepted last (docs/sharing.md).
     shown["local_list"] = None if held is None else {
         "version": held.version, "status": held.status, "updated_at": _iso(held.updated_at),

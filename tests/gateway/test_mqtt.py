@@ -507,6 +507,16 @@ OPERATION_CASES = [
     ("config-set", {"key": "SecurityCtrlr.BasicAuthPassword", "value": "p" * 20}, "error",
      "error"),
     ("rotate-password", {}, "error", "error"),
+    ("extended-trigger-message", {"message": "Heartbeat"}, "accepted", "accepted"),
+    ("get-installed-certificate-ids", {"certificate_types": ["CSMSRootCertificate"]},
+     "rejected", "rejected"),  # none installed: NotFound
+    # Whom the station trusts and how it proves who it is: the operator's alone.
+    ("install-certificate", {"certificate_type": "CSMSRootCertificate", "certificate": "x"},
+     "error", "error"),
+    ("delete-certificate", {"issuer_name_hash": "a", "issuer_key_hash": "b",
+                            "serial_number": "1"}, "error", "error"),
+    ("certificate-signed", {"certificate_chain": "x"}, "error", "error"),
+    ("security-profile", {"profile": 1, "force": True}, "error", "error"),
 ]
 
 
@@ -537,3 +547,44 @@ async def test_every_operation_is_an_mqtt_verb(broker, sqlite_url, protocol):
                 assert "get-log" in sent and "reset" in sent
             finally:
                 await close_wallbox(box, reader)
+
+
+async def test_critical_security_events_are_raised_and_shown(broker, sqlite_url):
+    """Kept with their criticality (OCPP's list, which differs between the versions); the
+    critical ones reach the property as events and `station show`."""
+    from tests.conftest import raw_station
+
+    now = "2026-11-01T10:00:00Z"
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        async with backend(broker) as b:
+            wb1 = await raw_station(node, "WB1", "ocpp2.0.1")
+            for kind in ("InvalidMessages", "InvalidFirmwareSignature", "TamperDetectionActivated"):
+                payload = {"type": kind, "timestamp": now}
+                if kind == "TamperDetectionActivated":
+                    payload["techInfo"] = "case opened"
+                answer = await wb1.call("SecurityEventNotification", payload)
+                assert answer[0] == 3, answer
+            wb1_16 = await raw_station(node, "WB2", "ocpp1.6")
+            await wb1_16.call("SecurityEventNotification", {"type": "InvalidFirmwareSignature",
+                                                            "timestamp": now})
+            raised = await b.wait(lambda: len(b.on(f"{P}/sunrise/events/security")) >= 2
+                                  and b.on(f"{P}/sunrise/events/security"))
+            await asyncio.sleep(0.3)
+            assert sorted(e["type"] for e in b.on(f"{P}/sunrise/events/security")) == [
+                "InvalidFirmwareSignature", "TamperDetectionActivated"]
+            assert all(e["criticality"] == "critical" for e in raised)
+            kept = await registry.list_station_events(node.engine, "WB1", "security")
+            assert {e["details"]["type"]: e["details"]["criticality"] for e in kept} == {
+                "InvalidMessages": "normal", "InvalidFirmwareSignature": "critical",
+                "TamperDetectionActivated": "critical"}
+            # 1.6's whitepaper does not call a bad firmware signature critical.
+            [kept16] = await registry.list_station_events(node.engine, "WB2", "security")
+            assert kept16["details"]["criticality"] == "normal"
+            shown = await registry.get_station(node.engine, "WB1")
+            assert len(shown["critical_security_events"]) == 2
+            assert any("TamperDetectionActivated (case opened)" in e
+                       for e in shown["critical_security_events"])
+            assert (await registry.get_station(node.engine, "WB2"))[
+                "critical_security_events"] is None
