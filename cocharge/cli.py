@@ -349,6 +349,15 @@ def member() -> None:
     """Members and their idTags."""
 
 
+HOUSEHOLD_HELP = ("A household or fleet (up to 20 characters): its members' cards stop each "
+                  "other's sessions (sent as groupIdToken / parentIdTag).")
+
+
+def check_household(household: str | None) -> None:
+    if household is not None and (len(household.strip()) > 20 or not household.isprintable()):
+        fail(f"--household {household!r}: up to 20 printable characters (OCPP's limit)")
+
+
 @member.command("add")
 @click.argument("name")
 @click.option("--tag", required=True, help="The member's idTag / idToken (RFID or app token).")
@@ -356,13 +365,18 @@ def member() -> None:
 @click.option("--expires", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="Date (UTC) after which the tag answers Expired.")
 @click.option("--referred-by", help="Tag of the member who referred this one (set once, here).")
+@click.option("--household", help=HOUSEHOLD_HELP)
 @db_option
 def member_add(name: str, tag: str, phone: str | None, expires: datetime | None,
-               referred_by: str | None, db: str | None) -> None:
+               referred_by: str | None, household: str | None, db: str | None) -> None:
     """Add a member with an idTag."""
     if not 1 <= len(tag) <= 20:
         fail(f"--tag {tag!r}: an OCPP 1.6 idTag has 1 to 20 characters")
-    with_store(db, lambda e: registry.add_member(e, name, tag, phone, expires, referred_by))
+    if tag.startswith("#"):
+        fail(f"--tag {tag!r}: a tag cannot begin with '#' (kept for tokens that are no card)")
+    check_household(household)
+    with_store(db, lambda e: registry.add_member(e, name, tag, phone, expires, referred_by,
+                                                 household or None))
     click.echo(f"member {name} added with tag {tag}"
                + (f", referred by {referred_by}" if referred_by else ""))
 
@@ -373,7 +387,7 @@ def member_add(name: str, tag: str, phone: str | None, expires: datetime | None,
 def member_list(db: str | None, as_json: bool) -> None:
     """All members."""
     emit(with_store(db, registry.list_members), as_json,
-         ["tag", "name", "phone", "status", "expires_at"])
+         ["tag", "name", "phone", "status", "expires_at", "household"])
 
 
 @member.command("block")
@@ -1083,14 +1097,17 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
 @click.option("--quota-kwh", type=click.FloatRange(0, 100000),
               help="Free energy per month, kWh (OEM membership: 50).")
 @click.option("--green/--no-green", default=None, help="Chooses green energy (-10% at green chargers).")
+@click.option("--household", help=HOUSEHOLD_HELP + " '' to clear.")
 @db_option
 def member_update(tag: str, groups: str | None, vehicle: str | None, quota_kwh: float | None,
-                  green: bool | None, db: str | None) -> None:
+                  green: bool | None, household: str | None, db: str | None) -> None:
     """Change what sharing and settlement look at: groups, vehicle, monthly free quota, green."""
     from cocharge.stations import sharing
 
     quota = round(quota_kwh * 1000) if quota_kwh is not None else None
-    with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota, green))
+    check_household(household)
+    with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota, green,
+                                                   household))
     click.echo(f"member {tag} updated")
 
 

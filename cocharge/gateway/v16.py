@@ -48,8 +48,13 @@ _ROOT_TYPES = {"CSMSRootCertificate": "CentralSystemRootCertificate"}
 _TRIGGER_NAMES = {"SignChargingStationCertificate": "SignChargePointCertificate"}
 
 
-def id_tag_info(status: AuthStatus) -> dict[str, str]:
-    return {"status": _ID_TAG_STATUS[status]}
+def id_tag_info(status: AuthStatus, parent: str | None = None) -> dict[str, str]:
+    """idTagInfo; `parent` (the member's household) lets the charger accept another card of
+    the household to stop the transaction (parentIdTag)."""
+    info = {"status": _ID_TAG_STATUS[status]}
+    if parent is not None:
+        info["parent_id_tag"] = parent
+    return info
 
 
 def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
@@ -96,16 +101,18 @@ class V16Connection(StationConnection):
 
     @handles(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        status = await self.service.authorize(id_tag, self.id)
         return call_result.Authorize(
-            id_tag_info=id_tag_info(await self.service.authorize(id_tag, self.id)))
+            id_tag_info=id_tag_info(status, await self.service.household(id_tag)))
 
     @handles(Action.start_transaction)
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
                                    timestamp: str, **_: Any) -> call_result.StartTransaction:
         session_id, status = await self.service.start_session(SessionStarted(
             self.id, connector_id, id_tag, parse_time(timestamp), meter_start))
-        return call_result.StartTransaction(transaction_id=session_id,
-                                            id_tag_info=id_tag_info(status))
+        return call_result.StartTransaction(
+            transaction_id=session_id,
+            id_tag_info=id_tag_info(status, await self.service.household(id_tag)))
 
     @handles(Action.stop_transaction)
     async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
@@ -115,7 +122,10 @@ class V16Connection(StationConnection):
         status = await self.service.end_session(SessionEnded(
             self.id, str(transaction_id), parse_time(timestamp), meter_stop, reason, id_tag,
             parse_meter_values(transaction_data or [])))
-        return call_result.StopTransaction(id_tag_info=id_tag_info(status) if status else None)
+        if status is None or id_tag is None:
+            return call_result.StopTransaction()
+        return call_result.StopTransaction(
+            id_tag_info=id_tag_info(status, await self.service.household(id_tag)))
 
     @handles(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],

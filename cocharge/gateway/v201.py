@@ -56,8 +56,27 @@ def cmd_hash_data(command: cmd.DeleteCertificate) -> dict[str, str]:
 TOKEN_TYPE = "ISO14443"
 
 
-def id_token_info(status: AuthStatus) -> dict[str, str]:
-    return {"status": status.value}
+# The idToken types a member's card or app token can be (Central: the tokens we send in
+# RequestStartTransaction). Any other type (KeyCode, MacAddress, eMAID, ...) is not a member,
+# whatever its value: a key code equal to someone's card number is not their card.
+MEMBER_TOKEN_TYPES = frozenset({"ISO14443", "ISO15693", "Central"})
+
+
+def member_tag(id_token: dict[str, Any]) -> str:
+    """The token as the members table knows it: by value and type (a token of another type
+    gets a value no member tag can have)."""
+    if id_token.get("type") in MEMBER_TOKEN_TYPES:
+        return str(id_token["id_token"])
+    return f"#{id_token.get('type')}:{id_token['id_token']}"
+
+
+def id_token_info(status: AuthStatus, group: str | None = None) -> dict[str, Any]:
+    """idTokenInfo; `group` (the member's household) lets the station accept another card of
+    the household to stop the transaction (groupIdToken, C09)."""
+    info: dict[str, Any] = {"status": status.value}
+    if group is not None:
+        info["group_id_token"] = {"id_token": group, "type": "Central"}
+    return info
 
 
 def parse_meter_values(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
@@ -122,8 +141,10 @@ class V201Connection(StationConnection):
 
     @handles(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
-        status = await self.service.authorize(id_token["id_token"], self.id)
-        return call_result.Authorize(id_token_info=id_token_info(status))
+        tag = member_tag(id_token)
+        status = await self.service.authorize(tag, self.id)
+        return call_result.Authorize(id_token_info=id_token_info(
+            status, await self.service.household(tag)))
 
     @handles(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,
@@ -139,14 +160,16 @@ class V201Connection(StationConnection):
             seq_no=seq_no,
             at=parse_time(timestamp),
             connector_id=evse["id"] if evse else None,
-            id_tag=id_token["id_token"] if id_token else None,
+            id_tag=member_tag(id_token) if id_token else None,
             stop_reason=transaction_info.get("stopped_reason"),
             samples=parse_meter_values(meter_value),
             offline=bool(offline),
             charging_state=transaction_info.get("charging_state"),
         ))
-        return call_result.TransactionEvent(
-            id_token_info=id_token_info(status) if status is not None else None)
+        if status is None:
+            return call_result.TransactionEvent()
+        return call_result.TransactionEvent(id_token_info=id_token_info(
+            status, await self.service.household(member_tag(id_token or {}))))
 
     @handles(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],

@@ -208,6 +208,7 @@ class WallboxMixin:
         self.client_chain: str | None = None
         self._pending_key: Any = None  # the key of the CSR sent, until its certificate comes
         self.certificates_received = 0
+        self.groups: dict[str, str | None] = {}  # tag -> its group (groupIdToken/parentIdTag)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -551,6 +552,22 @@ class WallboxMixin:
                     await self.charging_state(session, state)
                 await self.send_meter(session, hw)
 
+    async def present_card(self, connector_id: int, tag: str) -> bool:
+        """A card held to the reader of a charging connector: the card that started the
+        session stops it; another card only if the central system says it is of the same
+        group (2.0.1 groupIdToken, C09; 1.6 parentIdTag)."""
+        session = self.sessions.get(connector_id)
+        if session is None:
+            return False
+        if tag != session.tag:
+            if not await self.authorize(tag):
+                return False
+            group = self.groups.get(tag)
+            if group is None or group != self.groups.get(session.tag):
+                return False
+        session.stop_reason = "Local"
+        return True
+
     def request_stop(self, tx_id: Any, reason: str = "Remote") -> bool:
         for session in self.sessions.values():
             if session.tx_id is not None and str(session.tx_id) == str(tx_id):
@@ -765,6 +782,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
 
     async def authorize(self, tag: str) -> bool:
         answer = await self.send(call16.Authorize(id_tag=tag))
+        if answer is not None:
+            self.groups[tag] = answer.id_tag_info.get("parent_id_tag")
         return bool(answer and answer.id_tag_info["status"] == "Accepted")
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
@@ -1071,6 +1090,8 @@ class Wallbox201(WallboxMixin, ChargePoint201):
 
     async def authorize(self, tag: str) -> bool:
         answer = await self.send(call201.Authorize(id_token={"id_token": tag, "type": "ISO14443"}))
+        if answer is not None:
+            self.groups[tag] = (answer.id_token_info.get("group_id_token") or {}).get("id_token")
         return bool(answer and answer.id_token_info["status"] == "Accepted")
 
     async def charging_state(self, session: SimSession, state: str) -> None:

@@ -252,7 +252,8 @@ async def remove_station(engine: AsyncEngine, station_id: str) -> None:
 
 
 async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None,
-                     expires_at: datetime | None = None, referred_by: str | None = None) -> None:
+                     expires_at: datetime | None = None, referred_by: str | None = None,
+                     household: str | None = None) -> None:
     """Add a member; `referred_by` (an existing member) is set once, here, so referral
     chains only point to earlier members and can never loop."""
     async with engine.begin() as conn:
@@ -265,14 +266,14 @@ async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None
                                 "(the referrer must be added first)")
         await conn.execute(insert(members).values(
             tag=tag, name=name, phone=phone, status="active", expires_at=expires_at,
-            referred_by=referred_by, created_at=utcnow()))
+            referred_by=referred_by, household=household, created_at=utcnow()))
 
 
 async def list_members(engine: AsyncEngine) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         rows = (await conn.execute(select(members).order_by(members.c.name))).all()
     return [{"tag": r.tag, "name": r.name, "phone": r.phone, "status": r.status,
-             "expires_at": _iso(r.expires_at)} for r in rows]
+             "expires_at": _iso(r.expires_at), "household": r.household} for r in rows]
 
 
 async def block_member(engine: AsyncEngine, tag: str) -> None:

@@ -412,6 +412,11 @@ class StationService:
             return status, decision
         return _REFUSAL[decision.verdict], decision
 
+    async def household(self, tag: str) -> str | None:
+        """The member's household or fleet (their cards stop each other's sessions)."""
+        async with self.engine.connect() as conn:
+            return await conn.scalar(select(members.c.household).where(members.c.tag == tag))
+
     async def _authorize(self, conn: AsyncConnection, tag: str) -> AuthStatus:
         row = (await conn.execute(
             select(members.c.tag, members.c.status, members.c.expires_at)

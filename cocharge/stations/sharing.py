@@ -117,8 +117,10 @@ def member_of(row: Any) -> Member:
 
 async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
                         vehicle_model: str | None = None, quota_wh: int | None = None,
-                        prefers_green: bool | None = None) -> None:
+                        prefers_green: bool | None = None, household: str | None = None) -> None:
     values: dict[str, Any] = {}
+    if household is not None:
+        values["household"] = household.strip() or None
     if groups is not None:
         values["groups"] = ",".join(g.strip() for g in groups.split(",") if g.strip()) or None
     if vehicle_model is not None:

@@ -198,7 +198,7 @@ async def _v12_certificates(conn: AsyncConnection) -> None:
     """Charger certificates of our CA; a station's security profile (issue 15)."""
     def upgrade(sync_conn: Connection) -> None:
         metadata.create_all(sync_conn)
-        _add_columns(sync_conn, [(stations, ["security_profile"])])
+        _add_columns(sync_conn, [(stations, ["security_profile"]), (members, ["household"])])
 
     await conn.run_sync(upgrade)
 

@@ -97,6 +97,8 @@ members = Table(
     Column("prefers_green", Boolean),  # chooses green energy where the charger is green
     # v4
     Column("referred_by", String(64)),  # the member who referred this one (set once, at add)
+    # v12: a household or fleet: its cards stop each other's sessions (groupIdToken/parentIdTag)
+    Column("household", String(20)),
 )
 
 sessions = Table(

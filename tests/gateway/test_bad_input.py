@@ -78,8 +78,12 @@ async def test_oversized_frame_closes_only_that_connection(node):
 async def test_known_but_unhandled_action_is_not_supported(node):
     await register(node, "BAD")
     st = await raw_station(node, "BAD")
-    answer = await st.call("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"})
+    # A call of this version that only the central system sends.
+    answer = await st.call("RemoteStartTransaction", {"idTag": "TAG1"})
     assert answer[0] == 4 and answer[2] == "NotSupported"
+    # A CSR without a CA to sign it (serve --ca-dir): answered, Rejected.
+    answer = await st.call("SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"})
+    assert answer[0] == 3 and answer[2] == {"status": "Rejected"}
 
 
 async def test_reservation_status_update_frees_the_booking(node):
