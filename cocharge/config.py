@@ -112,6 +112,15 @@ class GatewaySettings:
     # connected to, tls_port, their path).
     tls_url: str | None = None
 
+    # --- the price at the charger (docs/operations.md) ---
+    # A running 2.0.1 session's cost is sent (CostUpdated) at most this often as its meter
+    # values arrive; 0 = never. The Ended answer always carries the settled total.
+    cost_update_s: float = 60.0
+    # 1.6 has no CostUpdated: the vendorId of the DataTransfer (messageId CostUpdated) that
+    # carries it to 1.6 stations with a display; None = none sent.
+    cost_data_transfer: str | None = None
+    currency: str = "CNY"
+
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.
     local_list_sync_s: float = 60.0

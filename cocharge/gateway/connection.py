@@ -36,6 +36,7 @@ from cocharge.stations.commands import (
     RAW_PASSWORD_REFUSED,
     ClearVariableMonitoring,
     Command,
+    CostUpdated,
     CommandFailed,
     CommandRejected,
     CommandResult,
@@ -206,6 +207,9 @@ class StationConnection:
         self.upload_port = settings.upload_port  # the gateway sets the port it listens on
         self.upload_scheme = "http"  # https when the gateway serves TLS (uploads too)
         self.tls_port: int | None = None  # the gateway's wss:// port, if it has one
+        self._cost_at: dict[str, float] = {}  # transaction -> when its cost was last sent
+        self._cost_refused = False  # the station answered our cost DataTransfer with no
+        self._tasks: set[asyncio.Task[Any]] = set()
         # The quirks of this station's vendor and model (known from an earlier boot).
         self.quirk_book = quirks or QuirkBook()
         record = service.directory.get(station_id)
@@ -411,6 +415,45 @@ class StationConnection:
         log.info("station %s: new password %s (%s)", self.id,
                  "accepted" if result.accepted else "refused", result.status)
         return CommandResult(result.accepted, result.status, {"status": result.status})
+
+    # --- the price at the charger ---------------------------------------------------------
+
+    def cost_due(self, tx_ref: str) -> bool:
+        """Send this running transaction's cost now? (at most every cost_update_s)."""
+        every = self.settings.cost_update_s
+        if every <= 0 or self._cost_refused or (
+                self.protocol == "1.6" and not self.settings.cost_data_transfer):
+            return False
+        now = time.monotonic()
+        if now - self._cost_at.get(tx_ref, -math.inf) < every:
+            return False
+        self._cost_at[tx_ref] = now
+        return True
+
+    def push_cost(self, tx_ref: str, final_fen: int | None = None) -> None:
+        """Send the cost so far (or the final total) to the station's display, after the
+        answer that is being made now."""
+        task = asyncio.create_task(self._push_cost(tx_ref, final_fen))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push_cost(self, tx_ref: str, final_fen: int | None) -> None:
+        session_id = await self.service.session_of(self.id, tx_ref)
+        if session_id is None:
+            return
+        fen = final_fen if final_fen is not None else await self.service.running_cost(session_id)
+        if fen is None:
+            return
+        total = f"{fen // 100}.{fen % 100:02d}"
+        try:
+            result = await self.command(CostUpdated(session_id, total), tx_ref)
+        except (CommandFailed, CommandRejected) as exc:
+            log.info("%s: cost of session %s not shown: %s", self.id, session_id, exc)
+            return
+        if self.protocol == "1.6" and not result.accepted:
+            self._cost_refused = True  # no display (or not this DataTransfer): stop sending
+        if final_fen is not None:
+            self._cost_at.pop(tx_ref, None)
 
     def on_tls(self) -> bool:
         transport = getattr(self.websocket, "transport", None)

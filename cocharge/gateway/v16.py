@@ -122,6 +122,11 @@ class V16Connection(StationConnection):
         status = await self.service.end_session(SessionEnded(
             self.id, str(transaction_id), parse_time(timestamp), meter_stop, reason, id_tag,
             parse_meter_values(transaction_data or [])))
+        if self.settings.cost_data_transfer and not self._cost_refused:
+            session_id = await self.service.session_of(self.id, str(transaction_id))
+            fen = await self.service.settled_total(session_id) if session_id else None
+            if fen is not None:
+                self.push_cost(str(transaction_id), fen)  # the final total on the display
         if status is None or id_tag is None:
             return call_result.StopTransaction()
         return call_result.StopTransaction(
@@ -133,6 +138,8 @@ class V16Connection(StationConnection):
         await self.service.meter_report(MeterReport(
             self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
             parse_meter_values(meter_value)))
+        if transaction_id is not None and self.cost_due(str(transaction_id)):
+            self.push_cost(str(transaction_id))
         return call_result.MeterValues()
 
     @handles(Action.data_transfer)
@@ -305,6 +312,20 @@ class V16Connection(StationConnection):
                   | cmd.SetMonitoringBase() | cmd.SetMonitoringLevel()
                   | cmd.ClearVariableMonitoring() | cmd.GetMonitoringReport()
                   | cmd.CustomerInformation()):
+                raise cmd.CommandRejected(
+                    f"OCPP 1.6 has no {type(command).__name__}: it is an OCPP 2.0.1 operation")
+            case cmd.CostUpdated(session_id=session_id, total_cost=total_cost):
+                vendor = self.settings.cost_data_transfer
+                if not vendor:
+                    raise cmd.CommandRejected("OCPP 1.6 has no CostUpdated: set "
+                                              "cost_data_transfer to send the cost by DataTransfer")
+                if tx_ref is None or not tx_ref.isdigit():
+                    raise cmd.CommandRejected(f"session {session_id} has no 1.6 transaction id")
+                return call.DataTransfer(vendor_id=vendor, message_id="CostUpdated", data=json.dumps(
+                    {"transactionId": int(tx_ref), "totalCost": total_cost,
+                     "currency": self.settings.currency}, separators=(",", ":")))
+            case (cmd.SetDisplayMessage() | cmd.GetDisplayMessages()
+                  | cmd.ClearDisplayMessage()):
                 raise cmd.CommandRejected(
                     f"OCPP 1.6 has no {type(command).__name__}: it is an OCPP 2.0.1 operation")
             case cmd.GetBaseReport():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from decimal import Decimal
 from typing import Any
 
 from ocpp.v201 import call, call_result
@@ -166,10 +167,18 @@ class V201Connection(StationConnection):
             offline=bool(offline),
             charging_state=transaction_info.get("charging_state"),
         ))
-        if status is None:
-            return call_result.TransactionEvent()
-        return call_result.TransactionEvent(id_token_info=id_token_info(
-            status, await self.service.household(member_tag(id_token or {}))))
+        tx_ref = transaction_info["transaction_id"]
+        total_cost = None
+        if event_type == "Ended":
+            session_id = await self.service.session_of(self.id, tx_ref)
+            fen = await self.service.settled_total(session_id) if session_id else None
+            total_cost = float(Decimal(fen) / 100) if fen is not None else None
+            self._cost_at.pop(tx_ref, None)
+        elif meter_value and self.cost_due(tx_ref):
+            self.push_cost(tx_ref)
+        info = None if status is None else id_token_info(
+            status, await self.service.household(member_tag(id_token or {})))
+        return call_result.TransactionEvent(total_cost=total_cost, id_token_info=info)
 
     @handles(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
@@ -237,6 +246,19 @@ class V201Connection(StationConnection):
             status=answer["status"], exi_response=answer["exiResponse"],
             status_info={"reason_code": info["reasonCode"],
                          "additional_info": info["additionalInfo"]} if info else None)
+
+    @handles(Action.notify_display_messages)
+    async def on_notify_display_messages(self, request_id: int,
+                                         message_info: list[dict[str, Any]] | None = None,
+                                         tbc: bool | None = None,
+                                         **_: Any) -> call_result.NotifyDisplayMessages:
+        await self.service.notice(StationNotice(
+            self.id, "display_messages", parse_time(now_iso()),
+            {"request_id": request_id, "tbc": bool(tbc), "messages": [
+                {"id": m.get("id"), "priority": m.get("priority"), "state": m.get("state"),
+                 "content": (m.get("message") or {}).get("content")}
+                for m in message_info or []]}))
+        return call_result.NotifyDisplayMessages()
 
     @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
@@ -393,6 +415,34 @@ class V201Connection(StationConnection):
             case cmd.ExtendedTriggerMessage(message=message, connector_id=connector_id):
                 return self.to_call(cmd.TriggerMessage(
                     _TRIGGER_NAMES.get(message, message), connector_id), tx_ref)
+            case cmd.SetDisplayMessage():
+                message: dict[str, Any] = {
+                    "id": command.id, "priority": command.priority,
+                    "message": {"format": command.format, "content": command.content,
+                                **({"language": command.language} if command.language else {})}}
+                if command.state:
+                    message["state"] = command.state
+                if command.start:
+                    message["start_date_time"] = command.start
+                if command.end:
+                    message["end_date_time"] = command.end
+                if command.session_id is not None:
+                    if tx_ref is None:
+                        raise cmd.CommandRejected(f"session {command.session_id} has no "
+                                                  "transaction id")
+                    message["transaction_id"] = tx_ref
+                return call.SetDisplayMessage(message=message)
+            case cmd.GetDisplayMessages(ids=ids, priority=priority, state=state,
+                                        request_id=request_id):
+                return call.GetDisplayMessages(request_id=request_id or next(_report_ids),
+                                               id=list(ids) or None, priority=priority,
+                                               state=state)
+            case cmd.ClearDisplayMessage(id=message_id):
+                return call.ClearDisplayMessage(id=message_id)
+            case cmd.CostUpdated(session_id=session_id, total_cost=total_cost):
+                if tx_ref is None:
+                    raise cmd.CommandRejected(f"session {session_id} has no transaction id")
+                return call.CostUpdated(total_cost=float(Decimal(total_cost)), transaction_id=tx_ref)
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

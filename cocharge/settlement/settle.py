@@ -218,6 +218,51 @@ class Settled:
     split: list[tuple[str, int]]
 
 
+async def _tariff_of(conn: AsyncConnection, row: Any,
+                     defaults: SettlementDefaults) -> tuple[int | None, Any]:
+    """The session's tariff: the one it started under, else the one in force then."""
+    found = None
+    if row.tariff_id is not None:
+        body = await conn.scalar(select(tariffs.c.body).where(tariffs.c.id == row.tariff_id))
+        found = (int(row.tariff_id), tariff_from_json(json.loads(body))) if body else None
+    if found is None:
+        found = await tariff_in_force(conn, row.station_id, row.connector_id, row.started_at)
+    return found if found else (None, defaults.tariff())
+
+
+async def running_cost_fen(engine: AsyncEngine, session_id: int,
+                           defaults: SettlementDefaults = SettlementDefaults()) -> int | None:
+    """What a running session costs so far at its tariff (before discounts, which settlement
+    applies at the end): the energy its meter shows now, the time until now. Shown to the
+    driver at the charger (CostUpdated)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if row is None or row.started_at is None:
+            return None
+        _, tariff = await _tariff_of(conn, row, defaults)
+        samples = (await conn.execute(select(meter_samples.c.ts, meter_samples.c.value).where(
+            and_(meter_samples.c.session_id == session_id,
+                 meter_samples.c.measurand == ENERGY_REGISTER, meter_samples.c.phase.is_(None)))
+            .order_by(meter_samples.c.ts))).all()
+    now = max([utcnow(), *(s.ts for s in samples)])
+    base = float(row.meter_start_wh) if row.meter_start_wh is not None else (
+        samples[0].value if samples else 0.0)
+    points = [(row.started_at, 0.0)]
+    for s in samples:
+        if s.ts > row.started_at:
+            points.append((s.ts, max(points[-1][1], s.value - base)))
+    points.append((now, points[-1][1]))
+    return int(compute_cdr(tariff, Usage(row.started_at, now, points, None, None)).total_fen)
+
+
+async def payable_fen(engine: AsyncEngine, session_id: int) -> int | None:
+    """What the driver pays for a settled session (after discounts); None if not settled."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(select(settlements.c.payable_fen)
+                                  .where(settlements.c.session_id == session_id))
+    return None if value is None else int(value)
+
+
 async def _usage(conn: AsyncConnection, row: Any) -> Usage:
     start, end = row.started_at, row.ended_at
     total = float(row.energy_wh or 0)
@@ -269,13 +314,7 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         if await conn.scalar(select(settlements.c.session_id)
                              .where(settlements.c.session_id == session_id)) is not None:
             return None
-        found = None
-        if row.tariff_id is not None:
-            body = await conn.scalar(select(tariffs.c.body).where(tariffs.c.id == row.tariff_id))
-            found = (int(row.tariff_id), tariff_from_json(json.loads(body))) if body else None
-        if found is None:
-            found = await tariff_in_force(conn, row.station_id, row.connector_id, row.started_at)
-        tariff_id, tariff = found if found else (None, defaults.tariff())
+        tariff_id, tariff = await _tariff_of(conn, row, defaults)
         cdr = compute_cdr(tariff, await _usage(conn, row))
         terms = await terms_of(conn, row.station_id)
         member = (await conn.execute(select(members.c.prefers_green)
@@ -422,6 +461,7 @@ class Settler:
         self.engine = engine
         self.defaults = defaults
         self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._settling = asyncio.Lock()  # one settlement at a time (the queue's, settle_now's)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -431,6 +471,14 @@ class Settler:
 
     def submit(self, session_id: int) -> None:
         self._queue.put_nowait(session_id)
+
+    async def settle_now(self, session_id: int) -> int | None:
+        """Settle the session now (the driver's total for the station's display), not after
+        the queue; returns what the driver pays in fen (None: not billable). The queued
+        settlement of the same session then finds it done."""
+        async with self._settling:
+            await settle_session(self.engine, session_id, self.defaults)
+        return await payable_fen(self.engine, session_id)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is settled (or failed)."""
@@ -446,7 +494,8 @@ class Settler:
         while True:
             session_id = await self._queue.get()
             try:
-                await settle_session(self.engine, session_id, self.defaults)
+                async with self._settling:
+                    await settle_session(self.engine, session_id, self.defaults)
                 await settle_idle(self.engine, session_id, self.defaults)
             except asyncio.CancelledError:
                 raise

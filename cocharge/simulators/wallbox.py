@@ -78,6 +78,8 @@ class SimConfig:
     organisation: str = "cocharge"
     ca_pem: str | None = None
     secure_url: str | None = None
+    # A display for the driver (messages, the cost); without one, display calls are refused.
+    display: bool = True
 
 
 class SimClock:
@@ -209,6 +211,11 @@ class WallboxMixin:
         self._pending_key: Any = None  # the key of the CSR sent, until its certificate comes
         self.certificates_received = 0
         self.groups: dict[str, str | None] = {}  # tag -> its group (groupIdToken/parentIdTag)
+        # The display: message id -> message (2.0.1 MessageInfo, snake_case); and the costs it
+        # showed: transaction id -> [running costs as sent], and the final totals.
+        self.display: dict[int, dict[str, Any]] = {}
+        self.costs_shown: dict[str, list[str]] = {}
+        self.total_costs: dict[str, str] = {}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -1018,6 +1025,16 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                          data: str | None = None) -> result16.DataTransfer:
+        if vendor_id == "cocharge" and message_id == "CostUpdated":
+            if not self.config.display:
+                return result16.DataTransfer(status="UnknownMessageId")
+            try:
+                cost = json.loads(data or "")
+                self.costs_shown.setdefault(str(cost["transactionId"]), []).append(
+                    str(cost["totalCost"]))
+            except (ValueError, KeyError, TypeError):
+                return result16.DataTransfer(status="Rejected")
+            return result16.DataTransfer(status="Accepted")
         if vendor_id == "cocharge" and message_id == "ShareLock":
             try:
                 request = json.loads(data or "")
@@ -1184,13 +1201,57 @@ class Wallbox201(WallboxMixin, ChargePoint201):
                                                 event_data=events))
 
     async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
-        await self.send(call201.TransactionEvent(
+        answer = await self.send(call201.TransactionEvent(
             event_type="Ended", timestamp=self.clock.iso(), trigger_reason="StopAuthorized"
             if session.stop_reason == "Local" else "RemoteStop" if session.stop_reason == "Remote"
             else "EVCommunicationLost", seq_no=next(self._seq),
             transaction_info={"transaction_id": session.tx_id,
                               "stopped_reason": session.stop_reason or "Local"},
             meter_value=self._register(self.hw[session.connector_id], "Transaction.End")), keep=True)
+        if answer is not None and answer.total_cost is not None:
+            self.total_costs[str(session.tx_id)] = f"{answer.total_cost:.2f}"
+
+    @on("CostUpdated")
+    def on_cost_updated(self, total_cost: float, transaction_id: str,
+                        **_: Any) -> result201.CostUpdated:
+        self.costs_shown.setdefault(transaction_id, []).append(f"{total_cost:.2f}")
+        return result201.CostUpdated()
+
+    @on("SetDisplayMessage")
+    def on_set_display_message(self, message: dict[str, Any],
+                               **_: Any) -> result201.SetDisplayMessage:
+        if not self.config.display:
+            return result201.SetDisplayMessage(status="Rejected")
+        if message["message"].get("format") not in ("UTF8", "ASCII"):
+            return result201.SetDisplayMessage(status="NotSupportedMessageFormat")
+        if message.get("transaction_id") and not any(
+                str(s.tx_id) == message["transaction_id"] for s in self.sessions.values()):
+            return result201.SetDisplayMessage(status="UnknownTransaction")
+        self.display[message["id"]] = message
+        return result201.SetDisplayMessage(status="Accepted")
+
+    @on("GetDisplayMessages")
+    def on_get_display_messages(self, request_id: int, id: list[int] | None = None,
+                                priority: str | None = None, state: str | None = None,
+                                **_: Any) -> result201.GetDisplayMessages:
+        found = [m for m in self.display.values()
+                 if (not id or m["id"] in id) and (priority is None or m["priority"] == priority)
+                 and (state is None or m.get("state") == state)]
+        if not found:
+            return result201.GetDisplayMessages(status="Unknown")
+        self._spawn(self._after_answer(lambda: self.send(call201.NotifyDisplayMessages(
+            request_id=request_id, message_info=found))))
+        return result201.GetDisplayMessages(status="Accepted")
+
+    @on("ClearDisplayMessage")
+    def on_clear_display_message(self, id: int, **_: Any) -> result201.ClearDisplayMessage:
+        if self.display.pop(id, None) is None:
+            return result201.ClearDisplayMessage(status="Unknown")
+        return result201.ClearDisplayMessage(status="Accepted")
+
+    def shown(self) -> list[str]:
+        """What the display shows now, as text."""
+        return [m["message"]["content"] for m in self.display.values()]
 
     @on("RequestStartTransaction")
     def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,

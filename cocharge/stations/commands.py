@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -335,6 +336,45 @@ class SetSecurityProfile:
     configuration_slot: int | None = None  # 2.0.1: default a free slot
 
 
+@dataclass(frozen=True)
+class SetDisplayMessage:
+    """2.0.1: a message on the station's display (e.g. the host's price, a booking)."""
+
+    id: int
+    content: str
+    priority: str = "NormalCycle"  # AlwaysFront | InFront | NormalCycle
+    state: str | None = None  # Charging | Faulted | Idle | Unavailable; None: always
+    format: str = "UTF8"  # ASCII | HTML | URI | UTF8
+    language: str | None = None
+    start: str | None = None  # ISO 8601: shown from
+    end: str | None = None  # ... until
+    session_id: int | None = None  # only during this session
+
+
+@dataclass(frozen=True)
+class GetDisplayMessages:
+    """2.0.1: the messages the station shows (NotifyDisplayMessages, kept as events)."""
+
+    ids: tuple[int, ...] = ()
+    priority: str | None = None
+    state: str | None = None
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClearDisplayMessage:
+    id: int
+
+
+@dataclass(frozen=True)
+class CostUpdated:
+    """The running cost of a session on the station's display: 2.0.1 CostUpdated; 1.6 the
+    DataTransfer docs/operations.md describes (settings.cost_data_transfer)."""
+
+    session_id: int
+    total_cost: str  # in the tariff's currency, e.g. "12.35" (exact)
+
+
 # The settings that hold a station's password: changed only through RotatePassword.
 PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
 
@@ -385,7 +425,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | ClearVariableMonitoring | GetMonitoringReport | CustomerInformation
            | RotatePassword | CertificateSigned | InstallCertificate
            | GetInstalledCertificateIds | DeleteCertificate | ExtendedTriggerMessage
-           | SetSecurityProfile)
+           | SetSecurityProfile | SetDisplayMessage | GetDisplayMessages | ClearDisplayMessage
+           | CostUpdated)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -424,6 +465,10 @@ COMMANDS: dict[str, type] = {
     "delete-certificate": DeleteCertificate,
     "extended-trigger-message": ExtendedTriggerMessage,
     "security-profile": SetSecurityProfile,
+    "set-display-message": SetDisplayMessage,
+    "get-display-messages": GetDisplayMessages,
+    "clear-display-message": ClearDisplayMessage,
+    "cost-updated": CostUpdated,
     "call": RawCall,
 }
 
@@ -532,6 +577,14 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     if command_class is RotatePassword and args.get("password") is not None and not valid_password(
             args["password"]):
         raise CommandRejected(PASSWORD_RULE)
+    if command_class is CostUpdated:
+        try:
+            cost = Decimal(str(args.get("total_cost")))
+        except InvalidOperation:
+            cost = Decimal(-1)
+        if not cost.is_finite() or cost < 0 or cost.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise CommandRejected("cost-updated: total_cost is an amount like 12.35 (0 or more, "
+                                  "at most 2 decimals)")
     if command_class is CustomerInformation and not (args.get("report", True) or args.get("clear")):
         raise CommandRejected("customer-information: ask for a report, a clear, or both")
     try:

@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -65,6 +65,15 @@ log = logging.getLogger(__name__)
 
 # Connector states in which charging is over but the car is still plugged in.
 IDLE_STATES = {"SuspendedEV", "SuspendedEVSE", "Finishing", "EVConnected", "Occupied"}
+
+
+# The display messages sharing control keeps on a shared station (ids of its own).
+PRICE_MESSAGE = 1001
+BOOKING_MESSAGE = 1002
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.replace(tzinfo=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class StationLink(Protocol):
@@ -137,6 +146,11 @@ class SharingController:
         self._firmware_busy = False
         self._list_synced: dict[str, datetime] = {}  # station -> when its local list was checked
         self._no_local_list: set[str] = set()  # stations that answered NotSupported
+        # The driver's display (2.0.1): what each station shows of ours (message id -> text),
+        # and the stations without a display (they refused a message).
+        self._displayed: dict[str, dict[int, str]] = {}
+        self._no_display: set[str] = set()
+        self._display_busy: set[str] = set()
         self._adoptions: Coalescer[str, bool] = Coalescer(self._adopt)
         self._queued: Coalescer[str, list[Any]] = Coalescer(self._queued_commands)
         # The gateway's journal, for what the controller writes while a charger waits.
@@ -280,9 +294,76 @@ class SharingController:
             if station_id not in self._busy and self.link(station_id) is not None:
                 self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
         self._local_lists_due(now)
+        for station_id in self._managed - self._no_display - self._display_busy:
+            link = self.link(station_id)
+            if link is not None and getattr(link, "protocol", None) == "2.0.1":
+                self._spawn(self._show(station_id, now), f"display {station_id}")
         if not self._firmware_busy:
             self._firmware_busy = True
             self._spawn(self._firmware_step(now), "firmware campaigns")
+
+    # --- the driver's display -----------------------------------------------------------------
+
+    async def display_texts(self, station_id: str, now: datetime) -> dict[int, tuple[str, Any]]:
+        """What a shared station's display shows: the host's price (message PRICE_MESSAGE) and
+        the next booking (BOOKING_MESSAGE), as message id -> (text, the booking's end)."""
+        from zoneinfo import ZoneInfo
+
+        from cocharge.settlement.settle import tariff_in_force
+
+        async with self.engine.connect() as conn:
+            found = await tariff_in_force(conn, station_id, 1, now)
+        price = Decimal(self.settings.price_fen_per_kwh) / 100
+        tz = "Asia/Shanghai"
+        if found is not None:
+            tz = found[1].tz
+            energy = next((e.component("ENERGY") for e in found[1].elements
+                           if e.component("ENERGY") is not None), None)
+            if energy is not None:
+                price = energy.price
+        shown: dict[int, tuple[str, Any]] = {PRICE_MESSAGE: (
+            f"Shared charger: {price:.2f} {self.settings.currency}/kWh", None)}
+        booked = sorted(self._by_station.get(station_id, []), key=lambda b: b.start)
+        if booked:
+            local = ZoneInfo(tz)
+            start, end = (moment.replace(tzinfo=UTC).astimezone(local)
+                          for moment in (booked[0].start, booked[0].end))
+            shown[BOOKING_MESSAGE] = (f"Booked {start:%H:%M}-{end:%H:%M} by a neighbour",
+                                      booked[0].end)
+        return shown
+
+    async def _show(self, station_id: str, now: datetime) -> None:
+        """Keep the station's display in step with its price and bookings: only changes are
+        sent; a station that refuses a message is taken to have no display."""
+        link = self.link(station_id)
+        if link is None:
+            return
+        self._display_busy.add(station_id)
+        try:
+            wanted = await self.display_texts(station_id, now)
+            shown = self._displayed.setdefault(station_id, {})
+            for message_id, (text, until) in wanted.items():
+                if shown.get(message_id) == text:
+                    continue
+                result = await link.command(cmd.SetDisplayMessage(
+                    message_id, text, end=_iso_z(until) if until else None))
+                if not result.accepted:
+                    log.info("station %s: display message refused (%s): no display assumed",
+                             station_id, result.status)
+                    self._no_display.add(station_id)
+                    return
+                shown[message_id] = text
+            for message_id in [m for m in shown if m not in wanted]:
+                await link.command(cmd.ClearDisplayMessage(message_id))
+                del shown[message_id]
+        except cmd.CommandFailed as exc:
+            if exc.kind == "call_error":
+                self._no_display.add(station_id)  # NotSupported / NotImplemented
+            log.info("station %s: display not updated: %s", station_id, exc)
+        except cmd.CommandRejected as exc:
+            log.info("station %s: display not updated: %s", station_id, exc)
+        finally:
+            self._display_busy.discard(station_id)
 
     async def _firmware_step(self, now: datetime) -> None:
         try:
@@ -453,6 +534,7 @@ class SharingController:
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""
         self._list_synced.pop(station_id, None)  # its local list is checked at the next tick
+        self._displayed.pop(station_id, None)  # shown again (a reboot may clear the display)
         self.forget(station_id)
         self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
         if station_id in self._managed:
@@ -492,8 +574,8 @@ class SharingController:
                    queue_for_s: float | None = None) -> dict[str, Any]:
         """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
         tx_ref = None
-        if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus) and (
-                command.session_id is not None):
+        if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus | cmd.CostUpdated
+                      | cmd.SetDisplayMessage) and (command.session_id is not None):
             ref = await self._session_ref(command.session_id)
             if ref is None:
                 raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")

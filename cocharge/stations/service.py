@@ -412,6 +412,25 @@ class StationService:
             return status, decision
         return _REFUSAL[decision.verdict], decision
 
+    async def session_of(self, station_id: str, tx_ref: str) -> int | None:
+        """The session of a station's transaction (from memory while it runs)."""
+        async with self.engine.connect() as conn:
+            found = await self._load(conn, station_id, tx_ref)
+        return found.id if found is not None else None
+
+    async def running_cost(self, session_id: int) -> int | None:
+        """A running session's cost so far, in fen (the settler's tariff defaults)."""
+        from cocharge.settlement.settle import SettlementDefaults, running_cost_fen
+
+        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
+        return await running_cost_fen(self.engine, session_id, defaults)
+
+    async def settled_total(self, session_id: int) -> int | None:
+        """Settle an ended session now and return what the driver pays, in fen."""
+        if self.settler is None:
+            return None
+        return await self.settler.settle_now(session_id)
+
     async def household(self, tag: str) -> str | None:
         """The member's household or fleet (their cards stop each other's sessions)."""
         async with self.engine.connect() as conn:
