@@ -329,3 +329,78 @@ def remote_extended_trigger(station_id: str, message: str, connector: int | None
     remote_call(db, station_id, "extended-trigger-message",
                 {"message": message, "connector_id": connector}, as_json, expires)
 
+
+
+# --- remote: the driver's display and the price ---------------------------------------------
+
+@_remote("set-display-message", "2.0.1: a message on the station's display (SetDisplayMessage).")
+@click.option("--id", "message_id", required=True, type=click.IntRange(0, 2**31 - 1),
+              help="The message's id (the same id replaces it). Sharing control uses 1001 "
+                   "(price) and 1002 (booking).")
+@click.option("--text", "content", required=True, help="Up to 512 characters.")
+@click.option("--priority", default="NormalCycle", show_default=True,
+              type=click.Choice(["AlwaysFront", "InFront", "NormalCycle"]))
+@click.option("--state", type=click.Choice(["Charging", "Faulted", "Idle", "Unavailable"]),
+              help="Only in this state (default: always).")
+@click.option("--language", help="RFC 5646, e.g. zh-CN.")
+@click.option("--from", "start", help="Shown from (ISO 8601, UTC).")
+@click.option("--until", "end", help="Shown until (ISO 8601, UTC).")
+@click.option("--session", "session_id", type=click.IntRange(1),
+              help="Only during this session.")
+def remote_set_display_message(station_id: str, message_id: int, content: str, priority: str,
+                               state: str | None, language: str | None, start: str | None,
+                               end: str | None, session_id: int | None, db: str | None,
+                               as_json: bool, expires: float | None) -> None:
+    if len(content) > 512:
+        fail("--text: at most 512 characters")
+    for option, value in (("--from", start), ("--until", end)):
+        if value is not None:
+            _check_time(option, value)
+    args: dict[str, Any] = {"id": message_id, "content": content, "priority": priority,
+                            "state": state, "language": language, "start": start, "end": end,
+                            "session_id": session_id}
+    remote_call(db, station_id, "set-display-message",
+                {k: v for k, v in args.items() if v is not None}, as_json, expires)
+
+
+def _check_time(option: str, value: str) -> None:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r}: give an ISO 8601 time, e.g. 2026-12-01T19:00:00Z")
+
+
+@_remote("get-display-messages", "2.0.1: the messages the station shows (NotifyDisplayMessages: "
+         "`station events ID --kind display_messages`).")
+@click.option("--id", "ids", multiple=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--priority", type=click.Choice(["AlwaysFront", "InFront", "NormalCycle"]))
+@click.option("--state", type=click.Choice(["Charging", "Faulted", "Idle", "Unavailable"]))
+def remote_get_display_messages(station_id: str, ids: tuple[int, ...], priority: str | None,
+                                state: str | None, db: str | None, as_json: bool,
+                                expires: float | None) -> None:
+    remote_call(db, station_id, "get-display-messages",
+                {"ids": list(ids), "priority": priority, "state": state}, as_json, expires)
+
+
+@_remote("clear-display-message", "2.0.1: remove a message from the station's display.")
+@click.argument("message_id", type=click.IntRange(0, 2**31 - 1))
+def remote_clear_display_message(station_id: str, message_id: int, db: str | None,
+                                 as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "clear-display-message", {"id": message_id}, as_json, expires)
+
+
+@_remote("cost-updated", "The running cost of a session on the station's display (2.0.1 "
+         "CostUpdated; 1.6 the cost DataTransfer). The gateway sends it by itself while "
+         "charging (cost_update_s).")
+@click.option("--session", "session_id", required=True, type=click.IntRange(1))
+@click.option("--total-cost", required=True, help="In CNY, e.g. 12.35.")
+def remote_cost_updated(station_id: str, session_id: int, total_cost: str, db: str | None,
+                        as_json: bool, expires: float | None) -> None:
+    from cocharge.cli import cny_to_fen
+
+    fen = cny_to_fen(total_cost, "--total-cost")
+    remote_call(db, station_id, "cost-updated", {
+        "session_id": session_id, "total_cost": f"{fen // 100}.{fen % 100:02d}"}, as_json,
+        expires)

@@ -241,6 +241,17 @@ def test_a_signed_image_is_checked_when_it_is_stored(tmp_path):
     (["station", "rotate-password", "CP1", "--password", "short"], "16 to 40 printable"),
     (["serve", "--upload-url", "ftp://gw:21"], "http:// or https://"),
     (["serve", "--require-password", "--auto-register"], "cannot go with --require-password"),
+    (["serve", "--tls-port", "9443"], "give --tls-cert and --tls-key"),
+    (["serve", "--ca-dir", "ca"], "need TLS"),
+    (["station", "security-profile", "CP1", "3", "--url", "ws://gw/ocpp"], "wss://"),
+    (["station", "revoke-certificate", "xyz"], "not a serial number"),
+    (["remote", "cost-updated", "CP1", "--session", "1", "--total-cost", "1.234"], "CNY"),
+    (["remote", "set-display-message", "CP1", "--id", "1", "--text", "x" * 513], "512"),
+    (["remote", "set-display-message", "CP1", "--id", "1", "--text", "x", "--from", "soon"],
+     "ISO 8601"),
+    (["remote", "delete-certificate", "CP1", "--serial-number", "1"], "name the certificate"),
+    (["member", "add", "Ann", "--tag", "#KEY"], "cannot begin with '#'"),
+    (["member", "add", "Ann", "--tag", "A1", "--household", "h" * 21], "up to 20"),
 ])
 def test_bad_options_of_the_new_commands_write_nothing(tmp_path, args, message):
     db = tmp_path / "never.db"
@@ -248,3 +259,56 @@ def test_bad_options_of_the_new_commands_write_nothing(tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr and not db.exists()
+
+
+def test_the_operators_ca_from_the_cli(tmp_path):
+    """`cocharge ca`: created once, its key private, shown, rotated (the old one still
+    trusted until forgotten), a server certificate for `serve`; mistakes exit 2."""
+    import os
+    import stat
+
+    run = [sys.executable, "-m", "cocharge.cli", "ca"]
+    where = ["--dir", str(tmp_path / "ca")]
+
+    def ca(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*run, *args], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+
+    missing = ca("show", *where)
+    assert missing.returncode == 2 and "cocharge ca init" in missing.stderr
+    assert not (tmp_path / "ca").exists()
+    nameless = ca("init", *where)
+    assert nameless.returncode == 2 and "--org" in nameless.stderr
+    made = ca("init", *where, "--org", "Neighbours Ltd", "--json")
+    assert made.returncode == 0, made.stderr
+    first = json.loads(made.stdout)
+    assert first["organisation"] == "Neighbours Ltd" and not first["key_encrypted"]
+    assert stat.S_IMODE(os.stat(tmp_path / "ca" / "ca.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "ca").st_mode) == 0o700
+    again = ca("init", *where, "--org", "X")
+    assert again.returncode == 2 and "holds a CA already" in again.stderr
+    rotated = json.loads(ca("rotate", *where, "--json").stdout)
+    assert rotated["fingerprint"] != first["fingerprint"]
+    assert first["fingerprint"][:16] in rotated["trusted"] and len(rotated["trusted"]) == 2
+    forgot = ca("forget", *where, first["fingerprint"][:16])
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(ca("show", *where, "--json").stdout)["trusted"] == [
+        rotated["fingerprint"][:16]]
+    served = ca("server-cert", *where, "--host", "gw.example.org", "--cert-out",
+                str(tmp_path / "s.pem"), "--key-out", str(tmp_path / "s.key"))
+    assert served.returncode == 0, served.stderr
+    assert stat.S_IMODE(os.stat(tmp_path / "s.key").st_mode) == 0o600
+    twice = ca("server-cert", *where, "--host", "gw", "--cert-out", str(tmp_path / "s.pem"),
+               "--key-out", str(tmp_path / "t.key"))
+    assert twice.returncode == 2 and "exists" in twice.stderr
+    os.chmod(tmp_path / "ca" / "ca.key", 0o644)
+    loose = ca("show", *where)
+    assert loose.returncode == 2 and "chmod 600" in loose.stderr
+    os.chmod(tmp_path / "ca" / "ca.key", 0o600)
+    # With a passphrase, the key is stored encrypted and unreadable without it.
+    env = {**os.environ, "COCHARGE_CA_PASSPHRASE": "a long passphrase"}
+    sealed = subprocess.run([*run, "init", "--dir", str(tmp_path / "ca2"), "--org", "N",
+                             "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(sealed.stdout)["key_encrypted"] is True
+    locked = ca("show", "--dir", str(tmp_path / "ca2"))
+    assert locked.returncode == 2 and "COCHARGE_CA_PASSPHRASE" in locked.stderr
