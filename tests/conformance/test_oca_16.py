@@ -157,3 +157,62 @@ async def test_tc_080_csms_secure_firmware_update(node):
     events = await registry.list_station_events(node.engine, "CP1", "firmware")
     assert [e["details"]["status"] for e in reversed(events)] == [
         "Downloading", "Downloaded", "SignatureVerified", "Installing", "Installed"]
+
+
+async def test_tc_075_1_csms_install_a_manufacturer_root_certificate(node):
+    """Security whitepaper: InstallCertificate, then GetInstalledCertificateIds of that type."""
+    from cocharge.gateway.operator import send_request
+    from cocharge.stations import ca
+
+    await register(node, "CP1")
+    cp = await raw_station(node, "CP1")
+    root = ca.init(f"{node.engine.url.database}.maker", "Maker", "maker root")  # any root CA
+    pem = root.trust_pem()
+
+    def ask(command: str, **args: Any) -> asyncio.Task[Any]:
+        return asyncio.create_task(send_request(node.engine, {
+            "command": command, "station": "CP1", "args": args}))
+
+    asked = ask("install-certificate", certificate_type="ManufacturerRootCertificate",
+                certificate=pem)
+    frame = await next_call(cp, "InstallCertificate")
+    assert frame[3] == {"certificateType": "ManufacturerRootCertificate", "certificate": pem}
+    await cp.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    asked = ask("get-installed-certificate-ids",
+                certificate_types=["ManufacturerRootCertificate"])
+    frame = await next_call(cp, "GetInstalledCertificateIds")
+    assert frame[3] == {"certificateType": "ManufacturerRootCertificate"}
+    held = ca.hash_data(root.cert)
+    await cp.ws.send(json.dumps([3, frame[1], {"status": "Accepted",
+                                               "certificateHashData": [held]}]))
+    answer = await asked
+    assert answer["accepted"] and answer["response"]["certificateHashData"] == [held]
+
+
+async def test_16_security_csms_renews_the_charge_point_certificate(tmp_path):
+    """Whitepaper use case A02 for 1.6: ExtendedTriggerMessage SignChargePointCertificate,
+    SignCertificate accepted, CertificateSigned with the chain (no certificateType in 1.6)."""
+    from cocharge.gateway.operator import send_request
+    from cocharge.stations import ca
+    from tests.conformance.test_oca_201_security import ORG, csr
+
+    ca.init(tmp_path / "ca", ORG, "test CA")
+    async with running_node(str(tmp_path / "db.sqlite"),
+                            settings(ca_dir=str(tmp_path / "ca"))) as node:
+        await register(node, "CP1")
+        cp = await raw_station(node, "CP1")
+        asked = asyncio.create_task(send_request(node.engine, {
+            "command": "extended-trigger-message", "station": "CP1",
+            "args": {"message": "SignChargingStationCertificate"}}))
+        frame = await next_call(cp, "ExtendedTriggerMessage")
+        assert frame[3] == {"requestedMessage": "SignChargePointCertificate"}
+        await cp.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+        assert (await asked)["accepted"]
+        signed = await cp.call("SignCertificate", {"csr": csr("CP1")})
+        assert signed[2] == {"status": "Accepted"}
+        frame = await next_call(cp, "CertificateSigned")
+        assert set(frame[3]) == {"certificateChain"}
+        await cp.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+        await asyncio.sleep(0.2)
+        assert await node.gateway.certificates.current("CP1") is not None
