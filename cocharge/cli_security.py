@@ -70,9 +70,10 @@ def ca_init(directory: str, org: str | None, name: str, days: int, import_cert: 
     if import_cert and import_key:
         authority = _ca_error(lambda: ca.adopt(directory, import_cert, import_key))
     else:
-        if not org or not org.strip():
+        organisation = (org or "").strip()
+        if not organisation:
             fail("a new CA needs the operator's organisation: --org NAME")
-        authority = _ca_error(lambda: ca.init(directory, org.strip(), name, days))
+        authority = _ca_error(lambda: ca.init(directory, organisation, name, days))
     emit(_ca_facts(authority), as_json)
 
 
@@ -299,7 +300,7 @@ def remote_delete_certificate(station_id: str, path: str | None, issuer_name_has
         args = {"issuer_name_hash": data["issuerNameHash"],
                 "issuer_key_hash": data["issuerKeyHash"],
                 "serial_number": data["serialNumber"], "hash_algorithm": hash_algorithm}
-    elif all(named):
+    elif issuer_name_hash and issuer_key_hash and serial_number:
         args = {"issuer_name_hash": issuer_name_hash, "issuer_key_hash": issuer_key_hash,
                 "serial_number": serial_number, "hash_algorithm": hash_algorithm}
     else:

@@ -18,7 +18,6 @@ from cocharge.gateway.connection import (
     sample_value,
 )
 from cocharge.stations import commands as cmd
-from cocharge.stations.security_events import criticality
 from cocharge.stations.events import (
     AuthStatus,
     ConnectorStatus,
@@ -29,6 +28,7 @@ from cocharge.stations.events import (
     StationBooted,
     StationNotice,
 )
+from cocharge.stations.security_events import criticality
 
 # 1.6 has no "Unknown": an idTag the central system does not know is Invalid.
 _ID_TAG_STATUS = {

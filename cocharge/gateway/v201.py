@@ -24,7 +24,6 @@ from cocharge.gateway.connection import (
     sample_value,
 )
 from cocharge.stations import commands as cmd
-from cocharge.stations.security_events import criticality
 from cocharge.stations.commands import CommandResult
 from cocharge.stations.events import (
     AuthStatus,
@@ -36,6 +35,7 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.policy import safety_fault_201
+from cocharge.stations.security_events import criticality
 
 TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
             "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate",
@@ -416,22 +416,22 @@ class V201Connection(StationConnection):
                 return self.to_call(cmd.TriggerMessage(
                     _TRIGGER_NAMES.get(message, message), connector_id), tx_ref)
             case cmd.SetDisplayMessage():
-                message: dict[str, Any] = {
+                shown: dict[str, Any] = {
                     "id": command.id, "priority": command.priority,
                     "message": {"format": command.format, "content": command.content,
                                 **({"language": command.language} if command.language else {})}}
                 if command.state:
-                    message["state"] = command.state
+                    shown["state"] = command.state
                 if command.start:
-                    message["start_date_time"] = command.start
+                    shown["start_date_time"] = command.start
                 if command.end:
-                    message["end_date_time"] = command.end
+                    shown["end_date_time"] = command.end
                 if command.session_id is not None:
                     if tx_ref is None:
                         raise cmd.CommandRejected(f"session {command.session_id} has no "
                                                   "transaction id")
-                    message["transaction_id"] = tx_ref
-                return call.SetDisplayMessage(message=message)
+                    shown["transaction_id"] = tx_ref
+                return call.SetDisplayMessage(message=shown)
             case cmd.GetDisplayMessages(ids=ids, priority=priority, state=state,
                                         request_id=request_id):
                 return call.GetDisplayMessages(request_id=request_id or next(_report_ids),

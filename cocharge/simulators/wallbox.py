@@ -150,8 +150,10 @@ def _hash_data(cert: Any, algorithm: str = "SHA256") -> dict[str, str]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509 import ocsp
 
-    digest = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384, "SHA512": hashes.SHA512}
-    request = ocsp.OCSPRequestBuilder().add_certificate(cert, cert, digest[algorithm]()).build()
+    digest: dict[str, hashes.HashAlgorithm] = {"SHA256": hashes.SHA256(),
+                                               "SHA384": hashes.SHA384(),
+                                               "SHA512": hashes.SHA512()}
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, cert, digest[algorithm]).build()
     return {"hash_algorithm": algorithm, "issuer_name_hash": request.issuer_name_hash.hex(),
             "issuer_key_hash": request.issuer_key_hash.hex(),
             "serial_number": f"{cert.serial_number:x}"}

@@ -143,7 +143,7 @@ class Authority:
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organisation)])
         public_key = csr.public_key()
         builder = (x509.CertificateBuilder().subject_name(subject)
-                   .issuer_name(self.cert.subject).public_key(public_key)  # type: ignore[arg-type]
+                   .issuer_name(self.cert.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - timedelta(minutes=5))
                    .not_valid_after(min(now + timedelta(seconds=valid_s),
@@ -158,7 +158,7 @@ class Authority:
                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                                   critical=False)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(
-                       public_key), critical=False)  # type: ignore[arg-type]
+                       public_key), critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self.key.public_key()), critical=False))
         return builder.sign(self.key, hashes.SHA256())

@@ -114,7 +114,7 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
     shown = _station_view(row, list(status_rows))
     shown["security_profile"] = row.security_profile or "1 or 2 (password)"
     # The latest critical security events (OCPP's list; a vendor's own type counts too).
-    critical = []
+    critical: list[str] = []
     for event in security:
         details = json.loads(event.payload)
         if details.get("criticality", "critical") != "normal" and len(critical) < 5:

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from cocharge.gateway.app import Node, running_node
 from cocharge.stations import ca, registry, sharing
 from cocharge.store.schema import settlements, station_certificates
-from tests.conftest import RawStation, raw_station, register, settings
 from tests.conformance.test_oca_201 import csms_sends, operator
+from tests.conftest import RawStation, raw_station, register, settings
 
 ORG = "Neighbours Ltd"
 NOW = "2026-11-24T10:00:00Z"

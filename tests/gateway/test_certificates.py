@@ -217,7 +217,7 @@ async def test_a_short_lived_certificate_is_renewed_before_it_ends(tmp_path, pro
     # Certificates of 10 minutes, renewed when less than an hour is left: at once, and
     # (asked at most every 2 s) not again until the new one is 2 s old.
     async with pki_node(tmp_path, cert_valid_s=600, cert_renew_before_s=3600,
-                        cert_check_s=0.2, cert_renew_retry_s=2) as (node, authority):
+                        cert_check_s=0.2, cert_renew_retry_s=2) as (node, _authority):
         await registry.add_station(node.engine, registry.NewStation("PKI3", password=PASSWORD))
         box = await open_box(ws_url(node), "PKI3", protocol, password=PASSWORD,
                              organisation=ORG)
@@ -243,7 +243,7 @@ async def test_a_short_lived_certificate_is_renewed_before_it_ends(tmp_path, pro
 
 
 async def test_a_csr_of_another_organisation_or_identity_is_rejected(tmp_path):
-    async with pki_node(tmp_path) as (node, authority):
+    async with pki_node(tmp_path) as (node, _authority):
         await registry.add_station(node.engine, registry.NewStation("PKI4", password=PASSWORD))
         box = await open_box(ws_url(node), "PKI4", "2.0.1", password=PASSWORD,
                              organisation="Someone Else")

@@ -84,8 +84,8 @@ async def test_the_host_price_and_the_booking_on_the_display(tmp_path):
                                                 start + timedelta(hours=1))
             text = await until(lambda: [t for t in box.shown() if t.startswith("Booked")])
             local = start + timedelta(hours=8)  # Asia/Shanghai, the default tariff's zone
-            assert text == [f"Booked {local:%H:%M}-{local + timedelta(hours=1):%H:%M} by a "
-                            "neighbour"]
+            later = local + timedelta(hours=1)
+            assert text == [f"Booked {local:%H:%M}-{later:%H:%M} by a neighbour"]
             # The operator reads the display back (NotifyDisplayMessages, kept as an event).
             answer = await send_request(node.engine, {"command": "get-display-messages",
                                                       "station": "PR3", "args": {}})
