@@ -419,13 +419,14 @@ class StationConnection:
     # --- the price at the charger ---------------------------------------------------------
 
     def cost_due(self, tx_ref: str) -> bool:
-        """Send this running transaction's cost now? (at most every cost_update_s)."""
+        """Send this running transaction's cost now? Every cost_update_s, the first time
+        that long after its first meter values here (a short session sees only its total)."""
         every = self.settings.cost_update_s
         if every <= 0 or self._cost_refused or (
                 self.protocol == "1.6" and not self.settings.cost_data_transfer):
             return False
         now = time.monotonic()
-        if now - self._cost_at.get(tx_ref, -math.inf) < every:
+        if now - self._cost_at.setdefault(tx_ref, now) < every:
             return False
         self._cost_at[tx_ref] = now
         return True
