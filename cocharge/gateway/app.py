@@ -98,8 +98,11 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
         log.info("open-files limit allows about %d station connections", capacity)
         print(f"cocharge gateway: room for {capacity} station connections (open-files limit)",
               flush=True)
-        print(f"cocharge gateway: OCPP on {'wss' if tls else 'ws'}://{settings.host}:"
-              f"{node.gateway.port}/ocpp/<station_id>, operator channel {node.operator.url}"
+        both = tls is not None and settings.tls_port is not None  # ws:// and wss://
+        where = (f"ws://{settings.host}:{node.gateway.port}/ocpp/<station_id> and wss://"
+                 f"{settings.host}:{node.gateway.tls_port}/ocpp/<station_id>" if both else
+                 f"{'wss' if tls else 'ws'}://{settings.host}:{node.gateway.port}/ocpp/<station_id>")
+        print(f"cocharge gateway: OCPP on {where}, operator channel {node.operator.url}"
               + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else ""),
               flush=True)
         await stop.wait()
