@@ -48,6 +48,14 @@ _ROOT_TYPES = {"CentralSystemRootCertificate": "CSMSRootCertificate"}
 _TRIGGER_NAMES = {"SignChargePointCertificate": "SignChargingStationCertificate"}
 
 
+def _status_info(answer: dict[str, Any]) -> dict[str, str] | None:
+    """An answer's camelCase statusInfo as the ocpp library's call result takes it."""
+    info = answer.get("statusInfo")
+    if not info:
+        return None
+    return {"reason_code": info["reasonCode"], "additional_info": info["additionalInfo"]}
+
+
 def cmd_hash_data(command: cmd.DeleteCertificate) -> dict[str, str]:
     return {"hash_algorithm": command.hash_algorithm, "issuer_name_hash": command.issuer_name_hash,
             "issuer_key_hash": command.issuer_key_hash, "serial_number": command.serial_number}
@@ -229,11 +237,9 @@ class V201Connection(StationConnection):
                    "issuerKeyHash": ocsp_request_data.get("issuer_key_hash"),
                    "serialNumber": ocsp_request_data.get("serial_number")}
         answer = await self.service.certificates.certificate_status(request)
-        info = answer.get("statusInfo")
         return call_result.GetCertificateStatus(
             status=answer["status"], ocsp_result=answer.get("ocspResult"),
-            status_info={"reason_code": info["reasonCode"],
-                         "additional_info": info["additionalInfo"]} if info else None)
+            status_info=_status_info(answer))
 
     @handles(Action.get_15118_ev_certificate)
     async def on_get_15118_ev_certificate(self, iso15118_schema_version: str, action: str,
@@ -241,11 +247,9 @@ class V201Connection(StationConnection):
                                           **_: Any) -> call_result.Get15118EVCertificate:
         answer = await self.service.certificates.contracts.get(
             self.id, iso15118_schema_version, action, exi_request)
-        info = answer.get("statusInfo")
         return call_result.Get15118EVCertificate(
             status=answer["status"], exi_response=answer["exiResponse"],
-            status_info={"reason_code": info["reasonCode"],
-                         "additional_info": info["additionalInfo"]} if info else None)
+            status_info=_status_info(answer))
 
     @handles(Action.notify_display_messages)
     async def on_notify_display_messages(self, request_id: int,

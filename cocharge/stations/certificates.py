@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
 from cocharge.stations import ca
@@ -273,8 +273,7 @@ async def revoke(engine: AsyncEngine, serial: str) -> str:
     refuses it at the next connection and OCSP reports it revoked. Returns its station."""
     serial = serial.lower().lstrip("0") or "0"
     now = utcnow()
-
-    async def work(conn: AsyncConnection) -> str:  # one transaction: the mark and its event
+    async with engine.begin() as conn:  # one transaction: the mark and its event
         row = (await conn.execute(select(station_certificates.c.station_id)
                                   .where(station_certificates.c.serial == serial))).first()
         if row is None:
@@ -287,10 +286,7 @@ async def revoke(engine: AsyncEngine, serial: str) -> str:
             station_id=row.station_id, ts=now, kind="certificate",
             payload=json.dumps({"serial": serial, "status": "revoked",
                                 "step": "revoked by the operator"}, sort_keys=True)))
-        return str(row.station_id)
-
-    async with engine.begin() as conn:
-        return await work(conn)
+    return str(row.station_id)
 
 
 async def revoked_serials(engine: AsyncEngine) -> set[str]:

@@ -70,6 +70,7 @@ IDLE_STATES = {"SuspendedEV", "SuspendedEVSE", "Finishing", "EVConnected", "Occu
 # The display messages sharing control keeps on a shared station (ids of its own).
 PRICE_MESSAGE = 1001
 BOOKING_MESSAGE = 1002
+PRICE_REFRESH_S = 60.0  # a changed tariff reaches the display within this long
 
 
 def _iso_z(moment: datetime) -> str:
@@ -151,6 +152,9 @@ class SharingController:
         self._displayed: dict[str, dict[int, str]] = {}
         self._no_display: set[str] = set()
         self._display_busy: set[str] = set()
+        # The price line per station and its tariff's time zone, read at most every
+        # PRICE_REFRESH_S: the tick compares in memory, and reads tariffs only when due.
+        self._price_text: dict[str, tuple[datetime, str, str]] = {}
         self._adoptions: Coalescer[str, bool] = Coalescer(self._adopt)
         self._queued: Coalescer[str, list[Any]] = Coalescer(self._queued_commands)
         # The gateway's journal, for what the controller writes while a charger waits.
@@ -296,7 +300,8 @@ class SharingController:
         self._local_lists_due(now)
         for station_id in self._managed - self._no_display - self._display_busy:
             link = self.link(station_id)
-            if link is not None and getattr(link, "protocol", None) == "2.0.1":
+            if (link is not None and getattr(link, "protocol", None) == "2.0.1"
+                    and self._display_due(station_id, now)):
                 self._spawn(self._show(station_id, now), f"display {station_id}")
         if not self._firmware_busy:
             self._firmware_busy = True
@@ -304,11 +309,9 @@ class SharingController:
 
     # --- the driver's display -----------------------------------------------------------------
 
-    async def display_texts(self, station_id: str, now: datetime) -> dict[int, tuple[str, Any]]:
-        """What a shared station's display shows: the host's price (message PRICE_MESSAGE) and
-        the next booking (BOOKING_MESSAGE), as message id -> (text, the booking's end)."""
-        from zoneinfo import ZoneInfo
-
+    async def _read_price(self, station_id: str, now: datetime) -> None:
+        """The host's price line (the station's tariff, else the default price) and the
+        tariff's time zone, kept for PRICE_REFRESH_S."""
         from cocharge.settlement.settle import tariff_in_force
 
         async with self.engine.connect() as conn:
@@ -321,8 +324,16 @@ class SharingController:
                            if e.component("ENERGY") is not None), None)
             if energy is not None:
                 price = energy.price
-        shown: dict[int, tuple[str, Any]] = {PRICE_MESSAGE: (
-            f"Shared charger: {price:.2f} {self.settings.currency}/kWh", None)}
+        self._price_text[station_id] = (
+            now, f"Shared charger: {price:.2f} {self.settings.currency}/kWh", tz)
+
+    def _display_texts(self, station_id: str) -> dict[int, tuple[str, Any]]:
+        """What a shared station's display shows: the host's price (message PRICE_MESSAGE) and
+        the next booking (BOOKING_MESSAGE), as message id -> (text, the booking's end)."""
+        from zoneinfo import ZoneInfo
+
+        _, price, tz = self._price_text[station_id]
+        shown: dict[int, tuple[str, Any]] = {PRICE_MESSAGE: (price, None)}
         booked = sorted(self._by_station.get(station_id, []), key=lambda b: b.start)
         if booked:
             local = ZoneInfo(tz)
@@ -332,6 +343,15 @@ class SharingController:
                                       booked[0].end)
         return shown
 
+    def _display_due(self, station_id: str, now: datetime) -> bool:
+        """Does the station's display need a look (its price is due a re-read, or what it
+        shows differs from its price and bookings)? Memory only."""
+        read = self._price_text.get(station_id)
+        if read is None or (now - read[0]).total_seconds() >= PRICE_REFRESH_S:
+            return True
+        wanted = {k: text for k, (text, _) in self._display_texts(station_id).items()}
+        return self._displayed.get(station_id) != wanted
+
     async def _show(self, station_id: str, now: datetime) -> None:
         """Keep the station's display in step with its price and bookings: only changes are
         sent; a station that refuses a message is taken to have no display."""
@@ -340,7 +360,10 @@ class SharingController:
             return
         self._display_busy.add(station_id)
         try:
-            wanted = await self.display_texts(station_id, now)
+            read = self._price_text.get(station_id)
+            if read is None or (now - read[0]).total_seconds() >= PRICE_REFRESH_S:
+                await self._read_price(station_id, now)
+            wanted = self._display_texts(station_id)
             shown = self._displayed.setdefault(station_id, {})
             for message_id, (text, until) in wanted.items():
                 if shown.get(message_id) == text:

@@ -281,29 +281,28 @@ class StationService:
         record = self.directory.get(station_id)
         if record is not None:
             record.security_profile = profile
+        await self._station_change(station_id, {"security_profile": profile},
+                                   "security_profile", {"profile": profile, "step": step})
+        log.info("station %s: security profile %s (%s)", station_id, profile, step)
 
+    async def _station_change(self, station_id: str, values: dict[str, Any], kind: str,
+                              details: dict[str, Any]) -> None:
+        """A change of the station's row and the event that tells it, in one transaction."""
         async def work(conn: AsyncConnection) -> None:
             await conn.execute(update(stations).where(stations.c.id == station_id)
-                               .values(security_profile=profile))
+                               .values(**values))
             await conn.execute(_INSERT_NOTICE, [_notice_row(StationNotice(
-                station_id, "security_profile", utcnow(), {"profile": profile, "step": step}))])
+                station_id, kind, utcnow(), details))])
 
         await self.journal.run(work)
-        log.info("station %s: security profile %s (%s)", station_id, profile, step)
 
     async def password_accepted(self, station_id: str, new_hash: str) -> None:
         """The station accepted a new password: valid beside the old one from now on."""
         record = self.directory.get(station_id)
         if record is not None:
             record.next_password_hash = new_hash
-
-        async def work(conn: AsyncConnection) -> None:
-            await conn.execute(update(stations).where(stations.c.id == station_id)
-                               .values(next_password_hash=new_hash))
-            await conn.execute(_INSERT_NOTICE, [_notice_row(StationNotice(
-                station_id, "password_rotated", utcnow(), {"step": "accepted by the station"}))])
-
-        await self.journal.run(work)
+        await self._station_change(station_id, {"next_password_hash": new_hash},
+                                   "password_rotated", {"step": "accepted by the station"})
 
     def password_known(self, station_id: str, password: str, stored_hash: str) -> bool:
         """This password was verified against this hash since start (no scrypt needed)."""
