@@ -1739,8 +1739,11 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
 
 
 # The rewards commands live in their own module; importing it registers them on the groups above.
-from cocharge import cli_rewards  # noqa: F401
-from cocharge import cli_security  # noqa: F401
+from cocharge import (
+    cli_load,  # noqa: F401
+    cli_rewards,  # noqa: F401
+    cli_security,  # noqa: F401
+)
 
 if __name__ == "__main__":
     # Run as `python -m cocharge.cli`: this file is `__main__`, and the rewards commands were

@@ -151,3 +151,21 @@ class GatewaySettings:
     mqtt_url: str | None = None
     mqtt_queue_size: int = 10_000       # messages waiting for the broker; more are dropped
     mqtt_meter_interval_s: float = 1.0  # at most one live meter message per connector this often
+
+    # --- load management (cocharge/load, docs/load-management.md) ---
+    # Every site is allocated again at least this often (and at once on a session start or
+    # end, or a meter moving by load_meter_delta_a); sites and circuits re-read this often.
+    load_period_s: float = 15.0
+    load_reload_s: float = 30.0
+    load_meter_delta_a: float = 2.0
+    # An increase is written only if it is this much and the connector's last write is this
+    # old (flash wear); decreases go out at once.
+    load_min_change_a: float = 1.0
+    load_min_interval_s: float = 10.0
+    # An allocation profile lasts this long unless renewed: a station cut off from us falls
+    # back to its safe share (the failsafe) within this time.
+    load_profile_valid_s: int = 600
+    # PV mode: the surplus must cover the minimum current this long to start charging, and
+    # stay under it this long to pause.
+    pv_enable_delay_s: float = 60.0
+    pv_disable_delay_s: float = 180.0

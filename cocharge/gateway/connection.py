@@ -31,6 +31,7 @@ from cocharge.gateway import rpc
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
+    MAX_PURPOSES,
     PASSWORD_KEYS,
     PASSWORD_RULE,
     RAW_PASSWORD_REFUSED,
@@ -47,6 +48,7 @@ from cocharge.stations.commands import (
     RawCall,
     Reset,
     RotatePassword,
+    SetChargingProfile,
     SetConfiguration,
     SetNetworkProfile,
     SetSecurityProfile,
@@ -574,3 +576,31 @@ class StationConnection:
             if not self._answer.done():
                 self.rpc.abandon()  # timed out or cancelled: a late answer is dropped
             self._answer = None
+
+
+def profile_fields(command: SetChargingProfile, max_purpose: str) -> dict[str, Any]:
+    """The parts of a charging profile both versions share (snake_case, for the ocpp
+    library); the schedule is 1.6's (one object); 2.0.1 wraps it in a list with an id."""
+    schedule: dict[str, Any] = {
+        "charging_rate_unit": command.unit,
+        "charging_schedule_period": [
+            {"start_period": int(start), "limit": float(limit),
+             **({"number_phases": command.number_phases} if command.number_phases else {})}
+            for start, limit in command.periods]}
+    start = command.start_schedule
+    if start is None and command.kind == "Absolute":
+        start = now_iso()  # an Absolute profile counts from now unless told otherwise
+    if start is not None:
+        schedule["start_schedule"] = start
+    if command.duration is not None:
+        schedule["duration"] = command.duration
+    purpose = max_purpose if command.purpose in MAX_PURPOSES else command.purpose
+    profile: dict[str, Any] = {"id": command.id, "stack_level": command.stack_level,
+                               "charging_profile_purpose": purpose,
+                               "charging_profile_kind": command.kind,
+                               "charging_schedule": schedule}
+    for key, value in (("recurrency_kind", command.recurrency), ("valid_from", command.valid_from),
+                       ("valid_to", command.valid_to)):
+        if value is not None:
+            profile[key] = value
+    return profile

@@ -11,6 +11,8 @@ Topics (prefix `cocharge/v1` unless the URL names another; docs/mqtt.md):
   <prefix>/<property>/cmd/<verb>           in: block, release, reserve, cancel-reservation,
                                                remote-stop, set-availability
   <prefix>/<property>/ack                  out: "received", then the result, per request_id
+  <prefix>/circuits/<circuit>/load/set     in: a circuit's other load (load management)
+  <prefix>/sites/<site>/pv/set             in: a site's PV surplus; errors on .../error
 
 A station belongs to the property its split terms name (`cocharge split set ST --model
 property --property NAME ...`); stations of no property are not published.
@@ -183,6 +185,9 @@ class MqttBridge(StationObserver):
                     # retain=true shows as retained even when it arrives live: refused.
                     await client.subscribe(f"$share/cocharge/{self.prefix}/+/cmd/+",
                                            options=SubscribeOptions(qos=1, retainAsPublished=True))
+                    # Site meters (load management): every node hears them.
+                    await client.subscribe(f"{self.prefix}/circuits/+/load/set", qos=0)
+                    await client.subscribe(f"{self.prefix}/sites/+/pv/set", qos=0)
                     # This node's own topics: commands forwarded by other nodes, and replies.
                     await client.subscribe(f"{self.node_topic(self.node_id)}/#", qos=1)
                     self.connected.set()
@@ -216,6 +221,9 @@ class MqttBridge(StationObserver):
             topic = message.topic.value
             if topic == f"{mine}/reply":
                 self._reply(message.payload)
+                continue
+            if topic.endswith(("/load/set", "/pv/set")) and not topic.startswith(mine):
+                self._meter(topic, message.payload)
                 continue
             work = self._call(message.payload) if topic == f"{mine}/call" else self._command(message)
             task = asyncio.create_task(work)
@@ -401,6 +409,29 @@ class MqttBridge(StationObserver):
             answer = {"ok": False, "rejected": True, "message": f"bad forwarded command: {exc}"}
         self._put(f"{self.node_topic(sender)}/reply", {"corr": corr, **answer})
 
+    # --- site meters in (docs/load-management.md) ---------------------------------------------
+
+    def _meter(self, topic: str, payload: Any) -> None:
+        """A circuit's load or a site's PV surplus; a bad one is answered on .../error and
+        changes nothing."""
+        levels = topic.split("/")
+        name = levels[-3]
+        try:
+            body = json.loads(payload)
+            if not isinstance(body, dict):
+                raise CommandError("the payload must be a JSON object")
+            if body.get("v", VERSION) != VERSION:
+                raise CommandError(f"unsupported payload version {body.get('v')!r}")
+            if topic.endswith("/load/set"):
+                currents, total = meter_reading(body, self.gateway.settings.nominal_voltage_v)
+                self.gateway.load.circuit_load(name, currents, total)
+            else:
+                self.gateway.load.site_surplus(name, surplus_reading(body))
+        except (CommandError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                exc = CommandError(f"the payload is not JSON: {exc}")
+            self._put(topic.removesuffix("/set") + "/error", {"error": str(exc)})
+
     # --- commands in -----------------------------------------------------------------------
 
     async def _command(self, message: aiomqtt.Message) -> None:
@@ -564,6 +595,49 @@ def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise CommandError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
     return value
+
+
+def _amps(value: Any, what: str) -> float:
+    # (NaN fails the range check too)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1e6 < value < 1e6:
+        raise CommandError(f"{what} must be a number")
+    return float(value)
+
+
+def meter_reading(body: dict[str, Any], voltage_v: int) -> tuple[tuple[float, float, float], bool]:
+    """{"current_a": [L1, L2, L3]} or {"power_w": W} (spread over three phases), with
+    "includes_chargers": true when the meter measures the whole circuit."""
+    unknown = set(body) - {"v", "current_a", "power_w", "includes_chargers", "at"}
+    if unknown:
+        raise CommandError(f"a circuit load takes no {', '.join(sorted(unknown))}")
+    total = body.get("includes_chargers", False)
+    if not isinstance(total, bool):
+        raise CommandError("includes_chargers must be true or false")
+    if ("current_a" in body) == ("power_w" in body):
+        raise CommandError("give current_a ([L1, L2, L3] in A) or power_w, one of them")
+    if "current_a" in body:
+        values = body["current_a"]
+        if not isinstance(values, list) or len(values) not in (1, 3):
+            raise CommandError("current_a is [L1, L2, L3] (or [L1] for one phase)")
+        amps = [max(0.0, _amps(v, "current_a")) for v in values] + [0.0, 0.0]
+        return (amps[0], amps[1], amps[2]), total
+    each = max(0.0, _amps(body["power_w"], "power_w")) / (3 * voltage_v)
+    return (each, each, each), total
+
+
+def surplus_reading(body: dict[str, Any]) -> float:
+    """{"surplus_w": W}, or {"pv_w": P, "house_w": H}: the PV production the building does not
+    use (the chargers not counted)."""
+    unknown = set(body) - {"v", "surplus_w", "pv_w", "house_w", "at"}
+    if unknown:
+        raise CommandError(f"a PV reading takes no {', '.join(sorted(unknown))}")
+    if "surplus_w" in body:
+        if "pv_w" in body or "house_w" in body:
+            raise CommandError("give surplus_w, or pv_w and house_w, not both")
+        return _amps(body["surplus_w"], "surplus_w")
+    if "pv_w" not in body:
+        raise CommandError("give surplus_w, or pv_w (and house_w)")
+    return _amps(body["pv_w"], "pv_w") - _amps(body.get("house_w", 0), "house_w")
 
 
 def _plan(verb: str, body: dict[str, Any]) -> Plan:

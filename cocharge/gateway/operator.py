@@ -109,6 +109,8 @@ class OperatorChannel:
             return {"ok": False, "error": "bad_request", "message": f"malformed request: {exc}"}
         if name == "status":
             return {"ok": True, "online": sorted(self.gateway.connections)}
+        if name == "site":  # the live allocation of a site (`cocharge site show`)
+            return {"ok": True, "live": self.gateway.load.live(str(args.get("site", "")))}
         try:
             expires_s = request.get("expires_s")
             if expires_s is not None and (not isinstance(expires_s, int | float) or expires_s <= 0):

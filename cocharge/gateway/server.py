@@ -38,6 +38,7 @@ from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
+from cocharge.load.manager import LoadManager
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations import ca
 from cocharge.stations.certificates import revoked_serials
@@ -124,6 +125,11 @@ class Gateway:
             Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))
         self.service.settler = self.settler
         self.control.overstay_over = self.settler.submit
+        self.load = LoadManager(engine, settings, self.connection, self._station_size,
+                                self.control.cutoff_offset)
+        self.load.booked = self.control.booked
+        self.load.owner_of = self.control.owner_of
+        self.service.load = self.control.load = self.load
         self.observer = StationObserver()
         self.certificates = self.service.certificates
         self.certificates.authority = ca.load(settings.ca_dir) if settings.ca_dir else None
@@ -154,6 +160,11 @@ class Gateway:
             return int(self._tls_server.sockets[0].getsockname()[1])
         return self.port if self.tls is not None else None
 
+    def _station_size(self, station_id: str) -> tuple[int, int | None]:
+        """(connectors, max power W) of a registered station, from memory."""
+        record = self.service.directory.stations.get(station_id)
+        return (record.connectors, record.max_power_w) if record else (1, None)
+
     async def _command(self, station_id: str, command: Command) -> CommandResult:
         """A command to a station connected here (the certificate keeper's way out)."""
         connection = self.connections.get(station_id)
@@ -165,6 +176,7 @@ class Gateway:
         await self.service.start()
         self.warn_passwordless()
         await self.control.start()
+        await self.load.start()
         await self.settler.start()
         separate_tls = self.tls is not None and self.settings.tls_port is not None
         self._server = await self._listen(self.settings.port, None if separate_tls else self.tls)
@@ -219,6 +231,7 @@ class Gateway:
         await self.uploads.close()
         with contextlib.suppress(Exception):
             await self.service.release_node(self.node_id)
+        await self.load.close()
         await self.control.close()
         await self.service.close()
         await self.settler.close()
@@ -434,6 +447,7 @@ class Gateway:
         await self.service.hold(station_id, self.node_id, True)
         self.control.adopt(station_id)  # its running limited sessions, wherever they began
         self.observer.station_online(station_id, True, handler_class.protocol)
+        self.load.station_online(station_id, True)
         try:
             await connection.start()
         except ConnectionClosed:
@@ -443,6 +457,7 @@ class Gateway:
                 del self.connections[station_id]
                 await self.service.hold(station_id, self.node_id, False)
                 self.observer.station_online(station_id, False, handler_class.protocol)
+                self.load.station_online(station_id, False)
             log.info("station %s disconnected", station_id)
 
     def connection(self, station_id: str) -> StationConnection | None:

@@ -15,6 +15,7 @@ from cocharge.gateway.connection import (
     normalise_sample,
     now_iso,
     parse_time,
+    profile_fields,
     sample_value,
 )
 from cocharge.stations import commands as cmd
@@ -69,6 +70,10 @@ def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
                                             sampled.get("unit"), sampled.get("phase"),
                                             sampled.get("context")))
     return samples
+
+
+def _max_16(purpose: str | None) -> str | None:
+    return "ChargePointMaxProfile" if purpose in cmd.MAX_PURPOSES else purpose
 
 
 class V16Connection(StationConnection):
@@ -249,6 +254,28 @@ class V16Connection(StationConnection):
                     "charging_schedule": {"charging_rate_unit": "A", "charging_schedule_period": [
                         {"start_period": 0, "limit": limit_a},
                         {"start_period": offset_s, "limit": 0}]}})
+            case cmd.SetChargingProfile():
+                if command.session_id is not None and (tx_ref is None or not tx_ref.isdigit()):
+                    raise cmd.CommandRejected(f"session {command.session_id} has no 1.6 "
+                                              "transaction id")
+                profile = profile_fields(command, "ChargePointMaxProfile")
+                profile["charging_profile_id"] = profile.pop("id")
+                if tx_ref is not None and command.session_id is not None:
+                    profile["transaction_id"] = int(tx_ref)
+                return call.SetChargingProfile(connector_id=command.connector_id,
+                                               cs_charging_profiles=profile)
+            case cmd.ClearChargingProfile():
+                return call.ClearChargingProfile(
+                    id=command.id, connector_id=command.connector_id,
+                    charging_profile_purpose=_max_16(command.purpose),
+                    stack_level=command.stack_level)
+            case cmd.GetCompositeSchedule():
+                return call.GetCompositeSchedule(connector_id=command.connector_id,
+                                                 duration=command.duration,
+                                                 charging_rate_unit=command.unit)
+            case cmd.GetChargingProfiles():
+                raise cmd.CommandRejected("OCPP 1.6 has no GetChargingProfiles: use "
+                                          "`remote get-composite-schedule`")
             case cmd.SendLocalList(version=version, full=full, entries=entries):
                 return call.SendLocalList(
                     list_version=version, update_type="Full" if full else "Differential",

@@ -21,6 +21,7 @@ from cocharge.gateway.connection import (
     normalise_sample,
     now_iso,
     parse_time,
+    profile_fields,
     sample_value,
 )
 from cocharge.stations import commands as cmd
@@ -46,6 +47,10 @@ _report_ids = itertools.count(int(time.time()) % 1_000_000)
 # 1.6 names of the same things, accepted for either version.
 _ROOT_TYPES = {"CentralSystemRootCertificate": "CSMSRootCertificate"}
 _TRIGGER_NAMES = {"SignChargePointCertificate": "SignChargingStationCertificate"}
+
+
+def _max_201(purpose: str | None) -> str | None:
+    return "ChargingStationMaxProfile" if purpose in cmd.MAX_PURPOSES else purpose
 
 
 def _status_info(answer: dict[str, Any]) -> dict[str, str] | None:
@@ -264,6 +269,81 @@ class V201Connection(StationConnection):
                 for m in message_info or []]}))
         return call_result.NotifyDisplayMessages()
 
+    # --- smart charging (K): what the station, an EMS or the grid operator says ----------------
+
+    def _limit_a(self, schedule: dict[str, Any] | None) -> float | None:
+        """The limit in force now of an external schedule, in A per phase (W divided over
+        the phases at the nominal voltage)."""
+        if not schedule:
+            return None
+        periods = schedule.get("charging_schedule_period") or []
+        if not periods:
+            return None
+        limit = float(periods[0]["limit"])
+        if schedule.get("charging_rate_unit") == "W":
+            phases = periods[0].get("number_phases") or 3
+            limit /= self.settings.nominal_voltage_v * phases
+        return limit
+
+    @handles(Action.notify_charging_limit)
+    async def on_notify_charging_limit(self, charging_limit: dict[str, Any],
+                                       charging_schedule: list[dict[str, Any]] | None = None,
+                                       evse_id: int | None = None,
+                                       **_: Any) -> call_result.NotifyChargingLimit:
+        await self.service.notice(StationNotice(self.id, "charging_limit", parse_time(now_iso()), {
+            "source": charging_limit.get("charging_limit_source"),
+            "grid_critical": charging_limit.get("is_grid_critical"), "evse_id": evse_id,
+            "schedule": charging_schedule}))
+        limit = self._limit_a(charging_schedule[0] if charging_schedule else None)
+        if self.service.load is not None and limit is not None:
+            self.service.load.external_limit(self.id, evse_id or 0, limit)
+        return call_result.NotifyChargingLimit()
+
+    @handles(Action.cleared_charging_limit)
+    async def on_cleared_charging_limit(self, charging_limit_source: str,
+                                        evse_id: int | None = None,
+                                        **_: Any) -> call_result.ClearedChargingLimit:
+        await self.service.notice(StationNotice(self.id, "charging_limit_cleared",
+                                                parse_time(now_iso()),
+                                                {"source": charging_limit_source, "evse_id": evse_id}))
+        if self.service.load is not None:
+            self.service.load.external_limit(self.id, evse_id or 0, None)
+        return call_result.ClearedChargingLimit()
+
+    @handles(Action.report_charging_profiles)
+    async def on_report_charging_profiles(self, request_id: int, charging_limit_source: str,
+                                          charging_profile: list[dict[str, Any]], evse_id: int,
+                                          tbc: bool | None = None,
+                                          **_: Any) -> call_result.ReportChargingProfiles:
+        await self.service.notice(StationNotice(self.id, "charging_profiles", parse_time(now_iso()), {
+            "request_id": request_id, "source": charging_limit_source, "evse_id": evse_id,
+            "tbc": bool(tbc), "profiles": charging_profile}))
+        return call_result.ReportChargingProfiles()
+
+    @handles(Action.notify_ev_charging_needs)
+    async def on_notify_ev_charging_needs(self, charging_needs: dict[str, Any], evse_id: int,
+                                          max_schedule_tuples: int | None = None,
+                                          **_: Any) -> call_result.NotifyEVChargingNeeds:
+        await self.service.notice(StationNotice(self.id, "ev_charging_needs", parse_time(now_iso()), {
+            "evse_id": evse_id, "needs": charging_needs, "max_schedule_tuples": max_schedule_tuples}))
+        ac = charging_needs.get("ac_charging_parameters") or {}
+        dc = charging_needs.get("dc_charging_parameters") or {}
+        energy = ac.get("energy_amount") or dc.get("energy_amount")
+        departure = charging_needs.get("departure_time")
+        scheduled = self.service.load is not None and self.service.load.ev_needs(
+            self.id, evse_id, ac.get("ev_max_current"),
+            float(energy) if energy is not None else None,
+            parse_time(departure) if departure else None)
+        return call_result.NotifyEVChargingNeeds(status="Accepted" if scheduled else "Rejected")
+
+    @handles(Action.notify_ev_charging_schedule)
+    async def on_notify_ev_charging_schedule(self, time_base: str,
+                                             charging_schedule: dict[str, Any], evse_id: int,
+                                             **_: Any) -> call_result.NotifyEVChargingSchedule:
+        await self.service.notice(StationNotice(self.id, "ev_charging_schedule", parse_time(time_base), {
+            "evse_id": evse_id, "schedule": charging_schedule}))
+        return call_result.NotifyEVChargingSchedule(status="Accepted")
+
     @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
                                report_data: list[dict[str, Any]] | None = None,
@@ -447,6 +527,35 @@ class V201Connection(StationConnection):
                 if tx_ref is None:
                     raise cmd.CommandRejected(f"session {session_id} has no transaction id")
                 return call.CostUpdated(total_cost=float(Decimal(total_cost)), transaction_id=tx_ref)
+            case cmd.SetChargingProfile():
+                if command.session_id is not None and tx_ref is None:
+                    raise cmd.CommandRejected(f"session {command.session_id} has no transaction id")
+                profile = profile_fields(command, "ChargingStationMaxProfile")
+                profile["charging_schedule"] = [{"id": command.id, **profile["charging_schedule"]}]
+                if command.session_id is not None:
+                    profile["transaction_id"] = tx_ref
+                return call.SetChargingProfile(evse_id=command.connector_id,
+                                               charging_profile=profile)
+            case cmd.ClearChargingProfile():
+                clearing: dict[str, Any] = {key: value for key, value in (
+                    ("evse_id", command.connector_id),
+                    ("charging_profile_purpose", _max_201(command.purpose)),
+                    ("stack_level", command.stack_level)) if value is not None}
+                return call.ClearChargingProfile(charging_profile_id=command.id,
+                                                 charging_profile_criteria=clearing or None)
+            case cmd.GetCompositeSchedule():
+                return call.GetCompositeSchedule(duration=command.duration,
+                                                 evse_id=command.connector_id,
+                                                 charging_rate_unit=command.unit)
+            case cmd.GetChargingProfiles(request_id=request_id):
+                asked: dict[str, Any] = {key: value for key, value in (
+                    ("charging_profile_purpose", _max_201(command.purpose)),
+                    ("stack_level", command.stack_level),
+                    ("charging_limit_source", list(command.sources) or None),
+                    ("charging_profile_id", list(command.ids) or None)) if value is not None}
+                return call.GetChargingProfiles(request_id=request_id or next(_report_ids),
+                                                evse_id=command.connector_id,
+                                                charging_profile=asked)
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

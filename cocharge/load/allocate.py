@@ -197,8 +197,9 @@ def allocate(circuits: Sequence[Circuit], demands: Sequence[Demand]) -> Allocati
                     used[k2] += value - lo
                     version[k2] += 1
         for i, (d, ks, lo, hi) in enumerate(members):
-            value = frozen.get(i)
-            if value is None:
+            if i in frozen:
+                value = frozen[i]
+            else:
                 value = hi
                 for k in ks:
                     used[k] += hi - lo

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -282,6 +282,9 @@ class SessionRewards:
 async def session_rewards_for(conn: AsyncConnection, row: Any, green: bool, rules: Rules) -> SessionRewards:
     """The certificate, rewards and badges a completed session earns (legs not yet posted)."""
     facts = await _facts(conn, row, green)
+    if green and row.green_wh is not None:
+        # A PV site measured what the surplus covered: only that is green (load management).
+        facts = replace(facts, energy_wh=min(facts.energy_wh, int(row.green_wh)))
     earned = session_rewards(rules, facts)
     batch = RewardBatch(rules)
     ref = str(row.id)

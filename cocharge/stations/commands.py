@@ -6,6 +6,7 @@ their version and the station's answer into a `CommandResult`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -375,6 +376,95 @@ class CostUpdated:
     total_cost: str  # in the tariff's currency, e.g. "12.35" (exact)
 
 
+@dataclass(frozen=True)
+class SetChargingProfile:
+    """A charging profile (every purpose, both versions). `periods` are [start_s, limit]
+    pairs; `session_id` names the transaction of a TxProfile; connector 0 is the whole
+    station (TxDefaultProfile for every connector, or the station's maximum)."""
+
+    connector_id: int
+    purpose: str  # TxProfile | TxDefaultProfile | ChargePointMaxProfile (= ChargingStationMaxProfile)
+    periods: tuple[tuple[float, ...], ...]
+    id: int = 1
+    stack_level: int = 0
+    kind: str = "Absolute"  # Absolute | Relative | Recurring
+    unit: str = "A"  # A | W
+    start_schedule: str | None = None
+    duration: int | None = None
+    valid_from: str | None = None
+    valid_to: str | None = None
+    recurrency: str | None = None  # Daily | Weekly (kind Recurring)
+    session_id: int | None = None
+    number_phases: int | None = None
+
+
+@dataclass(frozen=True)
+class ClearChargingProfile:
+    """Clear profiles by id, or by connector / purpose / stack level (all given must match)."""
+
+    id: int | None = None
+    connector_id: int | None = None
+    purpose: str | None = None
+    stack_level: int | None = None
+
+
+@dataclass(frozen=True)
+class GetCompositeSchedule:
+    connector_id: int
+    duration: int
+    unit: str | None = None  # A | W
+
+
+@dataclass(frozen=True)
+class GetChargingProfiles:
+    """2.0.1: the station reports its profiles (ReportChargingProfiles) matching these."""
+
+    connector_id: int | None = None
+    purpose: str | None = None
+    stack_level: int | None = None
+    sources: tuple[str, ...] = ()  # EMS | Other | SO | CSO
+    ids: tuple[int, ...] = ()
+    request_id: int | None = None
+
+
+PURPOSES = ("TxProfile", "TxDefaultProfile", "ChargePointMaxProfile", "ChargingStationMaxProfile")
+MAX_PURPOSES = ("ChargePointMaxProfile", "ChargingStationMaxProfile")
+MAX_PURPOSE = {"1.6": "ChargePointMaxProfile", "2.0.1": "ChargingStationMaxProfile"}
+
+
+def check_profile(command: SetChargingProfile) -> None:
+    """What OCPP says in words about a profile, checked before it is sent (CommandRejected)."""
+    name = "set-charging-profile"
+    if command.purpose not in PURPOSES:
+        raise CommandRejected(f"{name}: purpose is one of {', '.join(PURPOSES)}")
+    if command.kind not in ("Absolute", "Relative", "Recurring"):
+        raise CommandRejected(f"{name}: kind is Absolute, Relative or Recurring")
+    if command.unit not in ("A", "W"):
+        raise CommandRejected(f"{name}: unit is A or W")
+    if not command.periods or any(len(p) != 2 for p in command.periods):
+        raise CommandRejected(f"{name}: periods are [start_s, limit] pairs, the first at 0")
+    starts = [p[0] for p in command.periods]
+    if starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)):
+        raise CommandRejected(f"{name}: periods start at 0 and rise")
+    if any(p[1] < 0 or p[0] != int(p[0]) for p in command.periods):
+        raise CommandRejected(f"{name}: starts are whole seconds, limits 0 or more")
+    if command.purpose == "TxProfile" and command.session_id is None:
+        raise CommandRejected(f"{name}: a TxProfile names its session (session_id)")
+    if command.purpose != "TxProfile" and command.session_id is not None:
+        raise CommandRejected(f"{name}: only a TxProfile names a session")
+    if command.purpose in MAX_PURPOSES and command.connector_id:
+        raise CommandRejected(f"{name}: the station's maximum is set on connector 0")
+    if command.purpose == "TxProfile" and not command.connector_id:
+        raise CommandRejected(f"{name}: a TxProfile is set on its connector (1 or more)")
+    if (command.kind == "Recurring") != (command.recurrency is not None):
+        raise CommandRejected(f"{name}: a Recurring profile has a recurrency (Daily or "
+                              "Weekly), and only it")
+    if command.recurrency not in (None, "Daily", "Weekly"):
+        raise CommandRejected(f"{name}: recurrency is Daily or Weekly")
+    if command.kind == "Recurring" and command.start_schedule is None:
+        raise CommandRejected(f"{name}: a Recurring profile has a start_schedule")
+
+
 # The settings that hold a station's password: changed only through RotatePassword.
 PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
 
@@ -426,7 +516,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | RotatePassword | CertificateSigned | InstallCertificate
            | GetInstalledCertificateIds | DeleteCertificate | ExtendedTriggerMessage
            | SetSecurityProfile | SetDisplayMessage | GetDisplayMessages | ClearDisplayMessage
-           | CostUpdated)
+           | CostUpdated | SetChargingProfile | ClearChargingProfile | GetCompositeSchedule
+           | GetChargingProfiles)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -469,6 +560,10 @@ COMMANDS: dict[str, type] = {
     "get-display-messages": GetDisplayMessages,
     "clear-display-message": ClearDisplayMessage,
     "cost-updated": CostUpdated,
+    "set-charging-profile": SetChargingProfile,
+    "clear-charging-profile": ClearChargingProfile,
+    "get-composite-schedule": GetCompositeSchedule,
+    "get-charging-profiles": GetChargingProfiles,
     "call": RawCall,
 }
 
@@ -534,7 +629,8 @@ _RANGES = {"severity": (0, 9), "security_profile": (0, 3), "profile": (1, 3), "c
            "message_timeout": (1, 2**31 - 1), "retries": (0, 2**31 - 1),
            "retry_interval": (0, 2**31 - 1), "connector_id": (0, 2**31 - 1),
            "evse_id": (0, 2**31 - 1), "session_id": (1, 2**62), "reservation_id": (0, 2**31 - 1),
-           "id": (0, 2**31 - 1)}
+           "id": (0, 2**31 - 1), "stack_level": (0, 2**31 - 1), "duration": (0, 2**31 - 1),
+           "number_phases": (1, 3)}
 
 
 def build_command(name: str, args: dict[str, Any]) -> Command:
@@ -587,10 +683,19 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
                                   "at most 2 decimals)")
     if command_class is CustomerInformation and not (args.get("report", True) or args.get("clear")):
         raise CommandRejected("customer-information: ask for a report, a clear, or both")
+    if command_class is SetChargingProfile:
+        args["periods"] = tuple(tuple(p) for p in args.get("periods", ()))
     try:
         command: Command = command_class(**args)
     except TypeError as exc:
         raise CommandRejected(f"{name}: {exc}") from exc
+    if isinstance(command, SetChargingProfile):
+        check_profile(command)
+    if isinstance(command, ClearChargingProfile | GetChargingProfiles) and command.purpose not in (
+            None, *PURPOSES):
+        raise CommandRejected(f"{name}: purpose is one of {', '.join(PURPOSES)}")
+    if isinstance(command, GetCompositeSchedule) and command.unit not in (None, "A", "W"):
+        raise CommandRejected(f"{name}: unit is A or W")
     return command
 
 

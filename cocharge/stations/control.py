@@ -163,6 +163,10 @@ class SharingController:
         # Called with a session id when its car has left after an overstay (settlement bills it).
         self.overstay_over: Callable[[int], None] | None = None
         self.observer = StationObserver()  # the gateway sets the service's observer here too
+        # Load management (the gateway's LoadManager): it writes the TxProfile of a session
+        # at an attached station, with the cutoff in it.
+        self.load: Any = None
+        self._booked: set[int] = set()  # sessions of a booking (load management serves first)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -598,7 +602,8 @@ class SharingController:
         """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
         tx_ref = None
         if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus | cmd.CostUpdated
-                      | cmd.SetDisplayMessage) and (command.session_id is not None):
+                      | cmd.SetDisplayMessage | cmd.SetChargingProfile) and (
+                          command.session_id is not None):
             ref = await self._session_ref(command.session_id)
             if ref is None:
                 raise cmd.CommandRejected(f"no session {command.session_id}: see `cocharge sessions list`")
@@ -781,6 +786,7 @@ class SharingController:
         if chosen.budget_fen is not None:
             changes["budget_fen"] = chosen.budget_fen
         if booking is not None:
+            self._booked.add(session_id)
             changes.update(booking_id=booking.id, group_id=booking.group_id)
             await conn.execute(update(bookings).where(bookings.c.id == booking.id)
                                .values(status="honoured", session_id=session_id, reserved=False))
@@ -824,6 +830,9 @@ class SharingController:
                                     effective_w, price)
         if cutoff is None or cutoff.offset_s is None:
             return start
+        if self.load is not None and self.load.manages(station_id):
+            # On a shared supply the start gets what the connector may draw now.
+            limit_a = min(limit_a, self.load.start_limit(station_id, start.connector_id or 1))
         return replace(start, profile_offset_s=cutoff.offset_s, profile_limit_a=limit_a)
 
     def _limit_a(self, power_w: int) -> float:
@@ -834,9 +843,24 @@ class SharingController:
         value = await conn.scalar(select(stations.c.max_power_w).where(stations.c.id == station_id))
         return int(value) if value else self.settings.assumed_station_power_w
 
+    def booked(self, session_id: int) -> bool:
+        return session_id in self._booked
+
+    def owner_of(self, station_id: str, connector_id: int, tag: str) -> bool:
+        rules = self._rules(station_id, connector_id)
+        return rules is not None and tag in rules.owner_tags
+
+    def cutoff_offset(self, session_id: int) -> int | None:
+        """The 0 A point of a session's cutoff (seconds after its start), if it has one."""
+        track = self._tracks.get(session_id)
+        return track.offset_s if track is not None and not track.stopping else None
+
     async def _send_profile(self, track: Track, limit_a: float) -> None:
         link = self.link(track.station_id)
         if link is None or track.offset_s is None:
+            return
+        if self.load is not None and self.load.manages(track.station_id):
+            self.load.cutoff_moved(track.station_id, track.connector_id)
             return
         result = await link.command(cmd.TxLimit(track.connector_id, track.session_id, track.offset_s,
                                                 limit_a), track.tx_ref)
@@ -889,6 +913,7 @@ class SharingController:
 
     def session_ended(self, session_id: int, station_id: str, connector_id: int) -> None:
         self._tracks.pop(session_id, None)
+        self._booked.discard(session_id)
         key = (station_id, connector_id)
         if self._active.get(key) == session_id:
             del self._active[key]

@@ -87,7 +87,7 @@ def parse_window(text: str) -> Window:
         if first not in DAYS or (last and last not in DAYS):
             raise RuleError(f"window {text!r}: unknown day in {item!r} (use mon tue wed thu fri sat sun)")
         a, b = DAYS.index(first), DAYS.index(last or first)
-        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
     start_text, _, end_text = hours.partition("-")
     start, end = _minutes(start_text, "start"), _minutes(end_text, "end")
     if start == 24 * 60:

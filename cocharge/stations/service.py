@@ -24,6 +24,7 @@ from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.config import GatewaySettings
+from cocharge.load.manager import GREEN_UPDATE, LoadManager
 from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.certificates import CertificateKeeper
@@ -156,6 +157,7 @@ class StationService:
         # Set by the gateway, which gives it the way to command stations.
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
+        self.load: LoadManager | None = None  # load management (cocharge/load/manager.py)
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)
@@ -698,6 +700,9 @@ class StationService:
         if status is AuthStatus.ACCEPTED:
             self.observer.session_started(event.station_id, event.connector_id, session_id,
                                           event.id_tag, event.at)
+            if self.load is not None:
+                self.load.session_started(event.station_id, event.connector_id, session_id,
+                                          str(session_id), event.id_tag, event.at)
         return session_id, status
 
     async def _load(self, conn: AsyncConnection, station_id: str, tx_ref: str) -> OpenSession | None:
@@ -758,6 +763,8 @@ class StationService:
         self.observer.session_ended(event.station_id, found.connector_id, found.id, energy,
                                     event.reason or "Local", event.at)
         self._open.pop((event.station_id, event.tx_ref), None)
+        if self.load is not None:
+            self.load.session_ended(event.station_id, found.connector_id, found.id)
         if self.control is not None:
             self.control.session_ended(found.id, event.station_id, found.connector_id)
         if self.settler is not None:
@@ -854,11 +861,18 @@ class StationService:
         if started is not None:
             self.observer.session_started(event.station_id, found.connector_id, found.id,
                                           event.id_tag, event.at)
+            if self.load is not None:
+                self.load.session_started(event.station_id, found.connector_id, found.id,
+                                          event.tx_ref, event.id_tag or "", event.at)
+        if self.load is not None and found.ended and event.samples:
+            await self._load_samples(event.station_id, found.connector_id, found.id, event.samples)
         if event.event_type == "Ended":
             self.observer.session_ended(event.station_id, found.connector_id, found.id,
                                         ended_energy, event.stop_reason or "Local", event.at)
         if found.ended:
             self._open.pop(key, None)
+            if self.load is not None:
+                self.load.session_ended(event.station_id, found.connector_id, found.id)
             if self.control is not None:
                 self.control.session_ended(found.id, event.station_id, found.connector_id)
             if self.settler is not None and event.event_type == "Ended":
@@ -873,6 +887,8 @@ class StationService:
         reading = _register_wh(event.samples)
         if reading is not None:
             self.observer.meter(event.station_id, found.connector_id, found.id, reading[0], reading[1])
+        if self.load is not None and event.samples:
+            await self._load_samples(event.station_id, found.connector_id, found.id, event.samples)
         if self.control is None:
             return
         if reading is not None:
@@ -904,12 +920,26 @@ class StationService:
                 session_id = found.id
         rows.append((_INSERT_SAMPLES, _sample_rows(
             event.station_id, event.connector_id, session_id, event.samples)))
+        if self.load is not None:
+            green = self.load.samples(event.station_id, event.connector_id, session_id,
+                                      event.samples)
+            if green:
+                rows.append((GREEN_UPDATE, green))
         await self.journal.write(rows)
         reading = _register_wh(event.samples)
         if reading is not None:
             self.observer.meter(event.station_id, event.connector_id, session_id, reading[0], reading[1])
         if self.control is not None and session_id is not None and reading is not None:
             self.control.meter(session_id, reading[0], reading[1])
+
+    async def _load_samples(self, station_id: str, connector_id: int, session_id: int,
+                            samples: list[MeterSample]) -> None:
+        """Meter values for load management; a PV site's surplus-covered energy is written
+        with the samples' turn in the journal (before the session can be settled)."""
+        assert self.load is not None
+        green = self.load.samples(station_id, connector_id, session_id, samples)
+        if green:
+            await self.journal.write([(GREEN_UPDATE, green)])
 
     async def session_ref(self, session_id: int) -> tuple[str, str, str] | None:
         """(station, charger's transaction id, protocol) of a session, for a remote stop."""

@@ -203,6 +203,15 @@ async def _v12_certificates(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v13_load_management(conn: AsyncConnection) -> None:
+    """Sites, circuits, stations attached to them; surplus-covered energy (issue 16)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(sessions, ["green_wh"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -217,6 +226,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (10, _v10_monitoring_signed_firmware),
     (11, _v11_password_rotation),
     (12, _v12_certificates),
+    (13, _v13_load_management),
 ]
 
 

@@ -136,6 +136,9 @@ sessions = Table(
     # v3: the tariff in force when the session started (sealed); a prepaid budget
     Column("tariff_id", BigInteger),
     Column("budget_fen", BigInteger),
+    # v13: energy drawn while the site's PV surplus covered it (a PV-managed green charger);
+    # None: not measured (the certificate then counts the session's whole energy).
+    Column("green_wh", BigInteger),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,
@@ -602,3 +605,48 @@ mqtt_requests = Table(
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("property", "request_id", name="uq_mqtt_request"),
 )
+
+
+# --- v13: load management (cocharge/load, docs/load-management.md) --------------------------
+
+# A site: one supply shared by its chargers (a garage, a home).
+sites = Table(
+    "sites",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# A circuit of a site (a tree by `parent`); its limit in amperes per phase.
+circuits = Table(
+    "circuits",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site", String(64), ForeignKey("sites.name", ondelete="CASCADE"), nullable=False),
+    Column("parent", String(64), ForeignKey("circuits.id")),
+    Column("limit_a", Float, nullable=False),
+    Column("phases", Integer, nullable=False, default=3),
+    # Other load on the circuit: a fixed reserve (A per phase), and where a meter reports it
+    # (none | mqtt | station:ID).
+    Column("reserve_a", Float, nullable=False, default=0.0),
+    Column("meter", String(80), nullable=False, default="none"),
+    Column("created_at", DateTime, nullable=False),
+)
+Index("ix_circuits_site", circuits.c.site)
+
+# A station attached to a circuit: how it is wired (1- or 3-phase, which circuit phases in
+# which order), how it charges (fast | pv | min+pv), and the profile purpose it accepted.
+station_circuits = Table(
+    "station_circuits",
+    metadata,
+    Column("station_id", String(64), ForeignKey("stations.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("circuit", String(64), ForeignKey("circuits.id"), nullable=False),
+    Column("phases", Integer, nullable=False, default=3),
+    Column("rotation", String(8), nullable=False, default="L1L2L3"),
+    Column("mode", String(8), nullable=False, default="fast"),
+    Column("max_current_a", Float),
+    Column("profile_purpose", String(32)),
+    Column("attached_at", DateTime, nullable=False),
+)
+Index("ix_station_circuits_circuit", station_circuits.c.circuit)
