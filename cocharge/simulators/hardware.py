@@ -49,6 +49,11 @@ class Connector:
     ev: EV | None = None
 
     @property
+    def current_a(self) -> float:
+        """What it draws now on each of its phases."""
+        return self.power_w / (self.voltage_v * self.phases)
+
+    @property
     def max_power_w(self) -> float:
         return self.max_current_a * self.phases * self.voltage_v
 

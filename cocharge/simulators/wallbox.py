@@ -17,7 +17,7 @@ import ssl
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 
 from cocharge.simulators.hardware import EV, Connector
+from cocharge.simulators.profiles import MAX, Profile, composite, from_ocpp, next_change, purpose_of
 
 ocpp.messages.ASYNC_VALIDATION = False
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class SimConfig:
     secure_url: str | None = None
     # A display for the driver (messages, the cost); without one, display calls are refused.
     display: bool = True
+    # 1 or 3 phases (a 1-phase charger draws on its phase L1 only); the profile purposes it
+    # refuses (a "strict" charger, e.g. ("TxDefaultProfile",)).
+    phases: int = 3
+    refuse_purposes: tuple[str, ...] = ()
 
 
 class SimClock:
@@ -106,22 +111,16 @@ class SimSession:
     energy_wh: float = 0.0
     stop_reason: str | None = None
     refused: str | None = None  # why the charger did not start ("Blocked", "bay locked", ...)
-    # Charging profile of the transaction: (seconds after start, limit in W), by start.
+    # The transaction's TxProfile as (seconds after start, limit in W), by start (what it
+    # holds is in the charger's profiles; this is the view tests read).
     profile: list[tuple[float, float]] = field(default_factory=list)
+    start_profile: dict[str, Any] | None = None  # a TxProfile the remote start carried
+    tx_start: datetime | None = None  # simulated clock at the transaction's start
     device_s: float = 0.0  # simulated seconds since the transaction started
     t0: float = 0.0  # monotonic time of the transaction's start
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def limit_w(self, at_s: float) -> float | None:
-        current = None
-        for start, limit in self.profile:
-            if start <= at_s:
-                current = limit
-        return current
-
-    def next_change(self, after_s: float) -> float | None:
-        return min((start for start, _ in self.profile if start > after_s), default=None)
 
 
 def signature_valid(image: bytes, signature: str, certificate_pem: str) -> bool:
@@ -185,8 +184,9 @@ class WallboxMixin:
     def _init_wallbox(self, config: SimConfig) -> None:
         self.config = config
         self.clock = SimClock(config.speed)
-        self.hw = {n: Connector(n, max_current_a=config.max_current_a)
+        self.hw = {n: Connector(n, max_current_a=config.max_current_a, phases=config.phases)
                    for n in range(1, config.connectors + 1)}
+        self.charging_profiles: list[Profile] = []
         self.sessions: dict[int, SimSession] = {}
         self.finished: list[SimSession] = []
         self.registration: str | None = None
@@ -226,13 +226,13 @@ class WallboxMixin:
 
     async def charge(self, connector_id: int, tag: str, energy_wh: float | None = None,
                      ev: EV | None = None, stay_s: float = 0.0,
-                     profile: list[tuple[float, float]] | None = None) -> SimSession:
+                     profile: dict[str, Any] | None = None) -> SimSession:
         """A driver arrives: swipe `tag`, wait for the bay lock, plug in, charge until the EV
         is full, `energy_wh` is delivered, or the central system stops it; the car then stays
         plugged in for `stay_s` simulated seconds. Returns once started (or refused)."""
         if connector_id in self.sessions:
             raise RuntimeError(f"connector {connector_id} is busy")
-        session = SimSession(connector_id, tag, profile=list(profile or []))
+        session = SimSession(connector_id, tag, start_profile=profile)
         self.sessions[connector_id] = session
         self._spawn(self._run_session(session, energy_wh, ev or EV(), stay_s))
         await session.started.wait()
@@ -336,7 +336,7 @@ class WallboxMixin:
     def delete_root(self, hash_data: dict[str, Any]) -> str:
         from cryptography import x509
 
-        for kind, pems in self.roots.items():
+        for pems in self.roots.values():
             for pem in pems:
                 cert = x509.load_pem_x509_certificate(pem.encode())
                 if _hash_data(cert, hash_data["hash_algorithm"]) == {
@@ -504,7 +504,10 @@ class WallboxMixin:
             hw.relay_closed = True
             # The transaction (and a Relative profile's time) starts at its timestamp.
             session.t0 = time.monotonic()
+            session.tx_start = self.clock.now()
             await self.start_transaction(session, hw.register_wh)
+            if session.start_profile is not None:
+                self.install_profile(session.connector_id, session.start_profile)
             session.started.set()
             await self.send_status(session.connector_id, "Charging")
             await self._deliver(session, hw, energy_wh, stay_s)
@@ -524,6 +527,7 @@ class WallboxMixin:
                           session.connector_id)
             session.stop_reason = session.stop_reason or "Other"
         finally:
+            self._tx_profiles_end(session)
             self.sessions.pop(session.connector_id, None)
             self.finished.append(session)
             session.started.set()
@@ -541,12 +545,12 @@ class WallboxMixin:
             remaining = (now - last) * self.config.speed
             last = now
             while remaining > 1e-9:  # step piecewise so a profile change lands on its second
-                change = session.next_change(session.device_s)
+                change = self.next_change_s(session)
                 piece = remaining if change is None else min(remaining, change - session.device_s)
-                session.energy_wh += hw.step(piece, session.limit_w(session.device_s))
+                session.energy_wh += hw.step(piece, self.limit_w(session))
                 session.device_s += piece
                 remaining -= piece
-            limit = session.limit_w(session.device_s)
+            limit = self.limit_w(session)
             if hw.ev is not None and hw.ev.full:
                 full_since = session.device_s if full_since is None else full_since
                 if session.device_s - full_since >= stay_s:
@@ -662,37 +666,123 @@ class WallboxMixin:
                 return True
         return False
 
-    def apply_profile(self, connector_id: int, tx_id: Any, kind: str, unit: str,
-                      periods: list[dict[str, Any]], start_schedule: str | None) -> bool:
-        """A TxProfile for the transaction on `connector_id`; Relative counts from its start."""
-        session = self.sessions.get(connector_id)
-        if session is None or (tx_id is not None and session.tx_id is not None
-                               and str(session.tx_id) != str(tx_id)):
-            return False
-        offset = 0.0
-        if kind == "Absolute" and start_schedule:
-            started = self.clock.now().timestamp() - session.device_s
-            offset = datetime.fromisoformat(start_schedule).timestamp() - started
-        session.profile = self.profile_points(connector_id, unit, periods, offset)
-        return True
+    # charging profiles (cocharge/simulators/profiles.py) -------------------------------------
 
-    def profile_points(self, connector_id: int, unit: str, periods: list[dict[str, Any]],
-                       offset: float = 0.0) -> list[tuple[float, float]]:
-        """Schedule periods as (seconds after the transaction start, limit in W)."""
+    def _to_w(self, connector_id: int) -> float:
         hw = self.hw[connector_id]
-        to_w = (lambda a: float(a) * hw.voltage_v * hw.phases) if unit == "A" else float
-        return sorted((offset + float(p["start_period"]), to_w(p["limit"])) for p in periods)
+        return hw.voltage_v * hw.phases
+
+    def install_profile(self, connector_id: int, raw: dict[str, Any]) -> str:
+        """SetChargingProfile: Accepted, or Rejected (a refused purpose, no such connector,
+        a TxProfile without its transaction)."""
+        name = raw["charging_profile_purpose"]
+        if name in self.config.refuse_purposes or (
+                purpose_of(name) == MAX and any(purpose_of(r) == MAX
+                                                for r in self.config.refuse_purposes)):
+            return "Rejected"
+        if connector_id and connector_id not in self.hw:
+            return "Rejected"
+        profile = from_ocpp(connector_id, raw)
+        if profile.purpose == MAX and connector_id:
+            return "Rejected"
+        session = self.sessions.get(connector_id) if connector_id else None
+        if profile.purpose == "TxProfile":
+            if session is None or session.tx_start is None or (
+                    profile.tx_id is not None and session.tx_id is not None
+                    and str(session.tx_id) != profile.tx_id):
+                return "Rejected"
+            profile = replace(profile, tx_id=str(session.tx_id) if session.tx_id is not None
+                              else profile.tx_id)
+        self.charging_profiles = [
+            p for p in self.charging_profiles
+            if p.id != profile.id and not (p.connector == profile.connector
+                                           and p.purpose == profile.purpose
+                                           and p.stack_level == profile.stack_level)]
+        self.charging_profiles.append(profile)
+        if session is not None and profile.purpose == "TxProfile":
+            start = 0.0
+            if profile.kind == "Absolute" and profile.start is not None and session.tx_start:
+                start = (profile.start - session.tx_start).total_seconds()
+            to_w = self._to_w(connector_id) if profile.unit == "A" else 1.0
+            session.profile = [(start + begin, limit * to_w) for begin, limit in profile.periods]
+        return "Accepted"
+
+    def clear_profiles(self, profile_id: int | None, connector_id: int | None,
+                       purpose: str | None, stack_level: int | None) -> bool:
+        def matches(p: Profile) -> bool:
+            if profile_id is not None:
+                return p.id == profile_id
+            return ((connector_id is None or p.connector == connector_id)
+                    and (purpose is None or p.purpose == purpose_of(purpose))
+                    and (stack_level is None or p.stack_level == stack_level))
+        kept = [p for p in self.charging_profiles if not matches(p)]
+        cleared = len(kept) != len(self.charging_profiles)
+        self.charging_profiles = kept
+        return cleared
+
+    def _tx_profiles_end(self, session: SimSession) -> None:
+        self.charging_profiles = [p for p in self.charging_profiles
+                                  if not (p.purpose == "TxProfile"
+                                          and p.connector == session.connector_id)]
+
+    def limit_a(self, connector_id: int, at: datetime) -> float | None:
+        """The composite limit (A) on a connector at a moment."""
+        session = self.sessions.get(connector_id)
+        tx_start = session.tx_start if session else None
+        return composite(self.charging_profiles, connector_id,
+                         str(session.tx_id) if session and session.tx_id is not None else None,
+                         tx_start, at, max(1, len(self.sessions)), {"W": self._to_w(connector_id)})
+
+    def limit_w(self, session: SimSession) -> float | None:
+        if session.tx_start is None:
+            return None
+        amps = self.limit_a(session.connector_id,
+                            session.tx_start + timedelta(seconds=session.device_s))
+        return None if amps is None else amps * self._to_w(session.connector_id)
+
+    def next_change_s(self, session: SimSession) -> float | None:
+        """Seconds after the transaction's start of the next change of its limit."""
+        if session.tx_start is None:
+            return None
+        t = session.tx_start + timedelta(seconds=session.device_s)
+        change = next_change(self.charging_profiles, t, session.tx_start)
+        return None if change is None else (change - session.tx_start).total_seconds()
+
+    def composite_schedule(self, connector_id: int, duration: int, unit: str | None
+                           ) -> dict[str, Any]:
+        """GetCompositeSchedule: the limits from now for `duration` seconds (the hardware's
+        maximum where no profile limits), in A or W."""
+        start = self.clock.now().replace(microsecond=0)
+        hw = self.hw[max(1, connector_id)]
+        session = self.sessions.get(connector_id)
+        tx_start = session.tx_start if session else None
+        to_w = self._to_w(max(1, connector_id))
+        periods: list[dict[str, Any]] = []
+        t = start
+        end = start + timedelta(seconds=duration)
+        while t < end:
+            if connector_id:
+                amps = self.limit_a(connector_id, t)
+            else:
+                amps = sum((self.limit_a(c, t) or h.max_current_a) for c, h in self.hw.items())
+            amps = hw.max_current_a if amps is None else amps
+            limit = round(amps * to_w, 1) if unit == "W" else round(amps, 1)
+            offset = int((t - start).total_seconds())
+            if not periods or periods[-1]["limit"] != limit:
+                periods.append({"start_period": offset, "limit": limit})
+            change = next_change(self.charging_profiles, t, tx_start)
+            if change is None or change <= t:
+                break
+            t = change
+        return {"start": start.isoformat().replace("+00:00", "Z"), "duration": duration,
+                "unit": unit or "A", "periods": periods}
 
     def start_profile(self, connector_id: int, profile: dict[str, Any] | None
-                      ) -> list[tuple[float, float]] | None:
-        """The TxProfile a remote start carried (Relative: from the transaction start)."""
+                      ) -> dict[str, Any] | None:
+        """The TxProfile a remote start carried, installed once the transaction starts."""
         if not profile or profile.get("charging_profile_purpose") != "TxProfile":
             return None
-        schedule = profile["charging_schedule"]
-        if isinstance(schedule, list):  # 2.0.1
-            schedule = schedule[0]
-        return self.profile_points(connector_id, schedule["charging_rate_unit"],
-                                   schedule["charging_schedule_period"])
+        return profile
 
     async def _heartbeats(self) -> None:
         while True:
@@ -838,6 +928,8 @@ class Wallbox16(WallboxMixin, ChargePoint16):
             {"value": str(int(hw.register_wh)), "measurand": "Energy.Active.Import.Register",
              "unit": "Wh"},
             {"value": f"{hw.power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+            *({"value": f"{hw.current_a:.2f}", "measurand": "Current.Import", "unit": "A",
+               "phase": f"L{n}"} for n in range(1, hw.phases + 1)),
             {"value": f"{(hw.ev.soc if hw.ev else 0) * 100:.0f}", "measurand": "SoC",
              "unit": "Percent"}]}]
         await self._send_for(session, lambda: call16.MeterValues(
@@ -1061,14 +1153,29 @@ class Wallbox16(WallboxMixin, ChargePoint16):
     @on("SetChargingProfile")
     def on_set_charging_profile(self, connector_id: int,
                                 cs_charging_profiles: dict[str, Any]) -> result16.SetChargingProfile:
-        profile = cs_charging_profiles
-        if profile.get("charging_profile_purpose") != "TxProfile":
-            return result16.SetChargingProfile(status="NotSupported")
-        schedule = profile["charging_schedule"]
-        ok = self.apply_profile(connector_id, profile.get("transaction_id"),
-                                profile["charging_profile_kind"], schedule["charging_rate_unit"],
-                                schedule["charging_schedule_period"], schedule.get("start_schedule"))
-        return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
+        return result16.SetChargingProfile(status=self.install_profile(connector_id,
+                                                                       cs_charging_profiles))
+
+    @on("ClearChargingProfile")
+    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None,
+                                  charging_profile_purpose: str | None = None,
+                                  stack_level: int | None = None,
+                                  **_: Any) -> result16.ClearChargingProfile:
+        cleared = self.clear_profiles(id, connector_id, charging_profile_purpose, stack_level)
+        return result16.ClearChargingProfile(status="Accepted" if cleared else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(self, connector_id: int, duration: int,
+                                  charging_rate_unit: str | None = None,
+                                  **_: Any) -> result16.GetCompositeSchedule:
+        if connector_id and connector_id not in self.hw:
+            return result16.GetCompositeSchedule(status="Rejected")
+        found = self.composite_schedule(connector_id, duration, charging_rate_unit)
+        return result16.GetCompositeSchedule(
+            status="Accepted", connector_id=connector_id, schedule_start=found["start"],
+            charging_schedule={"duration": duration, "start_schedule": found["start"],
+                               "charging_rate_unit": found["unit"],
+                               "charging_schedule_period": found["periods"]})
 
 
 class Wallbox201(WallboxMixin, ChargePoint201):
@@ -1133,7 +1240,10 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             {"value": round(hw.register_wh, 1), "measurand": "Energy.Active.Import.Register",
              "context": context, "unit_of_measure": {"unit": "Wh"}},
             {"value": round(hw.power_w), "measurand": "Power.Active.Import", "context": context,
-             "unit_of_measure": {"unit": "W"}}]}]
+             "unit_of_measure": {"unit": "W"}},
+            *({"value": round(hw.current_a, 2), "measurand": "Current.Import", "context": context,
+               "phase": f"L{n}", "unit_of_measure": {"unit": "A"}}
+              for n in range(1, hw.phases + 1))]}]
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
         session.tx_id = str(uuid.uuid4())
@@ -1319,14 +1429,73 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     @on("SetChargingProfile")
     def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
                                 **_: Any) -> result201.SetChargingProfile:
-        if charging_profile.get("charging_profile_purpose") != "TxProfile":
-            return result201.SetChargingProfile(status="Rejected")
-        schedule = charging_profile["charging_schedule"][0]
-        ok = self.apply_profile(evse_id, charging_profile.get("transaction_id"),
-                                charging_profile["charging_profile_kind"],
-                                schedule["charging_rate_unit"], schedule["charging_schedule_period"],
-                                schedule.get("start_schedule"))
-        return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
+        return result201.SetChargingProfile(status=self.install_profile(evse_id, charging_profile))
+
+    @on("ClearChargingProfile")
+    def on_clear_charging_profile(self, charging_profile_id: int | None = None,
+                                  charging_profile_criteria: dict[str, Any] | None = None,
+                                  **_: Any) -> result201.ClearChargingProfile:
+        criteria = charging_profile_criteria or {}
+        cleared = self.clear_profiles(charging_profile_id, criteria.get("evse_id"),
+                                      criteria.get("charging_profile_purpose"),
+                                      criteria.get("stack_level"))
+        return result201.ClearChargingProfile(status="Accepted" if cleared else "Unknown")
+
+    @on("GetCompositeSchedule")
+    def on_get_composite_schedule(self, duration: int, evse_id: int,
+                                  charging_rate_unit: str | None = None,
+                                  **_: Any) -> result201.GetCompositeSchedule:
+        if evse_id and evse_id not in self.hw:
+            return result201.GetCompositeSchedule(status="Rejected")
+        found = self.composite_schedule(evse_id, duration, charging_rate_unit)
+        return result201.GetCompositeSchedule(status="Accepted", schedule={
+            "evse_id": evse_id, "duration": duration, "schedule_start": found["start"],
+            "charging_rate_unit": found["unit"], "charging_schedule_period": found["periods"]})
+
+    @on("GetChargingProfiles")
+    def on_get_charging_profiles(self, request_id: int, charging_profile: dict[str, Any],
+                                 evse_id: int | None = None,
+                                 **_: Any) -> result201.GetChargingProfiles:
+        wanted = charging_profile
+        found = [p for p in self.charging_profiles
+                 if (evse_id is None or p.connector == evse_id)
+                 and (wanted.get("charging_profile_purpose") is None
+                      or p.purpose == purpose_of(wanted["charging_profile_purpose"]))
+                 and (wanted.get("stack_level") is None or p.stack_level == wanted["stack_level"])
+                 and (not wanted.get("charging_profile_id") or p.id in wanted["charging_profile_id"])
+                 and (not wanted.get("charging_limit_source")
+                      or "CSO" in wanted["charging_limit_source"])]
+        if not found:
+            return result201.GetChargingProfiles(status="NoProfiles")
+        by_evse: dict[int, list[Profile]] = {}
+        for p in found:
+            by_evse.setdefault(p.connector, []).append(p)
+
+        async def report() -> None:
+            for n, (evse, profiles) in enumerate(sorted(by_evse.items())):
+                await self.send(call201.ReportChargingProfiles(
+                    request_id=request_id, charging_limit_source="CSO", evse_id=evse,
+                    charging_profile=[self._profile_201(p) for p in profiles],
+                    tbc=n < len(by_evse) - 1))
+        self._spawn(self._after_answer(report))
+        return result201.GetChargingProfiles(status="Accepted")
+
+    def _profile_201(self, p: Profile) -> dict[str, Any]:
+        schedule: dict[str, Any] = {"id": p.id, "charging_rate_unit": p.unit,
+                                    "charging_schedule_period": [
+                                        {"start_period": int(b), "limit": limit}
+                                        for b, limit in p.periods]}
+        if p.start is not None:
+            schedule["start_schedule"] = p.start.isoformat().replace("+00:00", "Z")
+        if p.duration is not None:
+            schedule["duration"] = int(p.duration)
+        purpose = "ChargingStationMaxProfile" if p.purpose == MAX else p.purpose
+        found: dict[str, Any] = {"id": p.id, "stack_level": p.stack_level,
+                                 "charging_profile_purpose": purpose,
+                                 "charging_profile_kind": p.kind, "charging_schedule": [schedule]}
+        if p.tx_id is not None and p.purpose == "TxProfile":
+            found["transaction_id"] = p.tx_id
+        return found
 
     @on("TriggerMessage")
     def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None,
