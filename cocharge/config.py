@@ -162,6 +162,9 @@ class GatewaySettings:
     # old (flash wear); decreases go out at once.
     load_min_change_a: float = 1.0
     load_min_interval_s: float = 10.0
+    # After writing decreases, increases wait this long: an EV has 5 s to follow a lower
+    # limit (IEC 61851-1), so the circuit is never over while it does.
+    load_settle_s: float = 5.0
     # An allocation profile lasts this long unless renewed: a station cut off from us falls
     # back to its safe share (the failsafe) within this time.
     load_profile_valid_s: int = 600

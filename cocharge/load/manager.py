@@ -133,6 +133,7 @@ class LoadManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._loaded = 0.0
+        self._lowered = False  # a round wrote a decrease (the increases wait load_settle_s)
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -496,8 +497,13 @@ class LoadManager:
         circuit is never over its limit between the two."""
         try:
             online = [a for a in site.stations if self.link(a.station_id) is not None]
-            for lowering in (True, False):
-                await asyncio.gather(*(self._write(a, state, lowering) for a in online))
+            self._lowered = False
+            await asyncio.gather(*(self._write(a, state, True) for a in online))
+            if self._lowered:
+                # An EV has seconds to follow a lower limit (IEC 61851-1: 5 s): raise others
+                # only once it has.
+                await asyncio.sleep(self.settings.load_settle_s)
+            await asyncio.gather(*(self._write(a, state, False) for a in online))
         finally:
             self._busy.discard(site.name)
             if site.name in self._dirty:
@@ -572,6 +578,8 @@ class LoadManager:
                                                  "Absolute", duration=int(valid))
                 if not await self._send(link, a.station_id, profile):
                     return False
+            if lowering and written is not None and amps < written.limit_a:
+                self._lowered = True
             self.written[key] = Written(amps, now, now + valid, purpose)
             if purpose == "MaxProfile":
                 for k in range(1, n + 1):

@@ -128,10 +128,8 @@ def composite(profiles: Iterable[Profile], connector: int, tx_id: str | None,
         if p.purpose == "TxProfile" and (tx_id is None or p.connector != connector
                                          or (p.tx_id is not None and p.tx_id != tx_id)):
             continue
-        if p.purpose == "TxDefaultProfile" and tx_start is None:
-            # Relative defaults count from a transaction; others apply without one.
-            if p.kind == "Relative":
-                continue
+        if p.purpose == "TxDefaultProfile" and tx_start is None and p.kind == "Relative":
+            continue  # a Relative default counts from a transaction
         limit = limit_at(p, t, tx_start)
         if limit is None:
             continue

@@ -187,6 +187,8 @@ class WallboxMixin:
         self.hw = {n: Connector(n, max_current_a=config.max_current_a, phases=config.phases)
                    for n in range(1, config.connectors + 1)}
         self.charging_profiles: list[Profile] = []
+        # Called with this wallbox at every meter value it sends (a site's checks listen).
+        self.meter_listeners: list[Any] = []
         self.sessions: dict[int, SimSession] = {}
         self.finished: list[SimSession] = []
         self.registration: str | None = None
@@ -563,6 +565,8 @@ class WallboxMixin:
                 if now_state != state:
                     state = now_state
                     await self.charging_state(session, state)
+                for listener in self.meter_listeners:
+                    listener(self)
                 await self.send_meter(session, hw)
 
     async def present_card(self, connector_id: int, tag: str) -> bool:
