@@ -86,6 +86,8 @@ class Running:
     ev_max_a: float | None = None
     wanted_wh: float | None = None
     departure: datetime | None = None
+    # The EV asked for a schedule (ISO 15118 NotifyEVChargingNeeds): it gets a TxProfile.
+    wants_schedule: bool = False
 
 
 @dataclass
@@ -356,6 +358,7 @@ class LoadManager:
         if run is None or station_id not in self.attached:
             return False
         run.ev_max_a, run.wanted_wh, run.departure = max_current_a, energy_wh, departure
+        run.wants_schedule = True
         self.written.pop((station_id, evse_id), None)  # the EV asks for a schedule: send one
         self._site_changed(station_id)
         return True
@@ -559,7 +562,8 @@ class LoadManager:
             if not self._due(written, amps, purpose, now):
                 continue
             offset = self.tracked(run.session_id) if run is not None else None
-            if run is not None and (offset is not None or purpose == "TxProfile"):
+            if run is not None and (offset is not None or purpose == "TxProfile"
+                                    or run.wants_schedule):
                 elapsed = max(0, int((utcnow() - run.started_at).total_seconds()))
                 periods: tuple[tuple[float, ...], ...] = ((0, amps),)
                 if offset is not None and offset > 0:
