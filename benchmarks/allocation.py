@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cocharge.load.allocate import Circuit, Demand, allocate  # noqa: E402
+from cocharge.load.allocate import Circuit, Demand, allocate
 
 
 def site(chargers: int, seed: int = 7) -> tuple[list[Circuit], list[Demand]]:

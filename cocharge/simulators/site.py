@@ -13,6 +13,7 @@ load to `<prefix>/circuits/<circuit>/load/set` ({"power_w"}).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ def value_at(curve: Curve, t: float) -> float:
         return 0.0
     if t <= curve[0][0]:
         return curve[0][1]
-    for (t0, v0), (t1, v1) in zip(curve, curve[1:], strict=False):
+    for (t0, v0), (t1, v1) in itertools.pairwise(curve):
         if t0 <= t <= t1:
             return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
     return curve[-1][1]

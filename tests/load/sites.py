@@ -19,8 +19,8 @@ from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
 from tests.conftest import settings, ws_url
 
-LOAD = dict(load_period_s=1.0, load_reload_s=1.0, load_min_interval_s=0.5, load_settle_s=0.8,
-            load_profile_valid_s=120, control_interval_s=0.5)
+LOAD = {"load_period_s": 1.0, "load_reload_s": 1.0, "load_min_interval_s": 0.5, "load_settle_s": 0.8,
+            "load_profile_valid_s": 120, "control_interval_s": 0.5}
 
 
 @dataclass

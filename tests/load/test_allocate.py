@@ -175,5 +175,5 @@ def test_safe_shares_keep_every_circuit_within_its_limit(site) -> None:
     load = load_on(circuits, [Demand(k, c, ph, fixed_a=shares[k]) for k, (c, ph, _) in chargers.items()], {})
     limits = {c.id: c.limit_a for c in circuits}
     for (c, p), amps in load.items():
-        assert amps <= max(limits[c], [x for x in circuits if x.id == c][0].other_a[p]) + TOL
+        assert amps <= max(limits[c], next(x for x in circuits if x.id == c).other_a[p]) + TOL
     assert all(s == 0 or s >= MIN_CURRENT_A for s in shares.values())

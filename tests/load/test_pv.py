@@ -4,6 +4,7 @@ over a real Mosquitto); its green certificate counts only the surplus-covered en
 from __future__ import annotations
 
 import asyncio
+import json
 
 from sqlalchemy import select
 
@@ -77,3 +78,35 @@ async def test_pv_mode_follows_the_surplus_and_certifies_only_it(tmp_path, broke
                 cert.energy_wh, expected)
         finally:
             await close_wallbox(box, reader)
+
+
+async def test_a_bad_meter_reading_gets_an_error_and_changes_nothing(tmp_path, broker: Broker) -> None:
+    import aiomqtt
+
+    async with running_node(str(tmp_path / "m.db"), settings(mqtt_url=broker.url)) as node:
+        await store.add_site(node.engine, "HOME")
+        await store.add_circuit(node.engine, "HOUSE", "HOME", None, 25.0, 3, 0.0, "mqtt")
+        await node.gateway.load.reload()
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)  # type: ignore[union-attr]
+        prefix = "cocharge/v1"
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe(f"{prefix}/circuits/HOUSE/load/error")
+            await client.subscribe(f"{prefix}/sites/HOME/pv/error")
+            for topic, body in ((f"{prefix}/circuits/HOUSE/load/set", {"v": 1, "current_a": "lots"}),
+                                (f"{prefix}/sites/HOME/pv/set", {"v": 1, "pv_w": 10, "surplus_w": 5}),
+                                (f"{prefix}/circuits/HOUSE/load/set", "not json")):
+                await client.publish(topic, body if isinstance(body, str) else json.dumps(body))
+                async with asyncio.timeout(5):
+                    message = await anext(aiter(client.messages))
+                assert "error" in json.loads(message.payload)
+            assert node.gateway.load.other == {} and node.gateway.load.surplus == {}
+            await client.publish(f"{prefix}/circuits/HOUSE/load/set",
+                                 json.dumps({"v": 1, "current_a": [10, 12, 8]}))
+            await client.publish(f"{prefix}/sites/HOME/pv/set",
+                                 json.dumps({"v": 1, "pv_w": 3000, "house_w": 500}))
+            for _ in range(50):
+                if node.gateway.load.surplus:
+                    break
+                await asyncio.sleep(0.1)
+        assert node.gateway.load.other["HOUSE"] == (10.0, 12.0, 8.0)
+        assert node.gateway.load.surplus["HOME"][0] == 2500.0
