@@ -26,6 +26,7 @@ bench: install-test
 	$(PY) benchmarks/gateway_throughput.py
 	$(PY) benchmarks/ledger_throughput.py
 	$(PY) benchmarks/password_guessing.py
+	$(PY) benchmarks/allocation.py --e2e 200
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

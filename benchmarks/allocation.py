@@ -9,7 +9,8 @@ classes, arrivals spread), allocated `--rounds` times by `cocharge.load.allocate
 p50 / p99 / max milliseconds; the issue's budget is 5 ms.
 
 Part 2 (`--e2e N`): a gateway (SQLite, in this process) with one site of N simulated 1.6
-and 2.0.1 chargers on one circuit, every charger but one charging; one more session starts,
+and 2.0.1 chargers on one circuit sized for N-1 sessions at 10 A, every charger but one
+charging; one more session starts (each allocation goes down to 9.9 A),
 and the time is measured from its StartTransaction / TransactionEvent Started being answered
 until every charger whose allocation changed has accepted its new profile.
 """
