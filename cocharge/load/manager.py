@@ -42,6 +42,7 @@ from typing import Any, cast
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.load import pv
 from cocharge.load.allocate import (
@@ -127,12 +128,13 @@ class LoadManager:
         self.surplus: dict[str, tuple[float, float]] = {}  # site -> (surplus W, monotonic)
         self.external: dict[tuple[str, int], float] = {}  # (station, evse) -> A (grid operator)
         self.station_meters: dict[str, tuple[float, float, float]] = {}  # other stations' draw
+        self.meter_stations: set[str] = set()  # stations whose currents meter a circuit
         self.booked: Callable[[int], bool] = lambda _session_id: False
         self.owner_of: Callable[[str, int, str], bool] = lambda _s, _c, _tag: False
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background(log, "load management")
         self._loop: asyncio.Task[None] | None = None
         self._loaded = 0.0
         self._lowered = False  # a round wrote a decrease (the increases wait load_settle_s)
@@ -148,9 +150,7 @@ class LoadManager:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()
 
     async def reload(self) -> None:
         async with self.engine.connect() as conn:
@@ -162,6 +162,8 @@ class LoadManager:
                     sessions.c.status == "active", sessions.c.ended_at.is_(None),
                     sessions.c.station_id.in_(list(attached)))))).all()
         self.attached = attached
+        self.meter_stations = {m[8:] for s in self.sites.values() for m in s.meters.values()
+                               if m.startswith("station:")}
         for station_id, (_, a) in attached.items():
             if a.profile_purpose:
                 self.purpose[station_id] = a.profile_purpose
@@ -204,19 +206,6 @@ class LoadManager:
         if found is not None:
             self._dirty.add(found[0].name)
             self._wake.set()
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("load management: %s failed", name)
-
-        task = asyncio.create_task(guarded(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- what the stations report (hooks: never wait) -----------------------------------------
 
@@ -266,6 +255,8 @@ class LoadManager:
                 samples: list[MeterSample]) -> list[dict[str, Any]]:
         """Meter values of an attached (or metering) station; returns rows for
         `GREEN_UPDATE` when a session's surplus-covered energy grew."""
+        if station_id not in self.attached and station_id not in self.meter_stations:
+            return []  # every meter value of every station passes here: nothing to do
         currents = [0.0, 0.0, 0.0]
         seen_current = False
         power = None
@@ -282,7 +273,7 @@ class LoadManager:
                 power = s.value
             elif s.measurand == "Energy.Active.Import.Register" and s.phase is None:
                 register = s.value
-        if seen_current and any(station_id == m[8:] for m in self._station_meter_names()):
+        if seen_current and station_id in self.meter_stations:
             self.station_meters[f"{station_id}/{connector_id}"] = (currents[0], currents[1], currents[2])
         found = self.attached.get(station_id)
         run = self.running.get((station_id, connector_id))
@@ -311,9 +302,6 @@ class LoadManager:
             self._dirty.add(site.name)
             self._wake.set()
         return rows
-
-    def _station_meter_names(self) -> list[str]:
-        return [m for s in self.sites.values() for m in s.meters.values() if m.startswith("station:")]
 
     def _metered_circuit(self, site: Site) -> bool:
         return any(self.circuit_total.get(c.id) for c in site.circuits)
@@ -493,7 +481,7 @@ class LoadManager:
             self._dirty.add(site.name)  # written again when the writes in flight are done
             return
         self._busy.add(site.name)
-        self._spawn(self._write_site(site, state), f"profiles {site.name}")
+        self._background.spawn(self._write_site(site, state), f"profiles {site.name}")
 
     async def _write_site(self, site: Site, state: SiteState) -> None:
         """Decreases (and first writes) at every station first, then the increases: the

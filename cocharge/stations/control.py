@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.settlement import ledger, loyalty
 from cocharge.settlement.overstay import idle_fee
@@ -140,7 +141,7 @@ class SharingController:
         self._last_session: dict[tuple[str, int], int] = {}
         self._busy: set[str] = set()
         self._reserve_tried: dict[int, datetime] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background(log, "sharing control")
         self._managed: set[str] = set()  # stations with sharing rules or live bookings
         self.rollout = firmware.Rollout(engine, settings.firmware_timeout_s)
         self.firmware_running = False  # a campaign is running (checked at every tick)
@@ -179,26 +180,11 @@ class SharingController:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()
 
     def _tx(self) -> Any:
         """A write transaction: in the journal's turn when the gateway runs one."""
         return self.journal.transaction() if self.journal is not None else self.engine.begin()
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sharing control: %s failed", name)
-
-        task = asyncio.create_task(guarded(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         while True:
@@ -214,7 +200,7 @@ class SharingController:
         """A station connected here: follow its running sessions, which may have begun on
         another node (several nodes) or before a restart. The stations of a reconnect storm
         share one query."""
-        self._spawn(self._adoptions.get(station_id), f"adopt {station_id}")
+        self._background.spawn(self._adoptions.get(station_id), f"adopt {station_id}")
 
     async def _adopt(self, station_ids: list[str]) -> dict[str, bool]:
         await self._resume_tracks(station_ids)
@@ -287,7 +273,7 @@ class SharingController:
         self._connectors = {r.id: r.connectors for r in station_rows}
         self._managed = managed
         for row in stale:
-            self._spawn(self._cancel_reservation(row.station_id, row.connector_id, int(row.id)),
+            self._background.spawn(self._cancel_reservation(row.station_id, row.connector_id, int(row.id)),
                         f"cancel reservation {row.id}")
         for row in rows:
             if row.starts_at <= now and not row.reserved:
@@ -300,16 +286,16 @@ class SharingController:
                 del self._unlocked[key]
         for station_id in {s for s, _ in self.rules} | set(self._booking_station.values()):
             if station_id not in self._busy and self.link(station_id) is not None:
-                self._spawn(self._reconcile(station_id, now), f"share lock {station_id}")
+                self._background.spawn(self._reconcile(station_id, now), f"share lock {station_id}")
         self._local_lists_due(now)
         for station_id in self._managed - self._no_display - self._display_busy:
             link = self.link(station_id)
             if (link is not None and getattr(link, "protocol", None) == "2.0.1"
                     and self._display_due(station_id, now)):
-                self._spawn(self._show(station_id, now), f"display {station_id}")
+                self._background.spawn(self._show(station_id, now), f"display {station_id}")
         if not self._firmware_busy:
             self._firmware_busy = True
-            self._spawn(self._firmware_step(now), "firmware campaigns")
+            self._background.spawn(self._firmware_step(now), "firmware campaigns")
 
     # --- the driver's display -----------------------------------------------------------------
 
@@ -401,7 +387,7 @@ class SharingController:
                 return
             for station_id, update in await self.rollout.step(
                     lambda s: self.link(s) is not None, now):
-                self._spawn(self._update_firmware(station_id, update), f"firmware {station_id}")
+                self._background.spawn(self._update_firmware(station_id, update), f"firmware {station_id}")
         finally:
             self._firmware_busy = False
 
@@ -476,7 +462,7 @@ class SharingController:
         if self.link(row.station_id) is None or (row.station_id, row.connector_id) in self._active:
             return
         self._reserve_tried[int(row.id)] = now
-        self._spawn(self._send_reservation(row), f"reserve {row.id}")
+        self._background.spawn(self._send_reservation(row), f"reserve {row.id}")
 
     async def _send_reservation(self, row: Any) -> None:
         link = self.link(row.station_id)
@@ -520,7 +506,7 @@ class SharingController:
                 if update is not None:
                     updates.append((station_id, update))
         for station_id, update in updates:
-            self._spawn(self._send_local_list(station_id, update, now), f"local list {station_id}")
+            self._background.spawn(self._send_local_list(station_id, update, now), f"local list {station_id}")
 
     async def _send_local_list(self, station_id: str, update: local_list.ListUpdate,
                                now: datetime) -> cmd.CommandResult | None:
@@ -556,16 +542,16 @@ class SharingController:
                 self._list_synced[station_id] = now
                 due.append(station_id)
         if due:
-            self._spawn(self._sync_local_lists(due, now), "local lists")
+            self._background.spawn(self._sync_local_lists(due, now), "local lists")
 
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""
         self._list_synced.pop(station_id, None)  # its local list is checked at the next tick
         self._displayed.pop(station_id, None)  # shown again (a reboot may clear the display)
         self.forget(station_id)
-        self._spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
+        self._background.spawn(self._deliver_queued(station_id), f"deliver queued {station_id}")
         if station_id in self._managed:
-            self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
+            self._background.spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
 
     async def _queued_commands(self, station_ids: list[str]) -> dict[str, list[Any]]:
         """The commands waiting for these stations (a storm of boots shares one query)."""
@@ -738,11 +724,11 @@ class SharingController:
             if self._applied.get(key) != open_now and self.desired(station_id, chosen, now) != open_now:
                 # The member may charge on a locked connector (booked slot, owner): open it.
                 self._unlocked[key] = (tag, now + timedelta(seconds=self.settings.unlock_hold_s))
-                self._spawn(self._reconcile(station_id, now), f"unlock {station_id}/{chosen}")
+                self._background.spawn(self._reconcile(station_id, now), f"unlock {station_id}/{chosen}")
         else:
             log.info("station %s connector %s: %s refused: %s", station_id, connector_id or "-",
                      tag, decision.reason)
-            self._spawn(self._record(station_id, now, "refused", {
+            self._background.spawn(self._record(station_id, now, "refused", {
                 "tag": tag, "connector_id": connector_id, "reason": decision.reason,
                 "status": decision.verdict.value}), f"refusal {station_id}")
         return decision
@@ -803,7 +789,7 @@ class SharingController:
         self._tracks[session_id] = track
         log.info("session %s on %s/%s: cutoff by %s at %s%s", session_id, station_id, connector_id,
                  cutoff.reason, cutoff.at, f" or {cutoff.energy_wh} Wh" if cutoff.energy_wh else "")
-        self._spawn(self._send_profile(track, limit_a), f"tx profile {session_id}")
+        self._background.spawn(self._send_profile(track, limit_a), f"tx profile {session_id}")
 
     async def _pricing(self, conn: AsyncConnection, station_id: str, connector_id: int
                        ) -> tuple[tuple[int, Any] | None, Decimal, float, int]:
@@ -890,13 +876,13 @@ class SharingController:
             track.offset_s = later
             log.info("session %s: %.0f of %s Wh after %.0f s, TxProfile extended to %s s",
                      session_id, delivered, track.cutoff.energy_wh, elapsed, track.offset_s)
-            self._spawn(self._send_profile(track, self._limit_a(track.power_w)),
+            self._background.spawn(self._send_profile(track, self._limit_a(track.power_w)),
                         f"tx profile {session_id}")
 
     def _stop(self, track: Track, reason: str) -> None:
         track.stopping = True
         log.info("session %s on %s: cutoff (%s), stopping", track.session_id, track.station_id, reason)
-        self._spawn(self._remote_stop(track), f"cutoff {track.session_id}")
+        self._background.spawn(self._remote_stop(track), f"cutoff {track.session_id}")
 
     async def _remote_stop(self, track: Track) -> None:
         link = self.link(track.station_id)
@@ -920,7 +906,7 @@ class SharingController:
         self._unlocked.pop(key, None)
         if station_id in self._connectors and station_id not in self._busy and (
                 station_id in self._managed or self._station_bookings(station_id)):
-            self._spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
+            self._background.spawn(self._reconcile(station_id, utcnow()), f"share lock {station_id}")
 
     # --- connector states: overstay and faults ---------------------------------------------
 
