@@ -19,10 +19,17 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from cocharge.config import GatewaySettings
 from cocharge.stations import registry
-from cocharge.store.db import DatabaseURLError, open_store
+from cocharge.store.db import (
+    DatabaseURLError,
+    StoreError,
+    describe_error,
+    open_existing,
+    open_store,
+)
 from cocharge.store.schema import members
 
 T = TypeVar("T")
@@ -48,14 +55,12 @@ def cny_to_fen(text: str, option: str) -> int:
         raise
 
 
-def with_store(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+def with_store(db: str | None, work: Callable[[Any], Awaitable[T]], create: bool = False) -> T:
+    """Run `work` on the database. Only `create` (db init|upgrade) makes or migrates a schema:
+    every other command needs an existing database at this cocharge's schema, so a typo in
+    --db (or an unset COCHARGE_DB under cron) is an error, never a new empty database."""
     async def run() -> T:
-        try:
-            engine = await open_store(db)
-        except DatabaseURLError as exc:
-            fail(str(exc))
-        except OSError as exc:
-            fail(f"cannot open database {db!r}: {exc}")
+        engine = await (open_store(db) if create else open_existing(db))
         try:
             return await work(engine)
         finally:
@@ -65,7 +70,11 @@ def with_store(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except registry.RegistryError as exc:
         fail(str(exc))
-        raise  # unreachable
+    except (DatabaseURLError, StoreError) as exc:
+        fail(str(exc))
+    except (SQLAlchemyError, OSError) as exc:
+        fail(describe_error(exc, db))
+    raise AssertionError("unreachable")
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -90,6 +99,8 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
 
 
 @click.group()
+@click.version_option(package_name="cocharge", prog_name="cocharge",
+                      message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """cocharge: OCPP central system for shared EV charging."""
@@ -193,8 +204,10 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
         raise
     try:
         run_event_loop(serve_forever(db, settings, tls))
-    except DatabaseURLError as exc:
+    except (DatabaseURLError, StoreError) as exc:
         fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(describe_error(exc, db))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
 
@@ -1741,6 +1754,7 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
 # The rewards commands live in their own module; importing it registers them on the groups above.
 from cocharge import (
     cli_load,  # noqa: F401
+    cli_ops,  # noqa: F401
     cli_rewards,  # noqa: F401
     cli_security,  # noqa: F401
 )

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
@@ -19,7 +20,7 @@ from cocharge.gateway.heap import HeapKeeper
 from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
-from cocharge.store.db import open_store
+from cocharge.store.db import StoreError, describe_error, open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ async def running_node(db: str | None, settings: GatewaySettings,
                        tls: ssl.SSLContext | None = None) -> AsyncIterator[Node]:
     """A started gateway with its operator channel; everything is closed on exit."""
     target = parse_mqtt_url(settings.mqtt_url) if settings.mqtt_url else None
-    engine = await open_store(db, background_checkpoint=True)
+    try:
+        engine = await open_store(db, background_checkpoint=True)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(describe_error(exc, db)) from exc
     gateway = Gateway(engine, settings, tls)
     operator = OperatorChannel(gateway, settings.operator_host, settings.operator_port)
     bridge = None

@@ -35,7 +35,7 @@ from websockets.http11 import Request, Response
 from cocharge.gateway.server import Gateway, _response
 from cocharge.stations import commands as cmd
 from cocharge.stations.commands import CommandFailed, build_command
-from cocharge.store.db import utcnow
+from cocharge.store.db import identity, utcnow
 from cocharge.store.schema import nodes
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,11 @@ class OperatorChannel:
     async def start(self) -> None:
         self._server = await serve(self._serve, self.host, self.port, compression=None,
                                    process_request=self._authenticate, max_size=2**20)
+        database = await identity(self.gateway.engine)
         async with self.gateway.engine.begin() as conn:
             await conn.execute(insert(nodes).values(
                 id=self.node_id, operator_url=self.url, token=self.token, pid=os.getpid(),
-                started_at=utcnow(), alive=True))
+                started_at=utcnow(), alive=True, database=database))
         log.info("operator channel on %s", self.url)
 
     async def close(self) -> None:
@@ -143,11 +144,14 @@ class OperatorChannel:
 
 
 async def operator_nodes(engine: AsyncEngine) -> list[tuple[str, str]]:
-    """(url, token) of every running gateway recorded in the database, newest first."""
+    """(url, token) of every running gateway writing to this database, newest first. The
+    rows of a copy (a backup, `sqlite3 .backup`) name the database they were copied from: its
+    gateways are not this database's, and are never sent a command through it."""
+    here = await identity(engine)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token)
+        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token, nodes.c.database)
                                    .order_by(nodes.c.started_at.desc()))).all()
-    return [(r.operator_url, r.token) for r in rows]
+    return [(r.operator_url, r.token) for r in rows if r.database in (None, here)]
 
 
 async def send_request(engine: AsyncEngine, request: dict[str, Any],

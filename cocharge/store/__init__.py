@@ -2,11 +2,14 @@
 
 from cocharge.store.db import (
     DatabaseURLError,
+    StoreError,
     make_engine,
     migrate,
+    open_existing,
     open_store,
     resolve_url,
     utcnow,
 )
 
-__all__ = ["DatabaseURLError", "make_engine", "migrate", "open_store", "resolve_url", "utcnow"]
+__all__ = ["DatabaseURLError", "StoreError", "make_engine", "migrate", "open_existing",
+           "open_store", "resolve_url", "utcnow"]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Table, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cocharge.store.schema import (
@@ -23,6 +23,7 @@ from cocharge.store.schema import (
     ledger_head,
     members,
     metadata,
+    nodes,
     schema_version,
     sessions,
     stations,
@@ -212,6 +213,15 @@ async def _v13_load_management(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v14_operations(conn: AsyncConnection) -> None:
+    """The per-station OCPP frame log; the database a node writes to (issue 17)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(nodes, ["database"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -227,26 +237,146 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (11, _v11_password_rotation),
     (12, _v12_certificates),
     (13, _v13_load_management),
+    (14, _v14_operations),
 ]
+NEWEST = MIGRATIONS[-1][0]
+
+
+class StoreError(Exception):
+    """The database cannot be used as asked; the message says what to do (one line)."""
+
+
+def sqlite_file(db: str | None) -> str | None:
+    """The file of a SQLite database (None: PostgreSQL or an in-memory database)."""
+    url = make_url(resolve_url(db))
+    if not url.drivername.startswith("sqlite"):
+        return None
+    name = url.database or ""
+    return None if name in ("", ":memory:") or name.startswith("file:") else name
+
+
+def shown(db: str | None) -> str:
+    """The database as an operator may read it in a message (never its password)."""
+    url = make_url(resolve_url(db))
+    if url.drivername.startswith("sqlite"):
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True)
+
+
+def describe_error(exc: BaseException, db: str | None) -> str:
+    """One line for a failure to reach or use the database, with what to check."""
+    origin = getattr(exc, "orig", None) or exc
+    text = (str(origin).strip().splitlines() or [type(origin).__name__])[0]
+    where = shown(db)
+    kind = type(origin).__name__
+    if "unable to open database file" in text:
+        return (f"cannot open the database file {where}: check that its directory exists and "
+                "is writable, and --db / COCHARGE_DB")
+    if "file is not a database" in text:
+        return f"{where} is not a SQLite database: check --db / COCHARGE_DB"
+    cause = origin.__cause__
+    kind = type(cause).__name__ if cause is not None else kind
+    if kind in ("InvalidPasswordError", "InvalidAuthorizationSpecificationError") or (
+            text.startswith("role ") and text.endswith("does not exist")):
+        return f"PostgreSQL refused the login to {where}: {text} (check the user and password)"
+    if kind == "InvalidCatalogNameError" or (text.startswith("database ")
+                                             and text.endswith("does not exist")):
+        return (f"PostgreSQL has no such database ({where}): {text}; create it with "
+                "`createdb`, or check --db / COCHARGE_DB")
+    if isinstance(origin, OSError) or kind in ("ConnectionRefusedError", "TimeoutError"):
+        return f"cannot reach the database {where}: {text} (is the server running?)"
+    return f"database {where}: {text}"
+
+
+async def schema_of(engine: AsyncEngine) -> int | None:
+    """The newest migration applied to the database (None: not a cocharge database)."""
+    async with engine.connect() as conn:
+        present = await conn.run_sync(lambda c: inspect(c).has_table(schema_version.name))
+        if not present:
+            return None
+        found = (await conn.execute(select(schema_version.c.version))).scalars().all()
+    return max(found, default=None)
 
 
 async def migrate(engine: AsyncEngine) -> int:
-    """Bring the schema to the newest version; safe to run from several processes."""
+    """Bring the schema to the newest version; safe to run from several processes. A
+    database a newer cocharge has upgraded is refused (StoreError), never touched."""
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: schema_version.create(c, checkfirst=True))
     async with engine.begin() as conn:
         current = (await conn.execute(select(schema_version.c.version))).scalars().all()
         done = set(current)
+        if done and max(done) > NEWEST:
+            raise StoreError(f"the database's schema (version {max(done)}) is newer than this "
+                             f"cocharge's ({NEWEST}): upgrade cocharge first")
         for version, step in MIGRATIONS:
             if version in done:
                 continue
             await step(conn)
             await conn.execute(insert(schema_version).values(version=version, applied_at=utcnow()))
-    return MIGRATIONS[-1][0]
+    return NEWEST
 
 
 async def open_store(db: str | None, background_checkpoint: bool = False) -> AsyncEngine:
-    """Engine for `db` with the schema migrated to the newest version."""
+    """Engine for `db` with the schema migrated to the newest version (`serve`, `db init`,
+    `db upgrade`: the only ones that create or change a schema)."""
     engine = make_engine(db, background_checkpoint)
-    await migrate(engine)
+    try:
+        await migrate(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     return engine
+
+
+async def open_existing(db: str | None) -> AsyncEngine:
+    """Engine for an existing cocharge database at the newest schema (every command but
+    `serve` and `db init|upgrade`): nothing is created or migrated."""
+    path = sqlite_file(db)
+    if path is not None and not os.path.exists(path):
+        raise StoreError(f"no database at {path}: create it with `cocharge db init --db {path}` "
+                         "(or start `cocharge serve` on it), or check --db / COCHARGE_DB")
+    engine = make_engine(db)
+    try:
+        version = await schema_of(engine)
+    except Exception as exc:
+        await engine.dispose()
+        raise StoreError(describe_error(exc, db)) from exc
+    problem = None
+    if version is None:
+        problem = (f"{shown(db)} is not a cocharge database (no schema): check --db / "
+                   "COCHARGE_DB, or create one with `cocharge db init`")
+    elif version < NEWEST:
+        problem = (f"the database's schema (version {version}) is older than this cocharge's "
+                   f"({NEWEST}): run `cocharge db upgrade` (or restart `cocharge serve`)")
+    elif version > NEWEST:
+        problem = (f"the database's schema (version {version}) is newer than this cocharge's "
+                   f"({NEWEST}): upgrade cocharge first")
+    if problem is not None:
+        await engine.dispose()
+        raise StoreError(problem)
+    return engine
+
+
+async def identity(engine: AsyncEngine) -> str:
+    """Which database this is, as a node records it and the CLI compares it: a copy (a
+    backup) is another database even though its rows are the same. SQLite: the file's device
+    and inode (the same through symlinks and bind mounts); PostgreSQL: its system identifier
+    and database name."""
+    if engine.url.drivername.startswith("sqlite"):
+        path = engine.url.database or ""
+        if path in ("", ":memory:") or path.startswith("file:") or not os.path.exists(path):
+            return "sqlite:memory"
+        st = os.stat(path)
+        return f"sqlite:{st.st_dev}:{st.st_ino}"
+    async with engine.connect() as conn:
+        name = (await conn.execute(text("SELECT current_database()"))).scalar()
+        try:
+            system = (await conn.execute(text(
+                "SELECT system_identifier FROM pg_control_system()"))).scalar()
+        except DBAPIError:  # a role without pg_monitor: the server's address stands in
+            await conn.rollback()
+            system = (await conn.execute(text(
+                "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || "
+                "coalesce(inet_server_port(), 0)"))).scalar()
+    return f"postgresql:{system}:{name}"

@@ -333,6 +333,10 @@ nodes = Table(
     Column("pid", Integer),
     Column("started_at", DateTime, nullable=False),
     Column("alive", Boolean, nullable=False, default=True),
+    # v14: which database the node writes to (`store.db.identity`): a copy of the database
+    # (a backup) keeps this row, but the CLI opening the copy sees another identity and
+    # never sends commands to the live gateway through it.
+    Column("database", String(255)),
 )
 
 
@@ -650,3 +654,19 @@ station_circuits = Table(
     Column("attached_at", DateTime, nullable=False),
 )
 Index("ix_station_circuits_circuit", station_circuits.c.circuit)
+
+
+# --- v14: operations ------------------------------------------------------------------------
+
+# Every OCPP frame in and out, per station, kept bounded (`frame_log_per_station`,
+# `frame_log_days`): `cocharge station log`, the station's history when it misbehaves.
+station_frames = Table(
+    "station_frames",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("station_id", String(64), nullable=False),
+    Column("ts", DateTime, nullable=False),
+    Column("direction", String(4), nullable=False),  # in | out | note (connect, close)
+    Column("frame", Text, nullable=False),
+)
+Index("ix_station_frames_station", station_frames.c.station_id, station_frames.c.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,13 @@ import pytest
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 
 
-def cocharge(*args: str, db: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cocharge(*args: str, db: str, timeout: float = 60,
+             init: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the CLI on `db`. A SQLite file not there yet is first created as an operator does,
+    with `cocharge db init` (`init=False`: run on it as it is)."""
+    if init and "://" not in db and not os.path.exists(db):
+        subprocess.run([sys.executable, "-m", "cocharge.cli", "db", "init", "--db", db],
+                       capture_output=True, text=True, timeout=timeout, check=True)
     return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
                           capture_output=True, text=True, timeout=timeout)
 
@@ -123,7 +130,7 @@ async def test_remote_commands_reach_a_station_through_the_server(served):
 def test_remote_call_payload_must_be_a_json_object(tmp_path):
     db = tmp_path / "never.db"
     for payload in ("{nope", "[1]"):
-        result = cocharge("remote", "call", "CP1", "Reset", payload, db=str(db))
+        result = cocharge("remote", "call", "CP1", "Reset", payload, db=str(db), init=False)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "PAYLOAD" in result.stderr
     assert not db.exists()
@@ -255,7 +262,7 @@ def test_a_signed_image_is_checked_when_it_is_stored(tmp_path):
 ])
 def test_bad_options_of_the_new_commands_write_nothing(tmp_path, args, message):
     db = tmp_path / "never.db"
-    result = cocharge(*args, db=str(db))
+    result = cocharge(*args, db=str(db), init=False)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert "Traceback" not in result.stderr and not db.exists()

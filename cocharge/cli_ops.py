@@ -1,0 +1,193 @@
+"""The operations commands of `cocharge`: the database's lifecycle (`db init|status|upgrade|
+backup`). Only `serve`, `db init` and `db upgrade` create or migrate a schema
+(docs/operations.md, "Database" and "Backups").
+
+Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import subprocess
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from cocharge.cli import db_option, emit, fail, json_option, main, with_store
+from cocharge.store.db import (
+    NEWEST,
+    DatabaseURLError,
+    StoreError,
+    describe_error,
+    identity,
+    make_engine,
+    resolve_url,
+    schema_of,
+    shown,
+    sqlite_file,
+)
+from cocharge.store.schema import nodes, sessions, stations
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database: create, inspect, upgrade, back up."""
+
+
+@db_group.command("init")
+@db_option
+def db_init(db: str | None) -> None:
+    """Create a new database (or bring an existing one to this cocharge's schema)."""
+    path = sqlite_file(db)
+    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        fail(f"cannot create {path}: its directory does not exist")
+
+    async def work(_engine: Any) -> None:
+        return None
+
+    with_store(db, work, create=True)
+    click.echo(f"database {shown(db)} ready (schema version {NEWEST})")
+
+
+@db_group.command("upgrade")
+@db_option
+def db_upgrade(db: str | None) -> None:
+    """Migrate an existing database to this cocharge's schema (stop old nodes first)."""
+    before = _status(db)
+    if before["schema"] is None:
+        fail(f"{shown(db)} is not a cocharge database: create one with `cocharge db init`")
+
+    async def work(_engine: Any) -> None:
+        return None
+
+    with_store(db, work, create=True)
+    if before["schema"] == NEWEST:
+        click.echo(f"database {shown(db)} is already at schema version {NEWEST}")
+    else:
+        click.echo(f"database {shown(db)} upgraded from schema version {before['schema']} to "
+                   f"{NEWEST}")
+
+
+def _status(db: str | None) -> dict[str, Any]:
+    """What `db status` shows; a database that does not exist is an error (exit 2)."""
+    path = sqlite_file(db)
+    if path is not None and not os.path.exists(path):
+        fail(f"no database at {path}: create it with `cocharge db init --db {path}`")
+
+    async def run() -> dict[str, Any]:
+        engine = make_engine(db)
+        try:
+            version = await schema_of(engine)
+            info: dict[str, Any] = {"database": shown(db), "schema": version, "newest": NEWEST}
+            if version is None:
+                info["state"] = "not a cocharge database"
+                return info
+            info["state"] = ("current" if version == NEWEST else
+                             "older: run `cocharge db upgrade`" if version < NEWEST else
+                             "newer: upgrade cocharge")
+            if version == NEWEST:
+                here = await identity(engine)
+                async with engine.connect() as conn:
+                    info["stations"] = (await conn.execute(
+                        select(func.count()).select_from(stations))).scalar()
+                    info["active_sessions"] = (await conn.execute(
+                        select(func.count()).select_from(sessions)
+                        .where(sessions.c.status == "active"))).scalar()
+                    rows = (await conn.execute(select(nodes.c.id, nodes.c.operator_url,
+                                                      nodes.c.database))).all()
+                info["running_nodes"] = [f"{r.id} {r.operator_url}" for r in rows
+                                         if r.database in (None, here)]
+                copied = [r.id for r in rows if r.database not in (None, here)]
+                if copied:
+                    info["copied_node_rows"] = (f"{len(copied)} (of the database this was "
+                                                "copied from: never contacted)")
+            return info
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (DatabaseURLError, StoreError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - every database failure is one line
+        fail(describe_error(exc, db))
+    raise AssertionError("unreachable")
+
+
+@db_group.command("status")
+@db_option
+@json_option
+def db_status(db: str | None, as_json: bool) -> None:
+    """The database's schema version against this cocharge's, and what runs on it."""
+    info = _status(db)
+    emit(info, as_json)
+    if info["schema"] is None or info["schema"] != NEWEST:
+        raise SystemExit(2)
+
+
+@db_group.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite TARGET if it exists.")
+@db_option
+def db_backup(target: str, force: bool, db: str | None) -> None:
+    """Copy the database to TARGET while the gateway runs (SQLite: a database file;
+    PostgreSQL: a pg_dump archive for pg_restore). The copy never carries the running
+    nodes: a command given on the copy cannot reach the live gateway."""
+    if os.path.exists(target) and not force:
+        fail(f"{target} exists: choose another file, or add --force to overwrite it")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        fail(f"cannot write {target}: its directory does not exist")
+
+    async def check(_engine: Any) -> None:  # an existing cocharge database, current schema
+        return None
+
+    with_store(db, check)
+    path = sqlite_file(db)
+    if path is not None:
+        _backup_sqlite(path, target)
+    else:
+        _backup_postgresql(db, target)
+    click.echo(f"backup of {shown(db)} written to {target} (without the running nodes)")
+
+
+def _backup_sqlite(path: str, target: str) -> None:
+    partial = target + ".partial"
+    if os.path.exists(partial):
+        os.remove(partial)
+    try:
+        source = sqlite3.connect(path, timeout=30)
+        copy = sqlite3.connect(partial)
+        try:
+            source.backup(copy)  # SQLite's online backup: consistent while the gateway writes
+            copy.execute("DELETE FROM nodes")
+            copy.execute("UPDATE stations SET node = NULL")
+            copy.commit()
+            copy.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            copy.close()
+            source.close()
+    except sqlite3.Error as exc:
+        if os.path.exists(partial):
+            os.remove(partial)
+        fail(f"backup failed: {exc}")
+    os.replace(partial, target)
+
+
+def _backup_postgresql(db: str | None, target: str) -> None:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        fail("pg_dump is not installed: install PostgreSQL's client tools "
+             "(Debian: apt-get install postgresql-client)")
+    url = resolve_url(db).replace("postgresql+asyncpg://", "postgresql://", 1)
+    done = subprocess.run([str(pg_dump), "--format=custom", "--exclude-table-data=nodes",
+                           "--file", target, "--dbname", url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        if os.path.exists(target):
+            os.remove(target)
+        lines = (done.stderr or "pg_dump failed").strip().splitlines()
+        fail(f"backup failed: {lines[0] if lines else 'pg_dump failed'}")
