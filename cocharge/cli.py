@@ -13,7 +13,7 @@ import logging
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -263,14 +263,19 @@ def station_update(station_id: str, owner: str | None, max_power_kw: float | Non
 @db_option
 @json_option
 def station_list(db: str | None, as_json: bool) -> None:
-    """All stations with admission, protocol and last contact."""
+    """All stations: online (and the gateway node holding it), admission, protocol, last
+    contact and connector states (an offline station's are its last known)."""
     rows = with_store(db, registry.list_stations)
     for r in rows:
         r["status"] = ", ".join(f"{k}:{v['status']}" for k, v in r["connector_status"].items())
     shown = rows if as_json else [
         {**r, "password": "yes" if r["password"] else "NONE"} for r in rows]
-    emit(shown, as_json, ["id", "owner", "admission", "protocol", "password", "connectors",
-                          "max_power_kw", "last_seen_at", "status"])
+    if not as_json:
+        shown = [{**r, "online": "yes" if r["online"] else "no",
+                  "status": r["status"] if r["online"] else f"(last: {r['status'] or '-'})"}
+                 for r in shown]
+    emit(shown, as_json, ["id", "online", "node", "owner", "admission", "protocol", "password",
+                          "connectors", "max_power_kw", "last_seen_at", "status"])
     without = sum(1 for r in rows if not r["password"])
     if without and not as_json:
         click.echo(f"{without} station(s) without a password: anyone who knows the id can "
@@ -410,6 +415,15 @@ def member_block(tag: str, db: str | None) -> None:
     """Block a tag: it answers Blocked from now on."""
     with_store(db, lambda e: registry.block_member(e, tag))
     click.echo(f"tag {tag} blocked")
+
+
+@member.command("unblock")
+@click.argument("tag")
+@db_option
+def member_unblock(tag: str, db: str | None) -> None:
+    """Accept a blocked tag again."""
+    with_store(db, lambda e: registry.block_member(e, tag, blocked=False))
+    click.echo(f"tag {tag} accepted again")
 
 
 # --- firmware -------------------------------------------------------------------------------
@@ -570,15 +584,133 @@ def sessions() -> None:
     """Charging sessions."""
 
 
+async def _priced(engine: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each session with its energy and cost: a running one's so far (from its meter values,
+    at its tariff), an ended one's as settled."""
+    from cocharge.settlement.settle import payable_fen, running_cost_fen
+    from cocharge.store.schema import meter_samples
+
+    for row in rows:
+        if row["status"] == "active":
+            register = select(meter_samples.c.value).where(
+                meter_samples.c.session_id == row["id"],
+                meter_samples.c.measurand == "Energy.Active.Import.Register",
+                meter_samples.c.phase.is_(None)).limit(1)
+            async with engine.connect() as conn:
+                last = await conn.scalar(register.order_by(meter_samples.c.ts.desc()))
+                start = row["meter_start_wh"]
+                if start is None:  # 2.0.1: no meter start; the first reading is the base
+                    start = await conn.scalar(register.order_by(meter_samples.c.ts))
+            row["energy_wh"] = (max(0, int(last - start)) if last is not None
+                                and start is not None else None)
+            cost = await running_cost_fen(engine, row["id"])
+            row["cost_so_far_fen"] = cost
+        else:
+            cost = await payable_fen(engine, row["id"])
+            row["payable_fen"] = cost
+        row["kwh"] = None if row["energy_wh"] is None else f"{row['energy_wh'] / 1000:.3f}"
+        row["cny"] = None if cost is None else f"{cost / 100:.2f}" + (
+            " so far" if row["status"] == "active" else "")
+    return rows
+
+
+def _since(text: str | None) -> datetime | None:
+    """--since: an ISO date/time (UTC) or a duration back from now (30m, 2h, 7d)."""
+    if text is None:
+        return None
+    from datetime import timedelta
+
+    from cocharge.store.db import utcnow
+
+    if "-" not in text:
+        try:
+            return utcnow() - timedelta(seconds=parse_duration(text))
+        except click.BadParameter:
+            pass
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--since {text!r}: give a date/time (2026-11-24T08:00, UTC) or a duration back "
+             "from now (30m, 2h, 7d)")
+        raise
+    return found if found.tzinfo is None else found.astimezone(UTC).replace(tzinfo=None)
+
+
 @sessions.command("list")
 @click.option("--station", "station_id")
+@click.option("--active", is_flag=True, help="Only sessions still charging.")
+@click.option("--since", help="Sessions running since, or ended after: a UTC date/time "
+              "(2026-11-24T08:00) or a duration back from now (2h, 7d).")
+@click.option("--tag", help="Only this member's sessions.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), help="Only the newest N.")
 @db_option
 @json_option
-def sessions_list(station_id: str | None, db: str | None, as_json: bool) -> None:
-    """Sessions in order of their start time."""
-    emit(with_store(db, lambda e: registry.list_sessions(e, station_id)), as_json,
-         ["id", "station", "connector", "tag", "started", "ended", "energy_wh", "status",
+def sessions_list(station_id: str | None, active: bool, since: str | None, tag: str | None,
+                  limit: int | None, db: str | None, as_json: bool) -> None:
+    """Sessions in order of their start, with the energy and cost (so far, while charging)."""
+    since_at = _since(since)
+
+    async def work(engine: Any) -> list[dict[str, Any]]:
+        rows = await registry.list_sessions(engine, station_id, active=active, since=since_at,
+                                            tag=tag, limit=limit)
+        return await _priced(engine, rows)
+
+    emit(with_store(db, work), as_json,
+         ["id", "station", "connector", "tag", "started", "ended", "kwh", "cny", "status",
           "stop_reason"])
+
+
+@sessions.command("show")
+@click.argument("session_id", type=click.IntRange(1))
+@db_option
+@json_option
+def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
+    """One session: its meter, its bill (tariff lines, discounts, what was paid) and the
+    split of the money."""
+    from cocharge.store.schema import settlements
+
+    async def work(engine: Any) -> dict[str, Any]:
+        found = await registry.list_sessions(engine, session_id=session_id)
+        if not found:
+            fail(f"no session {session_id}: see `cocharge sessions list`")
+        shown = (await _priced(engine, found))[0]
+        async with engine.connect() as conn:
+            bill = (await conn.execute(select(settlements).where(
+                settlements.c.session_id == session_id))).first()
+        if bill is not None:
+            shown["bill"] = {"payer": bill.payer, "cost_fen": bill.cost_fen,
+                             "discounts": json.loads(bill.discounts),
+                             "payable_fen": bill.payable_fen, "paid_fen": bill.paid_fen,
+                             "owed_fen": bill.owed_fen, "idle_fee_fen": bill.idle_fee_fen,
+                             "cdr": json.loads(bill.cdr), "settled_at": str(bill.settled_at)}
+            shown["split"] = json.loads(bill.split)
+        return shown
+
+    shown = with_store(db, work)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    for key in ("id", "station", "connector", "transaction", "tag", "started", "ended", "kwh",
+                "cny", "status", "stop_reason", "flag_reason"):
+        if shown.get(key) is not None:
+            click.echo(f"{key:>16}: {shown[key]}")
+    bill = shown.get("bill")
+    if bill is None:
+        click.echo("            bill: not settled yet" if shown["status"] != "active" else
+                   "            bill: when the session ends")
+        return
+    from cocharge.settlement.money import fmt
+
+    def fen(value: int) -> str:
+        return f"{fmt(value)} CNY"
+
+    click.echo(f"{'cost':>16}: {fen(bill['cost_fen'])}")
+    for d in bill["discounts"]:
+        click.echo(f"{'discount':>16}: {json.dumps(d, default=str)}")
+    click.echo(f"{'payable':>16}: {fen(bill['payable_fen'])} by {bill['payer']} "
+               f"(paid {fen(bill['paid_fen'])}, owed {fen(bill['owed_fen'])})")
+    for who, value in shown["split"]:  # [[account, fen], ...], adding up to the payable
+        click.echo(f"{'split':>16}: {fen(value)} to {who}")
 
 
 # --- remote ---------------------------------------------------------------------------------
@@ -1275,6 +1407,21 @@ def commands_list(station_id: str | None, db: str | None, as_json: bool) -> None
 
 # --- settlement: tariffs, split terms, wallets, the ledger -----------------------------------
 
+def payment_ref(ref: str | None, kind: str) -> str:
+    """The payment reference of a top-up or purchase: the operator's, or a new one printed
+    so that a retry (`--ref` it) cannot book the money twice."""
+    if ref is not None:
+        if not ref.strip() or len(ref) > 64:
+            fail(f"--ref {ref!r}: give the payment's reference (1 to 64 characters)")
+        return ref
+    import uuid
+
+    made = f"{kind}-{datetime.now().strftime('%Y%m%d')}-{uuid.uuid4().hex[:10]}"
+    click.echo(f"no --ref given: this {kind} is {made} (to retry it, give --ref {made}: it is "
+               "then applied once)", err=True)
+    return made
+
+
 def _money(func: Callable[[], T]) -> T:
     from cocharge.settlement.money import MoneyError
 
@@ -1451,22 +1598,22 @@ def wallet() -> None:
 @wallet.command("topup")
 @click.argument("tag")
 @click.argument("amount")
-@click.option("--ref", help="Payment reference: a top-up with the same reference is applied once.")
+@click.option("--ref", help="Payment reference: a top-up with the same reference is applied "
+              "once (none given: one is made and printed).")
 @db_option
 def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None:
     """Add AMOUNT CNY to a member's wallet (a ledger transfer from external:topup)."""
-    import uuid
-
     from cocharge.settlement import ledger
     from cocharge.settlement.money import fmt, parse_cny
 
     fen = _money(lambda: parse_cny(amount, "AMOUNT"))
+    ref = payment_ref(ref, "topup")
 
     async def work(engine: Any) -> tuple[ledger.Posted, int]:
         async with engine.begin() as conn:
             if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
                 fail(f"no member with tag {tag!r}: see `cocharge member list`")
-            transfer_id = f"topup:{ref}" if ref else f"topup:{uuid.uuid4()}"
+            transfer_id = f"topup:{ref}"
             done = await ledger.post(conn, [ledger.Transfer(
                 transfer_id, "external:topup", f"wallet:{tag}", fen, kind="topup", ref=ref)],
                 transfer_id)

@@ -24,6 +24,7 @@ from cocharge.cli import (
     ledger_group,
     main,
     member,
+    payment_ref,
     table,
     with_settlement,
 )
@@ -291,7 +292,8 @@ def points() -> None:
 @click.argument("tag")
 @click.argument("amount")
 @click.option("--date", "day", help="The day the order was paid (YYYY-MM-DD, default today).")
-@click.option("--ref", help="Payment reference: an order with the same reference is recorded once.")
+@click.option("--ref", help="Payment reference: an order with the same reference is recorded "
+              "once (none given: one is made and printed).")
 @db_option
 def points_purchase(tag: str, amount: str, day: str | None, ref: str | None, db: str | None) -> None:
     """A member buys green points for AMOUNT CNY (the money tops up the wallet; the points
@@ -301,7 +303,9 @@ def points_purchase(tag: str, amount: str, day: str | None, ref: str | None, db:
     from cocharge.settlement.points import GREEN_SCALE
 
     fen = _cny(amount, "AMOUNT")
-    done = with_rewards(db, lambda e: loyalty.purchase(e, tag, fen, _date(day, "--date"), ref))
+    paid_on = _date(day, "--date")
+    order_ref = payment_ref(ref, "purchase")
+    done = with_rewards(db, lambda e: loyalty.purchase(e, tag, fen, paid_on, order_ref))
     word = "recorded" if done.new else "already recorded"
     click.echo(f"order {done.order_id} {word}: {tag} paid {fmt(done.amount_fen)} CNY -> "
                f"{_pts(done.granted, GREEN_SCALE)} points (x{done.multiplier}) locked, "
@@ -419,17 +423,30 @@ def points_pool(db: str | None, as_json: bool) -> None:
 # --- the liability report -------------------------------------------------------------------
 
 @ledger_group.command("liabilities")
+@click.option("--fail-under", "fail_under", type=click.FloatRange(0, 1000),
+              help="Exit 1 when a coverage (cash, pool reserve) is below RATIO (e.g. 1.0): for cron and "
+                   "monitoring.")
 @db_option
 @json_option
-def ledger_liabilities(db: str | None, as_json: bool) -> None:
+def ledger_liabilities(fail_under: float | None, db: str | None, as_json: bool) -> None:
     """What the platform owes (wallets, payouts, points, quotas, pool) against the funds
     that back it, with the coverage ratio; a warning when it is below 1."""
+    from decimal import Decimal
+
     from cocharge.settlement.liabilities import liability_report
     from cocharge.settlement.settle import SettlementDefaults
 
     report = with_rewards(db, lambda e: liability_report(e, SettlementDefaults().price_per_kwh))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
-        return
-    for line in report.text_lines():
-        click.echo(line)
+    else:
+        for line in report.text_lines():
+            click.echo(line)
+    if fail_under is not None:
+        # The worst of the funds: cash must cover what cash backs, the pool what it backs.
+        ratios = {g: report.coverage(g) for g in ("cash", "pool reserve")}
+        short = {g: r for g, r in ratios.items() if r is not None and r < Decimal(str(fail_under))}
+        if short:
+            click.echo("coverage below --fail-under " + str(fail_under) + ": " + ", ".join(
+                f"{g} {r}" for g, r in short.items()), err=True)
+            raise SystemExit(1)

@@ -5,6 +5,7 @@ One way to split an amount: `split_by_ratios` (largest remainder, fixed tie-brea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -15,12 +16,38 @@ class MoneyError(ValueError):
     """An amount that is not a valid sum of money; the message says how to write one."""
 
 
-def parse_cny(text: str | int | Decimal, what: str = "amount", allow_zero: bool = False) -> int:
-    """'12.50' CNY -> 1250 fen; refuses negatives, non-numbers and fractions of a fen."""
+# The largest amount an operator may type (CNY): a top-up, a purchase, a budget, a price. A
+# mistyped 1000000 is refused instead of booked (setting `max_amount_cny`, docs/config.md).
+MAX_INPUT_CNY = 100_000
+
+
+def set_input_limit(cny: int) -> None:
+    """The configured `max_amount_cny` (at the CLI's start)."""
+    global MAX_INPUT_CNY
+    MAX_INPUT_CNY = cny
+
+
+def _typed(text: str | int | Decimal, what: str, example: str) -> Decimal:
+    """A number as an operator types it: plain digits with an optional decimal point; exponent
+    notation (1e3), NaN and Infinity are refused, as is anything above MAX_INPUT_CNY."""
+    raw = str(text).strip()
+    if not isinstance(text, Decimal) and not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", raw):
+        raise MoneyError(f"{what} {text!r}: write the amount in plain digits (e.g. {example})")
     try:
-        amount = Decimal(str(text).strip())
+        value = Decimal(raw)
     except InvalidOperation:
-        raise MoneyError(f"{what} {text!r} is not an amount in CNY (e.g. 12.50)") from None
+        raise MoneyError(f"{what} {text!r}: write the amount in plain digits (e.g. {example})"
+                         ) from None
+    if value.is_finite() and value > MAX_INPUT_CNY:
+        raise MoneyError(f"{what} {text!r}: more than the {MAX_INPUT_CNY} CNY an amount may be "
+                         "(setting max_amount_cny)")
+    return value
+
+
+def parse_cny(text: str | int | Decimal, what: str = "amount", allow_zero: bool = False) -> int:
+    """'12.50' CNY -> 1250 fen; refuses negatives, non-numbers, exponents, amounts above
+    MAX_INPUT_CNY and fractions of a fen."""
+    amount = _typed(text, what, "12.50")
     fen = amount * FEN_PER_CNY
     if not amount.is_finite() or amount < 0 or (amount == 0 and not allow_zero):
         raise MoneyError(f"{what} {text!r}: give a {'non-negative' if allow_zero else 'positive'} "
@@ -32,10 +59,7 @@ def parse_cny(text: str | int | Decimal, what: str = "amount", allow_zero: bool 
 
 def parse_price(text: str | Decimal, what: str = "price") -> Decimal:
     """A unit price in CNY (per kWh, per hour): up to 4 decimals, not negative."""
-    try:
-        price = Decimal(str(text).strip())
-    except InvalidOperation:
-        raise MoneyError(f"{what} {text!r} is not a price in CNY (e.g. 1.50)") from None
+    price = _typed(text, what, "1.50")
     if not price.is_finite() or price < 0:
         raise MoneyError(f"{what} {text!r}: a price cannot be negative")
     if price != price.quantize(Decimal("0.0001")):

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.stations.passwords import hash_password
-from cocharge.store.db import utcnow
+from cocharge.store.db import identity, utcnow
 from cocharge.store.schema import (
     connector_status,
     local_lists,
     log_uploads,
     members,
+    nodes,
     sessions,
     station_events,
     station_monitors,
@@ -85,15 +86,31 @@ def _station_view(row: Any, statuses: list[Any]) -> dict[str, Any]:
     }
 
 
+async def running_nodes(engine: AsyncEngine) -> set[str]:
+    """Ids of the gateway nodes recorded as running on this very database (not on the one a
+    copy was made from)."""
+    here = await identity(engine)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(nodes.c.id, nodes.c.database))).all()
+    return {r.id for r in rows if r.database in (None, here)}
+
+
 async def list_stations(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every station, with `online` (a running node holds its connection) and that node."""
+    running = await running_nodes(engine)
     async with engine.connect() as conn:
         rows = (await conn.execute(select(stations).order_by(stations.c.id))).all()
         status_rows = (await conn.execute(select(connector_status))).all()
     by_station: dict[str, list[Any]] = {}
     for s in status_rows:
         by_station.setdefault(s.station_id, []).append(s)
-    return [_station_view(r, sorted(by_station.get(r.id, []), key=lambda s: s.connector_id))
-            for r in rows]
+    listed = []
+    for r in rows:
+        view = _station_view(r, sorted(by_station.get(r.id, []), key=lambda s: s.connector_id))
+        view["online"] = r.node is not None and r.node in running
+        view["node"] = r.node if view["online"] else None
+        listed.append(view)
+    return listed
 
 
 async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
@@ -276,19 +293,37 @@ async def list_members(engine: AsyncEngine) -> list[dict[str, Any]]:
              "expires_at": _iso(r.expires_at), "household": r.household} for r in rows]
 
 
-async def block_member(engine: AsyncEngine, tag: str) -> None:
+async def block_member(engine: AsyncEngine, tag: str, blocked: bool = True) -> None:
+    """Block a tag (it answers Blocked) or, `blocked=False`, accept it again."""
     async with engine.begin() as conn:
-        done = await conn.execute(update(members).where(members.c.tag == tag).values(status="blocked"))
+        done = await conn.execute(update(members).where(members.c.tag == tag).values(
+            status="blocked" if blocked else "accepted"))
         if done.rowcount == 0:
             raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
 
 
-async def list_sessions(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
-    query = select(sessions).order_by(sessions.c.started_at, sessions.c.id)
+async def list_sessions(engine: AsyncEngine, station_id: str | None = None, *,
+                        active: bool = False, since: datetime | None = None,
+                        tag: str | None = None, limit: int | None = None,
+                        session_id: int | None = None) -> list[dict[str, Any]]:
+    """Sessions in order of their start; `limit` keeps the newest that many."""
+    query = select(sessions)
     if station_id:
         query = query.where(sessions.c.station_id == station_id)
+    if active:
+        query = query.where(sessions.c.status == "active")
+    if since is not None:
+        query = query.where(or_(sessions.c.started_at >= since, sessions.c.ended_at >= since,
+                                sessions.c.status == "active"))
+    if tag:
+        query = query.where(sessions.c.id_tag == tag)
+    if session_id is not None:
+        query = query.where(sessions.c.id == session_id)
+    query = query.order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
+    if limit:
+        query = query.limit(limit)
     async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+        rows = list(reversed((await conn.execute(query)).all()))
     return [{
         "id": r.id,
         "station": r.station_id,

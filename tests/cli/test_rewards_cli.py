@@ -123,12 +123,16 @@ def test_pool_sales_sells_and_the_liability_report(tmp_path):
     text = cocharge("ledger", "liabilities", db=db)
     assert text.returncode == 0 and "WARNING: NOT COVERED" in text.stdout
     assert "green points, locked" in text.stdout
+    gate = cocharge("ledger", "liabilities", "--fail-under", "1", db=db)  # cron's alarm
+    assert gate.returncode == 1 and "below --fail-under 1" in gate.stderr
+    assert cocharge("ledger", "liabilities", "--fail-under", "0.01", db=db).returncode == 0
     # Funds that cover everything: no warning.
     fresh = str(tmp_path / "ok.db")
     members(fresh)
     cocharge("wallet", "topup", "G", "50", db=fresh)
     fine = cocharge("ledger", "liabilities", db=fresh)
     assert fine.returncode == 0 and "WARNING" not in fine.stdout and "coverage overall" in fine.stdout
+    assert cocharge("ledger", "liabilities", "--fail-under", "1", db=fresh).returncode == 0
 
 
 def test_bad_rewards_input_exits_2_and_writes_nothing(tmp_path):

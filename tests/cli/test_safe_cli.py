@@ -1,0 +1,99 @@
+"""The CLI cannot hurt its operator: bounded money, retry-safe payments, clear filters, the
+fleet's online state and live sessions as the running gateway sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from tests.cli.test_cli import cocharge, served  # noqa: F401 - the fixture
+from tests.cli.test_db_cli import one_line_error
+
+
+@pytest.mark.parametrize("args, words", [
+    (["wallet", "topup", "T1", "1e17", "--ref", "a"], ["plain digits"]),
+    (["wallet", "topup", "T1", "1e12", "--ref", "a"], ["plain digits"]),
+    (["wallet", "topup", "T1", "1000000", "--ref", "a"], ["100000 CNY", "max_amount_cny"]),
+    (["wallet", "topup", "T1", "NaN", "--ref", "a"], ["plain digits"]),
+    (["wallet", "topup", "T1", "12.5", "--ref", ""], ["--ref"]),
+    (["points", "purchase", "T1", "1e15", "--ref", "a"], ["plain digits"]),
+    (["points", "purchase", "T1", "200000.00", "--ref", "a"], ["max_amount_cny"]),
+    (["tariff", "set", "S1", "--per-kwh", "1E2"], ["plain digits"]),
+    (["sessions", "list", "--since", "soon"], ["--since", "duration"]),
+    (["sessions", "show", "99"], ["no session 99"]),
+    (["member", "unblock", "NOPE"], ["no member"]),
+])
+def test_bad_money_and_filters_are_one_line_and_write_nothing(tmp_path, args, words):
+    db = str(tmp_path / "c.db")
+    assert cocharge("member", "add", "Ann", "--tag", "T1", db=db).returncode == 0
+    assert cocharge("station", "add", "S1", db=db).returncode == 0
+    one_line_error(cocharge(*args, db=db), *words)
+    balances = json.loads(cocharge("ledger", "balances", "--json", db=db).stdout)
+    assert balances == [] or all(b["balance"] == 0 for b in balances), balances
+
+
+def test_a_payment_without_ref_gets_one_to_retry_with(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("member", "add", "Ann", "--tag", "T1", db=db).returncode == 0
+    first = cocharge("wallet", "topup", "T1", "10", db=db)
+    assert first.returncode == 0 and "topped up 10.00" in first.stdout
+    ref = first.stderr.split("give --ref ")[1].split(":")[0]
+    assert ref.startswith("topup-")
+    again = cocharge("wallet", "topup", "T1", "10", "--ref", ref, db=db)  # the retry
+    assert again.returncode == 0 and "already applied; balance 10.00 CNY" in again.stdout
+    bought = cocharge("points", "purchase", "T1", "30", "--date", "2026-11-01", db=db)
+    assert bought.returncode == 0 and "give --ref purchase-" in bought.stderr
+
+
+def test_member_unblock(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("member", "add", "Ann", "--tag", "T1", db=db).returncode == 0
+    assert cocharge("member", "block", "T1", db=db).returncode == 0
+    assert json.loads(cocharge("member", "list", "--json", db=db).stdout)[0]["status"] == "blocked"
+    done = cocharge("member", "unblock", "T1", db=db)
+    assert done.returncode == 0 and "accepted again" in done.stdout
+    assert json.loads(cocharge("member", "list", "--json", db=db).stdout)[0]["status"] == "accepted"
+
+
+async def test_fleet_and_live_sessions_as_the_gateway_sees_them(served):  # noqa: F811
+    db, url, _ = served
+    run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)
+    box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
+                                               speed=300, meter_interval_s=0.2))
+    try:
+        fleet = {s["id"]: s for s in json.loads((await run("station", "list", "--json")).stdout)}
+        assert fleet["CP1"]["online"] is True and fleet["CP1"]["node"]
+        assert fleet["CP2"]["online"] is False and fleet["CP2"]["node"] is None
+        text = (await run("station", "list")).stdout
+        assert "ONLINE" in text and "(last:" in text  # CP2's states are only its last known
+        assert (await run("remote", "start", "CP1", "--tag", "TAG1")).returncode == 0
+        live: list[dict] = []
+        for _ in range(100):
+            live = json.loads((await run("sessions", "list", "--active", "--json")).stdout)
+            if live and (live[0]["energy_wh"] or 0) > 0 and live[0]["cost_so_far_fen"]:
+                break
+            await asyncio.sleep(0.2)
+        assert len(live) == 1 and live[0]["energy_wh"] > 0 and live[0]["cost_so_far_fen"] > 0
+        assert "so far" in (await run("sessions", "list", "--active")).stdout
+        assert json.loads((await run("sessions", "list", "--tag", "NOBODY", "--json")).stdout) == []
+        mine = json.loads((await run("sessions", "list", "--tag", "TAG1", "--since", "1h",
+                                     "--limit", "1", "--json")).stdout)
+        assert [s["id"] for s in mine] == [live[0]["id"]]
+        assert (await run("remote", "stop", "CP1", "--session", str(live[0]["id"]))).returncode == 0
+        shown: dict = {}
+        for _ in range(100):
+            shown = json.loads((await run("sessions", "show", str(live[0]["id"]), "--json")).stdout)
+            if shown.get("bill"):
+                break
+            await asyncio.sleep(0.2)
+        assert shown["status"] == "completed" and shown["bill"]["payable_fen"] > 0
+        assert shown["payable_fen"] == shown["bill"]["payable_fen"]
+        assert shown["split"]
+        assert json.loads((await run("sessions", "list", "--active", "--json")).stdout) == []
+        text = (await run("sessions", "show", str(live[0]["id"]))).stdout
+        assert "payable" in text and "split" in text
+    finally:
+        await close_wallbox(box, reader)
