@@ -150,7 +150,7 @@ async def test_postgresql_backup_restores_without_the_nodes(pg_url, tmp_path, po
     assert made.returncode == 0, made.stderr
     async with throwaway_pg(postgres_server) as restored:
         plain = restored.replace("postgresql+asyncpg://", "postgresql://")
-        done = subprocess.run(["pg_restore", "--no-owner", "--dbname", plain, str(dump)],
+        done = await asyncio.to_thread(subprocess.run, ["pg_restore", "--no-owner", "--dbname", plain, str(dump)],
                               capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         listed = json.loads((await run("station", "list", "--json", on=restored)).stdout)
