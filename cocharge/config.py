@@ -34,6 +34,10 @@ class GatewaySettings:
     # Energy a session may show regardless of duration (meter resolution, rounding).
     misread_slack_wh: int = 100
     ws_ping_interval_s: float | None = 60.0
+    # A session still active on a connector its charger reports Available this long after (the
+    # time a charger's queued StopTransaction/TransactionEvent needs to arrive after a boot)
+    # is closed as stale and settled on the energy known (docs/operations.md).
+    stale_session_grace_s: float = 180.0
     # --- fleet scale (docs/operations.md) ---
     # When each station last spoke is written out this often (one batch for all).
     last_seen_flush_s: float = 30.0

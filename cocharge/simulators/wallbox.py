@@ -120,6 +120,7 @@ class SimSession:
     t0: float = 0.0  # monotonic time of the transaction's start
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[Any] | None = None  # what runs it (power_loss cancels it)
 
 
 
@@ -221,10 +222,11 @@ class WallboxMixin:
         self.costs_shown: dict[str, list[str]] = {}
         self.total_costs: dict[str, str] = {}
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def charge(self, connector_id: int, tag: str, energy_wh: float | None = None,
                      ev: EV | None = None, stay_s: float = 0.0,
@@ -236,9 +238,30 @@ class WallboxMixin:
             raise RuntimeError(f"connector {connector_id} is busy")
         session = SimSession(connector_id, tag, start_profile=profile)
         self.sessions[connector_id] = session
-        self._spawn(self._run_session(session, energy_wh, ev or EV(), stay_s))
+        session.task = self._spawn(self._run_session(session, energy_wh, ev or EV(), stay_s))
         await session.started.wait()
         return session
+
+    async def power_loss(self) -> None:
+        """The charger loses its power mid-transaction and forgets its transactions (a
+        charger without a persistent message queue): no stop is ever sent for them; it boots
+        again and reports its connectors (Available: the cars were unplugged meanwhile)."""
+        lost = [s for s in self.sessions.values() if s.task is not None]
+        for session in lost:
+            session.stop_reason = "PowerLoss"
+            assert session.task is not None
+            session.task.cancel()
+        for session in lost:
+            await session.done.wait()
+        for hw in self.hw.values():
+            hw.relay_closed = False
+            hw.power_w = 0
+            hw.cable_locked = False
+            hw.ev = None
+            hw.bay_locked = False
+            hw.reservation = None
+        self.boots += 1
+        await self.boot_and_report()
 
     def apply_local_list(self, version: int, full: bool,
                          entries: dict[str, tuple[str, str | None] | None]) -> str:

@@ -182,6 +182,7 @@ class StationService:
         # scrypt costs 16 MiB and tens of ms: a bounded number at once, off the event loop
         self._password_checks = asyncio.Semaphore(settings.password_checks_at_once)
         self._seen_task: asyncio.Task[None] | None = None
+        self._stale_checks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.directory.load()
@@ -191,6 +192,8 @@ class StationService:
         self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
 
     async def close(self) -> None:
+        for task in list(self._stale_checks):
+            task.cancel()
         if self._seen_task is not None:
             self._seen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -455,6 +458,10 @@ class StationService:
             record.status[event.connector_id] = (event.status, event.error_code, event.at)
         self.observer.connector_status(event.station_id, event.connector_id, event.status,
                                        event.error_code, event.at)
+        if event.status == "Available" and event.connector_id > 0 and any(
+                key[0] == event.station_id and not s.ended and s.connector_id == event.connector_id
+                for key, s in self._open.items()):
+            self._spawn_stale_check(event.station_id, event.connector_id)
         if self.control is not None:
             fault = SAFETY_ERROR_CODES_16.get(event.error_code or "")
             if fault is not None:
@@ -634,6 +641,78 @@ class StationService:
         value = await conn.scalar(select(stations.c.max_power_w).where(stations.c.id == station_id))
         return int(value) if value else self.settings.default_max_power_w
 
+    # --- stale sessions: the charger forgot a transaction (power loss, reboot, lost stop) ---
+
+    def _spawn_stale_check(self, station_id: str, connector_id: int) -> None:
+        """The connector is Available with a session still open: unless the charger's queued
+        stop arrives within the grace, or the connector becomes busy again, the session is
+        stale."""
+        async def check() -> None:
+            await asyncio.sleep(self.settings.stale_session_grace_s)
+            record = self.directory.get(station_id)
+            now_status = record.status.get(connector_id) if record is not None else None
+            if now_status is not None and now_status[0] != "Available":
+                return
+            await self.close_stale(station_id, connector_id,
+                                   "the charger reported the connector Available and never "
+                                   "ended the transaction")
+
+        task = asyncio.create_task(check(), name=f"stale-{station_id}-{connector_id}")
+        self._stale_checks.add(task)
+        task.add_done_callback(self._stale_checks.discard)
+
+    async def close_stale(self, station_id: str, connector_id: int, reason: str,
+                          keep: int | None = None) -> list[int]:
+        """Close every session still open on this connector (but `keep`): ended at its last
+        meter value, its energy the meter values known, the reason kept in `flag_reason`
+        (stop reason "Stale"), then settled like any other. Returns the sessions closed."""
+        stale = [(key, s) for key, s in list(self._open.items())
+                 if key[0] == station_id and not s.ended and s.connector_id == connector_id
+                 and s.id != keep]
+        closed = []
+        for key, found in stale:
+            async def work(conn: AsyncConnection, found: OpenSession = found) -> int | None:
+                row = (await conn.execute(select(sessions.c.status, sessions.c.meter_start_wh,
+                                                 sessions.c.started_at)
+                                          .where(sessions.c.id == found.id))).first()
+                if row is None or row.status != "active":
+                    return None
+                last = (await conn.execute(
+                    select(meter_samples.c.ts, meter_samples.c.value).where(and_(
+                        meter_samples.c.session_id == found.id,
+                        meter_samples.c.measurand == ENERGY_REGISTER,
+                        meter_samples.c.phase.is_(None)))
+                    .order_by(meter_samples.c.ts.desc(), meter_samples.c.id.desc()).limit(1))
+                    ).first()
+                ended = last.ts if last is not None else (row.started_at or utcnow())
+                stop = round(last.value) if last is not None else row.meter_start_wh
+                await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                    ended_at=ended, meter_stop_wh=stop, stop_reason="Stale"))
+                energy = await self._finish(conn, found.id)
+                note = await conn.scalar(select(sessions.c.flag_reason)
+                                         .where(sessions.c.id == found.id))
+                await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                    flag_reason=f"stale: {reason}" + (f"; {note}" if note else "")))
+                return energy if energy is not None else 0
+
+            energy = await self.journal.run(work)
+            found.ended = True
+            self._open.pop(key, None)
+            if energy is None:  # already closed meanwhile
+                continue
+            closed.append(found.id)
+            log.warning("session %s at %s/%s closed as stale: %s", found.id, station_id,
+                        connector_id, reason)
+            self.observer.session_ended(station_id, connector_id, found.id, energy, "Stale",
+                                        utcnow())
+            if self.load is not None:
+                self.load.session_ended(station_id, connector_id, found.id)
+            if self.control is not None:
+                self.control.session_ended(found.id, station_id, connector_id)
+            if self.settler is not None:
+                self.settler.submit(found.id)
+        return closed
+
     async def _finish(self, conn: AsyncConnection, session_id: int) -> int | None:
         """Compute energy from the registers (first and last by timestamp) and close the session."""
         row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).one()
@@ -697,6 +776,9 @@ class StationService:
             return session_id, status
         self._open[(event.station_id, str(session_id))] = OpenSession(
             session_id, event.connector_id, ended=False)
+        await self.close_stale(event.station_id, event.connector_id,
+                               f"superseded: transaction {session_id} started on the same "
+                               "connector", keep=session_id)
         if status is AuthStatus.ACCEPTED:
             self.observer.session_started(event.station_id, event.connector_id, session_id,
                                           event.id_tag, event.at)
@@ -858,6 +940,10 @@ class StationService:
         session, started, ended_energy = await self.journal.run(work)
         found = session
         (await self._seen_seqs(key, session)).add(event.seq_no)
+        if known is None and found.connector_id:
+            await self.close_stale(event.station_id, found.connector_id,
+                                   f"superseded: transaction {event.tx_ref} started on the same "
+                                   "EVSE", keep=found.id)
         if started is not None:
             self.observer.session_started(event.station_id, found.connector_id, found.id,
                                           event.id_tag, event.at)
