@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cocharge.config import GatewaySettings
@@ -31,6 +31,7 @@ from cocharge.store.db import (
     open_store,
 )
 from cocharge.store.schema import members
+from cocharge.store.schema import stations as stations_table
 
 T = TypeVar("T")
 
@@ -102,10 +103,31 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
 @click.version_option(package_name="cocharge", prog_name="cocharge",
                       message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+                                               case_sensitive=False),
+              help="Logging level (default: info for `serve`: connects, disconnects, boots, "
+                   "errors; warning for the other commands).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per line (for a log collector).")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Append the log to this file (reopened when logrotate moves it) instead of "
+                   "stderr.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: str,
+         log_file: str | None) -> None:
     """cocharge: OCPP central system for shared EV charging."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cocharge.logs import configure_logging
+
+    if log_level is not None:
+        level = getattr(logging, log_level.upper())
+    elif verbose:
+        level = logging.WARNING - 10 * min(verbose, 2)
+    else:
+        level = logging.INFO if ctx.invoked_subcommand == "serve" else logging.WARNING
+    try:
+        configure_logging(level, log_format, log_file)
+    except OSError as exc:
+        fail(f"--log-file {log_file}: {exc.strerror or exc}")
 
 
 # --- serve ----------------------------------------------------------------------------------
@@ -544,9 +566,77 @@ def firmware_status(campaign_id: int | None, db: str | None, as_json: bool) -> N
 
 # --- diagnostics and logs -------------------------------------------------------------------
 
-@main.group()
+class _LogsGroup(click.Group):
+    """`cocharge logs STATION ...` is `cocharge logs frames STATION ...` (a station's OCPP
+    log); `list` and `save` stay the uploaded files' commands."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["frames", *args]
+        return super().resolve_command(ctx, args)
+
+
+@main.group(cls=_LogsGroup)
 def logs() -> None:
-    """Diagnostics and log files stations uploaded (`remote get-diagnostics`, `get-log`)."""
+    """A station's OCPP log (`cocharge logs STATION [--follow] [--since]`), and the
+    diagnostics and log files stations uploaded (`list`, `save`)."""
+
+
+@logs.command("frames")
+@click.argument("station_id")
+@click.option("--since", help="From this UTC date/time (2026-11-24T08:00) or this long ago "
+              "(30m, 2h, 7d).")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True,
+              help="The last N frames (before --follow).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new frames (Ctrl-C stops).")
+@db_option
+@json_option
+def logs_frames(station_id: str, since: str | None, limit: int, follow: bool, db: str | None,
+                as_json: bool) -> None:
+    """Every OCPP frame a station sent (<<) and was sent (>>), with its connects and
+    disconnects (--), oldest first: what the gateway keeps of it (frame_log_per_station)."""
+    from cocharge.store.schema import station_frames
+
+    since_at = _since(since)
+
+    def show(rows: list[Any]) -> None:
+        for r in rows:
+            if as_json:
+                click.echo(json.dumps({"id": r.id, "at": r.ts.isoformat(), "direction": r.direction,
+                                       "frame": r.frame}))
+            else:
+                arrow = {"in": "<<", "out": ">>"}.get(r.direction, "--")
+                click.echo(f"{r.ts.isoformat(timespec='milliseconds')} {arrow} {r.frame}")
+
+    async def work(engine: Any) -> None:
+        async with engine.connect() as conn:
+            known = await conn.scalar(select(func.count()).select_from(stations_table)
+                                      .where(stations_table.c.id == station_id))
+            if not known:
+                fail(f"no station {station_id!r}: see `cocharge station list`")
+            query = select(station_frames).where(station_frames.c.station_id == station_id)
+            if since_at is not None:
+                query = query.where(station_frames.c.ts >= since_at)
+            rows = list(reversed((await conn.execute(
+                query.order_by(station_frames.c.id.desc()).limit(limit))).all()))
+        show(rows)
+        last = rows[-1].id if rows else 0
+        while follow:
+            await asyncio.sleep(0.5)
+            async with engine.connect() as conn:
+                rows = (await conn.execute(
+                    select(station_frames).where(station_frames.c.station_id == station_id,
+                                                 station_frames.c.id > last)
+                    .order_by(station_frames.c.id))).all()
+            if rows:
+                show(list(rows))
+                last = rows[-1].id
+
+    try:
+        with_store(db, work)
+    except KeyboardInterrupt:
+        pass
 
 
 @logs.command("list")

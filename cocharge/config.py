@@ -34,6 +34,11 @@ class GatewaySettings:
     # Energy a session may show regardless of duration (meter resolution, rounding).
     misread_slack_wh: int = 100
     ws_ping_interval_s: float | None = 60.0
+    # The per-station OCPP log (`cocharge logs STATION`): each station's last this many frames
+    # (0: none kept), none older than frame_log_days; written in a batch every flush_s.
+    frame_log_per_station: int = 1000
+    frame_log_days: int = 7
+    frame_log_flush_s: float = 1.0
     # A session still active on a connector its charger reports Available this long after (the
     # time a charger's queued StopTransaction/TransactionEvent needs to arrive after a boot)
     # is closed as stale and settled on the energy known (docs/operations.md).

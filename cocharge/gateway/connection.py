@@ -234,6 +234,7 @@ class StationConnection:
 
     async def _send(self, frame: str) -> None:
         ocpp_log.debug("%s: send %s", self.id, frame)
+        self.service.frames.add(self.id, "out", frame)
         await self.websocket.send(frame)
 
     # --- incoming frames -------------------------------------------------------------------
@@ -241,6 +242,7 @@ class StationConnection:
     async def route_message(self, raw_msg: str | bytes) -> None:
         self.service.seen(self.id)
         ocpp_log.debug("%s: receive %.2000s", self.id, raw_msg)
+        self.service.frames.add(self.id, "in", raw_msg)
         event = self.rpc.receive(raw_msg)
         if isinstance(event, Call):
             await self._on_call(event)

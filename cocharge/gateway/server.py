@@ -444,6 +444,8 @@ class Gateway:
             log.info("station %s connected again: closing its previous connection", station_id)
             asyncio.create_task(previous.websocket.close(1000, "replaced by a new connection"))
         log.info("station %s connected (OCPP %s)", station_id, handler_class.protocol)
+        self.service.frames.add(station_id, "note", f"connected (OCPP {handler_class.protocol}) "
+                                f"from {remote_key(websocket)}")
         await self.service.hold(station_id, self.node_id, True)
         self.control.adopt(station_id)  # its running limited sessions, wherever they began
         self.observer.station_online(station_id, True, handler_class.protocol)
@@ -453,6 +455,10 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            closed = websocket.close_code
+            self.service.frames.add(station_id, "note", "disconnected" + (
+                f" (close code {closed}{', ' + websocket.close_reason if websocket.close_reason else ''})"
+                if closed is not None else ""))
             if self.connections.get(station_id) is connection:
                 del self.connections[station_id]
                 await self.service.hold(station_id, self.node_id, False)

@@ -43,6 +43,7 @@ from cocharge.stations.events import (
     StationNotice,
     TransactionEvent,
 )
+from cocharge.stations.framelog import FrameLog
 from cocharge.stations.metering import assess_energy
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.passwords import verify_password
@@ -161,6 +162,7 @@ class StationService:
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)
+        self.frames = FrameLog(self.journal, settings)  # the per-station OCPP log
         # Signs the stations' CSRs once the gateway gives it the CA (serve --ca-dir).
         self.certificates = CertificateKeeper(engine, settings, None, self.notice)
         self._status_stmt = upsert(engine, connector_status, ["station_id", "connector_id"],
@@ -189,6 +191,7 @@ class StationService:
         await self._load_open_sessions()
         self.directory.start()
         self.journal.start(self.settings.wal_checkpoint_s)
+        self.frames.start()
         self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
 
     async def close(self) -> None:
@@ -201,6 +204,7 @@ class StationService:
         with contextlib.suppress(Exception):
             await self._flush_last_seen()
         await self.directory.close()
+        await self.frames.close()
         await self.journal.close()
 
     async def _load_open_sessions(self) -> None:

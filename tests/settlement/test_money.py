@@ -14,8 +14,9 @@ from cocharge.settlement.money import MoneyError, fmt, parse_cny, split_by_ratio
 def test_parse_and_format() -> None:
     assert parse_cny("12.50") == 1250 and parse_cny("3") == 300 and fmt(1250) == "12.50"
     assert fmt(-5) == "-0.05" and to_fen(Decimal("1.005")) == 101
-    for bad, words in [("1.234", "2 decimals"), ("-1", "positive"), ("abc", "not an amount"),
-                       ("0", "positive"), ("NaN", "positive")]:
+    for bad, words in [("1.234", "2 decimals"), ("-1", "positive"), ("abc", "plain digits"),
+                       ("0", "positive"), ("NaN", "plain digits"), ("1e3", "plain digits"),
+                       ("Infinity", "plain digits"), ("100000.01", "max_amount_cny")]:
         with pytest.raises(MoneyError, match=words):
             parse_cny(bad)
 

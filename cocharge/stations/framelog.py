@@ -1,0 +1,134 @@
+"""The per-station OCPP log: every frame in and out, and the connection's notes (connected,
+closed), kept per station in a bounded store (`cocharge logs STATION`, the station's history
+when a charger misbehaves).
+
+Frames are buffered in memory and written in one batch through the journal every
+`frame_log_flush_s`, never on a frame's own path; a station keeps its last
+`frame_log_per_station` frames and none older than `frame_log_days`. Secrets a frame may carry
+(the stations' passwords: AuthorizationKey, BasicAuthPassword) are replaced before they are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cocharge.config import GatewaySettings
+from cocharge.store.db import utcnow
+from cocharge.store.journal import Journal
+from cocharge.store.schema import station_frames
+
+log = logging.getLogger(__name__)
+
+_SECRET_HINTS = ("AuthorizationKey", "BasicAuthPassword", "basicAuthPassword")
+_INSERT = insert(station_frames)
+REDACTED = "<redacted>"
+
+
+def _scrub(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_scrub(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _scrub(v) for k, v in node.items()}
+    if out.get("key") == "AuthorizationKey" and "value" in out:  # 1.6 ChangeConfiguration
+        out["value"] = REDACTED
+    variable = out.get("variable")
+    if isinstance(variable, dict) and variable.get("name") == "BasicAuthPassword":
+        for field in ("attributeValue", "variableAttribute"):
+            if isinstance(out.get(field), str):
+                out[field] = REDACTED
+    if "basicAuthPassword" in out:  # SetNetworkProfile's connection data
+        out["basicAuthPassword"] = REDACTED
+    return out
+
+
+def redact(frame: str) -> str:
+    """The frame as it may be kept: the stations' passwords replaced."""
+    if not any(hint in frame for hint in _SECRET_HINTS):
+        return frame
+    try:
+        return json.dumps(_scrub(json.loads(frame)), separators=(",", ":"))
+    except ValueError:  # not JSON, yet naming a secret: keep only that it was there
+        return "<unparseable frame naming a password: not kept>"
+
+
+class FrameLog:
+    def __init__(self, journal: Journal, settings: GatewaySettings) -> None:
+        self.journal = journal
+        self.keep = settings.frame_log_per_station
+        self.days = settings.frame_log_days
+        self.flush_s = settings.frame_log_flush_s
+        self.max_chars = settings.max_frame_bytes
+        self._rows: list[dict[str, Any]] = []
+        self._written: dict[str, int] = {}  # station -> frames since its last prune
+        self._task: asyncio.Task[None] | None = None
+        self._pruned_at = utcnow()
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep > 0
+
+    def add(self, station_id: str, direction: str, frame: str | bytes) -> None:
+        """Keep a frame (in | out) or a note about the connection; returns at once."""
+        if self.keep <= 0:
+            return
+        text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+        self._rows.append({"station_id": station_id, "ts": utcnow(), "direction": direction,
+                           "frame": redact(text[:self.max_chars])})
+        self._written[station_id] = self._written.get(station_id, 0) + 1
+
+    def start(self) -> None:
+        if self.keep > 0:
+            self._task = asyncio.create_task(self._flush_forever(), name="frame-log")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+                if utcnow() - self._pruned_at >= timedelta(seconds=max(60.0, self.flush_s)):
+                    await self.prune()
+            except Exception:  # the log must never stop the gateway
+                log.exception("frame log: write failed; these frames are not kept")
+
+    async def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            await self.journal.write([(_INSERT, rows)])
+
+    async def prune(self) -> None:
+        """Drop what is beyond each written station's last `keep` frames, and what is older
+        than `days` (every station)."""
+        stations = [sid for sid, n in self._written.items() if n > 0]
+        self._written = {}
+        self._pruned_at = utcnow()
+        cutoff = utcnow() - timedelta(days=self.days)
+        keep = self.keep
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(delete(station_frames).where(station_frames.c.ts < cutoff))
+            for sid in stations:
+                oldest_kept = await conn.scalar(
+                    select(station_frames.c.id).where(station_frames.c.station_id == sid)
+                    .order_by(station_frames.c.id.desc()).offset(keep - 1).limit(1))
+                if oldest_kept is not None:
+                    await conn.execute(delete(station_frames).where(and_(
+                        station_frames.c.station_id == sid, station_frames.c.id < oldest_kept)))
+
+        await self.journal.run(work)

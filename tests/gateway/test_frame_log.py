@@ -1,0 +1,135 @@
+"""The per-station OCPP log: every frame in and out and the connection's notes, bounded per
+station, passwords never kept, read with `cocharge logs STATION [--follow] [--since]`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cocharge.gateway.app import running_node
+from cocharge.stations.framelog import REDACTED, redact
+from cocharge.store.schema import station_frames
+from tests.conftest import raw_station, register, settings
+
+FAST = dict(frame_log_flush_s=0.05)
+
+
+def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+async def frames(node: Any, station_id: str) -> list[Any]:
+    async with node.engine.connect() as conn:
+        return list((await conn.execute(select(station_frames).where(
+            station_frames.c.station_id == station_id).order_by(station_frames.c.id))).all())
+
+
+async def test_frames_in_and_out_with_notes_read_by_the_cli(sqlite_url):
+    async with running_node(sqlite_url, settings(**FAST)) as node:
+        await register(node, "CP1", "CP2")
+        station = await raw_station(node, "CP1")
+        await station.call("Heartbeat", {})
+        bad = await station.send_raw('[2,"x1","NoSuchAction",{}]')
+        assert bad[0] == 4
+        other = await raw_station(node, "CP2")
+        await other.call("Heartbeat", {})
+        await station.ws.close()
+        await asyncio.sleep(0.3)
+        kept = await frames(node, "CP1")
+        kinds = [(f.direction, f.frame[:40]) for f in kept]
+        assert kinds[0][0] == "note" and kinds[0][1].startswith("connected (OCPP 1.6)")
+        assert any(d == "in" and "BootNotification" in t for d, t in kinds)
+        assert any(d == "out" and t.startswith("[3,") for d, t in kinds)
+        assert any(d == "out" and t.startswith("[4,\"x1\"") for d, t in kinds)  # the CallError
+        assert kinds[-1][0] == "note" and kinds[-1][1].startswith("disconnected")
+        assert all("CP2" not in f.frame for f in kept)  # only this station's
+        shown = await asyncio.to_thread(cli, "logs", "CP1", db=sqlite_url)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert " -- connected" in lines[0] and "<< [2," in shown.stdout and ">> [3," in shown.stdout
+        as_json = [json.loads(x) for x in (await asyncio.to_thread(
+            cli, "logs", "CP1", "--json", "--limit", "2", db=sqlite_url)).stdout.splitlines()]
+        assert len(as_json) == 2 and as_json[-1]["direction"] == "note"
+        none_yet = await asyncio.to_thread(cli, "logs", "CP1", "--since", "2099-01-01",
+                                           db=sqlite_url)
+        assert none_yet.returncode == 0 and none_yet.stdout == ""
+        unknown = await asyncio.to_thread(cli, "logs", "NOPE", db=sqlite_url)
+        assert unknown.returncode == 2 and "no station 'NOPE'" in unknown.stderr
+        uploads = await asyncio.to_thread(cli, "logs", "list", db=sqlite_url)
+        assert uploads.returncode == 0  # the uploaded files' command is still there
+        await other.ws.close()
+
+
+async def test_follow_prints_new_frames(sqlite_url):
+    async with running_node(sqlite_url, settings(**FAST)) as node:
+        await register(node, "CP1")
+        station = await raw_station(node, "CP1")
+        await asyncio.sleep(0.2)
+        follower = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cocharge.cli", "logs", "CP1", "--follow", "--limit", "1",
+            "--db", sqlite_url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert follower.stdout is not None
+            first = await asyncio.wait_for(follower.stdout.readline(), 20)
+            assert b"[3," in first  # the last frame kept: the boot's answer
+            await station.call("DataTransfer", {"vendorId": "follow-me"})
+            seen = b""
+            async with asyncio.timeout(10):
+                while b"follow-me" not in seen:
+                    seen += await follower.stdout.readline()
+        finally:
+            follower.terminate()
+            await follower.wait()
+        await station.ws.close()
+
+
+async def test_each_station_keeps_its_last_frames_only(sqlite_url):
+    async with running_node(sqlite_url, settings(frame_log_per_station=5, **FAST)) as node:
+        await register(node, "CP1", "CP2")
+        station = await raw_station(node, "CP1")
+        other = await raw_station(node, "CP2")
+        for _ in range(10):
+            await station.call("Heartbeat", {})
+        await asyncio.sleep(0.2)
+        await node.gateway.service.frames.prune()
+        kept = await frames(node, "CP1")
+        assert len(kept) == 5 and all("Heartbeat" in f.frame or f.frame.startswith("[3,")
+                                      for f in kept)
+        assert len(await frames(node, "CP2")) == 3  # connected, boot, its answer: untouched
+        await station.ws.close()
+        await other.ws.close()
+
+
+async def test_no_frames_kept_when_switched_off(sqlite_url):
+    async with running_node(sqlite_url, settings(frame_log_per_station=0, **FAST)) as node:
+        await register(node, "CP1")
+        station = await raw_station(node, "CP1")
+        await station.call("Heartbeat", {})
+        await asyncio.sleep(0.2)
+        async with node.engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(station_frames)) == 0
+        await station.ws.close()
+
+
+def test_passwords_are_never_kept():
+    change = '[2,"1","ChangeConfiguration",{"key":"AuthorizationKey","value":"0123456789abcdef"}]'
+    assert "0123456789abcdef" not in redact(change) and REDACTED in redact(change)
+    set_vars = json.dumps([2, "2", "SetVariables", {"setVariableData": [
+        {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
+         "attributeValue": "s3cret-s3cret-s3cret"},
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
+         "attributeValue": "300"}]}])
+    kept = redact(set_vars)
+    assert "s3cret" not in kept and '"300"' in kept
+    profile = json.dumps([2, "3", "SetNetworkProfile", {"configurationSlot": 1, "connectionData": {
+        "basicAuthPassword": "another-secret-16", "ocppCsmsUrl": "wss://x"}}])
+    assert "another-secret" not in redact(profile) and "wss://x" in redact(profile)
+    assert redact('[2,"4","Heartbeat",{}]') == '[2,"4","Heartbeat",{}]'
+    assert "AuthorizationKey" not in redact('not json AuthorizationKey=abc') or \
+        "abc" not in redact('not json AuthorizationKey=abc')
