@@ -112,11 +112,30 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="Append the log to this file (reopened when logrotate moves it) instead of "
                    "stderr.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML configuration file (env COCHARGE_CONFIG; docs/config.md).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: str,
-         log_file: str | None) -> None:
+         log_file: str | None, config_file: str | None) -> None:
     """cocharge: OCPP central system for shared EV charging."""
+    import os
+
+    from cocharge import configfile
     from cocharge.logs import configure_logging
+    from cocharge.settlement import money
+
+    try:
+        config = configfile.load(config_file)
+    except configfile.ConfigError as exc:
+        fail(str(exc))
+        raise
+    ctx.obj = config
+    # The file's database and broker stand where their environment variables would: an
+    # option or the variable itself still wins.
+    for name, value in (("COCHARGE_DB", config.db), ("COCHARGE_MQTT", config.mqtt)):
+        if value and not os.environ.get(name):
+            os.environ[name] = value
+    money.set_input_limit(int(config.cli["max_amount_cny"]))
 
     if log_level is not None:
         level = getattr(logging, log_level.upper())
@@ -131,6 +150,17 @@ def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: st
 
 
 # --- serve ----------------------------------------------------------------------------------
+
+# The options of `serve` that are gateway settings: option -> GatewaySettings field.
+SERVE_SETTINGS = {
+    "host": "host", "port": "port", "auto_register": "auto_register",
+    "operator_host": "operator_host", "operator_port": "operator_port",
+    "heartbeat_interval": "heartbeat_interval_s", "call_timeout": "call_timeout_s",
+    "mqtt_url": "mqtt_url", "max_handshakes": "max_handshakes", "quirks_file": "quirks_file",
+    "require_password": "require_password", "allow_takeover": "allow_takeover",
+    "upload_port": "upload_port", "upload_url": "upload_url", "tls_port": "tls_port",
+    "tls_url": "tls_url", "ca_dir": "ca_dir", "client_ca_file": "client_ca_file",
+}
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
@@ -171,18 +201,40 @@ def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: st
                    "COCHARGE_CA_DIR.")
 @click.option("--client-ca", "client_ca_file", type=click.Path(exists=True, dir_okay=False),
               help="More CA certificates (PEM) whose client certificates are accepted.")
-def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: str | None,
-          tls_key: str | None, operator_host: str, operator_port: int, heartbeat_interval: int,
-          call_timeout: float, mqtt_url: str | None, max_handshakes: int,
-          quirks_file: str | None, require_password: bool, allow_takeover: bool,
-          upload_port: int, upload_url: str | None, tls_port: int | None,
-          tls_url: str | None, ca_dir: str | None, client_ca_file: str | None) -> None:
-    """Run the OCPP 1.6J + 2.0.1 central system."""
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_register: bool,
+          tls_cert: str | None, tls_key: str | None, operator_host: str, operator_port: int,
+          heartbeat_interval: int, call_timeout: float, mqtt_url: str | None,
+          max_handshakes: int, quirks_file: str | None, require_password: bool,
+          allow_takeover: bool, upload_port: int, upload_url: str | None,
+          tls_port: int | None, tls_url: str | None, ca_dir: str | None,
+          client_ca_file: str | None) -> None:
+    """Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE)."""
+    import dataclasses
+
+    from click.core import ParameterSource
+
     from cocharge.gateway.app import run_event_loop, serve_forever
     from cocharge.gateway.mqtt import parse_mqtt_url
     from cocharge.gateway.quirks import QuirkError, load_quirks
     from cocharge.gateway.server import client_cas, tls_context
     from cocharge.stations import ca
+
+    # An option not given takes the configuration file's value (then its default).
+    config = ctx.find_root().obj
+    given = dict(ctx.params)
+    for param, field_name in SERVE_SETTINGS.items():
+        if ctx.get_parameter_source(param) is ParameterSource.DEFAULT:
+            given[param] = getattr(config.gateway, field_name)
+    for param in ("tls_cert", "tls_key"):
+        if given[param] is None and config.serve.get(param):
+            given[param] = config.serve[param]
+    # The values the checks below look at, as in force.
+    (auto_register, tls_cert, tls_key, mqtt_url, quirks_file, require_password, upload_url,
+     tls_port, tls_url, ca_dir, client_ca_file) = (
+        given[p] for p in ("auto_register", "tls_cert", "tls_key", "mqtt_url", "quirks_file",
+                           "require_password", "upload_url", "tls_port", "tls_url", "ca_dir",
+                           "client_ca_file"))
 
     if upload_url is not None and not upload_url.startswith(("http://", "https://")):
         fail(f"--upload-url {upload_url!r}: give an http:// or https:// URL")
@@ -207,14 +259,8 @@ def serve(host: str, port: int, db: str | None, auto_register: bool, tls_cert: s
         load_quirks(quirks_file)
     except QuirkError as exc:
         fail(str(exc))
-    settings = GatewaySettings(host=host, port=port, auto_register=auto_register,
-                               operator_host=operator_host, operator_port=operator_port,
-                               heartbeat_interval_s=heartbeat_interval, call_timeout_s=call_timeout,
-                               mqtt_url=mqtt_url, max_handshakes=max_handshakes,
-                               quirks_file=quirks_file, require_password=require_password,
-                               allow_takeover=allow_takeover, upload_port=upload_port,
-                               upload_url=upload_url, tls_port=tls_port, tls_url=tls_url,
-                               ca_dir=ca_dir, client_ca_file=client_ca_file)
+    settings = dataclasses.replace(config.gateway, **{
+        field_name: given[param] for param, field_name in SERVE_SETTINGS.items()})
     try:
         tls = tls_context(tls_cert, tls_key, client_cas(settings)) if tls_cert and tls_key \
             else None

@@ -8,6 +8,7 @@ Imported at the end of `cocharge.cli`, which owns the command groups and helpers
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -191,3 +192,29 @@ def _backup_postgresql(db: str | None, target: str) -> None:
             os.remove(target)
         lines = (done.stderr or "pg_dump failed").strip().splitlines()
         fail(f"backup failed: {lines[0] if lines else 'pg_dump failed'}")
+
+
+# --- the configuration file -----------------------------------------------------------------
+
+@main.group("config")
+def config_group() -> None:
+    """The configuration file (--config FILE, env COCHARGE_CONFIG; docs/config.md)."""
+
+
+@config_group.command("check")
+@json_option
+@click.pass_context
+def config_check(ctx: click.Context, as_json: bool) -> None:
+    """Read the configuration file and print every setting in force (file, environment or
+    default); a bad file is one line and exit 2."""
+    from cocharge.configfile import effective
+
+    config = ctx.find_root().obj
+    shown = effective(config)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
+        mark = "  (file)" if key in config.from_file else ""
+        click.echo(f"{key:<{width}}  {value}{mark}")
