@@ -10,6 +10,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -118,8 +119,6 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
 def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: str,
          log_file: str | None, config_file: str | None) -> None:
     """cocharge: OCPP central system for shared EV charging."""
-    import os
-
     from cocharge import configfile
     from cocharge.logs import configure_logging
     from cocharge.settlement import money
@@ -509,8 +508,6 @@ def _read_text(path: str | None, option: str) -> str | None:
 
 def _signature(signature: str | None, certificate: str | None) -> tuple[str | None, str | None]:
     """--signature (base64, or a file holding it) and --signing-certificate (a PEM file)."""
-    import os
-
     if (signature is None) != (certificate is None):
         fail("a signed image needs both --signature and --signing-certificate")
     if signature is not None and os.path.isfile(signature):
@@ -550,8 +547,6 @@ def firmware_add(path: str, version: str, signature: str | None,
                  signing_certificate: str | None, db: str | None) -> None:
     """Store a firmware image; the gateway serves it to stations itself. A signed image
     (--signature, --signing-certificate) is checked here, and sent to stations signed."""
-    import os
-
     from cocharge.stations import firmware
 
     signature, certificate = _signature(signature, signing_certificate)
@@ -702,8 +697,6 @@ def logs_list(station_id: str | None, db: str | None, as_json: bool) -> None:
 @db_option
 def logs_save(request_id: int, path: str | None, db: str | None) -> None:
     """Write the file of request REQUEST_ID to PATH (default: its own file name)."""
-    import os
-
     name, content = with_store(db, lambda e: registry.upload_content(e, request_id))
     target = path or os.path.basename(name)
     if os.path.exists(target):
@@ -1937,7 +1930,18 @@ def calc_revenue(power_kw: float, windows: tuple[str, ...], price: str, area: st
         return (await calculator.area_demand(engine, area),
                 await calculator.area_prices(engine, area))
 
-    demand, prices = with_store(db, work)
+    from cocharge.store.db import sqlite_file
+
+    path = sqlite_file(db)
+    if path is not None and not os.path.exists(path):
+        # A would-be host trying the calculator before any gateway runs: no history, the
+        # default demand model (and no database made for it).
+        click.echo(f"(no database at {path}: estimating from the default demand model)",
+                   err=True)
+        no_prices: list[Decimal] = []
+        demand, prices = revenue.prior_demand(), no_prices
+    else:
+        demand, prices = with_store(db, work)
     result = revenue.estimate(Decimal(str(power_kw)), parsed, unit_price, demand,
                               commission or Decimal(0), prices,
                               number(sessions_per_day, "--sessions-per-day"),

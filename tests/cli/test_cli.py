@@ -71,11 +71,12 @@ def served(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
-                               "--port", str(port), "--operator-port", "0", "--db", db],
+                               "--port", str(port), "--operator-port", "0", "--upload-port", "0",
+                               "--db", db],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     startup = [server.stdout.readline()]
     while "cocharge gateway" not in startup[-1]:
-        assert len(startup) < 10 and startup[-1], startup
+        assert len(startup) < 50 and startup[-1], startup
         startup.append(server.stdout.readline())
     yield db, f"ws://127.0.0.1:{port}/ocpp", "".join(startup)
     server.terminate()
