@@ -159,6 +159,7 @@ SERVE_SETTINGS = {
     "require_password": "require_password", "allow_takeover": "allow_takeover",
     "upload_port": "upload_port", "upload_url": "upload_url", "tls_port": "tls_port",
     "tls_url": "tls_url", "ca_dir": "ca_dir", "client_ca_file": "client_ca_file",
+    "metrics_port": "metrics_port",
 }
 
 @main.command()
@@ -200,6 +201,9 @@ SERVE_SETTINGS = {
                    "COCHARGE_CA_DIR.")
 @click.option("--client-ca", "client_ca_file", type=click.Path(exists=True, dir_okay=False),
               help="More CA certificates (PEM) whose client certificates are accepted.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve GET /metrics (Prometheus) and /healthz on --operator-host at this "
+                   "port (default: off).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_register: bool,
           tls_cert: str | None, tls_key: str | None, operator_host: str, operator_port: int,
@@ -207,7 +211,7 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           max_handshakes: int, quirks_file: str | None, require_password: bool,
           allow_takeover: bool, upload_port: int, upload_url: str | None,
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
-          client_ca_file: str | None) -> None:
+          client_ca_file: str | None, metrics_port: int | None) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE)."""
     import dataclasses
 

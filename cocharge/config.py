@@ -39,6 +39,8 @@ class GatewaySettings:
     frame_log_per_station: int = 1000
     frame_log_days: int = 7
     frame_log_flush_s: float = 1.0
+    # GET /metrics (Prometheus) and /healthz on operator_host at this port; None = off.
+    metrics_port: int | None = None
     # A session still active on a connector its charger reports Available this long after (the
     # time a charger's queued StopTransaction/TransactionEvent needs to arrive after a boot)
     # is closed as stale and settled on the energy known (docs/operations.md).

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway.heap import HeapKeeper
+from cocharge.gateway.metrics import MetricsServer
 from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
@@ -46,6 +47,7 @@ class Node:
     gateway: Gateway
     operator: OperatorChannel
     mqtt: MqttBridge | None = None
+    metrics: MetricsServer | None = None
 
 
 @contextlib.asynccontextmanager
@@ -66,11 +68,18 @@ async def running_node(db: str | None, settings: GatewaySettings,
         gateway.set_observer(bridge)
         gateway.router = bridge
         await bridge.start()
+    metrics = (MetricsServer(gateway, gateway.metrics, settings.operator_host,
+                             settings.metrics_port)
+               if settings.metrics_port is not None else None)
     try:
         await gateway.start()
         await operator.start()
-        yield Node(engine, gateway, operator, bridge)
+        if metrics is not None:
+            await metrics.start()
+        yield Node(engine, gateway, operator, bridge, metrics)
     finally:
+        if metrics is not None:
+            await metrics.close()
         await operator.close()
         await gateway.close()
         if bridge is not None:
@@ -107,7 +116,9 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
                  f"{settings.host}:{node.gateway.tls_port}/ocpp/<station_id>" if both else
                  f"{'wss' if tls else 'ws'}://{settings.host}:{node.gateway.port}/ocpp/<station_id>")
         print(f"cocharge gateway: OCPP on {where}, operator channel {node.operator.url}"
-              + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else ""),
+              + (f", MQTT {node.mqtt.target} as node {node.gateway.node_id}" if node.mqtt else "")
+              + (f", metrics http://{settings.operator_host}:{node.metrics.port}/metrics"
+                 if node.metrics else ""),
               flush=True)
         await stop.wait()
         await heap.close()

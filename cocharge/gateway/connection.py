@@ -28,6 +28,7 @@ from ocpp.charge_point import (
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
+from cocharge.gateway.metrics import GatewayMetrics
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
@@ -209,6 +210,7 @@ class StationConnection:
         self.upload_port = settings.upload_port  # the gateway sets the port it listens on
         self.upload_scheme = "http"  # https when the gateway serves TLS (uploads too)
         self.tls_port: int | None = None  # the gateway's wss:// port, if it has one
+        self.metrics: GatewayMetrics | None = None  # the node's counters (the gateway sets it)
         self._cost_at: dict[str, float] = {}  # transaction -> when its cost was last sent
         self._cost_refused = False  # the station answered our cost DataTransfer with no
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -235,6 +237,8 @@ class StationConnection:
     async def _send(self, frame: str) -> None:
         ocpp_log.debug("%s: send %s", self.id, frame)
         self.service.frames.add(self.id, "out", frame)
+        if self.metrics is not None:
+            self.metrics.frame("out", frame)
         await self.websocket.send(frame)
 
     # --- incoming frames -------------------------------------------------------------------
@@ -243,6 +247,8 @@ class StationConnection:
         self.service.seen(self.id)
         ocpp_log.debug("%s: receive %.2000s", self.id, raw_msg)
         self.service.frames.add(self.id, "in", raw_msg)
+        if self.metrics is not None:
+            self.metrics.frame("in", raw_msg)
         event = self.rpc.receive(raw_msg)
         if isinstance(event, Call):
             await self._on_call(event)

@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 from cocharge.config import GatewaySettings
 from cocharge.gateway.connection import StationConnection
 from cocharge.gateway.guard import AuthGuard, retry_after
+from cocharge.gateway.metrics import GatewayMetrics
 from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
@@ -113,6 +114,8 @@ class Gateway:
         self.settings = settings
         self.tls = tls
         self.service = StationService(engine, settings)
+        self.metrics = GatewayMetrics()  # /metrics (serve --metrics-port)
+        self.metrics.attach(self)
         self.quirks = load_quirks(settings.quirks_file)
         self.guard = AuthGuard(settings)
         self.uploads = UploadServer(engine, settings, tls)
@@ -196,7 +199,7 @@ class Gateway:
             port,
             subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
             select_subprotocol=self._select_subprotocol,
-            process_request=self._process_request,
+            process_request=self._process_request_counted,
             compression=None,  # permessage-deflate costs ~100 KB per idle connection
             max_size=self.settings.max_frame_bytes,
             max_queue=4,
@@ -260,6 +263,13 @@ class Gateway:
         retry += int(random.uniform(0, retry * 2 * self.settings.interval_jitter))
         return _response(HTTPStatus.SERVICE_UNAVAILABLE, "gateway busy: retry later",
                          {"Retry-After": str(retry)})
+
+    async def _process_request_counted(self, connection: ServerConnection,
+                                       request: Request) -> Response | None:
+        refused = await self._process_request(connection, request)
+        if refused is not None:
+            self.metrics.handshakes_refused.labels(str(refused.status_code)).inc()
+        return refused
 
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Response | None:
@@ -437,6 +447,7 @@ class Gateway:
         connection.upload_port = self.uploads.port
         connection.upload_scheme = "https" if self.tls else "http"
         connection.tls_port = self.tls_port
+        connection.metrics = self.metrics
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection

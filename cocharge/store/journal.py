@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class _Entry:
 
 class Journal:
     def __init__(self, engine: AsyncEngine, max_rows: int = 5000, linger_s: float = 0.002) -> None:
+        # Told (rows, seconds) after each batch commit (the node's metrics).
+        self.observe: Callable[[int, float], None] | None = None
         self._engine = engine
         self._max_rows = max_rows
         self._linger_s = linger_s
@@ -162,6 +165,7 @@ class Journal:
             entry = self._pending.popleft()
             batch.append(entry)
             size += entry.size
+        started = time.monotonic()
         try:
             async with self._engine.begin() as conn:
                 await self._execute(conn, batch)
@@ -176,6 +180,8 @@ class Journal:
             return
         self.commits += 1
         self.rows_written += size
+        if self.observe is not None:
+            self.observe(size, time.monotonic() - started)
         for entry in batch:
             if not entry.done.done():
                 entry.done.set_result(None)
