@@ -318,15 +318,16 @@ def station_add(station_id: str, password: str | None, owner: str | None, connec
 @click.option("--password", help="New HTTP Basic password (stored hashed); the gateway uses "
               "it within 30 s.")
 @click.option("--clear-password", is_flag=True, help="Let the station connect without one.")
+@click.option("--connectors", type=click.IntRange(1, 64), help="How many connectors it has.")
 @db_option
 def station_update(station_id: str, owner: str | None, max_power_kw: float | None,
                    area: str | None, password: str | None, clear_password: bool,
-                   db: str | None) -> None:
-    """Change a station's owner, maximum power, area or password."""
+                   connectors: int | None, db: str | None) -> None:
+    """Change a station's owner, maximum power, area, connectors or password."""
     if password is not None and len(password) < 8:
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
     with_store(db, lambda e: registry.update_station(e, station_id, owner, max_power_kw, area,
-                                                     password, clear_password))
+                                                     password, clear_password, connectors))
     click.echo(f"station {station_id} updated")
 
 

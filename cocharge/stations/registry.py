@@ -147,8 +147,11 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
 
 async def update_station(engine: AsyncEngine, station_id: str, owner: str | None = None,
                          max_power_kw: float | None = None, area: str | None = None,
-                         password: str | None = None, clear_password: bool = False) -> None:
+                         password: str | None = None, clear_password: bool = False,
+                         connectors: int | None = None) -> None:
     values: dict[str, Any] = {}
+    if connectors is not None:
+        values["connectors"] = connectors
     if password is not None and clear_password:
         raise RegistryError("give --password or --clear-password, not both")
     if password is not None:
@@ -162,8 +165,8 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
     if area is not None:
         values["area"] = area or None
     if not values:
-        raise RegistryError("nothing to change: give --owner, --max-power-kw, --area or "
-                            "--password")
+        raise RegistryError("nothing to change: give --owner, --max-power-kw, --area, "
+                            "--connectors or --password")
     async with engine.begin() as conn:
         done = await conn.execute(update(stations).where(stations.c.id == station_id).values(**values))
         if done.rowcount == 0:

@@ -97,3 +97,13 @@ async def test_fleet_and_live_sessions_as_the_gateway_sees_them(served):  # noqa
         assert "payable" in text and "split" in text
     finally:
         await close_wallbox(box, reader)
+
+
+def test_station_update_connectors(tmp_path):
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "S1", db=db).returncode == 0
+    assert cocharge("station", "update", "S1", "--connectors", "2", db=db).returncode == 0
+    assert json.loads(cocharge("station", "show", "S1", "--json", db=db).stdout)["connectors"] == 2
+    bad = cocharge("station", "update", "S1", "--connectors", "0", db=db)  # click's usage error
+    assert bad.returncode == 2 and "--connectors" in bad.stderr and "Traceback" not in bad.stderr
+    one_line_error(cocharge("station", "update", "S1", db=db), "nothing to change")
