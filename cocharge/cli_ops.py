@@ -34,6 +34,10 @@ from cocharge.store.db import (
 from cocharge.store.schema import nodes, sessions, stations
 
 
+async def _opened(_engine: Any) -> None:
+    """Nothing more to do once the database is open (created or checked by with_store)."""
+
+
 @main.group("db")
 def db_group() -> None:
     """The database: create, inspect, upgrade, back up."""
@@ -46,11 +50,7 @@ def db_init(db: str | None) -> None:
     path = sqlite_file(db)
     if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         fail(f"cannot create {path}: its directory does not exist")
-
-    async def work(_engine: Any) -> None:
-        return None
-
-    with_store(db, work, create=True)
+    with_store(db, _opened, create=True)
     click.echo(f"database {shown(db)} ready (schema version {NEWEST})")
 
 
@@ -61,11 +61,7 @@ def db_upgrade(db: str | None) -> None:
     before = _status(db)
     if before["schema"] is None:
         fail(f"{shown(db)} is not a cocharge database: create one with `cocharge db init`")
-
-    async def work(_engine: Any) -> None:
-        return None
-
-    with_store(db, work, create=True)
+    with_store(db, _opened, create=True)
     if before["schema"] == NEWEST:
         click.echo(f"database {shown(db)} is already at schema version {NEWEST}")
     else:
@@ -143,10 +139,7 @@ def db_backup(target: str, force: bool, db: str | None) -> None:
     if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
         fail(f"cannot write {target}: its directory does not exist")
 
-    async def check(_engine: Any) -> None:  # an existing cocharge database, current schema
-        return None
-
-    with_store(db, check)
+    with_store(db, _opened)  # an existing cocharge database at the current schema
     path = sqlite_file(db)
     if path is not None:
         _backup_sqlite(path, target)

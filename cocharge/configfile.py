@@ -49,17 +49,15 @@ class Config:
     from_file: set[str] = field(default_factory=set)  # the keys the file set ("gateway.port")
 
 
-def _kind(hint: Any) -> tuple[set[type], bool]:
-    """The plain types a TOML value may have for a field, and whether it may be None."""
-    args = typing.get_args(hint)
+def _kind(hint: Any) -> set[type]:
+    """The plain types a TOML value may have for a field (None is never written in TOML)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        allowed = {a for a in args if a is not type(None)}
-        return allowed, type(None) in args
-    return {hint}, False
+        return {a for a in typing.get_args(hint) if a is not type(None)}
+    return {hint}
 
 
 def _value(where: str, hint: Any, value: Any, path: str) -> Any:
-    allowed, _ = _kind(hint)
+    allowed = _kind(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: {where} is a table ([{where}]) of "

@@ -262,3 +262,12 @@ async def simulated(node: Node, station_id: str, protocol: str = "1.6",
         yield box
     finally:
         await close_wallbox(box, reader)
+
+
+async def until(check: Any, timeout: float = 15.0) -> Any:
+    """Poll `check()` (async) until it returns something true; that value (TimeoutError
+    after `timeout` seconds)."""
+    async with asyncio.timeout(timeout):
+        while not (value := await check()):
+            await asyncio.sleep(0.05)
+        return value

@@ -40,6 +40,7 @@ class GatewayMetrics:
         self.handshakes_refused = Counter("cocharge_handshakes_refused",
                                           "WebSocket handshakes refused, by HTTP status",
                                           ["status"], registry=self.registry)
+        self._frames: dict[tuple[str, str], Any] = {}
         self.journal_batch = Histogram("cocharge_journal_batch_rows", "Rows per journal commit",
                                        buckets=(1, 5, 20, 100, 500, 2000, 5000),
                                        registry=self.registry)
@@ -69,7 +70,10 @@ class GatewayMetrics:
             action = "CallError"
         else:
             action = "(invalid)"
-        self.messages.labels(direction, action).inc()
+        counter = self._frames.get((direction, action))
+        if counter is None:  # the label lookup once per kind, not once per frame
+            counter = self._frames[(direction, action)] = self.messages.labels(direction, action)
+        counter.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
@@ -69,7 +70,7 @@ class FrameLog:
         self.max_chars = settings.max_frame_bytes
         self._rows: list[dict[str, Any]] = []
         self._written: dict[str, int] = {}  # station -> frames since its last prune
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background(log, "frame log")
         self._pruned_at = utcnow()
 
     @property
@@ -87,13 +88,10 @@ class FrameLog:
 
     def start(self) -> None:
         if self.keep > 0:
-            self._task = asyncio.create_task(self._flush_forever(), name="frame-log")
+            self._background.spawn(self._flush_forever(), "frame-log")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.close()
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.load.manager import GREEN_UPDATE, LoadManager
 from cocharge.settlement.settle import Settler
@@ -184,7 +185,7 @@ class StationService:
         # scrypt costs 16 MiB and tens of ms: a bounded number at once, off the event loop
         self._password_checks = asyncio.Semaphore(settings.password_checks_at_once)
         self._seen_task: asyncio.Task[None] | None = None
-        self._stale_checks: set[asyncio.Task[None]] = set()
+        self._stale_checks = Background(log, "stale sessions")
 
     async def start(self) -> None:
         await self.directory.load()
@@ -195,8 +196,7 @@ class StationService:
         self._seen_task = asyncio.create_task(self._flush_last_seen_forever(), name="last-seen")
 
     async def close(self) -> None:
-        for task in list(self._stale_checks):
-            task.cancel()
+        await self._stale_checks.close()
         if self._seen_task is not None:
             self._seen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -661,9 +661,7 @@ class StationService:
                                    "the charger reported the connector Available and never "
                                    "ended the transaction")
 
-        task = asyncio.create_task(check(), name=f"stale-{station_id}-{connector_id}")
-        self._stale_checks.add(task)
-        task.add_done_callback(self._stale_checks.discard)
+        self._stale_checks.spawn(check(), f"stale-{station_id}-{connector_id}")
 
     async def close_stale(self, station_id: str, connector_id: int, reason: str,
                           keep: int | None = None) -> list[int]:

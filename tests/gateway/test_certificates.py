@@ -27,17 +27,10 @@ from cocharge.gateway.operator import send_request
 from cocharge.gateway.server import client_cas, tls_context
 from cocharge.stations import ca, registry
 from cocharge.stations.certificates import revoke
-from tests.conftest import RawStation, settings, ws_url
+from tests.conftest import RawStation, settings, until, ws_url
 
 ORG = "Neighbours Ltd"
 PASSWORD = "station-password-01"
-
-
-async def until(check: Any, timeout: float = 15.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := await check()):
-            await asyncio.sleep(0.05)
-        return value
 
 
 @contextlib.asynccontextmanager

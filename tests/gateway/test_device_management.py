@@ -19,7 +19,7 @@ from cocharge.gateway.operator import send_request
 from cocharge.stations import commands as cmd
 from cocharge.stations import firmware, registry, sharing
 from cocharge.stations.registry import RegistryError
-from tests.conftest import register, running_node, settings, simulated
+from tests.conftest import register, running_node, settings, simulated, until
 
 
 @pytest.fixture
@@ -32,16 +32,6 @@ async def node(sqlite_url: str) -> Any:
 
 async def ask(node: Any, station: str, command: str, **args: Any) -> dict[str, Any]:
     return await send_request(node.engine, {"command": command, "station": station, "args": args})
-
-
-async def until(check: Any, timeout: float = 10.0) -> Any:
-    """Poll `check()` (async) until it returns something true; that value."""
-    async with asyncio.timeout(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await asyncio.sleep(0.05)
 
 
 async def events(node: Any, station: str, kind: str) -> list[dict[str, Any]]:

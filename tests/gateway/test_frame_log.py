@@ -16,7 +16,7 @@ from cocharge.stations.framelog import REDACTED, redact
 from cocharge.store.schema import station_frames
 from tests.conftest import raw_station, register, settings
 
-FAST = dict(frame_log_flush_s=0.05)
+FAST = {"frame_log_flush_s": 0.05}
 
 
 def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:

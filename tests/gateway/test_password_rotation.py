@@ -11,7 +11,7 @@ import pytest
 
 from cocharge.gateway.operator import send_request
 from cocharge.stations import registry
-from tests.conftest import raw_station, simulated
+from tests.conftest import raw_station, simulated, until
 from tests.gateway.test_passwords import attempt, basic
 
 OLD = "old-password-0001"
@@ -20,13 +20,6 @@ OLD = "old-password-0001"
 async def rotate(node: Any, station_id: str, **args: Any) -> dict[str, Any]:
     return await send_request(node.engine, {"command": "rotate-password", "station": station_id,
                                             "args": args})
-
-
-async def until(check: Any, timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := await check()):
-            await asyncio.sleep(0.05)
-        return value
 
 
 @pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])

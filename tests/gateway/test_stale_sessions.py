@@ -11,18 +11,9 @@ import pytest
 from cocharge.gateway.app import running_node
 from cocharge.settlement.settle import payable_fen
 from cocharge.stations import registry
-from tests.conftest import raw_station, register, settings, simulated
+from tests.conftest import raw_station, register, settings, simulated, until
 
 GRACE = settings(stale_session_grace_s=0.5)
-
-
-async def until(check: Any, timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await check()
-            if found:
-                return found
-            await asyncio.sleep(0.05)
 
 
 async def sessions_of(node: Any) -> list[dict[str, Any]]:
