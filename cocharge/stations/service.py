@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -90,6 +91,44 @@ class OpenSession:
     ended: bool
     # 2.0.1 seqNos applied; None until read (sessions loaded at start read theirs on first use)
     seen_seq: set[int] | None = field(default_factory=set)
+
+
+class OpenSessions:
+    """The transactions in progress by (station, transaction), each station's indexed: a
+    station's sessions are found without scanning the whole fleet's."""
+
+    def __init__(self) -> None:
+        self._all: dict[tuple[str, str], OpenSession] = {}
+        self._by_station: dict[str, set[tuple[str, str]]] = {}
+
+    def get(self, key: tuple[str, str]) -> OpenSession | None:
+        return self._all.get(key)
+
+    def __setitem__(self, key: tuple[str, str], found: OpenSession) -> None:
+        self._all[key] = found
+        self._by_station.setdefault(key[0], set()).add(key)
+
+    def discard(self, key: tuple[str, str]) -> None:
+        if self._all.pop(key, None) is not None:
+            keys = self._by_station[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._by_station[key[0]]
+
+    def values(self) -> Iterable[OpenSession]:
+        return self._all.values()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._all)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._all
+
+    def on_connector(self, station_id: str,
+                     connector_id: int) -> list[tuple[tuple[str, str], OpenSession]]:
+        """The station's sessions open on this connector (EVSE for 2.0.1)."""
+        return [(key, self._all[key]) for key in self._by_station.get(station_id, ())
+                if not self._all[key].ended and self._all[key].connector_id == connector_id]
 
 
 @dataclass(frozen=True)
@@ -178,7 +217,7 @@ class StationService:
             engine, station_monitors, ["station_id", "monitor_id"],
             ["component", "evse_id", "variable", "type", "value", "severity", "transaction",
              "source", "updated_at"])
-        self._open: dict[tuple[str, str], OpenSession] = {}
+        self._open = OpenSessions()
         self._seqs: Coalescer[tuple[str, str], set[int]] = Coalescer(self._fetch_seqs)
         self._last_seen: dict[str, datetime] = {}
         self._verified: dict[str, tuple[str, str]] = {}  # station -> (hash, password) seen valid
@@ -462,9 +501,8 @@ class StationService:
             record.status[event.connector_id] = (event.status, event.error_code, event.at)
         self.observer.connector_status(event.station_id, event.connector_id, event.status,
                                        event.error_code, event.at)
-        if event.status == "Available" and event.connector_id > 0 and any(
-                key[0] == event.station_id and not s.ended and s.connector_id == event.connector_id
-                for key, s in self._open.items()):
+        if (event.status == "Available" and event.connector_id > 0
+                and self._open.on_connector(event.station_id, event.connector_id)):
             self._spawn_stale_check(event.station_id, event.connector_id)
         if self.control is not None:
             fault = SAFETY_ERROR_CODES_16.get(event.error_code or "")
@@ -668,9 +706,8 @@ class StationService:
         """Close every session still open on this connector (but `keep`): ended at its last
         meter value, its energy the meter values known, the reason kept in `flag_reason`
         (stop reason "Stale"), then settled like any other. Returns the sessions closed."""
-        stale = [(key, s) for key, s in list(self._open.items())
-                 if key[0] == station_id and not s.ended and s.connector_id == connector_id
-                 and s.id != keep]
+        stale = [(key, s) for key, s in self._open.on_connector(station_id, connector_id)
+                 if s.id != keep]
         closed = []
         for key, found in stale:
             async def work(conn: AsyncConnection, found: OpenSession = found) -> int | None:
@@ -699,7 +736,7 @@ class StationService:
 
             energy = await self.journal.run(work)
             found.ended = True
-            self._open.pop(key, None)
+            self._open.discard(key)
             if energy is None:  # already closed meanwhile
                 continue
             closed.append(found.id)
@@ -846,7 +883,7 @@ class StationService:
         found.ended = True
         self.observer.session_ended(event.station_id, found.connector_id, found.id, energy,
                                     event.reason or "Local", event.at)
-        self._open.pop((event.station_id, event.tx_ref), None)
+        self._open.discard((event.station_id, event.tx_ref))
         if self.load is not None:
             self.load.session_ended(event.station_id, found.connector_id, found.id)
         if self.control is not None:
@@ -958,7 +995,7 @@ class StationService:
             self.observer.session_ended(event.station_id, found.connector_id, found.id,
                                         ended_energy, event.stop_reason or "Local", event.at)
         if found.ended:
-            self._open.pop(key, None)
+            self._open.discard(key)
             if self.load is not None:
                 self.load.session_ended(event.station_id, found.connector_id, found.id)
             if self.control is not None:
