@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--mqtt", default=None, help="broker URL for the MQTT bridge (default: none)")
     args = parser.parse_args()
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="cocharge-bench-"), "bench.db")
+    cli("db", "init", db=db)
     for i in range(args.stations):
         cli("station", "add", f"B{i:04d}", db=db)
         if args.mqtt:
