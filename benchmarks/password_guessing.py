@@ -40,7 +40,7 @@ from cocharge.gateway.app import running_node
 off = sys.argv[3] == "off"
 unlimited = dict(auth_station_free=10**9, auth_station_lockout=10**9,
                  auth_address_free=10**9, auth_address_lockout=10**9) if off else {}
-settings = GatewaySettings(host="127.0.0.1", port=int(sys.argv[2]), operator_port=0,
+settings = GatewaySettings(host="127.0.0.1", port=int(sys.argv[2]), operator_port=0, api_port=None,
                            upload_port=0, **unlimited)
 async def main():
     async with running_node(sys.argv[1], settings):

@@ -159,7 +159,7 @@ SERVE_SETTINGS = {
     "require_password": "require_password", "allow_takeover": "allow_takeover",
     "upload_port": "upload_port", "upload_url": "upload_url", "tls_port": "tls_port",
     "tls_url": "tls_url", "ca_dir": "ca_dir", "client_ca_file": "client_ca_file",
-    "metrics_port": "metrics_port",
+    "metrics_port": "metrics_port", "api_host": "api_host", "api_port": "api_port",
 }
 
 @main.command()
@@ -204,6 +204,12 @@ SERVE_SETTINGS = {
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve GET /metrics (Prometheus) and /healthz on --operator-host at this "
                    "port (default: off).")
+@click.option("--api-host", default=GatewaySettings.api_host, show_default=True,
+              help="Address of the HTTP API and web console.")
+@click.option("--api-port", default=GatewaySettings.api_port, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Port of the HTTP API (/api/docs) and web console (/console/).")
+@click.option("--no-api", is_flag=True, help="Serve no HTTP API or console on this node.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_register: bool,
           tls_cert: str | None, tls_key: str | None, operator_host: str, operator_port: int,
@@ -211,7 +217,8 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           max_handshakes: int, quirks_file: str | None, require_password: bool,
           allow_takeover: bool, upload_port: int, upload_url: str | None,
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
-          client_ca_file: str | None, metrics_port: int | None) -> None:
+          client_ca_file: str | None, metrics_port: int | None, api_host: str,
+          api_port: int | None, no_api: bool) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE)."""
     import dataclasses
 
@@ -264,6 +271,8 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
         fail(str(exc))
     settings = dataclasses.replace(config.gateway, **{
         field_name: given[param] for param, field_name in SERVE_SETTINGS.items()})
+    if no_api:
+        settings = dataclasses.replace(settings, api_port=None)
     try:
         tls = tls_context(tls_cert, tls_key, client_cas(settings)) if tls_cert and tls_key \
             else None
@@ -718,36 +727,6 @@ def sessions() -> None:
     """Charging sessions."""
 
 
-async def _priced(engine: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each session with its energy and cost: a running one's so far (from its meter values,
-    at its tariff), an ended one's as settled."""
-    from cocharge.settlement.settle import payable_fen, running_cost_fen
-    from cocharge.store.schema import meter_samples
-
-    for row in rows:
-        if row["status"] == "active":
-            register = select(meter_samples.c.value).where(
-                meter_samples.c.session_id == row["id"],
-                meter_samples.c.measurand == "Energy.Active.Import.Register",
-                meter_samples.c.phase.is_(None)).limit(1)
-            async with engine.connect() as conn:
-                last = await conn.scalar(register.order_by(meter_samples.c.ts.desc()))
-                start = row["meter_start_wh"]
-                if start is None:  # 2.0.1: no meter start; the first reading is the base
-                    start = await conn.scalar(register.order_by(meter_samples.c.ts))
-            row["energy_wh"] = (max(0, int(last - start)) if last is not None
-                                and start is not None else None)
-            cost = await running_cost_fen(engine, row["id"])
-            row["cost_so_far_fen"] = cost
-        else:
-            cost = await payable_fen(engine, row["id"])
-            row["payable_fen"] = cost
-        row["kwh"] = None if row["energy_wh"] is None else f"{row['energy_wh'] / 1000:.3f}"
-        row["cny"] = None if cost is None else f"{cost / 100:.2f}" + (
-            " so far" if row["status"] == "active" else "")
-    return rows
-
-
 def _since(text: str | None) -> datetime | None:
     """--since: an ISO date/time (UTC) or a duration back from now (30m, 2h, 7d)."""
     if text is None:
@@ -787,7 +766,9 @@ def sessions_list(station_id: str | None, active: bool, since: str | None, tag: 
     async def work(engine: Any) -> list[dict[str, Any]]:
         rows = await registry.list_sessions(engine, station_id, active=active, since=since_at,
                                             tag=tag, limit=limit)
-        return await _priced(engine, rows)
+        from cocharge.views import priced
+
+        return await priced(engine, rows)
 
     emit(with_store(db, work), as_json,
          ["id", "station", "connector", "tag", "started", "ended", "kwh", "cny", "status",
@@ -801,23 +782,13 @@ def sessions_list(station_id: str | None, active: bool, since: str | None, tag: 
 def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
     """One session: its meter, its bill (tariff lines, discounts, what was paid) and the
     split of the money."""
-    from cocharge.store.schema import settlements
+    from cocharge.views import session_detail
 
     async def work(engine: Any) -> dict[str, Any]:
-        found = await registry.list_sessions(engine, session_id=session_id)
-        if not found:
+        shown = await session_detail(engine, session_id)
+        if shown is None:
             fail(f"no session {session_id}: see `cocharge sessions list`")
-        shown = (await _priced(engine, found))[0]
-        async with engine.connect() as conn:
-            bill = (await conn.execute(select(settlements).where(
-                settlements.c.session_id == session_id))).first()
-        if bill is not None:
-            shown["bill"] = {"payer": bill.payer, "cost_fen": bill.cost_fen,
-                             "discounts": json.loads(bill.discounts),
-                             "payable_fen": bill.payable_fen, "paid_fen": bill.paid_fen,
-                             "owed_fen": bill.owed_fen, "idle_fee_fen": bill.idle_fee_fen,
-                             "cdr": json.loads(bill.cdr), "settled_at": str(bill.settled_at)}
-            shown["split"] = json.loads(bill.split)
+        assert shown is not None
         return shown
 
     shown = with_store(db, work)
@@ -2045,6 +2016,7 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
 
 # The rewards commands live in their own module; importing it registers them on the groups above.
 from cocharge import (
+    cli_admin,  # noqa: F401
     cli_load,  # noqa: F401
     cli_ops,  # noqa: F401
     cli_rewards,  # noqa: F401

@@ -41,6 +41,10 @@ class GatewaySettings:
     frame_log_flush_s: float = 1.0
     # GET /metrics (Prometheus) and /healthz on operator_host at this port; None = off.
     metrics_port: int | None = None
+    # The HTTP API and the web console (docs/api.md, docs/console.md); None = off. On
+    # 127.0.0.1 by default: put a TLS reverse proxy in front to offer it to other hosts.
+    api_host: str = "127.0.0.1"
+    api_port: int | None = 8080
     # A session still active on a connector its charger reports Available this long after (the
     # time a charger's queued StopTransaction/TransactionEvent needs to arrive after a boot)
     # is closed as stale and settled on the energy known (docs/operations.md).

@@ -65,7 +65,7 @@ async def run_demo(stations: int) -> None:
     started = time.monotonic()
     folder = tempfile.mkdtemp(prefix="cocharge-demo-")
     db = os.path.join(folder, "demo.db")
-    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0, upload_port=0,
+    settings = GatewaySettings(host="127.0.0.1", port=0, operator_port=0, upload_port=0, api_port=None,
                                control_interval_s=0.2)
     async with running_node(db, settings) as node:
         engine = node.engine

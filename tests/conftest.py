@@ -183,7 +183,8 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 def settings(**overrides: Any) -> GatewaySettings:
-    base = dict(host="127.0.0.1", port=0, operator_port=0, upload_port=0, call_timeout_s=5.0)
+    base = dict(host="127.0.0.1", port=0, operator_port=0, upload_port=0, api_port=None,
+                call_timeout_s=5.0)
     base.update(overrides)
     return GatewaySettings(**base)  # type: ignore[arg-type]
 

@@ -10,12 +10,15 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
+
+if TYPE_CHECKING:
+    from cocharge.api.http import ApiServer
 from cocharge.gateway.heap import HeapKeeper
 from cocharge.gateway.metrics import MetricsServer
 from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
@@ -48,6 +51,7 @@ class Node:
     operator: OperatorChannel
     mqtt: MqttBridge | None = None
     metrics: MetricsServer | None = None
+    api: ApiServer | None = None
 
 
 @contextlib.asynccontextmanager
@@ -71,13 +75,23 @@ async def running_node(db: str | None, settings: GatewaySettings,
     metrics = (MetricsServer(gateway, gateway.metrics, settings.operator_host,
                              settings.metrics_port)
                if settings.metrics_port is not None else None)
+    api = None
+    if settings.api_port is not None:
+        from cocharge.api.http import ApiServer
+        from cocharge.api.service import Api
+
+        api = ApiServer(Api(engine, gateway, operator), settings.api_host, settings.api_port)
     try:
         await gateway.start()
         await operator.start()
         if metrics is not None:
             await metrics.start()
-        yield Node(engine, gateway, operator, bridge, metrics)
+        if api is not None:
+            await api.start()
+        yield Node(engine, gateway, operator, bridge, metrics, api)
     finally:
+        if api is not None:
+            await api.close()
         if metrics is not None:
             await metrics.close()
         await operator.close()
@@ -120,5 +134,8 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
               + (f", metrics http://{settings.operator_host}:{node.metrics.port}/metrics"
                  if node.metrics else ""),
               flush=True)
+        if node.api is not None:
+            print(f"cocharge gateway: web console {node.api.url}/console/, HTTP API "
+                  f"{node.api.url}/api/docs", flush=True)
         await stop.wait()
         await heap.close()

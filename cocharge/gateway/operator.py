@@ -102,6 +102,13 @@ class OperatorChannel:
     async def handle(self, raw: str | bytes) -> dict[str, Any]:
         try:
             request = json.loads(raw)
+        except ValueError as exc:
+            return {"ok": False, "error": "bad_request", "message": f"malformed request: {exc}"}
+        return await self.answer(request)
+
+    async def answer(self, request: Any) -> dict[str, Any]:
+        """One request (already parsed) answered: from the operator channel or the HTTP API."""
+        try:
             name, station_id = request["command"], request["station"]
             args = request.get("args") or {}
             if not isinstance(args, dict):

@@ -222,6 +222,11 @@ async def _v14_operations(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v15_api_keys(conn: AsyncConnection) -> None:
+    """API keys of the HTTP API and the web console (issue 17)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -238,6 +243,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (12, _v12_certificates),
     (13, _v13_load_management),
     (14, _v14_operations),
+    (15, _v15_api_keys),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -670,3 +670,22 @@ station_frames = Table(
     Column("frame", Text, nullable=False),
 )
 Index("ix_station_frames_station", station_frames.c.station_id, station_frames.c.id)
+
+
+# --- v15: the HTTP API ----------------------------------------------------------------------
+
+# API keys (`cocharge apikey create`): a key is "cck_<id>_<secret>"; only the SHA-256 of the
+# secret is kept. `role` is operator | property | host | member; `owner` names what a
+# non-operator key may see (the property's or host's account name, the member's tag).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("owner", String(100)),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+    Column("last_used_at", DateTime),
+)

@@ -1,0 +1,376 @@
+"""The HTTP API (OpenAPI 3 at /api/openapi.json, readable at /api/docs) and the web console
+(/console/), served by `cocharge serve` beside the OCPP listener: the API answers from the
+node's live state (which stations this node holds, the sessions it is metering) and sends
+commands through the node's own channel, with no second process to keep in step.
+
+Authentication: `Authorization: Bearer cck_...` (or `X-API-Key`), a key made with
+`cocharge apikey create`. The console keeps the key in an HttpOnly, SameSite=Strict cookie;
+the API accepts that cookie for GET only, so another site cannot make a logged-in browser
+send commands.
+"""
+
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from decimal import Decimal, InvalidOperation
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cocharge.api.keys import Principal, authenticate
+from cocharge.api.service import Api, ApiError, parse_time
+
+log = logging.getLogger(__name__)
+
+COOKIE = "cocharge_key"
+# Wrong keys from one address before it is told to wait (a key is 256 random bits, so this
+# only keeps a guesser from loading the database).
+FAILURES_PER_MINUTE = 20
+
+
+class Guard:
+    """Counts failed logins per client address over a sliding minute."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+
+    def blocked(self, address: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(address, []) if now - t < 60]
+        if recent:
+            self._failures[address] = recent
+        else:
+            self._failures.pop(address, None)
+        return len(recent) >= FAILURES_PER_MINUTE
+
+    def failed(self, address: str) -> None:
+        if len(self._failures) > 100_000:
+            self._failures.clear()
+        self._failures.setdefault(address, []).append(time.monotonic())
+
+
+def _key_of(request: Request) -> str | None:
+    given = request.headers.get("authorization", "")
+    if given.lower().startswith("bearer "):
+        return given[7:].strip()
+    if request.headers.get("x-api-key"):
+        return request.headers["x-api-key"].strip()
+    if request.method in ("GET", "HEAD"):
+        return request.cookies.get(COOKIE)
+    return None
+
+
+async def principal_of(request: Request, api: Api, guard: Guard) -> Principal | None:
+    address = request.client.host if request.client else "?"
+    key = _key_of(request)
+    if not key:
+        return None
+    if guard.blocked(address):
+        raise ApiError(429, "too many wrong keys from this address: wait a minute")
+    found = await authenticate(api.engine, key)
+    if found is None:
+        guard.failed(address)
+    return found
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: str = Field(description="start, stop, unlock, availability, reset, trigger, "
+                         "share-lock, config-get, config-set, update-firmware, ... (the CLI's "
+                         "`remote` set, with dashes)", examples=["start"])
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"tag": "T1",
+                                                                   "connector_id": 1}])
+    expires_s: float | None = Field(default=None, gt=0, description="An offline station gets "
+                                    "the command at its next boot unless this many seconds pass")
+
+
+class MemberIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    tag: str = Field(min_length=1, max_length=20)
+    phone: str | None = Field(default=None, max_length=32)
+    household: str | None = Field(default=None, max_length=20)
+
+
+class BookingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    station: str
+    connector: int = Field(default=1, ge=1, le=64)
+    tag: str | None = Field(default=None, description="The member (a member key: itself)")
+    start: str = Field(alias="from", description="ISO 8601; without an offset: Asia/Shanghai")
+    end: str = Field(alias="to")
+
+
+class RevenueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    power_kw: Decimal = Field(ge=1, le=400)
+    price: str = Field(description="CNY per kWh, e.g. \"1.20\"")
+    open: list[str] = Field(default_factory=list, examples=[["mon-fri 19:00-23:00"]])
+    platform_pct: Decimal = Field(default=Decimal(10), ge=0, le=100)
+    area: str | None = None
+
+
+def build_app(api: Api) -> FastAPI:
+    """The API and the console for one gateway node."""
+    from cocharge import __version__ as version
+    from cocharge.web.console import mount_console
+
+    app = FastAPI(title="cocharge", version=version, openapi_url="/api/openapi.json",
+                  docs_url=None, redoc_url=None,
+                  description="The HTTP API of a cocharge gateway node: stations with their "
+                  "live state, sessions, members, bookings, money, commands to stations. "
+                  "Authenticate with `Authorization: Bearer <key>` (`cocharge apikey create`).")
+    guard = Guard()
+    app.state.api, app.state.guard = api, guard
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}",
+                             "details": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                                         for e in exc.errors()]}, status_code=422)
+
+    async def who(request: Request) -> Principal:
+        found = await principal_of(request, api, guard)
+        if found is None:
+            raise ApiError(401, "an API key is required: Authorization: Bearer <key> "
+                           "(`cocharge apikey create`)")
+        return found
+
+    Who = Annotated[Principal, Depends(who)]
+    Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+    @app.get("/api/v1/me", tags=["keys"], summary="The key's role and owner")
+    async def me(p: Who) -> dict[str, Any]:
+        return p.as_json()
+
+    @app.get("/api/v1/stations", tags=["stations"],
+             summary="Stations in the key's scope, live: online, connectors, running sessions")
+    async def stations(p: Who, online: bool | None = None,
+                       q: Annotated[str | None, Query(max_length=100)] = None
+                       ) -> list[dict[str, Any]]:
+        return await api.stations(p, online, q)
+
+    @app.get("/api/v1/stations/{station_id}", tags=["stations"],
+             summary="One station: details, sharing rules, sessions")
+    async def station(p: Who, station_id: str) -> dict[str, Any]:
+        return await api.station(p, station_id)
+
+    @app.get("/api/v1/stations/{station_id}/frames", tags=["stations"],
+             summary="The station's last OCPP frames, oldest first")
+    async def frames(p: Who, station_id: str, limit: Limit = 100,
+                     after: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
+        return await api.frames(p, station_id, limit, after)
+
+    @app.post("/api/v1/stations/{station_id}/commands", tags=["stations"],
+              summary="Send a command; the answer is the station's (or queued when offline)",
+              responses={400: {"description": "a malformed command"},
+                         403: {"description": "not this key's to send"},
+                         504: {"description": "the station did not answer in time"}})
+    async def command(p: Who, station_id: str, body: CommandIn) -> JSONResponse:
+        answer = await api.command(p, station_id, body.command, body.args, body.expires_s)
+        status = 200
+        if not answer.get("ok"):
+            status = {"bad_request": 400, "timeout": 504, "offline": 409}.get(
+                str(answer.get("error")), 502)
+        return JSONResponse(answer, status_code=status)
+
+    @app.get("/api/v1/stations/{station_id}/tariff", tags=["money"],
+             summary="The station's tariffs, newest last")
+    async def tariff(p: Who, station_id: str) -> dict[str, Any]:
+        return await api.tariff(p, station_id)
+
+    @app.get("/api/v1/stations/{station_id}/split", tags=["money"],
+             summary="The station's revenue-share terms")
+    async def split(p: Who, station_id: str) -> dict[str, Any]:
+        return await api.split(p, station_id)
+
+    @app.get("/api/v1/sessions", tags=["sessions"],
+             summary="Sessions, newest `limit`, with energy and cost (so far, while charging)")
+    async def sessions(p: Who, station: str | None = None, active: bool = False,
+                       since: str | None = None, tag: str | None = None,
+                       limit: Limit = 100) -> list[dict[str, Any]]:
+        return await api.sessions(p, station, active, parse_time(since, "since"), tag, limit)
+
+    @app.get("/api/v1/sessions/{session_id}", tags=["sessions"],
+             summary="One session with its bill and split")
+    async def session(p: Who, session_id: int) -> dict[str, Any]:
+        return await api.session(p, session_id)
+
+    @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
+    async def members(p: Who) -> list[dict[str, Any]]:
+        return await api.members(p)
+
+    @app.post("/api/v1/members", tags=["members"], status_code=201,
+              summary="Add a member (operator)")
+    async def add_member(p: Who, body: MemberIn) -> dict[str, Any]:
+        return await api.add_member(p, body.name, body.tag, body.phone, body.household)
+
+    @app.get("/api/v1/members/{tag}", tags=["members"],
+             summary="A member: wallet, credit, coins, badges, rewards (operator, or itself)")
+    async def member(p: Who, tag: str) -> dict[str, Any]:
+        return await api.member(p, tag)
+
+    @app.post("/api/v1/members/{tag}/block", tags=["members"], status_code=204,
+              summary="Block a member's tag (operator)")
+    async def block(p: Who, tag: str) -> Response:
+        await api.block(p, tag, True)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/members/{tag}/unblock", tags=["members"], status_code=204,
+              summary="Accept a blocked tag again (operator)")
+    async def unblock(p: Who, tag: str) -> Response:
+        await api.block(p, tag, False)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/bookings", tags=["bookings"], summary="Bookings in the key's scope")
+    async def bookings(p: Who, station: str | None = None) -> list[dict[str, Any]]:
+        return await api.bookings(p, station)
+
+    @app.post("/api/v1/bookings", tags=["bookings"], status_code=201, summary="Book a slot")
+    async def book(p: Who, body: BookingIn) -> dict[str, Any]:
+        from cocharge.stations.registry import RegistryError
+        from cocharge.stations.sharing import parse_when
+
+        try:
+            start, end = parse_when(body.start), parse_when(body.end)
+        except (RegistryError, ValueError) as exc:
+            raise ApiError(400, str(exc)) from None
+        return await api.book(p, body.station, body.connector, body.tag, start, end)
+
+    @app.delete("/api/v1/bookings/{booking_id}", tags=["bookings"], status_code=204,
+                summary="Cancel a booking")
+    async def cancel(p: Who, booking_id: int) -> Response:
+        await api.cancel_booking(p, booking_id)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/groups", tags=["bookings"], summary="Group-charging slots in scope")
+    async def groups(p: Who) -> list[dict[str, Any]]:
+        return await api.groups(p)
+
+    @app.get("/api/v1/balances", tags=["money"],
+             summary="Ledger balances (operator: all; others: their own accounts)")
+    async def balances(p: Who) -> list[dict[str, Any]]:
+        return await api.balances(p)
+
+    @app.get("/api/v1/accounts/{account}/statement", tags=["money"],
+             summary="An account's transfers with the running balance")
+    async def statement(p: Who, account: str, since: str | None = None,
+                        until: str | None = None) -> list[dict[str, Any]]:
+        return await api.statement(p, account, parse_time(since, "since"),
+                                   parse_time(until, "until"))
+
+    @app.get("/api/v1/dashboard", tags=["money"],
+             summary="Revenue, kWh, sessions, utilisation by hour of week, payouts owed")
+    async def dashboard(p: Who, days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:
+        return await api.dashboard(p, days)
+
+    @app.get("/api/v1/sites", tags=["stations"], summary="Sites and their live allocation")
+    async def sites(p: Who) -> list[dict[str, Any]]:
+        return await api.sites(p)
+
+    @app.post("/api/v1/calculator/revenue", tags=["money"],
+              summary="Estimate a charger's monthly revenue (the seeds' calculator)")
+    async def calculator(p: Who, body: RevenueIn) -> dict[str, Any]:
+        return await revenue_estimate(api, body.power_kw, body.price, body.open,
+                                      body.platform_pct, body.area)
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        from cocharge.web.console import render_api_docs
+
+        return HTMLResponse(render_api_docs(request, app.openapi()))
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
+
+    mount_console(app, api, guard)
+    return app
+
+
+async def revenue_estimate(api: Api, power_kw: Decimal, price: str, windows: list[str],
+                           platform_pct: Decimal, area: str | None) -> dict[str, Any]:
+    """The revenue calculator (`cocharge calc revenue`), with its hourly utilisation."""
+    from cocharge.settlement import calculator, revenue
+    from cocharge.settlement.money import MoneyError, parse_price
+    from cocharge.stations.policy import RuleError, parse_window
+
+    try:
+        parsed = tuple(parse_window(w) for w in windows)
+        unit = parse_price(price, "price")
+    except (RuleError, MoneyError, InvalidOperation) as exc:
+        raise ApiError(400, str(exc)) from None
+    demand = await calculator.area_demand(api.engine, area)
+    prices = await calculator.area_prices(api.engine, area)
+    result = revenue.estimate(power_kw, parsed, unit, demand, platform_pct, prices)
+    shown = dict(result.as_json())
+    shown["hourly_utilisation"] = [round(v, 4) for v in revenue.hourly_utilisation(result)]
+    return shown
+
+
+class ApiServer:
+    """The API on its own port, run by uvicorn on the gateway's event loop."""
+
+    def __init__(self, api: Api, host: str, port: int) -> None:
+        self.api = api
+        self.host = host
+        self.port = port
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(build_app(self.api), lifespan="off", ws="none",
+                                log_config=None, access_log=False, server_header=False,
+                                timeout_keep_alive=30, limit_concurrency=1000)
+        self._server = _Embedded(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():  # failed to start: its exception says why
+                await self._task
+                raise OSError(f"the HTTP API did not start on {self.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        log.info("HTTP API and console on %s", self.url)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _Embedded(uvicorn.Server):
+    """uvicorn's server on the gateway's loop: the gateway, not uvicorn, handles SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

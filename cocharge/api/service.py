@@ -1,0 +1,365 @@
+"""What the HTTP API and the console can do, for whom: every read and write checks the
+caller's role and what it owns before it touches anything.
+
+- operator: everything;
+- property: the stations whose split terms name it (`split set --model property --property P`),
+  their sessions, bookings and frames, its own account;
+- host: the stations it earns from (their owner, or `split set --host H`), the same;
+- member: its own sessions, bookings, wallet and rewards; the stations only as a driver sees
+  them (online, connectors, power), never their owners, passwords or frames.
+
+A station outside the caller's scope is answered exactly like one that does not exist (404),
+so a key cannot find out which stations another property has.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocharge import views
+from cocharge.api.keys import Principal
+from cocharge.gateway.operator import OperatorChannel
+from cocharge.gateway.server import Gateway
+from cocharge.stations import registry, sharing
+from cocharge.store.schema import group_members, station_frames
+
+# What a host or a property may send to its own chargers; the rest (firmware, certificates,
+# network profiles, configuration) stays with the operator.
+OWNER_COMMANDS = frozenset({"start", "stop", "unlock", "availability", "reset", "trigger",
+                            "share-lock", "get-transaction-status"})
+# Station fields a member (a driver) sees.
+PUBLIC_FIELDS = ("id", "online", "connectors", "max_power_kw", "area", "connector_status",
+                 "protocol")
+
+
+class ApiError(Exception):
+    """A refused request: `status` is its HTTP status, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"no {what}")
+
+
+def forbidden(what: str) -> ApiError:
+    return ApiError(403, f"a {what}")
+
+
+@dataclass
+class Api:
+    engine: AsyncEngine
+    gateway: Gateway
+    operator: OperatorChannel
+
+    # --- scope ------------------------------------------------------------------------------
+
+    async def scope(self, who: Principal) -> set[str] | None:
+        """The stations `who` manages; None for every station (the operator)."""
+        if who.operator:
+            return None
+        if who.role == "member":
+            return set()
+        parties = await views.parties(self.engine)
+        index = 0 if who.role == "host" else 1
+        return {s for s, p in parties.items() if p[index] == who.owner}
+
+    def account(self, who: Principal) -> str | None:
+        """The ledger account whose earnings `who` sees (None: the operator sees the gross)."""
+        return {"host": f"host:{who.owner}", "property": f"property:{who.owner}",
+                "member": f"wallet:{who.owner}"}.get(who.role)
+
+    async def _managed(self, who: Principal, station_id: str) -> None:
+        scope = await self.scope(who)
+        if scope is not None and station_id not in scope:
+            raise not_found(f"station {station_id!r}")
+
+    # --- stations ---------------------------------------------------------------------------
+
+    def _online(self, station: dict[str, Any]) -> None:
+        """Online from this node's own connections, else from the nodes table (another
+        node holds it)."""
+        if station["id"] in self.gateway.connections:
+            station["online"], station["node"] = True, self.gateway.node_id
+
+    async def stations(self, who: Principal, online: bool | None = None,
+                       q: str | None = None) -> list[dict[str, Any]]:
+        scope = await self.scope(who)
+        listed = await registry.list_stations(self.engine)
+        running = await registry.list_sessions(self.engine, active=True)
+        shown = []
+        for station in listed:
+            if scope and station["id"] not in scope or scope == set() and who.role != "member":
+                continue
+            self._online(station)
+            if online is not None and station["online"] != online:
+                continue
+            if q and q.lower() not in " ".join(str(station.get(k) or "") for k in (
+                    "id", "owner", "area", "vendor", "model")).lower():
+                continue
+            shown.append(station)
+        ids = {s["id"] for s in shown}
+        if who.role == "member":
+            return [{k: s.get(k) for k in PUBLIC_FIELDS} for s in shown]
+        active = await views.priced(self.engine, [r for r in running if r["station"] in ids])
+        for station in shown:
+            station["sessions"] = [r for r in active if r["station"] == station["id"]]
+        return shown
+
+    async def station(self, who: Principal, station_id: str) -> dict[str, Any]:
+        if who.role == "member":
+            for s in await self.stations(who):
+                if s["id"] == station_id:
+                    return s
+            raise not_found(f"station {station_id!r}")
+        await self._managed(who, station_id)
+        try:
+            shown = await registry.get_station(self.engine, station_id)
+        except registry.RegistryError:
+            raise not_found(f"station {station_id!r}") from None
+        listed = {s["id"]: s for s in await registry.list_stations(self.engine)}
+        shown["online"] = listed[station_id]["online"]
+        shown["node"] = listed[station_id]["node"]
+        self._online(shown)
+        shown["rules"] = await sharing.show_rules(self.engine, station_id)
+        shown["sessions"] = await views.priced(self.engine, await registry.list_sessions(
+            self.engine, station_id, active=True))
+        shown["recent_sessions"] = await views.priced(self.engine, await registry.list_sessions(
+            self.engine, station_id, limit=20))
+        return shown
+
+    async def frames(self, who: Principal, station_id: str, limit: int = 100,
+                     after: int | None = None) -> list[dict[str, Any]]:
+        """The station's last OCPP frames (oldest first); `after`: only those newer than that id."""
+        if who.role == "member":
+            raise forbidden("member cannot read a station's frames")
+        await self._managed(who, station_id)
+        await self.station(who, station_id)  # 404 for an unknown station
+        query = select(station_frames).where(station_frames.c.station_id == station_id)
+        if after is not None:
+            query = query.where(station_frames.c.id > after)
+        async with self.engine.connect() as conn:
+            rows = list(reversed((await conn.execute(
+                query.order_by(station_frames.c.id.desc()).limit(limit))).all()))
+        return [{"id": r.id, "at": r.ts.isoformat(timespec="milliseconds") + "Z",
+                 "direction": r.direction, "frame": r.frame} for r in rows]
+
+    async def command(self, who: Principal, station_id: str, name: str,
+                      args: dict[str, Any], expires_s: float | None) -> dict[str, Any]:
+        """Send a command to a station (the CLI's `remote` set) and return its answer."""
+        if who.role == "member":
+            raise forbidden("member cannot command a station: book it, or start at the charger")
+        await self._managed(who, station_id)
+        if not who.operator and name not in OWNER_COMMANDS:
+            raise forbidden(f"{who.role} key may send {', '.join(sorted(OWNER_COMMANDS))}; "
+                            f"{name!r} is the operator's")
+        await self.station(who, station_id)
+        request: dict[str, Any] = {"command": name, "station": station_id, "args": args}
+        if expires_s is not None:
+            request["expires_s"] = expires_s
+        return await self.operator.answer(request)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def sessions(self, who: Principal, station_id: str | None = None,
+                       active: bool = False, since: datetime | None = None,
+                       tag: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if who.role == "member":
+            if tag not in (None, who.owner):
+                raise forbidden("member sees its own sessions only")
+            tag = who.owner
+        if station_id is not None:
+            await self._managed(who, station_id)
+        scope = await self.scope(who)
+        rows = await registry.list_sessions(self.engine, station_id, active=active, since=since,
+                                            tag=tag, limit=None if scope else limit)
+        if scope is not None and who.role != "member":
+            rows = [r for r in rows if r["station"] in scope][-limit:]
+        return await views.priced(self.engine, rows)
+
+    async def session(self, who: Principal, session_id: int) -> dict[str, Any]:
+        shown = await views.session_detail(self.engine, session_id)
+        if shown is None:
+            raise not_found(f"session {session_id}")
+        if who.role == "member":
+            if shown["tag"] != who.owner:
+                raise not_found(f"session {session_id}")
+        else:
+            scope = await self.scope(who)
+            if scope is not None and shown["station"] not in scope:
+                raise not_found(f"session {session_id}")
+        return shown
+
+    # --- members ----------------------------------------------------------------------------
+
+    def _operator_only(self, who: Principal, what: str) -> None:
+        if not who.operator:
+            raise forbidden(f"{who.role} key cannot {what}: operator only")
+
+    async def members(self, who: Principal) -> list[dict[str, Any]]:
+        self._operator_only(who, "list members")
+        return await registry.list_members(self.engine)
+
+    async def member(self, who: Principal, tag: str) -> dict[str, Any]:
+        from cocharge.settlement import loyalty
+
+        if not who.operator and not (who.role == "member" and who.owner == tag):
+            raise not_found(f"member {tag!r}")
+        try:
+            return dict(await loyalty.member_rewards(self.engine, tag))
+        except loyalty.RewardsError:
+            raise not_found(f"member {tag!r}") from None
+
+    async def add_member(self, who: Principal, name: str, tag: str, phone: str | None,
+                         household: str | None) -> dict[str, Any]:
+        self._operator_only(who, "add members")
+        if not 1 <= len(tag) <= 20 or tag.startswith("#"):
+            raise ApiError(400, "tag: 1 to 20 characters, not beginning with '#'")
+        if household is not None and len(household) > 20:
+            raise ApiError(400, "household: up to 20 characters")
+        try:
+            await registry.add_member(self.engine, name, tag, phone, None, None, household)
+        except registry.RegistryError as exc:
+            raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
+        return {"tag": tag, "name": name}
+
+    async def block(self, who: Principal, tag: str, blocked: bool) -> None:
+        self._operator_only(who, "block members")
+        try:
+            await registry.block_member(self.engine, tag, blocked)
+        except registry.RegistryError:
+            raise not_found(f"member {tag!r}") from None
+
+    # --- bookings and groups ----------------------------------------------------------------
+
+    async def bookings(self, who: Principal, station_id: str | None = None) -> list[dict[str, Any]]:
+        if station_id is not None and who.role != "member":
+            await self._managed(who, station_id)
+        rows = await sharing.list_bookings(self.engine, station_id)
+        if who.role == "member":
+            return [b for b in rows if b["tag"] == who.owner]
+        scope = await self.scope(who)
+        return [b for b in rows if scope is None or b["station"] in scope]
+
+    async def book(self, who: Principal, station_id: str, connector: int, tag: str | None,
+                   start: datetime, end: datetime) -> dict[str, Any]:
+        if who.role == "member":
+            if tag not in (None, who.owner):
+                raise forbidden("member books for itself only")
+            tag = who.owner
+            await self.station(who, station_id)
+        else:
+            await self._managed(who, station_id)
+        if tag is None:
+            raise ApiError(400, "tag: the member the slot is for")
+        try:
+            booking_id = await sharing.add_booking(self.engine, station_id, connector, tag,
+                                                   start, end)
+        except registry.RegistryError as exc:
+            raise ApiError(409, str(exc)) from None
+        return {"id": booking_id, "station": station_id, "connector": connector, "tag": tag}
+
+    async def cancel_booking(self, who: Principal, booking_id: int) -> None:
+        mine = [b for b in await self.bookings(who) if b["id"] == booking_id]
+        if not mine:
+            raise not_found(f"booking {booking_id}")
+        try:
+            await sharing.cancel_booking(self.engine, booking_id)
+        except registry.RegistryError as exc:
+            raise ApiError(409, str(exc)) from None
+
+    async def groups(self, who: Principal) -> list[dict[str, Any]]:
+        rows = await sharing.list_groups(self.engine)
+        if who.role == "member":
+            async with self.engine.connect() as conn:
+                joined = set((await conn.execute(select(group_members.c.group_id).where(
+                    group_members.c.tag == who.owner))).scalars())
+            return [g for g in rows if g["id"] in joined]
+        scope = await self.scope(who)
+        return [g for g in rows if scope is None or g["station"] in scope]
+
+    # --- money ------------------------------------------------------------------------------
+
+    async def tariff(self, who: Principal, station_id: str) -> dict[str, Any]:
+        from cocharge.settlement import settle
+
+        await self.station(who, station_id)
+        found = await settle.show_tariffs(self.engine, station_id)
+        return {"station": station_id, "tariffs": found}
+
+    async def split(self, who: Principal, station_id: str) -> dict[str, Any]:
+        from cocharge.settlement import settle
+
+        if who.role == "member":
+            raise forbidden("member cannot read split terms")
+        await self._managed(who, station_id)
+        await self.station(who, station_id)
+        async with self.engine.connect() as conn:
+            return settle.terms_to_json(await settle.terms_of(conn, station_id))
+
+    async def balances(self, who: Principal) -> list[dict[str, Any]]:
+        from cocharge.settlement import ledger
+
+        rows = await ledger.balances(self.engine)
+        if who.operator:
+            return rows
+        account = self.account(who)
+        return [r for r in rows if r["account"] == account
+                or who.role == "member" and r["account"].endswith(f":{who.owner}")]
+
+    async def statement(self, who: Principal, account: str, since: datetime | None,
+                        until: datetime | None) -> list[dict[str, Any]]:
+        from cocharge.settlement import ledger
+
+        if not who.operator and account != self.account(who):
+            raise not_found(f"account {account!r}")
+        return await ledger.statement(self.engine, account, since, until)
+
+    async def dashboard(self, who: Principal, days: int) -> dict[str, Any]:
+        if who.role == "member":
+            raise forbidden("member has no dashboard: see /api/v1/members/{tag}")
+        scope = await self.scope(who)
+        if scope is None:
+            async with self.engine.connect() as conn:
+                from cocharge.store.schema import stations
+
+                scope = set((await conn.execute(select(stations.c.id))).scalars())
+        shown = await views.dashboard(self.engine, scope, self.account(who), days)
+        shown["role"], shown["owner"] = who.role, who.owner
+        return shown
+
+    async def sites(self, who: Principal) -> list[dict[str, Any]]:
+        from cocharge.load.sites import load_sites
+
+        self._operator_only(who, "read the sites")
+        async with self.engine.connect() as conn:
+            names = sorted(await load_sites(conn))
+        return [{"site": name, "live": self.gateway.load.live(name)} for name in names]
+
+    async def frame_count(self, station_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(station_frames).where(
+                station_frames.c.station_id == station_id)) or 0)
+
+
+def parse_time(text: str | None, what: str) -> datetime | None:
+    """An API time: ISO 8601; without an offset it is UTC. Returned naive UTC (the store's)."""
+    if text is None or text == "":
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, f"{what} {text!r}: an ISO 8601 time, e.g. 2026-11-24T08:00Z") from None
+    return found if found.tzinfo is None else found.astimezone(UTC).replace(tzinfo=None)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,158 @@
+"""Read models shared by the CLI, the HTTP API and the web console: sessions with their
+energy and cost, one session's bill, the money and use of a set of stations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocharge.settlement import ledger
+from cocharge.settlement.settle import running_cost_fen, terms_from_json
+from cocharge.stations import registry
+from cocharge.store.db import utcnow
+from cocharge.store.schema import meter_samples, sessions, settlements, station_terms, stations
+
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # the product's local time (tariffs, bookings)
+
+
+async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each session with its energy and cost: a running one's so far (from its meter values,
+    at its tariff), an ended one's as settled (`kwh`, `cny` as text for people)."""
+    running = [r["id"] for r in rows if r["status"] == "active"]
+    registers: dict[int, tuple[float, float]] = {}
+    payable: dict[int, int] = {}
+    async with engine.connect() as conn:
+        if running:
+            found = await conn.execute(
+                select(meter_samples.c.session_id, func.min(meter_samples.c.value),
+                       func.max(meter_samples.c.value))
+                .where(and_(meter_samples.c.session_id.in_(running),
+                            meter_samples.c.measurand == ENERGY_REGISTER,
+                            meter_samples.c.phase.is_(None)))
+                .group_by(meter_samples.c.session_id))
+            registers = {int(sid): (float(low), float(high)) for sid, low, high in found}
+        ended = [r["id"] for r in rows if r["status"] != "active"]
+        if ended:
+            payable = {int(sid): int(fen) for sid, fen in await conn.execute(
+                select(settlements.c.session_id, settlements.c.payable_fen)
+                .where(settlements.c.session_id.in_(ended)))}
+    for row in rows:
+        if row["status"] == "active":
+            low_high = registers.get(row["id"])
+            if low_high is not None:  # registers only go up: the last reading is the highest
+                start = row["meter_start_wh"] if row["meter_start_wh"] is not None else low_high[0]
+                row["energy_wh"] = max(0, int(low_high[1] - start))
+            else:
+                row["energy_wh"] = None
+            cost = await running_cost_fen(engine, row["id"])
+            row["cost_so_far_fen"] = cost
+        else:
+            cost = payable.get(row["id"])
+            row["payable_fen"] = cost
+        row["kwh"] = None if row["energy_wh"] is None else f"{row['energy_wh'] / 1000:.3f}"
+        row["cny"] = None if cost is None else f"{cost / 100:.2f}" + (
+            " so far" if row["status"] == "active" else "")
+    return rows
+
+
+async def session_detail(engine: AsyncEngine, session_id: int) -> dict[str, Any] | None:
+    """One session, priced, with its bill and split once settled; None if there is none."""
+    found = await registry.list_sessions(engine, session_id=session_id)
+    if not found:
+        return None
+    shown = (await priced(engine, found))[0]
+    async with engine.connect() as conn:
+        bill = (await conn.execute(select(settlements).where(
+            settlements.c.session_id == session_id))).first()
+    if bill is not None:
+        shown["bill"] = {"payer": bill.payer, "cost_fen": bill.cost_fen,
+                         "discounts": json.loads(bill.discounts),
+                         "payable_fen": bill.payable_fen, "paid_fen": bill.paid_fen,
+                         "owed_fen": bill.owed_fen, "idle_fee_fen": bill.idle_fee_fen,
+                         "cdr": json.loads(bill.cdr),
+                         "settled_at": bill.settled_at.isoformat(timespec="seconds") + "Z"}
+        shown["split"] = json.loads(bill.split)
+    return shown
+
+
+async def parties(engine: AsyncEngine) -> dict[str, tuple[str, str | None]]:
+    """Every station's host and property (None unless it is on the property model): who
+    earns from it, as its split terms say (the owner when no terms name a host)."""
+    async with engine.connect() as conn:
+        owners = {r.id: r.owner for r in await conn.execute(select(stations.c.id, stations.c.owner))}
+        bodies = {r.station_id: r.body for r in await conn.execute(
+            select(station_terms.c.station_id, station_terms.c.body))}
+    found: dict[str, tuple[str, str | None]] = {}
+    for station_id, owner in owners.items():
+        terms = terms_from_json(json.loads(bodies[station_id])) if station_id in bodies else None
+        host = (terms.host if terms and terms.host else None) or owner or f"owner-of-{station_id}"
+        prop = terms.property if terms and terms.model == "property" else None
+        found[station_id] = (host, prop)
+    return found
+
+
+def hour_of_week(at: datetime) -> int:
+    """0 = Monday 00:00-01:00 local time ... 167 = Sunday 23:00-24:00."""
+    local = at.replace(tzinfo=UTC).astimezone(LOCAL_TZ)
+    return local.weekday() * 24 + local.hour
+
+
+async def dashboard(engine: AsyncEngine, station_ids: Iterable[str], account: str | None,
+                    days: int = 30) -> dict[str, Any]:
+    """The money and use of these stations over the last `days`: sessions, kWh, what
+    drivers paid and what `account` earned (its share of each split), revenue by day,
+    utilisation by hour of week (share of the connectors' time spent charging), and what the
+    ledger owes the account now (its balance: payouts not yet made)."""
+    wanted = set(station_ids)
+    since = utcnow() - timedelta(days=days)
+    async with engine.connect() as conn:
+        connectors = {r.id: max(1, r.connectors or 1) for r in await conn.execute(
+            select(stations.c.id, stations.c.connectors)) if r.id in wanted}
+        rows = (await conn.execute(
+            select(sessions.c.id, sessions.c.station_id, sessions.c.started_at,
+                   sessions.c.ended_at, sessions.c.energy_wh, sessions.c.status,
+                   settlements.c.payable_fen, settlements.c.split)
+            .select_from(sessions.outerjoin(settlements, settlements.c.session_id == sessions.c.id))
+            .where(sessions.c.started_at >= since))).all()
+        owed = await ledger.balance(conn, account) if account else None
+    local_today = utcnow().replace(tzinfo=UTC).astimezone(LOCAL_TZ).date()
+    by_day = {(local_today - timedelta(days=d)).isoformat(): 0 for d in range(days - 1, -1, -1)}
+    busy = [0.0] * 168
+    count = energy = paid = earned = 0
+    now = utcnow()
+    for r in rows:
+        if r.station_id not in wanted:
+            continue
+        count += 1
+        energy += int(r.energy_wh or 0)
+        paid += int(r.payable_fen or 0)
+        share = int(r.payable_fen or 0)
+        if account is not None:
+            share = sum(int(v) for who, v in json.loads(r.split)
+                        if who == account) if r.split else 0
+        earned += share
+        day = r.started_at.replace(tzinfo=UTC).astimezone(LOCAL_TZ).date().isoformat()
+        if day in by_day:
+            by_day[day] += share
+        # spread the session's time over the hours of the week it covered
+        at, end = r.started_at, r.ended_at or now
+        while at < end:
+            step = min(end, at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+            busy[hour_of_week(at)] += (step - at).total_seconds() / 3600
+            at = step
+    weeks = days / 7
+    capacity = max(1, sum(connectors.values())) * weeks  # connector-hours in each hour slot
+    return {
+        "days": days, "stations": len(connectors), "connectors": sum(connectors.values()),
+        "sessions": count, "kwh": f"{energy / 1000:.3f}", "paid_fen": paid,
+        "earned_fen": earned, "account": account, "owed_fen": owed,
+        "revenue_by_day": [{"day": d, "fen": v} for d, v in by_day.items()],
+        "utilisation_by_hour_of_week": [round(min(1.0, b / capacity), 4) for b in busy],
+    }

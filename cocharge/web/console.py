@@ -1,0 +1,294 @@
+"""The web console's pages: the fleet, a station (frames, commands, sessions), sessions, the
+property and host dashboards, the revenue calculator, a member's own page.
+
+Every page is rendered on the server from the same `Api` the HTTP API uses, so a key sees
+in the console exactly what it may read through the API. The fleet and station pages keep
+themselves current by polling the API (GET, with the login cookie) every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from cocharge.api.keys import Principal, authenticate
+from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
+from cocharge.settlement.money import fmt
+from cocharge.web import charts
+
+HERE = os.path.dirname(__file__)
+env = Environment(loader=PackageLoader("cocharge.web", "templates"),
+                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+env.filters["cny"] = lambda fen: "-" if fen is None else fmt(int(fen))
+env.filters["tojson_compact"] = lambda v: json.dumps(v, default=str, separators=(",", ":"))
+
+# The command form: what each command asks for (the API takes any of the `remote` set).
+FORM_COMMANDS: dict[str, tuple[str, ...]] = {
+    "start": ("tag", "connector_id"), "stop": ("session_id",), "unlock": ("connector_id",),
+    "availability": ("connector_id", "state"), "reset": ("hard",),
+    "trigger": ("message", "connector_id"), "share-lock": ("connector_id", "state"),
+    "config-get": ("keys",), "config-set": ("key", "value"), "clear-cache": (),
+    "get-transaction-status": ("session_id",),
+}
+
+
+def render(name: str, request: Request, who: Principal | None, **values: Any) -> HTMLResponse:
+    page = env.get_template(name).render(request=request, who=who, **values)
+    return HTMLResponse(page, status_code=int(values.get("status", 200)), headers={"Cache-Control": "no-store",
+                                       "X-Frame-Options": "DENY",
+                                       "Content-Security-Policy":
+                                       "default-src 'self'; img-src 'self' data:; "
+                                       "style-src 'self'; script-src 'self'"})
+
+
+def render_api_docs(request: Request, spec: dict[str, Any]) -> str:
+    operations = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            params = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+            operations.append({"method": method.upper(), "path": path,
+                               "summary": op.get("summary", ""), "tag": (op.get("tags") or [""])[0],
+                               "query": params, "body": "requestBody" in op})
+    return env.get_template("api_docs.html").render(request=request, who=None, spec=spec,
+                                                    operations=operations)
+
+
+def _same_origin(request: Request) -> bool:
+    """A form POST from a page of this console (not another site riding the cookie)."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True  # a non-browser client: it holds the key itself
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
+    from cocharge.api.http import COOKIE
+
+    app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
+              name="static")
+
+    async def user(request: Request) -> Principal | None:
+        key = request.cookies.get(COOKIE)
+        if not key:
+            return None
+        return await authenticate(api.engine, key)
+
+    def login_page() -> RedirectResponse:
+        return RedirectResponse("/console/login", status_code=303)
+
+    @app.get("/console/login", include_in_schema=False)
+    async def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+        return render("login.html", request, None, error=error)
+
+    @app.post("/console/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        key = str(form.get("key", "")).strip()
+        address = request.client.host if request.client else "?"
+        if guard.blocked(address):
+            return render("login.html", request, None,
+                          error="Too many wrong keys from this address: wait a minute.")
+        found = await authenticate(api.engine, key) if key else None
+        if found is None:
+            guard.failed(address)
+            return render("login.html", request, None, error="That key is not valid (or was "
+                          "revoked). Ask the operator for one: cocharge apikey create.")
+        response = RedirectResponse("/console/", status_code=303)
+        response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", max_age=30 * 86400,
+                            path="/")
+        return response
+
+    @app.post("/console/logout", include_in_schema=False)
+    async def logout() -> Response:
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/console/", include_in_schema=False)
+    async def fleet(request: Request, q: str | None = None,
+                    online: str | None = None) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if who.role == "member" and "q" not in request.query_params:
+            return RedirectResponse("/console/me", status_code=303)
+        wanted = {"yes": True, "no": False}.get(online or "")
+        shown = await api.stations(who, wanted, q or None)
+        poll = "/api/v1/stations?" + urlencode(
+            {k: v for k, v in (("q", q), ("online", online)) if v})
+        return render("fleet.html", request, who, stations=shown, q=q or "", poll=poll,
+                      online=online or "", total=len(shown),
+                      up=sum(1 for s in shown if s["online"]))
+
+    @app.get("/console/stations/{station_id}", include_in_schema=False)
+    async def station(request: Request, station_id: str) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        return await _station_page(request, who, station_id, None)
+
+    async def _station_page(request: Request, who: Principal, station_id: str,
+                            result: dict[str, Any] | None) -> Response:
+        try:
+            shown = await api.station(who, station_id)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        frames = [] if who.role == "member" else await api.frames(who, station_id, 50)
+        commands = {} if who.role == "member" else {
+            k: v for k, v in FORM_COMMANDS.items() if who.operator or k in OWNER_COMMANDS}
+        return render("station.html", request, who, s=shown, frames=frames, commands=commands,
+                      result=result)
+
+    @app.post("/console/stations/{station_id}/command", include_in_schema=False)
+    async def command(request: Request, station_id: str) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if not _same_origin(request):
+            return render("error.html", request, who, error="a form from another site",
+                          status=403)
+        form = await request.form()
+        name = str(form.get("command", ""))
+        args: dict[str, Any] = {}
+        for field in FORM_COMMANDS.get(name, ()):
+            text = str(form.get(field, "")).strip()
+            if not text:
+                continue
+            if field in ("connector_id", "session_id"):
+                args[field] = int(text) if text.isdigit() else text
+            elif field == "hard":
+                args[field] = text in ("1", "true", "on", "yes")
+            elif field == "keys":
+                args[field] = [k.strip() for k in text.split(",") if k.strip()]
+            else:
+                args[field] = text
+        try:
+            answer = await api.command(who, station_id, name, args, None)
+        except ApiError as exc:
+            answer = {"ok": False, "error": "refused", "message": str(exc)}
+        answer["command"], answer["args"] = name, args
+        return await _station_page(request, who, station_id, answer)
+
+    @app.get("/console/sessions", include_in_schema=False)
+    async def sessions(request: Request, station: str | None = None, tag: str | None = None,
+                       active: str | None = None) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        try:
+            rows = await api.sessions(who, station or None, active == "yes", None, tag or None,
+                                      200)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("sessions.html", request, who, rows=list(reversed(rows)),
+                      station=station or "", tag=tag or "", active=active or "")
+
+    @app.get("/console/dashboard", include_in_schema=False)
+    async def dashboard(request: Request, days: int = 30) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        days = max(1, min(366, days))
+        try:
+            data = await api.dashboard(who, days)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        by_day = data["revenue_by_day"]
+        revenue = charts.bars([d["fen"] / 100 for d in by_day], [d["day"][5:] for d in by_day],
+                              f"{'Earnings' if data['account'] else 'Revenue'} by day (CNY)",
+                              " CNY", every=max(1, len(by_day) // 8))
+        heat = charts.week_heatmap(data["utilisation_by_hour_of_week"],
+                                   "Utilisation by hour of week (local time)")
+        return render("dashboard.html", request, who, d=data, revenue=revenue, heat=heat)
+
+    @app.get("/console/calculator", include_in_schema=False)
+    async def calculator(request: Request, power_kw: str = "7", price: str = "1.20",
+                         windows: str = "", area: str = "") -> Response:
+        from cocharge.api.http import revenue_estimate
+
+        who = await user(request)
+        if who is None:
+            return login_page()
+        result = chart = error = None
+        if "price" in request.query_params:
+            try:
+                power = Decimal(power_kw)
+                if not power.is_finite() or not 1 <= power <= 400:
+                    raise ApiError(400, "power: 1 to 400 kW")
+                result = await revenue_estimate(
+                    api, power, price, [w.strip() for w in windows.splitlines() if w.strip()],
+                    Decimal(10), area or None)
+                chart = charts.bars(
+                    [v * 100 for v in result["hourly_utilisation"]],
+                    [f"{charts.DAYS[h // 24]} {h % 24:02d}" for h in range(168)],
+                    "Expected utilisation by hour of week (%)", " %", every=24)
+            except ApiError as exc:
+                error = str(exc)
+            except ArithmeticError:
+                error = f"power {power_kw!r}: a number of kW"
+        return render("calculator.html", request, who, result=result, chart=chart, error=error,
+                      form={"power_kw": power_kw, "price": price, "windows": windows,
+                            "area": area})
+
+    @app.get("/console/me", include_in_schema=False)
+    async def me(request: Request) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if who.role != "member":
+            return RedirectResponse("/console/", status_code=303)
+        data = await api.member(who, str(who.owner))
+        rows = await api.sessions(who, limit=50)
+        bookings = await api.bookings(who)
+        return render("me.html", request, who, m=data, rows=list(reversed(rows)),
+                      bookings=bookings, message=request.query_params.get("message"))
+
+    @app.post("/console/me/bookings", include_in_schema=False)
+    async def book(request: Request) -> Response:
+        from cocharge.stations.registry import RegistryError
+        from cocharge.stations.sharing import parse_when
+
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if not _same_origin(request):
+            return render("error.html", request, who, error="a form from another site",
+                          status=403)
+        form = await request.form()
+        try:
+            connector = str(form.get("connector", "1"))
+            booking = await api.book(who, str(form.get("station", "")),
+                                     int(connector) if connector.isdigit() else 1, None,
+                                     parse_when(str(form.get("start", ""))),
+                                     parse_when(str(form.get("end", ""))))
+            message = f"Booked: booking {booking['id']} at {booking['station']}."
+        except (ApiError, RegistryError) as exc:
+            message = f"Not booked: {exc}"
+        return RedirectResponse("/console/me?" + urlencode({"message": message}),
+                                status_code=303)
+
+    @app.post("/console/me/bookings/{booking_id}/cancel", include_in_schema=False)
+    async def cancel(request: Request, booking_id: int) -> Response:
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if not _same_origin(request):
+            return render("error.html", request, who, error="a form from another site",
+                          status=403)
+        try:
+            await api.cancel_booking(who, booking_id)
+            message = f"Booking {booking_id} cancelled."
+        except ApiError as exc:
+            message = str(exc)
+        return RedirectResponse("/console/me?" + urlencode({"message": message}),
+                                status_code=303)
+
