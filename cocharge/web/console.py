@@ -35,6 +35,13 @@ FORM_COMMANDS: dict[str, tuple[str, ...]] = {
     "start": ("tag", "connector_id"), "stop": ("session_id",), "unlock": ("connector_id",),
     "availability": ("connector_id", "state"), "reset": ("hard",),
     "trigger": ("message", "connector_id"), "share-lock": ("connector_id", "state"),
+}
+# The form's "state" field, per command: the argument it sets and the words for true/false.
+STATES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "availability": ("operative", ("operative", "on", "yes", "true"),
+                     ("inoperative", "off", "no", "false")),
+    "share-lock": ("locked", ("locked", "lock", "on", "yes", "true"),
+                   ("unlocked", "unlock", "off", "no", "false")),
     "config-get": ("keys",), "config-set": ("key", "value"), "clear-cache": (),
     "get-transaction-status": ("session_id",),
 }
@@ -167,6 +174,13 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 args[field] = int(text) if text.isdigit() else text
             elif field == "hard":
                 args[field] = text in ("1", "true", "on", "yes")
+            elif field == "state" and name in STATES:
+                arg, yes, no = STATES[name]
+                if text.lower() not in yes + no:
+                    answer = {"ok": False, "error": "bad_request", "command": name,
+                              "message": f"state {text!r}: {yes[0]} or {no[0]}"}
+                    return await _station_page(request, who, station_id, answer)
+                args[arg] = text.lower() in yes
             elif field == "keys":
                 args[field] = [k.strip() for k in text.split(",") if k.strip()]
             else:

@@ -1,0 +1,273 @@
+"""The HTTP API of a running node over real sockets: keys and roles, scope (a property cannot
+read or command another's station), commands reaching a simulated charger, live state,
+money, bad input, and the OpenAPI document checked against the OpenAPI 3 specification."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from openapi_spec_validator import validate
+
+from cocharge.api.keys import create_key, revoke_key
+from cocharge.gateway.app import running_node
+from cocharge.settlement import settle
+from cocharge.stations import registry
+from tests.conftest import register, settings, simulated, until
+
+
+class Client:
+    """A blocking HTTP client run in a thread, so the node on this loop keeps serving."""
+
+    def __init__(self, base: str, key: str | None) -> None:
+        self.base, self.key = base, key
+
+    def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if self.key:
+            request.add_header("Authorization", f"Bearer {self.key}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for k, v in headers.items():
+            request.add_header(k, v)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                raw, status = answer.read(), answer.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        text = raw.decode()
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, text
+
+    async def get(self, path: str, **headers: str) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._call, "GET", path, None, headers)
+
+    async def post(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._call, "POST", path, body if body is not None else {},
+                                       headers)
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._call, "DELETE", path, None, {})
+
+
+async def fleet(node: Any) -> dict[str, str]:
+    """Three stations: P1 of the property Greenfield (host alice), P2 of the property Other,
+    H1 a private host's (bob); members T1 and T2; a key for each role."""
+    await register(node, "P1", "P2", "H1", tags=("T1", "T2"))
+    await registry.update_station(node.engine, "P1", owner="alice")
+    await registry.update_station(node.engine, "H1", owner="bob")
+    await settle.set_terms(node.engine, "P1", {"model": "property", "property": "Greenfield",
+                                               "operator": "installer"})
+    await settle.set_terms(node.engine, "P2", {"model": "property", "property": "Other",
+                                               "operator": "installer"})
+    return {
+        "operator": await create_key(node.engine, "ops", "operator", None),
+        "property": await create_key(node.engine, "Greenfield backend", "property", "Greenfield"),
+        "other": await create_key(node.engine, "Other backend", "property", "Other"),
+        "host": await create_key(node.engine, "bob's app", "host", "bob"),
+        "member": await create_key(node.engine, "T1's app", "member", "T1"),
+    }
+
+
+def base(node: Any) -> str:
+    assert node.api is not None
+    return node.api.url
+
+
+async def test_openapi_document_is_valid_and_documented(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        anyone = Client(base(node), None)
+        status, spec = await anyone.get("/api/openapi.json")
+        assert status == 200
+        validate(spec)  # raises on any departure from the OpenAPI 3 specification
+        assert spec["openapi"].startswith("3.")
+        for path in ("/api/v1/stations", "/api/v1/stations/{station_id}/commands",
+                     "/api/v1/sessions", "/api/v1/members", "/api/v1/bookings",
+                     "/api/v1/dashboard", "/api/v1/calculator/revenue"):
+            assert path in spec["paths"], path
+        status, page = await anyone.get("/api/docs")
+        assert status == 200 and "/api/v1/stations/{station_id}/commands" in page
+
+
+async def test_a_key_sees_only_what_its_role_and_owner_allow(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        ops, prop, other = (Client(url, keys[k]) for k in ("operator", "property", "other"))
+        host, member = Client(url, keys["host"]), Client(url, keys["member"])
+
+        status, me = await prop.get("/api/v1/me")
+        assert status == 200 and me["role"] == "property" and me["owner"] == "Greenfield"
+        assert {s["id"] for s in (await ops.get("/api/v1/stations"))[1]} == {"P1", "P2", "H1"}
+        assert [s["id"] for s in (await prop.get("/api/v1/stations"))[1]] == ["P1"]
+        assert [s["id"] for s in (await other.get("/api/v1/stations"))[1]] == ["P2"]
+        assert [s["id"] for s in (await host.get("/api/v1/stations"))[1]] == ["H1"]
+
+        # Another property's station does not exist for this key: read, frames, command.
+        assert (await prop.get("/api/v1/stations/P2"))[0] == 404
+        assert (await prop.get("/api/v1/stations/P2/frames"))[0] == 404
+        assert (await prop.get("/api/v1/stations/P2/split"))[0] == 404
+        assert (await prop.get("/api/v1/sessions?station=P2"))[0] == 404
+        status, body = await prop.post("/api/v1/stations/P2/commands",
+                                       {"command": "reset", "args": {}})
+        assert status == 404 and "P2" in body["error"]
+        assert (await prop.get("/api/v1/stations/P1"))[0] == 200
+        # Its own charger: the owner's commands, not the operator's.
+        status, body = await prop.post("/api/v1/stations/P1/commands",
+                                       {"command": "config-set",
+                                        "args": {"key": "HeartbeatInterval", "value": "60"}})
+        assert status == 403 and "operator" in body["error"]
+
+        # A member sees stations as a driver does, and only its own things.
+        status, public = await member.get("/api/v1/stations")
+        assert status == 200 and {s["id"] for s in public} == {"P1", "P2", "H1"}
+        assert all("owner" not in s and "password" not in s for s in public)
+        assert (await member.get("/api/v1/stations/P1/frames"))[0] == 403
+        assert (await member.post("/api/v1/stations/P1/commands",
+                                  {"command": "unlock", "args": {"connector_id": 1}}))[0] == 403
+        assert (await member.get("/api/v1/members"))[0] == 403
+        assert (await member.get("/api/v1/members/T1"))[0] == 200
+        assert (await member.get("/api/v1/members/T2"))[0] == 404
+        assert (await member.get("/api/v1/sessions?tag=T2"))[0] == 403
+        assert (await member.get("/api/v1/dashboard"))[0] == 403
+        assert (await prop.get("/api/v1/members"))[0] == 403
+        assert (await prop.get("/api/v1/accounts/property:Other/statement"))[0] == 404
+        assert (await prop.get("/api/v1/accounts/property:Greenfield/statement"))[0] == 200
+
+        # Members' bookings: for itself only, and another member's cannot be cancelled.
+        status, booked = await member.post("/api/v1/bookings", {
+            "station": "P1", "from": "2030-01-01T19:00", "to": "2030-01-01T20:00"})
+        assert status == 201 and booked["tag"] == "T1"
+        assert (await member.post("/api/v1/bookings", {
+            "station": "P1", "tag": "T2", "from": "2030-01-02T19:00",
+            "to": "2030-01-02T20:00"}))[0] == 403
+        status, theirs = await ops.post("/api/v1/bookings", {
+            "station": "P2", "tag": "T2", "from": "2030-01-03T19:00", "to": "2030-01-03T20:00"})
+        assert status == 201
+        assert [b["id"] for b in (await member.get("/api/v1/bookings"))[1]] == [booked["id"]]
+        assert [b["id"] for b in (await prop.get("/api/v1/bookings"))[1]] == [booked["id"]]
+        assert (await member.delete(f"/api/v1/bookings/{theirs['id']}"))[0] == 404
+        assert (await member.delete(f"/api/v1/bookings/{booked['id']}"))[0] == 204
+
+        # No key, a wrong key, a revoked key.
+        assert (await Client(url, None).get("/api/v1/stations"))[0] == 401
+        assert (await Client(url, keys["property"][:-2] + "xx").get("/api/v1/stations"))[0] == 401
+        await revoke_key(node.engine, keys["other"].split("_")[1])
+        assert (await other.get("/api/v1/stations"))[0] == 401
+
+
+async def test_commands_reach_the_charger_and_the_state_is_live(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        prop = Client(base(node), keys["property"])
+        async with simulated(node, "P1", "1.6", meter_interval_s=0.2) as box:
+            async def online() -> Any:
+                found = (await prop.get("/api/v1/stations"))[1]
+                return found[0]["online"] and found[0]["connector_status"]
+            await until(online)
+            status, answer = await prop.post("/api/v1/stations/P1/commands", {
+                "command": "start", "args": {"tag": "T1", "connector_id": 1}})
+            assert status == 200 and answer["accepted"] and answer["status"] == "Accepted"
+
+            async def charging() -> Any:
+                found = (await prop.get("/api/v1/stations/P1"))[1]
+                running = found["sessions"]
+                return running if running and running[0]["energy_wh"] else None
+            [running] = await until(charging)
+            assert running["tag"] == "T1" and running["cost_so_far_fen"] is not None
+            status, active = await prop.get("/api/v1/sessions?active=true")
+            assert [s["id"] for s in active] == [running["id"]]
+
+            status, answer = await prop.post("/api/v1/stations/P1/commands", {
+                "command": "stop", "args": {"session_id": running["id"]}})
+            assert status == 200 and answer["accepted"]
+            await asyncio.wait_for(box.sessions[1].done.wait(), 10)
+
+            async def settled() -> Any:
+                shown = (await prop.get(f"/api/v1/sessions/{running['id']}"))[1]
+                return shown if "bill" in shown else None
+            shown = await until(settled)
+            assert shown["status"] == "completed" and shown["energy_wh"] > 0
+            assert sum(v for _, v in shown["split"]) == shown["bill"]["payable_fen"]
+
+            async def framed() -> Any:
+                frames = (await prop.get("/api/v1/stations/P1/frames?limit=500"))[1]
+                return frames if any('"RemoteStartTransaction"' in f["frame"] for f in frames) \
+                    else None
+            frames = await until(framed)
+            assert {f["direction"] for f in frames} >= {"in", "out"}
+            newest = frames[-1]["id"]
+            assert (await prop.get(f"/api/v1/stations/P1/frames?after={newest}"))[1] == []
+
+            # The property's dashboard: its share of the split, what drivers paid.
+            status, board = await prop.get("/api/v1/dashboard?days=7")
+            mine = sum(v for who, v in shown["split"] if who == "property:Greenfield")
+            assert status == 200 and board["sessions"] == 1 and mine > 0
+            assert board["earned_fen"] == mine and board["paid_fen"] == shown["bill"]["payable_fen"]
+            assert board["owed_fen"] == mine  # nothing paid out yet
+            assert sum(d["fen"] for d in board["revenue_by_day"]) == mine
+            assert len(board["utilisation_by_hour_of_week"]) == 168
+            assert max(board["utilisation_by_hour_of_week"]) > 0
+            # The other property earned nothing from it.
+            other = Client(base(node), keys["other"])
+            assert (await other.get("/api/v1/dashboard"))[1]["sessions"] == 0
+            assert (await other.get(f"/api/v1/sessions/{running['id']}"))[0] == 404
+            # The member sees its own session, with its bill.
+            member = Client(base(node), keys["member"])
+            assert [s["id"] for s in (await member.get("/api/v1/sessions"))[1]] == [running["id"]]
+
+
+async def test_bad_input_gets_a_clear_error_and_changes_nothing(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        ops = Client(base(node), keys["operator"])
+        status, body = await ops.post("/api/v1/members", {"name": "X", "tag": "T" * 21})
+        assert status == 422 and body["error"].startswith("tag:")
+        status, body = await ops.post("/api/v1/members", b"{not json")
+        assert status == 422
+        status, body = await ops.post("/api/v1/members", {"name": "Dup", "tag": "T1"})
+        assert status == 409 and "already" in body["error"]
+        status, body = await ops.post("/api/v1/members", {"name": "New", "tag": "T9"})
+        assert status == 201
+        status, body = await ops.post("/api/v1/stations/P1/commands",
+                                      {"command": "explode", "args": {}})
+        assert status == 400 and "unknown command" in body["message"]
+        status, body = await ops.post("/api/v1/stations/P1/commands",
+                                      {"command": "start", "args": {"tag": 5}})
+        assert status == 400
+        status, body = await ops.post("/api/v1/bookings", {
+            "station": "P1", "tag": "T1", "from": "tomorrow", "to": "later"})
+        assert status == 400 and "not a time" in body["error"]
+        status, body = await ops.get("/api/v1/sessions?since=yesterday")
+        assert status == 400 and "ISO 8601" in body["error"]
+        status, body = await ops.get("/api/v1/sessions?limit=0")
+        assert status == 422
+        status, body = await ops.post("/api/v1/calculator/revenue",
+                                      {"power_kw": 7, "price": "1e3"})
+        assert status == 400
+        status, body = await ops.post("/api/v1/calculator/revenue",
+                                      {"power_kw": 7, "price": "1.20",
+                                       "open": ["mon-fri 19:00-23:00"]})
+        assert status == 200 and len(body["hourly_utilisation"]) == 168
+        assert [m["tag"] for m in (await ops.get("/api/v1/members"))[1]].count("T1") == 1
+        # The offline station's command is queued, as with `cocharge remote`.
+        status, body = await ops.post("/api/v1/stations/H1/commands",
+                                      {"command": "reset", "args": {}, "expires_s": 60})
+        assert status == 200 and body["queued"]
+
+
+async def test_guessing_keys_is_slowed_down(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        statuses = [(await Client(url, f"cck_{i:08x}_guess").get("/api/v1/me"))[0]
+                    for i in range(25)]
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        # The right key from that address waits too (the guesser cannot tell it from a wrong one).
+        assert (await Client(url, keys["operator"]).get("/api/v1/me"))[0] == 429
