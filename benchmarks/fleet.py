@@ -280,7 +280,8 @@ class Target:
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
         return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
-                "--port", str(self.port), "--operator-port", str(free_port()), "--db", self.db]
+                "--port", str(self.port), "--operator-port", str(free_port()), "--no-api",
+                "--db", self.db]
 
     async def prepare(self) -> None:
         if self.name == "sqlite":

@@ -113,7 +113,7 @@ def main() -> None:
     cli("member", "add", "bench", "--tag", "BENCH", db=db)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
-                               "--port", str(port), "--operator-port", "0", "--db", db,
+                               "--port", str(port), "--operator-port", "0", "--no-api", "--db", db,
                                *(["--mqtt", args.mqtt] if args.mqtt else [])],
                               stdout=subprocess.PIPE, text=True)
     counter = None

@@ -1966,13 +1966,32 @@ def sim() -> None:
 @click.option("--speed", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
               help="Simulated seconds per real second.")
 @click.option("--password", help="Basic-auth password of every simulated station.")
+@click.option("--stay", is_flag=True, help="Keep the stations connected after their sessions, "
+              "answering `cocharge remote` commands, until Ctrl-C or SIGTERM.")
 def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | None,
-            sessions_count: int, energy_kwh: float, speed: float, password: str | None) -> None:
-    """Run N virtual wallboxes, each charging K sessions, then exit."""
+            sessions_count: int, energy_kwh: float, speed: float, password: str | None,
+            stay: bool) -> None:
+    """Run N virtual wallboxes, each charging K sessions, then exit (or --stay)."""
+    import signal
+
     from cocharge.simulators.fleet import run_fleet
 
-    done = asyncio.run(run_fleet(url, stations, protocol, id_prefix, tag, sessions_count,
-                                 energy_kwh * 1000, speed, password))
+    async def run() -> int:
+        leave = asyncio.Event() if stay else None
+        if leave is not None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, leave.set)
+
+        def charged(station_id: str, done: int) -> None:
+            if stay:
+                click.echo(f"{station_id}: {done} session(s) completed; staying connected "
+                           "(Ctrl-C to leave)")
+
+        return await run_fleet(url, stations, protocol, id_prefix, tag, sessions_count,
+                               energy_kwh * 1000, speed, password, leave, charged)
+
+    done = asyncio.run(run())
     click.echo(f"{done} sessions completed on {stations} stations")
 
 

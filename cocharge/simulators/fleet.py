@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 
 
 async def run_fleet(url: str, stations: int, protocol: str, id_prefix: str, tag: str | None,
                     sessions: int, energy_wh: float, speed: float,
-                    password: str | None = None) -> int:
-    """Connect `stations` wallboxes, charge `sessions` sessions on each; returns sessions done."""
+                    password: str | None = None, stay: asyncio.Event | None = None,
+                    charged: Callable[[str, int], None] | None = None) -> int:
+    """Connect `stations` wallboxes, charge `sessions` sessions on each; returns sessions done.
+    `charged(station_id, done)` is told when a wallbox has charged its sessions; with `stay`
+    the wallboxes then stay connected, answering the gateway's commands, until it is set."""
 
     async def one(n: int) -> int:
         config = SimConfig(url=url, station_id=f"{id_prefix}{n:04d}", protocol=protocol,
@@ -24,6 +28,10 @@ async def run_fleet(url: str, stations: int, protocol: str, id_prefix: str, tag:
                 session = await box.charge(1, tag or f"TAG{n:04d}", energy_wh=energy_wh)
                 await session.done.wait()
                 done += session.authorized
+            if charged is not None:
+                charged(config.station_id, done)
+            if stay is not None:
+                await stay.wait()
         finally:
             await close_wallbox(box, reader)
         return done

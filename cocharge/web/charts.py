@@ -41,7 +41,9 @@ def bars(values: Sequence[float], labels: Sequence[str], title: str, unit: str =
 
 
 def week_heatmap(values: Sequence[float], title: str, width: int = 640) -> Markup:
-    """168 values (Monday 00:00 first), 0..1, as a 7 x 24 grid: darker is busier."""
+    """168 values (Monday 00:00 first), 0..1, as a 7 x 24 grid: darker is busier (the
+    busiest hour is darkest; each cell's own figure is in its tooltip)."""
+    peak = max([*values, 0.0]) or 1.0
     cell = (width - 40) / 24
     height = int(20 + 7 * cell + 20)
     parts = [(f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
@@ -54,7 +56,7 @@ def week_heatmap(values: Sequence[float], title: str, width: int = 640) -> Marku
         for hour in range(24):
             value = max(0.0, min(1.0, values[day * 24 + hour]))
             parts.append(f'<rect x="{40 + hour * cell:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" '
-                         f'height="{cell - 1:.1f}" class="heat" fill-opacity="{0.06 + 0.94 * value:.3f}">'
+                         f'height="{cell - 1:.1f}" class="heat" fill-opacity="{0.06 + 0.94 * value / peak:.3f}">'
                          f'<title>{DAYS[day]} {hour:02d}:00 {value * 100:.0f} %</title></rect>')
     for hour in range(0, 24, 3):
         parts.append(f'<text x="{40 + hour * cell + cell / 2:.1f}" y="{height - 4}" class="axis" '

@@ -12,7 +12,7 @@ import json
 import os
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -35,6 +35,8 @@ FORM_COMMANDS: dict[str, tuple[str, ...]] = {
     "start": ("tag", "connector_id"), "stop": ("session_id",), "unlock": ("connector_id",),
     "availability": ("connector_id", "state"), "reset": ("hard",),
     "trigger": ("message", "connector_id"), "share-lock": ("connector_id", "state"),
+    "config-get": ("keys",), "config-set": ("key", "value"), "clear-cache": (),
+    "get-transaction-status": ("session_id",),
 }
 # The form's "state" field, per command: the argument it sets and the words for true/false.
 STATES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -42,8 +44,6 @@ STATES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                      ("inoperative", "off", "no", "false")),
     "share-lock": ("locked", ("locked", "lock", "on", "yes", "true"),
                    ("unlocked", "unlock", "off", "no", "false")),
-    "config-get": ("keys",), "config-set": ("key", "value"), "clear-cache": (),
-    "get-transaction-status": ("session_id",),
 }
 
 
@@ -66,6 +66,17 @@ def render_api_docs(request: Request, spec: dict[str, Any]) -> str:
                                "query": params, "body": "requestBody" in op})
     return env.get_template("api_docs.html").render(request=request, who=None, spec=spec,
                                                     operations=operations)
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body (the console's forms), up to 64 KiB."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > 65536:
+            raise ApiError(413, "form too large")
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"),
+                                          keep_blank_values=True).items()}
 
 
 def _same_origin(request: Request) -> bool:
@@ -97,7 +108,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        form = await request.form()
+        form = await form_of(request)
         key = str(form.get("key", "")).strip()
         address = request.client.host if request.client else "?"
         if guard.blocked(address):
@@ -163,7 +174,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if not _same_origin(request):
             return render("error.html", request, who, error="a form from another site",
                           status=403)
-        form = await request.form()
+        form = await form_of(request)
         name = str(form.get("command", ""))
         args: dict[str, Any] = {}
         for field in FORM_COMMANDS.get(name, ()):
@@ -277,7 +288,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if not _same_origin(request):
             return render("error.html", request, who, error="a form from another site",
                           status=403)
-        form = await request.form()
+        form = await form_of(request)
         try:
             connector = str(form.get("connector", "1"))
             booking = await api.book(who, str(form.get("station", "")),

@@ -72,7 +72,7 @@ def served(tmp_path):
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                                "--port", str(port), "--operator-port", "0", "--upload-port", "0",
-                               "--db", db],
+                               "--api-port", "0", "--db", db],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     startup = [server.stdout.readline()]
     while "cocharge gateway" not in startup[-1]:

@@ -84,7 +84,7 @@ async def test_serve_runs_by_the_file_and_options_win(tmp_path):
         port = s.getsockname()[1]
     conf = tmp_path / "cocharge.toml"
     conf.write_text(f'db = "{db}"\n[gateway]\nhost = "127.0.0.1"\nport = {port}\n'
-                    "operator_port = 0\nupload_port = 0\nheartbeat_interval_s = 100\n"
+                    "operator_port = 0\nupload_port = 0\napi_port = 0\nheartbeat_interval_s = 100\n"
                     "interval_jitter = 0.0\n")
 
     async def interval(*options: str) -> int:

@@ -88,7 +88,7 @@ def test_older_schema_needs_db_upgrade_and_newer_is_refused(tmp_path):
     one_line_error(cocharge("station", "list", db=db), "newer", "upgrade cocharge")
     one_line_error(cocharge("db", "upgrade", db=db), "newer")
     served_newer = subprocess.run([sys.executable, "-m", "cocharge.cli", "serve", "--port", "0",
-                                   "--operator-port", "0", "--db", db],
+                                   "--operator-port", "0", "--no-api", "--db", db],
                                   capture_output=True, text=True, timeout=60, check=False)
     one_line_error(served_newer, "newer")
     with sqlite3.connect(db) as conn:

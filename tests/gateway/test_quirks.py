@@ -190,7 +190,7 @@ def test_serve_refuses_a_bad_quirks_file_before_it_starts(tmp_path):
     path.write_text("[[quirk]]\nname='a'\naction='MeterValues'\nfield='x'\nfix='melt'\n"
                     "vendor='V'\n")
     db = tmp_path / "never.db"
-    result = subprocess.run([sys.executable, "-m", "cocharge.cli", "serve", "--db", str(db),
+    result = subprocess.run([sys.executable, "-m", "cocharge.cli", "serve", "--no-api", "--db", str(db),
                              "--quirks", str(path)], check=False, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2

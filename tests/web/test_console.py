@@ -1,0 +1,150 @@
+"""The web console in a real headless Chromium, against a running node with simulated
+chargers: each role logs in and sees what it may; the fleet page follows a station starting
+to charge without a reload; a command sent from a station page reaches the charger."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cocharge.gateway.app import running_node
+from tests.api.test_api import fleet
+from tests.conftest import settings, simulated
+
+
+async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url,
+                                                                      browser_factory):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        assert await browser.path() == "/console/"
+        assert "ops · operator" in await browser.text("#who")
+        assert "P1" in await browser.text("#fleet") and "offline" in await browser.text(
+            "tr[data-station=P1] .online")
+        async with simulated(node, "P1", "1.6", meter_interval_s=0.2) as box:
+            # The page was loaded before the charger connected: it updates by itself.
+            await browser.wait_for("tr[data-station=P1] .online", "online")
+            await browser.wait_for("tr[data-station=P1] .status", "1: Available")
+            assert "1 of 3 online" in await browser.text("h1")
+
+            await browser.open("/console/stations/P1")
+            await browser.select("#command", "start")
+            await browser.fill("input[name=tag]", "T1")
+            await browser.fill("input[name=connector_id]", "1")
+            await browser.click("#send")
+            assert "start: Accepted" in await browser.wait_for("#result", "Accepted")
+            await asyncio.wait_for(box.sessions[1].started.wait(), 10)
+            await browser.wait_for("#frames", "RemoteStartTransaction")
+            await browser.wait_for("#station-status", "Charging")
+            await browser.wait_for("#station-sessions", "kWh")
+            await browser.screenshot("station")
+
+            await browser.open("/console/")
+            live = await browser.wait_for("tr[data-station=P1] .sessions", "T1")
+            assert "kWh" in live and "CNY" in live
+            await browser.screenshot("fleet")
+
+            # A command the station refuses is shown as refused, and nothing else breaks.
+            await browser.open("/console/stations/P1")
+            await browser.select("#command", "share-lock")
+            await browser.fill("input[name=connector_id]", "1")
+            await browser.fill("input[name=state]", "sideways")
+            await browser.click("#send")
+            assert "locked or unlocked" in await browser.wait_for("#result", "sideways")
+
+            await browser.open("/console/sessions?active=yes")
+            assert "T1" in await browser.text("table")
+            box.request_stop(box.sessions[1].tx_id, "Local")
+            await asyncio.wait_for(box.sessions[1].done.wait(), 10)
+        await browser.open("/console/")
+        await browser.wait_for("tr[data-station=P1] .online", "offline")
+        await browser.open("/api/docs")
+        assert "/api/v1/stations/{station_id}/commands" in await browser.text("table")
+
+
+async def test_property_and_host_see_their_own_dashboards(sqlite_url, browser_factory):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        async with simulated(node, "P1", "2.0.1", meter_interval_s=0.1) as box:
+            session = await box.charge(1, "T1", energy_wh=3_000)
+            await asyncio.wait_for(session.done.wait(), 20)
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["property"])
+        assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == ["P1"]
+        await browser.open("/console/stations/P2")
+        assert "no station 'P2'" in await browser.text("main")
+
+        await browser.open("/console/dashboard")
+
+        async def earned() -> str:
+            return await browser.text("#kpi-earned")
+        shown = await browser.wait_for("#kpi-sessions", "1")
+        assert shown == "1" and (await earned()) != "0.00 CNY"
+        assert await browser.count("svg.chart") == 2
+        assert await browser.count("svg.chart rect.heat") == 168
+        await browser.screenshot("dashboard")
+
+        host = browser_factory(node.api.url)
+        await host.login(keys["host"])
+        assert [r.split()[0] for r in await host.all_text("#fleet tbody tr")] == ["H1"]
+        await host.open("/console/dashboard")
+        assert await host.text("#kpi-sessions") == "0"  # P1's session is not bob's
+        await host.open("/console/calculator")
+        await host.fill("input[name=power_kw]", "7")
+        await host.fill("input[name=price]", "1.20")
+        await host.fill("textarea[name=windows]", "mon-fri 19:00-23:00")
+        await host.click("#estimate")
+        result = await host.wait_for("#estimate-result", "Revenue a month")
+        assert "CNY" in result
+        assert await host.count("svg.chart rect.bar") == 168
+        await host.screenshot("calculator")
+        await host.fill("input[name=price]", "1e9")
+        await host.click("#estimate")
+        assert "price" in await host.wait_for(".error", "price")
+
+
+async def test_a_member_books_and_sees_only_its_own(sqlite_url, browser_factory):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login("cck_00000000_wrong")
+        assert "not valid" in await browser.text(".error")
+        await browser.login(keys["member"])
+        assert await browser.path() == "/console/me"
+        await browser.run(browser.driver.execute_script, """
+            document.querySelector('input[name=start]').value = '2030-01-01T19:00';
+            document.querySelector('input[name=end]').value = '2030-01-01T20:00';""")
+        await browser.fill("input[name=station]", "P1")
+        await browser.click("form[action='/console/me/bookings'] button")
+        assert "Booked" in await browser.wait_for("p.result", "Booked")
+        assert "P1:1" in await browser.text("table") and "booked" in await browser.text("table")
+        await browser.screenshot("member")
+        await browser.click("form[action$='/cancel'] button")
+        assert "cancelled" in await browser.wait_for("p.result", "cancelled")
+
+        await browser.open("/console/stations/P1")  # as a driver sees it: no frames, no commands
+        assert await browser.count("#frames") == 0 and await browser.count("#command") == 0
+        await browser.open("/console/?q=")
+        assert await browser.count("#fleet tbody tr") == 3
+        assert "alice" not in await browser.text("#fleet")
+
+
+async def test_the_console_fits_a_phone(sqlite_url, browser_factory):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        await browser.run(browser.driver.set_window_size, 390, 844)
+        for path in ("/console/", "/console/dashboard", "/console/stations/P1",
+                     "/console/calculator?price=1.2"):
+            await browser.open(path)
+            wide = await browser.run(browser.driver.execute_script,
+                                     "return document.documentElement.scrollWidth")
+            inner = await browser.run(browser.driver.execute_script, "return window.innerWidth")
+            assert wide <= inner, (path, wide, inner)
+        await browser.open("/console/")
+        await browser.screenshot("phone", width=390)
