@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test tour install install-test bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest
+
+tour: install-test
+	$(PY) -m pytest tests/cli/test_readme_tour.py
 
 bench: install-test
 	$(PY) benchmarks/fleet.py

@@ -643,8 +643,11 @@ class SharingController:
                        signing_certificate=row.signing_certificate)
 
     async def resend_local_list(self, station_id: str) -> cmd.CommandResult:
-        """The station's local list, as its sharing rules make it, sent now as a Full update."""
-        rules = [r for (s, _), r in self.rules.items() if s == station_id]
+        """The station's local list, as its sharing rules make it, sent now as a Full update
+        (the rules read afresh: the operator may have changed them a moment ago)."""
+        async with self.engine.connect() as conn:
+            fresh = await sharing.load_rules(conn, [station_id])
+        rules = list(fresh.values())
         if not rules:
             raise cmd.CommandRejected(
                 f"station {station_id} has no sharing rules, so cocharge keeps no local list for "
