@@ -15,8 +15,8 @@ import contextlib
 import logging
 import socket
 import time
-from decimal import Decimal, InvalidOperation
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import uvicorn

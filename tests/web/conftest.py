@@ -93,12 +93,10 @@ class Browser:
         """The element's text once it contains `words` (the page updates itself)."""
         async with asyncio.timeout(timeout):
             while True:
-                try:
+                if await self.count(css):  # else: not on the page yet
                     shown = await self.text(css)
                     if words in shown:
                         return shown
-                except Exception:  # noqa: BLE001 - not on the page yet
-                    pass
                 await asyncio.sleep(0.2)
 
     async def screenshot(self, name: str, width: int = 1200) -> str:
