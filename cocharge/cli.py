@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -79,15 +80,35 @@ def with_store(db: str | None, work: Callable[[Any], Awaitable[T]], create: bool
     raise AssertionError("unreachable")
 
 
+def fit(widths: list[int], room: int, floor: int = 6) -> list[int]:
+    """Column widths that fit `room` characters (two spaces between columns): the widest
+    column gives way first, none below `floor` (or its own width, if narrower)."""
+    fitted = list(widths)
+    while sum(fitted) + 2 * (len(fitted) - 1) > room:
+        widest = max(range(len(fitted)), key=lambda i: fitted[i])
+        if fitted[widest] <= floor:
+            break  # as narrow as it goes: the terminal wraps the rest
+        fitted[widest] -= 1
+    return fitted
+
+
 def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as aligned columns; on a terminal, fitted to its width (a cut cell ends in '…');
+    piped (scripts, grep), every cell in full."""
     if not rows:
         click.echo("(none)")
         return
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    if sys.stdout.isatty():
+        widths = fit(widths, shutil.get_terminal_size().columns)
+
+    def cell(text: str, width: int) -> str:
+        return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
+
+    click.echo("  ".join(cell(c.upper(), w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        click.echo("  ".join(cell(v, w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
@@ -100,7 +121,31 @@ def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
             click.echo(f"{key:>16}: {value}")
 
 
-@click.group()
+class _Cli(click.Group):
+    """The `cocharge` group: a usage error (a missing argument, a value out of range, an
+    unknown option) is one line naming the fix, exit 2, like every other refusal."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                click.echo(exc.format_message())  # `cocharge station` alone: its help
+                sys.exit(2)
+            where = exc.ctx.command_path if exc.ctx is not None else "cocharge"
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Cli)
 @click.version_option(package_name="cocharge", prog_name="cocharge",
                       message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")

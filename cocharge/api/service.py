@@ -27,7 +27,7 @@ from cocharge.api.keys import Principal
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.stations import registry, sharing
-from cocharge.store.schema import group_members, station_frames
+from cocharge.store.schema import firmware_targets, group_members, station_frames
 
 # What a host or a property may send to its own chargers; the rest (firmware, certificates,
 # network profiles, configuration) stays with the operator.
@@ -134,6 +134,14 @@ class Api:
             self.engine, station_id, active=True))
         shown["recent_sessions"] = await views.priced(self.engine, await registry.list_sessions(
             self.engine, station_id, limit=20))
+        shown["log_requests"] = (await registry.list_uploads(self.engine, station_id))[-10:]
+        async with self.engine.connect() as conn:
+            shown["firmware_updates"] = [
+                {"campaign": r.campaign_id, "status": r.status, "attempts": r.attempts,
+                 "detail": r.detail, "updated_at": r.updated_at.isoformat(timespec="seconds") + "Z"}
+                for r in await conn.execute(select(firmware_targets).where(
+                    firmware_targets.c.station_id == station_id)
+                    .order_by(firmware_targets.c.updated_at.desc()).limit(10))]
         return shown
 
     async def frames(self, who: Principal, station_id: str, limit: int = 100,

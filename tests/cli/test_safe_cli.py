@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -107,3 +110,52 @@ def test_station_update_connectors(tmp_path):
     bad = cocharge("station", "update", "S1", "--connectors", "0", db=db)  # click's usage error
     assert bad.returncode == 2 and "--connectors" in bad.stderr and "Traceback" not in bad.stderr
     one_line_error(cocharge("station", "update", "S1", db=db), "nothing to change")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["station", "add"], ("Missing argument 'STATION_ID'",)),
+    (["station", "update", "CP1", "--connectors", "0"], ("'--connectors': 0 is not in the range",)),
+    (["sessions", "show", "abc"], ("'abc' is not a valid integer",)),
+    (["station", "list", "--colour"], ("No such option", "--colour")),
+    (["nosuch"], ("No such command 'nosuch'",)),
+])
+def test_usage_errors_are_one_line(tmp_path, args, words):
+    db = str(tmp_path / "c.db")
+    result = subprocess.run([sys.executable, "-m", "cocharge.cli", *args], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, check=False)
+    one_line_error(result, *words, "--help")
+    assert not os.path.exists(db)
+
+
+def test_tables_fit_the_terminal(tmp_path):
+    """On a terminal, `station list` fits its width (long cells cut with '…'); piped, every
+    cell is printed in full."""
+    import pty
+
+    from cocharge.cli import fit
+
+    assert fit([10, 40, 30], 60) == [10, 23, 23] and sum(fit([10, 40, 30], 60)) + 4 <= 60
+    assert fit([3, 4], 80) == [3, 4]
+    db = str(tmp_path / "c.db")
+    owner = "an-owner-with-a-very-long-name-" * 3
+    assert cocharge("station", "add", "CP1", "--owner", owner, db=db).returncode == 0
+    piped = cocharge("station", "list", db=db)
+    assert owner in piped.stdout
+    out = b""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a terminal 120 columns wide
+        os.environ["COLUMNS"] = "120"
+        os.execv(sys.executable, [sys.executable, "-m", "cocharge.cli", "station", "list",
+                                  "--db", db])
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    lines = [line for line in out.decode().splitlines() if line.startswith(("ID", "CP1"))]
+    assert len(lines) == 2 and all(len(line) <= 120 for line in lines), lines
+    assert "…" in lines[1] and owner not in lines[1]

@@ -53,6 +53,19 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
             await browser.click("#send")
             assert "locked or unlocked" in await browser.wait_for("#result", "sideways")
 
+            # A diagnostics request (sent through the API) shows on the station page.
+            asked = await node.operator.answer({"command": "get-diagnostics", "station": "P1",
+                                                "args": {}})
+            assert asked["accepted"], asked
+            await browser.open("/console/stations/P1")
+            assert "Firmware and log requests" in await browser.text("main")
+            for _ in range(50):
+                await browser.open("/console/stations/P1")
+                if "Uploaded" in await browser.text("main"):
+                    break
+                await asyncio.sleep(0.2)
+            assert "P1-" in await browser.text("main")  # the uploaded file's name
+
             await browser.open("/console/sessions?active=yes")
             assert "T1" in await browser.text("table")
             box.request_stop(box.sessions[1].tx_id, "Local")
