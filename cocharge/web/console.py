@@ -102,6 +102,17 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     def login_page() -> RedirectResponse:
         return RedirectResponse("/console/login", status_code=303)
 
+    async def poster(request: Request) -> Principal | Response:
+        """Who sends this form, or the answer when nobody may: not logged in, or the form
+        comes from another site's page."""
+        who = await user(request)
+        if who is None:
+            return login_page()
+        if not _same_origin(request):
+            return render("error.html", request, who, error="a form from another site",
+                          status=403)
+        return who
+
     @app.get("/console/login", include_in_schema=False)
     async def login_form(request: Request, error: str | None = None) -> HTMLResponse:
         return render("login.html", request, None, error=error)
@@ -168,12 +179,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/stations/{station_id}/command", include_in_schema=False)
     async def command(request: Request, station_id: str) -> Response:
-        who = await user(request)
-        if who is None:
-            return login_page()
-        if not _same_origin(request):
-            return render("error.html", request, who, error="a form from another site",
-                          status=403)
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
         form = await form_of(request)
         name = str(form.get("command", ""))
         args: dict[str, Any] = {}
@@ -282,12 +290,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         from cocharge.stations.registry import RegistryError
         from cocharge.stations.sharing import parse_when
 
-        who = await user(request)
-        if who is None:
-            return login_page()
-        if not _same_origin(request):
-            return render("error.html", request, who, error="a form from another site",
-                          status=403)
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
         form = await form_of(request)
         try:
             connector = str(form.get("connector", "1"))
@@ -303,12 +308,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/me/bookings/{booking_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, booking_id: int) -> Response:
-        who = await user(request)
-        if who is None:
-            return login_page()
-        if not _same_origin(request):
-            return render("error.html", request, who, error="a form from another site",
-                          status=403)
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
         try:
             await api.cancel_booking(who, booking_id)
             message = f"Booking {booking_id} cancelled."

@@ -271,3 +271,22 @@ async def test_guessing_keys_is_slowed_down(sqlite_url):
         assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
         # The right key from that address waits too (the guesser cannot tell it from a wrong one).
         assert (await Client(url, keys["operator"]).get("/api/v1/me"))[0] == 429
+
+
+async def test_another_site_cannot_ride_the_console_cookie(sqlite_url):
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        anyone = Client(url, None)
+        cookie = f"cocharge_key={keys['operator']}"
+        host = url.removeprefix("http://")
+        status, page = await anyone.post("/console/stations/H1/command", b"command=reset",
+                                         Cookie=cookie, Origin="http://evil.example")
+        assert status == 403 and "another site" in page
+        status, page = await anyone.post("/console/stations/H1/command", b"command=reset",
+                                         Cookie=cookie, Origin=f"http://{host}")
+        assert status == 200 and "queued" in page  # H1 is offline: the reset waits for it
+        # The API takes the cookie for reading only: a command needs the key itself.
+        assert (await anyone.get("/api/v1/me", Cookie=cookie))[0] == 200
+        assert (await anyone.post("/api/v1/stations/H1/commands", {"command": "reset"},
+                                  Cookie=cookie))[0] == 401
