@@ -33,6 +33,8 @@ from cocharge.store.schema import firmware_targets, group_members, station_frame
 # network profiles, configuration) stays with the operator.
 OWNER_COMMANDS = frozenset({"start", "stop", "unlock", "availability", "reset", "trigger",
                             "share-lock", "get-transaction-status"})
+# The ledger accounts a member holds, by kind (`<kind>:<tag>`).
+MEMBER_ACCOUNTS = ("wallet", "quota", "credit", "coins", "greenpt", "greenpt-locked", "poolpt")
 # Station fields a member (a driver) sees.
 PUBLIC_FIELDS = ("id", "online", "connectors", "max_power_kw", "area", "connector_status",
                  "protocol")
@@ -319,9 +321,10 @@ class Api:
         rows = await ledger.balances(self.engine)
         if who.operator:
             return rows
-        account = self.account(who)
-        return [r for r in rows if r["account"] == account
-                or who.role == "member" and r["account"].endswith(f":{who.owner}")]
+        if who.role == "member":  # the member's own accounts: wallet, coins, credit, points...
+            mine = {f"{kind}:{who.owner}" for kind in MEMBER_ACCOUNTS}
+            return [r for r in rows if r["account"] in mine]
+        return [r for r in rows if r["account"] == self.account(who)]
 
     async def statement(self, who: Principal, account: str, since: datetime | None,
                         until: datetime | None) -> list[dict[str, Any]]:

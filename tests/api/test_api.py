@@ -290,3 +290,17 @@ async def test_another_site_cannot_ride_the_console_cookie(sqlite_url):
         assert (await anyone.get("/api/v1/me", Cookie=cookie))[0] == 200
         assert (await anyone.post("/api/v1/stations/H1/commands", {"command": "reset"},
                                   Cookie=cookie))[0] == 401
+
+
+async def test_a_member_sees_only_its_own_balances(sqlite_url):
+    """A member whose tag is also a host's name does not see the host's earnings."""
+    from cocharge.settlement.ledger import Transfer, post_batch
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        await register(node, "H1", tags=("bob",))
+        key = await create_key(node.engine, "bob's phone", "member", "bob")
+        await post_batch(node.engine, [
+            Transfer("t1", "external:topup", "wallet:bob", 500, kind="topup", ref="r1"),
+            Transfer("t2", "clearing:sessions", "host:bob", 300, kind="split", ref="s1")], "b1")
+        status, rows = await Client(base(node), key).get("/api/v1/balances")
+        assert status == 200 and [r["account"] for r in rows] == ["wallet:bob"]
