@@ -4,7 +4,7 @@ energy and cost, one session's bill, the money and use of a set of stations."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -82,13 +82,19 @@ async def session_detail(engine: AsyncEngine, session_id: int) -> dict[str, Any]
     return shown
 
 
-async def parties(engine: AsyncEngine) -> dict[str, tuple[str, str | None]]:
-    """Every station's host and property (None unless it is on the property model): who
-    earns from it, as its split terms say (the owner when no terms name a host)."""
+async def parties(engine: AsyncEngine, only: Collection[str] | None = None
+                  ) -> dict[str, tuple[str, str | None]]:
+    """Every station's (or `only` these stations') host and property (None unless it is on
+    the property model): who earns from it, as its split terms say (the owner when no terms
+    name a host)."""
+    owner_query = select(stations.c.id, stations.c.owner)
+    terms_query = select(station_terms.c.station_id, station_terms.c.body)
+    if only is not None:
+        owner_query = owner_query.where(stations.c.id.in_(list(only)))
+        terms_query = terms_query.where(station_terms.c.station_id.in_(list(only)))
     async with engine.connect() as conn:
-        owners = {r.id: r.owner for r in await conn.execute(select(stations.c.id, stations.c.owner))}
-        bodies = {r.station_id: r.body for r in await conn.execute(
-            select(station_terms.c.station_id, station_terms.c.body))}
+        owners = {r.id: r.owner for r in await conn.execute(owner_query)}
+        bodies = {r.station_id: r.body for r in await conn.execute(terms_query)}
     found: dict[str, tuple[str, str | None]] = {}
     for station_id, owner in owners.items():
         terms = terms_from_json(json.loads(bodies[station_id])) if station_id in bodies else None
@@ -104,23 +110,26 @@ def hour_of_week(at: datetime) -> int:
     return local.weekday() * 24 + local.hour
 
 
-async def dashboard(engine: AsyncEngine, station_ids: Iterable[str], account: str | None,
-                    days: int = 30) -> dict[str, Any]:
-    """The money and use of these stations over the last `days`: sessions, kWh, what
+async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
+                    account: str | None, days: int = 30) -> dict[str, Any]:
+    """The money and use of these stations (None: every station) over the last `days`: sessions, kWh, what
     drivers paid and what `account` earned (its share of each split), revenue by day,
     utilisation by hour of week (share of the connectors' time spent charging), and what the
     ledger owes the account now (its balance: payouts not yet made)."""
-    wanted = set(station_ids)
     since = utcnow() - timedelta(days=days)
+    station_query = select(stations.c.id, stations.c.connectors)
+    session_query = (
+        select(sessions.c.id, sessions.c.station_id, sessions.c.started_at, sessions.c.ended_at,
+               sessions.c.energy_wh, sessions.c.status, settlements.c.payable_fen,
+               settlements.c.split)
+        .select_from(sessions.outerjoin(settlements, settlements.c.session_id == sessions.c.id))
+        .where(sessions.c.started_at >= since))
+    if station_ids is not None:
+        station_query = station_query.where(stations.c.id.in_(list(station_ids)))
+        session_query = session_query.where(sessions.c.station_id.in_(list(station_ids)))
     async with engine.connect() as conn:
-        connectors = {r.id: max(1, r.connectors or 1) for r in await conn.execute(
-            select(stations.c.id, stations.c.connectors)) if r.id in wanted}
-        rows = (await conn.execute(
-            select(sessions.c.id, sessions.c.station_id, sessions.c.started_at,
-                   sessions.c.ended_at, sessions.c.energy_wh, sessions.c.status,
-                   settlements.c.payable_fen, settlements.c.split)
-            .select_from(sessions.outerjoin(settlements, settlements.c.session_id == sessions.c.id))
-            .where(sessions.c.started_at >= since))).all()
+        connectors = {r.id: max(1, r.connectors or 1) for r in await conn.execute(station_query)}
+        rows = (await conn.execute(session_query)).all()
         owed = await ledger.balance(conn, account) if account else None
     local_today = utcnow().replace(tzinfo=UTC).astimezone(LOCAL_TZ).date()
     by_day = {(local_today - timedelta(days=d)).isoformat(): 0 for d in range(days - 1, -1, -1)}
@@ -128,8 +137,6 @@ async def dashboard(engine: AsyncEngine, station_ids: Iterable[str], account: st
     count = energy = paid = earned = 0
     now = utcnow()
     for r in rows:
-        if r.station_id not in wanted:
-            continue
         count += 1
         energy += int(r.energy_wh or 0)
         paid += int(r.payable_fen or 0)

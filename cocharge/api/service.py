@@ -27,7 +27,7 @@ from cocharge.api.keys import Principal
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.stations import registry, sharing
-from cocharge.store.schema import firmware_targets, group_members, station_frames
+from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
 
 # What a host or a property may send to its own chargers; the rest (firmware, certificates,
 # network profiles, configuration) stays with the operator.
@@ -80,9 +80,24 @@ class Api:
                 "member": f"wallet:{who.owner}"}.get(who.role)
 
     async def _managed(self, who: Principal, station_id: str) -> None:
-        scope = await self.scope(who)
-        if scope is not None and station_id not in scope:
+        """404 unless `who` manages this station (the operator: any, known or not)."""
+        if who.operator or who.role == "member":
+            return
+        parties = await views.parties(self.engine, [station_id])
+        index = 0 if who.role == "host" else 1
+        if station_id not in parties or parties[station_id][index] != who.owner:
             raise not_found(f"station {station_id!r}")
+
+    async def _visible(self, who: Principal, station_id: str) -> Any:
+        """The station's row if it exists and `who` may see it (a member: any station, as a
+        driver sees it); else 404."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(stations.c.id, stations.c.node).where(
+                stations.c.id == station_id))).first()
+        if row is None:
+            raise not_found(f"station {station_id!r}")
+        await self._managed(who, station_id)
+        return row
 
     # --- stations ---------------------------------------------------------------------------
 
@@ -92,6 +107,14 @@ class Api:
         if station["id"] in self.gateway.connections:
             station["online"], station["node"] = True, self.gateway.node_id
 
+    async def _where(self, station_id: str, node: str | None) -> tuple[bool, str | None]:
+        """(online, the node holding it) for one station."""
+        if station_id in self.gateway.connections:
+            return True, self.gateway.node_id
+        if node is not None and node in await registry.running_nodes(self.engine):
+            return True, node
+        return False, None
+
     async def stations(self, who: Principal, online: bool | None = None,
                        q: str | None = None) -> list[dict[str, Any]]:
         scope = await self.scope(who)
@@ -99,7 +122,7 @@ class Api:
         running = await registry.list_sessions(self.engine, active=True)
         shown = []
         for station in listed:
-            if scope and station["id"] not in scope or scope == set() and who.role != "member":
+            if scope is not None and who.role != "member" and station["id"] not in scope:
                 continue
             self._online(station)
             if online is not None and station["online"] != online:
@@ -117,20 +140,14 @@ class Api:
         return shown
 
     async def station(self, who: Principal, station_id: str) -> dict[str, Any]:
-        if who.role == "member":
-            for s in await self.stations(who):
-                if s["id"] == station_id:
-                    return s
-            raise not_found(f"station {station_id!r}")
-        await self._managed(who, station_id)
+        row = await self._visible(who, station_id)
         try:
             shown = await registry.get_station(self.engine, station_id)
         except registry.RegistryError:
             raise not_found(f"station {station_id!r}") from None
-        listed = {s["id"]: s for s in await registry.list_stations(self.engine)}
-        shown["online"] = listed[station_id]["online"]
-        shown["node"] = listed[station_id]["node"]
-        self._online(shown)
+        shown["online"], shown["node"] = await self._where(station_id, row.node)
+        if who.role == "member":
+            return {k: shown.get(k) for k in PUBLIC_FIELDS}
         shown["rules"] = await sharing.show_rules(self.engine, station_id)
         shown["sessions"] = await views.priced(self.engine, await registry.list_sessions(
             self.engine, station_id, active=True))
@@ -151,8 +168,7 @@ class Api:
         """The station's last OCPP frames (oldest first); `after`: only those newer than that id."""
         if who.role == "member":
             raise forbidden("member cannot read a station's frames")
-        await self._managed(who, station_id)
-        await self.station(who, station_id)  # 404 for an unknown station
+        await self._visible(who, station_id)
         query = select(station_frames).where(station_frames.c.station_id == station_id)
         if after is not None:
             query = query.where(station_frames.c.id > after)
@@ -167,11 +183,10 @@ class Api:
         """Send a command to a station (the CLI's `remote` set) and return its answer."""
         if who.role == "member":
             raise forbidden("member cannot command a station: book it, or start at the charger")
-        await self._managed(who, station_id)
+        await self._visible(who, station_id)
         if not who.operator and name not in OWNER_COMMANDS:
             raise forbidden(f"{who.role} key may send {', '.join(sorted(OWNER_COMMANDS))}; "
                             f"{name!r} is the operator's")
-        await self.station(who, station_id)
         request: dict[str, Any] = {"command": name, "station": station_id, "args": args}
         if expires_s is not None:
             request["expires_s"] = expires_s
@@ -188,11 +203,9 @@ class Api:
             tag = who.owner
         if station_id is not None:
             await self._managed(who, station_id)
-        scope = await self.scope(who)
+        scope = None if who.role == "member" else await self.scope(who)
         rows = await registry.list_sessions(self.engine, station_id, active=active, since=since,
-                                            tag=tag, limit=None if scope else limit)
-        if scope is not None and who.role != "member":
-            rows = [r for r in rows if r["station"] in scope][-limit:]
+                                            tag=tag, limit=limit, station_ids=scope)
         return await views.priced(self.engine, rows)
 
     async def session(self, who: Principal, session_id: int) -> dict[str, Any]:
@@ -265,7 +278,7 @@ class Api:
             if tag not in (None, who.owner):
                 raise forbidden("member books for itself only")
             tag = who.owner
-            await self.station(who, station_id)
+            await self._visible(who, station_id)
         else:
             await self._managed(who, station_id)
         if tag is None:
@@ -301,7 +314,7 @@ class Api:
     async def tariff(self, who: Principal, station_id: str) -> dict[str, Any]:
         from cocharge.settlement import settle
 
-        await self.station(who, station_id)
+        await self._visible(who, station_id)
         found = await settle.show_tariffs(self.engine, station_id)
         return {"station": station_id, "tariffs": found}
 
@@ -310,8 +323,7 @@ class Api:
 
         if who.role == "member":
             raise forbidden("member cannot read split terms")
-        await self._managed(who, station_id)
-        await self.station(who, station_id)
+        await self._visible(who, station_id)
         async with self.engine.connect() as conn:
             return settle.terms_to_json(await settle.terms_of(conn, station_id))
 
@@ -337,13 +349,7 @@ class Api:
     async def dashboard(self, who: Principal, days: int) -> dict[str, Any]:
         if who.role == "member":
             raise forbidden("member has no dashboard: see /api/v1/members/{tag}")
-        scope = await self.scope(who)
-        if scope is None:
-            async with self.engine.connect() as conn:
-                from cocharge.store.schema import stations
-
-                scope = set((await conn.execute(select(stations.c.id))).scalars())
-        shown = await views.dashboard(self.engine, scope, self.account(who), days)
+        shown = await views.dashboard(self.engine, await self.scope(who), self.account(who), days)
         shown["role"], shown["owner"] = who.role, who.owner
         return shown
 

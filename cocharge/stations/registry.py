@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -308,11 +309,15 @@ async def block_member(engine: AsyncEngine, tag: str, blocked: bool = True) -> N
 async def list_sessions(engine: AsyncEngine, station_id: str | None = None, *,
                         active: bool = False, since: datetime | None = None,
                         tag: str | None = None, limit: int | None = None,
-                        session_id: int | None = None) -> list[dict[str, Any]]:
-    """Sessions in order of their start; `limit` keeps the newest that many."""
+                        session_id: int | None = None,
+                        station_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Sessions in order of their start; `limit` keeps the newest that many; `station_ids`:
+    only at these stations."""
     query = select(sessions)
     if station_id:
         query = query.where(sessions.c.station_id == station_id)
+    if station_ids is not None:
+        query = query.where(sessions.c.station_id.in_(list(station_ids)))
     if active:
         query = query.where(sessions.c.status == "active")
     if since is not None:
