@@ -1393,16 +1393,20 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
               help="Free energy per month, kWh (OEM membership: 50).")
 @click.option("--green/--no-green", default=None, help="Chooses green energy (-10% at green chargers).")
 @click.option("--household", help=HOUSEHOLD_HELP + " '' to clear.")
+@click.option("--pay-with", help="coins, points or coins,points: they pay part of each session "
+              "before the wallet (redeem.* in the rule table); '' for the wallet only.")
 @db_option
 def member_update(tag: str, groups: str | None, vehicle: str | None, quota_kwh: float | None,
-                  green: bool | None, household: str | None, db: str | None) -> None:
-    """Change what sharing and settlement look at: groups, vehicle, monthly free quota, green."""
+                  green: bool | None, household: str | None, pay_with: str | None,
+                  db: str | None) -> None:
+    """Change what sharing and settlement look at: groups, vehicle, a monthly free quota set by
+    hand (memberships give theirs: `cocharge membership`), green, paying with coins."""
     from cocharge.stations import sharing
 
     quota = round(quota_kwh * 1000) if quota_kwh is not None else None
     check_household(household)
     with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota, green,
-                                                   household))
+                                                   household, pay_with))
     click.echo(f"member {tag} updated")
 
 
@@ -1482,10 +1486,11 @@ def _slot(text: str) -> tuple[datetime, datetime]:
 @group.command("create")
 @click.option("--station", "station_id", required=True)
 @click.option("--slot", required=True, help="2026-11-24T19:00-21:00 (station time) or FROM/TO.")
-@click.option("--min", "min_members", default=5, show_default=True, type=click.IntRange(2, 100))
+@click.option("--min", "min_members", type=click.IntRange(2, 100),
+              help="Members it needs to form (default and least: group.min_members, 5).")
 @click.option("--initiator", help="Tag of the member who starts the group (joins it).")
 @db_option
-def group_create(station_id: str, slot: str, min_members: int, initiator: str | None,
+def group_create(station_id: str, slot: str, min_members: int | None, initiator: str | None,
                  db: str | None) -> None:
     """Open a group for a slot at a station; it forms at --min members."""
     from cocharge.stations import sharing
@@ -1493,7 +1498,8 @@ def group_create(station_id: str, slot: str, min_members: int, initiator: str | 
     start, end = _slot(slot)
     group_id = with_store(db, lambda e: sharing.create_group(e, station_id, start, end,
                                                              min_members, initiator))
-    click.echo(f"group {group_id} forming at {station_id}: needs {min_members} members")
+    shown = with_store(db, lambda e: sharing.show_group(e, group_id))
+    click.echo(f"group {group_id} forming at {station_id}: needs {shown['min_members']} members")
 
 
 @group.command("join")
@@ -1520,7 +1526,7 @@ def group_show(group_id: int, db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
-    for key in ("id", "station", "from", "to", "min_members", "status", "initiator"):
+    for key in ("id", "station", "from", "to", "min_members", "status", "initiator", "free_session"):
         click.echo(f"{key:>12}: {shown[key]}")
     click.echo(f"{'members':>12}: {', '.join(shown['members']) or '-'}")
     for line in shown["bookings"]:
@@ -2060,8 +2066,11 @@ def mqtt() -> None:
 @click.option("--prefix", default="cocharge/v1", show_default=True, help="The topic prefix of --mqtt.")
 @click.option("--gateway-user", default="cocharge", show_default=True,
               help="The MQTT user name the gateways connect with.")
+@click.option("--backend", "backends", multiple=True,
+              help="A backend that is not a property (e.g. the community app reporting reward "
+                   "events): it gets its own cmd/+ and ack topics. Repeatable.")
 @db_option
-def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
+def mqtt_acl(prefix: str, gateway_user: str, backends: tuple[str, ...], db: str | None) -> None:
     """Print a Mosquitto ACL file: each property sees and commands only its own stations."""
     from cocharge.gateway.mqtt import acl_file
 
@@ -2075,13 +2084,18 @@ def mqtt_acl(prefix: str, gateway_user: str, db: str | None) -> None:
     prefix = prefix.strip("/")
     if not prefix or any(c in prefix for c in "+#"):
         fail(f"--prefix {prefix!r}: a topic prefix without + or #, e.g. cocharge/v1")
-    click.echo(acl_file(with_store(db, properties), prefix, gateway_user), nl=False)
+    for name in backends:
+        if not name or any(c in name for c in "/+# "):
+            fail(f"--backend {name!r}: a name without / + # or spaces")
+    click.echo(acl_file(with_store(db, properties) + list(backends), prefix, gateway_user),
+               nl=False)
 
 
 # The rewards commands live in their own module; importing it registers them on the groups above.
 from cocharge import (
     cli_admin,  # noqa: F401
     cli_load,  # noqa: F401
+    cli_money,  # noqa: F401
     cli_ops,  # noqa: F401
     cli_rewards,  # noqa: F401
     cli_security,  # noqa: F401

@@ -18,6 +18,7 @@ import click
 from sqlalchemy import insert, select
 
 from cocharge.cli import db_option, emit, fail, json_option, main, member, station, with_store
+from cocharge.stations import registry
 from cocharge.stations.commands import PASSWORD_RULE, valid_password
 from cocharge.stations.passwords import hash_password
 from cocharge.store.db import utcnow
@@ -162,6 +163,7 @@ def member_import(path: str, dry_run: bool, db: str | None) -> None:
     rows = _rows(path, MEMBER_COLUMNS, ("name", "tag"))
     problems: list[str] = []
     seen: set[str] = set()
+    phones: dict[str, int] = {}
     expires: dict[str, datetime | None] = {}
     for n, row in enumerate(rows, start=2):
         tag = row["tag"]
@@ -180,6 +182,15 @@ def member_import(path: str, dry_run: bool, db: str | None) -> None:
         referrer = row.get("referred_by") or ""
         if referrer == tag:
             problems.append(f"line {n}: a member cannot refer itself")
+        if row.get("phone"):
+            try:
+                row["phone"] = registry.normalize_phone(row["phone"])
+            except registry.RegistryError as exc:
+                problems.append(f"line {n}: {str(exc).removeprefix('--')}")
+            if row["phone"] in phones:
+                problems.append(f"line {n}: phone {row['phone']} is also on line "
+                                f"{phones[row['phone']]}: one phone number, one account")
+            phones.setdefault(row["phone"], n)
         seen.add(tag)
     _check_all(problems, path)
 
@@ -190,8 +201,12 @@ def member_import(path: str, dry_run: bool, db: str | None) -> None:
             wanted = {r["referred_by"] for r in rows if r.get("referred_by")}
             existing = set((await conn.execute(select(members.c.tag).where(
                 members.c.tag.in_(wanted)))).scalars())
+            held = await registry.phone_taken(conn, list(phones))
         if taken:
             fail(f"{path}: nothing imported, tags already taken: {', '.join(sorted(taken))}")
+        if held:
+            fail(f"{path}: nothing imported, phone numbers already of a member (one phone, one "
+                 f"account): {', '.join(f'{p} ({t})' for p, t in sorted(held.items()))}")
         earlier: set[str] = set()
         for n, row in enumerate(rows, start=2):
             referrer = row.get("referred_by")

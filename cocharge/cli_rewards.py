@@ -97,8 +97,14 @@ def member_show(tag: str, db: str | None, as_json: bool) -> None:
     click.echo(f"  credit score   {data['credit']}")
     click.echo(f"  coins          {data['coins']}")
     click.echo(f"  wallet         {fmt(data['wallet_fen'])} CNY")
+    for m in data["memberships"]:
+        if m["status"] == "active":
+            click.echo(f"  membership     {m['level']} ({m['brand']}) until {m['until']}")
     if data["quota_wh_per_month"]:
-        click.echo(f"  free energy    {data['quota_wh_per_month'] / 1000:g} kWh a month")
+        click.echo(f"  free energy    {data['quota_wh_per_month'] / 1000:g} kWh a month, "
+                   f"{data['quota_left_wh'] / 1000:g} kWh left this month")
+    if data["pay_with"]:
+        click.echo(f"  pays with      {data['pay_with']} (then the wallet)")
     badges = ", ".join(b["name"] for b in data["badges"]) or "-"
     click.echo(f"  badges         {badges}")
     click.echo(f"  green energy   {data['green_kwh']:.3f} kWh, {data['co2_kg']:.3f} kg CO2 avoided "

@@ -10,6 +10,8 @@ Topics (prefix `cocharge/v1` unless the URL names another; docs/mqtt.md):
   <prefix>/<property>/events/<started|ended|overstay|fault>       QoS 1, with an event id
   <prefix>/<property>/cmd/<verb>           in: block, release, reserve, cancel-reservation,
                                                remote-stop, set-availability
+  <prefix>/<backend>/cmd/reward-event      in: a community event for a member's rewards
+                                               ({"request_id", "tag", "event", "ref"})
   <prefix>/<property>/ack                  out: "received", then the result, per request_id
   <prefix>/circuits/<circuit>/load/set     in: a circuit's other load (load management)
   <prefix>/sites/<site>/pv/set             in: a site's PV surplus; errors on .../error
@@ -452,26 +454,49 @@ class MqttBridge(StationObserver):
                                    "(a retained command would run again at every reconnect)")
             if not isinstance(body, dict):
                 raise CommandError("the payload must be a JSON object")
-            plan = _plan(verb, body)
+            if verb == REWARD_EVENT:
+                request_id = _reward_event(body)
+                plan = None
+            else:
+                plan = _plan(verb, body)
         except (CommandError, ValueError) as exc:
             if isinstance(exc, json.JSONDecodeError):
                 exc = CommandError(f"the payload is not JSON: {exc}")
             self._put(ack, {"request_id": request_id, "state": "error", "error": str(exc)})
             return
+        assert request_id is not None
         digest = hashlib.sha256(json.dumps([verb, body], sort_keys=True).encode()).hexdigest()
-        row_id, earlier = await self._claim(prop, plan.request_id, verb, digest)
+        row_id, earlier = await self._claim(prop, request_id, verb, digest)
         if earlier is not None:
             for answer in earlier:
                 self._put(ack, answer)
             return
-        received = {"request_id": plan.request_id, "verb": verb, "state": "received"}
+        received = {"request_id": request_id, "verb": verb, "state": "received"}
         self._put(ack, received)
-        result = await self._apply(prop, plan, body, row_id)
-        result = {"request_id": plan.request_id, "verb": verb, **result}
+        if plan is None:
+            result = await self._reward(prop, body)
+        else:
+            result = await self._apply(prop, plan, body, row_id)
+        result = {"request_id": request_id, "verb": verb, **result}
         async with self.gateway.engine.begin() as conn:
             await conn.execute(update(mqtt_requests).where(mqtt_requests.c.id == row_id)
                                .values(state=result["state"], answer=json.dumps(result)))
         self._put(ack, result)
+
+    async def _reward(self, backend: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A community event reported by a backend (the app): applied once per event ref."""
+        from cocharge.settlement import loyalty
+        from cocharge.settlement.rewards import RulesError
+
+        try:
+            done = await loyalty.apply_event(self.gateway.engine, body["tag"], body["event"],
+                                             body["ref"])
+        except (loyalty.RewardsError, RulesError) as exc:
+            return {"state": "rejected", "error": str(exc)}
+        log.info("reward event %s for %s from %s", done.event_id, body["tag"], backend)
+        return {"state": "accepted", "event_id": done.event_id, "new": done.new,
+                "coins": done.coins, "credit": done.credit, "credit_after": done.credit_after,
+                "limited": done.limited, "badges": list(done.badges)}
 
     async def _claim(self, prop: str, request_id: str, verb: str,
                      digest: str) -> tuple[int, list[dict[str, Any]] | None]:
@@ -640,10 +665,31 @@ def surplus_reading(body: dict[str, Any]) -> float:
     return _amps(body["pv_w"], "pv_w") - _amps(body.get("house_w", 0), "house_w")
 
 
+REWARD_EVENT = "reward-event"
+
+
+def _reward_event(body: dict[str, Any]) -> str:
+    """Check a reward event message; returns its request_id (CommandError names a problem)."""
+    if body.get("v", VERSION) != VERSION:
+        raise CommandError(f"unsupported payload version {body.get('v')!r}: this gateway speaks v{VERSION}")
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 64:
+        raise CommandError("request_id must be a string of 1 to 64 characters")
+    unknown = set(body) - {"v", "request_id", "tag", "event", "ref"}
+    if unknown:
+        raise CommandError(f"unknown field {sorted(unknown)[0]!r}: a reward event has tag, "
+                           "event and ref")
+    for key in ("tag", "event", "ref"):
+        if not isinstance(body.get(key), str) or not 1 <= len(body[key]) <= 64:
+            raise CommandError(f"{key} must be a string of 1 to 64 characters")
+    return request_id
+
+
 def _plan(verb: str, body: dict[str, Any]) -> Plan:
     """Check a command message; CommandError names the first problem."""
     if verb not in VERBS and verb not in OPERATIONS:
-        raise CommandError(f"unknown command {verb!r}: one of {', '.join(VERBS + OPERATIONS)}")
+        raise CommandError(f"unknown command {verb!r}: one of "
+                           f"{', '.join(VERBS + OPERATIONS + (REWARD_EVENT,))}")
     if body.get("v", VERSION) != VERSION:
         raise CommandError(f"unsupported payload version {body.get('v')!r}: this gateway speaks v{VERSION}")
     request_id = body.get("request_id")

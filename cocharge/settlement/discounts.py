@@ -1,8 +1,10 @@
 """Discounts applied to a session's charge before the split (SPEC §3): pure, exact in fen.
 
-Order: the highest-credit member of a formed group charges free once (nothing else
-applies then); otherwise the member's free-energy quota pays for the energy it covers,
-then the group discount (-15 %) and the green discount (-10 %) apply to what is left,
+Order: the member a formed group chose (highest credit when it formed) charges free once,
+and a session in free charging days a reward granted is free (nothing else applies then);
+otherwise the member's free-energy quota pays for the energy it covers,
+then the group discount (default -15 %) and the green discount (-10 %; both in the rule
+table) apply to what is left,
 each rounded half up to the fen; a session started with a prepaid budget never costs
 more than it. The overstay idle fee is a penalty: never discounted.
 """
@@ -24,6 +26,7 @@ class DiscountContext:
     group_pct: Decimal = Decimal(15)
     green_pct: Decimal = Decimal(10)
     budget_fen: int | None = None  # a prepaid budget: the charge never exceeds it
+    free_day: bool = False     # within free charging days a reward granted
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ def apply_discounts(cdr: Cdr, ctx: DiscountContext) -> Priced:
     quota_used = 0
     if ctx.free_once and left > 0:
         lines.append(("group: highest credit charges free once", left))
+        left = 0
+    elif ctx.free_day and left > 0:
+        lines.append(("free charging day", left))
         left = 0
     else:
         energy = cdr.total_energy_wh

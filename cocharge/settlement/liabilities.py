@@ -3,9 +3,14 @@ funds that back it, read off the ledger balances (SPEC §4).
 
 Owed (valued in fen):
 - member wallets: prepaid money not spent yet;
-- unpaid payouts: what hosts, properties and operators have earned and not been paid;
-- green points, locked and released-but-unspent, at the rule table's point value;
-- free-energy quotas left this month, at the default price per kWh;
+- unpaid payouts: what hosts, properties and operators have earned, not in a payout run yet;
+- payouts booked, not paid: in a payout run, not confirmed paid by the bank yet;
+- green points, locked and released-but-unspent, at the rule table's point value (what
+  they pay of a session);
+- coins at their redemption value (`redeem.coin_value_cny`: what they pay of a session);
+- free-energy quotas of this month: left on the ledger, plus the allowance of every member
+  entitled this month whose grant is not posted yet (a quota is owed from the first of the
+  month, not from the first session), at the default price per kWh;
 - pool points in circulation, at what selling them all would pay (price x (1 - fee)).
 
 Backing:
@@ -14,7 +19,7 @@ Backing:
 - the pool reserve, which backs the pool points only.
 
 Coverage = backing / owed per group and overall; below 1 the report says so plainly.
-Coins carry no cash value and are listed as a count. The core (`assess`) is pure.
+The core (`assess`) is pure.
 """
 
 from __future__ import annotations
@@ -72,8 +77,7 @@ class Report:
                   "Backing funds (CNY)",
                   f"  {'cash':26} {fmt(self.cash_fen):>12}  received from outside, less the pool reserve",
                   f"  {'pool reserve':26} {fmt(self.pool_reserve_fen):>12}",
-                  f"  (members owe a further {fmt(self.receivable_fen)} CNY; not counted as funds; "
-                  f"{self.coins} coins outstanding carry no cash value)"]
+                  f"  (members owe a further {fmt(self.receivable_fen)} CNY; not counted as funds)"]
         for group in ("cash", "pool reserve", None):
             ratio = self.coverage(group)
             lines.append(f"coverage {group or 'overall':13} "
@@ -107,28 +111,38 @@ def _value(units: int, scale: int, unit_price: Decimal) -> int:
     return int((Decimal(units) * unit_price * 100 / scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh: Decimal) -> Report:
-    """The report from every (account, asset) balance."""
+def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh: Decimal,
+           ungranted_quota_wh: int = 0) -> Report:
+    """The report from every (account, asset) balance, and the quota owed this month but not
+    granted on the ledger yet."""
     wallets = _sum(balances, "wallet:", "CNY")
     payouts = sum(_sum(balances, p, "CNY") for p in ("host:", "property:", "operator:"))
+    booked = _sum(balances, "payable:", "CNY")
+    coins = _sum(balances, "coins:", "COIN")
     locked = _sum(balances, "greenpt-locked:", "GREEN_PT")
     released = _sum(balances, "greenpt:", "GREEN_PT")
-    quota_wh = _sum(balances, "quota:", "QUOTA_WH")
+    quota_wh = _sum(balances, "quota:", "QUOTA_WH") + ungranted_quota_wh
     pool = points.Pool(balances.get(("pool:reserve", "CNY"), 0),
                        -balances.get(("pool:issuer", "POOL_PT"), 0))
     pool_owed = points.sell_payout(pool, pool.circulating, rules.sell_fee_pct)
     received = -_sum(balances, "external:", "CNY")
     lines = [
         Liability("member wallets", wallets, "prepaid, not spent yet", "cash"),
-        Liability("unpaid payouts", payouts, "earned by hosts, properties and operators", "cash"),
+        Liability("unpaid payouts", payouts, "earned by hosts, properties and operators, not in "
+                  "a payout run yet", "cash"),
+        Liability("payouts booked, not paid", booked, "in a payout run, the bank has not paid "
+                  "them yet", "cash"),
         Liability("green points, locked", _value(locked, points.GREEN_SCALE, rules.point_value),
                   f"{points.points_text(locked, points.GREEN_SCALE)} points at {rules.point_value} CNY",
                   "cash"),
         Liability("green points, released", _value(released, points.GREEN_SCALE, rules.point_value),
                   f"{points.points_text(released, points.GREEN_SCALE)} points at {rules.point_value} CNY",
                   "cash"),
+        Liability("coins", _value(coins, 1, rules.coin_value),
+                  f"{coins} coins at {rules.coin_value} CNY", "cash"),
         Liability("free-energy quotas", _value(quota_wh, 1000, price_per_kwh),
-                  f"{quota_wh / 1000:.3f} kWh left this month at {price_per_kwh} CNY/kWh", "cash"),
+                  f"{quota_wh / 1000:.3f} kWh owed this month ({ungranted_quota_wh / 1000:.3f} of "
+                  f"them not drawn on yet) at {price_per_kwh} CNY/kWh", "cash"),
         Liability("pool points", pool_owed,
                   f"{points.points_text(pool.circulating, points.POOL_SCALE)} points, sold back at "
                   f"{points.price_text(pool.price(rules.initial_price))} less {rules.sell_fee_pct}%",
@@ -149,10 +163,14 @@ def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh:
 
 
 async def liability_report(engine: AsyncEngine, price_per_kwh: Decimal) -> Report:
+    from cocharge.settlement import memberships
+    from cocharge.store.db import utcnow
+
     async with engine.connect() as conn:
         rows = (await conn.execute(select(ledger_balances))).all()
         rules = await loyalty.current_rules(conn)
+        ungranted = await memberships.ungranted_wh(conn, utcnow())
     balances: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
         balances[(r.account, r.asset)] += int(r.balance)
-    return assess(balances, rules, price_per_kwh)
+    return assess(balances, rules, price_per_kwh, ungranted)

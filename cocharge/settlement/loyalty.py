@@ -38,7 +38,8 @@ from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.rewards import (
     DEFAULT_RULES,
     DEFAULTS,
-    EXTERNAL_EVENTS,
+    PERIODS,
+    BadgeRule,
     Earned,
     Reward,
     Rules,
@@ -68,7 +69,6 @@ from cocharge.store.schema import (
 COIN, CREDIT, BADGE, GREEN_WH, GREEN_PT, POOL_PT = (
     "COIN", "CREDIT", "BADGE", "GREEN_WH", "GREEN_PT", "POOL_PT")
 TZ = "Asia/Shanghai"
-OEM_QUOTA_WH = 50_000  # an OEM member's free energy per month (SPEC §3)
 
 
 class RewardsError(ValueError):
@@ -131,6 +131,7 @@ class RewardBatch:
     rules: Rules
     legs: list[Transfer] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    free_days: list[tuple[str, int, str]] = field(default_factory=list)  # (tag, days, ref)
     _credit: dict[str, int] = field(default_factory=dict)
 
     async def _score(self, conn: AsyncConnection, tag: str) -> int:
@@ -160,14 +161,25 @@ class RewardBatch:
                             "credit": credit, "rules_version": self.rules.version,
                             "applied_at": utcnow()})
 
-    def badge(self, tag: str, key: str, name: str, ref: str | None) -> None:
-        self.legs.append(Transfer(f"badge:{tag}:{key}", "rewards:badges", f"badge:{tag}", 1, BADGE,
-                                  "badge", ref, name))
+    def badge(self, tag: str, rule: BadgeRule, ref: str | None) -> None:
+        """The badge, and what its rule grants with it (coins, free charging days)."""
+        self.legs.append(Transfer(f"badge:{tag}:{rule.key}", "rewards:badges", f"badge:{tag}", 1,
+                                  BADGE, "badge", ref, rule.name))
+        if rule.coins:
+            self.legs.append(Transfer(f"badge:{tag}:{rule.key}:coins", "rewards:coins",
+                                      f"coins:{tag}", rule.coins, COIN, "reward", ref,
+                                      f"badge {rule.name}"))
+        if rule.free_days:
+            self.free_days.append((tag, rule.free_days, f"badge:{tag}:{rule.key}"))
 
     async def record(self, conn: AsyncConnection) -> None:
         """Write the applied events (after the legs were posted in the same transaction)."""
+        from cocharge.settlement import memberships
+
         if self.events:
             await conn.execute(insert(reward_events), self.events)
+        for tag, days, ref in self.free_days:
+            await memberships.reward_days(conn, tag, days, ref, utcnow())
 
 
 async def badges_of(conn: AsyncConnection, tag: str) -> list[dict[str, Any]]:
@@ -184,6 +196,11 @@ async def _member_exists(conn: AsyncConnection, tag: str) -> None:
         raise RewardsError(f"no member with tag {tag!r}: see `cocharge member list`")
 
 
+async def event_applied(conn: AsyncConnection, event_id: str) -> bool:
+    return await conn.scalar(select(reward_events.c.id).where(reward_events.c.id == event_id)) \
+        is not None
+
+
 @dataclass(frozen=True)
 class Applied:
     event_id: str
@@ -191,36 +208,64 @@ class Applied:
     coins: int
     credit: int
     credit_after: int
+    limited: bool = False                       # over the event's limit: acknowledged, no reward
+    badges: tuple[str, ...] = ()
 
 
-async def apply_event(engine: AsyncEngine, tag: str, event: str, ref: str) -> Applied:
-    """An event reported from outside (an app's post, like, answer...), applied once per id."""
-    if event not in EXTERNAL_EVENTS:
-        raise RewardsError(f"unknown event {event!r}: one of {', '.join(EXTERNAL_EVENTS)}")
+async def apply_event(engine: AsyncEngine, tag: str, event: str, ref: str,
+                      now: datetime | None = None) -> Applied:
+    """An event reported from outside (an app's post, like, answer...), applied once per id:
+    its reward (within the event's limit per period), then any badge its count earns."""
     if not ref or len(ref) > 64:
         raise RewardsError("--ref: give the event's own id (1 to 64 characters), e.g. the post id")
+    if event == "oem_activated":
+        raise RewardsError("an OEM activation is a membership: `cocharge membership grant TAG "
+                           "--brand MAKE --vin VIN` (it gives the starter reward once)")
+    now = now or utcnow()
     event_id = f"{event}:{ref}"
     async with engine.begin() as conn:
         await _member_exists(conn, tag)
         await ledger.lock(conn)
+        rules = await current_rules(conn)
+        if event not in rules.external_events():
+            raise RewardsError(f"unknown event {event!r}: one of "
+                               f"{', '.join(e for e in rules.external_events() if e != 'oem_activated')}"
+                               f" (add one with `cocharge rewards rules set events.{event} coins=N`)")
         done = (await conn.execute(select(reward_events).where(reward_events.c.id == event_id))).first()
         if done is not None:
             if done.tag != tag:
                 raise RewardsError(f"event {event_id} was already applied to {done.tag}, not {tag}")
             return Applied(event_id, False, done.coins, done.credit, await credit_score(conn, tag))
-        rules = await current_rules(conn)
+        reward = rules.reward(event)
+        limited = False
+        if reward.limit is not None:
+            since = now - timedelta(days=PERIODS[reward.period])
+            rewarded = int(await conn.scalar(select(func.count()).select_from(reward_events).where(and_(
+                reward_events.c.tag == tag, reward_events.c.event == event,
+                reward_events.c.applied_at > since,
+                (reward_events.c.coins != 0) | (reward_events.c.credit != 0)))) or 0)
+            if rewarded >= reward.limit:
+                reward, limited = Reward(), True
         batch = RewardBatch(rules)
-        await batch.reward(conn, tag, event, event_id, rules.reward(event), ref)
+        await batch.reward(conn, tag, event, event_id, reward, ref)
+        batch.events[-1]["applied_at"] = now
+        held = {b["badge"] for b in await badges_of(conn, tag)}
+        earned = []
+        for rule in rules.badges:
+            if rule.measure != "event" or rule.event != event or rule.key in held:
+                continue
+            query = select(func.count()).select_from(reward_events).where(and_(
+                reward_events.c.tag == tag, reward_events.c.event == event))
+            if rule.within_days is not None:
+                query = query.where(reward_events.c.applied_at > now - timedelta(days=rule.within_days))
+            if int(await conn.scalar(query) or 0) + 1 >= rule.threshold:
+                batch.badge(tag, rule, event_id)
+                earned.append(rule.name)
         if batch.legs:
             await ledger.post(conn, batch.legs, f"event:{event_id}")
         await batch.record(conn)
-        if event == "oem_activated":
-            # An OEM member gets the monthly free-energy quota, unless one was set by hand.
-            await conn.execute(update(members).where(and_(members.c.tag == tag,
-                                                          members.c.quota_wh.is_(None)))
-                               .values(quota_wh=OEM_QUOTA_WH))
         return Applied(event_id, True, batch.events[0]["coins"], batch.events[0]["credit"],
-                       batch._credit[tag])
+                       batch._credit[tag], limited, tuple(earned))
 
 
 # --- session rewards (called by settlement, inside its transaction) ---------------------------
@@ -259,8 +304,37 @@ async def _facts(conn: AsyncConnection, row: Any, green: bool) -> SessionFacts:
                                   .select_from(settlements.join(sessions, sessions.c.id == settlements.c.session_id))
                                   .where(settlements.c.payer == tag))).scalars().all()
     held = frozenset(b["badge"] for b in await badges_of(conn, tag))
+    leads = int(await conn.scalar(select(func.count()).select_from(charge_groups).where(and_(
+        charge_groups.c.initiator == tag, charge_groups.c.free_tag == tag,
+        charge_groups.c.status == "formed"))) or 0)
     return SessionFacts(tag, row.station_id, int(row.energy_wh or 0), green, role,
-                        int(certs[0]), int(certs[1]), streak, frozenset(visited), held)
+                        int(certs[0]), int(certs[1]), streak, frozenset(visited), held, leads,
+                        await green_months(conn, tag, row.ended_at or utcnow()))
+
+
+async def green_months(conn: AsyncConnection, tag: str, at: datetime, months: int = 12
+                       ) -> tuple[Decimal, ...]:
+    """The member's green share (% of the kWh charged that was green) of each of the
+    `months` complete months before `at`'s month, the last first (0 for a month without
+    charging)."""
+    local = at.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ))
+    keys = []
+    y, m = local.year, local.month
+    for _ in range(months):
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+        keys.append(f"{y:04d}-{m:02d}")
+    since = datetime(y, m, 1, tzinfo=ZoneInfo(TZ)).astimezone(UTC).replace(tzinfo=None)
+    total: dict[str, int] = defaultdict(int)
+    green: dict[str, int] = defaultdict(int)
+    for ended, wh in (await conn.execute(select(sessions.c.ended_at, sessions.c.energy_wh).where(and_(
+            sessions.c.id_tag == tag, sessions.c.status == "completed",
+            sessions.c.ended_at >= since)))).all():
+        total[ended.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ)).strftime("%Y-%m")] += int(wh or 0)
+    for ended, wh in (await conn.execute(select(green_certificates.c.ended_at,
+                                                green_certificates.c.energy_wh).where(and_(
+            green_certificates.c.tag == tag, green_certificates.c.ended_at >= since)))).all():
+        green[ended.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ)).strftime("%Y-%m")] += int(wh)
+    return tuple(Decimal(green[k] * 100) / total[k] if total[k] else Decimal(0) for k in keys)
 
 
 @dataclass
@@ -290,7 +364,7 @@ async def session_rewards_for(conn: AsyncConnection, row: Any, green: bool, rule
     ref = str(row.id)
     for e in earned:
         if e.badge is not None:
-            batch.badge(facts.tag, e.badge.key, e.badge.name, ref)
+            batch.badge(facts.tag, e.badge, ref)
         else:
             await batch.reward(conn, facts.tag, e.event, f"s{row.id}:{e.event}", e.reward, ref)
     cert = None
@@ -492,6 +566,33 @@ async def orders_of(conn: AsyncConnection, tag: str) -> list[dict[str, Any]]:
              "released": int(o.granted) - locked[int(o.id)]} for o in rows]
 
 
+async def redeem_points(engine: AsyncEngine, tag: str, units: int, ref: str, goods: str) -> bool:
+    """Released green points spent on goods outside cocharge; once per `ref`. True when new."""
+    if units <= 0:
+        raise RewardsError("the number of points to redeem must be positive")
+    if not ref or len(ref) > 64 or not goods.strip():
+        raise RewardsError("give --ref (the shop's order id, 1 to 64 characters) and --for")
+    transfer_id = f"redeem:{ref}"
+    async with engine.begin() as conn:
+        await _member_exists(conn, tag)
+        await ledger.lock(conn)
+        old = (await conn.execute(select(ledger_transfers).where(
+            ledger_transfers.c.id == transfer_id))).first()
+        if old is not None:
+            if (old.debit, int(old.amount)) != (f"greenpt:{tag}", units):
+                raise RewardsError(f"redemption {ref!r} was already used ({old.debit}, "
+                                   f"{points.points_text(int(old.amount), points.GREEN_SCALE)} points)")
+            return False
+        held = await ledger.balance(conn, f"greenpt:{tag}", GREEN_PT)
+        if units > held:
+            raise RewardsError(f"{tag} has {points.points_text(held, points.GREEN_SCALE)} released "
+                               f"points, fewer than {points.points_text(units, points.GREEN_SCALE)}")
+        await ledger.post(conn, [Transfer(transfer_id, f"greenpt:{tag}", "redeemed:goods", units,
+                                          GREEN_PT, "redeem-goods", ref, goods.strip()[:100])],
+                          f"redeem:{ref}")
+    return True
+
+
 # --- pool-backed points ---------------------------------------------------------------------
 
 async def pool_state(conn: AsyncConnection) -> points.Pool:
@@ -661,6 +762,8 @@ async def dividend(engine: AsyncEngine, day: date, now: datetime | None = None) 
 # --- a member's rewards ---------------------------------------------------------------------
 
 async def member_rewards(engine: AsyncEngine, tag: str) -> dict[str, Any]:
+    from cocharge.settlement import memberships
+
     async with engine.connect() as conn:
         row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
         if row is None:
@@ -676,7 +779,10 @@ async def member_rewards(engine: AsyncEngine, tag: str) -> dict[str, Any]:
                                        .order_by(members.c.tag))).scalars().all()
         return {
             "tag": tag, "name": row.name, "status": row.status, "referred_by": row.referred_by,
-            "quota_wh_per_month": row.quota_wh,
+            "quota_wh_per_month": await memberships.allowance(conn, tag, utcnow()),
+            "quota_left_wh": await memberships.quota_left(conn, tag, utcnow()),
+            "memberships": [m for m in await memberships.rows_of(conn, tag)],
+            "pay_with": row.pay_with or "",
             "referred": list(referred),
             "credit": await credit_score(conn, tag, rules),
             "coins": await ledger.balance(conn, f"coins:{tag}", COIN),

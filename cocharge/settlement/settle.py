@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cocharge.settlement import ledger, loyalty
+from cocharge.settlement import ledger, loyalty, memberships, points
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import MoneyError
@@ -62,6 +62,7 @@ from cocharge.store.sql import upsert
 
 log = logging.getLogger(__name__)
 QUOTA = "QUOTA_WH"
+COIN, GREEN_PT = "COIN", "GREEN_PT"
 
 
 class SettlementError(ValueError):
@@ -180,30 +181,63 @@ def quota_month(at: datetime, tz: str = "Asia/Shanghai") -> str:
 
 
 async def quota_left(conn: AsyncConnection, tag: str, at: datetime) -> int:
-    """Free Wh the member has left this month (the allowance, if not granted yet)."""
-    allowance = int(await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag)) or 0)
-    if not await ledger.posted(conn, f"quota-grant:{tag}:{quota_month(at)}"):
-        return allowance
-    return await ledger.balance(conn, f"quota:{tag}", QUOTA)
+    """Free Wh the member has left this month (see cocharge.settlement.memberships)."""
+    return await memberships.quota_left(conn, tag, at)
 
 
 async def _quota_legs(conn: AsyncConnection, tag: str, at: datetime,
                       used_wh: int, session_id: int) -> list[Transfer]:
-    allowance = int(await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag)) or 0)
-    month = quota_month(at)
-    legs: list[Transfer] = []
-    grant_id = f"quota-grant:{tag}:{month}"
-    if allowance > 0 and not await ledger.posted(conn, grant_id):
-        leftover = await ledger.balance(conn, f"quota:{tag}", QUOTA)
-        if leftover > 0:
-            legs.append(Transfer(f"quota-expire:{tag}:{month}", f"quota:{tag}", "pool:quota",
-                                 leftover, QUOTA, "quota-expire", None, f"unused quota before {month}"))
-        legs.append(Transfer(grant_id, "pool:quota", f"quota:{tag}", allowance, QUOTA,
-                             "quota-grant", None, f"free energy for {month}"))
+    legs = await memberships.quota_legs(conn, tag, at)
     if used_wh > 0:
         legs.append(Transfer(f"s{session_id}:quota", f"quota:{tag}", "pool:quota", used_wh, QUOTA,
                              "quota-use", str(session_id)))
     return legs
+
+
+# --- paying with coins and green points -------------------------------------------------------
+
+def _redeemable(balance: int, fen_per_unit: Decimal, most_fen: int) -> tuple[int, int]:
+    """(units, fen): as many units as pay at most `most_fen`, never more than held; each
+    unit taken is worth what it pays (no fraction of a fen is lost)."""
+    if balance <= 0 or fen_per_unit <= 0 or most_fen <= 0:
+        return 0, 0
+    units = min(balance, int(Decimal(most_fen) / fen_per_unit))
+    fen = int(Decimal(units) * fen_per_unit)
+    if fen <= 0:
+        return 0, 0
+    units = min(units, int(-(-Decimal(fen) // fen_per_unit)))  # the fewest units that pay `fen`
+    return units, fen
+
+
+async def _redemption(conn: AsyncConnection, row: Any, charge_fen: int, rules: Any,
+                      session_id: int) -> tuple[list[list[Any]], list[Transfer]]:
+    """What the member's coins and released green points pay of the charge (each within its
+    share of the charge, coins first), if the member chose to pay with them. The platform
+    funds it: the host's share is the same."""
+    chosen = await conn.scalar(select(members.c.pay_with).where(members.c.tag == row.id_tag))
+    kinds = set((chosen or "").split(","))
+    tag = row.id_tag
+    lines: list[list[Any]] = []
+    legs: list[Transfer] = []
+    left = charge_fen
+    for kind, account, asset, fen_per_unit, pct in (
+            ("coins", f"coins:{tag}", COIN, rules.coin_value * 100, rules.coins_max_share_pct),
+            ("points", f"greenpt:{tag}", GREEN_PT, rules.point_value * 100 / points.GREEN_SCALE,
+             rules.points_max_share_pct)):
+        if kind not in kinds:
+            continue
+        most = min(left, int(Decimal(charge_fen) * pct / 100))
+        units, fen = _redeemable(await ledger.balance(conn, account, asset), fen_per_unit, most)
+        if not units:
+            continue
+        left -= fen
+        lines.append([asset, units, fen])
+        ref = str(session_id)
+        legs += [Transfer(f"s{session_id}:{kind}", account, f"redeemed:{kind}", units, asset,
+                          "redeem", ref, f"session {session_id}"),
+                 Transfer(f"s{session_id}:{kind}-cny", "platform", "clearing:sessions", fen, "CNY",
+                          "redemption", ref, f"{units} {asset} at {fen_per_unit} fen")]
+    return lines, legs
 
 
 # --- settling -------------------------------------------------------------------------------
@@ -285,16 +319,9 @@ async def _usage(conn: AsyncConnection, row: Any) -> Usage:
 
 
 async def _free_once(conn: AsyncConnection, group_id: int, tag: str, session_id: int) -> bool:
-    """The group's highest-credit member (credit > 0; ties: who joined first), first session."""
-    tags = (await conn.execute(select(group_members.c.tag).where(group_members.c.group_id == group_id)
-                               .order_by(group_members.c.joined_at, group_members.c.tag))).scalars().all()
-    best, best_credit = None, 0
-    rules = await loyalty.current_rules(conn)
-    for member in tags:
-        credit = await loyalty.credit_score(conn, member, rules)
-        if credit > best_credit:
-            best, best_credit = member, credit
-    if best != tag:
+    """The member the group chose when it formed (highest credit then), first session."""
+    chosen = await conn.scalar(select(charge_groups.c.free_tag).where(charge_groups.c.id == group_id))
+    if chosen != tag:
         return False
     used = (await conn.execute(select(settlements.c.discounts).join(
         sessions, sessions.c.id == settlements.c.session_id).where(and_(
@@ -326,17 +353,22 @@ async def settle_session(engine: AsyncEngine, session_id: int,
                                        .where(charge_groups.c.id == row.group_id))
             group = status == "formed"
             free = group and await _free_once(conn, row.group_id, row.id_tag, session_id)
+        rules = await loyalty.current_rules(conn)
         context = DiscountContext(
             quota_left_wh=await quota_left(conn, row.id_tag, row.ended_at), group=group,
             free_once=free, green=bool(terms.green and member and member.prefers_green),
-            budget_fen=row.budget_fen)
+            group_pct=rules.group_pct, green_pct=rules.green_pct, budget_fen=row.budget_fen,
+            free_day=await memberships.free_charging(conn, row.id_tag, row.started_at))
         priced = apply_discounts(cdr, context)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
+        redeemed, redeem_legs = await _redemption(
+            conn, row, priced.payable_fen - priced.idle_fee_fen, rules, session_id)
+        legs += redeem_legs
         paid, owed, parts, money_legs = await _payment_legs(
-            conn, row, terms, priced.payable_fen, f"s{session_id}", "session")
+            conn, row, terms, priced.payable_fen, f"s{session_id}", "session",
+            already_paid=sum(r[2] for r in redeemed))
         legs += money_legs
-        rewarded = await loyalty.session_rewards_for(conn, row, terms.green,
-                                                     await loyalty.current_rules(conn))
+        rewarded = await loyalty.session_rewards_for(conn, row, terms.green, rules)
         legs += rewarded.legs
         if legs:
             await ledger.post(conn, legs, f"settle:{session_id}")
@@ -348,6 +380,7 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             cdr=json.dumps(cdr.summary(), sort_keys=True), cost_fen=cdr.total_fen,
             discounts=json.dumps(priced.lines), payable_fen=priced.payable_fen, paid_fen=paid,
             owed_fen=owed, split=json.dumps(parts), settled_at=now,
+            redeemed=json.dumps(redeemed) if redeemed else None,
             idle_fee_fen=cdr.idle_fee_fen if idle_known else None,
             idle_settled_at=now if idle_known else None))
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
@@ -356,20 +389,22 @@ async def settle_session(engine: AsyncEngine, session_id: int,
 
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
-                        prefix: str, kind: str
+                        prefix: str, kind: str, already_paid: int = 0
                         ) -> tuple[int, int, list[tuple[str, int]], list[Transfer]]:
-    """The member pays `amount` from the wallet (the rest is owed); it is shared out by the
-    terms. Returns (paid, owed, [[account, share]], legs)."""
+    """The member pays `amount` (less `already_paid` with coins and points, already in
+    clearing) from the wallet (the rest is owed); it is shared out by the terms. Returns
+    (paid, owed, [[account, share]], legs)."""
     wallet = f"wallet:{row.id_tag}"
-    paid = min(amount, max(0, await ledger.balance(conn, wallet)))
+    from_wallet = min(amount - already_paid, max(0, await ledger.balance(conn, wallet)))
+    paid = already_paid + from_wallet
     owed = amount - paid
     names = {"host": f"host:{terms.host}", "platform": "platform",
              "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
     parts = [(names[p], a) for p, a in split_amount(amount, terms, row.ended_at)]
     ref = str(row.id)
     legs = []
-    if paid:
-        legs.append(Transfer(f"{prefix}:pay", wallet, "clearing:sessions", paid,
+    if from_wallet:
+        legs.append(Transfer(f"{prefix}:pay", wallet, "clearing:sessions", from_wallet,
                              kind=f"{kind}-payment", ref=ref))
     if owed:
         legs.append(Transfer(f"{prefix}:owed", f"receivable:{row.id_tag}", "clearing:sessions",

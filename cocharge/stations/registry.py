@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.stations.passwords import hash_password
 from cocharge.store.db import identity, utcnow
@@ -272,15 +273,44 @@ async def remove_station(engine: AsyncEngine, station_id: str) -> None:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
 
 
+def normalize_phone(phone: str) -> str:
+    """A phone number as stored and compared: digits (a leading + kept), without spaces,
+    dashes or brackets; a mainland number's +86 / 0086 prefix dropped."""
+    text = re.sub(r"[\s\-().]", "", phone)
+    if text.startswith("0086"):
+        text = "+86" + text[4:]
+    if text.startswith("+86") and len(text) == 14:
+        text = text[3:]
+    if not re.fullmatch(r"\+?\d{5,20}", text):
+        raise RegistryError(f"--phone {phone!r}: a phone number, e.g. 13800138000 or +852 9123 4567")
+    return text
+
+
+async def phone_taken(conn: AsyncConnection, phones: Sequence[str]) -> dict[str, str]:
+    """{phone: tag} of the members already holding one of these (normalized) numbers."""
+    if not phones:
+        return {}
+    rows = (await conn.execute(select(members.c.phone, members.c.tag).where(
+        members.c.phone.in_(list(phones))))).all()
+    return {r.phone: r.tag for r in rows}
+
+
 async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None,
                      expires_at: datetime | None = None, referred_by: str | None = None,
                      household: str | None = None) -> None:
     """Add a member; `referred_by` (an existing member) is set once, here, so referral
-    chains only point to earlier members and can never loop."""
+    chains only point to earlier members and can never loop. One phone number, one account."""
+    if phone is not None:
+        phone = normalize_phone(phone) if phone.strip() else None
     async with engine.begin() as conn:
         exists = await conn.scalar(select(members.c.tag).where(members.c.tag == tag))
         if exists:
             raise RegistryError(f"tag {tag!r} already belongs to a member")
+        if phone is not None:
+            holder = (await phone_taken(conn, [phone])).get(phone)
+            if holder is not None:
+                raise RegistryError(f"phone {phone} already belongs to member {holder}: one "
+                                    "phone number, one account (see `cocharge member list`)")
         if referred_by is not None and await conn.scalar(
                 select(members.c.tag).where(members.c.tag == referred_by)) is None:
             raise RegistryError(f"--referred-by {referred_by!r}: no such member "

@@ -117,8 +117,15 @@ def member_of(row: Any) -> Member:
 
 async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
                         vehicle_model: str | None = None, quota_wh: int | None = None,
-                        prefers_green: bool | None = None, household: str | None = None) -> None:
+                        prefers_green: bool | None = None, household: str | None = None,
+                        pay_with: str | None = None) -> None:
     values: dict[str, Any] = {}
+    if pay_with is not None:
+        chosen = [p.strip() for p in pay_with.split(",") if p.strip()]
+        if any(p not in ("coins", "points") for p in chosen):
+            raise RegistryError(f"--pay-with {pay_with!r}: coins, points, coins,points or '' "
+                                "(the wallet only)")
+        values["pay_with"] = ",".join(sorted(set(chosen))) or None
     if household is not None:
         values["household"] = household.strip() or None
     if groups is not None:
@@ -130,7 +137,8 @@ async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None
     if prefers_green is not None:
         values["prefers_green"] = prefers_green
     if not values:
-        raise RegistryError("nothing to change: give --groups, --vehicle, --quota-kwh or --green")
+        raise RegistryError("nothing to change: give --groups, --vehicle, --quota-kwh, --green, "
+                            "--household or --pay-with")
     async with engine.begin() as conn:
         done = await conn.execute(update(members).where(members.c.tag == tag).values(**values))
         if done.rowcount == 0:
@@ -209,8 +217,21 @@ async def cancel_booking(engine: AsyncEngine, booking_id: int) -> None:
 # --- groups ---------------------------------------------------------------------------------
 
 async def create_group(engine: AsyncEngine, station_id: str, start: datetime, end: datetime,
-                       min_members: int, initiator: str | None, now: datetime | None = None) -> int:
+                       min_members: int | None, initiator: str | None,
+                       now: datetime | None = None) -> int:
+    """Open a group; it forms at `min_members` (None: the rule table's `group.min_members`,
+    which is also the least a group may ask for)."""
+    from cocharge.settlement import loyalty
+
     now = now or utcnow()
+    async with engine.connect() as conn:
+        reward_rules = await loyalty.current_rules(conn)
+    least = reward_rules.group_min_members
+    if min_members is None:
+        min_members = least
+    elif min_members < least:
+        raise RegistryError(f"a group needs at least {least} members (group.min_members in "
+                            f"`cocharge rewards rules show`), not {min_members}")
     if end <= start:
         raise RegistryError("the group's slot must end after it starts")
     if start <= now:
@@ -240,6 +261,8 @@ async def create_group(engine: AsyncEngine, station_id: str, start: datetime, en
 async def join_group(engine: AsyncEngine, group_id: int, tag: str,
                      now: datetime | None = None) -> str:
     """Join; returns the group's status afterwards (it forms on reaching its minimum)."""
+    from cocharge.settlement import loyalty
+
     now = now or utcnow()
     async with engine.begin() as conn:
         group = (await conn.execute(select(charge_groups).where(charge_groups.c.id == group_id))).first()
@@ -254,6 +277,12 @@ async def join_group(engine: AsyncEngine, group_id: int, tag: str,
             group_members.c.group_id == group_id, group_members.c.tag == tag)))
         if joined:
             raise RegistryError(f"{tag} is already in group {group_id}")
+        reward_rules = await loyalty.current_rules(conn)
+        if reward_rules.group_min_credit > 0:
+            credit = await loyalty.credit_score(conn, tag, reward_rules)
+            if credit < reward_rules.group_min_credit:
+                raise RegistryError(f"{tag}'s credit score is {credit}; joining a group needs "
+                                    f"{reward_rules.group_min_credit} (group.min_credit)")
         await conn.execute(insert(group_members).values(group_id=group_id, tag=tag, joined_at=now))
         tags = list((await conn.execute(select(group_members.c.tag)
                                         .where(group_members.c.group_id == group_id)
@@ -271,9 +300,26 @@ async def join_group(engine: AsyncEngine, group_id: int, tag: str,
                     station_id=group.station_id, connector_id=b.connector_id, tag=b.tag,
                     starts_at=b.start, ends_at=b.end, status="booked", reserved=False,
                     group_id=group_id, created_at=now))
+            values: dict[str, Any] = {"status": "formed", "formed_at": group.formed_at or now}
+            if group.status != "formed":
+                # Chosen once, now: the highest credit score at this moment (ties: who joined
+                # first); settlement honours it whatever the scores do later.
+                values["free_tag"] = await _highest_credit(conn, tags, reward_rules)
             await conn.execute(update(charge_groups).where(charge_groups.c.id == group_id)
-                               .values(status="formed", formed_at=group.formed_at or now))
+                               .values(**values))
     return str(status)
+
+
+async def _highest_credit(conn: AsyncConnection, tags: Sequence[str], rules: Any) -> str | None:
+    """The member (in join order) with the highest credit above 0; the first of equals."""
+    from cocharge.settlement import loyalty
+
+    best, best_credit = None, 0
+    for tag in tags:
+        credit = await loyalty.credit_score(conn, tag, rules)
+        if credit > best_credit:
+            best, best_credit = tag, credit
+    return best
 
 
 async def show_group(engine: AsyncEngine, group_id: int) -> dict[str, Any]:
@@ -289,7 +335,7 @@ async def show_group(engine: AsyncEngine, group_id: int) -> dict[str, Any]:
                                     .order_by(bookings.c.starts_at, bookings.c.connector_id))).all()
     return {"id": group.id, "station": group.station_id, "from": _iso(group.slot_start),
             "to": _iso(group.slot_end), "min_members": group.min_members, "status": group.status,
-            "initiator": group.initiator, "members": tags,
+            "initiator": group.initiator, "members": tags, "free_session": group.free_tag,
             "bookings": [f"{b.tag}: connector {b.connector_id} {_iso(b.starts_at)}-{_iso(b.ends_at)}"
                          f" ({b.status})" for b in slots]}
 

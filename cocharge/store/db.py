@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cocharge.store.schema import (
+    charge_groups,
     firmware_campaigns,
     firmware_files,
     ledger_head,
@@ -26,6 +27,7 @@ from cocharge.store.schema import (
     nodes,
     schema_version,
     sessions,
+    settlements,
     stations,
 )
 
@@ -227,6 +229,16 @@ async def _v15_api_keys(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v16_money_flows(conn: AsyncConnection) -> None:
+    """Memberships, payees and payouts; a group's free member; paying with coins (issue 18)."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        _add_columns(sync_conn, [(charge_groups, ["free_tag"]), (members, ["pay_with"]),
+                                 (settlements, ["redeemed"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -244,6 +256,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (13, _v13_load_management),
     (14, _v14_operations),
     (15, _v15_api_keys),
+    (16, _v16_money_flows),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

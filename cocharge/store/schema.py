@@ -99,6 +99,8 @@ members = Table(
     Column("referred_by", String(64)),  # the member who referred this one (set once, at add)
     # v12: a household or fleet: its cards stop each other's sessions (groupIdToken/parentIdTag)
     Column("household", String(20)),
+    # v16: what pays part of a session before the wallet: "" | "coins" | "points" | "coins,points"
+    Column("pay_with", String(20)),
 )
 
 sessions = Table(
@@ -385,6 +387,9 @@ charge_groups = Table(
     Column("initiator", String(64)),
     Column("formed_at", DateTime),
     Column("created_at", DateTime, nullable=False),
+    # v16: the member whose session is free, chosen once when the group forms (highest credit
+    # at that moment, ties by join time); None when nobody has credit
+    Column("free_tag", String(64)),
 )
 
 group_members = Table(
@@ -503,6 +508,8 @@ settlements = Table(
     # The overstay fee, billed when the car has left (None: not known yet).
     Column("idle_fee_fen", BigInteger),
     Column("idle_settled_at", DateTime),
+    # v16: what coins and green points paid of it: [[asset, units, fen], ...] (part of paid_fen)
+    Column("redeemed", Text),
 )
 
 
@@ -689,3 +696,63 @@ api_keys = Table(
     Column("revoked_at", DateTime),
     Column("last_used_at", DateTime),
 )
+
+# --- v16: money flows (issue 18) --------------------------------------------------------------
+
+# Membership levels with a start and an end (`cocharge membership grant`): an OEM activation
+# by VIN (the brand table in the rule table gives its months and perks) or a purchase. A VIN
+# activates once; a member holds one level per brand (`brand` is "-" for a purchase).
+# `quota_wh`: free energy per month while the level lasts; `free_charging`: every session in
+# the level's days is free (the "free charging days" a reward rule grants).
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tag", String(64), nullable=False),
+    Column("level", String(32), nullable=False),
+    Column("brand", String(32), nullable=False),
+    Column("vin", String(17), unique=True),
+    Column("source", String(16), nullable=False),  # oem | purchase | reward
+    Column("ref", String(64), nullable=False, unique=True),
+    Column("starts_at", DateTime, nullable=False),
+    Column("ends_at", DateTime, nullable=False),
+    Column("quota_wh", BigInteger, nullable=False, default=0),
+    Column("free_charging", Boolean, nullable=False, default=False),
+    # active | expired
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expired_at", DateTime),
+)
+Index("ix_memberships_tag", memberships.c.tag, memberships.c.ends_at)
+
+# Where a payout goes (`cocharge payout payee`): what a bank or payment provider batch needs.
+payees = Table(
+    "payees",
+    metadata,
+    Column("account", String(100), primary_key=True),  # host:NAME | property:NAME | operator:NAME
+    Column("name", String(200), nullable=False),
+    Column("method", String(16), nullable=False),  # bank | alipay | wechat
+    Column("number", String(64), nullable=False),  # bank account (IBAN/CNAPS card no.) or wallet id
+    Column("bank", String(100)),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# One line of a payout run: booked (on the ledger to payable:<account>), then paid or failed.
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("ref", String(64), primary_key=True),
+    Column("run_date", Date, nullable=False),
+    Column("account", String(100), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("payee_name", String(200), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("number", String(64), nullable=False),
+    Column("bank", String(100)),
+    # booked | paid | failed
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("settled_at", DateTime),
+    Column("note", String(200)),
+)
+Index("ix_payouts_run", payouts.c.run_date, payouts.c.account)

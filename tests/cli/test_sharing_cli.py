@@ -91,15 +91,21 @@ def test_group_forms_and_books_its_members(tmp_path):
     slot = f"{local(start)}-{local(start + timedelta(hours=2))[-5:]}"
     if local(start)[:10] != local(start + timedelta(hours=2))[:10]:
         slot = f"{local(start)}/{local(start + timedelta(hours=2))}"
-    made = cocharge("group", "create", "--station", "CP1", "--slot", slot, "--min", "3",
+    below = cocharge("group", "create", "--station", "CP1", "--slot", slot, "--min", "3",
+                     "--initiator", "ALICE", db=db)
+    assert below.returncode == 2 and "at least 5 members" in below.stderr  # the rule's minimum
+    assert cocharge("rewards", "rules", "set", "group.min_members", "3", db=db).returncode == 0
+    made = cocharge("group", "create", "--station", "CP1", "--slot", slot,
                     "--initiator", "ALICE", db=db)
     assert made.returncode == 0, made.stderr
+    assert "needs 3 members" in made.stdout
     assert "forming" in cocharge("group", "join", "1", "--tag", "BOB", db=db).stdout
     twice = cocharge("group", "join", "1", "--tag", "BOB", db=db)
     assert twice.returncode == 2 and "already in group" in twice.stderr
     assert "formed" in cocharge("group", "join", "1", "--tag", "CAI", db=db).stdout
     shown = json.loads(cocharge("group", "show", "1", "--json", db=db).stdout)
     assert shown["status"] == "formed" and shown["members"] == ["ALICE", "BOB", "CAI"]
+    assert shown["free_session"] == "ALICE"  # all at 100 credit: the first to join
     listed = json.loads(cocharge("booking", "list", "--json", db=db).stdout)
     assert sorted(b["tag"] for b in listed) == ["ALICE", "BOB", "CAI"]
     assert all(b["group"] == 1 for b in listed)

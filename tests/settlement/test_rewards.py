@@ -52,13 +52,21 @@ def test_defaults_credit_factor_and_points():
     assert [(m, x) for m, x in DEFAULTS.tiers] == [
         (Decimal(3000), Decimal("2.5")), (Decimal(9000), Decimal(3)),
         (Decimal(27000), Decimal("3.5")), (Decimal(51000), Decimal(4))]
-    assert [b.key for b in DEFAULTS.badges] == ["earth_guardian", "group_charger", "navigator"]
+    assert [b.key for b in DEFAULTS.badges] == ["earth_guardian", "group_charger", "navigator",
+                                                "explorer"]
+    # Every number of the money flows is in the table (issue 18).
+    assert (DEFAULTS.group_pct, DEFAULTS.green_pct) == (Decimal(15), Decimal(10))
+    assert (DEFAULTS.group_min_members, DEFAULTS.group_min_credit) == (5, 0)
+    assert DEFAULTS.levels["gold"].quota_wh == 50_000
+    assert DEFAULTS.brand("any make").months == 6 and DEFAULTS.brand("x").level == "gold"
+    assert DEFAULTS.payout_minimum_fen == 10_000
 
 
 def test_a_first_green_session_in_a_group():
     facts = SessionFacts("A", "WB1", 12_000, green=True, group_role="initiator")
+    # The initiator also earns the completion coins every member earns (SPEC §4).
     assert earned(facts) == {"first_green_session": Reward(0, 8),
-                             "group_initiator": Reward(20, 20)}
+                             "group_initiator": Reward(20, 20), "group_member": Reward(10, 0)}
     # The second green session earns nothing green; a plain member earns the member's coins.
     again = SessionFacts("A", "WB1", 12_000, green=True, group_role="member", green_sessions_before=1)
     assert earned(again) == {"group_member": Reward(10, 0)}
@@ -85,13 +93,66 @@ def test_badges_at_their_thresholds_and_only_once():
     assert earned(third) == {"group_member": Reward(10, 0), "group_charger": "Group Charger"}
     second = SessionFacts("A", "WB1", 1000, green=False, group_role="member", group_streak_before=1)
     assert "group_charger" not in earned(second)
-    # Navigator: charged at 5 different stations.
+    # Explorer: charged at 5 different stations.
     fifth = SessionFacts("A", "WB5", 1000, green=False,
                          stations_before=frozenset({"WB1", "WB2", "WB3", "WB4"}))
-    assert earned(fifth) == {"navigator": "Navigator"}
+    assert earned(fifth) == {"explorer": "Explorer"}
+    # Navigator (领航员): led a group as its initiator with the highest credit.
+    assert earned(SessionFacts("A", "WB1", 1000, green=False, group_leads=1)) == {
+        "navigator": "Navigator"}
     same = SessionFacts("A", "WB4", 1000, green=False,
                         stations_before=frozenset({"WB1", "WB2", "WB3", "WB4"}))
     assert earned(same) == {}
+
+
+def test_green_share_badge_needs_consecutive_months():
+    table = with_change(DEFAULT_RULES, "badges.green_streak",
+                        "name=Green Quarter,green_share_pct=80,months=3,free_days=2")
+    rules = parse_rules(table)
+    [rule] = [b for b in rules.badges if b.key == "green_streak"]
+    assert (rule.measure, rule.threshold, rule.months, rule.free_days) == ("green_share_pct", 80, 3, 2)
+
+    def facts(*shares: str) -> SessionFacts:
+        return SessionFacts("A", "WB1", 1000, green=False,
+                            green_months=tuple(Decimal(x) for x in shares))
+
+    assert "green_streak" in earned(facts("85", "80", "99.5"), rules)
+    assert "green_streak" not in earned(facts("85", "79.9", "99"), rules)  # one month short
+    assert "green_streak" not in earned(facts("90", "90"), rules)          # two months only
+
+
+def test_open_events_and_badge_rules():
+    table = with_change(DEFAULT_RULES, "events.share_green_bill", "coins=20,limit=3,period=week")
+    table = with_change(table, "badges.good_writer", "name=Good Writer,event=post_featured,count=10,"
+                        "within_days=30,coins=100")
+    rules = parse_rules(table)
+    assert rules.reward("share_green_bill") == Reward(20, 0, 3, "week")
+    assert "share_green_bill" in rules.external_events()
+    [writer] = [b for b in rules.badges if b.key == "good_writer"]
+    assert (writer.event, writer.threshold, writer.within_days, writer.coins) == (
+        "post_featured", 10, 30, 100)
+    with pytest.raises(RulesError, match="no event"):
+        with_change(DEFAULT_RULES, "badges.x", "event=nothing_such,count=2")
+    with pytest.raises(RulesError, match="period"):
+        with_change(DEFAULT_RULES, "events.y_event", "coins=1,period=year")
+    with pytest.raises(RulesError, match="event name"):
+        with_change(DEFAULT_RULES, "events.Bad-Name", "coins=1")
+    with pytest.raises(RulesError, match="settlement raises"):
+        with_change(DEFAULT_RULES, "events.overstay", "none")
+    assert "share_green_bill" not in parse_rules(with_change(table, "events.share_green_bill",
+                                                             "none")).events
+    with pytest.raises(RulesError, match="at least 2"):
+        with_change(DEFAULT_RULES, "group.min_members", "1")
+
+
+def test_tax_estimate_by_the_table():
+    tax = DEFAULTS.tax
+    assert tax is not None
+    assert tax.estimate(0) == 0
+    assert tax.estimate(80_000) == 0                       # 800 CNY: all deducted
+    assert tax.estimate(300_000) == 44_000                 # (3,000 - 800) x 20 % = 440
+    assert tax.estimate(500_000) == 80_000                 # 5,000 x 80 % x 20 % = 800
+    assert tax.estimate(400_000) == 64_000                 # 4,000 - 800 = 3,200 x 20 %
 
 
 def test_credit_never_goes_below_zero():
@@ -125,9 +186,9 @@ def test_operator_changes_and_refusals():
     for key, text, words in [
         ("points.referral_pct", "50,30,20", "pyramid selling"),
         ("points.referral_pct", "150", "between 0 and 100"),
-        ("events.dancing", "coins=1", "unknown event"),
+        ("events.Dancing!", "coins=1", "event name"),
         ("events.like_given", "coins=-1", "at least 0"),
-        ("events.like_given", "stars=3", "coins and credit"),
+        ("events.like_given", "stars=3", "coins, credit"),
         ("points.tiers", "9000=3,3000=2.5", "must increase"),
         ("initial_credit", "-1", "at least 0"),
         ("badges.navigator.green_kwh", "5", "exactly one threshold"),

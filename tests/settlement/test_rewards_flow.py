@@ -43,6 +43,7 @@ async def test_a_green_group_session_earns_certificate_coins_credit_and_badge(tm
         await settle.set_terms(engine, "WB1", {"green": True})
         # The operator lowers Earth Guardian to 1 green kWh so one session earns it.
         await loyalty.set_rule(engine, "badges.earth_guardian.green_kwh", "1")
+        await loyalty.set_rule(engine, "group.min_members", "2")  # the default is 5
         start = utcnow() + timedelta(seconds=2)
         group = await sharing.create_group(engine, "WB1", start, start + timedelta(minutes=30),
                                            min_members=2, initiator="ANN")
@@ -66,19 +67,22 @@ async def test_a_green_group_session_earns_certificate_coins_credit_and_badge(tm
     shown = cocharge("member", "show", "ANN", "--json", db=str(path))
     assert shown.returncode == 0, shown.stderr
     ann = json.loads(shown.stdout)
-    # Initiator of a formed group: 20 coins and 20 credit; a first green session: 8 credit.
-    assert ann["coins"] == 20 and ann["credit"] == 100 + 20 + 8
-    assert [b["badge"] for b in ann["badges"]] == ["earth_guardian"]
+    # Initiator of a formed group: 20 coins and 20 credit, and like every member 10 coins on
+    # completion; a first green session: 8 credit.
+    assert ann["coins"] == 20 + 10 and ann["credit"] == 100 + 20 + 8
+    # ANN started the group and, first of equals, was its highest-credit member: Navigator.
+    assert [b["badge"] for b in ann["badges"]] == ["earth_guardian", "navigator"]
     [cert] = ann["green_certificates"]
     cert_id = f"GC-{row['id']:06d}"
     assert cert["id"] == cert_id and cert["station"] == "WB1"
-    assert {e["event"] for e in ann["events"]} == {"group_initiator", "first_green_session"}
+    assert {e["event"] for e in ann["events"]} == {"group_initiator", "group_member",
+                                                   "first_green_session"}
     text = cocharge("member", "show", "ANN", db=str(path)).stdout
     assert "Earth Guardian" in text and cert_id in text
     before = balances(str(path))
-    assert before[("coins:ANN", "COIN")] == 20
+    assert before[("coins:ANN", "COIN")] == 30
     assert before[("credit:ANN", "CREDIT")] == 128
-    assert before[("badge:ANN", "BADGE")] == 1
+    assert before[("badge:ANN", "BADGE")] == 2  # Earth Guardian, Navigator
     assert before[("green:ANN", "GREEN_WH")] == energy
     # The certificate: kWh x 0.5366 kg/kWh, backed by its ledger entry.
     printed = json.loads(cocharge("green", "certificate", cert_id, "--json", db=str(path)).stdout)

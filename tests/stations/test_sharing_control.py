@@ -288,6 +288,7 @@ async def test_safety_fault_ends_the_session_and_faults_the_connector(node, prot
 
 async def test_group_forms_at_its_minimum_and_books_every_member(node):
     await register(node, "WB8", tags=("M1", "M2", "M3"), max_power_kw=11)
+    await loyalty.set_rule(node.engine, "group.min_members", "3")  # the default is 5
     start = utcnow() + timedelta(seconds=2)
     group_id = await sharing.create_group(node.engine, "WB8", start, start + timedelta(minutes=30),
                                           min_members=3, initiator="M1")
