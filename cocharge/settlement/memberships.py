@@ -185,12 +185,19 @@ async def grant(engine: AsyncEngine, tag: str, *, brand: str | None = None, vin:
                                   "has not ended: one per member and brand")
         lvl = rules.levels[level_name]
         ends = now + timedelta(days=days) if days else add_months(now, int(length or 0))
+        # This month's quota already granted (another level, a quota set by hand): the new
+        # level's quota is added for the rest of the month.
+        topped = await ledger.posted(conn, f"quota-grant:{tag}:{month_of(now)}")
         membership_id = int((await conn.execute(insert(memberships).values(
             tag=tag, level=level_name, brand=brand_name, vin=vin if oem else None,
             source="oem" if oem else "purchase", ref=ref, starts_at=now, ends_at=ends,
             quota_wh=lvl.quota_wh, free_charging=lvl.free_charging, status="active",
             created_at=now).returning(memberships.c.id))).scalar_one())
         coins = credit = 0
+        top_up = ([Transfer(f"quota-grant:{tag}:{month_of(now)}:m{membership_id}", "pool:quota",
+                            f"quota:{tag}", lvl.quota_wh, QUOTA, "quota-grant", str(membership_id),
+                            f"free energy for {month_of(now)}, {level_name}")]
+                  if topped and lvl.quota_wh > 0 else [])
         if oem:
             # The starter reward, once per member whatever the number of cars.
             event_id = f"oem_activated:{tag}"
@@ -198,14 +205,14 @@ async def grant(engine: AsyncEngine, tag: str, *, brand: str | None = None, vin:
                 batch = loyalty.RewardBatch(rules)
                 await batch.reward(conn, tag, "oem_activated", event_id,
                                    rules.reward("oem_activated"), ref)
-                legs = batch.legs + await quota_legs(conn, tag, now)
+                legs = batch.legs + await quota_legs(conn, tag, now) + top_up
                 if legs:
                     await ledger.post(conn, legs, f"membership:{membership_id}")
                 await batch.record(conn)
                 coins, credit = batch.events[0]["coins"], batch.events[0]["credit"]
                 return Granted(membership_id, True, tag, level_name, now, ends, lvl.quota_wh,
                                coins, credit)
-        legs = await quota_legs(conn, tag, now)
+        legs = await quota_legs(conn, tag, now) + top_up
         if legs:
             await ledger.post(conn, legs, f"membership:{membership_id}")
     return Granted(membership_id, True, tag, level_name, now, ends, lvl.quota_wh, coins, credit)

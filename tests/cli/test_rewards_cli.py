@@ -50,8 +50,12 @@ def test_external_events_apply_once_and_rules_are_versioned(tmp_path):
     assert cocharge("rewards", "event", "N", "like_given", "--ref", "like-1", db=db).returncode == 0
     shown = json.loads(cocharge("member", "show", "N", "--json", db=db).stdout)
     assert shown["coins"] == 52 and shown["credit"] == 111
-    # An OEM membership activated: 200 coins, 10 credit and the 50 kWh monthly quota.
-    assert cocharge("rewards", "event", "G", "oem_activated", "--ref", "VIN-LSVX123", db=db).returncode == 0
+    # An OEM activation is a membership now (tests/cli/test_money_cli.py), not a loose event.
+    loose = cocharge("rewards", "event", "G", "oem_activated", "--ref", "VIN-LSVX123", db=db)
+    assert loose.returncode == 2 and "membership grant" in loose.stderr
+    granted = cocharge("membership", "grant", "G", "--brand", "BYD", "--vin", "LSVX1234567890123",
+                       db=db)
+    assert granted.returncode == 0, granted.stderr
     gina = json.loads(cocharge("member", "show", "G", "--json", db=db).stdout)
     assert (gina["coins"], gina["credit"], gina["quota_wh_per_month"]) == (200, 110, 50_000)
     assert "free energy    50 kWh a month" in cocharge("member", "show", "G", db=db).stdout
