@@ -151,24 +151,26 @@ def rules_show(db: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"version": rules.version, "rules": body}, indent=2))
         return
     click.echo(f"reward rules, version {rules.version}"
-               + (" (the defaults)" if rules.version == 0 else ""))
-    click.echo(f"  initial_credit: {rules.initial_credit}")
-    click.echo("  events:")
-    for event, reward in rules.events.items():
-        parts = [f"coins={reward.coins}" if reward.coins else "", f"credit={reward.credit}" if reward.credit else ""]
-        click.echo(f"    events.{event:20} {','.join(p for p in parts if p)}")
-    click.echo("  badges:")
-    for badge in rules.badges:
-        click.echo(f"    badges.{badge.key}.{badge.measure:12} {badge.threshold:>5}  ({badge.name})")
-    click.echo(f"  green.factor_kg_per_kwh: {rules.factor} ({rules.factor_year}, {rules.factor_source})")
-    click.echo("  points.tiers: " + ",".join(f"{m}={x}" for m, x in rules.tiers))
-    click.echo(f"  points.daily_release_pct: {rules.daily_release_pct}")
-    click.echo("  points.referral_pct: " + ",".join(str(p) for p in rules.referral_pct)
-               + "  (generation 1, 2; at most two)")
-    click.echo(f"  points.point_value_cny: {rules.point_value}")
-    click.echo(f"  pool: margin_share_pct {rules.margin_share_pct}, buyer_share_pct "
-               f"{rules.buyer_share_pct}, sell_fee_pct {rules.sell_fee_pct}, initial_price "
-               f"{rules.initial_price}")
+               + (" (the defaults)" if rules.version == 0 else "")
+               + "; change one with `cocharge rewards rules set KEY VALUE`")
+
+    def show(prefix: str, value: Any) -> None:
+        # A row of a table (an event, a badge, a level, a brand) on one line, as `set` takes it.
+        row = isinstance(value, dict) and prefix.count(".") >= 1 and not any(
+            isinstance(v, dict) for v in value.values())
+        if isinstance(value, dict) and not row:
+            for key, inner in value.items():
+                show(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif row:
+            click.echo(f"  {prefix}: " + ",".join(f"{k}={v}" for k, v in value.items()))
+        elif prefix == "points.tiers":
+            click.echo(f"  {prefix}: " + ",".join(f"{m}={x}" for m, x in value))
+        elif isinstance(value, list):
+            click.echo(f"  {prefix}: " + ",".join(str(v) for v in value))
+        else:
+            click.echo(f"  {prefix}: {value}")
+
+    show("", body)
 
 
 @rewards_rules.command("set")
