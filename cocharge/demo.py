@@ -23,7 +23,7 @@ from sqlalchemy import select
 from cocharge.config import GatewaySettings
 from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
-from cocharge.settlement import ledger, loyalty, settle
+from cocharge.settlement import ledger, loyalty, memberships, payouts, settle, statements
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt
 from cocharge.settlement.overstay import IdleFeeRule
@@ -201,6 +201,24 @@ async def run_demo(stations: int) -> None:
         booking_rows = await sharing.list_bookings(engine)
         rewarded = [await loyalty.member_rewards(engine, tag) for tag in tags]
         pool = (await loyalty.pool_summary(engine))["price"]
+        # Pay the hosts and the property (balances of at least 1 CNY), confirm the bank paid,
+        # and write the first host's statement for the month.
+        earners = sorted(b["account"] for b in balances
+                         if b["account"].startswith(("host:", "property:", "operator:"))
+                         and b["balance"] >= 100)
+        for n, account in enumerate(earners):
+            await payouts.set_payee(engine, account, f"{account.split(':')[1].title()} Ltd",
+                                    "bank", f"622202020011{n:04d}", "ICBC")
+        payout_run = await payouts.run(engine, utcnow().date(), minimum_fen=100)
+        pay_file = os.path.join(folder, f"payouts-{payout_run.day.isoformat()}.csv")
+        with open(pay_file, "w", encoding="utf-8") as f:
+            f.write(payouts.payment_file(payout_run.lines))
+        for line in payout_run.lines:
+            await payouts.confirm(engine, line["ref"], line["amount_fen"], "demo bank batch")
+        month = memberships.month_of(utcnow())
+        statement = await statements.statement(engine, "host:host1", month)
+        statement_html = os.path.join(folder, f"statement-host1-{month}.html")
+        statements.write(statement_html, statements.to_html(statement))
         liabilities = await liability_report(engine, settle.SettlementDefaults().price_per_kwh)
 
     _say("\nSessions")
@@ -240,6 +258,18 @@ async def run_demo(stations: int) -> None:
     state = "OK" if verdict.ok else "BROKEN: " + verdict.problems[0]
     _say(f"ledger verify: {state} ({verdict.transfers} transfers, hash chain intact, "
          f"CNY sums to {verdict.sums.get('CNY', 0)})")
+    _say(f"\nPayout run {payout_run.day} (`cocharge payout run`): {len(payout_run.lines)} payouts, "
+         f"{fmt(payout_run.total_fen)} CNY; payment file {pay_file}")
+    for line in payout_run.lines:
+        _say(f"  {line['ref']}  {line['account']:26} {fmt(line['amount_fen']):>8}  "
+             f"{line['payee_name']}, {line['method']} …{line['number'][-4:]}  paid (confirmed)")
+    t = statement["totals"]
+    _say(f"\nStatement host:host1 {month} (`cocharge statement`): {t['sessions']} sessions, "
+         f"{t['kwh']:.3f} kWh, gross {fmt(t['gross_fen'])}, discounts {fmt(t['discounts_fen'])}, "
+         f"commission {fmt(t['commission_fen'])}, net {fmt(t['net_fen'])}, payouts "
+         f"{fmt(sum(p['fen'] for p in statement['payouts']))}, balance {fmt(statement['closing_fen'])}, "
+         f"tax estimate {fmt(statement['tax']['estimate_fen'])}")
+    _say(f"  as a page with a chart: {statement_html}")
     _say("\nRewards (credit starts at 100; coins, badges, green certificates, points)")
     _say(f"{'tag':9} {'credit':>6} {'coins':>5} {'green kWh':>9} {'CO2 kg':>7} {'green pts':>9} "
          f"{'locked':>9} {'pool pts':>9}  badges, certificates, events")
@@ -254,6 +284,6 @@ async def run_demo(stations: int) -> None:
          f"released a day for 2 days; pool price {pool} CNY per point")
     _say("\nWhat the platform owes against what backs it (`cocharge ledger liabilities`): the points"
          "\ngranted with purchases are promises on top of the money paid in.")
-    for line in liabilities.text_lines():
-        _say(line)
+    for text in liabilities.text_lines():
+        _say(text)
     _say(f"\ndemo finished in {time.monotonic() - started:.1f} s")

@@ -677,7 +677,7 @@ def _reward_event(body: dict[str, Any]) -> str:
         raise CommandError("request_id must be a string of 1 to 64 characters")
     unknown = set(body) - {"v", "request_id", "tag", "event", "ref"}
     if unknown:
-        raise CommandError(f"unknown field {sorted(unknown)[0]!r}: a reward event has tag, "
+        raise CommandError(f"unknown field {min(unknown)!r}: a reward event has tag, "
                            "event and ref")
     for key in ("tag", "event", "ref"):
         if not isinstance(body.get(key), str) or not 1 <= len(body[key]) <= 64:

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, desc, func, insert, select, update
+from sqlalchemy import and_, desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement import ledger, points

@@ -244,7 +244,7 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
     """Check a rule table and turn it into values; RulesError names the first problem."""
     unknown = set(body) - set(DEFAULT_RULES)
     if unknown:
-        raise RulesError(f"unknown rule section {sorted(unknown)[0]!r}; the sections are "
+        raise RulesError(f"unknown rule section {min(unknown)!r}; the sections are "
                          + ", ".join(DEFAULT_RULES))
     # A table stored before a section existed takes that section's defaults.
     body = {**{k: v for k, v in DEFAULT_RULES.items() if k not in body}, **body}
@@ -258,7 +258,7 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
         extra = set(reward) - {"coins", "credit", "limit", "period"}
         if extra:
             raise RulesError(f"events.{event}: a reward has coins, credit, limit and period, "
-                             f"not {sorted(extra)[0]!r}")
+                             f"not {min(extra)!r}")
         coins = _int(reward.get("coins", 0), f"events.{event}.coins", 0)
         limit = reward.get("limit")
         period = str(reward.get("period", "month"))
@@ -280,7 +280,7 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
         measure = measures[0]
         extra = set(rule) - {"name", measure, "count", "within_days", "months", "coins", "free_days"}
         if extra:
-            raise RulesError(f"badges.{key}: unknown field {sorted(extra)[0]!r}")
+            raise RulesError(f"badges.{key}: unknown field {min(extra)!r}")
         event = None
         if measure == "event":
             event = str(rule["event"])

@@ -49,7 +49,6 @@ from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     ENERGY_REGISTER,
     charge_groups,
-    group_members,
     members,
     meter_samples,
     sessions,

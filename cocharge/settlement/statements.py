@@ -89,7 +89,7 @@ async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, 
             .where(settlements.c.session_id.in_(list(income) or [-1])))).all()
     lines = []
     for s in sorted(found, key=lambda s: s.session_id):
-        split = dict((a, int(v)) for a, v in json.loads(s.split))
+        split = {a: int(v) for a, v in json.loads(s.split)}
         discounts = sum(int(v) for _, v in json.loads(s.discounts))
         lines.append({
             "session": int(s.session_id), "day": income_day[int(s.session_id)],

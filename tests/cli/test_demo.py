@@ -34,3 +34,12 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert re.search(r"MEMBER2 +100 +0 .* 252\.00 +26748\.00", out)
     assert "pool price 1.7508 CNY per point" in out
     assert re.search(r"coverage overall +\d\.\d\d", out)
+    # Money flows: the hosts and the property paid out with a payment file, confirmed; a
+    # host's statement with its tax estimate; nothing left unpaid on the liability report.
+    assert re.search(r"Payout run \d{4}-\d\d-\d\d .*: \d+ payouts, \d+\.\d\d CNY; payment file "
+                     r"\S+payouts-\S+\.csv", out)
+    assert re.search(r"PO-\d{8}-001  host:host1 +\d+\.\d\d  Host1 Ltd, bank …\d{4}  paid", out)
+    assert "property:sunrise-garden" in out.split("Payout run")[1]
+    assert re.search(r"Statement host:host1 \d{4}-\d\d .*net (\d+\.\d\d), payouts \1, "
+                     r"balance 0\.00, tax estimate 0\.00", out)
+    assert re.search(r"unpaid payouts +0\.00", out)
