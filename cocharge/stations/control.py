@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
-from cocharge.settlement import ledger, loyalty
+from cocharge.settlement import ledger, loyalty, memberships
 from cocharge.settlement.overstay import idle_fee
 from cocharge.settlement.settle import quota_left, tariff_in_force
 from cocharge.settlement.tariff import per_kwh
@@ -146,6 +146,7 @@ class SharingController:
         self.rollout = firmware.Rollout(engine, settings.firmware_timeout_s)
         self.firmware_running = False  # a campaign is running (checked at every tick)
         self._firmware_busy = False
+        self._memberships_next: datetime | None = None  # the hourly membership job
         self._list_synced: dict[str, datetime] = {}  # station -> when its local list was checked
         self._no_local_list: set[str] = set()  # stations that answered NotSupported
         # The driver's display (2.0.1): what each station shows of ours (message id -> text),
@@ -296,6 +297,11 @@ class SharingController:
         if not self._firmware_busy:
             self._firmware_busy = True
             self._background.spawn(self._firmware_step(now), "firmware campaigns")
+        if self._memberships_next is None or now >= self._memberships_next:
+            # Levels that ended, the month's quotas (idempotent: `membership expire` is the
+            # same job for a database without a running gateway).
+            self._memberships_next = now + timedelta(hours=1)
+            self._background.spawn(memberships.daily(self.engine, now), "memberships")
 
     # --- the driver's display -----------------------------------------------------------------
 

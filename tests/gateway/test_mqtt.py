@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from cocharge.gateway.app import running_node
 from cocharge.gateway.mqtt import CommandError, _plan, acl_file, parse_mqtt_url
-from cocharge.settlement import settle
+from cocharge.settlement import ledger, settle
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
 from cocharge.store.schema import mqtt_requests, sessions
@@ -588,3 +588,39 @@ async def test_critical_security_events_are_raised_and_shown(broker, sqlite_url)
                        for e in shown["critical_security_events"])
             assert (await registry.get_station(node.engine, "WB2"))[
                 "critical_security_events"] is None
+
+
+async def test_reward_events_arrive_over_mqtt_acknowledged_once(broker, sqlite_url):
+    """The community app reports events on its own command topic: applied once per event
+    ref (and answered again, not applied, for a repeated request), refused when unknown."""
+    from cocharge.settlement import loyalty
+
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url)) as node:
+        await registry.add_member(node.engine, "Ann", "ANN", None)
+        await loyalty.set_rule(node.engine, "events.share_green_bill", "coins=20,limit=2,period=month")
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        async with backend(broker, f"{P}/app/#") as b:
+            event = {"v": 1, "request_id": "e-1", "tag": "ANN", "event": "share_green_bill",
+                     "ref": "bill-7"}
+            await b.command("reward-event", event, prop="app")
+            answers = await b.wait(lambda: len(b.acks("e-1", "app")) >= 2 and b.acks("e-1", "app"))
+            assert [a["state"] for a in answers] == ["received", "accepted"]
+            assert answers[1]["coins"] == 20 and answers[1]["new"] is True
+            # The same request again: the same answers, nothing applied twice.
+            await b.command("reward-event", event, prop="app")
+            await b.wait(lambda: len(b.acks("e-1", "app")) >= 4)
+            # The same event under another request id: acknowledged, not applied again.
+            await b.command("reward-event", {**event, "request_id": "e-2"}, prop="app")
+            [_, again] = await b.wait(lambda: len(b.acks("e-2", "app")) >= 2 and b.acks("e-2", "app"))
+            assert again["state"] == "accepted" and again["new"] is False
+            for rid, body, words in [
+                ("e-3", {"tag": "ANN", "event": "dancing", "ref": "x"}, "unknown event"),
+                ("e-4", {"tag": "NOBODY", "event": "share_green_bill", "ref": "x"}, "no member"),
+                ("e-5", {"tag": "ANN", "event": "share_green_bill"}, "ref must be"),
+            ]:
+                await b.command("reward-event", {"request_id": rid, **body}, prop="app")
+                found = await b.wait(lambda rid=rid: [a for a in b.acks(rid, "app")
+                                                      if a["state"] != "received"])
+                assert found[0]["state"] in ("rejected", "error") and words in found[0]["error"]
+        async with node.engine.connect() as conn:
+            assert await ledger.balance(conn, "coins:ANN", "COIN") == 20
