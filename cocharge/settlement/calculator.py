@@ -46,3 +46,26 @@ async def area_prices(engine: AsyncEngine, area: str | None) -> list[Decimal]:
             if price is not None:
                 prices.append(price)
     return prices
+
+
+async def area_host_revenue(engine: AsyncEngine, area: str | None,
+                            days: int = 30) -> dict[str, int]:
+    """What each station of the area took (fen, paid by drivers) in the last `days` days."""
+    from datetime import timedelta
+
+    from cocharge.store.db import utcnow
+    from cocharge.store.schema import settlements
+
+    if not area:
+        return {}
+    since = utcnow() - timedelta(days=days)
+    async with engine.connect() as conn:
+        ids = (await conn.execute(select(stations.c.id).where(stations.c.area == area))).scalars().all()
+        rows = (await conn.execute(select(sessions.c.station_id, func.sum(settlements.c.payable_fen))
+                                   .join(settlements, settlements.c.session_id == sessions.c.id)
+                                   .where(and_(sessions.c.station_id.in_(list(ids) or [""]),
+                                               sessions.c.ended_at >= since))
+                                   .group_by(sessions.c.station_id))).all()
+    found = {station_id: 0 for station_id in ids}
+    found.update({r[0]: int(r[1] or 0) for r in rows})
+    return found

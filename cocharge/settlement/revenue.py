@@ -202,6 +202,63 @@ def _closed_demand(demand: Demand, opened: Sequence[float]) -> list[str]:
     return [f"demand {start:02d}:00-{end:02d}:00 is high while you are closed: extend your hours"]
 
 
+def time_package_fen(e: Estimate, per_hour: Decimal) -> int:
+    """A month's revenue at a time package (CNY per hour of charging) instead of per kWh."""
+    hours = e.charging_hours_per_day * DAYS_PER_MONTH
+    return int((hours * per_hour * 100).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _blocks(hours: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive hours of the week, as (first, last + 1)."""
+    runs: list[tuple[int, int]] = []
+    for h in sorted(hours):
+        if runs and runs[-1][1] == h:
+            runs[-1] = (runs[-1][0], h + 1)
+        else:
+            runs.append((h, h + 1))
+    return runs
+
+
+def _when(block: tuple[int, int]) -> str:
+    first, end = block
+    day, last_day = _DAY_NAMES[first // 24], _DAY_NAMES[(end - 1) // 24]
+    if day == last_day:
+        return f"{day} {first % 24:02d}:00-{(end - 1) % 24 + 1:02d}:00"
+    return f"{day} {first % 24:02d}:00 to {last_day} {(end - 1) % 24 + 1:02d}:00"
+
+
+def pricing_advice(demand: Demand, windows: Sequence[Window], price: Decimal) -> list[str]:
+    """Advice by hour of the week from the demand the history shows: a higher price where
+    the open hours are busiest, a lower one where they are quiet (as --tod prices)."""
+    opened = open_fraction(windows)
+    open_hours = [h for h in range(HOURS) if opened[h] > 0]
+    if not open_hours:
+        return []
+    typical = statistics.median(demand.requests[h] for h in open_hours)
+    if typical <= 0:
+        return []
+    busy = [h for h in open_hours if demand.requests[h] >= 1.5 * typical]
+    quiet = [h for h in open_hours if demand.requests[h] <= 0.5 * typical]
+    advice = []
+    up = (price * Decimal("1.2")).quantize(Decimal("0.01"))
+    down = (price * Decimal("0.8")).quantize(Decimal("0.01"))
+    for block in sorted(_blocks(busy), key=lambda b: b[0] - b[1])[:2]:
+        advice.append(f"{_when(block)} is your busiest time ({demand.requests[block[0]]:.2f} "
+                      f"requests an hour): {up} CNY/kWh there would still sell")
+    for block in sorted(_blocks(quiet), key=lambda b: b[0] - b[1])[:1]:
+        advice.append(f"{_when(block)} is quiet: {down} CNY/kWh there may bring drivers")
+    return advice
+
+
+def ranking(estimate_fen: int, others: Sequence[int]) -> tuple[int, int]:
+    """(rank, of how many) the estimate would take among the area's hosts' monthly revenue."""
+    better = sum(1 for fen in others if fen > estimate_fen)
+    return better + 1, len(others) + 1
+
+
 def hourly_utilisation(e: Estimate) -> list[float]:
     """Share of each hour of the week the charger delivers energy (0 when closed)."""
     return [min(1.0, served / (float(e.power_kw) * opened)) if opened and e.power_kw else 0.0

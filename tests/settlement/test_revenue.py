@@ -77,3 +77,64 @@ def test_cli_estimate_with_chart(tmp_path):
                           "--price", "cheap", "--db", str(tmp_path / "c.db")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--price" in bad.stderr
+
+
+def test_time_package_pricing_advice_and_tax_pure() -> None:
+    from cocharge.settlement.revenue import pricing_advice, ranking, time_package_fen
+    from cocharge.settlement.rewards import DEFAULTS
+
+    e = estimate(D(7), [parse_window("mon-fri 18:00-22:00")], D("1.6"), prior_demand(),
+                 sessions_per_day=D(3), kwh_per_session=D(20))
+    assert e.per_day_fen() == 9600  # the seed still reproduces
+    # 60 kWh a day at 7 kW: 8.57 h of charging; at 30 CNY an hour, 30 days.
+    assert time_package_fen(e, D(30)) == int((D(60) / 7 * 30 * 30 * 100).quantize(D(1), "ROUND_HALF_UP"))
+    assert ranking(250_000, [100_000, 300_000, 400_000]) == (3, 4)
+    assert ranking(500_000, []) == (1, 1)
+    # Evenings are the prior's busiest hours, nights its quietest: advice for both.
+    advice = pricing_advice(prior_demand(), [], D("1.50"))
+    assert any("busiest" in a and "1.80 CNY/kWh" in a for a in advice)
+    assert any("quiet" in a and "1.20 CNY/kWh" in a for a in advice)
+    # 2,592 CNY host income a month: (2,592 - 800) x 20 % = 358.40 CNY.
+    assert DEFAULTS.tax is not None and DEFAULTS.tax.estimate(e.host_fen) == 35_840
+
+
+def test_cli_ranks_against_the_area_and_prices_a_time_package(tmp_path):
+    import asyncio
+
+    from cocharge.settlement import settle
+    from cocharge.stations import registry
+    from cocharge.store.db import open_existing, utcnow
+    from tests.cli.test_cli import cocharge
+    from tests.settlement.test_settle import insert_session
+
+    db = str(tmp_path / "c.db")
+    for n in range(3):
+        assert cocharge("station", "add", f"NB{n}", "--area", "jade-garden", db=db).returncode == 0
+    assert cocharge("member", "add", "Ann", "--tag", "ANN", db=db).returncode == 0
+
+    async def history() -> None:
+        engine = await open_existing(db)
+        for n, kwh in enumerate((100, 400, 900)):
+            await settle.settle_session(engine, await insert_session(
+                engine, f"NB{n}", "ANN", kwh * 1000, utcnow() - timedelta(days=2), minutes=600))
+        await engine.dispose()
+
+    asyncio.run(history())
+    svg = tmp_path / "rank.svg"
+    run = cocharge("calc", "revenue", "--power-kw", "7", "--price", "1.5", "--per-hour", "30",
+                   "--area", "jade-garden", "--kwh-per-month", "500", "--ranking-chart", str(svg),
+                   "--json", db=db)
+    assert run.returncode == 0, run.stderr
+    shown = json.loads(run.stdout)
+    # 500 kWh at 1.50 = 750 CNY: below NB2's 1,350, above NB1's 600 and NB0's 150.
+    assert shown["area_ranking"]["rank"] == 2 and shown["area_ranking"]["of"] == 4
+    assert shown["area_ranking"]["hosts"] == {"NB0": "150.00", "NB1": "600.00", "NB2": "1350.00"}
+    assert shown["time_package"]["per_hour"] == "30"
+    assert shown["tax_estimate_per_month"] == "0.00"  # 675 CNY host income: all deducted
+    assert svg.read_text().startswith("<?xml") and "<rect" in svg.read_text()
+    text = cocharge("calc", "revenue", "--power-kw", "7", "--price", "1.5", "--area", "jade-garden",
+                    db=db).stdout
+    assert "rank" in text and "tax estimate" in text
+    bad = cocharge("calc", "revenue", "--power-kw", "7", "--price", "1.5", "--ranking-chart", "x.svg",
+                   db=db)
+    assert bad.returncode == 2 and "--area" in bad.stderr
