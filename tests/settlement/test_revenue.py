@@ -102,7 +102,6 @@ def test_cli_ranks_against_the_area_and_prices_a_time_package(tmp_path):
     import asyncio
 
     from cocharge.settlement import settle
-    from cocharge.stations import registry
     from cocharge.store.db import open_existing, utcnow
     from tests.cli.test_cli import cocharge
     from tests.settlement.test_settle import insert_session
