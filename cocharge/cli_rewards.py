@@ -203,8 +203,8 @@ def rules_history(db: str | None, as_json: bool) -> None:
 @click.option("--ref", required=True, help="The event's own id (post id, answer id): applied once.")
 @db_option
 def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
-    """Apply an event reported from outside: oem_activated, post_approved, post_liked_50,
-    post_featured, like_given, answer_accepted."""
+    """Apply an event reported from outside (the table's events: post_approved, post_liked_50,
+    post_featured, like_given, answer_accepted, and any an operator added), once per --ref."""
     from cocharge.settlement import loyalty
 
     done = with_rewards(db, lambda e: loyalty.apply_event(e, tag, event, ref))
@@ -212,8 +212,10 @@ def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
         click.echo(f"{done.event_id}: already applied to {tag}; nothing changed")
         return
     parts = [f"{done.coins:+d} coins" if done.coins else "", f"{done.credit:+d} credit" if done.credit else ""]
-    click.echo(f"{done.event_id} -> {tag}: {' '.join(p for p in parts if p) or 'no reward'}; "
-               f"credit score {done.credit_after}")
+    reward = " ".join(p for p in parts if p) or (
+        "no reward (over the event's limit for the period)" if done.limited else "no reward")
+    click.echo(f"{done.event_id} -> {tag}: {reward}; credit score {done.credit_after}"
+               + (f"; badge: {', '.join(done.badges)}" if done.badges else ""))
 
 
 @rewards.command("dividend")

@@ -197,6 +197,15 @@ def test_memberships_from_the_command_line(tmp_path):
                 "membership.brands.BYD: level=gold,months=8", "payout.minimum_cny: 100",
                 "tax.rate_pct: 20", "group_lead=1,name=Navigator"):
         assert key in shown, key
+    # An event type the operator added, with a limit, and a badge counting it.
+    assert cocharge("rewards", "rules", "set", "events.share_green_bill",
+                    "coins=20,limit=1,period=month", db=db).returncode == 0
+    assert cocharge("rewards", "rules", "set", "badges.sharer",
+                    "name=Sharer,event=share_green_bill,count=2", db=db).returncode == 0
+    first = cocharge("rewards", "event", "G", "share_green_bill", "--ref", "b1", db=db)
+    assert first.returncode == 0 and "+20 coins" in first.stdout, first.stderr
+    second = cocharge("rewards", "event", "G", "share_green_bill", "--ref", "b2", db=db)
+    assert "no reward (over the event's limit" in second.stdout and "badge: Sharer" in second.stdout
     for args, words in [
         (["membership", "grant", "G", "--brand", "BYD", "--vin", "XX"], "17 letters"),
         (["membership", "grant", "G", "--vin", "LSVX1234567890124"], "--brand and --vin"),
