@@ -2008,14 +2008,13 @@ def calc_revenue(power_kw: float, windows: tuple[str, ...], price: str, per_hour
         extra["area_ranking"] = {"area": area, "rank": rank, "of": of,
                                  "hosts": {k: fmt(v) for k, v in sorted(hosts.items())}}
         if ranking_chart:
-            from cocharge.web.charts import bars
+            from cocharge.web.charts import bars, standalone
 
             names = [*sorted(hosts), "you"]
             values = [hosts[k] / 100 for k in sorted(hosts)] + [result.revenue_fen / 100]
+            chart = bars(values, names, f"Revenue a month in {area} (CNY), last 30 days", " CNY")
             with open(ranking_chart, "w", encoding="utf-8") as f:
-                f.write('<?xml version="1.0" encoding="utf-8"?>\n'
-                        + str(bars(values, names, f"Revenue a month in {area} (CNY), last 30 days",
-                                   " CNY")).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
+                f.write(standalone(chart))
     if as_json:
         click.echo(json.dumps({**result.as_json(), **extra}, indent=2))
         return

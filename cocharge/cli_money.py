@@ -196,33 +196,20 @@ def payout_confirm(what: str, note: str | None, db: str | None) -> None:
     from cocharge.settlement import payouts
     from cocharge.settlement.money import fmt
 
+    refs: list[tuple[str, int | None]]
     if os.path.isfile(what):
         try:
-            refs = payouts.refs_in_file(Path(what).read_text(encoding="utf-8"))
+            text = Path(what).read_text(encoding="utf-8")
+            refs = [(ref, fen) for ref, fen in payouts.refs_in_file(text)]
         except (OSError, UnicodeDecodeError, payouts.PayoutError) as exc:
             fail(f"{what}: {exc}")
             raise
     elif what.startswith("PO-"):
-        refs = [(what, None)]  # type: ignore[list-item]
+        refs = [(what, None)]
     else:
         fail(f"{what!r} is neither a payment file nor a payout reference (PO-YYYYMMDD-NNN)")
         raise AssertionError
-
-    async def work(engine: Any) -> list[Any]:
-        # Check every line before booking any: a file with a wrong line books nothing.
-        listed = {x["ref"]: x for x in await payouts.list_payouts(engine)}
-        for ref, fen in refs:
-            if ref not in listed:
-                raise payouts.PayoutError(f"no payout {ref!r}: see `cocharge payout list`")
-            if fen is not None and fen != listed[ref]["amount_fen"]:
-                raise payouts.PayoutError(f"{ref}: the file says {fmt(fen)} CNY but the payout "
-                                          f"was {fmt(listed[ref]['amount_fen'])} CNY: was the "
-                                          "file edited?")
-            if listed[ref]["status"] == "failed":
-                raise payouts.PayoutError(f"{ref} was marked failed; pay it in a new run")
-        return [await payouts.confirm(engine, ref, fen, note) for ref, fen in refs]
-
-    done = with_money(db, work)
+    done = with_money(db, lambda e: payouts.confirm_all(e, refs, note))
     new = [d for d in done if d.new]
     click.echo(f"{len(new)} payouts confirmed as paid ({fmt(sum(d.amount_fen for d in new))} CNY)"
                + (f"; {len(done) - len(new)} were confirmed already" if len(done) > len(new) else ""))

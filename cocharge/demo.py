@@ -211,10 +211,9 @@ async def run_demo(stations: int) -> None:
                                     "bank", f"622202020011{n:04d}", "ICBC")
         payout_run = await payouts.run(engine, utcnow().date(), minimum_fen=100)
         pay_file = os.path.join(folder, f"payouts-{payout_run.day.isoformat()}.csv")
-        with open(pay_file, "w", encoding="utf-8") as f:
-            f.write(payouts.payment_file(payout_run.lines))
-        for line in payout_run.lines:
-            await payouts.confirm(engine, line["ref"], line["amount_fen"], "demo bank batch")
+        statements.write(pay_file, payouts.payment_file(payout_run.lines))
+        await payouts.confirm_all(engine, [(x["ref"], x["amount_fen"]) for x in payout_run.lines],
+                                  "demo bank batch")
         month = memberships.month_of(utcnow())
         statement = await statements.statement(engine, "host:host1", month)
         statement_html = os.path.join(folder, f"statement-host1-{month}.html")

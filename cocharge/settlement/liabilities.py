@@ -33,9 +33,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cocharge.settlement import loyalty, points
+from cocharge.settlement import loyalty, memberships, points
 from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
+from cocharge.store.db import utcnow
 from cocharge.store.schema import ledger_balances
 
 
@@ -163,9 +164,6 @@ def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh:
 
 
 async def liability_report(engine: AsyncEngine, price_per_kwh: Decimal) -> Report:
-    from cocharge.settlement import memberships
-    from cocharge.store.db import utcnow
-
     async with engine.connect() as conn:
         rows = (await conn.execute(select(ledger_balances))).all()
         rules = await loyalty.current_rules(conn)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -187,42 +188,54 @@ class Settled:
     amount_fen: int
 
 
-async def _settle(engine: AsyncEngine, ref: str, paid: bool, note: str | None,
-                  amount_fen: int | None, at: datetime | None) -> Settled:
+async def _settle(engine: AsyncEngine, items: Sequence[tuple[str, int | None]], paid: bool,
+                  note: str | None) -> list[Settled]:
+    """Book each payout (ref, amount the bank's file says or None) as paid or failed, all in
+    one transaction: a line that cannot apply raises and so writes none of them."""
+    wanted = "paid" if paid else "failed"
+    done = []
     async with engine.begin() as conn:
         await ledger.lock(conn)
-        row = (await conn.execute(select(payouts).where(payouts.c.ref == ref))).first()
-        if row is None:
-            raise PayoutError(f"no payout {ref!r}: see `cocharge payout list`")
-        if amount_fen is not None and amount_fen != int(row.amount_fen):
-            raise PayoutError(f"{ref}: the file says {fmt(amount_fen)} CNY but the payout was "
-                              f"{fmt(int(row.amount_fen))} CNY: was the file edited?")
-        wanted = "paid" if paid else "failed"
-        if row.status == wanted:
-            return Settled(ref, False, row.status, row.account, int(row.amount_fen))
-        if row.status != "booked":
-            raise PayoutError(f"{ref} is {row.status} already; "
-                              + ("a paid payout cannot fail: book a correction"
-                                 if row.status == "paid" else "pay it in a new run"))
-        if paid:
-            leg = Transfer(f"payout:{ref}:paid", f"payable:{row.account}", "external:payouts",
-                           int(row.amount_fen), "CNY", "payout-paid", ref, note or "paid")
-        else:
-            leg = Transfer(f"payout:{ref}:return", f"payable:{row.account}", row.account,
-                           int(row.amount_fen), "CNY", "payout-returned", ref, note or "failed")
-        await ledger.post(conn, [leg], f"payout:{ref}:{wanted}")
-        await conn.execute(update(payouts).where(payouts.c.ref == ref).values(
-            status=wanted, settled_at=at or utcnow(), note=(note or None) and note[:200]))
-    return Settled(ref, True, wanted, row.account, int(row.amount_fen))
+        for ref, amount_fen in items:
+            row = (await conn.execute(select(payouts).where(payouts.c.ref == ref))).first()
+            if row is None:
+                raise PayoutError(f"no payout {ref!r}: see `cocharge payout list`")
+            if amount_fen is not None and amount_fen != int(row.amount_fen):
+                raise PayoutError(f"{ref}: the file says {fmt(amount_fen)} CNY but the payout was "
+                                  f"{fmt(int(row.amount_fen))} CNY: was the file edited?")
+            if row.status == wanted:
+                done.append(Settled(ref, False, row.status, row.account, int(row.amount_fen)))
+                continue
+            if row.status != "booked":
+                raise PayoutError(f"{ref} is {row.status} already; "
+                                  + ("a paid payout cannot fail: book a correction"
+                                     if row.status == "paid" else "pay it in a new run"))
+            if paid:
+                leg = Transfer(f"payout:{ref}:paid", f"payable:{row.account}", "external:payouts",
+                               int(row.amount_fen), "CNY", "payout-paid", ref, note or "paid")
+            else:
+                leg = Transfer(f"payout:{ref}:return", f"payable:{row.account}", row.account,
+                               int(row.amount_fen), "CNY", "payout-returned", ref, note or "failed")
+            await ledger.post(conn, [leg], f"payout:{ref}:{wanted}")
+            await conn.execute(update(payouts).where(payouts.c.ref == ref).values(
+                status=wanted, settled_at=utcnow(), note=(note or None) and note[:200]))
+            done.append(Settled(ref, True, wanted, row.account, int(row.amount_fen)))
+    return done
 
 
 async def confirm(engine: AsyncEngine, ref: str, amount_fen: int | None = None,
                   note: str | None = None) -> Settled:
-    return await _settle(engine, ref, True, note, amount_fen, None)
+    return (await confirm_all(engine, [(ref, amount_fen)], note))[0]
+
+
+async def confirm_all(engine: AsyncEngine, items: Sequence[tuple[str, int | None]],
+                      note: str | None = None) -> list[Settled]:
+    """The bank paid these (a payment file's lines): all of them, or none if one is wrong."""
+    return await _settle(engine, items, True, note)
 
 
 async def fail(engine: AsyncEngine, ref: str, reason: str | None = None) -> Settled:
-    return await _settle(engine, ref, False, reason, None, None)
+    return (await _settle(engine, [(ref, None)], False, reason))[0]
 
 
 async def list_payouts(engine: AsyncEngine, status: str | None = None,

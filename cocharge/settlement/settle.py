@@ -208,12 +208,11 @@ def _redeemable(balance: int, fen_per_unit: Decimal, most_fen: int) -> tuple[int
     return units, fen
 
 
-async def _redemption(conn: AsyncConnection, row: Any, charge_fen: int, rules: Any,
-                      session_id: int) -> tuple[list[list[Any]], list[Transfer]]:
+async def _redemption(conn: AsyncConnection, row: Any, chosen: str | None, charge_fen: int,
+                      rules: Any, session_id: int) -> tuple[list[list[Any]], list[Transfer]]:
     """What the member's coins and released green points pay of the charge (each within its
     share of the charge, coins first), if the member chose to pay with them. The platform
     funds it: the host's share is the same."""
-    chosen = await conn.scalar(select(members.c.pay_with).where(members.c.tag == row.id_tag))
     kinds = set((chosen or "").split(","))
     tag = row.id_tag
     lines: list[list[Any]] = []
@@ -343,7 +342,7 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         tariff_id, tariff = await _tariff_of(conn, row, defaults)
         cdr = compute_cdr(tariff, await _usage(conn, row))
         terms = await terms_of(conn, row.station_id)
-        member = (await conn.execute(select(members.c.prefers_green)
+        member = (await conn.execute(select(members.c.prefers_green, members.c.pay_with)
                                      .where(members.c.tag == row.id_tag))).first()
         group = False
         free = False
@@ -361,7 +360,8 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         priced = apply_discounts(cdr, context)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
         redeemed, redeem_legs = await _redemption(
-            conn, row, priced.payable_fen - priced.idle_fee_fen, rules, session_id)
+            conn, row, member.pay_with if member else None,
+            priced.payable_fen - priced.idle_fee_fen, rules, session_id)
         legs += redeem_legs
         paid, owed, parts, money_legs = await _payment_legs(
             conn, row, terms, priced.payable_fen, f"s{session_id}", "session",

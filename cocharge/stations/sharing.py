@@ -224,19 +224,17 @@ async def create_group(engine: AsyncEngine, station_id: str, start: datetime, en
     from cocharge.settlement import loyalty
 
     now = now or utcnow()
-    async with engine.connect() as conn:
-        reward_rules = await loyalty.current_rules(conn)
-    least = reward_rules.group_min_members
-    if min_members is None:
-        min_members = least
-    elif min_members < least:
-        raise RegistryError(f"a group needs at least {least} members (group.min_members in "
-                            f"`cocharge rewards rules show`), not {min_members}")
     if end <= start:
         raise RegistryError("the group's slot must end after it starts")
     if start <= now:
         raise RegistryError("the group's slot must start in the future: members join before it")
     async with engine.begin() as conn:
+        least = (await loyalty.current_rules(conn)).group_min_members
+        if min_members is None:
+            min_members = least
+        elif min_members < least:
+            raise RegistryError(f"a group needs at least {least} members (group.min_members in "
+                                f"`cocharge rewards rules show`), not {min_members}")
         station = await _station(conn, station_id)
         rules = rules_for(await load_rules(conn, [station_id]), station_id, 1) or SharingRules()
         taken = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]

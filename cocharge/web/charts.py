@@ -40,6 +40,12 @@ def bars(values: Sequence[float], labels: Sequence[str], title: str, unit: str =
     return Markup("".join(parts))
 
 
+def standalone(chart: Markup) -> str:
+    """A chart as an SVG file of its own (it is drawn to sit inside an HTML page)."""
+    return ('<?xml version="1.0" encoding="utf-8"?>\n'
+            + str(chart).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
+
+
 def week_heatmap(values: Sequence[float], title: str, width: int = 640) -> Markup:
     """168 values (Monday 00:00 first), 0..1, as a 7 x 24 grid: darker is busier (the
     busiest hour is darkest; each cell's own figure is in its tooltip)."""
