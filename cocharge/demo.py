@@ -263,7 +263,8 @@ async def run_demo(stations: int) -> None:
         _say(f"  {line['ref']}  {line['account']:26} {fmt(line['amount_fen']):>8}  "
              f"{line['payee_name']}, {line['method']} …{line['number'][-4:]}  paid (confirmed)")
     t = statement["totals"]
-    _say(f"\nStatement host:host1 {month} (`cocharge statement`): {t['sessions']} sessions, "
+    _say(f"\nStatement host:host1 {month} (`cocharge statement`): {t['sessions']} "
+         f"session{'' if t['sessions'] == 1 else 's'}, "
          f"{t['kwh']:.3f} kWh, gross {fmt(t['gross_fen'])}, discounts {fmt(t['discounts_fen'])}, "
          f"commission {fmt(t['commission_fen'])}, net {fmt(t['net_fen'])}, payouts "
          f"{fmt(sum(p['fen'] for p in statement['payouts']))}, balance {fmt(statement['closing_fen'])}, "
