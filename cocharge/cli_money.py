@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
-from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,7 +148,8 @@ def payout_payees(db: str | None, as_json: bool) -> None:
 
 
 @payout.command("run")
-@click.option("--date", "day", help="The run's date (YYYY-MM-DD, default today): once per date.")
+@click.option("--date", "day", help="The run's date (YYYY-MM-DD, default today, the platform's "
+              "local day): once per date.")
 @click.option("--minimum", help="Pay balances of at least this many CNY (default payout.minimum_cny).")
 @click.option("--file", "path", help="Write the payment file here (default payouts-DATE.csv).")
 @db_option
@@ -158,9 +158,11 @@ def payout_run(day: str | None, minimum: str | None, path: str | None, db: str |
                as_json: bool) -> None:
     """Book every balance due to payable:ACCOUNT and write the payment file for the bank."""
     from cocharge.settlement import payouts
+    from cocharge.settlement.loyalty import local_day
     from cocharge.settlement.money import fmt
+    from cocharge.store.db import utcnow
 
-    when = _date(day, "--date") or date.today()
+    when = _date(day, "--date") or local_day(utcnow())  # the platform's day, as statements
     least = _cny(minimum, "--minimum") if minimum is not None else None
     target = Path(path or f"payouts-{when.isoformat()}.csv")
     if not target.parent.is_dir():

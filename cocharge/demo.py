@@ -209,7 +209,7 @@ async def run_demo(stations: int) -> None:
         for n, account in enumerate(earners):
             await payouts.set_payee(engine, account, f"{account.split(':')[1].title()} Ltd",
                                     "bank", f"622202020011{n:04d}", "ICBC")
-        payout_run = await payouts.run(engine, utcnow().date(), minimum_fen=100)
+        payout_run = await payouts.run(engine, loyalty.local_day(utcnow()), minimum_fen=100)
         pay_file = os.path.join(folder, f"payouts-{payout_run.day.isoformat()}.csv")
         statements.write(pay_file, payouts.payment_file(payout_run.lines))
         await payouts.confirm_all(engine, [(x["ref"], x["amount_fen"]) for x in payout_run.lines],
