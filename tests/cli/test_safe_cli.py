@@ -132,7 +132,7 @@ def test_tables_fit_the_terminal(tmp_path):
     cell is printed in full."""
     import pty
 
-    from cocharge.cli import fit
+    from cocharge.cli.common import fit
 
     assert fit([10, 40, 30], 60) == [10, 23, 23] and sum(fit([10, 40, 30], 60)) + 4 <= 60
     assert fit([3, 4], 80) == [3, 4]

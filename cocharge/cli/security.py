@@ -1,8 +1,4 @@
-"""The security commands of `cocharge`: the operator's CA, the stations' certificates and
-security profiles, and the certificate operations of `cocharge remote` (docs/security.md).
-
-Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
-"""
+"""Security: the CA, station certificates and security profiles, passwords, API keys."""
 
 from __future__ import annotations
 
@@ -13,17 +9,39 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from cocharge.cli import (
-    _remote,
+from cocharge.api.keys import ApiKeyError, create_key, list_keys, revoke_key
+from cocharge.cli.channel import expires_option, remote_call, remote_command
+from cocharge.cli.common import (
     db_option,
     emit,
     fail,
     json_option,
-    main,
-    remote_call,
-    station,
-    with_store,
 )
+from cocharge.cli.database import with_store
+from cocharge.stations import ca
+from cocharge.stations.ca import CAError
+from cocharge.stations.certificates import revoke
+from cocharge.stations.commands import valid_password
+from cocharge.store.schema import station_certificates as certificates_table
+
+
+@click.command("rotate-password")
+@click.argument("station_id")
+@click.option("--password", help="The new password (16-40 printable characters); default: a "
+              "strong random one that nobody needs to see.")
+@expires_option
+@db_option
+@json_option
+def station_rotate_password(station_id: str, password: str | None, db: str | None,
+                            as_json: bool, expires: float | None) -> None:
+    """Give a connected station a new password: 1.6 AuthorizationKey / 2.0.1
+    BasicAuthPassword. It is valid once the station accepted it, and the old one until the
+    station has connected with the new one, so the station is never locked out."""
+
+    if password is not None and not valid_password(password):
+        fail("--password must be 16 to 40 printable ASCII characters without spaces")
+    remote_call(db, station_id, "rotate-password", {"password": password}, as_json, expires)
+
 
 ca_dir_option = click.option(
     "--dir", "directory", envvar="COCHARGE_CA_DIR", default="cocharge-ca", show_default=True,
@@ -31,8 +49,6 @@ ca_dir_option = click.option(
 
 
 def _ca_error(work: Any) -> Any:
-    from cocharge.stations.ca import CAError
-
     try:
         return work()
     except CAError as exc:
@@ -41,7 +57,7 @@ def _ca_error(work: Any) -> Any:
         fail(f"cannot use the CA files: {exc}")
 
 
-@main.group("ca")
+@click.group("ca")
 def ca_group() -> None:
     """The operator's certificate authority: signs the stations' client certificates
     (security profile 3) and the gateway's server certificate."""
@@ -63,7 +79,6 @@ def ca_init(directory: str, org: str | None, name: str, days: int, import_cert: 
             import_key: str | None, as_json: bool) -> None:
     """Create the CA (key 0600 in a 0700 directory; encrypted when COCHARGE_CA_PASSPHRASE
     is set), or adopt an external one."""
-    from cocharge.stations import ca
 
     if bool(import_cert) != bool(import_key):
         fail("--import-cert and --import-key go together")
@@ -78,8 +93,6 @@ def ca_init(directory: str, org: str | None, name: str, days: int, import_cert: 
 
 
 def _ca_facts(authority: Any) -> dict[str, Any]:
-    from cocharge.stations import ca
-
     return {"directory": str(authority.directory),
             "subject": authority.cert.subject.rfc4514_string(),
             "organisation": authority.organisation, "fingerprint": authority.fingerprint,
@@ -94,7 +107,6 @@ def _ca_facts(authority: Any) -> dict[str, Any]:
 @json_option
 def ca_show(directory: str, as_json: bool) -> None:
     """The CA that signs now and every CA certificate still trusted."""
-    from cocharge.stations import ca
 
     emit(_ca_facts(_ca_error(lambda: ca.load(directory))), as_json)
 
@@ -108,7 +120,6 @@ def ca_rotate(directory: str, days: int, as_json: bool) -> None:
     (after a restart, which loads the new CA) asks each station for a new CSR. Install the
     new CA certificate on the stations (`remote install-certificate`) before its server
     certificate changes, then `ca forget` the old one."""
-    from cocharge.stations import ca
 
     emit(_ca_facts(_ca_error(lambda: ca.rotate(directory, days))), as_json)
 
@@ -119,7 +130,6 @@ def ca_rotate(directory: str, days: int, as_json: bool) -> None:
 def ca_forget(directory: str, fingerprint: str) -> None:
     """Stop trusting an earlier CA certificate (its SHA-256 fingerprint or its start, as
     `ca show` lists it)."""
-    from cocharge.stations import ca
 
     if len(fingerprint) < 8:
         fail("give at least 8 hex digits of the fingerprint (`cocharge ca show`)")
@@ -138,7 +148,6 @@ def ca_forget(directory: str, fingerprint: str) -> None:
 def ca_server_cert(directory: str, hosts: tuple[str, ...], days: int, cert_out: str,
                    key_out: str) -> None:
     """A TLS server certificate for `serve --tls-cert/--tls-key`, signed by the CA."""
-    from cocharge.stations import ca
 
     authority = _ca_error(lambda: ca.load(directory))
     chain, key = authority.server_certificate(list(hosts), days)
@@ -154,21 +163,21 @@ def ca_server_cert(directory: str, hosts: tuple[str, ...], days: int, cert_out: 
 
 # --- stations: certificates and security profile ----------------------------------------------
 
-@station.command("certificates")
+@click.command("certificates")
 @click.argument("station_id")
 @db_option
 @json_option
 def station_certificates(station_id: str, db: str | None, as_json: bool) -> None:
     """The certificates our CA signed for the station, newest first."""
-    from cocharge.store.schema import station_certificates as table
 
     async def work(engine: Any) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
             rows = (await conn.execute(select(
-                table.c.serial, table.c.status, table.c.not_before, table.c.not_after,
-                table.c.ca_fingerprint, table.c.renewal_asked_at)
-                .where(table.c.station_id == station_id)
-                .order_by(table.c.created_at.desc()))).all()
+                certificates_table.c.serial, certificates_table.c.status,
+                certificates_table.c.not_before, certificates_table.c.not_after,
+                certificates_table.c.ca_fingerprint, certificates_table.c.renewal_asked_at)
+                .where(certificates_table.c.station_id == station_id)
+                .order_by(certificates_table.c.created_at.desc()))).all()
         return [{**dict(r._mapping), "ca": r.ca_fingerprint[:16]} for r in rows]
 
     rows = with_store(db, work)
@@ -176,14 +185,12 @@ def station_certificates(station_id: str, db: str | None, as_json: bool) -> None
                          "renewal_asked_at"])
 
 
-@station.command("revoke-certificate")
+@click.command("revoke-certificate")
 @click.argument("serial")
 @db_option
 def station_revoke_certificate(serial: str, db: str | None) -> None:
     """Revoke a certificate of ours (its serial, from `station certificates`): refused at the
     station's next connection, reported revoked by OCSP."""
-    from cocharge.stations.ca import CAError
-    from cocharge.stations.certificates import revoke
 
     try:
         int(serial, 16)
@@ -201,7 +208,7 @@ def station_revoke_certificate(serial: str, db: str | None) -> None:
     click.echo(f"certificate {serial.lower()} of station {station_id} revoked")
 
 
-@station.command("renew-certificate")
+@click.command("renew-certificate")
 @click.argument("station_id")
 @db_option
 @json_option
@@ -212,7 +219,7 @@ def station_renew_certificate(station_id: str, db: str | None, as_json: bool) ->
                 {"message": "SignChargingStationCertificate"}, as_json)
 
 
-@station.command("security-profile")
+@click.command("security-profile")
 @click.argument("station_id")
 @click.argument("profile", type=click.IntRange(1, 3))
 @click.option("--force", is_flag=True, help="Allow a move to a lower profile.")
@@ -240,8 +247,6 @@ def station_security_profile(station_id: str, profile: int, force: bool, csms_ur
 # --- remote: the certificate operations -------------------------------------------------------
 
 def _pem(path: str) -> str:
-    from cocharge.stations import ca
-
     text = Path(path).read_text()
     _ca_error(lambda: ca.load_pem_certificates(text))
     return text
@@ -251,7 +256,7 @@ ROOT_TYPES = ["CSMSRootCertificate", "CentralSystemRootCertificate",
               "ManufacturerRootCertificate", "V2GRootCertificate", "MORootCertificate"]
 
 
-@_remote("install-certificate", "A root certificate for the station to trust: InstallCertificate "
+@remote_command("install-certificate", "A root certificate for the station to trust: InstallCertificate "
          "(e.g. the operator's CA as CSMSRootCertificate before the gateway's server "
          "certificate is one of its certificates).")
 @click.option("--type", "certificate_type", required=True, type=click.Choice(ROOT_TYPES),
@@ -265,7 +270,7 @@ def remote_install_certificate(station_id: str, certificate_type: str, path: str
         "certificate_type": certificate_type, "certificate": _pem(path)}, as_json, expires)
 
 
-@_remote("get-installed-certificate-ids", "The root certificates the station holds (their hash "
+@remote_command("get-installed-certificate-ids", "The root certificates the station holds (their hash "
          "data, as delete-certificate takes them).")
 @click.option("--type", "types", multiple=True, type=click.Choice(ROOT_TYPES + [
     "V2GCertificateChain"]), help="Repeatable (1.6: exactly one); default all (2.0.1).")
@@ -276,7 +281,7 @@ def remote_get_installed_certificate_ids(station_id: str, types: tuple[str, ...]
                 {"certificate_types": list(types)}, as_json, expires)
 
 
-@_remote("delete-certificate", "Remove a root certificate from the station, named by its hash "
+@remote_command("delete-certificate", "Remove a root certificate from the station, named by its hash "
          "data (get-installed-certificate-ids) or given as the certificate file.")
 @click.option("--certificate", "path", type=click.Path(exists=True, dir_okay=False),
               help="The root certificate (PEM): its hash data is computed.")
@@ -289,8 +294,6 @@ def remote_delete_certificate(station_id: str, path: str | None, issuer_name_has
                               issuer_key_hash: str | None, serial_number: str | None,
                               hash_algorithm: str, db: str | None, as_json: bool,
                               expires: float | None) -> None:
-    from cocharge.stations import ca
-
     named = (issuer_name_hash, issuer_key_hash, serial_number)
     if path is not None:
         if any(named):
@@ -309,7 +312,7 @@ def remote_delete_certificate(station_id: str, path: str | None, issuer_name_has
     remote_call(db, station_id, "delete-certificate", args, as_json, expires)
 
 
-@_remote("certificate-signed", "Deliver a certificate chain signed by an external CA for the "
+@remote_command("certificate-signed", "Deliver a certificate chain signed by an external CA for the "
          "station's own key: CertificateSigned (the gateway does this by itself for its CA).")
 @click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The chain (PEM), the station's certificate first.")
@@ -321,7 +324,7 @@ def remote_certificate_signed(station_id: str, path: str, certificate_type: str 
         "certificate_chain": _pem(path), "certificate_type": certificate_type}, as_json, expires)
 
 
-@_remote("extended-trigger-message", "1.6 security extension's ExtendedTriggerMessage (2.0.1: "
+@remote_command("extended-trigger-message", "1.6 security extension's ExtendedTriggerMessage (2.0.1: "
          "TriggerMessage), e.g. SignChargingStationCertificate for a new certificate.")
 @click.argument("message")
 @click.option("--connector", type=click.IntRange(1, 64))
@@ -332,76 +335,60 @@ def remote_extended_trigger(station_id: str, message: str, connector: int | None
 
 
 
-# --- remote: the driver's display and the price ---------------------------------------------
+# --- API keys -------------------------------------------------------------------------------
 
-@_remote("set-display-message", "2.0.1: a message on the station's display (SetDisplayMessage).")
-@click.option("--id", "message_id", required=True, type=click.IntRange(0, 2**31 - 1),
-              help="The message's id (the same id replaces it). Sharing control uses 1001 "
-                   "(price) and 1002 (booking).")
-@click.option("--text", "content", required=True, help="Up to 512 characters.")
-@click.option("--priority", default="NormalCycle", show_default=True,
-              type=click.Choice(["AlwaysFront", "InFront", "NormalCycle"]))
-@click.option("--state", type=click.Choice(["Charging", "Faulted", "Idle", "Unavailable"]),
-              help="Only in this state (default: always).")
-@click.option("--language", help="RFC 5646, e.g. zh-CN.")
-@click.option("--from", "start", help="Shown from (ISO 8601, UTC).")
-@click.option("--until", "end", help="Shown until (ISO 8601, UTC).")
-@click.option("--session", "session_id", type=click.IntRange(1),
-              help="Only during this session.")
-def remote_set_display_message(station_id: str, message_id: int, content: str, priority: str,
-                               state: str | None, language: str | None, start: str | None,
-                               end: str | None, session_id: int | None, db: str | None,
-                               as_json: bool, expires: float | None) -> None:
-    if len(content) > 512:
-        fail("--text: at most 512 characters")
-    for option, value in (("--from", start), ("--until", end)):
-        if value is not None:
-            _check_time(option, value)
-    args: dict[str, Any] = {"id": message_id, "content": content, "priority": priority,
-                            "state": state, "language": language, "start": start, "end": end,
-                            "session_id": session_id}
-    remote_call(db, station_id, "set-display-message",
-                {k: v for k, v in args.items() if v is not None}, as_json, expires)
+@click.group()
+def apikey() -> None:
+    """Keys of the HTTP API and the web console (docs/api.md)."""
 
 
-def _check_time(option: str, value: str) -> None:
-    from datetime import datetime
+@apikey.command("create")
+@click.option("--name", required=True, help="Who or what uses it, e.g. 'Greenfield backend'.")
+@click.option("--role", required=True,
+              type=click.Choice(["operator", "property", "host", "member"]),
+              help="operator: everything; property/host: its own stations and money; "
+                   "member: its own bookings, sessions, wallet, rewards.")
+@click.option("--owner", help="What a non-operator key sees: the property's or host's "
+              "account name, the member's tag.")
+@db_option
+def apikey_create(name: str, role: str, owner: str | None, db: str | None) -> None:
+    """Make a key; it is printed once (only its hash is kept)."""
 
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{option} {value!r}: give an ISO 8601 time, e.g. 2026-12-01T19:00:00Z")
+    async def work(engine: Any) -> str:
+        try:
+            return await create_key(engine, name, role, owner)
+        except ApiKeyError as exc:
+            fail(str(exc))
+            raise
 
-
-@_remote("get-display-messages", "2.0.1: the messages the station shows (NotifyDisplayMessages: "
-         "`station events ID --kind display_messages`).")
-@click.option("--id", "ids", multiple=True, type=click.IntRange(0, 2**31 - 1))
-@click.option("--priority", type=click.Choice(["AlwaysFront", "InFront", "NormalCycle"]))
-@click.option("--state", type=click.Choice(["Charging", "Faulted", "Idle", "Unavailable"]))
-def remote_get_display_messages(station_id: str, ids: tuple[int, ...], priority: str | None,
-                                state: str | None, db: str | None, as_json: bool,
-                                expires: float | None) -> None:
-    remote_call(db, station_id, "get-display-messages",
-                {"ids": list(ids), "priority": priority, "state": state}, as_json, expires)
-
-
-@_remote("clear-display-message", "2.0.1: remove a message from the station's display.")
-@click.argument("message_id", type=click.IntRange(0, 2**31 - 1))
-def remote_clear_display_message(station_id: str, message_id: int, db: str | None,
-                                 as_json: bool, expires: float | None) -> None:
-    remote_call(db, station_id, "clear-display-message", {"id": message_id}, as_json, expires)
+    key = with_store(db, work)
+    click.echo(key)
+    click.echo(f"{role} key for {name}" + (f" ({owner})" if owner else "")
+               + ": shown only this once; log in to the console with it, or send it as "
+               "'Authorization: Bearer <key>'", err=True)
 
 
-@_remote("cost-updated", "The running cost of a session on the station's display (2.0.1 "
-         "CostUpdated; 1.6 the cost DataTransfer). The gateway sends it by itself while "
-         "charging (cost_update_s).")
-@click.option("--session", "session_id", required=True, type=click.IntRange(1))
-@click.option("--total-cost", required=True, help="In CNY, e.g. 12.35.")
-def remote_cost_updated(station_id: str, session_id: int, total_cost: str, db: str | None,
-                        as_json: bool, expires: float | None) -> None:
-    from cocharge.cli import cny_to_fen
+@apikey.command("list")
+@db_option
+@json_option
+def apikey_list(db: str | None, as_json: bool) -> None:
+    """Every key (never the key itself)."""
 
-    fen = cny_to_fen(total_cost, "--total-cost")
-    remote_call(db, station_id, "cost-updated", {
-        "session_id": session_id, "total_cost": f"{fen // 100}.{fen % 100:02d}"}, as_json,
-        expires)
+    emit(with_store(db, list_keys), as_json,
+         ["id", "name", "role", "owner", "created", "last_used", "revoked"])
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@db_option
+def apikey_revoke(key_id: str, db: str | None) -> None:
+    """Revoke a key by its id (`apikey list`); it stops working at once."""
+
+    async def work(engine: Any) -> None:
+        try:
+            await revoke_key(engine, key_id.removeprefix("cck_").split("_")[0])
+        except ApiKeyError as exc:
+            fail(str(exc))
+
+    with_store(db, work)
+    click.echo(f"key {key_id} revoked")

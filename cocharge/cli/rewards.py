@@ -1,89 +1,47 @@
-"""The rewards commands of `cocharge` (SPEC §4): rule table, events, member show, green
-certificates, green points, the points pool and the liability report.
-
-Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
-"""
+"""Rewards: the rule table, outside events, green certificates, green points."""
 
 from __future__ import annotations
 
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from cocharge.cli import (
+from cocharge.cli.common import (
+    cny_to_fen,
+    day_date,
     db_option,
     emit,
     fail,
     json_option,
-    ledger_group,
-    main,
-    member,
     payment_ref,
     table,
-    with_settlement,
 )
-
-T = TypeVar("T")
-
-
-def with_rewards(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """with_settlement, turning rewards refusals into exit 2 (nothing written)."""
-    from cocharge.settlement.loyalty import RewardsError
-    from cocharge.settlement.rewards import RulesError
-
-    async def guarded(engine: Any) -> T:
-        try:
-            return await work(engine)
-        except (RewardsError, RulesError) as exc:
-            fail(str(exc))
-            raise
-
-    return with_settlement(db, guarded)
-
-
-def _cny(text: str, what: str) -> int:
-    from cocharge.settlement.money import MoneyError, parse_cny
-
-    try:
-        return parse_cny(text, what)
-    except MoneyError as exc:
-        fail(str(exc))
-        raise
-
-
-def _date(text: str | None, option: str) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        fail(f"{option} {text!r}: write a date as YYYY-MM-DD")
-        raise
+from cocharge.cli.database import with_money, with_rewards
+from cocharge.settlement import loyalty
+from cocharge.settlement.money import fmt
+from cocharge.settlement.points import GREEN_SCALE, POOL_SCALE, points_text, price_text
+from cocharge.settlement.rewards import DEFAULT_RULES
+from cocharge.store.db import utcnow
 
 
 def _pts(units: int, scale: int) -> str:
-    from cocharge.settlement.points import points_text
-
     return points_text(units, scale)
+
 
 
 # --- member show ----------------------------------------------------------------------------
 
-@member.command("show")
+@click.command("show")
 @click.argument("tag")
 @db_option
 @json_option
 def member_show(tag: str, db: str | None, as_json: bool) -> None:
     """A member's credit, coins, badges, green certificates, points and reward history."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import GREEN_SCALE, POOL_SCALE
 
     data = with_rewards(db, lambda e: loyalty.member_rewards(e, tag))
     if as_json:
@@ -127,7 +85,7 @@ def member_show(tag: str, db: str | None, as_json: bool) -> None:
 
 # --- rewards: rule table and outside events -------------------------------------------------
 
-@main.group()
+@click.group()
 def rewards() -> None:
     """The reward rule table and events reported from outside (posts, likes, answers)."""
 
@@ -142,8 +100,6 @@ def rewards_rules() -> None:
 @json_option
 def rules_show(db: str | None, as_json: bool) -> None:
     """The rule table in force, with its version."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.rewards import DEFAULT_RULES
 
     rules = with_rewards(db, loyalty.load_rules)
     body = dict(rules.body or DEFAULT_RULES)
@@ -181,7 +137,6 @@ def rules_set(key: str, value: str, db: str | None) -> None:
     """Set one rule, e.g. `events.post_featured coins=60,credit=10`, `initial_credit 120`,
     `badges.navigator.stations 8`, `points.tiers 3000=2.5,9000=3`, `points.referral_pct 40,20`,
     `green.factor_kg_per_kwh 0.5703`."""
-    from cocharge.settlement import loyalty
 
     rules = with_rewards(db, lambda e: loyalty.set_rule(e, key, value))
     click.echo(f"reward rules version {rules.version}: {key} = {value}")
@@ -192,7 +147,6 @@ def rules_set(key: str, value: str, db: str | None) -> None:
 @json_option
 def rules_history(db: str | None, as_json: bool) -> None:
     """Every version of the rule table and what it changed."""
-    from cocharge.settlement import loyalty
 
     emit(with_rewards(db, loyalty.rules_history), as_json, ["version", "at", "changed"])
 
@@ -205,7 +159,6 @@ def rules_history(db: str | None, as_json: bool) -> None:
 def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
     """Apply an event reported from outside (the table's events: post_approved, post_liked_50,
     post_featured, like_given, answer_accepted, and any an operator added), once per --ref."""
-    from cocharge.settlement import loyalty
 
     done = with_rewards(db, lambda e: loyalty.apply_event(e, tag, event, ref))
     if not done.new:
@@ -225,13 +178,9 @@ def rewards_event(tag: str, event: str, ref: str, db: str | None) -> None:
 def rewards_dividend(day: str | None, db: str | None, as_json: bool) -> None:
     """Pay a day's dividend pool (when `dividend.enabled`): a share of the platform's
     revenue that day, by green points held, each member capped; once per day."""
-    from datetime import timedelta
 
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.store.db import utcnow
 
-    when = _date(day, "--date") or loyalty.local_day(utcnow()) - timedelta(days=1)
+    when = day_date(day, "--date") or loyalty.local_day(utcnow()) - timedelta(days=1)
     run = with_rewards(db, lambda e: loyalty.dividend(e, when))
     if as_json:
         click.echo(json.dumps({"day": str(run.day), "new": run.new, "revenue_fen": run.revenue_fen,
@@ -247,7 +196,7 @@ def rewards_dividend(day: str | None, db: str | None, as_json: bool) -> None:
 
 # --- green certificates ---------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def green() -> None:
     """Green-energy certificates."""
 
@@ -258,7 +207,6 @@ def green() -> None:
 @json_option
 def green_certificate(cert_id: str, db: str | None, as_json: bool) -> None:
     """Print a green certificate (GC-000123)."""
-    from cocharge.settlement import loyalty
 
     cert = with_rewards(db, lambda e: loyalty.certificate(e, cert_id))
     if as_json:
@@ -279,7 +227,6 @@ def green_certificate(cert_id: str, db: str | None, as_json: bool) -> None:
 @db_option
 def green_verify(cert_id: str, db: str | None) -> None:
     """Check a certificate against the ledger and the session; exit 1 if a check fails."""
-    from cocharge.settlement import loyalty
 
     checks = with_rewards(db, lambda e: loyalty.verify_certificate(e, cert_id))
     for name, ok in checks:
@@ -293,7 +240,7 @@ def green_verify(cert_id: str, db: str | None) -> None:
 
 # --- green points and the points pool -------------------------------------------------------
 
-@main.group()
+@click.group()
 def points() -> None:
     """Green points (purchases released day by day) and pool-backed points."""
 
@@ -308,12 +255,9 @@ def points() -> None:
 def points_purchase(tag: str, amount: str, day: str | None, ref: str | None, db: str | None) -> None:
     """A member buys green points for AMOUNT CNY (the money tops up the wallet; the points
     are locked and released day by day)."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import GREEN_SCALE
 
-    fen = _cny(amount, "AMOUNT")
-    paid_on = _date(day, "--date")
+    fen = cny_to_fen(amount, "AMOUNT")
+    paid_on = day_date(day, "--date")
     order_ref = payment_ref(ref, "purchase")
     done = with_rewards(db, lambda e: loyalty.purchase(e, tag, fen, paid_on, order_ref))
     word = "recorded" if done.new else "already recorded"
@@ -328,11 +272,8 @@ def points_purchase(tag: str, amount: str, day: str | None, ref: str | None, db:
 @json_option
 def points_release(day: str | None, db: str | None, as_json: bool) -> None:
     """Release one day of every order (and the referral acceleration); once per day."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.points import GREEN_SCALE
-    from cocharge.store.db import utcnow
 
-    when = _date(day, "--date") or loyalty.local_day(utcnow())
+    when = day_date(day, "--date") or loyalty.local_day(utcnow())
     run = with_rewards(db, lambda e: loyalty.release(e, when))
     if as_json:
         click.echo(json.dumps({"day": str(run.day), "new": run.new, "released": run.released,
@@ -350,9 +291,6 @@ def points_release(day: str | None, db: str | None, as_json: bool) -> None:
 @json_option
 def points_show(tag: str, db: str | None, as_json: bool) -> None:
     """A member's green-point orders: granted, released, locked."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import GREEN_SCALE
 
     data = with_rewards(db, lambda e: loyalty.member_rewards(e, tag))["green_points"]
     if as_json:
@@ -373,11 +311,8 @@ def points_show(tag: str, db: str | None, as_json: bool) -> None:
 @db_option
 def points_sale(tag: str, amount: str, ref: str, db: str | None) -> None:
     """A sale of AMOUNT CNY to TAG: a share of the margin enters the pool, TAG earns pool points."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import POOL_SCALE, price_text
 
-    fen = _cny(amount, "AMOUNT")
+    fen = cny_to_fen(amount, "AMOUNT")
     move = with_rewards(db, lambda e: loyalty.pool_sale(e, tag, fen, ref))
     if not move.new:
         click.echo(f"sale {ref}: already counted; nothing changed")
@@ -394,9 +329,6 @@ def points_sale(tag: str, amount: str, ref: str, db: str | None) -> None:
 @db_option
 def points_sell(tag: str, count: str, ref: str | None, db: str | None) -> None:
     """TAG sells COUNT pool points back at the current price less the fee; they are burnt."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import POOL_SCALE, price_text
 
     try:
         number = Decimal(count)
@@ -418,9 +350,6 @@ def points_sell(tag: str, count: str, ref: str | None, db: str | None) -> None:
 @json_option
 def points_pool(db: str | None, as_json: bool) -> None:
     """The pool: reserve, points in circulation, price."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.money import fmt
-    from cocharge.settlement.points import POOL_SCALE
 
     pool = with_rewards(db, loyalty.pool_summary)
     if as_json:
@@ -430,33 +359,20 @@ def points_pool(db: str | None, as_json: bool) -> None:
                f"points in circulation, price {pool['price']} CNY")
 
 
-# --- the liability report -------------------------------------------------------------------
 
-@ledger_group.command("liabilities")
-@click.option("--fail-under", "fail_under", type=click.FloatRange(0, 1000),
-              help="Exit 1 when a coverage (cash, pool reserve) is below RATIO (e.g. 1.0): for cron and "
-                   "monitoring.")
+# --- green points for goods -----------------------------------------------------------------
+
+@points.command("redeem")
+@click.argument("tag")
+@click.argument("count")
+@click.option("--ref", required=True, help="The redemption's id (the shop's order): once.")
+@click.option("--for", "goods", required=True, help="What the points were exchanged for.")
 @db_option
-@json_option
-def ledger_liabilities(fail_under: float | None, db: str | None, as_json: bool) -> None:
-    """What the platform owes (wallets, payouts, points, quotas, pool) against the funds
-    that back it, with the coverage ratio; a warning when it is below 1."""
-    from decimal import Decimal
+def points_redeem(tag: str, count: str, ref: str, goods: str, db: str | None) -> None:
+    """Spend released green points on goods outside cocharge (an external redemption)."""
 
-    from cocharge.settlement.liabilities import liability_report
-    from cocharge.settlement.settle import SettlementDefaults
-
-    report = with_rewards(db, lambda e: liability_report(e, SettlementDefaults().price_per_kwh))
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        for line in report.text_lines():
-            click.echo(line)
-    if fail_under is not None:
-        # The worst of the funds: cash must cover what cash backs, the pool what it backs.
-        ratios = {g: report.coverage(g) for g in ("cash", "pool reserve")}
-        short = {g: r for g, r in ratios.items() if r is not None and r < Decimal(str(fail_under))}
-        if short:
-            click.echo("coverage below --fail-under " + str(fail_under) + ": " + ", ".join(
-                f"{g} {r}" for g, r in short.items()), err=True)
-            raise SystemExit(1)
+    units = cny_to_fen(count, "COUNT")  # points have two decimals, like CNY
+    done = with_money(db, lambda e: loyalty.redeem_points(e, tag, units, ref, goods))
+    click.echo(f"{ref}: {points_text(units, GREEN_SCALE)} points of {tag} "
+               + ("redeemed" if done else "were redeemed already")
+               + f" for {goods}")

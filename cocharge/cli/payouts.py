@@ -1,45 +1,31 @@
-"""The money-flow commands of `cocharge` (issue 18): memberships, payouts and their payment
-files, monthly statements, redeeming green points for goods.
-
-Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
-"""
+"""Memberships, payouts and monthly statements."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from cocharge.cli import db_option, emit, fail, json_option, main, table, with_settlement
-from cocharge.cli_rewards import _cny, _date, points
-
-T = TypeVar("T")
-
-
-def with_money(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """with_settlement, turning money-flow refusals into one line and exit 2."""
-    from cocharge.settlement.loyalty import RewardsError
-    from cocharge.settlement.memberships import MembershipError
-    from cocharge.settlement.payouts import PayoutError
-    from cocharge.settlement.rewards import RulesError
-
-    async def guarded(engine: Any) -> T:
-        try:
-            return await work(engine)
-        except (MembershipError, PayoutError, RewardsError, RulesError) as exc:
-            fail(str(exc))
-            raise
-
-    return with_settlement(db, guarded)
-
+from cocharge.cli.common import (
+    cny_to_fen,
+    day_date,
+    db_option,
+    emit,
+    fail,
+    json_option,
+    table,
+)
+from cocharge.cli.database import with_money
+from cocharge.settlement import memberships, payouts, statements
+from cocharge.settlement.loyalty import local_day
+from cocharge.settlement.money import fmt
+from cocharge.store.db import utcnow
 
 # --- memberships ----------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def membership() -> None:
     """Membership levels with a start and an end: OEM activation by VIN, or a purchase."""
 
@@ -56,7 +42,6 @@ def membership_grant(tag: str, brand: str | None, vin: str | None, level: str | 
                      months: int | None, ref: str | None, db: str | None) -> None:
     """Grant a level: `--brand MAKE --vin VIN` (OEM: the brand table gives level and months,
     with the starter coins and credit once per member) or `--level L --months N --ref PAY`."""
-    from cocharge.settlement import memberships
 
     if (vin is None) != (brand is None) or (vin is not None and (level or ref)):
         fail("give --brand and --vin (an OEM activation), or --level, --months and --ref (a purchase)")
@@ -78,7 +63,6 @@ def membership_grant(tag: str, brand: str | None, vin: str | None, level: str | 
 @json_option
 def membership_show(tag: str, db: str | None, as_json: bool) -> None:
     """A member's levels, past and present."""
-    from cocharge.settlement import memberships
 
     emit(with_money(db, lambda e: memberships.of_member(e, tag)), as_json,
          ["id", "level", "brand", "vin", "from", "until", "quota_kwh_per_month", "status"])
@@ -90,7 +74,6 @@ def membership_show(tag: str, db: str | None, as_json: bool) -> None:
 @json_option
 def membership_list(active: bool, db: str | None, as_json: bool) -> None:
     """Every member's levels."""
-    from cocharge.settlement import memberships
 
     emit(with_money(db, lambda e: memberships.list_all(e, active)), as_json,
          ["id", "tag", "level", "brand", "source", "from", "until", "quota_kwh_per_month", "status"])
@@ -103,7 +86,6 @@ def membership_expire(db: str | None, as_json: bool) -> None:
     """The daily job (cron, or the gateway once a day): end the levels whose time is over
     (their unused quota goes back) and grant this month's quota to every member entitled.
     Running it again changes nothing."""
-    from cocharge.settlement import memberships
 
     run = with_money(db, memberships.daily)
     if as_json:
@@ -116,7 +98,7 @@ def membership_expire(db: str | None, as_json: bool) -> None:
 
 # --- payouts --------------------------------------------------------------------------------
 
-@main.group()
+@click.group()
 def payout() -> None:
     """Pay hosts, properties and operators: payee details, runs, payment files, confirmations."""
 
@@ -131,7 +113,6 @@ def payout() -> None:
 def payout_payee(account: str, name: str, method: str, number: str, bank: str | None,
                  db: str | None) -> None:
     """Where ACCOUNT's payouts go (host:NAME, property:NAME or operator:NAME)."""
-    from cocharge.settlement import payouts
 
     with_money(db, lambda e: payouts.set_payee(e, account, name, method, number, bank))
     click.echo(f"payee of {account}: {name}, {method} …{number[-4:]}")
@@ -142,7 +123,6 @@ def payout_payee(account: str, name: str, method: str, number: str, bank: str | 
 @json_option
 def payout_payees(db: str | None, as_json: bool) -> None:
     """Accounts with payment details (numbers masked)."""
-    from cocharge.settlement import payouts
 
     emit(with_money(db, payouts.list_payees), as_json, ["account", "name", "method", "bank", "number"])
 
@@ -157,13 +137,9 @@ def payout_payees(db: str | None, as_json: bool) -> None:
 def payout_run(day: str | None, minimum: str | None, path: str | None, db: str | None,
                as_json: bool) -> None:
     """Book every balance due to payable:ACCOUNT and write the payment file for the bank."""
-    from cocharge.settlement import payouts
-    from cocharge.settlement.loyalty import local_day
-    from cocharge.settlement.money import fmt
-    from cocharge.store.db import utcnow
 
-    when = _date(day, "--date") or local_day(utcnow())  # the platform's day, as statements
-    least = _cny(minimum, "--minimum") if minimum is not None else None
+    when = day_date(day, "--date") or local_day(utcnow())  # the platform's day, as statements
+    least = cny_to_fen(minimum, "--minimum") if minimum is not None else None
     target = Path(path or f"payouts-{when.isoformat()}.csv")
     if not target.parent.is_dir():
         fail(f"--file {target}: no folder {target.parent}")
@@ -195,8 +171,6 @@ def payout_run(day: str | None, minimum: str | None, path: str | None, db: str |
 def payout_confirm(what: str, note: str | None, db: str | None) -> None:
     """The bank paid: WHAT is a payment file (every line in it) or one reference. Confirming
     twice changes nothing."""
-    from cocharge.settlement import payouts
-    from cocharge.settlement.money import fmt
 
     refs: list[tuple[str, int | None]]
     if os.path.isfile(what):
@@ -224,8 +198,6 @@ def payout_confirm(what: str, note: str | None, db: str | None) -> None:
 def payout_fail(ref: str, reason: str | None, db: str | None) -> None:
     """The bank did not pay REF: its money goes back to the account's balance (and into the
     next run)."""
-    from cocharge.settlement import payouts
-    from cocharge.settlement.money import fmt
 
     done = with_money(db, lambda e: payouts.fail(e, ref, reason))
     click.echo(f"{ref}: {'returned' if done.new else 'was returned already'}: "
@@ -239,8 +211,6 @@ def payout_fail(ref: str, reason: str | None, db: str | None) -> None:
 @json_option
 def payout_list(status: str | None, account: str | None, db: str | None, as_json: bool) -> None:
     """Payouts, oldest first."""
-    from cocharge.settlement import payouts
-    from cocharge.settlement.money import fmt
 
     rows = with_money(db, lambda e: payouts.list_payouts(e, status, account))
     if as_json:
@@ -252,7 +222,7 @@ def payout_list(status: str | None, account: str | None, db: str | None, as_json
 
 # --- statements -----------------------------------------------------------------------------
 
-@main.command("statement")
+@click.command("statement")
 @click.argument("account")
 @click.option("--month", required=True, help="YYYY-MM (the platform's local month).")
 @click.option("--html", "html_path", help="Also write a readable page with a chart here.")
@@ -263,8 +233,6 @@ def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str
                   db: str | None, as_json: bool) -> None:
     """A host's or property's monthly statement: sessions, kWh, gross, discounts, commission,
     net, payouts, balance and a tax estimate."""
-    from cocharge.settlement import statements
-    from cocharge.settlement.money import fmt
 
     for path in (html_path, csv_path):
         if path and not Path(path).parent.is_dir():
@@ -296,23 +264,3 @@ def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str
     for path, what in ((csv_path, "CSV"), (html_path, "HTML")):
         if path:
             click.echo(f"{what} written to {path}")
-
-
-# --- green points for goods -----------------------------------------------------------------
-
-@points.command("redeem")
-@click.argument("tag")
-@click.argument("count")
-@click.option("--ref", required=True, help="The redemption's id (the shop's order): once.")
-@click.option("--for", "goods", required=True, help="What the points were exchanged for.")
-@db_option
-def points_redeem(tag: str, count: str, ref: str, goods: str, db: str | None) -> None:
-    """Spend released green points on goods outside cocharge (an external redemption)."""
-    from cocharge.settlement import loyalty
-    from cocharge.settlement.points import GREEN_SCALE, points_text
-
-    units = _cny(count, "COUNT")  # points have two decimals, like CNY
-    done = with_money(db, lambda e: loyalty.redeem_points(e, tag, units, ref, goods))
-    click.echo(f"{ref}: {points_text(units, GREEN_SCALE)} points of {tag} "
-               + ("redeemed" if done else "were redeemed already")
-               + f" for {goods}")

@@ -1,8 +1,4 @@
-"""The load-management commands of `cocharge`: sites, circuits, attached stations, and the
-smart-charging operations of `cocharge remote` (docs/load-management.md).
-
-Imported at the end of `cocharge.cli`, which owns the command groups and helpers.
-"""
+"""Load management: sites, circuits, attached stations, smart-charging commands."""
 
 from __future__ import annotations
 
@@ -12,24 +8,22 @@ from typing import Any
 
 import click
 
-from cocharge.cli import (
-    _remote,
+from cocharge.cli.channel import remote_call, remote_command
+from cocharge.cli.common import (
     db_option,
     emit,
     fail,
     json_option,
-    main,
-    remote_call,
-    station,
-    with_store,
 )
+from cocharge.cli.database import with_store
 from cocharge.config import GatewaySettings
+from cocharge.gateway.operator import OperatorError, send_request
 from cocharge.load import sites as store
 from cocharge.stations import commands as cmd
 from cocharge.stations.registry import RegistryError
 
 
-@main.group("site")
+@click.group("site")
 def site_group() -> None:
     """Sites: one supply (a garage, a home) shared by its chargers, as a tree of circuits."""
 
@@ -58,8 +52,6 @@ def site_list(db: str | None, as_json: bool) -> None:
 
 
 async def _live(engine: Any, name: str) -> dict[str, Any] | None:
-    from cocharge.gateway.operator import OperatorError, send_request
-
     try:
         answer = await send_request(engine, {"command": "site", "station": "", "args": {"site": name}},
                                     timeout=10)
@@ -149,7 +141,7 @@ def site_remove(name: str, db: str | None) -> None:
     click.echo(f"site {name} removed")
 
 
-@main.group("circuit")
+@click.group("circuit")
 def circuit_group() -> None:
     """Circuits of a site: limits per phase, the other load on them."""
 
@@ -218,7 +210,7 @@ def circuit_remove(circuit_id: str, db: str | None) -> None:
     click.echo(f"circuit {circuit_id} removed")
 
 
-@station.command("attach")
+@click.command("attach")
 @click.argument("station_id")
 @click.option("--circuit", required=True, help="The circuit that feeds it.")
 @click.option("--phases", "rotation", default="L1L2L3", show_default=True,
@@ -237,7 +229,7 @@ def station_attach(station_id: str, circuit: str, rotation: str, mode: str,
     click.echo(f"station {station_id} attached to circuit {circuit} ({found.rotation}, {mode})")
 
 
-@station.command("detach")
+@click.command("detach")
 @click.argument("station_id")
 @db_option
 def station_detach(station_id: str, db: str | None) -> None:
@@ -275,7 +267,7 @@ PURPOSE_CHOICE = click.Choice(["TxProfile", "TxDefaultProfile", "ChargePointMaxP
                                "ChargingStationMaxProfile"])
 
 
-@_remote("set-charging-profile", "SetChargingProfile (both versions): a limit over time.\n\n"
+@remote_command("set-charging-profile", "SetChargingProfile (both versions): a limit over time.\n\n"
          "Load management writes stack levels 0 (failsafe) and 1 (allocation, and a cutoff's "
          "TxProfile); an operator's profile at level 2 or above overrides them.")
 @click.option("--connector", "connector_id", type=click.IntRange(0, 64), default=0,
@@ -312,7 +304,7 @@ def remote_set_charging_profile(station_id: str, connector_id: int, purpose: str
         "number_phases": number_phases}, as_json, expires)
 
 
-@_remote("clear-charging-profile", "ClearChargingProfile: by --id, or by connector, purpose and "
+@remote_command("clear-charging-profile", "ClearChargingProfile: by --id, or by connector, purpose and "
          "stack level (none given: every profile the station holds).")
 @click.option("--id", "profile_id", type=click.IntRange(0, 2**31 - 1))
 @click.option("--connector", "connector_id", type=click.IntRange(0, 64))
@@ -327,7 +319,7 @@ def remote_clear_charging_profile(station_id: str, profile_id: int | None,
         "stack_level": stack_level}, as_json, expires)
 
 
-@_remote("get-composite-schedule", "GetCompositeSchedule: what a connector will be allowed over "
+@remote_command("get-composite-schedule", "GetCompositeSchedule: what a connector will be allowed over "
          "the next --duration seconds, all profiles combined.")
 @click.option("--connector", "connector_id", type=click.IntRange(0, 64), default=1,
               show_default=True)
@@ -340,7 +332,7 @@ def remote_get_composite_schedule(station_id: str, connector_id: int, duration: 
         "connector_id": connector_id, "duration": duration, "unit": unit}, as_json, expires)
 
 
-@_remote("get-charging-profiles", "2.0.1 GetChargingProfiles: the station reports its profiles "
+@remote_command("get-charging-profiles", "2.0.1 GetChargingProfiles: the station reports its profiles "
          "(ReportChargingProfiles; `cocharge station events ID --kind charging_profiles`).")
 @click.option("--connector", "connector_id", type=click.IntRange(0, 64))
 @click.option("--purpose", type=PURPOSE_CHOICE)
@@ -355,4 +347,3 @@ def remote_get_charging_profiles(station_id: str, connector_id: int | None, purp
     _send(db, station_id, "get-charging-profiles", {
         "connector_id": connector_id, "purpose": purpose, "stack_level": stack_level,
         "sources": list(sources) or None, "ids": list(ids) or None}, as_json, expires)
-

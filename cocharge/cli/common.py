@@ -1,0 +1,132 @@
+"""What every command shares: the --db and --json options, one-line refusals (exit 2),
+amounts, dates and tables. Light on purpose: the root imports it for every command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+import click
+
+from cocharge.settlement.money import MoneyError, parse_cny
+from cocharge.stations.policy import RuleError
+
+T = TypeVar("T")
+
+
+db_option = click.option("--db", envvar="COCHARGE_DB", default=None,
+                         help="Database URL or SQLite file (env COCHARGE_DB, default ./cocharge.db).")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def cny_to_fen(text: str, option: str) -> int:
+    """A CNY amount typed by an operator, exactly, in fen (exit 2 if it is not one)."""
+
+    try:
+        return parse_cny(text, option)
+    except MoneyError as exc:
+        fail(str(exc))
+        raise
+
+
+def fit(widths: list[int], room: int, floor: int = 6) -> list[int]:
+    """Column widths that fit `room` characters (two spaces between columns): the widest
+    column gives way first, none below `floor` (or its own width, if narrower)."""
+    fitted = list(widths)
+    while sum(fitted) + 2 * (len(fitted) - 1) > room:
+        widest = max(range(len(fitted)), key=lambda i: fitted[i])
+        if fitted[widest] <= floor:
+            break  # as narrow as it goes: the terminal wraps the rest
+        fitted[widest] -= 1
+    return fitted
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Rows as aligned columns; on a terminal, fitted to its width (a cut cell ends in '…');
+    piped (scripts, grep), every cell in full."""
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    if sys.stdout.isatty():
+        widths = fit(widths, shutil.get_terminal_size().columns)
+
+    def cell(text: str, width: int) -> str:
+        return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
+
+    click.echo("  ".join(cell(c.upper(), w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(cell(v, w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif columns is not None:
+        table(data, columns)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:>16}: {value}")
+
+
+def payment_ref(ref: str | None, kind: str) -> str:
+    """The payment reference of a top-up or purchase: the operator's, or a new one printed
+    so that a retry (`--ref` it) cannot book the money twice."""
+    if ref is not None:
+        if not ref.strip() or len(ref) > 64:
+            fail(f"--ref {ref!r}: give the payment's reference (1 to 64 characters)")
+        return ref
+
+    made = f"{kind}-{datetime.now().strftime('%Y%m%d')}-{uuid.uuid4().hex[:10]}"
+    click.echo(f"no --ref given: this {kind} is {made} (to retry it, give --ref {made}: it is "
+               "then applied once)", err=True)
+    return made
+
+
+def money_error(func: Callable[[], T]) -> T:
+    try:
+        return func()
+    except MoneyError as exc:
+        fail(str(exc))
+        raise
+
+
+def rule_error(func: Callable[[], T]) -> T:
+    try:
+        return func()
+    except RuleError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def day_time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r}: write YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+        raise
+
+
+def day_date(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r}: write a date as YYYY-MM-DD")
+        raise
