@@ -17,8 +17,12 @@ install-test: $(PY)
 demo: install
 	$(VENV)/bin/cocharge demo
 
+# Workers of the test suite: most tests wait on sockets, so twice the cores keeps them busy.
+WORKERS ?= 4
+
 test: install-test
-	$(PY) -m pytest
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -n $(WORKERS)
 
 tour: install-test
 	$(PY) -m pytest tests/cli/test_readme_tour.py

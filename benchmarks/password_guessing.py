@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 SERVE = """
 import asyncio, sys
 from cocharge.config import GatewaySettings
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 off = sys.argv[3] == "off"
 unlimited = dict(auth_station_free=10**9, auth_station_lockout=10**9,
                  auth_address_free=10**9, auth_address_lockout=10**9) if off else {}

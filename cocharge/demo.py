@@ -21,8 +21,9 @@ import click
 from sqlalchemy import select
 
 from cocharge.config import GatewaySettings
-from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
+from cocharge.hours import parse_window
+from cocharge.node import running_node
 from cocharge.settlement import ledger, loyalty, memberships, payouts, settle, statements
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt
@@ -32,7 +33,6 @@ from cocharge.settlement.tariff import simple_tariff
 from cocharge.simulators.hardware import EV
 from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
-from cocharge.stations.policy import parse_window
 from cocharge.store.db import utcnow
 from cocharge.store.schema import sessions, station_events
 

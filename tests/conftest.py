@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -24,39 +27,63 @@ import pytest
 from websockets.asyncio.client import connect
 
 from cocharge.config import GatewaySettings
-from cocharge.gateway.app import Node, running_node
+from cocharge.node import Node, running_node
 from cocharge.stations import registry
 
 PG_DSN = os.environ.get("COCHARGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _ensure_postgres() -> None:
-    """Start (or, on a fresh machine, install) PostgreSQL; the tests never skip it."""
-    from urllib.parse import urlsplit
-
-    where = urlsplit(PG_DSN)
-
-    def reachable() -> bool:
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """One test worker at a time, across processes (pytest-xdist), e.g. for `apt-get install`
+    or starting a server that every worker shares."""
+    with open(os.path.join(tempfile.gettempdir(), f"cocharge-tests-{name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            socket.create_connection((where.hostname or "127.0.0.1", where.port or 5432), 2).close()
-        except OSError:
-            return False
-        return True
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    if reachable():
-        return
-    if not shutil.which("pg_ctlcluster"):
+
+def apt_install(*packages: str) -> None:
+    """Install Debian packages on a fresh machine (the tests never skip a missing server)."""
+    with machine_lock("apt"):
         subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def _pg_reachable() -> bool:
+    where = urlsplit(PG_DSN)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 5432), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _ensure_postgres() -> None:
+    """Start (or, on a fresh machine, install) PostgreSQL once for every worker; the tests
+    never skip it."""
+    if _pg_reachable():
+        return
+    with machine_lock("postgresql"):
+        if not _pg_reachable():
+            _start_postgres()
+    if not _pg_reachable():
+        raise RuntimeError(f"PostgreSQL is not reachable at {PG_DSN} and could not be started")
+
+
+def _start_postgres() -> None:
+    if not shutil.which("pg_ctlcluster"):
+        apt_install("postgresql")
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     for version in versions:
         subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
                        check=False)
-    for _ in range(30):
-        if reachable():
-            return
-        subprocess.run(["sleep", "1"], check=False)
-    raise RuntimeError(f"PostgreSQL is not reachable at {PG_DSN} and could not be started")
+    deadline = time.monotonic() + 30
+    while not _pg_reachable() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +97,7 @@ def _mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
     if found is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], check=True)
+        apt_install("mosquitto")
         found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     return found
 

@@ -10,23 +10,22 @@ send commands.
 """
 
 
-import asyncio
-import contextlib
 import logging
-import socket
 import time
-from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cocharge import __version__ as version
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import Api, ApiError, parse_time
+from cocharge.hours import RuleError, parse_window
+from cocharge.settlement import calculator, revenue
+from cocharge.settlement.money import MoneyError, parse_price
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +118,7 @@ class RevenueIn(BaseModel):
 
 
 def build_app(api: Api) -> FastAPI:
-    """The API and the console for one gateway node."""
-    from cocharge import __version__ as version
-    from cocharge.web.console import mount_console
+    """The API of one gateway node (the console is mounted on it by web/site.py)."""
 
     app = FastAPI(title="cocharge", version=version, openapi_url="/api/openapi.json",
                   docs_url=None, redoc_url=None,
@@ -288,27 +285,12 @@ def build_app(api: Api) -> FastAPI:
         return await revenue_estimate(api, body.power_kw, body.price, body.open,
                                       body.platform_pct, body.area)
 
-    @app.get("/api/docs", include_in_schema=False)
-    async def docs(request: Request) -> HTMLResponse:
-        from cocharge.web.console import render_api_docs
-
-        return HTMLResponse(render_api_docs(request, app.openapi()))
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/console/", status_code=303)
-
-    mount_console(app, api, guard)
     return app
 
 
 async def revenue_estimate(api: Api, power_kw: Decimal, price: str, windows: list[str],
                            platform_pct: Decimal, area: str | None) -> dict[str, Any]:
     """The revenue calculator (`cocharge calc revenue`), with its hourly utilisation."""
-    from cocharge.settlement import calculator, revenue
-    from cocharge.settlement.money import MoneyError, parse_price
-    from cocharge.stations.policy import RuleError, parse_window
-
     try:
         parsed = tuple(parse_window(w) for w in windows)
         unit = parse_price(price, "price")
@@ -320,57 +302,3 @@ async def revenue_estimate(api: Api, power_kw: Decimal, price: str, windows: lis
     shown = dict(result.as_json())
     shown["hourly_utilisation"] = [round(v, 4) for v in revenue.hourly_utilisation(result)]
     return shown
-
-
-class ApiServer:
-    """The API on its own port, run by uvicorn on the gateway's event loop."""
-
-    def __init__(self, api: Api, host: str, port: int) -> None:
-        self.api = api
-        self.host = host
-        self.port = port
-        self._server: uvicorn.Server | None = None
-        self._socket: socket.socket | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(1024)
-        sock.setblocking(False)
-        self._socket = sock
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self.api), lifespan="off", ws="none",
-                                log_config=None, access_log=False, server_header=False,
-                                timeout_keep_alive=30, limit_concurrency=1000)
-        self._server = _Embedded(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():  # failed to start: its exception says why
-                await self._task
-                raise OSError(f"the HTTP API did not start on {self.host}:{self.port}")
-            await asyncio.sleep(0.01)
-        log.info("HTTP API and console on %s", self.url)
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
-
-    async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class _Embedded(uvicorn.Server):
-    """uvicorn's server on the gateway's loop: the gateway, not uvicorn, handles SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from cocharge.charts import bars, standalone
 from cocharge.cli.common import (
     db_option,
     fail,
@@ -18,12 +19,11 @@ from cocharge.cli.common import (
     rule_error,
 )
 from cocharge.cli.database import with_store
+from cocharge.hours import parse_window
 from cocharge.settlement import calculator, loyalty, revenue
 from cocharge.settlement.money import fmt, parse_price
 from cocharge.settlement.rewards import DEFAULTS
-from cocharge.stations.policy import parse_window
 from cocharge.store.db import sqlite_file
-from cocharge.web.charts import bars, standalone
 
 
 @click.group()

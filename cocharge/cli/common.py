@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
+from cocharge.hours import RuleError
 from cocharge.settlement.money import MoneyError, parse_cny
-from cocharge.stations.policy import RuleError
 
 T = TypeVar("T")
 

@@ -57,4 +57,4 @@ class LazyGroup(click.Group):
 
 def short_help(text: str, limit: int) -> str:
     """A help text cut as click cuts a command's short help."""
-    return click.utils.make_default_short_help(text, limit)
+    return click.Command(None, help=text).get_short_help_str(limit)

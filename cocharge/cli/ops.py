@@ -26,9 +26,10 @@ from cocharge.cli.common import (
 from cocharge.cli.database import with_store
 from cocharge.config import GatewaySettings
 from cocharge.configfile import effective
-from cocharge.gateway.mqtt import acl_file, parse_mqtt_url
+from cocharge.gateway.mqtt import acl_file
 from cocharge.gateway.quirks import QuirkError, load_quirks
 from cocharge.gateway.server import client_cas, tls_context
+from cocharge.mqtt_url import parse_mqtt_url
 from cocharge.stations import ca
 from cocharge.store.db import (
     NEWEST,
@@ -119,7 +120,7 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
 
 
     # `serve` alone needs the gateway (and its web stack): the other commands here stay light
-    from cocharge.gateway.app import run_event_loop, serve_forever
+    from cocharge.node import run_event_loop, serve_forever
 
     # An option not given takes the configuration file's value (then its default).
     config = ctx.find_root().obj

@@ -18,7 +18,7 @@ from cocharge.cli.common import (
     table,
 )
 from cocharge.cli.database import with_money
-from cocharge.settlement import memberships, payouts, statements
+from cocharge.settlement import grants, memberships, payouts, statements
 from cocharge.settlement.loyalty import local_day
 from cocharge.settlement.money import fmt
 from cocharge.store.db import utcnow
@@ -45,7 +45,7 @@ def membership_grant(tag: str, brand: str | None, vin: str | None, level: str | 
 
     if (vin is None) != (brand is None) or (vin is not None and (level or ref)):
         fail("give --brand and --vin (an OEM activation), or --level, --months and --ref (a purchase)")
-    done = with_money(db, lambda e: memberships.grant(e, tag, brand=brand, vin=vin, level=level,
+    done = with_money(db, lambda e: grants.grant(e, tag, brand=brand, vin=vin, level=level,
                                                        months=months, ref=ref))
     if not done.new:
         click.echo(f"membership {done.id} of {tag} was granted already; nothing changed")

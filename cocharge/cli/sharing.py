@@ -18,8 +18,8 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.database import with_store
 from cocharge.cli.stations import HOUSEHOLD_HELP, check_household
+from cocharge.hours import parse_window
 from cocharge.stations import registry, sharing
-from cocharge.stations.policy import parse_window
 
 
 @click.command("rules")

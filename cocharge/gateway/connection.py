@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ocpp.charge_point import (
     camel_to_snake_case,
@@ -28,7 +28,6 @@ from ocpp.charge_point import (
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
-from cocharge.gateway.metrics import GatewayMetrics
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
@@ -172,6 +171,12 @@ def handles(action: str) -> Callable[[Handler], Handler]:
 Handler = Callable[..., Awaitable[Any]]
 
 
+class FrameCounter(Protocol):
+    """What a connection tells the node's metrics (gateway/metrics.py) of each frame."""
+
+    def frame(self, direction: str, frame: str | bytes) -> None: ...
+
+
 class StationConnection:
     """One connected station; subclasses handle one OCPP version each."""
 
@@ -210,7 +215,7 @@ class StationConnection:
         self.upload_port = settings.upload_port  # the gateway sets the port it listens on
         self.upload_scheme = "http"  # https when the gateway serves TLS (uploads too)
         self.tls_port: int | None = None  # the gateway's wss:// port, if it has one
-        self.metrics: GatewayMetrics | None = None  # the node's counters (the gateway sets it)
+        self.metrics: FrameCounter | None = None  # the node's counters (the gateway sets it)
         self._cost_at: dict[str, float] = {}  # transaction -> when its cost was last sent
         self._cost_refused = False  # the station answered our cost DataTransfer with no
         self._tasks: set[asyncio.Task[Any]] = set()

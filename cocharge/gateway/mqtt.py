@@ -38,13 +38,13 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cocharge.mqtt_url import DEFAULT_PREFIX, MqttTarget
 from cocharge.stations import commands as cmd
 from cocharge.stations.observer import StationObserver
 from cocharge.store.db import utcnow
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "cocharge/v1"
 VERSION = 1
 # Reservation ids of MQTT reservations start here: bookings' reservations use the booking id.
 MQTT_RESERVATIONS = 1 << 30
@@ -69,35 +68,6 @@ NOTICE_TOPICS = {"firmware": "firmware", "diagnostics": "log", "log": "log",
 # profiles stay with the operator (cmd.OPERATOR_ONLY).
 OPERATIONS = tuple(name for name in cmd.COMMANDS
                    if name not in VERBS and name not in cmd.OPERATOR_ONLY)
-
-
-@dataclass(frozen=True)
-class MqttTarget:
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    prefix: str = DEFAULT_PREFIX
-
-    def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}/{self.prefix}"
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """`mqtt://[user:pass@]host[:port][/prefix]`; ValueError says what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"--mqtt {url!r}: write it as mqtt://[user:pass@]host[:port][/prefix]")
-    try:
-        port = parts.port or 1883
-    except ValueError:
-        raise ValueError(f"--mqtt {url!r}: the port must be a number from 1 to 65535") from None
-    prefix = parts.path.strip("/") or DEFAULT_PREFIX
-    if "#" in url or parts.query or "+" in prefix or "//" in prefix:
-        raise ValueError(f"--mqtt {url!r}: the prefix may not contain +, # or empty levels")
-    return MqttTarget(parts.hostname, port, unquote(parts.username) if parts.username else None,
-                      unquote(parts.password) if parts.password else None, prefix)
 
 
 def _iso(at: datetime | None) -> str | None:

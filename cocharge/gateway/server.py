@@ -115,7 +115,7 @@ class Gateway:
         self.tls = tls
         self.service = StationService(engine, settings)
         self.metrics = GatewayMetrics()  # /metrics (serve --metrics-port)
-        self.metrics.attach(self)
+        self.metrics.attach(self.service.journal)
         self.quirks = load_quirks(settings.quirks_file)
         self.guard = AuthGuard(settings)
         self.uploads = UploadServer(engine, settings, tls)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.background import Background
@@ -66,8 +66,6 @@ FAILSAFE_ID = 2_100_000_000
 ALLOCATION_ID = 2_100_000_100  # + connector
 CHAIN = ("TxDefaultProfile", "MaxProfile", "TxProfile")
 IDLE_PRIORITY = 3
-GREEN_UPDATE = (update(sessions).where(sessions.c.id == bindparam("sid"))
-                .values(green_wh=bindparam("green")))
 
 
 @dataclass
@@ -254,7 +252,7 @@ class LoadManager:
     def samples(self, station_id: str, connector_id: int, session_id: int | None,
                 samples: list[MeterSample]) -> list[dict[str, Any]]:
         """Meter values of an attached (or metering) station; returns rows for
-        `GREEN_UPDATE` when a session's surplus-covered energy grew."""
+        `stations.load_hooks.GREEN_UPDATE` when a session's surplus-covered energy grew."""
         if station_id not in self.attached and station_id not in self.meter_stations:
             return []  # every meter value of every station passes here: nothing to do
         currents = [0.0, 0.0, 0.0]

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cocharge.settlement import ledger, points
+from cocharge.settlement import ledger, memberships, points
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.rewards import (
     DEFAULT_RULES,
@@ -174,8 +174,6 @@ class RewardBatch:
 
     async def record(self, conn: AsyncConnection) -> None:
         """Write the applied events (after the legs were posted in the same transaction)."""
-        from cocharge.settlement import memberships
-
         if self.events:
             await conn.execute(insert(reward_events), self.events)
         for tag, days, ref in self.free_days:
@@ -762,8 +760,6 @@ async def dividend(engine: AsyncEngine, day: date, now: datetime | None = None) 
 # --- a member's rewards ---------------------------------------------------------------------
 
 async def member_rewards(engine: AsyncEngine, tag: str) -> dict[str, Any]:
-    from cocharge.settlement import memberships
-
     async with engine.connect() as conn:
         row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
         if row is None:

@@ -58,7 +58,7 @@ def month_start(at: datetime, tz: str = TZ) -> datetime:
     return first.astimezone(UTC).replace(tzinfo=None)
 
 
-def _active_at(at: datetime) -> Any:
+def active_at(at: datetime) -> Any:
     return and_(memberships.c.starts_at <= at, memberships.c.ends_at > at,
                 memberships.c.status == "active")
 
@@ -68,14 +68,14 @@ async def allowance(conn: AsyncConnection, tag: str, at: datetime) -> int:
     plus each level in force then."""
     manual = int(await conn.scalar(select(members.c.quota_wh).where(members.c.tag == tag)) or 0)
     levels = int(await conn.scalar(select(func.coalesce(func.sum(memberships.c.quota_wh), 0))
-                                   .where(and_(memberships.c.tag == tag, _active_at(at)))) or 0)
+                                   .where(and_(memberships.c.tag == tag, active_at(at)))) or 0)
     return manual + levels
 
 
 async def free_charging(conn: AsyncConnection, tag: str, at: datetime) -> bool:
     """Is `at` within one of the member's free charging days?"""
     found = await conn.scalar(select(memberships.c.id).where(and_(
-        memberships.c.tag == tag, memberships.c.free_charging.is_(True), _active_at(at))).limit(1))
+        memberships.c.tag == tag, memberships.c.free_charging.is_(True), active_at(at))).limit(1))
     return found is not None
 
 
@@ -108,19 +108,6 @@ async def quota_left(conn: AsyncConnection, tag: str, at: datetime) -> int:
     return min(amount, await ledger.balance(conn, f"quota:{tag}", QUOTA))
 
 
-@dataclass(frozen=True)
-class Granted:
-    id: int
-    new: bool
-    tag: str
-    level: str
-    starts_at: datetime
-    ends_at: datetime
-    quota_wh: int
-    coins: int
-    credit: int
-
-
 def _row(r: Any, now: datetime) -> dict[str, Any]:
     state = r.status if r.status != "active" else ("active" if r.ends_at > now else "ended")
     return {"id": int(r.id), "tag": r.tag, "level": r.level, "brand": r.brand, "vin": r.vin,
@@ -128,94 +115,6 @@ def _row(r: Any, now: datetime) -> dict[str, Any]:
             "until": r.ends_at.isoformat(timespec="seconds") + "Z",
             "quota_kwh_per_month": int(r.quota_wh) / 1000, "free_charging": bool(r.free_charging),
             "status": state}
-
-
-async def grant(engine: AsyncEngine, tag: str, *, brand: str | None = None, vin: str | None = None,
-                level: str | None = None, months: int | None = None, days: int | None = None,
-                ref: str | None = None, now: datetime | None = None) -> Granted:
-    """An OEM activation (`brand` and `vin`) or a purchase (`level`, `months`, `ref`)."""
-    from cocharge.settlement import loyalty
-
-    now = now or utcnow()
-    oem = vin is not None
-    if vin is not None:
-        vin = vin.strip().upper()
-        if not VIN.match(vin):
-            raise MembershipError(f"VIN {vin!r}: 17 letters and digits (no I, O or Q)")
-        if not brand:
-            raise MembershipError("an OEM activation needs --brand (the vehicle's make)")
-        ref = f"vin:{vin}"
-    elif not ref:
-        raise MembershipError("a purchased level needs --ref (the payment's id): it is granted once")
-    if not oem and not level:
-        raise MembershipError("give --brand and --vin (OEM activation) or --level and --months")
-    async with engine.begin() as conn:
-        await ledger.lock(conn)
-        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
-            raise MembershipError(f"no member with tag {tag!r}: see `cocharge member list`")
-        rules = await loyalty.current_rules(conn)
-        old = (await conn.execute(select(memberships).where(memberships.c.ref == ref))).first()
-        if old is not None:
-            if old.tag != tag:
-                what = f"VIN {vin}" if oem else f"ref {ref!r}"
-                raise MembershipError(f"{what} was already used for {old.tag}'s membership "
-                                      f"{old.id}: a VIN activates once")
-            return Granted(int(old.id), False, tag, old.level, old.starts_at, old.ends_at,
-                           int(old.quota_wh), 0, 0)
-        length: int | None
-        if oem:
-            assert brand is not None
-            try:
-                row = rules.brand(brand)
-            except ValueError as exc:
-                raise MembershipError(str(exc)) from exc
-            brand_name, level_name, length = brand.upper(), row.level, months or row.months
-        else:
-            assert level is not None
-            brand_name, level_name, length = "-", level, months
-            if level not in rules.levels:
-                raise MembershipError(f"no level {level!r}: one of {', '.join(rules.levels)} "
-                                      "(membership.levels in `cocharge rewards rules show`)")
-        if (length or 0) <= 0 and not days:
-            raise MembershipError("give --months (at least 1)")
-        held = await conn.scalar(select(memberships.c.id).where(and_(
-            memberships.c.tag == tag, memberships.c.brand == brand_name, _active_at(now))))
-        if oem and held is not None:
-            raise MembershipError(f"{tag} already holds a {brand_name} membership ({held}) that "
-                                  "has not ended: one per member and brand")
-        lvl = rules.levels[level_name]
-        ends = now + timedelta(days=days) if days else add_months(now, int(length or 0))
-        # This month's quota already granted (another level, a quota set by hand): the new
-        # level's quota is added for the rest of the month.
-        topped = await ledger.posted(conn, f"quota-grant:{tag}:{month_of(now)}")
-        membership_id = int((await conn.execute(insert(memberships).values(
-            tag=tag, level=level_name, brand=brand_name, vin=vin if oem else None,
-            source="oem" if oem else "purchase", ref=ref, starts_at=now, ends_at=ends,
-            quota_wh=lvl.quota_wh, free_charging=lvl.free_charging, status="active",
-            created_at=now).returning(memberships.c.id))).scalar_one())
-        coins = credit = 0
-        top_up = ([Transfer(f"quota-grant:{tag}:{month_of(now)}:m{membership_id}", "pool:quota",
-                            f"quota:{tag}", lvl.quota_wh, QUOTA, "quota-grant", str(membership_id),
-                            f"free energy for {month_of(now)}, {level_name}")]
-                  if topped and lvl.quota_wh > 0 else [])
-        if oem:
-            # The starter reward, once per member whatever the number of cars.
-            event_id = f"oem_activated:{tag}"
-            if not await loyalty.event_applied(conn, event_id):
-                batch = loyalty.RewardBatch(rules)
-                await batch.reward(conn, tag, "oem_activated", event_id,
-                                   rules.reward("oem_activated"), ref)
-                legs = batch.legs + await quota_legs(conn, tag, now) + top_up
-                if legs:
-                    await ledger.post(conn, legs, f"membership:{membership_id}")
-                await batch.record(conn)
-                coins, credit = batch.events[0]["coins"], batch.events[0]["credit"]
-                return Granted(membership_id, True, tag, level_name, now, ends, lvl.quota_wh,
-                               coins, credit)
-        legs = await quota_legs(conn, tag, now) + top_up
-        if legs:
-            await ledger.post(conn, legs, f"membership:{membership_id}")
-    return Granted(membership_id, True, tag, level_name, now, ends, lvl.quota_wh, coins, credit)
 
 
 async def reward_days(conn: AsyncConnection, tag: str, days: int, ref: str,
@@ -247,7 +146,7 @@ async def list_all(engine: AsyncEngine, active_only: bool = False) -> list[dict[
     now = utcnow()
     query = select(memberships).order_by(memberships.c.tag, memberships.c.starts_at)
     if active_only:
-        query = query.where(_active_at(now))
+        query = query.where(active_at(now))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [_row(r, now) for r in rows]
@@ -292,7 +191,7 @@ async def daily(engine: AsyncEngine, now: datetime | None = None) -> DailyRun:
             await conn.execute(update(memberships).where(memberships.c.id.in_(expired))
                                .values(status="expired", expired_at=now))
         entitled = (await conn.execute(select(memberships.c.tag).distinct().where(and_(
-            _active_at(now), memberships.c.quota_wh > 0)))).scalars().all()
+            active_at(now), memberships.c.quota_wh > 0)))).scalars().all()
         manual = (await conn.execute(select(members.c.tag).where(members.c.quota_wh > 0)))\
             .scalars().all()
         for tag in sorted(set(entitled) | set(manual)):
@@ -307,7 +206,7 @@ async def ungranted_wh(conn: AsyncConnection, now: datetime) -> int:
     """Free Wh members are entitled to this month whose grant is not on the ledger yet (the
     liability report counts them: a quota is owed from the first of the month)."""
     entitled = set((await conn.execute(select(memberships.c.tag).distinct().where(and_(
-        _active_at(now), memberships.c.quota_wh > 0)))).scalars().all())
+        active_at(now), memberships.c.quota_wh > 0)))).scalars().all())
     entitled |= set((await conn.execute(select(members.c.tag).where(members.c.quota_wh > 0)))
                     .scalars().all())
     month = month_of(now)

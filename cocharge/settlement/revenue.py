@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from cocharge.hours import Window
 from cocharge.settlement.money import fmt, split_by_ratios
-from cocharge.stations.policy import Window
 
 HOURS = 168
 MIN_HISTORY = 50

@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cocharge.charts import bars
 from cocharge.settlement import loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.payouts import PayoutError, check_account
@@ -156,7 +157,6 @@ _env = Environment(loader=PackageLoader("cocharge.web", "templates"),
 
 def to_html(st: dict[str, Any]) -> str:
     """One page, styles inline, the chart as inline SVG: it opens from a file or a mail."""
-    from cocharge.web.charts import bars
 
     days = list(st["per_day"])
     chart = bars([st["per_day"][d] / 100 for d in days], [d[-2:] for d in days],

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import aiomqtt
 
-from cocharge.gateway.mqtt import parse_mqtt_url
+from cocharge.mqtt_url import parse_mqtt_url
 
 Curve = Sequence[tuple[float, float]]
 

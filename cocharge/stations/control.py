@@ -37,6 +37,7 @@ from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import firmware, local_list, policy, sharing
 from cocharge.stations.directory import Coalescer
+from cocharge.stations.load_hooks import LoadHooks
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import (
     Booking,
@@ -167,7 +168,7 @@ class SharingController:
         self.observer = StationObserver()  # the gateway sets the service's observer here too
         # Load management (the gateway's LoadManager): it writes the TxProfile of a session
         # at an attached station, with the cutoff in it.
-        self.load: Any = None
+        self.load: LoadHooks | None = None  # load management plugs itself in
         self._booked: set[int] = set()  # sessions of a booking (load management serves first)
 
     # --- life cycle ------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
-from cocharge.load.manager import GREEN_UPDATE, LoadManager
 from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.certificates import CertificateKeeper
@@ -46,6 +45,7 @@ from cocharge.stations.events import (
     TransactionEvent,
 )
 from cocharge.stations.framelog import FrameLog
+from cocharge.stations.load_hooks import GREEN_UPDATE, LoadHooks
 from cocharge.stations.metering import assess_energy
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.passwords import verify_password
@@ -198,7 +198,7 @@ class StationService:
         # Set by the gateway, which gives it the way to command stations.
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
-        self.load: LoadManager | None = None  # load management (cocharge/load/manager.py)
+        self.load: LoadHooks | None = None  # load management (cocharge/load/manager.py)
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)

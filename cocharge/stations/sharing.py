@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.hours import RuleError
 from cocharge.stations import policy
-from cocharge.stations.policy import Booking, Member, RuleError, SharingRules
+from cocharge.stations.policy import Booking, Member, SharingRules
 from cocharge.stations.registry import RegistryError, _iso
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (

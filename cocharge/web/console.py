@@ -19,10 +19,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cocharge import charts
+from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
 from cocharge.settlement.money import fmt
-from cocharge.web import charts
 
 HERE = os.path.dirname(__file__)
 env = Environment(loader=PackageLoader("cocharge.web", "templates"),
@@ -88,8 +89,6 @@ def _same_origin(request: Request) -> bool:
 
 
 def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
-    from cocharge.api.http import COOKIE
-
     app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
               name="static")
 
@@ -246,8 +245,6 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     @app.get("/console/calculator", include_in_schema=False)
     async def calculator(request: Request, power_kw: str = "7", price: str = "1.20",
                          windows: str = "", area: str = "") -> Response:
-        from cocharge.api.http import revenue_estimate
-
         who = await user(request)
         if who is None:
             return login_page()

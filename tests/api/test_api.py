@@ -13,7 +13,7 @@ from typing import Any
 from openapi_spec_validator import validate
 
 from cocharge.api.keys import create_key, revoke_key
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.settlement import settle
 from cocharge.stations import registry
 from tests.conftest import register, settings, simulated, until

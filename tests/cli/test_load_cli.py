@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from tests.cli.test_cli import cocharge
 from tests.conftest import settings, ws_url

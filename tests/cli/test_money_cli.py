@@ -11,7 +11,7 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
-from cocharge.settlement import ledger, loyalty, memberships, settle
+from cocharge.settlement import grants, ledger, loyalty, memberships, settle
 from cocharge.settlement.ledger import Transfer
 from cocharge.stations import registry, sharing
 from cocharge.store.db import open_existing, utcnow
@@ -46,8 +46,8 @@ async def neighbourhood(db: str) -> dict[str, int]:
             await ledger.post_batch(engine, [Transfer(f"topup:{tag}", "external:topup",
                                                       f"wallet:{tag}", fen, kind="topup")], "t")
             facts["topups"] += fen
-        await memberships.grant(engine, "M1", brand="BYD", vin="LSVX1234567890123")
-        await memberships.grant(engine, "M2", brand="NIO", vin="LGXC7654321098765")
+        await grants.grant(engine, "M1", brand="BYD", vin="LSVX1234567890123")
+        await grants.grant(engine, "M2", brand="NIO", vin="LGXC7654321098765")
         facts["allowance"] = 2 * 50_000
         for tag in ("M3", "M4"):
             for n in range(3):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.app import Node, running_node
+from cocharge.node import Node, running_node
 from cocharge.stations import firmware, registry, sharing
 from tests.conftest import RawStation, raw_station, register, settings
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
+from cocharge.node import Node, running_node
 from cocharge.stations import firmware, registry, sharing
 from tests.conftest import RawStation, raw_station, register, settings
 from tests.gateway.test_device_management import sign, signing_pair

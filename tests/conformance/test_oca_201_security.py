@@ -20,7 +20,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from cocharge.gateway.app import Node, running_node
+from cocharge.node import Node, running_node
 from cocharge.stations import ca, registry, sharing
 from cocharge.store.schema import settlements, station_certificates
 from tests.conformance.test_oca_201 import csms_sends, operator

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.app import Node, running_node
 from cocharge.load import sites as store
+from cocharge.node import Node, running_node
 from cocharge.store.schema import station_events
 from tests.conformance.test_oca_201 import answered, csms_sends, operator
 from tests.conftest import RawStation, raw_station, register, settings

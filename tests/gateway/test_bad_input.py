@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-
 from sqlalchemy import select
+from websockets.exceptions import ConnectionClosed
 
 from cocharge.stations import registry
 from cocharge.store.schema import meter_samples

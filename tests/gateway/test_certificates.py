@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
 from cocharge.gateway.server import client_cas, tls_context
+from cocharge.node import Node, running_node
 from cocharge.stations import ca, registry
 from cocharge.stations.certificates import revoke
 from tests.conftest import RawStation, settings, until, ws_url

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.stations import registry
 from cocharge.stations.directory import StationDirectory
 from cocharge.store.schema import connector_status, meter_samples, sessions, stations

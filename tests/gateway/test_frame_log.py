@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.stations.framelog import REDACTED, redact
 from cocharge.store.schema import station_frames
 from tests.conftest import raw_station, register, settings

@@ -6,7 +6,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.stations import registry
 from tests.conftest import raw_station, register, settings, ws_url
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.settlement.settle import payable_fen
 from tests.conftest import register, settings, simulated, ws_url
 

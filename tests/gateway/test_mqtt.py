@@ -14,8 +14,9 @@ import aiomqtt
 import pytest
 from sqlalchemy import func, select
 
-from cocharge.gateway.app import running_node
-from cocharge.gateway.mqtt import CommandError, _plan, acl_file, parse_mqtt_url
+from cocharge.gateway.mqtt import CommandError, _plan, acl_file
+from cocharge.mqtt_url import parse_mqtt_url
+from cocharge.node import running_node
 from cocharge.settlement import ledger, settle
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry

@@ -9,7 +9,7 @@ import subprocess
 
 from sqlalchemy import select
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.store.schema import station_events
 from tests.conftest import raw_station, register, settings
 

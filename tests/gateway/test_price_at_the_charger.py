@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.app import running_node
 from cocharge.gateway.operator import send_request
+from cocharge.node import running_node
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
 from cocharge.store.schema import settlements

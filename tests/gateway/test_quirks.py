@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.app import running_node
 from cocharge.gateway.quirks import BUILT_IN, QuirkError, load_quirks
+from cocharge.node import running_node
 from cocharge.stations import registry
 from cocharge.store.schema import connector_status, meter_samples, stations
 from tests.conftest import RawStation, raw_station, register, settings

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.settlement.settle import payable_fen
 from cocharge.stations import registry
 from tests.conftest import raw_station, register, settings, simulated, until

@@ -62,7 +62,7 @@ async def test_the_token_takes_one_file_and_the_endpoint_refuses_junk(node):
 
 
 async def test_an_oversized_upload_is_refused_and_nothing_stored(sqlite_url):
-    from cocharge.gateway.app import running_node
+    from cocharge.node import running_node
     from tests.conftest import settings
 
     async with running_node(sqlite_url, settings(upload_max_bytes=1000)) as node:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cocharge.gateway.app import running_node
 from cocharge.load import sites as store
+from cocharge.node import running_node
 from cocharge.simulators.hardware import EV
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry

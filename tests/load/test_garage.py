@@ -101,7 +101,7 @@ async def test_cut_connection_the_failsafe_keeps_the_circuit_within_its_limit(tm
 
 
 async def test_a_strict_charger_that_refuses_default_profiles_is_still_limited(tmp_path) -> None:
-    from cocharge.gateway.app import running_node
+    from cocharge.node import running_node
     from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
     from tests.conftest import settings, ws_url
     from tests.load.sites import LOAD

@@ -8,8 +8,8 @@ import json
 
 from sqlalchemy import select
 
-from cocharge.gateway.app import running_node
 from cocharge.load import sites as store
+from cocharge.node import running_node
 from cocharge.settlement import settle
 from cocharge.simulators.site import SiteMeter
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from cocharge.settlement import (
+    grants,
     ledger,
     liabilities,
     loyalty,
@@ -97,24 +98,24 @@ async def test_oem_membership_once_per_vin_quota_only_while_it_lasts(engine):  #
     await loyalty.set_rule(engine, "membership.brands.BYD", "level=gold,months=8")
     await loyalty.set_rule(engine, "membership.brands.NIO", "level=gold,months=12")
     now = utcnow()
-    byd = await memberships.grant(engine, "A", brand="byd", vin=VIN1, now=now)
+    byd = await grants.grant(engine, "A", brand="byd", vin=VIN1, now=now)
     assert (byd.level, byd.coins, byd.credit, byd.quota_wh) == ("gold", 200, 10, 50_000)
     assert byd.ends_at == memberships.add_months(now, 8)
-    again = await memberships.grant(engine, "A", brand="BYD", vin=VIN1, now=now)
+    again = await grants.grant(engine, "A", brand="BYD", vin=VIN1, now=now)
     assert not again.new and await balance(engine, "coins:A", "COIN") == 200
     with pytest.raises(memberships.MembershipError, match="a VIN activates once"):
-        await memberships.grant(engine, "B", brand="BYD", vin=VIN1)
+        await grants.grant(engine, "B", brand="BYD", vin=VIN1)
     with pytest.raises(memberships.MembershipError, match="one per member and brand"):
-        await memberships.grant(engine, "A", brand="BYD", vin=VIN2)
-    nio = await memberships.grant(engine, "A", brand="NIO", vin=VIN2, now=now)
+        await grants.grant(engine, "A", brand="BYD", vin=VIN2)
+    nio = await grants.grant(engine, "A", brand="NIO", vin=VIN2, now=now)
     # A second car: its own level and months, no second starter reward.
     assert nio.ends_at == memberships.add_months(now, 12) and (nio.coins, nio.credit) == (0, 0)
     assert await balance(engine, "coins:A", "COIN") == 200
     with pytest.raises(memberships.MembershipError, match="17 letters"):
-        await memberships.grant(engine, "B", brand="BYD", vin="VIN-123")
+        await grants.grant(engine, "B", brand="BYD", vin="VIN-123")
     # A level that has ended: no quota any more; the daily job ends it and takes back the rest.
     old = utcnow() - timedelta(days=200)
-    await memberships.grant(engine, "B", brand="OTHER", vin=VIN3, now=old)  # default: 6 months
+    await grants.grant(engine, "B", brand="OTHER", vin=VIN3, now=old)  # default: 6 months
     async with engine.connect() as conn:
         assert await memberships.quota_left(conn, "B", utcnow()) == 0
         assert await memberships.quota_left(conn, "A", utcnow()) == 100_000  # two levels
@@ -130,10 +131,10 @@ async def test_oem_membership_once_per_vin_quota_only_while_it_lasts(engine):  #
 
 async def test_a_purchased_level_and_free_charging_days(engine):  # noqa: F811
     with pytest.raises(memberships.MembershipError, match="--ref"):
-        await memberships.grant(engine, "C", level="gold", months=1)
+        await grants.grant(engine, "C", level="gold", months=1)
     with pytest.raises(memberships.MembershipError, match="no level"):
-        await memberships.grant(engine, "C", level="platinum", months=1, ref="pay-1")
-    bought = await memberships.grant(engine, "C", level="gold", months=1, ref="pay-1")
+        await grants.grant(engine, "C", level="platinum", months=1, ref="pay-1")
+    bought = await grants.grant(engine, "C", level="gold", months=1, ref="pay-1")
     assert bought.quota_wh == 50_000 and bought.coins == 0  # a purchase has no starter reward
     # A badge rule granting two free charging days after 3 shared green bills.
     await loyalty.set_rule(engine, "events.share_green_bill", "coins=20,limit=2,period=month")

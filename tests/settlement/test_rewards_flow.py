@@ -9,7 +9,7 @@ import json
 import sqlite3
 from datetime import timedelta
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.settlement import ledger, loyalty, settle
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing

@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert, select
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from cocharge.settlement import ledger, loyalty, settle
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import split_by_ratios

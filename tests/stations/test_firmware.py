@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.app import Node, running_node
+from cocharge.node import Node, running_node
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import firmware
 from cocharge.stations.registry import RegistryError

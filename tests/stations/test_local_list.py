@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
+from cocharge.node import Node, running_node
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
 from cocharge.store.schema import local_lists, sessions

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.app import Node, running_node
 from cocharge.gateway.operator import send_request
+from cocharge.node import Node, running_node
 from cocharge.settlement import loyalty
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+from tests.conftest import apt_install
 
 
 def _binaries() -> tuple[str, str]:
@@ -24,9 +25,7 @@ def _binaries() -> tuple[str, str]:
 
     browser, driver = found()
     if browser is None or driver is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"],
-                       check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("chromium", "chromium-driver")
         browser, driver = found()
     assert browser and driver, "chromium and chromedriver are needed for the console tests"
     return browser, driver

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cocharge.gateway.app import running_node
+from cocharge.node import running_node
 from tests.api.test_api import fleet
 from tests.conftest import settings, simulated
 

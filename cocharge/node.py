@@ -10,21 +10,21 @@ import signal
 import ssl
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cocharge.api.service import Api
 from cocharge.config import GatewaySettings
-
-if TYPE_CHECKING:
-    from cocharge.api.http import ApiServer
+from cocharge.gateway.exporter import MetricsServer
 from cocharge.gateway.heap import HeapKeeper
-from cocharge.gateway.metrics import MetricsServer
-from cocharge.gateway.mqtt import MqttBridge, parse_mqtt_url
+from cocharge.gateway.mqtt import MqttBridge
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
+from cocharge.mqtt_url import parse_mqtt_url
 from cocharge.store.db import StoreError, describe_error, open_store
+from cocharge.web.site import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,6 @@ async def running_node(db: str | None, settings: GatewaySettings,
                if settings.metrics_port is not None else None)
     api = None
     if settings.api_port is not None:
-        from cocharge.api.http import ApiServer
-        from cocharge.api.service import Api
-
         api = ApiServer(Api(engine, gateway, operator), settings.api_host, settings.api_port)
     try:
         await gateway.start()
