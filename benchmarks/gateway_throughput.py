@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
 from urllib.parse import urlsplit
 
 import psutil

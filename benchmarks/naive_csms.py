@@ -3,7 +3,7 @@ shows it, by a user who needs BootNotification, StatusNotification, Heartbeat an
 answered. It stores nothing (so it is the upper bound of what such code can do), and it is
 what `benchmarks/fleet.py` compares cocharge with.
 
-    python benchmarks/naive_csms.py --port 9100
+    python benchmarks/naive_csms.py [--port 9100]   # default: a free port, printed
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ async def on_connect(websocket: websockets.ServerConnection) -> None:
 async def main(port: int) -> None:
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     async with websockets.serve(on_connect, "127.0.0.1", port, subprotocols=["ocpp1.6"],
-                                compression=None, backlog=4096):
+                                compression=None, backlog=4096) as server:
+        port = next(iter(server.sockets)).getsockname()[1]  # --port 0: a free one
         print(f"naive CSMS on {port}", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     asyncio.run(main(parser.parse_args().port))

@@ -21,7 +21,7 @@ import click
 from sqlalchemy import select
 
 from cocharge.config import GatewaySettings
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.hours import parse_window
 from cocharge.node import running_node
 from cocharge.settlement import ledger, loyalty, memberships, payouts, settle, statements

@@ -64,7 +64,7 @@ COMMANDS = {
                 'Commands to a connected station, through the running gateway (same --db).'),
     'rewards': ('cocharge.cli.rewards:rewards',
                 'The reward rule table and events reported from outside (posts, likes, answers).'),
-    'serve': ('cocharge.cli.ops:serve',
+    'serve': ('cocharge.cli.serve:serve',
                 'Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE).'),
     'sessions': ('cocharge.cli.sessions:sessions',
                 'Charging sessions.'),

@@ -15,7 +15,7 @@ from cocharge.cli.common import (
     json_option,
 )
 from cocharge.cli.database import with_store
-from cocharge.gateway.operator import OperatorError, send_request
+from cocharge.gateway.operator_client import OperatorError, send_request
 
 # --- remote ---------------------------------------------------------------------------------
 

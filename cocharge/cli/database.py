@@ -1,6 +1,6 @@
-"""Running a command's work on the database: refusals of the store, settlement, ledger and
-rewards become one line and exit 2 (nothing written)."""
-
+"""Running a command's work on the database: a missing or foreign database, a refusal of
+the registry or an unreachable server becomes one line and exit 2 (nothing written).
+Money commands add their own refusals (cli/settlement.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from cocharge.cli.common import fail
-from cocharge.settlement.ledger import LedgerError
-from cocharge.settlement.loyalty import RewardsError
-from cocharge.settlement.memberships import MembershipError
-from cocharge.settlement.payouts import PayoutError
-from cocharge.settlement.rewards import RulesError
-from cocharge.settlement.settle import SettlementError
 from cocharge.stations import registry
 from cocharge.store.db import (
     DatabaseURLError,
@@ -49,42 +43,3 @@ def with_store(db: str | None, work: Callable[[Any], Awaitable[T]], create: bool
     except (SQLAlchemyError, OSError) as exc:
         fail(describe_error(exc, db))
     raise AssertionError("unreachable")
-
-
-def with_settlement(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """with_store, turning settlement and ledger refusals into exit 2."""
-
-    async def guarded(engine: Any) -> T:
-        try:
-            return await work(engine)
-        except (SettlementError, LedgerError) as exc:
-            fail(str(exc))
-            raise
-
-    return with_store(db, guarded)
-
-
-def with_rewards(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """with_settlement, turning rewards refusals into exit 2 (nothing written)."""
-
-    async def guarded(engine: Any) -> T:
-        try:
-            return await work(engine)
-        except (RewardsError, RulesError) as exc:
-            fail(str(exc))
-            raise
-
-    return with_settlement(db, guarded)
-
-
-def with_money(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """with_settlement, turning money-flow refusals into one line and exit 2."""
-
-    async def guarded(engine: Any) -> T:
-        try:
-            return await work(engine)
-        except (MembershipError, PayoutError, RewardsError, RulesError) as exc:
-            fail(str(exc))
-            raise
-
-    return with_settlement(db, guarded)

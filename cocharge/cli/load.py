@@ -17,7 +17,7 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.database import with_store
 from cocharge.config import GatewaySettings
-from cocharge.gateway.operator import OperatorError, send_request
+from cocharge.gateway.operator_client import OperatorError, send_request
 from cocharge.load import sites as store
 from cocharge.stations import commands as cmd
 from cocharge.stations.registry import RegistryError

@@ -24,7 +24,7 @@ from cocharge.cli.common import (
     payment_ref,
     table,
 )
-from cocharge.cli.database import with_rewards, with_settlement
+from cocharge.cli.settlement import with_rewards, with_settlement
 from cocharge.settlement import ledger
 from cocharge.settlement import settle as settlement
 from cocharge.settlement.liabilities import liability_report

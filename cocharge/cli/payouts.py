@@ -17,7 +17,7 @@ from cocharge.cli.common import (
     json_option,
     table,
 )
-from cocharge.cli.database import with_money
+from cocharge.cli.settlement import with_money
 from cocharge.settlement import grants, memberships, payouts, statements
 from cocharge.settlement.loyalty import local_day
 from cocharge.settlement.money import fmt

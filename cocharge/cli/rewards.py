@@ -21,7 +21,7 @@ from cocharge.cli.common import (
     payment_ref,
     table,
 )
-from cocharge.cli.database import with_money, with_rewards
+from cocharge.cli.settlement import with_money, with_rewards
 from cocharge.settlement import loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.points import GREEN_SCALE, POOL_SCALE, points_text, price_text

@@ -21,7 +21,7 @@ from cocharge.cli.database import with_store
 from cocharge.stations import ca
 from cocharge.stations.ca import CAError
 from cocharge.stations.certificates import revoke
-from cocharge.stations.commands import valid_password
+from cocharge.stations.passwords import valid_password
 from cocharge.store.schema import station_certificates as certificates_table
 
 

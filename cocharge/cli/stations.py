@@ -22,8 +22,7 @@ from cocharge.cli.common import (
 from cocharge.cli.database import with_store
 from cocharge.cli.lazy import LazyGroup
 from cocharge.stations import registry, sharing
-from cocharge.stations.commands import PASSWORD_RULE, valid_password
-from cocharge.stations.passwords import hash_password
+from cocharge.stations.passwords import PASSWORD_RULE, hash_password, valid_password
 from cocharge.store.db import (
     utcnow,
 )

@@ -17,7 +17,6 @@ Answer:   {"ok": true, "accepted": true, "status": "Accepted", "response": {...}
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -25,11 +24,9 @@ import secrets
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-from websockets.asyncio.client import connect
+from sqlalchemy import delete, insert
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from cocharge.gateway.server import Gateway, _response
@@ -39,14 +36,6 @@ from cocharge.store.db import identity, utcnow
 from cocharge.store.schema import nodes
 
 log = logging.getLogger(__name__)
-
-
-class OperatorError(Exception):
-    """A failed operator request; `kind` says which (unreachable, offline, bad_request, ...)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class OperatorChannel:
@@ -148,41 +137,3 @@ class OperatorChannel:
         return await self.gateway.control.send(
             station_id, command, name, args,
             queue_for_s=expires_s if expires_s is not None else self.gateway.settings.command_queue_s)
-
-
-async def operator_nodes(engine: AsyncEngine) -> list[tuple[str, str]]:
-    """(url, token) of every running gateway writing to this database, newest first. The
-    rows of a copy (a backup, `sqlite3 .backup`) name the database they were copied from: its
-    gateways are not this database's, and are never sent a command through it."""
-    here = await identity(engine)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token, nodes.c.database)
-                                   .order_by(nodes.c.started_at.desc()))).all()
-    return [(r.operator_url, r.token) for r in rows if r.database in (None, here)]
-
-
-async def send_request(engine: AsyncEngine, request: dict[str, Any],
-                       timeout: float = 60.0) -> dict[str, Any]:
-    """Send one request to a running gateway; raises OperatorError("unreachable") if none answers."""
-    found = await operator_nodes(engine)
-    if not found:
-        raise OperatorError("unreachable", "no running gateway is recorded in this database: "
-                            "start one with `cocharge serve` (same --db)")
-    problems = []
-    for url, token in found:
-        try:
-            async with connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                               open_timeout=5, compression=None) as websocket:
-                async with asyncio.timeout(timeout):
-                    await websocket.send(json.dumps(request))
-                    answer = json.loads(await websocket.recv(decode=True))
-                if not (answer.get("ok") is False and answer.get("error") == "offline"
-                        and len(found) > 1):
-                    return dict(answer)
-                problems.append(f"{url}: {answer.get('message')}")
-        except (OSError, InvalidHandshake, InvalidStatus, ConnectionClosed, TimeoutError) as exc:
-            problems.append(f"{url}: {exc}")
-    if all("is not connected" in p for p in problems):
-        return {"ok": False, "error": "offline", "message": "; ".join(problems)}
-    raise OperatorError("unreachable", "cannot reach the gateway's operator channel: "
-                        + "; ".join(problems))

@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from cocharge.stations.passwords import PASSWORD_RULE, valid_password
+
 
 @dataclass(frozen=True)
 class RemoteStart:
@@ -472,14 +474,6 @@ PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPas
 RAW_PASSWORD_REFUSED = ("a raw call would change the station's password behind the gateway's "
                         "back (the station would be locked out): use `cocharge station "
                         "rotate-password`")
-PASSWORD_RULE = ("a station password is 16 to 40 printable ASCII characters without spaces "
-                 "(OCPP's limits)")
-
-
-def valid_password(password: str) -> bool:
-    return 16 <= len(password) <= 40 and all(33 <= ord(c) < 127 for c in password)
-
-
 def password_key(key: str) -> bool:
     return key.casefold() in {k.casefold() for k in PASSWORD_KEYS.values()} | {
         "basicauthpassword"}

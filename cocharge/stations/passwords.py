@@ -28,3 +28,11 @@ def verify_password(password: str, stored: str) -> bool:
         password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
     )
     return hmac.compare_digest(candidate.hex(), digest)
+
+
+PASSWORD_RULE = ("a station password is 16 to 40 printable ASCII characters without spaces "
+                 "(OCPP's limits)")
+
+
+def valid_password(password: str) -> bool:
+    return 16 <= len(password) <= 40 and all(33 <= ord(c) < 127 for c in password)

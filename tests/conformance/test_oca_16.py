@@ -161,7 +161,7 @@ async def test_tc_080_csms_secure_firmware_update(node):
 
 async def test_tc_075_1_csms_install_a_manufacturer_root_certificate(node):
     """Security whitepaper: InstallCertificate, then GetInstalledCertificateIds of that type."""
-    from cocharge.gateway.operator import send_request
+    from cocharge.gateway.operator_client import send_request
     from cocharge.stations import ca
 
     await register(node, "CP1")
@@ -193,7 +193,7 @@ async def test_tc_075_1_csms_install_a_manufacturer_root_certificate(node):
 async def test_16_security_csms_renews_the_charge_point_certificate(tmp_path):
     """Whitepaper use case A02 for 1.6: ExtendedTriggerMessage SignChargePointCertificate,
     SignCertificate accepted, CertificateSigned with the chain (no certificateType in 1.6)."""
-    from cocharge.gateway.operator import send_request
+    from cocharge.gateway.operator_client import send_request
     from cocharge.stations import ca
     from tests.conformance.test_oca_201_security import ORG, csr
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.node import Node, running_node
 from cocharge.stations import firmware, registry, sharing
 from tests.conftest import RawStation, raw_station, register, settings

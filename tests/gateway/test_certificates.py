@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.gateway.server import client_cas, tls_context
 from cocharge.node import Node, running_node
 from cocharge.stations import ca, registry

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
 from tests.conftest import register, simulated, ws_url

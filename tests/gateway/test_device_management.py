@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.stations import commands as cmd
 from cocharge.stations import firmware, registry, sharing
 from cocharge.stations.registry import RegistryError

@@ -287,7 +287,7 @@ def test_mqtt_cli_acl_and_a_bad_url(tmp_path):
 async def test_two_nodes_one_database_one_broker(broker, pg_url):
     from dataclasses import replace
 
-    from cocharge.gateway.operator import send_request
+    from cocharge.gateway.operator_client import send_request
     from cocharge.store.schema import stations as stations_table
 
     config = settings(mqtt_url=broker.url, control_interval_s=0.2)

@@ -80,7 +80,7 @@ async def test_tls_profile_2(tmp_path, sqlite_url):
             assert answer[2]["status"] == "Accepted"
             # The upload endpoint speaks TLS too: the station is given an https URL, and a
             # stored firmware image is served over it.
-            from cocharge.gateway.operator import send_request
+            from cocharge.gateway.operator_client import send_request
             from cocharge.stations import firmware
 
             asked = asyncio.create_task(send_request(node.engine, {

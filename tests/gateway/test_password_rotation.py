@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.stations import registry
 from tests.conftest import raw_station, simulated, until
 from tests.gateway.test_passwords import attempt, basic

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.node import running_node
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.stations import registry
 from cocharge.store.schema import log_uploads
 from tests.conftest import register, simulated

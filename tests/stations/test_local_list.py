@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.node import Node, running_node
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow

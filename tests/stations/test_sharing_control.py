@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cocharge.gateway.operator import send_request
+from cocharge.gateway.operator_client import send_request
 from cocharge.node import Node, running_node
 from cocharge.settlement import loyalty
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox

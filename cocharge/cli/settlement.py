@@ -1,0 +1,57 @@
+"""Running money work on the database: refusals of settlement, the ledger, rewards,
+memberships and payouts become one line and exit 2 (nothing written)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cocharge.cli.common import fail
+from cocharge.cli.database import with_store
+from cocharge.settlement.ledger import LedgerError
+from cocharge.settlement.loyalty import RewardsError
+from cocharge.settlement.memberships import MembershipError
+from cocharge.settlement.payouts import PayoutError
+from cocharge.settlement.rewards import RulesError
+from cocharge.settlement.settle import SettlementError
+
+T = TypeVar("T")
+
+
+def with_settlement(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """with_store, turning settlement and ledger refusals into exit 2."""
+
+    async def guarded(engine: Any) -> T:
+        try:
+            return await work(engine)
+        except (SettlementError, LedgerError) as exc:
+            fail(str(exc))
+            raise
+
+    return with_store(db, guarded)
+
+
+def with_rewards(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """with_settlement, turning rewards refusals into exit 2 (nothing written)."""
+
+    async def guarded(engine: Any) -> T:
+        try:
+            return await work(engine)
+        except (RewardsError, RulesError) as exc:
+            fail(str(exc))
+            raise
+
+    return with_settlement(db, guarded)
+
+
+def with_money(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """with_settlement, turning money-flow refusals into one line and exit 2."""
+
+    async def guarded(engine: Any) -> T:
+        try:
+            return await work(engine)
+        except (MembershipError, PayoutError, RewardsError, RulesError) as exc:
+            fail(str(exc))
+            raise
+
+    return with_settlement(db, guarded)
