@@ -33,7 +33,6 @@ from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
     MAX_PURPOSES,
     PASSWORD_KEYS,
-    PASSWORD_RULE,
     RAW_PASSWORD_REFUSED,
     ClearVariableMonitoring,
     Command,
@@ -57,10 +56,9 @@ from cocharge.stations.commands import (
     UpdateFirmware,
     password_key,
     sets_password,
-    valid_password,
 )
 from cocharge.stations.events import Admission, MeterSample
-from cocharge.stations.passwords import hash_password
+from cocharge.stations.passwords import PASSWORD_RULE, hash_password, valid_password
 from cocharge.stations.service import StationService
 from cocharge.store.sql import RowRejected
 
