@@ -75,9 +75,12 @@ async def test_a_station_that_lost_its_list_gets_a_full_one(node):
             "allowed_tags": frozenset({"NEIGHBOUR", "STRANGER"})})
         await until(lambda: "STRANGER" in box.local_list, 15)
         assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "STRANGER"}
-        async with node.engine.connect() as conn:
-            row = (await conn.execute(select(local_lists))).one()
-        assert (row.version, row.status) == (box.local_list_version, "Accepted")
+
+        async def recorded() -> tuple[int, str]:  # the answer is recorded after it arrives
+            async with node.engine.connect() as conn:
+                row = (await conn.execute(select(local_lists))).one()
+            return (row.version, row.status) if row.status == "Accepted" else None
+        assert await until(recorded) == (box.local_list_version, "Accepted")
         assert box.local_list_version == 3  # 2 was refused (VersionMismatch), 3 went in full
 
 
