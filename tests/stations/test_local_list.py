@@ -76,7 +76,7 @@ async def test_a_station_that_lost_its_list_gets_a_full_one(node):
         await until(lambda: "STRANGER" in box.local_list, 15)
         assert set(box.local_list) == {"OWNER", "NEIGHBOUR", "STRANGER"}
 
-        async def recorded() -> tuple[int, str]:  # the answer is recorded after it arrives
+        async def recorded() -> tuple[int, str] | None:  # the answer is recorded after it arrives
             async with node.engine.connect() as conn:
                 row = (await conn.execute(select(local_lists))).one()
             return (row.version, row.status) if row.status == "Accepted" else None
