@@ -149,6 +149,9 @@ class GatewaySettings:
     unlock_hold_s: int = 300
     # Price per kWh when the owner set none (budget cutoffs turn money into energy with it).
     price_fen_per_kwh: int = 150
+    # A session starts only when the member may spend at least this (wallet + credit line -
+    # owed; settlement/funds.py), or has free quota left; 0 turns the check off.
+    start_minimum_fen: int = 100
     # TxProfiles are in amperes: power = A x voltage x phases.
     nominal_voltage_v: int = 230
     phases: int = 3

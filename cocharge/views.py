@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cocharge.settlement import ledger
+from cocharge.settlement import funds, ledger
 from cocharge.settlement.settle import running_cost_fen, terms_from_json
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
@@ -121,7 +121,7 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
     session_query = (
         select(sessions.c.id, sessions.c.station_id, sessions.c.started_at, sessions.c.ended_at,
                sessions.c.energy_wh, sessions.c.status, settlements.c.payable_fen,
-               settlements.c.split)
+               settlements.c.owed_fen, settlements.c.split)
         .select_from(sessions.outerjoin(settlements, settlements.c.session_id == sessions.c.id))
         .where(sessions.c.started_at >= since))
     if station_ids is not None:
@@ -131,15 +131,18 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
         connectors = {r.id: max(1, r.connectors or 1) for r in await conn.execute(station_query)}
         rows = (await conn.execute(session_query)).all()
         owed = await ledger.balance(conn, account) if account else None
+        waiting = await ledger.balance(conn, funds.owed_account(account)) if account else None
+        collected = await funds.collected_for(conn, [r.id for r in rows if r.owed_fen])
     local_today = utcnow().replace(tzinfo=UTC).astimezone(LOCAL_TZ).date()
     by_day = {(local_today - timedelta(days=d)).isoformat(): 0 for d in range(days - 1, -1, -1)}
     busy = [0.0] * 168
-    count = energy = paid = earned = 0
+    count = energy = billed = unpaid = earned = 0
     now = utcnow()
     for r in rows:
         count += 1
         energy += int(r.energy_wh or 0)
-        paid += int(r.payable_fen or 0)
+        billed += int(r.payable_fen or 0)
+        unpaid += max(0, int(r.owed_fen or 0) - collected.get(r.id, 0))
         share = int(r.payable_fen or 0)
         if account is not None:
             share = sum(int(v) for who, v in json.loads(r.split)
@@ -158,8 +161,13 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
     capacity = max(1, sum(connectors.values())) * weeks  # connector-hours in each hour slot
     return {
         "days": days, "stations": len(connectors), "connectors": sum(connectors.values()),
-        "sessions": count, "kwh": f"{energy / 1000:.3f}", "paid_fen": paid,
+        "sessions": count, "kwh": f"{energy / 1000:.3f}",
+        # What drivers were billed, what of it they paid, what they still owe (not "paid").
+        "billed_fen": billed, "paid_fen": billed - unpaid, "owed_by_drivers_fen": unpaid,
+        # The payee's share (list price), what is theirs to be paid out, and what of their
+        # share waits for drivers' money (it becomes theirs when it is collected).
         "earned_fen": earned, "account": account, "owed_fen": owed,
+        "waiting_for_drivers_fen": waiting,
         "revenue_by_day": [{"day": d, "fen": v} for d, v in by_day.items()],
         "utilisation_by_hour_of_week": [round(min(1.0, b / capacity), 4) for b in busy],
     }

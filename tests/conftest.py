@@ -209,8 +209,11 @@ def sqlite_url(tmp_path: Any) -> str:
 
 
 def settings(**overrides: Any) -> GatewaySettings:
+    """A gateway on free ports. Its money check at the charger is off (start_minimum_fen=0),
+    as an operator may choose: the tests of other features start sessions with members who
+    have no wallet; tests/settlement/test_funds.py runs it as shipped."""
     base = dict(host="127.0.0.1", port=0, operator_port=0, upload_port=0, api_port=None,
-                call_timeout_s=5.0)
+                call_timeout_s=5.0, start_minimum_fen=0)
     base.update(overrides)
     return GatewaySettings(**base)  # type: ignore[arg-type]
 

@@ -12,7 +12,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
-from sqlalchemy import select
 
 from cocharge.cli.common import (
     day_time,
@@ -25,14 +24,13 @@ from cocharge.cli.common import (
     table,
 )
 from cocharge.cli.settlement import with_rewards, with_settlement
-from cocharge.settlement import ledger
+from cocharge.settlement import funds, ledger
 from cocharge.settlement import settle as settlement
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt, parse_cny, parse_price
 from cocharge.settlement.overstay import IdleFeeRule
 from cocharge.settlement.settle import SettlementDefaults
 from cocharge.settlement.tariff import simple_tariff
-from cocharge.store.schema import members
 
 
 @click.group()
@@ -182,24 +180,19 @@ def wallet() -> None:
               "once (none given: one is made and printed).")
 @db_option
 def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None:
-    """Add AMOUNT CNY to a member's wallet (a ledger transfer from external:topup)."""
-
+    """Add AMOUNT CNY to a member's wallet (a ledger transfer from external:topup): what the
+    member owes is paid from it first; at most funds.max_topup_cny at once and
+    funds.max_balance_cny in the wallet (`cocharge rewards rules show`)."""
     fen = money_error(lambda: parse_cny(amount, "AMOUNT"))
     ref = payment_ref(ref, "topup")
-
-    async def work(engine: Any) -> tuple[ledger.Posted, int]:
-        async with engine.begin() as conn:
-            if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
-                fail(f"no member with tag {tag!r}: see `cocharge member list`")
-            transfer_id = f"topup:{ref}"
-            done = await ledger.post(conn, [ledger.Transfer(
-                transfer_id, "external:topup", f"wallet:{tag}", fen, kind="topup", ref=ref)],
-                transfer_id)
-            return done, await ledger.balance(conn, f"wallet:{tag}")
-
-    done, balance = with_settlement(db, work)
-    word = "already applied" if done.skipped else f"topped up {fmt(fen)} CNY"
-    click.echo(f"wallet {tag}: {word}; balance {fmt(balance)} CNY")
+    done = with_settlement(db, lambda e: funds.top_up(e, tag, fen, ref))
+    if not done.applied:
+        click.echo(f"wallet {tag}: already applied; balance {fmt(done.balance_fen)} CNY")
+        return
+    debt = (f"; {fmt(done.debt_paid_fen)} CNY of it paid what {tag} owed"
+            if done.debt_paid_fen else "")
+    click.echo(f"wallet {tag}: topped up {fmt(fen)} CNY{debt}; balance "
+               f"{fmt(done.balance_fen)} CNY")
 
 
 @click.group("ledger")

@@ -33,7 +33,7 @@ from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head,
 from cocharge.store.sql import among, insert_ignore
 
 # Accounts whose balance may never go below zero, by name prefix.
-NO_OVERDRAFT_PREFIXES = ("wallet:", "quota:", "credit:", "coins:", "greenpt:", "greenpt-locked:",
+NO_OVERDRAFT_PREFIXES = ("wallet:", "held:", "quota:", "credit:", "coins:", "greenpt:", "greenpt-locked:",
                          "poolpt:", "pool:reserve")
 _CHUNK = 500  # ids per IN (...) lookup
 

@@ -92,6 +92,10 @@ DEFAULT_RULES: dict[str, Any] = {
         "brands": {"default": {"level": "gold", "months": 6}},
     },
     "payout": {"minimum_cny": "100"},
+    # A member's money at the charger (settlement/funds.py): a credit line by credit score
+    # ("charge first, pay later" above a score; none by default), and the prepaid limits of
+    # a named single-purpose prepaid card (5,000 CNY: docs/settlement.md says where from).
+    "funds": {"credit_lines": [], "max_balance_cny": "5000", "max_topup_cny": "5000"},
     # A host's or property's tax estimate on a statement: an estimate, not advice.
     "tax": {"name": "individual income tax on property leasing income (财产租赁所得), monthly",
             "source": "PRC Individual Income Tax Law (2018) art. 3 and 6: 20 % of the month's "
@@ -190,6 +194,9 @@ class Rules:
     levels: Mapping[str, Level] = field(default_factory=dict)
     brands: Mapping[str, Brand] = field(default_factory=dict)
     payout_minimum_fen: int = 10_000
+    credit_lines: tuple[tuple[int, int], ...] = ()  # (minimum credit score, line in fen)
+    max_balance_fen: int = 500_000
+    max_topup_fen: int = 500_000
     tax: Tax | None = None
     body: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
@@ -334,6 +341,16 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
                              _int(brand.get("months", 6), f"membership.brands.{name}.months", 1))
     tax = dict(body.get("tax", {}))
     payout = dict(body.get("payout", {}))
+    funds = dict(body.get("funds", {}))
+    lines = []
+    for i, line in enumerate(funds.get("credit_lines", [])):
+        if not isinstance(line, (list, tuple)) or len(line) != 2:
+            raise RulesError(f"funds.credit_lines[{i}]: write a line as [minimum credit score, CNY]")
+        lines.append((_int(line[0], f"funds.credit_lines[{i}] score", 0),
+                      int(_dec(line[1], f"funds.credit_lines[{i}] CNY", Decimal(0),
+                               Decimal(100_000)) * 100)))
+    if [s for s, _ in lines] != sorted({s for s, _ in lines}):
+        raise RulesError("funds.credit_lines: scores must increase")
     min_members = _int(group.get("min_members", 5), "group.min_members", 2)
     enabled = dividend.get("enabled", False)
     if not isinstance(enabled, bool):
@@ -375,6 +392,11 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
         levels=levels, brands=brands,
         payout_minimum_fen=int(_dec(payout.get("minimum_cny", 100), "payout.minimum_cny",
                                     Decimal("0.01"), Decimal(1_000_000)) * 100),
+        credit_lines=tuple(lines),
+        max_balance_fen=int(_dec(funds.get("max_balance_cny", 5000), "funds.max_balance_cny",
+                                 Decimal("0.01"), Decimal(1_000_000)) * 100),
+        max_topup_fen=int(_dec(funds.get("max_topup_cny", 5000), "funds.max_topup_cny",
+                               Decimal("0.01"), Decimal(1_000_000)) * 100),
         tax=Tax(str(tax.get("name", "tax")), str(tax.get("source", "")),
                 _dec(tax.get("rate_pct", 20), "tax.rate_pct", Decimal(0), Decimal(100)),
                 int(_dec(tax.get("small_below_cny", 4000), "tax.small_below_cny") * 100),
@@ -404,6 +426,14 @@ def _parse_value(key: str, text: str) -> Any:
             row[name.strip()] = (int(value) if value.lstrip("-").isdigit()
                                  else {"true": True, "false": False}.get(value, value))
         return row
+    if key == "funds.credit_lines":
+        lines = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            score, sep, cny = part.partition("=")
+            if not sep:
+                raise RulesError("funds.credit_lines: write lines as SCORE=CNY,... e.g. 120=50,150=200")
+            lines.append([score.strip(), cny.strip()])
+        return lines
     if key == "points.tiers":
         tiers = []
         for part in filter(None, (p.strip() for p in text.split(","))):

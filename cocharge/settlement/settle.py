@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cocharge.settlement import ledger, loyalty, memberships, points
+from cocharge.settlement import funds, ledger, loyalty, memberships, points
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import MoneyError
@@ -365,7 +365,8 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         legs += redeem_legs
         paid, owed, parts, money_legs = await _payment_legs(
             conn, row, terms, priced.payable_fen, f"s{session_id}", "session",
-            already_paid=sum(r[2] for r in redeemed))
+            already_paid=sum(r[2] for r in redeemed),
+            sponsored=sum(amount for _, amount in priced.lines))
         legs += money_legs
         rewarded = await loyalty.session_rewards_for(conn, row, terms.green, rules)
         legs += rewarded.legs
@@ -388,30 +389,48 @@ async def settle_session(engine: AsyncEngine, session_id: int,
 
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
-                        prefix: str, kind: str, already_paid: int = 0
+                        prefix: str, kind: str, already_paid: int = 0, sponsored: int = 0,
                         ) -> tuple[int, int, list[tuple[str, int]], list[Transfer]]:
     """The member pays `amount` (less `already_paid` with coins and points, already in
-    clearing) from the wallet (the rest is owed); it is shared out by the terms. Returns
-    (paid, owed, [[account, share]], legs)."""
-    wallet = f"wallet:{row.id_tag}"
-    from_wallet = min(amount - already_paid, max(0, await ledger.balance(conn, wallet)))
-    paid = already_paid + from_wallet
+    clearing): from the session's hold first, then the wallet; the rest is owed. The sponsor
+    of the promotions (the platform) pays `sponsored`, what the discounts took off, so the
+    payees share the list price, `amount + sponsored`, by the terms. The payees' part of what
+    is owed waits in `owed:<payee>` until the member's money for it comes in
+    (funds.top_up). Returns (paid, owed, [[account, share]], legs)."""
+    tag = row.id_tag
+    wallet = f"wallet:{tag}"
+    due = amount - already_paid
+    held = await funds.held_for(conn, row.id) if kind == "session" else 0
+    from_hold = min(due, held)
+    legs = funds.hold_legs(row.id, tag, held, from_hold)
+    released = held - from_hold
+    from_wallet = min(due - from_hold, max(0, await ledger.balance(conn, wallet) + released))
+    paid = already_paid + from_hold + from_wallet
     owed = amount - paid
     names = {"host": f"host:{terms.host}", "platform": "platform",
              "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
-    parts = [(names[p], a) for p, a in split_amount(amount, terms, row.ended_at)]
+    listed = amount + sponsored
+    parts = [(names[p], a) for p, a in split_amount(listed, terms, row.ended_at)]
     ref = str(row.id)
-    legs = []
+    if sponsored:
+        legs.append(Transfer(f"{prefix}:sponsor", funds.SPONSOR, "clearing:sessions", sponsored,
+                             kind=f"{kind}-sponsored", ref=ref,
+                             memo="promotions paid by their sponsor, not the payees"))
     if from_wallet:
         legs.append(Transfer(f"{prefix}:pay", wallet, "clearing:sessions", from_wallet,
                              kind=f"{kind}-payment", ref=ref))
     if owed:
-        legs.append(Transfer(f"{prefix}:owed", f"receivable:{row.id_tag}", "clearing:sessions",
+        legs.append(Transfer(f"{prefix}:owed", f"receivable:{tag}", "clearing:sessions",
                              owed, kind=f"{kind}-receivable", ref=ref))
-    for account, share in parts:
-        if share:
+    waiting = funds.shares_of(owed, parts)
+    for (account, share), later in zip(parts, waiting, strict=True):
+        if share - later:
             legs.append(Transfer(f"{prefix}:{account.split(':')[0]}", "clearing:sessions", account,
-                                 share, kind=f"{kind}-split", ref=ref))
+                                 share - later, kind=f"{kind}-split", ref=ref))
+        if later:
+            legs.append(Transfer(f"{prefix}:{account.split(':')[0]}:owed", "clearing:sessions",
+                                 funds.owed_account(account), later, kind=funds.OWED_SPLIT,
+                                 ref=ref, memo="owed by the driver: the payee's once collected"))
     return paid, owed, parts, legs
 
 

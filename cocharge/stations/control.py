@@ -743,6 +743,11 @@ class SharingController:
                 "status": decision.verdict.value}), f"refusal {station_id}")
         return decision
 
+    def refused(self, station_id: str, at: datetime, payload: dict[str, Any]) -> None:
+        """Keep a refusal decided elsewhere (the member's money) among the station's events."""
+        self._background.spawn(self._record(station_id, at, "refused", payload),
+                               f"refusal {station_id}")
+
     async def _record(self, station_id: str, at: datetime, kind: str, payload: dict[str, Any]) -> None:
         async with self._tx() as conn:
             await conn.execute(insert(station_events).values(
@@ -752,8 +757,10 @@ class SharingController:
 
     async def session_started(self, conn: AsyncConnection, session_id: int, station_id: str,
                               connector_id: int, tx_ref: str, tag: str, started_at: datetime,
-                              meter_start_wh: float | None, decision: Decision | None) -> None:
-        """Record what limits the session, and arrange its cutoff at the charger."""
+                              meter_start_wh: float | None, decision: Decision | None,
+                              available_fen: int | None = None) -> None:
+        """Record what limits the session, and arrange its cutoff at the charger: a remote
+        start's limits, and the member's available money (`available_fen`) as its budget."""
         now = utcnow()
         key = (station_id, connector_id)
         self._active[key] = session_id
@@ -763,6 +770,9 @@ class SharingController:
         chosen, quota_only, expires = self._limits.pop((station_id, tag), (SessionLimits(), False, now))
         if expires < now:
             chosen, quota_only = SessionLimits(), False
+        if available_fen is not None and (chosen.budget_fen is None
+                                          or available_fen < chosen.budget_fen):
+            chosen = replace(chosen, budget_fen=available_fen)
         quota_wh = None
         if quota_only:  # "quota only": the member's free energy left this month
             quota_wh = max(0, await quota_left(conn, tag, now))

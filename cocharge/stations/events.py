@@ -28,6 +28,8 @@ class AuthStatus(StrEnum):
     # The sharing rules refuse (2.0.1 names; OCPP 1.6 answers Blocked).
     NOT_AT_THIS_TIME = "NotAtThisTime"
     NOT_AT_THIS_LOCATION = "NotAtThisLocation"
+    # Not enough money to start (settlement/funds.py): 2.0.1 NoCredit, 1.6 Blocked.
+    NO_CREDIT = "NoCredit"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
+from cocharge.settlement import funds, memberships
+from cocharge.settlement.funds import Funds
 from cocharge.settlement.settle import Settler
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.certificates import CertificateKeeper
@@ -446,18 +448,44 @@ class StationService:
                         connector_id: int | None = None) -> AuthStatus:
         """The tag's own state, then the sharing rules of the station (when it has any)."""
         async with self.engine.connect() as conn:
-            status, _ = await self._authorize_here(conn, tag, station_id, connector_id)
+            status, _, _ = await self._authorize_here(conn, tag, station_id, connector_id)
         return status
 
     async def _authorize_here(self, conn: AsyncConnection, tag: str, station_id: str | None,
-                              connector_id: int | None) -> tuple[AuthStatus, Decision | None]:
+                              connector_id: int | None
+                              ) -> tuple[AuthStatus, Decision | None, Funds | None]:
+        """The tag's own state, the sharing rules of the station, then the member's money."""
         status = await self._authorize(conn, tag)
-        if status is not AuthStatus.ACCEPTED or station_id is None or self.control is None:
-            return status, None
-        decision = await self.control.decide(conn, station_id, connector_id, tag)
-        if decision is None or decision.allowed:
-            return status, decision
-        return _REFUSAL[decision.verdict], decision
+        if status is not AuthStatus.ACCEPTED or station_id is None:
+            return status, None, None
+        decision = None
+        if self.control is not None:
+            decision = await self.control.decide(conn, station_id, connector_id, tag)
+            if decision is not None and not decision.allowed:
+                return _REFUSAL[decision.verdict], decision, None
+        minimum = self.settings.start_minimum_fen
+        if minimum <= 0:
+            return status, decision, None
+        now = utcnow()
+        money = await funds.funds_of(conn, tag, quota_wh=await memberships.quota_left(conn, tag, now))
+        allowed, reason = money.may_start(minimum)
+        if not allowed:
+            log.info("station %s: %s refused: %s", station_id, tag, reason)
+            if self.control is not None:
+                self.control.refused(station_id, now, {
+                    "tag": tag, "connector_id": connector_id, "reason": reason,
+                    "status": AuthStatus.NO_CREDIT.value})
+            return AuthStatus.NO_CREDIT, decision, None
+        return status, decision, money
+
+    async def _hold(self, conn: AsyncConnection, session_id: int, tag: str,
+                    money: Funds | None) -> int | None:
+        """At a session's start: hold what its wallet has, and give it the member's available
+        money as its budget (None: no budget from the money, e.g. free quota pays first)."""
+        if money is None or money.quota_wh > 0:
+            return None
+        await funds.place_hold(conn, session_id, tag, money.available_fen)
+        return money.available_fen
 
     async def session_of(self, station_id: str, tx_ref: str) -> int | None:
         """The session of a station's transaction (from memory while it runs)."""
@@ -786,8 +814,8 @@ class StationService:
                                "meter_start_wh": event.meter_start_wh}])
 
         async def work(conn: AsyncConnection) -> tuple[int, AuthStatus, bool]:
-            status, decision = await self._authorize_here(conn, event.id_tag, event.station_id,
-                                                          event.connector_id)
+            status, decision, money = await self._authorize_here(
+                conn, event.id_tag, event.station_id, event.connector_id)
             existing = await conn.scalar(select(sessions.c.id).where(and_(
                 sessions.c.station_id == event.station_id,
                 sessions.c.connector_id == event.connector_id,
@@ -804,10 +832,12 @@ class StationService:
                 status="active", created_at=utcnow()).returning(sessions.c.id))).scalar_one())
             await conn.execute(update(sessions).where(sessions.c.id == session_id)
                                .values(tx_ref=str(session_id)))
-            if self.control is not None and status is AuthStatus.ACCEPTED:
-                await self.control.session_started(
-                    conn, session_id, event.station_id, event.connector_id, str(session_id),
-                    event.id_tag, event.at, event.meter_start_wh, decision)
+            if status is AuthStatus.ACCEPTED:
+                budget = await self._hold(conn, session_id, event.id_tag, money)
+                if self.control is not None:
+                    await self.control.session_started(
+                        conn, session_id, event.station_id, event.connector_id, str(session_id),
+                        event.id_tag, event.at, event.meter_start_wh, decision, budget)
             return session_id, status, True
 
         session_id, status, new = await self.journal.run(work)
@@ -898,12 +928,13 @@ class StationService:
         found = self._open.get(key)
         status: AuthStatus | None = None
         decision: Decision | None = None
+        money: Funds | None = None
         if found is None or event.id_tag:  # the hot path (cached session, no token) needs no read
             async with self.engine.connect() as conn:
                 found = found or await self._load(conn, event.station_id, event.tx_ref)
                 if event.id_tag and found is None and event.event_type != "Ended":
                     # A new transaction: the sharing rules of this EVSE apply.
-                    status, decision = await self._authorize_here(
+                    status, decision, money = await self._authorize_here(
                         conn, event.id_tag, event.station_id, event.connector_id)
                 elif event.id_tag:
                     status = await self._authorize(conn, event.id_tag)
@@ -938,12 +969,13 @@ class StationService:
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
                 if event.id_tag and status is AuthStatus.ACCEPTED and event.event_type != "Ended":
                     started = found
+                    budget = await self._hold(conn, session_id, event.id_tag, money)
                     if self.control is not None:
                         start = _register_wh(event.samples)
                         await self.control.session_started(
                             conn, session_id, event.station_id, found.connector_id,
                             event.tx_ref, event.id_tag, event.at, start[0] if start else None,
-                            decision)
+                            decision, budget)
             else:
                 changes: dict[str, Any] = {}
                 if event.id_tag:

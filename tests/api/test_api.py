@@ -209,8 +209,11 @@ async def test_commands_reach_the_charger_and_the_state_is_live(sqlite_url):
             status, board = await prop.get("/api/v1/dashboard?days=7")
             mine = sum(v for who, v in shown["split"] if who == "property:Greenfield")
             assert status == 200 and board["sessions"] == 1 and mine > 0
-            assert board["earned_fen"] == mine and board["paid_fen"] == shown["bill"]["payable_fen"]
-            assert board["owed_fen"] == mine  # nothing paid out yet
+            assert board["earned_fen"] == mine and board["billed_fen"] == shown["bill"]["payable_fen"]
+            # T1 has no wallet: the driver owes the bill, and the property's share waits for it
+            # (it is not the property's to be paid out until the driver pays).
+            assert board["paid_fen"] == 0 and board["owed_by_drivers_fen"] == board["billed_fen"]
+            assert board["owed_fen"] == 0 and board["waiting_for_drivers_fen"] == mine
             assert sum(d["fen"] for d in board["revenue_by_day"]) == mine
             assert len(board["utilisation_by_hour_of_week"]) == 168
             assert max(board["utilisation_by_hour_of_week"]) > 0

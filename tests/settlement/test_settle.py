@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from cocharge.node import running_node
-from cocharge.settlement import ledger, loyalty, settle
+from cocharge.settlement import funds, ledger, loyalty, settle
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import split_by_ratios
 from cocharge.settlement.tariff import simple_tariff
@@ -104,11 +104,20 @@ async def test_a_crash_before_settlement_is_healed_by_cocharge_settle(sqlite_url
     assert again.returncode == 0 and "0 sessions settled" in again.stdout
     verified = cli("ledger", "verify")
     assert verified.returncode == 0 and "ledger OK" in verified.stdout
-    # No money in the wallet: the whole amount is owed (a receivable), the host still earns.
+    # No money in the wallet: the whole amount is owed (a receivable); the host's share waits
+    # for it in owed:host:bo, where no payout can take it.
     balances = {(b["account"], b["asset"]): b["balance"]
                 for b in json.loads(cli("ledger", "balances", "--json").stdout)}
-    assert balances[("receivable:CAI", "CNY")] < 0
-    assert balances[("host:bo", "CNY")] == -balances[("receivable:CAI", "CNY")]
+    owed = -balances[("receivable:CAI", "CNY")]
+    assert owed > 0 and ("host:bo", "CNY") not in balances
+    assert balances[("owed:host:bo", "CNY")] == owed  # the first month: no commission
+    # The driver tops up: the debt is paid first, and the host's share becomes the host's.
+    topped = cli("wallet", "topup", "CAI", "50", "--ref", "pay-cai-1")
+    assert topped.returncode == 0 and "paid what CAI owed" in topped.stdout, topped.stdout
+    balances = {(b["account"], b["asset"]): b["balance"]
+                for b in json.loads(cli("ledger", "balances", "--json").stdout)}
+    assert balances[("receivable:CAI", "CNY")] == 0 and balances[("owed:host:bo", "CNY")] == 0
+    assert balances[("host:bo", "CNY")] == owed and balances[("wallet:CAI", "CNY")] == 5000 - owed
 
 
 async def insert_session(engine, station: str, tag: str, energy_wh: int, start: datetime,
@@ -173,8 +182,13 @@ async def test_group_and_green_discounts_and_the_free_session(engine):
     c2 = await settle.settle_session(engine, await insert_session(
         engine, "P1", "C", 10000, start + timedelta(minutes=61), group_id=group_id))
     assert c2.priced.payable_fen == 1275  # only the group discount now (C did not choose green)
-    # Green host: platform 5 % of what is paid.
-    assert dict(b.split)["platform"] == 57 and dict(b.split)["host:host1"] == 1090
+    # The promotions are the platform's: a green host's shares are of the list price, 15.00
+    # (platform 5 %), for B's discounted session, C's free one and C's group session alike.
+    for done in (b, c1, c2):
+        assert dict(done.split) == {"platform": 75, "host:host1": 1425}
+    async with engine.connect() as conn:
+        # The platform paid what the discounts took off: 3.53 + 15.00 + 2.25.
+        assert await ledger.balance(conn, funds.SPONSOR) == -(353 + 1500 + 225)
     assert (await ledger.verify(engine)).ok
 
 
