@@ -24,7 +24,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.operator_client import send_request
 from cocharge.hours import parse_window
 from cocharge.node import running_node
-from cocharge.settlement import ledger, loyalty, memberships, payouts, settle, statements
+from cocharge.settlement import funds, ledger, loyalty, memberships, payouts, settle, statements
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt
 from cocharge.settlement.overstay import IdleFeeRule
@@ -163,6 +163,13 @@ async def run_demo(stations: int) -> None:
         _say(f"\nremote start on WB03 with a 5.00 CNY budget: {answer.get('status')}")
 
         runs: list[SimSession] = [owner, booked]
+        # Money at the charger: an empty wallet may not start; a top-up is held at the start.
+        broke = await box["WB04"].charge(1, tags[3], energy_wh=3000)
+        await broke.done.wait()
+        _say(f"\n{tags[3]} at WB04 with an empty wallet: refused ({await _refusal(engine, 'WB04')})")
+        await funds.top_up(engine, tags[3], 1000, "demo-topup-member4-1")
+        _say(f"{tags[3]} tops up 10.00 CNY: held at the start of the session, which may spend "
+             "it (its budget cutoff)")
         # Overstay: the car on WB04 stays plugged in 40 minutes after charging.
         runs.append(await box["WB04"].charge(1, tags[3], energy_wh=3000, ev=EV(soc=0.5),
                                              stay_s=40 * 60))
@@ -193,6 +200,12 @@ async def run_demo(stations: int) -> None:
         await asyncio.sleep(0.2)
         await node.gateway.settler.drain()
         settled = await settle.settlement_report(engine)
+        held = await ledger.statement(engine, f"held:{tags[3]}")
+        # The overstay fee took more than the wallet had left: MEMBER4 owes the rest, and the
+        # host's share of it waits until MEMBER4 pays. A second top-up pays the debt first.
+        waiting_before = {b["account"]: b["balance"] for b in await ledger.balances(engine, "CNY")
+                          }.get("owed:host:host4", 0)
+        paid_debt = await funds.top_up(engine, tags[3], 2000, "demo-topup-member4-2")
         balances = await ledger.balances(engine, "CNY")
         verdict = await ledger.verify(engine)
         async with engine.connect() as conn:
@@ -250,6 +263,11 @@ async def run_demo(stations: int) -> None:
              f"{fmt(done['payable_fen']):>8} {fmt(done['paid_fen']):>7} {fmt(done['owed_fen']):>6} "
              f"{fmt(done['idle_fee_fen'] or 0):>8}  {parts}"
              + (f"  ({why})" if why else ""))
+    _say(f"\nHold of {tags[3]}'s session (held:{tags[3]}): "
+         + "; ".join(f"{line['kind']} {fmt(abs(line['change']))}" for line in held))
+    _say(f"{tags[3]} owed {fmt(paid_debt.debt_paid_fen)} CNY after the overstay fee "
+         f"(host4's share of it, {fmt(waiting_before)} CNY, waited in owed:host:host4); the next "
+         f"top-up of 20.00 CNY paid it first: host4 is paid collected money only")
     _say("\nBalances (CNY)")
     for balance in balances:
         if not balance["account"].startswith(("clearing:", "pool:")):

@@ -195,6 +195,22 @@ def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None
                f"{fmt(done.balance_fen)} CNY")
 
 
+@wallet.command("show")
+@click.argument("tag")
+@db_option
+@json_option
+def wallet_show(tag: str, db: str | None, as_json: bool) -> None:
+    """What a member has at the charger: wallet, held for running sessions, owed, credit line,
+    and what it may spend now (a session needs the gateway's start_minimum_fen of it)."""
+
+    money = with_settlement(db, lambda e: funds.member_money(e, tag))
+    if as_json:
+        click.echo(json.dumps(money, indent=2))
+        return
+    for key in ("wallet", "held", "owed", "credit_line", "available"):
+        click.echo(f"{key.replace('_', ' '):>16}: {fmt(money[key + '_fen'])} CNY")
+
+
 @click.group("ledger")
 def ledger_group() -> None:
     """The double-entry, hash-chained ledger."""

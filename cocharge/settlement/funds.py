@@ -36,7 +36,7 @@ from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
 from cocharge.store.db import utcnow
-from cocharge.store.schema import ledger_transfers, members, sessions, settlements
+from cocharge.store.schema import ledger_transfers, members, sessions
 
 HOLD = "hold"        # kind of the transfer that holds a session's money
 RELEASE = "hold-release"
@@ -225,17 +225,19 @@ async def _collection_legs(conn: AsyncConnection, tag: str, amount_fen: int, ref
     collected moves from `owed:<payee>` to the payee."""
     if amount_fen <= 0:
         return 0, []
+    # What each session (and its overstay) left owed: the receivable legs of its settlement.
     rows = (await conn.execute(
-        select(settlements.c.session_id, settlements.c.owed_fen)
-        .where(and_(settlements.c.payer == tag, settlements.c.owed_fen > 0))
-        .order_by(settlements.c.session_id))).all()
+        select(ledger_transfers.c.ref, func.sum(ledger_transfers.c.amount).label("owed_fen"))
+        .where(and_(ledger_transfers.c.debit == f"receivable:{tag}",
+                    ledger_transfers.c.kind.in_(("session-receivable", "idle-receivable"))))
+        .group_by(ledger_transfers.c.ref))).all()
+    rows = sorted(((int(r.ref), int(r.owed_fen)) for r in rows), key=lambda r: r[0])
     left, legs = amount_fen, []
-    for row in rows:
+    for sid, owed_fen in rows:
         if left <= 0:
             break
-        sid = int(row.session_id)
         before = await _collected(conn, sid)
-        due = int(row.owed_fen) - before
+        due = owed_fen - before
         if due <= 0:
             continue
         pay = min(due, left)
@@ -277,6 +279,8 @@ async def _collected(conn: AsyncConnection, session_id: int) -> int:
 async def member_money(engine: AsyncEngine, tag: str) -> dict[str, Any]:
     """What a member sees: wallet, held, owed and what it may spend now."""
     async with engine.connect() as conn:
+        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
+            raise FundsError(f"no member with tag {tag!r}: see `cocharge member list`")
         funds = await funds_of(conn, tag)
         held = await ledger.balance(conn, f"held:{tag}")
     return {"wallet_fen": funds.wallet_fen, "held_fen": max(0, held), "owed_fen": funds.owed_fen,

@@ -65,6 +65,8 @@ def served(tmp_path):
     assert cocharge("station", "add", "CP1", db=db).returncode == 0
     assert cocharge("station", "add", "CP2", db=db).returncode == 0
     assert cocharge("member", "add", "Ann", "--tag", "TAG1", db=db).returncode == 0
+    # Money to charge with: the gateway starts a session only for a member who can pay.
+    assert cocharge("wallet", "topup", "TAG1", "200", "--ref", "served-1", db=db).returncode == 0
     import socket
 
     with socket.socket() as s:

@@ -22,7 +22,16 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     # Settlement: quota and green discounts, the overstay fee owed by an empty wallet,
     # and a verified ledger.
     assert re.search(r"MEMBER3 .* 3\.00 .*\(free quota 2\.000 kWh\)", out)
-    assert re.search(r"MEMBER4 .* 0\.00 +\d+\.\d\d +12\.50  host:host4", out)
+    # Money at the charger: an empty wallet refused; a top-up held at the start and taken for
+    # the session, the rest released; the overstay fee owed; the next top-up pays that debt
+    # first, and only then is host4's share of it host4's.
+    assert re.search(r"MEMBER4 at WB04 with an empty wallet: refused \(not enough money", out)
+    assert re.search(r"MEMBER4 +(\d+\.\d\d) +0\.00 +\1 +\1 +0\.00 +12\.50  host:host4", out)
+    assert re.search(r"held:MEMBER4\): hold 10\.00; session-payment \d+\.\d\d; hold-release", out)
+    debt = re.search(r"MEMBER4 owed (\d+\.\d\d) CNY after the overstay fee \(host4's share of it, "
+                     r"(\d+\.\d\d) CNY, waited in owed:host:host4\)", out)
+    assert debt and float(debt.group(1)) > 0 and debt.group(1) == debt.group(2)
+    assert re.search(r"owed:host:host4 +0\.00", out) and re.search(r"receivable:MEMBER4 +0\.00", out)
     assert re.search(r"MEMBER5 .*\(green energy -10%\)", out)
     assert "property:sunrise-garden" in out
     assert re.search(r"ledger verify: OK \(\d+ transfers, hash chain intact, CNY sums to 0\)", out)

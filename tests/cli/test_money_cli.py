@@ -70,6 +70,7 @@ async def neighbourhood(db: str) -> dict[str, int]:
             results.append(await settle.settle_session(engine, sid))
         facts["quota_used"] = sum(r.priced.quota_used_wh for r in results)
         facts["payable"] = sum(r.priced.payable_fen for r in results)
+        facts["sponsored"] = sum(sum(fen for _, fen in r.priced.lines) for r in results)
         facts["paid"] = sum(r.paid_fen for r in results)
         facts["owed"] = sum(r.owed_fen for r in results)
         facts["free"] = sum(1 for r in results if r.priced.lines and "free once" in r.priced.lines[0][0])
@@ -144,8 +145,11 @@ def test_a_month_paid_out_stated_and_reconciled(tmp_path):
     assert report["receivable_fen"] == facts["owed"]
     # Cash: top-ups in, payouts out.
     assert report["cash_fen"] == facts["topups"] - sum(paid_out.values())
-    # Platform's commission + every share = what drivers paid.
-    assert sum(v for k, v in facts.items() if k.startswith("share:")) == facts["payable"]
+    # Platform's commission + every share = the list price: what drivers paid and what the
+    # platform paid for the promotions (quotas, the group's discount and free session, green).
+    assert facts["sponsored"] > 0
+    assert sum(v for k, v in facts.items() if k.startswith("share:")) == (
+        facts["payable"] + facts["sponsored"])
 
 
 async def _redeemed(db: str) -> list[list[int]]:
