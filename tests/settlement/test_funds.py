@@ -1,0 +1,199 @@
+"""Money at the charger and money that comes in later (settlement/funds.py): an empty wallet
+cannot start, a session's money is held and it stops at what the member may spend, hosts are
+paid only what drivers paid, promotions are the platform's, and prepaid limits hold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from cocharge.node import running_node
+from cocharge.settlement import funds, ledger, loyalty, payouts, settle
+from cocharge.settlement.tariff import simple_tariff
+from cocharge.stations import registry
+from cocharge.store.db import open_store, utcnow
+from cocharge.store.schema import sessions, station_events
+from tests.conftest import settings, simulated, until
+from tests.settlement.test_settle import insert_session
+
+PROTOCOLS = ["1.6", "2.0.1"]
+
+
+async def refusals(node, station_id: str) -> list[dict]:
+    async with node.engine.connect() as conn:
+        rows = (await conn.execute(select(station_events.c.payload).where(
+            station_events.c.station_id == station_id, station_events.c.kind == "refused"))).all()
+    return [json.loads(r.payload) for r in rows]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_empty_wallet_cannot_start_and_a_topped_up_one_is_held(db_url, protocol):
+    async with running_node(db_url, settings(start_minimum_fen=100)) as node:
+        await registry.add_station(node.engine, registry.NewStation("F1", max_power_kw=11))
+        await registry.add_member(node.engine, "Ann", "ANN", None)
+        async with simulated(node, "F1", protocol, meter_interval_s=0.1) as box:
+            refused = await box.charge(1, "ANN", energy_wh=1000)
+            await asyncio.wait_for(refused.done.wait(), 15)
+            assert not refused.authorized  # 1.6 Blocked, 2.0.1 NoCredit
+            why = await until(lambda: refusals(node, "F1"))
+            assert why[0]["status"] == "NoCredit" and "not enough money" in why[0]["reason"]
+
+            done = await funds.top_up(node.engine, "ANN", 2000, "pay-1")
+            assert done.applied and done.balance_fen == 2000
+            session = await box.charge(1, "ANN", energy_wh=2000)
+            await asyncio.wait_for(session.done.wait(), 30)
+            assert session.authorized
+        await node.gateway.settler.drain()
+        async with node.engine.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id_tag == "ANN"))).one()
+            assert row.budget_fen == 2000  # what ANN may spend: the charger stops there
+            held = await ledger.statement(node.engine, "held:ANN")
+            payable = await settle.payable_fen(node.engine, row.id)
+        # Held at the start, taken for the real amount at settlement, the rest released.
+        assert [(x["kind"], x["change"]) for x in held] == [
+            ("hold", 2000), ("session-payment", -payable), ("hold-release", payable - 2000)]
+        money = await funds.member_money(node.engine, "ANN")
+        assert money["wallet_fen"] == 2000 - payable and money["held_fen"] == 0
+        assert money["owed_fen"] == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_credit_line_charges_up_to_the_line_and_the_charger_stops_there(
+        sqlite_url, protocol):
+    async with running_node(sqlite_url, settings(start_minimum_fen=100)) as node:
+        await registry.add_station(node.engine, registry.NewStation("F2", owner="hana",
+                                                                    max_power_kw=11))
+        await registry.add_member(node.engine, "Bo", "BO", None)
+        await settle.set_tariff(node.engine, "F2", 0, simple_tariff(Decimal("1.50")))
+        await loyalty.set_rule(node.engine, "funds.credit_lines", "100=3")  # 3 CNY at score 100
+        async with simulated(node, "F2", protocol, meter_interval_s=0.05) as box:
+            session = await box.charge(1, "BO", energy_wh=10_000)  # wants 15 CNY of energy
+            await asyncio.wait_for(session.done.wait(), 60)
+            assert session.authorized
+        await node.gateway.settler.drain()
+        async with node.engine.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id_tag == "BO"))).one()
+        assert row.budget_fen == 300 and row.cutoff_reason == "budget"
+        assert row.energy_wh < 2_100  # 3 CNY buys 2 kWh: stopped by the charger there
+        money = await funds.member_money(node.engine, "BO")
+        owed = await settle.payable_fen(node.engine, row.id)
+        assert 0 < owed <= 300 and money["owed_fen"] == owed and money["credit_line_fen"] == 300
+        # The line is used: BO cannot start again until it pays.
+        async with node.engine.connect() as conn:
+            assert (await funds.funds_of(conn, "BO")).may_start(100)[0] is False
+        # The host's share waits for BO's money.
+        async with node.engine.connect() as conn:
+            assert await ledger.balance(conn, "owed:host:hana") == owed
+            assert await ledger.balance(conn, "host:hana") == 0
+
+
+async def test_payees_share_the_list_price_whatever_the_promotion(sqlite_url):
+    """Quota, group discount, a free session, a free day, green: the host's share is its
+    share of the list price; the platform pays the promotion."""
+    engine = await open_store(sqlite_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("G1", owner="gina", max_power_kw=7))
+        await settle.set_terms(engine, "G1", {"green": True,
+                                              "onboarded_at": utcnow() - timedelta(days=90)})
+        for tag in ("PLAIN", "GREEN", "QUOTA"):
+            await registry.add_member(engine, tag, tag, None)
+            await funds.top_up(engine, tag, 5000, f"t-{tag}")
+        from cocharge.stations import sharing
+
+        await sharing.update_member(engine, "GREEN", prefers_green=True)
+        await sharing.update_member(engine, "QUOTA", quota_wh=5000)
+        start = utcnow() - timedelta(hours=3)
+        done = {tag: await settle.settle_session(engine, await insert_session(
+            engine, "G1", tag, 10_000, start + timedelta(minutes=61 * n)))
+            for n, tag in enumerate(("PLAIN", "GREEN", "QUOTA"))}
+        plain = dict(done["PLAIN"].split)
+        assert not done["PLAIN"].priced.lines and done["GREEN"].priced.lines
+        assert done["QUOTA"].priced.quota_used_wh == 5000
+        for tag in ("GREEN", "QUOTA"):
+            assert dict(done[tag].split) == plain, tag  # the green host earns the same
+        async with engine.connect() as conn:
+            sponsored = -await ledger.balance(conn, funds.SPONSOR)
+        assert sponsored == sum(a for d in done.values() for _, a in d.priced.lines) > 0
+        assert (await ledger.verify(engine)).ok
+    finally:
+        await engine.dispose()
+
+
+async def test_prepaid_limits_and_a_top_up_once_per_reference(sqlite_url):
+    engine = await open_store(sqlite_url)
+    try:
+        await registry.add_member(engine, "Dee", "DEE", None)
+        with pytest.raises(funds.FundsError, match="at most 5000.00 CNY"):
+            await funds.top_up(engine, "DEE", 500_001, "big")
+        assert (await funds.top_up(engine, "DEE", 400_000, "a")).balance_fen == 400_000
+        with pytest.raises(funds.FundsError, match="funds.max_balance_cny"):
+            await funds.top_up(engine, "DEE", 200_000, "b")
+        again = await funds.top_up(engine, "DEE", 400_000, "a")
+        assert not again.applied and again.balance_fen == 400_000
+        with pytest.raises(funds.FundsError, match="no member"):
+            await funds.top_up(engine, "NOBODY", 100, "c")
+    finally:
+        await engine.dispose()
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("session"), st.sampled_from(["A", "B"]), st.integers(500, 12_000)),
+    st.tuples(st.just("topup"), st.sampled_from(["A", "B"]), st.integers(1, 4_000)),
+    st.tuples(st.just("payout"), st.just(""), st.just(0)),
+), min_size=1, max_size=14)
+
+
+@hypothesis_settings(max_examples=12, deadline=None)
+@given(ops=OPS)
+def test_no_payee_is_ever_paid_more_than_was_collected(ops):
+    """After every step of random sessions, top-ups and payout runs: what drivers still owe
+    equals what waits for them in owed:<payee>; every payee's collected share plus what
+    waits is its share of the list prices; nothing paid out exceeds what was collected."""
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_steps(str(Path(folder) / "f.db"), ops))
+
+
+async def _steps(db: str, ops: list) -> None:
+    engine = await open_store(db)
+    try:
+        await registry.add_station(engine, registry.NewStation("H1", owner="hal", max_power_kw=22))
+        await settle.set_terms(engine, "H1", {"onboarded_at": utcnow() - timedelta(days=90)})
+        await payouts.set_payee(engine, "host:hal", "Hal", "bank", "6222020200112233", "ICBC")
+        for tag in ("A", "B"):
+            await registry.add_member(engine, tag, tag, None)
+        start = utcnow() - timedelta(days=2)
+        shares = 0
+        for n, (op, tag, amount) in enumerate(ops):
+            if op == "session":
+                done = await settle.settle_session(engine, await insert_session(
+                    engine, "H1", tag, amount, start + timedelta(minutes=70 * n)))
+                shares += dict(done.split)["host:hal"]
+            elif op == "topup":
+                await funds.top_up(engine, tag, amount, f"r{n}")
+            else:
+                await payouts.run(engine, (start + timedelta(days=n)).date(), minimum_fen=1)
+            async with engine.connect() as conn:
+                debts = -(await ledger.balance(conn, "receivable:A")
+                          + await ledger.balance(conn, "receivable:B"))
+                waiting = (await ledger.balance(conn, "owed:host:hal")
+                           + await ledger.balance(conn, "owed:platform"))
+                host = await ledger.balance(conn, "host:hal")
+                booked = await ledger.balance(conn, "payable:host:hal")
+                paid_out = -await ledger.balance(conn, "external:payouts")
+                hal_waiting = await ledger.balance(conn, "owed:host:hal")
+            assert debts == waiting >= 0
+            assert host + booked + paid_out + hal_waiting == shares
+            assert host >= 0 and hal_waiting >= 0
+        assert (await ledger.verify(engine)).ok
+    finally:
+        await engine.dispose()
