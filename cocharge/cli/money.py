@@ -6,9 +6,10 @@ import csv as csv_module
 import functools
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -24,7 +25,7 @@ from cocharge.cli.common import (
     table,
 )
 from cocharge.cli.settlement import with_rewards, with_settlement
-from cocharge.settlement import funds, ledger
+from cocharge.settlement import checkpoints, funds, ledger
 from cocharge.settlement import settle as settlement
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt, parse_cny, parse_price
@@ -261,19 +262,69 @@ def ledger_statement(account: str, since: str | None, until: str | None, as_csv:
     emit(lines, as_json, ["seq", "at", "kind", "asset", "change", "balance", "other", "ref"])
 
 
-@ledger_group.command("verify")
-@db_option
-def ledger_verify(db: str | None) -> None:
-    """Recompute the hash chain, per-asset sums and balances; exit 1 and name the first problem."""
+T = TypeVar("T")
 
-    verdict = with_settlement(db, ledger.verify)
-    if verdict.ok:
+key_option = click.option(
+    "--key", "key_path", envvar="COCHARGE_LEDGER_KEY", default="cocharge-ledger.key",
+    show_default=True, type=click.Path(dir_okay=False),
+    help="The platform's Ed25519 checkpoint key, kept outside the database (env "
+         "COCHARGE_LEDGER_KEY); made on first use.")
+
+
+@ledger_group.command("verify")
+@click.option("--checkpoints", "checkpoint_file", type=click.Path(dir_okay=False),
+              help="Also check the ledger against these signed checkpoints (a witness's copy): "
+                   "a rewrite with every hash recomputed is caught.")
+@click.option("--trust", "trusted_key", help="Only accept checkpoints signed by this public key "
+              "(as `ledger checkpoint` prints it).")
+@db_option
+def ledger_verify(checkpoint_file: str | None, trusted_key: str | None, db: str | None) -> None:
+    """Recompute the hash chain, per-asset sums and balances (and, with --checkpoints, compare
+    with signed checkpoints); exit 1 and name the first problem."""
+    witnessed = checkpoint_error(lambda: checkpoints.read(checkpoint_file)) \
+        if checkpoint_file else []
+
+    async def work(engine: Any) -> tuple[Any, list[str]]:
+        return (await ledger.verify(engine),
+                await checkpoints.verify(engine, witnessed, trusted_key) if witnessed else [])
+
+    verdict, problems = with_settlement(db, work)
+    if verdict.ok and not problems:
         sums = ", ".join(f"{a} {v}" for a, v in sorted(verdict.sums.items())) or "no assets yet"
-        click.echo(f"ledger OK: {verdict.transfers} transfers, hash chain intact, sums: {sums}")
+        seen = f"; matches {len(witnessed)} signed checkpoint(s)" if witnessed else ""
+        click.echo(f"ledger OK: {verdict.transfers} transfers, hash chain intact, sums: {sums}{seen}")
         return
-    for problem in verdict.problems:
+    for problem in [*verdict.problems, *problems]:
         click.echo(f"ledger BROKEN: {problem}", err=True)
     sys.exit(1)
+
+
+@ledger_group.command("checkpoint")
+@key_option
+@click.option("--file", "checkpoint_file", default="cocharge-checkpoints.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="Append it to this witness file.")
+@db_option
+@json_option
+def ledger_checkpoint(key_path: str, checkpoint_file: str, db: str | None, as_json: bool) -> None:
+    """Sign the ledger's head (transfer count, head hash, totals per account kind) with the
+    platform's key and keep it in a witness file; hand that file (or the line) to property
+    backends and auditors (docs/settlement.md)."""
+    key = checkpoint_error(lambda: checkpoints.load_or_create_key(key_path))
+    made = with_settlement(db, lambda e: checkpoints.make(e, key))
+    checkpoints.append(checkpoint_file, made)
+    if as_json:
+        click.echo(json.dumps(made, indent=2))
+        return
+    click.echo(f"checkpoint {made['id']}: {made['count']} transfers, head {made['head'][:16]}…, "
+               f"signed by {made['key']} (appended to {checkpoint_file})")
+
+
+def checkpoint_error(work: Callable[[], T]) -> T:
+    try:
+        return work()
+    except checkpoints.CheckpointError as exc:
+        fail(str(exc))
+        raise
 
 
 @ledger_group.command("export")

@@ -226,12 +226,12 @@ async def _collection_legs(conn: AsyncConnection, tag: str, amount_fen: int, ref
     if amount_fen <= 0:
         return 0, []
     # What each session (and its overstay) left owed: the receivable legs of its settlement.
-    rows = (await conn.execute(
+    found = (await conn.execute(
         select(ledger_transfers.c.ref, func.sum(ledger_transfers.c.amount).label("owed_fen"))
         .where(and_(ledger_transfers.c.debit == f"receivable:{tag}",
                     ledger_transfers.c.kind.in_(("session-receivable", "idle-receivable"))))
         .group_by(ledger_transfers.c.ref))).all()
-    rows = sorted(((int(r.ref), int(r.owed_fen)) for r in rows), key=lambda r: r[0])
+    rows = sorted(((int(r.ref), int(r.owed_fen)) for r in found), key=lambda r: r[0])
     left, legs = amount_fen, []
     for sid, owed_fen in rows:
         if left <= 0:

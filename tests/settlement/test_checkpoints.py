@@ -1,0 +1,100 @@
+"""Signed checkpoints catch the audit's attack: a transfer edited in the database with every
+hash after it, and the head, recomputed. `ledger verify` alone cannot see it; `ledger verify
+--checkpoints` with a witness's copy of an older checkpoint does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime
+
+from cocharge.settlement import funds, ledger
+from cocharge.stations import registry
+from cocharge.store.db import GENESIS_HASH, open_store
+
+
+def cli(*args: str, db: str, cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db], cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+async def a_ledger(db: str) -> None:
+    engine = await open_store(db)
+    try:
+        for tag in ("ANN", "BOB"):
+            await registry.add_member(engine, tag, tag, None)
+        await funds.top_up(engine, "ANN", 20_000, "pay-1")
+        await funds.top_up(engine, "BOB", 5_000, "pay-2")
+    finally:
+        await engine.dispose()
+
+
+def rewrite(db: str, transfer_id: str, amount: int) -> None:
+    """The attack: change one transfer's amount, fix the balances, recompute every hash."""
+    conn = sqlite3.connect(db)
+    try:
+        old, debit, credit = conn.execute("SELECT amount, debit, credit FROM ledger_transfers "
+                                          "WHERE id = ?", (transfer_id,)).fetchone()
+        conn.execute("UPDATE ledger_transfers SET amount = ? WHERE id = ?", (amount, transfer_id))
+        conn.execute("UPDATE ledger_balances SET balance = balance + ? WHERE account = ?",
+                     (old - amount, debit))
+        conn.execute("UPDATE ledger_balances SET balance = balance - ? WHERE account = ?",
+                     (old - amount, credit))
+        prev = GENESIS_HASH
+        rows = conn.execute("SELECT seq, id, batch, asset, debit, credit, amount, kind, ref, memo, "
+                            "created_at FROM ledger_transfers ORDER BY seq").fetchall()
+        for seq, *fields in rows:
+            keys = ["id", "batch", "asset", "debit", "credit", "amount", "kind", "ref", "memo",
+                    "created_at"]
+            row = dict(zip(keys, fields, strict=True))
+            row["created_at"] = datetime.fromisoformat(str(row["created_at"]))
+            digest = ledger.transfer_hash(prev, seq, row)
+            conn.execute("UPDATE ledger_transfers SET prev_hash = ?, hash = ? WHERE seq = ?",
+                         (prev, digest, seq))
+            prev = digest
+        conn.execute("UPDATE ledger_head SET hash = ? WHERE id = 1", (prev,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_recomputed_rewrite_is_caught_by_a_signed_checkpoint(tmp_path):
+    db, folder = str(tmp_path / "live.db"), str(tmp_path)
+    asyncio.run(a_ledger(db))
+    made = cli("ledger", "checkpoint", "--key", "platform.key", "--file", "witness.jsonl",
+               "--json", db=db, cwd=folder)
+    assert made.returncode == 0, made.stderr
+    checkpoint = json.loads(made.stdout)
+    assert checkpoint["count"] == 2 and checkpoint["totals"]["wallet/CNY"] == 25_000
+    assert (tmp_path / "platform.key").stat().st_mode & 0o077 == 0  # the key: owner only
+    honest = cli("ledger", "verify", "--checkpoints", "witness.jsonl", db=db, cwd=folder)
+    assert honest.returncode == 0 and "matches 1 signed checkpoint" in honest.stdout
+
+    copy = str(tmp_path / "edited.db")
+    shutil.copy(db, copy)
+    rewrite(copy, "topup:pay-1", 15_000)  # the audit: 200 CNY became 150
+    plain = cli("ledger", "verify", db=copy, cwd=folder)
+    assert plain.returncode == 0 and "ledger OK" in plain.stdout  # the chain alone is fooled
+    caught = cli("ledger", "verify", "--checkpoints", "witness.jsonl", db=copy, cwd=folder)
+    assert caught.returncode == 1
+    assert "do not hash to the signed head" in caught.stderr and caught.stdout == ""
+
+
+def test_a_checkpoint_signed_by_another_key_is_not_trusted(tmp_path):
+    db, folder = str(tmp_path / "live.db"), str(tmp_path)
+    asyncio.run(a_ledger(db))
+    ours = json.loads(cli("ledger", "checkpoint", "--key", "ours.key", "--file", "w.jsonl",
+                          "--json", db=db, cwd=folder).stdout)
+    forged = cli("ledger", "checkpoint", "--key", "theirs.key", "--file", "forged.jsonl",
+                 db=db, cwd=folder)
+    assert forged.returncode == 0
+    trusted = cli("ledger", "verify", "--checkpoints", "forged.jsonl", "--trust", ours["key"],
+                  db=db, cwd=folder)
+    assert trusted.returncode == 1 and "signature is not the platform's" in trusted.stderr
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    bad = cli("ledger", "verify", "--checkpoints", "bad.jsonl", db=db, cwd=folder)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "line 1" in bad.stderr
