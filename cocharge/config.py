@@ -152,6 +152,14 @@ class GatewaySettings:
     # A session starts only when the member may spend at least this (wallet + credit line -
     # owed; settlement/funds.py), or has free quota left; 0 turns the check off.
     start_minimum_fen: int = 100
+    # Signed ledger checkpoints (settlement/checkpoints.py): the platform's Ed25519 key, kept
+    # outside the database (made on first use); none: the node makes none. Each checkpoint
+    # goes to the database, the witness file (default: the key's file + .checkpoints.jsonl)
+    # and, with a broker, retained to <prefix>/ledger/checkpoint.
+    ledger_key_file: str | None = None
+    checkpoint_file: str | None = None
+    checkpoint_interval_s: float = 3600.0
+    checkpoint_every_transfers: int = 1000
     # TxProfiles are in amperes: power = A x voltage x phases.
     nominal_voltage_v: int = 230
     phases: int = 3

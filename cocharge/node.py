@@ -23,6 +23,7 @@ from cocharge.gateway.mqtt import MqttBridge
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.mqtt_url import parse_mqtt_url
+from cocharge.settlement.checkpoints import Checkpointer
 from cocharge.store.db import StoreError, describe_error, open_store
 from cocharge.web.site import ApiServer
 
@@ -78,6 +79,13 @@ async def running_node(db: str | None, settings: GatewaySettings,
     api = None
     if settings.api_port is not None:
         api = ApiServer(Api(engine, gateway, operator), settings.api_host, settings.api_port)
+    checkpointer = None
+    if settings.ledger_key_file:
+        checkpointer = Checkpointer(
+            engine, settings.ledger_key_file,
+            settings.checkpoint_file or settings.ledger_key_file + ".checkpoints.jsonl",
+            settings.checkpoint_interval_s, settings.checkpoint_every_transfers,
+            bridge.ledger_checkpoint if bridge is not None else None)
     try:
         await gateway.start()
         await operator.start()
@@ -85,8 +93,12 @@ async def running_node(db: str | None, settings: GatewaySettings,
             await metrics.start()
         if api is not None:
             await api.start()
+        if checkpointer is not None:
+            await checkpointer.start()
         yield Node(engine, gateway, operator, bridge, metrics, api)
     finally:
+        if checkpointer is not None:
+            await checkpointer.close()
         if api is not None:
             await api.close()
         if metrics is not None:

@@ -18,7 +18,7 @@ from cocharge.cli.common import (
     table,
 )
 from cocharge.cli.settlement import with_money
-from cocharge.settlement import grants, memberships, payouts, statements
+from cocharge.settlement import checkpoints, grants, memberships, payouts, statements
 from cocharge.settlement.loyalty import local_day
 from cocharge.settlement.money import fmt
 from cocharge.store.db import utcnow
@@ -261,6 +261,11 @@ def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str
     click.echo(f"  closing balance   {fmt(st['closing_fen']):>12}")
     click.echo(f"  tax estimate      {fmt(st['tax']['estimate_fen']):>12}   ({st['tax']['name']}; "
                "an estimate, not advice)")
+    if st["waiting_for_drivers_fen"]:
+        click.echo(f"  owed by drivers   {fmt(st['waiting_for_drivers_fen']):>12}   (not yet yours: "
+                   "yours when they pay)")
+    if st["checkpoint"]:
+        click.echo(f"  {checkpoints.line(st['checkpoint'])}")
     for path, what in ((csv_path, "CSV"), (html_path, "HTML")):
         if path:
             click.echo(f"{what} written to {path}")

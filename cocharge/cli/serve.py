@@ -19,6 +19,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.quirks import QuirkError, load_quirks
 from cocharge.gateway.server import client_cas, tls_context
 from cocharge.mqtt_url import parse_mqtt_url
+from cocharge.settlement.checkpoints import CheckpointError, load_or_create_key
 from cocharge.stations import ca
 from cocharge.store.db import (
     DatabaseURLError,
@@ -41,6 +42,7 @@ SERVE_SETTINGS = {
     "upload_port": "upload_port", "upload_url": "upload_url", "tls_port": "tls_port",
     "tls_url": "tls_url", "ca_dir": "ca_dir", "client_ca_file": "client_ca_file",
     "metrics_port": "metrics_port", "api_host": "api_host", "api_port": "api_port",
+    "ledger_key": "ledger_key_file",
 }
 
 @click.command()
@@ -82,6 +84,10 @@ SERVE_SETTINGS = {
                    "COCHARGE_CA_DIR.")
 @click.option("--client-ca", "client_ca_file", type=click.Path(exists=True, dir_okay=False),
               help="More CA certificates (PEM) whose client certificates are accepted.")
+@click.option("--ledger-key", envvar="COCHARGE_LEDGER_KEY", type=click.Path(dir_okay=False),
+              help="Sign ledger checkpoints with this Ed25519 key (made on first use; keep it "
+                   "outside the database): hourly and every 1000 transfers, to the database, "
+                   "KEY.checkpoints.jsonl and MQTT (docs/settlement.md).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve GET /metrics (Prometheus) and /healthz on --operator-host at this "
                    "port (default: off).")
@@ -98,8 +104,8 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           max_handshakes: int, quirks_file: str | None, require_password: bool,
           allow_takeover: bool, upload_port: int, upload_url: str | None,
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
-          client_ca_file: str | None, metrics_port: int | None, api_host: str,
-          api_port: int | None, no_api: bool) -> None:
+          client_ca_file: str | None, ledger_key: str | None, metrics_port: int | None,
+          api_host: str, api_port: int | None, no_api: bool) -> None:
     """Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE)."""
     # An option not given takes the configuration file's value (then its default).
     config = ctx.find_root().obj
@@ -140,6 +146,11 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
         load_quirks(quirks_file)
     except QuirkError as exc:
         fail(str(exc))
+    if given["ledger_key"]:
+        try:  # a key that cannot be read is said now, in one line, not by the running node
+            load_or_create_key(given["ledger_key"])
+        except (CheckpointError, OSError) as exc:
+            fail(f"--ledger-key: {exc}")
     settings = dataclasses.replace(config.gateway, **{
         field_name: given[param] for param, field_name in SERVE_SETTINGS.items()})
     if no_api:

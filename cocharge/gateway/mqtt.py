@@ -223,6 +223,11 @@ class MqttBridge(StationObserver):
 
     # --- out -------------------------------------------------------------------------------
 
+    def ledger_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A signed ledger checkpoint for the property backends to keep (they are witnesses:
+        docs/settlement.md), retained so that a backend that connects later gets the newest."""
+        self._put(f"{self.prefix}/ledger/checkpoint", checkpoint, retain=True)
+
     def _put(self, topic: str, body: dict[str, Any] | None, qos: int = 1, retain: bool = False) -> None:
         payload = b"" if body is None else json.dumps({"v": VERSION, **body}, default=str).encode()
         if retain:

@@ -13,10 +13,14 @@ reach the signed head at the signed count, and an edited transfer makes it miss.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +29,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.settlement import ledger
 from cocharge.store.db import GENESIS_HASH, utcnow
+from cocharge.store.schema import ledger_checkpoints, ledger_head
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -89,14 +97,85 @@ async def state_at(engine: AsyncEngine, count: int | None = None) -> ChainState:
 
 
 async def make(engine: AsyncEngine, key: Ed25519PrivateKey) -> dict[str, Any]:
-    """A signed checkpoint of the ledger as it is now."""
+    """A signed checkpoint of the ledger as it is now, kept in the database too."""
     state = await state_at(engine)
+    now = utcnow()
     body: dict[str, Any] = {"count": state.count, "head": state.head, "totals": state.totals,
-                            "at": utcnow().isoformat(timespec="seconds") + "Z"}
+                            "at": now.isoformat(timespec="seconds") + "Z"}
     body["key"] = public_key_text(key)
     body["signature"] = base64.b64encode(key.sign(_signed_bytes(body))).decode()
-    body["id"] = hashlib.sha256(_signed_bytes(body)).hexdigest()[:16]
+    body["id"] = hashlib.sha256(body["signature"].encode()).hexdigest()[:16]
+    async with engine.begin() as conn:
+        await conn.execute(insert(ledger_checkpoints).values(
+            id=body["id"], count=state.count, head=state.head, at=now,
+            body=json.dumps(body, sort_keys=True)))
     return body
+
+
+async def latest(engine: AsyncEngine) -> dict[str, Any] | None:
+    """The newest checkpoint the platform made (printed on statements)."""
+    async with engine.connect() as conn:
+        body = await conn.scalar(select(ledger_checkpoints.c.body)
+                                 .order_by(ledger_checkpoints.c.at.desc(),
+                                           ledger_checkpoints.c.count.desc()).limit(1))
+    return dict(json.loads(body)) if body else None
+
+
+def line(checkpoint: dict[str, Any]) -> str:
+    """One line for a statement: enough to check the ledger against it later."""
+    return (f"ledger checkpoint {checkpoint['id']}: {checkpoint['count']} transfers, head "
+            f"{checkpoint['head']}, {checkpoint['at']}, signed by {checkpoint['key']}")
+
+
+class Checkpointer:
+    """A node's checkpoints: every `every` transfers and at least every `interval_s` while the
+    ledger grows; each is kept in the database, appended to `file` and told to `publish`
+    (the MQTT bridge's retained topic for property backends)."""
+
+    def __init__(self, engine: AsyncEngine, key_file: str, file: str, interval_s: float,
+                 every: int, publish: Any = None) -> None:
+        self.engine, self.file, self.interval_s, self.every = engine, file, interval_s, every
+        self.key = load_or_create_key(key_file)
+        self.publish = publish
+        self._task: asyncio.Task[None] | None = None
+        self._last: tuple[int, float] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger checkpoints")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def tick(self) -> dict[str, Any] | None:
+        """Make a checkpoint when one is due; it (None: not due)."""
+        async with self.engine.connect() as conn:
+            count = int(await conn.scalar(select(ledger_head.c.seq).where(ledger_head.c.id == 1))
+                        or 0)
+        now = time.monotonic()
+        if count == 0 or (self._last is not None and (
+                count == self._last[0]
+                or (count - self._last[0] < self.every and now - self._last[1] < self.interval_s))):
+            return None
+        made = await make(self.engine, self.key)
+        append(self.file, made)
+        self._last = (int(made["count"]), now)
+        if self.publish is not None:
+            self.publish(made)
+        log.info("ledger checkpoint %s: %s transfers", made["id"], made["count"])
+        return made
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be briefly away: the next tick tries again
+                log.exception("ledger checkpoint failed")
+            await asyncio.sleep(min(60.0, self.interval_s))
 
 
 def append(path: str, checkpoint: dict[str, Any]) -> None:

@@ -27,13 +27,13 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.charts import bars
-from cocharge.settlement import loyalty
+from cocharge.settlement import checkpoints, ledger, loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.payouts import PayoutError, check_account
 from cocharge.store.schema import ledger_transfers, sessions, settlements
 
 TZ = "Asia/Shanghai"
-INCOME_KINDS = ("session-split", "idle-split")
+INCOME_KINDS = ("session-split", "idle-split", "share-collected")
 
 
 def month_bounds(month: str, tz: str = TZ) -> tuple[datetime, datetime]:
@@ -98,6 +98,8 @@ async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, 
             "gross_fen": int(s.cost_fen), "discounts_fen": discounts,
             "paid_fen": int(s.payable_fen), "commission_fen": split.get("platform", 0),
             "net_fen": income[int(s.session_id)]})
+    waiting = await _waiting(engine, account)
+    checkpoint = await checkpoints.latest(engine)
     net = sum(line["net_fen"] for line in lines)
     booked = sum(p["fen"] for p in payouts_booked)
     returned = sum(p["fen"] for p in payouts_returned)
@@ -121,7 +123,16 @@ async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, 
                 "name": tax.name if tax else "", "source": tax.source if tax else "",
                 "note": "an estimate by the operator's tax table, not tax advice"},
         "per_day": per_day,
+        # The account's shares of sessions whose drivers have not paid yet: not income until
+        # they do (settlement/funds.py); and the newest signed ledger checkpoint to verify by.
+        "waiting_for_drivers_fen": waiting,
+        "checkpoint": checkpoint,
     }
+
+
+async def _waiting(engine: AsyncEngine, account: str) -> int:
+    async with engine.connect() as conn:
+        return max(0, await ledger.balance(conn, f"owed:{account}"))
 
 
 def to_csv(st: dict[str, Any]) -> str:
@@ -148,6 +159,9 @@ def to_csv(st: dict[str, Any]) -> str:
     w.writerow(["closing balance", fmt(st["closing_fen"])])
     w.writerow(["tax estimate", fmt(st["tax"]["estimate_fen"]), st["tax"]["name"],
                 st["tax"]["source"], st["tax"]["note"]])
+    w.writerow(["owed by drivers, not yet yours", fmt(st["waiting_for_drivers_fen"])])
+    if st["checkpoint"]:
+        w.writerow(["ledger checkpoint", checkpoints.line(st["checkpoint"])])
     return out.getvalue()
 
 

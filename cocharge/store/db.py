@@ -239,6 +239,11 @@ async def _v16_money_flows(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v17_money_states(conn: AsyncConnection) -> None:
+    """Signed ledger checkpoints (issue 29)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -257,6 +262,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (14, _v14_operations),
     (15, _v15_api_keys),
     (16, _v16_money_flows),
+    (17, _v17_money_states),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -491,6 +491,18 @@ ledger_head = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# Signed checkpoints of the ledger (settlement/checkpoints.py): the platform's own copy;
+# witnesses keep theirs.
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
 settlements = Table(
     "settlements",
     metadata,

@@ -98,3 +98,42 @@ def test_a_checkpoint_signed_by_another_key_is_not_trusted(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     bad = cli("ledger", "verify", "--checkpoints", "bad.jsonl", db=db, cwd=folder)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "line 1" in bad.stderr
+
+
+async def test_the_gateway_signs_checkpoints_for_its_witnesses(sqlite_url, tmp_path, broker):
+    """A node with a ledger key checkpoints as the ledger grows: to the database, the witness
+    file and a retained MQTT topic a property backend keeps; statements print the newest."""
+    import aiomqtt
+
+    from cocharge.node import running_node
+    from cocharge.settlement import checkpoints, statements
+    from tests.conftest import settings, until
+
+    key = str(tmp_path / "ledger.key")
+    async with running_node(sqlite_url, settings(
+            mqtt_url=broker.url, ledger_key_file=key, checkpoint_every_transfers=1,
+            checkpoint_interval_s=0.2)) as node:
+        async with aiomqtt.Client("127.0.0.1", broker.port) as backend:
+            await backend.subscribe("cocharge/v1/ledger/checkpoint", qos=1)
+            await registry.add_member(node.engine, "Ann", "ANN", None)
+            await funds.top_up(node.engine, "ANN", 3000, "pay-1")
+            async with asyncio.timeout(30):
+                async for message in backend.messages:
+                    seen = json.loads(bytes(message.payload))
+                    break
+        witness = checkpoints.read(key + ".checkpoints.jsonl")
+        assert seen["count"] == 1 and seen["head"] == witness[-1]["head"]
+        assert checkpoints.signature_ok(seen)
+        assert await checkpoints.verify(node.engine, witness) == []
+        latest = await until(lambda: checkpoints.latest(node.engine))
+        month = utcnow_month()
+        st = await statements.statement(node.engine, "host:nobody-yet", month)
+        assert st["checkpoint"]["id"] == latest["id"]
+        assert f"ledger checkpoint {latest['id']}" in statements.to_csv(st)
+
+
+def utcnow_month() -> str:
+    from cocharge.settlement import memberships
+    from cocharge.store.db import utcnow
+
+    return memberships.month_of(utcnow())
