@@ -385,9 +385,9 @@ def ledger_liabilities(fail_under: float | None, db: str | None, as_json: bool) 
         for line in report.text_lines():
             click.echo(line)
     if fail_under is not None:
-        # The worst of the funds: cash must cover what cash backs, the pool what it backs.
-        ratios = {g: report.coverage(g) for g in ("cash", "pool reserve")}
-        short = {g: r for g, r in ratios.items() if r is not None and r < Decimal(str(fail_under))}
+        # The worst of the funds: cash must cover what cash backs, the pool what it backs; a
+        # fund below zero fails even when nothing is owed (there is no ratio to compare).
+        short = report.short(Decimal(str(fail_under)))
         if short:
             click.echo("coverage below --fail-under " + str(fail_under) + ": " + ", ".join(
                 f"{g} {r}" for g, r in short.items()), err=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -56,14 +56,32 @@ class Report:
     receivable_fen: int
     coins: int
     warnings: list[str] = field(default_factory=list)
+    # Payees' shares of sessions drivers have not paid: theirs once collected (funds.py);
+    # backed by the receivables alone, never by cash.
+    waiting_fen: int = 0
 
     def owed(self, backed_by: str | None = None) -> int:
         return sum(li.fen for li in self.liabilities if backed_by in (None, li.backed_by))
 
+    def funds(self, backed_by: str | None = None) -> int:
+        return {"cash": self.cash_fen, "pool reserve": self.pool_reserve_fen,
+                None: self.cash_fen + self.pool_reserve_fen}[backed_by]
+
+    def short(self, ratio: Decimal) -> dict[str, str]:
+        """The funds below `ratio`, each with why: a coverage under it, or funds below zero
+        with nothing owed (no ratio to compute: a deficit all the same)."""
+        found = {}
+        for group in ("cash", "pool reserve"):
+            value = self.coverage(group)
+            if value is not None and value < ratio:
+                found[group] = str(value)
+            elif value is None and self.funds(group) < 0:
+                found[group] = f"negative ({fmt(self.funds(group))} CNY)"
+        return found
+
     def coverage(self, backed_by: str | None = None) -> Decimal | None:
         owed = self.owed(backed_by)
-        funds = {"cash": self.cash_fen, "pool reserve": self.pool_reserve_fen,
-                 None: self.cash_fen + self.pool_reserve_fen}[backed_by]
+        funds = self.funds(backed_by)
         if owed <= 0:
             return None
         # Rounded down: a shortfall never shows as 1.00.
@@ -78,11 +96,13 @@ class Report:
                   "Backing funds (CNY)",
                   f"  {'cash':26} {fmt(self.cash_fen):>12}  received from outside, less the pool reserve",
                   f"  {'pool reserve':26} {fmt(self.pool_reserve_fen):>12}",
-                  f"  (members owe a further {fmt(self.receivable_fen)} CNY; not counted as funds)"]
+                  f"  (members owe a further {fmt(self.receivable_fen)} CNY; not counted as funds;"
+                  f" of it {fmt(self.waiting_fen)} CNY is payees' shares, theirs once collected)"]
         for group in ("cash", "pool reserve", None):
             ratio = self.coverage(group)
-            lines.append(f"coverage {group or 'overall':13} "
-                         f"{ratio if ratio is not None else 'nothing owed'}")
+            shown = ratio if ratio is not None else (
+                "nothing owed" if self.funds(group) >= 0 else "nothing owed, but funds negative")
+            lines.append(f"coverage {group or 'overall':13} {shown}")
         lines += [f"WARNING: {w}" for w in self.warnings]
         if not self.warnings:
             lines.append("every liability is covered by the funds that back it")
@@ -96,6 +116,7 @@ class Report:
                              "backed_by": li.backed_by} for li in self.liabilities],
             "owed_fen": self.owed(), "cash_fen": self.cash_fen,
             "pool_reserve_fen": self.pool_reserve_fen, "receivable_fen": self.receivable_fen,
+            "waiting_for_drivers_fen": self.waiting_fen,
             "coins_outstanding": self.coins,
             "coverage": {"cash": ratio(self.coverage("cash")),
                          "pool reserve": ratio(self.coverage("pool reserve")),
@@ -152,9 +173,13 @@ def assess(balances: Mapping[tuple[str, str], int], rules: Rules, price_per_kwh:
     report = Report(lines, received - pool.reserve_fen, pool.reserve_fen,
                     _sum(balances, "receivable:", "CNY") * -1,
                     _sum(balances, "coins:", "COIN"))
+    report = replace(report, waiting_fen=_sum(balances, "owed:", "CNY"))
     for group, funds in (("cash", report.cash_fen), ("pool reserve", report.pool_reserve_fen)):
         owed = report.owed(group)
-        if owed > funds:
+        if funds < 0 and owed <= 0:
+            report.warnings.append(
+                f"NOT COVERED: {group} is {fmt(funds)} CNY: more went out than came in.")
+        elif owed > funds:
             names = "; ".join(li.name for li in lines if li.backed_by == group and li.fen)
             report.warnings.append(
                 f"NOT COVERED: {fmt(owed)} CNY is owed (for {names}) but only {fmt(funds)} CNY of "

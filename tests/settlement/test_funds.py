@@ -197,3 +197,17 @@ async def _steps(db: str, ops: list) -> None:
         assert (await ledger.verify(engine)).ok
     finally:
         await engine.dispose()
+
+
+def test_negative_cash_fails_the_liability_check_even_with_nothing_owed():
+    """The audit's case: hosts paid money nobody collected left cash at -65.88 while the report
+    said 'nothing owed' and --fail-under passed."""
+    from cocharge.settlement import liabilities
+    from cocharge.settlement.rewards import DEFAULTS
+
+    report = liabilities.assess({("external:payouts", "CNY"): 6588,
+                                 ("promotions:platform", "CNY"): -6588}, DEFAULTS, Decimal("1.5"))
+    assert report.cash_fen == -6588 and report.coverage("cash") is None
+    assert report.short(Decimal(1)) == {"cash": "negative (-65.88 CNY)"}
+    assert any("more went out than came in" in w for w in report.warnings)
+    assert "nothing owed, but funds negative" in "\n".join(report.text_lines())
