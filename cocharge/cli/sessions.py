@@ -19,6 +19,8 @@ from cocharge.cli.common import (
     json_option,
 )
 from cocharge.cli.database import with_store
+from cocharge.cli.settlement import with_settlement
+from cocharge.settlement import settle
 from cocharge.settlement.money import fmt
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
@@ -217,3 +219,26 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
                f"(paid {fen(bill['paid_fen'])}, owed {fen(bill['owed_fen'])})")
     for who, value in shown["split"]:  # [[account, fen], ...], adding up to the payable
         click.echo(f"{'split':>16}: {fen(value)} to {who}")
+
+
+@sessions.command("review")
+@click.argument("session_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--bill", "decision", flag_value="bill", help="Bill it as metered (settled now).")
+@click.option("--void", "decision", flag_value="void", help="Never bill it; release its hold.")
+@click.option("--note", required=True, help="Why: kept on the session with who decided.")
+@click.option("--by", "actor", default=lambda: os.environ.get("USER") or "operator",
+              help="Who decides (default: $USER).")
+@db_option
+def sessions_review(session_id: int, decision: str | None, note: str, actor: str,
+                    db: str | None) -> None:
+    """Decide on a flagged session (e.g. more energy than the station can deliver): --bill
+    or --void, with a --note."""
+    if decision is None:
+        fail("give --bill or --void")
+    done = with_settlement(db, lambda e: settle.review_session(e, session_id, decision == "bill",
+                                                               note, actor))
+    if decision == "bill":
+        payable = f"{fmt(done.priced.payable_fen)} CNY" if done else "nothing (no member)"
+        click.echo(f"session {session_id}: billed ({payable}), reviewed by {actor}")
+    else:
+        click.echo(f"session {session_id}: voided, its hold released; reviewed by {actor}")

@@ -53,6 +53,7 @@ from cocharge.store.schema import (
     meter_samples,
     sessions,
     settlements,
+    station_events,
     station_terms,
     stations,
     tariffs,
@@ -333,6 +334,9 @@ async def settle_session(engine: AsyncEngine, session_id: int,
     """Settle one completed session; None when it is settled already or cannot be billed."""
     async with engine.begin() as conn:
         row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if row is not None and row.status == "flagged":
+            await _void_hold(conn, row, "the session is flagged for review")
+            return None
         if (row is None or row.status != "completed" or row.started_at is None
                 or row.ended_at is None or not row.id_tag):
             return None
@@ -386,6 +390,43 @@ async def settle_session(engine: AsyncEngine, session_id: int,
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
              cdr.total_fen, priced.payable_fen, paid, owed)
     return Settled(session_id, cdr, priced, paid, owed, parts)
+
+
+async def _void_hold(conn: AsyncConnection, row: Any, why: str) -> None:
+    """Give a session's held money back to its wallet (once)."""
+    held = await funds.held_for(conn, row.id)
+    if held:
+        await ledger.post(conn, [Transfer(f"hold:{row.id}:end", f"held:{row.id_tag}",
+                                          f"wallet:{row.id_tag}", held, kind=funds.RELEASE,
+                                          ref=str(row.id), memo=f"hold voided: {why}")],
+                          f"void:{row.id}")
+
+
+async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note: str, actor: str,
+                         defaults: SettlementDefaults = SettlementDefaults()) -> Settled | None:
+    """An operator's decision on a flagged session: bill it as metered (settled now), or void
+    it (never billed, its hold released). The decision, who made it and why are kept on the
+    session and among the station's events."""
+    if not note.strip():
+        raise SettlementError("give --note: why the session is billed or voided")
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if row is None:
+            raise SettlementError(f"no session {session_id}: see `cocharge sessions list`")
+        if row.status != "flagged":
+            raise SettlementError(f"session {session_id} is {row.status}, not flagged: only a "
+                                  "flagged session is reviewed")
+        decision = "billed" if bill else "voided"
+        reason = f"{row.flag_reason or 'flagged'}; reviewed: {decision} by {actor}: {note}"
+        await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+            status="completed" if bill else "void", flag_reason=reason[:2000]))
+        await conn.execute(insert(station_events).values(
+            station_id=row.station_id, ts=utcnow(), kind="review", payload=json.dumps(
+                {"session": session_id, "decision": decision, "by": actor, "note": note},
+                sort_keys=True)))
+        if not bill:
+            await _void_hold(conn, row, f"voided by {actor}")
+    return await settle_session(engine, session_id, defaults) if bill else None
 
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,

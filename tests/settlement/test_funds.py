@@ -211,3 +211,70 @@ def test_negative_cash_fails_the_liability_check_even_with_nothing_owed():
     assert report.short(Decimal(1)) == {"cash": "negative (-65.88 CNY)"}
     assert any("more went out than came in" in w for w in report.warnings)
     assert "nothing owed, but funds negative" in "\n".join(report.text_lines())
+
+
+def test_a_flagged_session_is_reviewed_billed_or_voided(tmp_path):
+    """A 7 kW station's session that delivered more than 7 kW can is flagged and never billed
+    by itself: its hold goes back; the operator bills or voids it, with a note, on record."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "r.db")
+
+    async def setup() -> tuple[int, int]:
+        engine = await open_store(db)
+        try:
+            await registry.add_station(engine, registry.NewStation("R1", owner="rae",
+                                                                   max_power_kw=7))
+            await registry.add_member(engine, "Eve", "EVE", None)
+            await funds.top_up(engine, "EVE", 10_000, "pay-1")
+            start = utcnow() - timedelta(hours=2)
+            ids = []
+            for n in range(2):
+                sid = await insert_session(engine, "R1", "EVE", 20_600,
+                                           start + timedelta(minutes=61 * n),
+                                           flag_reason="20.6 kWh in 60 min: more than 7 kW")
+                async with engine.begin() as conn:
+                    await conn.execute(sessions.update().where(sessions.c.id == sid)
+                                       .values(status="flagged"))
+                async with engine.begin() as conn:
+                    await funds.place_hold(conn, sid, "EVE", 3_000)
+                assert await settle.settle_session(engine, sid) is None  # never by itself
+                ids.append(sid)
+            async with engine.connect() as conn:
+                assert await ledger.balance(conn, "wallet:EVE") == 10_000  # holds released
+            return ids[0], ids[1]
+        finally:
+            await engine.dispose()
+
+    billed, voided = asyncio.run(setup())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    missing = cli("sessions", "review", str(billed), "--note", "checked")
+    assert missing.returncode == 2 and "--bill or --void" in missing.stderr
+    done = cli("sessions", "review", str(billed), "--bill", "--note", "the meter was right",
+               "--by", "ops-li")
+    assert done.returncode == 0 and "billed (30.90 CNY), reviewed by ops-li" in done.stdout
+    assert cli("sessions", "review", str(voided), "--void", "--note", "a bad meter").returncode == 0
+    again = cli("sessions", "review", str(voided), "--bill", "--note", "x")
+    assert again.returncode == 2 and "not flagged" in again.stderr
+
+    async def check() -> None:
+        engine = await open_store(db)
+        try:
+            async with engine.connect() as conn:
+                assert await ledger.balance(conn, "wallet:EVE") == 10_000 - 3090
+                rows = {r.id: r for r in (await conn.execute(select(sessions))).all()}
+                events = [json.loads(r.payload) for r in (await conn.execute(
+                    select(station_events.c.payload).where(station_events.c.kind == "review")))]
+            assert rows[billed].status == "completed" and "billed by ops-li" in rows[billed].flag_reason
+            assert rows[voided].status == "void" and "a bad meter" in rows[voided].flag_reason
+            assert [(e["session"], e["decision"]) for e in events] == [(billed, "billed"),
+                                                                     (voided, "voided")]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check())
