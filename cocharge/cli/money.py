@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv as csv_module
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -196,6 +197,25 @@ def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None
                f"{fmt(done.balance_fen)} CNY")
 
 
+@wallet.command("withdraw")
+@click.argument("tag")
+@click.argument("amount", required=False)
+@click.option("--all", "everything", is_flag=True, help="The whole balance (a refund).")
+@click.option("--ref", help="The request's reference: applied once (none given: one is made).")
+@db_option
+def wallet_withdraw(tag: str, amount: str | None, everything: bool, ref: str | None,
+                    db: str | None) -> None:
+    """Pay money back out of a member's wallet (AMOUNT CNY, or --all): the next `payout run`
+    pays it to the member's payee details (`payout payee refund:TAG ...`)."""
+    if (amount is None) == (not everything):
+        fail("give AMOUNT or --all")
+    fen = money_error(lambda: parse_cny(amount, "AMOUNT")) if amount is not None else None
+    ref = payment_ref(ref, "withdraw")
+    done = with_settlement(db, lambda e: funds.withdraw(e, tag, fen, ref))
+    click.echo(f"wallet {tag}: {fmt(done)} CNY to be paid back by the next payout run "
+               f"(refund:{tag})")
+
+
 @wallet.command("show")
 @click.argument("tag")
 @db_option
@@ -297,6 +317,24 @@ def ledger_verify(checkpoint_file: str | None, trusted_key: str | None, db: str 
     for problem in [*verdict.problems, *problems]:
         click.echo(f"ledger BROKEN: {problem}", err=True)
     sys.exit(1)
+
+
+@ledger_group.command("correct")
+@click.argument("transfer_id")
+@click.option("--amount", help="The right amount in CNY (none: the transfer is only reversed).")
+@click.option("--reason", required=True, help="Why: kept with the correction.")
+@click.option("--ref", required=True, help="The correction's own reference: applied once.")
+@click.option("--by", "actor", default=lambda: os.environ.get("USER") or "operator",
+              help="Who corrects (default: $USER).")
+@db_option
+def ledger_correct(transfer_id: str, amount: str | None, reason: str, ref: str, actor: str,
+                   db: str | None) -> None:
+    """Correct a wrong transfer, never edit it: a reversing transfer, and the right one with
+    --amount; a wallet that already spent the money cannot be reversed below zero."""
+    fen = money_error(lambda: parse_cny(amount, "--amount")) if amount is not None else None
+    done = with_settlement(db, lambda e: ledger.correct(e, transfer_id, fen, reason, actor, ref))
+    word = "already applied" if not done.applied else f"{done.applied} transfer(s) posted"
+    click.echo(f"correction {ref} of {transfer_id}: {word}")
 
 
 @ledger_group.command("checkpoint")

@@ -276,6 +276,34 @@ async def _collected(conn: AsyncConnection, session_id: int) -> int:
                                              ledger_transfers.c.ref == str(session_id)))) or 0)
 
 
+async def withdraw(engine: AsyncEngine, tag: str, amount_fen: int | None, ref: str) -> int:
+    """A member takes money out of its wallet (a refund of a prepaid card; pool-point sales
+    land there too): it waits in `refund:<tag>` for the next payout run, which pays it to the
+    member's payee details (`payout payee refund:<tag> ...`). None: the whole balance.
+    Refused while the member owes anything (its debts are paid first). Once per `ref`."""
+    transfer_id = f"withdraw:{ref}"
+    async with engine.begin() as conn:
+        await ledger.lock(conn)
+        if await conn.scalar(select(members.c.tag).where(members.c.tag == tag)) is None:
+            raise FundsError(f"no member with tag {tag!r}: see `cocharge member list`")
+        done = await conn.scalar(select(ledger_transfers.c.amount).where(
+            ledger_transfers.c.id == transfer_id))
+        if done is not None:
+            return int(done)
+        owed = max(0, -await ledger.balance(conn, f"receivable:{tag}"))
+        if owed:
+            raise FundsError(f"{tag} owes {fmt(owed)} CNY: its wallet pays that first")
+        wallet = await ledger.balance(conn, f"wallet:{tag}")
+        amount = wallet if amount_fen is None else amount_fen
+        if amount <= 0 or amount > wallet:
+            raise FundsError(f"the wallet of {tag} holds {fmt(wallet)} CNY: withdraw at most that")
+        await ledger.post(conn, [Transfer(transfer_id, f"wallet:{tag}", f"refund:{tag}", amount,
+                                          kind="withdrawal", ref=ref,
+                                          memo="paid to the member by the next payout run")],
+                          transfer_id)
+        return amount
+
+
 async def member_money(engine: AsyncEngine, tag: str) -> dict[str, Any]:
     """What a member sees: wallet, held, owed and what it may spend now."""
     async with engine.connect() as conn:

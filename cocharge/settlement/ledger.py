@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.settlement.money import fmt
 from cocharge.store.db import GENESIS_HASH, utcnow
 from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head, ledger_transfers
 from cocharge.store.sql import among, insert_ignore
@@ -149,7 +150,8 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
     for key, delta in deltas.items():
         after = current.get(key, 0) + delta
         if key[0] in guarded and after < 0:
-            raise Overdraft(f"{key[0]} would go to {after} {key[1]}: it may not be overdrawn")
+            shown = f"{fmt(after)} CNY" if key[1] == "CNY" else f"{after} {key[1]}"
+            raise Overdraft(f"{key[0]} would go to {shown}: it may not be overdrawn")
     head = (await conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)
                                .where(ledger_head.c.id == 1))).one()
     seq, prev = int(head.seq), str(head.hash)
@@ -174,6 +176,31 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
         await conn.execute(insert(ledger_balances), new)
     await conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=prev))
     return Posted(len(fresh), len(transfers) - len(fresh))
+
+
+async def correct(engine: AsyncEngine, transfer_id: str, amount: int | None, reason: str,
+                  actor: str, ref: str) -> Posted:
+    """Correct a posted transfer without editing it: a new transfer that reverses it and, when
+    `amount` is given, a new one that books the right amount between the same accounts; both
+    carry the reason and who did it, once per `ref`."""
+    if not reason.strip():
+        raise LedgerError("give --reason: a correction says why")
+    if not ref.strip() or len(ref) > 40:
+        raise LedgerError("give --ref: 1 to 40 characters, the correction's own reference")
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(ledger_transfers).where(
+            ledger_transfers.c.id == transfer_id))).first()
+        if row is None:
+            raise LedgerError(f"no transfer {transfer_id!r}: see `cocharge ledger statement`")
+        if amount is not None and amount <= 0:
+            raise LedgerError("--amount must be more than 0 (to undo it, give no --amount)")
+        memo = f"correction of {transfer_id} by {actor}: {reason}"[:500]
+        legs = [Transfer(f"correct:{ref}:reverse", row.credit, row.debit, int(row.amount),
+                         row.asset, "correction", transfer_id, memo)]
+        if amount is not None:
+            legs.append(Transfer(f"correct:{ref}:book", row.debit, row.credit, amount, row.asset,
+                                 "correction", transfer_id, memo))
+        return await post(conn, legs, f"correct:{ref}")
 
 
 async def post_batch(engine: AsyncEngine, transfers: Sequence[Transfer], batch: str) -> Posted:

@@ -31,7 +31,8 @@ from cocharge.store.db import utcnow
 from cocharge.store.schema import ledger_balances, payees, payouts
 from cocharge.store.sql import upsert
 
-PAYEE_KINDS = ("host", "property", "operator")
+# Who is paid out: earners, and members withdrawing their wallet (refund:<tag>, funds.py).
+PAYEE_KINDS = ("host", "property", "operator", "refund")
 METHODS = ("bank", "alipay", "wechat")
 # The payment file's columns: what a bank's or a payment provider's batch transfer needs.
 FILE_COLUMNS = ["reference", "date", "payee_name", "method", "bank", "account_number",
@@ -46,8 +47,8 @@ class PayoutError(ValueError):
 def check_account(account: str) -> str:
     kind, sep, name = account.partition(":")
     if not sep or kind not in PAYEE_KINDS or not name:
-        raise PayoutError(f"account {account!r}: write it as host:NAME, property:NAME or "
-                          "operator:NAME (see `cocharge ledger balances`)")
+        raise PayoutError(f"account {account!r}: write it as host:NAME, property:NAME, "
+                          "operator:NAME or refund:TAG (see `cocharge ledger balances`)")
     return account
 
 
@@ -128,7 +129,7 @@ async def run(engine: AsyncEngine, day: date, minimum_fen: int | None = None) ->
             amount = int(value)
             if amount <= 0:
                 continue
-            if amount < least:
+            if amount < least and not account.startswith("refund:"):  # a refund is never held
                 result.below_minimum.append((account, amount))
                 continue
             payee = details.get(account)

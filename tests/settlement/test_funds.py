@@ -278,3 +278,45 @@ def test_a_flagged_session_is_reviewed_billed_or_voided(tmp_path):
             await engine.dispose()
 
     asyncio.run(check())
+
+
+def test_corrections_and_withdrawals_never_edit_the_ledger(tmp_path):
+    """A wrong top-up is corrected by new transfers (reason and who on each); a member takes
+    its money back through the payout file; nothing is edited, the chain stays intact."""
+    import csv
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "c.db")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              cwd=tmp_path)
+
+    assert cli("db", "init").returncode == 0
+    assert cli("member", "add", "Fay", "--tag", "FAY").returncode == 0
+    assert cli("wallet", "topup", "FAY", "200", "--ref", "pay-1").returncode == 0
+    fixed = cli("ledger", "correct", "topup:pay-1", "--amount", "150", "--reason",
+                "the bank paid 150", "--ref", "fix-1", "--by", "ops-li")
+    assert fixed.returncode == 0 and "2 transfer(s) posted" in fixed.stdout
+    assert "already applied" in cli("ledger", "correct", "topup:pay-1", "--amount", "150",
+                                    "--reason", "again", "--ref", "fix-1").stdout
+    statement = json.loads(cli("ledger", "statement", "wallet:FAY", "--json").stdout)
+    assert [line["change"] for line in statement] == [20000, -20000, 15000]
+    shown = cli("wallet", "show", "FAY", "--json")
+    assert json.loads(shown.stdout)["wallet_fen"] == 15000
+    too_much = cli("wallet", "withdraw", "FAY", "151", "--ref", "w-0")
+    assert too_much.returncode == 2 and "at most that" in too_much.stderr
+    out = cli("wallet", "withdraw", "FAY", "--all", "--ref", "w-1")
+    assert out.returncode == 0 and "150.00 CNY to be paid back" in out.stdout
+    assert cli("payout", "payee", "refund:FAY", "--name", "Fay Wu", "--method", "alipay",
+               "--number", "13800000001").returncode == 0
+    ran = cli("payout", "run", "--file", "pay.csv", "--date", "2026-12-01")
+    assert ran.returncode == 0, ran.stderr
+    with open(tmp_path / "pay.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["ledger_account"], r["amount"]) for r in rows] == [("refund:FAY", "150.00")]
+    undo = cli("ledger", "correct", "topup:pay-1", "--reason", "all of it", "--ref", "fix-2")
+    assert undo.returncode == 2 and "wallet:FAY would go to -200.00 CNY" in undo.stderr
+    assert cli("ledger", "verify").returncode == 0
