@@ -26,6 +26,7 @@ from cocharge import views
 from cocharge.api.keys import Principal
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
+from cocharge.settlement import funds
 from cocharge.stations import registry, sharing
 from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
 
@@ -237,9 +238,15 @@ class Api:
         if not who.operator and not (who.role == "member" and who.owner == tag):
             raise not_found(f"member {tag!r}")
         try:
-            return dict(await loyalty.member_rewards(self.engine, tag))
+            shown = dict(await loyalty.member_rewards(self.engine, tag))
         except loyalty.RewardsError:
             raise not_found(f"member {tag!r}") from None
+        # What the member has at the charger: held for running sessions, what it owes, and
+        # what it may spend now (settlement/funds.py).
+        money = await funds.member_money(self.engine, tag)
+        shown.update({k: money[k] for k in ("held_fen", "owed_fen", "credit_line_fen",
+                                            "available_fen")})
+        return shown
 
     async def add_member(self, who: Principal, name: str, tag: str, phone: str | None,
                          household: str | None) -> dict[str, Any]:

@@ -132,7 +132,9 @@ async def test_a_key_sees_only_what_its_role_and_owner_allow(sqlite_url):
         assert (await member.post("/api/v1/stations/P1/commands",
                                   {"command": "unlock", "args": {"connector_id": 1}}))[0] == 403
         assert (await member.get("/api/v1/members"))[0] == 403
-        assert (await member.get("/api/v1/members/T1"))[0] == 200
+        status, me = await member.get("/api/v1/members/T1")
+        assert status == 200 and me["owed_fen"] == 0 and me["held_fen"] == 0
+        assert me["available_fen"] == me["wallet_fen"] + me["credit_line_fen"]  # what it may spend
         assert (await member.get("/api/v1/members/T2"))[0] == 404
         assert (await member.get("/api/v1/sessions?tag=T2"))[0] == 403
         assert (await member.get("/api/v1/dashboard"))[0] == 403
