@@ -504,7 +504,7 @@ class SharingController:
         members (read once for all of them); each station that needs one gets its update."""
         updates = []
         async with self.engine.connect() as conn:
-            people = await local_list.Members(conn, now).load()
+            people = await local_list.Members(conn, now, self.settings.start_minimum_fen).load()
             for station_id in station_ids:
                 rules = [r for (s, _), r in self.rules.items() if s == station_id]
                 want = await local_list.desired(people, rules, self.settings.local_list_max)
@@ -661,7 +661,7 @@ class SharingController:
                 f"it: set them with `cocharge station rules` (or send one with `remote call`)")
         now = utcnow()
         async with self.engine.connect() as conn:
-            people = await local_list.Members(conn, now).load()
+            people = await local_list.Members(conn, now, self.settings.start_minimum_fen).load()
             want = await local_list.desired(people, rules, self.settings.local_list_max)
             if want is None:
                 raise cmd.CommandRejected(

@@ -4,8 +4,10 @@ A shared wallbox that loses its network decides alone who may charge. So each sh
 station holds a local list (OCPP SendLocalList) of the members its rules admit at some time:
 the owner's tags, the allowed tags and groups (every active member when the rules name
 none), vehicle models and minimum credit as the rules say; blocked and expired members are
-absent, and an entry expires with the member. Opening hours and bookings cannot be said in
-a local list: offline, the station admits a listed member at any hour.
+absent, and an entry expires with the member; so is a member who may not start a session
+for want of money (settlement/funds.py: wallet + credit line - owed below the gateway's
+start minimum, and no free quota). Opening hours and bookings cannot be said in a local
+list: offline, the station admits a listed member at any hour.
 
 The controller (`control.py`) keeps each connected station's list in step: a full list the
 first time (or after the station refused an update), then differential updates, each with
@@ -22,10 +24,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from cocharge.settlement import loyalty
+from cocharge.settlement import funds, loyalty
 from cocharge.stations import policy, sharing
 from cocharge.stations.policy import SharingRules
-from cocharge.store.schema import local_lists, members
+from cocharge.store.schema import ledger_balances, local_lists, members
 
 Entries = dict[str, str | None]  # tag -> expiry (ISO 8601, UTC) or None (no expiry)
 
@@ -61,16 +63,43 @@ class Members:
     """The active members, read once for every station a sync round looks at (credit scores
     only when some station's rules ask for one, each member's at most once)."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+    def __init__(self, conn: AsyncConnection, now: datetime, minimum_fen: int = 0) -> None:
         self.conn = conn
         self.now = now
+        self.minimum_fen = minimum_fen
         self.rows: list[Any] = []
         self._credit: dict[str, int] = {}
 
     async def load(self) -> Members:
         rows = (await self.conn.execute(select(members).where(members.c.status == "active"))).all()
         self.rows = [r for r in rows if r.expires_at is None or r.expires_at > self.now]
+        if self.minimum_fen > 0:
+            self.rows = [r for r in self.rows if r.tag in await self._may_start()]
         return self
+
+    async def _may_start(self) -> set[str]:
+        """The members whose money (or free quota) lets them start, read in a few queries."""
+        rules = await loyalty.current_rules(self.conn)
+        kinds = ("wallet", "receivable", "quota")
+        found = (await self.conn.execute(select(
+            ledger_balances.c.account, ledger_balances.c.balance).where(
+            ledger_balances.c.account.like("wallet:%") | ledger_balances.c.account.like(
+                "receivable:%") | ledger_balances.c.account.like("quota:%")))).all()
+        money: dict[str, dict[str, int]] = {}
+        for account, balance in found:
+            kind, _, tag = account.partition(":")
+            if kind in kinds:
+                money.setdefault(tag, {})[kind] = int(balance)
+        allowed = set()
+        for row in self.rows:
+            held = money.get(row.tag, {})
+            line = (funds.credit_line_fen(rules, await self.credit(row.tag))
+                    if rules.credit_lines else 0)
+            state = funds.Funds(max(0, held.get("wallet", 0)), max(0, -held.get("receivable", 0)),
+                                line, max(0, held.get("quota", 0)))
+            if state.may_start(self.minimum_fen)[0]:
+                allowed.add(row.tag)
+        return allowed
 
     async def credit(self, tag: str) -> int:
         if tag not in self._credit:

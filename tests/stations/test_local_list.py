@@ -110,3 +110,24 @@ async def test_cut_off_from_the_network_the_wallbox_admits_the_neighbour_only(no
         async with node.engine.connect() as conn:
             row = (await conn.execute(select(sessions).where(sessions.c.station_id == "HOME"))).one()
         assert row.id_tag == "NEIGHBOUR" and row.energy_wh >= 500
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_offline_the_list_admits_only_members_who_can_pay(sqlite_url, protocol):
+    """The list carries the members whose money lets them start; a member who tops up joins
+    it; cut off from the network, the wallbox refuses the one who cannot pay."""
+    from cocharge.settlement import funds
+
+    async with running_node(sqlite_url, settings(control_interval_s=0.2, local_list_sync_s=0.3,
+                                                 start_minimum_fen=100)) as node:
+        await register(node, "HOME", tags=("RICH", "POOR"), max_power_kw=11)
+        await sharing.set_rules(node.engine, "HOME", 0, {
+            "allowed_tags": frozenset({"RICH", "POOR"})})
+        await funds.top_up(node.engine, "RICH", 5000, "pay-rich")
+        async with simulated(node, "HOME", protocol, bay_wait_s=2.0, meter_interval_s=0.1) as box:
+            await until(lambda: box.local_list_version == 1)
+            assert set(box.local_list) == {"RICH"}
+            await funds.top_up(node.engine, "POOR", 200, "pay-poor")
+            await until(lambda: "POOR" in box.local_list)
+            await box.drop_connection()
+            assert box.local_list_allows("POOR") and not box.local_list_allows("NOBODY")
