@@ -95,7 +95,10 @@ DEFAULT_RULES: dict[str, Any] = {
     # A member's money at the charger (settlement/funds.py): a credit line by credit score
     # ("charge first, pay later" above a score; none by default), and the prepaid limits of
     # a named single-purpose prepaid card (5,000 CNY: docs/settlement.md says where from).
-    "funds": {"credit_lines": [], "max_balance_cny": "5000", "max_topup_cny": "5000"},
+    # guarantee_payees: the platform pays hosts (and the others) their whole share at once and
+    # carries what drivers owe as its own risk; false: a share is paid as it is collected.
+    "funds": {"credit_lines": [], "max_balance_cny": "5000", "max_topup_cny": "5000",
+              "guarantee_payees": False},
     # A host's or property's tax estimate on a statement: an estimate, not advice.
     "tax": {"name": "individual income tax on property leasing income (财产租赁所得), monthly",
             "source": "PRC Individual Income Tax Law (2018) art. 3 and 6: 20 % of the month's "
@@ -197,6 +200,7 @@ class Rules:
     credit_lines: tuple[tuple[int, int], ...] = ()  # (minimum credit score, line in fen)
     max_balance_fen: int = 500_000
     max_topup_fen: int = 500_000
+    guarantee_payees: bool = False
     tax: Tax | None = None
     body: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
@@ -223,6 +227,14 @@ def _dec(value: Any, what: str, low: Decimal | None = Decimal(0), high: Decimal 
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise RulesError(f"{what}: {value!r} must be {bounds}")
     return number
+
+
+def _bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise RulesError(f"{what}: {value!r} must be true or false")
 
 
 def _int(value: Any, what: str, low: int | None = None) -> int:
@@ -393,6 +405,7 @@ def parse_rules(body: Mapping[str, Any], version: int = 0) -> Rules:
         payout_minimum_fen=int(_dec(payout.get("minimum_cny", 100), "payout.minimum_cny",
                                     Decimal("0.01"), Decimal(1_000_000)) * 100),
         credit_lines=tuple(lines),
+        guarantee_payees=_bool(funds.get("guarantee_payees", False), "funds.guarantee_payees"),
         max_balance_fen=int(_dec(funds.get("max_balance_cny", 5000), "funds.max_balance_cny",
                                  Decimal("0.01"), Decimal(1_000_000)) * 100),
         max_topup_fen=int(_dec(funds.get("max_topup_cny", 5000), "funds.max_topup_cny",

@@ -370,7 +370,8 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         paid, owed, parts, money_legs = await _payment_legs(
             conn, row, terms, priced.payable_fen, f"s{session_id}", "session",
             already_paid=sum(r[2] for r in redeemed),
-            sponsored=sum(amount for _, amount in priced.lines))
+            sponsored=sum(amount for _, amount in priced.lines),
+            guarantee=rules.guarantee_payees)
         legs += money_legs
         rewarded = await loyalty.session_rewards_for(conn, row, terms.green, rules)
         legs += rewarded.legs
@@ -431,13 +432,16 @@ async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note:
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
                         prefix: str, kind: str, already_paid: int = 0, sponsored: int = 0,
+                        guarantee: bool = False,
                         ) -> tuple[int, int, list[tuple[str, int]], list[Transfer]]:
     """The member pays `amount` (less `already_paid` with coins and points, already in
     clearing): from the session's hold first, then the wallet; the rest is owed. The sponsor
     of the promotions (the platform) pays `sponsored`, what the discounts took off, so the
     payees share the list price, `amount + sponsored`, by the terms. The payees' part of what
     is owed waits in `owed:<payee>` until the member's money for it comes in
-    (funds.top_up). Returns (paid, owed, [[account, share]], legs)."""
+    (funds.top_up), unless the platform guarantees the payees (`funds.guarantee_payees`): then
+    they are paid at once and what is owed is the platform's risk. Returns (paid, owed,
+    [[account, share]], legs)."""
     tag = row.id_tag
     wallet = f"wallet:{tag}"
     due = amount - already_paid
@@ -462,8 +466,9 @@ async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amou
                              kind=f"{kind}-payment", ref=ref))
     if owed:
         legs.append(Transfer(f"{prefix}:owed", f"receivable:{tag}", "clearing:sessions",
-                             owed, kind=f"{kind}-receivable", ref=ref))
-    waiting = funds.shares_of(owed, parts)
+                             owed, kind=f"{kind}-receivable", ref=ref,
+                             memo="guaranteed by the platform: its risk" if guarantee else ""))
+    waiting = funds.shares_of(0 if guarantee else owed, parts)
     for (account, share), later in zip(parts, waiting, strict=True):
         if share - later:
             legs.append(Transfer(f"{prefix}:{account.split(':')[0]}", "clearing:sessions", account,
@@ -493,7 +498,9 @@ async def settle_idle(engine: AsyncEngine, session_id: int,
             fee = idle_fee(tariff.idle, row.idle_started_at, row.idle_ended_at)[1]
         if fee:
             terms = await terms_of(conn, row.station_id)
-            _, _, _, legs = await _payment_legs(conn, row, terms, fee, f"s{session_id}:idle", "idle")
+            guarantee = (await loyalty.current_rules(conn)).guarantee_payees
+            _, _, _, legs = await _payment_legs(conn, row, terms, fee, f"s{session_id}:idle", "idle",
+                                                guarantee=guarantee)
             penalty = await loyalty.penalty_legs(conn, row.id_tag, "overstay", f"s{session_id}:overstay",
                                                  str(session_id))
             await ledger.post(conn, legs + penalty.legs, f"idle:{session_id}")

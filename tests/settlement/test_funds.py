@@ -320,3 +320,22 @@ def test_corrections_and_withdrawals_never_edit_the_ledger(tmp_path):
     undo = cli("ledger", "correct", "topup:pay-1", "--reason", "all of it", "--ref", "fix-2")
     assert undo.returncode == 2 and "wallet:FAY would go to -200.00 CNY" in undo.stderr
     assert cli("ledger", "verify").returncode == 0
+
+
+async def test_a_platform_that_guarantees_its_hosts_pays_them_at_once(sqlite_url):
+    engine = await open_store(sqlite_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("K1", owner="kai", max_power_kw=7))
+        await registry.add_member(engine, "Gus", "GUS", None)
+        await loyalty.set_rule(engine, "funds.guarantee_payees", "true")
+        done = await settle.settle_session(engine, await insert_session(
+            engine, "K1", "GUS", 4000, utcnow() - timedelta(hours=2)))
+        assert done.owed_fen == done.priced.payable_fen > 0
+        async with engine.connect() as conn:
+            assert await ledger.balance(conn, "host:kai") == dict(done.split)["host:kai"]
+            assert await ledger.balance(conn, "owed:host:kai") == 0
+            assert await ledger.balance(conn, "receivable:GUS") == -done.owed_fen
+        memo = [line["memo"] for line in await ledger.statement(engine, "receivable:GUS")]
+        assert memo == ["guaranteed by the platform: its risk"]
+    finally:
+        await engine.dispose()
