@@ -232,7 +232,18 @@ def payout_list(status: str | None, account: str | None, db: str | None, as_json
 def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str | None,
                   db: str | None, as_json: bool) -> None:
     """A host's or property's monthly statement: sessions, kWh, gross, discounts, commission,
-    net, payouts, balance and a tax estimate."""
+    net, payouts, balance and a tax estimate. brand:NAME: what a carmaker's members used of
+    the free quota its OEM membership gives (the invoice to the brand)."""
+    if account.startswith("brand:"):
+        brand = with_money(db, lambda e: statements.brand_statement(e, account[6:], month))
+        if as_json:
+            click.echo(json.dumps(brand, indent=2))
+            return
+        click.echo(f"brand {brand['brand']} {month}: {len(brand['sessions'])} sessions, "
+                   f"{brand['quota_kwh']:.3f} kWh of free quota, {fmt(brand['total_fen'])} CNY")
+        table([{**x, "cny": fmt(x["fen"])} for x in brand["sessions"]],
+              ["session", "day", "member", "station", "quota_kwh", "cny"])
+        return
 
     for path in (html_path, csv_path):
         if path and not Path(path).parent.is_dir():

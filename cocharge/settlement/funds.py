@@ -48,6 +48,11 @@ SHARE_RELEASED = "share-collected"
 SPONSOR = "promotions:platform"
 
 
+def brand_sponsor(brand: str) -> str:
+    """The account of a carmaker paying its members' free quota (OEM memberships)."""
+    return f"promotions:brand:{brand}"
+
+
 class FundsError(ValueError):
     """A top-up or a refund that cannot apply; nothing was written."""
 

@@ -117,6 +117,14 @@ def _row(r: Any, now: datetime) -> dict[str, Any]:
             "status": state}
 
 
+async def quota_brand(conn: AsyncConnection, tag: str, at: datetime) -> str | None:
+    """The brand of the member's OEM membership that gives free quota at `at` (the first by
+    start when several do): it pays for that quota."""
+    return await conn.scalar(select(memberships.c.brand).where(and_(
+        memberships.c.tag == tag, memberships.c.source == "oem", memberships.c.quota_wh > 0,
+        active_at(at))).order_by(memberships.c.starts_at, memberships.c.id).limit(1))
+
+
 async def reward_days(conn: AsyncConnection, tag: str, days: int, ref: str,
                       now: datetime) -> None:
     """Free charging days a reward rule grants (inside the caller's transaction; once per ref)."""

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -370,7 +371,7 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         paid, owed, parts, money_legs = await _payment_legs(
             conn, row, terms, priced.payable_fen, f"s{session_id}", "session",
             already_paid=sum(r[2] for r in redeemed),
-            sponsored=sum(amount for _, amount in priced.lines),
+            sponsors=await _sponsors(conn, row.id_tag, row.started_at, priced.lines),
             guarantee=rules.guarantee_payees)
         legs += money_legs
         rewarded = await loyalty.session_rewards_for(conn, row, terms.green, rules)
@@ -391,6 +392,19 @@ async def settle_session(engine: AsyncEngine, session_id: int,
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
              cdr.total_fen, priced.payable_fen, paid, owed)
     return Settled(session_id, cdr, priced, paid, owed, parts)
+
+
+async def _sponsors(conn: AsyncConnection, tag: str, at: datetime,
+                    lines: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Who pays each promotion of a session: the free quota of an OEM membership its brand
+    (invoiced monthly: statements.brand_statement), everything else the platform."""
+    brand = await memberships.quota_brand(conn, tag, at)
+    by: dict[str, int] = {}
+    for name, fen in lines:
+        payer = (funds.brand_sponsor(brand) if brand and name.startswith("free quota")
+                 else funds.SPONSOR)
+        by[payer] = by.get(payer, 0) + fen
+    return sorted(by.items())
 
 
 async def _void_hold(conn: AsyncConnection, row: Any, why: str) -> None:
@@ -431,13 +445,14 @@ async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note:
 
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
-                        prefix: str, kind: str, already_paid: int = 0, sponsored: int = 0,
+                        prefix: str, kind: str, already_paid: int = 0,
+                        sponsors: Sequence[tuple[str, int]] = (),
                         guarantee: bool = False,
                         ) -> tuple[int, int, list[tuple[str, int]], list[Transfer]]:
     """The member pays `amount` (less `already_paid` with coins and points, already in
     clearing): from the session's hold first, then the wallet; the rest is owed. The sponsor
-    of the promotions (the platform) pays `sponsored`, what the discounts took off, so the
-    payees share the list price, `amount + sponsored`, by the terms. The payees' part of what
+    of each promotion pays what it took off (`sponsors`: [(account, fen)]), so the payees
+    share the list price, `amount` plus the promotions, by the terms. The payees' part of what
     is owed waits in `owed:<payee>` until the member's money for it comes in
     (funds.top_up), unless the platform guarantees the payees (`funds.guarantee_payees`): then
     they are paid at once and what is owed is the platform's risk. Returns (paid, owed,
@@ -454,13 +469,15 @@ async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amou
     owed = amount - paid
     names = {"host": f"host:{terms.host}", "platform": "platform",
              "property": f"property:{terms.property}", "operator": f"operator:{terms.operator}"}
+    sponsored = sum(fen for _, fen in sponsors)
     listed = amount + sponsored
     parts = [(names[p], a) for p, a in split_amount(listed, terms, row.ended_at)]
     ref = str(row.id)
-    if sponsored:
-        legs.append(Transfer(f"{prefix}:sponsor", funds.SPONSOR, "clearing:sessions", sponsored,
-                             kind=f"{kind}-sponsored", ref=ref,
-                             memo="promotions paid by their sponsor, not the payees"))
+    for account, fen in sponsors:
+        if fen:
+            legs.append(Transfer(f"{prefix}:sponsor:{account.split(':', 1)[1]}", account,
+                                 "clearing:sessions", fen, kind=f"{kind}-sponsored", ref=ref,
+                                 memo="promotions paid by their sponsor, not the payees"))
     if from_wallet:
         legs.append(Transfer(f"{prefix}:pay", wallet, "clearing:sessions", from_wallet,
                              kind=f"{kind}-payment", ref=ref))

@@ -23,11 +23,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import and_, or_, select
+from sqlalchemy import BigInteger, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.charts import bars
-from cocharge.settlement import checkpoints, ledger, loyalty
+from cocharge.settlement import checkpoints, funds, ledger, loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.payouts import PayoutError, check_account
 from cocharge.store.schema import ledger_transfers, sessions, settlements
@@ -128,6 +128,32 @@ async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, 
         "waiting_for_drivers_fen": waiting,
         "checkpoint": checkpoint,
     }
+
+
+async def brand_statement(engine: AsyncEngine, brand: str, month: str) -> dict[str, Any]:
+    """What a carmaker's members used of the free quota its OEM membership gives, in a month,
+    at the list price the platform paid the hosts for it: the invoice to the brand."""
+    brand = brand.upper()
+    start, end = month_bounds(month)
+    account = funds.brand_sponsor(brand)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            select(ledger_transfers.c.ref, ledger_transfers.c.amount, ledger_transfers.c.created_at,
+                   sessions.c.id_tag, sessions.c.station_id, settlements.c.discounts)
+            .join(sessions, sessions.c.id == cast(ledger_transfers.c.ref, BigInteger))
+            .join(settlements, settlements.c.session_id == sessions.c.id)
+            .where(and_(ledger_transfers.c.debit == account, ledger_transfers.c.created_at >= start,
+                        ledger_transfers.c.created_at < end))
+            .order_by(ledger_transfers.c.seq))).all()
+    lines = []
+    for r in rows:
+        kwh = sum(float(m.group(1)) for name, _ in json.loads(r.discounts)
+                  if (m := re.match(r"free quota ([\d.]+) kWh", name)))
+        lines.append({"session": int(r.ref), "day": _local_day(r.created_at), "member": r.id_tag,
+                      "station": r.station_id, "quota_kwh": round(kwh, 3), "fen": int(r.amount)})
+    return {"brand": brand, "month": month, "account": account, "sessions": lines,
+            "quota_kwh": round(sum(x["quota_kwh"] for x in lines), 3),
+            "total_fen": sum(x["fen"] for x in lines)}
 
 
 async def _waiting(engine: AsyncEngine, account: str) -> int:

@@ -339,3 +339,32 @@ async def test_a_platform_that_guarantees_its_hosts_pays_them_at_once(sqlite_url
         assert memo == ["guaranteed by the platform: its risk"]
     finally:
         await engine.dispose()
+
+
+async def test_a_brand_pays_its_members_quota_and_gets_a_monthly_statement(sqlite_url):
+    from cocharge.settlement import grants, memberships, statements
+
+    engine = await open_store(sqlite_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("B1", owner="bea", max_power_kw=11))
+        await settle.set_terms(engine, "B1", {"onboarded_at": utcnow() - timedelta(days=90)})
+        for tag in ("OEM", "PAYS"):
+            await registry.add_member(engine, tag, tag, None)
+        await funds.top_up(engine, "PAYS", 5000, "t-pays")
+        await grants.grant(engine, "OEM", brand="BYD", vin="LSVX1234567890123",
+                           now=utcnow() - timedelta(hours=4))
+        start = utcnow() - timedelta(hours=3)
+        free = await settle.settle_session(engine, await insert_session(
+            engine, "B1", "OEM", 10_000, start))
+        paid = await settle.settle_session(engine, await insert_session(
+            engine, "B1", "PAYS", 10_000, start + timedelta(minutes=70)))
+        assert free.priced.quota_used_wh == 10_000 and free.priced.payable_fen == 0
+        assert dict(free.split) == dict(paid.split)  # the host earns the same either way
+        async with engine.connect() as conn:
+            assert await ledger.balance(conn, "promotions:brand:BYD") == -1500
+            assert await ledger.balance(conn, funds.SPONSOR) == 0  # not the platform's cost
+        bill = await statements.brand_statement(engine, "byd", memberships.month_of(utcnow()))
+        assert bill["quota_kwh"] == 10.0 and bill["total_fen"] == 1500
+        assert [(x["member"], x["session"]) for x in bill["sessions"]] == [("OEM", free.session_id)]
+    finally:
+        await engine.dispose()
