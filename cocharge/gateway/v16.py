@@ -284,7 +284,7 @@ class V16Connection(StationConnection):
                         {"id_tag": tag} if expiry is False else
                         {"id_tag": tag, "id_tag_info": {"status": "Accepted", **(
                             {"expiry_date": expiry} if expiry else {})}}
-                        for tag, expiry in entries.items()])
+                        for tag, expiry in entries.items()] or None)  # empty: an empty list
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
             case cmd.UpdateFirmware(url=url, request_id=request_id) if command.signature:

@@ -436,7 +436,7 @@ class V201Connection(StationConnection):
                         else {"id_token": {"id_token": tag, "type": TOKEN_TYPE},
                               "id_token_info": {"status": "Accepted", **(
                                   {"cache_expiry_date_time": expiry} if expiry else {})}}
-                        for tag, expiry in entries.items()])
+                        for tag, expiry in entries.items()] or None)  # empty: an empty list
             case cmd.GetLocalListVersion():
                 return call.GetLocalListVersion()
             case cmd.UpdateFirmware(request_id=request_id, url=url):

@@ -131,3 +131,20 @@ async def test_offline_the_list_admits_only_members_who_can_pay(sqlite_url, prot
             await until(lambda: "POOR" in box.local_list)
             await box.drop_connection()
             assert box.local_list_allows("POOR") and not box.local_list_allows("NOBODY")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_list_that_admits_nobody_is_sent_empty(sqlite_url, protocol):
+    """Rules (and money) that admit nobody: a Full list without entries empties the station's
+    list, as OCPP says; it is not refused by our own schema check."""
+    async with running_node(sqlite_url, settings(control_interval_s=0.2, local_list_sync_s=0.3,
+                                                 start_minimum_fen=100)) as node:
+        await register(node, "HOME", tags=("POOR",), max_power_kw=11)
+        await sharing.set_rules(node.engine, "HOME", 0, {"allowed_tags": frozenset({"POOR"})})
+        async with simulated(node, "HOME", protocol, bay_wait_s=2.0, meter_interval_s=0.1) as box:
+            box.local_list = {"STALE": None}
+            await until(lambda: box.local_list_version == 1)
+            assert box.local_list == {}
+            answer = await send_request(node.engine, {"command": "send-local-list",
+                                                      "station": "HOME", "args": {}})
+            assert answer["ok"] and answer["accepted"], answer
