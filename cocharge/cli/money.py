@@ -26,7 +26,7 @@ from cocharge.cli.common import (
     table,
 )
 from cocharge.cli.settlement import with_rewards, with_settlement
-from cocharge.settlement import checkpoints, funds, ledger
+from cocharge.settlement import checkpoints, disputes, funds, ledger
 from cocharge.settlement import settle as settlement
 from cocharge.settlement.liabilities import liability_report
 from cocharge.settlement.money import fmt, parse_cny, parse_price
@@ -430,3 +430,59 @@ def ledger_liabilities(fail_under: float | None, db: str | None, as_json: bool) 
             click.echo("coverage below --fail-under " + str(fail_under) + ": " + ", ".join(
                 f"{g} {r}" for g, r in short.items()), err=True)
             raise SystemExit(1)
+
+
+@click.group()
+def dispute() -> None:
+    """Disputes over a bill or a transfer: opened by a member or payee, resolved by an
+    operator with a correction (never an edit) or rejected."""
+
+
+@dispute.command("open")
+@click.option("--by", "opened_by", required=True, help="Who disputes: a member tag or an account.")
+@click.option("--session", "session_id", type=click.IntRange(1, 2**63 - 1), help="A session.")
+@click.option("--transfer", "transfer_id", help="Or a ledger transfer's id.")
+@click.option("--text", required=True, help="What is wrong.")
+@db_option
+def dispute_open(opened_by: str, session_id: int | None, transfer_id: str | None, text: str,
+                 db: str | None) -> None:
+    """Open a dispute."""
+    if (session_id is None) == (transfer_id is None):
+        fail("give --session ID or --transfer ID")
+    subject = f"session:{session_id}" if session_id is not None else f"transfer:{transfer_id}"
+    number = with_settlement(db, lambda e: disputes.open_dispute(e, opened_by, subject, text))
+    click.echo(f"dispute {number} opened ({subject})")
+
+
+@dispute.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only those not decided yet.")
+@db_option
+@json_option
+def dispute_list(open_only: bool, db: str | None, as_json: bool) -> None:
+    """Disputes, oldest first."""
+    rows = with_settlement(db, lambda e: disputes.list_disputes(e, open_only))
+    emit(rows, as_json, ["id", "by", "subject", "status", "text", "resolution", "correction"])
+
+
+@dispute.command("resolve")
+@click.argument("dispute_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--note", required=True, help="How it was decided.")
+@click.option("--correct", "transfer_id", help="Correct this transfer (ledger correct).")
+@click.option("--amount", help="With --correct: the right amount in CNY (none: reversed).")
+@click.option("--ref", help="With --correct: the correction's reference (default dispute-ID).")
+@click.option("--reject", is_flag=True, help="Reject it: nothing changes.")
+@click.option("--by", "actor", default=lambda: os.environ.get("USER") or "operator",
+              help="Who decides (default: $USER).")
+@db_option
+def dispute_resolve(dispute_id: int, note: str, transfer_id: str | None, amount: str | None,
+                    ref: str | None, reject: bool, actor: str, db: str | None) -> None:
+    """Decide a dispute: with --correct TRANSFER [--amount CNY], or --reject."""
+    if reject and transfer_id:
+        fail("--reject and --correct exclude each other")
+    if amount is not None and not transfer_id:
+        fail("--amount goes with --correct TRANSFER")
+    fen = money_error(lambda: parse_cny(amount, "--amount")) if amount is not None else None
+    done = with_settlement(db, lambda e: disputes.resolve(
+        e, dispute_id, actor, note, reject=reject, transfer_id=transfer_id, amount=fen, ref=ref))
+    fixed = f", correction {done['correction']}" if done["correction"] else ""
+    click.echo(f"dispute {dispute_id}: {done['status']} by {actor}{fixed}")

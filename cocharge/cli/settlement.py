@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from cocharge.cli.common import fail
 from cocharge.cli.database import with_store
+from cocharge.settlement.disputes import DisputeError
 from cocharge.settlement.funds import FundsError
 from cocharge.settlement.ledger import LedgerError
 from cocharge.settlement.loyalty import RewardsError
@@ -25,7 +26,7 @@ def with_settlement(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     async def guarded(engine: Any) -> T:
         try:
             return await work(engine)
-        except (SettlementError, LedgerError, FundsError) as exc:
+        except (SettlementError, LedgerError, FundsError, DisputeError) as exc:
             fail(str(exc))
             raise
 

@@ -240,7 +240,7 @@ async def _v16_money_flows(conn: AsyncConnection) -> None:
 
 
 async def _v17_money_states(conn: AsyncConnection) -> None:
-    """Signed ledger checkpoints (issue 29)."""
+    """Signed ledger checkpoints and disputes (issue 29)."""
     await conn.run_sync(metadata.create_all)
 
 

@@ -503,6 +503,23 @@ ledger_checkpoints = Table(
     Column("body", Text, nullable=False),
 )
 
+# A member's or payee's disagreement with a bill or a booking, until an operator resolves it
+# (with a correction: ledger.correct) or rejects it (settlement/disputes.py).
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("opened_by", String(120), nullable=False),
+    Column("subject", String(80), nullable=False),  # "session:<id>" or "transfer:<id>"
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open | resolved | rejected
+    Column("resolution", Text),
+    Column("correction", String(40)),
+    Column("resolved_by", String(120)),
+    Column("opened_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime),
+)
+
 settlements = Table(
     "settlements",
     metadata,

@@ -368,3 +368,37 @@ async def test_a_brand_pays_its_members_quota_and_gets_a_monthly_statement(sqlit
         assert [(x["member"], x["session"]) for x in bill["sessions"]] == [("OEM", free.session_id)]
     finally:
         await engine.dispose()
+
+
+def test_a_dispute_is_resolved_with_a_correction_or_rejected(tmp_path):
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "d.db")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    assert cli("db", "init").returncode == 0
+    assert cli("member", "add", "Hu", "--tag", "HU").returncode == 0
+    assert cli("wallet", "topup", "HU", "100", "--ref", "pay-9").returncode == 0
+    nothing = cli("dispute", "open", "--by", "HU", "--transfer", "topup:nope", "--text", "x")
+    assert nothing.returncode == 2 and "no transfer" in nothing.stderr
+    opened = cli("dispute", "open", "--by", "HU", "--transfer", "topup:pay-9",
+                 "--text", "I paid 120, not 100")
+    assert opened.returncode == 0 and "dispute 1 opened" in opened.stdout
+    assert cli("dispute", "open", "--by", "HU", "--transfer", "topup:pay-9",
+               "--text", "twice").returncode == 0
+    fixed = cli("dispute", "resolve", "1", "--correct", "topup:pay-9", "--amount", "120",
+                "--note", "the bank statement shows 120", "--by", "ops-li")
+    assert fixed.returncode == 0 and "resolved by ops-li, correction dispute-1" in fixed.stdout
+    rejected = cli("dispute", "resolve", "2", "--reject", "--note", "a duplicate")
+    assert rejected.returncode == 0 and "rejected" in rejected.stdout
+    again = cli("dispute", "resolve", "1", "--reject", "--note", "x")
+    assert again.returncode == 2 and "resolved already" in again.stderr
+    shown = json.loads(cli("dispute", "list", "--json").stdout)
+    assert [(d["id"], d["status"], d["correction"]) for d in shown] == [
+        (1, "resolved", "dispute-1"), (2, "rejected", None)]
+    assert json.loads(cli("wallet", "show", "HU", "--json").stdout)["wallet_fen"] == 12000
+    assert cli("dispute", "list", "--open", "--json").stdout.strip() == "[]"
