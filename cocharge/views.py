@@ -110,8 +110,22 @@ def hour_of_week(at: datetime) -> int:
     return local.weekday() * 24 + local.hour
 
 
+async def property_since(engine: AsyncEngine, owner: str) -> dict[str, datetime]:
+    """When each station's terms with the property `owner` began: it sees those stations'
+    sessions from then on, not their earlier history."""
+    async with engine.connect() as conn:
+        bodies = (await conn.execute(select(station_terms.c.station_id, station_terms.c.body))).all()
+    found = {}
+    for station_id, body in bodies:
+        terms = terms_from_json(json.loads(body))
+        if terms.property == owner and terms.property_since is not None:
+            found[station_id] = terms.property_since
+    return found
+
+
 async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
-                    account: str | None, days: int = 30) -> dict[str, Any]:
+                    account: str | None, days: int = 30,
+                    from_when: dict[str, datetime] | None = None) -> dict[str, Any]:
     """The money and use of these stations (None: every station) over the last `days`: sessions, kWh, what
     drivers paid and what `account` earned (its share of each split), revenue by day,
     utilisation by hour of week (share of the connectors' time spent charging), and what the
@@ -139,6 +153,8 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
     count = energy = billed = unpaid = earned = 0
     now = utcnow()
     for r in rows:
+        if from_when and r.station_id in from_when and r.started_at < from_when[r.station_id]:
+            continue  # before the viewer's terms with this station began
         count += 1
         energy += int(r.energy_wh or 0)
         billed += int(r.payable_fen or 0)

@@ -207,7 +207,16 @@ class Api:
         scope = None if who.role == "member" else await self.scope(who)
         rows = await registry.list_sessions(self.engine, station_id, active=active, since=since,
                                             tag=tag, limit=limit, station_ids=scope)
+        if who.role == "property":
+            rows = await self._from_terms(who, rows)
         return await views.priced(self.engine, rows)
+
+    async def _from_terms(self, who: Principal, rows: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+        """A property sees a station's sessions from the day its terms began, not before."""
+        since = await views.property_since(self.engine, who.owner or "")
+        return [r for r in rows if r["station"] not in since
+                or _started(r) >= since[r["station"]]]
 
     async def session(self, who: Principal, session_id: int) -> dict[str, Any]:
         shown = await views.session_detail(self.engine, session_id)
@@ -219,6 +228,8 @@ class Api:
         else:
             scope = await self.scope(who)
             if scope is not None and shown["station"] not in scope:
+                raise not_found(f"session {session_id}")
+            if who.role == "property" and not await self._from_terms(who, [shown]):
                 raise not_found(f"session {session_id}")
         return shown
 
@@ -356,7 +367,10 @@ class Api:
     async def dashboard(self, who: Principal, days: int) -> dict[str, Any]:
         if who.role == "member":
             raise forbidden("member has no dashboard: see /api/v1/members/{tag}")
-        shown = await views.dashboard(self.engine, await self.scope(who), self.account(who), days)
+        since = (await views.property_since(self.engine, who.owner or "")
+                 if who.role == "property" else None)
+        shown = await views.dashboard(self.engine, await self.scope(who), self.account(who), days,
+                                      since)
         shown["role"], shown["owner"] = who.role, who.owner
         return shown
 
@@ -387,3 +401,11 @@ def parse_time(text: str | None, what: str) -> datetime | None:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+def _started(row: dict[str, Any]) -> datetime:
+    """A listed session's start (naive UTC), as the lists give it."""
+    value = row.get("started") or row.get("started_at")
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).rstrip("Z"))

@@ -137,8 +137,9 @@ def terms_from_json(data: dict[str, Any]) -> SplitTerms:
     for key in ("platform_pct", "green_platform_pct", "property_pct"):
         if key in values:
             values[key] = Decimal(values[key])
-    if values.get("onboarded_at"):
-        values["onboarded_at"] = datetime.fromisoformat(values["onboarded_at"])
+    for key in ("onboarded_at", "property_since"):
+        if values.get(key):
+            values[key] = datetime.fromisoformat(values[key])
     return SplitTerms(**values)
 
 
@@ -162,6 +163,8 @@ async def set_terms(engine: AsyncEngine, station_id: str, changes: dict[str, Any
             raise SettlementError(f"no station {station_id!r}: see `cocharge station list`")
         body = await conn.scalar(select(station_terms.c.body).where(station_terms.c.station_id == station_id))
         current = terms_from_json(json.loads(body)) if body else SplitTerms()
+        if changes.get("property") and changes["property"] != current.property:
+            changes = {**changes, "property_since": utcnow().replace(microsecond=0)}
         try:
             terms = replace(current, **changes).check()
         except MoneyError as exc:

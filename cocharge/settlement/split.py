@@ -23,6 +23,9 @@ class SplitTerms:
     host: str | None = None                  # account names of the parties
     property: str | None = None
     operator: str | None = None
+    # When the property's terms began: the property sees the station's sessions from then on,
+    # never its earlier history (set when the property is named or changed).
+    property_since: datetime | None = None
 
     def check(self) -> SplitTerms:
         if self.model not in ("host", "property"):

@@ -309,3 +309,31 @@ async def test_a_member_sees_only_its_own_balances(sqlite_url):
             Transfer("t2", "clearing:sessions", "host:bob", 300, kind="split", ref="s1")], "b1")
         status, rows = await Client(base(node), key).get("/api/v1/balances")
         assert status == 200 and [r["account"] for r in rows] == ["wallet:bob"]
+
+
+async def test_a_property_attached_later_sees_only_sessions_from_its_terms_on(sqlite_url):
+    """A host's wallbox joins a property's scheme: the property sees its sessions from that
+    day, never the host's earlier sessions, driver tags or split."""
+    from datetime import timedelta
+
+    from cocharge.store.db import utcnow
+    from tests.settlement.test_settle import insert_session
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        await register(node, "J1", tags=("T1",))
+        before = await insert_session(node.engine, "J1", "T1", 3000,
+                                      utcnow() - timedelta(days=3))
+        await settle.settle_session(node.engine, before)
+        await settle.set_terms(node.engine, "J1", {"model": "property", "property": "Later",
+                                                   "operator": "installer"})
+        after = await insert_session(node.engine, "J1", "T1", 2000, utcnow(), minutes=30)
+        await settle.settle_session(node.engine, after)
+        later = Client(base(node), await create_key(node.engine, "Later", "property", "Later"))
+        ops = Client(base(node), await create_key(node.engine, "ops", "operator", None))
+        assert {s["id"] for s in (await ops.get("/api/v1/sessions"))[1]} == {before, after}
+        status, seen = await later.get("/api/v1/sessions")
+        assert status == 200 and [s["id"] for s in seen] == [after]
+        assert (await later.get(f"/api/v1/sessions/{before}"))[0] == 404
+        assert (await later.get(f"/api/v1/sessions/{after}"))[0] == 200
+        status, board = await later.get("/api/v1/dashboard?days=7")
+        assert status == 200 and board["sessions"] == 1
