@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -143,8 +144,13 @@ def payout_run(day: str | None, minimum: str | None, path: str | None, db: str |
     target = Path(path or f"payouts-{when.isoformat()}.csv")
     if not target.parent.is_dir():
         fail(f"--file {target}: no folder {target.parent}")
-    run = with_money(db, lambda e: payouts.run(e, when, least))
-    target.write_text(payouts.payment_file(run.lines), encoding="utf-8")
+
+    async def work(engine: Any) -> tuple[Any, dict[str, Any] | None]:
+        return await payouts.run(engine, when, least), await checkpoints.latest(engine)
+
+    run, checkpoint = with_money(db, work)
+    target.write_text(payouts.payment_file(run.lines, checkpoint["id"] if checkpoint else None),
+                      encoding="utf-8")
     if as_json:
         click.echo(json.dumps({"date": when.isoformat(), "new": run.new, "file": str(target),
                                "lines": run.lines, "total_fen": run.total_fen,

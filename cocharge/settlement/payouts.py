@@ -149,15 +149,17 @@ async def run(engine: AsyncEngine, day: date, minimum_fen: int | None = None) ->
     return result
 
 
-def payment_file(lines: list[dict[str, Any]]) -> str:
-    """The CSV a bank or payment provider takes as a batch (docs/payouts.md)."""
+def payment_file(lines: list[dict[str, Any]], checkpoint: str | None = None) -> str:
+    """The CSV a bank or payment provider takes as a batch (docs/payouts.md); `checkpoint`,
+    the id of the newest signed ledger checkpoint, goes into each line's memo."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(FILE_COLUMNS)
     for line in lines:
         writer.writerow([line["ref"], line["date"], line["payee_name"], line["method"],
                          line["bank"], line["number"], fmt(int(line["amount_fen"])), "CNY",
-                         line["account"], f"cocharge payout {line['ref']}"])
+                         line["account"], f"cocharge payout {line['ref']}"
+                         + (f"; ledger checkpoint {checkpoint}" if checkpoint else "")])
     return out.getvalue()
 
 
