@@ -10,17 +10,18 @@ import sys
 import pytest
 
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from tests import forked_cli
 
 
 def cocharge(*args: str, db: str, timeout: float = 60,
              init: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the CLI on `db`. A SQLite file not there yet is first created as an operator does,
-    with `cocharge db init` (`init=False`: run on it as it is)."""
+    """Run the CLI on `db`, in a process of its own (tests/forked_cli.py). A SQLite file not
+    there yet is first created as an operator does, with `cocharge db init` (`init=False`:
+    run on it as it is)."""
     if init and "://" not in db and not os.path.exists(db):
-        subprocess.run([sys.executable, "-m", "cocharge.cli", "db", "init", "--db", db],
-                       capture_output=True, text=True, timeout=timeout, check=True)
-    return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
-                          capture_output=True, text=True, timeout=timeout)
+        made = forked_cli.run(["db", "init", "--db", db], timeout=timeout)
+        assert made.returncode == 0, made.stderr
+    return forked_cli.run([*args, "--db", db], timeout=timeout)
 
 
 def test_station_and_member_management(tmp_path):

@@ -9,17 +9,16 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from datetime import datetime
 
 from cocharge.settlement import funds, ledger
 from cocharge.stations import registry
 from cocharge.store.db import GENESIS_HASH, open_store
+from tests import forked_cli
 
 
 def cli(*args: str, db: str, cwd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db], cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return forked_cli.run([*args, "--db", db], cwd=cwd)
 
 
 async def a_ledger(db: str) -> None:

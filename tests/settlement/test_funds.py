@@ -23,6 +23,7 @@ from cocharge.settlement.tariff import simple_tariff
 from cocharge.stations import registry
 from cocharge.store.db import open_store, utcnow
 from cocharge.store.schema import sessions, station_events
+from tests import forked_cli
 from tests.conftest import settings, simulated, until
 from tests.settlement.test_settle import insert_session
 
@@ -217,7 +218,6 @@ def test_a_flagged_session_is_reviewed_billed_or_voided(tmp_path):
     """A 7 kW station's session that delivered more than 7 kW can is flagged and never billed
     by itself: its hold goes back; the operator bills or voids it, with a note, on record."""
     import subprocess
-    import sys
 
     db = str(tmp_path / "r.db")
 
@@ -250,8 +250,7 @@ def test_a_flagged_session_is_reviewed_billed_or_voided(tmp_path):
     billed, voided = asyncio.run(setup())
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return forked_cli.run([*args, "--db", db])
 
     missing = cli("sessions", "review", str(billed), "--note", "checked")
     assert missing.returncode == 2 and "--bill or --void" in missing.stderr
@@ -285,14 +284,11 @@ def test_corrections_and_withdrawals_never_edit_the_ledger(tmp_path):
     its money back through the payout file; nothing is edited, the chain stays intact."""
     import csv
     import subprocess
-    import sys
 
     db = str(tmp_path / "c.db")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
-                              capture_output=True, text=True, timeout=60, check=False,
-                              cwd=tmp_path)
+        return forked_cli.run([*args, "--db", db], cwd=str(tmp_path))
 
     assert cli("db", "init").returncode == 0
     assert cli("member", "add", "Fay", "--tag", "FAY").returncode == 0
@@ -372,13 +368,11 @@ async def test_a_brand_pays_its_members_quota_and_gets_a_monthly_statement(sqlit
 
 def test_a_dispute_is_resolved_with_a_correction_or_rejected(tmp_path):
     import subprocess
-    import sys
 
     db = str(tmp_path / "d.db")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", db],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return forked_cli.run([*args, "--db", db])
 
     assert cli("db", "init").returncode == 0
     assert cli("member", "add", "Hu", "--tag", "HU").returncode == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -22,6 +21,7 @@ from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.store.db import open_store, utcnow
 from cocharge.store.schema import charge_groups, group_members, sessions, settlements
+from tests import forked_cli
 from tests.conftest import settings, ws_url
 
 
@@ -95,8 +95,7 @@ async def test_a_crash_before_settlement_is_healed_by_cocharge_settle(sqlite_url
         assert await settle.unsettled(node.engine) != []
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cocharge.cli", *args, "--db", sqlite_url],
-                              capture_output=True, text=True, timeout=60)
+        return forked_cli.run([*args, "--db", sqlite_url])
 
     first = cli("settle")
     assert first.returncode == 0 and "1 sessions settled" in first.stdout, first.stderr
