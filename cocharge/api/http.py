@@ -99,6 +99,12 @@ class MemberIn(BaseModel):
     household: str | None = Field(default=None, max_length=20)
 
 
+class DisputeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_id: int = Field(ge=1, le=2**63 - 1, description="The disputed session")
+    text: str = Field(min_length=1, max_length=2000, description="What is wrong")
+
+
 class BookingIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     station: str
@@ -253,6 +259,17 @@ def build_app(api: Api) -> FastAPI:
     async def cancel(p: Who, booking_id: int) -> Response:
         await api.cancel_booking(p, booking_id)
         return Response(status_code=204)
+
+    @app.post("/api/v1/disputes", tags=["money"], status_code=201,
+              summary="Dispute a session's bill (a member: its own; a host or property: its "
+                      "stations'); an operator resolves it (`cocharge dispute resolve`)")
+    async def open_dispute(p: Who, body: DisputeIn) -> dict[str, Any]:
+        return await api.open_dispute(p, body.session_id, body.text)
+
+    @app.get("/api/v1/disputes", tags=["money"],
+             summary="Disputes (operator: all; others: those they opened)")
+    async def list_disputes(p: Who) -> list[dict[str, Any]]:
+        return await api.disputes(p)
 
     @app.get("/api/v1/groups", tags=["bookings"], summary="Group-charging slots in scope")
     async def groups(p: Who) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from cocharge import views
 from cocharge.api.keys import Principal
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
-from cocharge.settlement import funds
+from cocharge.settlement import disputes, funds
 from cocharge.stations import registry, sharing
 from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
 
@@ -328,6 +328,24 @@ class Api:
         return [g for g in rows if scope is None or g["station"] in scope]
 
     # --- money ------------------------------------------------------------------------------
+
+    def _who_disputes(self, who: Principal) -> str:
+        return {"member": who.owner, "host": f"host:{who.owner}",
+                "property": f"property:{who.owner}"}.get(who.role) or "operator"
+
+    async def open_dispute(self, who: Principal, session_id: int, text: str) -> dict[str, Any]:
+        """A member disputes its own session, a host or property one at its stations."""
+        await self.session(who, session_id)  # 404 unless `who` may see it
+        try:
+            number = await disputes.open_dispute(self.engine, self._who_disputes(who),
+                                                 f"session:{session_id}", text)
+        except disputes.DisputeError as exc:
+            raise ApiError(400, str(exc)) from None
+        return (await disputes.list_disputes(self.engine, dispute_id=number))[0]
+
+    async def disputes(self, who: Principal) -> list[dict[str, Any]]:
+        rows = await disputes.list_disputes(self.engine)
+        return rows if who.operator else [d for d in rows if d["by"] == self._who_disputes(who)]
 
     async def tariff(self, who: Principal, station_id: str) -> dict[str, Any]:
         from cocharge.settlement import settle

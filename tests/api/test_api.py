@@ -337,3 +337,28 @@ async def test_a_property_attached_later_sees_only_sessions_from_its_terms_on(sq
         assert (await later.get(f"/api/v1/sessions/{after}"))[0] == 200
         status, board = await later.get("/api/v1/dashboard?days=7")
         assert status == 200 and board["sessions"] == 1
+
+
+async def test_a_member_and_a_host_dispute_their_sessions_and_the_operator_sees_them(sqlite_url):
+    from datetime import timedelta
+
+    from cocharge.store.db import utcnow
+    from tests.settlement.test_settle import insert_session
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        mine = await insert_session(node.engine, "H1", "T1", 3000, utcnow() - timedelta(hours=2))
+        theirs = await insert_session(node.engine, "P1", "T2", 3000, utcnow() - timedelta(hours=1))
+        member = Client(base(node), keys["member"])
+        host = Client(base(node), keys["host"])
+        ops = Client(base(node), keys["operator"])
+        status, opened = await member.post("/api/v1/disputes",
+                                           {"session_id": mine, "text": "I was not there"})
+        assert status == 201 and opened["by"] == "T1" and opened["status"] == "open"
+        assert (await member.post("/api/v1/disputes", {"session_id": theirs, "text": "x"}))[0] == 404
+        assert (await member.post("/api/v1/disputes", {"session_id": mine, "text": ""}))[0] == 422
+        status, also = await host.post("/api/v1/disputes",
+                                       {"session_id": mine, "text": "the price was wrong"})
+        assert status == 201 and also["by"] == "host:bob"
+        assert [d["id"] for d in (await member.get("/api/v1/disputes"))[1]] == [opened["id"]]
+        assert len((await ops.get("/api/v1/disputes"))[1]) == 2
