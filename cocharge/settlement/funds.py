@@ -36,7 +36,7 @@ from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
 from cocharge.store.db import utcnow
-from cocharge.store.schema import ledger_transfers, members, sessions
+from cocharge.store.schema import ledger_transfers, members
 
 HOLD = "hold"        # kind of the transfer that holds a session's money
 RELEASE = "hold-release"
@@ -163,24 +163,6 @@ def shares_of(amount_fen: int, parts: list[tuple[str, int]]) -> list[int]:
     for i in sorted(range(len(parts)), key=lambda i: -(raw[i] % total))[:amount_fen - sum(base)]:
         base[i] += 1
     return base
-
-
-async def void_holds(engine: AsyncEngine) -> int:
-    """Release the holds of sessions that will not be billed as they stand (flagged for
-    review); returns how many. Idempotent."""
-    done = 0
-    async with engine.begin() as conn:
-        flagged = (await conn.execute(select(sessions.c.id, sessions.c.id_tag)
-                                      .where(sessions.c.status == "flagged"))).all()
-        for row in flagged:
-            held = await held_for(conn, row.id)
-            if held:
-                await ledger.post(conn, [Transfer(
-                    f"{hold_id(row.id)}:end", f"held:{row.id_tag}", f"wallet:{row.id_tag}", held,
-                    kind=RELEASE, ref=str(row.id), memo="hold voided: the session is under review")],
-                    f"void:{row.id}")
-                done += 1
-    return done
 
 
 # --- money that comes in later -----------------------------------------------------------------

@@ -411,13 +411,10 @@ async def _sponsors(conn: AsyncConnection, tag: str, at: datetime,
 
 
 async def _void_hold(conn: AsyncConnection, row: Any, why: str) -> None:
-    """Give a session's held money back to its wallet (once)."""
-    held = await funds.held_for(conn, row.id)
-    if held:
-        await ledger.post(conn, [Transfer(f"hold:{row.id}:end", f"held:{row.id_tag}",
-                                          f"wallet:{row.id_tag}", held, kind=funds.RELEASE,
-                                          ref=str(row.id), memo=f"hold voided: {why}")],
-                          f"void:{row.id}")
+    """Give a session's held money back to its wallet (once): nothing of it is taken."""
+    legs = funds.hold_legs(row.id, row.id_tag, await funds.held_for(conn, row.id), 0)
+    if legs:
+        await ledger.post(conn, [replace(legs[0], memo=f"hold voided: {why}")], f"void:{row.id}")
 
 
 async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note: str, actor: str,
