@@ -584,8 +584,10 @@ class StationConnection:
             await self._send(frame)
             return await self._answer
         finally:
-            if not self._answer.done():
-                self.rpc.abandon()  # timed out or cancelled: a late answer is dropped
+            # Timed out or cancelled (a cancelled wait cancels the future: done, no result):
+            # the call is released, a late answer dropped, the next call may go out.
+            if not self._answer.done() or self._answer.cancelled():
+                self.rpc.abandon()
             self._answer = None
 
 

@@ -112,9 +112,18 @@ async def test_station_that_never_answers_times_out(node):
     from tests.conftest import raw_station
 
     await register(node, "MUTE")
-    await raw_station(node, "MUTE")  # boots, then never answers a call
+    station = await raw_station(node, "MUTE")  # boots, then does not answer a call
     answer = await ask(node, "MUTE", "clear-cache")
     assert not answer["ok"] and answer["error"] == "timeout"
+    # The timed-out call is released (OCPP-J allows the next call once one has timed out):
+    # the next command goes out, and an answer to it is taken.
+    await station.answer()  # the unanswered ClearCache, read and ignored
+    asked = asyncio.create_task(ask(node, "MUTE", "trigger", message="Heartbeat"))
+    call = await station.answer()
+    assert call[0] == 2 and call[2] == "TriggerMessage"
+    await station.ws.send(f'[3, "{call[1]}", {{"status": "Accepted"}}]')
+    answer = await asked
+    assert answer["ok"] and answer["status"] == "Accepted", answer
 
 
 async def test_remote_call_sends_any_call_of_the_version_checked_first(node, wallbox):
