@@ -48,15 +48,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _admits(rules: SharingRules, member: policy.Member) -> bool:
     """May this member charge here at some time (hours and bookings aside)?"""
-    if member.tag in rules.owner_tags:
-        return True
-    if ((rules.allowed_tags or rules.allowed_groups) and member.tag not in rules.allowed_tags
-            and not (member.groups & rules.allowed_groups)):
-        return False
-    if rules.allowed_models and (member.vehicle_model or "") not in rules.allowed_models:
-        return False
-    return not (rules.min_credit and member.credit is not None
-                and member.credit < rules.min_credit)
+    return policy.member_refusal(rules, member) is None
 
 
 class Members:

@@ -242,6 +242,14 @@ def may_charge(rules: SharingRules, bookings: Sequence[Booking], member: Member,
     closed = closed_reason(rules, now)
     if closed is not None:
         return Decision(False, closed, Verdict.NOT_AT_THIS_TIME)
+    return member_refusal(rules, member) or Decision(True, "open to members")
+
+
+def member_refusal(rules: SharingRules, member: Member) -> Decision | None:
+    """Whom the owner shares with (tags, groups, vehicle models, credit), whatever the hour:
+    the refusal, or None. One place for the charger, bookings and local lists."""
+    if member.tag in rules.owner_tags:
+        return None
     if ((rules.allowed_tags or rules.allowed_groups) and member.tag not in rules.allowed_tags
             and not (member.groups & rules.allowed_groups)):
         return Decision(False, "the owner does not share this charger with this member",
@@ -253,7 +261,7 @@ def may_charge(rules: SharingRules, bookings: Sequence[Booking], member: Member,
     if rules.min_credit and member.credit is not None and member.credit < rules.min_credit:
         return Decision(False, f"credit score {member.credit} is below the {rules.min_credit} "
                         "the owner requires", Verdict.NOT_AT_THIS_LOCATION)
-    return Decision(True, "open to members")
+    return None
 
 
 def may_charge_any(rules: SharingRules, bookings: Sequence[Booking], member: Member,
@@ -284,10 +292,14 @@ def lock_state(rules: SharingRules, bookings: Sequence[Booking], connector_id: i
 
 
 def check_booking(rules: SharingRules, existing: Sequence[Booking], new: Booking,
-                  now: datetime, connectors: int) -> None:
-    """Raise RuleError unless `new` can be booked: in the future, open, free."""
+                  now: datetime, connectors: int, member: Member | None = None) -> None:
+    """Raise RuleError unless `new` can be booked: by a member the owner shares with, in the
+    future, open, free."""
     if not rules.bookings:
         raise RuleError("the owner does not accept bookings at this station")
+    refused = member_refusal(rules, member) if member is not None else None
+    if refused is not None:
+        raise RuleError(f"{member.tag if member else ''}: {refused.reason}")
     if not 1 <= new.connector_id <= connectors:
         raise RuleError(f"the station has connectors 1..{connectors}, not {new.connector_id}")
     if new.end <= new.start:

@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.hours import RuleError
+from cocharge.settlement import loyalty
 from cocharge.stations import policy
 from cocharge.stations.policy import Booking, Member, SharingRules
 from cocharge.stations.registry import RegistryError, _iso
@@ -181,9 +182,13 @@ async def add_booking(engine: AsyncEngine, station_id: str, connector_id: int, t
         rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
         existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
         existing += await _group_holds(conn, station_id, start, end, station.connectors)
+        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
+        member = member_of(row) if row is not None else Member(tag)
+        if rules.min_credit:
+            member = replace(member, credit=await loyalty.credit_score(conn, tag))
         try:
             policy.check_booking(rules, existing, Booking(0, connector_id, tag, start, end), now,
-                                 station.connectors)
+                                 station.connectors, member)
         except RuleError as exc:
             raise _fail(exc) from exc
         return int((await conn.execute(insert(bookings).values(

@@ -125,3 +125,22 @@ def test_member_update_and_remote_limits_are_checked(tmp_path):
     assert bad.returncode == 2 and "--budget" in bad.stderr
     bad = cocharge("remote", "start", "CP1", "--tag", "BOB", "--expires", "soon", db=db)
     assert bad.returncode == 2 and "duration" in bad.stderr
+
+
+def test_a_booking_is_refused_to_a_member_the_owner_does_not_share_with(tmp_path):
+    """The same rule as at the charger: a member outside the allowed groups and models
+    cannot book the charger either (it could then charge at the booked time)."""
+    db = str(tmp_path / "c.db")
+    assert cocharge("station", "add", "WB0001", db=db).returncode == 0
+    for name, tag in (("Bob", "BOB002"), ("Ann", "ANN001")):
+        assert cocharge("member", "add", name, "--tag", tag, db=db).returncode == 0
+    assert cocharge("member", "update", "ANN001", "--groups", "block-7", "--vehicle",
+                    "BYD Dolphin", db=db).returncode == 0
+    assert cocharge("station", "rules", "WB0001", "--allow-group", "block-7", "--allow-model",
+                    "BYD Dolphin", db=db).returncode == 0
+    slot = ["--from", "2027-06-05T19:00", "--to", "2027-06-05T20:00"]
+    refused = cocharge("booking", "add", "WB0001", "--tag", "BOB002", *slot, db=db)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "BOB002: the owner does not share this charger with this member" in refused.stderr
+    assert cocharge("booking", "add", "WB0001", "--tag", "ANN001", *slot, db=db).returncode == 0
+    assert len(json.loads(cocharge("booking", "list", "--json", db=db).stdout)) == 1
