@@ -15,7 +15,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,7 +87,8 @@ class CommandIn(BaseModel):
                          "`remote` set, with dashes)", examples=["start"])
     args: dict[str, Any] = Field(default_factory=dict, examples=[{"tag": "T1",
                                                                    "connector_id": 1}])
-    expires_s: float | None = Field(default=None, gt=0, description="An offline station gets "
+    expires_s: float | None = Field(default=None, gt=0, le=30 * 86400,
+                                    description="An offline station gets "
                                     "the command at its next boot unless this many seconds pass")
 
 
@@ -155,6 +156,8 @@ def build_app(api: Api) -> FastAPI:
 
     Who = Annotated[Principal, Depends(who)]
     Limit = Annotated[int, Query(ge=1, le=10_000)]
+    # Ids are 64-bit in the database: a larger number is the client's mistake (422), not ours.
+    Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
     @app.get("/api/v1/me", tags=["keys"], summary="The key's role and owner")
     async def me(p: Who) -> dict[str, Any]:
@@ -175,7 +178,8 @@ def build_app(api: Api) -> FastAPI:
     @app.get("/api/v1/stations/{station_id}/frames", tags=["stations"],
              summary="The station's last OCPP frames, oldest first")
     async def frames(p: Who, station_id: str, limit: Limit = 100,
-                     after: Annotated[int | None, Query(ge=0)] = None) -> list[dict[str, Any]]:
+                     after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None
+                     ) -> list[dict[str, Any]]:
         return await api.frames(p, station_id, limit, after)
 
     @app.post("/api/v1/stations/{station_id}/commands", tags=["stations"],
@@ -210,7 +214,7 @@ def build_app(api: Api) -> FastAPI:
 
     @app.get("/api/v1/sessions/{session_id}", tags=["sessions"],
              summary="One session with its bill and split")
-    async def session(p: Who, session_id: int) -> dict[str, Any]:
+    async def session(p: Who, session_id: Id) -> dict[str, Any]:
         return await api.session(p, session_id)
 
     @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
@@ -256,7 +260,7 @@ def build_app(api: Api) -> FastAPI:
 
     @app.delete("/api/v1/bookings/{booking_id}", tags=["bookings"], status_code=204,
                 summary="Cancel a booking")
-    async def cancel(p: Who, booking_id: int) -> Response:
+    async def cancel(p: Who, booking_id: Id) -> Response:
         await api.cancel_booking(p, booking_id)
         return Response(status_code=204)
 

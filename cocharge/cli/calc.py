@@ -12,6 +12,7 @@ import click
 
 from cocharge.charts import bars, standalone
 from cocharge.cli.common import (
+    FiniteRange,
     db_option,
     fail,
     json_option,
@@ -32,7 +33,7 @@ def calc() -> None:
 
 
 @calc.command("revenue")
-@click.option("--power-kw", required=True, type=click.FloatRange(1, 400),
+@click.option("--power-kw", required=True, type=FiniteRange(1, 400),
               help="Charger power: 7, 11, 22 (AC) or more (DC).")
 @click.option("--open", "windows", multiple=True,
               help="Opening window, repeatable: 'mon-fri 19:00-23:00' (default: always open).")

@@ -58,8 +58,9 @@ def parse_duration(text: str) -> float:
         seconds = float(value[:-1] if factor else value) * (factor or 1)
     except ValueError:
         seconds = -1
-    if seconds <= 0:
-        raise click.BadParameter(f"{text!r} is not a duration: write 90s, 30m, 1h or 2d")
+    if not 0 < seconds <= 30 * 86400:  # NaN and inf fail too
+        raise click.BadParameter(f"{text!r} is not a duration up to 30 days: write 90s, 30m, "
+                                 "1h or 2d")
     return seconds
 
 

@@ -130,3 +130,19 @@ def day_date(text: str | None, option: str) -> date | None:
     except ValueError:
         fail(f"{option} {text!r}: write a date as YYYY-MM-DD")
         raise
+
+
+# Ids are 64-bit in the database; a larger number is refused as a bad option, not a crash.
+ID = click.IntRange(1, 2**63 - 1)
+ID0 = click.IntRange(0, 2**63 - 1)
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange that refuses NaN and infinity (they pass every comparison's `not`)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

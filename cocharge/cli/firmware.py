@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cocharge.cli.common import (
+    ID,
     db_option,
     emit,
     fail,
@@ -82,7 +83,7 @@ def firmware_add(path: str, version: str, signature: str | None,
 
 
 @firmware_group.command("campaign")
-@click.option("--file", "file_id", type=int, help="A file of `cocharge firmware add`.")
+@click.option("--file", "file_id", type=ID, help="A file of `cocharge firmware add`.")
 @click.option("--url", help="Or where stations download it (http, https or ftp).")
 @click.option("--version", "version", required=True, help="The version stations report after it.")
 @click.option("--vendor", help="Stations of this vendor (glob, e.g. 'Acme*').")
@@ -111,7 +112,7 @@ def firmware_campaign(file_id: int | None, url: str | None, version: str, vendor
 
 
 @firmware_group.command("status")
-@click.argument("campaign_id", type=int, required=False)
+@click.argument("campaign_id", type=ID, required=False)
 @db_option
 @json_option
 def firmware_status(campaign_id: int | None, db: str | None, as_json: bool) -> None:

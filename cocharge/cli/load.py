@@ -10,6 +10,7 @@ import click
 
 from cocharge.cli.channel import remote_call, remote_command
 from cocharge.cli.common import (
+    ID,
     db_option,
     emit,
     fail,
@@ -287,7 +288,7 @@ PURPOSE_CHOICE = click.Choice(["TxProfile", "TxDefaultProfile", "ChargePointMaxP
 @click.option("--valid-from")
 @click.option("--valid-to")
 @click.option("--recurrency", type=click.Choice(["Daily", "Weekly"]))
-@click.option("--session", "session_id", type=click.IntRange(1), help="TxProfile: its session.")
+@click.option("--session", "session_id", type=ID, help="TxProfile: its session.")
 @click.option("--number-phases", type=click.IntRange(1, 3))
 def remote_set_charging_profile(station_id: str, connector_id: int, purpose: str, limits: str,
                                 unit: str, profile_id: int, stack_level: int, kind: str,

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 
 from cocharge.cli.common import (
+    ID,
+    FiniteRange,
     day_time,
     db_option,
     emit,
@@ -406,7 +408,7 @@ def settle(since: str | None, db: str | None, as_json: bool) -> None:
 # --- the liability report -------------------------------------------------------------------
 
 @ledger_group.command("liabilities")
-@click.option("--fail-under", "fail_under", type=click.FloatRange(0, 1000),
+@click.option("--fail-under", "fail_under", type=FiniteRange(0, 1000),
               help="Exit 1 when a coverage (cash, pool reserve) is below RATIO (e.g. 1.0): for cron and "
                    "monitoring.")
 @db_option
@@ -440,7 +442,7 @@ def dispute() -> None:
 
 @dispute.command("open")
 @click.option("--by", "opened_by", required=True, help="Who disputes: a member tag or an account.")
-@click.option("--session", "session_id", type=click.IntRange(1, 2**63 - 1), help="A session.")
+@click.option("--session", "session_id", type=ID, help="A session.")
 @click.option("--transfer", "transfer_id", help="Or a ledger transfer's id.")
 @click.option("--text", required=True, help="What is wrong.")
 @db_option
@@ -465,7 +467,7 @@ def dispute_list(open_only: bool, db: str | None, as_json: bool) -> None:
 
 
 @dispute.command("resolve")
-@click.argument("dispute_id", type=click.IntRange(1, 2**63 - 1))
+@click.argument("dispute_id", type=ID)
 @click.option("--note", required=True, help="How it was decided.")
 @click.option("--correct", "transfer_id", help="Correct this transfer (ledger correct).")
 @click.option("--amount", help="With --correct: the right amount in CNY (none: reversed).")

@@ -11,6 +11,9 @@ import click
 
 from cocharge.cli.channel import remote_call, remote_command
 from cocharge.cli.common import (
+    ID,
+    ID0,
+    FiniteRange,
     cny_to_fen,
     fail,
 )
@@ -49,7 +52,7 @@ def _remote(name: str, help_text: str) -> Callable[[Callable[..., Any]], click.C
 @click.option("--tag", required=True)
 @click.option("--connector", type=click.IntRange(1, 64))
 @click.option("--budget", help="Prepaid budget in CNY, e.g. 20 or 12.50.")
-@click.option("--energy-kwh", type=click.FloatRange(0.001, 1000), help="Stop after this energy.")
+@click.option("--energy-kwh", type=FiniteRange(0.001, 1000), help="Stop after this energy.")
 @click.option("--quota-only", is_flag=True, help="Stop when the member's free quota is used up.")
 def remote_start(station_id: str, tag: str, connector: int | None, budget: str | None,
                  energy_kwh: float | None, quota_only: bool, db: str | None, as_json: bool,
@@ -65,7 +68,7 @@ def remote_start(station_id: str, tag: str, connector: int | None, budget: str |
 
 
 @_remote("stop", "Remote stop of a session (its id in `cocharge sessions list`).")
-@click.option("--session", "session_id", required=True, type=click.IntRange(1))
+@click.option("--session", "session_id", required=True, type=ID)
 def remote_stop(station_id: str, session_id: int, db: str | None, as_json: bool,
         expires: float | None) -> None:
     remote_call(db, station_id, "stop", {"session_id": session_id}, as_json, expires)
@@ -139,7 +142,7 @@ def remote_set_variables(station_id: str, assignments: tuple[str, ...], db: str 
 
 @_remote("get-transaction-status", "2.0.1: is the session still running at the station, and "
          "does it hold messages not yet sent?")
-@click.option("--session", "session_id", type=int, help="A session of `cocharge sessions list` "
+@click.option("--session", "session_id", type=ID, help="A session of `cocharge sessions list` "
               "(without: only whether any message is queued).")
 def remote_get_transaction_status(station_id: str, session_id: int | None, db: str | None,
                                   as_json: bool, expires: float | None) -> None:
@@ -190,7 +193,7 @@ def remote_get_log(station_id: str, log_type: str, oldest: str | None, latest: s
          "campaign`); its FirmwareStatusNotifications show in `station show` and `station "
          "events --kind firmware`.")
 @click.option("--location", help="Where the station downloads the image (http, https, ftp).")
-@click.option("--file", "file_id", type=int, help="Or a file of `cocharge firmware add`, "
+@click.option("--file", "file_id", type=ID, help="Or a file of `cocharge firmware add`, "
               "served by the gateway (its signature, if any, goes with it).")
 @click.option("--retries", type=click.IntRange(0, 100), help="Download attempts (OCPP retries).")
 @click.option("--retry-interval", type=click.IntRange(0, 86400), help="Seconds between attempts.")
@@ -270,7 +273,7 @@ def remote_set_network_profile(station_id: str, configuration_slot: int, ocpp_cs
               help="0 Danger … 9 Debug.")
 @click.option("--evse", type=click.IntRange(1, 64), help="The component of this EVSE.")
 @click.option("--transaction", is_flag=True, help="Only during a transaction.")
-@click.option("--id", "monitor_id", type=click.IntRange(0), help="Replace this monitor.")
+@click.option("--id", "monitor_id", type=ID0, help="Replace this monitor.")
 def remote_set_variable_monitoring(station_id: str, variable: str, monitor_type: str,
                                    value: float, severity: int, evse: int | None,
                                    transaction: bool, monitor_id: int | None, db: str | None,
@@ -300,7 +303,7 @@ def remote_set_monitoring_level(station_id: str, severity: int, db: str | None, 
 
 
 @_remote("clear-variable-monitoring", "2.0.1: remove monitors by id (`station monitors ID`).")
-@click.argument("ids", nargs=-1, required=True, type=click.IntRange(0))
+@click.argument("ids", nargs=-1, required=True, type=ID0)
 def remote_clear_variable_monitoring(station_id: str, ids: tuple[int, ...], db: str | None,
                                      as_json: bool, expires: float | None) -> None:
     remote_call(db, station_id, "clear-variable-monitoring", {"ids": list(ids)}, as_json, expires)
@@ -395,7 +398,7 @@ def remote_data_transfer(station_id: str, vendor: str, message_id: str | None, d
 @click.option("--language", help="RFC 5646, e.g. zh-CN.")
 @click.option("--from", "start", help="Shown from (ISO 8601, UTC).")
 @click.option("--until", "end", help="Shown until (ISO 8601, UTC).")
-@click.option("--session", "session_id", type=click.IntRange(1),
+@click.option("--session", "session_id", type=ID,
               help="Only during this session.")
 def remote_set_display_message(station_id: str, message_id: int, content: str, priority: str,
                                state: str | None, language: str | None, start: str | None,
@@ -442,7 +445,7 @@ def remote_clear_display_message(station_id: str, message_id: int, db: str | Non
 @_remote("cost-updated", "The running cost of a session on the station's display (2.0.1 "
          "CostUpdated; 1.6 the cost DataTransfer). The gateway sends it by itself while "
          "charging (cost_update_s).")
-@click.option("--session", "session_id", required=True, type=click.IntRange(1))
+@click.option("--session", "session_id", required=True, type=ID)
 @click.option("--total-cost", required=True, help="In CNY, e.g. 12.35.")
 def remote_cost_updated(station_id: str, session_id: int, total_cost: str, db: str | None,
                         as_json: bool, expires: float | None) -> None:

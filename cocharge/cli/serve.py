@@ -12,6 +12,7 @@ from click.core import ParameterSource
 from sqlalchemy.exc import SQLAlchemyError
 
 from cocharge.cli.common import (
+    FiniteRange,
     db_option,
     fail,
 )
@@ -56,7 +57,7 @@ SERVE_SETTINGS = {
 @click.option("--operator-port", default=9001, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the operator channel used by `cocharge remote`.")
 @click.option("--heartbeat-interval", default=300, show_default=True, type=click.IntRange(10, 86400))
-@click.option("--call-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600))
+@click.option("--call-timeout", default=30.0, show_default=True, type=FiniteRange(1, 600))
 @click.option("--mqtt", "mqtt_url", envvar="COCHARGE_MQTT",
               help="Broker for property backends: mqtt://[user:pass@]host[:port][/prefix] "
                    "(env COCHARGE_MQTT; docs/mqtt.md).")

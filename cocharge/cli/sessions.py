@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from cocharge.cli.channel import parse_duration
 from cocharge.cli.common import (
+    ID,
     db_option,
     emit,
     fail,
@@ -114,7 +115,7 @@ def logs_list(station_id: str | None, db: str | None, as_json: bool) -> None:
 
 
 @logs.command("save")
-@click.argument("request_id", type=int)
+@click.argument("request_id", type=ID)
 @click.argument("path", type=click.Path(dir_okay=False, writable=True), required=False)
 @db_option
 def logs_save(request_id: int, path: str | None, db: str | None) -> None:
@@ -181,7 +182,7 @@ def sessions_list(station_id: str | None, active: bool, since: str | None, tag: 
 
 
 @sessions.command("show")
-@click.argument("session_id", type=click.IntRange(1))
+@click.argument("session_id", type=ID)
 @db_option
 @json_option
 def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
@@ -222,7 +223,7 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
 
 
 @sessions.command("review")
-@click.argument("session_id", type=click.IntRange(1, 2**63 - 1))
+@click.argument("session_id", type=ID)
 @click.option("--bill", "decision", flag_value="bill", help="Bill it as metered (settled now).")
 @click.option("--void", "decision", flag_value="void", help="Never bill it; release its hold.")
 @click.option("--note", required=True, help="Why: kept on the session with who decided.")

@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from cocharge.cli.common import (
+    ID,
+    FiniteRange,
     db_option,
     emit,
     fail,
@@ -110,7 +112,7 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
 @click.argument("tag")
 @click.option("--groups", help="Comma-separated groups the member belongs to ('' to clear).")
 @click.option("--vehicle", help="The member's vehicle model, e.g. 'BYD Dolphin'.")
-@click.option("--quota-kwh", type=click.FloatRange(0, 100000),
+@click.option("--quota-kwh", type=FiniteRange(0, 100000),
               help="Free energy per month, kWh (OEM membership: 50).")
 @click.option("--green/--no-green", default=None, help="Chooses green energy (-10% at green chargers).")
 @click.option("--household", help=HOUSEHOLD_HELP + " '' to clear.")
@@ -172,7 +174,7 @@ def booking_list(station_id: str | None, db: str | None, as_json: bool) -> None:
 
 
 @booking.command("cancel")
-@click.argument("booking_id", type=click.IntRange(1))
+@click.argument("booking_id", type=ID)
 @db_option
 def booking_cancel(booking_id: int, db: str | None) -> None:
     """Cancel a booking (the running gateway cancels the charger's reservation)."""
@@ -217,7 +219,7 @@ def group_create(station_id: str, slot: str, min_members: int | None, initiator:
 
 
 @group.command("join")
-@click.argument("group_id", type=click.IntRange(1))
+@click.argument("group_id", type=ID)
 @click.option("--tag", required=True)
 @db_option
 def group_join(group_id: int, tag: str, db: str | None) -> None:
@@ -228,7 +230,7 @@ def group_join(group_id: int, tag: str, db: str | None) -> None:
 
 
 @group.command("show")
-@click.argument("group_id", type=click.IntRange(1))
+@click.argument("group_id", type=ID)
 @db_option
 @json_option
 def group_show(group_id: int, db: str | None, as_json: bool) -> None:

@@ -6,7 +6,9 @@ import asyncio
 import signal
 
 import click
+from websockets.exceptions import InvalidHandshake
 
+from cocharge.cli.common import FiniteRange, fail
 from cocharge.simulators.fleet import run_fleet
 
 # --- simulators and demo --------------------------------------------------------------------
@@ -23,8 +25,8 @@ def sim() -> None:
 @click.option("--id-prefix", default="SIM", show_default=True)
 @click.option("--tag", default=None, help="idTag the virtual drivers present.")
 @click.option("--sessions", "sessions_count", default=1, show_default=True, type=click.IntRange(0, 1000))
-@click.option("--energy-kwh", default=5.0, show_default=True, type=click.FloatRange(0.1, 200))
-@click.option("--speed", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+@click.option("--energy-kwh", default=5.0, show_default=True, type=FiniteRange(0.1, 200))
+@click.option("--speed", default=60.0, show_default=True, type=FiniteRange(1, 3600),
               help="Simulated seconds per real second.")
 @click.option("--password", help="Basic-auth password of every simulated station.")
 @click.option("--stay", is_flag=True, help="Keep the stations connected after their sessions, "
@@ -33,7 +35,8 @@ def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | N
             sessions_count: int, energy_kwh: float, speed: float, password: str | None,
             stay: bool) -> None:
     """Run N virtual wallboxes, each charging K sessions, then exit (or --stay)."""
-
+    if not url.startswith(("ws://", "wss://")):
+        fail(f"--url {url!r}: the gateway's WebSocket URL, e.g. ws://127.0.0.1:9000/ocpp")
 
     async def run() -> int:
         leave = asyncio.Event() if stay else None
@@ -50,7 +53,11 @@ def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | N
         return await run_fleet(url, stations, protocol, id_prefix, tag, sessions_count,
                                energy_kwh * 1000, speed, password, leave, charged)
 
-    done = asyncio.run(run())
+    try:
+        done = asyncio.run(run())
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        fail(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}")
+        raise
     click.echo(f"{done} sessions completed on {stations} stations")
 
 

@@ -14,6 +14,7 @@ import click
 from sqlalchemy import insert, select
 
 from cocharge.cli.common import (
+    FiniteRange,
     db_option,
     emit,
     fail,
@@ -50,7 +51,7 @@ def station() -> None:
 @click.option("--password", help="HTTP Basic password the station must present (stored hashed).")
 @click.option("--owner")
 @click.option("--connectors", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--max-power-kw", type=click.FloatRange(0.1, 1000))
+@click.option("--max-power-kw", type=FiniteRange(0.1, 1000))
 @click.option("--area", help="Neighbourhood (the revenue calculator compares within an area).")
 @db_option
 def station_add(station_id: str, password: str | None, owner: str | None, connectors: int,
@@ -68,7 +69,7 @@ def station_add(station_id: str, password: str | None, owner: str | None, connec
 @station.command("update")
 @click.argument("station_id")
 @click.option("--owner")
-@click.option("--max-power-kw", type=click.FloatRange(0.1, 1000))
+@click.option("--max-power-kw", type=FiniteRange(0.1, 1000))
 @click.option("--area")
 @click.option("--password", help="New HTTP Basic password (stored hashed); the gateway uses "
               "it within 30 s.")

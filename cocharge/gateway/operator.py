@@ -37,6 +37,9 @@ from cocharge.store.schema import nodes
 
 log = logging.getLogger(__name__)
 
+# The longest an offline station's command is kept (and a datetime can always add it).
+MAX_QUEUE_S = 30 * 86400
+
 
 class OperatorChannel:
     def __init__(self, gateway: Gateway, host: str, port: int) -> None:
@@ -110,8 +113,11 @@ class OperatorChannel:
             return {"ok": True, "live": self.gateway.load.live(str(args.get("site", "")))}
         try:
             expires_s = request.get("expires_s")
-            if expires_s is not None and (not isinstance(expires_s, int | float) or expires_s <= 0):
-                raise cmd.CommandRejected("expires_s must be a positive number of seconds")
+            if expires_s is not None and (not isinstance(expires_s, int | float)
+                                          or isinstance(expires_s, bool)
+                                          or not 0 < expires_s <= MAX_QUEUE_S):
+                raise cmd.CommandRejected("expires_s must be a number of seconds from 1 to "
+                                          f"{MAX_QUEUE_S} (30 days)")
             command = build_command(name, args)
             return await self.execute(station_id, command, name, args, expires_s)
         except cmd.CommandRejected as exc:

@@ -362,3 +362,20 @@ async def test_a_member_and_a_host_dispute_their_sessions_and_the_operator_sees_
         assert status == 201 and also["by"] == "host:bob"
         assert [d["id"] for d in (await member.get("/api/v1/disputes"))[1]] == [opened["id"]]
         assert len((await ops.get("/api/v1/disputes"))[1]) == 2
+
+
+async def test_numbers_out_of_range_are_the_clients_mistake(sqlite_url):
+    """Issue 30: a 64-bit overflow in a path, a query or a body is a 422 naming the field,
+    never a 500."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        ops = Client(base(node), keys["operator"])
+        big = 2**63
+        status, body = await ops.get(f"/api/v1/sessions/{big}")
+        assert status == 422 and "session_id" in json.dumps(body)
+        status, body = await ops.get(f"/api/v1/stations/P1/frames?after={big}")
+        assert status == 422 and "after" in json.dumps(body)
+        status, body = await ops.post("/api/v1/stations/P1/commands",
+                                      {"command": "reset", "expires_s": big})
+        assert status == 422 and "expires_s" in json.dumps(body)
+        assert (await ops.delete(f"/api/v1/bookings/{big}"))[0] == 422

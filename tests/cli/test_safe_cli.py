@@ -28,6 +28,10 @@ from tests.cli.test_db_cli import one_line_error
     (["sessions", "list", "--since", "soon"], ["--since", "duration"]),
     (["sessions", "show", "99"], ["no session 99"]),
     (["member", "unblock", "NOPE"], ["no member"]),
+    # Issue 30: out-of-range numbers are the operator's mistake, never a traceback.
+    (["station", "add", "S2", "--max-power-kw", "nan"], ["not a finite number"]),
+    (["sessions", "show", "9223372036854775808"], ["not in the range"]),
+    (["remote", "reset", "S1", "--expires", "99999999h"], ["up to 30 days"]),
 ])
 def test_bad_money_and_filters_are_one_line_and_write_nothing(tmp_path, args, words):
     db = str(tmp_path / "c.db")
@@ -159,3 +163,13 @@ def test_tables_fit_the_terminal(tmp_path):
     lines = [line for line in out.decode().splitlines() if line.startswith(("ID", "CP1"))]
     assert len(lines) == 2 and all(len(line) <= 120 for line in lines), lines
     assert "…" in lines[1] and owner not in lines[1]
+
+
+@pytest.mark.parametrize("url, words", [
+    ("http://127.0.0.1:1/ocpp", "WebSocket URL"),
+    ("ws://127.0.0.1:1/ocpp", "cannot reach the gateway"),
+])
+def test_the_simulator_says_in_one_line_that_it_cannot_reach_the_gateway(url, words):
+    from tests import forked_cli
+
+    one_line_error(forked_cli.run(["sim", "run", "--url", url]), words)
