@@ -171,6 +171,11 @@ def sessions_list(station_id: str | None, active: bool, since: str | None, tag: 
     since_at = _since(since)
 
     async def work(engine: Any) -> list[dict[str, Any]]:
+        if station_id is not None:
+            async with engine.connect() as conn:
+                if await conn.scalar(select(stations_table.c.id).where(
+                        stations_table.c.id == station_id)) is None:
+                    fail(f"no station {station_id!r}: see `cocharge station list`")
         rows = await registry.list_sessions(engine, station_id, active=active, since=since_at,
                                             tag=tag, limit=limit)
 

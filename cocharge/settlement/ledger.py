@@ -229,6 +229,13 @@ async def balances(engine: AsyncEngine, asset: str | None = None) -> list[dict[s
     return [{"account": r.account, "asset": r.asset, "balance": int(r.balance)} for r in rows]
 
 
+async def known(engine: AsyncEngine, account: str) -> bool:
+    """Whether the ledger has ever moved money to or from `account`."""
+    async with engine.connect() as conn:
+        return await conn.scalar(select(ledger_accounts.c.account).where(
+            ledger_accounts.c.account == account)) is not None
+
+
 async def statement(engine: AsyncEngine, account: str, since: datetime | None = None,
                     until: datetime | None = None, asset: str | None = None) -> list[dict[str, Any]]:
     """The account's transfers in order, with the running balance after each."""

@@ -56,6 +56,9 @@ def _local_day(at: datetime) -> str:
 async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, Any]:
     check_account(account)
     start, end = month_bounds(month)
+    if not await ledger.known(engine, account) and not await ledger.known(
+            engine, funds.owed_account(account)):
+        raise PayoutError(f"no account {account!r} in the ledger: see `cocharge ledger balances`")
     async with engine.connect() as conn:
         rules = await loyalty.current_rules(conn)
         rows = (await conn.execute(select(ledger_transfers).where(and_(

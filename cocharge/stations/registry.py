@@ -46,7 +46,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value is not None else None
 
 
+# A station id is the charging station's identity in its URL (OCPP 2.0.1: at most 48
+# characters), a member's name what a person is called.
+MAX_STATION_ID = 48
+MAX_NAME = 100
+
+
+def check_station_id(station_id: str) -> None:
+    if not 1 <= len(station_id) <= MAX_STATION_ID or not station_id.isprintable() or any(
+            c in station_id for c in "/ "):
+        raise RegistryError(f"station id {station_id[:60]!r}: 1 to {MAX_STATION_ID} printable "
+                            "characters without / or spaces (it is the end of the station's URL)")
+
+
 async def add_station(engine: AsyncEngine, new: NewStation) -> None:
+    check_station_id(new.station_id)
     async with engine.begin() as conn:
         exists = await conn.scalar(select(stations.c.id).where(stations.c.id == new.station_id))
         if exists:
@@ -300,6 +314,11 @@ async def add_member(engine: AsyncEngine, name: str, tag: str, phone: str | None
                      household: str | None = None) -> None:
     """Add a member; `referred_by` (an existing member) is set once, here, so referral
     chains only point to earlier members and can never loop. One phone number, one account."""
+    if not name.strip() or len(name) > MAX_NAME or not name.isprintable():
+        raise RegistryError(f"a member's name: 1 to {MAX_NAME} printable characters")
+    if not 1 <= len(tag) <= 20 or not tag.isprintable() or " " in tag:
+        raise RegistryError(f"tag {tag[:30]!r}: 1 to 20 printable characters without spaces "
+                            "(an RFID card's or app's idTag)")
     if phone is not None:
         phone = normalize_phone(phone) if phone.strip() else None
     async with engine.begin() as conn:

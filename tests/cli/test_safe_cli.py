@@ -173,3 +173,20 @@ def test_the_simulator_says_in_one_line_that_it_cannot_reach_the_gateway(url, wo
     from tests import forked_cli
 
     one_line_error(forked_cli.run(["sim", "run", "--url", url]), words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["member", "add", "", "--tag", "X1"], ["a member's name"]),
+    (["member", "add", "N" * 5000, "--tag", "X1"], ["a member's name"]),
+    (["station", "add", "S" * 200], ["1 to 48 printable"]),
+    (["sessions", "list", "--station", "NOPE"], ["no station 'NOPE'"]),
+    (["ledger", "statement", "wallet:NOBODY"], ["no account 'wallet:NOBODY'"]),
+    (["statement", "host:nobody", "--month", "2026-12"], ["no account 'host:nobody'"]),
+])
+def test_what_does_not_exist_or_cannot_be_stored_is_refused(tmp_path, args, words):
+    """Issue 30: accepted though wrong, or exit 0 for things that do not exist: now one line
+    and exit 2, nothing written."""
+    db = str(tmp_path / "c.db")
+    one_line_error(cocharge(*args, db=db), *words)
+    assert json.loads(cocharge("member", "list", "--json", db=db).stdout) == []
+    assert json.loads(cocharge("station", "list", "--json", db=db).stdout) == []

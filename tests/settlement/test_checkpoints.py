@@ -126,7 +126,8 @@ async def test_the_gateway_signs_checkpoints_for_its_witnesses(sqlite_url, tmp_p
         assert await checkpoints.verify(node.engine, witness) == []
         latest = await until(lambda: checkpoints.latest(node.engine))
         month = utcnow_month()
-        st = await statements.statement(node.engine, "host:nobody-yet", month)
+        await funds.withdraw(node.engine, "ANN", 100, "back-1")  # refund:ANN: a payee account
+        st = await statements.statement(node.engine, "refund:ANN", month)
         assert st["checkpoint"]["id"] == latest["id"]
         assert f"ledger checkpoint {latest['id']}" in statements.to_csv(st)
 
