@@ -142,16 +142,22 @@ class Broker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.process = subprocess.Popen([_mosquitto_binary(), "-c", self.config],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
+        log = os.path.join(self.folder, f"mosquitto-{self.port}.log")
+        with open(log, "w") as out:
+            self.process = subprocess.Popen([_mosquitto_binary(), "-c", self.config],
+                                            stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20  # a loaded machine (the suite runs in parallel)
+        while time.monotonic() < deadline:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.close()
                 return
             except OSError:
+                if self.process.poll() is not None:
+                    break  # it stopped: its log says why (e.g. the port was taken)
                 await asyncio.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on port {self.port}")
+        with open(log) as said:
+            raise RuntimeError(f"mosquitto did not start on port {self.port}: {said.read()[-500:]}")
 
     async def stop(self) -> None:
         if self.process is not None:

@@ -268,11 +268,12 @@ def ledger_statement(account: str, since: str | None, until: str | None, as_csv:
     """An account's transfers with the running balance (e.g. wallet:ANN001, platform)."""
 
 
+    start, end = day_time(since, "--from"), day_time(until, "--to")
+
     async def work(engine: Any) -> list[dict[str, Any]]:
         if not await ledger.known(engine, account):
             fail(f"no account {account!r} in the ledger: see `cocharge ledger balances`")
-        return await ledger.statement(engine, account, day_time(since, "--from"),
-                                      day_time(until, "--to"))
+        return await ledger.statement(engine, account, start, end)
 
     lines = with_settlement(db, work)
     if as_csv:
