@@ -70,8 +70,8 @@ async def test_an_empty_wallet_cannot_start_and_a_topped_up_one_is_held(db_url, 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_credit_line_charges_up_to_the_line_and_the_charger_stops_there(
-        sqlite_url, protocol):
-    async with running_node(sqlite_url, settings(start_minimum_fen=100)) as node:
+        db_url, protocol):
+    async with running_node(db_url, settings(start_minimum_fen=100)) as node:
         await registry.add_station(node.engine, registry.NewStation("F2", owner="hana",
                                                                     max_power_kw=11))
         await registry.add_member(node.engine, "Bo", "BO", None)
@@ -98,10 +98,10 @@ async def test_a_credit_line_charges_up_to_the_line_and_the_charger_stops_there(
             assert await ledger.balance(conn, "host:hana") == 0
 
 
-async def test_payees_share_the_list_price_whatever_the_promotion(sqlite_url):
+async def test_payees_share_the_list_price_whatever_the_promotion(db_url):
     """Quota, group discount, a free session, a free day, green: the host's share is its
     share of the list price; the platform pays the promotion."""
-    engine = await open_store(sqlite_url)
+    engine = await open_store(db_url)
     try:
         await registry.add_station(engine, registry.NewStation("G1", owner="gina", max_power_kw=7))
         await settle.set_terms(engine, "G1", {"green": True,
@@ -130,8 +130,8 @@ async def test_payees_share_the_list_price_whatever_the_promotion(sqlite_url):
         await engine.dispose()
 
 
-async def test_prepaid_limits_and_a_top_up_once_per_reference(sqlite_url):
-    engine = await open_store(sqlite_url)
+async def test_prepaid_limits_and_a_top_up_once_per_reference(db_url):
+    engine = await open_store(db_url)
     try:
         await registry.add_member(engine, "Dee", "DEE", None)
         with pytest.raises(funds.FundsError, match="at most 5000.00 CNY"):
@@ -318,8 +318,8 @@ def test_corrections_and_withdrawals_never_edit_the_ledger(tmp_path):
     assert cli("ledger", "verify").returncode == 0
 
 
-async def test_a_platform_that_guarantees_its_hosts_pays_them_at_once(sqlite_url):
-    engine = await open_store(sqlite_url)
+async def test_a_platform_that_guarantees_its_hosts_pays_them_at_once(db_url):
+    engine = await open_store(db_url)
     try:
         await registry.add_station(engine, registry.NewStation("K1", owner="kai", max_power_kw=7))
         await registry.add_member(engine, "Gus", "GUS", None)
@@ -337,10 +337,10 @@ async def test_a_platform_that_guarantees_its_hosts_pays_them_at_once(sqlite_url
         await engine.dispose()
 
 
-async def test_a_brand_pays_its_members_quota_and_gets_a_monthly_statement(sqlite_url):
+async def test_a_brand_pays_its_members_quota_and_gets_a_monthly_statement(db_url):
     from cocharge.settlement import grants, memberships, statements
 
-    engine = await open_store(sqlite_url)
+    engine = await open_store(db_url)
     try:
         await registry.add_station(engine, registry.NewStation("B1", owner="bea", max_power_kw=11))
         await settle.set_terms(engine, "B1", {"onboarded_at": utcnow() - timedelta(days=90)})
