@@ -320,8 +320,10 @@ def station_import(path: str, dry_run: bool, db: str | None) -> None:
     seen: set[str] = set()
     for n, row in enumerate(rows, start=2):
         sid = row["id"]
-        if not sid or "/" in sid or len(sid) > 64:
-            problems.append(f"line {n}: id {sid!r} must be 1-64 characters without '/'")
+        try:
+            registry.check_station_id(sid)  # the same rule as `station add`
+        except registry.RegistryError as exc:
+            problems.append(f"line {n}: {exc}")
         if sid in seen:
             problems.append(f"line {n}: id {sid!r} twice in the file")
         seen.add(sid)
