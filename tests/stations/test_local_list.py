@@ -56,9 +56,12 @@ async def test_the_list_holds_who_the_rules_admit_and_follows_changes(node, prot
         await registry.block_member(node.engine, "NEIGHBOUR")
         await until(lambda: box.local_list_version == 3)
         assert set(box.local_list) == {"OWNER", "LEASE", "STRANGER"}
-        async with node.engine.connect() as conn:
-            row = (await conn.execute(select(local_lists))).one()
-        assert (row.station_id, row.version, row.status) == ("HOME", 3, "Accepted")
+
+        async def recorded() -> tuple[str, int, str] | None:  # written after the answer
+            async with node.engine.connect() as conn:
+                row = (await conn.execute(select(local_lists))).one()
+            return (row.station_id, row.version, row.status) if row.version == 3 else None
+        assert await until(recorded) == ("HOME", 3, "Accepted")
         answer = await send_request(node.engine, {"command": "get-local-list-version",
                                                   "station": "HOME", "args": {}})
         assert answer["ok"] and 3 in answer["response"].values()
