@@ -72,6 +72,10 @@ class GatewaySettings:
     listen_backlog: int = 4096
 
     # --- input you cannot trust (docs/security.md, docs/ocpp-errors.md) ---
+    # A charger's timestamp is used when it lies between this long before and clock_future_s
+    # after the moment it arrived, otherwise the arrival time (cocharge/gateway/clock.py).
+    clock_past_s: float = 31 * 86400
+    clock_future_s: float = 900
     # The operator's quirks file (TOML) beside the built-in quirks; None = built-in only.
     quirks_file: str | None = None
     # Password guessing (cocharge/gateway/guard.py): distinct wrong passwords a station or an

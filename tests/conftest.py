@@ -217,9 +217,13 @@ def sqlite_url(tmp_path: Any) -> str:
 def settings(**overrides: Any) -> GatewaySettings:
     """A gateway on free ports. Its money check at the charger is off (start_minimum_fen=0),
     as an operator may choose: the tests of other features start sessions with members who
-    have no wallet; tests/settlement/test_funds.py runs it as shipped."""
+    have no wallet; tests/settlement/test_funds.py runs it as shipped. Chargers' clocks are
+    believed 20 years back and a week ahead: tests replay sessions on fixed dates of 2026, and
+    simulated wallboxes run fast clocks (speed=300); tests/gateway/test_clock.py runs the
+    rule as shipped."""
     base = dict(host="127.0.0.1", port=0, operator_port=0, upload_port=0, api_port=None,
-                call_timeout_s=5.0, start_minimum_fen=0)
+                call_timeout_s=5.0, start_minimum_fen=0, clock_past_s=20 * 365 * 86400,
+                clock_future_s=7 * 86400)
     base.update(overrides)
     return GatewaySettings(**base)  # type: ignore[arg-type]
 

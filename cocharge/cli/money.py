@@ -395,19 +395,26 @@ def ledger_export(as_csv: bool, db: str | None, as_json: bool) -> None:
 @db_option
 @json_option
 def settle(since: str | None, db: str | None, as_json: bool) -> None:
-    """Settle every completed session not settled yet (safe to run again)."""
+    """Settle every completed session not settled yet (safe to run again). One that cannot
+    be settled is quarantined with its reason (exit 1); the others are settled."""
 
-    done = with_settlement(db, lambda e: settlement.settle_pending(e, day_time(since, "--since")))
+    done, failed = with_settlement(
+        db, lambda e: settlement.settle_pending(e, day_time(since, "--since")))
     rows = [{"session": s.session_id, "cost": fmt(s.cdr.total_fen),
              "discounts": fmt(sum(a for _, a in s.priced.lines)), "payable": fmt(s.priced.payable_fen),
              "paid": fmt(s.paid_fen), "owed": fmt(s.owed_fen),
              "split": ", ".join(f"{p} {fmt(a)}" for p, a in s.split)} for s in done]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    click.echo(f"{len(done)} sessions settled")
-    if rows:
-        table(rows, ["session", "cost", "discounts", "payable", "paid", "owed", "split"])
+    else:
+        click.echo(f"{len(done)} sessions settled")
+        if rows:
+            table(rows, ["session", "cost", "discounts", "payable", "paid", "owed", "split"])
+    for sid, why in failed:
+        click.echo(f"session {sid} not settled, quarantined: {why}; decide with `cocharge "
+                   f"sessions review {sid} --bill|--void --note ...`", err=True)
+    if failed:
+        sys.exit(1)
 
 
 

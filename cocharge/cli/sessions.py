@@ -206,7 +206,7 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
         click.echo(json.dumps(shown, indent=2, default=str))
         return
     for key in ("id", "station", "connector", "transaction", "tag", "started", "ended", "kwh",
-                "cny", "status", "stop_reason", "flag_reason"):
+                "cny", "status", "stop_reason", "flag_reason", "clock"):
         if shown.get(key) is not None:
             click.echo(f"{key:>16}: {shown[key]}")
     bill = shown.get("bill")

@@ -16,7 +16,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from ocpp.charge_point import (
@@ -28,6 +28,7 @@ from ocpp.charge_point import (
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
+from cocharge.gateway.clock import ChargerClock, Stamp, now_iso
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
 from cocharge.stations.commands import (
@@ -60,6 +61,7 @@ from cocharge.stations.commands import (
 from cocharge.stations.events import Admission, MeterSample
 from cocharge.stations.passwords import PASSWORD_RULE, hash_password, valid_password
 from cocharge.stations.service import StationService
+from cocharge.store.db import utcnow
 from cocharge.store.sql import RowRejected
 
 log = logging.getLogger(__name__)
@@ -76,26 +78,6 @@ _KILO_UNITS = {"kWh": "Wh", "kW": "W", "kvarh": "varh", "kvar": "var", "kVA": "V
 MAX_SAMPLE_MAGNITUDE = 1e15
 # OCPP 2.0.1 unitOfMeasure.multiplier: powers of ten a real meter uses (milli to giga).
 MAX_MULTIPLIER = 9
-
-
-def parse_time(value: str) -> datetime:
-    """An OCPP timestamp as naive UTC; a charger's bad timestamp is its error, not ours."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise RpcError("type", "bad timestamp", f"not an ISO 8601 timestamp: {value!r}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
-
-
-def iso(value: datetime) -> str:
-    """A naive UTC datetime as an OCPP timestamp."""
-    return value.replace(tzinfo=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def sample_value(text: Any, multiplier: Any = 0) -> float:
@@ -203,6 +185,7 @@ class StationConnection:
         self.admission = admission
         self.websocket = websocket
         self.rpc = RpcCore(self.protocol)
+        self.clock = ChargerClock(settings.clock_past_s, settings.clock_future_s)
         # Set while no charger message is being answered: commands wait for it, so that
         # what a handler starts (a TxProfile after StartTransaction) follows its answer.
         self._answered = asyncio.Event()
@@ -223,6 +206,16 @@ class StationConnection:
         self.quirks: tuple[Quirk, ...] = self.quirk_book.for_station(
             self.protocol, record.vendor if record else None, record.model if record else None,
             station_id)
+
+    def read_times(self, timestamp: str | None,
+                   meter_value: list[dict[str, Any]] | None) -> tuple[Stamp, list[Stamp]]:
+        """A message's own time (the receive time when it has none) and its meter values'
+        times, read together (cocharge/gateway/clock.py)."""
+        texts = [entry["timestamp"] for entry in meter_value or []]
+        if timestamp is None:
+            return Stamp(utcnow()), self.clock.read_all(texts)
+        stamps = self.clock.read_all([timestamp, *texts])
+        return stamps[0], stamps[1:]
 
     def boot_interval(self) -> int:
         """The heartbeat (accepted) or boot-retry interval for this station, varied by a

@@ -8,13 +8,11 @@ from typing import Any
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
+from cocharge.gateway.clock import Stamp, clock_note, iso, now_iso
 from cocharge.gateway.connection import (
     StationConnection,
     handles,
-    iso,
     normalise_sample,
-    now_iso,
-    parse_time,
     profile_fields,
     sample_value,
 )
@@ -30,6 +28,7 @@ from cocharge.stations.events import (
     StationNotice,
 )
 from cocharge.stations.security_events import criticality
+from cocharge.store.db import utcnow
 
 # 1.6 has no "Unknown": an idTag the central system does not know is Invalid.
 _ID_TAG_STATUS = {
@@ -59,10 +58,10 @@ def id_tag_info(status: AuthStatus, parent: str | None = None) -> dict[str, str]
     return info
 
 
-def parse_meter_values(meter_value: list[dict[str, Any]]) -> list[MeterSample]:
+def parse_meter_values(meter_value: list[dict[str, Any]], stamps: list[Stamp]) -> list[MeterSample]:
     samples = []
-    for entry in meter_value:
-        at = parse_time(entry["timestamp"])
+    for entry, stamp in zip(meter_value, stamps, strict=True):
+        at = stamp.at
         for sampled in entry.get("sampled_value", []):
             if sampled.get("format") == "SignedData":
                 continue  # the signed blob is kept by the charger; we bill the plain reading
@@ -100,9 +99,10 @@ class V16Connection(StationConnection):
     async def on_status_notification(self, connector_id: int, error_code: str, status: str,
                                      timestamp: str | None = None,
                                      **_: Any) -> call_result.StatusNotification:
-        at = parse_time(timestamp) if timestamp else parse_time(now_iso())
+        stamp, _none = self.read_times(timestamp, None)
         await self.service.connector_status(ConnectorStatus(
-            self.id, connector_id, status, None if error_code == "NoError" else error_code, at))
+            self.id, connector_id, status, None if error_code == "NoError" else error_code,
+            stamp.at))
         return call_result.StatusNotification()
 
     @handles(Action.authorize)
@@ -114,8 +114,10 @@ class V16Connection(StationConnection):
     @handles(Action.start_transaction)
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int,
                                    timestamp: str, **_: Any) -> call_result.StartTransaction:
+        stamp = self.clock.read(timestamp)
         session_id, status = await self.service.start_session(SessionStarted(
-            self.id, connector_id, id_tag, parse_time(timestamp), meter_start))
+            self.id, connector_id, id_tag, stamp.at, meter_start,
+            clock_note("StartTransaction", [stamp]), stamp.charger))
         return call_result.StartTransaction(
             transaction_id=session_id,
             id_tag_info=id_tag_info(status, await self.service.household(id_tag)))
@@ -125,9 +127,11 @@ class V16Connection(StationConnection):
                                   reason: str | None = None, id_tag: str | None = None,
                                   transaction_data: list[dict[str, Any]] | None = None,
                                   **_: Any) -> call_result.StopTransaction:
+        data = transaction_data or []
+        stamp, stamps = self.read_times(timestamp, data)
         status = await self.service.end_session(SessionEnded(
-            self.id, str(transaction_id), parse_time(timestamp), meter_stop, reason, id_tag,
-            parse_meter_values(transaction_data or [])))
+            self.id, str(transaction_id), stamp.at, meter_stop, reason, id_tag,
+            parse_meter_values(data, stamps), clock_note("StopTransaction", [stamp, *stamps])))
         if self.settings.cost_data_transfer and not self._cost_refused:
             session_id = await self.service.session_of(self.id, str(transaction_id))
             fen = await self.service.settled_total(session_id) if session_id else None
@@ -141,9 +145,10 @@ class V16Connection(StationConnection):
     @handles(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
                               transaction_id: int | None = None) -> call_result.MeterValues:
+        stamps = self.read_times(None, meter_value)[1]
         await self.service.meter_report(MeterReport(
             self.id, connector_id, str(transaction_id) if transaction_id is not None else None,
-            parse_meter_values(meter_value)))
+            parse_meter_values(meter_value, stamps), clock_note("MeterValues", stamps)))
         if transaction_id is not None and self.cost_due(str(transaction_id)):
             self.push_cost(str(transaction_id))
         return call_result.MeterValues()
@@ -152,13 +157,13 @@ class V16Connection(StationConnection):
     async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                                data: str | None = None) -> call_result.DataTransfer:
         await self.service.notice(StationNotice(
-            self.id, "data_transfer", parse_time(now_iso()),
+            self.id, "data_transfer", utcnow(),
             {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
         return call_result.DataTransfer(status="UnknownVendorId")
 
     @handles(Action.firmware_status_notification)
     async def on_firmware_status(self, status: str) -> call_result.FirmwareStatusNotification:
-        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "firmware", utcnow(),
                                                 {"status": status}))
         await self.service.firmware_status(self.id, status, None)
         return call_result.FirmwareStatusNotification()
@@ -166,14 +171,14 @@ class V16Connection(StationConnection):
     @handles(Action.signed_firmware_status_notification)
     async def on_signed_firmware_status(self, status: str, request_id: int | None = None
                                         ) -> call_result.SignedFirmwareStatusNotification:
-        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "firmware", utcnow(),
                                                 {"status": status, "request_id": request_id}))
         await self.service.firmware_status(self.id, status, request_id)
         return call_result.SignedFirmwareStatusNotification()
 
     @handles(Action.diagnostics_status_notification)
     async def on_diagnostics_status(self, status: str) -> call_result.DiagnosticsStatusNotification:
-        await self.service.notice(StationNotice(self.id, "diagnostics", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "diagnostics", utcnow(),
                                                 {"status": status}))
         await self.service.upload_status(self.id, None, status)
         return call_result.DiagnosticsStatusNotification()
@@ -181,7 +186,7 @@ class V16Connection(StationConnection):
     @handles(Action.log_status_notification)
     async def on_log_status(self, status: str,
                             request_id: int | None = None) -> call_result.LogStatusNotification:
-        await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "log", utcnow(),
                                                 {"status": status, "request_id": request_id}))
         await self.service.upload_status(self.id, request_id, status)
         return call_result.LogStatusNotification()
@@ -189,7 +194,7 @@ class V16Connection(StationConnection):
     @handles(Action.security_event_notification)
     async def on_security_event(self, type: str, timestamp: str,
                                 tech_info: str | None = None) -> call_result.SecurityEventNotification:
-        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp), {
+        await self.service.notice(StationNotice(self.id, "security", self.clock.read(timestamp).at, {
             "type": type, "tech_info": tech_info,
             "criticality": criticality(self.protocol, type)}))
         return call_result.SecurityEventNotification()

@@ -14,13 +14,11 @@ from typing import Any
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 
+from cocharge.gateway.clock import Stamp, clock_note, iso, now_iso
 from cocharge.gateway.connection import (
     StationConnection,
     handles,
-    iso,
     normalise_sample,
-    now_iso,
-    parse_time,
     profile_fields,
     sample_value,
 )
@@ -37,6 +35,7 @@ from cocharge.stations.events import (
 )
 from cocharge.stations.policy import safety_fault_201
 from cocharge.stations.security_events import criticality
+from cocharge.store.db import utcnow
 
 TRIGGERS = {"BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
             "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate",
@@ -47,6 +46,9 @@ _report_ids = itertools.count(int(time.time()) % 1_000_000)
 # 1.6 names of the same things, accepted for either version.
 _ROOT_TYPES = {"CentralSystemRootCertificate": "CSMSRootCertificate"}
 _TRIGGER_NAMES = {"SignChargePointCertificate": "SignChargingStationCertificate"}
+
+# A departure time an EV gives further ahead than this is not planned for (none is used).
+DEPARTURE_HORIZON_S = 7 * 86400
 
 
 def _max_201(purpose: str | None) -> str | None:
@@ -93,10 +95,11 @@ def id_token_info(status: AuthStatus, group: str | None = None) -> dict[str, Any
     return info
 
 
-def parse_meter_values(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
+def parse_meter_values(meter_value: list[dict[str, Any]] | None,
+                       stamps: list[Stamp]) -> list[MeterSample]:
     samples = []
-    for entry in meter_value or []:
-        at = parse_time(entry["timestamp"])
+    for entry, stamp in zip(meter_value or [], stamps, strict=True):
+        at = stamp.at
         for sampled in entry.get("sampled_value", []):
             unit_of_measure = sampled.get("unit_of_measure") or {}
             value = sample_value(sampled.get("value"), unit_of_measure.get("multiplier", 0))
@@ -150,7 +153,7 @@ class V201Connection(StationConnection):
     async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
                                      connector_id: int, **_: Any) -> call_result.StatusNotification:
         await self.service.connector_status(ConnectorStatus(
-            self.id, evse_id, connector_status, None, parse_time(timestamp)))
+            self.id, evse_id, connector_status, None, self.clock.read(timestamp).at))
         return call_result.StatusNotification()
 
     @handles(Action.authorize)
@@ -167,18 +170,20 @@ class V201Connection(StationConnection):
                                    offline: bool | None = None, evse: dict[str, Any] | None = None,
                                    id_token: dict[str, Any] | None = None,
                                    **_: Any) -> call_result.TransactionEvent:
+        stamp, stamps = self.read_times(timestamp, meter_value)
         status = await self.service.transaction_event(TransactionEvent(
             station_id=self.id,
             tx_ref=transaction_info["transaction_id"],
             event_type=event_type,
             seq_no=seq_no,
-            at=parse_time(timestamp),
+            at=stamp.at,
             connector_id=evse["id"] if evse else None,
             id_tag=member_tag(id_token) if id_token else None,
             stop_reason=transaction_info.get("stopped_reason"),
-            samples=parse_meter_values(meter_value),
+            samples=parse_meter_values(meter_value, stamps),
             offline=bool(offline),
             charging_state=transaction_info.get("charging_state"),
+            clock=clock_note(f"TransactionEvent {event_type}", [stamp, *stamps]),
         ))
         tx_ref = transaction_info["transaction_id"]
         total_cost = None
@@ -196,22 +201,24 @@ class V201Connection(StationConnection):
     @handles(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
                               **_: Any) -> call_result.MeterValues:
+        stamps = self.read_times(None, meter_value)[1]
         await self.service.meter_report(MeterReport(self.id, evse_id, None,
-                                                    parse_meter_values(meter_value)))
+                                                    parse_meter_values(meter_value, stamps),
+                                                    clock_note("MeterValues", stamps)))
         return call_result.MeterValues()
 
     @handles(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, message_id: str | None = None,
                                data: Any = None, **_: Any) -> call_result.DataTransfer:
         await self.service.notice(StationNotice(
-            self.id, "data_transfer", parse_time(now_iso()),
+            self.id, "data_transfer", utcnow(),
             {"vendor_id": vendor_id, "message_id": message_id, "data": data}))
         return call_result.DataTransfer(status="UnknownVendorId")
 
     @handles(Action.firmware_status_notification)
     async def on_firmware_status(self, status: str, request_id: int | None = None,
                                  **_: Any) -> call_result.FirmwareStatusNotification:
-        await self.service.notice(StationNotice(self.id, "firmware", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "firmware", utcnow(),
                                                 {"status": status, "request_id": request_id}))
         await self.service.firmware_status(self.id, status, request_id)
         return call_result.FirmwareStatusNotification()
@@ -220,7 +227,7 @@ class V201Connection(StationConnection):
     async def on_security_event(self, type: str, timestamp: str,
                                 tech_info: str | None = None,
                                 **_: Any) -> call_result.SecurityEventNotification:
-        await self.service.notice(StationNotice(self.id, "security", parse_time(timestamp), {
+        await self.service.notice(StationNotice(self.id, "security", self.clock.read(timestamp).at, {
             "type": type, "tech_info": tech_info,
             "criticality": criticality(self.protocol, type)}))
         return call_result.SecurityEventNotification()
@@ -262,7 +269,7 @@ class V201Connection(StationConnection):
                                          tbc: bool | None = None,
                                          **_: Any) -> call_result.NotifyDisplayMessages:
         await self.service.notice(StationNotice(
-            self.id, "display_messages", parse_time(now_iso()),
+            self.id, "display_messages", utcnow(),
             {"request_id": request_id, "tbc": bool(tbc), "messages": [
                 {"id": m.get("id"), "priority": m.get("priority"), "state": m.get("state"),
                  "content": (m.get("message") or {}).get("content")}
@@ -290,7 +297,7 @@ class V201Connection(StationConnection):
                                        charging_schedule: list[dict[str, Any]] | None = None,
                                        evse_id: int | None = None,
                                        **_: Any) -> call_result.NotifyChargingLimit:
-        await self.service.notice(StationNotice(self.id, "charging_limit", parse_time(now_iso()), {
+        await self.service.notice(StationNotice(self.id, "charging_limit", utcnow(), {
             "source": charging_limit.get("charging_limit_source"),
             "grid_critical": charging_limit.get("is_grid_critical"), "evse_id": evse_id,
             "schedule": charging_schedule}))
@@ -304,7 +311,7 @@ class V201Connection(StationConnection):
                                         evse_id: int | None = None,
                                         **_: Any) -> call_result.ClearedChargingLimit:
         await self.service.notice(StationNotice(self.id, "charging_limit_cleared",
-                                                parse_time(now_iso()),
+                                                utcnow(),
                                                 {"source": charging_limit_source, "evse_id": evse_id}))
         if self.service.load is not None:
             self.service.load.external_limit(self.id, evse_id or 0, None)
@@ -315,7 +322,7 @@ class V201Connection(StationConnection):
                                           charging_profile: list[dict[str, Any]], evse_id: int,
                                           tbc: bool | None = None,
                                           **_: Any) -> call_result.ReportChargingProfiles:
-        await self.service.notice(StationNotice(self.id, "charging_profiles", parse_time(now_iso()), {
+        await self.service.notice(StationNotice(self.id, "charging_profiles", utcnow(), {
             "request_id": request_id, "source": charging_limit_source, "evse_id": evse_id,
             "tbc": bool(tbc), "profiles": charging_profile}))
         return call_result.ReportChargingProfiles()
@@ -324,7 +331,7 @@ class V201Connection(StationConnection):
     async def on_notify_ev_charging_needs(self, charging_needs: dict[str, Any], evse_id: int,
                                           max_schedule_tuples: int | None = None,
                                           **_: Any) -> call_result.NotifyEVChargingNeeds:
-        await self.service.notice(StationNotice(self.id, "ev_charging_needs", parse_time(now_iso()), {
+        await self.service.notice(StationNotice(self.id, "ev_charging_needs", utcnow(), {
             "evse_id": evse_id, "needs": charging_needs, "max_schedule_tuples": max_schedule_tuples}))
         ac = charging_needs.get("ac_charging_parameters") or {}
         dc = charging_needs.get("dc_charging_parameters") or {}
@@ -333,15 +340,15 @@ class V201Connection(StationConnection):
         scheduled = self.service.load is not None and self.service.load.ev_needs(
             self.id, evse_id, ac.get("ev_max_current"),
             float(energy) if energy is not None else None,
-            parse_time(departure) if departure else None)
+            self.clock.ahead(departure, DEPARTURE_HORIZON_S) if departure else None)
         return call_result.NotifyEVChargingNeeds(status="Accepted" if scheduled else "Rejected")
 
     @handles(Action.notify_ev_charging_schedule)
     async def on_notify_ev_charging_schedule(self, time_base: str,
                                              charging_schedule: dict[str, Any], evse_id: int,
                                              **_: Any) -> call_result.NotifyEVChargingSchedule:
-        await self.service.notice(StationNotice(self.id, "ev_charging_schedule", parse_time(time_base), {
-            "evse_id": evse_id, "schedule": charging_schedule}))
+        await self.service.notice(StationNotice(self.id, "ev_charging_schedule", utcnow(), {
+            "evse_id": evse_id, "time_base": time_base, "schedule": charging_schedule}))
         return call_result.NotifyEVChargingSchedule(status="Accepted")
 
     @handles(Action.notify_report)
@@ -350,14 +357,14 @@ class V201Connection(StationConnection):
                                tbc: bool | None = None, **_: Any) -> call_result.NotifyReport:
         stored = await self.service.device_model(self.id, request_id, report_data or [])
         await self.service.notice(StationNotice(
-            self.id, "report", parse_time(generated_at),
+            self.id, "report", self.clock.read(generated_at).at,
             {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "attributes": stored}))
         return call_result.NotifyReport()
 
     @handles(Action.log_status_notification)
     async def on_log_status(self, status: str, request_id: int | None = None,
                             **_: Any) -> call_result.LogStatusNotification:
-        await self.service.notice(StationNotice(self.id, "log", parse_time(now_iso()),
+        await self.service.notice(StationNotice(self.id, "log", utcnow(),
                                                 {"status": status, "request_id": request_id}))
         await self.service.upload_status(self.id, request_id, status)
         return call_result.LogStatusNotification()
@@ -375,7 +382,7 @@ class V201Connection(StationConnection):
                                           **_: Any) -> call_result.NotifyMonitoringReport:
         stored = await self.service.monitors_reported(self.id, request_id, seq_no, monitor or [])
         await self.service.notice(StationNotice(
-            self.id, "monitoring_report", parse_time(generated_at),
+            self.id, "monitoring_report", self.clock.read(generated_at).at,
             {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "monitors": stored}))
         return call_result.NotifyMonitoringReport()
 
@@ -384,7 +391,7 @@ class V201Connection(StationConnection):
                                              request_id: int, tbc: bool | None = None,
                                              **_: Any) -> call_result.NotifyCustomerInformation:
         await self.service.notice(StationNotice(
-            self.id, "customer_information", parse_time(generated_at),
+            self.id, "customer_information", self.clock.read(generated_at).at,
             {"request_id": request_id, "seq_no": seq_no, "tbc": bool(tbc), "data": data}))
         return call_result.NotifyCustomerInformation()
 
@@ -393,7 +400,7 @@ class V201Connection(StationConnection):
                               event_data: list[dict[str, Any]], tbc: bool | None = None,
                               **_: Any) -> call_result.NotifyEvent:
         await self.service.notice(StationNotice(
-            self.id, "event", parse_time(generated_at),
+            self.id, "event", self.clock.read(generated_at).at,
             {"seq_no": seq_no, "tbc": bool(tbc), "event_data": event_data}))
         for item in event_data:
             component, variable = item.get("component", {}), item.get("variable", {})
@@ -401,7 +408,8 @@ class V201Connection(StationConnection):
                                     str(item.get("actual_value", "")), bool(item.get("cleared")))
             if kind is not None:
                 evse_id = (component.get("evse") or {}).get("id") or 1
-                await self.service.fault(self.id, evse_id, kind, parse_time(item["timestamp"]))
+                await self.service.fault(self.id, evse_id, kind,
+                                         self.clock.read(item["timestamp"]).at)
         return call_result.NotifyEvent()
 
     # --- commands --------------------------------------------------------------------------

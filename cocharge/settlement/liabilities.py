@@ -37,7 +37,7 @@ from cocharge.settlement import loyalty, memberships, points
 from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
 from cocharge.store.db import utcnow
-from cocharge.store.schema import ledger_balances
+from cocharge.store.schema import ledger_balances, sessions
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class Report:
     # Payees' shares of sessions drivers have not paid: theirs once collected (funds.py);
     # backed by the receivables alone, never by cash.
     waiting_fen: int = 0
+    # Sessions that ended but are not settled, for an operator to decide on: (session, status,
+    # reason); quarantined ones could not be priced or posted (settle.py), flagged ones are
+    # for review. Their drivers' holds stay held meanwhile.
+    unsettled: list[tuple[int, str, str]] = field(default_factory=list)
 
     def owed(self, backed_by: str | None = None) -> int:
         return sum(li.fen for li in self.liabilities if backed_by in (None, li.backed_by))
@@ -103,6 +107,12 @@ class Report:
             shown = ratio if ratio is not None else (
                 "nothing owed" if self.funds(group) >= 0 else "nothing owed, but funds negative")
             lines.append(f"coverage {group or 'overall':13} {shown}")
+        if self.unsettled:
+            lines.append(f"Sessions ended but not settled: {len(self.unsettled)} (`cocharge "
+                         "sessions review ID --bill|--void --note ...`)")
+            lines += [f"  session {sid} {status}: {why}" for sid, status, why in self.unsettled[:20]]
+            if len(self.unsettled) > 20:
+                lines.append(f"  ... and {len(self.unsettled) - 20} more (`cocharge sessions list`)")
         lines += [f"WARNING: {w}" for w in self.warnings]
         if not self.warnings:
             lines.append("every liability is covered by the funds that back it")
@@ -122,6 +132,8 @@ class Report:
                          "pool reserve": ratio(self.coverage("pool reserve")),
                          "overall": ratio(self.coverage())},
             "warnings": self.warnings,
+            "unsettled_sessions": [{"session": sid, "status": status, "reason": why}
+                                   for sid, status, why in self.unsettled],
         }
 
 
@@ -193,7 +205,10 @@ async def liability_report(engine: AsyncEngine, price_per_kwh: Decimal) -> Repor
         rows = (await conn.execute(select(ledger_balances))).all()
         rules = await loyalty.current_rules(conn)
         ungranted = await memberships.ungranted_wh(conn, utcnow())
+        unsettled = [(int(r.id), r.status, r.flag_reason or "") for r in await conn.execute(
+            select(sessions.c.id, sessions.c.status, sessions.c.flag_reason)
+            .where(sessions.c.status.in_(["quarantined", "flagged"])).order_by(sessions.c.id))]
     balances: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
         balances[(r.account, r.asset)] += int(r.balance)
-    return assess(balances, rules, price_per_kwh, ungranted)
+    return replace(assess(balances, rules, price_per_kwh, ungranted), unsettled=unsettled)

@@ -6,6 +6,11 @@ nothing. `settle_pending` settles every completed session that is not settled ye
 (after a crash, or with `cocharge settle`). `Settler` does it in the gateway, one
 session at a time, as sessions end.
 
+A session that fails to settle never blocks the others: the settler retries it with a
+growing delay a few times, then (or at once, when its times cannot be priced) quarantines
+it: status `quarantined`, the reason kept on it (`sessions list`, the console, the
+liability report), its hold still held until an operator's `sessions review`.
+
 Ledger legs of a session (asset CNY, ids `s<session>:<leg>`):
   wallet:<tag>     -> clearing:sessions   what the wallet can pay
   receivable:<tag> -> clearing:sessions   the shortfall (the member owes it)
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -39,6 +45,7 @@ from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 from cocharge.settlement.split import SplitTerms, split_amount
 from cocharge.settlement.tariff import (
     Cdr,
+    SessionTimesError,
     Tariff,
     Usage,
     compute_cdr,
@@ -289,7 +296,10 @@ async def running_cost_fen(engine: AsyncEngine, session_id: int,
         if s.ts > row.started_at:
             points.append((s.ts, max(points[-1][1], s.value - base)))
     points.append((now, points[-1][1]))
-    return int(compute_cdr(tariff, Usage(row.started_at, now, points, None, None)).total_fen)
+    try:
+        return int(compute_cdr(tariff, Usage(row.started_at, now, points, None, None)).total_fen)
+    except SessionTimesError:
+        return None  # shown without a cost; settlement quarantines it when it ends
 
 
 async def payable_fen(engine: AsyncEngine, session_id: int) -> int | None:
@@ -419,18 +429,19 @@ async def _void_hold(conn: AsyncConnection, row: Any, why: str) -> None:
 
 async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note: str, actor: str,
                          defaults: SettlementDefaults = SettlementDefaults()) -> Settled | None:
-    """An operator's decision on a flagged session: bill it as metered (settled now), or void
-    it (never billed, its hold released). The decision, who made it and why are kept on the
-    session and among the station's events."""
+    """An operator's decision on a flagged or quarantined session: bill it as metered (settled
+    now; a quarantined one that still fails stays as it was), or void it (never billed, its
+    hold released). The decision, who made it and why are kept on the session and among the
+    station's events."""
     if not note.strip():
         raise SettlementError("give --note: why the session is billed or voided")
     async with engine.begin() as conn:
         row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
         if row is None:
             raise SettlementError(f"no session {session_id}: see `cocharge sessions list`")
-        if row.status != "flagged":
-            raise SettlementError(f"session {session_id} is {row.status}, not flagged: only a "
-                                  "flagged session is reviewed")
+        if row.status not in ("flagged", "quarantined"):
+            raise SettlementError(f"session {session_id} is {row.status}: only a flagged or "
+                                  "quarantined session is reviewed")
         decision = "billed" if bill else "voided"
         reason = f"{row.flag_reason or 'flagged'}; reviewed: {decision} by {actor}: {note}"
         await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
@@ -441,7 +452,14 @@ async def review_session(engine: AsyncEngine, session_id: int, bill: bool, note:
                 sort_keys=True)))
         if not bill:
             await _void_hold(conn, row, f"voided by {actor}")
-    return await settle_session(engine, session_id, defaults) if bill else None
+    if not bill:
+        return None
+    try:
+        return await settle_session(engine, session_id, defaults)
+    except Exception as exc:  # noqa: BLE001 - kept on the session, said to the operator
+        await quarantine(engine, session_id, failure_reason(exc))
+        raise SettlementError(f"session {session_id} still cannot be settled "
+                              f"({failure_reason(exc)}): it stays quarantined") from None
 
 
 async def _payment_legs(conn: AsyncConnection, row: Any, terms: SplitTerms, amount: int,
@@ -547,17 +565,47 @@ async def unsettled(engine: AsyncEngine, since: datetime | None = None) -> list[
         return [int(i) for i in (await conn.execute(query)).scalars().all()]
 
 
+def failure_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def quarantine(engine: AsyncEngine, session_id: int, reason: str) -> None:
+    """Set a session that cannot be settled apart, with its reason (module docstring)."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(sessions.c.station_id, sessions.c.status)
+                                  .where(sessions.c.id == session_id))).first()
+        if row is None or row.status != "completed":
+            return
+        await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+            status="quarantined", flag_reason=f"not settled: {reason}"[:2000]))
+        await conn.execute(insert(station_events).values(
+            station_id=row.station_id, ts=utcnow(), kind="quarantine",
+            payload=json.dumps({"session": session_id, "reason": reason}, sort_keys=True)))
+    log.error("session %s quarantined: %s (`cocharge sessions review` decides on it)",
+              session_id, reason)
+
+
 async def settle_pending(engine: AsyncEngine, since: datetime | None = None,
-                         defaults: SettlementDefaults = SettlementDefaults()) -> list[Settled]:
-    """Settle every completed session that is not settled yet (idempotent)."""
-    done = []
+                         defaults: SettlementDefaults = SettlementDefaults()
+                         ) -> tuple[list[Settled], list[tuple[int, str]]]:
+    """Settle every completed session that is not settled yet (idempotent); one that fails
+    is quarantined with its reason, and the others are settled all the same."""
+    done, failed = [], []
     for session_id in await unsettled(engine, since):
-        result = await settle_session(engine, session_id, defaults)
+        try:
+            result = await settle_session(engine, session_id, defaults)
+        except Exception as exc:  # noqa: BLE001 - any failure of one session is kept on it
+            failed.append((session_id, failure_reason(exc)))
+            await quarantine(engine, session_id, failed[-1][1])
+            continue
         if result is not None:
             done.append(result)
     for session_id in await idle_unsettled(engine):
-        await settle_idle(engine, session_id, defaults)
-    return done
+        try:
+            await settle_idle(engine, session_id, defaults)
+        except Exception as exc:  # noqa: BLE001
+            log.error("idle fee of session %s not settled: %s", session_id, failure_reason(exc))
+    return done, failed
 
 
 async def settlement_report(engine: AsyncEngine) -> list[dict[str, Any]]:
@@ -575,9 +623,16 @@ async def settlement_report(engine: AsyncEngine) -> list[dict[str, Any]]:
 class Settler:
     """Settles sessions as they end, one at a time, in the gateway process."""
 
-    def __init__(self, engine: AsyncEngine, defaults: SettlementDefaults) -> None:
+    def __init__(self, engine: AsyncEngine, defaults: SettlementDefaults,
+                 retry_s: float = 30.0, attempts: int = 4) -> None:
         self.engine = engine
         self.defaults = defaults
+        # A failed session is tried again after retry_s, 4x that, 16x that ... (with jitter),
+        # `attempts` times in all, then quarantined.
+        self.retry_s = retry_s
+        self.attempts = attempts
+        self._failures: dict[int, int] = {}
+        self._retries: dict[int, asyncio.TimerHandle] = {}
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._settling = asyncio.Lock()  # one settlement at a time (the queue's, settle_now's)
         self._task: asyncio.Task[None] | None = None
@@ -594,15 +649,22 @@ class Settler:
         """Settle the session now (the driver's total for the station's display), not after
         the queue; returns what the driver pays in fen (None: not billable). The queued
         settlement of the same session then finds it done."""
-        async with self._settling:
-            await settle_session(self.engine, session_id, self.defaults)
-        return await payable_fen(self.engine, session_id)
+        try:
+            async with self._settling:
+                await settle_session(self.engine, session_id, self.defaults)
+            return await payable_fen(self.engine, session_id)
+        except Exception as exc:  # noqa: BLE001 - the queued settlement retries it
+            log.warning("session %s not settled at its end (%s): the settler tries again",
+                        session_id, failure_reason(exc))
+            return None
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is settled (or failed)."""
         await self._queue.join()
 
     async def close(self) -> None:
+        for handle in self._retries.values():
+            handle.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -611,13 +673,34 @@ class Settler:
     async def _run(self) -> None:
         while True:
             session_id = await self._queue.get()
+            self._retries.pop(session_id, None)
             try:
                 async with self._settling:
                     await settle_session(self.engine, session_id, self.defaults)
                 await settle_idle(self.engine, session_id, self.defaults)
+                self._failures.pop(session_id, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("settling session %s failed; `cocharge settle` retries it", session_id)
+            except Exception as exc:  # noqa: BLE001 - kept on the session (module docstring)
+                await self._failed(session_id, exc)
             finally:
                 self._queue.task_done()
+
+    async def _failed(self, session_id: int, exc: Exception) -> None:
+        tries = self._failures.get(session_id, 0) + 1
+        reason = failure_reason(exc)
+        if tries >= self.attempts or isinstance(exc, SessionTimesError):
+            self._failures.pop(session_id, None)
+            try:
+                await quarantine(self.engine, session_id,
+                                 f"{reason} ({tries} attempt{'s' if tries > 1 else ''})")
+            except Exception:  # noqa: BLE001 - the database is away: tried again at start
+                log.exception("session %s could not be quarantined", session_id)
+            return
+        self._failures[session_id] = tries
+        delay = self.retry_s * 4 ** (tries - 1) * random.uniform(0.8, 1.2)
+        log.warning("settling session %s failed (%s); trying again in %.0f s", session_id,
+                    reason, delay)
+        if session_id not in self._retries:
+            self._retries[session_id] = asyncio.get_running_loop().call_later(
+                delay, self.submit, session_id)

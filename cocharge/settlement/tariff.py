@@ -27,6 +27,15 @@ from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 DIMENSIONS = ("ENERGY", "TIME", "PARKING_TIME", "FLAT")
 # Units the prices are per: kWh, hour, hour, session; step sizes are in Wh, s, s.
 _UNIT = {"ENERGY": Decimal(1000), "TIME": Decimal(3600), "PARKING_TIME": Decimal(3600)}
+# Times a session is priced within, and its longest priced span: anything else comes from a
+# charger's wrong clock (the gateway no longer stores such times: cocharge/gateway/clock.py,
+# but an older database may hold them) and is not priced: settlement quarantines it.
+PRICED_FROM, PRICED_UNTIL = datetime(2000, 1, 1), datetime(2200, 1, 1)
+MAX_PRICED_S = 62 * 86400
+
+
+class SessionTimesError(ValueError):
+    """A session whose times no tariff can price."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,11 @@ def _cuts(tariff: Tariff, usage: Usage, tz: ZoneInfo) -> list[datetime]:
 
 def compute_cdr(tariff: Tariff, usage: Usage) -> Cdr:
     """Cost a session with a tariff (OCPI 2.2.1 CDR rules); see the module docstring."""
+    start, end = usage.start, usage.session_end
+    if not (PRICED_FROM <= start <= PRICED_UNTIL and PRICED_FROM <= end <= PRICED_UNTIL
+            and (end - start).total_seconds() <= MAX_PRICED_S):
+        raise SessionTimesError(f"times {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} cannot "
+                                "be priced (a charger's wrong clock?)")
     tz = ZoneInfo(tariff.tz)
     cuts = _cuts(tariff, usage, tz)
     periods: list[CdrPeriod] = []

@@ -62,7 +62,7 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
 
     def _init_wallbox(self, config: SimConfig) -> None:
         self.config = config
-        self.clock = SimClock(config.speed)
+        self.clock = SimClock(config.speed, config.clock_lead_s)
         self.hw = {n: Connector(n, max_current_a=config.max_current_a, phases=config.phases)
                    for n in range(1, config.connectors + 1)}
         self.charging_profiles: list[Profile] = []

@@ -60,14 +60,20 @@ class SimConfig:
     # refuses (a "strict" charger, e.g. ("TxDefaultProfile",)).
     phases: int = 3
     refuse_purposes: tuple[str, ...] = ()
+    # The simulated clock starts this many simulated seconds before now. A fast clock
+    # (speed > 1) that starts now runs ahead of the wall clock, and a central system rightly
+    # stops believing it (cocharge/gateway/clock.py); one that replays a stretch of the past
+    # ending about now keeps timestamps it believes (`cocharge sim run` sets this).
+    clock_lead_s: float = 0.0
 
 
 class SimClock:
-    """Simulated time: starts now, runs `speed` times faster than the wall clock."""
+    """Simulated time: starts `lead_s` before now, runs `speed` times faster than the wall
+    clock."""
 
-    def __init__(self, speed: float) -> None:
+    def __init__(self, speed: float, lead_s: float = 0.0) -> None:
         self.speed = speed
-        self._origin = datetime.now(UTC)
+        self._origin = datetime.now(UTC) - timedelta(seconds=lead_s)
         self._t0 = time.monotonic()
 
     def now(self) -> datetime:

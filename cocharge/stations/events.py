@@ -75,6 +75,8 @@ class SessionStarted:
     id_tag: str
     at: datetime
     meter_start_wh: int
+    clock: str | None = None  # what the charger's clock said when it was not used
+    charger_at: str | None = None  # the charger's own start time then (repeats match on it)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class SessionEnded:
     reason: str | None
     id_tag: str | None
     samples: list[MeterSample] = field(default_factory=list)
+    clock: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class TransactionEvent:
     samples: list[MeterSample] = field(default_factory=list)
     offline: bool = False
     charging_state: str | None = None  # Charging | EVConnected | SuspendedEV | SuspendedEVSE | Idle
+    clock: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class MeterReport:
     connector_id: int
     tx_ref: str | None
     samples: list[MeterSample]
+    clock: str | None = None
 
 
 @dataclass(frozen=True)

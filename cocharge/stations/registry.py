@@ -395,6 +395,7 @@ async def list_sessions(engine: AsyncEngine, station_id: str | None = None, *,
         "status": r.status,
         "stop_reason": r.stop_reason,
         "flag_reason": r.flag_reason,
+        "clock": r.clock,
         "booking": r.booking_id,
         "group": r.group_id,
     } for r in rows]

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import Text, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.background import Background
@@ -174,6 +174,11 @@ _FIRMWARE_STATUS = (update(stations).where(stations.c.id == bindparam("sid"))
                     .values(firmware_status=bindparam("firmware_status")))
 _SEEN = (update(stations).where(stations.c.id == bindparam("sid"))
          .values(last_seen_at=bindparam("seen")))
+# A note on what a charger's clock said, added to its session's (the first ones kept).
+_NOTE = bindparam("note", type_=Text)
+_CLOCK_NOTE = (update(sessions).where(sessions.c.id == bindparam("sid")).values(clock=case(
+    (sessions.c.clock.is_(None), _NOTE),
+    else_=func.substr(sessions.c.clock + "; " + _NOTE, 1, 2000))))
 _HOLD = update(stations).where(stations.c.id == bindparam("sid")).values(node=bindparam("node"))
 _RELEASE = (update(stations).where(and_(stations.c.id == bindparam("sid"),
                                         stations.c.node == bindparam("holder")))
@@ -816,11 +821,12 @@ class StationService:
         async def work(conn: AsyncConnection) -> tuple[int, AuthStatus, bool]:
             status, decision, money = await self._authorize_here(
                 conn, event.id_tag, event.station_id, event.connector_id)
+            same_start = (sessions.c.charger_start == event.charger_at if event.charger_at
+                          else sessions.c.started_at == event.at)
             existing = await conn.scalar(select(sessions.c.id).where(and_(
                 sessions.c.station_id == event.station_id,
                 sessions.c.connector_id == event.connector_id,
-                sessions.c.id_tag == event.id_tag,
-                sessions.c.started_at == event.at,
+                sessions.c.id_tag == event.id_tag, same_start,
                 sessions.c.meter_start_wh == event.meter_start_wh)))
             if existing is not None:
                 log.info("repeated StartTransaction from %s: same transaction %s",
@@ -829,7 +835,8 @@ class StationService:
             session_id = int((await conn.execute(insert(sessions).values(
                 station_id=event.station_id, connector_id=event.connector_id, protocol="1.6",
                 id_tag=event.id_tag, started_at=event.at, meter_start_wh=event.meter_start_wh,
-                status="active", created_at=utcnow()).returning(sessions.c.id))).scalar_one())
+                status="active", created_at=utcnow(), clock=event.clock,
+                charger_start=event.charger_at).returning(sessions.c.id))).scalar_one())
             await conn.execute(update(sessions).where(sessions.c.id == session_id)
                                .values(tx_ref=str(session_id)))
             if status is AuthStatus.ACCEPTED:
@@ -905,6 +912,8 @@ class StationService:
             await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
                 ended_at=event.at, meter_stop_wh=event.meter_stop_wh,
                 stop_reason=event.reason or "Local"))
+            if event.clock:
+                await conn.execute(_CLOCK_NOTE, {"sid": found.id, "note": event.clock})
             return status, found, await self._finish(conn, found.id)
 
         status, found, energy = await self.journal.run(work)
@@ -950,7 +959,9 @@ class StationService:
         if (found is not None and event.event_type == "Updated" and not found.ended
                 and not event.id_tag):
             # The hot path: meter values during a transaction, group-committed.
-            await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark])])
+            await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark]),
+                                      (_CLOCK_NOTE, [{"sid": found.id, "note": event.clock}]
+                                       if event.clock else [])])
             (await self._seen_seqs(key, found)).add(event.seq_no)
             await self._follow(found, event)
             return status
@@ -964,7 +975,7 @@ class StationService:
                 session_id = int((await conn.execute(insert(sessions).values(
                     station_id=event.station_id, connector_id=event.connector_id or 0,
                     tx_ref=event.tx_ref, protocol="2.0.1", id_tag=event.id_tag,
-                    started_at=event.at, status="active", created_at=utcnow(),
+                    started_at=event.at, status="active", created_at=utcnow(), clock=event.clock,
                 ).returning(sessions.c.id))).scalar_one())
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
                 if event.id_tag and status is AuthStatus.ACCEPTED and event.event_type != "Ended":
@@ -992,6 +1003,8 @@ class StationService:
                     await conn.execute(update(sessions).where(sessions.c.id == found.id)
                                        .values(**changes))
             await conn.execute(self._mark_stmt, [mark])
+            if event.clock and known is not None:
+                await conn.execute(_CLOCK_NOTE, {"sid": found.id, "note": event.clock})
             if rows:
                 await conn.execute(_INSERT_SAMPLES, [
                     {**row, "connector_id": found.connector_id, "session_id": found.id}
@@ -1075,6 +1088,12 @@ class StationService:
                      "samples": len(event.samples)}))]))
             else:
                 session_id = found.id
+        if event.clock and session_id is not None:
+            rows.append((_CLOCK_NOTE, [{"sid": session_id, "note": event.clock}]))
+        elif event.clock:
+            rows.append((_INSERT_NOTICE, [_notice_row(StationNotice(
+                event.station_id, "clock", utcnow(),
+                {"connector_id": event.connector_id, "note": event.clock}))]))
         rows.append((_INSERT_SAMPLES, _sample_rows(
             event.station_id, event.connector_id, session_id, event.samples)))
         if self.load is not None:

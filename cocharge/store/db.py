@@ -244,6 +244,14 @@ async def _v17_money_states(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v18_robust_input(conn: AsyncConnection) -> None:
+    """What a charger's clock said when it was not believed (issue 30)."""
+    def upgrade(sync_conn: Connection) -> None:
+        _add_columns(sync_conn, [(sessions, ["clock", "charger_start"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -263,6 +271,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (15, _v15_api_keys),
     (16, _v16_money_flows),
     (17, _v17_money_states),
+    (18, _v18_robust_input),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

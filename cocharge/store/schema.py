@@ -141,6 +141,10 @@ sessions = Table(
     # v13: energy drawn while the site's PV surplus covered it (a PV-managed green charger);
     # None: not measured (the certificate then counts the session's whole energy).
     Column("green_wh", BigInteger),
+    # v18: what the charger's clock said where it was not used (cocharge/gateway/clock.py);
+    # a 1.6 start's own time then (a repeated StartTransaction matches on it).
+    Column("clock", Text),
+    Column("charger_start", String(40)),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,

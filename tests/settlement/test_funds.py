@@ -259,7 +259,7 @@ def test_a_flagged_session_is_reviewed_billed_or_voided(tmp_path):
     assert done.returncode == 0 and "billed (30.90 CNY), reviewed by ops-li" in done.stdout
     assert cli("sessions", "review", str(voided), "--void", "--note", "a bad meter").returncode == 0
     again = cli("sessions", "review", str(voided), "--bill", "--note", "x")
-    assert again.returncode == 2 and "not flagged" in again.stderr
+    assert again.returncode == 2 and "only a flagged or quarantined" in again.stderr
 
     async def check() -> None:
         engine = await open_store(db)

@@ -123,7 +123,7 @@ async def insert_session(engine, station: str, tag: str, energy_wh: int, start: 
                          minutes: int = 60, **extra) -> int:
     async with engine.begin() as conn:
         return int((await conn.execute(insert(sessions).values(
-            station_id=station, connector_id=1, tx_ref=f"{station}-{tag}-{start.timestamp()}",
+            station_id=station, connector_id=1, tx_ref=f"{station}-{tag}-{start.isoformat()}",
             protocol="1.6", id_tag=tag, started_at=start, ended_at=start + timedelta(minutes=minutes),
             meter_start_wh=0, meter_stop_wh=energy_wh, energy_wh=energy_wh, status="completed",
             created_at=start, **extra).returning(sessions.c.id))).scalar_one())
@@ -250,3 +250,70 @@ async def test_a_dividend_pool_pays_points_holders_within_their_caps(engine):
     assert (await ledger.verify(engine)).ok
     with pytest.raises(loyalty.RewardsError, match="once the day is over"):
         await loyalty.dividend(engine, day)
+
+
+async def test_sessions_that_cannot_be_settled_are_quarantined_not_retried_forever(db_url):
+    """An older version stored sessions on chargers' broken clocks (0001 to 9999): the settler
+    sets them apart with their reason at start, settles the others, and every read path still
+    answers; an operator voids one and bills the other after fixing nothing: it stays apart."""
+    engine = await open_store(db_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("Q1", owner="qo", max_power_kw=11))
+        await registry.add_member(engine, "Qi", "QI", None)
+        await topup(engine, "QI", 5000)
+        bad = [await insert_session(engine, "Q1", "QI", 500, datetime(1, 1, 1), minutes=10),
+               await insert_session(engine, "Q1", "QI", 500, datetime(1970, 1, 1),
+                                    minutes=60 * 24 * 365 * 8000)]
+        good = await insert_session(engine, "Q1", "QI", 1000, utcnow() - timedelta(hours=2))
+    finally:
+        await engine.dispose()
+    async with running_node(db_url, settings()) as node:
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            rows = {r["id"]: r for r in await registry.list_sessions(node.engine, "Q1")}
+            if all(rows[i]["status"] == "quarantined" for i in bad) and await settled(
+                    node.engine, good) is not None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, rows
+            await asyncio.sleep(0.05)
+        for i in bad:
+            assert "cannot be priced" in rows[i]["flag_reason"], rows[i]
+            assert await settled(node.engine, i) is None
+        events = await registry.list_station_events(node.engine, "Q1", "quarantine")
+        assert sorted(e["details"]["session"] for e in events) == sorted(bad)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return forked_cli.run([*args, "--db", db_url])
+
+    for args in (["sessions", "list"], ["sessions", "show", str(bad[1])], ["settle"]):
+        done = cli(*args)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+    report = cli("ledger", "liabilities")
+    assert "Sessions ended but not settled: 2" in report.stdout, report.stdout
+    assert f"session {bad[0]} quarantined: not settled: SessionTimesError" in report.stdout
+    voided = cli("sessions", "review", str(bad[0]), "--void", "--note", "clock of 0001")
+    assert voided.returncode == 0, voided.stderr
+    billed = cli("sessions", "review", str(bad[1]), "--bill", "--note", "try it")
+    assert billed.returncode == 2 and "stays quarantined" in billed.stderr, billed.stderr
+    assert "Traceback" not in billed.stderr
+    report = json.loads(cli("ledger", "liabilities", "--json").stdout)
+    assert [s["session"] for s in report["unsettled_sessions"]] == [bad[1]]
+    assert cli("ledger", "verify").returncode == 0
+
+
+async def test_cocharge_settle_quarantines_what_fails_and_settles_the_rest(sqlite_url):
+    engine = await open_store(sqlite_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("Q2", owner="qo", max_power_kw=11))
+        await registry.add_member(engine, "Qi", "QI", None)
+        bad = await insert_session(engine, "Q2", "QI", 500, datetime(9999, 12, 31), minutes=0)
+        good = await insert_session(engine, "Q2", "QI", 1000, utcnow() - timedelta(hours=2))
+    finally:
+        await engine.dispose()
+    done = forked_cli.run(["settle", "--db", sqlite_url])
+    assert done.returncode == 1 and "1 sessions settled" in done.stdout, done.stdout
+    assert f"session {bad} not settled, quarantined: SessionTimesError" in done.stderr
+    assert "Traceback" not in done.stderr
+    shown = forked_cli.run(["sessions", "list", "--json", "--db", sqlite_url])
+    status = {r["id"]: r["status"] for r in json.loads(shown.stdout)}
+    assert status == {bad: "quarantined", good: "completed"}
