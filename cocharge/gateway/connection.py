@@ -503,7 +503,7 @@ class StationConnection:
         else:
             result = await self._network_profile(target, url or "", command.configuration_slot)
         if result.accepted and target < current:
-            await self.service.security_profile(self.id, None if target < 3 else target,
+            await self.service.security_profile(self.id, target,
                                                 f"moved down to {target} by the operator")
         elif result.accepted:
             await self.service.notice_now(self.id, "security_profile", {

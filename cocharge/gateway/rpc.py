@@ -131,8 +131,10 @@ SPEC_MINIMUM: dict[str, dict[str, int]] = {
         # 2.0.1 part 2, EVSEType: "id: EVSE Identifier. This contains a number (> 0)".
         "EVSEType.id": 1,
         "EVSEType.connectorId": 1,
-        "StatusNotificationRequest.evseId": 1,
-        "StatusNotificationRequest.connectorId": 1,
+        # StatusNotification with evse 0 / connector 0 is the station as a whole (as 1.6's
+        # connector 0): chargers send it at cold boot and the official schema allows it.
+        "StatusNotificationRequest.evseId": 0,
+        "StatusNotificationRequest.connectorId": 0,
         "MeterValuesRequest.evseId": 0,
         "TransactionEventRequest.seqNo": 0,
     },

@@ -304,9 +304,21 @@ class Gateway:
                         "certificate: refused", station_id)
             refused = _unauthorized(f"station {station_id} must present its client certificate "
                                     "(security profile 3)")
+        elif (record is not None and record.security_profile == 2
+              and not on_tls(connection)):
+            # Once a station has come over TLS, a plain connection in its name is a downgrade
+            # (an attacker stripping TLS), refused until the operator moves it down.
+            log.warning("station %s uses security profile 2 and came without TLS: refused",
+                        station_id)
+            refused = _unauthorized(f"station {station_id} must connect over TLS (wss://, "
+                                    "security profile 2)")
         elif access.password_hash is not None:
             refused = await self._authenticate(connection, station_id, request,
                                                access.password_hash)
+            if (refused is None and record is not None and on_tls(connection)
+                    and record.security_profile in (None, 1)):
+                await self.service.security_profile(station_id, 2, "connected over TLS with "
+                                                    "its password")
         elif self.settings.require_password:
             log.warning("station %s has no password: refused (require_password)", station_id)
             refused = _unauthorized(f"station {station_id} has no password and this gateway "
@@ -515,6 +527,11 @@ def client_cas(settings: GatewaySettings) -> str | None:
         with open(settings.client_ca_file) as handle:
             parts.append(handle.read())
     return "".join(parts) or None
+
+
+def on_tls(connection: ServerConnection) -> bool:
+    transport = getattr(connection, "transport", None)
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 def client_certificate(connection: ServerConnection) -> Any:

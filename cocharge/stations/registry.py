@@ -145,7 +145,7 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
                         station_events.c.kind == "security"))
             .order_by(station_events.c.ts.desc()).limit(200))).all()
     shown = _station_view(row, list(status_rows))
-    shown["security_profile"] = row.security_profile or "1 or 2 (password)"
+    shown["security_profile"] = row.security_profile or "1 (password; 2 once it comes over TLS)"
     # The latest critical security events (OCPP's list; a vendor's own type counts too).
     critical: list[str] = []
     for event in security:

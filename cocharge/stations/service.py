@@ -331,8 +331,9 @@ class StationService:
                  record.id)
 
     async def security_profile(self, station_id: str, profile: int | None, step: str) -> None:
-        """Record the station's security profile: 3 once it connected with a client
-        certificate of ours (from then on it must), lower after a forced downgrade."""
+        """Record the station's security profile: 2 once it connected over TLS with its
+        password, 3 with a client certificate of ours (from then on it must come so), lower
+        only after the operator's forced downgrade."""
         record = self.directory.get(station_id)
         if record is not None:
             record.security_profile = profile

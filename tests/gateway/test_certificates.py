@@ -312,7 +312,7 @@ async def test_moving_down_needs_force_and_profile_3_needs_the_station_to_trust_
             down = await command(node, "PKI7", "security-profile", profile=2, force=True)
             assert down["accepted"], down
             record = node.gateway.service.directory.get("PKI7")
-            assert record is not None and record.security_profile is None
+            assert record is not None and record.security_profile == 2
         finally:
             await close_box(box)
 
@@ -348,3 +348,44 @@ async def test_ocsp_for_our_certificates_and_iso15118_without_a_provider(tmp_pat
             assert answer[0] == 3 and answer[2]["status"] == "Failed"
             assert answer[2]["statusInfo"]["reasonCode"] == "NoProvider"
         assert json.dumps(request)
+
+
+@pytest.mark.parametrize("protocol", ["2.0.1", "1.6"])
+async def test_tls_cannot_be_stripped_once_a_station_used_profile_2(tmp_path, protocol):
+    """Profile 1 -> 2 over the operator channel; from then on a plain ws:// connection with
+    the right password is refused (as profile 3 refuses one without its certificate), also
+    after the station left."""
+    subprotocol = "ocpp1.6" if protocol == "1.6" else "ocpp2.0.1"
+    async with pki_node(tmp_path) as (node, authority):
+        await registry.add_station(node.engine, registry.NewStation("TLS2", password=PASSWORD))
+        box = await open_box(ws_url(node), "TLS2", protocol, password=PASSWORD, organisation=ORG,
+                             secure_url=wss_url(node), ca_pem=ca_pem(authority))
+        try:
+            assert box.security_profile == 1
+            moved = await command(node, "TLS2", "security-profile", profile=2)
+            assert moved["accepted"], moved
+
+            async def over_tls() -> bool:
+                record = node.gateway.service.directory.get("TLS2")
+                connection = node.gateway.connections.get("TLS2")
+                return (record is not None and record.security_profile == 2
+                        and connection is not None and connection.on_tls())
+
+            await until(over_tls)
+            assert (await registry.get_station(node.engine, "TLS2"))["security_profile"] == 2
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{ws_url(node)}/TLS2", subprotocols=[subprotocol],
+                              additional_headers=_basic("TLS2", PASSWORD))
+            assert refused.value.response.status_code == 401
+            assert b"over TLS" in refused.value.response.body
+            assert node.gateway.connections.get("TLS2") is not None  # the real one stays
+            # A well-made station refuses to be moved down (A05): the record stays at 2.
+            down = await command(node, "TLS2", "security-profile", profile=1, force=True)
+            assert not down["accepted"], down
+            record = node.gateway.service.directory.get("TLS2")
+            assert record is not None and record.security_profile == 2
+        finally:
+            await close_box(box)
+        with pytest.raises(InvalidStatus):
+            await connect(f"{ws_url(node)}/TLS2", subprotocols=[subprotocol],
+                          additional_headers=_basic("TLS2", PASSWORD))

@@ -128,8 +128,8 @@ RULES: list[tuple[str, str, str | bytes, str]] = [
     ("evse.id -1 starts no transaction", "2.0.1", tx201(evse={"id": -1}),
      "PropertyConstraintViolation"),
     ("seqNo of 2^31", "2.0.1", tx201(seqNo=BIG), "TypeConstraintViolation"),
-    ("evseId 0 in StatusNotification", "2.0.1",
-     call("StatusNotification", {"timestamp": TS, "connectorStatus": "Available", "evseId": 0,
+    ("evseId -1 in StatusNotification", "2.0.1",
+     call("StatusNotification", {"timestamp": TS, "connectorStatus": "Available", "evseId": -1,
                                  "connectorId": 1}), "PropertyConstraintViolation"),
     ("number of 1e400", "2.0.1", ('[2,"x","MeterValues",{"evseId":1,"meterValue":[{"timestamp":'
                                   '"2026-11-01T10:00:00Z","sampledValue":[{"value":1e400}]}]}]'),
