@@ -29,7 +29,8 @@ from cocharge.config import GatewaySettings
 
 TOP = {"db": "database URL or SQLite file (as COCHARGE_DB)",
        "mqtt": "broker URL (as COCHARGE_MQTT)"}
-SERVE = {"tls_cert": "PEM certificate (wss://)", "tls_key": "PEM private key"}
+SERVE = {"tls_cert": "PEM certificate (wss://)", "tls_key": "PEM private key",
+         "tls_rsa_cert": "a second, RSA, PEM certificate", "tls_rsa_key": "its private key"}
 CLI = {"max_amount_cny": "the largest amount of money an operator may type (CNY)"}
 CLI_DEFAULTS: dict[str, Any] = {"max_amount_cny": 100_000}
 

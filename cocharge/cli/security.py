@@ -145,20 +145,40 @@ def ca_forget(directory: str, fingerprint: str) -> None:
 @click.option("--days", default=397, show_default=True, type=click.IntRange(1, 3650))
 @click.option("--cert-out", required=True, type=click.Path(dir_okay=False))
 @click.option("--key-out", required=True, type=click.Path(dir_okay=False))
+@click.option("--rsa-cert-out", type=click.Path(dir_okay=False),
+              help="The RSA certificate beside the ECDSA one (default: CERT_OUT with -rsa).")
+@click.option("--rsa-key-out", type=click.Path(dir_okay=False),
+              help="Its key (default: KEY_OUT with -rsa).")
 def ca_server_cert(directory: str, hosts: tuple[str, ...], days: int, cert_out: str,
-                   key_out: str) -> None:
-    """A TLS server certificate for `serve --tls-cert/--tls-key`, signed by the CA."""
+                   key_out: str, rsa_cert_out: str | None, rsa_key_out: str | None) -> None:
+    """TLS server certificates for `serve`, signed by the CA: an ECDSA one and an RSA one
+    (OCPP's TLS 1.2 suites need both: docs/security.md)."""
 
-    authority = _ca_error(lambda: ca.load(directory))
-    chain, key = authority.server_certificate(list(hosts), days)
-    for path in (cert_out, key_out):
+    def beside(path: str) -> str:
+        found = Path(path)
+        return str(found.with_name(f"{found.stem}-rsa{found.suffix}"))
+
+    rsa_cert_out = rsa_cert_out or beside(cert_out)
+    rsa_key_out = rsa_key_out or beside(key_out)
+    outputs = [cert_out, key_out, rsa_cert_out, rsa_key_out]
+    if len(set(outputs)) < 4:
+        fail("the four output files must differ: give --rsa-cert-out and --rsa-key-out")
+    for path in outputs:
         if Path(path).exists():
             fail(f"{path} exists: choose another file or remove it")
-    Path(cert_out).write_text(chain)
-    fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    click.echo(f"server certificate for {', '.join(hosts)}: {cert_out} (key {key_out})")
+    authority = _ca_error(lambda: ca.load(directory))
+    for (chain, key), (cert_path, key_path) in (
+            (authority.server_certificate(list(hosts), days), (cert_out, key_out)),
+            (authority.server_certificate(list(hosts), days, rsa_key=True),
+             (rsa_cert_out, rsa_key_out))):
+        Path(cert_path).write_text(chain)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+    click.echo(f"server certificates for {', '.join(hosts)}: {cert_out} (ECDSA, key {key_out}) "
+               f"and {rsa_cert_out} (RSA, key {rsa_key_out})")
+    click.echo(f"serve them: cocharge serve --tls-cert {cert_out} --tls-key {key_out} "
+               f"--tls-rsa-cert {rsa_cert_out} --tls-rsa-key {rsa_key_out} ...")
 
 
 # --- stations: certificates and security profile ----------------------------------------------

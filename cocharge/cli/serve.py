@@ -53,6 +53,11 @@ SERVE_SETTINGS = {
 @click.option("--auto-register", is_flag=True, help="Admit unknown stations as Pending until approved.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate (wss://).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
+@click.option("--tls-rsa-cert", type=click.Path(exists=True, dir_okay=False),
+              help="A second (RSA) certificate beside an ECDSA --tls-cert: OCPP's TLS_RSA "
+                   "suites need it (`cocharge ca server-cert` makes both).")
+@click.option("--tls-rsa-key", type=click.Path(exists=True, dir_okay=False),
+              help="Its private key.")
 @click.option("--operator-host", default="127.0.0.1", show_default=True)
 @click.option("--operator-port", default=9001, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the operator channel used by `cocharge remote`.")
@@ -100,7 +105,8 @@ SERVE_SETTINGS = {
 @click.option("--no-api", is_flag=True, help="Serve no HTTP API or console on this node.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_register: bool,
-          tls_cert: str | None, tls_key: str | None, operator_host: str, operator_port: int,
+          tls_cert: str | None, tls_key: str | None, tls_rsa_cert: str | None,
+          tls_rsa_key: str | None, operator_host: str, operator_port: int,
           heartbeat_interval: int, call_timeout: float, mqtt_url: str | None,
           max_handshakes: int, quirks_file: str | None, require_password: bool,
           allow_takeover: bool, upload_port: int, upload_url: str | None,
@@ -114,7 +120,7 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
     for param, field_name in SERVE_SETTINGS.items():
         if ctx.get_parameter_source(param) is ParameterSource.DEFAULT:
             given[param] = getattr(config.gateway, field_name)
-    for param in ("tls_cert", "tls_key"):
+    for param in ("tls_cert", "tls_key", "tls_rsa_cert", "tls_rsa_key"):
         if given[param] is None and config.serve.get(param):
             given[param] = config.serve[param]
     # The values the checks below look at, as in force.
@@ -131,6 +137,11 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
              "with --require-password")
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together: give both for TLS, or neither")
+    tls_rsa_cert, tls_rsa_key = given["tls_rsa_cert"], given["tls_rsa_key"]
+    if bool(tls_rsa_cert) != bool(tls_rsa_key):
+        fail("--tls-rsa-cert and --tls-rsa-key go together: give both, or neither")
+    if tls_rsa_cert and not tls_cert:
+        fail("--tls-rsa-cert goes beside --tls-cert (ECDSA): give --tls-cert and --tls-key")
     if tls_port is not None and not tls_cert:
         fail("--tls-port serves wss://: give --tls-cert and --tls-key with it")
     if tls_url is not None and not tls_url.startswith("wss://"):
@@ -157,8 +168,9 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
     if no_api:
         settings = dataclasses.replace(settings, api_port=None)
     try:
-        tls = tls_context(tls_cert, tls_key, client_cas(settings)) if tls_cert and tls_key \
-            else None
+        tls = tls_context(tls_cert, tls_key, client_cas(settings),
+                          (tls_rsa_cert, tls_rsa_key) if tls_rsa_cert and tls_rsa_key else None
+                          ) if tls_cert and tls_key else None
     except ca.CAError as exc:
         fail(str(exc))
         raise

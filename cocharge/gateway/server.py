@@ -505,12 +505,24 @@ class Gateway:
         return str(row.node)
 
 
-def tls_context(cert: str, key: str, client_cas: str | None = None) -> ssl.SSLContext:
-    """Server TLS (security profile 2) from PEM files; with `client_cas` (PEM text), client
+# OCPP 1.6 security whitepaper and 2.0.1 part 2 A00.FR.3xx (OCTT TC_086, TC_A_04/07): TLS 1.2
+# or newer, and for TLS 1.2 these four suites (ECDSA ones with an ECDSA certificate, the RSA
+# ones with an RSA certificate). TLS 1.3 keeps OpenSSL's AEAD suites.
+OCPP_TLS12_CIPHERS = ":".join(["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                               "AES128-GCM-SHA256", "AES256-GCM-SHA384"])
+
+
+def tls_context(cert: str, key: str, client_cas: str | None = None,
+                rsa: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """Server TLS (security profile 2) from PEM files (`rsa`: a second certificate and key,
+    served to clients that offer RSA suites only); with `client_cas` (PEM text), client
     certificates of those CAs are verified when a station presents one (profile 3)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(OCPP_TLS12_CIPHERS)
     context.load_cert_chain(cert, key)
+    if rsa is not None:
+        context.load_cert_chain(*rsa)
     if client_cas:
         context.verify_mode = ssl.CERT_OPTIONAL
         context.load_verify_locations(cadata=client_cas)

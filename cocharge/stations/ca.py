@@ -163,12 +163,18 @@ class Authority:
                        self.key.public_key()), critical=False))
         return builder.sign(self.key, hashes.SHA256())
 
-    def server_certificate(self, hosts: list[str], days: int) -> tuple[str, str]:
+    def server_certificate(self, hosts: list[str], days: int,
+                           rsa_key: bool = False) -> tuple[str, str]:
         """A TLS server certificate for the gateway (PEM certificate chain, PEM key): the
-        stations that trust this CA (InstallCertificate CSMSRootCertificate) trust it."""
+        stations that trust this CA (InstallCertificate CSMSRootCertificate) trust it. Its
+        key is ECDSA P-256, or RSA 2048 (`rsa_key`): OCPP's TLS_RSA_* suites need the
+        second beside the first (docs/security.md)."""
         import ipaddress
 
-        key = ec.generate_private_key(ec.SECP256R1())
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+            rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1()))
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:

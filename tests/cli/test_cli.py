@@ -308,7 +308,10 @@ def test_the_operators_ca_from_the_cli(tmp_path):
     served = ca("server-cert", *where, "--host", "gw.example.org", "--cert-out",
                 str(tmp_path / "s.pem"), "--key-out", str(tmp_path / "s.key"))
     assert served.returncode == 0, served.stderr
-    assert stat.S_IMODE(os.stat(tmp_path / "s.key").st_mode) == 0o600
+    assert "--tls-rsa-cert" in served.stdout
+    for key in ("s.key", "s-rsa.key"):
+        assert stat.S_IMODE(os.stat(tmp_path / key).st_mode) == 0o600
+    assert b"BEGIN CERTIFICATE" in (tmp_path / "s-rsa.pem").read_bytes()
     twice = ca("server-cert", *where, "--host", "gw", "--cert-out", str(tmp_path / "s.pem"),
                "--key-out", str(tmp_path / "t.key"))
     assert twice.returncode == 2 and "exists" in twice.stderr

@@ -34,16 +34,24 @@ PASSWORD = "station-password-01"
 
 
 @contextlib.asynccontextmanager
-async def pki_node(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Node, ca.Authority]]:
+async def pki_node(tmp_path: Path, rsa: bool = False,
+                   **overrides: Any) -> AsyncIterator[tuple[Node, ca.Authority]]:
     """A gateway with our CA: plain ws:// on one port, wss:// (client certificates of the
-    CA accepted) on another, its server certificate signed by the CA."""
+    CA accepted) on another, its server certificate signed by the CA (`rsa`: an RSA one
+    beside the ECDSA one)."""
     authority = ca.init(tmp_path / "ca", ORG, "test CA")
     chain, key = authority.server_certificate(["127.0.0.1"], 30)
     (tmp_path / "server.pem").write_text(chain)
     (tmp_path / "server.key").write_text(key)
+    second = None
+    if rsa:
+        chain, key = authority.server_certificate(["127.0.0.1"], 30, rsa_key=True)
+        (tmp_path / "server-rsa.pem").write_text(chain)
+        (tmp_path / "server-rsa.key").write_text(key)
+        second = (str(tmp_path / "server-rsa.pem"), str(tmp_path / "server-rsa.key"))
     config = settings(ca_dir=str(tmp_path / "ca"), tls_port=0, **overrides)
     tls = tls_context(str(tmp_path / "server.pem"), str(tmp_path / "server.key"),
-                      client_cas(config))
+                      client_cas(config), second)
     async with running_node(str(tmp_path / "db.sqlite"), config, tls) as node:
         yield node, authority
 
@@ -389,3 +397,46 @@ async def test_tls_cannot_be_stripped_once_a_station_used_profile_2(tmp_path, pr
         with pytest.raises(InvalidStatus):
             await connect(f"{ws_url(node)}/TLS2", subprotocols=[subprotocol],
                           additional_headers=_basic("TLS2", PASSWORD))
+
+
+OCPP_SUITES = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+               "AES128-GCM-SHA256", "AES256-GCM-SHA384"]
+
+
+async def _tls_handshake(port: int, authority: ca.Authority, *, ciphers: str | None = None,
+                         version: ssl.TLSVersion | None = None) -> tuple[str, str, str]:
+    """An OCTT-style TLS client: (version, suite, the server certificate's key type)."""
+    context = ssl.create_default_context(cadata=ca_pem(authority))
+    context.check_hostname = False
+    if ciphers is not None:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(ciphers)
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        tls = writer.get_extra_info("ssl_object")
+        cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+        return tls.version(), tls.cipher()[0], type(cert.public_key()).__name__
+    finally:
+        writer.close()
+
+
+async def test_the_wss_listener_offers_what_ocpp_requires(tmp_path):
+    """TLS 1.2 with each of the four suites OCPP requires (the ECDSA ones on the ECDSA
+    certificate, the RSA ones on the RSA certificate beside it), TLS 1.3; no TLS 1.1, no
+    suite outside the list."""
+    async with pki_node(tmp_path, rsa=True) as (node, authority):
+        port = node.gateway.tls_port
+        for suite in OCPP_SUITES:
+            version, chosen, key = await _tls_handshake(port, authority, ciphers=suite)
+            assert (version, chosen) == ("TLSv1.2", suite)
+            assert key == ("ECPublicKey" if "ECDSA" in suite else "RSAPublicKey"), (suite, key)
+        version, _, _ = await _tls_handshake(port, authority, version=ssl.TLSVersion.TLSv1_3)
+        assert version == "TLSv1.3"
+        for outside in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305",
+                        "ECDHE-ECDSA-AES128-SHA256"):
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):  # a handshake alert
+                await _tls_handshake(port, authority, ciphers=outside)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            await _tls_handshake(port, authority, version=ssl.TLSVersion.TLSv1_1)
