@@ -40,6 +40,9 @@ def remote_call(db: str | None, station_id: str, command: str, args: dict[str, A
     elif answer.get("queued"):
         click.echo(f"{station_id}: queued (station offline; command {answer['command_id']} is "
                    "delivered at its next boot: see `cocharge commands list`)")
+    elif answer.get("status") == "Scheduled" and command == "availability":
+        click.echo(f"{station_id}: Scheduled (a session is running: the station makes the change "
+                   "when it ends; `cocharge station show` shows the connector then)")
     else:
         click.echo(f"{station_id}: {answer['status']}")
         extra = {k: v for k, v in answer.get("response", {}).items() if k != "status"}

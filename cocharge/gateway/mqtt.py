@@ -108,6 +108,9 @@ class MqttBridge(StationObserver):
         self._client: aiomqtt.Client | None = None
         self._closing = False
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Availability changes a station answered Scheduled (a session runs): (station,
+        # connector) -> (ack topic, request id, verb, row, the status that means done).
+        self._scheduled: dict[tuple[str, int], tuple[str, str, str, int, str]] = {}
 
     # --- life ------------------------------------------------------------------------------
 
@@ -197,10 +200,13 @@ class MqttBridge(StationObserver):
             if topic.endswith(("/load/set", "/pv/set")) and not topic.startswith(mine):
                 self._meter(topic, message.payload)
                 continue
-            work = self._call(message.payload) if topic == f"{mine}/call" else self._command(message)
-            task = asyncio.create_task(work)
-            self._commands.add(task)
-            task.add_done_callback(self._commands.discard)
+            self._spawn(self._call(message.payload) if topic == f"{mine}/call"
+                        else self._command(message))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
 
     async def refresh(self) -> None:
         """Which property each station belongs to (from the split terms)."""
@@ -262,6 +268,11 @@ class MqttBridge(StationObserver):
 
     def connector_status(self, station_id: str, connector_id: int, status: str,
                          error_code: str | None, at: datetime) -> None:
+        for key in ((station_id, connector_id), (station_id, 0)):
+            waiting = self._scheduled.get(key)
+            if waiting is not None and waiting[4] == status:
+                del self._scheduled[key]
+                self._spawn(self._applied(waiting, status))
         base = self._station_topic(station_id)
         if base:
             self._put(f"{base}/connectors/{connector_id}/status",
@@ -453,9 +464,23 @@ class MqttBridge(StationObserver):
         else:
             result = await self._apply(prop, plan, body, row_id)
         result = {"request_id": request_id, "verb": verb, **result}
+        if result["state"] == "scheduled" and plan is not None:
+            operative = plan.verb == "release" or bool(plan.operative)
+            self._scheduled[(plan.station, plan.connector)] = (
+                ack, request_id, verb, row_id, "Available" if operative else "Unavailable")
         async with self.gateway.engine.begin() as conn:
             await conn.execute(update(mqtt_requests).where(mqtt_requests.c.id == row_id)
                                .values(state=result["state"], answer=json.dumps(result)))
+        self._put(ack, result)
+
+    async def _applied(self, waiting: tuple[str, str, str, int, str], status: str) -> None:
+        """The second ack of a scheduled availability change: the station reports it done."""
+        ack, request_id, verb, row_id, _ = waiting
+        result = {"request_id": request_id, "verb": verb, "state": "applied",
+                  "ocpp_status": status}
+        async with self.gateway.engine.begin() as conn:
+            await conn.execute(update(mqtt_requests).where(mqtt_requests.c.id == row_id)
+                               .values(state="applied", answer=json.dumps(result)))
         self._put(ack, result)
 
     async def _reward(self, backend: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -534,6 +559,10 @@ class MqttBridge(StationObserver):
         accepted = all(r["accepted"] for r in results)
         answer: dict[str, Any] = {"state": "accepted" if accepted else "rejected",
                                   "ocpp_status": results[0]["status"]}
+        if accepted and results[0]["status"] == "Scheduled":
+            # A session runs: the station changes the connector when it ends; a second ack
+            # ("applied") follows then (docs/mqtt.md).
+            answer["state"] = "scheduled"
         if plan.verb == "reserve":
             answer["reservation_id"] = MQTT_RESERVATIONS + row_id
         return answer

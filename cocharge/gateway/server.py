@@ -123,6 +123,7 @@ class Gateway:
         self.connections: dict[str, StationConnection] = {}
         self.control = SharingController(engine, settings, self.connection)
         self.service.control = self.control
+        self.control.start_check = self.service.start_refusal
         self.control.journal = self.service.journal
         self.settler = Settler(engine, SettlementDefaults(
             Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))

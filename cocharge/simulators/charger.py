@@ -307,7 +307,9 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
                 await asyncio.sleep(stay_s / self.config.speed)
             hw.cable_locked = False
             hw.ev = None
-            await self.send_status(session.connector_id, "Available")
+            # A change of availability scheduled during the session takes effect now.
+            await self.send_status(session.connector_id,
+                                   "Available" if hw.operative else "Unavailable")
         except Exception:
             log.exception("%s: session on connector %s failed", self.config.station_id,
                           session.connector_id)

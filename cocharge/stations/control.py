@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -127,6 +127,9 @@ class SharingController:
         self.engine = engine
         self.settings = settings
         self.link = link
+        # Why a member may not start here now (None: they may): the charger-side decision,
+        # asked before a remote start is sent (the service sets it).
+        self.start_check: Callable[[str, str, int | None], Awaitable[str | None]] | None = None
         self.rules: dict[tuple[str, int], SharingRules] = {}
         self.bookings: list[Booking] = []
         self._booking_station: dict[int, str] = {}
@@ -607,6 +610,11 @@ class SharingController:
         if isinstance(command, cmd.RawCall) and cmd.sets_password(command.action,
                                                                   command.payload):
             raise cmd.CommandRejected(cmd.RAW_PASSWORD_REFUSED)
+        if isinstance(command, cmd.RemoteStart) and self.start_check is not None:
+            refusal = await self.start_check(command.tag, station_id, command.connector_id)
+            if refusal is not None:
+                raise cmd.CommandRejected(f"{command.tag} may not charge at {station_id}: "
+                                          f"{refusal} (nothing sent to the station)")
         link = self.link(station_id)
         if link is None and (
                 (isinstance(command, cmd.RotatePassword) and command.password is not None)

@@ -194,6 +194,10 @@ def _register_wh(samples: list[MeterSample]) -> tuple[float, datetime] | None:
     return value, at
 
 
+_WHY_NOT = {AuthStatus.UNKNOWN: "no member has this tag (`cocharge member add`)",
+            AuthStatus.BLOCKED: "the member is blocked",
+            AuthStatus.EXPIRED: "the member's card has expired",
+            AuthStatus.NO_CREDIT: "not enough money to start (`cocharge wallet topup`)"}
 _REFUSAL = {Verdict.NOT_AT_THIS_TIME: AuthStatus.NOT_AT_THIS_TIME,
             Verdict.NOT_AT_THIS_LOCATION: AuthStatus.NOT_AT_THIS_LOCATION}
 
@@ -456,6 +460,17 @@ class StationService:
         async with self.engine.connect() as conn:
             status, _, _ = await self._authorize_here(conn, tag, station_id, connector_id)
         return status
+
+    async def start_refusal(self, tag: str, station_id: str, connector_id: int | None) -> str | None:
+        """Why `tag` may not start at the station now, as the charger would be told at its
+        Authorize (None: it may): checked before a remote start is sent."""
+        async with self.engine.connect() as conn:
+            status, decision, _ = await self._authorize_here(conn, tag, station_id, connector_id)
+        if status is AuthStatus.ACCEPTED:
+            return None
+        if decision is not None and not decision.allowed:
+            return decision.reason
+        return _WHY_NOT.get(status, status.value)
 
     async def _authorize_here(self, conn: AsyncConnection, tag: str, station_id: str | None,
                               connector_id: int | None

@@ -139,6 +139,35 @@ async def test_state_meter_and_session_events_reach_the_property(broker, sqlite_
         await after.wait(lambda: after.on(gateway_status) and after.on(gateway_status)[-1]["state"] == "offline")
 
 
+async def test_a_block_during_a_session_is_scheduled_then_applied(broker, sqlite_url):
+    """The charger answers ChangeAvailability Scheduled while it charges: the backend hears
+    "scheduled", not "accepted", and "applied" once the session ended and the connector is
+    Unavailable."""
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url, control_interval_s=0.2)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1", speed=60,
+                                                   meter_interval_s=0.1))
+        try:
+            async with backend(broker) as b:
+                session = await box.charge(1, "ANN", energy_wh=50_000)
+                await asyncio.wait_for(session.started.wait(), 10)
+                await b.command("block", {"v": 1, "request_id": "s-1", "station": "WB1",
+                                          "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("s-1")) >= 2 and b.acks("s-1"))
+                assert [a["state"] for a in answers] == ["received", "scheduled"], answers
+                assert answers[1]["ocpp_status"] == "Scheduled"
+                await asyncio.sleep(0.3)
+                assert len(b.acks("s-1")) == 2  # not applied while the session runs
+                box.request_stop(session.tx_id)
+                answers = await b.wait(lambda: len(b.acks("s-1")) >= 3 and b.acks("s-1"))
+                assert answers[2]["state"] == "applied"
+                assert answers[2]["ocpp_status"] == "Unavailable"
+                assert not box.hw[1].operative
+        finally:
+            await close_wallbox(box, reader)
+
+
 async def test_commands_are_acked_applied_once_and_checked(broker, sqlite_url):
     async with running_node(sqlite_url, settings(mqtt_url=broker.url, control_interval_s=0.2)) as node:
         await stations(node)

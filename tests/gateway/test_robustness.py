@@ -3,7 +3,13 @@ the product promise, on real connections."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from sqlalchemy import select
+
+from cocharge.gateway.operator_client import send_request
+from cocharge.stations import registry, sharing
 
 from cocharge.store.db import utcnow
 from cocharge.store.schema import connector_status
@@ -26,3 +32,26 @@ async def test_201_station_level_status_with_evse_0_is_kept_as_the_stations(node
                                    .where(connector_status.c.station_id == "COLD")
                                    .order_by(connector_status.c.connector_id))).all()
     assert [tuple(r) for r in rows] == [(0, "Available"), (1, "Occupied")]
+
+
+async def test_a_remote_start_for_a_tag_the_charger_would_refuse_is_not_sent(node):
+    """Unknown, blocked, or not shared with: refused with the reason before anything reaches
+    the station (which would say Accepted, then refuse at Authorize)."""
+    await register(node, "RS1", tags=("OK1", "BLK1", "OUT1"))
+    await registry.block_member(node.engine, "BLK1")
+    await sharing.set_rules(node.engine, "RS1", 0, {"allowed_tags": frozenset({"OK1", "BLK1"})})
+    await node.gateway.control.tick(utcnow())  # the rules in force (re-read every control tick)
+    st = await raw_station(node, "RS1")
+    for tag, why in (("NOPE99", "no member has this tag"), ("BLK1", "blocked"),
+                     ("OUT1", "does not share this charger")):
+        answer = await send_request(node.engine, {"command": "start", "station": "RS1",
+                                                  "args": {"tag": tag, "connector_id": 1}})
+        assert not answer["ok"] and answer["error"] == "bad_request", (tag, answer)
+        assert why in answer["message"] and "nothing sent" in answer["message"], answer
+    # The member the owner shares with: the station gets the call.
+    started = asyncio.create_task(send_request(node.engine, {
+        "command": "start", "station": "RS1", "args": {"tag": "OK1", "connector_id": 1}}))
+    call = await st.answer()
+    assert call[0] == 2 and call[2] == "RemoteStartTransaction" and call[3]["idTag"] == "OK1"
+    await st.ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+    assert (await started)["accepted"]
