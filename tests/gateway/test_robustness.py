@@ -10,7 +10,6 @@ from sqlalchemy import select
 
 from cocharge.gateway.operator_client import send_request
 from cocharge.stations import registry, sharing
-
 from cocharge.store.db import utcnow
 from cocharge.store.schema import connector_status
 from tests.conftest import raw_station, register
@@ -51,7 +50,10 @@ async def test_a_remote_start_for_a_tag_the_charger_would_refuse_is_not_sent(nod
     # The member the owner shares with: the station gets the call.
     started = asyncio.create_task(send_request(node.engine, {
         "command": "start", "station": "RS1", "args": {"tag": "OK1", "connector_id": 1}}))
-    call = await st.answer()
-    assert call[0] == 2 and call[2] == "RemoteStartTransaction" and call[3]["idTag"] == "OK1"
-    await st.ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+    seen = []
+    while not seen or seen[-1][2] != "RemoteStartTransaction":  # the share lock comes first
+        seen.append(await st.answer())
+        await st.ws.send(json.dumps([3, seen[-1][1], {"status": "Accepted"}]))
+    assert seen[-1][3]["idTag"] == "OK1"
+    assert [c[2] for c in seen].count("RemoteStartTransaction") == 1
     assert (await started)["accepted"]
