@@ -54,8 +54,11 @@ class GatewaySettings:
     last_seen_flush_s: float = 30.0
     # Registered stations are kept in memory and re-read this often (CLI / other nodes' changes).
     directory_refresh_s: float = 30.0
-    # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU).
+    # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU), in
+    # all and per remote address; further checks from an address wait in line, at most
+    # password_queue_per_address of them (gateway/guard.py).
     password_checks_at_once: int = 4
+    password_queue_per_address: int = 1000
     # Handshakes in progress (WebSocket opening handshake until the first message is
     # answered) beyond which a new connection gets HTTP 503 with Retry-After.
     max_handshakes: int = 20_000

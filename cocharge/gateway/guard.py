@@ -13,8 +13,14 @@ scrypt and without counting again; a station's previous good password is recogni
 A password already verified since start (held as a keyed fingerprint, never in clear) passes
 even a locked key, so a guesser cannot lock a real charger out.
 
-A bounded number of checks run at once for one address, one for one station; more are
-answered 429 at once (`password_checks_at_once` bounds them all, in StationService).
+A bounded number of checks run at once for one address (`password_checks_at_once`), one
+for one station. The throttle is on failures, not on honest checks: further checks from an
+address wait in line for a slot (up to `password_queue_per_address`), so that the 50
+chargers of a garage behind one NAT address all get in after a power cut; a check that gets
+its slot once its address or station has become blocked is answered 429 without scrypt, so a
+guesser's queued attempts cost nothing. A second check for a station already being checked
+is answered 429 at once. (`password_checks_at_once` also bounds all checks together, in
+StationService.)
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import hashlib
 import hmac
 import logging
 import math
+import asyncio
+import contextlib
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,6 +84,7 @@ class AuthGuard:
         self._good: dict[str, bytes] = {}   # station -> fingerprint of its last good password
         self._checking_station: set[str] = set()
         self._checking_address: dict[str, int] = {}
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # address -> in line
         self._secret = secrets.token_bytes(32)
         self.lockouts = 0  # lockouts since start
 
@@ -107,17 +116,42 @@ class AuthGuard:
         """The station's last good password (it has been changed since): not a guess."""
         return self._good.get(station) == fingerprint
 
-    def begin(self, station: str, address: str) -> bool:
-        """Reserve a check; False when this station or address has too many under way."""
-        if (station in self._checking_station or self._checking_address.get(address, 0)
-                >= self.settings.password_checks_at_once):
+    async def begin(self, station: str, address: str) -> bool:
+        """Reserve a check, waiting in line behind this address's checks under way; False
+        when this station has one under way or the address's line is full."""
+        if station in self._checking_station:
+            return False
+        if self._checking_address.get(address, 0) < self.settings.password_checks_at_once:
+            self._checking_address[address] = self._checking_address.get(address, 0) + 1
+            self._checking_station.add(station)
+            return True
+        line = self._waiting.setdefault(address, deque())
+        if len(line) >= self.settings.password_queue_per_address:
             return False
         self._checking_station.add(station)
-        self._checking_address[address] = self._checking_address.get(address, 0) + 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        line.append(turn)
+        try:
+            await turn  # end() hands over its slot
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.end(station, address)  # handed a slot, then cancelled: pass it on
+            else:
+                self._checking_station.discard(station)
+                with contextlib.suppress(ValueError):
+                    line.remove(turn)
+            raise
         return True
 
     def end(self, station: str, address: str) -> None:
         self._checking_station.discard(station)
+        line = self._waiting.get(address)
+        while line:
+            turn = line.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes to the next in line
+                return
+        self._waiting.pop(address, None)
         left = self._checking_address.get(address, 0) - 1
         if left > 0:
             self._checking_address[address] = left

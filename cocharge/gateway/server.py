@@ -352,11 +352,15 @@ class Gateway:
         fingerprint = self.guard.fingerprint(station_id, password)
         if self.guard.repeated(station_id, fingerprint, stored_hash):
             return _unauthorized("station authentication failed")
-        if not self.guard.begin(station_id, address):
+        if not await self.guard.begin(station_id, address):
             await self._tarpit(address, 1.0)
             return _response(HTTPStatus.TOO_MANY_REQUESTS, "a password check for this station "
-                             "or address is under way", {"Retry-After": "1"})
+                             "is under way, or too many from this address wait", {"Retry-After": "1"})
         try:
+            wait = self.guard.wait_s(station_id, address)
+            if wait > 0:  # blocked while it waited in line: no scrypt for it
+                return _response(HTTPStatus.TOO_MANY_REQUESTS, "too many failed passwords: retry "
+                                 "later", {"Retry-After": retry_after(wait)})
             ok = await self.service.password_ok(station_id, password, stored_hash)
         finally:
             self.guard.end(station_id, address)

@@ -185,3 +185,17 @@ async def test_allow_takeover_lets_a_second_connection_replace_the_first(sqlite_
         with pytest.raises(ConnectionClosed):
             await first.ws.recv()
         assert (await second.call("Heartbeat", {}))[0] == 3
+
+
+async def test_fifty_chargers_behind_one_address_all_get_in_after_a_power_cut(sqlite_url):
+    """A garage's 50 chargers reach the gateway through one NAT address and reconnect at
+    once, each with its right password: they wait in line for scrypt, none gets a 429. A
+    guesser from another address meanwhile is still throttled."""
+    async with running_node(sqlite_url, settings(**FAST)) as node:
+        ids = [f"NAT{n:02d}" for n in range(50)]
+        for sid in ids:
+            await registry.add_station(node.engine, registry.NewStation(sid, password=f"pw-{sid}-ok"))
+        statuses = await asyncio.gather(*(attempt(node, sid, f"pw-{sid}-ok") for sid in ids))
+        assert [s for s, _ in statuses] == [101] * 50
+        guesses = await guess_until_locked(node, "NAT00", FAST["auth_station_lockout"] + 1)
+        assert 429 in guesses
