@@ -28,12 +28,15 @@ def sim() -> None:
 @click.option("--energy-kwh", default=5.0, show_default=True, type=FiniteRange(0.1, 200))
 @click.option("--speed", default=60.0, show_default=True, type=FiniteRange(1, 3600),
               help="Simulated seconds per real second.")
+@click.option("--max-power-kw", default=11.0, show_default=True, type=FiniteRange(4.2, 350),
+              help="What each wallbox's hardware delivers at most (3 phases): give the "
+                   "station's registered maximum, or its sessions are flagged as misreads.")
 @click.option("--password", help="Basic-auth password of every simulated station.")
 @click.option("--stay", is_flag=True, help="Keep the stations connected after their sessions, "
               "answering `cocharge remote` commands, until Ctrl-C or SIGTERM.")
 def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | None,
-            sessions_count: int, energy_kwh: float, speed: float, password: str | None,
-            stay: bool) -> None:
+            sessions_count: int, energy_kwh: float, speed: float, max_power_kw: float,
+            password: str | None, stay: bool) -> None:
     """Run N virtual wallboxes, each charging K sessions, then exit (or --stay)."""
     if not url.startswith(("ws://", "wss://")):
         fail(f"--url {url!r}: the gateway's WebSocket URL, e.g. ws://127.0.0.1:9000/ocpp")
@@ -51,7 +54,8 @@ def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | N
                            "(Ctrl-C to leave)")
 
         return await run_fleet(url, stations, protocol, id_prefix, tag, sessions_count,
-                               energy_kwh * 1000, speed, password, leave, charged)
+                               energy_kwh * 1000, speed, password, leave, charged,
+                               max_power_kw * 1000)
 
     try:
         done = asyncio.run(run())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 import ssl
 import time
 from datetime import datetime
@@ -22,12 +23,10 @@ import ocpp.messages
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from cocharge.simulators.hardware import EV, Connector
 from cocharge.simulators.profiles import Profile
-
-ocpp.messages.ASYNC_VALIDATION = False
-log = logging.getLogger(__name__)
 from cocharge.simulators.security import SecurityMixin, signature_valid, tls_client_context
 from cocharge.simulators.smart import SmartChargingMixin
 from cocharge.simulators.state import FAULT_STOP_REASONS, SimClock, SimConfig, SimSession
@@ -37,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 async def connect_station(config: SimConfig, tls: ssl.SSLContext | None = None,
-                   basic: bool = True) -> ClientConnection:
+                          basic: bool = True) -> ClientConnection:
+    """Connect as the station. A central system that answers 429 or 503 (busy, or a storm
+    of reconnecting chargers) is asked again after its Retry-After, stretched by a random
+    quarter so that the chargers of a storm spread out, up to config.connect_attempts."""
     headers = {}
     if config.password and basic:  # profile 3: the client certificate instead
         token = base64.b64encode(f"{config.station_id}:{config.password}".encode()).decode()
@@ -46,10 +48,28 @@ async def connect_station(config: SimConfig, tls: ssl.SSLContext | None = None,
     url = config.url.rstrip("/") + "/" + config.station_id
     if tls is None and url.startswith("wss"):
         tls = tls_client_context([config.ca_pem] if config.ca_pem else [], None, None)
-    return await connect(url, subprotocols=[subprotocol],  # type: ignore[list-item]
-                         additional_headers=headers, compression=None, open_timeout=10,
-                         ssl=tls)
+    for attempt in range(1, config.connect_attempts + 1):
+        try:
+            return await connect(url, subprotocols=[subprotocol],  # type: ignore[list-item]
+                                 additional_headers=headers, compression=None, open_timeout=10,
+                                 ssl=tls)
+        except InvalidStatus as refused:
+            status = refused.response.status_code
+            if status not in (429, 503) or attempt == config.connect_attempts:
+                raise
+            wait = retry_after_s(refused.response.headers.get("Retry-After"))
+            log.info("%s: HTTP %d, connecting again in %.1f s", config.station_id, status, wait)
+            await asyncio.sleep(wait * random.uniform(1.0, 1.25))
+    raise AssertionError("unreachable")
 
+
+def retry_after_s(value: str | None) -> float:
+    """Retry-After in seconds (1 when absent or unreadable; at most a minute)."""
+    try:
+        seconds = float(value) if value is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), 60.0) if seconds == seconds else 1.0
 
 
 class WallboxMixin(SecurityMixin, SmartChargingMixin):
@@ -502,13 +522,57 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
             self.reader.cancel()
         await self._connection.close()
 
+    async def stay_connected(self, leave: asyncio.Event) -> None:
+        """Until `leave` is set: when the connection drops (the central system restarted),
+        connect again after a delay that doubles up to 30 s, with jitter, then boot, report
+        the connectors and replay what was kept meanwhile (the offline queue)."""
+        while not leave.is_set():
+            leaving = asyncio.ensure_future(leave.wait())
+            waits: set[asyncio.Future[Any]] = {leaving}
+            if self.reader is not None:
+                waits.add(self.reader)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            leaving.cancel()
+            if leave.is_set():
+                return
+            self.connection_ended(self.reader)
+            delay = 1.0
+            while not leave.is_set():
+                try:
+                    await self.reconnect()
+                    log.info("%s: connected again", self.config.station_id)
+                    break
+                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+                    log.info("%s: cannot connect (%s); again in %.0f s", self.config.station_id,
+                             exc or type(exc).__name__, delay)
+                    self.online = False
+                    try:
+                        await asyncio.wait_for(leave.wait(), delay * random.uniform(1.0, 1.25))
+                    except TimeoutError:
+                        pass
+                    delay = min(delay * 2, 30.0)
+
+    def watch(self, reader: asyncio.Task[None]) -> None:
+        """Read the connection in `reader`; when it ends, the wallbox is offline at once: its
+        calls waiting for an answer give up and keep transaction messages for later."""
+        self.reader = reader
+        reader.add_done_callback(self.connection_ended)
+
+    def connection_ended(self, reader: asyncio.Task[None] | None) -> None:
+        if reader is None or reader is not self.reader:
+            return  # an earlier connection's reader
+        if not reader.cancelled():
+            reader.exception()  # the connection's end (ConnectionClosed), seen
+        self.online = False
+        self._lost.set()
+
     async def reconnect(self) -> None:
         """Connect again, boot, report status and replay what was kept while offline."""
         self._connection = await connect_station(self.config, self.tls_context(),
                                           basic=self.security_profile < 3)
         self._lost = asyncio.Event()
         self.online = True
-        self.reader = asyncio.create_task(self.start())
+        self.watch(asyncio.create_task(self.start()))
         await self.boot_and_report()
         kept, self.outbox = self.outbox, []
         for request in kept:

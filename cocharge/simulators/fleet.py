@@ -7,28 +7,31 @@ from collections.abc import Callable
 
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 
-# What a simulated wallbox charges at (16 A, 3 phases), and the furthest back its clock starts
-# (inside the 31 days a central system believes: cocharge/gateway/clock.py).
-SIM_POWER_W = 16 * 230 * 3
+# The furthest back a fast clock starts (inside the 31 days a central system believes:
+# cocharge/gateway/clock.py); the volts of a phase.
 LEAD_MAX_S = 30 * 86400
+PHASE_V = 230
 
 
 async def run_fleet(url: str, stations: int, protocol: str, id_prefix: str, tag: str | None,
                     sessions: int, energy_wh: float, speed: float,
                     password: str | None = None, stay: asyncio.Event | None = None,
-                    charged: Callable[[str, int], None] | None = None) -> int:
+                    charged: Callable[[str, int], None] | None = None,
+                    max_power_w: float = 16 * PHASE_V * 3) -> int:
     """Connect `stations` wallboxes, charge `sessions` sessions on each; returns sessions done.
     `charged(station_id, done)` is told when a wallbox has charged its sessions; with `stay`
-    the wallboxes then stay connected, answering the gateway's commands, until it is set."""
+    the wallboxes then stay connected, answering the gateway's commands, until it is set
+    (and connect again when the gateway restarts). Each charges at most `max_power_w`
+    (3 phases), as its hardware would."""
 
     # A fast clock replays the past: the sessions' simulated time, ending about now.
-    lead = 0.0 if speed <= 1 else min(sessions * (energy_wh / SIM_POWER_W * 3600 + 900),
+    lead = 0.0 if speed <= 1 else min(sessions * (energy_wh / max_power_w * 3600 + 900),
                                       LEAD_MAX_S)
 
     async def one(n: int) -> int:
         config = SimConfig(url=url, station_id=f"{id_prefix}{n:04d}", protocol=protocol,
                            password=password, speed=speed, meter_interval_s=0.5,
-                           clock_lead_s=lead)
+                           clock_lead_s=lead, max_current_a=max_power_w / PHASE_V / 3)
         box, reader = await open_wallbox(config)
         done = 0
         try:
@@ -41,7 +44,7 @@ async def run_fleet(url: str, stations: int, protocol: str, id_prefix: str, tag:
             if charged is not None:
                 charged(config.station_id, done)
             if stay is not None:
-                await stay.wait()
+                await box.stay_connected(stay)
         finally:
             await close_wallbox(box, reader)
         return done

@@ -65,6 +65,9 @@ class SimConfig:
     # stops believing it (cocharge/gateway/clock.py); one that replays a stretch of the past
     # ending about now keeps timestamps it believes (`cocharge sim run` sets this).
     clock_lead_s: float = 0.0
+    # Connection attempts answered 429/503 before the simulator gives up (each after the
+    # central system's Retry-After).
+    connect_attempts: int = 10
 
 
 class SimClock:

@@ -25,9 +25,10 @@ async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:
     """Connect, start reading, boot and report status; returns the wallbox and its reader task."""
     connection = await connect_station(config)
     box: Wallbox = (Wallbox16 if config.protocol == "1.6" else Wallbox201)(config, connection)
-    box.reader = asyncio.create_task(box.start())
+    reader = asyncio.create_task(box.start())
+    box.watch(reader)
     await box.boot_and_report()
-    return box, box.reader
+    return box, reader
 
 
 async def close_wallbox(box: Wallbox, reader: asyncio.Task[None] | None = None) -> None:
