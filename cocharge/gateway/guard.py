@@ -25,12 +25,12 @@ StationService.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import math
-import asyncio
-import contextlib
 import secrets
 import time
 from collections import OrderedDict, deque
