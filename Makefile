@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test tour install install-test bench clean
+.PHONY: demo test test-long tour install install-test bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,6 +27,11 @@ WORKERS ?= 4
 test: install-test
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n $(WORKERS)
+
+# The long mode: the junk storm with 100,000 frames, the mutation fuzzer with 2,000 examples.
+test-long: install-test
+	COCHARGE_FUZZ_FRAMES=100000 COCHARGE_FUZZ_EXAMPLES=2000 $(PY) -m pytest -s \
+		tests/gateway/test_fuzz_storm.py tests/gateway/test_mutated_frames.py
 
 tour: install-test
 	$(PY) -m pytest tests/cli/test_readme_tour.py

@@ -77,6 +77,10 @@ class SettlementError(ValueError):
     """An operator request about tariffs or terms that cannot apply."""
 
 
+class Unbillable(SettlementError):
+    """A completed session without what a bill needs (a tag, its times): set apart at once."""
+
+
 @dataclass(frozen=True)
 class SettlementDefaults:
     """What applies when an owner set nothing (SPEC §3 numbers)."""
@@ -351,9 +355,12 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         if row is not None and row.status == "flagged":
             await _void_hold(conn, row, "the session is flagged for review")
             return None
-        if (row is None or row.status != "completed" or row.started_at is None
-                or row.ended_at is None or not row.id_tag):
+        if row is None or row.status != "completed":
             return None
+        if row.started_at is None or row.ended_at is None or not row.id_tag:
+            missing = [what for what, value in (("start time", row.started_at), ("end time",
+                       row.ended_at), ("member tag", row.id_tag)) if not value]
+            raise Unbillable(f"no {' or '.join(missing)}: nobody or nothing to bill")
         if await conn.scalar(select(settlements.c.session_id)
                              .where(settlements.c.session_id == session_id)) is not None:
             return None
@@ -689,7 +696,7 @@ class Settler:
     async def _failed(self, session_id: int, exc: Exception) -> None:
         tries = self._failures.get(session_id, 0) + 1
         reason = failure_reason(exc)
-        if tries >= self.attempts or isinstance(exc, SessionTimesError):
+        if tries >= self.attempts or isinstance(exc, SessionTimesError | Unbillable):
             self._failures.pop(session_id, None)
             try:
                 await quarantine(self.engine, session_id,

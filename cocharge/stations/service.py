@@ -977,7 +977,7 @@ class StationService:
             # The hot path: meter values during a transaction, group-committed.
             await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark]),
                                       (_CLOCK_NOTE, [{"sid": found.id, "note": event.clock}]
-                                       if event.clock else [])])
+                                       if event.clock else [])], express=True)
             (await self._seen_seqs(key, found)).add(event.seq_no)
             await self._follow(found, event)
             return status
@@ -1117,7 +1117,7 @@ class StationService:
                                       event.samples)
             if green:
                 rows.append((GREEN_UPDATE, green))
-        await self.journal.write(rows)
+        await self.journal.write(rows, express=True)  # its session's start is committed
         reading = _register_wh(event.samples)
         if reading is not None:
             self.observer.meter(event.station_id, event.connector_id, session_id, reading[0], reading[1])

@@ -13,6 +13,12 @@ Two kinds of entry:
   fails, each of its entries is tried again on its own, so only the guilty one fails.
 - work (`run`): an async function given the connection, for what needs reads and
   generated ids (a new session). It runs alone in its own transaction, in its turn.
+
+Express rows (`write(..., express=True)`: meter values of a running session, whose start is
+committed) do not wait behind queued work: each work item is a transaction of its own, and a
+storm of them (a flood of junk transactions from misbehaving chargers) would otherwise hold
+every well-behaved charger's meter values for as many commits. Whatever is express is
+committed, as one batch, before the next work item.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class _Entry:
     work: Work | None
     done: asyncio.Future[Any]
     size: int
+    express: bool = False
 
 
 class Journal:
@@ -99,18 +106,20 @@ class Journal:
         while self._pending:
             await self._flush()
 
-    def _enqueue(self, rows: Rows | None, work: Work | None, size: int) -> asyncio.Future[Any]:
+    def _enqueue(self, rows: Rows | None, work: Work | None, size: int,
+                 express: bool = False) -> asyncio.Future[Any]:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Entry(rows, work, done, size))
+        self._pending.append(_Entry(rows, work, done, size, express))
         self._wakeup.set()
         return done
 
-    async def write(self, rows: Rows) -> None:
-        """Queue rows and return once they are committed (raises what their commit raised)."""
+    async def write(self, rows: Rows, express: bool = False) -> None:
+        """Queue rows and return once they are committed (raises what their commit raised);
+        `express`: ahead of queued work (module docstring)."""
         size = sum(len(r) for _, r in rows)
         if size == 0:
             return
-        await self._enqueue(rows, None, size)
+        await self._enqueue(rows, None, size, express)
 
     async def run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in its own transaction in the journal's order; returns what it returned."""
@@ -155,6 +164,12 @@ class Journal:
                 await self._flush()
 
     async def _flush(self) -> None:
+        if self._pending[0].work is not None and any(e.express for e in self._pending):
+            express = [e for e in self._pending if e.express][:self._max_rows]
+            for entry in express:
+                self._pending.remove(entry)
+            await self._commit(express, sum(e.size for e in express))
+            return
         first = self._pending.popleft()
         if first.work is not None:
             await self._one(first)
@@ -165,6 +180,9 @@ class Journal:
             entry = self._pending.popleft()
             batch.append(entry)
             size += entry.size
+        await self._commit(batch, size)
+
+    async def _commit(self, batch: list[_Entry], size: int) -> None:
         started = time.monotonic()
         try:
             async with self._engine.begin() as conn:

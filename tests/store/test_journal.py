@@ -79,3 +79,41 @@ async def test_work_and_blocks_run_in_their_turn_and_roll_back_on_error(db_url):
     assert stored == {"S1"}  # the block's row was rolled back with it
     await journal.close()
     await engine.dispose()
+
+
+async def test_express_rows_are_committed_before_queued_work(db_url):
+    """A well-behaved charger's meter values do not wait behind a queue of other stations'
+    transactions: express rows go in the commit before the next queued work item."""
+    engine = await open_store(db_url)
+    await _registered(engine, "S1", "S2")
+    journal = Journal(engine)
+    journal.start()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(conn):
+        await release.wait()
+        order.append("slow work")
+
+    def work(name):
+        async def run(conn):  # what this work item sees committed before it
+            seen = await conn.scalar(select(func.count()).select_from(connector_status))
+            order.append(f"{name} after {seen} express row")
+        return run
+
+    first = asyncio.create_task(journal.run(slow))
+    await asyncio.sleep(0.05)  # the slow work is under way; these queue behind it
+    queued = [asyncio.create_task(journal.run(work(f"work {n}"))) for n in range(3)]
+    await asyncio.sleep(0)
+
+    fast = asyncio.create_task(journal.write([(insert(connector_status), [_status("S1")])],
+                                             express=True))
+    await asyncio.sleep(0.05)
+    assert not fast.done()  # behind the work under way
+    release.set()
+    await asyncio.gather(first, fast, *queued)
+    assert order == ["slow work"] + [f"work {n} after 1 express row" for n in range(3)]
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(connector_status)) == 1
+    await journal.close()
+    await engine.dispose()
