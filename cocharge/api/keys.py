@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.store.db import utcnow
 from cocharge.store.schema import api_keys, members
+from cocharge.views import parties
 
 ROLES = ("operator", "property", "host", "member")
 PREFIX = "cck_"
@@ -64,6 +65,13 @@ async def create_key(engine: AsyncEngine, name: str, role: str, owner: str | Non
         async with engine.connect() as conn:
             if await conn.scalar(select(members.c.tag).where(members.c.tag == owner)) is None:
                 raise ApiKeyError(f"no member with tag {owner!r}: see `cocharge member list`")
+    elif role in ("host", "property"):
+        known = {party[0 if role == "host" else 1] for party in (await parties(engine)).values()}
+        if owner not in known:
+            how = ("own a station (`station add --owner`, `station update`) or be named by "
+                   "`split set --host`" if role == "host" else
+                   "be named by `split set ID --model property --property NAME`")
+            raise ApiKeyError(f"no {role} {owner!r}: a {role} key's owner must {how}")
     key_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
     async with engine.begin() as conn:
         await conn.execute(insert(api_keys).values(

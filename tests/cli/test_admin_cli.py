@@ -120,6 +120,10 @@ def test_api_keys(tmp_path):
                             "--owner", "nobody", db=db), "no member with tag 'nobody'")
     one_line_error(cocharge("apikey", "create", "--name", "x", "--role", "property", db=db),
                    "a property key needs --owner")
+    one_line_error(cocharge("apikey", "create", "--name", "x", "--role", "host",
+                            "--owner", "nobody-at-all", db=db), "no host 'nobody-at-all'")
+    one_line_error(cocharge("apikey", "create", "--name", "x", "--role", "property",
+                            "--owner", "nowhere", db=db), "no property 'nowhere'")
     one_line_error(cocharge("apikey", "create", "--name", "x", "--role", "operator",
                             "--owner", "y", db=db), "give no --owner")
     listed = json.loads(cocharge("apikey", "list", "--json", db=db).stdout)
