@@ -30,7 +30,7 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
 from cocharge.gateway.clock import ChargerClock, Stamp, now_iso
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
-from cocharge.gateway.rpc import Answer, Call, Reply, RpcCore, RpcError
+from cocharge.gateway.rpc import Answer, Call, Reply, ResultError, RpcCore, RpcError, Send
 from cocharge.stations.commands import (
     MAX_PURPOSES,
     PASSWORD_KEYS,
@@ -58,7 +58,7 @@ from cocharge.stations.commands import (
     password_key,
     sets_password,
 )
-from cocharge.stations.events import Admission, MeterSample
+from cocharge.stations.events import Admission, MeterSample, StationNotice
 from cocharge.stations.passwords import PASSWORD_RULE, hash_password, valid_password
 from cocharge.stations.service import StationService
 from cocharge.store.db import utcnow
@@ -254,8 +254,33 @@ class StationConnection:
         elif isinstance(event, Reply):
             log.warning("%s: %s: %.200r", self.id, event.reason, raw_msg)
             await self._send(event.frame)
+        elif isinstance(event, Send):
+            await self._on_send(event)
+        elif isinstance(event, ResultError):
+            log.warning("%s: CALLRESULTERROR %s for our answer %s: %s", self.id, event.error_code,
+                        event.unique_id, event.error_description)
+            await self.service.notice(StationNotice(
+                self.id, "callresulterror", utcnow(),
+                {"unique_id": event.unique_id, "code": event.error_code,
+                 "description": event.error_description, "details": event.error_details}))
         else:
             log.warning("%s: answer to no pending call dropped: %.200r", self.id, raw_msg)
+
+    async def _on_send(self, msg: Send) -> None:
+        """A 2.1 SEND: checked against its schema, never answered (not even when wrong)."""
+        if msg.action not in rpc.SEND_ACTIONS:
+            log.warning("%s: SEND of %.60r dropped: not a message sent that way", self.id,
+                        msg.action)
+            return
+        try:
+            rpc.validate(self.protocol, msg.action, msg.payload)
+        except RpcError as error:
+            log.warning("%s: SEND %s dropped: %s", self.id, msg.action, error.cause)
+            return
+        await self.on_send(msg.action, _convert_keys(msg.payload, _snake_key))
+
+    async def on_send(self, action: str, payload: dict[str, Any]) -> None:
+        """What a version that has SEND frames does with one (v21.py)."""
 
     async def _on_call(self, msg: Call) -> None:
         self._answering += 1

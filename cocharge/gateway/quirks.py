@@ -237,8 +237,8 @@ def parse_entry(raw: dict[str, Any], where_from: str) -> Quirk:
             raise QuirkError(f"{at}: field {path!r} must name a value "
                              "(e.g. meterValue[].sampledValue[].unit)")
     version = raw.get("version", "*")
-    if version not in ("*", "1.6", "2.0.1"):
-        raise QuirkError(f"{at}: version must be 1.6, 2.0.1 or *, not {version!r}")
+    if version not in ("*", "1.6", "2.0.1", "2.1"):
+        raise QuirkError(f"{at}: version must be 1.6, 2.0.1, 2.1 or *, not {version!r}")
     values = raw.get("values", [])
     if not isinstance(values, list):
         raise QuirkError(f"{at}: values must be a list")

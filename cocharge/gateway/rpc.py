@@ -28,6 +28,11 @@ import ocpp.messages
 # The message id is at most 36 characters (OCPP-J: a UUID fits).
 MAX_MESSAGE_ID = 36
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+# OCPP-J 2.1: an error about a CALLRESULT (the station found our answer wrong), and a message
+# that is never answered (periodic event streams).
+CALLRESULTERROR, SEND = 5, 6
+# What a 2.1 station sends as SEND (its schema is named without "Request": nothing answers it).
+SEND_ACTIONS = frozenset({"NotifyPeriodicEventStream"})
 # Arrays and objects nested deeper than this are refused before they are parsed. The deepest
 # OCPP frame (a 2.0.1 charging profile with a sales tariff) nests 12 levels.
 MAX_DEPTH = 32
@@ -81,6 +86,8 @@ ERROR_CODES: dict[str, ErrorCodes] = {
                         not_supported="NotSupported", security="SecurityError",
                         internal="InternalError", generic="GenericError"),
 }
+# OCPP-J 2.1 keeps 2.0.1's codes (RPC framework part 4, "RPC Framework Error Codes").
+ERROR_CODES["2.1"] = ERROR_CODES["2.0.1"]
 
 # The calls a central system sends to a station, per version (1.6 with its security
 # extension): what `cocharge remote call` may send.
@@ -106,6 +113,11 @@ TO_STATION: dict[str, frozenset[str]] = {
         "SetVariables", "TriggerMessage", "UnlockConnector", "UnpublishFirmware",
         "UpdateFirmware"}),
 }
+TO_STATION["2.1"] = TO_STATION["2.0.1"] | frozenset({
+    "AFRRSignal", "AdjustPeriodicEventStream", "ChangeTransactionTariff", "ClearDERControl",
+    "ClearTariffs", "GetDERControl", "GetPeriodicEventStream", "GetTariffs",
+    "NotifyAllowedEnergyTransfer", "NotifyWebPaymentStarted", "RequestBatterySwap",
+    "SetDERControl", "SetDefaultTariff", "UpdateDynamicSchedule", "UsePriorityCharging"})
 
 # fastjsonschema's failed rule -> the kind of violation (a field of ErrorCodes). A bound
 # that is the range of the OCPP type itself (INT_MIN..INT_MAX, NUMBER_LIMIT) is a type
@@ -139,6 +151,7 @@ SPEC_MINIMUM: dict[str, dict[str, int]] = {
         "TransactionEventRequest.seqNo": 0,
     },
 }
+SPEC_MINIMUM["2.1"] = SPEC_MINIMUM["2.0.1"]
 
 
 class RpcError(Exception):
@@ -169,6 +182,25 @@ class Answer:
     payload: dict[str, Any] | None = None
     error_code: str | None = None
     error_description: str = ""
+    error_details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A 2.1 SEND from the station: a message that is never answered."""
+
+    unique_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResultError:
+    """A 2.1 CALLRESULTERROR: the station says our answer to its call was wrong."""
+
+    unique_id: str
+    error_code: str
+    error_description: str
     error_details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -219,7 +251,7 @@ def _bound_ids(schema: dict[str, Any], version: str, name: str) -> None:
 
 
 def schema_name(version: str, action: str, response: bool) -> str:
-    if version == "1.6":
+    if version == "1.6" or (action in SEND_ACTIONS and not response):
         return f"{action}Response" if response else action
     return f"{action}{'Response' if response else 'Request'}"
 
@@ -309,7 +341,7 @@ class RpcCore:
 
     # --- frames from the station -----------------------------------------------------------
 
-    def receive(self, text: str | bytes) -> Call | Answer | Reply | None:
+    def receive(self, text: str | bytes) -> Call | Answer | Send | ResultError | Reply | None:
         """One frame from the station; None when it is to be dropped (a stray answer)."""
         if isinstance(text, bytes):
             return self._reply("-1", "not_rpc", "OCPP-J frames are text frames, not binary")
@@ -321,6 +353,12 @@ class RpcCore:
             return self._reply("-1", "not_json", "frame is not valid JSON")
         if "\\u" in text and _has_lone_surrogate(frame):
             return self._reply("-1", "not_json", "frame holds a lone UTF-16 surrogate")
+        if (self.version == "2.1" and isinstance(frame, list) and frame and frame[0] == SEND
+                and not isinstance(frame[0], bool)):
+            if (len(frame) != 4 or not isinstance(frame[1], str) or len(frame[1]) > MAX_MESSAGE_ID
+                    or not isinstance(frame[2], str) or not isinstance(frame[3], dict)):
+                return None  # a SEND is never answered, not even with an error
+            return Send(frame[1], frame[2], frame[3])
         if not isinstance(frame, list) or len(frame) < 3 or not isinstance(frame[1], str):
             unique_id = (frame[1] if isinstance(frame, list) and len(frame) > 1
                          and isinstance(frame[1], str) and len(frame[1]) <= MAX_MESSAGE_ID
@@ -337,6 +375,11 @@ class RpcCore:
             return Call(unique_id, frame[2], frame[3])
         if type_id in (CALLRESULT, CALLERROR) and not isinstance(type_id, bool):
             return self._answer(type_id, unique_id, frame)
+        if self.version == "2.1" and type_id == CALLRESULTERROR and not isinstance(type_id, bool):
+            if len(frame) not in (4, 5) or not isinstance(frame[2], str):
+                return None
+            details = frame[4] if len(frame) == 5 and isinstance(frame[4], dict) else {}
+            return ResultError(unique_id, frame[2], str(frame[3])[:255], details)
         return self._reply(unique_id, "message_type", f"message type {type_id!r} is not supported")
 
     def _answer(self, type_id: int, unique_id: str, frame: list[Any]) -> Answer | None:

@@ -39,6 +39,7 @@ from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
 from cocharge.gateway.v201 import V201Connection
+from cocharge.gateway.v21 import V21Connection
 from cocharge.load.manager import LoadManager
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations import ca
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 # Server preference order: the newer protocol first.
 SUBPROTOCOLS: dict[str, type[StationConnection]] = {
+    "ocpp2.1": V21Connection,
     "ocpp2.0.1": V201Connection,
     "ocpp1.6": V16Connection,
 }

@@ -184,6 +184,7 @@ class V201Connection(StationConnection):
             offline=bool(offline),
             charging_state=transaction_info.get("charging_state"),
             clock=clock_note(f"TransactionEvent {event_type}", [stamp, *stamps]),
+            protocol=self.protocol,
         ))
         tx_ref = transaction_info["transaction_id"]
         total_cost = None

@@ -431,7 +431,8 @@ class GetChargingProfiles:
 
 PURPOSES = ("TxProfile", "TxDefaultProfile", "ChargePointMaxProfile", "ChargingStationMaxProfile")
 MAX_PURPOSES = ("ChargePointMaxProfile", "ChargingStationMaxProfile")
-MAX_PURPOSE = {"1.6": "ChargePointMaxProfile", "2.0.1": "ChargingStationMaxProfile"}
+MAX_PURPOSE = {"1.6": "ChargePointMaxProfile", "2.0.1": "ChargingStationMaxProfile",
+               "2.1": "ChargingStationMaxProfile"}
 
 
 def check_profile(command: SetChargingProfile) -> None:
@@ -468,7 +469,8 @@ def check_profile(command: SetChargingProfile) -> None:
 
 
 # The settings that hold a station's password: changed only through RotatePassword.
-PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword"}
+PASSWORD_KEYS = {"1.6": "AuthorizationKey", "2.0.1": "SecurityCtrlr.BasicAuthPassword",
+                 "2.1": "SecurityCtrlr.BasicAuthPassword"}
 
 
 RAW_PASSWORD_REFUSED = ("a raw call would change the station's password behind the gateway's "

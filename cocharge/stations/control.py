@@ -295,7 +295,7 @@ class SharingController:
         self._local_lists_due(now)
         for station_id in self._managed - self._no_display - self._display_busy:
             link = self.link(station_id)
-            if (link is not None and getattr(link, "protocol", None) == "2.0.1"
+            if (link is not None and getattr(link, "protocol", None) in ("2.0.1", "2.1")
                     and self._display_due(station_id, now)):
                 self._background.spawn(self._show(station_id, now), f"display {station_id}")
         if not self._firmware_busy:

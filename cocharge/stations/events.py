@@ -109,6 +109,7 @@ class TransactionEvent:
     offline: bool = False
     charging_state: str | None = None  # Charging | EVConnected | SuspendedEV | SuspendedEVSE | Idle
     clock: str | None = None
+    protocol: str = "2.0.1"  # or "2.1"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ KNOWN: dict[str, frozenset[str]] = {
     "1.6": CRITICAL["1.6"] | {n.replace("Csms", "CentralSystem") for n in _NOT_CRITICAL}
     | {"InvalidFirmwareSignature", "InvalidChargePointCertificate"},
 }
+CRITICAL["2.1"], KNOWN["2.1"] = CRITICAL["2.0.1"], KNOWN["2.0.1"]  # the same list in 2.1
 
 
 def criticality(protocol: str, event_type: str) -> str:

@@ -990,7 +990,7 @@ class StationService:
             if found is None:
                 session_id = int((await conn.execute(insert(sessions).values(
                     station_id=event.station_id, connector_id=event.connector_id or 0,
-                    tx_ref=event.tx_ref, protocol="2.0.1", id_tag=event.id_tag,
+                    tx_ref=event.tx_ref, protocol=event.protocol, id_tag=event.id_tag,
                     started_at=event.at, status="active", created_at=utcnow(), clock=event.clock,
                 ).returning(sessions.c.id))).scalar_one())
                 found = OpenSession(session_id, event.connector_id or 0, ended=False)
