@@ -38,8 +38,8 @@ from cocharge.gateway.metrics import GatewayMetrics
 from cocharge.gateway.quirks import load_quirks
 from cocharge.gateway.uploads import UploadServer
 from cocharge.gateway.v16 import V16Connection
-from cocharge.gateway.v201 import V201Connection
 from cocharge.gateway.v21 import V21Connection
+from cocharge.gateway.v201 import V201Connection
 from cocharge.load.manager import LoadManager
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations import ca
