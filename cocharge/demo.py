@@ -135,12 +135,14 @@ async def run_demo(stations: int) -> None:
 
         boxes = []
         for n in range(1, stations + 1):
-            protocol = "1.6" if n % 2 else "2.0.1"
+            # Odd ones 1.6J, even ones 2.0.1, the last one OCPP 2.1.
+            protocol = "2.1" if n == stations else "1.6" if n % 2 else "2.0.1"
             boxes.append(await open_wallbox(SimConfig(
                 url=url, station_id=f"WB{n:02d}", protocol=protocol, speed=600,
                 meter_interval_s=0.1, bay_wait_s=3.0)))
         box = {b.id: b for b, _ in boxes}
-        _say(f"{stations} wallboxes connected (OCPP 1.6J and 2.0.1), all Accepted")
+        _say(f"{stations} wallboxes connected (OCPP 1.6J, 2.0.1 and, WB{stations:02d}, 2.1), "
+             "all Accepted")
 
         # Share lock: the gateway locks WB01 (out of hours) and reserves WB02.
         await _wait_for(lambda: box["WB01"].hw[1].bay_locked and box["WB02"].hw[1].reservation)

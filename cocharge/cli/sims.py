@@ -21,7 +21,7 @@ def sim() -> None:
 @sim.command("run")
 @click.option("--url", required=True, help="Gateway URL, e.g. ws://127.0.0.1:9000/ocpp")
 @click.option("--stations", default=1, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--protocol", default="1.6", show_default=True, type=click.Choice(["1.6", "2.0.1"]))
+@click.option("--protocol", default="1.6", show_default=True, type=click.Choice(["1.6", "2.0.1", "2.1"]))
 @click.option("--id-prefix", default="SIM", show_default=True)
 @click.option("--tag", default=None, help="idTag the virtual drivers present.")
 @click.option("--sessions", "sessions_count", default=1, show_default=True, type=click.IntRange(0, 1000))

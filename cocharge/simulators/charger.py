@@ -44,7 +44,7 @@ async def connect_station(config: SimConfig, tls: ssl.SSLContext | None = None,
     if config.password and basic:  # profile 3: the client certificate instead
         token = base64.b64encode(f"{config.station_id}:{config.password}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
-    subprotocol = "ocpp1.6" if config.protocol == "1.6" else "ocpp2.0.1"
+    subprotocol = f"ocpp{config.protocol}"
     url = config.url.rstrip("/") + "/" + config.station_id
     if tls is None and url.startswith("wss"):
         tls = tls_client_context([config.ca_pem] if config.ca_pem else [], None, None)

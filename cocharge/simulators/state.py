@@ -21,6 +21,7 @@ FAULT_STOP_REASONS = {
     "2.0.1": {"overcurrent": "OvercurrentFault", "ground fault": "GroundFault",
               "over-temperature": "EmergencyStop"},
 }
+FAULT_STOP_REASONS["2.1"] = FAULT_STOP_REASONS["2.0.1"]
 FAULT_CODES_16 = {"overcurrent": "OverCurrentFailure", "ground fault": "GroundFailure",
                   "over-temperature": "HighTemperature"}
 FAULT_EVENTS_201 = {"overcurrent": ("OverCurrentProtection", "Operated"),
@@ -32,7 +33,7 @@ FAULT_EVENTS_201 = {"overcurrent": ("OverCurrentProtection", "Operated"),
 class SimConfig:
     url: str
     station_id: str
-    protocol: str = "1.6"  # or "2.0.1"
+    protocol: str = "1.6"  # or "2.0.1", "2.1"
     connectors: int = 1
     max_current_a: float = 16
     password: str | None = None

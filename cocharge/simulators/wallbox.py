@@ -13,18 +13,19 @@ import asyncio
 from cocharge.simulators.charger import connect_station
 from cocharge.simulators.state import SimClock, SimConfig, SimSession
 from cocharge.simulators.v16 import Wallbox16
-from cocharge.simulators.v201 import Wallbox201
+from cocharge.simulators.v201 import Wallbox201, Wallbox21
 
 __all__ = ["SimClock", "SimConfig", "SimSession", "Wallbox", "Wallbox16", "Wallbox201",
-           "close_wallbox", "open_wallbox"]
+           "Wallbox21", "close_wallbox", "open_wallbox"]
 
 Wallbox = Wallbox16 | Wallbox201
+_CLASSES: dict[str, type[Wallbox]] = {"1.6": Wallbox16, "2.0.1": Wallbox201, "2.1": Wallbox21}
 
 
 async def open_wallbox(config: SimConfig) -> tuple[Wallbox, asyncio.Task[None]]:
     """Connect, start reading, boot and report status; returns the wallbox and its reader task."""
     connection = await connect_station(config)
-    box: Wallbox = (Wallbox16 if config.protocol == "1.6" else Wallbox201)(config, connection)
+    box: Wallbox = _CLASSES[config.protocol](config, connection)
     reader = asyncio.create_task(box.start())
     box.watch(reader)
     await box.boot_and_report()

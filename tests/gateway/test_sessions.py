@@ -11,7 +11,7 @@ from cocharge.stations import registry
 from tests.conftest import raw_station, register, ws_url
 
 
-@pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("protocol", ["1.6", "2.0.1", "2.1"])
 async def test_simulated_session_is_metered_and_stored(any_node, protocol):
     node = any_node
     await register(node, "SIM1")
