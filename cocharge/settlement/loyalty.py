@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, desc, func, insert, select
+from sqlalchemy import and_, case, desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement import ledger, memberships, points
@@ -316,23 +316,27 @@ async def green_months(conn: AsyncConnection, tag: str, at: datetime, months: in
     `months` complete months before `at`'s month, the last first (0 for a month without
     charging)."""
     local = at.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ))
-    keys = []
+    # The months' starts in UTC, newest first: [this month, last month, ... 12 months ago].
+    starts = []
     y, m = local.year, local.month
-    for _ in range(months):
+    for _ in range(months + 1):
+        starts.append(datetime(y, m, 1, tzinfo=ZoneInfo(TZ)).astimezone(UTC).replace(tzinfo=None))
         y, m = (y, m - 1) if m > 1 else (y - 1, 12)
-        keys.append(f"{y:04d}-{m:02d}")
-    since = datetime(y, m, 1, tzinfo=ZoneInfo(TZ)).astimezone(UTC).replace(tzinfo=None)
-    total: dict[str, int] = defaultdict(int)
-    green: dict[str, int] = defaultdict(int)
-    for ended, wh in (await conn.execute(select(sessions.c.ended_at, sessions.c.energy_wh).where(and_(
-            sessions.c.id_tag == tag, sessions.c.status == "completed",
-            sessions.c.ended_at >= since)))).all():
-        total[ended.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ)).strftime("%Y-%m")] += int(wh or 0)
-    for ended, wh in (await conn.execute(select(green_certificates.c.ended_at,
-                                                green_certificates.c.energy_wh).where(and_(
-            green_certificates.c.tag == tag, green_certificates.c.ended_at >= since)))).all():
-        green[ended.replace(tzinfo=UTC).astimezone(ZoneInfo(TZ)).strftime("%Y-%m")] += int(wh)
-    return tuple(Decimal(green[k] * 100) / total[k] if total[k] else Decimal(0) for k in keys)
+
+    async def by_month(when: Any, wh: Any, *where: Any) -> dict[int, int]:
+        """Wh per month (1 = last month ...), summed by the database (a fleet's tag can have
+        thousands of sessions a year: issue 30's storm found this one by profiling)."""
+        month = case(*[(when >= starts[n], n) for n in range(1, months + 1)])
+        rows = await conn.execute(select(month, func.sum(wh)).where(and_(
+            *where, when >= starts[months], when < starts[0])).group_by(month))
+        return {int(n): int(total or 0) for n, total in rows if n is not None}
+
+    total = await by_month(sessions.c.ended_at, sessions.c.energy_wh, sessions.c.id_tag == tag,
+                           sessions.c.status == "completed")
+    green = await by_month(green_certificates.c.ended_at, green_certificates.c.energy_wh,
+                           green_certificates.c.tag == tag)
+    return tuple(Decimal(green.get(n, 0) * 100) / total[n] if total.get(n) else Decimal(0)
+                 for n in range(1, months + 1))
 
 
 @dataclass

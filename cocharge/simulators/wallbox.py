@@ -13,7 +13,7 @@ import asyncio
 from cocharge.simulators.charger import connect_station
 from cocharge.simulators.state import SimClock, SimConfig, SimSession
 from cocharge.simulators.v16 import Wallbox16
-from cocharge.simulators.v201 import Wallbox201, Wallbox21
+from cocharge.simulators.v201 import Wallbox21, Wallbox201
 
 __all__ = ["SimClock", "SimConfig", "SimSession", "Wallbox", "Wallbox16", "Wallbox201",
            "Wallbox21", "close_wallbox", "open_wallbox"]

@@ -203,3 +203,40 @@ def test_three_generations_are_refused_with_the_reason():
     with pytest.raises(RulesError) as refused:
         parse_rules(body)
     assert "at most 2" in str(refused.value) and "pyramid selling" in str(refused.value)
+
+
+async def test_green_months_are_local_calendar_months_summed_by_the_database(db_url):
+    """A member's green share per month, in Shanghai's months (a session that ends at 01:00
+    local on the 1st belongs to that month), the last complete month first."""
+    from datetime import datetime
+
+    from sqlalchemy import insert
+
+    from cocharge.settlement.loyalty import green_months
+    from cocharge.store.db import open_store
+    from cocharge.store.schema import green_certificates, sessions
+
+    engine = await open_store(db_url)
+    rows = [  # (ended, Wh, green Wh)
+        (datetime(2026, 10, 31, 15, 0), 4000, 0),      # Oct 31 23:00 local: October
+        (datetime(2026, 10, 31, 17, 0), 2000, 2000),   # Nov 1 01:00 local: November
+        (datetime(2026, 11, 20, 8, 0), 6000, 1000),    # November
+        (datetime(2026, 12, 2, 8, 0), 9000, 9000),     # this month: not complete, not counted
+        (datetime(2025, 11, 15, 8, 0), 1000, 1000),    # 13 months back: outside
+    ]
+    async with engine.begin() as conn:
+        for n, (ended, wh, green) in enumerate(rows):
+            sid = int((await conn.execute(insert(sessions).values(
+                station_id="S", connector_id=1, tx_ref=f"g{n}", protocol="1.6", id_tag="G",
+                started_at=ended, ended_at=ended, energy_wh=wh, status="completed",
+                created_at=ended).returning(sessions.c.id))).scalar_one())
+            if green:
+                await conn.execute(insert(green_certificates).values(
+                    id=f"GC-{sid}", session_id=sid, tag="G", station_id="S", energy_wh=green,
+                    started_at=ended, ended_at=ended, co2_g=0, factor="0.5", factor_year=2026,
+                    factor_source="test", digest="0" * 64, issued_at=ended))
+        shares = await green_months(conn, "G", datetime(2026, 12, 4, 8, 0))
+    await engine.dispose()
+    assert shares[0] == Decimal(3000 * 100) / Decimal(8000)  # November: 3 of 8 kWh green
+    assert shares[1] == 0                                     # October: 4 kWh, none green
+    assert shares[2:] == (Decimal(0),) * 10                   # no charging
