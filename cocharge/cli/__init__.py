@@ -67,7 +67,7 @@ COMMANDS = {
     'rewards': ('cocharge.cli.rewards:rewards',
                 'The reward rule table and events reported from outside (posts, likes, answers).'),
     'serve': ('cocharge.cli.serve:serve',
-                'Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE).'),
+                'Run the OCPP 1.6J, 2.0.1 and 2.1 central system (its other settings: --config FILE).'),
     'sessions': ('cocharge.cli.sessions:sessions',
                 'Charging sessions.'),
     'settle': ('cocharge.cli.money:settle',

@@ -113,7 +113,7 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
           client_ca_file: str | None, ledger_key: str | None, metrics_port: int | None,
           api_host: str, api_port: int | None, no_api: bool) -> None:
-    """Run the OCPP 1.6J + 2.0.1 central system (its other settings: --config FILE)."""
+    """Run the OCPP 1.6J, 2.0.1 and 2.1 central system (its other settings: --config FILE)."""
     # An option not given takes the configuration file's value (then its default).
     config = ctx.find_root().obj
     given = dict(ctx.params)
