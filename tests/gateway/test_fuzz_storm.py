@@ -16,6 +16,7 @@ is printed; in the long mode the p99 during the storm must stay within 10x the q
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -161,13 +162,33 @@ class Junk:
         return action, payload
 
 
+async def answer_of(station: RawStation) -> list[Any]:
+    """The next frame that is not the gateway's own call (those are answered as a charger
+    does: CostUpdated, display messages, profiles, local lists of a long session)."""
+    while True:
+        frame = await station.answer()
+        if frame[0] != 2:
+            return frame
+        await station.ws.send(json.dumps([3, frame[1], {} if frame[2] == "CostUpdated"
+                                                        else {"status": "Accepted"}]))
+
+
+_calls = itertools.count()
+
+
+async def call(station: RawStation, action: str, payload: dict[str, Any]) -> list[Any]:
+    """Our call and its answer, answering the gateway's calls that come meanwhile."""
+    await station.ws.send(json.dumps([2, f"c{next(_calls)}", action, payload]))
+    return await answer_of(station)
+
+
 async def exchange(station: RawStation, frame: str, n: int) -> list[list[Any]]:
     """Send `frame`, then a Heartbeat; every answer up to the Heartbeat's."""
     await station.ws.send(frame)
     await station.ws.send(json.dumps([2, f"hb{n}", "Heartbeat", {}]))
     answers = []
     while True:
-        answer = await station.answer()
+        answer = await answer_of(station)
         if answer[1] == f"hb{n}":
             assert answer[0] == 3, answer  # the connection is still served
             return answers
@@ -201,13 +222,13 @@ class Neighbour:
             self.wh += 1
             began = time.perf_counter()
             if self.version == "1.6":
-                answer = await st.call("MeterValues", {"connectorId": 1, "transactionId": tx,
+                answer = await call(st, "MeterValues", {"connectorId": 1, "transactionId": tx,
                                                        "meterValue": [{"timestamp": now(),
                                                                        "sampledValue": [
                                                                            {"value": str(self.wh)}]}]})
             else:
                 seq += 1
-                answer = await st.call("TransactionEvent", {
+                answer = await call(st, "TransactionEvent", {
                     "eventType": "Updated", "timestamp": now(),
                     "triggerReason": "MeterValuePeriodic", "seqNo": seq,
                     "transactionInfo": {"transactionId": tx},
@@ -216,10 +237,10 @@ class Neighbour:
             assert answer[0] == 3, answer
             await asyncio.sleep(0.05)
         if self.version == "1.6":
-            assert (await st.call("StopTransaction", {"transactionId": tx, "meterStop": self.wh,
+            assert (await call(st, "StopTransaction", {"transactionId": tx, "meterStop": self.wh,
                                                       "timestamp": now()}))[0] == 3
         else:
-            assert (await st.call("TransactionEvent", {
+            assert (await call(st, "TransactionEvent", {
                 "eventType": "Ended", "timestamp": now(), "triggerReason": "StopAuthorized",
                 "seqNo": seq + 1, "transactionInfo": {"transactionId": tx,
                                                       "stoppedReason": "Local"},
