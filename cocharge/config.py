@@ -56,9 +56,10 @@ class GatewaySettings:
     directory_refresh_s: float = 30.0
     # scrypt password checks running at once (each costs 16 MiB and tens of ms of CPU), in
     # all and per remote address; further checks from an address wait in line, at most
-    # password_queue_per_address of them (gateway/guard.py).
+    # password_queue_per_address of them (gateway/guard.py): 200 checks of ~50 ms, 4 at a
+    # time, are done within 3 s, well inside the 10 s a handshake may take.
     password_checks_at_once: int = 4
-    password_queue_per_address: int = 1000
+    password_queue_per_address: int = 200
     # Handshakes in progress (WebSocket opening handshake until the first message is
     # answered) beyond which a new connection gets HTTP 503 with Retry-After.
     max_handshakes: int = 20_000
