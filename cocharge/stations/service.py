@@ -196,8 +196,7 @@ def _register_wh(samples: list[MeterSample]) -> tuple[float, datetime] | None:
 
 _WHY_NOT = {AuthStatus.UNKNOWN: "no member has this tag (`cocharge member add`)",
             AuthStatus.BLOCKED: "the member is blocked",
-            AuthStatus.EXPIRED: "the member's card has expired",
-            AuthStatus.NO_CREDIT: "not enough money to start (`cocharge wallet topup`)"}
+            AuthStatus.EXPIRED: "the member's card has expired"}
 _REFUSAL = {Verdict.NOT_AT_THIS_TIME: AuthStatus.NOT_AT_THIS_TIME,
             Verdict.NOT_AT_THIS_LOCATION: AuthStatus.NOT_AT_THIS_LOCATION}
 
@@ -462,15 +461,19 @@ class StationService:
         return status
 
     async def start_refusal(self, tag: str, station_id: str, connector_id: int | None) -> str | None:
-        """Why `tag` may not start at the station now, as the charger would be told at its
-        Authorize (None: it may): checked before a remote start is sent."""
+        """Why `tag` may not start at the station, as the charger would be told at its
+        Authorize (None: it may): the member's card and the owner's sharing rules, checked
+        before a remote start is sent. Money is not checked here: a session ending a moment
+        before still holds it; the start itself is refused (NoCredit) if it is missing."""
         async with self.engine.connect() as conn:
-            status, decision, _ = await self._authorize_here(conn, tag, station_id, connector_id)
-        if status is AuthStatus.ACCEPTED:
-            return None
-        if decision is not None and not decision.allowed:
-            return decision.reason
-        return _WHY_NOT.get(status, status.value)
+            status = await self._authorize(conn, tag)
+            if status is not AuthStatus.ACCEPTED:
+                return _WHY_NOT.get(status, status.value)
+            if self.control is not None:
+                decision = await self.control.decide(conn, station_id, connector_id, tag)
+                if decision is not None and not decision.allowed:
+                    return decision.reason
+        return None
 
     async def _authorize_here(self, conn: AsyncConnection, tag: str, station_id: str | None,
                               connector_id: int | None
@@ -1061,7 +1064,10 @@ class StationService:
                 self.load.session_ended(event.station_id, found.connector_id, found.id)
             if self.control is not None:
                 self.control.session_ended(found.id, event.station_id, found.connector_id)
-            if self.settler is not None and event.event_type == "Ended":
+            if self.settler is not None and (event.event_type == "Ended"
+                                             or ended_energy is not None):
+                # Ended, or finished again by a late event (offline replay after a stale
+                # close or a flag): settled once it is billable (settling is idempotent).
                 self.settler.submit(found.id)
         else:
             self._open[key] = found
