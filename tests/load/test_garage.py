@@ -10,6 +10,7 @@ from cocharge.load import sites as store
 from cocharge.stations import commands as cmd
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
+from tests.conftest import until
 from tests.load.sites import big_ev, garage, settled
 
 LIMIT = 63.0
@@ -41,13 +42,14 @@ async def test_an_evening_in_the_garage_never_overloads_the_circuit(tmp_path) ->
         for i, sid in ((8, "G8"), (9, "G9")):
             running[sid] = await boxes[sid].charge(1, f"T{i}", ev=big_ev())
         await settled(node)
-        await asyncio.sleep(2.0)  # the chargers follow; every meter value is checked
-        drawing = sum(1 for b in boxes.values() for hw in b.hw.values() if hw.power_w > 0)
-        assert drawing == 8
-        assert watch.checks > 100
+
+        async def following() -> bool:  # the chargers follow; every meter value is checked
+            drawing = sum(1 for b in boxes.values() for hw in b.hw.values() if hw.power_w > 0)
+            # ... and the circuit is used: the load comes near the limit on the busiest phase.
+            return drawing == 8 and watch.checks > 100 and max(watch.peak) >= LIMIT - 7
+
+        await until(following, 20)
         assert max(watch.peak) <= LIMIT + 0.05, watch.peak
-        # ... and the circuit was used: the load came near the limit on the busiest phase.
-        assert max(watch.peak) >= LIMIT - 7, watch.peak
 
 
 async def test_a_booked_member_is_served_first(tmp_path) -> None:
