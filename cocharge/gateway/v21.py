@@ -13,6 +13,7 @@ keep their names and shapes, and every frame is checked both ways against the of
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ocpp.v21 import call_result
@@ -24,6 +25,19 @@ from cocharge.stations.events import StationNotice
 from cocharge.store.db import utcnow
 
 
+def _kept(action: Action, kind: str) -> Callable[..., Awaitable[Any]]:
+    """A handler that keeps what a 2.1-only message said as the station's `kind` event and
+    answers with the message's empty response."""
+    answer = getattr(call_result, action.value)
+
+    @handles(action)
+    async def handler(self: V21Connection, **payload: Any) -> Any:
+        await self._keep(kind, payload)
+        return answer()
+
+    return handler
+
+
 class V21Connection(V201Connection):
     protocol = "2.1"
     ACTIONS = frozenset(a.value for a in Action)
@@ -32,33 +46,14 @@ class V21Connection(V201Connection):
         await self.service.notice(StationNotice(self.id, kind, utcnow(), payload))
 
     # --- messages only 2.1 has, kept until their features are built ----------------------
-
-    @handles(Action.notify_settlement)
-    async def on_notify_settlement(self, **payload: Any) -> Any:
-        """C18-C25: a payment at the charger's terminal. Kept for the operator; not yet
-        booked on the ledger (issue 31, item 4)."""
-        await self._keep("settlement", payload)
-        return call_result.NotifySettlement()
-
-    @handles(Action.notify_der_alarm)
-    async def on_notify_der_alarm(self, **payload: Any) -> Any:
-        await self._keep("der_alarm", payload)
-        return call_result.NotifyDERAlarm()
-
-    @handles(Action.notify_der_start_stop)
-    async def on_notify_der_start_stop(self, **payload: Any) -> Any:
-        await self._keep("der_start_stop", payload)
-        return call_result.NotifyDERStartStop()
-
-    @handles(Action.report_der_control)
-    async def on_report_der_control(self, **payload: Any) -> Any:
-        await self._keep("der_control", payload)
-        return call_result.ReportDERControl()
-
-    @handles(Action.notify_priority_charging)
-    async def on_notify_priority_charging(self, **payload: Any) -> Any:
-        await self._keep("priority_charging", payload)
-        return call_result.NotifyPriorityCharging()
+    # C18-C25: a payment at the charger's terminal, kept for the operator; not yet booked on
+    # the ledger (issue 31, item 4). DER, priority charging, battery swap: kept likewise.
+    on_notify_settlement = _kept(Action.notify_settlement, "settlement")
+    on_notify_der_alarm = _kept(Action.notify_der_alarm, "der_alarm")
+    on_notify_der_start_stop = _kept(Action.notify_der_start_stop, "der_start_stop")
+    on_report_der_control = _kept(Action.report_der_control, "der_control")
+    on_notify_priority_charging = _kept(Action.notify_priority_charging, "priority_charging")
+    on_battery_swap = _kept(Action.battery_swap, "battery_swap")
 
     @handles(Action.open_periodic_event_stream)
     async def on_open_periodic_event_stream(self, **payload: Any) -> Any:
@@ -69,11 +64,6 @@ class V21Connection(V201Connection):
     async def on_close_periodic_event_stream(self, **payload: Any) -> Any:
         await self._keep("periodic_event_stream", {"closed": payload})
         return call_result.ClosePeriodicEventStream()
-
-    @handles(Action.battery_swap)
-    async def on_battery_swap(self, **payload: Any) -> Any:
-        await self._keep("battery_swap", payload)
-        return call_result.BatterySwap()
 
     @handles(Action.vat_number_validation)
     async def on_vat_number_validation(self, vat_number: str, **payload: Any) -> Any:
