@@ -114,6 +114,16 @@ def run_tour(tmp_path: Path, enter: list[str]) -> None:
                 else:
                     raise AssertionError(f"{command!r} not ready: {''.join(seen)}")
                 continue
+            session = re.search(r"remote stop \S+ --session (\d+)", line)
+            if session:
+                # A remote start is answered before the charger reports the session it opens:
+                # as a user reading `sessions list` would, wait until it is there.
+                deadline = time.monotonic() + 30
+                while subprocess.run([*enter, "bash", "-c", f"cocharge sessions show "
+                                      f"{session.group(1)}"], cwd=tmp_path, env=env,
+                                     capture_output=True, check=False).returncode != 0:
+                    assert time.monotonic() < deadline, f"session {session.group(1)} never opened"
+                    time.sleep(0.2)
             done = subprocess.run([*enter, "bash", "-c", line], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=180, check=False)
             if done.returncode != 0:
