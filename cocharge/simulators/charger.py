@@ -99,6 +99,7 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         self.outbox: list[Any] = []  # transaction messages kept while offline, sent on reconnect
         self.boots = 0  # reboots after a Reset
         self.reader: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()  # one reconnection at a time
         # The local authorization list: tag -> expiry (None: none); what decides offline.
         self.local_list: dict[str, datetime | None] = {}
         self.local_list_version = 0
@@ -567,13 +568,18 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         self._lost.set()
 
     async def reconnect(self) -> None:
-        """Connect again, boot, report status and replay what was kept while offline."""
-        self._connection = await connect_station(self.config, self.tls_context(),
-                                          basic=self.security_profile < 3)
-        self._lost = asyncio.Event()
-        self.online = True
-        self.watch(asyncio.create_task(self.start()))
-        await self.boot_and_report()
+        """Connect again, boot, report status and replay what was kept while offline. Two
+        reasons to reconnect at once (a new password, and `stay_connected` seeing the old
+        link end) make one connection: whoever comes second finds it up and leaves it."""
+        async with self._connecting:
+            if self.online and self.reader is not None and not self.reader.done():
+                return
+            self._connection = await connect_station(self.config, self.tls_context(),
+                                                     basic=self.security_profile < 3)
+            self._lost = asyncio.Event()
+            self.online = True
+            self.watch(asyncio.create_task(self.start()))
+            await self.boot_and_report()
         kept, self.outbox = self.outbox, []
         for request in kept:
             if callable(request):  # a message that could only be built once back online

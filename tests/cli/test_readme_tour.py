@@ -122,7 +122,13 @@ def run_tour(tmp_path: Path, enter: list[str]) -> None:
                 while subprocess.run([*enter, "bash", "-c", f"cocharge sessions show "
                                       f"{session.group(1)}"], cwd=tmp_path, env=env,
                                      capture_output=True, check=False).returncode != 0:
-                    assert time.monotonic() < deadline, f"session {session.group(1)} never opened"
+                    if time.monotonic() > deadline:
+                        state = subprocess.run(
+                            [*enter, "bash", "-c", "cocharge sessions list --limit 5; "
+                             "cocharge logs WB0001 | tail -n 12"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+                        raise AssertionError(f"session {session.group(1)} never opened:\n"
+                                             f"{state.stdout}{state.stderr}")
                     time.sleep(0.2)
             done = subprocess.run([*enter, "bash", "-c", line], cwd=tmp_path, env=env,
                                   capture_output=True, text=True, timeout=180, check=False)
