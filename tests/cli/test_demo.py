@@ -17,7 +17,9 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert "MEMBER3 at WB02: refused (booked by another member" in out
     assert "MEMBER2 at WB02: booking honoured" in out
     assert re.search(r"WB03\s+MEMBER3\s+3\.3\d\d completed\s+Remote\s+budget", out)
-    assert re.search(r"WB04\s+MEMBER4 .* \d+\.\d\d CNY \(2[56] min\)", out)
+    # The overstay is timed on the wall clock: 25 min, or 26 on a loaded machine.
+    overstay = re.search(r"WB04\s+MEMBER4 .* (\d+\.\d\d) CNY \(2[56] min\)", out)
+    assert overstay
     assert "blocked tag on WB03: refused" in out
     # Settlement: quota and green discounts, the overstay fee owed by an empty wallet,
     # and a verified ledger.
@@ -26,7 +28,8 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     # the session, the rest released; the overstay fee owed; the next top-up pays that debt
     # first, and only then is host4's share of it host4's.
     assert re.search(r"MEMBER4 at WB04 with an empty wallet: refused \(not enough money", out)
-    assert re.search(r"MEMBER4 +(\d+\.\d\d) +0\.00 +\1 +\1 +0\.00 +12\.50  host:host4", out)
+    fee = re.escape(overstay.group(1))
+    assert re.search(r"MEMBER4 +(\d+\.\d\d) +0\.00 +\1 +\1 +0\.00 +" + fee + "  host:host4", out)
     assert re.search(r"held:MEMBER4\): hold 10\.00; session-payment \d+\.\d\d; hold-release", out)
     debt = re.search(r"MEMBER4 owed (\d+\.\d\d) CNY after the overstay fee \(host4's share of it, "
                      r"(\d+\.\d\d) CNY, waited in owed:host:host4\)", out)
