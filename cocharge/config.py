@@ -143,6 +143,12 @@ class GatewaySettings:
     # carries it to 1.6 stations with a display; None = none sent.
     cost_data_transfer: str | None = None
     currency: str = "CNY"
+    # 2.1 local cost calculation: the host's tariff is sent to a 2.1 charger that has
+    # TariffCostCtrlr enabled (SetDefaultTariff per EVSE, re-checked this often), and the
+    # charger's own cost of a session may differ from ours by this much (fen) before the
+    # session is flagged for review; our settlement is what is billed either way.
+    tariff_sync_s: float = 60.0
+    charger_cost_tolerance_fen: int = 1
 
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.

@@ -220,10 +220,12 @@ def settings(**overrides: Any) -> GatewaySettings:
     have no wallet; tests/settlement/test_funds.py runs it as shipped. Chargers' clocks are
     believed 20 years back and a week ahead: tests replay sessions on fixed dates of 2026, and
     simulated wallboxes run fast clocks (speed=300); tests/gateway/test_clock.py runs the
-    rule as shipped."""
+    rule as shipped. 2.1 stations are not sent tariffs unasked (tariff_sync_s=0: the
+    hand-written 2.1 stations of most tests answer only what they expect);
+    tests/conformance/test_ocpp21_cost.py runs it as shipped."""
     base = dict(host="127.0.0.1", port=0, operator_port=0, upload_port=0, api_port=None,
                 call_timeout_s=5.0, start_minimum_fen=0, clock_past_s=20 * 365 * 86400,
-                clock_future_s=7 * 86400)
+                clock_future_s=7 * 86400, tariff_sync_s=0)
     base.update(overrides)
     return GatewaySettings(**base)  # type: ignore[arg-type]
 

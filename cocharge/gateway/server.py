@@ -128,7 +128,8 @@ class Gateway:
         self.control.start_check = self.service.start_refusal
         self.control.journal = self.service.journal
         self.settler = Settler(engine, SettlementDefaults(
-            Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee))
+            Decimal(settings.price_fen_per_kwh) / 100, settings.idle_fee,
+            charger_cost_tolerance_fen=settings.charger_cost_tolerance_fen))
         self.service.settler = self.settler
         self.control.overstay_over = self.settler.submit
         self.load = LoadManager(engine, settings, self.connection, self._station_size,

@@ -22,6 +22,7 @@ from cocharge.gateway.connection import (
     profile_fields,
     sample_value,
 )
+from cocharge.settlement.tariff21 import charger_cost_fen
 from cocharge.stations import commands as cmd
 from cocharge.stations.commands import CommandResult
 from cocharge.stations.events import (
@@ -169,7 +170,8 @@ class V201Connection(StationConnection):
                                    meter_value: list[dict[str, Any]] | None = None,
                                    offline: bool | None = None, evse: dict[str, Any] | None = None,
                                    id_token: dict[str, Any] | None = None,
-                                   **_: Any) -> call_result.TransactionEvent:
+                                   cost_details: dict[str, Any] | None = None,
+                                   **_: Any) -> Any:
         stamp, stamps = self.read_times(timestamp, meter_value)
         status = await self.service.transaction_event(TransactionEvent(
             station_id=self.id,
@@ -185,6 +187,7 @@ class V201Connection(StationConnection):
             charging_state=transaction_info.get("charging_state"),
             clock=clock_note(f"TransactionEvent {event_type}", [stamp, *stamps]),
             protocol=self.protocol,
+            charger_cost=charger_cost_fen(cost_details) if cost_details else None,  # 2.1
         ))
         tx_ref = transaction_info["transaction_id"]
         total_cost = None
@@ -197,6 +200,11 @@ class V201Connection(StationConnection):
             self.push_cost(tx_ref)
         info = None if status is None else id_token_info(
             status, await self.service.household(member_tag(id_token or {})))
+        return await self.transaction_answer(event_type, tx_ref, total_cost, info)
+
+    async def transaction_answer(self, event_type: str, tx_ref: str, total_cost: float | None,
+                                 info: dict[str, Any] | None) -> Any:
+        """The TransactionEventResponse (2.1 adds the transaction's spending limit)."""
         return call_result.TransactionEvent(total_cost=total_cost, id_token_info=info)
 
     @handles(Action.meter_values)
@@ -565,6 +573,9 @@ class V201Connection(StationConnection):
                 return call.GetChargingProfiles(request_id=request_id or next(_report_ids),
                                                 evse_id=command.connector_id,
                                                 charging_profile=asked)
+            case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
+                raise cmd.CommandRejected(f"OCPP {self.protocol} has no tariffs at the charger "
+                                          "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

@@ -3,26 +3,44 @@
 A 2.1 station boots, authorizes, charges (transactions, meter values, offline replay),
 takes every version-neutral command and reports as a 2.0.1 station does: the messages
 keep their names and shapes, and every frame is checked both ways against the official
-2.1 schemas (gateway/rpc.py). What 2.1 adds is answered here:
+2.1 schemas (gateway/rpc.py). What 2.1 adds is here:
+- local cost calculation (I07-I12): a station with TariffCostCtrlr enabled is given the
+  host's tariff as a TariffType (settlement/tariff21.py) per EVSE after it boots and
+  whenever the tariff changes (`tariff_sync_s`); the cost it calculates itself
+  (costDetails at the end) is checked against our settlement, which is what is billed;
+  `remote set-default-tariff`, `get-tariffs`, `clear-tariffs`;
+- the spending limit: a session with a budget (the member's money, a remote start's
+  --budget) gets it as transactionLimit.maxCost, so the charger stops itself there;
+- payment at the charger (C17-C25): a DirectPayment token starts a session without an
+  account; NotifySettlement books the payment (`external:card`) for the session, which is
+  settled and split like a member's, so its host is paid;
 - `SEND` frames (never answered): NotifyPeriodicEventStream kept as the station's events;
 - `CALLRESULTERROR` (the station found our answer wrong): logged and kept;
-- the new station-to-CSMS calls are answered as the specification allows without a
-  feature we do not run yet (tariffs at the charger, payment, V2X, DER, battery swap:
-  issue 31), and what they said is kept among the station's events.
+- the other new station-to-CSMS calls (DER, priority charging, battery swap) are answered
+  as the specification allows and what they said is kept among the station's events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
-from ocpp.v21 import call_result
+from ocpp.v21 import call, call_result
 from ocpp.v21.enums import Action
 
 from cocharge.gateway.connection import handles
 from cocharge.gateway.v201 import V201Connection
-from cocharge.stations.events import StationNotice
+from cocharge.settlement.funds import CardError
+from cocharge.settlement.money import to_fen
+from cocharge.settlement.tariff21 import Untranslatable
+from cocharge.stations import commands as cmd
+from cocharge.stations.events import Admission, StationNotice
 from cocharge.store.db import utcnow
+
+log = logging.getLogger(__name__)
 
 
 def _kept(action: Action, kind: str) -> Callable[..., Awaitable[Any]]:
@@ -42,13 +60,152 @@ class V21Connection(V201Connection):
     protocol = "2.1"
     ACTIONS = frozenset(a.value for a in Action)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.local_cost: bool | None = None  # TariffCostCtrlr.Enabled[Tariff], once read
+        self.tariffs: dict[int, str] = {}  # EVSE -> the tariff id it holds from us
+        self._booted = asyncio.Event()
+
     async def _keep(self, kind: str, payload: dict[str, Any]) -> None:
         await self.service.notice(StationNotice(self.id, kind, utcnow(), payload))
 
-    # --- messages only 2.1 has, kept until their features are built ----------------------
-    # C18-C25: a payment at the charger's terminal, kept for the operator; not yet booked on
-    # the ledger (issue 31, item 4). DER, priority charging, battery swap: kept likewise.
-    on_notify_settlement = _kept(Action.notify_settlement, "settlement")
+    async def start(self) -> None:
+        keeper = asyncio.create_task(self._keep_tariffs(), name=f"tariffs {self.id}")
+        try:
+            await super().start()
+        finally:
+            keeper.cancel()
+
+    async def on_boot_notification(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await super().on_boot_notification(*args, **kwargs)
+        self.tariffs.clear()  # a rebooted charger is given its tariffs again
+        self._booted.set()
+        return answer
+
+    # --- local cost calculation (I07-I12) -------------------------------------------------
+
+    async def _keep_tariffs(self) -> None:
+        """After the boot, and every tariff_sync_s: each EVSE holds the host's tariff."""
+        every = self.settings.tariff_sync_s
+        if every <= 0:
+            return
+        while True:
+            try:  # after a boot; a charger that reconnected without one, a while later
+                await asyncio.wait_for(self._booted.wait(), every)
+            except TimeoutError:
+                pass
+            self._booted.clear()
+            if self.admission is Admission.ACCEPTED:
+                try:
+                    if not await self.sync_tariffs():
+                        return  # no local cost calculation at this charger
+                except (cmd.CommandFailed, cmd.CommandRejected) as exc:
+                    log.info("%s: tariffs not sent: %s", self.id, exc)
+                except Exception:  # never let one station's tariffs end its connection
+                    log.exception("%s: sending tariffs failed", self.id)
+
+    async def sync_tariffs(self) -> bool:
+        """Send each EVSE the host's tariff where it holds another; False when the station
+        does not calculate cost itself."""
+        if self.local_cost is None:
+            answer = await self.command(cmd.RawCall("GetVariables", {"getVariableData": [{
+                "component": {"name": "TariffCostCtrlr"},
+                "variable": {"name": "Enabled", "instance": "Tariff"}}]}))
+            result = (answer.response.get("getVariableResult") or [{}])[0]
+            self.local_cost = (result.get("attributeStatus") == "Accepted"
+                               and str(result.get("attributeValue", "")).lower() == "true")
+            log.info("%s: local cost calculation %s", self.id,
+                     "enabled" if self.local_cost else "not enabled")
+        if not self.local_cost:
+            return False
+        record = self.service.directory.get(self.id)
+        for evse in range(1, (record.connectors if record else 1) + 1):
+            try:
+                tariff = await self.service.tariff_type(self.id, evse)
+            except Untranslatable as exc:
+                log.info("%s: EVSE %s gets no tariff: %s", self.id, evse, exc)
+                continue
+            if self.tariffs.get(evse) == tariff["tariffId"]:
+                continue
+            result = await self.command(cmd.SetDefaultTariff(evse, tariff))
+            if result.accepted:
+                self.tariffs[evse] = tariff["tariffId"]
+            else:
+                await self._keep("tariff_refused", {"evse": evse, "tariff": tariff["tariffId"],
+                                                    "status": result.status})
+        return True
+
+    async def command(self, command: Any, tx_ref: str | None = None) -> Any:
+        if isinstance(command, cmd.SetDefaultTariff) and command.tariff is None:
+            try:
+                tariff = await self.service.tariff_type(self.id, command.evse_id)
+            except Untranslatable as exc:
+                raise cmd.CommandRejected(f"the tariff of EVSE {command.evse_id} cannot be a "
+                                          f"2.1 tariff: {exc}") from None
+            command = cmd.SetDefaultTariff(command.evse_id, tariff)
+        result = await super().command(command, tx_ref)
+        if isinstance(command, cmd.SetDefaultTariff) and result.accepted and command.tariff:
+            self.tariffs[command.evse_id] = str(command.tariff.get("tariffId"))
+        if isinstance(command, cmd.ClearTariffs) and result.accepted:
+            self.tariffs.clear()  # whatever was cleared is sent again at the next check
+        return result
+
+    def to_call(self, command: Any, tx_ref: str | None) -> Any:
+        match command:
+            case cmd.SetDefaultTariff(evse_id=evse_id, tariff=tariff):
+                return call.SetDefaultTariff(evse_id=evse_id, tariff=tariff)
+            case cmd.GetTariffs(evse_id=evse_id):
+                return call.GetTariffs(evse_id=evse_id)
+            case cmd.ClearTariffs(tariff_ids=ids, evse_id=evse_id):
+                return call.ClearTariffs(tariff_ids=list(ids) or None, evse_id=evse_id)
+        return super().to_call(command, tx_ref)
+
+    def result_of(self, command: Any, answer: dict[str, Any]) -> Any:
+        cleared = answer.get("clearTariffsResult")
+        if isinstance(command, cmd.ClearTariffs) and cleared:
+            statuses = [r.get("status", "") for r in cleared]
+            return cmd.CommandResult(all(s in ("Accepted", "NoTariff") for s in statuses),
+                                     ",".join(statuses), answer)
+        return super().result_of(command, answer)
+
+    async def transaction_answer(self, event_type: str, tx_ref: str, total_cost: float | None,
+                                 info: dict[str, Any] | None) -> Any:
+        """At the start, the session's budget as its transactionLimit (maxCost): the charger
+        stops by itself there, by its own cost calculation (E.g. a member's money)."""
+        limit = None
+        if event_type == "Started":
+            session_id = await self.service.session_of(self.id, tx_ref)
+            budget = await self.service.session_budget(session_id) if session_id else None
+            if budget is not None:
+                limit = {"max_cost": float(Decimal(budget) / 100)}
+        return call_result.TransactionEvent(total_cost=total_cost, id_token_info=info,
+                                            transaction_limit=limit)
+
+    # --- payment at the charger (C17-C25) ---------------------------------------------------
+
+    @handles(Action.notify_settlement)
+    async def on_notify_settlement(self, psp_ref: str, status: str, settlement_amount: float,
+                                   settlement_time: str, transaction_id: str | None = None,
+                                   **payload: Any) -> Any:
+        """A payment the charger's terminal settled: kept, and when Settled, booked on the
+        ledger for its session (the session is then paid: its host's share is the host's)."""
+        kept = {"psp_ref": psp_ref, "status": status, "amount": settlement_amount,
+                "time": settlement_time, "transaction_id": transaction_id, **payload}
+        if status == "Settled":
+            try:
+                paid = await self.service.card_payment(
+                    self.id, transaction_id, psp_ref, to_fen(Decimal(str(settlement_amount))),
+                    payload.get("receipt_url") or payload.get("receipt_id"))
+                kept["booked"] = {"session": paid.session_id, "paid_fen": paid.debt_paid_fen,
+                                  "left_fen": paid.left_fen}
+            except CardError as exc:
+                kept["not_booked"] = str(exc)
+                log.warning("%s: settlement %s not booked: %s", self.id, psp_ref, exc)
+        await self._keep("settlement", kept)
+        return call_result.NotifySettlement()
+
+    # --- messages only 2.1 has, answered and kept ----------------------------------------
+    # DER, priority charging, battery swap: kept among the station's events.
     on_notify_der_alarm = _kept(Action.notify_der_alarm, "der_alarm")
     on_notify_der_start_stop = _kept(Action.notify_der_start_stop, "der_start_stop")
     on_report_der_control = _kept(Action.report_der_control, "der_control")

@@ -36,7 +36,7 @@ from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
 from cocharge.store.db import utcnow
-from cocharge.store.schema import ledger_transfers, members
+from cocharge.store.schema import ledger_transfers, members, sessions
 
 HOLD = "hold"        # kind of the transfer that holds a session's money
 RELEASE = "hold-release"
@@ -203,6 +203,59 @@ async def top_up(engine: AsyncEngine, tag: str, amount_fen: int, ref: str,
         paid, collect = await _collection_legs(conn, tag, min(owed, amount_fen), ref)
         await ledger.post(conn, legs + collect, transfer_id)
         return TopUp(True, amount_fen, paid, await ledger.balance(conn, f"wallet:{tag}"))
+
+
+# The tag of a driver who pays at the charger (2.1 DirectPayment idToken): no member, no
+# wallet of their own beyond what the terminal paid for the session.
+CARD_PREFIX = "#DirectPayment:"
+CARD_SOURCE = "external:card"
+
+
+def is_card(tag: str | None) -> bool:
+    return bool(tag) and str(tag).startswith(CARD_PREFIX)
+
+
+class CardError(ValueError):
+    """A card payment that cannot be booked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class CardPaid:
+    applied: bool          # False: this PSP reference was booked before
+    session_id: int
+    amount_fen: int
+    debt_paid_fen: int     # of it, what paid the session (its payees' shares are theirs)
+    left_fen: int          # paid beyond the session's price: kept for a refund
+
+
+async def card_payment(engine: AsyncEngine, session_id: int | None, psp_ref: str,
+                       amount_fen: int, receipt: str | None = None) -> CardPaid:
+    """A payment the charger's terminal (or the payment page its QR code opened) settled for a
+    card session (2.1 NotifySettlement): `external:card` pays into the session's card
+    account, which pays what the session owes; once per PSP reference."""
+    if session_id is None:
+        raise CardError("the settlement names no transaction of this station")
+    if amount_fen < 0:
+        raise CardError(f"a settlement of {fmt(amount_fen)} CNY")
+    async with engine.begin() as conn:
+        await ledger.lock(conn)
+        tag = await conn.scalar(select(sessions.c.id_tag).where(sessions.c.id == session_id))
+        if not is_card(tag):
+            raise CardError(f"session {session_id} was not paid at the charger "
+                            f"(its token is {tag!r}, not DirectPayment)")
+        transfer_id = f"card:{psp_ref}"
+        leg = Transfer(transfer_id, CARD_SOURCE, f"wallet:{tag}", amount_fen,
+                       kind="card-payment", ref=str(session_id), memo=(receipt or "")[:200])
+        if await ledger.posted(conn, transfer_id):
+            await ledger.post(conn, [leg], transfer_id)  # the same fields, or LedgerConflict
+            return CardPaid(False, session_id, amount_fen, 0,
+                            await ledger.balance(conn, f"wallet:{tag}"))
+        owed = max(0, -await ledger.balance(conn, f"receivable:{tag}"))
+        paid, collect = await _collection_legs(conn, str(tag), min(owed, amount_fen),
+                                               f"card:{psp_ref}")
+        await ledger.post(conn, [leg, *collect], transfer_id)
+        return CardPaid(True, session_id, amount_fen, paid,
+                        await ledger.balance(conn, f"wallet:{tag}"))
 
 
 async def _collection_legs(conn: AsyncConnection, tag: str, amount_fen: int, ref: str

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cocharge.settlement import funds, ledger, loyalty, memberships, points
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
-from cocharge.settlement.money import MoneyError
+from cocharge.settlement.money import MoneyError, fmt
 from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 from cocharge.settlement.split import SplitTerms, split_amount
 from cocharge.settlement.tariff import (
@@ -88,6 +88,9 @@ class SettlementDefaults:
     price_per_kwh: Decimal = Decimal("1.50")
     idle: IdleFeeRule = IdleFeeRule()
     tz: str = "Asia/Shanghai"
+    # How far a 2.1 charger's own cost (costDetails) may be from ours before the session is
+    # flagged for review instead of billed.
+    charger_cost_tolerance_fen: int = 1
 
     def tariff(self) -> Tariff:
         return simple_tariff(self.price_per_kwh, idle=self.idle, tz=self.tz)
@@ -366,6 +369,16 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             return None
         tariff_id, tariff = await _tariff_of(conn, row, defaults)
         cdr = compute_cdr(tariff, await _usage(conn, row))
+        differs = _charger_cost_differs(row, cdr, defaults.charger_cost_tolerance_fen)
+        if differs is not None:
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+                status="flagged", flag_reason=differs[:2000]))
+            await conn.execute(insert(station_events).values(
+                station_id=row.station_id, ts=utcnow(), kind="flag", payload=json.dumps(
+                    {"session": session_id, "reason": differs}, sort_keys=True)))
+            await _void_hold(conn, row, "the charger's cost differs from ours")
+            log.warning("session %s flagged: %s", session_id, differs)
+            return None
         terms = await terms_of(conn, row.station_id)
         member = (await conn.execute(select(members.c.prefers_green, members.c.pay_with)
                                      .where(members.c.tag == row.id_tag))).first()
@@ -412,6 +425,21 @@ async def settle_session(engine: AsyncEngine, session_id: int,
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
              cdr.total_fen, priced.payable_fen, paid, owed)
     return Settled(session_id, cdr, priced, paid, owed, parts)
+
+
+def _charger_cost_differs(row: Any, cdr: Any, tolerance_fen: int) -> str | None:
+    """Why a 2.1 charger's own cost of the session cannot be let pass (None: it agrees with
+    our tariff's, within the tolerance, or the charger calculated nothing). The idle part is
+    left out on both sides: we bill the overstay in full minutes once the car has left."""
+    if row.charger_cost_fen is None or "reviewed: billed" in (row.flag_reason or ""):
+        return None
+    theirs = int(row.charger_cost_fen) - int(row.charger_idle_fen or 0)
+    ours = cdr.tariff_total_fen - cdr.costs.get("PARKING_TIME", 0)
+    if abs(theirs - ours) <= tolerance_fen:
+        return None
+    return (f"the charger calculated {fmt(theirs)} CNY, our tariff {fmt(ours)} CNY (more than "
+            f"{fmt(tolerance_fen)} apart): bill ours or void it with `cocharge sessions review "
+            f"{row.id} --bill|--void --note ...`")
 
 
 async def _sponsors(conn: AsyncConnection, tag: str, at: datetime,

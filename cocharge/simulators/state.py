@@ -69,6 +69,10 @@ class SimConfig:
     # Connection attempts answered 429/503 before the simulator gives up (each after the
     # central system's Retry-After).
     connect_attempts: int = 10
+    # 2.1: the charger calculates the cost from the tariff it is given (TariffCostCtrlr),
+    # with time-of-day prices in this zone.
+    local_cost: bool = True
+    tz: str = "Asia/Shanghai"
 
 
 class SimClock:

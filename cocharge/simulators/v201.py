@@ -703,10 +703,3 @@ class Wallbox201(WallboxMixin, ChargePoint201):
     def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None,
                          **_: Any) -> result201.DataTransfer:
         return result201.DataTransfer(status="Accepted", data=data)
-
-
-class Wallbox21(Wallbox201):
-    """A 2.1 charger doing what a 2.0.1 one does, its frames checked on 2.1's schemas (the
-    2.1 features of its own, tariffs, payment, V2X, are issue 31's to come)."""
-
-    _ocpp_version = "2.1"

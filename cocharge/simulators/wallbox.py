@@ -2,7 +2,8 @@
 
 It knows nothing of the server's insides: it connects, boots, reports status, charges
 virtual EVs with a hardware model, and answers commands as a charger does. Where each part
-lives: charger.py (what every version shares), v16.py and v201.py (the messages),
+lives: charger.py (what every version shares), v16.py, v201.py and v21.py (the messages; v21.py's
+charger calculates its cost from a tariff itself: tariffs.py),
 hardware.py (meter, EV, lock), security.py (passwords, CSR, certificates, TLS), smart.py and
 profiles.py (charging profiles, composite schedules)."""
 
@@ -13,7 +14,8 @@ import asyncio
 from cocharge.simulators.charger import connect_station
 from cocharge.simulators.state import SimClock, SimConfig, SimSession
 from cocharge.simulators.v16 import Wallbox16
-from cocharge.simulators.v201 import Wallbox21, Wallbox201
+from cocharge.simulators.v21 import Wallbox21
+from cocharge.simulators.v201 import Wallbox201
 
 __all__ = ["SimClock", "SimConfig", "SimSession", "Wallbox", "Wallbox16", "Wallbox201",
            "Wallbox21", "close_wallbox", "open_wallbox"]

@@ -355,6 +355,30 @@ class SetDisplayMessage:
 
 
 @dataclass(frozen=True)
+class SetDefaultTariff:
+    """2.1: the tariff an EVSE calculates its sessions' cost with (I07). Without `tariff`
+    the gateway sends the host's tariff of that connector as we price it."""
+
+    evse_id: int = 1
+    tariff: dict[str, Any] | None = None  # a 2.1 TariffType (camelCase)
+
+
+@dataclass(frozen=True)
+class GetTariffs:
+    """2.1: the tariffs the station holds (I11), per EVSE (0: all)."""
+
+    evse_id: int = 0
+
+
+@dataclass(frozen=True)
+class ClearTariffs:
+    """2.1: remove tariffs from the station (I12): the named ones, or all of an EVSE, or all."""
+
+    tariff_ids: tuple[str, ...] = ()
+    evse_id: int | None = None
+
+
+@dataclass(frozen=True)
 class GetDisplayMessages:
     """2.0.1: the messages the station shows (NotifyDisplayMessages, kept as events)."""
 
@@ -513,7 +537,7 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetInstalledCertificateIds | DeleteCertificate | ExtendedTriggerMessage
            | SetSecurityProfile | SetDisplayMessage | GetDisplayMessages | ClearDisplayMessage
            | CostUpdated | SetChargingProfile | ClearChargingProfile | GetCompositeSchedule
-           | GetChargingProfiles)
+           | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -560,6 +584,9 @@ COMMANDS: dict[str, type] = {
     "clear-charging-profile": ClearChargingProfile,
     "get-composite-schedule": GetCompositeSchedule,
     "get-charging-profiles": GetChargingProfiles,
+    "set-default-tariff": SetDefaultTariff,
+    "get-tariffs": GetTariffs,
+    "clear-tariffs": ClearTariffs,
     "call": RawCall,
 }
 

@@ -110,6 +110,8 @@ class TransactionEvent:
     charging_state: str | None = None  # Charging | EVConnected | SuspendedEV | SuspendedEVSE | Idle
     clock: str | None = None
     protocol: str = "2.0.1"  # or "2.1"
+    # 2.1: the cost the charger calculated itself (costDetails): (total, idle part) in fen
+    charger_cost: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

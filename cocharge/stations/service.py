@@ -488,7 +488,7 @@ class StationService:
             if decision is not None and not decision.allowed:
                 return _REFUSAL[decision.verdict], decision, None
         minimum = self.settings.start_minimum_fen
-        if minimum <= 0:
+        if minimum <= 0 or funds.is_card(tag):
             return status, decision, None
         now = utcnow()
         money = await funds.funds_of(conn, tag, quota_wh=await memberships.quota_left(conn, tag, now))
@@ -530,12 +530,42 @@ class StationService:
             return None
         return await self.settler.settle_now(session_id)
 
+    async def tariff_type(self, station_id: str, evse_id: int) -> dict[str, Any]:
+        """The host's tariff of an EVSE as a 2.1 TariffType (raises Untranslatable): that of
+        the connector, else of the station, else the settlement's default price."""
+        from cocharge.settlement.settle import SettlementDefaults, tariff_in_force
+        from cocharge.settlement.tariff21 import tariff_type
+
+        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
+        async with self.engine.connect() as conn:
+            found = await tariff_in_force(conn, station_id, evse_id)
+        return tariff_type(found[1] if found else defaults.tariff(), self.settings.currency)
+
+    async def card_payment(self, station_id: str, tx_ref: str | None, psp_ref: str,
+                           amount_fen: int, receipt: str | None) -> funds.CardPaid:
+        """A payment at the charger's terminal or web page (2.1 NotifySettlement) booked:
+        from `external:card` to the card's session, whose driver owes it; the host's share
+        is theirs once it is collected, as for a member's top-up."""
+        session_id = await self.session_of(station_id, tx_ref) if tx_ref else None
+        return await funds.card_payment(self.engine, session_id, psp_ref, amount_fen, receipt)
+
+    async def session_budget(self, session_id: int) -> int | None:
+        """What a session may spend (fen): the member's money, or a remote start's budget."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(sessions.c.budget_fen)
+                                      .where(sessions.c.id == session_id))
+        return None if value is None else int(value)
+
     async def household(self, tag: str) -> str | None:
         """The member's household or fleet (their cards stop each other's sessions)."""
         async with self.engine.connect() as conn:
             return await conn.scalar(select(members.c.household).where(members.c.tag == tag))
 
     async def _authorize(self, conn: AsyncConnection, tag: str) -> AuthStatus:
+        if funds.is_card(tag):
+            # 2.1 DirectPayment: the charger's terminal has authorised a payment for this
+            # session (C18): no account, no wallet; the sharing rules still apply.
+            return AuthStatus.ACCEPTED
         row = (await conn.execute(
             select(members.c.tag, members.c.status, members.c.expires_at)
             .where(members.c.tag == tag))).first()
@@ -1034,6 +1064,10 @@ class StationService:
                 if ended is None or event.at > ended:
                     await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
                         ended_at=event.at, stop_reason=event.stop_reason or "Local"))
+                if event.charger_cost is not None:
+                    await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                        charger_cost_fen=event.charger_cost[0],
+                        charger_idle_fen=event.charger_cost[1]))
                 found.ended = True
             if found.ended:
                 # Also re-run when a late event of an ended session arrives (offline replay).

@@ -252,6 +252,14 @@ async def _v18_robust_input(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v19_ocpp21_cost(conn: AsyncConnection) -> None:
+    """What a 2.1 charger calculated itself (issue 31)."""
+    def upgrade(sync_conn: Connection) -> None:
+        _add_columns(sync_conn, [(sessions, ["charger_cost_fen", "charger_idle_fen"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -272,6 +280,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (16, _v16_money_flows),
     (17, _v17_money_states),
     (18, _v18_robust_input),
+    (19, _v19_ocpp21_cost),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

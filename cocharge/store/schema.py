@@ -145,6 +145,10 @@ sessions = Table(
     # a 1.6 start's own time then (a repeated StartTransaction matches on it).
     Column("clock", Text),
     Column("charger_start", String(40)),
+    # v19: what a 2.1 charger calculated itself (costDetails at the end, fen) and its idle
+    # part; checked against our settlement (settle.py), never billed as such.
+    Column("charger_cost_fen", BigInteger),
+    Column("charger_idle_fen", BigInteger),
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,

@@ -1,0 +1,200 @@
+"""The simulated OCPP 2.1 charger: everything the 2.0.1 one does (v201.py), its frames
+checked on 2.1's schemas, and what 2.1 adds at a charger:
+- local cost calculation (I07-I12): it keeps the tariff each EVSE is given
+  (SetDefaultTariff, GetTariffs, ClearTariffs; TariffCostCtrlr.Enabled), calculates each
+  transaction's cost itself (tariffs.py), shows it, and reports it in costDetails;
+- a spending limit: the transactionLimit.maxCost of the central system's answer stops the
+  transaction by itself (LocalOutOfCredit) when its own cost reaches it;
+- payment at the charger (C18): a driver without an account pays at the card terminal:
+  `charge(..., tag="card:4111...")` starts with a DirectPayment idToken (no Authorize), and
+  after the transaction the terminal's settlement is reported (NotifySettlement) for the
+  amount the charger calculated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v21 import call as call21
+from ocpp.v21 import call_result as result21
+
+from cocharge.simulators.hardware import Connector
+from cocharge.simulators.state import SimConfig, SimSession
+from cocharge.simulators.tariffs import Metered, local_cost, running_total
+from cocharge.simulators.v201 import Wallbox201
+
+CARD = "card:"  # a session's tag that is a bank card at the terminal, not a member's token
+
+
+def _token(tag: str) -> dict[str, str]:
+    if tag.startswith(CARD):
+        return {"id_token": tag[len(CARD):], "type": "DirectPayment"}
+    return {"id_token": tag, "type": "ISO14443"}
+
+
+class Wallbox21(Wallbox201):
+    _ocpp_version = "2.1"
+    _call = call21  # answers are read as 2.1's (transactionLimit, ...)
+    _call_result = result21
+
+    def __init__(self, config: SimConfig, connection: Any) -> None:
+        super().__init__(config, connection)
+        if config.local_cost:
+            self.settings["TariffCostCtrlr.Enabled"] = "true"
+        self.settings["TariffCostCtrlr.Currency"] = "CNY"
+        self.tariffs: dict[int, dict[str, Any]] = {}  # EVSE -> its default tariff (snake_case)
+        self.metered: dict[str, Metered] = {}  # transaction -> what its meter measured
+        self.limits: dict[str, Decimal] = {}  # transaction -> maxCost, while it runs
+        self.limits_given: dict[str, Decimal] = {}  # ... and as the central system gave it
+        self.local_costs: dict[str, dict[str, Any]] = {}  # transaction -> its totalCost
+        self.settlements: list[dict[str, Any]] = []  # what the card terminal settled
+
+    # --- tariffs (I07-I12) -------------------------------------------------------------------
+
+    @on("SetDefaultTariff")
+    def on_set_default_tariff(self, evse_id: int, tariff: dict[str, Any],
+                              **_: Any) -> result21.SetDefaultTariff:
+        if not self.config.local_cost:
+            return result21.SetDefaultTariff(status="Rejected")
+        if tariff.get("currency") != self.settings["TariffCostCtrlr.Currency"]:
+            return result21.SetDefaultTariff(status="Rejected", status_info={
+                "reason_code": "InvalidCurrency"})
+        for target in (self.hw if evse_id == 0 else [evse_id]):
+            if target not in self.hw:
+                return result21.SetDefaultTariff(status="Rejected", status_info={
+                    "reason_code": "UnknownEvse"})
+            self.tariffs[target] = tariff
+        return result21.SetDefaultTariff(status="Accepted")
+
+    @on("GetTariffs")
+    def on_get_tariffs(self, evse_id: int, **_: Any) -> result21.GetTariffs:
+        held: dict[str, list[int]] = {}
+        for evse, tariff in sorted(self.tariffs.items()):
+            if evse_id in (0, evse):
+                held.setdefault(tariff["tariff_id"], []).append(evse)
+        if not held:
+            return result21.GetTariffs(status="NoTariff")
+        return result21.GetTariffs(status="Accepted", tariff_assignments=[
+            {"tariff_id": tid, "tariff_kind": "DefaultTariff", "evse_ids": evses}
+            for tid, evses in held.items()])
+
+    @on("ClearTariffs")
+    def on_clear_tariffs(self, tariff_ids: list[str] | None = None, evse_id: int | None = None,
+                         **_: Any) -> result21.ClearTariffs:
+        results = []
+        named: list[str | None] = list(tariff_ids or sorted(
+            {t["tariff_id"] for t in self.tariffs.values()})) or [None]
+        for tid in named:
+            gone = [e for e, t in self.tariffs.items()
+                    if (tid is None or t["tariff_id"] == tid) and evse_id in (None, 0, e)]
+            for evse in gone:
+                del self.tariffs[evse]
+            results.append({"status": "Accepted" if gone else "NoTariff",
+                            **({"tariff_id": tid} if tid else {})})
+        return result21.ClearTariffs(clear_tariffs_result=results)
+
+    # --- transactions with their own cost ---------------------------------------------------
+
+    async def authorize(self, tag: str) -> bool:
+        if tag.startswith(CARD):
+            return True  # the terminal pre-authorised the card; nothing asked of the CSMS
+        return await super().authorize(tag)
+
+    def _reading(self, tx_id: str, hw: Connector) -> None:
+        metered = self.metered.get(tx_id)
+        if metered is not None:
+            metered.readings.append((self.clock.now(), round(hw.register_wh, 1)))
+
+    async def start_transaction(self, session: SimSession, register_wh: float) -> None:
+        session.tx_id = tx_id = str(uuid.uuid4())
+        hw = self.hw[session.connector_id]
+        self.metered[tx_id] = Metered(self.clock.now())
+        self._reading(tx_id, hw)
+        tariff = self.tariffs.get(session.connector_id)
+        answer = await self.send(call21.TransactionEvent(
+            event_type="Started", timestamp=self.clock.iso(), trigger_reason="Authorized",
+            seq_no=next(self._seq), transaction_info={
+                "transaction_id": tx_id, "charging_state": "Charging",
+                **({"tariff_id": tariff["tariff_id"]} if tariff else {})},
+            evse={"id": session.connector_id, "connector_id": 1},
+            id_token=_token(session.tag),
+            meter_value=self._register(hw, "Transaction.Begin")), keep=True)
+        if answer is None:
+            return
+        info = answer.id_token_info if isinstance(answer.id_token_info, dict) else None
+        if info and info["status"] != "Accepted":
+            session.stop_reason = "DeAuthorized"
+        limit = (answer.transaction_limit or {}).get("max_cost")
+        if limit is not None:
+            self.limits[tx_id] = self.limits_given[tx_id] = Decimal(str(limit))
+
+    async def send_meter(self, session: SimSession, hw: Connector) -> None:
+        tx_id = str(session.tx_id)
+        self._reading(tx_id, hw)
+        tariff = self.tariffs.get(session.connector_id)
+        limit = self.limits.get(tx_id)
+        if tariff is not None and limit is not None and running_total(
+                tariff, self.metered[tx_id], self.config.tz) >= limit:
+            session.stop_reason = "LocalOutOfCredit"  # its own cost reached the limit
+        await super().send_meter(session, hw)
+
+    async def charging_state(self, session: SimSession, state: str) -> None:
+        metered = self.metered.get(str(session.tx_id))
+        if metered is not None and state == "SuspendedEV":
+            metered.idle_since = self.clock.now()
+        await super().charging_state(session, state)
+
+    async def stop_transaction(self, session: SimSession, register_wh: float) -> None:
+        tx_id = str(session.tx_id)
+        hw = self.hw[session.connector_id]
+        metered = self.metered.pop(tx_id, None)
+        details = None
+        tariff = self.tariffs.get(session.connector_id)
+        if metered is not None:
+            self._reading_into(metered, hw)
+            if metered.idle_since is not None and metered.end is not None:
+                metered.idle_s = (metered.end - metered.idle_since).total_seconds()
+            if tariff is not None:
+                cost = local_cost(tariff, metered, self.config.tz)
+                self.local_costs[tx_id] = cost
+                details = {"total_cost": cost, "total_usage": {
+                    "energy": round(metered.energy_wh(), 1),
+                    "charging_time": int(max(0.0, (metered.end - metered.start).total_seconds()
+                                             - metered.idle_s)) if metered.end else 0,
+                    "idle_time": int(metered.idle_s)}}
+        reason = session.stop_reason or "Local"
+        answer = await self.send(call21.TransactionEvent(
+            event_type="Ended", timestamp=self.clock.iso(),
+            trigger_reason={"Local": "StopAuthorized", "Remote": "RemoteStop",
+                            "LocalOutOfCredit": "CostLimitReached"}.get(
+                                reason, "EVCommunicationLost"),
+            seq_no=next(self._seq),
+            transaction_info={"transaction_id": tx_id, "stopped_reason": reason},
+            meter_value=self._register(hw, "Transaction.End"), cost_details=details), keep=True)
+        if answer is not None and answer.total_cost is not None:
+            self.total_costs[tx_id] = f"{answer.total_cost:.2f}"
+        self.limits.pop(tx_id, None)
+        if session.tag.startswith(CARD):
+            await self._settle_card(session, tx_id)
+
+    def _reading_into(self, metered: Metered, hw: Connector) -> None:
+        metered.end = self.clock.now()
+        metered.readings.append((metered.end, round(hw.register_wh, 1)))
+
+    async def _settle_card(self, session: SimSession, tx_id: str) -> None:
+        """The terminal captures what the charger calculated (or, without a tariff, what the
+        central system said the session cost) and the charger reports it."""
+        cost = self.local_costs.get(tx_id)
+        amount = (cost["total"]["incl_tax"] if cost is not None
+                  else float(self.total_costs.get(tx_id, "0")))
+        settled = {"transaction_id": tx_id, "psp_ref": f"psp-{tx_id[:8]}", "status": "Settled",
+                   "settlement_amount": amount,
+                   "settlement_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                   "receipt_id": f"R-{tx_id[:8]}"}  # (the ocpp library spells a
+        # receipt_url "receiptURL", which 2.1's schema refuses)
+        self.settlements.append(settled)
+        await self.send(call21.NotifySettlement(**settled), keep=True)
