@@ -71,6 +71,10 @@ async def session_detail(engine: AsyncEngine, session_id: int) -> dict[str, Any]
     async with engine.connect() as conn:
         bill = (await conn.execute(select(settlements).where(
             settlements.c.session_id == session_id))).first()
+        charger = await conn.scalar(select(sessions.c.charger_cost_fen)
+                                    .where(sessions.c.id == session_id))
+    if charger is not None:  # a 2.1 charger's own calculation (checked, not billed)
+        shown["charger_cost_fen"] = int(charger)
     if bill is not None:
         shown["bill"] = {"payer": bill.payer, "cost_fen": bill.cost_fen,
                          "discounts": json.loads(bill.discounts),

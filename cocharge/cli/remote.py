@@ -442,6 +442,33 @@ def remote_clear_display_message(station_id: str, message_id: int, db: str | Non
     remote_call(db, station_id, "clear-display-message", {"id": message_id}, as_json, expires)
 
 
+@_remote("set-default-tariff", "2.1: send the host's tariff of a connector to the station, which "
+         "calculates its sessions' cost itself (I07; the gateway does this by itself after a "
+         "boot and on every tariff change).")
+@click.option("--evse", default=1, show_default=True, type=click.IntRange(1, 64))
+def remote_set_default_tariff(station_id: str, evse: int, db: str | None, as_json: bool,
+                              expires: float | None) -> None:
+    remote_call(db, station_id, "set-default-tariff", {"evse_id": evse}, as_json, expires)
+
+
+@_remote("get-tariffs", "2.1: the tariffs the station holds, per EVSE (I11).")
+@click.option("--evse", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="0: every EVSE.")
+def remote_get_tariffs(station_id: str, evse: int, db: str | None, as_json: bool,
+                       expires: float | None) -> None:
+    remote_call(db, station_id, "get-tariffs", {"evse_id": evse}, as_json, expires)
+
+
+@_remote("clear-tariffs", "2.1: remove tariffs from the station (I12): the named ones, those of "
+         "an EVSE, or all.")
+@click.option("--tariff-id", "tariff_ids", multiple=True)
+@click.option("--evse", type=click.IntRange(0, 64))
+def remote_clear_tariffs(station_id: str, tariff_ids: tuple[str, ...], evse: int | None,
+                         db: str | None, as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "clear-tariffs", {"tariff_ids": list(tariff_ids),
+                                                  "evse_id": evse}, as_json, expires)
+
+
 @_remote("cost-updated", "The running cost of a session on the station's display (2.0.1 "
          "CostUpdated; 1.6 the cost DataTransfer). The gateway sends it by itself while "
          "charging (cost_update_s).")

@@ -209,6 +209,9 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
                 "cny", "status", "stop_reason", "flag_reason", "clock"):
         if shown.get(key) is not None:
             click.echo(f"{key:>16}: {shown[key]}")
+    if shown.get("charger_cost_fen") is not None:
+        click.echo(f"{'charger_cost':>16}: {fmt(shown['charger_cost_fen'])} CNY "
+                   "(the charger's own calculation, checked against ours)")
     bill = shown.get("bill")
     if bill is None:
         click.echo("            bill: not settled yet" if shown["status"] != "active" else

@@ -55,7 +55,7 @@ def sim_run(url: str, stations: int, protocol: str, id_prefix: str, tag: str | N
 
         return await run_fleet(url, stations, protocol, id_prefix, tag, sessions_count,
                                energy_kwh * 1000, speed, password, leave, charged,
-                               max_power_kw * 1000)
+                               max_power_kw * 1000, said=click.echo)
 
     try:
         done = asyncio.run(run())

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from cocharge import views
 from cocharge.gateway.operator_client import send_request
 from cocharge.node import running_node
 from cocharge.settlement import funds, ledger, settle
@@ -81,6 +82,8 @@ async def test_i07_i08_the_charger_is_given_the_hosts_tariff_and_its_cost_is_our
             assert round(charger * 100) == row.charger_cost_fen == row.cost_fen > 600
             assert row.status == "completed"
             assert box.total_costs[tx] == f"{row.cost_fen / 100:.2f}"
+            shown = await views.session_detail(node.engine, row.id)  # sessions show, the API
+            assert shown["charger_cost_fen"] == shown["bill"]["cost_fen"] == row.cost_fen
 
             # I11: what it holds; the host changes the price: the charger gets the new one.
             held = await send_request(node.engine, {"command": "get-tariffs", "station": "C21",
