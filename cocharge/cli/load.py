@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cocharge.cli.channel import remote_call, remote_command
+from cocharge.cli.channel import parse_duration, remote_call, remote_command
 from cocharge.cli.common import (
     ID,
     db_option,
@@ -92,6 +92,8 @@ def _print_site(shape: dict[str, Any], live: dict[str, Any] | None) -> None:
         return
     if live.get("surplus_w") is not None:
         click.echo(f"PV surplus: {live['surplus_w']:.0f} W")
+    if live.get("grid_limit_w") is not None:
+        click.echo(f"grid limit: {live['grid_limit_w']:.0f} W ({live['grid_source']})")
     click.echo(f"live allocation ({live['computed_s_ago']:g} s ago):")
     for c in live["chargers"]:
         state = ("offline" if not c["online"] else "paused (waiting)" if c["paused"]
@@ -131,6 +133,39 @@ def site_show(name: str, watch: bool, db: str | None, as_json: bool) -> None:
         except KeyboardInterrupt:
             return
         click.echo("")
+
+
+@site_group.command("grid-limit")
+@click.argument("name")
+@click.option("--kw", type=click.FloatRange(0, 1_000_000), help="What the whole site may draw.")
+@click.option("--for", "for_text", help="For how long (90s, 30m, 2h, 2d; default: until "
+              "--clear).")
+@click.option("--source", default="operator", show_default=True,
+              help="Whose limit it is (e.g. the grid operator's signal id).")
+@click.option("--clear", is_flag=True, help="Lift the limit.")
+@db_option
+def site_grid_limit(name: str, kw: float | None, for_text: str | None, source: str,
+                    clear: bool, db: str | None) -> None:
+    """A grid operator's limit on what a site draws (DER control): the running gateway's load
+    management honours it above the main circuit's own limit, at once."""
+    if clear == (kw is not None):
+        fail("give --kw N (the limit) or --clear")
+    for_s = parse_duration(for_text) if for_text else None
+    limit_w = None if kw is None else round(kw * 1000, 1)
+
+    async def work(engine: Any) -> dict[str, Any]:
+        try:
+            return await send_request(engine, {"command": "grid-limit", "station": "", "args": {
+                "site": name, "limit_w": limit_w,
+                "for_s": for_s, "source": source}}, timeout=10)
+        except OperatorError as exc:
+            raise RegistryError(f"{exc} (the limit is held by the running gateway)") from None
+
+    answer = with_store(db, work)
+    if not answer.get("ok"):
+        fail(str(answer.get("message")))
+    click.echo(f"site {name}: grid limit " + ("lifted" if clear else f"{kw:g} kW" + (
+        f" for {for_text}" if for_text else " until --clear")))
 
 
 @site_group.command("remove")

@@ -15,6 +15,7 @@ Topics (prefix `cocharge/v1` unless the URL names another; docs/mqtt.md):
   <prefix>/<property>/ack                  out: "received", then the result, per request_id
   <prefix>/circuits/<circuit>/load/set     in: a circuit's other load (load management)
   <prefix>/sites/<site>/pv/set             in: a site's PV surplus; errors on .../error
+  <prefix>/sites/<site>/grid/set           in: a grid operator's limit on the site (DER)
 
 A station belongs to the property its split terms name (`cocharge split set ST --model
 property --property NAME ...`); stations of no property are not published.
@@ -163,6 +164,7 @@ class MqttBridge(StationObserver):
                     # Site meters (load management): every node hears them.
                     await client.subscribe(f"{self.prefix}/circuits/+/load/set", qos=0)
                     await client.subscribe(f"{self.prefix}/sites/+/pv/set", qos=0)
+                    await client.subscribe(f"{self.prefix}/sites/+/grid/set", qos=1)
                     # This node's own topics: commands forwarded by other nodes, and replies.
                     await client.subscribe(f"{self.node_topic(self.node_id)}/#", qos=1)
                     self.connected.set()
@@ -197,7 +199,8 @@ class MqttBridge(StationObserver):
             if topic == f"{mine}/reply":
                 self._reply(message.payload)
                 continue
-            if topic.endswith(("/load/set", "/pv/set")) and not topic.startswith(mine):
+            if (topic.endswith(("/load/set", "/pv/set", "/grid/set"))
+                    and not topic.startswith(mine)):
                 self._meter(topic, message.payload)
                 continue
             self._spawn(self._call(message.payload) if topic == f"{mine}/call"
@@ -413,6 +416,10 @@ class MqttBridge(StationObserver):
             if topic.endswith("/load/set"):
                 currents, total = meter_reading(body, self.gateway.settings.nominal_voltage_v)
                 self.gateway.load.circuit_load(name, currents, total)
+            elif topic.endswith("/grid/set"):
+                limit_w, for_s, source = grid_reading(body)
+                if not self.gateway.load.grid_limit(name, limit_w, for_s, source):
+                    raise CommandError(f"no site {name!r} under load management")
             else:
                 self.gateway.load.site_surplus(name, surplus_reading(body))
         except (CommandError, ValueError) as exc:
@@ -652,6 +659,27 @@ def meter_reading(body: dict[str, Any], voltage_v: int) -> tuple[tuple[float, fl
         return (amps[0], amps[1], amps[2]), total
     each = max(0.0, _amps(body["power_w"], "power_w")) / (3 * voltage_v)
     return (each, each, each), total
+
+
+def grid_reading(body: dict[str, Any]) -> tuple[float | None, float | None, str]:
+    """{"limit_w": W or null (lifted), "for_s": seconds (optional), "source": text}: a grid
+    operator's limit on what a site draws."""
+    unknown = set(body) - {"v", "limit_w", "for_s", "source", "at"}
+    if unknown:
+        raise CommandError(f"unknown field(s) {', '.join(sorted(unknown))}: give limit_w "
+                           "(null lifts it), for_s, source")
+    if "limit_w" not in body:
+        raise CommandError("give limit_w (W the site may draw; null lifts the limit)")
+    values = []
+    for key in ("limit_w", "for_s"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= 10**9):
+            raise CommandError(f"{key} must be a number from 0 to 10^9")
+        values.append(None if value is None else float(value))
+    if values[1] == 0:
+        raise CommandError("for_s must be more than 0 (leave it out: until lifted)")
+    return values[0], values[1], str(body.get("source") or "mqtt")[:64]
 
 
 def surplus_reading(body: dict[str, Any]) -> float:

@@ -111,6 +111,8 @@ class OperatorChannel:
             return {"ok": True, "online": sorted(self.gateway.connections)}
         if name == "site":  # the live allocation of a site (`cocharge site show`)
             return {"ok": True, "live": self.gateway.load.live(str(args.get("site", "")))}
+        if name == "grid-limit":  # a grid operator's limit on a site (`cocharge site grid-limit`)
+            return self._grid_limit(args)
         try:
             expires_s = request.get("expires_s")
             if expires_s is not None and (not isinstance(expires_s, int | float)
@@ -124,6 +126,21 @@ class OperatorChannel:
             return {"ok": False, "error": "bad_request", "message": str(exc)}
         except CommandFailed as exc:
             return {"ok": False, "error": exc.kind, "message": str(exc)}
+
+    def _grid_limit(self, args: dict[str, Any]) -> dict[str, Any]:
+        """{"site", "limit_w" (None: clear), "for_s" (None: until cleared), "source"}."""
+        limit, for_s = args.get("limit_w"), args.get("for_s")
+        for key, value in (("limit_w", limit), ("for_s", for_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not 0 <= value <= 10**9):
+                return {"ok": False, "error": "bad_request",
+                        "message": f"{key} must be a number from 0 to 10^9"}
+        site = str(args.get("site", ""))
+        if not self.gateway.load.grid_limit(site, limit, for_s, str(args.get("source")
+                                                                    or "operator")[:64]):
+            return {"ok": False, "error": "bad_request",
+                    "message": f"no site {site!r} here: `cocharge site list`"}
+        return {"ok": True, "site": site, "limit_w": limit}
 
     async def execute(self, station_id: str, command: cmd.Command, name: str | None = None,
                       args: dict[str, Any] | None = None,

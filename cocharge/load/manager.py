@@ -124,6 +124,10 @@ class LoadManager:
         self.other: dict[str, tuple[float, float, float]] = {}  # circuit -> measured other load
         self.circuit_total: dict[str, bool] = {}  # the reading includes the chargers
         self.surplus: dict[str, tuple[float, float]] = {}  # site -> (surplus W, monotonic)
+        # site -> (W the whole site may draw, until (monotonic; None: until cleared), source):
+        # a grid operator's limit (DER control, docs/load-management.md), honoured above
+        # every circuit's own limit.
+        self.grid: dict[str, tuple[float, float | None, str]] = {}
         self.external: dict[tuple[str, int], float] = {}  # (station, evse) -> A (grid operator)
         self.station_meters: dict[str, tuple[float, float, float]] = {}  # other stations' draw
         self.meter_stations: set[str] = set()  # stations whose currents meter a circuit
@@ -328,6 +332,32 @@ class LoadManager:
             self._dirty.add(site)
             self._wake.set()
 
+    def grid_limit(self, site: str, limit_w: float | None, for_s: float | None = None,
+                   source: str = "operator") -> bool:
+        """A grid operator's limit on what the whole site draws (W), for `for_s` seconds or
+        until cleared (None); False when there is no such site."""
+        if site not in self.sites:
+            return False
+        if limit_w is None:
+            self.grid.pop(site, None)
+        else:
+            until = time.monotonic() + for_s if for_s else None
+            self.grid[site] = (max(0.0, limit_w), until, source)
+        log.info("site %s: grid limit %s (%s)", site,
+                 "cleared" if limit_w is None else f"{limit_w:.0f} W", source)
+        self._dirty.add(site)
+        self._wake.set()
+        return True
+
+    def _grid_w(self, site: str) -> float | None:
+        found = self.grid.get(site)
+        if found is None:
+            return None
+        if found[1] is not None and time.monotonic() >= found[1]:
+            del self.grid[site]  # the signal's time is over
+            return None
+        return found[0]
+
     def external_limit(self, station_id: str, evse_id: int, limit_a: float | None) -> None:
         """A limit set outside us (NotifyChargingLimit from the grid operator, EMS); None clears."""
         if limit_a is None:
@@ -362,8 +392,14 @@ class LoadManager:
         """The site's circuits with their other load: measured (a total less our chargers'
         measured draw) or the reserve, whichever is more; the failsafe knows only reserves."""
         found = []
+        grid_w = self._grid_w(site.name)
         for c in site.circuits:
             other = list(c.other_a)
+            limit_a = c.limit_a
+            if grid_w is not None and c.parent is None:
+                # The grid operator's limit: per phase over the main circuit's phases.
+                phases = site.phases.get(c.id, 3)
+                limit_a = min(limit_a, grid_w / (self.settings.nominal_voltage_v * phases))
             if not failsafe:
                 reading = self.other.get(c.id)
                 measured = list(reading) if reading is not None else None
@@ -377,7 +413,7 @@ class LoadManager:
                     measured = [sum(d[p] for d in draws) for p in range(3)] if draws else None
                 if measured is not None:
                     other = [max(o, m) for o, m in zip(other, measured, strict=True)]
-            found.append(Circuit(c.id, c.parent, c.limit_a, (other[0], other[1], other[2])))
+            found.append(Circuit(c.id, c.parent, limit_a, (other[0], other[1], other[2])))
         return found
 
     def _measured_under(self, site: Site, circuit: str) -> tuple[float, float, float]:
@@ -652,6 +688,9 @@ class LoadManager:
                 "purpose": self.purpose.get(station_id, CHAIN[0]),
                 "green_wh": int(run.green_wh) if run else None})
         surplus = self.surplus.get(site_name)
+        grid_w = self._grid_w(site_name)
         return {"circuits": rows, "chargers": chargers,
                 "surplus_w": surplus[0] if surplus else None,
+                "grid_limit_w": grid_w,
+                "grid_source": self.grid[site_name][2] if grid_w is not None else None,
                 "computed_s_ago": round(time.monotonic() - state.computed_at, 1)}
