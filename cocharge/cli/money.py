@@ -63,12 +63,14 @@ def tariff() -> None:
 @click.option("--time-step-s", default=1, show_default=True, type=click.IntRange(1, 86400),
               help="Charging and parking time are billed in steps of this size.")
 @click.option("--tz", default="Asia/Shanghai", show_default=True)
+@click.option("--feed-in", help="V2X: CNY per kWh a car gives back through the charger "
+              "(credited to the driver; default: not paid).")
 @db_option
 def tariff_set(station_id: str, connector: int, per_kwh: str, per_hour: str | None,
                tods: tuple[str, ...], parking_per_hour: str | None, flat: str | None,
                idle_per_min: str, idle_grace_min: int, idle_cap: str, min_price: str | None,
                max_price: str | None, energy_step_wh: int, time_step_s: int, tz: str,
-               db: str | None) -> None:
+               feed_in: str | None, db: str | None) -> None:
     """Set a connector's (or the station's) tariff from now on."""
 
 
@@ -94,12 +96,14 @@ def tariff_set(station_id: str, connector: int, per_kwh: str, per_hour: str | No
         parse_cny(min_price, "--min-price", allow_zero=True) if min_price else None,
         parse_cny(max_price, "--max-price") if max_price else None,
         parse_price(parking_per_hour, "--parking-per-hour") if parking_per_hour else None,
-        parse_price(flat, "--flat") if flat else None, energy_step_wh, time_step_s, tz))
+        parse_price(flat, "--flat") if flat else None, energy_step_wh, time_step_s, tz,
+        parse_price(feed_in, "--feed-in") if feed_in else None))
     tariff_id = with_settlement(db, lambda e: settlement.set_tariff(e, station_id, connector, made))
     scope = f"connector {connector}" if connector else "every connector"
     click.echo(f"tariff {tariff_id} for {station_id} {scope}: {per_kwh} CNY/kWh"
                + (f" + {per_hour} CNY/h" if per_hour else "")
-               + "".join(f", {a}-{b} {p} CNY/kWh" for a, b, p in parsed_tod))
+               + "".join(f", {a}-{b} {p} CNY/kWh" for a, b, p in parsed_tod)
+               + (f"; V2X feed-in {feed_in} CNY/kWh" if feed_in else ""))
 
 
 @tariff.command("show")

@@ -228,6 +228,9 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
                f"(paid {fen(bill['paid_fen'])}, owed {fen(bill['owed_fen'])})")
     for who, value in shown["split"]:  # [[account, fen], ...], adding up to the payable
         click.echo(f"{'split':>16}: {fen(value)} to {who}")
+    if bill["cdr"].get("discharged_wh"):
+        click.echo(f"{'v2x':>16}: {bill['cdr']['discharged_wh'] / 1000:.3f} kWh given back, "
+                   f"{fen(bill['cdr'].get('feed_in_fen', 0))} credited to {bill['payer']}")
 
 
 @sessions.command("review")

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cocharge.settlement import funds, ledger, loyalty, memberships, points
 from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
 from cocharge.settlement.ledger import Transfer
-from cocharge.settlement.money import MoneyError, fmt
+from cocharge.settlement.money import MoneyError, fmt, to_fen
 from cocharge.settlement.overstay import IdleFeeRule, idle_fee
 from cocharge.settlement.split import SplitTerms, split_amount
 from cocharge.settlement.tariff import (
@@ -396,6 +396,7 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             group_pct=rules.group_pct, green_pct=rules.green_pct, budget_fen=row.budget_fen,
             free_day=await memberships.free_charging(conn, row.id_tag, row.started_at))
         priced = apply_discounts(cdr, context)
+        discharged_wh, feed_in_fen = await _feed_in(conn, row, tariff)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
         redeemed, redeem_legs = await _redemption(
             conn, row, member.pay_with if member else None,
@@ -416,7 +417,10 @@ async def settle_session(engine: AsyncEngine, session_id: int,
         now = utcnow()
         await conn.execute(insert(settlements).values(
             session_id=session_id, tariff_id=tariff_id, payer=row.id_tag,
-            cdr=json.dumps(cdr.summary(), sort_keys=True), cost_fen=cdr.total_fen,
+            cdr=json.dumps({**cdr.summary(), **({"discharged_wh": round(discharged_wh),
+                                                  "feed_in_fen": feed_in_fen}
+                                                 if discharged_wh else {})}, sort_keys=True),
+            cost_fen=cdr.total_fen,
             discounts=json.dumps(priced.lines), payable_fen=priced.payable_fen, paid_fen=paid,
             owed_fen=owed, split=json.dumps(parts), settled_at=now,
             redeemed=json.dumps(redeemed) if redeemed else None,
@@ -425,6 +429,32 @@ async def settle_session(engine: AsyncEngine, session_id: int,
     log.info("session %s settled: cost %s, payable %s fen (paid %s, owed %s)", session_id,
              cdr.total_fen, priced.payable_fen, paid, owed)
     return Settled(session_id, cdr, priced, paid, owed, parts)
+
+
+EXPORT_REGISTER = "Energy.Active.Export.Register"
+FEED_IN_SOURCE = "external:feed-in"
+
+
+async def _feed_in(conn: AsyncConnection, row: Any, tariff: Any) -> tuple[float, int]:
+    """V2X: the energy the car gave back through the charger in this session (its export
+    register's rise) and the driver's credit for it at the tariff's feed-in price, booked
+    now (from `external:feed-in`, reconciled with the grid or site's feed-in statement) so
+    that it pays this session first. (Wh, fen)."""
+    values = (await conn.execute(select(meter_samples.c.value).where(and_(
+        meter_samples.c.session_id == row.id, meter_samples.c.measurand == EXPORT_REGISTER,
+        meter_samples.c.phase.is_(None))).order_by(meter_samples.c.ts))).scalars().all()
+    discharged = max(0.0, float(values[-1]) - float(values[0])) if len(values) >= 2 else 0.0
+    price = tariff.feed_in_per_kwh
+    if not discharged or price is None or funds.is_card(row.id_tag):
+        return discharged, 0
+    credit = to_fen(Decimal(str(round(discharged, 1))) / 1000 * price)
+    if credit > 0:
+        transfer_id = f"s{row.id}:feed-in"
+        await ledger.post(conn, [Transfer(
+            transfer_id, FEED_IN_SOURCE, f"wallet:{row.id_tag}", credit, kind="v2x-credit",
+            ref=str(row.id), memo=f"{discharged / 1000:.3f} kWh given back at {price} CNY/kWh")],
+            transfer_id)
+    return discharged, credit
 
 
 def _charger_cost_differs(row: Any, cdr: Any, tolerance_fen: int) -> str | None:

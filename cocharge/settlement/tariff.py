@@ -78,6 +78,9 @@ class Tariff:
     max_price_fen: int | None = None
     idle: IdleFeeRule | None = None
     tz: str = "Asia/Shanghai"
+    # V2X: what the driver is credited per kWh their car gave back (discharged through the
+    # charger); None: discharging is not paid for here.
+    feed_in_per_kwh: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,7 @@ def simple_tariff(per_kwh: Decimal, per_hour: Decimal | None = None,
                   min_price_fen: int | None = None, max_price_fen: int | None = None,
                   parking_per_hour: Decimal | None = None, flat: Decimal | None = None,
                   energy_step_wh: int = 1, time_step_s: int = 1,
-                  tz: str = "Asia/Shanghai") -> Tariff:
+                  tz: str = "Asia/Shanghai", feed_in_per_kwh: Decimal | None = None) -> Tariff:
     """Per-kWh price with optional per-hour charging time, time-of-day energy prices
     (start, end, price per kWh; checked first), parking and flat fees, an idle fee."""
     elements = [TariffElement((PriceComponent("ENERGY", price, energy_step_wh),),
@@ -305,7 +308,7 @@ def simple_tariff(per_kwh: Decimal, per_hour: Decimal | None = None,
     elements.append(TariffElement(tuple(base)))
     if min_price_fen is not None and max_price_fen is not None and min_price_fen > max_price_fen:
         raise MoneyError("the minimum price is above the maximum price")
-    return Tariff(tuple(elements), min_price_fen, max_price_fen, idle, tz)
+    return Tariff(tuple(elements), min_price_fen, max_price_fen, idle, tz, feed_in_per_kwh)
 
 
 def tariff_to_json(tariff: Tariff) -> dict[str, object]:
@@ -327,6 +330,8 @@ def tariff_to_json(tariff: Tariff) -> dict[str, object]:
             "grace_s": tariff.idle.grace_s, "fen_per_minute": tariff.idle.fen_per_minute,
             "cap_fen": tariff.idle.cap_fen},
         "tz": tariff.tz,
+        **({"feed_in_per_kwh": str(tariff.feed_in_per_kwh)}
+           if tariff.feed_in_per_kwh is not None else {}),
     }
 
 
@@ -345,7 +350,8 @@ def tariff_from_json(data: dict[str, object]) -> Tariff:
     return Tariff(tuple(elements), data.get("min_price_fen"),  # type: ignore[arg-type]
                   data.get("max_price_fen"),  # type: ignore[arg-type]
                   IdleFeeRule(**idle) if isinstance(idle, dict) else None,
-                  str(data.get("tz") or "Asia/Shanghai"))
+                  str(data.get("tz") or "Asia/Shanghai"),
+                  Decimal(str(data["feed_in_per_kwh"])) if data.get("feed_in_per_kwh") else None)
 
 
 def per_kwh(tariff: Tariff) -> Decimal | None:

@@ -26,7 +26,8 @@ class EV:
         return self.max_power_w * max(0.1, left)
 
     def charge(self, energy_wh: float) -> None:
-        self.soc = min(1.0, self.soc + energy_wh / self.battery_wh)
+        """Energy in (negative: given back, V2X)."""
+        self.soc = max(0.0, min(1.0, self.soc + energy_wh / self.battery_wh))
 
 
 @dataclass
@@ -45,8 +46,12 @@ class Connector:
     # (reservation id, tag, expiry as a simulated-clock timestamp) of a ReserveNow
     reservation: tuple[int, str, float] | None = None
     faulted: bool = False
-    power_w: float = 0.0
+    power_w: float = 0.0  # negative while the car gives energy back (V2X)
     ev: EV | None = None
+    # V2X (a bidirectional charger): the energy the car is to give back first, and the
+    # export register (what went out through the meter: only ever goes up).
+    discharge_left_wh: float = 0.0
+    export_wh: float = 0.0
 
     @property
     def current_a(self) -> float:
@@ -61,6 +66,14 @@ class Connector:
         """Advance the hardware by `seconds` under a charging-profile limit; returns Wh delivered."""
         if not self.relay_closed or self.ev is None or self.faulted:
             self.power_w = 0.0
+            return 0.0
+        if self.discharge_left_wh > 0 and self.ev.soc > 0.1:
+            out = min(self.discharge_left_wh, self.max_power_w * seconds / 3600,
+                      (self.ev.soc - 0.1) * self.ev.battery_wh)
+            self.discharge_left_wh -= out
+            self.export_wh += out
+            self.ev.charge(-out)
+            self.power_w = -out * 3600 / seconds if seconds > 0 else 0.0
             return 0.0
         target = min(self.max_power_w, self.ev.accepts_w())
         if limit_w is not None:

@@ -97,6 +97,28 @@ class Wallbox21(Wallbox201):
                             **({"tariff_id": tid} if tid else {})})
         return result21.ClearTariffs(clear_tariffs_result=results)
 
+    # --- V2X (block Q): a car that gives energy back -------------------------------------------
+
+    async def v2x(self, connector_id: int, tag: str, discharge_wh: float,
+                  energy_wh: float | None = None, ev: Any = None) -> SimSession:
+        """A bidirectional session: the car first gives `discharge_wh` back through the
+        charger (the site uses it; the export register counts it), then charges."""
+        self.hw[connector_id].discharge_left_wh = discharge_wh
+        return await self.charge(connector_id, tag, energy_wh=energy_wh, ev=ev)
+
+    def _register(self, hw: Connector, context: str) -> list[dict[str, Any]]:
+        reading = super()._register(hw, context)
+        values = reading[0]["sampled_value"]
+        for value in values:
+            if value["measurand"] == "Power.Active.Import":
+                value["value"] = max(0, value["value"])
+        values.append({"value": round(hw.export_wh, 1), "measurand": "Energy.Active.Export.Register",
+                       "context": context, "unit_of_measure": {"unit": "Wh"}})
+        if hw.power_w < 0:
+            values.append({"value": round(-hw.power_w), "measurand": "Power.Active.Export",
+                           "context": context, "unit_of_measure": {"unit": "W"}})
+        return reading
+
     # --- transactions with their own cost ---------------------------------------------------
 
     async def authorize(self, tag: str) -> bool:

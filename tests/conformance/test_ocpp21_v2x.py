@@ -1,0 +1,69 @@
+"""V2X at a 2.1 charger (issue 31 item 5, block Q): a car gives energy back through the
+charger before it charges; the export register's rise is the discharged energy, and the
+driver is credited for it at the tariff's feed-in price, on the ledger, before the
+session's own bill is paid (the simulated bidirectional charger, real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from cocharge.node import running_node
+from cocharge.settlement import funds, ledger, settle
+from cocharge.settlement.tariff import simple_tariff
+from cocharge.stations import registry
+from cocharge.store.schema import sessions, settlements
+from tests.conftest import settings, simulated, until
+
+
+async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqlite_url):
+    async with running_node(sqlite_url, settings()) as node:
+        await registry.add_station(node.engine, registry.NewStation("V2G", owner="hana",
+                                                                    max_power_kw=11))
+        await registry.add_member(node.engine, "Ann", "ANN", None)
+        await funds.top_up(node.engine, "ANN", 2000, "pay-ann")
+        await settle.set_tariff(node.engine, "V2G", 0, simple_tariff(
+            Decimal("1.50"), feed_in_per_kwh=Decimal("0.80")))
+        async with simulated(node, "V2G", "2.1", meter_interval_s=0.05) as box:
+            session = await box.v2x(1, "ANN", discharge_wh=2000, energy_wh=3000)
+            await asyncio.wait_for(session.done.wait(), 60)
+            given_back = box.hw[1].export_wh
+        assert 1999 <= given_back <= 2001
+        await node.gateway.settler.drain()
+
+        async def bill():
+            async with node.engine.connect() as conn:
+                return (await conn.execute(select(sessions.c.id, settlements.c.cdr,
+                                                  settlements.c.payable_fen).join(
+                    settlements, settlements.c.session_id == sessions.c.id))).first()
+
+        row = await until(bill)
+        cdr = json.loads(row.cdr)
+        credit = round(Decimal(str(round(given_back, 1))) / 1000 * Decimal("0.80") * 100)
+        assert cdr["discharged_wh"] == round(given_back) and cdr["feed_in_fen"] == credit == 160
+        assert 3000 <= cdr["energy_wh"] <= 3100  # what it charged is billed as usual
+        statement = await ledger.statement(node.engine, "wallet:ANN")
+        assert [(x["kind"], x["change"]) for x in statement if x["kind"] == "v2x-credit"] == [
+            ("v2x-credit", credit)]
+        money = await funds.member_money(node.engine, "ANN")
+        assert money["wallet_fen"] == 2000 + credit - row.payable_fen
+        async with node.engine.connect() as conn:
+            assert await ledger.balance(conn, settle.FEED_IN_SOURCE) == -credit
+        assert (await ledger.verify(node.engine)).ok
+
+
+async def test_q_without_a_feed_in_price_nothing_is_credited(sqlite_url):
+    async with running_node(sqlite_url, settings()) as node:
+        await registry.add_station(node.engine, registry.NewStation("V2H", max_power_kw=11))
+        await registry.add_member(node.engine, "Bo", "BO", None)
+        async with simulated(node, "V2H", "2.1", meter_interval_s=0.05) as box:
+            session = await box.v2x(1, "BO", discharge_wh=500, energy_wh=1000)
+            await asyncio.wait_for(session.done.wait(), 60)
+        await node.gateway.settler.drain()
+        async with node.engine.connect() as conn:
+            cdr = json.loads(await until(lambda: conn.scalar(select(settlements.c.cdr))))
+            assert await ledger.balance(conn, settle.FEED_IN_SOURCE) == 0
+        assert 499 <= cdr["discharged_wh"] <= 501 and cdr["feed_in_fen"] == 0
