@@ -393,11 +393,12 @@ class StationConnection:
             except RpcError as error:
                 raise CommandRejected(f"{action} would not match the OCPP {self.protocol} "
                                       f"schema: {error.cause}") from None
+        parts = await self._split(action, payload)
         try:
-            async with asyncio.timeout(self.settings.call_timeout_s):
+            async with asyncio.timeout(self.settings.call_timeout_s * len(parts)):
                 await self._answered.wait()
                 async with self._call_lock:
-                    answer = await self._call(action, payload)
+                    answer = await self._call_parts(action, parts)
         except TimeoutError:
             raise CommandFailed("timeout", f"station {self.id} did not answer {action} within "
                                 f"{self.settings.call_timeout_s:g} s") from None
@@ -431,6 +432,39 @@ class StationConnection:
             result = CommandResult(status in ("Accepted", "AcceptedCanceled"), str(status),
                                    {**answer.payload, "requestId": command.request_id})
         return result
+
+    # A request whose list the station takes only so many items of at a time (2.0.1
+    # ItemsPerMessage, B06.FR.05, N06.FR.04): action -> (the list, the component and
+    # instance of its limit, the answer's list).
+    SPLITS: ClassVar[dict[str, tuple[str, str, str, str]]] = {}
+
+    async def _split(self, action: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """The request as the station takes it: in parts of at most its ItemsPerMessage (as
+        its device model reported it), else whole."""
+        found = self.SPLITS.get(action)
+        items = payload.get(found[0]) if found else None
+        if found is None or not isinstance(items, list) or len(items) <= 1:
+            return [payload]
+        limit = await self.service.items_per_message(self.id, found[1], found[2])
+        if limit is None or limit < 1 or len(items) <= limit:
+            return [payload]
+        return [{**payload, found[0]: items[i:i + limit]} for i in range(0, len(items), limit)]
+
+    async def _call_parts(self, action: str, parts: list[dict[str, Any]]) -> Answer:
+        """One call per part; their answers' lists joined as one answer (the first refusal or
+        error is the answer)."""
+        if len(parts) == 1:
+            return await self._call(action, parts[0])
+        results_key = self.SPLITS[action][3]
+        joined: list[Any] = []
+        answer: Answer | None = None
+        for part in parts:
+            answer = await self._call(action, part)
+            if answer.error_code is not None or answer.payload is None:
+                return answer
+            joined.extend(answer.payload.get(results_key) or [])
+        assert answer is not None and answer.payload is not None
+        return dataclasses.replace(answer, payload={**answer.payload, results_key: joined})
 
     async def _rotate_password(self, password: str | None) -> CommandResult:
         """Send a new password; it becomes valid here once the station accepted it (the old

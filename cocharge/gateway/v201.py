@@ -134,6 +134,16 @@ def _component_variables(wanted: tuple[str, ...]) -> list[dict[str, Any]] | None
 class V201Connection(StationConnection):
     protocol = "2.0.1"
     ACTIONS = frozenset(a.value for a in Action)
+    SPLITS = {
+        "GetVariables": ("getVariableData", "DeviceDataCtrlr", "GetVariables",
+                         "getVariableResult"),
+        "SetVariables": ("setVariableData", "DeviceDataCtrlr", "SetVariables",
+                         "setVariableResult"),
+        "SetVariableMonitoring": ("setMonitoringData", "MonitoringCtrlr",
+                                  "SetVariableMonitoring", "setMonitoringResult"),
+        "ClearVariableMonitoring": ("id", "MonitoringCtrlr", "ClearVariableMonitoring",
+                                    "clearMonitoringResult"),
+    }
 
     @handles(Action.boot_notification)
     async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,

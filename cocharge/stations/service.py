@@ -549,6 +549,22 @@ class StationService:
         session_id = await self.session_of(station_id, tx_ref) if tx_ref else None
         return await funds.card_payment(self.engine, session_id, psp_ref, amount_fen, receipt)
 
+    async def items_per_message(self, station_id: str, component: str,
+                                instance: str) -> int | None:
+        """The station's own limit on a request's list (2.0.1 `ItemsPerMessage[instance]` of
+        `component`), as its device model reported it; None when unknown."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(station_variables.c.value).where(and_(
+                station_variables.c.station_id == station_id,
+                station_variables.c.component == component,
+                station_variables.c.variable == "ItemsPerMessage",
+                station_variables.c.variable_instance == instance,
+                station_variables.c.attribute_type == "Actual")).limit(1))
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
     async def session_budget(self, session_id: int) -> int | None:
         """What a session may spend (fen): the member's money, or a remote start's budget."""
         async with self.engine.connect() as conn:

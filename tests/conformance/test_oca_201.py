@@ -272,3 +272,48 @@ async def test_tc_a_09_csms_update_charging_station_password_for_http_basic_auth
         await connect(url, subprotocols=["ocpp2.0.1"],
                       additional_headers=basic("CSA", "old-password-0009"))
     assert refused.value.response.status_code == 401
+
+
+async def _limits(node: Node, cs: RawStation, limits: dict[tuple[str, str], int]) -> None:
+    """The station's device model reports its per-message limits (as a base report would)."""
+    await answered(cs, "NotifyReport", {"requestId": 1, "generatedAt": NOW, "seqNo": 0,
+                                        "reportData": [{
+        "component": {"name": component}, "variable": {"name": "ItemsPerMessage",
+                                                       "instance": instance},
+        "variableAttribute": [{"type": "Actual", "value": str(n), "mutability": "ReadOnly"}]}
+        for (component, instance), n in limits.items()]})
+
+
+@pytest.mark.parametrize("protocol", ["ocpp2.0.1", "ocpp2.1"])
+async def test_b06_fr_05_n06_fr_04_requests_keep_to_the_stations_items_per_message(
+        node, protocol):
+    await register(node, "CS1")
+    cs = await raw_station(node, "CS1", protocol)
+    await _limits(node, cs, {("DeviceDataCtrlr", "GetVariables"): 4,
+                             ("MonitoringCtrlr", "ClearVariableMonitoring"): 3})
+    keys = [f"OCPPCommCtrlr.V{i}" for i in range(5)]
+    asked = operator(node, "CS1", "config-get", keys=keys)
+    seen = []
+    for _ in range(2):  # 5 variables where the station takes 4: two requests, 4 then 1
+        frame = await csms_sends(cs, "GetVariables")
+        data = frame[3]["getVariableData"]
+        seen.append(len(data))
+        await cs.ws.send(json.dumps([3, frame[1], {"getVariableResult": [
+            {"attributeStatus": "Accepted", "attributeValue": "1", "component": d["component"],
+             "variable": d["variable"]} for d in data]}]))
+    assert seen == [4, 1]
+    answer = await asked
+    assert answer["accepted"], answer
+    assert [r["variable"]["name"] for r in answer["response"]["getVariableResult"]] == [
+        f"V{i}" for i in range(5)]
+
+    cleared = operator(node, "CS1", "clear-variable-monitoring", ids=[1, 2, 3, 4, 5])
+    sizes = []
+    for _ in range(2):  # 5 monitors where the station takes 3: 3 then 2
+        frame = await csms_sends(cs, "ClearVariableMonitoring")
+        sizes.append(len(frame[3]["id"]))
+        await cs.ws.send(json.dumps([3, frame[1], {"clearMonitoringResult": [
+            {"status": "Accepted", "id": i} for i in frame[3]["id"]]}]))
+    assert sizes == [3, 2]
+    answer = await cleared
+    assert answer["accepted"] and answer["status"] == ",".join(["Accepted"] * 5)
