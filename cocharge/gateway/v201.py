@@ -73,6 +73,10 @@ def cmd_hash_data(command: cmd.DeleteCertificate) -> dict[str, str]:
 TOKEN_TYPE = "ISO14443"
 
 
+# The types a station may present a member's card with, kept per member and sent back where
+# we name the card to the station (remote start, reservation, local list, customer data).
+CARD_TYPES = frozenset({"ISO14443", "ISO15693"})
+
 # The idToken types a member's card or app token can be (Central: the tokens we send in
 # RequestStartTransaction). Any other type (KeyCode, MacAddress, eMAID, ...) is not a member,
 # whatever its value: a key code equal to someone's card number is not their card.
@@ -131,6 +135,18 @@ def _component_variables(wanted: tuple[str, ...]) -> list[dict[str, Any]] | None
     return found or None
 
 
+def _tags_of(command: cmd.Command) -> list[str]:
+    """The member tags a command names to the station."""
+    match command:
+        case cmd.RemoteStart(tag=tag) | cmd.ReserveNow(tag=tag):
+            return [tag]
+        case cmd.SendLocalList(entries=entries):
+            return list(entries)
+        case cmd.CustomerInformation(id_token=token):
+            return [token] if token else []
+    return []
+
+
 class V201Connection(StationConnection):
     protocol = "2.0.1"
     ACTIONS = frozenset(a.value for a in Action)
@@ -144,6 +160,10 @@ class V201Connection(StationConnection):
         "ClearVariableMonitoring": ("id", "MonitoringCtrlr", "ClearVariableMonitoring",
                                     "clearMonitoringResult"),
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token_types: dict[str, str] = {}  # member tag -> its card's idToken type
 
     @handles(Action.boot_notification)
     async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
@@ -170,6 +190,7 @@ class V201Connection(StationConnection):
     @handles(Action.authorize)
     async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
         tag = member_tag(id_token)
+        await self.learn_type(id_token)
         status = await self.service.authorize(tag, self.id)
         return call_result.Authorize(id_token_info=id_token_info(
             status, await self.service.household(tag)))
@@ -183,6 +204,8 @@ class V201Connection(StationConnection):
                                    cost_details: dict[str, Any] | None = None,
                                    **_: Any) -> Any:
         stamp, stamps = self.read_times(timestamp, meter_value)
+        if id_token:
+            await self.learn_type(id_token)
         status = await self.service.transaction_event(TransactionEvent(
             station_id=self.id,
             tx_ref=transaction_info["transaction_id"],
@@ -211,6 +234,24 @@ class V201Connection(StationConnection):
         info = None if status is None else id_token_info(
             status, await self.service.household(member_tag(id_token or {})))
         return await self.transaction_answer(event_type, tx_ref, total_cost, info)
+
+    # --- token types --------------------------------------------------------------------
+
+    async def learn_type(self, id_token: dict[str, Any]) -> None:
+        """Keep the type a member's card was presented with (once per connection)."""
+        kind, tag = id_token.get("type"), str(id_token.get("id_token", ""))
+        if kind in CARD_TYPES and self.token_types.get(tag) != kind:
+            self.token_types[tag] = str(kind)
+            await self.service.learn_token_type(tag, str(kind))
+
+    def type_of(self, tag: str, default: str = TOKEN_TYPE) -> str:
+        return self.token_types.get(tag, default)
+
+    async def _send_command(self, command: cmd.Command, tx_ref: str | None = None) -> CommandResult:
+        tags = [t for t in _tags_of(command) if t not in self.token_types]
+        if tags:  # what the station knows these cards as, before we name them to it
+            self.token_types.update(await self.service.token_types(tags))
+        return await super()._send_command(command, tx_ref)
 
     async def transaction_answer(self, event_type: str, tx_ref: str, total_cost: float | None,
                                  info: dict[str, Any] | None) -> Any:
@@ -440,7 +481,7 @@ class V201Connection(StationConnection):
                 if profile is not None:  # 2.0.1: a list of schedules, each with an id
                     profile["charging_schedule"] = [{"id": 1, **profile["charging_schedule"]}]
                 return call.RequestStartTransaction(
-                    id_token={"id_token": tag, "type": "Central"},
+                    id_token={"id_token": tag, "type": self.type_of(tag, "Central")},
                     remote_start_id=next(_remote_start_ids), evse_id=connector_id,
                     charging_profile=profile)
             case cmd.RemoteStop():
@@ -459,8 +500,9 @@ class V201Connection(StationConnection):
                 return call.SendLocalList(
                     version_number=version, update_type="Full" if full else "Differential",
                     local_authorization_list=[
-                        {"id_token": {"id_token": tag, "type": TOKEN_TYPE}} if expiry is False
-                        else {"id_token": {"id_token": tag, "type": TOKEN_TYPE},
+                        {"id_token": {"id_token": tag, "type": self.type_of(tag)}}
+                        if expiry is False
+                        else {"id_token": {"id_token": tag, "type": self.type_of(tag)},
                               "id_token_info": {"status": "Accepted", **(
                                   {"cache_expiry_date_time": expiry} if expiry else {})}}
                         for tag, expiry in entries.items()] or None)  # empty: an empty list
@@ -510,7 +552,8 @@ class V201Connection(StationConnection):
             case cmd.CustomerInformation(request_id=request_id):
                 return call.CustomerInformation(
                     request_id=request_id, report=command.report, clear=command.clear,
-                    id_token={"id_token": command.id_token, "type": TOKEN_TYPE}
+                    id_token={"id_token": command.id_token,
+                              "type": self.type_of(command.id_token)}
                     if command.id_token else None,
                     customer_identifier=command.customer_identifier)
             case cmd.CertificateSigned(certificate_chain=chain, certificate_type=kind):
@@ -630,7 +673,8 @@ class V201Connection(StationConnection):
             case cmd.ReserveNow(connector_id=connector_id, tag=tag, expires_at=expires_at,
                                 reservation_id=reservation_id):
                 return call.ReserveNow(id=reservation_id, expiry_date_time=iso(expires_at),
-                                       id_token={"id_token": tag, "type": "Central"},
+                                       id_token={"id_token": tag,
+                                                 "type": self.type_of(tag, "Central")},
                                        evse_id=connector_id)
             case cmd.CancelReservation(reservation_id=reservation_id):
                 return call.CancelReservation(reservation_id=reservation_id)

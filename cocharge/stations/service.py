@@ -549,6 +549,23 @@ class StationService:
         session_id = await self.session_of(station_id, tx_ref) if tx_ref else None
         return await funds.card_payment(self.engine, session_id, psp_ref, amount_fen, receipt)
 
+    async def token_types(self, tags: list[str]) -> dict[str, str]:
+        """The idToken type each of these members' tokens was last presented with."""
+        if not tags:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(members.c.tag, members.c.token_type).where(and_(
+                members.c.tag.in_(tags), members.c.token_type.is_not(None))))).all()
+        return {r.tag: r.token_type for r in rows}
+
+    async def learn_token_type(self, tag: str, token_type: str) -> None:
+        """A station presented a member's token with this type: kept (a card's type does
+        not change, but a token first seen in a remote start has none)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(members).where(and_(
+                members.c.tag == tag, (members.c.token_type.is_(None))
+                | (members.c.token_type != token_type))).values(token_type=token_type))
+
     async def items_per_message(self, station_id: str, component: str,
                                 instance: str) -> int | None:
         """The station's own limit on a request's list (2.0.1 `ItemsPerMessage[instance]` of

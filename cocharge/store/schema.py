@@ -101,6 +101,10 @@ members = Table(
     Column("household", String(20)),
     # v16: what pays part of a session before the wallet: "" | "coins" | "points" | "coins,points"
     Column("pay_with", String(20)),
+    # v19: the idToken type a station last presented the member's token with (ISO14443,
+    # ISO15693): sent back in remote starts, local lists and customer information (a
+    # station matches token and type); None: not seen yet.
+    Column("token_type", String(20)),
 )
 
 sessions = Table(

@@ -317,3 +317,27 @@ async def test_b06_fr_05_n06_fr_04_requests_keep_to_the_stations_items_per_messa
     assert sizes == [3, 2]
     answer = await cleared
     assert answer["accepted"] and answer["status"] == ",".join(["Accepted"] * 5)
+
+
+@pytest.mark.parametrize("protocol", ["ocpp2.0.1", "ocpp2.1"])
+async def test_c01_f01_a_cards_type_is_kept_and_sent_back(node, protocol):
+    """A station matches token and type: a card seen as ISO15693 is named ISO15693 in a
+    remote start and in customer information, on any connection; a member whose card no
+    station has presented yet is Central in a remote start."""
+    await register(node, "CS1", tags=("CARD15693", "APPONLY"))
+    cs = await raw_station(node, "CS1", protocol)
+    auth = await cs.call("Authorize", {"idToken": {"idToken": "CARD15693", "type": "ISO15693"}})
+    assert auth[2]["idTokenInfo"]["status"] == "Accepted"
+    await cs.ws.close()
+    cs = await raw_station(node, "CS1", protocol)  # a new connection: read from the database
+    for tag, kind in (("CARD15693", "ISO15693"), ("APPONLY", "Central")):
+        asked = operator(node, "CS1", "start", tag=tag, connector_id=1)
+        frame = await csms_sends(cs, "RequestStartTransaction")
+        assert frame[3]["idToken"] == {"idToken": tag, "type": kind}
+        await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+        assert (await asked)["accepted"]
+    asked = operator(node, "CS1", "customer-information", id_token="CARD15693", report=True)
+    frame = await csms_sends(cs, "CustomerInformation")
+    assert frame[3]["idToken"] == {"idToken": "CARD15693", "type": "ISO15693"}
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
