@@ -407,9 +407,30 @@ class V201Connection(StationConnection):
     async def on_notify_ev_charging_schedule(self, time_base: str,
                                              charging_schedule: dict[str, Any], evse_id: int,
                                              **_: Any) -> call_result.NotifyEVChargingSchedule:
+        over = self._beyond_our_limits(evse_id, charging_schedule)
         await self.service.notice(StationNotice(self.id, "ev_charging_schedule", utcnow(), {
-            "evse_id": evse_id, "time_base": time_base, "schedule": charging_schedule}))
+            "evse_id": evse_id, "time_base": time_base, "schedule": charging_schedule,
+            **({"rejected": over} if over else {})}))
+        if over:  # K15.FR.12: the EV asks for more than we allow this EVSE
+            return call_result.NotifyEVChargingSchedule(status="Rejected", status_info={
+                "reason_code": "ExceedsLimits", "additional_info": over[:512]})
         return call_result.NotifyEVChargingSchedule(status="Accepted")
+
+    def _beyond_our_limits(self, evse_id: int, schedule: dict[str, Any]) -> str | None:
+        """Why an EV's schedule exceeds what we allow the EVSE (load management's limit, else
+        the station's registered power), or None."""
+        ours = self.service.load.limit_a(self.id, evse_id) if self.service.load else None
+        record = self.service.directory.get(self.id)
+        if ours is None and record is not None and record.max_power_w:
+            ours = record.max_power_w / (self.settings.nominal_voltage_v * 3)
+        if ours is None:
+            return None
+        for period in schedule.get("charging_schedule_period") or []:
+            asked = self._limit_a({**schedule, "charging_schedule_period": [period]})
+            if asked is not None and asked > ours + 0.05:
+                return (f"period at {period.get('start_period', 0)} s asks {asked:.1f} A; "
+                        f"this EVSE may draw {ours:.1f} A")
+        return None
 
     @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,

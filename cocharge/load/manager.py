@@ -366,6 +366,14 @@ class LoadManager:
             self.external[(station_id, evse_id)] = limit_a
         self._site_changed(station_id)
 
+    def limit_a(self, station_id: str, evse_id: int) -> float | None:
+        """What we last allowed this EVSE (A per phase), while it holds; None: no limit of
+        ours (not under load management, or nothing written yet)."""
+        written = self.written.get((station_id, evse_id))
+        if written is None or written.until <= time.monotonic():
+            return None
+        return written.limit_a
+
     def ev_needs(self, station_id: str, evse_id: int, max_current_a: float | None,
                  energy_wh: float | None, departure: datetime | None) -> bool:
         """NotifyEVChargingNeeds: the EV's own maximum, energy wanted and departure. True when

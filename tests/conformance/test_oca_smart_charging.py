@@ -217,7 +217,7 @@ async def test_k12_k13_external_limit_is_taken_into_the_allocation(node) -> None
 async def test_k15_ev_charging_needs_get_a_schedule_and_k17_ev_schedule_accepted(node) -> None:
     """K15: NotifyEVChargingNeeds during a transaction at a load-managed station is Accepted
     and a TxProfile for that transaction follows, within the EV's maximum current. K17:
-    NotifyEVChargingSchedule is Accepted and kept."""
+    NotifyEVChargingSchedule within our limits is Accepted and kept, beyond them Rejected."""
     cs = await charger(node, "2.0.1")
     await attached(node, cs)
     await cs.call("TransactionEvent", {
@@ -243,6 +243,15 @@ async def test_k15_ev_charging_needs_get_a_schedule_and_k17_ev_schedule_accepted
             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 13.0}]}})
     assert answer[2] == {"status": "Accepted"}
     assert (await events(node, "ev_charging_schedule"))[0]["evse_id"] == 1
+    # K15.FR.12: a schedule beyond the 13 A we allowed this EVSE is Rejected (and kept).
+    answer = await cs.call("NotifyEVChargingSchedule", {
+        "timeBase": NOW, "evseId": 1, "chargingSchedule": {
+            "id": 2, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+                {"startPeriod": 0, "limit": 8970.0, "numberPhases": 3},  # 13 A
+                {"startPeriod": 600, "limit": 22080.0, "numberPhases": 3}]}})  # 32 A
+    assert answer[2]["status"] == "Rejected", answer
+    assert answer[2]["statusInfo"]["reasonCode"] == "ExceedsLimits"
+    assert "asks 32.0 A; this EVSE may draw 13.0 A" in answer[2]["statusInfo"]["additionalInfo"]
 
 
 async def test_k15_needs_without_load_management_are_rejected(node) -> None:
