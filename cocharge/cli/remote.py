@@ -442,6 +442,27 @@ def remote_clear_display_message(station_id: str, message_id: int, db: str | Non
     remote_call(db, station_id, "clear-display-message", {"id": message_id}, as_json, expires)
 
 
+@_remote("publish-firmware", "2.0.1: a Local Controller publishes a firmware file of ours to "
+         "the stations behind it (L03; its status: `station events ID --kind "
+         "firmware_publish`).")
+@click.option("--file", "file_id", required=True, type=ID, help="See `cocharge firmware list`.")
+@click.option("--retries", type=click.IntRange(0, 100))
+@click.option("--retry-interval", type=click.IntRange(0, 86400), help="Seconds.")
+def remote_publish_firmware(station_id: str, file_id: int, retries: int | None,
+                            retry_interval: int | None, db: str | None, as_json: bool,
+                            expires: float | None) -> None:
+    remote_call(db, station_id, "publish-firmware", {
+        "file_id": file_id, "retries": retries, "retry_interval": retry_interval}, as_json,
+        expires)
+
+
+@_remote("unpublish-firmware", "2.0.1: the Local Controller stops publishing the file (L04).")
+@click.option("--file", "file_id", required=True, type=ID)
+def remote_unpublish_firmware(station_id: str, file_id: int, db: str | None, as_json: bool,
+                              expires: float | None) -> None:
+    remote_call(db, station_id, "unpublish-firmware", {"file_id": file_id}, as_json, expires)
+
+
 @_remote("set-default-tariff", "2.1: send the host's tariff of a connector to the station, which "
          "calculates its sessions' cost itself (I07; the gateway does this by itself after a "
          "boot and on every tariff change).")

@@ -45,6 +45,7 @@ from cocharge.stations.commands import (
     GetConfiguration,
     GetDiagnostics,
     GetLog,
+    PublishFirmware,
     RawCall,
     Reset,
     RotatePassword,
@@ -54,6 +55,7 @@ from cocharge.stations.commands import (
     SetSecurityProfile,
     SetVariableMonitoring,
     SetVariables,
+    UnpublishFirmware,
     UpdateFirmware,
     password_key,
     sets_password,
@@ -70,7 +72,7 @@ log = logging.getLogger(__name__)
 _request_ids = itertools.count(2**30 + int(time.time()) % 2**20)
 ocpp_log = logging.getLogger("cocharge.ocpp")
 
-ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired"}
+ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired", "Unpublished"}
 # Unit prefixes we fold so that energy is always Wh and power always W.
 _KILO_UNITS = {"kWh": "Wh", "kW": "W", "kvarh": "varh", "kvar": "var", "kVA": "VA"}
 # A sample beyond this magnitude (in base units) is the charger's error: no meter reads
@@ -381,6 +383,16 @@ class StationConnection:
             if isinstance(command, UpdateFirmware) and command.url is None:
                 command = dataclasses.replace(
                     command, url=f"{self.upload_base()}/firmware/{command.file_id}")
+            if isinstance(command, PublishFirmware | UnpublishFirmware) and not command.checksum:
+                checksum = await self.service.firmware_md5(command.file_id)
+                if checksum is None:
+                    raise CommandRejected(f"no firmware file {command.file_id}: see "
+                                          "`cocharge firmware list`")
+                command = dataclasses.replace(command, checksum=checksum)
+            if isinstance(command, PublishFirmware) and command.url is None:
+                command = dataclasses.replace(
+                    command, url=f"{self.upload_base()}/firmware/{command.file_id}",
+                    request_id=command.request_id or next(_request_ids))
             if isinstance(command, UpdateFirmware) and not command.request_id:
                 command = dataclasses.replace(command, request_id=next(_request_ids))
             if isinstance(command, CustomerInformation) and command.request_id is None:

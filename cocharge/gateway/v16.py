@@ -361,6 +361,9 @@ class V16Connection(StationConnection):
                   | cmd.ClearDisplayMessage()):
                 raise cmd.CommandRejected(
                     f"OCPP 1.6 has no {type(command).__name__}: it is an OCPP 2.0.1 operation")
+            case cmd.PublishFirmware() | cmd.UnpublishFirmware():
+                raise cmd.CommandRejected(f"OCPP 1.6 has no {type(command).__name__}: it is an "
+                                          "OCPP 2.0.1 operation (a Local Controller)")
             case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
                 raise cmd.CommandRejected("OCPP 1.6 has no tariffs at the charger "
                                           "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")

@@ -432,6 +432,15 @@ class V201Connection(StationConnection):
                         f"this EVSE may draw {ours:.1f} A")
         return None
 
+    @handles(Action.publish_firmware_status_notification)
+    async def on_publish_firmware_status_notification(
+            self, status: str, location: list[str] | None = None, request_id: int | None = None,
+            **payload: Any) -> call_result.PublishFirmwareStatusNotification:
+        """L03: how a Local Controller's publication goes (Published: the URLs it serves)."""
+        await self.service.notice(StationNotice(self.id, "firmware_publish", utcnow(), {
+            "status": status, "location": location, "request_id": request_id, **payload}))
+        return call_result.PublishFirmwareStatusNotification()
+
     @handles(Action.notify_report)
     async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int,
                                report_data: list[dict[str, Any]] | None = None,
@@ -647,6 +656,12 @@ class V201Connection(StationConnection):
                 return call.GetChargingProfiles(request_id=request_id or next(_report_ids),
                                                 evse_id=command.connector_id,
                                                 charging_profile=asked)
+            case cmd.PublishFirmware(url=url, checksum=checksum, request_id=request_id):
+                return call.PublishFirmware(location=url, checksum=checksum,
+                                            request_id=request_id, retries=command.retries,
+                                            retry_interval=command.retry_interval)
+            case cmd.UnpublishFirmware(checksum=checksum):
+                return call.UnpublishFirmware(checksum=checksum)
             case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no tariffs at the charger "
                                           "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")

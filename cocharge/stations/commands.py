@@ -355,6 +355,28 @@ class SetDisplayMessage:
 
 
 @dataclass(frozen=True)
+class PublishFirmware:
+    """2.0.1 L03: a Local Controller publishes the gateway's firmware file `file_id` to the
+    stations behind it (its URL and MD5 checksum are filled in by the gateway);
+    PublishFirmwareStatusNotification is kept as the station's `firmware_publish` events."""
+
+    file_id: int
+    request_id: int = 0  # 0: the gateway picks one
+    retries: int | None = None
+    retry_interval: int | None = None
+    url: str | None = None
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class UnpublishFirmware:
+    """2.0.1 L04: the Local Controller stops publishing the file (by its MD5 checksum)."""
+
+    file_id: int
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
 class SetDefaultTariff:
     """2.1: the tariff an EVSE calculates its sessions' cost with (I07). Without `tariff`
     the gateway sends the host's tariff of that connector as we price it."""
@@ -537,7 +559,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetInstalledCertificateIds | DeleteCertificate | ExtendedTriggerMessage
            | SetSecurityProfile | SetDisplayMessage | GetDisplayMessages | ClearDisplayMessage
            | CostUpdated | SetChargingProfile | ClearChargingProfile | GetCompositeSchedule
-           | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs)
+           | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
+           | PublishFirmware | UnpublishFirmware)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -585,6 +608,8 @@ COMMANDS: dict[str, type] = {
     "get-composite-schedule": GetCompositeSchedule,
     "get-charging-profiles": GetChargingProfiles,
     "set-default-tariff": SetDefaultTariff,
+    "publish-firmware": PublishFirmware,
+    "unpublish-firmware": UnpublishFirmware,
     "get-tariffs": GetTariffs,
     "clear-tariffs": ClearTariffs,
     "call": RawCall,
@@ -664,8 +689,10 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     hints = get_type_hints(command_class)
     names = {f.name for f in fields(command_class)
              if not f.name.startswith("profile_") and f.name not in _HIDDEN}
-    if command_class is UpdateFirmware:
+    if command_class in (UpdateFirmware, PublishFirmware, UnpublishFirmware):
         names.add("file_id")
+    if command_class in (PublishFirmware, UnpublishFirmware):
+        names -= {"url", "checksum"}  # of the gateway's own file, filled in by the gateway
     unknown = set(args) - names
     if unknown:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")

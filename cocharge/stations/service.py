@@ -63,6 +63,7 @@ from cocharge.store.schema import (
     sessions,
     station_events,
     station_monitors,
+    firmware_files,
     station_variables,
     stations,
     tx_events,
@@ -548,6 +549,15 @@ class StationService:
         is theirs once it is collected, as for a member's top-up."""
         session_id = await self.session_of(station_id, tx_ref) if tx_ref else None
         return await funds.card_payment(self.engine, session_id, psp_ref, amount_fen, receipt)
+
+    async def firmware_md5(self, file_id: int) -> str | None:
+        """The MD5 of a firmware file (PublishFirmware names the image by it); None: no file."""
+        import hashlib
+
+        async with self.engine.connect() as conn:
+            content = await conn.scalar(select(firmware_files.c.content)
+                                        .where(firmware_files.c.id == file_id))
+        return None if content is None else hashlib.md5(content, usedforsecurity=False).hexdigest()
 
     async def token_types(self, tags: list[str]) -> dict[str, str]:
         """The idToken type each of these members' tokens was last presented with."""

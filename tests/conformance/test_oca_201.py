@@ -341,3 +341,35 @@ async def test_c01_f01_a_cards_type_is_kept_and_sent_back(node, protocol):
     assert frame[3]["idToken"] == {"idToken": "CARD15693", "type": "ISO15693"}
     await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
     assert (await asked)["accepted"]
+
+
+@pytest.mark.parametrize("protocol", ["ocpp2.0.1", "ocpp2.1"])
+async def test_l03_l04_csms_publish_and_unpublish_firmware_at_a_local_controller(node, protocol):
+    import hashlib
+
+    await register(node, "LC1")
+    cs = await raw_station(node, "LC1", protocol)
+    image = b"local controller image 3.1"
+    file_id = await firmware.add_file(node.engine, "lc.bin", "3.1", image)
+    md5 = hashlib.md5(image).hexdigest()
+    asked = operator(node, "LC1", "publish-firmware", file_id=file_id, retries=2)
+    frame = await csms_sends(cs, "PublishFirmware")
+    payload = frame[3]
+    assert payload["checksum"] == md5 and payload["retries"] == 2
+    assert payload["location"].endswith(f"/firmware/{file_id}")
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    await answered(cs, "PublishFirmwareStatusNotification", {
+        "status": "Published", "location": ["http://lc1.local/fw/lc.bin"],
+        "requestId": payload["requestId"]})
+    [kept] = await registry.list_station_events(node.engine, "LC1", "firmware_publish")
+    assert kept["details"]["status"] == "Published"
+    assert kept["details"]["location"] == ["http://lc1.local/fw/lc.bin"]
+    asked = operator(node, "LC1", "unpublish-firmware", file_id=file_id)
+    frame = await csms_sends(cs, "UnpublishFirmware")
+    assert frame[3] == {"checksum": md5}
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Unpublished"}]))
+    assert (await asked)["accepted"]
+    missing = await send_request(node.engine, {"command": "unpublish-firmware", "station": "LC1",
+                                                "args": {"file_id": 999}})
+    assert not missing["ok"] and "no firmware file 999" in missing["message"], missing
