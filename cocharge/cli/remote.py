@@ -463,6 +463,77 @@ def remote_unpublish_firmware(station_id: str, file_id: int, db: str | None, as_
     remote_call(db, station_id, "unpublish-firmware", {"file_id": file_id}, as_json, expires)
 
 
+DER_TYPES = ["EnterService", "FreqDroop", "FreqWatt", "FixedPFAbsorb", "FixedPFInject",
+             "FixedVar", "Gradients", "HFMustTrip", "HFMayTrip", "HVMustTrip", "HVMomCess",
+             "HVMayTrip", "LimitMaxDischarge", "LFMustTrip", "LVMustTrip", "LVMomCess",
+             "LVMayTrip", "PowerMonitoringMustTrip", "VoltVar", "VoltWatt", "WattPF", "WattVar"]
+
+
+@_remote("set-der-control", "2.1: a grid code for the station's inverter (R04; NotifyDERStartStop "
+         "and alarms are kept: `station events ID --kind der_start_stop`).")
+@click.option("--id", "control_id", required=True, help="The control's id (max 36).")
+@click.option("--type", "control_type", required=True, type=click.Choice(DER_TYPES))
+@click.option("--settings", "settings_json", required=True,
+              help="The type's settings as 2.1 spells them (JSON), e.g. LimitMaxDischarge "
+                   "'{\"priority\": 0, \"pctMaxDischargePower\": 50}'.")
+@click.option("--default", "is_default", is_flag=True, help="A default, not a scheduled control.")
+def remote_set_der_control(station_id: str, control_id: str, control_type: str,
+                           settings_json: str, is_default: bool, db: str | None, as_json: bool,
+                           expires: float | None) -> None:
+    try:
+        settings = json.loads(settings_json)
+    except ValueError as exc:
+        fail(f"--settings is not JSON: {exc}")
+    if not isinstance(settings, dict):
+        fail("--settings must be a JSON object")
+    remote_call(db, station_id, "set-der-control", {
+        "control_id": control_id, "control_type": control_type, "settings": settings,
+        "is_default": is_default}, as_json, expires)
+
+
+@_remote("get-der-control", "2.1: the DER controls the station holds (R05; ReportDERControl: "
+         "`station events ID --kind der_control`).")
+@click.option("--id", "control_id")
+@click.option("--type", "control_type", type=click.Choice(DER_TYPES))
+@click.option("--default/--scheduled", "is_default", default=None)
+def remote_get_der_control(station_id: str, control_id: str | None, control_type: str | None,
+                           is_default: bool | None, db: str | None, as_json: bool,
+                           expires: float | None) -> None:
+    remote_call(db, station_id, "get-der-control", {
+        "control_id": control_id, "control_type": control_type, "is_default": is_default},
+        as_json, expires)
+
+
+@_remote("clear-der-control", "2.1: remove DER controls (R06).")
+@click.option("--id", "control_id")
+@click.option("--type", "control_type", type=click.Choice(DER_TYPES))
+@click.option("--default", "is_default", is_flag=True, help="Defaults, not scheduled controls.")
+def remote_clear_der_control(station_id: str, control_id: str | None, control_type: str | None,
+                             is_default: bool, db: str | None, as_json: bool,
+                             expires: float | None) -> None:
+    remote_call(db, station_id, "clear-der-control", {
+        "control_id": control_id, "control_type": control_type, "is_default": is_default},
+        as_json, expires)
+
+
+@_remote("get-periodic-event-stream", "2.1: the periodic event streams the station has open.")
+def remote_get_periodic_event_stream(station_id: str, db: str | None, as_json: bool,
+                                     expires: float | None) -> None:
+    remote_call(db, station_id, "get-periodic-event-stream", {}, as_json, expires)
+
+
+@_remote("adjust-periodic-event-stream", "2.1: how often an open stream sends, and how many "
+         "values at once.")
+@click.option("--id", "stream_id", required=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--interval", type=click.IntRange(0, 2**31 - 1), help="Seconds.")
+@click.option("--values", type=click.IntRange(0, 2**31 - 1))
+def remote_adjust_periodic_event_stream(station_id: str, stream_id: int, interval: int | None,
+                                        values: int | None, db: str | None, as_json: bool,
+                                        expires: float | None) -> None:
+    remote_call(db, station_id, "adjust-periodic-event-stream", {
+        "id": stream_id, "interval": interval, "values": values}, as_json, expires)
+
+
 @_remote("set-default-tariff", "2.1: send the host's tariff of a connector to the station, which "
          "calculates its sessions' cost itself (I07; the gateway does this by itself after a "
          "boot and on every tariff change).")

@@ -364,6 +364,11 @@ class V16Connection(StationConnection):
             case cmd.PublishFirmware() | cmd.UnpublishFirmware():
                 raise cmd.CommandRejected(f"OCPP 1.6 has no {type(command).__name__}: it is an "
                                           "OCPP 2.0.1 operation (a Local Controller)")
+            case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
+                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()):
+                raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
+                                          f"{type(command).__name__}: it is an OCPP 2.1 "
+                                          "operation")
             case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
                 raise cmd.CommandRejected("OCPP 1.6 has no tariffs at the charger "
                                           "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")

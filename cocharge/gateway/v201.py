@@ -662,6 +662,11 @@ class V201Connection(StationConnection):
                                             retry_interval=command.retry_interval)
             case cmd.UnpublishFirmware(checksum=checksum):
                 return call.UnpublishFirmware(checksum=checksum)
+            case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
+                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()):
+                raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
+                                          f"{type(command).__name__}: it is an OCPP 2.1 "
+                                          "operation")
             case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no tariffs at the charger "
                                           "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")

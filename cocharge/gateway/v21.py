@@ -23,7 +23,9 @@ keep their names and shapes, and every frame is checked both ways against the of
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -41,6 +43,7 @@ from cocharge.stations.events import Admission, StationNotice
 from cocharge.store.db import utcnow
 
 log = logging.getLogger(__name__)
+_der_requests = itertools.count(int(time.time()) % 1_000_000)
 
 
 def _kept(action: Action, kind: str) -> Callable[..., Awaitable[Any]]:
@@ -136,6 +139,13 @@ class V21Connection(V201Connection):
         return True
 
     async def command(self, command: Any, tx_ref: str | None = None) -> Any:
+        if isinstance(command, cmd.SetDERControl):
+            # Its settings are 2.1's own object (camelCase, e.g. fixedPFAbsorb): sent as
+            # written, checked on the schema like any call.
+            command = cmd.RawCall("SetDERControl", {
+                "isDefault": command.is_default, "controlId": command.control_id,
+                "controlType": command.control_type,
+                cmd.DER_FIELDS.get(command.control_type, "curve"): command.settings})
         if isinstance(command, cmd.SetDefaultTariff) and command.tariff is None:
             try:
                 tariff = await self.service.tariff_type(self.id, command.evse_id)
@@ -158,6 +168,21 @@ class V21Connection(V201Connection):
                 return call.GetTariffs(evse_id=evse_id)
             case cmd.ClearTariffs(tariff_ids=ids, evse_id=evse_id):
                 return call.ClearTariffs(tariff_ids=list(ids) or None, evse_id=evse_id)
+            case cmd.GetDERControl(request_id=request_id):
+                return call.GetDERControl(request_id=request_id or next(_der_requests),
+                                          is_default=command.is_default,
+                                          control_type=command.control_type,
+                                          control_id=command.control_id)
+            case cmd.ClearDERControl(is_default=is_default):
+                return call.ClearDERControl(is_default=is_default,
+                                            control_type=command.control_type,
+                                            control_id=command.control_id)
+            case cmd.AdjustPeriodicEventStream(id=stream_id, interval=interval, values=values):
+                return call.AdjustPeriodicEventStream(id=stream_id, params={
+                    k: v for k, v in (("interval", interval), ("values", values))
+                    if v is not None})
+            case cmd.GetPeriodicEventStream():
+                return call.GetPeriodicEventStream()
         return super().to_call(command, tx_ref)
 
     def result_of(self, command: Any, answer: dict[str, Any]) -> Any:

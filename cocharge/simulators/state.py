@@ -73,6 +73,8 @@ class SimConfig:
     # with time-of-day prices in this zone.
     local_cost: bool = True
     tz: str = "Asia/Shanghai"
+    # 2.1: an inverter that takes grid codes (DER control, block R).
+    der: bool = True
 
 
 class SimClock:

@@ -13,6 +13,7 @@ checked on 2.1's schemas, and what 2.1 adds at a charger:
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -52,6 +53,8 @@ class Wallbox21(Wallbox201):
         self.limits_given: dict[str, Decimal] = {}  # ... and as the central system gave it
         self.local_costs: dict[str, dict[str, Any]] = {}  # transaction -> its totalCost
         self.settlements: list[dict[str, Any]] = []  # what the card terminal settled
+        self.der_controls: dict[str, dict[str, Any]] = {}  # control id -> type and settings
+        self.streams: dict[int, dict[str, Any]] = {}  # periodic event streams it opened
 
     # --- tariffs (I07-I12) -------------------------------------------------------------------
 
@@ -96,6 +99,87 @@ class Wallbox21(Wallbox201):
             results.append({"status": "Accepted" if gone else "NoTariff",
                             **({"tariff_id": tid} if tid else {})})
         return result21.ClearTariffs(clear_tariffs_result=results)
+
+    # --- DER control (block R) and periodic event streams ---------------------------------------
+
+    @on("SetDERControl")
+    def on_set_der_control(self, is_default: bool, control_id: str, control_type: str,
+                           **settings: Any) -> result21.SetDERControl:
+        if not self.config.der:
+            return result21.SetDERControl(status="NotSupported")
+        superseded = [cid for cid, c in self.der_controls.items()
+                      if c["control_type"] == control_type and c["is_default"] == is_default]
+        for cid in superseded:
+            del self.der_controls[cid]
+        self.der_controls[control_id] = {"control_type": control_type,
+                                         "is_default": is_default, **settings}
+        if not is_default:  # a scheduled control starts now: the station says so
+            self._spawn(self._der_started(control_id, superseded))
+        return result21.SetDERControl(status="Accepted", superseded_ids=superseded or None)
+
+    async def _der_started(self, control_id: str, superseded: list[str]) -> None:
+        await self.send(call21.NotifyDERStartStop(control_id=control_id, started=True,
+                                                  timestamp=self.clock.iso(),
+                                                  superseded_ids=superseded or None))
+
+    @on("GetDERControl")
+    def on_get_der_control(self, request_id: int, is_default: bool | None = None,
+                           control_type: str | None = None, control_id: str | None = None,
+                           **_: Any) -> result21.GetDERControl:
+        found = {cid: c for cid, c in self.der_controls.items()
+                 if control_id in (None, cid) and control_type in (None, c["control_type"])
+                 and is_default in (None, c["is_default"])}
+        if not found:
+            return result21.GetDERControl(status="NotFound")
+        self._spawn(self._report_der(request_id, found))
+        return result21.GetDERControl(status="Accepted")
+
+    async def _report_der(self, request_id: int, found: dict[str, dict[str, Any]]) -> None:
+        limits = [{"id": cid, "is_default": c["is_default"], "is_superseded": False,
+                   "limit_max_discharge": c["limit_max_discharge"]}
+                  for cid, c in found.items() if "limit_max_discharge" in c]
+        await self.send(call21.ReportDERControl(request_id=request_id,
+                                                limit_max_discharge=limits or None))
+
+    @on("ClearDERControl")
+    def on_clear_der_control(self, is_default: bool, control_type: str | None = None,
+                             control_id: str | None = None, **_: Any) -> result21.ClearDERControl:
+        gone = [cid for cid, c in self.der_controls.items()
+                if c["is_default"] == is_default and control_id in (None, cid)
+                and control_type in (None, c["control_type"])]
+        for cid in gone:
+            del self.der_controls[cid]
+        return result21.ClearDERControl(status="Accepted" if gone else "NotFound")
+
+    @on("GetPeriodicEventStream")
+    def on_get_periodic_event_stream(self, **_: Any) -> result21.GetPeriodicEventStream:
+        return result21.GetPeriodicEventStream(constant_stream_data=[
+            {"id": sid, "variable_monitoring_id": stream["monitor"], "params": stream["params"]}
+            for sid, stream in self.streams.items()] or None)
+
+    @on("AdjustPeriodicEventStream")
+    def on_adjust_periodic_event_stream(self, id: int, params: dict[str, Any],
+                                        **_: Any) -> result21.AdjustPeriodicEventStream:
+        if id not in self.streams:
+            return result21.AdjustPeriodicEventStream(status="Rejected")
+        self.streams[id]["params"] = params
+        return result21.AdjustPeriodicEventStream(status="Accepted")
+
+    async def open_stream(self, monitor_id: int, interval: int, values: int) -> int:
+        """Open a periodic event stream for a monitor (its values then go as SEND frames)."""
+        stream_id = len(self.streams) + 1
+        params = {"interval": interval, "values": values}
+        self.streams[stream_id] = {"monitor": monitor_id, "params": params}
+        await self.send(call21.OpenPeriodicEventStream(constant_stream_data={
+            "id": stream_id, "variable_monitoring_id": monitor_id, "params": params}))
+        return stream_id
+
+    async def stream_values(self, stream_id: int, values: list[tuple[float, str]]) -> None:
+        """A stream's values as a SEND frame (2.1 framing: message type 6, never answered)."""
+        payload = {"id": stream_id, "pending": 0, "basetime": self.clock.iso(),
+                   "data": [{"t": t, "v": v} for t, v in values]}
+        await self._connection.send(json.dumps(
+            [6, str(uuid.uuid4()), "NotifyPeriodicEventStream", payload]))
 
     # --- V2X (block Q): a car that gives energy back -------------------------------------------
 

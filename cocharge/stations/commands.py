@@ -376,6 +376,59 @@ class UnpublishFirmware:
     checksum: str | None = None
 
 
+# The field of SetDERControlRequest that carries each control type's settings (2.1, R04).
+DER_FIELDS = {"EnterService": "enterService", "FreqDroop": "freqDroop",
+              "FixedPFAbsorb": "fixedPFAbsorb", "FixedPFInject": "fixedPFInject",
+              "FixedVar": "fixedVar", "Gradients": "gradient",
+              "LimitMaxDischarge": "limitMaxDischarge"}  # every other type: "curve"
+
+
+@dataclass(frozen=True)
+class SetDERControl:
+    """2.1 R04: a grid code setting for the station's inverter (V2X): `settings` is the
+    control type's object as 2.1 spells it (camelCase), e.g. LimitMaxDischarge
+    {"priority": 0, "pctMaxDischargePower": 50}; NotifyDERStartStop / NotifyDERAlarm follow
+    as the station's events."""
+
+    control_id: str
+    control_type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class GetDERControl:
+    """2.1 R05: the DER controls the station holds (ReportDERControl, kept as events)."""
+
+    control_type: str | None = None
+    control_id: str | None = None
+    is_default: bool | None = None
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ClearDERControl:
+    """2.1 R06: remove DER controls (by id, or type; defaults or scheduled ones)."""
+
+    is_default: bool = False
+    control_type: str | None = None
+    control_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AdjustPeriodicEventStream:
+    """2.1: change how often an open stream sends (interval s) and how many values at once."""
+
+    id: int
+    interval: int | None = None
+    values: int | None = None
+
+
+@dataclass(frozen=True)
+class GetPeriodicEventStream:
+    """2.1: the streams the station has open (their ids and parameters)."""
+
+
 @dataclass(frozen=True)
 class SetDefaultTariff:
     """2.1: the tariff an EVSE calculates its sessions' cost with (I07). Without `tariff`
@@ -560,7 +613,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | SetSecurityProfile | SetDisplayMessage | GetDisplayMessages | ClearDisplayMessage
            | CostUpdated | SetChargingProfile | ClearChargingProfile | GetCompositeSchedule
            | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
-           | PublishFirmware | UnpublishFirmware)
+           | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
+           | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -609,6 +663,11 @@ COMMANDS: dict[str, type] = {
     "get-charging-profiles": GetChargingProfiles,
     "set-default-tariff": SetDefaultTariff,
     "publish-firmware": PublishFirmware,
+    "set-der-control": SetDERControl,
+    "get-der-control": GetDERControl,
+    "clear-der-control": ClearDERControl,
+    "adjust-periodic-event-stream": AdjustPeriodicEventStream,
+    "get-periodic-event-stream": GetPeriodicEventStream,
     "unpublish-firmware": UnpublishFirmware,
     "get-tariffs": GetTariffs,
     "clear-tariffs": ClearTariffs,
