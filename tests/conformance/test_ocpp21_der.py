@@ -6,7 +6,6 @@ frames kept; the same commands refused for a 2.0.1 station with the reason."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from cocharge.gateway.operator_client import send_request
