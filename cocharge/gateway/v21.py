@@ -14,10 +14,13 @@ keep their names and shapes, and every frame is checked both ways against the of
 - payment at the charger (C17-C25): a DirectPayment token starts a session without an
   account; NotifySettlement books the payment (`external:card`) for the session, which is
   settled and split like a member's, so its host is paid;
+- VatNumberValidation (C21): the number's format (stations/vat.py);
+- DER control (R04-R06) and periodic event streams as commands; what the station reports
+  of them is kept;
 - `SEND` frames (never answered): NotifyPeriodicEventStream kept as the station's events;
 - `CALLRESULTERROR` (the station found our answer wrong): logged and kept;
-- the other new station-to-CSMS calls (DER, priority charging, battery swap) are answered
-  as the specification allows and what they said is kept among the station's events.
+- the other new station-to-CSMS calls (priority charging, battery swap) are answered as
+  the specification allows and what they said is kept among the station's events.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from cocharge.settlement.money import to_fen
 from cocharge.settlement.tariff21 import Untranslatable
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import Admission, StationNotice
+from cocharge.stations.vat import vat_problem
 from cocharge.store.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -248,13 +252,19 @@ class V21Connection(V201Connection):
         return call_result.ClosePeriodicEventStream()
 
     @handles(Action.vat_number_validation)
-    async def on_vat_number_validation(self, vat_number: str, **payload: Any) -> Any:
-        """C21: no validator configured yet: the number is said not to be validated."""
-        await self._keep("vat_number", {"vat_number": vat_number, **payload})
+    async def on_vat_number_validation(self, vat_number: str, evse_id: int | None = None,
+                                       **payload: Any) -> Any:
+        """C21: a company's VAT number for the invoice, checked by its format (a credit code's
+        check character; an EU number's shape). The company's name is not known here."""
+        problem = vat_problem(vat_number)
+        await self._keep("vat_number", {"vat_number": vat_number, "evse_id": evse_id,
+                                        "valid_format": problem is None, **payload})
+        if problem is None:
+            return call_result.VatNumberValidation(status="Accepted", vat_number=vat_number,
+                                                   evse_id=evse_id)
         return call_result.VatNumberValidation(
-            status="Rejected", vat_number=vat_number,
-            status_info={"reason_code": "NotSupported",
-                         "additional_info": "no VAT validator on this central system"})
+            status="Rejected", vat_number=vat_number, evse_id=evse_id,
+            status_info={"reason_code": "InvalidValue", "additional_info": problem[:512]})
 
     # --- SEND frames ---------------------------------------------------------------------
 

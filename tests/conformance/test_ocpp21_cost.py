@@ -214,3 +214,17 @@ async def test_c24_a_settlement_for_a_members_session_is_kept_not_booked(node):
     async with node.engine.connect() as conn:
         assert await ledger.balance(conn, funds.CARD_SOURCE) == 0
     assert json.dumps(kept["details"])  # kept as the operator sees it
+
+
+async def test_c21_a_vat_number_is_checked_by_its_format(node):
+    await register(node, "VAT1")
+    st = await raw_station(node, "VAT1", "ocpp2.1")
+    good = await st.call("VatNumberValidation", {"vatNumber": "91350100M000100Y43", "evseId": 1})
+    assert good[2] == {"status": "Accepted", "vatNumber": "91350100M000100Y43", "evseId": 1}
+    eu = await st.call("VatNumberValidation", {"vatNumber": "DE123456789"})
+    assert eu[2]["status"] == "Accepted"
+    bad = await st.call("VatNumberValidation", {"vatNumber": "91350100M000100Y44"})
+    assert bad[2]["status"] == "Rejected" and bad[2]["statusInfo"]["reasonCode"] == "InvalidValue"
+    assert "check character" in bad[2]["statusInfo"]["additionalInfo"]
+    kept = await registry.list_station_events(node.engine, "VAT1", "vat_number")
+    assert sorted(e["details"]["valid_format"] for e in kept) == [False, True, True]
