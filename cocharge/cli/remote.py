@@ -83,11 +83,17 @@ def remote_unlock(station_id: str, connector: int, db: str | None, as_json: bool
 
 @_remote("availability", "Set a connector (0 = whole station) operative or inoperative.")
 @click.option("--connector", default=0, show_default=True, type=click.IntRange(0, 64))
+@click.option("--evse-connector", type=click.IntRange(1, 64),
+              help="2.0.1: one connector of the EVSE --connector names.")
 @click.argument("state", type=click.Choice(["operative", "inoperative"]))
-def remote_availability(station_id: str, connector: int, state: str, db: str | None, as_json: bool,
-        expires: float | None) -> None:
-    remote_call(db, station_id, "availability",
-                {"connector_id": connector, "operative": state == "operative"}, as_json, expires)
+def remote_availability(station_id: str, connector: int, evse_connector: int | None, state: str,
+                        db: str | None, as_json: bool, expires: float | None) -> None:
+    if evse_connector is not None and connector == 0:
+        fail("--evse-connector needs --connector N (the EVSE)")
+    args: dict[str, Any] = {"connector_id": connector, "operative": state == "operative"}
+    if evse_connector is not None:
+        args["evse_connector"] = evse_connector
+    remote_call(db, station_id, "availability", args, as_json, expires)
 
 
 @_remote("reset", "Soft (default) or hard reset; 2.0.1 can reset one EVSE (--evse).")
@@ -197,10 +203,13 @@ def remote_get_log(station_id: str, log_type: str, oldest: str | None, latest: s
               "served by the gateway (its signature, if any, goes with it).")
 @click.option("--retries", type=click.IntRange(0, 100), help="Download attempts (OCPP retries).")
 @click.option("--retry-interval", type=click.IntRange(0, 86400), help="Seconds between attempts.")
+@click.option("--install-at", help="2.0.1: install at this time once downloaded (ISO 8601, "
+              "e.g. 2026-12-24T02:00:00Z).")
 @with_options(signature_options)
 def remote_update_firmware(station_id: str, location: str | None, file_id: int | None,
                            retries: int | None, retry_interval: int | None,
-                           signature: str | None, signing_certificate: str | None,
+                           install_at: str | None, signature: str | None,
+                           signing_certificate: str | None,
                            db: str | None, as_json: bool, expires: float | None) -> None:
     if (location is None) == (file_id is None):
         fail("give the image: --location URL or --file ID (`cocharge firmware add`), one")
@@ -209,7 +218,9 @@ def remote_update_firmware(station_id: str, location: str | None, file_id: int |
         fail("a stored firmware file carries its signature: give it to `cocharge firmware add`")
     remote_call(db, station_id, "update-firmware", {
         "url": location, "file_id": file_id, "retries": retries, "retry_interval": retry_interval,
-        "signature": signature, "signing_certificate": certificate}, as_json, expires)
+        "signature": signature, "signing_certificate": certificate,
+        **({"install_at": _checked_time("--install-at", install_at)} if install_at else {})},
+        as_json, expires)
 
 
 @_remote("send-local-list", "Send the station's local authorization list now, in full, as its "
@@ -226,11 +237,15 @@ def remote_send_local_list(station_id: str, db: str | None, as_json: bool,
               help="Only components in this state (repeatable).")
 @click.option("--component-variable", "wanted", multiple=True,
               help="Component or Component.Variable (repeatable), e.g. OCPPCommCtrlr.")
+@click.option("--evse", type=click.IntRange(1, 64), help="The components of this EVSE.")
 def remote_get_report(station_id: str, criteria: tuple[str, ...], wanted: tuple[str, ...],
-                      db: str | None, as_json: bool, expires: float | None) -> None:
+                      evse: int | None, db: str | None, as_json: bool,
+                      expires: float | None) -> None:
+    if evse is not None and not wanted:
+        fail("--evse needs --component-variable (the components of that EVSE)")
     remote_call(db, station_id, "get-report", {"component_criteria": list(criteria),
-                                               "component_variables": list(wanted)},
-                as_json, expires)
+                                               "component_variables": list(wanted),
+                                               "evse_id": evse}, as_json, expires)
 
 
 @_remote("set-network-profile", "2.0.1: store a connection profile in one of the station's "
@@ -315,12 +330,15 @@ def remote_clear_variable_monitoring(station_id: str, ids: tuple[int, ...], db: 
               type=click.Choice(["ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring"]))
 @click.option("--component-variable", "wanted", multiple=True,
               help="Component or Component.Variable (repeatable).")
+@click.option("--evse", type=click.IntRange(1, 64), help="The components of this EVSE.")
 def remote_get_monitoring_report(station_id: str, criteria: tuple[str, ...],
-                                 wanted: tuple[str, ...], db: str | None, as_json: bool,
-                                 expires: float | None) -> None:
+                                 wanted: tuple[str, ...], evse: int | None, db: str | None,
+                                 as_json: bool, expires: float | None) -> None:
+    if evse is not None and not wanted:
+        fail("--evse needs --component-variable (the components of that EVSE)")
     remote_call(db, station_id, "get-monitoring-report", {
-        "monitoring_criteria": list(criteria), "component_variables": list(wanted)},
-        as_json, expires)
+        "monitoring_criteria": list(criteria), "component_variables": list(wanted),
+        "evse_id": evse}, as_json, expires)
 
 
 @_remote("customer-information", "2.0.1: what the station holds about a customer "
@@ -421,6 +439,15 @@ def _check_time(option: str, value: str) -> None:
         datetime.fromisoformat(value)
     except ValueError:
         fail(f"{option} {value!r}: give an ISO 8601 time, e.g. 2026-12-01T19:00:00Z")
+
+
+def _checked_time(option: str, value: str) -> str:
+    """An ISO 8601 time with its zone, as OCPP wants it (a time without one is UTC)."""
+    _check_time(option, value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.isoformat(timespec="seconds") + "Z"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @_remote("get-display-messages", "2.0.1: the messages the station shows (NotifyDisplayMessages: "

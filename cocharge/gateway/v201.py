@@ -123,6 +123,15 @@ def _component_variable(key: str) -> tuple[str, str]:
     return component, variable
 
 
+def _on_evse(found: list[dict[str, Any]] | None, evse_id: int | None
+             ) -> list[dict[str, Any]] | None:
+    """The components of one EVSE (a report or monitors of EVSE 2 only)."""
+    if evse_id is None or not found:
+        return found
+    return [{**item, "component": {**item["component"], "evse": {"id": evse_id}}}
+            for item in found]
+
+
 def _component_variables(wanted: tuple[str, ...]) -> list[dict[str, Any]] | None:
     """"Component" or "Component.Variable" names as ComponentVariableType entries."""
     found = []
@@ -521,9 +530,11 @@ class V201Connection(StationConnection):
             case cmd.UnlockConnector(connector_id=connector_id):
                 return call.UnlockConnector(evse_id=connector_id, connector_id=1)
             case cmd.SetAvailability(connector_id=connector_id, operative=operative):
+                evse: dict[str, Any] | None = {"id": connector_id} if connector_id else None
+                if evse is not None and command.evse_connector is not None:
+                    evse["connector_id"] = command.evse_connector
                 return call.ChangeAvailability(
-                    operational_status="Operative" if operative else "Inoperative",
-                    evse={"id": connector_id} if connector_id else None)
+                    operational_status="Operative" if operative else "Inoperative", evse=evse)
             case cmd.Reset(hard=hard, evse_id=evse_id):
                 return call.Reset(type="Immediate" if hard else "OnIdle", evse_id=evse_id)
             case cmd.SendLocalList(version=version, full=full, entries=entries):
@@ -540,6 +551,8 @@ class V201Connection(StationConnection):
                 return call.GetLocalListVersion()
             case cmd.UpdateFirmware(request_id=request_id, url=url):
                 firmware = {"location": url, "retrieve_date_time": now_iso()}
+                if command.install_at:
+                    firmware["install_date_time"] = command.install_at
                 if command.signature:
                     firmware.update(signature=command.signature,
                                     signing_certificate=command.signing_certificate)
@@ -549,7 +562,8 @@ class V201Connection(StationConnection):
             case cmd.GetReport(component_criteria=criteria, component_variables=wanted):
                 return call.GetReport(request_id=next(_report_ids),
                                       component_criteria=list(criteria) or None,
-                                      component_variable=_component_variables(wanted))
+                                      component_variable=_on_evse(
+                                          _component_variables(wanted), command.evse_id))
             case cmd.SetNetworkProfile():
                 return call.SetNetworkProfile(
                     configuration_slot=command.configuration_slot, connection_data={
@@ -578,7 +592,9 @@ class V201Connection(StationConnection):
             case cmd.GetMonitoringReport(monitoring_criteria=criteria, component_variables=wanted):
                 return call.GetMonitoringReport(request_id=next(_report_ids),
                                                 monitoring_criteria=list(criteria) or None,
-                                                component_variable=_component_variables(wanted))
+                                                component_variable=_on_evse(
+                                                    _component_variables(wanted),
+                                                    command.evse_id))
             case cmd.CustomerInformation(request_id=request_id):
                 return call.CustomerInformation(
                     request_id=request_id, report=command.report, clear=command.clear,

@@ -53,6 +53,7 @@ class UnlockConnector:
 class SetAvailability:
     connector_id: int  # 0 = the whole station
     operative: bool
+    evse_connector: int | None = None  # 2.0.1: one connector of the EVSE `connector_id`
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ class UpdateFirmware:
     retry_interval: int | None = None
     signature: str | None = None
     signing_certificate: str | None = None
+    install_at: str | None = None  # 2.0.1: ISO 8601, when to install once downloaded
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ class GetReport:
 
     component_criteria: tuple[str, ...] = ()  # Active | Available | Enabled | Problem
     component_variables: tuple[str, ...] = ()  # "Component" or "Component.Variable"
+    evse_id: int | None = None  # the components of this EVSE
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ class GetMonitoringReport:
 
     monitoring_criteria: tuple[str, ...] = ()  # ThresholdMonitoring | DeltaMonitoring | PeriodicMonitoring
     component_variables: tuple[str, ...] = ()
+    evse_id: int | None = None  # the components of this EVSE
 
 
 @dataclass(frozen=True)

@@ -373,3 +373,30 @@ async def test_l03_l04_csms_publish_and_unpublish_firmware_at_a_local_controller
     missing = await send_request(node.engine, {"command": "unpublish-firmware", "station": "LC1",
                                                 "args": {"file_id": 999}})
     assert not missing["ok"] and "no firmware file 999" in missing["message"], missing
+
+
+async def test_named_options_for_cases_that_needed_a_raw_call(node):
+    """G03 one connector of an EVSE; B08 / N02 the components of one EVSE; L01 an install
+    time: each with a named option (`remote availability --evse-connector`, `get-report
+    --evse`, `get-monitoring-report --evse`, `update-firmware --install-at`)."""
+    cs = await station(node)
+    cases = [
+        ("availability", {"connector_id": 2, "evse_connector": 1, "operative": False},
+         "ChangeAvailability", lambda p: p["evse"] == {"id": 2, "connectorId": 1}),
+        ("get-report", {"component_variables": ["Connector"], "evse_id": 2}, "GetReport",
+         lambda p: p["componentVariable"] == [{"component": {"name": "Connector",
+                                                             "evse": {"id": 2}}}]),
+        ("get-monitoring-report", {"component_variables": ["EVSE.Power"], "evse_id": 1},
+         "GetMonitoringReport",
+         lambda p: p["componentVariable"] == [{"component": {"name": "EVSE", "evse": {"id": 1}},
+                                               "variable": {"name": "Power"}}]),
+        ("update-firmware", {"url": "https://fw.example/7.bin",
+                             "install_at": "2026-12-24T02:00:00Z"}, "UpdateFirmware",
+         lambda p: p["firmware"]["installDateTime"] == "2026-12-24T02:00:00Z"),
+    ]
+    for command, args, action, check in cases:
+        asked = operator(node, "CS1", command, **args)
+        frame = await csms_sends(cs, action)
+        assert check(frame[3]), frame
+        await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+        assert (await asked)["accepted"], command
