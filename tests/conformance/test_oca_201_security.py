@@ -2,7 +2,7 @@
 I (tariff and cost) and O (display messages) that issue 15 covers, played over a raw socket
 as the compliancy testing tool plays the Charging Station. Named after the case ids where
 confirmed (TC_A_11/14, TC_M_01/02/05/18), else after the use case, with its requirements'
-checks."""
+checks. Each runs for a 2.0.1 and a 2.1 station (unchanged in 2.1)."""
 
 from __future__ import annotations
 
@@ -30,17 +30,22 @@ ORG = "Neighbours Ltd"
 NOW = "2026-11-24T10:00:00Z"
 
 
-@pytest.fixture
-async def node(tmp_path: Any) -> AsyncIterator[Node]:
+VERSION: dict[int, str] = {}  # each running node's subprotocol (the fixture's param)
+
+
+@pytest.fixture(params=["ocpp2.0.1", "ocpp2.1"])
+async def node(tmp_path: Any, request: pytest.FixtureRequest) -> AsyncIterator[Node]:
     ca.init(tmp_path / "ca", ORG, "test CA")
     async with running_node(str(tmp_path / "db.sqlite"), settings(
             ca_dir=str(tmp_path / "ca"), control_interval_s=0.2)) as running:
+        VERSION[id(running)] = request.param
         yield running
+        VERSION.pop(id(running), None)
 
 
 async def station(node: Node, station_id: str = "CS1") -> RawStation:
     await register(node, station_id)
-    return await raw_station(node, station_id, "ocpp2.0.1")
+    return await raw_station(node, station_id, VERSION[id(node)])
 
 
 def csr(station_id: str = "CS1", org: str = ORG) -> str:

@@ -1,7 +1,8 @@
 """Smart charging, both versions, as the OCA's test tool plays the charger: OCPP 1.6
 "Smart Charging" (TxDefaultProfile, TxProfile, ClearChargingProfile, GetCompositeSchedule,
 ChargePointMaxProfile) and 2.0.1 functional block K (SetChargingProfile, Get/Clear,
-GetCompositeSchedule, external limits, ISO 15118 charging needs and schedules). Each test
+GetCompositeSchedule, external limits, ISO 15118 charging needs and schedules; block K runs
+for 2.1 stations too). Each test
 checks the CSMS's frames against the case's expectations; every frame is also validated
 against the version's schema by the gateway on the way out."""
 
@@ -33,7 +34,7 @@ async def node(sqlite_url: str) -> AsyncIterator[Node]:
 
 async def charger(node: Node, version: str, station_id: str = "SC1") -> RawStation:
     await register(node, station_id, tags=("TAG1",))
-    return await raw_station(node, station_id, "ocpp1.6" if version == "1.6" else "ocpp2.0.1")
+    return await raw_station(node, station_id, f"ocpp{version}")
 
 
 async def reply(cs: RawStation, frame: list[Any], payload: dict[str, Any]) -> None:
@@ -126,10 +127,11 @@ async def send_request(node: Node, station_id: str, command: str, **args: Any) -
 
 # --- 2.0.1 (K) ------------------------------------------------------------------------------
 
-async def test_k01_set_charging_profile_and_k10_clear(node) -> None:
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+async def test_k01_set_charging_profile_and_k10_clear(node, version) -> None:
     """K01 SetChargingProfile (a ChargingStationMaxProfile on EVSE 0) and K10
     ClearChargingProfile by criteria."""
-    cs = await charger(node, "2.0.1")
+    cs = await charger(node, version)
     asked = operator(node, "SC1", "set-charging-profile", connector_id=0,
                      purpose="ChargingStationMaxProfile", periods=[[0, 11000]], unit="W", id=3)
     frame = await csms_sends(cs, "SetChargingProfile")
@@ -148,8 +150,9 @@ async def test_k01_set_charging_profile_and_k10_clear(node) -> None:
     assert (await asked)["status"] == "Unknown"
 
 
-async def test_k08_get_composite_schedule_and_k09_get_charging_profiles(node) -> None:
-    cs = await charger(node, "2.0.1")
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+async def test_k08_get_composite_schedule_and_k09_get_charging_profiles(node, version) -> None:
+    cs = await charger(node, version)
     asked = operator(node, "SC1", "get-composite-schedule", connector_id=1, duration=300)
     frame = await csms_sends(cs, "GetCompositeSchedule")
     assert frame[3] == {"duration": 300, "evseId": 1}
@@ -196,10 +199,11 @@ async def profiles_written(cs: RawStation, quiet_s: float = 1.0) -> list[dict[st
         await reply(cs, frame, {"status": "Accepted"})
 
 
-async def test_k12_k13_external_limit_is_taken_into_the_allocation(node) -> None:
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+async def test_k12_k13_external_limit_is_taken_into_the_allocation(node, version) -> None:
     """K12/K13 NotifyChargingLimit from an EMS or the grid operator: stored and used (the
     allocation respects it); ClearedChargingLimit lifts it."""
-    cs = await charger(node, "2.0.1")
+    cs = await charger(node, version)
     written = await attached(node, cs)
     purposes = {(p["chargingProfile"]["chargingProfilePurpose"], p["chargingProfile"]["stackLevel"])
                 for p in written}
@@ -214,11 +218,12 @@ async def test_k12_k13_external_limit_is_taken_into_the_allocation(node) -> None
     assert ("SC1", 1) not in node.gateway.load.external
 
 
-async def test_k15_ev_charging_needs_get_a_schedule_and_k17_ev_schedule_accepted(node) -> None:
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+async def test_k15_ev_charging_needs_get_a_schedule_and_k17_ev_schedule_accepted(node, version) -> None:
     """K15: NotifyEVChargingNeeds during a transaction at a load-managed station is Accepted
     and a TxProfile for that transaction follows, within the EV's maximum current. K17:
     NotifyEVChargingSchedule within our limits is Accepted and kept, beyond them Rejected."""
-    cs = await charger(node, "2.0.1")
+    cs = await charger(node, version)
     await attached(node, cs)
     await cs.call("TransactionEvent", {
         "eventType": "Started", "timestamp": NOW, "triggerReason": "Authorized", "seqNo": 0,
@@ -254,8 +259,9 @@ async def test_k15_ev_charging_needs_get_a_schedule_and_k17_ev_schedule_accepted
     assert "asks 32.0 A; this EVSE may draw 13.0 A" in answer[2]["statusInfo"]["additionalInfo"]
 
 
-async def test_k15_needs_without_load_management_are_rejected(node) -> None:
-    cs = await charger(node, "2.0.1")
+@pytest.mark.parametrize("version", ["2.0.1", "2.1"])
+async def test_k15_needs_without_load_management_are_rejected(node, version) -> None:
+    cs = await charger(node, version)
     answer = await cs.call("NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": {
         "requestedEnergyTransfer": "AC_single_phase"}})
     assert answer[2] == {"status": "Rejected"}
