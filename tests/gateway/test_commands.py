@@ -67,7 +67,7 @@ async def test_configuration_get_and_set(node, wallbox):
     assert answer["accepted"] and "120" in str(answer["response"])
 
 
-@pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("protocol", ["1.6", "2.0.1", "2.1"])
 async def test_command_to_offline_station_is_delivered_when_it_boots(node, protocol):
     from cocharge.stations.sharing import list_commands
 

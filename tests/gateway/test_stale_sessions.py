@@ -20,7 +20,7 @@ async def sessions_of(node: Any) -> list[dict[str, Any]]:
     return await registry.list_sessions(node.engine)
 
 
-@pytest.mark.parametrize("protocol", ["1.6", "2.0.1"])
+@pytest.mark.parametrize("protocol", ["1.6", "2.0.1", "2.1"])
 async def test_power_loss_mid_session_closes_and_settles_it(sqlite_url, protocol):
     async with running_node(sqlite_url, GRACE) as node:
         await register(node, "CP1")

@@ -27,7 +27,7 @@ from tests import forked_cli
 from tests.conftest import settings, simulated, until
 from tests.settlement.test_settle import insert_session
 
-PROTOCOLS = ["1.6", "2.0.1"]
+PROTOCOLS = ["1.6", "2.0.1", "2.1"]
 
 
 async def refusals(node, station_id: str) -> list[dict]:

@@ -18,7 +18,7 @@ from cocharge.store.schema import local_lists, sessions
 from tests.conftest import register, settings, simulated
 from tests.stations.test_sharing_control import until
 
-PROTOCOLS = ["1.6", "2.0.1"]
+PROTOCOLS = ["1.6", "2.0.1", "2.1"]
 
 
 @pytest.fixture

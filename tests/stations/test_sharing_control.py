@@ -31,7 +31,7 @@ from cocharge.store.schema import (
 )
 from tests.conftest import register, settings, ws_url
 
-PROTOCOLS = ["1.6", "2.0.1"]
+PROTOCOLS = ["1.6", "2.0.1", "2.1"]
 
 
 @pytest.fixture
