@@ -195,6 +195,12 @@ async def run_demo(stations: int) -> None:
         for run in runs:
             await run.done.wait()
         await _wait_for(lambda: not any(b.sessions for b, _ in boxes), 30)
+        card = None
+        if stations >= 5:
+            # OCPP 2.1 at WB06: a driver without an account pays at the card terminal.
+            card = await box[f"WB{stations:02d}"].charge(1, "card:6222020000001234",
+                                                         energy_wh=2000)
+            await card.done.wait()
         blocked = await box["WB03"].charge(1, "BLOCKED1")
         await blocked.done.wait()
         _say(f"blocked tag on WB03: {'refused' if not blocked.authorized else 'charged'}")
@@ -212,6 +218,10 @@ async def run_demo(stations: int) -> None:
         paid_debt = await funds.top_up(engine, tags[3], 2000, "demo-topup-member4-2")
         balances = await ledger.balances(engine, "CNY")
         verdict = await ledger.verify(engine)
+        local = {}  # the 2.1 wallbox's own cost of each of its sessions
+        if stations >= 5:
+            last_box = box[f"WB{stations:02d}"]
+            local = {tx: cost["total"]["incl_tax"] for tx, cost in last_box.local_costs.items()}
         async with engine.connect() as conn:
             report = (await conn.execute(select(sessions).order_by(sessions.c.id))).all()
         station_rows = await registry.list_stations(engine)
@@ -267,6 +277,16 @@ async def run_demo(stations: int) -> None:
              f"{fmt(done['payable_fen']):>8} {fmt(done['paid_fen']):>7} {fmt(done['owed_fen']):>6} "
              f"{fmt(done['idle_fee_fen'] or 0):>8}  {parts}"
              + (f"  ({why})" if why else ""))
+    by_session = {d["session"]: d for d in settled}
+    for s in report:
+        if s.tx_ref in local and s.id in by_session:
+            who = "a card at the terminal" if (s.id_tag or "").startswith("#DirectPayment:") \
+                else s.id_tag
+            _say(f"OCPP 2.1 at {s.station_id}: session {s.id} ({who}) calculated by the charger "
+                 f"from the host's tariff: {local[s.tx_ref]:.2f} CNY; our settlement: "
+                 f"{fmt(by_session[s.id]['cost_fen'])} CNY"
+                 + ("; the terminal's payment (NotifySettlement) came from external:card and "
+                    "paid the host" if who.startswith("a card") else ""))
     _say(f"\nHold of {tags[3]}'s session (held:{tags[3]}): "
          + "; ".join(f"{line['kind']} {fmt(abs(line['change']))}" for line in held))
     _say(f"{tags[3]} owed {fmt(paid_debt.debt_paid_fen)} CNY after the overstay fee "

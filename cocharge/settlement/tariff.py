@@ -244,7 +244,9 @@ def compute_cdr(tariff: Tariff, usage: Usage) -> Cdr:
                 component = element.component(dimension)
                 if component is not None and _matches(element.restrictions, local, so_far, elapsed):
                     chosen[dimension] = index
-                    exact = Decimal(str(amount))
+                    # Float noise of the meter's differences (2149.9999999 Wh for a register
+                    # read in tenths) must not decide a half fen: to the thousandth.
+                    exact = Decimal(str(round(amount, 3)))
                     volume[dimension] += exact
                     cost[dimension] += exact / _UNIT[dimension] * component.price
                     last[dimension] = component

@@ -21,6 +21,14 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     overstay = re.search(r"WB04\s+MEMBER4 .* (\d+\.\d\d) CNY \(2[56] min\)", out)
     assert overstay
     assert "blocked tag on WB03: refused" in out
+    # OCPP 2.1: the charger's own cost of each session equals our settlement to the fen; a
+    # card paid at the terminal, and nothing of it is left owed.
+    local = re.findall(r"OCPP 2.1 at WB06: session \d+ \((.+?)\) calculated by the charger "
+                       r"from the host's tariff: (\d+\.\d\d) CNY; our settlement: "
+                       r"(\d+\.\d\d) CNY", out)
+    assert [who for who, _, _ in local] == ["MEMBER6", "a card at the terminal"], local
+    assert all(theirs == ours for _, theirs, ours in local)
+    assert re.search(r"receivable:#DirectPayment:\d+ +0\.00", out)
     # Settlement: quota and green discounts, the overstay fee owed by an empty wallet,
     # and a verified ledger.
     assert re.search(r"MEMBER3 .* 3\.00 .*\(free quota 2\.000 kWh\)", out)
