@@ -120,6 +120,11 @@ class GatewaySettings:
     # --- certificates and security profile 3 (cocharge/stations/certificates.py) ---
     # The operator's CA (`cocharge ca init`): signs the stations' CSRs; None = none.
     ca_dir: str | None = None
+    # ISO 15118 contract certificates (Plug & Charge): the roots whose OCSP answers we
+    # believe (V2G and mobility-operator roots, a PEM file; our own CA's are always
+    # trusted), and how long a responder may take (stations/ocsp.py).
+    contract_roots: str | None = None
+    ocsp_timeout_s: float = 5.0
     # More CA certificates (PEM) whose client certificates are accepted (an external CA).
     client_ca_file: str | None = None
     cert_valid_s: int = 365 * 86400

@@ -39,6 +39,7 @@ _ID_TAG_STATUS = {
     AuthStatus.NOT_AT_THIS_TIME: "Blocked",
     AuthStatus.NOT_AT_THIS_LOCATION: "Blocked",
     AuthStatus.NO_CREDIT: "Blocked",
+    AuthStatus.INVALID: "Invalid",
 }
 TRIGGERS = {"BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
             "Heartbeat", "MeterValues", "StatusNotification"}

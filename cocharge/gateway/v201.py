@@ -197,12 +197,25 @@ class V201Connection(StationConnection):
         return call_result.StatusNotification()
 
     @handles(Action.authorize)
-    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+    async def on_authorize(self, id_token: dict[str, Any],
+                           iso15118_certificate_hash_data: list[dict[str, Any]] | None = None,
+                           **_: Any) -> call_result.Authorize:
         tag = member_tag(id_token)
         await self.learn_type(id_token)
         status = await self.service.authorize(tag, self.id)
+        certificate = None
+        if iso15118_certificate_hash_data:
+            # C07: the contract certificate's status from its issuer's OCSP responder.
+            certificate = await self.service.certificates.contract_status([
+                {"hashAlgorithm": d.get("hash_algorithm"),
+                 "issuerNameHash": d.get("issuer_name_hash"),
+                 "issuerKeyHash": d.get("issuer_key_hash"),
+                 "serialNumber": d.get("serial_number"), "responderURL": d.get("responder_url")}
+                for d in iso15118_certificate_hash_data])
+            if certificate == "CertificateRevoked":
+                status = AuthStatus.INVALID
         return call_result.Authorize(id_token_info=id_token_info(
-            status, await self.service.household(tag)))
+            status, await self.service.household(tag)), certificate_status=certificate)
 
     @handles(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,

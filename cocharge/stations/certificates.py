@@ -24,7 +24,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.config import GatewaySettings
-from cocharge.stations import ca
+from cocharge.stations import ca, ocsp
 from cocharge.stations.commands import (
     CertificateSigned,
     Command,
@@ -79,6 +79,7 @@ class CertificateKeeper:
         self._installed: dict[str, asyncio.Event] = {}  # station -> set when one is installed
         self._renew_task: asyncio.Task[None] | None = None
         self.contracts = ContractProvider()
+        self._roots: list[Any] | None = None  # contract_roots(), read once
 
     def start(self) -> None:
         if self.authority is not None:
@@ -266,6 +267,39 @@ class CertificateKeeper:
             return {"status": "Failed", "statusInfo": {"reasonCode": "InvalidRequest",
                                                        "additionalInfo": str(exc)[:512]}}
         return {"status": "Accepted", "ocspResult": result}
+
+
+    def contract_roots(self) -> list[Any]:
+        """The roots an OCSP answer about a contract certificate must come from."""
+        if self._roots is None:
+            own = list(self.authority.trusted) if self.authority is not None else []
+            self._roots = own + ocsp.load_roots(self.settings.contract_roots)
+        return self._roots
+
+    async def contract_status(self, items: list[dict[str, Any]]) -> str | None:
+        """An Authorize's ISO 15118 certificate hash data (OCSPRequestDataType, camelCase,
+        the contract certificate and its chain): CertificateRevoked when any is revoked,
+        Accepted when every one is known good, None when that cannot be told (no responder,
+        no answer in time, none we can verify)."""
+        statuses: list[str | None] = []
+        for item in items[:4]:
+            if self.authority is not None and self.authority.issued_by_us(item):
+                serial = str(item.get("serialNumber", "")).lower().lstrip("0") or "0"
+                async with self.engine.connect() as conn:
+                    row = await conn.scalar(select(station_certificates.c.status)
+                                            .where(station_certificates.c.serial == serial))
+                statuses.append(None if row is None else "revoked" if row == "revoked"
+                                else "good")
+                continue
+            url = str(item.get("responderURL") or "")
+            statuses.append(await asyncio.to_thread(
+                ocsp.ask, url, item, self.contract_roots(), self.settings.ocsp_timeout_s)
+                if url else None)
+        if "revoked" in statuses:
+            return "CertificateRevoked"
+        if statuses and all(s == "good" for s in statuses):
+            return "Accepted"
+        return None
 
 
 async def revoke(engine: AsyncEngine, serial: str) -> str:

@@ -30,6 +30,8 @@ class AuthStatus(StrEnum):
     NOT_AT_THIS_LOCATION = "NotAtThisLocation"
     # Not enough money to start (settlement/funds.py): 2.0.1 NoCredit, 1.6 Blocked.
     NO_CREDIT = "NoCredit"
+    # A token that cannot be used at all (a revoked ISO 15118 contract certificate).
+    INVALID = "Invalid"
 
 
 @dataclass(frozen=True)
