@@ -63,7 +63,8 @@ VERBS = ("block", "release", "reserve", "cancel-reservation", "remote-stop", "se
 # Station notices published as events (station_events kind -> events/<topic>).
 NOTICE_TOPICS = {"firmware": "firmware", "diagnostics": "log", "log": "log",
                  "event": "monitor", "customer_information": "customer-information",
-                 "security": "security"}
+                 "security": "security", "der_alarm": "der-alarm",
+                 "der_start_stop": "der-control", "settlement": "payment"}
 # Every named operation of `cocharge remote` is also a verb, its fields named as the operator
 # channel names them (docs/mqtt.md). Raw calls, passwords, certificates and security
 # profiles stay with the operator (cmd.OPERATOR_ONLY).

@@ -654,3 +654,33 @@ async def test_reward_events_arrive_over_mqtt_acknowledged_once(broker, sqlite_u
                 assert found[0]["state"] in ("rejected", "error") and words in found[0]["error"]
         async with node.engine.connect() as conn:
             assert await ledger.balance(conn, "coins:ANN", "COIN") == 20
+
+
+async def test_21_der_controls_and_card_payments_reach_the_property(broker, sqlite_url):
+    """A property's 2.1 charger over MQTT: a grid code sent with the `set-der-control` verb,
+    its start published as an event; a card payment at the charger's terminal published as
+    a payment event, booked for its session."""
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url,
+                                                 tariff_sync_s=0.3)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        async with backend(broker) as b:
+            box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
+                                                       protocol="2.1", speed=300,
+                                                       meter_interval_s=0.05))
+            try:
+                await b.command("set-der-control", {
+                    "v": 1, "request_id": "der-1", "station": "WB1", "control_id": "dso-1",
+                    "control_type": "LimitMaxDischarge",
+                    "settings": {"priority": 0, "pctMaxDischargePower": 40}})
+                [_, done] = await b.wait(lambda: len(b.acks("der-1")) == 2 and b.acks("der-1"))
+                assert done["state"] == "accepted", done
+                started = await b.wait(lambda: b.on(f"{P}/sunrise/events/der-control"))
+                assert started[0]["control_id"] == "dso-1" and started[0]["started"] is True
+                session = await box.charge(1, "card:4000123412341234", energy_wh=1000)
+                await asyncio.wait_for(session.done.wait(), 30)
+                paid = await b.wait(lambda: b.on(f"{P}/sunrise/events/payment"))
+                assert paid[0]["station"] == "WB1" and paid[0]["status"] == "Settled"
+                assert paid[0]["booked"]["paid_fen"] > 0 and paid[0]["booked"]["left_fen"] == 0
+            finally:
+                await close_wallbox(box, reader)
