@@ -154,6 +154,10 @@ class GatewaySettings:
     # session is flagged for review; our settlement is what is billed either way.
     tariff_sync_s: float = 60.0
     charger_cost_tolerance_fen: int = 1
+    # 2.1 payment at the charger (C24): the payment page a driver without an account opens
+    # from the QR code each EVSE shows while idle ({station} and {evse} are filled in);
+    # None: no QR code is shown.
+    payment_page_url: str | None = None
 
     # --- local authorization lists (cocharge/stations/local_list.py) ---
     # Each share-managed station's list is compared with its rules and members this often.

@@ -561,6 +561,17 @@ def remote_adjust_periodic_event_stream(station_id: str, stream_id: int, interva
         "id": stream_id, "interval": interval, "values": values}, as_json, expires)
 
 
+@_remote("web-payment-started", "2.1: a driver opened the payment page of this EVSE's QR code "
+         "(C24): the station shows a payment under way and waits for it.")
+@click.option("--evse", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--timeout", default=120, show_default=True, type=click.IntRange(1, 3600),
+              help="Seconds the station waits.")
+def remote_web_payment_started(station_id: str, evse: int, timeout: int, db: str | None,
+                               as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "web-payment-started", {"evse_id": evse, "timeout": timeout},
+                as_json, expires)
+
+
 @_remote("set-default-tariff", "2.1: send the host's tariff of a connector to the station, which "
          "calculates its sessions' cost itself (I07; the gateway does this by itself after a "
          "boot and on every tariff change).")

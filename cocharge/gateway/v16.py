@@ -366,7 +366,8 @@ class V16Connection(StationConnection):
                 raise cmd.CommandRejected(f"OCPP 1.6 has no {type(command).__name__}: it is an "
                                           "OCPP 2.0.1 operation (a Local Controller)")
             case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
-                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()):
+                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
+                  | cmd.NotifyWebPaymentStarted()):
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
                                           f"{type(command).__name__}: it is an OCPP 2.1 "
                                           "operation")

@@ -692,7 +692,8 @@ class V201Connection(StationConnection):
             case cmd.UnpublishFirmware(checksum=checksum):
                 return call.UnpublishFirmware(checksum=checksum)
             case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
-                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()):
+                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
+                  | cmd.NotifyWebPaymentStarted()):
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
                                           f"{type(command).__name__}: it is an OCPP 2.1 "
                                           "operation")

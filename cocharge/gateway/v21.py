@@ -48,6 +48,7 @@ from cocharge.store.db import utcnow
 
 log = logging.getLogger(__name__)
 _der_requests = itertools.count(int(time.time()) % 1_000_000)
+QR_MESSAGE = 9100  # the display message id of EVSE n's payment QR code: QR_MESSAGE + n
 
 
 def _kept(action: Action, kind: str) -> Callable[..., Awaitable[Any]]:
@@ -71,6 +72,8 @@ class V21Connection(V201Connection):
         super().__init__(*args, **kwargs)
         self.local_cost: bool | None = None  # TariffCostCtrlr.Enabled[Tariff], once read
         self.tariffs: dict[int, str] = {}  # EVSE -> the tariff id it holds from us
+        self.qr_shown: set[int] = set()  # EVSEs showing the payment page's QR code
+        self.qr_refused = False  # the station took no QR code (no such display)
         self._booted = asyncio.Event()
 
     async def _keep(self, kind: str, payload: dict[str, Any]) -> None:
@@ -86,6 +89,7 @@ class V21Connection(V201Connection):
     async def on_boot_notification(self, *args: Any, **kwargs: Any) -> Any:
         answer = await super().on_boot_notification(*args, **kwargs)
         self.tariffs.clear()  # a rebooted charger is given its tariffs again
+        self.qr_shown.clear()
         self._booted.set()
         return answer
 
@@ -123,10 +127,12 @@ class V21Connection(V201Connection):
                                and str(result.get("attributeValue", "")).lower() == "true")
             log.info("%s: local cost calculation %s", self.id,
                      "enabled" if self.local_cost else "not enabled")
-        if not self.local_cost:
-            return False
         record = self.service.directory.get(self.id)
-        for evse in range(1, (record.connectors if record else 1) + 1):
+        evses = range(1, (record.connectors if record else 1) + 1)
+        await self._show_payment_codes(evses)
+        if not self.local_cost:
+            return self.settings.payment_page_url is not None
+        for evse in evses:
             try:
                 tariff = await self.service.tariff_type(self.id, evse)
             except Untranslatable as exc:
@@ -141,6 +147,25 @@ class V21Connection(V201Connection):
                 await self._keep("tariff_refused", {"evse": evse, "tariff": tariff["tariffId"],
                                                     "status": result.status})
         return True
+
+    async def _show_payment_codes(self, evses: range) -> None:
+        """C24: each EVSE shows, while idle, the QR code of the operator's payment page."""
+        template = self.settings.payment_page_url
+        if template is None or self.qr_refused:
+            return
+        for evse in evses:
+            if evse in self.qr_shown:
+                continue
+            url = template.replace("{station}", self.id).replace("{evse}", str(evse))
+            result = await self.command(cmd.RawCall("SetDisplayMessage", {"message": {
+                "id": QR_MESSAGE + evse, "priority": "NormalCycle", "state": "Idle",
+                "display": {"name": "EVSE", "evse": {"id": evse}},
+                "message": {"format": "QRCODE", "content": url[:1024]}}}))
+            if not result.accepted:
+                log.info("%s: no payment QR code shown (%s)", self.id, result.status)
+                self.qr_refused = True
+                return
+            self.qr_shown.add(evse)
 
     async def command(self, command: Any, tx_ref: str | None = None) -> Any:
         if isinstance(command, cmd.SetDERControl):
@@ -187,6 +212,8 @@ class V21Connection(V201Connection):
                     if v is not None})
             case cmd.GetPeriodicEventStream():
                 return call.GetPeriodicEventStream()
+            case cmd.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout):
+                return call.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout)
         return super().to_call(command, tx_ref)
 
     def result_of(self, command: Any, answer: dict[str, Any]) -> Any:

@@ -90,7 +90,7 @@ def local_cost(tariff: dict[str, Any], metered: Metered, tz: str) -> dict[str, A
     for (t0, e0), (_, e1) in zip(metered.readings, metered.readings[1:], strict=False):
         price = _first(energy_prices, t0.astimezone(zone), e0 - origin,
                        (t0 - metered.start).total_seconds())
-        if price is not None and e1 > e0:  # the register as read (tenths of Wh): exact
+        if price is not None and e1 > e0:  # the register as read (whole Wh): exact
             energy += (_dec(e1) - _dec(e0)) / 1000 * _dec(price["price_kwh"])
     local_start = metered.start.astimezone(zone)
     total_s = max(0.0, (end - metered.start).total_seconds())

@@ -55,6 +55,7 @@ class Wallbox21(Wallbox201):
         self.settlements: list[dict[str, Any]] = []  # what the card terminal settled
         self.der_controls: dict[str, dict[str, Any]] = {}  # control id -> type and settings
         self.streams: dict[int, dict[str, Any]] = {}  # periodic event streams it opened
+        self.web_payments: list[tuple[int, int]] = []  # (EVSE, timeout) of payments begun
 
     # --- tariffs (I07-I12) -------------------------------------------------------------------
 
@@ -99,6 +100,25 @@ class Wallbox21(Wallbox201):
             results.append({"status": "Accepted" if gone else "NoTariff",
                             **({"tariff_id": tid} if tid else {})})
         return result21.ClearTariffs(clear_tariffs_result=results)
+
+    # --- payment by QR code (C24) -----------------------------------------------------------
+
+    @on("SetDisplayMessage")
+    def on_set_display_message(self, message: dict[str, Any],
+                               **_: Any) -> result21.SetDisplayMessage:
+        """2.1 adds QR codes to the display's formats."""
+        if not self.config.display:
+            return result21.SetDisplayMessage(status="Rejected")
+        if message["message"].get("format") not in ("UTF8", "ASCII", "QRCODE"):
+            return result21.SetDisplayMessage(status="NotSupportedMessageFormat")
+        self.display[message["id"]] = message
+        return result21.SetDisplayMessage(status="Accepted")
+
+    @on("NotifyWebPaymentStarted")
+    def on_notify_web_payment_started(self, evse_id: int, timeout: int,
+                                      **_: Any) -> result21.NotifyWebPaymentStarted:
+        self.web_payments.append((evse_id, timeout))  # the display: "payment under way"
+        return result21.NotifyWebPaymentStarted()
 
     # --- DER control (block R) and periodic event streams ---------------------------------------
 
@@ -191,12 +211,16 @@ class Wallbox21(Wallbox201):
         return await self.charge(connector_id, tag, energy_wh=energy_wh, ev=ev)
 
     def _register(self, hw: Connector, context: str) -> list[dict[str, Any]]:
+        """Its meter reads whole Wh (as a calibrated meter does): what it bills itself and
+        what it reports are the same readings."""
         reading = super()._register(hw, context)
         values = reading[0]["sampled_value"]
         for value in values:
             if value["measurand"] == "Power.Active.Import":
                 value["value"] = max(0, value["value"])
-        values.append({"value": round(hw.export_wh, 1), "measurand": "Energy.Active.Export.Register",
+            if value["measurand"] == "Energy.Active.Import.Register":
+                value["value"] = round(hw.register_wh)
+        values.append({"value": round(hw.export_wh), "measurand": "Energy.Active.Export.Register",
                        "context": context, "unit_of_measure": {"unit": "Wh"}})
         if hw.power_w < 0:
             values.append({"value": round(-hw.power_w), "measurand": "Power.Active.Export",
@@ -213,7 +237,7 @@ class Wallbox21(Wallbox201):
     def _reading(self, tx_id: str, hw: Connector) -> None:
         metered = self.metered.get(tx_id)
         if metered is not None:
-            metered.readings.append((self.clock.now(), round(hw.register_wh, 1)))
+            metered.readings.append((self.clock.now(), float(round(hw.register_wh))))
 
     async def start_transaction(self, session: SimSession, register_wh: float) -> None:
         session.tx_id = tx_id = str(uuid.uuid4())
@@ -289,7 +313,7 @@ class Wallbox21(Wallbox201):
 
     def _reading_into(self, metered: Metered, hw: Connector) -> None:
         metered.end = self.clock.now()
-        metered.readings.append((metered.end, round(hw.register_wh, 1)))
+        metered.readings.append((metered.end, float(round(hw.register_wh))))
 
     async def _settle_card(self, session: SimSession, tx_id: str) -> None:
         """The terminal captures what the charger calculated (or, without a tariff, what the

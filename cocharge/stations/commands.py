@@ -434,6 +434,15 @@ class GetPeriodicEventStream:
 
 
 @dataclass(frozen=True)
+class NotifyWebPaymentStarted:
+    """2.1 C24: a driver opened the payment page of this EVSE's QR code; the station shows
+    that a payment is under way and waits up to `timeout` seconds for it."""
+
+    evse_id: int
+    timeout: int = 120
+
+
+@dataclass(frozen=True)
 class SetDefaultTariff:
     """2.1: the tariff an EVSE calculates its sessions' cost with (I07). Without `tariff`
     the gateway sends the host's tariff of that connector as we price it."""
@@ -618,7 +627,8 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | CostUpdated | SetChargingProfile | ClearChargingProfile | GetCompositeSchedule
            | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
-           | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream)
+           | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
+           | NotifyWebPaymentStarted)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -668,6 +678,7 @@ COMMANDS: dict[str, type] = {
     "set-default-tariff": SetDefaultTariff,
     "publish-firmware": PublishFirmware,
     "set-der-control": SetDERControl,
+    "web-payment-started": NotifyWebPaymentStarted,
     "get-der-control": GetDERControl,
     "clear-der-control": ClearDERControl,
     "adjust-periodic-event-stream": AdjustPeriodicEventStream,

@@ -231,3 +231,22 @@ async def test_c21_a_vat_number_is_checked_by_its_format(node):
     assert "check character" in bad[2]["statusInfo"]["additionalInfo"]
     kept = await registry.list_station_events(node.engine, "VAT1", "vat_number")
     assert sorted(e["details"]["valid_format"] for e in kept) == [False, True, True]
+
+
+async def test_c24_each_evse_shows_the_payment_pages_qr_code(sqlite_url):
+    async with running_node(sqlite_url, settings(
+            tariff_sync_s=0.3, payment_page_url="https://pay.example/{station}/{evse}")) as node:
+        await registry.add_station(node.engine, registry.NewStation("Q21", connectors=2,
+                                                                    max_power_kw=22))
+        async with simulated(node, "Q21", "2.1", connectors=2) as box:
+            await until(lambda: asyncio.sleep(0, len(box.display) == 2))
+            shown = {m["message"]["content"]: (m["message"]["format"], m["state"])
+                     for m in box.display.values()}
+            assert shown == {"https://pay.example/Q21/1": ("QRCODE", "Idle"),
+                             "https://pay.example/Q21/2": ("QRCODE", "Idle")}
+            # The payment page's backend: a driver of EVSE 2 is paying.
+            answer = await send_request(node.engine, {
+                "command": "web-payment-started", "station": "Q21",
+                "args": {"evse_id": 2, "timeout": 90}})
+            assert answer["accepted"], answer
+            assert box.web_payments == [(2, 90)]

@@ -42,7 +42,7 @@ async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqli
 
         row = await until(bill)
         cdr = json.loads(row.cdr)
-        credit = round(Decimal(str(round(given_back, 1))) / 1000 * Decimal("0.80") * 100)
+        credit = round(Decimal(round(given_back)) / 1000 * Decimal("0.80") * 100)
         assert cdr["discharged_wh"] == round(given_back) and cdr["feed_in_fen"] == credit == 160
         assert 3000 <= cdr["energy_wh"] <= 3100  # what it charged is billed as usual
         statement = await ledger.statement(node.engine, "wallet:ANN")
