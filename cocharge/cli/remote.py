@@ -561,6 +561,16 @@ def remote_adjust_periodic_event_stream(station_id: str, stream_id: int, interva
         "id": stream_id, "interval": interval, "values": values}, as_json, expires)
 
 
+@_remote("use-priority-charging", "2.1: a session charges with the station's priority "
+         "profile (e.g. a booked member), or stops (--deactivate).")
+@click.option("--session", "session_id", required=True, type=ID)
+@click.option("--deactivate", is_flag=True)
+def remote_use_priority_charging(station_id: str, session_id: int, deactivate: bool,
+                                 db: str | None, as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "use-priority-charging",
+                {"session_id": session_id, "activate": not deactivate}, as_json, expires)
+
+
 @_remote("web-payment-started", "2.1: a driver opened the payment page of this EVSE's QR code "
          "(C24): the station shows a payment under way and waits for it.")
 @click.option("--evse", default=1, show_default=True, type=click.IntRange(1, 64))

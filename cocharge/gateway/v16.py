@@ -367,7 +367,7 @@ class V16Connection(StationConnection):
                                           "OCPP 2.0.1 operation (a Local Controller)")
             case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
                   | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
-                  | cmd.NotifyWebPaymentStarted()):
+                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()):
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
                                           f"{type(command).__name__}: it is an OCPP 2.1 "
                                           "operation")

@@ -693,7 +693,7 @@ class V201Connection(StationConnection):
                 return call.UnpublishFirmware(checksum=checksum)
             case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
                   | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
-                  | cmd.NotifyWebPaymentStarted()):
+                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()):
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
                                           f"{type(command).__name__}: it is an OCPP 2.1 "
                                           "operation")

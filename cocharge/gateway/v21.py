@@ -214,6 +214,10 @@ class V21Connection(V201Connection):
                 return call.GetPeriodicEventStream()
             case cmd.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout):
                 return call.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout)
+            case cmd.UsePriorityCharging(session_id=session_id, activate=activate):
+                if tx_ref is None:
+                    raise cmd.CommandRejected(f"session {session_id} has no transaction id")
+                return call.UsePriorityCharging(transaction_id=tx_ref, activate=activate)
         return super().to_call(command, tx_ref)
 
     def result_of(self, command: Any, answer: dict[str, Any]) -> Any:
@@ -236,6 +240,22 @@ class V21Connection(V201Connection):
                 limit = {"max_cost": float(Decimal(budget) / 100)}
         return call_result.TransactionEvent(total_cost=total_cost, id_token_info=info,
                                             transaction_limit=limit)
+
+    # --- dynamic charging profiles (K, 2.1) --------------------------------------------------
+
+    @handles(Action.pull_dynamic_schedule_update)
+    async def on_pull_dynamic_schedule_update(self, charging_profile_id: int,
+                                              **_: Any) -> Any:
+        """A station with a dynamic profile of ours asks what it may draw now: load
+        management's allocation for that EVSE (Rejected for a profile that is not ours)."""
+        limit = (self.service.load.dynamic_limit(self.id, charging_profile_id)
+                 if self.service.load is not None else None)
+        if limit is None:
+            return call_result.PullDynamicScheduleUpdate(status="Rejected", status_info={
+                "reason_code": "UnknownProfile",
+                "additional_info": "not a load-management profile of this station"})
+        return call_result.PullDynamicScheduleUpdate(status="Accepted",
+                                                     schedule_update={"limit": limit})
 
     # --- payment at the charger (C17-C25) ---------------------------------------------------
 

@@ -374,6 +374,18 @@ class LoadManager:
             return None
         return written.limit_a
 
+    def dynamic_limit(self, station_id: str, profile_id: int) -> float | None:
+        """2.1 PullDynamicScheduleUpdate: the allocation now of the EVSE whose profile of
+        ours this is (A per phase); None for a profile that is not ours."""
+        connector = profile_id - ALLOCATION_ID
+        if not 1 <= connector <= 64 or station_id not in self.attached:
+            return None
+        state = self.state.get(self.attached[station_id][0].name)
+        if state is None or state.allocation is None:
+            return self.limit_a(station_id, connector)
+        return state.allocation.current_a.get((station_id, connector),
+                                               self.limit_a(station_id, connector))
+
     def ev_needs(self, station_id: str, evse_id: int, max_current_a: float | None,
                  energy_wh: float | None, departure: datetime | None) -> bool:
         """NotifyEVChargingNeeds: the EV's own maximum, energy wanted and departure. True when

@@ -434,6 +434,15 @@ class GetPeriodicEventStream:
 
 
 @dataclass(frozen=True)
+class UsePriorityCharging:
+    """2.1: the session charges with the station's priority profile (a booked member), or
+    stops doing so (`activate` False)."""
+
+    session_id: int
+    activate: bool = True
+
+
+@dataclass(frozen=True)
 class NotifyWebPaymentStarted:
     """2.1 C24: a driver opened the payment page of this EVSE's QR code; the station shows
     that a payment is under way and waits up to `timeout` seconds for it."""
@@ -628,7 +637,7 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
-           | NotifyWebPaymentStarted)
+           | NotifyWebPaymentStarted | UsePriorityCharging)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -679,6 +688,7 @@ COMMANDS: dict[str, type] = {
     "publish-firmware": PublishFirmware,
     "set-der-control": SetDERControl,
     "web-payment-started": NotifyWebPaymentStarted,
+    "use-priority-charging": UsePriorityCharging,
     "get-der-control": GetDERControl,
     "clear-der-control": ClearDERControl,
     "adjust-periodic-event-stream": AdjustPeriodicEventStream,

@@ -598,7 +598,8 @@ class SharingController:
         """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
         tx_ref = None
         if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus | cmd.CostUpdated
-                      | cmd.SetDisplayMessage | cmd.SetChargingProfile) and (
+                      | cmd.SetDisplayMessage | cmd.SetChargingProfile
+                      | cmd.UsePriorityCharging) and (
                           command.session_id is not None):
             ref = await self._session_ref(command.session_id)
             if ref is None:

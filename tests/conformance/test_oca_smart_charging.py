@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from cocharge.load import sites as store
 from cocharge.node import Node, running_node
+from cocharge.stations import registry
 from cocharge.store.schema import station_events
 from tests.conformance.test_oca_201 import answered, csms_sends, operator
 from tests.conftest import RawStation, raw_station, register, settings
@@ -265,3 +266,32 @@ async def test_k15_needs_without_load_management_are_rejected(node, version) -> 
     answer = await cs.call("NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": {
         "requestedEnergyTransfer": "AC_single_phase"}})
     assert answer[2] == {"status": "Rejected"}
+
+
+async def test_21_pull_dynamic_schedule_update_and_priority_charging(node) -> None:
+    """2.1: a station with load management's profile asks for its limit now
+    (PullDynamicScheduleUpdate: the allocation; Rejected for a profile that is not ours);
+    UsePriorityCharging for a session by its id."""
+    cs = await charger(node, "2.1")
+    written = await attached(node, cs)
+    ours = [p for p in written if p["chargingProfile"]["id"] > 2_100_000_100]
+    assert ours, written
+    profile = ours[-1]["chargingProfile"]
+    answer = await cs.call("PullDynamicScheduleUpdate", {"chargingProfileId": profile["id"]})
+    assert answer[2]["status"] == "Accepted", answer
+    expected = node.gateway.load.live("S")["chargers"][0]["allocated_a"]
+    assert answer[2]["scheduleUpdate"] == {"limit": expected}
+    unknown = await cs.call("PullDynamicScheduleUpdate", {"chargingProfileId": 77})
+    assert unknown[2]["status"] == "Rejected"
+
+    started = await cs.call("TransactionEvent", {
+        "eventType": "Started", "timestamp": NOW, "triggerReason": "Authorized", "seqNo": 0,
+        "transactionInfo": {"transactionId": "TXP"}, "evse": {"id": 1, "connectorId": 1},
+        "idToken": {"idToken": "TAG1", "type": "ISO14443"}})
+    assert started[2]["idTokenInfo"]["status"] == "Accepted"
+    [session] = [s for s in await registry.list_sessions(node.engine, "SC1")]
+    asked = operator(node, "SC1", "use-priority-charging", session_id=session["id"])
+    frame = await csms_sends(cs, "UsePriorityCharging")
+    assert frame[3] == {"transactionId": "TXP", "activate": True}
+    await reply(cs, frame, {"status": "Accepted"})
+    assert (await asked)["accepted"]
