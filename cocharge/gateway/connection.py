@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import functools
 import itertools
+import json
 import logging
 import math
 import random
@@ -457,10 +458,18 @@ class StationConnection:
         items = payload.get(found[0]) if found else None
         if found is None or not isinstance(items, list) or len(items) <= 1:
             return [payload]
-        limit = await self.service.items_per_message(self.id, found[1], found[2])
-        if limit is None or limit < 1 or len(items) <= limit:
-            return [payload]
-        return [{**payload, found[0]: items[i:i + limit]} for i in range(0, len(items), limit)]
+        limit = await self.service.items_per_message(self.id, found[1], found[2]) or len(items)
+        size = await self.service.items_per_message(self.id, found[1], found[2],
+                                                    "BytesPerMessage")
+        parts: list[list[Any]] = [[]]
+        for item in items:  # at most `limit` items and `size` bytes of frame per part
+            part = [*parts[-1], item]
+            frame = len(json.dumps([2, "x" * 36, action, {**payload, found[0]: part}]))
+            if parts[-1] and (len(part) > max(1, limit) or (size and frame > size)):
+                parts.append([item])
+            else:
+                parts[-1] = part
+        return [{**payload, found[0]: part} for part in parts]
 
     async def _call_parts(self, action: str, parts: list[dict[str, Any]]) -> Answer:
         """One call per part; their answers' lists joined as one answer (the first refusal or

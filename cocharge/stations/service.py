@@ -576,15 +576,16 @@ class StationService:
                 members.c.tag == tag, (members.c.token_type.is_(None))
                 | (members.c.token_type != token_type))).values(token_type=token_type))
 
-    async def items_per_message(self, station_id: str, component: str,
-                                instance: str) -> int | None:
-        """The station's own limit on a request's list (2.0.1 `ItemsPerMessage[instance]` of
-        `component`), as its device model reported it; None when unknown."""
+    async def items_per_message(self, station_id: str, component: str, instance: str,
+                                variable: str = "ItemsPerMessage") -> int | None:
+        """The station's own limit on a request (2.0.1 `ItemsPerMessage[instance]` or
+        `BytesPerMessage[instance]` of `component`), as its device model reported it; None
+        when unknown."""
         async with self.engine.connect() as conn:
             value = await conn.scalar(select(station_variables.c.value).where(and_(
                 station_variables.c.station_id == station_id,
                 station_variables.c.component == component,
-                station_variables.c.variable == "ItemsPerMessage",
+                station_variables.c.variable == variable,
                 station_variables.c.variable_instance == instance,
                 station_variables.c.attribute_type == "Actual")).limit(1))
         try:

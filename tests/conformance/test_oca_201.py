@@ -287,14 +287,35 @@ async def test_tc_a_09_csms_update_charging_station_password_for_http_basic_auth
     assert refused.value.response.status_code == 401
 
 
-async def _limits(node: Node, cs: RawStation, limits: dict[tuple[str, str], int]) -> None:
+async def _limits(node: Node, cs: RawStation, limits: dict[tuple[str, str], int],
+                  variable: str = "ItemsPerMessage") -> None:
     """The station's device model reports its per-message limits (as a base report would)."""
     await answered(cs, "NotifyReport", {"requestId": 1, "generatedAt": NOW, "seqNo": 0,
                                         "reportData": [{
-        "component": {"name": component}, "variable": {"name": "ItemsPerMessage",
+        "component": {"name": component}, "variable": {"name": variable,
                                                        "instance": instance},
         "variableAttribute": [{"type": "Actual", "value": str(n), "mutability": "ReadOnly"}]}
         for (component, instance), n in limits.items()]})
+
+
+async def test_b05_requests_keep_to_the_stations_bytes_per_message(node):
+    await register(node, "CS1")
+    cs = await raw_station(node, "CS1", version(node))
+    await _limits(node, cs, {("DeviceDataCtrlr", "SetVariables"): 420}, "BytesPerMessage")
+    values = {f"OCPPCommCtrlr.Variable{i}": "v" * 60 for i in range(4)}
+    asked = operator(node, "CS1", "set-variables", values=values)
+    sizes, names = [], []
+    for _ in range(2):
+        frame = await csms_sends(cs, "SetVariables")
+        sizes.append(len(json.dumps(frame)))
+        data = frame[3]["setVariableData"]
+        names += [d["variable"]["name"] for d in data]
+        await cs.ws.send(json.dumps([3, frame[1], {"setVariableResult": [
+            {"attributeStatus": "Accepted", "component": d["component"],
+             "variable": d["variable"]} for d in data]}]))
+    assert max(sizes) <= 420 and names == [f"Variable{i}" for i in range(4)], sizes
+    answer = await asked
+    assert answer["accepted"] and answer["status"] == ",".join(["Accepted"] * 4)
 
 
 async def test_b06_fr_05_n06_fr_04_requests_keep_to_the_stations_items_per_message(node):
