@@ -591,10 +591,15 @@ class V201Connection(StationConnection):
                 target: dict[str, Any] = {"name": component}
                 if command.evse_id:
                     target["evse"] = {"id": command.evse_id}
+                stream = {k: v for k, v in (("interval", command.stream_interval),
+                                            ("values", command.stream_values)) if v is not None}
+                if stream and self.protocol == "2.0.1":
+                    raise cmd.CommandRejected("periodic event streams are OCPP 2.1")
                 return call.SetVariableMonitoring(set_monitoring_data=[{
                     "value": command.value, "type": command.type, "severity": command.severity,
                     "transaction": command.transaction, "component": target,
                     "variable": {"name": variable},
+                    **({"periodic_event_stream": stream} if stream else {}),
                     **({"id": command.id} if command.id is not None else {})}])
             case cmd.SetMonitoringBase(monitoring_base=base):
                 return call.SetMonitoringBase(monitoring_base=base)

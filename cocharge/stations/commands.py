@@ -216,6 +216,10 @@ class SetVariableMonitoring:
     evse_id: int | None = None
     transaction: bool = False
     id: int | None = None
+    # 2.1: the monitor's values as a periodic event stream (SEND frames): every
+    # `stream_interval` s, `stream_values` values at a time.
+    stream_interval: int | None = None
+    stream_values: int | None = None
 
 
 @dataclass(frozen=True)

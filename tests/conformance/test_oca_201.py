@@ -430,3 +430,22 @@ async def test_named_options_for_cases_that_needed_a_raw_call(node):
         assert check(frame[3]), frame
         await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
         assert (await asked)["accepted"], command
+
+
+async def test_21_a_monitor_as_a_periodic_event_stream(node):
+    cs = await station(node)
+    args = {"variable": "EVSE.Power", "type": "Periodic", "value": 10, "evse_id": 1,
+            "stream_interval": 5, "stream_values": 12}
+    if version(node) == "ocpp2.0.1":
+        refused = await send_request(node.engine, {"command": "set-variable-monitoring",
+                                                   "station": "CS1", "args": args})
+        assert not refused["ok"] and "periodic event streams are OCPP 2.1" in refused["message"]
+        return
+    asked = operator(node, "CS1", "set-variable-monitoring", **args)
+    frame = await csms_sends(cs, "SetVariableMonitoring")
+    [data] = frame[3]["setMonitoringData"]
+    assert data["periodicEventStream"] == {"interval": 5, "values": 12}
+    await cs.ws.send(json.dumps([3, frame[1], {"setMonitoringResult": [{
+        "status": "Accepted", "id": 3, "type": "Periodic", "severity": 5,
+        "component": data["component"], "variable": data["variable"]}]}]))
+    assert (await asked)["accepted"]
