@@ -19,6 +19,7 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.firmware import signature_args, signature_options, with_options
 from cocharge.cli.lazy import LazyGroup
+from cocharge.stations.commands import ENERGY_TRANSFER_MODES
 
 
 # Each command is a `remote_command` (channel.py); those of other domains are listed here.
@@ -578,6 +579,18 @@ def remote_use_priority_charging(station_id: str, session_id: int, deactivate: b
                                  db: str | None, as_json: bool, expires: float | None) -> None:
     remote_call(db, station_id, "use-priority-charging",
                 {"session_id": session_id, "activate": not deactivate}, as_json, expires)
+
+
+@_remote("allowed-energy-transfer", "2.1: the energy transfer modes a session may use (e.g. "
+         "AC_BPT: bidirectional, once the driver agreed to give energy back).")
+@click.option("--session", "session_id", required=True, type=ID)
+@click.option("--mode", "modes", required=True, multiple=True,
+              type=click.Choice(list(ENERGY_TRANSFER_MODES)), help="Repeatable.")
+def remote_allowed_energy_transfer(station_id: str, session_id: int, modes: tuple[str, ...],
+                                   db: str | None, as_json: bool,
+                                   expires: float | None) -> None:
+    remote_call(db, station_id, "allowed-energy-transfer",
+                {"session_id": session_id, "modes": list(modes)}, as_json, expires)
 
 
 @_remote("web-payment-started", "2.1: a driver opened the payment page of this EVSE's QR code "

@@ -367,7 +367,8 @@ class V16Connection(StationConnection):
                                           "OCPP 2.0.1 operation (a Local Controller)")
             case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
                   | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
-                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()):
+                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()
+                  | cmd.NotifyAllowedEnergyTransfer()):
                 raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
                                           f"{type(command).__name__}: it is an OCPP 2.1 "
                                           "operation")

@@ -214,6 +214,15 @@ class V21Connection(V201Connection):
                 return call.GetPeriodicEventStream()
             case cmd.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout):
                 return call.NotifyWebPaymentStarted(evse_id=evse_id, timeout=timeout)
+            case cmd.NotifyAllowedEnergyTransfer(session_id=session_id, modes=modes):
+                unknown = sorted(set(modes) - set(cmd.ENERGY_TRANSFER_MODES))
+                if tx_ref is None or unknown or not modes:
+                    raise cmd.CommandRejected(
+                        f"session {session_id} has no transaction id" if tx_ref is None else
+                        f"energy transfer modes: one or more of "
+                        f"{', '.join(cmd.ENERGY_TRANSFER_MODES)}")
+                return call.NotifyAllowedEnergyTransfer(transaction_id=tx_ref,
+                                                        allowed_energy_transfer=list(modes))
             case cmd.UsePriorityCharging(session_id=session_id, activate=activate):
                 if tx_ref is None:
                     raise cmd.CommandRejected(f"session {session_id} has no transaction id")

@@ -56,6 +56,7 @@ class Wallbox21(Wallbox201):
         self.der_controls: dict[str, dict[str, Any]] = {}  # control id -> type and settings
         self.streams: dict[int, dict[str, Any]] = {}  # periodic event streams it opened
         self.web_payments: list[tuple[int, int]] = []  # (EVSE, timeout) of payments begun
+        self.allowed_transfer: dict[str, list[str]] = {}  # transaction -> modes allowed
 
     # --- tariffs (I07-I12) -------------------------------------------------------------------
 
@@ -113,6 +114,15 @@ class Wallbox21(Wallbox201):
             return result21.SetDisplayMessage(status="NotSupportedMessageFormat")
         self.display[message["id"]] = message
         return result21.SetDisplayMessage(status="Accepted")
+
+    @on("NotifyAllowedEnergyTransfer")
+    def on_notify_allowed_energy_transfer(self, transaction_id: str,
+                                          allowed_energy_transfer: list[str],
+                                          **_: Any) -> result21.NotifyAllowedEnergyTransfer:
+        if not any(str(s.tx_id) == transaction_id for s in self.sessions.values()):
+            return result21.NotifyAllowedEnergyTransfer(status="Rejected")
+        self.allowed_transfer[transaction_id] = list(allowed_energy_transfer)
+        return result21.NotifyAllowedEnergyTransfer(status="Accepted")
 
     @on("NotifyWebPaymentStarted")
     def on_notify_web_payment_started(self, evse_id: int, timeout: int,

@@ -446,6 +446,19 @@ class UsePriorityCharging:
     activate: bool = True
 
 
+ENERGY_TRANSFER_MODES = ("AC_single_phase", "AC_two_phase", "AC_three_phase", "DC", "AC_BPT",
+                         "AC_BPT_DER", "AC_DER", "DC_BPT", "DC_ACDP", "DC_ACDP_BPT", "WPT")
+
+
+@dataclass(frozen=True)
+class NotifyAllowedEnergyTransfer:
+    """2.1 Q: the energy transfer modes a session may use, e.g. AC_BPT once the driver
+    agreed to give energy back (V2X)."""
+
+    session_id: int
+    modes: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class NotifyWebPaymentStarted:
     """2.1 C24: a driver opened the payment page of this EVSE's QR code; the station shows
@@ -641,7 +654,7 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
-           | NotifyWebPaymentStarted | UsePriorityCharging)
+           | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer)
 
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
@@ -693,6 +706,7 @@ COMMANDS: dict[str, type] = {
     "set-der-control": SetDERControl,
     "web-payment-started": NotifyWebPaymentStarted,
     "use-priority-charging": UsePriorityCharging,
+    "allowed-energy-transfer": NotifyAllowedEnergyTransfer,
     "get-der-control": GetDERControl,
     "clear-der-control": ClearDERControl,
     "adjust-periodic-event-stream": AdjustPeriodicEventStream,

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from cocharge.gateway.operator_client import send_request
 from cocharge.node import running_node
 from cocharge.settlement import funds, ledger, settle
 from cocharge.settlement.tariff import simple_tariff
@@ -29,6 +30,13 @@ async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqli
             Decimal("1.50"), feed_in_per_kwh=Decimal("0.80")))
         async with simulated(node, "V2G", "2.1", meter_interval_s=0.05) as box:
             session = await box.v2x(1, "ANN", discharge_wh=2000, energy_wh=3000)
+            # The driver agreed to give energy back: bidirectional transfer is allowed.
+            [running] = await until(lambda: registry.list_sessions(node.engine, "V2G"))
+            allowed = await send_request(node.engine, {
+                "command": "allowed-energy-transfer", "station": "V2G",
+                "args": {"session_id": running["id"], "modes": ["AC_BPT"]}})
+            assert allowed["accepted"], allowed
+            assert box.allowed_transfer[str(session.tx_id)] == ["AC_BPT"]
             await asyncio.wait_for(session.done.wait(), 60)
             given_back = box.hw[1].export_wh
         assert 1999 <= given_back <= 2001
