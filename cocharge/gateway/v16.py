@@ -208,6 +208,8 @@ class V16Connection(StationConnection):
     # --- commands --------------------------------------------------------------------------
 
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
+        if isinstance(command, cmd.ONLY_21):
+            raise cmd.not_in_version(command, self.protocol)
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):
                 profile = command.tx_profile()
@@ -365,16 +367,6 @@ class V16Connection(StationConnection):
             case cmd.PublishFirmware() | cmd.UnpublishFirmware():
                 raise cmd.CommandRejected(f"OCPP 1.6 has no {type(command).__name__}: it is an "
                                           "OCPP 2.0.1 operation (a Local Controller)")
-            case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
-                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
-                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()
-                  | cmd.NotifyAllowedEnergyTransfer()):
-                raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
-                                          f"{type(command).__name__}: it is an OCPP 2.1 "
-                                          "operation")
-            case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
-                raise cmd.CommandRejected("OCPP 1.6 has no tariffs at the charger "
-                                          "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")
             case cmd.GetBaseReport():
                 raise cmd.CommandRejected("OCPP 1.6 has no device model to report: read its "
                                           "configuration with `remote config-get`")

@@ -527,6 +527,8 @@ class V201Connection(StationConnection):
     # --- commands --------------------------------------------------------------------------
 
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
+        if isinstance(command, cmd.ONLY_21):
+            raise cmd.not_in_version(command, self.protocol)
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):
                 profile = command.tx_profile()
@@ -696,16 +698,6 @@ class V201Connection(StationConnection):
                                             retry_interval=command.retry_interval)
             case cmd.UnpublishFirmware(checksum=checksum):
                 return call.UnpublishFirmware(checksum=checksum)
-            case (cmd.SetDERControl() | cmd.GetDERControl() | cmd.ClearDERControl()
-                  | cmd.AdjustPeriodicEventStream() | cmd.GetPeriodicEventStream()
-                  | cmd.NotifyWebPaymentStarted() | cmd.UsePriorityCharging()
-                  | cmd.NotifyAllowedEnergyTransfer()):
-                raise cmd.CommandRejected(f"OCPP {self.protocol} has no "
-                                          f"{type(command).__name__}: it is an OCPP 2.1 "
-                                          "operation")
-            case cmd.SetDefaultTariff() | cmd.GetTariffs() | cmd.ClearTariffs():
-                raise cmd.CommandRejected(f"OCPP {self.protocol} has no tariffs at the charger "
-                                          "(SetDefaultTariff, GetTariffs, ClearTariffs are 2.1)")
             case cmd.GetDiagnostics():
                 raise cmd.CommandRejected("OCPP 2.0.1 has no GetDiagnostics: use "
                                           "`remote get-log` (type DiagnosticsLog)")

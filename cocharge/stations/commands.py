@@ -656,6 +656,19 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
            | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer)
 
+# What only OCPP 2.1 stations take (a 1.6 or 2.0.1 station refuses it with the reason).
+ONLY_21: tuple[type, ...] = (
+    SetDefaultTariff, GetTariffs, ClearTariffs, SetDERControl, GetDERControl, ClearDERControl,
+    AdjustPeriodicEventStream, GetPeriodicEventStream, NotifyWebPaymentStarted,
+    UsePriorityCharging, NotifyAllowedEnergyTransfer)
+
+
+def not_in_version(command: Any, protocol: str) -> CommandRejected:
+    """The refusal of a 2.1 operation for an older station."""
+    return CommandRejected(f"OCPP {protocol} has no {type(command).__name__}: it is an OCPP "
+                           "2.1 operation")
+
+
 # The operator channel's names for the commands, as `cocharge remote <name>` spells them.
 COMMANDS: dict[str, type] = {
     "start": RemoteStart,

@@ -435,67 +435,76 @@ async def test_the_broker_acl_keeps_each_property_to_its_own_stations(sqlite_url
         broker.remove()
 
 
-async def test_fleet_operations_and_their_events_over_mqtt(broker, sqlite_url):
-    """Every named operation of `cocharge remote` is a verb: the charger's answer comes back
-    in the ack, what it reports later (log upload, monitor events, firmware) as events; a
-    property cannot send raw OCPP, and a wrong field is refused before anything is sent."""
-    async with running_node(sqlite_url, settings(mqtt_url=broker.url,
-                                                 control_interval_s=0.2)) as node:
+@contextlib.asynccontextmanager
+async def sunrise_charger(broker: Broker, db: str, protocol: str, **overrides: Any
+                          ) -> AsyncIterator[tuple[Any, Backend, Any]]:
+    """A node with the properties' stations, the sunrise backend on MQTT, and sunrise's WB1
+    as a simulated charger of `protocol`: (node, backend, wallbox)."""
+    async with running_node(db, settings(mqtt_url=broker.url, **overrides)) as node:
         await stations(node)
         await asyncio.wait_for(node.mqtt.connected.wait(), 10)
         async with backend(broker) as b:
             box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
-                                                       protocol="2.0.1", speed=300,
+                                                       protocol=protocol, speed=300,
                                                        meter_interval_s=0.05))
             try:
-                await b.wait(lambda: any(p["online"] for p in
-                                         b.on(f"{P}/sunrise/stations/WB1/status")))
-                await b.command("get-log", {"v": 1, "request_id": "log-1", "station": "WB1",
-                                            "log_type": "DiagnosticsLog"})
-                [_, done] = await b.wait(lambda: len(b.acks("log-1")) == 2 and b.acks("log-1"))
-                assert done["state"] == "accepted" and done["ocpp_status"] == "Accepted"
-                upload = done["response"]["requestId"]
-                logs = await b.wait(lambda: [e for e in b.on(f"{P}/sunrise/events/log")
-                                             if e["status"] == "Uploaded"])
-                assert logs[0]["station"] == "WB1" and logs[0]["request_id"] == upload
-                assert logs[0]["event_id"].startswith("log:WB1:")
-
-                await b.command("set-variable-monitoring", {
-                    "v": 1, "request_id": "mon-1", "station": "WB1", "variable": "EVSE.Power",
-                    "type": "UpperThreshold", "value": 500, "evse_id": 1})
-                [_, done] = await b.wait(lambda: len(b.acks("mon-1")) == 2 and b.acks("mon-1"))
-                assert done["state"] == "accepted", done
-                monitor_id = done["response"]["setMonitoringResult"][0]["id"]
-                charged = await box.charge(1, "ANN", energy_wh=1000)
-                assert charged.authorized
-                fired = await b.wait(lambda: b.on(f"{P}/sunrise/events/monitor"))
-                [data] = fired[0]["event_data"]
-                assert data["variable_monitoring_id"] == monitor_id
-
-                # Firmware progress of the property's station, as events.
-                await b.command("update-firmware", {"v": 1, "request_id": "fw-1",
-                                                    "station": "WB1", "url": "http://127.0.0.1:9/x"})
-                await b.wait(lambda: len(b.acks("fw-1")) == 2)
-                failed = await b.wait(lambda: [e for e in b.on(f"{P}/sunrise/events/firmware")
-                                               if e["status"] == "DownloadFailed"])
-                assert failed[0]["station"] == "WB1"
-
-                # Refused with the reason, nothing sent: a wrong type, raw OCPP, another
-                # property's station.
-                await b.command("set-monitoring-level", {"v": 1, "request_id": "bad-1",
-                                                         "station": "WB1", "severity": "low"})
-                [bad] = await b.wait(lambda: b.acks("bad-1"))
-                assert bad["state"] == "error" and "severity must be a whole number" in bad["error"]
-                await b.command("call", {"v": 1, "request_id": "bad-2", "station": "WB1",
-                                         "action": "Reset", "payload": {"type": "Immediate"}})
-                [bad] = await b.wait(lambda: b.acks("bad-2"))
-                assert bad["state"] == "error" and "unknown command 'call'" in bad["error"]
-                await b.command("get-log", {"v": 1, "request_id": "bad-3", "station": "WB2"})
-                [_, bad] = await b.wait(lambda: len(b.acks("bad-3")) == 2 and b.acks("bad-3"))
-                assert bad["state"] == "rejected" and "not one of sunrise" in bad["error"]
-                assert box.monitoring_level == 9
+                yield node, b, box
             finally:
                 await close_wallbox(box, reader)
+
+
+async def test_fleet_operations_and_their_events_over_mqtt(broker, sqlite_url):
+    """Every named operation of `cocharge remote` is a verb: the charger's answer comes back
+    in the ack, what it reports later (log upload, monitor events, firmware) as events; a
+    property cannot send raw OCPP, and a wrong field is refused before anything is sent."""
+    async with sunrise_charger(broker, sqlite_url, "2.0.1", control_interval_s=0.2) as (
+            node, b, box):
+        await b.wait(lambda: any(p["online"] for p in
+                                 b.on(f"{P}/sunrise/stations/WB1/status")))
+        await b.command("get-log", {"v": 1, "request_id": "log-1", "station": "WB1",
+                                    "log_type": "DiagnosticsLog"})
+        [_, done] = await b.wait(lambda: len(b.acks("log-1")) == 2 and b.acks("log-1"))
+        assert done["state"] == "accepted" and done["ocpp_status"] == "Accepted"
+        upload = done["response"]["requestId"]
+        logs = await b.wait(lambda: [e for e in b.on(f"{P}/sunrise/events/log")
+                                     if e["status"] == "Uploaded"])
+        assert logs[0]["station"] == "WB1" and logs[0]["request_id"] == upload
+        assert logs[0]["event_id"].startswith("log:WB1:")
+
+        await b.command("set-variable-monitoring", {
+            "v": 1, "request_id": "mon-1", "station": "WB1", "variable": "EVSE.Power",
+            "type": "UpperThreshold", "value": 500, "evse_id": 1})
+        [_, done] = await b.wait(lambda: len(b.acks("mon-1")) == 2 and b.acks("mon-1"))
+        assert done["state"] == "accepted", done
+        monitor_id = done["response"]["setMonitoringResult"][0]["id"]
+        charged = await box.charge(1, "ANN", energy_wh=1000)
+        assert charged.authorized
+        fired = await b.wait(lambda: b.on(f"{P}/sunrise/events/monitor"))
+        [data] = fired[0]["event_data"]
+        assert data["variable_monitoring_id"] == monitor_id
+
+        # Firmware progress of the property's station, as events.
+        await b.command("update-firmware", {"v": 1, "request_id": "fw-1",
+                                            "station": "WB1", "url": "http://127.0.0.1:9/x"})
+        await b.wait(lambda: len(b.acks("fw-1")) == 2)
+        failed = await b.wait(lambda: [e for e in b.on(f"{P}/sunrise/events/firmware")
+                                       if e["status"] == "DownloadFailed"])
+        assert failed[0]["station"] == "WB1"
+
+        # Refused with the reason, nothing sent: a wrong type, raw OCPP, another
+        # property's station.
+        await b.command("set-monitoring-level", {"v": 1, "request_id": "bad-1",
+                                                 "station": "WB1", "severity": "low"})
+        [bad] = await b.wait(lambda: b.acks("bad-1"))
+        assert bad["state"] == "error" and "severity must be a whole number" in bad["error"]
+        await b.command("call", {"v": 1, "request_id": "bad-2", "station": "WB1",
+                                 "action": "Reset", "payload": {"type": "Immediate"}})
+        [bad] = await b.wait(lambda: b.acks("bad-2"))
+        assert bad["state"] == "error" and "unknown command 'call'" in bad["error"]
+        await b.command("get-log", {"v": 1, "request_id": "bad-3", "station": "WB2"})
+        [_, bad] = await b.wait(lambda: len(b.acks("bad-3")) == 2 and b.acks("bad-3"))
+        assert bad["state"] == "rejected" and "not one of sunrise" in bad["error"]
+        assert box.monitoring_level == 9
 
 
 # verb, fields, expected state at a 1.6 station, at a 2.0.1 station ("error": refused before
@@ -660,27 +669,17 @@ async def test_21_der_controls_and_card_payments_reach_the_property(broker, sqli
     """A property's 2.1 charger over MQTT: a grid code sent with the `set-der-control` verb,
     its start published as an event; a card payment at the charger's terminal published as
     a payment event, booked for its session."""
-    async with running_node(sqlite_url, settings(mqtt_url=broker.url,
-                                                 tariff_sync_s=0.3)) as node:
-        await stations(node)
-        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
-        async with backend(broker) as b:
-            box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1",
-                                                       protocol="2.1", speed=300,
-                                                       meter_interval_s=0.05))
-            try:
-                await b.command("set-der-control", {
-                    "v": 1, "request_id": "der-1", "station": "WB1", "control_id": "dso-1",
-                    "control_type": "LimitMaxDischarge",
-                    "settings": {"priority": 0, "pctMaxDischargePower": 40}})
-                [_, done] = await b.wait(lambda: len(b.acks("der-1")) == 2 and b.acks("der-1"))
-                assert done["state"] == "accepted", done
-                started = await b.wait(lambda: b.on(f"{P}/sunrise/events/der-control"))
-                assert started[0]["control_id"] == "dso-1" and started[0]["started"] is True
-                session = await box.charge(1, "card:4000123412341234", energy_wh=1000)
-                await asyncio.wait_for(session.done.wait(), 30)
-                paid = await b.wait(lambda: b.on(f"{P}/sunrise/events/payment"))
-                assert paid[0]["station"] == "WB1" and paid[0]["status"] == "Settled"
-                assert paid[0]["booked"]["paid_fen"] > 0 and paid[0]["booked"]["left_fen"] == 0
-            finally:
-                await close_wallbox(box, reader)
+    async with sunrise_charger(broker, sqlite_url, "2.1", tariff_sync_s=0.3) as (_, b, box):
+        await b.command("set-der-control", {
+            "v": 1, "request_id": "der-1", "station": "WB1", "control_id": "dso-1",
+            "control_type": "LimitMaxDischarge",
+            "settings": {"priority": 0, "pctMaxDischargePower": 40}})
+        [_, done] = await b.wait(lambda: len(b.acks("der-1")) == 2 and b.acks("der-1"))
+        assert done["state"] == "accepted", done
+        started = await b.wait(lambda: b.on(f"{P}/sunrise/events/der-control"))
+        assert started[0]["control_id"] == "dso-1" and started[0]["started"] is True
+        session = await box.charge(1, "card:4000123412341234", energy_wh=1000)
+        await asyncio.wait_for(session.done.wait(), 30)
+        paid = await b.wait(lambda: b.on(f"{P}/sunrise/events/payment"))
+        assert paid[0]["station"] == "WB1" and paid[0]["status"] == "Settled"
+        assert paid[0]["booked"]["paid_fen"] > 0 and paid[0]["booked"]["left_fen"] == 0
