@@ -201,8 +201,9 @@ class V201Connection(StationConnection):
                            iso15118_certificate_hash_data: list[dict[str, Any]] | None = None,
                            **_: Any) -> call_result.Authorize:
         tag = member_tag(id_token)
-        await self.learn_type(id_token)
         status = await self.service.authorize(tag, self.id)
+        if status is not AuthStatus.UNKNOWN:  # a member's card: its type is kept
+            await self.learn_type(id_token)
         certificate = None
         if iso15118_certificate_hash_data:
             # C07: the contract certificate's status from its issuer's OCSP responder.
@@ -226,8 +227,6 @@ class V201Connection(StationConnection):
                                    cost_details: dict[str, Any] | None = None,
                                    **_: Any) -> Any:
         stamp, stamps = self.read_times(timestamp, meter_value)
-        if id_token:
-            await self.learn_type(id_token)
         status = await self.service.transaction_event(TransactionEvent(
             station_id=self.id,
             tx_ref=transaction_info["transaction_id"],
@@ -244,6 +243,8 @@ class V201Connection(StationConnection):
             protocol=self.protocol,
             charger_cost=charger_cost_fen(cost_details) if cost_details else None,  # 2.1
         ))
+        if id_token and status is not None and status is not AuthStatus.UNKNOWN:
+            await self.learn_type(id_token)
         tx_ref = transaction_info["transaction_id"]
         total_cost = None
         if event_type == "Ended":
