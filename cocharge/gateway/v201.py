@@ -242,6 +242,7 @@ class V201Connection(StationConnection):
             clock=clock_note(f"TransactionEvent {event_type}", [stamp, *stamps]),
             protocol=self.protocol,
             charger_cost=charger_cost_fen(cost_details) if cost_details else None,  # 2.1
+            charger_tariff=transaction_info.get("tariff_id"),  # 2.1
         ))
         if id_token and status is not None and status is not AuthStatus.UNKNOWN:
             await self.learn_type(id_token)

@@ -37,7 +37,7 @@ from ocpp.v21 import call, call_result
 from ocpp.v21.enums import Action
 
 from cocharge.gateway.connection import handles
-from cocharge.gateway.v201 import V201Connection
+from cocharge.gateway.v201 import V201Connection, member_tag
 from cocharge.settlement.funds import CardError
 from cocharge.settlement.money import to_fen
 from cocharge.settlement.tariff21 import Untranslatable
@@ -92,6 +92,17 @@ class V21Connection(V201Connection):
         self.qr_shown.clear()
         self._booted.set()
         return answer
+
+    @handles(Action.authorize)
+    async def on_authorize(self, id_token: dict[str, Any], **payload: Any) -> Any:
+        """2.0.1's Authorize, and at a station that calculates cost itself the member's own
+        price (AuthorizeResponse.tariff: e.g. their green-energy discount)."""
+        answer = await super().on_authorize(id_token, **payload)
+        tariff = None
+        if self.local_cost and answer.id_token_info.get("status") == "Accepted":
+            tariff = await self.service.member_tariff(self.id, member_tag(id_token))
+        return call_result.Authorize(id_token_info=answer.id_token_info,
+                                     certificate_status=answer.certificate_status, tariff=tariff)
 
     # --- local cost calculation (I07-I12) -------------------------------------------------
 

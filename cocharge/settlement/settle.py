@@ -30,7 +30,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,6 +53,7 @@ from cocharge.settlement.tariff import (
     tariff_from_json,
     tariff_to_json,
 )
+from cocharge.settlement.tariff21 import MEMBER_PREFIX
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     ENERGY_REGISTER,
@@ -369,16 +370,6 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             return None
         tariff_id, tariff = await _tariff_of(conn, row, defaults)
         cdr = compute_cdr(tariff, await _usage(conn, row))
-        differs = _charger_cost_differs(row, cdr, defaults.charger_cost_tolerance_fen)
-        if differs is not None:
-            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
-                status="flagged", flag_reason=differs[:2000]))
-            await conn.execute(insert(station_events).values(
-                station_id=row.station_id, ts=utcnow(), kind="flag", payload=json.dumps(
-                    {"session": session_id, "reason": differs}, sort_keys=True)))
-            await _void_hold(conn, row, "the charger's cost differs from ours")
-            log.warning("session %s flagged: %s", session_id, differs)
-            return None
         terms = await terms_of(conn, row.station_id)
         member = (await conn.execute(select(members.c.prefers_green, members.c.pay_with)
                                      .where(members.c.tag == row.id_tag))).first()
@@ -395,6 +386,19 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             free_once=free, green=bool(terms.green and member and member.prefers_green),
             group_pct=rules.group_pct, green_pct=rules.green_pct, budget_fen=row.budget_fen,
             free_day=await memberships.free_charging(conn, row.id_tag, row.started_at))
+        # A 2.1 charger's own figure: at the host's price, or (its member tariff) less the
+        # green discount the member has here.
+        differs = _charger_cost_differs(row, cdr, defaults.charger_cost_tolerance_fen,
+                                        rules.green_pct if context.green else Decimal(0))
+        if differs is not None:
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+                status="flagged", flag_reason=differs[:2000]))
+            await conn.execute(insert(station_events).values(
+                station_id=row.station_id, ts=utcnow(), kind="flag", payload=json.dumps(
+                    {"session": session_id, "reason": differs}, sort_keys=True)))
+            await _void_hold(conn, row, "the charger's cost differs from ours")
+            log.warning("session %s flagged: %s", session_id, differs)
+            return None
         priced = apply_discounts(cdr, context)
         discharged_wh, feed_in_fen = await _feed_in(conn, row, tariff)
         legs = await _quota_legs(conn, row.id_tag, row.ended_at, priced.quota_used_wh, session_id)
@@ -457,14 +461,19 @@ async def _feed_in(conn: AsyncConnection, row: Any, tariff: Any) -> tuple[float,
     return discharged, credit
 
 
-def _charger_cost_differs(row: Any, cdr: Any, tolerance_fen: int) -> str | None:
+def _charger_cost_differs(row: Any, cdr: Any, tolerance_fen: int,
+                          member_pct: Decimal) -> str | None:
     """Why a 2.1 charger's own cost of the session cannot be let pass (None: it agrees with
     our tariff's, within the tolerance, or the charger calculated nothing). The idle part is
-    left out on both sides: we bill the overstay in full minutes once the car has left."""
+    left out on both sides: we bill the overstay in full minutes once the car has left. A
+    charger that priced the session with the member's own tariff (AuthorizeResponse.tariff)
+    is checked against our price less the member's discount (`member_pct`)."""
     if row.charger_cost_fen is None or "reviewed: billed" in (row.flag_reason or ""):
         return None
     theirs = int(row.charger_cost_fen) - int(row.charger_idle_fen or 0)
     ours = cdr.tariff_total_fen - cdr.costs.get("PARKING_TIME", 0)
+    if (row.charger_tariff or "").startswith(MEMBER_PREFIX):
+        ours -= int((Decimal(ours) * member_pct / 100).quantize(Decimal(1), ROUND_HALF_UP))
     if abs(theirs - ours) <= tolerance_fen:
         return None
     return (f"the charger calculated {fmt(theirs)} CNY, our tariff {fmt(ours)} CNY (more than "

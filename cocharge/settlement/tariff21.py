@@ -124,6 +124,33 @@ def tariff_type(tariff: Tariff, currency: str = "CNY") -> dict[str, Any]:
     return {"tariffId": f"cc-{digest}", **body}
 
 
+MEMBER_PREFIX = "cc-m-"  # the id of a member's own price (a discounted copy of the host's)
+
+
+def member_price(tariff: dict[str, Any], pct: Decimal, why: str) -> dict[str, Any]:
+    """The host's tariff (a TariffType) with `pct` percent off every price but the overstay
+    fee (a promotion lowers what the driver pays for charging, as settlement does), for
+    AuthorizeResponse.tariff; its own id (raises Untranslatable for an inexact price)."""
+    factor = (100 - pct) / 100
+    body = {k: v for k, v in tariff.items() if k != "tariffId"}
+
+    def scaled(value: Any) -> Any:
+        return _number(Decimal(str(value)) * factor)
+
+    for key, field in (("energy", "priceKwh"), ("chargingTime", "priceMinute"),
+                       ("fixedFee", "priceFixed")):
+        if key in body:
+            body[key] = {**body[key], "prices": [{**p, field: scaled(p[field])}
+                                                 for p in body[key]["prices"]]}
+    for key in ("minCost", "maxCost"):
+        if key in body:
+            body[key] = {k: scaled(v) for k, v in body[key].items()}
+    body["description"] = [{"format": "UTF8", "language": "zh",
+                            "content": f"{why} -{pct}%: " + body["description"][0]["content"]}]
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return {"tariffId": f"{MEMBER_PREFIX}{digest}", **body}
+
+
 def _with(conditions: dict[str, Any]) -> dict[str, Any]:
     return {"conditions": conditions} if conditions else {}
 

@@ -54,6 +54,8 @@ class Wallbox21(Wallbox201):
         self.local_costs: dict[str, dict[str, Any]] = {}  # transaction -> its totalCost
         self.settlements: list[dict[str, Any]] = []  # what the card terminal settled
         self.der_controls: dict[str, dict[str, Any]] = {}  # control id -> type and settings
+        self.member_tariffs: dict[str, dict[str, Any]] = {}  # tag -> its own price (Authorize)
+        self.tx_tariffs: dict[str, dict[str, Any]] = {}  # transaction -> the tariff it uses
         self.streams: dict[int, dict[str, Any]] = {}  # periodic event streams it opened
         self.web_payments: list[tuple[int, int]] = []  # (EVSE, timeout) of payments begun
         self.allowed_transfer: dict[str, list[str]] = {}  # transaction -> modes allowed
@@ -242,7 +244,14 @@ class Wallbox21(Wallbox201):
     async def authorize(self, tag: str) -> bool:
         if tag.startswith(CARD):
             return True  # the terminal pre-authorised the card; nothing asked of the CSMS
-        return await super().authorize(tag)
+        answer = await self.send(call21.Authorize(id_token=_token(tag)))
+        if answer is None:
+            return False
+        info = answer.id_token_info
+        self.groups[tag] = (info.get("group_id_token") or {}).get("id_token")
+        if answer.tariff:  # the driver's own price, for their sessions here
+            self.member_tariffs[tag] = answer.tariff
+        return bool(info["status"] == "Accepted")
 
     def _reading(self, tx_id: str, hw: Connector) -> None:
         metered = self.metered.get(tx_id)
@@ -254,7 +263,9 @@ class Wallbox21(Wallbox201):
         hw = self.hw[session.connector_id]
         self.metered[tx_id] = Metered(self.clock.now())
         self._reading(tx_id, hw)
-        tariff = self.tariffs.get(session.connector_id)
+        tariff = self.member_tariffs.get(session.tag) or self.tariffs.get(session.connector_id)
+        if tariff is not None:
+            self.tx_tariffs[tx_id] = tariff
         answer = await self.send(call21.TransactionEvent(
             event_type="Started", timestamp=self.clock.iso(), trigger_reason="Authorized",
             seq_no=next(self._seq), transaction_info={
@@ -275,7 +286,7 @@ class Wallbox21(Wallbox201):
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
         tx_id = str(session.tx_id)
         self._reading(tx_id, hw)
-        tariff = self.tariffs.get(session.connector_id)
+        tariff = self.tx_tariffs.get(tx_id)
         limit = self.limits.get(tx_id)
         if tariff is not None and limit is not None and running_total(
                 tariff, self.metered[tx_id], self.config.tz) >= limit:
@@ -293,7 +304,7 @@ class Wallbox21(Wallbox201):
         hw = self.hw[session.connector_id]
         metered = self.metered.pop(tx_id, None)
         details = None
-        tariff = self.tariffs.get(session.connector_id)
+        tariff = self.tx_tariffs.pop(tx_id, None)
         if metered is not None:
             self._reading_into(metered, hw)
             if metered.idle_since is not None and metered.end is not None:

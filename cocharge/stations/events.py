@@ -114,6 +114,7 @@ class TransactionEvent:
     protocol: str = "2.0.1"  # or "2.1"
     # 2.1: the cost the charger calculated itself (costDetails): (total, idle part) in fen
     charger_cost: tuple[int, int] | None = None
+    charger_tariff: str | None = None  # 2.1: the tariff id the charger prices it with
 
 
 @dataclass(frozen=True)

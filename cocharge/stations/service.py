@@ -542,6 +542,25 @@ class StationService:
             found = await tariff_in_force(conn, station_id, evse_id)
         return tariff_type(found[1] if found else defaults.tariff(), self.settings.currency)
 
+    async def member_tariff(self, station_id: str, tag: str) -> dict[str, Any] | None:
+        """A member's own price at a 2.1 station (AuthorizeResponse.tariff): the host's tariff
+        less the green-energy discount where the member chose green energy and the charger
+        is green (settlement gives the same discount); None: the host's price applies."""
+        from cocharge.settlement import loyalty
+        from cocharge.settlement.settle import terms_of
+        from cocharge.settlement.tariff21 import Untranslatable, member_price
+
+        async with self.engine.connect() as conn:
+            prefers = await conn.scalar(select(members.c.prefers_green)
+                                        .where(members.c.tag == tag))
+            if not prefers or not (await terms_of(conn, station_id)).green:
+                return None
+            pct = (await loyalty.current_rules(conn)).green_pct
+        try:
+            return member_price(await self.tariff_type(station_id, 1), pct, "green energy")
+        except Untranslatable:
+            return None
+
     async def card_payment(self, station_id: str, tx_ref: str | None, psp_ref: str,
                            amount_fen: int, receipt: str | None) -> funds.CardPaid:
         """A payment at the charger's terminal or web page (2.1 NotifySettlement) booked:
@@ -1113,6 +1132,9 @@ class StationService:
                         charger_cost_fen=event.charger_cost[0],
                         charger_idle_fen=event.charger_cost[1]))
                 found.ended = True
+            if event.charger_tariff is not None:
+                await conn.execute(update(sessions).where(sessions.c.id == found.id).values(
+                    charger_tariff=event.charger_tariff[:60]))
             if found.ended:
                 # Also re-run when a late event of an ended session arrives (offline replay).
                 ended_energy = await self._finish(conn, found.id)

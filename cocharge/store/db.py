@@ -255,7 +255,8 @@ async def _v18_robust_input(conn: AsyncConnection) -> None:
 async def _v19_ocpp21_cost(conn: AsyncConnection) -> None:
     """What a 2.1 charger calculated itself; the type of each member's token (issue 31)."""
     def upgrade(sync_conn: Connection) -> None:
-        _add_columns(sync_conn, [(sessions, ["charger_cost_fen", "charger_idle_fen"]),
+        _add_columns(sync_conn, [(sessions, ["charger_cost_fen", "charger_idle_fen",
+                                             "charger_tariff"]),
                                  (members, ["token_type"])])
 
     await conn.run_sync(upgrade)

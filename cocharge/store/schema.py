@@ -153,6 +153,7 @@ sessions = Table(
     # part; checked against our settlement (settle.py), never billed as such.
     Column("charger_cost_fen", BigInteger),
     Column("charger_idle_fen", BigInteger),
+    Column("charger_tariff", String(60)),  # the tariff id it priced the session with
     UniqueConstraint("station_id", "tx_ref", name="uq_sessions_station_tx"),
 )
 Index("ix_sessions_start_key", sessions.c.station_id, sessions.c.connector_id,
