@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cocharge import __version__ as version
-from cocharge.api.keys import Principal, authenticate
+from cocharge.api.keys import Principal, authenticate, revoked
 from cocharge.api.service import Api, ApiError, parse_time
 from cocharge.hours import RuleError, parse_window
 from cocharge.settlement import calculator, revenue
@@ -150,6 +150,13 @@ def build_app(api: Api) -> FastAPI:
     async def who(request: Request) -> Principal:
         found = await principal_of(request, api, guard)
         if found is None:
+            key = _key_of(request)
+            if key and await revoked(api.engine, key):
+                raise ApiError(401, "this API key was revoked: ask for a new one "
+                               "(`cocharge apikey create`)")
+            if key:
+                raise ApiError(401, "this API key is not valid (mistyped, or not of this "
+                               "system): Authorization: Bearer <key>")
             raise ApiError(401, "an API key is required: Authorization: Bearer <key> "
                            "(`cocharge apikey create`)")
         return found

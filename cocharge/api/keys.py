@@ -80,6 +80,17 @@ async def create_key(engine: AsyncEngine, name: str, role: str, owner: str | Non
     return f"{PREFIX}{key_id}_{secret}"
 
 
+async def revoked(engine: AsyncEngine, key: str) -> bool:
+    """Is this a real key that was revoked (its secret matches: telling so leaks nothing)?"""
+    key_id, _, secret = key[len(PREFIX):].partition("_")
+    if not key.startswith(PREFIX) or not key_id or not secret or len(key) > 200:
+        return False
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return (row is not None and row.revoked_at is not None
+            and secrets.compare_digest(row.secret_hash, _digest(secret)))
+
+
 async def authenticate(engine: AsyncEngine, key: str) -> Principal | None:
     """The key's principal, or None for a malformed, unknown, wrong or revoked key."""
     if not key.startswith(PREFIX):

@@ -92,6 +92,13 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
               name="static")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """Browsers ask for it at the root whatever the page says: the console's icon."""
+        with open(os.path.join(HERE, "static", "favicon.svg"), "rb") as handle:
+            return Response(handle.read(), media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     async def user(request: Request) -> Principal | None:
         key = request.cookies.get(COOKIE)
         if not key:
@@ -225,13 +232,16 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                       station=station or "", tag=tag or "", active=active or "")
 
     @app.get("/console/dashboard", include_in_schema=False)
-    async def dashboard(request: Request, days: int = 30) -> Response:
+    async def dashboard(request: Request, days: str = "30") -> Response:
         who = await user(request)
         if who is None:
             return login_page()
-        days = max(1, min(366, days))
+        if not days.isdigit():  # a hand-edited address: the page, with the reason
+            return render("error.html", request, who, status=422,
+                          error=f"days={days!r}: give a number of days from 1 to 366")
+        span = max(1, min(366, int(days)))
         try:
-            data = await api.dashboard(who, days)
+            data = await api.dashboard(who, span)
         except ApiError as exc:
             return render("error.html", request, who, error=str(exc), status=exc.status)
         by_day = data["revenue_by_day"]
@@ -280,7 +290,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         rows = await api.sessions(who, limit=50)
         bookings = await api.bookings(who)
         return render("me.html", request, who, m=data, rows=list(reversed(rows)),
-                      bookings=bookings, message=request.query_params.get("message"))
+                      bookings=bookings, message=request.query_params.get("message"),
+                      failed=request.query_params.get("failed") == "1")
 
     @app.post("/console/me/bookings", include_in_schema=False)
     async def book(request: Request) -> Response:
@@ -297,11 +308,11 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                      int(connector) if connector.isdigit() else 1, None,
                                      parse_when(str(form.get("start", ""))),
                                      parse_when(str(form.get("end", ""))))
-            message = f"Booked: booking {booking['id']} at {booking['station']}."
+            message, failed = f"Booked: booking {booking['id']} at {booking['station']}.", False
         except (ApiError, RegistryError) as exc:
-            message = f"Not booked: {exc}"
-        return RedirectResponse("/console/me?" + urlencode({"message": message}),
-                                status_code=303)
+            message, failed = f"Not booked: {exc}", True
+        return RedirectResponse("/console/me?" + urlencode(
+            {"message": message, **({"failed": "1"} if failed else {})}), status_code=303)
 
     @app.post("/console/me/bookings/{booking_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, booking_id: int) -> Response:
@@ -310,9 +321,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return who
         try:
             await api.cancel_booking(who, booking_id)
-            message = f"Booking {booking_id} cancelled."
+            message, failed = f"Booking {booking_id} cancelled.", False
         except ApiError as exc:
-            message = str(exc)
-        return RedirectResponse("/console/me?" + urlencode({"message": message}),
+            message, failed = str(exc), True
+        return RedirectResponse("/console/me?" + urlencode(
+            {"message": message, **({"failed": "1"} if failed else {})}),
                                 status_code=303)
 

@@ -104,6 +104,11 @@ async def test_property_and_host_see_their_own_dashboards(sqlite_url, browser_fa
         assert [r.split()[0] for r in await host.all_text("#fleet tbody tr")] == ["H1"]
         await host.open("/console/dashboard")
         assert await host.text("#kpi-sessions") == "0"  # P1's session is not bob's
+        await host.open("/console/dashboard?days=abc")  # a hand-edited address: a page
+        assert "give a number of days" in await host.text(".error")
+        await host.open("/favicon.ico")
+        assert "<svg" in await host.run(host.driver.execute_script,
+                                        "return document.documentElement.outerHTML")
         await host.open("/console/calculator")
         await host.fill("input[name=power_kw]", "7")
         await host.fill("input[name=price]", "1.20")
@@ -137,6 +142,13 @@ async def test_a_member_books_and_sees_only_its_own(sqlite_url, browser_factory)
         await browser.screenshot("member")
         await browser.click("form[action$='/cancel'] button")
         assert "cancelled" in await browser.wait_for("p.result", "cancelled")
+        assert await browser.count("p.result.bad") == 0  # a success looks like one
+        await browser.run(browser.driver.execute_script, """
+            document.querySelector('input[name=start]').value = '2030-01-02T19:00';
+            document.querySelector('input[name=end]').value = '2030-01-02T20:00';""")
+        await browser.fill("input[name=station]", "NOPE")
+        await browser.click("form[action='/console/me/bookings'] button")
+        assert "Not booked" in await browser.wait_for("p.result.bad", "Not booked")
 
         await browser.open("/console/stations/P1")  # as a driver sees it: no frames, no commands
         assert await browser.count("#frames") == 0 and await browser.count("#command") == 0
