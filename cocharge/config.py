@@ -120,6 +120,9 @@ class GatewaySettings:
     # --- certificates and security profile 3 (cocharge/stations/certificates.py) ---
     # The operator's CA (`cocharge ca init`): signs the stations' CSRs; None = none.
     ca_dir: str | None = None
+    # A node's lease (several nodes on one database): renewed every third of it; a node that
+    # died without closing (kill -9, power loss) shows its stations offline once it ends.
+    node_lease_s: float = 15.0
     # ISO 15118 contract certificates (Plug & Charge): the roots whose OCSP answers we
     # believe (V2G and mobility-operator roots, a PEM file; our own CA's are always
     # trusted), and how long a responder may take (stations/ocsp.py).

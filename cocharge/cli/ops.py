@@ -29,10 +29,12 @@ from cocharge.store.db import (
     describe_error,
     identity,
     make_engine,
+    node_alive,
     resolve_url,
     schema_of,
     shown,
     sqlite_file,
+    utcnow,
 )
 from cocharge.store.schema import nodes, sessions, station_terms, stations
 
@@ -98,9 +100,11 @@ def _status(db: str | None) -> dict[str, Any]:
                         select(func.count()).select_from(sessions)
                         .where(sessions.c.status == "active"))).scalar()
                     rows = (await conn.execute(select(nodes.c.id, nodes.c.operator_url,
-                                                      nodes.c.database))).all()
+                                                      nodes.c.database,
+                                                      nodes.c.lease_until))).all()
+                now = utcnow()
                 info["running_nodes"] = [f"{r.id} {r.operator_url}" for r in rows
-                                         if r.database in (None, here)]
+                                         if r.database in (None, here) and node_alive(r, now)]
                 copied = [r.id for r in rows if r.database not in (None, here)]
                 if copied:
                     info["copied_node_rows"] = (f"{len(copied)} (of the database this was "

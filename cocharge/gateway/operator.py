@@ -17,14 +17,16 @@ Answer:   {"ok": true, "accepted": true, "status": "Accepted", "response": {...}
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import secrets
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, update
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -49,6 +51,7 @@ class OperatorChannel:
         self.token = secrets.token_urlsafe(32)
         self.node_id = gateway.node_id
         self._server: Server | None = None
+        self._lease: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -61,13 +64,30 @@ class OperatorChannel:
         self._server = await serve(self._serve, self.host, self.port, compression=None,
                                    process_request=self._authenticate, max_size=2**20)
         database = await identity(self.gateway.engine)
+        lease = timedelta(seconds=self.gateway.settings.node_lease_s)
         async with self.gateway.engine.begin() as conn:
             await conn.execute(insert(nodes).values(
                 id=self.node_id, operator_url=self.url, token=self.token, pid=os.getpid(),
-                started_at=utcnow(), alive=True, database=database))
+                started_at=utcnow(), alive=True, database=database,
+                lease_until=utcnow() + lease))
+        self._lease = asyncio.create_task(self._renew(lease), name="node lease")
         log.info("operator channel on %s", self.url)
 
+    async def _renew(self, lease: timedelta) -> None:
+        """Keep this node's lease, renewed every third of it (a failed renewal is retried
+        at the next one: the lease outlasts two misses)."""
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                async with self.gateway.engine.begin() as conn:
+                    await conn.execute(update(nodes).where(nodes.c.id == self.node_id)
+                                       .values(lease_until=utcnow() + lease))
+            except Exception as exc:  # the database is away a moment: the next try
+                log.warning("node lease not renewed: %s", exc)
+
     async def close(self) -> None:
+        if self._lease is not None:
+            self._lease.cancel()
         try:
             async with self.gateway.engine.begin() as conn:
                 await conn.execute(delete(nodes).where(nodes.c.id == self.node_id))

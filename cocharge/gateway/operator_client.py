@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from cocharge.store.db import identity
+from cocharge.store.db import identity, node_alive, utcnow
 from cocharge.store.schema import nodes
 
 
@@ -31,9 +31,12 @@ async def operator_nodes(engine: AsyncEngine) -> list[tuple[str, str]]:
     gateways are not this database's, and are never sent a command through it."""
     here = await identity(engine)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token, nodes.c.database)
+        rows = (await conn.execute(select(nodes.c.operator_url, nodes.c.token, nodes.c.database,
+                                          nodes.c.lease_until)
                                    .order_by(nodes.c.started_at.desc()))).all()
-    return [(r.operator_url, r.token) for r in rows if r.database in (None, here)]
+    now = utcnow()
+    return [(r.operator_url, r.token) for r in rows
+            if r.database in (None, here) and node_alive(r, now)]
 
 
 async def send_request(engine: AsyncEngine, request: dict[str, Any],

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -507,7 +507,8 @@ class Gateway:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(stations.c.node).select_from(
                 stations.join(nodes, nodes.c.id == stations.c.node))
-                .where(stations.c.id == station_id))).first()
+                .where(stations.c.id == station_id, or_(  # its lease holds
+                    nodes.c.lease_until.is_(None), nodes.c.lease_until > utcnow())))).first()
         if row is None or row.node == self.node_id:
             return None
         return str(row.node)

@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.stations.passwords import hash_password
-from cocharge.store.db import identity, utcnow
+from cocharge.store.db import identity, node_alive, utcnow
 from cocharge.store.schema import (
     connector_status,
     local_lists,
@@ -104,11 +104,13 @@ def _station_view(row: Any, statuses: list[Any]) -> dict[str, Any]:
 
 async def running_nodes(engine: AsyncEngine) -> set[str]:
     """Ids of the gateway nodes recorded as running on this very database (not on the one a
-    copy was made from)."""
+    copy was made from) whose lease holds (a node killed with -9 has left its row)."""
     here = await identity(engine)
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(nodes.c.id, nodes.c.database))).all()
-    return {r.id for r in rows if r.database in (None, here)}
+        rows = (await conn.execute(select(nodes.c.id, nodes.c.database,
+                                          nodes.c.lease_until))).all()
+    now = utcnow()
+    return {r.id for r in rows if r.database in (None, here) and node_alive(r, now)}
 
 
 async def list_stations(engine: AsyncEngine) -> list[dict[str, Any]]:

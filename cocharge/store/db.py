@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, event, insert, inspect, select, text
 from sqlalchemy.engine import make_url
@@ -257,7 +258,7 @@ async def _v19_ocpp21_cost(conn: AsyncConnection) -> None:
     def upgrade(sync_conn: Connection) -> None:
         _add_columns(sync_conn, [(sessions, ["charger_cost_fen", "charger_idle_fen",
                                              "charger_tariff"]),
-                                 (members, ["token_type"])])
+                                 (members, ["token_type"]), (nodes, ["lease_until"])])
 
     await conn.run_sync(upgrade)
 
@@ -285,6 +286,11 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (19, _v19_ocpp21_cost),
 ]
 NEWEST = MIGRATIONS[-1][0]
+
+
+def node_alive(row: Any, now: datetime) -> bool:
+    """A nodes row whose lease has not ended (a row without one: an older node, believed)."""
+    return row.lease_until is None or row.lease_until > now
 
 
 class StoreError(Exception):

@@ -352,6 +352,9 @@ nodes = Table(
     # (a backup) keeps this row, but the CLI opening the copy sees another identity and
     # never sends commands to the live gateway through it.
     Column("database", String(255)),
+    # v19: the node's lease, renewed every few seconds while it runs (node_lease_s): a node
+    # killed with -9 leaves its row, and its stations show offline once the lease ends.
+    Column("lease_until", DateTime),
 )
 
 

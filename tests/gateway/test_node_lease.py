@@ -1,0 +1,67 @@
+"""A node's lease (issue 32, item 1): a running `cocharge serve` renews it; killed with -9 it
+leaves its row behind, and once the lease ends its stations show offline (CLI, API) and
+`remote` no longer tries it, while a node that closes cleanly removes itself at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+from tests import forked_cli
+from tests.conftest import free_port
+
+
+def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return forked_cli.run([*args, "--db", db])
+
+
+async def test_a_killed_node_shows_its_stations_offline_when_its_lease_ends(tmp_path):
+    db = str(tmp_path / "lease.db")
+    config = tmp_path / "cocharge.toml"
+    config.write_text("[gateway]\nnode_lease_s = 2.0\n")
+    assert cli("db", "init", db=db).returncode == 0
+    assert cli("station", "add", "L1", db=db).returncode == 0
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "--config", str(config),
+                               "serve", "--host", "127.0.0.1", "--port", str(port),
+                               "--operator-port", "0", "--upload-port", "0", "--no-api",
+                               "--db", db], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        while "cocharge gateway" not in server.stdout.readline():
+            assert server.poll() is None, "serve stopped"
+        box, reader = await open_wallbox(SimConfig(url=f"ws://127.0.0.1:{port}/ocpp",
+                                                   station_id="L1", protocol="2.0.1"))
+
+        def online() -> bool:
+            listed = json.loads(cli("station", "list", "--json", db=db).stdout)
+            return bool(listed[0]["online"])
+
+        try:
+            deadline = time.monotonic() + 15
+            while not await asyncio.to_thread(online):
+                assert time.monotonic() < deadline, "never shown online"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2.5)  # longer than the lease: renewed, still online
+            assert await asyncio.to_thread(online)
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(10)
+            killed = time.monotonic()
+            while await asyncio.to_thread(online):
+                assert time.monotonic() - killed < 6, "still online after the lease"
+                await asyncio.sleep(0.2)
+            gone = await asyncio.to_thread(cli, "remote", "reset", "L1", db=db)
+            assert gone.returncode == 3 and "no running gateway" in gone.stderr, gone.stderr
+        finally:
+            await close_wallbox(box, reader)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
