@@ -92,6 +92,14 @@ class CommandIn(BaseModel):
                                     "the command at its next boot unless this many seconds pass")
 
 
+class PaymentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount_fen: int = Field(ge=0, le=10_000_000, description="What the payment captured, fen")
+    psp_ref: str = Field(min_length=1, max_length=255,
+                         description="The payment's reference (booked once per reference)")
+    receipt: str | None = Field(default=None, max_length=255)
+
+
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
@@ -223,6 +231,12 @@ def build_app(api: Api) -> FastAPI:
              summary="One session with its bill and split")
     async def session(p: Who, session_id: Id) -> dict[str, Any]:
         return await api.session(p, session_id)
+
+    @app.post("/api/v1/sessions/{session_id}/payment", tags=["money"],
+              summary="Book a payment made at the charger's payment page (operator; 2.1)")
+    async def session_paid(p: Who, session_id: Id, body: PaymentIn) -> dict[str, Any]:
+        return await api.session_paid(p, session_id, body.amount_fen, body.psp_ref,
+                                      body.receipt)
 
     @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
     async def members(p: Who) -> list[dict[str, Any]]:

@@ -239,6 +239,22 @@ class Api:
         if not who.operator:
             raise forbidden(f"{who.role} key cannot {what}: operator only")
 
+    async def session_paid(self, who: Principal, session_id: int, amount_fen: int,
+                           psp_ref: str, receipt: str | None) -> dict[str, Any]:
+        """Book what the payment page of a charger's QR code captured for a session paid at
+        the charger (2.1 DirectPayment)."""
+        from cocharge.settlement import funds
+        from cocharge.settlement.ledger import LedgerError
+
+        self._operator_only(who, "book payments")
+        try:
+            done = await funds.card_payment(self.engine, session_id, psp_ref, amount_fen,
+                                            receipt)
+        except (funds.FundsError, LedgerError) as exc:
+            raise ApiError(400, str(exc)) from None
+        return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
+                "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
+
     async def members(self, who: Principal) -> list[dict[str, Any]]:
         self._operator_only(who, "list members")
         return await registry.list_members(self.engine)

@@ -19,6 +19,7 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.firmware import signature_args, signature_options, with_options
 from cocharge.cli.lazy import LazyGroup
+from cocharge.settlement.funds import CARD_PREFIX
 from cocharge.stations.commands import ENERGY_TRANSFER_MODES
 
 
@@ -50,14 +51,27 @@ def _remote(name: str, help_text: str) -> Callable[[Callable[..., Any]], click.C
 @_remote("start", "Remote start: RemoteStartTransaction (1.6) / RequestStartTransaction (2.0.1).\n\n"
          "With --budget, --energy-kwh or --quota-only the session stops itself at that limit "
          "(a TxProfile makes the charger stop even if it loses its connection).")
-@click.option("--tag", required=True)
+@click.option("--tag", help="The member's tag.")
+@click.option("--payment", "payment_ref",
+              help="Or 2.1: the reference of a payment the driver made on the page of the "
+                   "charger's QR code (no account; give --budget, the amount authorised; "
+                   "book what was captured with `cocharge sessions paid`).")
 @click.option("--connector", type=click.IntRange(1, 64))
 @click.option("--budget", help="Prepaid budget in CNY, e.g. 20 or 12.50.")
 @click.option("--energy-kwh", type=FiniteRange(0.001, 1000), help="Stop after this energy.")
 @click.option("--quota-only", is_flag=True, help="Stop when the member's free quota is used up.")
-def remote_start(station_id: str, tag: str, connector: int | None, budget: str | None,
-                 energy_kwh: float | None, quota_only: bool, db: str | None, as_json: bool,
+def remote_start(station_id: str, tag: str | None, payment_ref: str | None,
+                 connector: int | None, budget: str | None, energy_kwh: float | None,
+                 quota_only: bool, db: str | None, as_json: bool,
                  expires: float | None) -> None:
+    if (tag is None) == (payment_ref is None):
+        fail("give --tag (a member) or --payment REF (paid on the charger's payment page), one")
+    if payment_ref is not None:
+        if budget is None:
+            fail("--payment needs --budget: the amount the payment authorised")
+        if not 1 <= len(payment_ref) <= 36 or not payment_ref.isprintable():
+            fail("--payment: the payment's reference, 1 to 36 printable characters")
+        tag = CARD_PREFIX + payment_ref
     args: dict[str, Any] = {"tag": tag, "connector_id": connector}
     if budget is not None:
         args["budget_fen"] = cny_to_fen(budget, "--budget")

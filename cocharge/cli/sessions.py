@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from cocharge.cli.channel import parse_duration
 from cocharge.cli.common import (
     ID,
+    cny_to_fen,
     db_option,
     emit,
     fail,
@@ -21,7 +22,7 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.database import with_store
 from cocharge.cli.settlement import with_settlement
-from cocharge.settlement import settle
+from cocharge.settlement import funds, settle
 from cocharge.settlement.money import fmt
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
@@ -231,6 +232,30 @@ def sessions_show(session_id: int, db: str | None, as_json: bool) -> None:
     if bill["cdr"].get("discharged_wh"):
         click.echo(f"{'v2x':>16}: {bill['cdr']['discharged_wh'] / 1000:.3f} kWh given back, "
                    f"{fen(bill['cdr'].get('feed_in_fen', 0))} credited to {bill['payer']}")
+
+
+@sessions.command("paid")
+@click.argument("session_id", type=ID)
+@click.option("--amount", required=True, help="What the payment captured, CNY.")
+@click.option("--psp-ref", required=True, help="The payment's reference at the payment "
+              "provider (a payment is booked once per reference).")
+@click.option("--receipt", help="The receipt's URL or id.")
+@db_option
+def sessions_paid(session_id: int, amount: str, psp_ref: str, receipt: str | None,
+                  db: str | None) -> None:
+    """Book the payment of a session paid at the charger (2.1 DirectPayment: the payment
+    page of its QR code captured it): from `external:card`, paying what the session owes, so
+    its host is paid. A card terminal's payment (NotifySettlement) is booked by itself."""
+    if not 1 <= len(psp_ref) <= 255:
+        fail("--psp-ref: 1 to 255 characters")
+    fen = cny_to_fen(amount, "--amount")
+    done = with_settlement(db, lambda e: funds.card_payment(e, session_id, psp_ref, fen,
+                                                            receipt))
+    if not done.applied:
+        click.echo(f"session {session_id}: payment {psp_ref} was booked before (nothing new)")
+        return
+    click.echo(f"session {session_id}: {fmt(fen)} CNY booked ({psp_ref}); paid of what it "
+               f"owed {fmt(done.debt_paid_fen)} CNY, left for a refund {fmt(done.left_fen)} CNY")
 
 
 @sessions.command("review")

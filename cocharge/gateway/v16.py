@@ -212,6 +212,9 @@ class V16Connection(StationConnection):
             raise cmd.not_in_version(command, self.protocol)
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):
+                if tag.startswith("#"):  # a payment at the charger: 2.1's DirectPayment
+                    raise cmd.CommandRejected("a payment at the charger (DirectPayment) needs "
+                                              "an OCPP 2.1 station")
                 profile = command.tx_profile()
                 if profile is not None:  # 1.6 names the id chargingProfileId
                     profile = {"charging_profile_id": profile.pop("id"), **profile}

@@ -22,6 +22,7 @@ from cocharge.gateway.connection import (
     profile_fields,
     sample_value,
 )
+from cocharge.settlement.funds import CARD_PREFIX
 from cocharge.settlement.tariff21 import charger_cost_fen
 from cocharge.stations import commands as cmd
 from cocharge.stations.commands import CommandResult
@@ -536,8 +537,14 @@ class V201Connection(StationConnection):
                 profile = command.tx_profile()
                 if profile is not None:  # 2.0.1: a list of schedules, each with an id
                     profile["charging_schedule"] = [{"id": 1, **profile["charging_schedule"]}]
+                token = {"id_token": tag, "type": self.type_of(tag, "Central")}
+                if tag.startswith(CARD_PREFIX):  # a payment made on the QR code's page (C24)
+                    if self.protocol == "2.0.1":
+                        raise cmd.CommandRejected("a payment at the charger (DirectPayment) "
+                                                  "needs an OCPP 2.1 station")
+                    token = {"id_token": tag[len(CARD_PREFIX):], "type": "DirectPayment"}
                 return call.RequestStartTransaction(
-                    id_token={"id_token": tag, "type": self.type_of(tag, "Central")},
+                    id_token=token,
                     remote_start_id=next(_remote_start_ids), evse_id=connector_id,
                     charging_profile=profile)
             case cmd.RemoteStop():

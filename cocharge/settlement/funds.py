@@ -215,7 +215,7 @@ def is_card(tag: str | None) -> bool:
     return bool(tag) and str(tag).startswith(CARD_PREFIX)
 
 
-class CardError(ValueError):
+class CardError(FundsError):
     """A card payment that cannot be booked (the message says why)."""
 
 
@@ -239,7 +239,11 @@ async def card_payment(engine: AsyncEngine, session_id: int | None, psp_ref: str
         raise CardError(f"a settlement of {fmt(amount_fen)} CNY")
     async with engine.begin() as conn:
         await ledger.lock(conn)
-        tag = await conn.scalar(select(sessions.c.id_tag).where(sessions.c.id == session_id))
+        found = (await conn.execute(select(sessions.c.id_tag)
+                                    .where(sessions.c.id == session_id))).first()
+        if found is None:
+            raise CardError(f"no session {session_id}: see `cocharge sessions list`")
+        tag = found.id_tag
         if not is_card(tag):
             raise CardError(f"session {session_id} was not paid at the charger "
                             f"(its token is {tag!r}, not DirectPayment)")

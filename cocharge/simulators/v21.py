@@ -29,11 +29,13 @@ from cocharge.simulators.tariffs import Metered, local_cost, running_total
 from cocharge.simulators.v201 import Wallbox201
 
 CARD = "card:"  # a session's tag that is a bank card at the terminal, not a member's token
+WEB = "web:"  # ... paid on the payment page of the QR code (the page's backend books it)
 
 
 def _token(tag: str) -> dict[str, str]:
-    if tag.startswith(CARD):
-        return {"id_token": tag[len(CARD):], "type": "DirectPayment"}
+    for prefix in (CARD, WEB):
+        if tag.startswith(prefix):
+            return {"id_token": tag[len(prefix):], "type": "DirectPayment"}
     return {"id_token": tag, "type": "ISO14443"}
 
 
@@ -105,6 +107,19 @@ class Wallbox21(Wallbox201):
         return result21.ClearTariffs(clear_tariffs_result=results)
 
     # --- payment by QR code (C24) -----------------------------------------------------------
+
+    @on("RequestStartTransaction")
+    def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,
+                         evse_id: int | None = None, charging_profile: dict[str, Any] | None = None,
+                         **_: Any) -> result21.RequestStartTransaction:
+        """As 2.0.1's; a DirectPayment token (paid on the QR code's page) starts as such."""
+        n = evse_id or next((c for c in self.hw if c not in self.sessions), None)
+        if n is None or n not in self.hw or n in self.sessions or not self.hw[n].operative:
+            return result21.RequestStartTransaction(status="Rejected")
+        tag = (WEB + id_token["id_token"] if id_token.get("type") == "DirectPayment"
+               else id_token["id_token"])
+        self._spawn(self.charge(n, tag, profile=self.start_profile(n, charging_profile)))
+        return result21.RequestStartTransaction(status="Accepted")
 
     @on("SetDisplayMessage")
     def on_set_display_message(self, message: dict[str, Any],
@@ -242,8 +257,8 @@ class Wallbox21(Wallbox201):
     # --- transactions with their own cost ---------------------------------------------------
 
     async def authorize(self, tag: str) -> bool:
-        if tag.startswith(CARD):
-            return True  # the terminal pre-authorised the card; nothing asked of the CSMS
+        if tag.startswith((CARD, WEB)):
+            return True  # paid at the terminal or on the page: nothing asked of the CSMS
         answer = await self.send(call21.Authorize(id_token=_token(tag)))
         if answer is None:
             return False

@@ -182,6 +182,9 @@ def test_the_simulator_says_in_one_line_that_it_cannot_reach_the_gateway(url, wo
     (["sessions", "list", "--station", "NOPE"], ["no station 'NOPE'"]),
     (["ledger", "statement", "wallet:NOBODY"], ["no account 'wallet:NOBODY'"]),
     (["statement", "host:nobody", "--month", "2026-12"], ["no account 'host:nobody'"]),
+    (["remote", "start", "S1", "--payment", "PAY-1"], ["--payment needs --budget"]),
+    (["remote", "start", "S1", "--tag", "T", "--payment", "P"], ["--tag (a member) or"]),
+    (["sessions", "paid", "7", "--amount", "3", "--psp-ref", "P"], ["no session 7"]),
 ])
 def test_what_does_not_exist_or_cannot_be_stored_is_refused(tmp_path, args, words):
     """Issue 30: accepted though wrong, or exit 0 for things that do not exist: now one line

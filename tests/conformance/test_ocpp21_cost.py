@@ -278,3 +278,49 @@ async def test_c01_i_a_members_own_price_at_authorize_is_what_settlement_gives(s
         assert listed["status"] == "completed", listed
         bill = await settle.payable_fen(node.engine, listed["id"])
         assert abs(bill - round(charged * 100)) <= 1 and bill > 500
+
+
+async def test_c24_a_payment_on_the_qr_codes_page_starts_a_session_and_pays_its_host(tmp_path):
+    """The payment page's backend: the driver is paying (NotifyWebPaymentStarted), the payment
+    authorised 5 CNY: a remote start with a DirectPayment token and that budget; the charger
+    stops at it; what the page captured is booked (`cocharge sessions paid`), and the host
+    is paid."""
+    from tests import forked_cli
+
+    db = str(tmp_path / "web.db")
+    async with running_node(db, settings(tariff_sync_s=0.3, start_minimum_fen=100,
+                                         payment_page_url="https://pay.example/{station}/{evse}"
+                                         )) as node:
+        await registry.add_station(node.engine, registry.NewStation("W21", owner="wu",
+                                                                    max_power_kw=11))
+        async with simulated(node, "W21", "2.1", meter_interval_s=0.05) as box:
+            await until(lambda: asyncio.sleep(0, box.tariffs.get(1)))
+            started = await send_request(node.engine, {
+                "command": "start", "station": "W21",
+                "args": {"tag": "#DirectPayment:PAY-77", "connector_id": 1, "budget_fen": 500}})
+            assert started["accepted"], started
+            session = await until(lambda: asyncio.sleep(0, box.sessions.get(1)))
+            await asyncio.wait_for(session.done.wait(), 60)
+        await node.gateway.settler.drain()
+        [listed] = await registry.list_sessions(node.engine, "W21")
+        assert listed["tag"] == "#DirectPayment:PAY-77" and listed["status"] == "completed"
+        row = await settled(node, "W21")
+        assert 0 < row.cost_fen <= 500 + 2  # stopped at what the payment authorised
+        amount = f"{row.cost_fen // 100}.{row.cost_fen % 100:02d}"
+        paid = await asyncio.to_thread(forked_cli.run, [
+            "sessions", "paid", str(row.id), "--amount", amount, "--psp-ref", "PSP-77",
+            "--db", db])
+        assert paid.returncode == 0, paid.stderr
+        assert f"paid of what it owed {amount} CNY" in paid.stdout
+        again = await asyncio.to_thread(forked_cli.run, [
+            "sessions", "paid", str(row.id), "--amount", amount, "--psp-ref", "PSP-77",
+            "--db", db])
+        assert again.returncode == 0 and "booked before" in again.stdout
+        member = await asyncio.to_thread(forked_cli.run, [
+            "sessions", "paid", "999", "--amount", "1", "--psp-ref", "X", "--db", db])
+        assert member.returncode == 2 and len(member.stderr.strip().splitlines()) == 1
+        async with node.engine.connect() as conn:
+            assert await ledger.balance(conn, "receivable:" + row.id_tag) == 0
+            host = await ledger.balance(conn, "host:wu")
+            platform = await ledger.balance(conn, "platform")
+        assert host > 0 and host + platform == row.cost_fen
