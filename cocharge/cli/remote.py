@@ -627,6 +627,15 @@ def remote_set_default_tariff(station_id: str, evse: int, db: str | None, as_jso
     remote_call(db, station_id, "set-default-tariff", {"evse_id": evse}, as_json, expires)
 
 
+@_remote("change-transaction-tariff", "2.1: send a running session's tariff to the station again "
+         "(I10; the one it is priced with here).")
+@click.option("--session", "session_id", required=True, type=ID)
+def remote_change_transaction_tariff(station_id: str, session_id: int, db: str | None,
+                                     as_json: bool, expires: float | None) -> None:
+    remote_call(db, station_id, "change-transaction-tariff", {"session_id": session_id},
+                as_json, expires)
+
+
 @_remote("get-tariffs", "2.1: the tariffs the station holds, per EVSE (I11).")
 @click.option("--evse", default=0, show_default=True, type=click.IntRange(0, 64),
               help="0: every EVSE.")

@@ -40,6 +40,7 @@ from cocharge.gateway.connection import handles
 from cocharge.gateway.v201 import V201Connection, member_tag
 from cocharge.settlement.funds import CardError
 from cocharge.settlement.money import to_fen
+from cocharge.settlement.settle import SettlementError
 from cocharge.settlement.tariff21 import Untranslatable
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import Admission, StationNotice
@@ -193,6 +194,12 @@ class V21Connection(V201Connection):
                 raise cmd.CommandRejected(f"the tariff of EVSE {command.evse_id} cannot be a "
                                           f"2.1 tariff: {exc}") from None
             command = cmd.SetDefaultTariff(command.evse_id, tariff)
+        if isinstance(command, cmd.ChangeTransactionTariff) and command.tariff is None:
+            try:
+                tariff = await self.service.session_tariff_type(command.session_id)
+            except (Untranslatable, SettlementError) as exc:
+                raise cmd.CommandRejected(f"session {command.session_id}: {exc}") from None
+            command = cmd.ChangeTransactionTariff(command.session_id, tariff)
         result = await super().command(command, tx_ref)
         if isinstance(command, cmd.SetDefaultTariff) and result.accepted and command.tariff:
             self.tariffs[command.evse_id] = str(command.tariff.get("tariffId"))
@@ -204,6 +211,10 @@ class V21Connection(V201Connection):
         match command:
             case cmd.SetDefaultTariff(evse_id=evse_id, tariff=tariff):
                 return call.SetDefaultTariff(evse_id=evse_id, tariff=tariff)
+            case cmd.ChangeTransactionTariff(session_id=session_id, tariff=tariff):
+                if tx_ref is None:
+                    raise cmd.CommandRejected(f"session {session_id} has no transaction id")
+                return call.ChangeTransactionTariff(transaction_id=tx_ref, tariff=tariff)
             case cmd.GetTariffs(evse_id=evse_id):
                 return call.GetTariffs(evse_id=evse_id)
             case cmd.ClearTariffs(tariff_ids=ids, evse_id=evse_id):

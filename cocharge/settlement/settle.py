@@ -282,6 +282,17 @@ async def _tariff_of(conn: AsyncConnection, row: Any,
     return found if found else (None, defaults.tariff())
 
 
+async def tariff_of_session(engine: AsyncEngine, session_id: int,
+                            defaults: SettlementDefaults = SettlementDefaults()) -> Tariff:
+    """The tariff a session is priced with (the one it started under, else the one in force
+    then, else the default)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).first()
+        if row is None:
+            raise SettlementError(f"no session {session_id}: see `cocharge sessions list`")
+        return (await _tariff_of(conn, row, defaults))[1]  # type: ignore[no-any-return]
+
+
 async def running_cost_fen(engine: AsyncEngine, session_id: int,
                            defaults: SettlementDefaults = SettlementDefaults()) -> int | None:
     """What a running session costs so far at its tariff (before discounts, which settlement

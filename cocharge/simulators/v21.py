@@ -79,6 +79,17 @@ class Wallbox21(Wallbox201):
             self.tariffs[target] = tariff
         return result21.SetDefaultTariff(status="Accepted")
 
+    @on("ChangeTransactionTariff")
+    def on_change_transaction_tariff(self, transaction_id: str, tariff: dict[str, Any],
+                                     **_: Any) -> result21.ChangeTransactionTariff:
+        if transaction_id not in self.metered:
+            return result21.ChangeTransactionTariff(status="TxNotFound")
+        current = self.tx_tariffs.get(transaction_id)
+        if current is not None and current.get("currency") != tariff.get("currency"):
+            return result21.ChangeTransactionTariff(status="NoCurrencyChange")
+        self.tx_tariffs[transaction_id] = tariff
+        return result21.ChangeTransactionTariff(status="Accepted")
+
     @on("GetTariffs")
     def on_get_tariffs(self, evse_id: int, **_: Any) -> result21.GetTariffs:
         held: dict[str, list[int]] = {}

@@ -478,6 +478,15 @@ class SetDefaultTariff:
 
 
 @dataclass(frozen=True)
+class ChangeTransactionTariff:
+    """2.1 I10: a running session's tariff at the charger, replaced (without `tariff`: the
+    one the session is priced with here, e.g. for a charger that lost it)."""
+
+    session_id: int
+    tariff: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class GetTariffs:
     """2.1: the tariffs the station holds (I11), per EVSE (0: all)."""
 
@@ -654,13 +663,14 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | GetChargingProfiles | SetDefaultTariff | GetTariffs | ClearTariffs
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
-           | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer)
+           | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer
+           | ChangeTransactionTariff)
 
 # What only OCPP 2.1 stations take (a 1.6 or 2.0.1 station refuses it with the reason).
 ONLY_21: tuple[type, ...] = (
     SetDefaultTariff, GetTariffs, ClearTariffs, SetDERControl, GetDERControl, ClearDERControl,
     AdjustPeriodicEventStream, GetPeriodicEventStream, NotifyWebPaymentStarted,
-    UsePriorityCharging, NotifyAllowedEnergyTransfer)
+    UsePriorityCharging, NotifyAllowedEnergyTransfer, ChangeTransactionTariff)
 
 
 def not_in_version(command: Any, protocol: str) -> CommandRejected:
@@ -726,6 +736,7 @@ COMMANDS: dict[str, type] = {
     "get-periodic-event-stream": GetPeriodicEventStream,
     "unpublish-firmware": UnpublishFirmware,
     "get-tariffs": GetTariffs,
+    "change-transaction-tariff": ChangeTransactionTariff,
     "clear-tariffs": ClearTariffs,
     "call": RawCall,
 }

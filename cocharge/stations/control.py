@@ -599,7 +599,8 @@ class SharingController:
         tx_ref = None
         if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus | cmd.CostUpdated
                       | cmd.SetDisplayMessage | cmd.SetChargingProfile
-                      | cmd.UsePriorityCharging | cmd.NotifyAllowedEnergyTransfer) and (
+                      | cmd.UsePriorityCharging | cmd.NotifyAllowedEnergyTransfer
+                      | cmd.ChangeTransactionTariff) and (
                           command.session_id is not None):
             ref = await self._session_ref(command.session_id)
             if ref is None:

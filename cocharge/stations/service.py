@@ -542,6 +542,16 @@ class StationService:
             found = await tariff_in_force(conn, station_id, evse_id)
         return tariff_type(found[1] if found else defaults.tariff(), self.settings.currency)
 
+    async def session_tariff_type(self, session_id: int) -> dict[str, Any]:
+        """The tariff a session is priced with here (the one it started under), as a 2.1
+        TariffType (raises Untranslatable)."""
+        from cocharge.settlement.settle import SettlementDefaults, tariff_of_session
+        from cocharge.settlement.tariff21 import tariff_type
+
+        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
+        return tariff_type(await tariff_of_session(self.engine, session_id, defaults),
+                           self.settings.currency)
+
     async def member_tariff(self, station_id: str, tag: str) -> dict[str, Any] | None:
         """A member's own price at a 2.1 station (AuthorizeResponse.tariff): the host's tariff
         less the green-energy discount where the member chose green energy and the charger

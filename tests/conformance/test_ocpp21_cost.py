@@ -324,3 +324,27 @@ async def test_c24_a_payment_on_the_qr_codes_page_starts_a_session_and_pays_its_
             host = await ledger.balance(conn, "host:wu")
             platform = await ledger.balance(conn, "platform")
         assert host > 0 and host + platform == row.cost_fen
+
+
+async def test_i10_a_running_sessions_tariff_is_sent_again(sqlite_url):
+    async with running_node(sqlite_url, settings(tariff_sync_s=0.3)) as node:
+        await registry.add_station(node.engine, registry.NewStation("X21", max_power_kw=11))
+        await registry.add_member(node.engine, "Ann", "ANN", None)
+        await settle.set_tariff(node.engine, "X21", 0, simple_tariff(Decimal("1.70")))
+        async with simulated(node, "X21", "2.1", meter_interval_s=0.05, speed=30) as box:
+            await until(lambda: asyncio.sleep(0, box.tariffs.get(1)))
+            session = await box.charge(1, "ANN", energy_wh=20_000)
+            [running] = await until(lambda: registry.list_sessions(node.engine, "X21"))
+            box.tx_tariffs.pop(str(session.tx_id))  # the charger lost it
+            answer = await send_request(node.engine, {
+                "command": "change-transaction-tariff", "station": "X21",
+                "args": {"session_id": running["id"]}})
+            assert answer["accepted"], answer
+            held = box.tx_tariffs[str(session.tx_id)]
+            assert held["energy"]["prices"][0]["price_kwh"] == 1.7
+            box.request_stop(session.tx_id)
+            await asyncio.wait_for(session.done.wait(), 30)
+            late = await send_request(node.engine, {
+                "command": "change-transaction-tariff", "station": "X21",
+                "args": {"session_id": running["id"]}})
+            assert not late["accepted"] and late["status"] == "TxNotFound"
