@@ -370,18 +370,38 @@ def remote_get_monitoring_report(station_id: str, criteria: tuple[str, ...],
          "with --clear its deletion there, e.g. when a member leaves.")
 @click.option("--member", "tag", help="The member's tag (sent as their idToken).")
 @click.option("--customer-identifier", help="Or the customer's identifier at the station.")
+@click.option("--certificate", type=click.Path(dir_okay=False),
+              help="Or the customer's ISO 15118 contract certificate (PEM file).")
+@click.option("--issuer", type=click.Path(dir_okay=False),
+              help="With --certificate: its issuer's certificate (PEM; default: itself).")
 @click.option("--report/--no-report", default=True, show_default=True)
 @click.option("--clear", is_flag=True, help="Delete what the station holds about them.")
 def remote_customer_information(station_id: str, tag: str | None,
-                                customer_identifier: str | None, report: bool, clear: bool,
+                                customer_identifier: str | None, certificate: str | None,
+                                issuer: str | None, report: bool, clear: bool,
                                 db: str | None, as_json: bool, expires: float | None) -> None:
-    if (tag is None) == (customer_identifier is None):
-        fail("name the customer: --member TAG or --customer-identifier ID, one")
+    if sum(x is not None for x in (tag, customer_identifier, certificate)) != 1:
+        fail("name the customer: --member TAG, --customer-identifier ID or --certificate "
+             "FILE, one")
     if not (report or clear):
         fail("--no-report without --clear asks for nothing: add --clear")
+    hashed = None
+    if certificate is not None:
+        from cocharge.stations.ca import hash_data, load_pem_certificates
+
+        try:
+            with open(certificate, "rb") as handle:
+                [cert, *_] = load_pem_certificates(handle.read())
+            parent = cert
+            if issuer is not None:
+                with open(issuer, "rb") as handle:
+                    [parent, *_] = load_pem_certificates(handle.read())
+        except (OSError, ValueError) as exc:
+            fail(f"--certificate/--issuer: not a PEM certificate ({exc})")
+        hashed = hash_data(cert, parent, "SHA256")
     remote_call(db, station_id, "customer-information", {
-        "id_token": tag, "customer_identifier": customer_identifier, "report": report,
-        "clear": clear}, as_json, expires)
+        "id_token": tag, "customer_identifier": customer_identifier,
+        "customer_certificate": hashed, "report": report, "clear": clear}, as_json, expires)
 
 
 @_remote("config-get", "Read settings: 1.6 keys, or 2.0.1 Component.Variable names.")

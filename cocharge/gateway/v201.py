@@ -630,7 +630,8 @@ class V201Connection(StationConnection):
                     id_token={"id_token": command.id_token,
                               "type": self.type_of(command.id_token)}
                     if command.id_token else None,
-                    customer_identifier=command.customer_identifier)
+                    customer_identifier=command.customer_identifier,
+                    customer_certificate=command.customer_certificate)
             case cmd.CertificateSigned(certificate_chain=chain, certificate_type=kind):
                 return call.CertificateSigned(certificate_chain=chain, certificate_type=kind)
             case cmd.InstallCertificate(certificate_type=kind, certificate=pem):

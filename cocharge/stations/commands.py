@@ -256,6 +256,8 @@ class CustomerInformation:
     report: bool = True
     clear: bool = False
     request_id: int | None = None
+    # Or the customer's ISO 15118 certificate, as CertificateHashDataType (camelCase).
+    customer_certificate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -842,10 +844,10 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
                               "id (`cocharge firmware add`), one of them")
     if command_class is ClearVariableMonitoring and not args.get("ids"):
         raise CommandRejected("clear-variable-monitoring needs the monitor ids")
-    if command_class is CustomerInformation and (
-            (args.get("id_token") is None) == (args.get("customer_identifier") is None)):
+    if command_class is CustomerInformation and sum(args.get(k) is not None for k in (
+            "id_token", "customer_identifier", "customer_certificate")) != 1:
         raise CommandRejected("customer-information names the customer: id_token (a member's "
-                              "tag) or customer_identifier, one of them")
+                              "tag), customer_identifier or customer_certificate, one of them")
     if command_class is RotatePassword and args.get("password") is not None and not valid_password(
             args["password"]):
         raise CommandRejected(PASSWORD_RULE)

@@ -449,3 +449,19 @@ async def test_21_a_monitor_as_a_periodic_event_stream(node):
         "status": "Accepted", "id": 3, "type": "Periodic", "severity": 5,
         "component": data["component"], "variable": data["variable"]}]}]))
     assert (await asked)["accepted"]
+
+
+async def test_n09_customer_information_by_certificate(node):
+    cs = await station(node)
+    hashed = {"hashAlgorithm": "SHA256", "issuerNameHash": "ab" * 32,
+              "issuerKeyHash": "cd" * 32, "serialNumber": "1f00"}
+    asked = operator(node, "CS1", "customer-information", customer_certificate=hashed,
+                     report=True)
+    frame = await csms_sends(cs, "CustomerInformation")
+    assert frame[3]["customerCertificate"] == hashed and "idToken" not in frame[3]
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    both = await send_request(node.engine, {"command": "customer-information", "station": "CS1",
+                                            "args": {"customer_certificate": hashed,
+                                                     "id_token": "T"}})
+    assert not both["ok"] and "one of them" in both["message"]
