@@ -304,6 +304,8 @@ def remote_set_network_profile(station_id: str, configuration_slot: int, ocpp_cs
 @click.option("--evse", type=click.IntRange(1, 64), help="The component of this EVSE.")
 @click.option("--transaction", is_flag=True, help="Only during a transaction.")
 @click.option("--id", "monitor_id", type=ID0, help="Replace this monitor.")
+@click.option("--also", multiple=True, help="More monitors in the same request "
+              "(repeatable): Component.Variable:Type:Value[:severity[:evse]].")
 @click.option("--stream-interval", type=click.IntRange(0, 2**31 - 1),
               help="2.1: send its values as a periodic event stream, every N seconds.")
 @click.option("--stream-values", type=click.IntRange(0, 2**31 - 1),
@@ -311,7 +313,8 @@ def remote_set_network_profile(station_id: str, configuration_slot: int, ocpp_cs
 def remote_set_variable_monitoring(station_id: str, variable: str, monitor_type: str,
                                    value: float, severity: int, evse: int | None,
                                    transaction: bool, monitor_id: int | None,
-                                   stream_interval: int | None, stream_values: int | None,
+                                   also: tuple[str, ...], stream_interval: int | None,
+                                   stream_values: int | None,
                                    db: str | None, as_json: bool,
                                    expires: float | None) -> None:
     if "." not in variable:
@@ -320,8 +323,8 @@ def remote_set_variable_monitoring(station_id: str, variable: str, monitor_type:
                                 ("stream_values", stream_values)) if v is not None}
     remote_call(db, station_id, "set-variable-monitoring", {
         "variable": variable, "type": monitor_type, "value": value, "severity": severity,
-        "evse_id": evse, "transaction": transaction, "id": monitor_id, **stream}, as_json,
-        expires)
+        "evse_id": evse, "transaction": transaction, "id": monitor_id, **stream,
+        **({"also": list(also)} if also else {})}, as_json, expires)
 
 
 @_remote("set-monitoring-base", "2.0.1: which monitors are active: All, FactoryDefault or "

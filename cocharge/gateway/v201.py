@@ -7,6 +7,7 @@ connector in practice).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from decimal import Decimal
 from typing import Any
@@ -143,6 +144,32 @@ def _component_variables(wanted: tuple[str, ...]) -> list[dict[str, Any]] | None
         found.append({"component": {"name": component},
                       **({"variable": {"name": variable}} if variable else {})})
     return found or None
+
+
+MONITOR_TYPES = ("UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned")
+
+
+def _more_monitor(spec: str) -> dict[str, Any]:
+    """One more monitor of a SetVariableMonitoring request, from
+    "Component.Variable:Type:Value[:severity[:evse]]" (raises CommandRejected)."""
+    parts = spec.split(":")
+    try:
+        if not 3 <= len(parts) <= 5 or parts[1] not in MONITOR_TYPES:
+            raise ValueError
+        component, variable = _component_variable(parts[0])
+        value = float(parts[2])
+        severity = int(parts[3]) if len(parts) > 3 else 5
+        evse = int(parts[4]) if len(parts) > 4 else None
+        if not variable or not math.isfinite(value) or not 0 <= severity <= 9 or (
+                evse is not None and not 1 <= evse <= 64):
+            raise ValueError
+    except ValueError:
+        raise cmd.CommandRejected(
+            f"monitor {spec!r}: write Component.Variable:Type:Value[:severity[:evse]], type "
+            f"one of {', '.join(MONITOR_TYPES)}, severity 0-9") from None
+    target: dict[str, Any] = {"name": component, **({"evse": {"id": evse}} if evse else {})}
+    return {"value": value, "type": parts[1], "severity": severity, "transaction": False,
+            "component": target, "variable": {"name": variable}}
 
 
 def _tags_of(command: cmd.Command) -> list[str]:
@@ -611,7 +638,8 @@ class V201Connection(StationConnection):
                     "transaction": command.transaction, "component": target,
                     "variable": {"name": variable},
                     **({"periodic_event_stream": stream} if stream else {}),
-                    **({"id": command.id} if command.id is not None else {})}])
+                    **({"id": command.id} if command.id is not None else {})},
+                    *map(_more_monitor, command.also)])
             case cmd.SetMonitoringBase(monitoring_base=base):
                 return call.SetMonitoringBase(monitoring_base=base)
             case cmd.SetMonitoringLevel(severity=severity):

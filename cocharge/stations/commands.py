@@ -220,6 +220,8 @@ class SetVariableMonitoring:
     # `stream_interval` s, `stream_values` values at a time.
     stream_interval: int | None = None
     stream_values: int | None = None
+    # More monitors in the same request: "Component.Variable:Type:Value[:severity[:evse]]".
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -465,3 +465,24 @@ async def test_n09_customer_information_by_certificate(node):
                                             "args": {"customer_certificate": hashed,
                                                      "id_token": "T"}})
     assert not both["ok"] and "one of them" in both["message"]
+
+
+async def test_n04_several_monitors_in_one_request(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "set-variable-monitoring", variable="EVSE.Power",
+                     type="UpperThreshold", value=7400, evse_id=1,
+                     also=["EVSE.Power:LowerThreshold:100:4:1", "Connector.Available:Delta:1"])
+    frame = await csms_sends(cs, "SetVariableMonitoring")
+    data = frame[3]["setMonitoringData"]
+    assert [(d["type"], d["value"], d["severity"], d["component"].get("evse")) for d in data] == [
+        ("UpperThreshold", 7400, 5, {"id": 1}), ("LowerThreshold", 100, 4, {"id": 1}),
+        ("Delta", 1, 5, None)]
+    await cs.ws.send(json.dumps([3, frame[1], {"setMonitoringResult": [
+        {"status": "Accepted", "id": 20 + i, "type": d["type"], "severity": d["severity"],
+         "component": d["component"], "variable": d["variable"]} for i, d in enumerate(data)]}]))
+    assert (await asked)["accepted"]
+    assert len(await registry.list_station_monitors(node.engine, "CS1")) == 3
+    bad = await send_request(node.engine, {"command": "set-variable-monitoring", "station": "CS1",
+                                           "args": {"variable": "EVSE.Power", "type": "Delta",
+                                                    "value": 1, "also": ["EVSE.Power:Nope:1"]}})
+    assert not bad["ok"] and "Component.Variable:Type:Value" in bad["message"]
