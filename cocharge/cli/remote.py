@@ -650,6 +650,23 @@ def remote_set_default_tariff(station_id: str, evse: int, db: str | None, as_jso
     remote_call(db, station_id, "set-default-tariff", {"evse_id": evse}, as_json, expires)
 
 
+@_remote("reserve", "Reserve for a member until a time (not a booking: bookings reserve by "
+         "themselves); `cancel-reservation` with the id it answers ends it.")
+@click.option("--tag", required=True)
+@click.option("--until", required=True, help="ISO 8601 with its zone, e.g. "
+              "2026-12-24T19:00:00+08:00.")
+@click.option("--evse", type=click.IntRange(1, 64), help="Default (2.0.1): any EVSE.")
+@click.option("--connector-type", help="2.0.1: any EVSE with this connector type, e.g. cType2.")
+@click.option("--group", help="The member's household or fleet may use it too.")
+def remote_reserve(station_id: str, tag: str, until: str, evse: int | None,
+                   connector_type: str | None, group: str | None, db: str | None,
+                   as_json: bool, expires: float | None) -> None:
+    _check_time("--until", until)
+    remote_call(db, station_id, "reserve", {
+        "tag": tag, "until": until, "evse_id": evse, "connector_type": connector_type,
+        "group": group}, as_json, expires)
+
+
 @_remote("change-transaction-tariff", "2.1: send a running session's tariff to the station again "
          "(I10; the one it is priced with here).")
 @click.option("--session", "session_id", required=True, type=ID)

@@ -47,6 +47,7 @@ from cocharge.stations.commands import (
     GetDiagnostics,
     GetLog,
     PublishFirmware,
+    Reserve,
     RawCall,
     Reset,
     RotatePassword,
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 _request_ids = itertools.count(2**30 + int(time.time()) % 2**20)
 ocpp_log = logging.getLogger("cocharge.ocpp")
 
+# Reservation ids of operators' reservations: far above any booking's id (bookings reserve
+# with their own id), different on every start.
+_reservation_ids = itertools.count(1_500_000_000 + int(time.time()) % 100_000_000)
 ACCEPTED_STATUSES = {"Accepted", "Unlocked", "Scheduled", "RebootRequired", "Unpublished"}
 # Unit prefixes we fold so that energy is always Wh and power always W.
 _KILO_UNITS = {"kWh": "Wh", "kW": "W", "kvarh": "varh", "kvar": "var", "kVA": "VA"}
@@ -394,6 +398,9 @@ class StationConnection:
                 command = dataclasses.replace(
                     command, url=f"{self.upload_base()}/firmware/{command.file_id}",
                     request_id=command.request_id or next(_request_ids))
+            if isinstance(command, Reserve) and not command.reservation_id:
+                # Apart from bookings' ids (a booking reserves with its own id).
+                command = dataclasses.replace(command, reservation_id=next(_reservation_ids))
             if isinstance(command, UpdateFirmware) and not command.request_id:
                 command = dataclasses.replace(command, request_id=next(_request_ids))
             if isinstance(command, CustomerInformation) and command.request_id is None:

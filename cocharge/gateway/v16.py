@@ -250,6 +250,13 @@ class V16Connection(StationConnection):
                                 reservation_id=reservation_id):
                 return call.ReserveNow(connector_id=connector_id, expiry_date=iso(expires_at),
                                        id_tag=tag, reservation_id=reservation_id)
+            case cmd.Reserve(tag=tag, until=until, reservation_id=reservation_id):
+                if command.connector_type is not None:
+                    raise cmd.CommandRejected("OCPP 1.6 reserves a connector, not a connector "
+                                              "type: give --evse (the connector)")
+                return call.ReserveNow(connector_id=command.evse_id or 0, expiry_date=until,
+                                       id_tag=tag, reservation_id=reservation_id,
+                                       parent_id_tag=command.group)
             case cmd.CancelReservation(reservation_id=reservation_id):
                 return call.CancelReservation(reservation_id=reservation_id)
             case cmd.ShareLock(connector_id=connector_id, locked=locked):

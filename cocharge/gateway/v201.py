@@ -175,7 +175,7 @@ def _more_monitor(spec: str) -> dict[str, Any]:
 def _tags_of(command: cmd.Command) -> list[str]:
     """The member tags a command names to the station."""
     match command:
-        case cmd.RemoteStart(tag=tag) | cmd.ReserveNow(tag=tag):
+        case cmd.RemoteStart(tag=tag) | cmd.ReserveNow(tag=tag) | cmd.Reserve(tag=tag):
             return [tag]
         case cmd.SendLocalList(entries=entries):
             return list(entries)
@@ -783,6 +783,13 @@ class V201Connection(StationConnection):
                                        id_token={"id_token": tag,
                                                  "type": self.type_of(tag, "Central")},
                                        evse_id=connector_id)
+            case cmd.Reserve(tag=tag, until=until, reservation_id=reservation_id):
+                return call.ReserveNow(
+                    id=reservation_id, expiry_date_time=until,
+                    id_token={"id_token": tag, "type": self.type_of(tag, "Central")},
+                    evse_id=command.evse_id, connector_type=command.connector_type,
+                    group_id_token={"id_token": command.group, "type": "Central"}
+                    if command.group else None)
             case cmd.CancelReservation(reservation_id=reservation_id):
                 return call.CancelReservation(reservation_id=reservation_id)
             case cmd.ShareLock(connector_id=connector_id, locked=locked):

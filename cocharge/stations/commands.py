@@ -482,6 +482,21 @@ class SetDefaultTariff:
 
 
 @dataclass(frozen=True)
+class Reserve:
+    """An operator's reservation (not a member's booking, which the controller reserves by
+    itself): for `tag` until `until` (ISO 8601), on an EVSE, or (2.0.1) on any EVSE, of a
+    connector type, for a group (groupIdToken; 1.6 parentIdTag). `reservation_id` is filled
+    in; `cancel-reservation` ends it."""
+
+    tag: str
+    until: str
+    evse_id: int | None = None
+    connector_type: str | None = None
+    group: str | None = None
+    reservation_id: int = 0
+
+
+@dataclass(frozen=True)
 class ChangeTransactionTariff:
     """2.1 I10: a running session's tariff at the charger, replaced (without `tariff`: the
     one the session is priced with here, e.g. for a charger that lost it)."""
@@ -668,7 +683,7 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
            | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer
-           | ChangeTransactionTariff)
+           | ChangeTransactionTariff | Reserve)
 
 # What only OCPP 2.1 stations take (a 1.6 or 2.0.1 station refuses it with the reason).
 ONLY_21: tuple[type, ...] = (
@@ -695,6 +710,7 @@ COMMANDS: dict[str, type] = {
     "config-set": SetConfiguration,
     "clear-cache": ClearCache,
     "data-transfer": DataTransfer,
+    "reserve": Reserve,
     "cancel-reservation": CancelReservation,
     "share-lock": ShareLock,
     "get-base-report": GetBaseReport,
@@ -823,6 +839,8 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
         names.add("file_id")
     if command_class in (PublishFirmware, UnpublishFirmware):
         names -= {"url", "checksum"}  # of the gateway's own file, filled in by the gateway
+    if command_class is Reserve:
+        names -= {"reservation_id"}  # filled in by the gateway
     unknown = set(args) - names
     if unknown:
         raise CommandRejected(f"{name} takes no {', '.join(sorted(unknown))}")
@@ -844,6 +862,14 @@ def build_command(name: str, args: dict[str, Any]) -> Command:
     if command_class is UpdateFirmware and (args.get("url") is None) == (args.get("file_id") is None):
         raise CommandRejected("update-firmware needs the image: a URL or a stored firmware file "
                               "id (`cocharge firmware add`), one of them")
+    if command_class is Reserve:
+        try:
+            until = datetime.fromisoformat(str(args.get("until", "")))
+        except ValueError:
+            raise CommandRejected("reserve: until must be an ISO 8601 time, e.g. "
+                                  "2026-12-24T19:00:00+08:00") from None
+        if until.tzinfo is None:
+            raise CommandRejected("reserve: until needs its zone (Z or +08:00)")
     if command_class is ClearVariableMonitoring and not args.get("ids"):
         raise CommandRejected("clear-variable-monitoring needs the monitor ids")
     if command_class is CustomerInformation and sum(args.get(k) is not None for k in (

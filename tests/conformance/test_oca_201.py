@@ -486,3 +486,25 @@ async def test_n04_several_monitors_in_one_request(node):
                                            "args": {"variable": "EVSE.Power", "type": "Delta",
                                                     "value": 1, "also": ["EVSE.Power:Nope:1"]}})
     assert not bad["ok"] and "Component.Variable:Type:Value" in bad["message"]
+
+
+async def test_h01_reservations_without_an_evse_by_connector_type_and_for_a_group(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "reserve", tag="TAG1", until="2030-01-01T19:00:00+08:00",
+                     connector_type="cType2", group="lee-family")
+    frame = await csms_sends(cs, "ReserveNow")
+    payload = frame[3]
+    assert "evseId" not in payload and payload["connectorType"] == "cType2"
+    assert payload["groupIdToken"] == {"idToken": "lee-family", "type": "Central"}
+    assert payload["idToken"]["idToken"] == "TAG1" and payload["id"] >= 1_500_000_000
+    assert payload["expiryDateTime"].startswith("2030-01-01T19:00:00")
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await asked)["accepted"]
+    cancel = operator(node, "CS1", "cancel-reservation", reservation_id=payload["id"])
+    frame = await csms_sends(cs, "CancelReservation")
+    assert frame[3] == {"reservationId": payload["id"]}
+    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+    assert (await cancel)["accepted"]
+    naive = await send_request(node.engine, {"command": "reserve", "station": "CS1", "args": {
+        "tag": "TAG1", "until": "2030-01-01T19:00:00"}})
+    assert not naive["ok"] and "zone" in naive["message"]
