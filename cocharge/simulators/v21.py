@@ -180,6 +180,12 @@ class Wallbox21(Wallbox201):
                                                   timestamp=self.clock.iso(),
                                                   superseded_ids=superseded or None))
 
+    async def der_alarm(self, control_type: str, fault: str, ended: bool = False) -> None:
+        """The inverter reports a grid event (NotifyDERAlarm), e.g. OverVoltage while a
+        VoltWatt curve acts."""
+        await self.send(call21.NotifyDERAlarm(control_type=control_type, grid_event_fault=fault,
+                                              alarm_ended=ended, timestamp=self.clock.iso()))
+
     @on("GetDERControl")
     def on_get_der_control(self, request_id: int, is_default: bool | None = None,
                            control_type: str | None = None, control_id: str | None = None,

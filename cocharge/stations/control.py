@@ -804,6 +804,11 @@ class SharingController:
         if booking is not None:
             self._booked.add(session_id)
             changes.update(booking_id=booking.id, group_id=booking.group_id)
+            link = self.link(station_id)
+            if link is not None and getattr(link, "protocol", None) == "2.1":
+                # The booked member charges with the station's priority profile (2.1).
+                self._background.spawn(self._priority(link, session_id, tx_ref),
+                                       f"priority charging {session_id}")
             await conn.execute(update(bookings).where(bookings.c.id == booking.id)
                                .values(status="honoured", session_id=session_id, reserved=False))
         if cutoff is not None:
@@ -820,6 +825,13 @@ class SharingController:
         log.info("session %s on %s/%s: cutoff by %s at %s%s", session_id, station_id, connector_id,
                  cutoff.reason, cutoff.at, f" or {cutoff.energy_wh} Wh" if cutoff.energy_wh else "")
         self._background.spawn(self._send_profile(track, limit_a), f"tx profile {session_id}")
+
+    async def _priority(self, link: StationLink, session_id: int, tx_ref: str) -> None:
+        try:
+            result = await link.command(cmd.UsePriorityCharging(session_id, True), tx_ref)
+            log.info("session %s: priority charging %s", session_id, result.status)
+        except (cmd.CommandFailed, cmd.CommandRejected) as exc:
+            log.info("session %s: no priority charging (%s)", session_id, exc)
 
     async def _pricing(self, conn: AsyncConnection, station_id: str, connector_id: int
                        ) -> tuple[tuple[int, Any] | None, Decimal, float, int]:

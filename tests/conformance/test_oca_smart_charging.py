@@ -295,3 +295,34 @@ async def test_21_pull_dynamic_schedule_update_and_priority_charging(node) -> No
     assert frame[3] == {"transactionId": "TXP", "activate": True}
     await reply(cs, frame, {"status": "Accepted"})
     assert (await asked)["accepted"]
+
+
+async def test_21_a_booked_member_charges_with_priority(node) -> None:
+    """2.1: the session of a booking gets UsePriorityCharging (activate) by itself."""
+    from datetime import timedelta
+
+    from cocharge.stations import sharing
+    from cocharge.store.db import utcnow
+
+    cs = await charger(node, "2.1", "PR1")
+    await sharing.add_booking(node.engine, "PR1", 1, "TAG1", utcnow() - timedelta(minutes=1),
+                              utcnow() + timedelta(hours=1))
+    await node.gateway.control.tick(utcnow())  # the controller sees the booking now
+    await cs.ws.send(json.dumps([2, "tx-b", "TransactionEvent", {
+        "eventType": "Started", "timestamp": utcnow().isoformat(timespec="seconds") + "Z",
+        "triggerReason": "Authorized", "seqNo": 0, "transactionInfo": {"transactionId": "TXB"},
+        "evse": {"id": 1, "connectorId": 1},
+        "idToken": {"idToken": "TAG1", "type": "ISO14443"}}]))
+    answered, priority = None, None
+    async with asyncio.timeout(10):
+        while answered is None or priority is None:
+            frame = json.loads(await cs.ws.recv())
+            if frame[0] == 3 and frame[1] == "tx-b":
+                answered = frame[2]
+            elif frame[0] == 2 and frame[2] == "UsePriorityCharging":
+                priority = frame[3]
+                await reply(cs, frame, {"status": "Accepted"})
+            elif frame[0] == 2:  # its reservation, display, profiles: as a station does
+                await reply(cs, frame, {"status": "Accepted"})
+    assert answered["idTokenInfo"]["status"] == "Accepted", answered
+    assert priority == {"transactionId": "TXB", "activate": True}

@@ -42,6 +42,10 @@ async def test_r04_r05_r06_der_controls_at_a_21_charger(node):
         assert report["limit_max_discharge"][0]["limit_max_discharge"][
             "pct_max_discharge_power"] == 50
 
+        await box.der_alarm("LimitMaxDischarge", "OverVoltage")
+        [alarm] = await until(lambda: events(node, "DER1", "der_alarm"))
+        assert alarm["grid_event_fault"] == "OverVoltage" and alarm["alarm_ended"] is False
+
         answer = await ask(node, "DER1", "clear-der-control", control_id="dso-1")
         assert answer["accepted"] and box.der_controls == {}
         gone = await ask(node, "DER1", "get-der-control", control_id="dso-1")
