@@ -243,7 +243,7 @@ def test_a_signed_image_is_checked_when_it_is_stored(tmp_path):
     (["remote", "set-variables", "CP1", "HeartbeatInterval"], "Component.Variable=value"),
     (["remote", "set-network-profile", "CP1", "--configuration-slot", "1", "--ocpp-csms-url",
       "ws://gw/ocpp", "--security-profile", "2"], "must be wss://"),
-    (["remote", "customer-information", "CP1"], "--member TAG or --customer-identifier"),
+    (["remote", "customer-information", "CP1"], "--member TAG, --customer-identifier"),
     (["remote", "update-firmware", "CP1"], "--location URL or --file ID"),
     (["remote", "update-firmware", "CP1", "--location", "http://x/fw", "--signature", "AAAA"],
      "needs both --signature and --signing-certificate"),

@@ -11,6 +11,7 @@ machine's own loopback itself, to show that it does not depend on them."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -135,6 +136,16 @@ def run_tour(tmp_path: Path, enter: list[str]) -> None:
             if done.returncode != 0:
                 failures.append(f"{line}\n  exit {done.returncode}: "
                                 f"{(done.stderr or done.stdout).strip()[-400:]}")
+            if session and done.returncode == 0:
+                # The stop is answered before the charger ends the transaction: as a user
+                # reading `sessions show` would, wait until it has ended.
+                deadline = time.monotonic() + 30
+                while json.loads(subprocess.run(
+                        [*enter, "bash", "-c", f"cocharge sessions show {session.group(1)} "
+                         "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        check=False).stdout or "{}").get("status") == "active":
+                    assert time.monotonic() < deadline, f"session {session.group(1)} never ended"
+                    time.sleep(0.2)
     finally:
         for process in reversed(background):
             process.send_signal(signal.SIGTERM)
