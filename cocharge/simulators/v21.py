@@ -61,6 +61,7 @@ class Wallbox21(Wallbox201):
         self.streams: dict[int, dict[str, Any]] = {}  # periodic event streams it opened
         self.web_payments: list[tuple[int, int]] = []  # (EVSE, timeout) of payments begun
         self.allowed_transfer: dict[str, list[str]] = {}  # transaction -> modes allowed
+        self.priority: dict[str, bool] = {}  # transaction -> charging with priority
 
     # --- tariffs (I07-I12) -------------------------------------------------------------------
 
@@ -151,6 +152,14 @@ class Wallbox21(Wallbox201):
             return result21.NotifyAllowedEnergyTransfer(status="Rejected")
         self.allowed_transfer[transaction_id] = list(allowed_energy_transfer)
         return result21.NotifyAllowedEnergyTransfer(status="Accepted")
+
+    @on("UsePriorityCharging")
+    def on_use_priority_charging(self, transaction_id: str, activate: bool,
+                                 **_: Any) -> result21.UsePriorityCharging:
+        if transaction_id not in self.metered:
+            return result21.UsePriorityCharging(status="NoProfile")
+        self.priority[transaction_id] = activate
+        return result21.UsePriorityCharging(status="Accepted")
 
     @on("NotifyWebPaymentStarted")
     def on_notify_web_payment_started(self, evse_id: int, timeout: int,

@@ -227,7 +227,9 @@ async def test_slot_end_stops_the_session(node, protocol):
         await asyncio.wait_for(session.done.wait(), 10)
         [row] = await session_rows(node, "WB5")
         assert row.cutoff_reason == "slot" and row.stop_reason == "Remote"
-        assert row.ended_at <= now + timedelta(seconds=4)
+        # Stopped at the slot's end (3 s), give or take a loaded machine's seconds: not left
+        # to run on.
+        assert row.ended_at <= now + timedelta(seconds=6)
     finally:
         await close_wallbox(box)
 
