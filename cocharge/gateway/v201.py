@@ -633,6 +633,11 @@ class V201Connection(StationConnection):
                                             ("values", command.stream_values)) if v is not None}
                 if stream and self.protocol == "2.0.1":
                     raise cmd.CommandRejected("periodic event streams are OCPP 2.1")
+                if (not stream and self.protocol == "2.1"
+                        and command.type in ("Periodic", "PeriodicClockAligned")):
+                    # 2.1: a periodic monitor's values come as a stream (SEND frames, no
+                    # answers), one value each period, rather than a NotifyEvent each.
+                    stream = {"interval": max(1, int(command.value)), "values": 1}
                 return call.SetVariableMonitoring(set_monitoring_data=[{
                     "value": command.value, "type": command.type, "severity": command.severity,
                     "transaction": command.transaction, "component": target,

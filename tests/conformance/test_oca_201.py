@@ -508,3 +508,19 @@ async def test_h01_reservations_without_an_evse_by_connector_type_and_for_a_grou
     naive = await send_request(node.engine, {"command": "reserve", "station": "CS1", "args": {
         "tag": "TAG1", "until": "2030-01-01T19:00:00"}})
     assert not naive["ok"] and "zone" in naive["message"]
+
+
+async def test_21_a_periodic_monitor_streams_by_itself(node):
+    cs = await station(node)
+    asked = operator(node, "CS1", "set-variable-monitoring", variable="EVSE.Power",
+                     type="Periodic", value=30, evse_id=1)
+    frame = await csms_sends(cs, "SetVariableMonitoring")
+    [data] = frame[3]["setMonitoringData"]
+    if version(node) == "ocpp2.1":
+        assert data["periodicEventStream"] == {"interval": 30, "values": 1}
+    else:
+        assert "periodicEventStream" not in data
+    await cs.ws.send(json.dumps([3, frame[1], {"setMonitoringResult": [{
+        "status": "Accepted", "id": 4, "type": "Periodic", "severity": 5,
+        "component": data["component"], "variable": data["variable"]}]}]))
+    assert (await asked)["accepted"]
