@@ -72,6 +72,7 @@ async def running_node(db: str | None, settings: GatewaySettings,
                             settings.mqtt_meter_interval_s)
         gateway.set_observer(bridge)
         gateway.router = bridge
+        gateway.service.on_station_changed = bridge.station_changed
         await bridge.start()
     metrics = (MetricsServer(gateway, gateway.metrics, settings.operator_host,
                              settings.metrics_port)

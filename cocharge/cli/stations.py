@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import secrets
@@ -71,8 +72,8 @@ def station_add(station_id: str, password: str | None, owner: str | None, connec
 @click.option("--owner")
 @click.option("--max-power-kw", type=FiniteRange(0.1, 1000))
 @click.option("--area")
-@click.option("--password", help="New HTTP Basic password (stored hashed); the gateway uses "
-              "it within 30 s.")
+@click.option("--password", help="New HTTP Basic password (stored hashed); the running "
+              "gateways use it at once.")
 @click.option("--clear-password", is_flag=True, help="Let the station connect without one.")
 @click.option("--connectors", type=click.IntRange(1, 64), help="How many connectors it has.")
 @db_option
@@ -82,8 +83,18 @@ def station_update(station_id: str, owner: str | None, max_power_kw: float | Non
     """Change a station's owner, maximum power, area, connectors or password."""
     if password is not None and len(password) < 8:
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
-    with_store(db, lambda e: registry.update_station(e, station_id, owner, max_power_kw, area,
-                                                     password, clear_password, connectors))
+    async def work(engine: Any) -> None:
+        await registry.update_station(engine, station_id, owner, max_power_kw, area, password,
+                                      clear_password, connectors)
+        if password is not None or clear_password:
+            # The running gateways forget the old password at once (none running: nothing).
+            from cocharge.gateway.operator_client import OperatorError, send_request
+
+            with contextlib.suppress(OperatorError):
+                await send_request(engine, {"command": "station-changed",
+                                            "station": station_id}, timeout=5)
+
+    with_store(db, work)
     click.echo(f"station {station_id} updated")
 
 

@@ -168,6 +168,8 @@ class MqttBridge(StationObserver):
                     await client.subscribe(f"{self.prefix}/sites/+/grid/set", qos=1)
                     # This node's own topics: commands forwarded by other nodes, and replies.
                     await client.subscribe(f"{self.node_topic(self.node_id)}/#", qos=1)
+                    # What every node must know at once (a station's password changed).
+                    await client.subscribe(self.changed_topic, qos=1)
                     self.connected.set()
                     backoff = 0.5
                     log.info("MQTT connected to %s", self.target)
@@ -200,12 +202,33 @@ class MqttBridge(StationObserver):
             if topic == f"{mine}/reply":
                 self._reply(message.payload)
                 continue
+            if topic == self.changed_topic:
+                self._spawn(self._station_changed(message.payload))
+                continue
             if (topic.endswith(("/load/set", "/pv/set", "/grid/set"))
                     and not topic.startswith(mine)):
                 self._meter(topic, message.payload)
                 continue
             self._spawn(self._call(message.payload) if topic == f"{mine}/call"
                         else self._command(message))
+
+    @property
+    def changed_topic(self) -> str:
+        return f"{self.prefix}/_nodes/_all/changed"
+
+    def station_changed(self, station_id: str) -> None:
+        """Tell every other node that a station's password (or admission) changed here: they
+        read it again at once instead of at their directory's next refresh."""
+        self._put(self.changed_topic, {"station": station_id, "from": self.node_id})
+
+    async def _station_changed(self, payload: Any) -> None:
+        try:
+            body = json.loads(payload)
+            station_id, sender = str(body["station"]), body.get("from")
+        except (ValueError, KeyError, TypeError):
+            return
+        if sender != self.node_id:
+            await self.gateway.service.station_changed_elsewhere(station_id)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)

@@ -133,6 +133,10 @@ class OperatorChannel:
             return {"ok": True, "live": self.gateway.load.live(str(args.get("site", "")))}
         if name == "grid-limit":  # a grid operator's limit on a site (`cocharge site grid-limit`)
             return self._grid_limit(args)
+        if name == "station-changed":  # its password was changed in the database (the CLI)
+            await self.gateway.service.station_changed_elsewhere(str(station_id))
+            self.gateway.service.tell_nodes(str(station_id))
+            return {"ok": True}
         try:
             expires_s = request.get("expires_s")
             if expires_s is not None and (not isinstance(expires_s, int | float)

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -210,6 +210,9 @@ class StationService:
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
         self.load: LoadHooks | None = None  # load management (cocharge/load/manager.py)
+        # Told a station's id when its password changed here (the MQTT bridge tells the
+        # other nodes; None: one node, nobody to tell).
+        self.on_station_changed: Callable[[str], None] | None = None
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)
@@ -331,6 +334,7 @@ class StationService:
                 record.id, "password_rotated", utcnow(), {"step": "in use"}))])
 
         await self.journal.run(work)
+        self.tell_nodes(record.id)
         log.info("station %s connected with its new password: the old one is no longer valid",
                  record.id)
 
@@ -363,6 +367,17 @@ class StationService:
             record.next_password_hash = new_hash
         await self._station_change(station_id, {"next_password_hash": new_hash},
                                    "password_rotated", {"step": "accepted by the station"})
+        self.tell_nodes(station_id)
+
+    def tell_nodes(self, station_id: str) -> None:
+        if self.on_station_changed is not None:
+            self.on_station_changed(station_id)
+
+    async def station_changed_elsewhere(self, station_id: str) -> None:
+        """Another node changed the station's password: what was checked here is forgotten
+        and its record read again (the old password stops working here too, at once)."""
+        self._verified.pop(station_id, None)
+        await self.directory.find(station_id, fresh=True)
 
     def password_known(self, station_id: str, password: str, stored_hash: str) -> bool:
         """This password was verified against this hash since start (no scrypt needed)."""

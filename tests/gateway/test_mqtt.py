@@ -683,3 +683,36 @@ async def test_21_der_controls_and_card_payments_reach_the_property(broker, sqli
         paid = await b.wait(lambda: b.on(f"{P}/sunrise/events/payment"))
         assert paid[0]["station"] == "WB1" and paid[0]["status"] == "Settled"
         assert paid[0]["booked"]["paid_fen"] > 0 and paid[0]["booked"]["left_fen"] == 0
+
+
+async def test_a_password_change_reaches_the_other_node_at_once(broker, pg_url):
+    """Issue 32, item 3: node b checked a station's old password (and would believe it until
+    its directory's next refresh); node a changes it and tells the others over the broker:
+    b refuses the old password within a second and takes the new one."""
+    from websockets.exceptions import InvalidStatus
+
+    old, new = "old-password-1234", "new-password-5678"
+    config = settings(mqtt_url=broker.url, directory_refresh_s=3600)
+    async with running_node(pg_url, config) as a, running_node(pg_url, config) as b:
+        await registry.add_station(a.engine, registry.NewStation("PW1", password=old))
+        await asyncio.wait_for(a.mqtt.connected.wait(), 10)
+        await asyncio.wait_for(b.mqtt.connected.wait(), 10)
+
+        async def connects(node: Any, password: str) -> bool:
+            try:
+                box, reader = await open_wallbox(SimConfig(url=ws_url(node), station_id="PW1",
+                                                           protocol="2.0.1", password=password,
+                                                           connect_attempts=1))
+            except InvalidStatus:
+                return False
+            await close_wallbox(box, reader)
+            return True
+
+        assert await connects(b, old)  # b has checked it: remembered
+        await registry.update_station(a.engine, "PW1", password=new)
+        a.gateway.service.tell_nodes("PW1")  # what a does after a change of its own
+        refused_at = asyncio.get_running_loop().time()
+        while await connects(b, old):
+            assert asyncio.get_running_loop().time() - refused_at < 1.0, "b still takes it"
+            await asyncio.sleep(0.05)
+        assert await connects(b, new)
