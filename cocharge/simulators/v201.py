@@ -225,9 +225,13 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         n = evse_id or next((c for c in self.hw if c not in self.sessions), None)
         if n is None or n not in self.hw or n in self.sessions or not self.hw[n].operative:
             return result201.RequestStartTransaction(status="Rejected")
-        self._spawn(self.charge(n, id_token["id_token"],
+        self._spawn(self.charge(n, self.remote_tag(id_token),
                                 profile=self.start_profile(n, charging_profile)))
         return result201.RequestStartTransaction(status="Accepted")
+
+    def remote_tag(self, id_token: dict[str, Any]) -> str:
+        """The session's tag for the token of a remote start."""
+        return str(id_token["id_token"])
 
     @on("RequestStopTransaction")
     def on_request_stop(self, transaction_id: str, **_: Any) -> result201.RequestStopTransaction:

@@ -120,18 +120,11 @@ class Wallbox21(Wallbox201):
 
     # --- payment by QR code (C24) -----------------------------------------------------------
 
-    @on("RequestStartTransaction")
-    def on_request_start(self, id_token: dict[str, Any], remote_start_id: int,
-                         evse_id: int | None = None, charging_profile: dict[str, Any] | None = None,
-                         **_: Any) -> result21.RequestStartTransaction:
-        """As 2.0.1's; a DirectPayment token (paid on the QR code's page) starts as such."""
-        n = evse_id or next((c for c in self.hw if c not in self.sessions), None)
-        if n is None or n not in self.hw or n in self.sessions or not self.hw[n].operative:
-            return result21.RequestStartTransaction(status="Rejected")
-        tag = (WEB + id_token["id_token"] if id_token.get("type") == "DirectPayment"
-               else id_token["id_token"])
-        self._spawn(self.charge(n, tag, profile=self.start_profile(n, charging_profile)))
-        return result21.RequestStartTransaction(status="Accepted")
+    def remote_tag(self, id_token: dict[str, Any]) -> str:
+        """A DirectPayment token (paid on the QR code's page) starts as such."""
+        if id_token.get("type") == "DirectPayment":
+            return WEB + str(id_token["id_token"])
+        return super().remote_tag(id_token)
 
     @on("SetDisplayMessage")
     def on_set_display_message(self, message: dict[str, Any],

@@ -5,6 +5,7 @@ to charge without a reload; a command sent from a station page reaches the charg
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from cocharge.node import running_node
 from tests.api.test_api import fleet
@@ -123,6 +124,15 @@ async def test_property_and_host_see_their_own_dashboards(sqlite_url, browser_fa
         assert "price" in await host.wait_for(".error", "price")
 
 
+async def book(browser: Any, station: str, day: str) -> None:
+    """The member's booking form: 19:00-20:00 of `day` at `station`, sent."""
+    await browser.run(browser.driver.execute_script, f"""
+        document.querySelector('input[name=start]').value = '{day}T19:00';
+        document.querySelector('input[name=end]').value = '{day}T20:00';""")
+    await browser.fill("input[name=station]", station)
+    await browser.click("form[action='/console/me/bookings'] button")
+
+
 async def test_a_member_books_and_sees_only_its_own(sqlite_url, browser_factory):
     async with running_node(sqlite_url, settings(api_port=0)) as node:
         keys = await fleet(node)
@@ -132,22 +142,14 @@ async def test_a_member_books_and_sees_only_its_own(sqlite_url, browser_factory)
         assert "not valid" in await browser.text(".error")
         await browser.login(keys["member"])
         assert await browser.path() == "/console/me"
-        await browser.run(browser.driver.execute_script, """
-            document.querySelector('input[name=start]').value = '2030-01-01T19:00';
-            document.querySelector('input[name=end]').value = '2030-01-01T20:00';""")
-        await browser.fill("input[name=station]", "P1")
-        await browser.click("form[action='/console/me/bookings'] button")
+        await book(browser, "P1", "2030-01-01")
         assert "Booked" in await browser.wait_for("p.result", "Booked")
         assert "P1:1" in await browser.text("table") and "booked" in await browser.text("table")
         await browser.screenshot("member")
         await browser.click("form[action$='/cancel'] button")
         assert "cancelled" in await browser.wait_for("p.result", "cancelled")
         assert await browser.count("p.result.bad") == 0  # a success looks like one
-        await browser.run(browser.driver.execute_script, """
-            document.querySelector('input[name=start]').value = '2030-01-02T19:00';
-            document.querySelector('input[name=end]').value = '2030-01-02T20:00';""")
-        await browser.fill("input[name=station]", "NOPE")
-        await browser.click("form[action='/console/me/bookings'] button")
+        await book(browser, "NOPE", "2030-01-02")
         assert "Not booked" in await browser.wait_for("p.result.bad", "Not booked")
 
         await browser.open("/console/stations/P1")  # as a driver sees it: no frames, no commands
