@@ -37,6 +37,12 @@ from cocharge.store.db import utcnow
 from cocharge.store.schema import sessions, station_events
 
 
+def _payer(tag: str | None) -> str:
+    """A tag for the report's columns: a card paid at the charger as its last four digits."""
+    if tag and funds.is_card(tag):
+        return f"card-{tag[-4:]}"
+    return tag or ""
+
 def _say(text: str) -> None:
     click.echo(text)
 
@@ -254,7 +260,7 @@ async def run_demo(stations: int) -> None:
     for s in report:
         total += s.energy_wh or 0
         fee = f"{s.idle_fee_fen / 100:.2f} CNY ({s.idle_minutes} min)" if s.idle_fee_fen else ""
-        _say(f"{s.id:>3} {s.station_id:8} {s.id_tag or '':9} {(s.energy_wh or 0) / 1000:7.3f} "
+        _say(f"{s.id:>3} {s.station_id:8} {_payer(s.id_tag):9} {(s.energy_wh or 0) / 1000:7.3f} "
              f"{s.status:10} {s.stop_reason or '':14} {s.cutoff_reason or '':8} "
              f"{s.booking_id or '':8} {fee}")
     _say(f"total {len(report)} sessions, {total / 1000:.3f} kWh")
@@ -273,7 +279,7 @@ async def run_demo(stations: int) -> None:
         off = sum(amount for _, amount in done["discounts"])
         why = "; ".join(name for name, _ in done["discounts"])
         parts = ", ".join(f"{party} {fmt(amount)}" for party, amount in done["split"] if amount)
-        _say(f"{done['session']:>3} {done['payer']:9} {fmt(done['cost_fen']):>7} {fmt(off):>9} "
+        _say(f"{done['session']:>3} {_payer(done['payer']):9} {fmt(done['cost_fen']):>7} {fmt(off):>9} "
              f"{fmt(done['payable_fen']):>8} {fmt(done['paid_fen']):>7} {fmt(done['owed_fen']):>6} "
              f"{fmt(done['idle_fee_fen'] or 0):>8}  {parts}"
              + (f"  ({why})" if why else ""))
@@ -285,8 +291,8 @@ async def run_demo(stations: int) -> None:
             _say(f"OCPP 2.1 at {s.station_id}: session {s.id} ({who}) calculated by the charger "
                  f"from the host's tariff: {local[s.tx_ref]:.2f} CNY; our settlement: "
                  f"{fmt(by_session[s.id]['cost_fen'])} CNY"
-                 + ("; the terminal's payment (NotifySettlement) came from external:card and "
-                    "paid the host" if who.startswith("a card") else ""))
+                 + ("; owed when settled, until the terminal's payment (NotifySettlement) came "
+                    "from external:card and paid the host" if who.startswith("a card") else ""))
     _say(f"\nHold of {tags[3]}'s session (held:{tags[3]}): "
          + "; ".join(f"{line['kind']} {fmt(abs(line['change']))}" for line in held))
     _say(f"{tags[3]} owed {fmt(paid_debt.debt_paid_fen)} CNY after the overstay fee "
