@@ -38,7 +38,8 @@ class Priced:
     payable_fen: int                   # what the member pays: charge - discounts + idle fee
 
 
-def _pct(amount: int, pct: Decimal) -> int:
+def pct_of(amount: int, pct: Decimal) -> int:
+    """`pct` percent of `amount` fen, to the fen (half up): what a percentage discount takes."""
     return int((Decimal(amount) * pct / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
@@ -65,11 +66,11 @@ def apply_discounts(cdr: Cdr, ctx: DiscountContext) -> Priced:
                 lines.append((f"free quota {quota_used / 1000:.3f} kWh", covered))
                 left -= covered
         if ctx.group and left > 0:
-            off = _pct(left, ctx.group_pct)
+            off = pct_of(left, ctx.group_pct)
             lines.append((f"group charge -{ctx.group_pct}%", off))
             left -= off
         if ctx.green and left > 0:
-            off = _pct(left, ctx.green_pct)
+            off = pct_of(left, ctx.green_pct)
             lines.append((f"green energy -{ctx.green_pct}%", off))
             left -= off
     if ctx.budget_fen is not None and left > ctx.budget_fen:

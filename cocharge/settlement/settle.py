@@ -30,7 +30,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,7 +38,7 @@ from sqlalchemy import and_, desc, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement import funds, ledger, loyalty, memberships, points
-from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts
+from cocharge.settlement.discounts import DiscountContext, Priced, apply_discounts, pct_of
 from cocharge.settlement.ledger import Transfer
 from cocharge.settlement.money import MoneyError, fmt, to_fen
 from cocharge.settlement.overstay import IdleFeeRule, idle_fee
@@ -484,7 +484,7 @@ def _charger_cost_differs(row: Any, cdr: Any, tolerance_fen: int,
     theirs = int(row.charger_cost_fen) - int(row.charger_idle_fen or 0)
     ours = cdr.tariff_total_fen - cdr.costs.get("PARKING_TIME", 0)
     if (row.charger_tariff or "").startswith(MEMBER_PREFIX):
-        ours -= int((Decimal(ours) * member_pct / 100).quantize(Decimal(1), ROUND_HALF_UP))
+        ours -= pct_of(ours, member_pct)  # as the discount itself takes it
     if abs(theirs - ours) <= tolerance_fen:
         return None
     return (f"the charger calculated {fmt(theirs)} CNY, our tariff {fmt(ours)} CNY (more than "

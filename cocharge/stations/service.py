@@ -26,9 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
-from cocharge.settlement import funds, memberships
+from cocharge.settlement import funds, loyalty, memberships
 from cocharge.settlement.funds import Funds
-from cocharge.settlement.settle import Settler
+from cocharge.settlement.settle import (
+    SettlementDefaults,
+    Settler,
+    running_cost_fen,
+    tariff_in_force,
+    tariff_of_session,
+    terms_of,
+)
+from cocharge.settlement.tariff21 import Untranslatable, member_price, tariff_type
 from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.certificates import CertificateKeeper
 from cocharge.stations.control import SharingController
@@ -533,12 +541,13 @@ class StationService:
             found = await self._load(conn, station_id, tx_ref)
         return found.id if found is not None else None
 
+    def _defaults(self) -> SettlementDefaults:
+        """The settler's defaults (the price when an owner set none), else the shipped ones."""
+        return self.settler.defaults if self.settler is not None else SettlementDefaults()
+
     async def running_cost(self, session_id: int) -> int | None:
         """A running session's cost so far, in fen (the settler's tariff defaults)."""
-        from cocharge.settlement.settle import SettlementDefaults, running_cost_fen
-
-        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
-        return await running_cost_fen(self.engine, session_id, defaults)
+        return await running_cost_fen(self.engine, session_id, self._defaults())
 
     async def settled_total(self, session_id: int) -> int | None:
         """Settle an ended session now and return what the driver pays, in fen."""
@@ -549,32 +558,21 @@ class StationService:
     async def tariff_type(self, station_id: str, evse_id: int) -> dict[str, Any]:
         """The host's tariff of an EVSE as a 2.1 TariffType (raises Untranslatable): that of
         the connector, else of the station, else the settlement's default price."""
-        from cocharge.settlement.settle import SettlementDefaults, tariff_in_force
-        from cocharge.settlement.tariff21 import tariff_type
-
-        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
         async with self.engine.connect() as conn:
             found = await tariff_in_force(conn, station_id, evse_id)
-        return tariff_type(found[1] if found else defaults.tariff(), self.settings.currency)
+        return tariff_type(found[1] if found else self._defaults().tariff(),
+                           self.settings.currency)
 
     async def session_tariff_type(self, session_id: int) -> dict[str, Any]:
         """The tariff a session is priced with here (the one it started under), as a 2.1
         TariffType (raises Untranslatable)."""
-        from cocharge.settlement.settle import SettlementDefaults, tariff_of_session
-        from cocharge.settlement.tariff21 import tariff_type
-
-        defaults = self.settler.defaults if self.settler is not None else SettlementDefaults()
-        return tariff_type(await tariff_of_session(self.engine, session_id, defaults),
+        return tariff_type(await tariff_of_session(self.engine, session_id, self._defaults()),
                            self.settings.currency)
 
     async def member_tariff(self, station_id: str, tag: str) -> dict[str, Any] | None:
         """A member's own price at a 2.1 station (AuthorizeResponse.tariff): the host's tariff
         less the green-energy discount where the member chose green energy and the charger
         is green (settlement gives the same discount); None: the host's price applies."""
-        from cocharge.settlement import loyalty
-        from cocharge.settlement.settle import terms_of
-        from cocharge.settlement.tariff21 import Untranslatable, member_price
-
         async with self.engine.connect() as conn:
             prefers = await conn.scalar(select(members.c.prefers_green)
                                         .where(members.c.tag == tag))
