@@ -397,10 +397,12 @@ async def settle_session(engine: AsyncEngine, session_id: int,
             free_once=free, green=bool(terms.green and member and member.prefers_green),
             group_pct=rules.group_pct, green_pct=rules.green_pct, budget_fen=row.budget_fen,
             free_day=await memberships.free_charging(conn, row.id_tag, row.started_at))
-        # A 2.1 charger's own figure: at the host's price, or (its member tariff) less the
-        # green discount the member has here.
+        # A 2.1 charger's own figure: at the host's price, or (its member tariff) less what
+        # the member's own price took off (all of it on a free charging day, else green).
+        member_pct = (Decimal(100) if context.free_day
+                      else rules.green_pct if context.green else Decimal(0))
         differs = _charger_cost_differs(row, cdr, defaults.charger_cost_tolerance_fen,
-                                        rules.green_pct if context.green else Decimal(0))
+                                        member_pct)
         if differs is not None:
             await conn.execute(update(sessions).where(sessions.c.id == session_id).values(
                 status="flagged", flag_reason=differs[:2000]))

@@ -570,17 +570,21 @@ class StationService:
                            self.settings.currency)
 
     async def member_tariff(self, station_id: str, tag: str) -> dict[str, Any] | None:
-        """A member's own price at a 2.1 station (AuthorizeResponse.tariff): the host's tariff
-        less the green-energy discount where the member chose green energy and the charger
-        is green (settlement gives the same discount); None: the host's price applies."""
+        """A member's own price at a 2.1 station (AuthorizeResponse.tariff), as settlement
+        will price them: nothing for charging in their free charging days (the overstay fee
+        stays), else the host's tariff less the green-energy discount where the member chose
+        green energy and the charger is green; None: the host's price applies."""
         async with self.engine.connect() as conn:
-            prefers = await conn.scalar(select(members.c.prefers_green)
-                                        .where(members.c.tag == tag))
-            if not prefers or not (await terms_of(conn, station_id)).green:
-                return None
-            pct = (await loyalty.current_rules(conn)).green_pct
+            if await memberships.free_charging(conn, tag, utcnow()):
+                pct, why = Decimal(100), "free charging day"
+            else:
+                prefers = await conn.scalar(select(members.c.prefers_green)
+                                            .where(members.c.tag == tag))
+                if not prefers or not (await terms_of(conn, station_id)).green:
+                    return None
+                pct, why = (await loyalty.current_rules(conn)).green_pct, "green energy"
         try:
-            return member_price(await self.tariff_type(station_id, 1), pct, "green energy")
+            return member_price(await self.tariff_type(station_id, 1), pct, why)
         except Untranslatable:
             return None
 

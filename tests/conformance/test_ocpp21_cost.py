@@ -11,6 +11,7 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select
 
 from cocharge import views
@@ -252,10 +253,13 @@ async def test_c24_each_evse_shows_the_payment_pages_qr_code(sqlite_url):
             assert box.web_payments == [(2, 90)]
 
 
-async def test_c01_i_a_members_own_price_at_authorize_is_what_settlement_gives(sqlite_url):
-    """A member who chose green energy at a green charger: Authorize carries their own price
-    (the host's less the green discount); the charger prices the session with it, and that
-    is what our settlement makes them pay (not flagged)."""
+@pytest.mark.parametrize("why", ["green", "free-day"])
+async def test_c01_i_a_members_own_price_at_authorize_is_what_settlement_gives(sqlite_url, why):
+    """A member who chose green energy at a green charger, or in free charging days a reward
+    granted: Authorize carries their own price (the host's less the green discount; nothing
+    on a free day); the charger prices the session with it, and that is what our settlement
+    makes them pay (not flagged)."""
+    from cocharge.settlement import memberships
     from cocharge.stations import sharing
 
     async with running_node(sqlite_url, settings(tariff_sync_s=0.3)) as node:
@@ -264,20 +268,28 @@ async def test_c01_i_a_members_own_price_at_authorize_is_what_settlement_gives(s
         await settle.set_terms(node.engine, "G21", {"green": True})
         await settle.set_tariff(node.engine, "G21", 0, simple_tariff(Decimal("2.00")))
         await registry.add_member(node.engine, "Lin", "LIN", None)
-        await sharing.update_member(node.engine, "LIN", prefers_green=True)
+        if why == "green":
+            await sharing.update_member(node.engine, "LIN", prefers_green=True)
+        else:
+            async with node.engine.begin() as conn:
+                await memberships.reward_days(conn, "LIN", 3, "streak-1", utcnow())
         async with simulated(node, "G21", "2.1", meter_interval_s=0.05) as box:
             await until(lambda: asyncio.sleep(0, box.tariffs.get(1)))
             session = await box.charge(1, "LIN", energy_wh=3000)
             await asyncio.wait_for(session.done.wait(), 30)
             own = box.member_tariffs["LIN"]
-            assert own["energy"]["prices"][0]["price_kwh"] == 1.8  # 2.00 less 10 %
             assert own["tariff_id"].startswith("cc-m-")
             charged = box.local_costs[str(session.tx_id)]["total"]["incl_tax"]
         await node.gateway.settler.drain()
         [listed] = await registry.list_sessions(node.engine, "G21")
         assert listed["status"] == "completed", listed
         bill = await settle.payable_fen(node.engine, listed["id"])
-        assert abs(bill - round(charged * 100)) <= 1 and bill > 500
+        assert abs(bill - round(charged * 100)) <= 1
+        if why == "green":
+            assert own["energy"]["prices"][0]["price_kwh"] == 1.8  # 2.00 less 10 %
+            assert bill > 500
+        else:
+            assert own["energy"]["prices"][0]["price_kwh"] == 0 and bill == 0 == charged
 
 
 async def test_c24_a_payment_on_the_qr_codes_page_starts_a_session_and_pays_its_host(tmp_path):
