@@ -11,6 +11,7 @@ import click
 from cocharge.cli.channel import parse_duration, remote_call, remote_command
 from cocharge.cli.common import (
     ID,
+    FiniteRange,
     db_option,
     emit,
     fail,
@@ -303,9 +304,12 @@ PURPOSE_CHOICE = click.Choice(["TxProfile", "TxDefaultProfile", "ChargePointMaxP
                                "ChargingStationMaxProfile"])
 
 
-@remote_command("set-charging-profile", "SetChargingProfile (both versions): a limit over time.\n\n"
+@remote_command("set-charging-profile", "SetChargingProfile (every version): a limit over time.\n\n"
          "Load management writes stack levels 0 (failsafe) and 1 (allocation, and a cutoff's "
-         "TxProfile); an operator's profile at level 2 or above overrides them.")
+         "TxProfile); an operator's profile at level 2 or above overrides them. 2.1 stations "
+         "also take Dynamic profiles (moved by update-dynamic-schedule) and operation modes: "
+         "--operation-mode CentralSetpoint --setpoint -3000 --unit W has a bidirectional "
+         "car give 3 kW back (V2X).")
 @click.option("--connector", "connector_id", type=click.IntRange(0, 64), default=0,
               show_default=True, help="0: the whole station (default and maximum profiles).")
 @click.option("--purpose", type=PURPOSE_CHOICE, required=True)
@@ -315,8 +319,8 @@ PURPOSE_CHOICE = click.Choice(["TxProfile", "TxDefaultProfile", "ChargePointMaxP
               show_default=True, help="The same id replaces a profile (ids from 2100000000 "
                                       "are load management's).")
 @click.option("--stack-level", type=click.IntRange(0, 2**31 - 1), default=2, show_default=True)
-@click.option("--kind", type=click.Choice(["Absolute", "Relative", "Recurring"]),
-              default="Absolute", show_default=True)
+@click.option("--kind", type=click.Choice(["Absolute", "Relative", "Recurring", "Dynamic"]),
+              default="Absolute", show_default=True, help="Dynamic: 2.1, one period.")
 @click.option("--start", "start_schedule", help="Absolute/Recurring: when period 0 starts "
                                                "(ISO 8601; default now).")
 @click.option("--duration", type=click.IntRange(0, 2**31 - 1), help="Seconds it lasts.")
@@ -325,19 +329,47 @@ PURPOSE_CHOICE = click.Choice(["TxProfile", "TxDefaultProfile", "ChargePointMaxP
 @click.option("--recurrency", type=click.Choice(["Daily", "Weekly"]))
 @click.option("--session", "session_id", type=ID, help="TxProfile: its session.")
 @click.option("--number-phases", type=click.IntRange(1, 3))
+@click.option("--operation-mode", type=click.Choice(list(cmd.OPERATION_MODES)),
+              help="2.1: every period's operation mode (default ChargingOnly).")
+@click.option("--setpoint", type=FiniteRange(-1e7, 1e7),
+              help="2.1, CentralSetpoint: the target in --unit (negative: discharge).")
+@click.option("--discharge-limit", type=FiniteRange(-1e7, 0),
+              help="2.1: at most this much discharged, 0 or negative, in --unit.")
+@click.option("--dyn-update-interval", type=click.IntRange(0, 2**31 - 1),
+              help="2.1, Dynamic: the station asks for an update every so many seconds.")
 def remote_set_charging_profile(station_id: str, connector_id: int, purpose: str, limits: str,
                                 unit: str, profile_id: int, stack_level: int, kind: str,
                                 start_schedule: str | None, duration: int | None,
                                 valid_from: str | None, valid_to: str | None,
                                 recurrency: str | None, session_id: int | None,
-                                number_phases: int | None, db: str | None, as_json: bool,
+                                number_phases: int | None, operation_mode: str | None,
+                                setpoint: float | None, discharge_limit: float | None,
+                                dyn_update_interval: int | None, db: str | None, as_json: bool,
                                 expires: float | None) -> None:
     _send(db, station_id, "set-charging-profile", {
         "connector_id": connector_id, "purpose": purpose, "periods": _periods(limits),
         "unit": unit, "id": profile_id, "stack_level": stack_level, "kind": kind,
         "start_schedule": start_schedule, "duration": duration, "valid_from": valid_from,
         "valid_to": valid_to, "recurrency": recurrency, "session_id": session_id,
-        "number_phases": number_phases}, as_json, expires)
+        "number_phases": number_phases, "operation_mode": operation_mode,
+        "setpoint": setpoint, "discharge_limit": discharge_limit,
+        "dyn_update_interval": dyn_update_interval}, as_json, expires)
+
+
+@remote_command("update-dynamic-schedule", "2.1 UpdateDynamicSchedule: move the one period of "
+                "a Dynamic profile (load management moves its own this way on 2.1 stations).")
+@click.option("--profile-id", required=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--limit", type=FiniteRange(0, 1e7), help="In the profile's unit.")
+@click.option("--setpoint", type=FiniteRange(-1e7, 1e7), help="Negative: discharge.")
+@click.option("--discharge-limit", type=FiniteRange(-1e7, 0))
+def remote_update_dynamic_schedule(station_id: str, profile_id: int, limit: float | None,
+                                   setpoint: float | None, discharge_limit: float | None,
+                                   db: str | None, as_json: bool, expires: float | None) -> None:
+    if limit is None and setpoint is None and discharge_limit is None:
+        fail("give --limit, --setpoint or --discharge-limit: what the period becomes")
+    _send(db, station_id, "update-dynamic-schedule", {
+        "profile_id": profile_id, "limit": limit, "setpoint": setpoint,
+        "discharge_limit": discharge_limit}, as_json, expires)
 
 
 @remote_command("clear-charging-profile", "ClearChargingProfile: by --id, or by connector, purpose and "

@@ -31,6 +31,7 @@ from cocharge.stations.commands import ENERGY_TRANSFER_MODES
     "get-installed-certificate-ids": "cocharge.cli.security:remote_get_installed_certificate_ids",
     "install-certificate": "cocharge.cli.security:remote_install_certificate",
     "set-charging-profile": "cocharge.cli.load:remote_set_charging_profile",
+    "update-dynamic-schedule": "cocharge.cli.load:remote_update_dynamic_schedule",
     "clear-charging-profile": "cocharge.cli.load:remote_clear_charging_profile",
     "get-composite-schedule": "cocharge.cli.load:remote_get_composite_schedule",
     "get-charging-profiles": "cocharge.cli.load:remote_get_charging_profiles",

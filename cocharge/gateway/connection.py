@@ -678,10 +678,13 @@ def profile_fields(command: SetChargingProfile, max_purpose: str) -> dict[str, A
         "charging_rate_unit": command.unit,
         "charging_schedule_period": [
             {"start_period": int(start), "limit": float(limit),
-             **({"number_phases": command.number_phases} if command.number_phases else {})}
+             **({"number_phases": command.number_phases} if command.number_phases else {}),
+             **{key: value for key, value in (  # 2.1's operation modes (V2X)
+                 ("operation_mode", command.operation_mode), ("setpoint", command.setpoint),
+                 ("discharge_limit", command.discharge_limit)) if value is not None}}
             for start, limit in command.periods]}
     start = command.start_schedule
-    if start is None and command.kind == "Absolute":
+    if start is None and command.kind in ("Absolute", "Dynamic"):
         start = now_iso()  # an Absolute profile counts from now unless told otherwise
     if start is not None:
         schedule["start_schedule"] = start
@@ -693,7 +696,8 @@ def profile_fields(command: SetChargingProfile, max_purpose: str) -> dict[str, A
                                "charging_profile_kind": command.kind,
                                "charging_schedule": schedule}
     for key, value in (("recurrency_kind", command.recurrency), ("valid_from", command.valid_from),
-                       ("valid_to", command.valid_to)):
+                       ("valid_to", command.valid_to),
+                       ("dyn_update_interval", command.dyn_update_interval)):
         if value is not None:
             profile[key] = value
     return profile

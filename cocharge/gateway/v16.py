@@ -208,7 +208,7 @@ class V16Connection(StationConnection):
     # --- commands --------------------------------------------------------------------------
 
     def to_call(self, command: cmd.Command, tx_ref: str | None) -> Any:
-        if isinstance(command, cmd.ONLY_21):
+        if cmd.only_21(command):
             raise cmd.not_in_version(command, self.protocol)
         match command:
             case cmd.RemoteStart(tag=tag, connector_id=connector_id):

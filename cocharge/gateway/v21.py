@@ -245,6 +245,15 @@ class V21Connection(V201Connection):
                         f"{', '.join(cmd.ENERGY_TRANSFER_MODES)}")
                 return call.NotifyAllowedEnergyTransfer(transaction_id=tx_ref,
                                                         allowed_energy_transfer=list(modes))
+            case cmd.UpdateDynamicSchedule(profile_id=profile_id):
+                update = {key: value for key, value in (
+                    ("limit", command.limit), ("setpoint", command.setpoint),
+                    ("discharge_limit", command.discharge_limit)) if value is not None}
+                if not update:
+                    raise cmd.CommandRejected("update-dynamic-schedule: give a limit, a setpoint "
+                                              "or a discharge limit")
+                return call.UpdateDynamicSchedule(charging_profile_id=profile_id,
+                                                  schedule_update=update)
             case cmd.UsePriorityCharging(session_id=session_id, activate=activate):
                 if tx_ref is None:
                     raise cmd.CommandRejected(f"session {session_id} has no transaction id")

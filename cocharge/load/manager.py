@@ -95,6 +95,7 @@ class Written:
     at: float        # monotonic time of the write
     until: float     # monotonic time the profile ends (its duration)
     purpose: str
+    dynamic: bool = False  # a 2.1 Dynamic profile: UpdateDynamicSchedule moves its limit
 
 
 @dataclass
@@ -121,6 +122,7 @@ class LoadManager:
         self.written: dict[tuple[str, int], Written] = {}
         self.failsafe: dict[str, float] = {}  # station -> safe share written (per connector)
         self.purpose: dict[str, str] = {}  # station -> learnt purpose ("none": refuses all)
+        self.no_dynamic: set[str] = set()  # 2.1 stations that refused a Dynamic profile
         self.other: dict[str, tuple[float, float, float]] = {}  # circuit -> measured other load
         self.circuit_total: dict[str, bool] = {}  # the reading includes the chargers
         self.surplus: dict[str, tuple[float, float]] = {}  # site -> (surplus W, monotonic)
@@ -378,11 +380,18 @@ class LoadManager:
         """2.1 PullDynamicScheduleUpdate: the allocation now of the EVSE whose profile of
         ours this is (A per phase); None for a profile that is not ours."""
         connector = profile_id - ALLOCATION_ID
-        if not 1 <= connector <= 64 or station_id not in self.attached:
+        if not 0 <= connector <= 64 or station_id not in self.attached:
+            return None
+        written = self.written.get((station_id, connector))
+        if written is None or not written.dynamic:
             return None
         state = self.state.get(self.attached[station_id][0].name)
         if state is None or state.allocation is None:
             return self.limit_a(station_id, connector)
+        if connector == 0:  # the station's maximum: what its connectors were given
+            n, _ = self.connectors(station_id)
+            return sum(state.allocation.current_a.get((station_id, k), 0.0)
+                       for k in range(1, n + 1))
         return state.allocation.current_a.get((station_id, connector),
                                                self.limit_a(station_id, connector))
 
@@ -619,18 +628,60 @@ class LoadManager:
             elif purpose == "TxProfile":
                 continue  # nothing to write for an idle connector of a TxProfile station
             else:
-                target = cmd.MAX_PURPOSE[link.protocol] if purpose == "MaxProfile" else purpose
-                profile = cmd.SetChargingProfile(c, target, ((0, amps),), ALLOCATION_ID + c, 1,
-                                                 "Absolute", duration=int(valid))
-                if not await self._send(link, a.station_id, profile):
-                    return False
-            if lowering and written is not None and amps < written.limit_a:
-                self._lowered = True
-            self.written[key] = Written(amps, now, now + valid, purpose)
-            if purpose == "MaxProfile":
-                for k in range(1, n + 1):
-                    self.written[(a.station_id, k)] = Written(wanted[k], now, now + valid, purpose)
+                until, dynamic = now + valid, False
+                if await self._move_dynamic(link, a.station_id, c, amps, written, now):
+                    assert written is not None
+                    until, dynamic = written.until, True
+                else:
+                    wrote = await self._write_default(link, a.station_id, c, purpose, amps)
+                    if wrote is None:
+                        return False
+                    dynamic = wrote
+                self._wrote(key, Written(amps, now, until, purpose, dynamic), written, lowering)
+                if purpose == "MaxProfile":
+                    for k in range(1, n + 1):
+                        self.written[(a.station_id, k)] = Written(wanted[k], now, until, purpose)
+                continue
+            self._wrote(key, Written(amps, now, now + valid, purpose), written, lowering)
         return True
+
+    def _wrote(self, key: tuple[str, int], new: Written, old: Written | None,
+               lowering: bool) -> None:
+        if lowering and old is not None and new.limit_a < old.limit_a:
+            self._lowered = True
+        self.written[key] = new
+
+    async def _move_dynamic(self, link: Any, station_id: str, c: int, amps: float,
+                            written: Written | None, now: float) -> bool:
+        """2.1: move the limit of the Dynamic profile we wrote (UpdateDynamicSchedule) while
+        it holds long enough; False: write it whole instead."""
+        if (written is None or not written.dynamic
+                or written.until - now < self.settings.load_profile_valid_s / 2):
+            return False
+        try:
+            result = await link.command(cmd.UpdateDynamicSchedule(ALLOCATION_ID + c, amps))
+        except (cmd.CommandFailed, cmd.CommandRejected) as exc:
+            log.info("station %s: dynamic schedule not moved: %s", station_id, exc)
+            return False
+        return bool(result.accepted)
+
+    async def _write_default(self, link: Any, station_id: str, c: int, purpose: str,
+                             amps: float) -> bool | None:
+        """The allocation as a default or maximum profile for `valid` seconds (after which
+        the failsafe below it holds): Dynamic where the station speaks 2.1 and takes it, so
+        later changes only move its limit. Whether it is Dynamic; None: the purpose refused."""
+        valid = int(self.settings.load_profile_valid_s)
+        target = cmd.MAX_PURPOSE[link.protocol] if purpose == "MaxProfile" else purpose
+        if link.protocol == "2.1" and station_id not in self.no_dynamic:
+            profile = cmd.SetChargingProfile(c, target, ((0, amps),), ALLOCATION_ID + c, 1,
+                                             "Dynamic", duration=valid)
+            if await self._send(link, station_id, profile):
+                return True
+            self.no_dynamic.add(station_id)  # then as it does for older stations
+            log.info("station %s takes no Dynamic profile: Absolute ones instead", station_id)
+        profile = cmd.SetChargingProfile(c, target, ((0, amps),), ALLOCATION_ID + c, 1,
+                                         "Absolute", duration=valid)
+        return False if await self._send(link, station_id, profile) else None
 
     def _due(self, written: Written | None, amps: float, purpose: str, now: float) -> bool:
         if written is None or written.purpose != purpose:

@@ -86,6 +86,7 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         self.hw = {n: Connector(n, max_current_a=config.max_current_a, phases=config.phases)
                    for n in range(1, config.connectors + 1)}
         self.charging_profiles: list[Profile] = []
+        self.dynamic_updates: list[tuple[int, dict[str, Any]]] = []  # 2.1 UpdateDynamicSchedule
         # Called with this wallbox at every meter value it sends (a site's checks listen).
         self.meter_listeners: list[Any] = []
         self.sessions: dict[int, SimSession] = {}
@@ -356,7 +357,8 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
             while remaining > 1e-9:  # step piecewise so a profile change lands on its second
                 change = self.next_change_s(session)
                 piece = remaining if change is None else min(remaining, change - session.device_s)
-                session.energy_wh += hw.step(piece, self.limit_w(session))
+                session.energy_wh += hw.step(piece, self.limit_w(session),
+                                             self.setpoint_w(session))
                 session.device_s += piece
                 remaining -= piece
             limit = self.limit_w(session)

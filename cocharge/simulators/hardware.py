@@ -62,15 +62,19 @@ class Connector:
     def max_power_w(self) -> float:
         return self.max_current_a * self.phases * self.voltage_v
 
-    def step(self, seconds: float, limit_w: float | None = None) -> float:
-        """Advance the hardware by `seconds` under a charging-profile limit; returns Wh delivered."""
+    def step(self, seconds: float, limit_w: float | None = None,
+             setpoint_w: float | None = None) -> float:
+        """Advance the hardware by `seconds` under a charging-profile limit (and a 2.1
+        setpoint: negative, the car gives that much back); returns Wh delivered."""
         if not self.relay_closed or self.ev is None or self.faulted:
             self.power_w = 0.0
             return 0.0
-        if self.discharge_left_wh > 0 and self.ev.soc > 0.1:
-            out = min(self.discharge_left_wh, self.max_power_w * seconds / 3600,
+        asked = (min(-setpoint_w, self.max_power_w) * seconds / 3600
+                 if setpoint_w is not None and setpoint_w < 0 else 0.0)
+        if (self.discharge_left_wh > 0 or asked > 0) and self.ev.soc > 0.1:
+            out = min(max(self.discharge_left_wh, asked), self.max_power_w * seconds / 3600,
                       (self.ev.soc - 0.1) * self.ev.battery_wh)
-            self.discharge_left_wh -= out
+            self.discharge_left_wh = max(0.0, self.discharge_left_wh - out)
             self.export_wh += out
             self.ev.charge(-out)
             self.power_w = -out * 3600 / seconds if seconds > 0 else 0.0
@@ -78,6 +82,8 @@ class Connector:
         target = min(self.max_power_w, self.ev.accepts_w())
         if limit_w is not None:
             target = min(target, limit_w)
+        if setpoint_w is not None:
+            target = min(target, max(0.0, setpoint_w))
         if self.power_w < target:
             self.power_w = min(target, self.power_w + self.ramp_w_per_s * seconds)
         else:

@@ -9,12 +9,15 @@
 - A profile is in effect from its schedule's start (Absolute: startSchedule; Relative: the
   transaction's start; Recurring: the last daily/weekly repeat) for its duration (none: for
   ever) and within validFrom / validTo; its limit is that of the last period begun.
+- 2.1: a Dynamic profile counts from its start like an Absolute one; UpdateDynamicSchedule
+  moves its one period (`updated`). A period in operation mode CentralSetpoint has a
+  setpoint: a negative one has a bidirectional car give energy back (`setpoint_at`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +34,7 @@ class Profile:
     id: int
     stack_level: int
     purpose: str  # TxProfile | TxDefaultProfile | Max
-    kind: str  # Absolute | Relative | Recurring
+    kind: str  # Absolute | Relative | Recurring | Dynamic (2.1)
     unit: str  # A | W
     periods: tuple[tuple[float, float], ...]  # (start s, limit)
     start: datetime | None = None
@@ -41,6 +44,7 @@ class Profile:
     valid_to: datetime | None = None
     tx_id: str | None = None
     phases: int | None = None  # numberPhases of the first period
+    setpoints: tuple[float | None, ...] = ()  # 2.1: each period's CentralSetpoint, if any
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -65,7 +69,16 @@ def from_ocpp(connector: int, profile: dict[str, Any]) -> Profile:
         _parse(schedule.get("start_schedule")), schedule.get("duration"),
         profile.get("recurrency_kind"), _parse(profile.get("valid_from")),
         _parse(profile.get("valid_to")), str(tx) if tx is not None else None,
-        periods[0].get("number_phases"))
+        periods[0].get("number_phases"),
+        tuple(p.get("setpoint") if p.get("operation_mode") == "CentralSetpoint" else None
+              for p in periods))
+
+
+def updated(p: Profile, update: dict[str, Any]) -> Profile:
+    """A Dynamic profile's one period moved by UpdateDynamicSchedule (snake_case)."""
+    limit = update.get("limit", p.periods[0][1])
+    setpoint = update.get("setpoint", p.setpoints[0] if p.setpoints else None)
+    return replace(p, periods=((0.0, float(limit)),), setpoints=(setpoint,))
 
 
 def schedule_start(p: Profile, t: datetime, tx_start: datetime | None) -> datetime | None:
@@ -79,8 +92,8 @@ def schedule_start(p: Profile, t: datetime, tx_start: datetime | None) -> dateti
     return p.start
 
 
-def limit_at(p: Profile, t: datetime, tx_start: datetime | None) -> float | None:
-    """The profile's limit at `t` (its own unit), None when not in effect."""
+def period_at(p: Profile, t: datetime, tx_start: datetime | None) -> int | None:
+    """Which of the profile's periods is in force at `t`; None when it is not in effect."""
     if (p.valid_from and t < p.valid_from) or (p.valid_to and t >= p.valid_to):
         return None
     start = schedule_start(p, t, tx_start)
@@ -90,10 +103,16 @@ def limit_at(p: Profile, t: datetime, tx_start: datetime | None) -> float | None
     if elapsed < 0 or (p.duration is not None and elapsed >= p.duration):
         return None
     found = None
-    for begin, limit in p.periods:
+    for index, (begin, _) in enumerate(p.periods):
         if begin <= elapsed + 1e-9:
-            found = limit
+            found = index
     return found
+
+
+def limit_at(p: Profile, t: datetime, tx_start: datetime | None) -> float | None:
+    """The profile's limit at `t` (its own unit), None when not in effect."""
+    index = period_at(p, t, tx_start)
+    return None if index is None else p.periods[index][1]
 
 
 def changes_after(p: Profile, t: datetime, tx_start: datetime | None) -> Iterable[datetime]:
@@ -142,6 +161,27 @@ def composite(profiles: Iterable[Profile], connector: int, tx_id: str | None,
         cap /= max(1, sharing)
         chosen = cap if chosen is None else min(chosen, cap)
     return chosen
+
+
+def setpoint_at(profiles: Iterable[Profile], connector: int, tx_id: str | None,
+                tx_start: datetime | None, t: datetime, to_w: float) -> float | None:
+    """2.1: the setpoint (W) of the transaction's profile in force at `t` (its TxProfile of
+    the highest stack level, else a default's), when its period has one."""
+    ranked = []
+    for p in profiles:
+        if p.purpose == "TxProfile" and not (tx_id is not None and p.connector == connector
+                                             and p.tx_id in (None, tx_id)):
+            continue
+        if p.purpose == MAX or p.connector not in (0, connector):
+            continue
+        index = period_at(p, t, tx_start)
+        if index is None:
+            continue
+        setpoint = p.setpoints[index] if index < len(p.setpoints) else None
+        rank = (1 if p.purpose == "TxProfile" else 0, p.stack_level)
+        ranked.append((rank, None if setpoint is None else
+                       setpoint * (to_w if p.unit == "A" else 1.0)))
+    return max(ranked, key=lambda r: r[0])[1] if ranked else None
 
 
 def next_change(profiles: Iterable[Profile], t: datetime, tx_start: datetime | None

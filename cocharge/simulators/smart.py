@@ -10,7 +10,16 @@ from typing import Any
 
 import ocpp.messages
 
-from cocharge.simulators.profiles import MAX, Profile, composite, from_ocpp, next_change, purpose_of
+from cocharge.simulators.profiles import (
+    MAX,
+    Profile,
+    composite,
+    from_ocpp,
+    next_change,
+    purpose_of,
+    setpoint_at,
+    updated,
+)
 
 ocpp.messages.ASYNC_VALIDATION = False
 log = logging.getLogger(__name__)
@@ -28,6 +37,7 @@ class SmartChargingMixin:
     hw: dict[int, Connector]
     sessions: dict[int, SimSession]
     charging_profiles: list[Profile]
+    dynamic_updates: list[tuple[int, dict[str, Any]]]  # UpdateDynamicSchedule taken (2.1)
 
     # charging profiles (cocharge/simulators/profiles.py) -------------------------------------
 
@@ -102,6 +112,25 @@ class SmartChargingMixin:
         amps = self.limit_a(session.connector_id,
                             session.tx_start + timedelta(seconds=session.device_s))
         return None if amps is None else amps * self._to_w(session.connector_id)
+
+    def setpoint_w(self, session: SimSession) -> float | None:
+        """2.1: the setpoint (W) of the period in force, if it has one (negative: V2X)."""
+        if session.tx_start is None:
+            return None
+        return setpoint_at(self.charging_profiles, session.connector_id,
+                           str(session.tx_id) if session.tx_id is not None else None,
+                           session.tx_start, session.tx_start
+                           + timedelta(seconds=session.device_s),
+                           self._to_w(session.connector_id))
+
+    def update_dynamic(self, profile_id: int, update: dict[str, Any]) -> str:
+        """2.1 UpdateDynamicSchedule: Accepted, or Rejected for no Dynamic profile of that id."""
+        for index, p in enumerate(self.charging_profiles):
+            if p.id == profile_id and p.kind == "Dynamic":
+                self.charging_profiles[index] = updated(p, update)
+                self.dynamic_updates.append((profile_id, dict(update)))
+                return "Accepted"
+        return "Rejected"
 
     def next_change_s(self, session: SimSession) -> float | None:
         """Seconds after the transaction's start of the next change of its limit."""

@@ -146,6 +146,13 @@ class Wallbox21(Wallbox201):
         self.allowed_transfer[transaction_id] = list(allowed_energy_transfer)
         return result21.NotifyAllowedEnergyTransfer(status="Accepted")
 
+    @on("UpdateDynamicSchedule")
+    def on_update_dynamic_schedule(self, charging_profile_id: int,
+                                   schedule_update: dict[str, Any],
+                                   **_: Any) -> result21.UpdateDynamicSchedule:
+        return result21.UpdateDynamicSchedule(
+            status=self.update_dynamic(charging_profile_id, schedule_update))
+
     @on("UsePriorityCharging")
     def on_use_priority_charging(self, transaction_id: str, activate: bool,
                                  **_: Any) -> result21.UsePriorityCharging:

@@ -546,9 +546,14 @@ class CostUpdated:
 
 @dataclass(frozen=True)
 class SetChargingProfile:
-    """A charging profile (every purpose, both versions). `periods` are [start_s, limit]
+    """A charging profile (every purpose, every version). `periods` are [start_s, limit]
     pairs; `session_id` names the transaction of a TxProfile; connector 0 is the whole
-    station (TxDefaultProfile for every connector, or the station's maximum)."""
+    station (TxDefaultProfile for every connector, or the station's maximum).
+
+    2.1 only: a Dynamic profile (one period, moved by UpdateDynamicSchedule; the station
+    may ask for it every `dyn_update_interval` s), and for every period an operation mode
+    with its setpoint (negative: the car gives energy back, V2X) and discharge limit (0 or
+    less)."""
 
     connector_id: int
     purpose: str  # TxProfile | TxDefaultProfile | ChargePointMaxProfile (= ChargingStationMaxProfile)
@@ -564,6 +569,30 @@ class SetChargingProfile:
     recurrency: str | None = None  # Daily | Weekly (kind Recurring)
     session_id: int | None = None
     number_phases: int | None = None
+    operation_mode: str | None = None  # 2.1: OPERATION_MODES (absent: ChargingOnly)
+    setpoint: float | None = None  # 2.1: CentralSetpoint's target, in the unit
+    discharge_limit: float | None = None  # 2.1: at most this much discharged (<= 0)
+    dyn_update_interval: int | None = None  # 2.1, Dynamic: the station pulls every so often
+
+    @property
+    def needs_21(self) -> bool:
+        return self.kind == "Dynamic" or any(v is not None for v in (
+            self.operation_mode, self.setpoint, self.discharge_limit, self.dyn_update_interval))
+
+
+@dataclass(frozen=True)
+class UpdateDynamicSchedule:
+    """2.1: a Dynamic profile's one period moved (K28): its new limit, setpoint or discharge
+    limit."""
+
+    profile_id: int
+    limit: float | None = None
+    setpoint: float | None = None
+    discharge_limit: float | None = None
+
+
+OPERATION_MODES = ("Idle", "ChargingOnly", "CentralSetpoint", "ExternalSetpoint",
+                   "ExternalLimits", "CentralFrequency", "LocalFrequency", "LocalLoadBalancing")
 
 
 @dataclass(frozen=True)
@@ -606,8 +635,19 @@ def check_profile(command: SetChargingProfile) -> None:
     name = "set-charging-profile"
     if command.purpose not in PURPOSES:
         raise CommandRejected(f"{name}: purpose is one of {', '.join(PURPOSES)}")
-    if command.kind not in ("Absolute", "Relative", "Recurring"):
-        raise CommandRejected(f"{name}: kind is Absolute, Relative or Recurring")
+    if command.kind not in ("Absolute", "Relative", "Recurring", "Dynamic"):
+        raise CommandRejected(f"{name}: kind is Absolute, Relative, Recurring or Dynamic")
+    if command.kind == "Dynamic" and len(command.periods) != 1:
+        raise CommandRejected(f"{name}: a Dynamic profile has one period (UpdateDynamicSchedule "
+                              "moves it)")
+    if command.dyn_update_interval is not None and command.kind != "Dynamic":
+        raise CommandRejected(f"{name}: only a Dynamic profile has an update interval")
+    if command.operation_mode not in (None, *OPERATION_MODES):
+        raise CommandRejected(f"{name}: operation mode is one of {', '.join(OPERATION_MODES)}")
+    if command.setpoint is not None and command.operation_mode != "CentralSetpoint":
+        raise CommandRejected(f"{name}: a setpoint belongs to operation mode CentralSetpoint")
+    if command.discharge_limit is not None and command.discharge_limit > 0:
+        raise CommandRejected(f"{name}: a discharge limit is 0 or less (negative: discharging)")
     if command.unit not in ("A", "W"):
         raise CommandRejected(f"{name}: unit is A or W")
     if not command.periods or any(len(p) != 2 for p in command.periods):
@@ -683,17 +723,28 @@ Command = (RemoteStart | RemoteStop | UnlockConnector | SetAvailability | Reset 
            | PublishFirmware | UnpublishFirmware | SetDERControl | GetDERControl
            | ClearDERControl | AdjustPeriodicEventStream | GetPeriodicEventStream
            | NotifyWebPaymentStarted | UsePriorityCharging | NotifyAllowedEnergyTransfer
-           | ChangeTransactionTariff | Reserve)
+           | ChangeTransactionTariff | UpdateDynamicSchedule | Reserve)
 
 # What only OCPP 2.1 stations take (a 1.6 or 2.0.1 station refuses it with the reason).
 ONLY_21: tuple[type, ...] = (
     SetDefaultTariff, GetTariffs, ClearTariffs, SetDERControl, GetDERControl, ClearDERControl,
     AdjustPeriodicEventStream, GetPeriodicEventStream, NotifyWebPaymentStarted,
-    UsePriorityCharging, NotifyAllowedEnergyTransfer, ChangeTransactionTariff)
+    UsePriorityCharging, NotifyAllowedEnergyTransfer, ChangeTransactionTariff,
+    UpdateDynamicSchedule)
+
+
+def only_21(command: Any) -> bool:
+    """Does only an OCPP 2.1 station take this (a 2.1 operation, or a profile with 2.1's
+    Dynamic kind or operation modes)?"""
+    return isinstance(command, ONLY_21) or (isinstance(command, SetChargingProfile)
+                                            and command.needs_21)
 
 
 def not_in_version(command: Any, protocol: str) -> CommandRejected:
     """The refusal of a 2.1 operation for an older station."""
+    if isinstance(command, SetChargingProfile):
+        return CommandRejected(f"OCPP {protocol} has no Dynamic profiles, operation modes, "
+                               "setpoints or discharge limits: they are OCPP 2.1's")
     return CommandRejected(f"OCPP {protocol} has no {type(command).__name__}: it is an OCPP "
                            "2.1 operation")
 
@@ -749,6 +800,7 @@ COMMANDS: dict[str, type] = {
     "set-der-control": SetDERControl,
     "web-payment-started": NotifyWebPaymentStarted,
     "use-priority-charging": UsePriorityCharging,
+    "update-dynamic-schedule": UpdateDynamicSchedule,
     "allowed-energy-transfer": NotifyAllowedEnergyTransfer,
     "get-der-control": GetDERControl,
     "clear-der-control": ClearDERControl,

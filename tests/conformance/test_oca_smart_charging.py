@@ -21,7 +21,7 @@ from cocharge.node import Node, running_node
 from cocharge.stations import registry
 from cocharge.store.schema import station_events
 from tests.conformance.test_oca_201 import answered, csms_sends, operator
-from tests.conftest import RawStation, raw_station, register, settings
+from tests.conftest import RawStation, raw_station, register, settings, until
 
 NOW = "2026-11-24T10:00:00Z"
 
@@ -217,6 +217,51 @@ async def test_k12_k13_external_limit_is_taken_into_the_allocation(node, version
     assert (await events(node, "charging_limit"))[0]["source"] == "SO"
     await answered(cs, "ClearedChargingLimit", {"chargingLimitSource": "SO", "evseId": 1})
     assert ("SC1", 1) not in node.gateway.load.external
+
+
+async def test_k28_load_management_moves_its_dynamic_profile_on_21(node) -> None:
+    """2.1 K28: load management's allocation goes to a 2.1 station as a Dynamic profile (one
+    period); a lower allocation (here: a grid operator's limit on the site) moves that
+    period with UpdateDynamicSchedule instead of a new profile, and the station asking
+    (PullDynamicScheduleUpdate) gets the same limit."""
+    cs = await charger(node, "2.1")
+    written = await attached(node, cs)
+    [ours] = [p["chargingProfile"] for p in written
+              if p["chargingProfile"]["id"] == 2_100_000_101]
+    assert ours["chargingProfileKind"] == "Dynamic"
+    assert ours["chargingSchedule"][0]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 32.0}]
+    limited = operator(node, "", "grid-limit", site="S", limit_w=6900)
+    frame = await csms_sends(cs, "UpdateDynamicSchedule")
+    assert (await limited)["ok"]
+    assert frame[3] == {"chargingProfileId": 2_100_000_101, "scheduleUpdate": {"limit": 10.0}}
+    await reply(cs, frame, {"status": "Accepted"})
+    await until(lambda: asyncio.sleep(0, node.gateway.load.written[("SC1", 1)].limit_a == 10.0))
+    answer = await cs.call("PullDynamicScheduleUpdate", {"chargingProfileId": 2_100_000_101})
+    while answer[0] != 3:  # what else the CSMS asked meanwhile, answered as a station would
+        await reply(cs, answer, {"status": "Accepted"})
+        answer = await cs.answer()
+    assert answer[2] == {"status": "Accepted", "scheduleUpdate": {"limit": 10.0}}
+
+
+async def test_k28_a_21_station_that_refuses_dynamic_profiles_gets_absolute_ones(node) -> None:
+    cs = await charger(node, "2.1")
+    await store.add_site(node.engine, "S")
+    await store.add_circuit(node.engine, "C", "S", None, 32.0, 3, 0.0, "none")
+    await store.attach(node.engine, "SC1", "C", "L1L2L3", "fast", 32)
+    await node.gateway.load.reload()
+    kinds = []
+    async with asyncio.timeout(10):
+        while "Absolute" not in kinds:
+            frame = json.loads(await cs.ws.recv())
+            assert frame[2] == "SetChargingProfile", frame
+            profile = frame[3]["chargingProfile"]
+            if profile["id"] == 2_100_000_101:
+                kinds.append(profile["chargingProfileKind"])
+            await reply(cs, frame, {"status": "Rejected" if profile["chargingProfileKind"]
+                                    == "Dynamic" else "Accepted"})
+    assert kinds == ["Dynamic", "Absolute"]
+    assert "SC1" in node.gateway.load.no_dynamic
 
 
 @pytest.mark.parametrize("version", ["2.0.1", "2.1"])

@@ -40,6 +40,10 @@ async def test_a_grid_limit_caps_the_site_and_lifting_it_restores(tmp_path, brok
         assert sum(c["allocated_a"] for c in live["chargers"]) <= 20.0
         assert all(c["allocated_a"] >= 6 for c in live["chargers"])  # both keep charging
         await until(lambda: asyncio.sleep(0, drawn_a(boxes) <= 20.05), 10)
+        # The 2.1 charger holds a Dynamic profile of ours: lowered by moving its limit.
+        assert boxes["GRID2"].dynamic_updates, "no UpdateDynamicSchedule reached GRID2"
+        [dynamic] = [p for p in boxes["GRID2"].charging_profiles if p.kind == "Dynamic"]
+        assert dynamic.periods[0][1] == node.gateway.load.written[("GRID2", 1)].limit_a <= 20
 
         # Lifted over MQTT; a bad message changes nothing and is answered on .../error.
         async with aiomqtt.Client("127.0.0.1", broker.port) as client:
