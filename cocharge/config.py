@@ -103,6 +103,9 @@ class GatewaySettings:
     # A new connection for a station without a password replaces its live connection only if
     # the live one does not answer a ping within takeover_ping_s (or this is set).
     allow_takeover: bool = False
+    # Load balancers / reverse proxies whose PROXY header (v1 or v2) or X-Forwarded-For names
+    # the charger's real address: addresses or networks, comma-separated (gateway/proxy.py).
+    trusted_proxies: str | None = None
     takeover_ping_s: float = 5.0
 
     # --- diagnostics and logs (cocharge/gateway/uploads.py) ---

@@ -17,6 +17,7 @@ from cocharge.cli.common import (
     fail,
 )
 from cocharge.config import GatewaySettings
+from cocharge.gateway import proxy
 from cocharge.gateway.quirks import QuirkError, load_quirks
 from cocharge.gateway.server import client_cas, tls_context
 from cocharge.mqtt_url import parse_mqtt_url
@@ -103,6 +104,12 @@ SERVE_SETTINGS = {
               type=click.IntRange(0, 65535),
               help="Port of the HTTP API (/api/docs) and web console (/console/).")
 @click.option("--no-api", is_flag=True, help="Serve no HTTP API or console on this node.")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True,
+              envvar="COCHARGE_TRUSTED_PROXIES",
+              help="A load balancer or reverse proxy (address or network, repeatable) whose "
+                   "PROXY header or X-Forwarded-For names the charger's address (env "
+                   "COCHARGE_TRUSTED_PROXIES, space-separated; docs/operations.md "
+                   "\"Several nodes\").")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_register: bool,
           tls_cert: str | None, tls_key: str | None, tls_rsa_cert: str | None,
@@ -112,7 +119,8 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           allow_takeover: bool, upload_port: int, upload_url: str | None,
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
           client_ca_file: str | None, ledger_key: str | None, metrics_port: int | None,
-          api_host: str, api_port: int | None, no_api: bool) -> None:
+          api_host: str, api_port: int | None, no_api: bool,
+          trusted_proxies: tuple[str, ...]) -> None:
     """Run the OCPP 1.6J, 2.0.1 and 2.1 central system (its other settings: --config FILE)."""
     # An option not given takes the configuration file's value (then its default).
     config = ctx.find_root().obj
@@ -167,6 +175,12 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
         field_name: given[param] for param, field_name in SERVE_SETTINGS.items()})
     if no_api:
         settings = dataclasses.replace(settings, api_port=None)
+    if trusted_proxies:
+        settings = dataclasses.replace(settings, trusted_proxies=",".join(trusted_proxies))
+    try:
+        proxy.parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         tls = tls_context(tls_cert, tls_key, client_cas(settings),
                           (tls_rsa_cert, tls_rsa_key) if tls_rsa_cert and tls_rsa_key else None

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from cocharge.config import GatewaySettings
+from cocharge.gateway import proxy
 from cocharge.gateway.connection import StationConnection
 from cocharge.gateway.guard import AuthGuard, retry_after
 from cocharge.gateway.metrics import GatewayMetrics
@@ -197,6 +198,10 @@ class Gateway:
         await self.uploads.start()
 
     async def _listen(self, port: int, tls: ssl.SSLContext | None) -> Server:
+        # Behind a balancer: the charger's own address from PROXY headers of trusted proxies
+        # (plain listeners; gateway/proxy.py).
+        trusting = None if tls else proxy.connection_class(
+            proxy.parse_networks(self.settings.trusted_proxies))
         return await serve(
             self._serve_station,
             self.settings.host,
@@ -212,6 +217,7 @@ class Gateway:
             ssl=tls,
             server_header="cocharge",
             backlog=self.settings.listen_backlog,
+            create_connection=trusting,
         )
 
     def warn_passwordless(self) -> int:
@@ -277,6 +283,8 @@ class Gateway:
 
     async def _process_request(self, connection: ServerConnection,
                                request: Request) -> Response | None:
+        if isinstance(connection, proxy.ProxiedConnection):
+            connection.take_forwarded_for()  # behind an HTTP proxy we trust
         station_id = station_id_from_path(request.path)
         if not station_id:
             return _response(HTTPStatus.NOT_FOUND,

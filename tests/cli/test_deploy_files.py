@@ -27,3 +27,19 @@ def test_the_image_serves_the_console_on_a_published_port():
     assert len(nodes) == 2, nodes
     for name, ports in nodes:
         assert any(p.endswith(f":{api_port}") for p in json.loads(ports)), (name, ports)
+
+
+def test_the_balancer_in_front_tells_the_nodes_each_chargers_address():
+    """HAProxy passes chargers to the nodes with PROXY v2 headers; the nodes trust exactly
+    the balancer's fixed address (nobody else on the network can claim an address)."""
+    with open(os.path.join(ROOT, "deploy", "haproxy.cfg"), encoding="utf-8") as handle:
+        config = handle.read()
+    assert re.search(r"^\s+mode tcp$", config, re.M)
+    assert "send-proxy-v2" in config
+    servers = re.findall(r"^\s+server (node\d+) \1:9000", config, re.M)
+    with open(os.path.join(ROOT, "deploy", "compose.yaml"), encoding="utf-8") as handle:
+        compose = handle.read()
+    balancer = re.search(r"ipv4_address: ([\d.]+)", compose).group(1)
+    assert re.search(rf"COCHARGE_TRUSTED_PROXIES: {re.escape(balancer)}$", compose, re.M)
+    assert sorted(servers) == sorted(re.findall(r"^  (node\d+):$", compose, re.M))
+    assert '"9000:9000"' in compose.split("  node1:")[0]  # published by the balancer only
