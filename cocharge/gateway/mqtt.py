@@ -363,9 +363,12 @@ class MqttBridge(StationObserver):
     def node_topic(self, node_id: str) -> str:
         return f"{self.prefix}/_nodes/{node_id}"
 
-    async def forward(self, node_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def forward(self, node_id: str, request: dict[str, Any],
+                      timeout: float | None = None) -> dict[str, Any]:
         """Have `node_id` run a command through the broker and return its answer;
-        CommandRejected / CommandFailed as if it had run here."""
+        CommandRejected / CommandFailed as if it had run here. Kinds: an operator's command,
+        an MQTT verb, and between nodes: "ping" (does its connection of the station answer?)
+        and "release" (close it: the station connected to another node)."""
         if not self.connected.is_set():
             raise cmd.CommandFailed("offline", f"the station is held by node {node_id}, and the "
                                     "MQTT broker that reaches it is not connected")
@@ -374,7 +377,7 @@ class MqttBridge(StationObserver):
         self._waiting[corr] = future
         self._put(f"{self.node_topic(node_id)}/call", {**request, "corr": corr, "from": self.node_id})
         try:
-            async with asyncio.timeout(self.gateway.settings.call_timeout_s + 5):
+            async with asyncio.timeout(timeout or self.gateway.settings.call_timeout_s + 5):
                 answer = await future
         except TimeoutError:
             raise cmd.CommandFailed("timeout", f"node {node_id}, which holds the station, "
@@ -407,7 +410,11 @@ class MqttBridge(StationObserver):
             return
         answer: dict[str, Any]
         try:
-            if kind == "operator":
+            if kind == "ping":
+                value = {"alive": await self.gateway.answers_ping(str(body["station"]))}
+            elif kind == "release":
+                value = {"closed": await self.gateway.release(str(body["station"]))}
+            elif kind == "operator":
                 command = cmd.build_command(body["name"], body["args"])
                 expires = body.get("expires_s")
                 value = await self.gateway.control.send(

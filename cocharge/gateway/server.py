@@ -45,7 +45,7 @@ from cocharge.load.manager import LoadManager
 from cocharge.settlement.settle import SettlementDefaults, Settler
 from cocharge.stations import ca
 from cocharge.stations.certificates import revoked_serials
-from cocharge.stations.commands import Command, CommandFailed, CommandResult
+from cocharge.stations.commands import Command, CommandFailed, CommandRejected, CommandResult
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission, StationNotice
 from cocharge.stations.observer import StationObserver
@@ -151,6 +151,7 @@ class Gateway:
         # Handshakes in progress: connection -> (station, access, monotonic start).
         self._access: dict[int, tuple[str, StationAccess, float]] = {}
         self.refused_busy = 0  # connections answered 503 (handshake bound reached)
+        self._releases: set[asyncio.Task[None]] = set()  # other nodes told to let go
 
     def set_observer(self, observer: StationObserver) -> None:
         """Who is told what happens at the stations (the MQTT bridge)."""
@@ -436,20 +437,87 @@ class Gateway:
 
     async def _refuse_takeover(self, station_id: str) -> Response | None:
         """Anyone who knows a password-less station's id could take its place: a live
-        connection (one that answers a ping) is not replaced unless the operator allows it."""
-        live = self.connections.get(station_id)
-        if live is None or self.settings.allow_takeover:
+        connection (one that answers a ping, on this node or the node holding it) is not
+        replaced unless the operator allows it."""
+        if self.settings.allow_takeover:
             return None
-        try:
-            pong = await live.websocket.ping()
-            async with asyncio.timeout(self.settings.takeover_ping_s):
-                await pong
-        except (TimeoutError, ConnectionClosed):
+        if station_id in self.connections:
+            alive = await self.answers_ping(station_id)
+        else:
+            alive = await self._alive_elsewhere(station_id)
+        if not alive:
             return None  # the old connection is gone (a charger reconnecting): replace it
         log.warning("station %s has no password and is connected: second connection refused "
                     "(set a password, or allow_takeover)", station_id)
         await self.service.notice(StationNotice(station_id, "takeover_refused", utcnow(), {}))
         return _response(HTTPStatus.CONFLICT, f"station {station_id} is connected already")
+
+    async def answers_ping(self, station_id: str) -> bool:
+        """Does the station's connection on this node answer a WebSocket ping in time?"""
+        live = self.connections.get(station_id)
+        if live is None:
+            return False
+        try:
+            pong = await live.websocket.ping()
+            async with asyncio.timeout(self.settings.takeover_ping_s):
+                await pong
+        except (TimeoutError, ConnectionClosed):
+            return False
+        return True
+
+    async def _alive_elsewhere(self, station_id: str) -> bool:
+        """Another node (its lease alive) holds the station: does its connection answer a
+        ping there? Asked through the broker; a node that cannot be asked counts as gone."""
+        holder = await self.holder(station_id)  # read: our directory may not know it yet
+        if holder is None or self.router is None:
+            return False
+        try:
+            answer = await self.router.forward(holder, {"kind": "ping", "station": station_id},
+                                               self.settings.takeover_ping_s + 2)
+        except (CommandFailed, CommandRejected) as exc:
+            log.info("station %s: node %s not asked whether its connection lives: %s",
+                     station_id, holder, exc)
+            return False
+        return bool(answer.get("alive"))
+
+    async def release(self, station_id: str) -> bool:
+        """Another node took the station's connection: ours (if any) is closed."""
+        live = self.connections.get(station_id)
+        if live is None:
+            return False
+        log.info("station %s connected to another node: closing its connection here", station_id)
+        try:  # the charger moved on: it may never answer the close
+            await asyncio.wait_for(live.websocket.close(
+                1000, "replaced by a new connection on another node"), 1.0)
+        except TimeoutError:
+            live.websocket.transport.abort()
+        return True
+
+    def _release_elsewhere(self, station_id: str, previous_node: str | None) -> None:
+        """The station was held by another node: that node closes its old connection (a
+        charger that reconnected through the balancer left it half-open there)."""
+        if previous_node in (None, self.node_id) or self.router is None:
+            return
+        router = self.router
+
+        async def tell() -> None:
+            holder = await self.holder(station_id)  # only a node whose lease lives is asked
+            if holder is None or holder == self.node_id:
+                holder = previous_node if await self._lease_alive(previous_node) else None
+            if holder is not None:
+                with contextlib.suppress(CommandFailed, CommandRejected):
+                    await router.forward(holder, {"kind": "release", "station": station_id})
+
+        task = asyncio.create_task(tell(), name=f"release {station_id}")
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _lease_alive(self, node: str | None) -> bool:
+        if node is None:
+            return False
+        async with self.engine.connect() as conn:
+            until = await conn.scalar(select(nodes.c.lease_until).where(nodes.c.id == node))
+        return until is not None and until > utcnow()
 
     # --- connections -----------------------------------------------------------------------
 
@@ -477,6 +545,8 @@ class Gateway:
         connection.tls_port = self.tls_port
         connection.metrics = self.metrics
         self.control.forget(station_id)  # a reconnected charger may have lost our share lock
+        record = self.service.directory.get(station_id)
+        self._release_elsewhere(station_id, record.node if record is not None else None)
         previous = self.connections.get(station_id)
         self.connections[station_id] = connection
         if previous is not None:

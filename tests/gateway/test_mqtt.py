@@ -21,7 +21,7 @@ from cocharge.settlement import ledger, settle
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
 from cocharge.store.schema import mqtt_requests, sessions
-from tests.conftest import Broker, settings, ws_url
+from tests.conftest import Broker, raw_station, settings, until, ws_url
 
 P = "cocharge/v1"
 
@@ -716,3 +716,29 @@ async def test_a_password_change_reaches_the_other_node_at_once(broker, pg_url):
             assert asyncio.get_running_loop().time() - refused_at < 1.0, "b still takes it"
             await asyncio.sleep(0.05)
         assert await connects(b, new)
+
+
+async def test_a_live_connection_on_another_node_is_not_taken_over(broker, pg_url):
+    """Issue 32, item 3: a password-less station connected to node a; a second connection
+    in its name at node b is refused while a's connection answers pings (b asks a through
+    the broker). Once a's connection stops answering (a half-open link), b takes the
+    station and a closes its old connection."""
+    from websockets.exceptions import InvalidStatus
+
+    config = settings(mqtt_url=broker.url, takeover_ping_s=0.5)
+    async with running_node(pg_url, config) as a, running_node(pg_url, config) as b:
+        await registry.add_station(a.engine, registry.NewStation("TK1"))
+        await asyncio.wait_for(a.mqtt.connected.wait(), 10)
+        await asyncio.wait_for(b.mqtt.connected.wait(), 10)
+        first = await raw_station(a, "TK1")
+        await until(lambda: b.gateway.holder("TK1"))  # recorded in the database
+        with pytest.raises(InvalidStatus) as refused:
+            await raw_station(b, "TK1")
+        assert refused.value.response.status_code == 409
+        assert "TK1" in a.gateway.connections
+        # a's charger goes silent (no pongs): the next connection at b takes its place.
+        first.ws.transport.pause_reading()
+        second = await raw_station(b, "TK1")
+        assert (await second.call("Heartbeat", {}))[0] == 3
+        await until(lambda: asyncio.sleep(0, "TK1" not in a.gateway.connections))
+        assert "TK1" in b.gateway.connections
