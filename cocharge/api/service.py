@@ -294,6 +294,8 @@ class Api:
             await registry.block_member(self.engine, tag, blocked)
         except registry.RegistryError:
             raise not_found(f"member {tag!r}") from None
+        await self.operator.answer({"command": "member-changed", "station": "",
+                                    "args": {"tag": tag}})  # local lists follow at once
 
     # --- bookings and groups ----------------------------------------------------------------
 

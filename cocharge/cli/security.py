@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -218,11 +219,17 @@ def station_revoke_certificate(serial: str, db: str | None) -> None:
         fail(f"{serial!r} is not a serial number (hex, from `cocharge station certificates`)")
 
     async def work(engine: Any) -> str:
+        from cocharge.gateway.operator_client import OperatorError, send_request
+
         try:
-            return await revoke(engine, serial)
+            station_id = await revoke(engine, serial)
         except CAError as exc:
             fail(str(exc))
             raise
+        with contextlib.suppress(OperatorError):  # the gateways close its connection now
+            await send_request(engine, {"command": "certificate-revoked",
+                                        "station": station_id}, timeout=5)
+        return station_id
 
     station_id = with_store(db, work)
     click.echo(f"certificate {serial.lower()} of station {station_id} revoked")

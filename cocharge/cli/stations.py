@@ -253,9 +253,20 @@ def member_list(db: str | None, as_json: bool) -> None:
 @click.argument("tag")
 @db_option
 def member_block(tag: str, db: str | None) -> None:
-    """Block a tag: it answers Blocked from now on."""
-    with_store(db, lambda e: registry.block_member(e, tag))
+    """Block a tag: it answers Blocked from now on (and leaves the chargers' local lists)."""
+    with_store(db, lambda e: _member_status(e, tag, True))
     click.echo(f"tag {tag} blocked")
+
+
+async def _member_status(engine: Any, tag: str, blocked: bool) -> None:
+    """Block or accept a member, and tell the running gateways (their chargers' local lists
+    follow at once; none running: nothing to tell)."""
+    from cocharge.gateway.operator_client import OperatorError, send_request
+
+    await registry.block_member(engine, tag, blocked)
+    with contextlib.suppress(OperatorError):
+        await send_request(engine, {"command": "member-changed", "station": "",
+                                    "args": {"tag": tag}}, timeout=5)
 
 
 @member.command("unblock")
@@ -263,7 +274,7 @@ def member_block(tag: str, db: str | None) -> None:
 @db_option
 def member_unblock(tag: str, db: str | None) -> None:
     """Accept a blocked tag again."""
-    with_store(db, lambda e: registry.block_member(e, tag, blocked=False))
+    with_store(db, lambda e: _member_status(e, tag, False))
     click.echo(f"tag {tag} accepted again")
 
 

@@ -216,18 +216,25 @@ class MqttBridge(StationObserver):
     def changed_topic(self) -> str:
         return f"{self.prefix}/_nodes/_all/changed"
 
-    def station_changed(self, station_id: str) -> None:
-        """Tell every other node that a station's password (or admission) changed here: they
-        read it again at once instead of at their directory's next refresh."""
-        self._put(self.changed_topic, {"station": station_id, "from": self.node_id})
+    def station_changed(self, what: dict[str, str]) -> None:
+        """Tell every other node what changed here that they keep in memory (service.
+        tell_nodes): they act at once instead of at their next refresh."""
+        self._put(self.changed_topic, {**what, "from": self.node_id})
 
     async def _station_changed(self, payload: Any) -> None:
         try:
             body = json.loads(payload)
-            station_id, sender = str(body["station"]), body.get("from")
-        except (ValueError, KeyError, TypeError):
+            sender = body.get("from")
+            station_id, member = body.get("station"), body.get("member")
+        except (ValueError, TypeError, AttributeError):
             return
-        if sender != self.node_id:
+        if sender == self.node_id:
+            return
+        if isinstance(member, str):
+            self.gateway.control.members_changed()
+        if isinstance(station_id, str) and body.get("certificate") == "revoked":
+            await self.gateway.certificate_revoked(station_id)
+        elif isinstance(station_id, str):
             await self.gateway.service.station_changed_elsewhere(station_id)
 
     def _spawn(self, work: Any) -> None:

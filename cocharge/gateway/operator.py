@@ -137,6 +137,14 @@ class OperatorChannel:
             await self.gateway.service.station_changed_elsewhere(str(station_id))
             self.gateway.service.tell_nodes(str(station_id))
             return {"ok": True}
+        if name == "certificate-revoked":  # `station revoke-certificate`: off the line now
+            closed = await self.gateway.certificate_revoked(str(station_id))
+            self.gateway.service.tell_nodes(str(station_id), certificate="revoked")
+            return {"ok": True, "closed": closed}
+        if name == "member-changed":  # blocked or accepted again: local lists follow now
+            self.gateway.control.members_changed()
+            self.gateway.service.tell_nodes(member=str(args.get("tag", "")))
+            return {"ok": True}
         try:
             expires_s = request.get("expires_s")
             if expires_s is not None and (not isinstance(expires_s, int | float)

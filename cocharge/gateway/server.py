@@ -493,6 +493,26 @@ class Gateway:
             live.websocket.transport.abort()
         return True
 
+    async def certificate_revoked(self, station_id: str) -> bool:
+        """A certificate was revoked: the station's connection here, if it came with a
+        revoked client certificate, is closed (it is refused when it comes again)."""
+        live = self.connections.get(station_id)
+        cert = client_certificate(live.websocket) if live is not None else None
+        if live is None or cert is None:
+            return False
+        if ca.serial_hex(cert) not in await revoked_serials(self.engine):
+            return False
+        log.warning("station %s: its client certificate %s was revoked: connection closed",
+                    station_id, ca.serial_hex(cert))
+        await self.service.notice(StationNotice(station_id, "certificate_refused", utcnow(),
+                                                {"serial": ca.serial_hex(cert),
+                                                 "step": "revoked while connected"}))
+        try:
+            await asyncio.wait_for(live.websocket.close(1008, "client certificate revoked"), 2.0)
+        except TimeoutError:
+            live.websocket.transport.abort()
+        return True
+
     def _release_elsewhere(self, station_id: str, previous_node: str | None) -> None:
         """The station was held by another node: that node closes its old connection (a
         charger that reconnected through the balancer left it half-open there)."""

@@ -554,6 +554,11 @@ class SharingController:
         if due:
             self._background.spawn(self._sync_local_lists(due, now), "local lists")
 
+    def members_changed(self) -> None:
+        """A member was blocked or accepted again (here or on another node): every local list
+        this node keeps is checked at the next tick, not at its next `local_list_sync_s`."""
+        self._list_synced.clear()
+
     def on_boot(self, station_id: str) -> None:
         """A station booted (Accepted): it forgot our locks and may hold queued commands."""
         self._list_synced.pop(station_id, None)  # its local list is checked at the next tick

@@ -218,9 +218,10 @@ class StationService:
         self.control: SharingController | None = None
         self.settler: Settler | None = None  # settles each session as it ends
         self.load: LoadHooks | None = None  # load management (cocharge/load/manager.py)
-        # Told a station's id when its password changed here (the MQTT bridge tells the
-        # other nodes; None: one node, nobody to tell).
-        self.on_station_changed: Callable[[str], None] | None = None
+        # Told what changed here that other nodes keep in memory: {"station": id} (its
+        # password), {"station": id, "certificate": "revoked"}, {"member": tag} (blocked or
+        # accepted again). The MQTT bridge tells the other nodes; None: nobody to tell.
+        self.on_station_changed: Callable[[dict[str, str]], None] | None = None
         self.observer = StationObserver()  # told what happened (the MQTT bridge listens)
         self.journal = Journal(engine, settings.sample_batch_rows, settings.sample_batch_linger_s)
         self.directory = StationDirectory(engine, settings.directory_refresh_s)
@@ -377,9 +378,11 @@ class StationService:
                                    "password_rotated", {"step": "accepted by the station"})
         self.tell_nodes(station_id)
 
-    def tell_nodes(self, station_id: str) -> None:
+    def tell_nodes(self, station_id: str | None = None, **what: str) -> None:
+        """Tell the other nodes (through the broker) what changed here: a station's password
+        (only `station_id`), its revoked certificate, a member's status."""
         if self.on_station_changed is not None:
-            self.on_station_changed(station_id)
+            self.on_station_changed({"station": station_id, **what} if station_id else what)
 
     async def station_changed_elsewhere(self, station_id: str) -> None:
         """Another node changed the station's password: what was checked here is forgotten

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from cocharge.gateway.operator_client import send_request
 from cocharge.gateway.server import client_cas, tls_context
@@ -187,10 +187,18 @@ async def test_certificates_of_another_ca_or_another_station_are_refused(tmp_pat
             booted = await station.call("BootNotification", {
                 "chargingStation": {"vendorName": "raw", "model": "raw"}, "reason": "PowerUp"})
             assert booted[2]["status"] == "Accepted"
-        # ... until it is revoked.
-        serial = f"{x509.load_pem_x509_certificates(chain.encode())[0].serial_number:x}"
-        await _record_issued(node, authority, "PKI2", chain)
-        assert await revoke(node.engine, serial) == "PKI2"
+            # ... until it is revoked: the gateway told (as `station revoke-certificate`
+            # does, on every node) closes the live connection ...
+            serial = f"{x509.load_pem_x509_certificates(chain.encode())[0].serial_number:x}"
+            await _record_issued(node, authority, "PKI2", chain)
+            assert await revoke(node.engine, serial) == "PKI2"
+            answer = await node.operator.answer({"command": "certificate-revoked",
+                                                 "station": "PKI2"})
+            assert answer == {"ok": True, "closed": True}
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1008
+        # ... and refuses it from then on.
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{wss_url(node)}/PKI2", subprotocols=["ocpp2.0.1"],
                           ssl=client_context(tmp_path, authority, chain, key))

@@ -742,3 +742,31 @@ async def test_a_live_connection_on_another_node_is_not_taken_over(broker, pg_ur
         assert (await second.call("Heartbeat", {}))[0] == 3
         await until(lambda: asyncio.sleep(0, "TK1" not in a.gateway.connections))
         assert "TK1" in b.gateway.connections
+
+
+async def test_a_blocked_member_leaves_the_chargers_of_every_node_at_once(broker, pg_url):
+    """Issue 32, item 3: a member blocked through node a (the operator channel, as `cocharge
+    member block` and the API do) leaves the local list of a charger held by node b within
+    a second or two, not at b's next list check (an hour here)."""
+    from cocharge.stations import sharing
+
+    config = settings(mqtt_url=broker.url, control_interval_s=0.2, local_list_sync_s=3600)
+    async with running_node(pg_url, config) as a, running_node(pg_url, config) as b:
+        await registry.add_station(a.engine, registry.NewStation("LL1", max_power_kw=11))
+        for tag in ("OWNER", "NEIGHBOUR"):
+            await registry.add_member(a.engine, tag.title(), tag, None)
+        await sharing.set_rules(a.engine, "LL1", 0, {"owner_tags": frozenset({"OWNER"}),
+                                                     "allowed_tags": frozenset({"NEIGHBOUR"})})
+        await asyncio.wait_for(a.mqtt.connected.wait(), 10)
+        await asyncio.wait_for(b.mqtt.connected.wait(), 10)
+        box, reader = await open_wallbox(SimConfig(url=ws_url(b), station_id="LL1",
+                                                   protocol="2.0.1"))
+        try:
+            await until(lambda: asyncio.sleep(0, set(box.local_list) == {"OWNER", "NEIGHBOUR"}))
+            await registry.block_member(a.engine, "NEIGHBOUR")
+            answer = await a.operator.answer({"command": "member-changed", "station": "",
+                                              "args": {"tag": "NEIGHBOUR"}})
+            assert answer == {"ok": True}
+            await until(lambda: asyncio.sleep(0, set(box.local_list) == {"OWNER"}), 5)
+        finally:
+            await close_wallbox(box, reader)
