@@ -74,6 +74,8 @@ class GatewaySettings:
     gc_full_collection_s: float = 3600.0
     # Pending TCP connections the kernel queues for us (capped by net.core.somaxconn).
     listen_backlog: int = 4096
+    # Several processes share the OCPP and upload ports (SO_REUSEPORT): `serve --workers N`.
+    reuse_port: bool = False
 
     # --- input you cannot trust (docs/security.md, docs/ocpp-errors.md) ---
     # A charger's timestamp is used when it lies between this long before and clock_future_s

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import resource
 import signal
 import ssl
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -149,3 +152,89 @@ async def serve_forever(db: str | None, settings: GatewaySettings,
                   f"{node.api.url}/api/docs", flush=True)
         await stop.wait()
         await heap.close()
+
+
+# --- serve --workers N: one node per process, all on the same ports -----------------------------
+
+def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
+    """Worker `index` of `serve --workers N`: every worker takes OCPP connections and
+    uploads on the same ports (SO_REUSEPORT: the kernel spreads new connections); the first
+    also serves the HTTP API and console, metrics and health, ledger checkpoints and the
+    operator port given; the others an operator port of their own (found through the
+    database, as for any node)."""
+    shared = dataclasses.replace(settings, reuse_port=True)
+    if index == 0:
+        return shared
+    return dataclasses.replace(shared, operator_port=0, api_port=None, metrics_port=None,
+                               ledger_key_file=None)
+
+
+async def _prepare(db: str | None) -> None:
+    """Create or upgrade the schema once, before the workers start (not N times at once)."""
+    engine = await open_store(db)
+    await engine.dispose()
+
+
+def run_workers(n: int, db: str | None, settings: GatewaySettings,
+                tls: ssl.SSLContext | None = None, quick_failure_s: float = 10.0) -> int:
+    """Run `n` gateway nodes as child processes and keep them running: a worker that dies
+    is started again (its chargers reconnect to the others meanwhile); SIGTERM or SIGINT
+    stops them all. A worker that fails by itself within `quick_failure_s` of its start (a
+    port taken, a database away) stops everything: 1 is returned, as nothing would get
+    better (one killed by a signal is started again)."""
+    run_event_loop(_prepare(db))
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started)
+    stopping = False
+
+    def stop(_signal: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: a node like any `serve`
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                run_event_loop(serve_forever(db, worker_settings(settings, index), tls))
+            except (OSError, StoreError, SQLAlchemyError) as exc:
+                log.error("worker %d: %s", index, exc)  # e.g. cannot listen: said in one line
+                code = 1
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            os._exit(code)
+        children[pid] = (index, time.monotonic())
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"cocharge serve: {n} workers, one node each, sharing port {settings.port}",
+          flush=True)
+    for index in range(n):
+        start(index)
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        index, started = children.pop(pid)
+        if stopping:
+            continue
+        failed_itself = os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0
+        if failed_itself and time.monotonic() - started < quick_failure_s:
+            log.error("worker %d failed at its start: stopping the others", index)
+            failed = True
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("worker %d (pid %d) ended (status %d): started again", index, pid, status)
+        time.sleep(1.0)
+        if not stopping:
+            start(index)
+    return 1 if failed else 0

@@ -27,12 +27,13 @@ from cocharge.store.db import (
     DatabaseURLError,
     StoreError,
     describe_error,
+    resolve_url,
 )
 
 
 async def _opened(_engine: Any) -> None:
     """Nothing more to do once the database is open (created or checked by with_store)."""
-from cocharge.node import run_event_loop, serve_forever
+from cocharge.node import run_event_loop, run_workers, serve_forever
 
 # The options of `serve` that are gateway settings: option -> GatewaySettings field.
 SERVE_SETTINGS = {
@@ -104,6 +105,10 @@ SERVE_SETTINGS = {
               type=click.IntRange(0, 65535),
               help="Port of the HTTP API (/api/docs) and web console (/console/).")
 @click.option("--no-api", is_flag=True, help="Serve no HTTP API or console on this node.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Gateway processes on this machine, sharing the OCPP port (each a node; "
+                   "PostgreSQL only: SQLite keeps one process). The first serves the API, "
+                   "console and metrics.")
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True,
               envvar="COCHARGE_TRUSTED_PROXIES",
               help="A load balancer or reverse proxy (address or network, repeatable) whose "
@@ -120,7 +125,7 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
           tls_port: int | None, tls_url: str | None, ca_dir: str | None,
           client_ca_file: str | None, ledger_key: str | None, metrics_port: int | None,
           api_host: str, api_port: int | None, no_api: bool,
-          trusted_proxies: tuple[str, ...]) -> None:
+          workers: int, trusted_proxies: tuple[str, ...]) -> None:
     """Run the OCPP 1.6J, 2.0.1 and 2.1 central system (its other settings: --config FILE)."""
     # An option not given takes the configuration file's value (then its default).
     config = ctx.find_root().obj
@@ -191,7 +196,14 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
     except (OSError, ssl.SSLError) as exc:
         fail(f"cannot use the TLS files: {exc}")
         raise
+    if workers > 1 and not resolve_url(db).startswith("postgresql"):
+        fail(f"--workers {workers} needs PostgreSQL (--db postgresql://...): SQLite keeps one "
+             "process, one writer")
     try:
+        if workers > 1:
+            if run_workers(workers, db, settings, tls) != 0:
+                fail("a worker could not start (see its error above): nothing is served")
+            return
         run_event_loop(serve_forever(db, settings, tls))
     except (DatabaseURLError, StoreError) as exc:
         fail(str(exc))

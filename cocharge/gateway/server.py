@@ -219,6 +219,7 @@ class Gateway:
             server_header="cocharge",
             backlog=self.settings.listen_backlog,
             create_connection=trusting,
+            reuse_port=self.settings.reuse_port or None,
         )
 
     def warn_passwordless(self) -> int:

@@ -60,7 +60,7 @@ class UploadServer:
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._serve, self.settings.host, self.settings.upload_port, limit=16 * 1024,
-            ssl=self.tls)
+            ssl=self.tls, reuse_port=self.settings.reuse_port or None)
         log.info("upload endpoint for diagnostics, logs and firmware on %s:%d (%s)",
                  self.settings.host, self.port, "HTTPS" if self.tls else "HTTP")
 
