@@ -25,6 +25,7 @@ from cocharge.gateway.heap import HeapKeeper
 from cocharge.gateway.mqtt import MqttBridge
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
+from cocharge.load.cluster import SiteOwnership
 from cocharge.mqtt_url import parse_mqtt_url
 from cocharge.settlement.checkpoints import Checkpointer
 from cocharge.store.db import StoreError, describe_error, open_store
@@ -76,6 +77,8 @@ async def running_node(db: str | None, settings: GatewaySettings,
         gateway.set_observer(bridge)
         gateway.router = bridge
         gateway.service.on_station_changed = bridge.station_changed
+        gateway.load.cluster = SiteOwnership(engine, gateway.node_id, settings.node_lease_s,
+                                             bridge.forward, bridge.tell)
         await bridge.start()
     metrics = (MetricsServer(gateway, gateway.metrics, settings.operator_host,
                              settings.metrics_port)

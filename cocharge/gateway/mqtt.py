@@ -202,6 +202,9 @@ class MqttBridge(StationObserver):
             if topic == f"{mine}/reply":
                 self._reply(message.payload)
                 continue
+            if topic == f"{mine}/load":  # a site we allocate: what another node's station said
+                self._load_event(message.payload)
+                continue
             if topic == self.changed_topic:
                 self._spawn(self._station_changed(message.payload))
                 continue
@@ -397,6 +400,16 @@ class MqttBridge(StationObserver):
             raise cmd.CommandRejected(str(answer.get("message")))
         raise cmd.CommandFailed(str(answer.get("kind")), str(answer.get("message")))
 
+    def tell(self, node_id: str, body: dict[str, Any]) -> None:
+        """Load management: tell the node allocating a site what a station of it said here."""
+        self._put(f"{self.node_topic(node_id)}/load", body)
+
+    def _load_event(self, payload: bytes | Any) -> None:
+        try:
+            self.gateway.load.remote_event(json.loads(payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("MQTT: malformed load event from another node ignored: %s", exc)
+
     def _reply(self, payload: bytes | Any) -> None:
         try:
             body = json.loads(payload)
@@ -417,7 +430,15 @@ class MqttBridge(StationObserver):
             return
         answer: dict[str, Any]
         try:
-            if kind == "ping":
+            if kind == "load":  # the node allocating the site writes to our station
+                link = self.gateway.connections.get(str(body["station"]))
+                if link is None:
+                    raise cmd.CommandFailed("offline", f"station {body['station']} is not "
+                                            "connected to this node")
+                result = await link.command(cmd.build_command(body["name"], body["args"]),
+                                            body.get("tx_ref"))
+                value = {"accepted": result.accepted, "status": result.status}
+            elif kind == "ping":
                 value = {"alive": await self.gateway.answers_ping(str(body["station"]))}
             elif kind == "release":
                 value = {"closed": await self.gateway.release(str(body["station"]))}

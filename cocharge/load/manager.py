@@ -54,9 +54,11 @@ from cocharge.load.allocate import (
     floor_tenth,
     safe_shares,
 )
+from cocharge.load.cluster import SiteOwnership
 from cocharge.load.sites import Attached, Site, load_sites, phases_of
 from cocharge.stations import commands as cmd
 from cocharge.stations.events import MeterSample
+from cocharge.stations.load_hooks import GREEN_UPDATE
 from cocharge.store.db import utcnow
 from cocharge.store.schema import sessions, station_circuits
 
@@ -142,19 +144,118 @@ class LoadManager:
         self._loop: asyncio.Task[None] | None = None
         self._loaded = 0.0
         self._lowered = False  # a round wrote a decrease (the increases wait load_settle_s)
+        # Several nodes (a broker between them): who allocates each site (load/cluster.py).
+        self.cluster: SiteOwnership | None = None
+        # Stations of a site taken over that are connected nowhere: what they hold from the
+        # node before is unknown, so they count at their maximum until it would have ended.
+        self.unknown_until: dict[str, float] = {}
+        self._owning: asyncio.Task[None] | None = None
 
     # --- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.reload()
+        if self.cluster is not None:
+            await self._own()
+            self._owning = asyncio.create_task(self._own_forever(), name="site leases")
         self._loop = asyncio.create_task(self._run(), name="load-management")
 
     async def close(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._owning, self._loop):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._background.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):  # the database may be gone already
+                await self.cluster.release()
+
+    # --- several nodes: one allocates each site (load/cluster.py) ------------------------------
+
+    def _link(self, station_id: str) -> Any:
+        """The way to write to a station: its connection here, or through the node holding
+        it when we allocate its site."""
+        local = self.link(station_id)
+        if local is not None or self.cluster is None:
+            return local
+        return self.cluster.remote_link(station_id)
+
+    def _elsewhere(self, station_id: str) -> str | None:
+        """The other node allocating this station's site (None: we do, or not managed)."""
+        found = self.attached.get(station_id)
+        if found is None or self.cluster is None:
+            return None
+        return self.cluster.owner(found[0].name)
+
+    async def _own(self) -> None:
+        assert self.cluster is not None
+        local = {sid for sid in self.attached if self.link(sid) is not None}
+        gained = await self.cluster.round(
+            {name: [a.station_id for a in site.stations] for name, site in self.sites.items()},
+            local)
+        if gained:
+            # What the stations hold is not known here: written again from the failsafe up,
+            # with the sessions of every node (read from the database).
+            until = time.monotonic() + self.settings.load_profile_valid_s
+            for name in gained:
+                for a in self.sites[name].stations:
+                    self.failsafe.pop(a.station_id, None)
+                    for key in [k for k in self.written if k[0] == a.station_id]:
+                        del self.written[key]
+                    if self._link(a.station_id) is None:
+                        self.unknown_until[a.station_id] = until
+            await self.reload()
+
+    async def _own_forever(self) -> None:
+        every = self.settings.node_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._own()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database away a moment: the lease outlasts two misses
+                log.exception("site leases not renewed")
+
+    def remote_event(self, body: dict[str, Any]) -> None:
+        """What another node's station of a site we allocate reported (over the broker)."""
+        event, station_id = body.get("event"), str(body.get("station", ""))
+        if self.cluster is not None and body.get("node"):
+            self.cluster.held_elsewhere(station_id, str(body["node"]), body.get("protocol"))
+        if event == "started":
+            self.session_started(station_id, int(body["connector"]), int(body["session"]),
+                                 str(body["tx_ref"]), str(body["tag"]),
+                                 datetime.fromisoformat(str(body["started_at"])))
+        elif event == "ended":
+            self.session_ended(station_id, int(body["connector"]), int(body["session"]))
+        elif event == "online":
+            self.station_online(station_id, bool(body["online"]))
+        elif event == "meter":
+            currents = body.get("currents")
+            rows = self._metered(station_id, int(body["connector"]), body.get("session"),
+                                 tuple(currents) if currents else None, body.get("power"),
+                                 body.get("register"))
+            if rows:  # the energy PV covered, as the holder would have written it
+                self._background.spawn(self._green(rows), "green energy")
+        elif event == "external":
+            self.external_limit(station_id, int(body["evse"]), body.get("limit_a"))
+        elif event == "cutoff":
+            self.cutoff_moved(station_id, int(body["connector"]))
+        elif event == "grid":
+            self.grid_limit(str(body["site"]), body.get("limit_w"), body.get("for_s"),
+                            str(body.get("source") or "operator"))
+
+    async def _green(self, rows: list[dict[str, Any]]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(GREEN_UPDATE, rows)
+
+    def _tell_owner(self, station_id: str, owner: str, event: str, **body: Any) -> None:
+        assert self.cluster is not None
+        link = self.link(station_id)
+        self.cluster.tell(owner, {"event": event, "station": station_id,
+                                  "node": self.cluster.node_id,
+                                  "protocol": getattr(link, "protocol", None), **body})
 
     async def reload(self) -> None:
         async with self.engine.connect() as conn:
@@ -198,7 +299,8 @@ class LoadManager:
                        if time.monotonic() - s.computed_at >= self.settings.load_period_s}
                 for name in (self._dirty | due) & set(self.sites):
                     self._dirty.discard(name)
-                    self.rebalance(name)
+                    if self.cluster is None or self.cluster.mine(name):
+                        self.rebalance(name)  # (another node allocates the others)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -220,6 +322,12 @@ class LoadManager:
                         tag: str, started_at: datetime) -> None:
         if station_id not in self.attached:
             return
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "started", connector=connector_id,
+                             session=session_id, tx_ref=tx_ref, tag=tag,
+                             started_at=started_at.isoformat())
+            return
         priority = 0 if self.booked(session_id) else 1 if self.owner_of(
             station_id, connector_id, tag) else 2
         self.running[(station_id, connector_id)] = Running(
@@ -227,6 +335,11 @@ class LoadManager:
         self._site_changed(station_id)
 
     def session_ended(self, station_id: str, connector_id: int, session_id: int) -> None:
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "ended", connector=connector_id,
+                             session=session_id)
+            return
         found = self.running.get((station_id, connector_id))
         if found is not None and found.session_id == session_id:
             del self.running[(station_id, connector_id)]
@@ -234,6 +347,10 @@ class LoadManager:
 
     def cutoff_moved(self, station_id: str, connector_id: int) -> None:
         """A session's cutoff point changed: its TxProfile is written again (with it)."""
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "cutoff", connector=connector_id)
+            return
         self.written.pop((station_id, connector_id), None)
         self._site_changed(station_id)
 
@@ -244,12 +361,26 @@ class LoadManager:
             return written.limit_a
         found = self.attached.get(station_id)
         state = self.state.get(found[0].name) if found else None
+        if found is not None and (state is None or not state.shares):
+            # Another node allocates the site: the connector's safe share, as its failsafe.
+            shares = safe_shares(self._circuits(found[0], True), self._chargers(found[0]))  # type: ignore[arg-type]
+            return float(shares.get((station_id, connector_id), 0.0))
         return state.shares.get((station_id, connector_id), 0.0) if state else 0.0
 
     def station_online(self, station_id: str, online: bool) -> None:
         if station_id not in self.attached:
             return
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "online", online=online)
+            return
+        if self.cluster is not None and not online and self.link(station_id) is None:
+            self.cluster.holders.pop(station_id, None)
+        if (self.cluster is not None and online
+                and self.cluster.unowned(self.attached[station_id][0].name)):
+            self._background.spawn(self._own(), "site leases")  # claim it now
         if online:  # what it holds is unknown after a reboot: write again
+            self.unknown_until.pop(station_id, None)
             self.failsafe.pop(station_id, None)
             for key in [k for k in self.written if k[0] == station_id]:
                 del self.written[key]
@@ -279,17 +410,30 @@ class LoadManager:
                 register = s.value
         if seen_current and station_id in self.meter_stations:
             self.station_meters[f"{station_id}/{connector_id}"] = (currents[0], currents[1], currents[2])
+        measured = (currents[0], currents[1], currents[2]) if seen_current else None
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "meter", connector=connector_id,
+                             session=session_id, currents=measured, power=power,
+                             register=register)
+            return []
+        return self._metered(station_id, connector_id, session_id, measured, power, register)
+
+    def _metered(self, station_id: str, connector_id: int, session_id: int | None,
+                 measured: tuple[float, ...] | None, power: float | None,
+                 register: float | None) -> list[dict[str, Any]]:
+        """A reading of a running session (here or reported by another node)."""
         found = self.attached.get(station_id)
         run = self.running.get((station_id, connector_id))
         if found is None or run is None or (session_id is not None and run.session_id != session_id):
             return []
         before = run.current_a
-        if seen_current:
-            run.current_a = (currents[0], currents[1], currents[2])
+        if measured is not None:
+            run.current_a = (measured[0], measured[1], measured[2])
         if power is not None:
             run.power_w = power
-        elif seen_current:
-            run.power_w = sum(currents) * self.settings.nominal_voltage_v
+        elif measured is not None:
+            run.power_w = sum(measured) * self.settings.nominal_voltage_v
         rows = []
         site = found[0]
         if register is not None:
@@ -347,6 +491,10 @@ class LoadManager:
             self.grid[site] = (max(0.0, limit_w), until, source)
         log.info("site %s: grid limit %s (%s)", site,
                  "cleared" if limit_w is None else f"{limit_w:.0f} W", source)
+        if self.cluster is not None and (owner := self.cluster.owner(site)) is not None:
+            # Kept here too: this node may allocate the site later.
+            self.cluster.tell(owner, {"event": "grid", "site": site, "limit_w": limit_w,
+                                      "for_s": for_s, "source": source})
         self._dirty.add(site)
         self._wake.set()
         return True
@@ -362,6 +510,10 @@ class LoadManager:
 
     def external_limit(self, station_id: str, evse_id: int, limit_a: float | None) -> None:
         """A limit set outside us (NotifyChargingLimit from the grid operator, EMS); None clears."""
+        owner = self._elsewhere(station_id)
+        if owner is not None:
+            self._tell_owner(station_id, owner, "external", evse=evse_id, limit_a=limit_a)
+            return
         if limit_a is None:
             self.external.pop((station_id, evse_id), None)
         else:
@@ -467,11 +619,7 @@ class LoadManager:
         site = self.sites[site_name]
         state = self.state.setdefault(site_name, SiteState())
         now = time.monotonic()
-        chargers = {}
-        for a in site.stations:
-            n, _ = self.connectors(a.station_id)
-            for c in range(1, n + 1):
-                chargers[(a.station_id, c)] = (a.circuit, phases_of(a.rotation), self._own_max_a(a))
+        chargers = self._chargers(site)
         state.shares = safe_shares(self._circuits(site, True), chargers)  # type: ignore[arg-type]
         demands = []
         pv_sessions = [r for r in self.running.values()
@@ -481,7 +629,7 @@ class LoadManager:
         for key, (circuit, phases, own_max) in chargers.items():
             station_id, _connector = key
             a = self.attached[station_id][1]
-            online = self.link(station_id) is not None
+            online = self._link(station_id) is not None
             purpose = self.purpose.get(station_id)
             run = self.running.get(key)
             if not online or purpose == "none":
@@ -490,6 +638,7 @@ class LoadManager:
                 written = self.written.get(key)
                 fixed = (own_max if purpose == "none" and run is not None
                          else written.limit_a if written and written.until > now
+                         else own_max if self.unknown_until.get(station_id, 0.0) > now
                          else state.shares.get(key, own_max))
                 demands.append(Demand(key, circuit, phases, fixed_a=fixed))
                 continue
@@ -525,6 +674,15 @@ class LoadManager:
         self._apply(site, state)
         return result
 
+    def _chargers(self, site: Site) -> dict[tuple[str, int], tuple[str, Any, float]]:
+        """(station, connector) -> (its circuit, the phases it draws on, its own maximum)."""
+        chargers = {}
+        for a in site.stations:
+            n, _ = self.connectors(a.station_id)
+            for c in range(1, n + 1):
+                chargers[(a.station_id, c)] = (a.circuit, phases_of(a.rotation), self._own_max_a(a))
+        return chargers
+
     def _needed_a(self, run: Running, a: Attached) -> float:
         """With a departure time and the energy still wanted: the current that meets it (with
         a tenth to spare), so that others get the rest."""
@@ -550,7 +708,7 @@ class LoadManager:
         """Decreases (and first writes) at every station first, then the increases: the
         circuit is never over its limit between the two."""
         try:
-            online = [a for a in site.stations if self.link(a.station_id) is not None]
+            online = [a for a in site.stations if self._link(a.station_id) is not None]
             self._lowered = False
             await asyncio.gather(*(self._write(a, state, True) for a in online))
             if self._lowered:
@@ -564,7 +722,7 @@ class LoadManager:
                 self._wake.set()
 
     async def _write(self, a: Attached, state: SiteState, lowering: bool) -> None:
-        link = self.link(a.station_id)
+        link = self._link(a.station_id)
         allocation = state.allocation
         if link is None or allocation is None:
             return
@@ -755,7 +913,7 @@ class LoadManager:
                 "measured_a": list(run.current_a) if run and run.current_a else None,
                 "safe_a": state.shares.get(key, 0.0),
                 "paused": key in allocation.paused,
-                "online": self.link(station_id) is not None,
+                "online": self._link(station_id) is not None,
                 "purpose": self.purpose.get(station_id, CHAIN[0]),
                 "green_wh": int(run.green_wh) if run else None})
         surplus = self.surplus.get(site_name)

@@ -263,6 +263,11 @@ async def _v19_ocpp21_cost(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v20_site_leases(conn: AsyncConnection) -> None:
+    """Which node allocates each site (load management across nodes, issue 32)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -284,6 +289,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (17, _v17_money_states),
     (18, _v18_robust_input),
     (19, _v19_ocpp21_cost),
+    (20, _v20_site_leases),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -357,6 +357,16 @@ nodes = Table(
     Column("lease_until", DateTime),
 )
 
+# v20: which node allocates each load-managed site (issue 32): a lease, renewed by its owner;
+# when it ends (the node died) another node holding the site's stations takes it.
+site_leases = Table(
+    "site_leases",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("node", String(64), nullable=False),
+    Column("until", DateTime, nullable=False),
+)
+
 
 # --- v2: sharing control ---------------------------------------------------------------------
 
