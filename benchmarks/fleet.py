@@ -7,12 +7,14 @@ load process (this file again, in `load` mode):
   (b) naive    - benchmarks/naive_csms.py, a central system written the naive way on `ocpp`
   (c) sqlite   - `cocharge serve` on a fresh SQLite file
   (d) postgres - `cocharge serve` on a fresh PostgreSQL database (COCHARGE_TEST_PG server)
+  (e) postgres-w2 - the same with `--workers 2` (not in the default targets)
 
 Per target it prints: storm time until every charger booted (BootNotification, then
 StatusNotification for connectors 0 and 1), handshakes refused (503) and failed, paced
 MeterValues p50/p99 once all are booted (each charger every 10 s, random phase), saturated
-calls/s of 50 chargers back to back, server RSS per booted station, and the ratios of
-cocharge to (a) and (b).
+calls/s of 50 chargers back to back with the server's CPU time per answered call (µs, all
+its processes, over the timed window only) and the load generator's own CPU (% of one core),
+server RSS per booted station, and the ratios of cocharge to (a) and (b).
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
         [--targets echo,naive,sqlite,postgres]
@@ -173,6 +175,12 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
+    # Every charger connected and booted first; the timed window is marked on stdout (the
+    # driver reads the server's CPU time at both marks) and its own CPU time is counted.
+    ready = asyncio.Barrier(chargers + 1)
+    done = asyncio.Barrier(chargers + 1)
+    window: dict[str, float] = {}
+    started = asyncio.Event()
 
     async def one(n: int) -> int:
         async with connect(f"{url}/{prefix}{n:05d}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
@@ -180,7 +188,9 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
             await ws.send(json.dumps([2, "b", "BootNotification", {"chargePointVendor": "bench",
                                                                     "chargePointModel": "sat"}]))
             await ws.recv()
-            count, end = 0, time.monotonic() + seconds
+            await ready.wait()
+            await started.wait()
+            count, end = 0, window["start"] + seconds
             while time.monotonic() < end:
                 sent = time.perf_counter()
                 await ws.send(json.dumps([2, str(count), "MeterValues", {
@@ -190,13 +200,26 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
                 latencies.append(time.perf_counter() - sent)
                 if answer[0] != 4:  # a CallResult (or, from the echo server, the frame itself)
                     count += 1
+            await done.wait()
             return count
 
-    t0 = time.monotonic()
+    async def timed() -> None:
+        await ready.wait()  # everyone booted
+        print(json.dumps({"saturated_begin": True}), flush=True)
+        window["start"], window["cpu"] = time.monotonic(), time.process_time()
+        started.set()
+        await done.wait()  # everyone's window ended (before closing their connections)
+        window["took"] = time.monotonic() - window["start"]
+        window["cpu"] = time.process_time() - window["cpu"]
+        print(json.dumps({"saturated_end": True}), flush=True)
+
+    marks = asyncio.create_task(timed())
     counts = await asyncio.gather(*(one(n) for n in range(chargers)))
-    took = time.monotonic() - t0
-    return {"calls_per_s": sum(counts) / took, "p50_ms": pct(latencies, 0.5) * 1000,
-            "p99_ms": pct(latencies, 0.99) * 1000}
+    await marks
+    calls = sum(counts)
+    return {"calls_per_s": calls / window["took"], "calls": calls,
+            "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000,
+            "load_cpu_s": window["cpu"], "load_s": window["took"]}
 
 
 async def run_load(args: argparse.Namespace) -> None:
@@ -271,7 +294,19 @@ class Target:
 
     @property
     def cocharge(self) -> bool:
-        return self.name in ("sqlite", "postgres")
+        return self.name in ("sqlite", "postgres", "postgres-w2")
+
+    def cpu_s(self) -> float:
+        """CPU time (user + system) of the server and its worker processes so far."""
+        import psutil
+        assert self.process is not None
+        process = psutil.Process(self.process.pid)
+        total = 0.0
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+        return total
 
     def command(self) -> list[str]:
         if self.name == "echo":
@@ -279,14 +314,15 @@ class Target:
         if self.name == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
+        workers = ["--workers", "2"] if self.name == "postgres-w2" else []
         return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--operator-port", str(free_port()), "--no-api",
-                "--db", self.db]
+                "--upload-port", str(free_port()), "--db", self.db, *workers]
 
     async def prepare(self) -> None:
         if self.name == "sqlite":
             self.db = os.path.join(self.folder, "fleet.db")
-        elif self.name == "postgres":
+        elif self.name in ("postgres", "postgres-w2"):
             import asyncpg
             self.pg_name = f"cocharge_fleet_{uuid.uuid4().hex[:8]}"
             conn = await asyncpg.connect(PG)
@@ -385,6 +421,7 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     assert load.stdout is not None
     figures: dict[str, Any] = {}
     rss_booted = None
+    cpu_begin, server_cpu = 0.0, None
     while True:
         line = await load.stdout.readline()
         if not line:
@@ -397,9 +434,17 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(20)
                 target.stop(kill=True)
                 target.start()
+        elif "saturated_begin" in message:
+            cpu_begin = target.cpu_s()
+        elif "saturated_end" in message:
+            server_cpu = target.cpu_s() - cpu_begin
         elif "result" in message:
             figures = message["result"]
     await load.wait()
+    sat = figures.get("saturated")
+    if sat and server_cpu is not None and sat.get("calls"):
+        sat["server_us_per_call"] = server_cpu / sat["calls"] * 1e6
+        sat["server_cpu_s"] = server_cpu
     if rss_booted is not None and args.chargers:
         figures["rss_kb_per_station"] = (rss_booted - rss_before) / 1024 / args.chargers
     answered = figures.pop("answered", {})
@@ -415,20 +460,27 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     print(f"\nFleet benchmark: {args.chargers} chargers, paced {args.paced:g} s, "
           f"saturated {args.saturated} chargers x {args.saturated_s:g} s "
           f"({os.cpu_count()} cores, load generator on the same machine)")
-    header = (f"{'target':<10}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
-              f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'KB/stn':>8}")
+    header = (f"{'target':<12}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
+              f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'µs/call':>9}"
+              f"{'gen. CPU':>9}{'KB/stn':>8}")
     print(header)
     for name, f in results.items():
         sat = f.get("saturated") or {}
-        print(f"{name:<10}{_num(f.get('storm_s'), 9, 1)}{f.get('booted', 0):>8}"
+        generator = (sat["load_cpu_s"] / sat["load_s"] * 100
+                     if sat.get("load_s") else None)  # % of one core
+        print(f"{name:<12}{_num(f.get('storm_s'), 9, 1)}{f.get('booted', 0):>8}"
               f"{f.get('refused', 0):>6}{f.get('failed', 0):>8}"
               f"{_num(f.get('paced_p50_ms'), 11, 1)}{_num(f.get('paced_p99_ms'), 9, 1)}"
               f"{_num(sat.get('calls_per_s'), 10, 0)}{_num(sat.get('p99_ms'), 9, 1)}"
+              f"{_num(sat.get('server_us_per_call'), 9, 0)}{_num(generator, 8, 0)}%"
               f"{_num(f.get('rss_kb_per_station'), 8, 1)}")
         if args.kill:
             print(f"{'':<10}killed and restarted: all {f.get('back')} back after "
                   f"{_num(f.get('back_s'), 0, 1).strip()} s; answered MeterValues "
                   f"{f.get('answered_total')}, lost {f.get('lost')}")
+    if "postgres" in results and "postgres-w2" in results:
+        print(f"postgres --workers 2 / 1 worker: saturated calls/s x"
+              f"{_ratio((results['postgres-w2'].get('saturated') or {}).get('calls_per_s'), (results['postgres'].get('saturated') or {}).get('calls_per_s'))}")
     for name in ("sqlite", "postgres"):
         if name not in results:
             continue
