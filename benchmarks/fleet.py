@@ -153,7 +153,7 @@ async def _charger(load: Load, n: int, end: float) -> None:
                 register += 10
                 sent = time.monotonic()
                 answer = await call("MeterValues", {"connectorId": 1, "meterValue": [{
-                    "timestamp": "2026-11-01T00:00:00Z",
+                    "timestamp": now_iso(),
                     "sampledValue": [{"value": str(register), "unit": "Wh",
                                       "measurand": "Energy.Active.Import.Register"}]}]})
                 if answer[0] != 4:  # a CallResult (or, from the echo server, the frame itself)
@@ -169,6 +169,12 @@ async def _charger(load: Load, n: int, end: float) -> None:
             with contextlib.suppress(Exception):
                 await ws.close()
         return
+
+
+def now_iso() -> str:
+    """The charger's clock, right (a wrong one makes every message a clock notice: a
+    station event written per message, which is not the load being measured)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> dict[str, Any]:
@@ -194,7 +200,7 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
             while time.monotonic() < end:
                 sent = time.perf_counter()
                 await ws.send(json.dumps([2, str(count), "MeterValues", {
-                    "connectorId": 1, "meterValue": [{"timestamp": "2026-11-01T00:00:00Z",
+                    "connectorId": 1, "meterValue": [{"timestamp": now_iso(),
                                                       "sampledValue": [{"value": str(count)}]}]}]))
                 answer = json.loads(await ws.recv())
                 latencies.append(time.perf_counter() - sent)
