@@ -59,8 +59,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def raise_nofile() -> None:
+def raise_nofile(wanted: int = 1 << 20) -> None:
+    """Open files: as many as the hard limit allows; as root, the hard limit raised first
+    (the processes this one starts inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+        return
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -91,6 +96,7 @@ class Load:
     answered: dict[str, int] = field(default_factory=dict)          # station -> answered meters
     down_at: float | None = None
     back: set[str] = field(default_factory=set)
+    dropped: set[str] = field(default_factory=set)  # lost their connection after down_at
 
 
 async def _connect(load: Load, sid: str) -> Any:
@@ -145,9 +151,8 @@ async def _charger(load: Load, n: int, end: float) -> None:
                     print(json.dumps({"booted": load.all_booted_at - load.t0}), flush=True)
             elif load.down_at is not None:
                 load.back.add(sid)
-                if len(load.back) == load.chargers:
+                if load.back >= load.dropped:  # every charger that was cut off is back
                     load.back_at = time.monotonic()
-                    print(json.dumps({"back": load.back_at - load.down_at}), flush=True)
             await asyncio.sleep(random.random() * METER_EVERY_S)
             while time.monotonic() < end:
                 register += 10
@@ -163,6 +168,9 @@ async def _charger(load: Load, n: int, end: float) -> None:
         except ConnectionClosed:
             if load.down_at is None:
                 load.down_at = time.monotonic()
+            load.dropped.add(sid)
+            load.back.discard(sid)
+            load.back_at = None
             load.reconnects += 1
             continue
         finally:
@@ -243,10 +251,15 @@ async def run_load(args: argparse.Namespace) -> None:
         stop_at = (load.all_booted_at or time.monotonic()) + args.paced
         while time.monotonic() < stop_at:
             await asyncio.sleep(0.2)
-        if args.kill_wait:  # wait for everyone to come back after the kill
+        if args.kill_wait:  # wait for everyone cut off to come back after the kill
             limit = time.monotonic() + args.storm_limit
-            while load.down_at is not None and load.back_at is None and time.monotonic() < limit:
+            while load.down_at is None and time.monotonic() < limit:
                 await asyncio.sleep(0.2)
+            while load.back_at is None and time.monotonic() < limit:
+                await asyncio.sleep(0.2)
+            if load.back_at is not None and load.down_at is not None:
+                print(json.dumps({"back": load.back_at - load.down_at,
+                                  "dropped": len(load.dropped)}), flush=True)
             stop_at = time.monotonic() + 15
             while time.monotonic() < stop_at:
                 await asyncio.sleep(0.2)

@@ -1,0 +1,374 @@
+"""Cluster benchmark (issue 32, item 7): HAProxy in front of two gateway nodes on one
+PostgreSQL and one Mosquitto; a storm of N chargers through the balancer, paced MeterValues,
+one load-managed site of S simulated chargers spread over both nodes; then SIGKILL of the
+node that allocates the site.
+
+    python benchmarks/cluster.py [--chargers 20000] [--site 200] [--paced 60] [--lease 15]
+        [--saturated-s 10]
+
+It prints: the storm (time until every charger booted through the balancer, handshakes
+refused and failed); after the kill, the time until the dead node's stations are shown
+offline, until the site is allocated by the other node, and until every charger cut off is
+back through the balancer; answered MeterValues lost (must be 0); the site's meter readings
+over its limit (must be 0) and its peak; sessions settled exactly once; then saturated
+calls/s and server CPU µs per call with 1 and 2 workers (benchmarks/fleet.py's
+`postgres` and `postgres-w2` targets, the load generator in its own process).
+
+Needs haproxy and mosquitto (Debian packages) and the PostgreSQL of COCHARGE_TEST_PG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+from fleet import PG, free_port, raise_nofile, register  # noqa: E402
+
+SITE_LIMIT_A = 10.0  # per site charger: the circuit is sized for 10 A each, they want 16
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)),
+                                       None)
+    if found is None:
+        raise SystemExit(f"{name} is not installed: apt-get install {name}")
+    return found
+
+
+class Cluster:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.folder = tempfile.mkdtemp(prefix="cocharge-cluster-")
+        self.pg_name = f"cocharge_cluster_{uuid.uuid4().hex[:8]}"
+        base = PG.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        self.db = f"{base}/{self.pg_name}"
+        self.broker_port, self.front = free_port(), free_port()
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def log(self, name: str) -> Any:
+        return open(os.path.join(self.folder, f"{name}.log"), "ab")
+
+    async def prepare(self) -> None:
+        import asyncpg
+
+        from cocharge.load import sites
+        from cocharge.stations import registry
+        from cocharge.store.db import make_engine
+
+        conn = await asyncpg.connect(PG)
+        await conn.execute(f'CREATE DATABASE "{self.pg_name}"')
+        await conn.close()
+        site = [f"C{n:04d}" for n in range(self.args.site)]
+        await register(self.db, [f"F{n:05d}" for n in range(self.args.chargers)] + site)
+        engine = make_engine(self.db)
+        await sites.add_site(engine, "GARAGE")
+        await sites.add_circuit(engine, "MAIN", "GARAGE", None, SITE_LIMIT_A * len(site), 3,
+                                0.0, "none")
+        for sid in site:
+            await sites.attach(engine, sid, "MAIN", "L1L2L3", "fast", 16)
+            await registry.add_member(engine, f"driver {sid}", f"T{sid}", None)
+        await engine.dispose()
+
+    def start_broker(self) -> None:
+        config = os.path.join(self.folder, "mosquitto.conf")
+        with open(config, "w") as handle:
+            handle.write(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\n"
+                         "persistence false\nmax_queued_messages 100000\n")
+        self.processes.append(subprocess.Popen([binary("mosquitto"), "-c", config],
+                                               stdout=self.log("mosquitto"),
+                                               stderr=subprocess.STDOUT))
+
+    def start_node(self, name: str) -> None:
+        port, metrics = free_port(), free_port()
+        config = os.path.join(self.folder, f"{name}.toml")
+        with open(config, "w") as handle:
+            handle.write(f"[gateway]\nnode_lease_s = {self.args.lease}\nstart_minimum_fen = 0\n"
+                         "load_period_s = 5.0\nload_reload_s = 5.0\n")
+        process = subprocess.Popen([
+            sys.executable, "-m", "cocharge.cli", "--config", config, "serve", "--host",
+            "127.0.0.1", "--port", str(port), "--operator-port", "0", "--upload-port", "0",
+            "--no-api", "--metrics-port", str(metrics), "--trusted-proxy", "127.0.0.1",
+            "--mqtt", f"mqtt://127.0.0.1:{self.broker_port}/cocharge/v1", "--db", self.db],
+            stdout=self.log(name), stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        self.nodes[name] = {"port": port, "metrics": metrics, "process": process}
+
+    def start_haproxy(self) -> None:
+        config = os.path.join(self.folder, "haproxy.cfg")
+        servers = "\n".join(
+            f"    server {name} 127.0.0.1:{n['port']} check port {n['metrics']}"
+            for name, n in self.nodes.items())
+        with open(config, "w") as handle:
+            handle.write(f"""global
+    maxconn {self.args.chargers + self.args.site + 1000}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+    timeout tunnel 10m
+frontend ocpp
+    bind 127.0.0.1:{self.front}
+    default_backend nodes
+backend nodes
+    balance leastconn
+    option httpchk GET /healthz
+    default-server send-proxy-v2 inter 1s fall 2 rise 2
+{servers}
+""")
+        self.processes.append(subprocess.Popen([binary("haproxy"), "-f", config, "-db"],
+                                               stdout=self.log("haproxy"),
+                                               stderr=subprocess.STDOUT))
+
+    async def wait_listening(self) -> None:
+        import socket
+
+        for port in [self.broker_port, self.front, *(n["port"] for n in self.nodes.values())]:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"nothing listens on {port}: see {self.folder}")
+                    await asyncio.sleep(0.2)
+        await asyncio.sleep(3)  # the balancer's health checks see both nodes up
+
+    async def query(self, sql: str, *args: Any) -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG.rsplit("/", 1)[0] + "/" + self.pg_name)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(20)
+            if process.poll() is None:
+                process.kill()
+
+    async def cleanup(self) -> None:
+        import asyncpg
+
+        self.stop()
+        with contextlib.suppress(Exception):
+            conn = await asyncpg.connect(PG)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            await conn.close()
+        if os.environ.get("CLUSTER_KEEP"):
+            print(f"logs kept in {self.folder}")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# --- the site's chargers (their own process) --------------------------------------------------
+
+async def run_site(args: argparse.Namespace) -> None:
+    """Open S simulated chargers through the balancer, charge, and check the site's draw at
+    every meter value any of them sends; a line on stdin ends the sessions."""
+    raise_nofile()
+    from cocharge.simulators.hardware import EV
+    from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
+
+    limit = SITE_LIMIT_A * args.site
+    boxes: list[tuple[Any, Any]] = []
+    leave = asyncio.Event()  # each charger reconnects through the balancer until then
+    keepers = []
+    seen = {"checks": 0, "over": 0, "peak": 0.0}
+
+    def check(_box: Any) -> None:
+        drawn = sum(hw.current_a for box, _ in boxes for hw in box.hw.values())
+        seen["checks"] += 1
+        seen["peak"] = max(seen["peak"], drawn)
+        if drawn > limit + 0.05:
+            seen["over"] += 1
+
+    for n in range(args.site):
+        box, reader = await open_wallbox(SimConfig(
+            url=args.url, station_id=f"C{n:04d}", protocol="2.0.1" if n % 2 else "1.6",
+            speed=1, meter_interval_s=2.0, max_current_a=32, phases=3))
+        box.meter_listeners.append(check)
+        boxes.append((box, reader))
+        keepers.append(asyncio.create_task(box.stay_connected(leave)))
+    sessions = [await box.charge(1, f"TC{n:04d}", ev=EV(battery_wh=500_000, soc=0.1,
+                                                         max_power_w=22_000))
+                for n, (box, _) in enumerate(boxes)]
+    print(json.dumps({"charging": len(sessions)}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for (box, _), session in zip(boxes, sessions, strict=True):
+        box.request_stop(session.tx_id, "Local")
+    await asyncio.gather(*(asyncio.wait_for(s.done.wait(), 60) for s in sessions),
+                         return_exceptions=True)
+    leave.set()
+    print(json.dumps({"site": {**seen, "limit_a": limit,
+                               "ended": sum(1 for s in sessions if s.done.is_set())}}), flush=True)
+    for box, reader in boxes:
+        with contextlib.suppress(Exception):
+            await close_wallbox(box, reader)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+async def lines(process: asyncio.subprocess.Process) -> Any:
+    assert process.stdout is not None
+    while True:
+        line = await process.stdout.readline()
+        if not line:
+            return
+        with contextlib.suppress(ValueError):
+            yield json.loads(line)
+
+
+async def main(args: argparse.Namespace) -> None:
+    raise_nofile()
+    cluster = Cluster(args)
+    figures: dict[str, Any] = {}
+    try:
+        await cluster.prepare()
+        cluster.start_broker()
+        for name in ("node1", "node2"):
+            cluster.start_node(name)
+        cluster.start_haproxy()
+        await cluster.wait_listening()
+        url = f"ws://127.0.0.1:{cluster.front}/ocpp"
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.join(HERE, "fleet.py"), "load", "--url", url,
+            "--chargers", str(args.chargers), "--paced", str(args.paced), "--storm-limit", "600",
+            "--saturated", "0", "--kill-wait", stdout=asyncio.subprocess.PIPE,
+            limit=256 * 1024 * 1024)
+        load_lines = lines(load)
+        async for message in load_lines:
+            if "booted" in message:
+                figures["storm_s"] = message["booted"]
+                break
+        site = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "site", "--url", url, "--site", str(args.site),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        site_lines = lines(site)
+        async for message in site_lines:
+            if "charging" in message:
+                break
+        await asyncio.sleep(min(20.0, args.paced / 3))  # the site allocated, paced values flowing
+        [owner] = [r["node"] for r in await cluster.query(
+            "SELECT node FROM site_leases WHERE site = 'GARAGE'")]
+        spread = await cluster.query(
+            "SELECT node, count(*) AS n FROM stations WHERE node IS NOT NULL GROUP BY node")
+        figures["spread"] = {r["node"][-6:]: r["n"] for r in spread}
+        victim = next(n for n in cluster.nodes.values()
+                      if str(n["process"].pid) in owner.split(":"))
+        held = {r["id"] for r in await cluster.query(
+            "SELECT id FROM stations WHERE node = $1", owner)}
+        figures["victim_held"] = len(held)
+        os.kill(victim["process"].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        offline_s = moved_s = None
+        while offline_s is None or moved_s is None:
+            await asyncio.sleep(0.25)
+            if offline_s is None and not await cluster.query(
+                    "SELECT s.id FROM stations s JOIN nodes n ON n.id = s.node WHERE s.node = $1 "
+                    "AND (n.lease_until IS NULL OR n.lease_until > now() at time zone 'utc') "
+                    "LIMIT 1", owner):
+                offline_s = time.monotonic() - killed
+            if moved_s is None:
+                now_owner = await cluster.query(
+                    "SELECT node FROM site_leases WHERE site = 'GARAGE'")
+                if now_owner and now_owner[0]["node"] != owner:
+                    moved_s = time.monotonic() - killed
+            if time.monotonic() - killed > 120:
+                break
+        figures["offline_s"], figures["site_moved_s"] = offline_s, moved_s
+        async for message in load_lines:
+            if "back" in message:
+                figures["back_s"], figures["dropped"] = message["back"], message["dropped"]
+            elif "result" in message:
+                answered = message["result"].get("answered", {})
+                rows = await cluster.query(
+                    "SELECT station_id, count(*) AS n FROM meter_samples GROUP BY station_id")
+                stored = {r["station_id"]: r["n"] for r in rows}
+                figures["answered"] = sum(answered.values())
+                figures["lost"] = sum(max(0, n - stored.get(sid, 0))
+                                      for sid, n in answered.items())
+        await load.wait()
+        assert site.stdin is not None
+        site.stdin.write(b"stop\n")
+        await site.stdin.drain()
+        async for message in site_lines:
+            if "site" in message:
+                figures["site"] = message["site"]
+        await site.wait()
+        await asyncio.sleep(10)  # settlement of the ended sessions
+        counts = await cluster.query(
+            "SELECT s.id, count(t.session_id) AS n FROM sessions s LEFT JOIN settlements t "
+            "ON t.session_id = s.id WHERE s.station_id LIKE 'C%' AND s.ended_at IS NOT NULL "
+            "GROUP BY s.id")
+        figures["sessions_ended"] = len(counts)
+        figures["settled_once"] = sum(1 for r in counts if r["n"] == 1)
+    finally:
+        await cluster.cleanup()
+    report(figures, args)
+    if args.saturated_s:
+        subprocess.run([sys.executable, os.path.join(HERE, "fleet.py"), "--chargers", "0",
+                        "--saturated", "50", "--saturated-s", str(args.saturated_s),
+                        "--targets", "postgres,postgres-w2"], check=False)
+
+
+def report(f: dict[str, Any], args: argparse.Namespace) -> None:
+    def num(value: Any, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    site = f.get("site") or {}
+    print(f"\nCluster benchmark: HAProxy, 2 nodes (PostgreSQL, Mosquitto), {args.chargers} "
+          f"chargers + a site of {args.site}, node lease {args.lease:g} s "
+          f"({os.cpu_count()} cores, everything on this machine)")
+    print(f"storm through the balancer: all booted in {num(f.get('storm_s'))} s; "
+          f"stations per node {f.get('spread')}")
+    print(f"SIGKILL of the node allocating the site (it held {f.get('victim_held')}): its "
+          f"stations shown offline after {num(f.get('offline_s'))} s, the site allocated by "
+          f"the other node after {num(f.get('site_moved_s'))} s, all {f.get('dropped')} "
+          f"chargers cut off back after {num(f.get('back_s'))} s")
+    print(f"answered MeterValues {f.get('answered')}, lost {f.get('lost')}")
+    print(f"site limit {num(site.get('limit_a'), 0)} A: over it at {site.get('over')} of "
+          f"{site.get('checks')} meter readings (peak {num(site.get('peak'))} A)")
+    print(f"site sessions ended {f.get('sessions_ended')}, settled exactly once "
+          f"{f.get('settled_once')}")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "site"])
+    parser.add_argument("--chargers", type=int, default=20_000)
+    parser.add_argument("--site", type=int, default=200)
+    parser.add_argument("--paced", type=float, default=60.0)
+    parser.add_argument("--lease", type=float, default=15.0)
+    parser.add_argument("--saturated-s", type=float, default=10.0,
+                        help="0: skip the 1-and-2-worker saturated run")
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    asyncio.run(run_site(arguments) if arguments.mode == "site" else main(arguments))
