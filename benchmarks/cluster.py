@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,11 @@ sys.path.insert(0, HERE)
 from fleet import PG, free_port, raise_nofile, register  # noqa: E402
 
 SITE_LIMIT_A = 10.0  # per site charger: the circuit is sized for 10 A each, they want 16
+
+
+def balancer_room(hard_limit: int) -> int:
+    """Connections HAProxy can hold within the open-files limit (two descriptors each)."""
+    return min(100_000, (hard_limit - 500) // 2 - 50)
 
 
 def binary(name: str) -> str:
@@ -116,7 +122,7 @@ class Cluster:
             for name, n in self.nodes.items())
         with open(config, "w") as handle:
             handle.write(f"""global
-    maxconn {self.args.chargers + self.args.site + 1000}
+    maxconn {balancer_room(resource.getrlimit(resource.RLIMIT_NOFILE)[1])}
 defaults
     mode tcp
     timeout connect 5s
@@ -243,6 +249,15 @@ async def lines(process: asyncio.subprocess.Process) -> Any:
 
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
+    # HAProxy holds two descriptors per connection in one process: on a machine whose hard
+    # open-files limit is below that (20,000 here, without CAP_SYS_RESOURCE to raise it),
+    # the storm is cut to what the balancer can hold, and said so.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    fits = balancer_room(hard) - args.site - 200
+    if args.chargers > fits:
+        print(f"open-files limit {hard}: HAProxy can hold {fits} chargers besides the site's, "
+              f"not {args.chargers}: the storm is cut to {fits}", flush=True)
+        args.chargers = fits
     cluster = Cluster(args)
     figures: dict[str, Any] = {}
     try:
