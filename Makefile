@@ -44,6 +44,7 @@ bench: install-test
 	$(PY) benchmarks/password_guessing.py
 	$(PY) benchmarks/allocation.py --e2e 200
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -108,6 +108,8 @@ class GatewaySettings:
     # Load balancers / reverse proxies whose PROXY header (v1 or v2) or X-Forwarded-For names
     # the charger's real address: addresses or networks, comma-separated (gateway/proxy.py).
     trusted_proxies: str | None = None
+    # The platform's time zone: every time the console shows and every time typed into it.
+    time_zone: str = "Asia/Shanghai"
     takeover_ping_s: float = 5.0
 
     # --- diagnostics and logs (cocharge/gateway/uploads.py) ---

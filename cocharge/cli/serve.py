@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from click.core import ParameterSource
@@ -186,6 +187,10 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
         proxy.parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        ZoneInfo(settings.time_zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        fail(f"time_zone {settings.time_zone!r} is not a time zone: write e.g. Asia/Shanghai")
     try:
         tls = tls_context(tls_cert, tls_key, client_cas(settings),
                           (tls_rsa_cert, tls_rsa_key) if tls_rsa_cert and tls_rsa_key else None

@@ -510,9 +510,9 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         lost = asyncio.ensure_future(self._lost.wait())
         await asyncio.wait({call, lost}, return_when=asyncio.FIRST_COMPLETED)
         lost.cancel()
-        if call.done():
+        if call.done() and not isinstance(call.exception(), ConnectionClosed):
             return call.result()
-        call.cancel()
+        call.cancel()  # (or it failed as the link dropped, before we heard: the same)
         if keep:
             self.outbox.append(request)
         return None

@@ -24,11 +24,17 @@ from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
 from cocharge.settlement.money import fmt
+from cocharge.web import i18n
 
 HERE = os.path.dirname(__file__)
 env = Environment(loader=PackageLoader("cocharge.web", "templates"),
-                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+                  extensions=["jinja2.ext.i18n"])
+env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
 env.filters["cny"] = lambda fen: "-" if fen is None else fmt(int(fen))
+env.filters["money"] = i18n.money
+env.filters["localtime"] = i18n.local_time
+env.filters["clock"] = i18n.clock
 env.filters["tojson_compact"] = lambda v: json.dumps(v, default=str, separators=(",", ":"))
 
 # The command form: what each command asks for (the API takes any of the `remote` set).
@@ -48,13 +54,38 @@ STATES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+def speak(request: Request) -> str:
+    """This request's language (web/i18n.py), in use from here on."""
+    return i18n.from_request(request.query_params.get("lang"),
+                             request.cookies.get(i18n.COOKIE),
+                             request.headers.get("accept-language"))
+
+
+def page_context(request: Request) -> dict[str, Any]:
+    """What every page's frame needs: its language (in use from here on), the link that
+    switches it, the script's words, the time zone."""
+    speak(request)
+    here = request.url.path + "?" + urlencode(
+        [(k, v) for k, v in request.query_params.multi_items() if k != "lang"] + [("lang", "")])
+    return {"lang": i18n.language(), "switch": here, "js_messages": i18n.js_messages(),
+            "zone": i18n.zone_label(), "zone_name": i18n.zone().key}
+
+
 def render(name: str, request: Request, who: Principal | None, **values: Any) -> HTMLResponse:
-    page = env.get_template(name).render(request=request, who=who, **values)
-    return HTMLResponse(page, status_code=int(values.get("status", 200)), headers={"Cache-Control": "no-store",
+    """A page in the reader's language (web/i18n.py): asked for with ?lang=, remembered in
+    a cookie, else the browser's."""
+    asked = request.query_params.get("lang")
+    page = env.get_template(name).render(request=request, who=who, **page_context(request),
+                                         **values)
+    response = HTMLResponse(page, status_code=int(values.get("status", 200)), headers={"Cache-Control": "no-store",
                                        "X-Frame-Options": "DENY",
                                        "Content-Security-Policy":
                                        "default-src 'self'; img-src 'self' data:; "
                                        "style-src 'self'; script-src 'self'"})
+    if asked in i18n.LANGUAGES:
+        response.set_cookie(i18n.COOKIE, str(asked), max_age=365 * 86400, samesite="lax",
+                            path="/")
+    return response
 
 
 def render_api_docs(request: Request, spec: dict[str, Any]) -> str:
@@ -66,7 +97,8 @@ def render_api_docs(request: Request, spec: dict[str, Any]) -> str:
                                "summary": op.get("summary", ""), "tag": (op.get("tags") or [""])[0],
                                "query": params, "body": "requestBody" in op})
     return env.get_template("api_docs.html").render(request=request, who=None, spec=spec,
-                                                    operations=operations)
+                                                    operations=operations,
+                                                    **page_context(request))
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -89,6 +121,7 @@ def _same_origin(request: Request) -> bool:
 
 
 def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
+    i18n.set_zone(api.gateway.settings.time_zone)
     app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
               name="static")
 
@@ -302,15 +335,19 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if not isinstance(who, Principal):
             return who
         form = await form_of(request)
+        speak(request)
+        zone = i18n.zone().key  # a time typed into the form is the platform's local time
         try:
             connector = str(form.get("connector", "1"))
             booking = await api.book(who, str(form.get("station", "")),
                                      int(connector) if connector.isdigit() else 1, None,
-                                     parse_when(str(form.get("start", ""))),
-                                     parse_when(str(form.get("end", ""))))
-            message, failed = f"Booked: booking {booking['id']} at {booking['station']}.", False
+                                     parse_when(str(form.get("start", "")), zone),
+                                     parse_when(str(form.get("end", "")), zone))
+            message = i18n.gettext("Booked: booking %(id)s at %(station)s.",
+                                   id=booking["id"], station=booking["station"])
+            failed = False
         except (ApiError, RegistryError) as exc:
-            message, failed = f"Not booked: {exc}", True
+            message, failed = i18n.gettext("Not booked: %(reason)s", reason=str(exc)), True
         return RedirectResponse("/console/me?" + urlencode(
             {"message": message, **({"failed": "1"} if failed else {})}), status_code=303)
 
@@ -319,9 +356,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await poster(request)
         if not isinstance(who, Principal):
             return who
+        speak(request)
         try:
             await api.cancel_booking(who, booking_id)
-            message, failed = f"Booking {booking_id} cancelled.", False
+            message, failed = i18n.gettext("Booking %(id)s cancelled.", id=booking_id), False
         except ApiError as exc:
             message, failed = str(exc), True
         return RedirectResponse("/console/me?" + urlencode(

@@ -175,3 +175,41 @@ async def test_the_console_fits_a_phone(sqlite_url, browser_factory):
             assert wide <= inner, (path, wide, inner)
         await browser.open("/console/")
         await browser.screenshot("phone", width=390)
+
+
+async def test_the_console_in_chinese_and_local_time(sqlite_url, browser_factory):
+    """Issue 33, item 1: the language switch on every page (remembered), the member's page
+    and booking in Chinese, a booking typed for 19:00 shown at 19:00 with the zone, amounts
+    as yuan; the operator's fleet in Chinese, kept in Chinese by the page's own updates."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["member"])
+        assert "My charging" in await browser.text("header")  # the browser asks for English
+        await browser.click("#lang-zh")
+        assert "我的充电" in await browser.wait_for("header", "我的充电")
+        assert await browser.run(browser.driver.execute_script,
+                                 "return document.documentElement.lang") == "zh-CN"
+        assert "¥" in await browser.text("#wallet")
+        await book(browser, "P1", "2030-01-01")
+        assert "预约成功" in await browser.wait_for("p.result", "预约成功")
+        assert await browser.text("td.from") == "2030-01-01 19:00 +08:00"
+        assert await browser.text("td.to") == "2030-01-01 20:00 +08:00"
+        assert "Asia/Shanghai (UTC+08:00)" in await browser.text("main")
+        await browser.screenshot("member-zh")
+        await browser.open("/console/me")  # remembered
+        assert "我的充电记录" in await browser.text("main")
+        await browser.click("#lang-en")
+        assert "My sessions" in await browser.wait_for("main", "My sessions")
+        assert await browser.text("td.from") == "2030-01-01 19:00 +08:00"
+
+        operator = browser_factory(node.api.url)
+        await operator.login(keys["operator"])
+        await operator.open("/console/?lang=zh")
+        assert "全部充电桩" in await operator.text("h1")
+        await asyncio.sleep(3.5)  # the page's own update has run
+        shown = await operator.text("#fleet")
+        assert "离线" in shown or "在线" in shown
+        assert "offline" not in shown and "online" not in shown
+        await operator.screenshot("fleet-zh")

@@ -9,19 +9,29 @@ function el(tag, attrs, text) {
   return node;
 }
 
-function cny(fen) { return fen === null || fen === undefined ? "-" : (fen / 100).toFixed(2); }
+// The page's words and money format in its language (web/i18n.py gives them in the page).
+const WORDS = JSON.parse((document.getElementById("i18n") || {}).textContent || "{}");
+const ZH = document.documentElement.lang.startsWith("zh");
+function t(word) { return WORDS[word] || word; }
+
+function cny(fen) {
+  if (fen === null || fen === undefined) return "-";
+  const text = Math.abs(fen / 100).toLocaleString("en-US", {minimumFractionDigits: 2,
+                                                             maximumFractionDigits: 2});
+  return (fen < 0 ? "-" : "") + (ZH ? "¥" + text : "CNY " + text);
+}
 
 function onlineBadge(online) {
-  return el("span", {class: online ? "ok" : "off"}, online ? "online" : "offline");
+  return el("span", {class: online ? "ok" : "off"}, online ? t("online") : t("offline"));
 }
 
 function connectorChips(s) {
   const box = el("span", {class: "connectors"});
   const entries = Object.entries(s.connector_status || {});
-  if (!entries.length) box.append(el("span", {class: "muted"}, "no status yet"));
+  if (!entries.length) box.append(el("span", {class: "muted"}, t("no status yet")));
   for (const [id, c] of entries) {
     box.append(el("span", {class: "chip " + c.status.toLowerCase() + (s.online ? "" : " stale"),
-                            title: "connector " + id}, id + ": " + c.status), " ");
+                            title: t("connector") + " " + id}, id + ": " + t(c.status)), " ");
   }
   return box;
 }
@@ -31,7 +41,7 @@ function liveSessions(s) {
   for (const r of s.sessions || []) {
     box.append(el("div", {class: "live"},
       "#" + r.id + " " + (r.tag || "") + " · " + (r.kwh || "0.000") + " kWh · " +
-      cny(r.cost_so_far_fen) + " CNY"));
+      cny(r.cost_so_far_fen)));
   }
   return box;
 }
@@ -56,15 +66,15 @@ async function pollFleet(table) {
     if (!row) {
       row = el("tr", {"data-station": s.id});
       const link = el("a", {href: "/console/stations/" + encodeURIComponent(s.id)}, s.id);
-      row.append(el("td", {"data-label": "Station"}), el("td", {"data-label": "Online", class: "online"}),
-                 el("td", {"data-label": "Connectors", class: "status"}));
+      row.append(el("td", {"data-label": t("Station")}), el("td", {"data-label": t("Online"), class: "online"}),
+                 el("td", {"data-label": t("Connectors"), class: "status"}));
       row.cells[0].append(link);
       if (member) {
-        row.append(el("td", {"data-label": "Power"}, s.max_power_kw ? s.max_power_kw + " kW" : ""),
-                   el("td", {"data-label": "Area"}, s.area || ""));
+        row.append(el("td", {"data-label": t("Power")}, s.max_power_kw ? s.max_power_kw + " kW" : ""),
+                   el("td", {"data-label": t("Area")}, s.area || ""));
       } else {
-        row.append(el("td", {"data-label": "Charging now", class: "sessions"}),
-                   el("td", {"data-label": "Owner"}, s.owner || ""), el("td", {"data-label": "Node"}));
+        row.append(el("td", {"data-label": t("Charging now"), class: "sessions"}),
+                   el("td", {"data-label": t("Owner")}, s.owner || ""), el("td", {"data-label": t("Node")}));
       }
     }
     fill(row.querySelector(".online"), onlineBadge(s.online));
@@ -97,11 +107,19 @@ async function pollFrames(list) {
   if (empty) empty.remove();
   for (const f of frames) {
     const item = el("li", {class: f.direction});
-    item.append(el("time", {}, f.at.slice(11, 23)), " ", el("b", {}, arrows[f.direction] || "?"),
+    item.append(el("time", {}, clock(f.at, list.dataset.zone)), " ", el("b", {}, arrows[f.direction] || "?"),
                 " ", el("code", {}, f.frame));
     list.prepend(item);
   }
   list.dataset.after = frames[frames.length - 1].id;
+}
+
+// A frame's time of day in the platform's zone (the page says which), with milliseconds.
+function clock(iso, zone) {
+  const at = new Date(iso.endsWith("Z") ? iso : iso + "Z");
+  if (isNaN(at)) return iso.slice(11, 23);
+  const text = at.toLocaleTimeString("en-GB", {timeZone: zone || "Asia/Shanghai", hour12: false});
+  return text + "." + String(at.getUTCMilliseconds()).padStart(3, "0");
 }
 
 function every(ms, work) {
