@@ -202,8 +202,9 @@ def build_app(api: Api) -> FastAPI:
               responses={400: {"description": "a malformed command"},
                          403: {"description": "not this key's to send"},
                          504: {"description": "the station did not answer in time"}})
-    async def command(p: Who, station_id: str, body: CommandIn) -> JSONResponse:
-        answer = await api.command(p, station_id, body.command, body.args, body.expires_s)
+    async def command(p: Who, station_id: str, body: CommandIn, request: Request) -> JSONResponse:
+        answer = await api.command(p, station_id, body.command, body.args, body.expires_s,
+                                   request.client.host if request.client else None)
         status = 200
         if not answer.get("ok"):
             status = {"bad_request": 400, "timeout": 504, "offline": 409}.get(
@@ -234,9 +235,16 @@ def build_app(api: Api) -> FastAPI:
 
     @app.post("/api/v1/sessions/{session_id}/payment", tags=["money"],
               summary="Book a payment made at the charger's payment page (operator; 2.1)")
-    async def session_paid(p: Who, session_id: Id, body: PaymentIn) -> dict[str, Any]:
+    async def session_paid(p: Who, session_id: Id, body: PaymentIn,
+                           request: Request) -> dict[str, Any]:
         return await api.session_paid(p, session_id, body.amount_fen, body.psp_ref,
-                                      body.receipt)
+                                      body.receipt, request.client.host if request.client else None)
+
+    @app.get("/api/v1/audit", tags=["money"],
+             summary="Who did what: commands and money operations, newest first")
+    async def audit_log(p: Who, station: str | None = None, account: str | None = None,
+                        limit: Limit = 100) -> list[dict[str, Any]]:
+        return await api.audit(p, station, account, limit)
 
     @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
     async def members(p: Who) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
 from cocharge.settlement import disputes, funds
 from cocharge.stations import registry, sharing
+from cocharge.store import audit
 from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
 
 # What a host or a property may send to its own chargers; the rest (firmware, certificates,
@@ -55,6 +56,11 @@ def not_found(what: str) -> ApiError:
 
 def forbidden(what: str) -> ApiError:
     return ApiError(403, f"a {what}")
+
+
+def actor(who: Principal, via: str = "api") -> str:
+    """Who did it, as the audit log says: the key's name and role, and the way it came."""
+    return f"{who.role} key {who.name} ({via})"
 
 
 @dataclass
@@ -180,15 +186,18 @@ class Api:
                  "direction": r.direction, "frame": r.frame} for r in rows]
 
     async def command(self, who: Principal, station_id: str, name: str,
-                      args: dict[str, Any], expires_s: float | None) -> dict[str, Any]:
-        """Send a command to a station (the CLI's `remote` set) and return its answer."""
+                      args: dict[str, Any], expires_s: float | None,
+                      origin: str | None = None, via: str = "api") -> dict[str, Any]:
+        """Send a command to a station (the CLI's `remote` set) and return its answer; who
+        sent it (this key, through the API or the console) and from where is kept."""
         if who.role == "member":
             raise forbidden("member cannot command a station: book it, or start at the charger")
         await self._visible(who, station_id)
         if not who.operator and name not in OWNER_COMMANDS:
             raise forbidden(f"{who.role} key may send {', '.join(sorted(OWNER_COMMANDS))}; "
                             f"{name!r} is the operator's")
-        request: dict[str, Any] = {"command": name, "station": station_id, "args": args}
+        request: dict[str, Any] = {"command": name, "station": station_id, "args": args,
+                                   "by": actor(who, via), "from": origin}
         if expires_s is not None:
             request["expires_s"] = expires_s
         return await self.operator.answer(request)
@@ -240,7 +249,8 @@ class Api:
             raise forbidden(f"{who.role} key cannot {what}: operator only")
 
     async def session_paid(self, who: Principal, session_id: int, amount_fen: int,
-                           psp_ref: str, receipt: str | None) -> dict[str, Any]:
+                           psp_ref: str, receipt: str | None,
+                           origin: str | None = None) -> dict[str, Any]:
         """Book what the payment page of a charger's QR code captured for a session paid at
         the charger (2.1 DirectPayment)."""
         from cocharge.settlement import funds
@@ -252,8 +262,23 @@ class Api:
                                             receipt)
         except (funds.FundsError, LedgerError) as exc:
             raise ApiError(400, str(exc)) from None
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "card-payment", None, None, {
+                "session": session_id, "psp_ref": psp_ref, "fen": amount_fen,
+                "applied": done.applied})
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
+
+    async def audit(self, who: Principal, station_id: str | None, account: str | None,
+                    limit: int) -> list[dict[str, Any]]:
+        """Who did what (store/audit.py): the operator sees all; a host or a property only
+        its own stations' entries, asked by station."""
+        if not who.operator:
+            if station_id is None:
+                raise forbidden(f"{who.role} key sees who did what per station: ?station=ID")
+            await self._visible(who, station_id)
+            account = None
+        return await audit.entries(self.engine, station_id, account, limit)
 
     async def members(self, who: Principal) -> list[dict[str, Any]]:
         self._operator_only(who, "list members")

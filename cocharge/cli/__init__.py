@@ -24,6 +24,8 @@ from cocharge.settlement.money import set_input_limit
 COMMANDS = {
     'apikey': ('cocharge.cli.security:apikey',
                 'Keys of the HTTP API and the web console (docs/api.md).'),
+    'audit': ('cocharge.cli.ops:audit_cmd',
+                'Who did what: commands sent to stations and money operations, newest first.'),
     'booking': ('cocharge.cli.sharing:booking',
                 'Bookings: a member reserves a connector for a time slot.'),
     'ca': ('cocharge.cli.security:ca_group',

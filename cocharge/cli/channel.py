@@ -16,12 +16,15 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.database import with_store
 from cocharge.gateway.operator_client import OperatorError, send_request
+from cocharge.store.audit import cli_actor
 
 # --- remote ---------------------------------------------------------------------------------
 
 def remote_call(db: str | None, station_id: str, command: str, args: dict[str, Any],
                 as_json: bool, expires: float | None = None) -> None:
-    request: dict[str, Any] = {"command": command, "station": station_id, "args": args}
+    by, origin = cli_actor()
+    request: dict[str, Any] = {"command": command, "station": station_id, "args": args,
+                               "by": by, "from": origin}
     if expires is not None:
         request["expires_s"] = expires
 

@@ -27,7 +27,7 @@ from cocharge.cli.common import (
     payment_ref,
     table,
 )
-from cocharge.cli.settlement import with_rewards, with_settlement
+from cocharge.cli.settlement import audited, with_rewards, with_settlement
 from cocharge.settlement import checkpoints, disputes, funds, ledger
 from cocharge.settlement import settle as settlement
 from cocharge.settlement.liabilities import liability_report
@@ -193,7 +193,7 @@ def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None
     funds.max_balance_cny in the wallet (`cocharge rewards rules show`)."""
     fen = money_error(lambda: parse_cny(amount, "AMOUNT"))
     ref = payment_ref(ref, "topup")
-    done = with_settlement(db, lambda e: funds.top_up(e, tag, fen, ref))
+    done = with_settlement(db, lambda e: _top_up(e, tag, fen, ref))
     if not done.applied:
         click.echo(f"wallet {tag}: already applied; balance {fmt(done.balance_fen)} CNY")
         return
@@ -201,6 +201,12 @@ def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None
             if done.debt_paid_fen else "")
     click.echo(f"wallet {tag}: topped up {fmt(fen)} CNY{debt}; balance "
                f"{fmt(done.balance_fen)} CNY")
+
+
+async def _top_up(engine: Any, tag: str, fen: int, ref: str) -> Any:
+    done = await funds.top_up(engine, tag, fen, ref)
+    return await audited(engine, done, "top-up", f"wallet:{tag}", fen=fen, ref=ref,
+                         applied=done.applied)
 
 
 @wallet.command("withdraw")
@@ -217,7 +223,11 @@ def wallet_withdraw(tag: str, amount: str | None, everything: bool, ref: str | N
         fail("give AMOUNT or --all")
     fen = money_error(lambda: parse_cny(amount, "AMOUNT")) if amount is not None else None
     ref = payment_ref(ref, "withdraw")
-    done = with_settlement(db, lambda e: funds.withdraw(e, tag, fen, ref))
+    async def work(engine: Any) -> int:
+        out = await funds.withdraw(engine, tag, fen, ref)
+        return await audited(engine, out, "withdraw", f"wallet:{tag}", fen=out, ref=ref)
+
+    done = with_settlement(db, work)
     click.echo(f"wallet {tag}: {fmt(done)} CNY to be paid back by the next payout run "
                f"(refund:{tag})")
 
@@ -344,7 +354,12 @@ def ledger_correct(transfer_id: str, amount: str | None, reason: str, ref: str, 
     """Correct a wrong transfer, never edit it: a reversing transfer, and the right one with
     --amount; a wallet that already spent the money cannot be reversed below zero."""
     fen = money_error(lambda: parse_cny(amount, "--amount")) if amount is not None else None
-    done = with_settlement(db, lambda e: ledger.correct(e, transfer_id, fen, reason, actor, ref))
+    async def work(engine: Any) -> Any:
+        out = await ledger.correct(engine, transfer_id, fen, reason, actor, ref)
+        return await audited(engine, out, "correction", None, transfer=transfer_id, fen=fen,
+                             reason=reason, ref=ref, applied=out.applied)
+
+    done = with_settlement(db, work)
     word = "already applied" if not done.applied else f"{done.applied} transfer(s) posted"
     click.echo(f"correction {ref} of {transfer_id}: {word}")
 

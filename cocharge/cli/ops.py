@@ -18,6 +18,7 @@ from cocharge.cli.common import (
     emit,
     fail,
     json_option,
+    table,
 )
 from cocharge.cli.database import with_store
 from cocharge.configfile import effective
@@ -250,3 +251,30 @@ def mqtt_acl(prefix: str, gateway_user: str, backends: tuple[str, ...], db: str 
             fail(f"--backend {name!r}: a name without / + # or spaces")
     click.echo(acl_file(with_store(db, properties) + list(backends), prefix, gateway_user),
                nl=False)
+
+
+@click.command("audit")
+@click.option("--station", help="Only this station's commands.")
+@click.option("--account", help="Only this ledger account's operations (wallet:TAG, "
+              "payable:host:NAME, ...); ending in ':' every account of that kind.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@db_option
+@json_option
+def audit_cmd(station: str | None, account: str | None, limit: int, db: str | None,
+              as_json: bool) -> None:
+    """Who did what: every command an operator, host or property sent to a station, and
+    every money operation (top-ups, withdrawals, corrections, payouts, payments booked,
+    reviews), with who (API key, CLI user, property) and from where; newest first."""
+    from cocharge.store import audit
+
+    rows = with_store(db, lambda e: audit.entries(e, station, account, limit))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("nothing recorded" + (" for that" if station or account else ""))
+        return
+    table([{"at": r["at"], "who": r["actor"], "from": r["origin"] or "", "action": r["action"],
+            "station": r["station"] or "", "account": r["account"] or "",
+            "details": json.dumps(r["details"], sort_keys=True)[:80]} for r in rows],
+          ["at", "who", "from", "action", "station", "account", "details"])

@@ -18,7 +18,7 @@ from cocharge.cli.common import (
     json_option,
     table,
 )
-from cocharge.cli.settlement import with_money
+from cocharge.cli.settlement import audited, with_money
 from cocharge.settlement import checkpoints, grants, memberships, payouts, statements
 from cocharge.settlement.loyalty import local_day
 from cocharge.settlement.money import fmt
@@ -146,7 +146,10 @@ def payout_run(day: str | None, minimum: str | None, path: str | None, db: str |
         fail(f"--file {target}: no folder {target.parent}")
 
     async def work(engine: Any) -> tuple[Any, dict[str, Any] | None]:
-        return await payouts.run(engine, when, least), await checkpoints.latest(engine)
+        done = await payouts.run(engine, when, least)
+        await audited(engine, done, "payout-run", None, date=when.isoformat(), new=done.new,
+                      total_fen=done.total_fen, payouts=len(done.lines))
+        return done, await checkpoints.latest(engine)
 
     run, checkpoint = with_money(db, work)
     target.write_text(payouts.payment_file(run.lines, checkpoint["id"] if checkpoint else None),
@@ -191,7 +194,12 @@ def payout_confirm(what: str, note: str | None, db: str | None) -> None:
     else:
         fail(f"{what!r} is neither a payment file nor a payout reference (PO-YYYYMMDD-NNN)")
         raise AssertionError
-    done = with_money(db, lambda e: payouts.confirm_all(e, refs, note))
+    async def confirm(engine: Any) -> Any:
+        out = await payouts.confirm_all(engine, refs, note)
+        return await audited(engine, out, "payout-paid", None, refs=[r for r, _ in refs],
+                             note=note, newly=sum(1 for d in out if d.new))
+
+    done = with_money(db, confirm)
     new = [d for d in done if d.new]
     click.echo(f"{len(new)} payouts confirmed as paid ({fmt(sum(d.amount_fen for d in new))} CNY)"
                + (f"; {len(done) - len(new)} were confirmed already" if len(done) > len(new) else ""))
@@ -205,7 +213,12 @@ def payout_fail(ref: str, reason: str | None, db: str | None) -> None:
     """The bank did not pay REF: its money goes back to the account's balance (and into the
     next run)."""
 
-    done = with_money(db, lambda e: payouts.fail(e, ref, reason))
+    async def returned(engine: Any) -> Any:
+        out = await payouts.fail(engine, ref, reason)
+        return await audited(engine, out, "payout-failed", out.account, ref=ref, reason=reason,
+                             fen=out.amount_fen, new=out.new)
+
+    done = with_money(db, returned)
     click.echo(f"{ref}: {'returned' if done.new else 'was returned already'}: "
                f"{fmt(done.amount_fen)} CNY back to {done.account}")
 

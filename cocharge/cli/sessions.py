@@ -21,7 +21,7 @@ from cocharge.cli.common import (
     json_option,
 )
 from cocharge.cli.database import with_store
-from cocharge.cli.settlement import with_settlement
+from cocharge.cli.settlement import audited, with_settlement
 from cocharge.settlement import funds, settle
 from cocharge.settlement.money import fmt
 from cocharge.stations import registry
@@ -249,8 +249,12 @@ def sessions_paid(session_id: int, amount: str, psp_ref: str, receipt: str | Non
     if not 1 <= len(psp_ref) <= 255:
         fail("--psp-ref: 1 to 255 characters")
     fen = cny_to_fen(amount, "--amount")
-    done = with_settlement(db, lambda e: funds.card_payment(e, session_id, psp_ref, fen,
-                                                            receipt))
+    async def work(engine: Any) -> Any:
+        out = await funds.card_payment(engine, session_id, psp_ref, fen, receipt)
+        return await audited(engine, out, "card-payment", None, session=session_id,
+                             psp_ref=psp_ref, fen=fen, applied=out.applied)
+
+    done = with_settlement(db, work)
     if not done.applied:
         click.echo(f"session {session_id}: payment {psp_ref} was booked before (nothing new)")
         return
@@ -272,8 +276,12 @@ def sessions_review(session_id: int, decision: str | None, note: str, actor: str
     or --void, with a --note."""
     if decision is None:
         fail("give --bill or --void")
-    done = with_settlement(db, lambda e: settle.review_session(e, session_id, decision == "bill",
-                                                               note, actor))
+    async def work(engine: Any) -> Any:
+        out = await settle.review_session(engine, session_id, decision == "bill", note, actor)
+        return await audited(engine, out, f"review-{decision}", None, session=session_id,
+                             note=note, decided_by=actor)
+
+    done = with_settlement(db, work)
     if decision == "bill":
         payable = f"{fmt(done.priced.payable_fen)} CNY" if done else "nothing (no member)"
         click.echo(f"session {session_id}: billed ({payable}), reviewed by {actor}")

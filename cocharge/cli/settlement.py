@@ -33,6 +33,17 @@ def with_settlement(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     return with_store(db, guarded)
 
 
+async def audited(engine: Any, done: T, action: str, account: str | None = None,
+                  station: str | None = None, **details: Any) -> T:
+    """Keep who did a money operation from the CLI (store/audit.py); `done` passes through."""
+    from cocharge.store import audit
+
+    by, origin = audit.cli_actor()
+    async with engine.begin() as conn:
+        await audit.record(conn, by, origin, action, station, account, details)
+    return done
+
+
 def with_rewards(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """with_settlement, turning rewards refusals into exit 2 (nothing written)."""
 

@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from cocharge.mqtt_url import DEFAULT_PREFIX, MqttTarget
 from cocharge.stations import commands as cmd
 from cocharge.stations.observer import StationObserver
+from cocharge.store import audit
 from cocharge.store.db import utcnow
 from cocharge.store.schema import mqtt_requests, sessions, station_terms
 
@@ -447,7 +448,8 @@ class MqttBridge(StationObserver):
                 expires = body.get("expires_s")
                 value = await self.gateway.control.send(
                     body["station"], command, body["name"], body["args"],
-                    queue_for_s=expires if expires is not None else self.gateway.settings.command_queue_s)
+                    queue_for_s=expires if expires is not None else self.gateway.settings.command_queue_s,
+                    by=body.get("by"), origin=body.get("from"))
             else:
                 value = await self._execute(_plan(body["verb"], body["body"]), int(body["row_id"]))
             answer = {"ok": True, "value": value}
@@ -529,6 +531,11 @@ class MqttBridge(StationObserver):
             result = await self._reward(prop, body)
         else:
             result = await self._apply(prop, plan, body, row_id)
+            async with self.gateway.engine.begin() as conn:  # who asked (store/audit.py)
+                await audit.record(conn, f"property {prop} (mqtt)", "mqtt", verb, plan.station,
+                                   None, {"request_id": request_id, "state": result["state"],
+                                          "args": {k: v for k, v in body.items()
+                                                   if k not in ("v", "request_id")}})
         result = {"request_id": request_id, "verb": verb, **result}
         if result["state"] == "scheduled" and plan is not None:
             operative = plan.verb == "release" or bool(plan.operative)

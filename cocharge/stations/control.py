@@ -47,6 +47,7 @@ from cocharge.stations.policy import (
     SessionLimits,
     SharingRules,
 )
+from cocharge.store import audit
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
 from cocharge.store.schema import (
@@ -599,8 +600,10 @@ class SharingController:
 
     async def send(self, station_id: str, command: cmd.Command, name: str | None = None,
                    args: dict[str, Any] | None = None,
-                   queue_for_s: float | None = None) -> dict[str, Any]:
-        """Send an operator's command; with `queue_for_s`, an offline station gets it later."""
+                   queue_for_s: float | None = None, by: str | None = None,
+                   origin: str | None = None) -> dict[str, Any]:
+        """Send an operator's command; with `queue_for_s`, an offline station gets it later.
+        `by` (and `origin`): who asked and from where, kept in the audit log with the answer."""
         tx_ref = None
         if isinstance(command, cmd.RemoteStop | cmd.GetTransactionStatus | cmd.CostUpdated
                       | cmd.SetDisplayMessage | cmd.SetChargingProfile
@@ -632,6 +635,7 @@ class SharingController:
             if queue_for_s is None or name is None:
                 raise cmd.CommandFailed("offline", f"station {station_id} is not connected")
             command_id = await self._queue(station_id, name, args or {}, queue_for_s)
+            await self._audit(by, origin, station_id, name, args, "Queued")
             return {"ok": True, "accepted": True, "queued": True, "command_id": command_id,
                     "status": "Queued", "response": {}}
         if isinstance(command, cmd.RemoteStart):
@@ -646,7 +650,8 @@ class SharingController:
         if name is not None:  # what the operator asked and the station answered, kept
             await self._record(station_id, utcnow(), "command", {
                 "command": name, "args": _redacted(args or {}), "status": result.status,
-                "response": result.response})
+                "response": result.response, **({"by": by, "from": origin} if by else {})})
+            await self._audit(by, origin, station_id, name, args, result.status)
         return {"ok": True, "accepted": result.accepted, "status": result.status,
                 "response": result.response}
 
@@ -762,6 +767,16 @@ class SharingController:
         """Keep a refusal decided elsewhere (the member's money) among the station's events."""
         self._background.spawn(self._record(station_id, at, "refused", payload),
                                f"refusal {station_id}")
+
+    async def _audit(self, by: str | None, origin: str | None, station_id: str, name: str,
+                     args: dict[str, Any] | None, status: str) -> None:
+        """Who sent an operator's command (store/audit.py); nothing when nobody is named
+        (the gateway's own commands, an MQTT request: kept with its request)."""
+        if by is None:
+            return
+        async with self._tx() as conn:
+            await audit.record(conn, by, origin, "command", station_id, None, {
+                "command": name, "args": _redacted(args or {}), "status": status})
 
     async def _record(self, station_id: str, at: datetime, kind: str, payload: dict[str, Any]) -> None:
         async with self._tx() as conn:

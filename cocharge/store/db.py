@@ -268,6 +268,11 @@ async def _v20_site_leases(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v21_audit_log(conn: AsyncConnection) -> None:
+    """Who did what: commands and money operations (issue 33)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -290,6 +295,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (18, _v18_robust_input),
     (19, _v19_ocpp21_cost),
     (20, _v20_site_leases),
+    (21, _v21_audit_log),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

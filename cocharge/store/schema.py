@@ -357,6 +357,23 @@ nodes = Table(
     Column("lease_until", DateTime),
 )
 
+# v21: who did what (issue 33): every command sent to a station and every money operation,
+# with who asked (an API key's name and role, a CLI user, a property over MQTT) and from where.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("origin", String(200)),
+    Column("action", String(64), nullable=False),
+    Column("station_id", String(64)),
+    Column("account", String(128)),
+    Column("details", Text, nullable=False),
+)
+Index("ix_audit_station", audit_log.c.station_id, audit_log.c.id)
+Index("ix_audit_account", audit_log.c.account, audit_log.c.id)
+
 # v20: which node allocates each load-managed site (issue 32): a lease, renewed by its owner;
 # when it ends (the node died) another node holding the site's stations takes it.
 site_leases = Table(

@@ -213,8 +213,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         frames = [] if who.role == "member" else await api.frames(who, station_id, 50)
         commands = {} if who.role == "member" else {
             k: v for k, v in FORM_COMMANDS.items() if who.operator or k in OWNER_COMMANDS}
+        audit = [] if who.role == "member" else await api.audit(who, station_id, None, 20)
         return render("station.html", request, who, s=shown, frames=frames, commands=commands,
-                      result=result)
+                      result=result, audit=audit)
 
     @app.post("/console/stations/{station_id}/command", include_in_schema=False)
     async def command(request: Request, station_id: str) -> Response:
@@ -244,7 +245,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             else:
                 args[field] = text
         try:
-            answer = await api.command(who, station_id, name, args, None)
+            answer = await api.command(who, station_id, name, args, None,
+                                       request.client.host if request.client else None,
+                                       via="console")
         except ApiError as exc:
             answer = {"ok": False, "error": "refused", "message": str(exc)}
         answer["command"], answer["args"] = name, args

@@ -383,3 +383,44 @@ async def test_numbers_out_of_range_are_the_clients_mistake(sqlite_url):
                                       {"command": "reset", "expires_s": big})
         assert status == 422 and "expires_s" in json.dumps(body)
         assert (await ops.delete(f"/api/v1/bookings/{big}"))[0] == 422
+
+
+async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqlite_url):
+    """Issue 33, item 5: a command through the API is kept with the key that sent it and
+    its address; a CLI top-up with the CLI's user; the operator reads all of it, a host only
+    its own stations' (API, CLI `cocharge audit`)."""
+    from tests import forked_cli
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        operator, host = Client(url, keys["operator"]), Client(url, keys["host"])
+        status, answer = await host.post("/api/v1/stations/H1/commands", {"command": "reset"})
+        assert status == 200 and answer["queued"], answer
+        status, answer = await operator.post("/api/v1/stations/P1/commands",
+                                              {"command": "unlock", "args": {"connector_id": 1}})
+        assert status == 200, answer
+        topped = await asyncio.to_thread(forked_cli.run, [
+            "wallet", "topup", "T1", "12.50", "--ref", "pay-77", "--db", sqlite_url])
+        assert topped.returncode == 0, topped.stderr
+
+        status, rows = await operator.get("/api/v1/audit?station=H1")
+        assert status == 200 and len(rows) == 1
+        [h1] = rows
+        assert h1["actor"] == "host key bob's app (api)" and h1["origin"] == "127.0.0.1"
+        assert h1["action"] == "command" and h1["details"]["command"] == "reset"
+        assert h1["details"]["status"] == "Queued"
+        status, rows = await operator.get("/api/v1/audit?account=wallet:T1")
+        assert status == 200 and [r["action"] for r in rows] == ["top-up"]
+        assert rows[0]["actor"].startswith("cli ") and rows[0]["details"]["fen"] == 1250
+        status, rows = await operator.get("/api/v1/audit")
+        assert {r["action"] for r in rows} == {"command", "top-up"} and len(rows) == 3
+        # A host reads its own stations' entries, not another's, not the money of all.
+        assert (await host.get("/api/v1/audit?station=H1"))[0] == 200
+        assert (await host.get("/api/v1/audit?station=P1"))[0] == 404
+        assert (await host.get("/api/v1/audit"))[0] == 403
+        shown = await asyncio.to_thread(forked_cli.run, ["audit", "--station", "P1", "--json",
+                                                         "--db", sqlite_url])
+        assert shown.returncode == 0, shown.stderr
+        [p1] = json.loads(shown.stdout)
+        assert p1["actor"] == "operator key ops (api)" and p1["details"]["command"] == "unlock"

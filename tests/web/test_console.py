@@ -35,6 +35,9 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
             await browser.fill("input[name=connector_id]", "1")
             await browser.click("#send")
             assert "start: Accepted" in await browser.wait_for("#result", "Accepted")
+            # Who sent it (the audit trail): this console's key, from this browser's address.
+            sent = await browser.text("#audit tbody tr")
+            assert "(console)" in sent and "127.0.0.1" in sent and "start" in sent
             await asyncio.wait_for(box.sessions[1].started.wait(), 10)
             await browser.wait_for("#frames", "RemoteStartTransaction")
             await browser.wait_for("#station-status", "Charging")
