@@ -262,9 +262,11 @@ def mqtt_acl(prefix: str, gateway_user: str, backends: tuple[str, ...], db: str 
 @json_option
 def audit_cmd(station: str | None, account: str | None, limit: int, db: str | None,
               as_json: bool) -> None:
-    """Who did what: every command an operator, host or property sent to a station, and
-    every money operation (top-ups, withdrawals, corrections, payouts, payments booked,
-    reviews), with who (API key, CLI user, property) and from where; newest first."""
+    """Who did what: commands sent to stations and money operations, newest first.
+
+    Every command an operator, host or property sent to a station, and every money
+    operation (top-ups, withdrawals, corrections, payouts, payments booked, reviews), with
+    who (API key, CLI user, property) and from where."""
     from cocharge.store import audit
 
     rows = with_store(db, lambda e: audit.entries(e, station, account, limit))
