@@ -10,10 +10,13 @@ send commands.
 """
 
 
+import csv
+import io
+import json
 import logging
 import time
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +57,29 @@ class Guard:
         if len(self._failures) > 100_000:
             self._failures.clear()
         self._failures.setdefault(address, []).append(time.monotonic())
+
+
+# `?format=csv` on the lists an operator takes into a spreadsheet (sessions, statements, the
+# audit trail): UTF-8 with a byte-order mark (so Excel reads the Chinese right), one header.
+Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv")]
+SESSION_COLUMNS = ["id", "station", "connector", "tag", "started", "ended", "kwh", "cost_cny",
+                   "status", "flag_reason"]
+
+
+def _yuan(fen: Any) -> str:
+    return "" if fen is None else f"{Decimal(int(fen)) / 100:.2f}"
+
+
+def csv_response(rows: list[dict[str, Any]], columns: list[str], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else
+                         json.dumps(row[c], sort_keys=True, default=str)
+                         if isinstance(row.get(c), dict | list) else row[c] for c in columns])
+    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _key_of(request: Request) -> str | None:
@@ -225,8 +251,14 @@ def build_app(api: Api) -> FastAPI:
              summary="Sessions, newest `limit`, with energy and cost (so far, while charging)")
     async def sessions(p: Who, station: str | None = None, active: bool = False,
                        since: str | None = None, tag: str | None = None,
-                       limit: Limit = 100) -> list[dict[str, Any]]:
-        return await api.sessions(p, station, active, parse_time(since, "since"), tag, limit)
+                       limit: Limit = 100, format: Format = "json") -> Any:
+        rows = await api.sessions(p, station, active, parse_time(since, "since"), tag, limit)
+        if format == "csv":
+            return csv_response([{**r, "cost_cny": _yuan(r.get("payable_fen")
+                                                        if r.get("status") != "active"
+                                                        else r.get("cost_so_far_fen"))}
+                                 for r in rows], SESSION_COLUMNS, "sessions.csv")
+        return rows
 
     @app.get("/api/v1/sessions/{session_id}", tags=["sessions"],
              summary="One session with its bill and split")
@@ -243,8 +275,12 @@ def build_app(api: Api) -> FastAPI:
     @app.get("/api/v1/audit", tags=["money"],
              summary="Who did what: commands and money operations, newest first")
     async def audit_log(p: Who, station: str | None = None, account: str | None = None,
-                        limit: Limit = 100) -> list[dict[str, Any]]:
-        return await api.audit(p, station, account, limit)
+                        limit: Limit = 100, format: Format = "json") -> Any:
+        rows = await api.audit(p, station, account, limit)
+        if format == "csv":
+            return csv_response(rows, ["id", "at", "actor", "origin", "action", "station",
+                                       "account", "details"], "audit.csv")
+        return rows
 
     @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
     async def members(p: Who) -> list[dict[str, Any]]:
@@ -316,9 +352,13 @@ def build_app(api: Api) -> FastAPI:
     @app.get("/api/v1/accounts/{account}/statement", tags=["money"],
              summary="An account's transfers with the running balance")
     async def statement(p: Who, account: str, since: str | None = None,
-                        until: str | None = None) -> list[dict[str, Any]]:
-        return await api.statement(p, account, parse_time(since, "since"),
+                        until: str | None = None, format: Format = "json") -> Any:
+        rows = await api.statement(p, account, parse_time(since, "since"),
                                    parse_time(until, "until"))
+        if format == "csv":
+            columns = list(rows[0]) if rows else ["transfer", "at", "change", "balance"]
+            return csv_response(rows, columns, f"statement-{account.replace(':', '_')}.csv")
+        return rows
 
     @app.get("/api/v1/dashboard", tags=["money"],
              summary="Revenue, kWh, sessions, utilisation by hour of week, payouts owed")

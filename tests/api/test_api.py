@@ -424,3 +424,49 @@ async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqli
         assert shown.returncode == 0, shown.stderr
         [p1] = json.loads(shown.stdout)
         assert p1["actor"] == "operator key ops (api)" and p1["details"]["command"] == "unlock"
+
+
+async def test_sessions_statements_and_the_audit_trail_export_as_csv(sqlite_url):
+    """Issue 33, item 5: the lists an operator takes into a spreadsheet come as CSV that
+    parses (UTF-8 with a byte-order mark, one header row), through the API and from the
+    console's link with its cookie."""
+    import csv
+    import io
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        async with simulated(node, "P1", "1.6", meter_interval_s=0.05) as box:
+            session = await box.charge(1, "T1", energy_wh=1500)
+            await asyncio.wait_for(session.done.wait(), 30)
+        await node.gateway.settler.drain()
+        operator = Client(url, keys["operator"])
+        status, listed = await operator.get("/api/v1/sessions")
+        [one] = listed
+        assert status == 200 and one["payable_fen"] is not None
+
+        def fetch(path: str, **headers: str) -> tuple[str, str]:
+            request = urllib.request.Request(url + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.headers["Content-Type"], answer.read().decode("utf-8")
+
+        kind, text = await asyncio.to_thread(
+            fetch, "/api/v1/sessions?format=csv", Authorization=f"Bearer {keys['operator']}")
+        assert kind.startswith("text/csv") and text.startswith("\ufeff")
+        [row] = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+        assert row["id"] == str(one["id"]) and row["station"] == "P1" and row["tag"] == "T1"
+        assert row["cost_cny"] == f"{one['payable_fen'] / 100:.2f}" and row["status"] == "completed"
+        # The console's link, with the login cookie (what the browser sends).
+        status, page = await operator.get("/console/sessions", Cookie=f"cocharge_key={keys['operator']}")
+        assert 'id="export-csv"' in page and "/api/v1/sessions?format=csv" in page
+        _, again = await asyncio.to_thread(fetch, "/api/v1/sessions?format=csv&station=P1",
+                                           Cookie=f"cocharge_key={keys['operator']}")
+        assert again == text
+        _, ledger_csv = await asyncio.to_thread(
+            fetch, "/api/v1/accounts/receivable:T1/statement?format=csv",
+            Authorization=f"Bearer {keys['operator']}")
+        rows = list(csv.DictReader(io.StringIO(ledger_csv.lstrip("\ufeff"))))
+        assert rows and all("balance" in r for r in rows)
+        _, audit_csv = await asyncio.to_thread(fetch, "/api/v1/audit?format=csv",
+                                               Authorization=f"Bearer {keys['operator']}")
+        assert audit_csv.lstrip("\ufeff").startswith("id,at,actor,origin,action")
