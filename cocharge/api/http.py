@@ -126,6 +126,28 @@ class PaymentIn(BaseModel):
     receipt: str | None = Field(default=None, max_length=255)
 
 
+class RulesIn(BaseModel):
+    """A station's sharing rules to change (what is not given stays as it is)."""
+
+    model_config = ConfigDict(extra="forbid")
+    windows: list[str] | None = Field(default=None, max_length=50, description=(
+        "Opening windows, e.g. 'mon-fri 19:00-23:00' (station time); [] opens around the clock"))
+    closed_dates: list[str] | None = Field(default=None, max_length=366)
+    allowed_tags: list[str] | None = Field(default=None, max_length=10_000)
+    allowed_groups: list[str] | None = Field(default=None, max_length=1_000)
+    allowed_models: list[str] | None = Field(default=None, max_length=1_000)
+    bookings: bool | None = None
+    min_credit: int | None = Field(default=None, ge=0, le=1_000_000)
+    connector: int = Field(default=0, ge=0, le=64)
+
+
+class PriceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_kwh: str = Field(max_length=20, description="CNY per kWh, e.g. '1.20'")
+    per_hour: str | None = Field(default=None, max_length=20,
+                                 description="CNY per hour of charging, if any")
+
+
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
@@ -236,6 +258,20 @@ def build_app(api: Api) -> FastAPI:
             status = {"bad_request": 400, "timeout": 504, "offline": 409}.get(
                 str(answer.get("error")), 502)
         return JSONResponse(answer, status_code=status)
+
+    @app.put("/api/v1/stations/{station_id}/rules", tags=["stations"],
+             summary="Change the station's sharing rules (its host or property, the operator)")
+    async def set_rules(p: Who, station_id: str, body: RulesIn,
+                        request: Request) -> dict[str, Any]:
+        return await api.set_rules(p, station_id, body.model_dump(exclude_unset=True),
+                                   request.client.host if request.client else None)
+
+    @app.put("/api/v1/stations/{station_id}/price", tags=["money"],
+             summary="Set the station's price from now on (its host or property, the operator)")
+    async def set_price(p: Who, station_id: str, body: PriceIn,
+                        request: Request) -> dict[str, Any]:
+        return await api.set_price(p, station_id, body.per_kwh, body.per_hour,
+                                   request.client.host if request.client else None)
 
     @app.get("/api/v1/stations/{station_id}/tariff", tags=["money"],
              summary="The station's tariffs, newest last")

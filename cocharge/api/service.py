@@ -26,7 +26,7 @@ from cocharge import views
 from cocharge.api.keys import Principal
 from cocharge.gateway.operator import OperatorChannel
 from cocharge.gateway.server import Gateway
-from cocharge.settlement import disputes, funds
+from cocharge.settlement import disputes, funds, settle
 from cocharge.stations import registry, sharing
 from cocharge.store import audit
 from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
@@ -268,6 +268,74 @@ class Api:
                 "applied": done.applied})
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
+
+    # --- a host runs its own chargers (issue 33, item 4) ----------------------------------------
+
+    async def _own_station(self, who: Principal, station_id: str, what: str) -> None:
+        """The operator, or the host or property whose station it is; 404 / 403 otherwise."""
+        if who.role == "member":
+            raise forbidden(f"member cannot change a station's {what}")
+        await self._visible(who, station_id)
+
+    async def set_rules(self, who: Principal, station_id: str, body: dict[str, Any],
+                        origin: str | None = None) -> dict[str, Any]:
+        """Change a station's sharing rules: opening windows (empty: always open), closed
+        dates, who it is shared with, bookings, minimum credit; checked as the CLI's
+        `station rules` checks them."""
+        from datetime import date
+
+        from cocharge.hours import RuleError, parse_window
+
+        await self._own_station(who, station_id, "sharing rules")
+        changes: dict[str, Any] = {}
+        try:
+            if "windows" in body:
+                changes["windows"] = tuple(parse_window(str(w)) for w in body["windows"] or ())
+            if "closed_dates" in body:
+                changes["closed_dates"] = frozenset(date.fromisoformat(str(d))
+                                                    for d in body["closed_dates"] or ())
+        except (RuleError, ValueError) as exc:
+            raise ApiError(400, str(exc)) from None
+        for key in ("allowed_tags", "allowed_groups", "allowed_models"):
+            if key in body:
+                changes[key] = frozenset(str(t) for t in body[key] or ())
+        if "bookings" in body:
+            changes["bookings"] = bool(body["bookings"])
+        if "min_credit" in body:
+            changes["min_credit"] = int(body["min_credit"])
+        if not changes:
+            raise ApiError(400, "nothing to change: give windows, closed_dates, allowed_tags, "
+                                "allowed_groups, allowed_models, bookings or min_credit")
+        try:
+            await sharing.set_rules(self.engine, station_id, int(body.get("connector", 0)),
+                                    changes)
+        except (registry.RegistryError, ValueError) as exc:
+            raise ApiError(400, str(exc)) from None
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "rules", station_id, None,
+                               {k: body[k] for k in body if k != "connector"})
+        return await sharing.show_rules(self.engine, station_id)
+
+    async def set_price(self, who: Principal, station_id: str, per_kwh: str,
+                        per_hour: str | None = None, origin: str | None = None) -> dict[str, Any]:
+        """Set a station's price from now on (a session keeps the price it started with):
+        per kWh, and per hour of charging if given; the overstay fee as configured."""
+        from cocharge.settlement.money import MoneyError, parse_price
+        from cocharge.settlement.tariff import simple_tariff
+
+        await self._own_station(who, station_id, "price")
+        try:
+            made = simple_tariff(parse_price(per_kwh, "per_kwh"),
+                                 parse_price(per_hour, "per_hour") if per_hour else None,
+                                 idle=self.gateway.settings.idle_fee)
+        except MoneyError as exc:
+            raise ApiError(400, str(exc)) from None
+        tariff_id = await settle.set_tariff(self.engine, station_id, 0, made)
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "price", station_id, None,
+                               {"per_kwh": per_kwh, "per_hour": per_hour, "tariff": tariff_id})
+        return {"station": station_id, "tariff": tariff_id, "per_kwh": per_kwh,
+                "per_hour": per_hour}
 
     async def audit(self, who: Principal, station_id: str | None, account: str | None,
                     limit: int) -> list[dict[str, Any]]:

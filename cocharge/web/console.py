@@ -214,8 +214,39 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         commands = {} if who.role == "member" else {
             k: v for k, v in FORM_COMMANDS.items() if who.operator or k in OWNER_COMMANDS}
         audit = [] if who.role == "member" else await api.audit(who, station_id, None, 20)
+        rules: dict[str, Any] = {}
+        if who.role != "member":
+            from cocharge.stations.sharing import show_rules
+
+            rules = (await show_rules(api.engine, station_id)).get("station") or {}
         return render("station.html", request, who, s=shown, frames=frames, commands=commands,
-                      result=result, audit=audit)
+                      result=result, audit=audit, rules=rules,
+                      settings_message=request.query_params.get("settings"),
+                      settings_failed=request.query_params.get("failed") == "1")
+
+    @app.post("/console/stations/{station_id}/settings", include_in_schema=False)
+    async def station_settings(request: Request, station_id: str) -> Response:
+        """A host's (or the operator's) opening hours, bookings and price, from the form."""
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        form = await form_of(request)
+        origin = request.client.host if request.client else None
+        windows = [line.strip() for line in str(form.get("windows", "")).splitlines()
+                   if line.strip()]
+        try:
+            await api.set_rules(who, station_id, {"windows": windows,
+                                                  "bookings": form.get("bookings") == "1"},
+                                origin)
+            price = str(form.get("per_kwh", "")).strip()
+            if price:
+                await api.set_price(who, station_id, price, None, origin)
+            message, failed = i18n.gettext("Saved: the charger follows within seconds."), False
+        except ApiError as exc:
+            message, failed = i18n.gettext("Not saved: %(reason)s", reason=str(exc)), True
+        return RedirectResponse(f"/console/stations/{station_id}?" + urlencode(
+            {"settings": message, **({"failed": "1"} if failed else {})}), status_code=303)
 
     @app.post("/console/stations/{station_id}/command", include_in_schema=False)
     async def command(request: Request, station_id: str) -> Response:

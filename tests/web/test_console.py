@@ -5,11 +5,12 @@ to charge without a reload; a command sent from a station page reaches the charg
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from cocharge.node import running_node
 from tests.api.test_api import fleet
-from tests.conftest import settings, simulated
+from tests.conftest import settings, simulated, until
 
 
 async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url,
@@ -216,3 +217,44 @@ async def test_the_console_in_chinese_and_local_time(sqlite_url, browser_factory
         assert "离线" in shown or "在线" in shown
         assert "offline" not in shown and "online" not in shown
         await operator.screenshot("fleet-zh")
+
+
+async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite_url,
+                                                                           browser_factory):
+    """Issue 33, item 4: a host opens its own station in the console, sets its opening hours
+    to tomorrow only and a new price; the charger's share lock closes its bay now (outside
+    the hours), new sessions are priced at the new price, and the change is kept with who
+    made it. Another's station cannot be changed."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from cocharge.settlement import settle
+    from cocharge.store import audit
+    from cocharge.store.db import utcnow
+
+    async with running_node(sqlite_url, settings(api_port=0, control_interval_s=0.3)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        async with simulated(node, "H1", "2.0.1", meter_interval_s=0.1) as box:
+            browser = browser_factory(node.api.url)
+            await browser.login(keys["host"])
+            await browser.open("/console/stations/H1")
+            local = utcnow().replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo("Asia/Shanghai"))
+            tomorrow = (local + timedelta(days=1)).strftime("%a").lower()
+            await browser.fill("textarea[name=windows]", f"{tomorrow} 10:00-11:00")
+            await browser.fill("input[name=per_kwh]", "2.40")
+            await browser.click("#save-settings")
+            assert "Saved" in await browser.wait_for("#settings-result", "Saved")
+            await until(lambda: asyncio.sleep(0, box.hw[1].bay_locked), 10)
+            [current] = [t for t in await settle.show_tariffs(node.engine, "H1")][-1:]
+            assert "2.40" in json.dumps(current, default=str)
+            assert await browser.run(browser.driver.execute_script,
+                                     "return document.querySelector('textarea[name=windows]').value"
+                                     ) == f"{tomorrow} 10:00-11:00"
+            done = await audit.entries(node.engine, "H1")
+            assert {e["action"] for e in done} >= {"rules", "price"}
+            assert all(e["actor"] == "host key bob's app (api)" for e in done
+                       if e["action"] in ("rules", "price"))
+            # Another's station: not this key's to change.
+            await browser.open("/console/stations/P1")
+            assert await browser.count("#settings") == 0
