@@ -110,6 +110,8 @@ class GatewaySettings:
     trusted_proxies: str | None = None
     # The platform's time zone: every time the console shows and every time typed into it.
     time_zone: str = "Asia/Shanghai"
+    # The console's address as drivers' phones reach it (the QR codes on the connectors).
+    console_url: str | None = None
     takeover_ping_s: float = 5.0
 
     # --- diagnostics and logs (cocharge/gateway/uploads.py) ---

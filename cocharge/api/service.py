@@ -269,6 +269,61 @@ class Api:
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
 
+    # --- the driver's page of a connector, from its QR code (issue 33, item 2) -----------------
+
+    async def connector(self, who: Principal, station_id: str,
+                        connector_id: int) -> dict[str, Any]:
+        """What a driver at a connector sees: its state, the price now, the opening hours,
+        and the driver's own session there (running, with energy and cost so far, or the
+        last one with its bill)."""
+        from cocharge.settlement.tariff21 import describe
+
+        station = await self.station(who, station_id)
+        status = (station.get("connector_status") or {}).get(str(connector_id)) or \
+            (station.get("connector_status") or {}).get(connector_id)
+        n = int(station.get("connectors") or 1)
+        if not 1 <= connector_id <= n:
+            raise not_found(f"connector {connector_id} of {station_id}")
+        async with self.engine.connect() as conn:
+            found = await settle.tariff_in_force(conn, station_id, connector_id)
+        rules = (await sharing.show_rules(self.engine, station_id)).get("station") or {}
+        mine: dict[str, Any] | None = None
+        if who.role == "member":
+            own = [r for r in await self.sessions(who, station_id, limit=20)
+                   if r.get("connector") == connector_id]
+            mine = own[-1] if own else None
+        return {"station": station_id, "connector": connector_id,
+                "online": station.get("online"), "status": (status or {}).get("status"),
+                "price": describe(found[1]) if found else None,
+                "windows": rules.get("windows") or [], "bookings": rules.get("bookings"),
+                "session": mine}
+
+    async def driver_start(self, who: Principal, station_id: str, connector_id: int,
+                           origin: str | None = None) -> dict[str, Any]:
+        """A member starts charging at the connector in front of it: a remote start for its
+        own tag, refused with the reason when its rules or its money do not allow it."""
+        if who.role != "member":
+            raise forbidden("only a member starts charging for itself here")
+        await self._visible(who, station_id)
+        return await self.operator.answer({
+            "command": "start", "station": station_id,
+            "args": {"tag": who.owner, "connector_id": connector_id},
+            "by": actor(who, "console"), "from": origin})
+
+    async def driver_stop(self, who: Principal, station_id: str, connector_id: int,
+                          origin: str | None = None) -> dict[str, Any]:
+        """A member stops its own running session at the connector (no other)."""
+        if who.role != "member":
+            raise forbidden("only a member stops its own session here")
+        running = [r for r in await self.sessions(who, station_id, active=True)
+                   if r.get("connector") == connector_id]
+        if not running:
+            raise ApiError(409, "you have no session charging at this connector")
+        return await self.operator.answer({
+            "command": "stop", "station": station_id,
+            "args": {"session_id": running[-1]["id"]},
+            "by": actor(who, "console"), "from": origin})
+
     # --- a host runs its own chargers (issue 33, item 4) ----------------------------------------
 
     async def _own_station(self, who: Principal, station_id: str, what: str) -> None:

@@ -271,3 +271,49 @@ def commands_list(station_id: str | None, db: str | None, as_json: bool) -> None
 
     emit(with_store(db, lambda e: sharing.list_commands(e, station_id)), as_json,
          ["id", "station", "command", "args", "queued", "expires", "status", "delivered", "result"])
+
+
+@click.command("qr")
+@click.argument("station_id")
+@click.option("--connector", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="The QR code's file: .svg (print it) or .png.")
+@click.option("--base-url", help="The console's address as drivers' phones reach it, e.g. "
+              "https://charge.example.com (default: [gateway] console_url).")
+@db_option
+def station_qr(station_id: str, connector: int, out_file: str, base_url: str | None,
+               db: str | None) -> None:
+    """The QR code to stick on a connector: it opens that connector's page in the console
+    (price, hours, start, live kWh and cost, stop, the bill)."""
+    import segno
+    from sqlalchemy import select
+
+    from cocharge.store.schema import stations as stations_table
+
+    config = click.get_current_context().find_root().obj
+    base = (base_url or getattr(getattr(config, "gateway", None), "console_url", None) or "")
+    if not base.startswith(("http://", "https://")):
+        fail("give --base-url https://... (the console's address as phones reach it), or set "
+             "[gateway] console_url in the configuration file")
+    if not out_file.lower().endswith((".svg", ".png")):
+        fail(f"--out {out_file}: name a .svg or .png file")
+
+    async def find(engine: Any) -> int | None:
+        async with engine.connect() as conn:
+            found = await conn.scalar(select(stations_table.c.connectors)
+                                      .where(stations_table.c.id == station_id))
+        return None if found is None else int(found)
+
+    connectors = with_store(db, find)
+    if connectors is None:
+        fail(f"no station {station_id!r}: see `cocharge station list`")
+    elif connector > connectors:
+        fail(f"station {station_id} has connectors 1..{connectors}")
+    from urllib.parse import quote
+
+    url = f"{base.rstrip('/')}/console/c/{quote(station_id, safe='')}/{connector}"
+    try:
+        segno.make(url, error="m").save(out_file, scale=8, border=4)
+    except OSError as exc:
+        fail(f"--out {out_file}: {exc.strerror}")
+    click.echo(f"{out_file}: QR code of {url}")

@@ -42,6 +42,7 @@ from cocharge.store.schema import stations as stations_table
     "revoke-certificate": "cocharge.cli.security:station_revoke_certificate",
     "renew-certificate": "cocharge.cli.security:station_renew_certificate",
     "security-profile": "cocharge.cli.security:station_security_profile",
+    "qr": "cocharge.cli.sharing:station_qr",
 })
 def station() -> None:
     """Register and inspect charging stations."""

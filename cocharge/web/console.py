@@ -120,6 +120,12 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
+def _back_to(path: Any) -> str | None:
+    """Where to go after logging in: a page of this console only (never another site)."""
+    text = str(path or "")
+    return text if text.startswith("/console/") and "//" not in text else None
+
+
 def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     i18n.set_zone(api.gateway.settings.time_zone)
     app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
@@ -153,8 +159,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         return who
 
     @app.get("/console/login", include_in_schema=False)
-    async def login_form(request: Request, error: str | None = None) -> HTMLResponse:
-        return render("login.html", request, None, error=error)
+    async def login_form(request: Request, error: str | None = None,
+                         next: str | None = None) -> HTMLResponse:
+        return render("login.html", request, None, error=error, next=_back_to(next))
 
     @app.post("/console/login", include_in_schema=False)
     async def login(request: Request) -> Response:
@@ -169,7 +176,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             guard.failed(address)
             return render("login.html", request, None, error="That key is not valid (or was "
                           "revoked). Ask the operator for one: cocharge apikey create.")
-        response = RedirectResponse("/console/", status_code=303)
+        response = RedirectResponse(_back_to(form.get("next")) or "/console/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", max_age=30 * 86400,
                             path="/")
@@ -345,6 +352,49 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         return render("calculator.html", request, who, result=result, chart=chart, error=error,
                       form={"power_kw": power_kw, "price": price, "windows": windows,
                             "area": area})
+
+    # --- the driver's page of a connector, opened from its QR code (issue 33, item 2) ---------
+
+    @app.get("/console/c/{station_id}/{connector_id}", include_in_schema=False)
+    async def connector_page(request: Request, station_id: str, connector_id: int) -> Response:
+        who = await user(request)
+        if who is None:
+            return RedirectResponse("/console/login?" + urlencode(
+                {"next": request.url.path}), status_code=303)
+        try:
+            shown = await api.connector(who, station_id, connector_id)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("connector.html", request, who, c=shown,
+                      message=request.query_params.get("message"),
+                      failed=request.query_params.get("failed") == "1")
+
+    @app.post("/console/c/{station_id}/{connector_id}/{action}", include_in_schema=False)
+    async def connector_action(request: Request, station_id: str, connector_id: int,
+                               action: str) -> Response:
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        origin = request.client.host if request.client else None
+        try:
+            if action not in ("start", "stop"):
+                raise ApiError(404, f"no action {action!r}")
+            answer = await (api.driver_start if action == "start" else api.driver_stop)(
+                who, station_id, connector_id, origin)
+            failed = not answer.get("ok") or not answer.get("accepted")
+            reason = answer.get("message") or answer.get("status") or ""
+            message = (i18n.gettext("Not started: %(reason)s", reason=reason) if failed
+                       and action == "start" else i18n.gettext(
+                           "Not stopped: %(reason)s", reason=reason) if failed
+                       else i18n.gettext("Starting: plug in if you have not.") if action == "start"
+                       else i18n.gettext("Stopping: your bill follows."))
+        except ApiError as exc:
+            failed = True
+            message = (i18n.gettext("Not started: %(reason)s", reason=str(exc)) if action == "start"
+                       else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
+        return RedirectResponse(f"/console/c/{station_id}/{connector_id}?" + urlencode(
+            {"message": message, **({"failed": "1"} if failed else {})}), status_code=303)
 
     @app.get("/console/me", include_in_schema=False)
     async def me(request: Request) -> Response:

@@ -258,3 +258,51 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
             # Another's station: not this key's to change.
             await browser.open("/console/stations/P1")
             assert await browser.count("#settings") == 0
+
+
+async def test_a_driver_scans_the_qr_code_starts_watches_and_stops(sqlite_url, browser_factory,
+                                                                     tmp_path):
+    """Issue 33, item 2: the QR code of a connector (`cocharge station qr`) opens its page
+    on a phone (390 px): after logging in, the driver starts charging, sees the energy and
+    the cost rise without reloading, stops, and sees the bill."""
+    from tests import forked_cli
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        qr = tmp_path / "P1-1.svg"
+        made = await asyncio.to_thread(forked_cli.run, [
+            "station", "qr", "P1", "--connector", "1", "--out", str(qr), "--base-url",
+            node.api.url, "--db", sqlite_url])
+        assert made.returncode == 0, made.stderr
+        url = f"{node.api.url}/console/c/P1/1"
+        assert made.stdout.strip() == f"{qr}: QR code of {url}"
+        assert qr.read_text().lstrip().startswith(("<?xml", "<svg"))
+        async with simulated(node, "P1", "2.0.1", meter_interval_s=0.2, speed=60) as box:
+            browser = browser_factory(node.api.url)
+            await browser.run(browser.driver.set_window_size, 390, 844)
+            await browser.open("/console/c/P1/1")  # what the phone opens from the code
+            assert await browser.path() == "/console/login"
+            await browser.fill("#key", keys["member"])
+            await browser.click("#login")
+            await browser.wait_for("#driver", "Start charging")
+            assert await browser.path() == "/console/c/P1/1"
+            await browser.click("#start")
+            session = await until(lambda: asyncio.sleep(0, box.sessions.get(1)))
+            await asyncio.wait_for(session.started.wait(), 15)
+            first = await browser.wait_for("#live-kwh", "kWh")
+            async with asyncio.timeout(20):  # the page's own updates, no reload
+                while (await browser.text("#live-kwh")) == first:
+                    await asyncio.sleep(0.3)
+            assert await browser.count("#live-cost") == 1
+            wide = await browser.run(browser.driver.execute_script,
+                                     "return document.documentElement.scrollWidth")
+            assert wide <= 390
+            await browser.screenshot("driver", 390)
+            await browser.click("#stop")
+            await asyncio.wait_for(session.done.wait(), 15)
+            async with asyncio.timeout(20):  # the bill, once the session is settled
+                while "CNY" not in (await browser.text("main")) or not await browser.count("#bill"):
+                    await asyncio.sleep(0.5)
+                    await browser.open("/console/c/P1/1")
+            assert "kWh" in await browser.text("#bill")

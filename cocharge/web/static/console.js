@@ -130,7 +130,27 @@ function every(ms, work) {
   setTimeout(run, ms);
 }
 
+// The driver's page of a connector: its own running session's energy and cost, live; the
+// page reloads itself when the session ends (its bill) or starts.
+async function pollDriver(box) {
+  const rows = await getJson("/api/v1/sessions?active=true&station=" +
+                             encodeURIComponent(box.dataset.station));
+  if (!rows) return;
+  const mine = rows.filter(r => String(r.connector) === box.dataset.connector);
+  const kwh = document.getElementById("live-kwh");
+  if (!mine.length) { if (kwh) window.location.reload(); return; }
+  if (!kwh) { window.location.reload(); return; }
+  const r = mine[mine.length - 1];
+  kwh.textContent = (r.kwh || "0.000") + " kWh";
+  document.getElementById("live-cost").textContent = cny(r.cost_so_far_fen);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const driver = document.getElementById("driver");
+  if (driver && document.getElementById("stop")) every(2000, () => pollDriver(driver));
+  if (driver && document.getElementById("start") && document.getElementById("driver-result")
+      && !document.getElementById("driver-result").classList.contains("bad"))
+    every(2000, () => pollDriver(driver));
   const fleet = document.getElementById("fleet");
   if (fleet) every(3000, () => pollFleet(fleet));
   const badge = document.getElementById("station-online");
