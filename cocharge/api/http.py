@@ -327,6 +327,12 @@ def build_app(api: Api) -> FastAPI:
     async def add_member(p: Who, body: MemberIn) -> dict[str, Any]:
         return await api.add_member(p, body.name, body.tag, body.phone, body.household)
 
+    @app.post("/api/v1/members/{tag}/invitations", tags=["members"], status_code=201,
+              summary="A one-time link that makes the member's login (operator, host, property)")
+    async def invite(p: Who, tag: str, request: Request) -> dict[str, Any]:
+        base = api.gateway.settings.console_url or str(request.base_url)
+        return await api.invite(p, tag, base, request.client.host if request.client else None)
+
     @app.get("/api/v1/members/{tag}", tags=["members"],
              summary="A member: wallet, credit, coins, badges, rewards (operator, or itself)")
     async def member(p: Who, tag: str) -> dict[str, Any]:

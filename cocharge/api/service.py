@@ -269,6 +269,24 @@ class Api:
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
 
+    async def invite(self, who: Principal, tag: str, base_url: str,
+                     origin: str | None = None) -> dict[str, Any]:
+        """A one-time link that makes a member's login (api/logins.py): the operator, a host
+        or a property invites; a member cannot."""
+        from cocharge.api import logins
+
+        if who.role == "member":
+            raise forbidden("member cannot invite: ask your host or the operator")
+        try:
+            token, expires = await logins.invite(self.engine, tag, actor(who))
+        except logins.LoginError as exc:
+            raise ApiError(404, str(exc)) from None
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "invitation", None, f"member:{tag}",
+                               {"expires_at": expires})
+        return {"tag": tag, "url": f"{base_url.rstrip('/')}/console/join/{token}",
+                "expires_at": expires}
+
     # --- the driver's page of a connector, from its QR code (issue 33, item 2) -----------------
 
     async def connector(self, who: Principal, station_id: str,

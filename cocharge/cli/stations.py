@@ -270,6 +270,41 @@ async def _member_status(engine: Any, tag: str, blocked: bool) -> None:
                                     "args": {"tag": tag}}, timeout=5)
 
 
+@member.command("invite")
+@click.argument("tag")
+@click.option("--valid", default="7d", show_default=True,
+              help="How long the link works: 90m, 2d, ...")
+@click.option("--base-url", help="The console's address as phones reach it (default: "
+              "[gateway] console_url).")
+@db_option
+def member_invite(tag: str, valid: str, base_url: str | None, db: str | None) -> None:
+    """A one-time link that makes the member's login (phone number and password): send it
+    to the member."""
+    from datetime import timedelta
+
+    from cocharge.api import logins
+    from cocharge.cli.channel import parse_duration
+    from cocharge.store.audit import cli_actor
+
+    config = click.get_current_context().find_root().obj
+    base = base_url or getattr(getattr(config, "gateway", None), "console_url", None) or ""
+    if not base.startswith(("http://", "https://")):
+        fail("give --base-url https://... (the console's address as phones reach it), or set "
+             "[gateway] console_url in the configuration file")
+    seconds = parse_duration(valid)  # a bad one: one line, exit 2
+
+    async def work(engine: Any) -> tuple[str, str]:
+        try:
+            return await logins.invite(engine, tag, cli_actor()[0], timedelta(seconds=seconds))
+        except logins.LoginError as exc:
+            fail(str(exc))
+            raise
+
+    token, expires = with_store(db, work)
+    click.echo(f"{base.rstrip('/')}/console/join/{token}")
+    click.echo(f"(for {tag}; works once, until {expires})", err=True)
+
+
 @member.command("unblock")
 @click.argument("tag")
 @db_option

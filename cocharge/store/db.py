@@ -273,6 +273,11 @@ async def _v21_audit_log(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v22_logins(conn: AsyncConnection) -> None:
+    """Members' invitations and phone logins (issue 33)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -296,6 +301,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (19, _v19_ocpp21_cost),
     (20, _v20_site_leases),
     (21, _v21_audit_log),
+    (22, _v22_logins),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -357,6 +357,29 @@ nodes = Table(
     Column("lease_until", DateTime),
 )
 
+# v22: members who sign in by phone and password (issue 33): an invitation (a one-time
+# link from the operator, a host or a property) makes the login; the password is scrypt.
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("tag", String(20), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+)
+
+logins = Table(
+    "logins",
+    metadata,
+    Column("phone", String(32), primary_key=True),
+    Column("tag", String(20), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_login_at", DateTime),
+)
+
 # v21: who did what (issue 33): every command sent to a station and every money operation,
 # with who asked (an API key's name and role, a CLI user, a property over MQTT) and from where.
 audit_log = Table(

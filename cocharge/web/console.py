@@ -8,6 +8,7 @@ themselves current by polling the API (GET, with the login cookie) every few sec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from decimal import Decimal
@@ -20,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cocharge import charts
+from cocharge.api import logins
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
@@ -181,6 +183,62 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                             secure=request.url.scheme == "https", max_age=30 * 86400,
                             path="/")
         return response
+
+    def signed_in(request: Request, key: str, to: str | None) -> Response:
+        response = RedirectResponse(to or "/console/", status_code=303)
+        response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", max_age=30 * 86400,
+                            path="/")
+        return response
+
+    @app.post("/console/login-phone", include_in_schema=False)
+    async def login_phone(request: Request) -> Response:
+        """A member signs in with the phone number and password of its login."""
+        form = await form_of(request)
+        speak(request)
+        address = request.client.host if request.client else "?"
+        back = _back_to(form.get("next"))
+        if guard.blocked(address):
+            return render("login.html", request, None, next=back,
+                          error="Too many wrong keys from this address: wait a minute.")
+        key = await logins.sign_in(api.engine, str(form.get("phone", "")),
+                                   str(form.get("password", "")))
+        if key is None:
+            guard.failed(address)
+            return render("login.html", request, None, next=back,
+                          error="Wrong phone number or password.")
+        return signed_in(request, key, back or "/console/me")
+
+    @app.get("/console/join/{token}", include_in_schema=False)
+    async def join_form(request: Request, token: str) -> Response:
+        try:
+            tag = await logins.invitation_for(api.engine, token)
+        except logins.LoginError as exc:
+            return render("error.html", request, None, error=str(exc), status=404)
+        return render("join.html", request, None, token=token, tag=tag, error=None)
+
+    @app.post("/console/join/{token}", include_in_schema=False)
+    async def join(request: Request, token: str) -> Response:
+        """An invitation accepted: the member's login made, and the member signed in."""
+        form = await form_of(request)
+        speak(request)
+        if not _same_origin(request):
+            return render("error.html", request, None, error="a form from another site",
+                          status=403)
+        password = str(form.get("password", ""))
+        try:
+            if password != str(form.get("again", "")):
+                raise logins.LoginError("the two passwords differ")
+            key = await logins.join(api.engine, token, str(form.get("phone", "")), password)
+        except logins.LoginError as exc:
+            tag = None
+            with contextlib.suppress(logins.LoginError):
+                tag = await logins.invitation_for(api.engine, token)
+            if tag is None:
+                return render("error.html", request, None, error=str(exc), status=400)
+            return render("join.html", request, None, token=token, tag=tag, error=str(exc),
+                          status=400)
+        return signed_in(request, key, "/console/me")
 
     @app.post("/console/logout", include_in_schema=False)
     async def logout() -> Response:

@@ -470,3 +470,22 @@ async def test_sessions_statements_and_the_audit_trail_export_as_csv(sqlite_url)
         _, audit_csv = await asyncio.to_thread(fetch, "/api/v1/audit?format=csv",
                                                Authorization=f"Bearer {keys['operator']}")
         assert audit_csv.lstrip("\ufeff").startswith("id,at,actor,origin,action")
+
+
+async def test_a_host_invites_a_neighbour_through_the_api(sqlite_url):
+    """Issue 33, item 3: the operator, a host or a property makes an invitation link for a
+    member (kept in the audit trail); a member cannot; an unknown member is said so."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        url = base(node)
+        status, made = await Client(url, keys["host"]).post("/api/v1/members/T1/invitations")
+        assert status == 201 and made["url"].startswith(url) and "/console/join/" in made["url"]
+        token = made["url"].rsplit("/", 1)[1]
+        status, page = await Client(url, None).get(f"/console/join/{token}",
+                                                   **{"Accept-Language": "en"})
+        assert status == 200 and "invited to charge as T1" in page
+        assert (await Client(url, keys["member"]).post("/api/v1/members/T1/invitations"))[0] == 403
+        assert (await Client(url, keys["host"]).post("/api/v1/members/NOPE/invitations"))[0] == 404
+        status, rows = await Client(url, keys["operator"]).get("/api/v1/audit?account=member:T1")
+        assert [r["action"] for r in rows] == ["invitation"]
+        assert rows[0]["actor"] == "host key bob's app (api)"

@@ -306,3 +306,49 @@ async def test_a_driver_scans_the_qr_code_starts_watches_and_stops(sqlite_url, b
                     await asyncio.sleep(0.5)
                     await browser.open("/console/c/P1/1")
             assert "kWh" in await browser.text("#bill")
+
+
+async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_url,
+                                                                          browser_factory):
+    """Issue 33, item 3 (phone and password): the operator's invitation link (`cocharge
+    member invite`) makes the member's login; the member is signed in, and signs in again
+    later with the phone number and password; a used link, a wrong password and the two
+    passwords differing are refused with the reason."""
+    from tests import forked_cli
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        await fleet(node)
+        assert node.api is not None
+        made = await asyncio.to_thread(forked_cli.run, [
+            "member", "invite", "T2", "--base-url", node.api.url, "--db", sqlite_url])
+        assert made.returncode == 0, made.stderr
+        link = made.stdout.strip()
+        assert link.startswith(f"{node.api.url}/console/join/") and "works once" in made.stderr
+        path = link.removeprefix(node.api.url)
+        browser = browser_factory(node.api.url)
+        await browser.open(path)
+        assert "T2" in await browser.text("main")
+        await browser.fill("#phone", "+86 138 0013 8000")
+        await browser.fill("#password", "neighbour-2026")
+        await browser.fill("#again", "neighbour-2025")
+        await browser.click("#join")
+        assert "differ" in await browser.wait_for(".error", "differ")
+        await browser.fill("#phone", "+86 138 0013 8000")
+        await browser.fill("#password", "neighbour-2026")
+        await browser.fill("#again", "neighbour-2026")
+        await browser.click("#join")
+        await browser.wait_for("#who", "T2")
+        assert await browser.path() == "/console/me"
+        await browser.click("form.who button")  # log out
+        await browser.open(path)
+        assert "used already" in await browser.text("main")
+        await browser.open("/console/login")
+        await browser.fill("#phone", "+8613800138000")
+        await browser.fill("#password", "wrong-password")
+        await browser.click("#login-phone")
+        assert "Wrong phone number or password" in await browser.wait_for(".error", "Wrong")
+        await browser.fill("#phone", "+8613800138000")
+        await browser.fill("#password", "neighbour-2026")
+        await browser.click("#login-phone")
+        await browser.wait_for("#who", "T2")
+        assert await browser.path() == "/console/me"
