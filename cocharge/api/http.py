@@ -148,6 +148,15 @@ class PriceIn(BaseModel):
                                  description="CNY per hour of charging, if any")
 
 
+class PairingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    station: str = Field(min_length=1, max_length=48, description="The new charger's id")
+    connectors: int = Field(default=1, ge=1, le=64)
+    max_power_kw: float | None = Field(default=None, gt=0, le=1000)
+    owner: str | None = Field(default=None, max_length=100,
+                              description="The operator names the owner; a host is the owner")
+
+
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
@@ -326,6 +335,14 @@ def build_app(api: Api) -> FastAPI:
               summary="Add a member (operator)")
     async def add_member(p: Who, body: MemberIn) -> dict[str, Any]:
         return await api.add_member(p, body.name, body.tag, body.phone, body.household)
+
+    @app.post("/api/v1/pairings", tags=["stations"], status_code=201,
+              summary="A pairing code for a new charger (a host, a property, the operator)")
+    async def pairings(p: Who, body: PairingIn, request: Request) -> dict[str, Any]:
+        made = await api.pair(p, body.station, body.connectors, body.max_power_kw, body.owner,
+                              request.client.host if request.client else None)
+        made["ocpp_url"] = f"ws://{request.url.hostname}:{api.gateway.port}/ocpp/"
+        return made
 
     @app.post("/api/v1/members/{tag}/invitations", tags=["members"], status_code=201,
               summary="A one-time link that makes the member's login (operator, host, property)")

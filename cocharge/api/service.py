@@ -269,6 +269,29 @@ class Api:
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
 
+    async def pair(self, who: Principal, station_id: str, connectors: int,
+                   max_power_kw: float | None, owner: str | None,
+                   origin: str | None = None) -> dict[str, Any]:
+        """A pairing code for a new charger of the key's host or property (the operator names
+        the owner): stations/pairing.py."""
+        from cocharge.stations import pairing
+
+        if who.role == "member":
+            raise forbidden("member cannot add a charger")
+        owner = owner if who.operator else who.owner
+        if not owner:
+            raise ApiError(400, "owner: whose charger it is (the host or property)")
+        try:
+            made = await pairing.create(self.engine, station_id, owner, connectors,
+                                        max_power_kw, actor(who))
+        except registry.RegistryError as exc:
+            raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "pairing-code", station_id, None,
+                               {"owner": owner, "connectors": connectors,
+                                "expires_at": made["expires_at"]})
+        return made
+
     async def invite(self, who: Principal, tag: str, base_url: str,
                      origin: str | None = None) -> dict[str, Any]:
         """A one-time link that makes a member's login (api/logins.py): the operator, a host

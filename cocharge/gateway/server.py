@@ -43,9 +43,15 @@ from cocharge.gateway.v21 import V21Connection
 from cocharge.gateway.v201 import V201Connection
 from cocharge.load.manager import LoadManager
 from cocharge.settlement.settle import SettlementDefaults, Settler
-from cocharge.stations import ca
+from cocharge.stations import ca, pairing
 from cocharge.stations.certificates import revoked_serials
-from cocharge.stations.commands import Command, CommandFailed, CommandRejected, CommandResult
+from cocharge.stations.commands import (
+    Command,
+    CommandFailed,
+    CommandRejected,
+    CommandResult,
+    RotatePassword,
+)
 from cocharge.stations.control import SharingController
 from cocharge.stations.events import Admission, StationNotice
 from cocharge.stations.observer import StationObserver
@@ -309,6 +315,8 @@ class Gateway:
     async def _admit(self, connection: ServerConnection, station_id: str,
                      request: Request) -> Response | None:
         access = await self.service.access(station_id)
+        if not access.known and await self._pair(connection, station_id, request):
+            access = await self.service.access(station_id)
         presented = client_certificate(connection)
         record = self.service.directory.get(station_id)
         if presented is not None:
@@ -344,6 +352,34 @@ class Gateway:
             return refused
         self._access[id(connection)] = (station_id, access, self._access[id(connection)][2])
         return None
+
+    async def _pair(self, connection: ServerConnection, station_id: str,
+                    request: Request) -> bool:
+        """A new charger's first connection with the pairing code its host made (stations/
+        pairing.py): registered to the host, and a password rotation queued for its boot.
+        Wrong codes count against the address like wrong passwords."""
+        credentials = _basic_credentials(request.headers)
+        if (credentials is None or credentials[0] != station_id
+                or not await pairing.pending(self.engine, station_id)):
+            return False
+        address = remote_key(connection)
+        if self.guard.wait_s(station_id, address) > 0:
+            return False
+        new = await pairing.redeem(self.engine, station_id, credentials[1])
+        if new is None:
+            self.guard.failed(station_id, address,
+                              self.guard.fingerprint(station_id, credentials[1]), "")
+            log.warning("station %s: a wrong pairing code from %s", station_id, address)
+            return False
+        await self.service.directory.find(station_id, fresh=True)
+        log.info("station %s paired: registered to %s; its password is rotated at its boot",
+                 station_id, new.owner)
+        await self.service.notice(StationNotice(station_id, "paired", utcnow(),
+                                                {"owner": new.owner, "from": address}))
+        await self.control.send(station_id, RotatePassword(), "rotate-password", {},
+                                queue_for_s=86400, by=f"pairing code of {new.owner}",
+                                origin=address)
+        return True
 
     async def _authenticate(self, connection: ServerConnection, station_id: str,
                             request: Request, stored_hash: str) -> Response | None:

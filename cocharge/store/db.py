@@ -278,6 +278,11 @@ async def _v22_logins(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v23_pairing_codes(conn: AsyncConnection) -> None:
+    """Pairing codes for new chargers (issue 33)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -302,6 +307,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (20, _v20_site_leases),
     (21, _v21_audit_log),
     (22, _v22_logins),
+    (23, _v23_pairing_codes),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -357,6 +357,23 @@ nodes = Table(
     Column("lease_until", DateTime),
 )
 
+# v23: a host pairs a new charger by a code (issue 33): the station's id and its owner are
+# set when the code is made; the charger's first connection with the code as its password
+# registers it (its password is then rotated at once).
+pairing_codes = Table(
+    "pairing_codes",
+    metadata,
+    Column("station_id", String(64), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("connectors", Integer, nullable=False, default=1),
+    Column("max_power_w", Integer),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+)
+
 # v22: members who sign in by phone and password (issue 33): an invitation (a one-time
 # link from the operator, a host or a property) makes the login; the password is scrypt.
 invitations = Table(

@@ -384,6 +384,25 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                    "Utilisation by hour of week (local time)")
         return render("dashboard.html", request, who, d=data, revenue=revenue, heat=heat)
 
+    @app.post("/console/pairing", include_in_schema=False)
+    async def pair(request: Request) -> Response:
+        """A host's (or property's) new charger: its pairing code and how to set it up."""
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        form = await form_of(request)
+        connectors = str(form.get("connectors", "1"))
+        try:
+            made = await api.pair(who, str(form.get("station", "")).strip(),
+                                  int(connectors) if connectors.isdigit() else 1, None,
+                                  str(form.get("owner", "")).strip() or None,
+                                  request.client.host if request.client else None)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        made["ocpp_url"] = f"ws://{request.url.hostname}:{api.gateway.port}/ocpp/"
+        return render("pairing.html", request, who, p=made)
+
     @app.get("/console/calculator", include_in_schema=False)
     async def calculator(request: Request, power_kw: str = "7", price: str = "1.20",
                          windows: str = "", area: str = "") -> Response:

@@ -258,6 +258,17 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
             # Another's station: not this key's to change.
             await browser.open("/console/stations/P1")
             assert await browser.count("#settings") == 0
+        # A new charger of the host's, paired by the code the console shows.
+        await browser.open("/console/dashboard")
+        await browser.fill("#pair input[name=station]", "NEW7")
+        await browser.click("#pair-new")
+        code = await browser.wait_for("#pair-code", "-")
+        async with simulated(node, "NEW7", "1.6", password=code) as new:
+            await until(lambda: asyncio.sleep(0, new.registration == "Accepted"), 10)
+        from cocharge.stations import registry
+
+        [paired] = [x for x in await registry.list_stations(node.engine) if x["id"] == "NEW7"]
+        assert paired["owner"] == "bob"
 
 
 async def test_a_driver_scans_the_qr_code_starts_watches_and_stops(sqlite_url, browser_factory,
