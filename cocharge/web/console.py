@@ -122,6 +122,12 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
+def told(path: str, message: str, failed: bool, key: str = "message") -> RedirectResponse:
+    """Back to the page, which shows what became of the form (a failure as one)."""
+    return RedirectResponse(path + "?" + urlencode(
+        {key: message, **({"failed": "1"} if failed else {})}), status_code=303)
+
+
 def _back_to(path: Any) -> str | None:
     """Where to go after logging in: a page of this console only (never another site)."""
     text = str(path or "")
@@ -310,8 +316,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             message, failed = i18n.gettext("Saved: the charger follows within seconds."), False
         except ApiError as exc:
             message, failed = i18n.gettext("Not saved: %(reason)s", reason=str(exc)), True
-        return RedirectResponse(f"/console/stations/{station_id}?" + urlencode(
-            {"settings": message, **({"failed": "1"} if failed else {})}), status_code=303)
+        return told(f"/console/stations/{station_id}", message, failed, "settings")
 
     @app.post("/console/stations/{station_id}/command", include_in_schema=False)
     async def command(request: Request, station_id: str) -> Response:
@@ -470,8 +475,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             failed = True
             message = (i18n.gettext("Not started: %(reason)s", reason=str(exc)) if action == "start"
                        else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
-        return RedirectResponse(f"/console/c/{station_id}/{connector_id}?" + urlencode(
-            {"message": message, **({"failed": "1"} if failed else {})}), status_code=303)
+        return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
     @app.get("/console/me", include_in_schema=False)
     async def me(request: Request) -> Response:
@@ -509,8 +513,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             failed = False
         except (ApiError, RegistryError) as exc:
             message, failed = i18n.gettext("Not booked: %(reason)s", reason=str(exc)), True
-        return RedirectResponse("/console/me?" + urlencode(
-            {"message": message, **({"failed": "1"} if failed else {})}), status_code=303)
+        return told("/console/me", message, failed)
 
     @app.post("/console/me/bookings/{booking_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, booking_id: int) -> Response:
@@ -523,7 +526,5 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             message, failed = i18n.gettext("Booking %(id)s cancelled.", id=booking_id), False
         except ApiError as exc:
             message, failed = str(exc), True
-        return RedirectResponse("/console/me?" + urlencode(
-            {"message": message, **({"failed": "1"} if failed else {})}),
-                                status_code=303)
+        return told("/console/me", message, failed)
 
