@@ -55,6 +55,9 @@ class Client:
     async def delete(self, path: str) -> tuple[int, Any]:
         return await asyncio.to_thread(self._call, "DELETE", path, None, {})
 
+    async def put(self, path: str, body: Any) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._call, "PUT", path, body, {})
+
 
 async def fleet(node: Any) -> dict[str, str]:
     """Three stations: P1 of the property Greenfield (host alice), P2 of the property Other,
@@ -489,3 +492,33 @@ async def test_a_host_invites_a_neighbour_through_the_api(sqlite_url):
         status, rows = await Client(url, keys["operator"]).get("/api/v1/audit?account=member:T1")
         assert [r["action"] for r in rows] == ["invitation"]
         assert rows[0]["actor"] == "host key bob's app (api)"
+
+
+async def test_a_hosts_bad_settings_and_pairings_are_refused_and_change_nothing(sqlite_url):
+    """Issue 33 (bad input): an opening window, a price or a pairing that cannot be is an
+    error answer naming it, and nothing is written (rules, tariffs, codes, audit)."""
+    from cocharge.store import audit
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        host = Client(base(node), keys["host"])
+        for path, body, status, says in [
+            ("/api/v1/stations/H1/rules", {"windows": ["someday 25:00-26:00"]}, 400, ""),
+            ("/api/v1/stations/H1/rules", {"closed_dates": ["2026-13-01"]}, 400, ""),
+            ("/api/v1/stations/H1/rules", {}, 400, "nothing to change"),
+            ("/api/v1/stations/H1/rules", {"wat": 1}, 422, "wat"),
+            ("/api/v1/stations/H1/price", {"per_kwh": "abc"}, 400, "per_kwh"),
+            ("/api/v1/stations/H1/price", {"per_kwh": "-1"}, 400, "per_kwh"),
+            ("/api/v1/stations/P1/price", {"per_kwh": "1.20"}, 404, "P1"),
+        ]:
+            got, answer = await host.put(path, body)
+            assert got == status and says in json.dumps(answer), (path, body, got, answer)
+        for body, status in [({"station": "bad id/with slash"}, 400), ({"station": "H1"}, 409),
+                             ({"station": "N1", "connectors": 0}, 422)]:
+            got, answer = await host.post("/api/v1/pairings", body)
+            assert got == status, (body, got, answer)
+        assert (await Client(base(node), keys["member"]).post(
+            "/api/v1/pairings", {"station": "N2"}))[0] == 403
+        assert await settle.show_tariffs(node.engine, "H1") == []
+        assert (await host.get("/api/v1/stations/H1"))[1]["rules"] == {}
+        assert await audit.entries(node.engine) == []
