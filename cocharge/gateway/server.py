@@ -505,8 +505,15 @@ class Gateway:
     async def _alive_elsewhere(self, station_id: str) -> bool:
         """Another node (its lease alive) holds the station: does its connection answer a
         ping there? Asked through the broker; a node that cannot be asked counts as gone."""
+        if self.router is None:
+            return False  # one node (or no broker to ask through): nobody else to ask
+        record = self.service.directory.get(station_id)
+        if record is not None and record.node in (None, self.node_id):
+            # As far as this node knows, nobody else holds it: no read on a reconnect storm's
+            # path (the directory's view is at most `directory_refresh_s` old).
+            return False
         holder = await self.holder(station_id)  # read: our directory may not know it yet
-        if holder is None or self.router is None:
+        if holder is None:
             return False
         try:
             answer = await self.router.forward(holder, {"kind": "ping", "station": station_id},

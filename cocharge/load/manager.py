@@ -150,6 +150,7 @@ class LoadManager:
         # node before is unknown, so they count at their maximum until it would have ended.
         self.unknown_until: dict[str, float] = {}
         self._owning: asyncio.Task[None] | None = None
+        self._claiming = False  # a claim of an unowned site is under way
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -206,6 +207,12 @@ class LoadManager:
                     if self._link(a.station_id) is None:
                         self.unknown_until[a.station_id] = until
             await self.reload()
+
+    async def _claim_now(self) -> None:
+        try:
+            await self._own()
+        finally:
+            self._claiming = False
 
     async def _own_forever(self) -> None:
         # Renewed well within the lease, and a dead owner's site claimed within 2 s of its
@@ -378,9 +385,10 @@ class LoadManager:
             return
         if self.cluster is not None and not online and self.link(station_id) is None:
             self.cluster.holders.pop(station_id, None)
-        if (self.cluster is not None and online
+        if (self.cluster is not None and online and not self._claiming
                 and self.cluster.unowned(self.attached[station_id][0].name)):
-            self._background.spawn(self._own(), "site leases")  # claim it now
+            self._claiming = True  # one claim for a storm of the site's chargers
+            self._background.spawn(self._claim_now(), "site leases")
         if online:  # what it holds is unknown after a reboot: write again
             self.unknown_until.pop(station_id, None)
             self.failsafe.pop(station_id, None)

@@ -184,13 +184,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             guard.failed(address)
             return render("login.html", request, None, error="That key is not valid (or was "
                           "revoked). Ask the operator for one: cocharge apikey create.")
-        response = RedirectResponse(_back_to(form.get("next")) or "/console/", status_code=303)
-        response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", max_age=30 * 86400,
-                            path="/")
-        return response
+        return signed_in(request, key, _back_to(form.get("next")))
 
     def signed_in(request: Request, key: str, to: str | None) -> Response:
+        """Logged in: the key in an HttpOnly cookie, and on to the page asked for."""
         response = RedirectResponse(to or "/console/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", max_age=30 * 86400,
