@@ -20,7 +20,8 @@ server RSS per booted station, and the ratios of cocharge to (a) and (b).
         [--targets echo,naive,sqlite,postgres]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
-FLEET_KEEP=1 keeps each target's folder (its server.log). FLEET_SLOW=1 prints when (seconds
+FLEET_KEEP=1 keeps each target's folder (its server.log); FLEET_PROFILE=1 (with FLEET_KEEP) runs
+cocharge under py-spy and keeps its collapsed stacks there (profile.txt). FLEET_SLOW=1 prints when (seconds
 after all booted) the paced answers slower than 50 ms came.
 
 --kill: SIGKILL cocharge 20 s into the paced phase, restart it at once; prints the time until
@@ -334,7 +335,11 @@ class Target:
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
         workers = ["--workers", "2"] if self.name == "postgres-w2" else []
-        return [sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
+        spy = []
+        if os.environ.get("FLEET_PROFILE"):  # collapsed stacks of the whole run, for py-spy
+            spy = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw",
+                   "--rate", "250", "-o", os.path.join(self.folder, "profile.txt"), "--"]
+        return [*spy, sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--operator-port", str(free_port()), "--no-api",
                 "--upload-port", str(free_port()), "--db", self.db, *workers]
 
@@ -374,7 +379,8 @@ class Target:
     def stop(self, kill: bool = False) -> None:
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        gentle = signal.SIGINT if os.environ.get("FLEET_PROFILE") else signal.SIGTERM  # py-spy saves
+        self.process.send_signal(signal.SIGKILL if kill else gentle)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:

@@ -17,19 +17,20 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.store.db import utcnow
 from cocharge.store.journal import Journal
+from cocharge.store.sql import BulkInsert
 from cocharge.store.schema import station_frames
 
 log = logging.getLogger(__name__)
 
 _SECRET_HINTS = ("AuthorizationKey", "BasicAuthPassword", "basicAuthPassword")
-_INSERT = insert(station_frames)
+_INSERT = BulkInsert(station_frames)
 REDACTED = "<redacted>"
 
 

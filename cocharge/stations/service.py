@@ -76,7 +76,7 @@ from cocharge.store.schema import (
     stations,
     tx_events,
 )
-from cocharge.store.sql import check_rows, insert_ignore, upsert
+from cocharge.store.sql import BulkInsert, check_rows, insert_ignore, upsert
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ def _sample_rows(station_id: str, connector_id: int, session_id: int | None,
 
 # Statements of the hot path, built once so that the journal batches their rows together.
 _INSERT_SAMPLES = insert(meter_samples)
+_BULK_SAMPLES = BulkInsert(meter_samples)  # the journal's hot path (store/sql.py)
 _INSERT_NOTICE = insert(station_events)
 _BOOT = (update(stations).where(stations.c.id == bindparam("sid")).values(
     protocol=bindparam("protocol"), vendor=bindparam("vendor"), model=bindparam("model"),
@@ -1101,7 +1102,7 @@ class StationService:
         if (found is not None and event.event_type == "Updated" and not found.ended
                 and not event.id_tag):
             # The hot path: meter values during a transaction, group-committed.
-            await self.journal.write([(_INSERT_SAMPLES, rows), (self._mark_stmt, [mark]),
+            await self.journal.write([(_BULK_SAMPLES, rows), (self._mark_stmt, [mark]),
                                       (_CLOCK_NOTE, [{"sid": found.id, "note": event.clock}]
                                        if event.clock else [])], express=True)
             (await self._seen_seqs(key, found)).add(event.seq_no)
@@ -1246,7 +1247,7 @@ class StationService:
             rows.append((_INSERT_NOTICE, [_notice_row(StationNotice(
                 event.station_id, "clock", utcnow(),
                 {"connector_id": event.connector_id, "note": event.clock}))]))
-        rows.append((_INSERT_SAMPLES, _sample_rows(
+        rows.append((_BULK_SAMPLES, _sample_rows(
             event.station_id, event.connector_id, session_id, event.samples)))
         if self.load is not None:
             green = self.load.samples(event.station_id, event.connector_id, session_id,

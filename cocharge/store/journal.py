@@ -9,7 +9,7 @@ reconnect storm of thousands of chargers costs a handful of commits, not thousan
 Two kinds of entry:
 - rows (`write`): (statement, rows) pairs. Statements are built once and reused, so that
   the rows of every entry of a batch that use the same statement go out as one
-  executemany. Rows are checked by the caller before they get here; if a batch still
+  executemany (a `BulkInsert`, the hot tables' rows, straight to the driver). Rows are checked by the caller before they get here; if a batch still
   fails, each of its entries is tried again on its own, so only the guilty one fails.
 - work (`run`): an async function given the connection, for what needs reads and
   generated ids (a new session). It runs alone in its own transaction, in its turn.
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cocharge.store.sql import BulkInsert
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +214,16 @@ class Journal:
             for statement, rows in entry.rows or ():
                 if rows:
                     grouped.setdefault(id(statement), (statement, []))[1].extend(rows)
+        dialect = conn.dialect.name
         for statement, rows in grouped.values():
             # Parameters are processed on the event loop: in slices, so that other stations
             # are read and answered between them.
             for start in range(0, len(rows), _SLICE):
-                await conn.execute(statement, rows[start:start + _SLICE])
+                if isinstance(statement, BulkInsert):
+                    await conn.exec_driver_sql(statement.sql(dialect), statement.params(
+                        dialect, rows[start:start + _SLICE]))
+                else:
+                    await conn.execute(statement, rows[start:start + _SLICE])
 
     async def _one(self, entry: _Entry) -> None:
         try:
