@@ -338,7 +338,7 @@ class Target:
         spy = []
         if os.environ.get("FLEET_PROFILE"):  # collapsed stacks of the whole run, for py-spy
             spy = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw",
-                   "--rate", "250", "-o", os.path.join(self.folder, "profile.txt"), "--"]
+                   "--rate", "250", "--nonblocking", "-o", os.path.join(self.folder, "profile.txt"), "--"]
         return [*spy, sys.executable, "-m", "cocharge.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--operator-port", str(free_port()), "--no-api",
                 "--upload-port", str(free_port()), "--db", self.db, *workers]

@@ -6,13 +6,28 @@ writes the format."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from cocharge.store.journal import Journal
 
 log = logging.getLogger(__name__)
+
+
+class _FrameCounts(Collector):
+    def __init__(self, counts: dict[tuple[str, str], int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("cocharge_ocpp_messages", "OCPP frames by direction and "
+                                     "action (calls; answers and errors count as their kind)",
+                                     labels=["direction", "action"])
+        for (direction, action), count in sorted(self._counts.items()):
+            family.add_metric([direction, action], count)
+        yield family
 
 
 class GatewayMetrics:
@@ -20,13 +35,13 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.messages = Counter("cocharge_ocpp_messages", "OCPP frames by direction and action "
-                                "(calls; answers and errors count as their kind)",
-                                ["direction", "action"], registry=self.registry)
+        # Frames are counted in a plain dict (a frame's path takes no lock) and read out at
+        # scrape time.
+        self._frames: dict[tuple[str, str], int] = {}
+        self.registry.register(_FrameCounts(self._frames))
         self.handshakes_refused = Counter("cocharge_handshakes_refused",
                                           "WebSocket handshakes refused, by HTTP status",
                                           ["status"], registry=self.registry)
-        self._frames: dict[tuple[str, str], Any] = {}
         self.journal_batch = Histogram("cocharge_journal_batch_rows", "Rows per journal commit",
                                        buckets=(1, 5, 20, 100, 500, 2000, 5000),
                                        registry=self.registry)
@@ -57,10 +72,8 @@ class GatewayMetrics:
             action = "CallError"
         else:
             action = "(invalid)"
-        counter = self._frames.get((direction, action))
-        if counter is None:  # the label lookup once per kind, not once per frame
-            counter = self._frames[(direction, action)] = self.messages.labels(direction, action)
-        counter.inc()
+        key = (direction, action)
+        self._frames[key] = self._frames.get(key, 0) + 1
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

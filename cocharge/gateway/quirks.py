@@ -21,9 +21,9 @@ into every element of a list) it fixes, and the fix:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -64,11 +64,17 @@ class Quirk:
     def apply(self, payload: dict[str, Any]) -> bool:
         """Fix `payload` in place; True when something changed."""
         changed = False
-        for path in self.fields:
-            for owner, key in _leaves(payload, path.split(".")):
+        for steps in self._paths:
+            for owner, key in _leaves(payload, steps):
                 if self._where_holds(owner) and self._fix(owner, key):
                     changed = True
         return changed
+
+    @functools.cached_property
+    def _paths(self) -> tuple[tuple[tuple[str, bool], ...], ...]:
+        """Each field as its steps: (key, into every element of a list)."""
+        return tuple(tuple((step[:-2], True) if step.endswith("[]") else (step, False)
+                           for step in path.split(".")) for path in self.fields)
 
     def _where_holds(self, owner: dict[str, Any]) -> bool:
         for sibling, accepted in self.where:
@@ -117,21 +123,23 @@ def _scale(owner: dict[str, Any], key: str, factor: Decimal) -> bool:
     return False
 
 
-def _leaves(node: Any, segments: list[str]) -> Iterator[tuple[dict[str, Any], str]]:
-    """(object, key) for each value `segments` reaches in `node`."""
-    if not isinstance(node, dict) or not segments:
-        return
-    head, rest = segments[0], segments[1:]
-    many = head.endswith("[]")
-    key = head[:-2] if many else head
-    if key not in node:
-        return
-    if not rest:
-        yield node, key
-        return
-    child = node[key]
-    for element in (child if isinstance(child, list) else []) if many else [child]:
-        yield from _leaves(element, rest)
+def _leaves(node: Any, steps: tuple[tuple[str, bool], ...]) -> list[tuple[dict[str, Any], str]]:
+    """(object, key) for each value `steps` reach in `node` (a last step's list is the value)."""
+    if not steps:
+        return []
+    level = [node]
+    for key, many in steps[:-1]:
+        below: list[Any] = []
+        for owner in level:
+            if isinstance(owner, dict) and key in owner:
+                child = owner[key]
+                if not many:
+                    below.append(child)
+                elif isinstance(child, list):
+                    below.extend(child)
+        level = below
+    last = steps[-1][0]
+    return [(owner, last) for owner in level if isinstance(owner, dict) and last in owner]
 
 
 # The known deviations (docs/ocpp-errors.md lists them with their sources).

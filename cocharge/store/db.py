@@ -9,8 +9,9 @@ extra dependency while working identically on both backends.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, event, insert, inspect, select, text
@@ -93,9 +94,13 @@ def make_engine(db: str | None, background_checkpoint: bool = False) -> AsyncEng
     return engine
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def utcnow() -> datetime:
-    """Now as the naive UTC datetime the schema stores."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now as the naive UTC datetime the schema stores (the epoch plus the system clock:
+    half the cost of asking for an aware time and dropping its zone, on every frame)."""
+    return _EPOCH + timedelta(seconds=time.time())
 
 
 async def _v1_baseline(conn: AsyncConnection) -> None:
