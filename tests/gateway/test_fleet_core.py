@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -192,3 +192,21 @@ async def test_a_restarted_gateway_knows_the_running_sessions(sqlite_url):
         assert (await st.call("TransactionEvent", replay))[0] == 3
         assert (await st.call("TransactionEvent", replay))[0] == 3  # a repeat: stored once
         assert await count(node, meter_samples, "R1") == 1
+
+
+async def test_meter_values_survive_the_database_dropping_the_gateways_connections(pg_url):
+    """The journal keeps its own connection between commits; when the database drops it (a
+    restart, an operator killing sessions) the next batch is written on a new one: every
+    message is still answered, and stored."""
+    async with running_node(pg_url, settings()) as node:
+        await register(node, "KEPT")
+        station = await raw_station(node, "KEPT")
+        assert (await station.call("MeterValues", meter("1000")))[0] == 3
+        async with node.engine.connect() as conn:
+            killed = await conn.scalar(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        assert killed >= 1  # the journal's connection was among them
+        assert (await station.call("MeterValues", meter("1010")))[0] == 3
+        assert (await station.call("MeterValues", meter("1020")))[0] == 3
+        assert await count(node, meter_samples, "KEPT") == 3
