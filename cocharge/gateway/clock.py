@@ -15,7 +15,7 @@ A station's boot is not a bound: a transaction queued before a reboot is sent af
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cocharge.gateway.rpc import RpcError
@@ -25,6 +25,10 @@ from cocharge.store.db import utcnow
 def parse_time(value: str) -> datetime:
     """An OCPP timestamp as naive UTC; a charger's bad timestamp is its error, not ours."""
     try:
+        if value[-1:] == "Z" and value[-2:-1].isdigit():  # the usual form: no zone to convert
+            parsed = datetime.fromisoformat(value[:-1])
+            if parsed.tzinfo is None:
+                return parsed
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is not None:
             parsed = parsed.astimezone(UTC).replace(tzinfo=None)
@@ -63,10 +67,15 @@ def clock_note(what: str, stamps: list[Stamp]) -> str | None:
 class ChargerClock:
     past_s: float = 31 * 86400
     future_s: float = 900
+    _past: timedelta = field(init=False, repr=False, compare=False)
+    _future: timedelta = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_past", timedelta(seconds=self.past_s))
+        object.__setattr__(self, "_future", timedelta(seconds=self.future_s))
 
     def plausible(self, at: datetime, received: datetime) -> bool:
-        return (received - timedelta(seconds=self.past_s) <= at
-                <= received + timedelta(seconds=self.future_s))
+        return received - self._past <= at <= received + self._future
 
     def ahead(self, text: str, horizon_s: float) -> datetime | None:
         """A time a charger gives for the future (an EV's departure): None when it is not

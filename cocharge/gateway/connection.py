@@ -143,6 +143,8 @@ def _convert_keys(data: Any, key: Any) -> Any:
 
 def as_camel_dict(payload: Any) -> dict[str, Any]:
     """A call or call-result dataclass of the `ocpp` library as the JSON object it stands for."""
+    if not any(value is not None for value in vars(payload).values()):
+        return {}  # most answers to a charger's reports: an empty object
     result = _convert_keys(remove_nones(serialize_as_dict(payload)), _camel_key)
     return result if isinstance(result, dict) else {}
 
@@ -247,9 +249,10 @@ class StationConnection:
     # --- incoming frames -------------------------------------------------------------------
 
     async def route_message(self, raw_msg: str | bytes) -> None:
-        self.service.seen(self.id)
+        now = utcnow()
+        self.service.seen(self.id, now)
         ocpp_log.debug("%s: receive %.2000s", self.id, raw_msg)
-        self.service.frames.add(self.id, "in", raw_msg)
+        self.service.frames.add(self.id, "in", raw_msg, now)
         if self.metrics is not None:
             self.metrics.frame("in", raw_msg)
         event = self.rpc.receive(raw_msg)

@@ -61,15 +61,17 @@ class GatewayMetrics:
     def frame(self, direction: str, frame: str | bytes) -> None:
         """Count a frame: calls by action, answers as CallResult / CallError."""
         text_ = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
-        head = text_[:80]
-        if head.startswith("[2"):
-            parts = head.split(",", 3)
+        kind = text_[1:2]
+        if kind == "3" and text_[2:3] == ",":
+            action = "CallResult"
+        elif kind == "4" and text_[2:3] == ",":
+            action = "CallError"
+        elif text_.startswith("[2"):
+            parts = text_[:80].split(",", 3)
             action = parts[2].strip().strip('"') if len(parts) > 2 else "?"
             action = action if action.isidentifier() and len(action) <= 40 else "(invalid)"
-        elif head.startswith("[3"):
-            action = "CallResult"
-        elif head.startswith("[4"):
-            action = "CallError"
+        elif text_.startswith(("[3", "[4")):
+            action = "CallResult" if kind == "3" else "CallError"
         else:
             action = "(invalid)"
         key = (direction, action)

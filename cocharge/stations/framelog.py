@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, select
@@ -69,7 +69,7 @@ class FrameLog:
         self.days = settings.frame_log_days
         self.flush_s = settings.frame_log_flush_s
         self.max_chars = settings.max_frame_bytes
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[str, datetime, str, str]] = []
         self._written: dict[str, int] = {}  # station -> frames since its last prune
         self._background = Background(log, "frame log")
         self._pruned_at = utcnow()
@@ -78,13 +78,15 @@ class FrameLog:
     def enabled(self) -> bool:
         return self.keep > 0
 
-    def add(self, station_id: str, direction: str, frame: str | bytes) -> None:
-        """Keep a frame (in | out) or a note about the connection; returns at once."""
+    def add(self, station_id: str, direction: str, frame: str | bytes,
+            at: datetime | None = None) -> None:
+        """Keep a frame (in | out) or a note about the connection, received or sent `at`
+        (now); returns at once."""
         if self.keep <= 0:
             return
         text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
-        self._rows.append({"station_id": station_id, "ts": utcnow(), "direction": direction,
-                           "frame": redact(text[:self.max_chars])})
+        # A row in station_frames' column order (the journal's BulkInsert takes it as it is).
+        self._rows.append((station_id, at or utcnow(), direction, redact(text[:self.max_chars])))
         self._written[station_id] = self._written.get(station_id, 0) + 1
 
     def start(self) -> None:

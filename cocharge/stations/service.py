@@ -458,9 +458,9 @@ class StationService:
                 await self.control.rollout.booted(event.station_id, event.firmware)
         return Admission.ACCEPTED
 
-    def seen(self, station_id: str) -> None:
-        """Note that a station spoke; written out in one batch every few seconds."""
-        self._last_seen[station_id] = utcnow()
+    def seen(self, station_id: str, at: datetime | None = None) -> None:
+        """Note that a station spoke (`at`, now); written out in one batch every few seconds."""
+        self._last_seen[station_id] = at or utcnow()
 
     async def _flush_last_seen_forever(self) -> None:
         while True:

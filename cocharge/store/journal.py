@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SLICE = 500
-Rows = Sequence[tuple[Any, Sequence[dict[str, Any]]]]
+Rows = Sequence[tuple[Any, Sequence[Any]]]  # dicts; tuples for a BulkInsert
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 
 
@@ -237,7 +237,7 @@ class Journal:
     @staticmethod
     async def _execute(conn: AsyncConnection, batch: list[_Entry]) -> None:
         # The rows of one statement across the batch go out together (first use first).
-        grouped: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+        grouped: dict[int, tuple[Any, list[Any]]] = {}
         for entry in batch:
             for statement, rows in entry.rows or ():
                 if rows:

@@ -62,7 +62,8 @@ class BulkInsert:
     largest cost of a persisted meter value after the JSON work (benchmarks/fleet.py).
 
     Each row gives every column but the generated id, as a dict (checked with check_rows like
-    any other); the journal turns them into tuples for the dialect it writes to."""
+    any other) or as a tuple in the table's column order; the journal turns them into the
+    tuples the dialect it writes to takes."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -84,9 +85,10 @@ class BulkInsert:
                                          f"({', '.join(self.columns)}) VALUES ({marks})")
         return text
 
-    def params(self, dialect: str, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    def params(self, dialect: str, rows: Sequence[dict[str, Any] | tuple[Any, ...]]
+               ) -> list[tuple[Any, ...]]:
         values = self._values
-        tuples = [values(row) for row in rows]
+        tuples = [row if isinstance(row, tuple) else values(row) for row in rows]
         if dialect != "sqlite" or not self._times:
             return tuples
         times = self._times
