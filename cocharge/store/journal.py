@@ -54,6 +54,16 @@ class _Entry:
     express: bool = False
 
 
+def _grouped(batch: list[_Entry]) -> list[tuple[Any, list[Any]]]:
+    """The rows of one statement across the batch, together (first use first)."""
+    grouped: dict[int, tuple[Any, list[Any]]] = {}
+    for entry in batch:
+        for statement, rows in entry.rows or ():
+            if rows:
+                grouped.setdefault(id(statement), (statement, []))[1].extend(rows)
+    return list(grouped.values())
+
+
 class Journal:
     def __init__(self, engine: AsyncEngine, max_rows: int = 5000, linger_s: float = 0.002) -> None:
         # Told (rows, seconds) after each batch commit (the node's metrics).
@@ -221,6 +231,10 @@ class Journal:
                 self._conn = await self._engine.connect()
             conn = self._conn
             try:
+                grouped = _grouped(batch)
+                if all(isinstance(statement, BulkInsert) for statement, _ in grouped):
+                    await self._bulk_only(conn, grouped)
+                    return
                 async with conn.begin():
                     await self._execute(conn, batch)
                 return
@@ -228,22 +242,48 @@ class Journal:
                 self._conn = None
                 with contextlib.suppress(Exception):
                     await conn.close()
-                if attempt == 1 and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                broke = (isinstance(exc, DBAPIError) and exc.connection_invalidated
+                         or isinstance(exc, ConnectionError))
+                if attempt == 1 and broke:
                     log.warning("journal: the database connection broke (%s); writing again "
-                                "on a new one", exc.orig)
+                                "on a new one", exc)
                     continue
                 raise
 
     @staticmethod
-    async def _execute(conn: AsyncConnection, batch: list[_Entry]) -> None:
-        # The rows of one statement across the batch go out together (first use first).
-        grouped: dict[int, tuple[Any, list[Any]]] = {}
-        for entry in batch:
-            for statement, rows in entry.rows or ():
-                if rows:
-                    grouped.setdefault(id(statement), (statement, []))[1].extend(rows)
+    async def _bulk_only(conn: AsyncConnection, grouped: list[tuple[Any, list[Any]]]) -> None:
+        """A batch of BulkInserts alone (saturated meter values, the frame log): one
+        transaction of the driver's own, without SQLAlchemy's begin and commit around it."""
         dialect = conn.dialect.name
-        for statement, rows in grouped.values():
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        if dialect == "postgresql":
+            try:
+                async with driver.transaction():
+                    for statement, rows in grouped:
+                        for start in range(0, len(rows), _SLICE):
+                            await driver.executemany(statement.sql(dialect), statement.params(
+                                dialect, rows[start:start + _SLICE]))
+            except Exception as exc:
+                if driver.is_closed():  # the database dropped it: the caller takes a new one
+                    raise ConnectionError(f"the database closed the connection ({exc})") from exc
+                raise
+            return
+        # SQLite (aiosqlite): the first INSERT begins the transaction, as under SQLAlchemy.
+        try:
+            for statement, rows in grouped:
+                for start in range(0, len(rows), _SLICE):
+                    await driver.executemany(statement.sql(dialect), statement.params(
+                        dialect, rows[start:start + _SLICE]))
+            await driver.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await driver.rollback()
+            raise
+
+    @staticmethod
+    async def _execute(conn: AsyncConnection, batch: list[_Entry]) -> None:
+        dialect = conn.dialect.name
+        for statement, rows in _grouped(batch):
             # Parameters are processed on the event loop: in slices, so that other stations
             # are read and answered between them.
             for start in range(0, len(rows), _SLICE):
