@@ -13,8 +13,8 @@ Per target it prints: storm time until every charger booted (BootNotification, t
 StatusNotification for connectors 0 and 1), handshakes refused (503) and failed, paced
 MeterValues p50/p99 once all are booted (each charger every 10 s, random phase), saturated
 calls/s of 50 chargers back to back with the server's CPU time per answered call (µs, all
-its processes, over the timed window only) and the load generator's own CPU (% of one core),
-server RSS per booted station, and the ratios of cocharge to (a) and (b).
+its processes, over the timed window only), the load generator's own CPU and PostgreSQL's
+(% of one core), server RSS per booted station, and the ratios of cocharge to (a) and (b).
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
         [--targets echo,naive,sqlite,postgres]
@@ -302,6 +302,19 @@ async def echo_server(port: int) -> None:
         await asyncio.Future()
 
 
+def database_cpu_s() -> float:
+    """CPU time (user + system) of this machine's PostgreSQL processes so far (the server the
+    postgres targets use; nothing else runs on it during a benchmark)."""
+    import psutil
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith("postgres"):
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                total += times.user + times.system
+    return total
+
+
 class Target:
     def __init__(self, name: str, chargers: int, saturated: int) -> None:
         self.name = name
@@ -447,6 +460,7 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     rss_booted = None
     cpu_begin, server_cpu = 0.0, None
+    db_begin, db_cpu = 0.0, None
     while True:
         line = await load.stdout.readline()
         if not line:
@@ -460,9 +474,9 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
                 target.stop(kill=True)
                 target.start()
         elif "saturated_begin" in message:
-            cpu_begin = target.cpu_s()
+            cpu_begin, db_begin = target.cpu_s(), database_cpu_s()
         elif "saturated_end" in message:
-            server_cpu = target.cpu_s() - cpu_begin
+            server_cpu, db_cpu = target.cpu_s() - cpu_begin, database_cpu_s() - db_begin
         elif "result" in message:
             figures = message["result"]
     await load.wait()
@@ -470,6 +484,8 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     if sat and server_cpu is not None and sat.get("calls"):
         sat["server_us_per_call"] = server_cpu / sat["calls"] * 1e6
         sat["server_cpu_s"] = server_cpu
+        if target.pg_name and db_cpu is not None and sat.get("load_s"):
+            sat["db_cores"] = db_cpu / sat["load_s"]  # PostgreSQL's own processes
     if rss_booted is not None and args.chargers:
         figures["rss_kb_per_station"] = (rss_booted - rss_before) / 1024 / args.chargers
     answered = figures.pop("answered", {})
@@ -487,7 +503,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
           f"({os.cpu_count()} cores, load generator on the same machine)")
     header = (f"{'target':<12}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
               f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'µs/call':>9}"
-              f"{'gen. CPU':>9}{'KB/stn':>8}")
+              f"{'gen. CPU':>9}{'DB CPU':>8}{'KB/stn':>8}")
     print(header)
     for name, f in results.items():
         sat = f.get("saturated") or {}
@@ -498,6 +514,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
               f"{_num(f.get('paced_p50_ms'), 11, 1)}{_num(f.get('paced_p99_ms'), 9, 1)}"
               f"{_num(sat.get('calls_per_s'), 10, 0)}{_num(sat.get('p99_ms'), 9, 1)}"
               f"{_num(sat.get('server_us_per_call'), 9, 0)}{_num(generator, 8, 0)}%"
+              f"{(_num(sat['db_cores'] * 100, 7, 0) + '%') if 'db_cores' in sat else '       -'}"
               f"{_num(f.get('rss_kb_per_station'), 8, 1)}")
         if args.kill:
             print(f"{'':<10}killed and restarted: all {f.get('back')} back after "
