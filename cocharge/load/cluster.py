@@ -2,8 +2,8 @@
 
 Behind a load balancer a site's chargers connect to any node. Each site has **one owner
 node at a time**: a lease in `site_leases`, claimed by a node that holds at least one of the
-site's stations when nobody holds it (or its holder's lease ran out: that node died) and
-renewed every third of `node_lease_s`. The owner allocates the whole site:
+site's stations when nobody holds it (or its lease ran out, or its holder's node lease did:
+that node died) and renewed every second (at most every third of `node_lease_s`). The owner allocates the whole site:
 
 - the other nodes tell it what their stations of the site report (sessions starting and
   ending, meter readings, a station connecting) over the broker (`P/_nodes/<owner>/load`);
@@ -105,9 +105,13 @@ class SiteOwnership:
             for name in wanted:
                 await conn.execute(insert_ignore(conn, site_leases).values(
                     site=name, node=self.node_id, until=until))
+                # Ours to renew; free when its lease ran out or its holder is dead (the
+                # node's own lease ran out: its stations are shown offline from then on).
                 await conn.execute(update(site_leases).where(and_(
-                    site_leases.c.site == name, or_(site_leases.c.node == self.node_id,
-                                                    site_leases.c.until < now)))
+                    site_leases.c.site == name, or_(
+                        site_leases.c.node == self.node_id, site_leases.c.until < now,
+                        site_leases.c.node.in_(select(nodes.c.id).where(
+                            nodes.c.lease_until < now)))))
                     .values(node=self.node_id, until=until))
             rows = (await conn.execute(select(site_leases.c.site, site_leases.c.node,
                                               site_leases.c.until))).all()

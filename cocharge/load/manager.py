@@ -215,9 +215,9 @@ class LoadManager:
             self._claiming = False
 
     async def _own_forever(self) -> None:
-        # Renewed well within the lease, and a dead owner's site claimed within 2 s of its
-        # lease's end: the site moves within the lease time of the owner's last renewal.
-        every = min(self.settings.node_lease_s / 3, 2.0)
+        # Renewed well within the lease, and a dead owner's site claimed within a second of
+        # its node's lease's end (cluster.py): the site moves within the lease time.
+        every = min(self.settings.node_lease_s / 3, 1.0)
         while True:
             await asyncio.sleep(every)
             try:
