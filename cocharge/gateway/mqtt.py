@@ -171,6 +171,9 @@ class MqttBridge(StationObserver):
                     await client.subscribe(f"{self.node_topic(self.node_id)}/#", qos=1)
                     # What every node must know at once (a station's password changed).
                     await client.subscribe(self.changed_topic, qos=1)
+                    # Other nodes' status: the broker says "offline" (their last will) the
+                    # moment a node's connection drops, long before its lease runs out.
+                    await client.subscribe(f"{self.prefix}/gateway/+/status", qos=1)
                     self.connected.set()
                     backoff = 0.5
                     log.info("MQTT connected to %s", self.target)
@@ -209,12 +212,26 @@ class MqttBridge(StationObserver):
             if topic == self.changed_topic:
                 self._spawn(self._station_changed(message.payload))
                 continue
+            if topic.startswith(f"{self.prefix}/gateway/") and topic.endswith("/status"):
+                self._node_status(message.payload)
+                continue
             if (topic.endswith(("/load/set", "/pv/set", "/grid/set"))
                     and not topic.startswith(mine)):
                 self._meter(topic, message.payload)
                 continue
             self._spawn(self._call(message.payload) if topic == f"{mine}/call"
                         else self._command(message))
+
+    def _node_status(self, payload: Any) -> None:
+        """Another node went offline (its last will: killed, or cut from the broker): the
+        gateway ends its lease at once (gateway.node_gone)."""
+        try:
+            body = json.loads(payload)
+            node, state = body["node"], body["state"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if state == "offline" and isinstance(node, str) and node != self.node_id:
+            self._spawn(self.gateway.node_gone(node))
 
     @property
     def changed_topic(self) -> str:

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -643,6 +643,18 @@ class Gateway:
         return self.connections.get(station_id)
 
     # --- which node holds which station (several nodes on one database) ----------------------
+
+    async def node_gone(self, node: str) -> None:
+        """The broker says another node is offline (its last will): its lease ends now, so
+        its stations show offline, reconnecting chargers are not held up asking it about
+        its connections, and the sites it allocated are claimed at once. A node that is in
+        fact alive (cut from the broker only) renews its lease within a third of it."""
+        async with self.engine.begin() as conn:
+            ended = await conn.execute(update(nodes).where(
+                nodes.c.id == node, nodes.c.lease_until > utcnow()).values(lease_until=utcnow()))
+        if ended.rowcount:
+            log.warning("node %s is offline (the broker said so): its lease ended now", node)
+            self.load.claim_soon()
 
     async def holder(self, station_id: str) -> str | None:
         """The other running node holding the station's connection, if any."""

@@ -208,6 +208,12 @@ class LoadManager:
                         self.unknown_until[a.station_id] = until
             await self.reload()
 
+    def claim_soon(self) -> None:
+        """Claim what can be claimed now, not at the next round (a node just died)."""
+        if self.cluster is not None and not self._claiming:
+            self._claiming = True
+            self._background.spawn(self._claim_now(), "site leases")
+
     async def _claim_now(self) -> None:
         try:
             await self._own()

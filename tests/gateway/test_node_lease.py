@@ -65,3 +65,62 @@ async def test_a_killed_node_shows_its_stations_offline_when_its_lease_ends(tmp_
         if server.poll() is None:
             server.kill()
             server.wait(10)
+
+
+async def test_a_node_the_broker_says_is_gone_ends_its_lease_at_once(tmp_path, broker, pg_url):
+    """With a broker, a killed node's last will ("offline") reaches the other nodes the
+    moment its connection drops: its lease ends then, not when it would have run out (two
+    minutes here), so its stations show offline and a charger reconnecting elsewhere is
+    accepted without asking the dead node about its connection."""
+    from cocharge.node import running_node
+    from cocharge.stations import registry
+    from tests.conftest import settings, ws_url
+
+    config = tmp_path / "a.toml"
+    config.write_text("[gateway]\nnode_lease_s = 120.0\n")
+    port = free_port()
+    a = subprocess.Popen([sys.executable, "-m", "cocharge.cli", "--config", str(config), "serve",
+                          "--host", "127.0.0.1", "--port", str(port), "--operator-port", "0",
+                          "--upload-port", "0", "--no-api", "--mqtt", broker.url, "--db", pg_url],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    boxes = []
+    try:
+        assert a.stdout is not None
+        while "cocharge gateway" not in a.stdout.readline():
+            assert a.poll() is None, "serve stopped"
+        async with running_node(pg_url, settings(node_lease_s=120.0,
+                                                 mqtt_url=broker.url)) as b:
+            await registry.add_station(b.engine, registry.NewStation("W1"))
+            await asyncio.wait_for(b.mqtt.connected.wait(), 10)
+            boxes.append(await open_wallbox(SimConfig(url=f"ws://127.0.0.1:{port}/ocpp",
+                                                      station_id="W1", protocol="2.0.1")))
+
+            def online() -> bool:
+                listed = json.loads(cli("station", "list", "--json", db=pg_url).stdout)
+                return bool(listed[0]["online"])
+
+            deadline = time.monotonic() + 15
+            while not await asyncio.to_thread(online):
+                assert time.monotonic() < deadline, "never shown online"
+                await asyncio.sleep(0.2)
+            os.kill(a.pid, signal.SIGKILL)
+            a.wait(10)
+            killed = time.monotonic()
+            while await asyncio.to_thread(online):
+                assert time.monotonic() - killed < 20, "still online: the lease was not ended"
+                await asyncio.sleep(0.2)
+            # The charger comes back through node B at once (no ping of the dead node).
+            box, reader = boxes.pop()
+            await close_wallbox(box, reader)
+            boxes.append(await open_wallbox(SimConfig(url=ws_url(b), station_id="W1",
+                                                      protocol="2.0.1")))
+            deadline = time.monotonic() + 10
+            while "W1" not in b.gateway.connections:
+                assert time.monotonic() < deadline, "not accepted by the surviving node"
+                await asyncio.sleep(0.1)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait(10)
+        for box, reader in boxes:
+            await close_wallbox(box, reader)
