@@ -288,6 +288,11 @@ async def _v23_pairing_codes(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v24_passkeys(conn: AsyncConnection) -> None:
+    """Members' passkeys and their one-time challenges (issue 33)."""
+    await conn.run_sync(metadata.create_all)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -313,6 +318,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (21, _v21_audit_log),
     (22, _v22_logins),
     (23, _v23_pairing_codes),
+    (24, _v24_passkeys),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

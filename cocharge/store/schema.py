@@ -397,6 +397,30 @@ logins = Table(
     Column("last_login_at", DateTime),
 )
 
+# v24: members' passkeys (WebAuthn, issue 33): the credential's id and public key (COSE),
+# its signature counter; and the one-time challenges the console handed out (by purpose:
+# register | login; a registration's member, or the invitation it accepts).
+passkeys = Table(
+    "passkeys",
+    metadata,
+    Column("credential_id", String(255), primary_key=True),  # base64url
+    Column("tag", String(20), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime),
+)
+
+passkey_challenges = Table(
+    "passkey_challenges",
+    metadata,
+    Column("challenge", String(128), primary_key=True),  # base64url
+    Column("purpose", String(16), nullable=False),
+    Column("tag", String(20)),
+    Column("invitation", String(64)),  # the invitation's token hash
+    Column("expires_at", DateTime, nullable=False),
+)
+
 # v21: who did what (issue 33): every command sent to a station and every money operation,
 # with who asked (an API key's name and role, a CLI user, a property over MQTT) and from where.
 audit_log = Table(

@@ -16,12 +16,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cocharge import charts
-from cocharge.api import logins
+from cocharge.api import logins, passkeys
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
@@ -186,13 +186,86 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                           "revoked). Ask the operator for one: cocharge apikey create.")
         return signed_in(request, key, _back_to(form.get("next")))
 
-    def signed_in(request: Request, key: str, to: str | None) -> Response:
+    def signed_in(request: Request, key: str, to: str | None,
+                  response: Response | None = None) -> Response:
         """Logged in: the key in an HttpOnly cookie, and on to the page asked for."""
-        response = RedirectResponse(to or "/console/", status_code=303)
+        response = response or RedirectResponse(to or "/console/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", max_age=30 * 86400,
                             path="/")
         return response
+
+    # --- passkeys (api/passkeys.py): the page's script asks for options, the browser makes
+    # or uses the passkey, the script sends its answer back; JSON both ways.
+
+    def site_of(request: Request) -> passkeys.Site:
+        return passkeys.Site.of(api.gateway.settings.console_url,
+                                request.url.scheme, request.headers.get("host", ""))
+
+    async def json_of(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        if len(body) > 65536:
+            raise logins.LoginError("the request is too large")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise logins.LoginError("the request is not JSON") from exc
+        if not isinstance(data, dict):
+            raise logins.LoginError("the request is not a JSON object")
+        return data
+
+    def refused(message: str, status: int = 400) -> JSONResponse:
+        return JSONResponse({"error": i18n.gettext(message)}, status_code=status)
+
+    @app.post("/console/passkeys/options", include_in_schema=False)
+    async def passkey_options(request: Request) -> Response:
+        """Options for making a passkey (signed in, or with an invitation's token) or for
+        signing in with one."""
+        speak(request)
+        if not _same_origin(request):
+            return refused("a form from another site", 403)
+        try:
+            data = await json_of(request)
+            if data.get("purpose") == "login":
+                return JSONResponse(await passkeys.login_options(api.engine, site_of(request)))
+            who = await user(request)
+            token = data.get("token")
+            tag = str(who.owner) if who is not None and who.role == "member" else None
+            return JSONResponse(await passkeys.registration_options(
+                api.engine, site_of(request), tag, str(token) if token else None))
+        except logins.LoginError as exc:
+            return refused(str(exc))
+
+    @app.post("/console/passkeys/register", include_in_schema=False)
+    async def passkey_register(request: Request) -> Response:
+        speak(request)
+        if not _same_origin(request):
+            return refused("a form from another site", 403)
+        try:
+            data = await json_of(request)
+            key = await passkeys.register(api.engine, site_of(request),
+                                          dict(data.get("credential") or {}))
+        except logins.LoginError as exc:
+            return refused(str(exc))
+        return signed_in(request, key, None, JSONResponse({"to": "/console/me"}))
+
+    @app.post("/console/passkeys/login", include_in_schema=False)
+    async def passkey_login(request: Request) -> Response:
+        speak(request)
+        address = request.client.host if request.client else "?"
+        if not _same_origin(request):
+            return refused("a form from another site", 403)
+        if guard.blocked(address):
+            return refused("Too many wrong keys from this address: wait a minute.", 429)
+        try:
+            data = await json_of(request)
+            key = await passkeys.sign_in(api.engine, site_of(request),
+                                         dict(data.get("credential") or {}))
+        except logins.LoginError as exc:
+            guard.failed(address)
+            return refused(str(exc))
+        return signed_in(request, key, None,
+                         JSONResponse({"to": _back_to(data.get("next")) or "/console/me"}))
 
     @app.post("/console/login-phone", include_in_schema=False)
     async def login_phone(request: Request) -> Response:
@@ -485,7 +558,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         rows = await api.sessions(who, limit=50)
         bookings = await api.bookings(who)
         return render("me.html", request, who, m=data, rows=list(reversed(rows)),
-                      bookings=bookings, message=request.query_params.get("message"),
+                      bookings=bookings, passkey_count=await passkeys.count(api.engine,
+                                                                            str(who.owner)), message=request.query_params.get("message"),
                       failed=request.query_params.get("failed") == "1")
 
     @app.post("/console/me/bookings", include_in_schema=False)

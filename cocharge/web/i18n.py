@@ -44,7 +44,7 @@ MESSAGES: dict[str, dict[str, str]] = {"zh": _catalogue("zh"), "en": {}}
 JS_WORDS = ("online", "offline", "no status yet", "connector", "Station", "Online",
             "Connectors", "Power", "Area", "Charging now", "Owner", "Node", "Available",
             "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved",
-            "Unavailable", "Faulted", "Occupied")
+            "Unavailable", "Faulted", "Occupied", "This browser has no passkeys.")
 
 
 def set_zone(name: str) -> None:

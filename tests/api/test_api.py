@@ -522,3 +522,65 @@ async def test_a_hosts_bad_settings_and_pairings_are_refused_and_change_nothing(
         assert await settle.show_tariffs(node.engine, "H1") == []
         assert (await host.get("/api/v1/stations/H1"))[1]["rules"] == {}
         assert await audit.entries(node.engine) == []
+
+
+async def test_passkey_requests_that_cannot_be_are_refused_and_keep_nothing(sqlite_url):
+    """Issue 33, item 3 (passkeys, bad input): making one needs a signed-in member or a
+    valid invitation; an answer that names no challenge of ours, or one already used, is
+    refused; another site's page is refused; nothing is kept (no passkey, no key)."""
+    import base64
+
+    from sqlalchemy import func, select
+
+    from cocharge.store.schema import api_keys, passkey_challenges, passkeys
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        anyone = Client(base(node), None)
+        status, said = await anyone.post("/console/passkeys/options", {"purpose": "login"},
+                                         **{"Accept-Language": "en"})
+        assert status == 400 and "reached by name" in said["error"]  # browsers refuse an IP
+        english = {"Accept-Language": "en", "Host": base(node).replace("http://127.0.0.1",
+                                                                        "localhost")}
+        status, said = await anyone.post("/console/passkeys/options", {"purpose": "register"},
+                                         **english)
+        assert status == 400 and "sign in first" in said["error"]
+        status, said = await anyone.post("/console/passkeys/options",
+                                         {"purpose": "register", "token": "made-up"}, **english)
+        assert status == 400 and "not valid" in said["error"]
+        status, said = await anyone.post("/console/passkeys/login", b"not json", **english)
+        assert status == 400 and "not JSON" in said["error"]
+        status, said = await anyone.post("/console/passkeys/options", {"purpose": "login"},
+                                         Origin="https://evil.example", **english)
+        assert status == 403
+        async with node.engine.connect() as conn:
+            keys_before = await conn.scalar(select(func.count()).select_from(api_keys))
+            assert await conn.scalar(select(func.count()).select_from(passkey_challenges)) == 0
+
+        def answer(challenge: str) -> dict[str, Any]:
+            client = json.dumps({"type": "webauthn.get", "challenge": challenge,
+                                 "origin": base(node)}).encode()
+            return {"credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+                                   "response": {"clientDataJSON": base64.urlsafe_b64encode(
+                                       client).decode().rstrip("="),
+                                       "authenticatorData": "AAAA", "signature": "AAAA"}}}
+
+        status, said = await anyone.post("/console/passkeys/login", answer("bm90LW91cnM"),
+                                         **english)
+        assert status == 400 and "expired" in said["error"]  # a challenge we never gave
+        status, options = await anyone.post("/console/passkeys/options", {"purpose": "login"},
+                                            **english)
+        assert status == 200 and options["rpId"] == "localhost" and options["challenge"]
+        status, said = await anyone.post("/console/passkeys/login", answer(options["challenge"]),
+                                         **english)
+        assert status == 400 and "not known here" in said["error"]
+        status, said = await anyone.post("/console/passkeys/login", answer(options["challenge"]),
+                                         **english)
+        assert status == 400 and "expired" in said["error"]  # used up by the first answer
+        member = Client(base(node), None)
+        status, options = await member.post("/console/passkeys/options", {"purpose": "register"},
+                                            Cookie=f"cocharge_key={keys['member']}", **english)
+        assert status == 200 and options["user"]["name"] == "T1"
+        async with node.engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(passkeys)) == 0
+            assert await conn.scalar(select(func.count()).select_from(api_keys)) == keys_before

@@ -8,6 +8,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from cocharge.node import running_node
 from tests.api.test_api import fleet
 from tests.conftest import settings, simulated, until
@@ -271,32 +273,66 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
         assert paired["owner"] == "bob"
 
 
-async def test_a_driver_scans_the_qr_code_starts_watches_and_stops(sqlite_url, browser_factory,
-                                                                     tmp_path):
-    """Issue 33, item 2: the QR code of a connector (`cocharge station qr`) opens its page
-    on a phone (390 px): after logging in, the driver starts charging, sees the energy and
-    the cost rise without reloading, stops, and sees the bill."""
+def passkey_device(browser: Any) -> None:
+    """The phone's screen lock: Chromium's virtual authenticator (WebDriver), which keeps
+    resident keys and verifies its user."""
+    from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
+
+    device = VirtualAuthenticatorOptions()
+    device.protocol = VirtualAuthenticatorOptions.Protocol.CTAP2
+    device.transport = VirtualAuthenticatorOptions.Transport.INTERNAL
+    device.has_resident_key = True
+    device.has_user_verification = True
+    device.is_user_verified = True
+    browser.driver.add_virtual_authenticator(device)
+
+
+DRIVER_WORDS = {"en": {"start": "Start charging", "money": "CNY", "passkeys": "Passkeys: 1",
+                       "kwh": "kWh"},
+                "zh": {"start": "开始充电", "money": "¥", "passkeys": "通行密钥：1",
+                       "kwh": "千瓦时"}}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
+        sqlite_url, browser_factory, tmp_path, lang):
+    """Issue 33, items 2 and 3: a member accepts the invitation with a passkey (the phone's
+    screen lock); later the QR code of a connector (`cocharge station qr`) opens its page on
+    the phone (390 px); the driver signs in with the passkey, starts charging, sees the
+    energy and the cost rise without reloading, stops, and sees the bill. In Chinese and in
+    English. The console is reached by name: browsers refuse passkeys on an IP address."""
     from tests import forked_cli
 
+    words = DRIVER_WORDS[lang]
     async with running_node(sqlite_url, settings(api_port=0)) as node:
-        keys = await fleet(node)
+        await fleet(node)
         assert node.api is not None
+        site = node.api.url.replace("127.0.0.1", "localhost")
         qr = tmp_path / "P1-1.svg"
         made = await asyncio.to_thread(forked_cli.run, [
             "station", "qr", "P1", "--connector", "1", "--out", str(qr), "--base-url",
-            node.api.url, "--db", sqlite_url])
+            site, "--db", sqlite_url])
         assert made.returncode == 0, made.stderr
-        url = f"{node.api.url}/console/c/P1/1"
+        url = f"{site}/console/c/P1/1"
         assert made.stdout.strip() == f"{qr}: QR code of {url}"
         assert qr.read_text().lstrip().startswith(("<?xml", "<svg"))
+        invited = await asyncio.to_thread(forked_cli.run, [
+            "member", "invite", "T2", "--base-url", site, "--db", sqlite_url])
+        assert invited.returncode == 0, invited.stderr
+        browser = browser_factory(site)
+        passkey_device(browser)
+        await browser.open(invited.stdout.strip().removeprefix(site) + f"?lang={lang}")
+        await browser.click("#passkey-join")
+        await browser.wait_for("#who", "T2")
+        assert await browser.path() == "/console/me"
+        assert await browser.text("#passkeys") == words["passkeys"]
+        await browser.click("form.who button")  # log out: the phone keeps its passkey
         async with simulated(node, "P1", "2.0.1", meter_interval_s=0.2, speed=60) as box:
-            browser = browser_factory(node.api.url)
             await browser.run(browser.driver.set_window_size, 390, 844)
             await browser.open("/console/c/P1/1")  # what the phone opens from the code
             assert await browser.path() == "/console/login"
-            await browser.fill("#key", keys["member"])
-            await browser.click("#login")
-            await browser.wait_for("#driver", "Start charging")
+            await browser.click("#passkey-login")
+            await browser.wait_for("#driver", words["start"])
             assert await browser.path() == "/console/c/P1/1"
             await browser.click("#start")
             session = await until(lambda: asyncio.sleep(0, box.sessions.get(1)))
@@ -309,14 +345,15 @@ async def test_a_driver_scans_the_qr_code_starts_watches_and_stops(sqlite_url, b
             wide = await browser.run(browser.driver.execute_script,
                                      "return document.documentElement.scrollWidth")
             assert wide <= 390
-            await browser.screenshot("driver", 390)
+            await browser.screenshot("driver" if lang == "en" else "driver-zh", 390)
             await browser.click("#stop")
             await asyncio.wait_for(session.done.wait(), 15)
             async with asyncio.timeout(20):  # the bill, once the session is settled
-                while "CNY" not in (await browser.text("main")) or not await browser.count("#bill"):
+                while (words["money"] not in (await browser.text("main"))
+                       or not await browser.count("#bill")):
                     await asyncio.sleep(0.5)
                     await browser.open("/console/c/P1/1")
-            assert "kWh" in await browser.text("#bill")
+            assert words["kwh"] in await browser.text("#bill")
 
 
 async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_url,

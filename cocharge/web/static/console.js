@@ -158,3 +158,73 @@ document.addEventListener("DOMContentLoaded", () => {
   const frames = document.getElementById("frames");
   if (frames) every(3000, () => pollFrames(frames));
 });
+
+// Passkeys (api/passkeys.py): the server's options in, the browser's answer out, as JSON
+// with binary fields in base64url; the server then sets the login cookie.
+function b64url(buffer) {
+  let text = "";
+  for (const byte of new Uint8Array(buffer)) text += String.fromCharCode(byte);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function unb64url(text) {
+  const plain = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+  return Uint8Array.from(plain, c => c.charCodeAt(0)).buffer;
+}
+
+async function postJSON(path, body) {
+  const answer = await fetch(path, {method: "POST", credentials: "same-origin",
+                                    headers: {"Content-Type": "application/json"},
+                                    body: JSON.stringify(body)});
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(data.error || answer.statusText);
+  return data;
+}
+
+function credentialJSON(made) {
+  const r = made.response, out = {};
+  for (const name of ["clientDataJSON", "attestationObject", "authenticatorData", "signature"]) {
+    if (r[name]) out[name] = b64url(r[name]);
+  }
+  if (r.userHandle) out.userHandle = b64url(r.userHandle);
+  if (r.getTransports) out.transports = r.getTransports();
+  return {id: made.id, rawId: b64url(made.rawId), type: made.type, response: out,
+          clientExtensionResults: made.getClientExtensionResults(),
+          authenticatorAttachment: made.authenticatorAttachment || undefined};
+}
+
+async function passkey(button) {
+  const kind = button.dataset.passkey;
+  const options = await postJSON("/console/passkeys/options",
+                                 {purpose: kind, token: button.dataset.token || null});
+  options.challenge = unb64url(options.challenge);
+  const ids = list => (list || []).map(c => Object.assign({}, c, {id: unb64url(c.id)}));
+  let made;
+  if (kind === "register") {
+    options.user.id = unb64url(options.user.id);
+    options.excludeCredentials = ids(options.excludeCredentials);
+    made = await navigator.credentials.create({publicKey: options});
+  } else {
+    options.allowCredentials = ids(options.allowCredentials);
+    made = await navigator.credentials.get({publicKey: options});
+  }
+  const done = await postJSON(kind === "register" ? "/console/passkeys/register"
+                                                  : "/console/passkeys/login",
+                              {credential: credentialJSON(made), next: button.dataset.next || null});
+  location.href = done.to;
+}
+
+for (const button of document.querySelectorAll("[data-passkey]")) {
+  const error = document.getElementById("passkey-error");
+  if (!window.PublicKeyCredential) {
+    button.disabled = true;
+    if (error) { error.textContent = t("This browser has no passkeys."); error.hidden = false; }
+    continue;
+  }
+  button.addEventListener("click", () => {
+    if (error) error.hidden = true;
+    passkey(button).catch(failure => {
+      if (error) { error.textContent = failure.message; error.hidden = false; }
+    });
+  });
+}
