@@ -135,6 +135,8 @@ frontend ocpp
 backend nodes
     balance leastconn
     option httpchk GET /healthz
+    retries 2
+    option redispatch 1
     default-server send-proxy-v2 inter 1s fall 2 rise 2
 {servers}
 """)

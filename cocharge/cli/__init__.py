@@ -11,11 +11,12 @@ import logging
 import os
 import sys
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from cocharge import __version__, configfile
-from cocharge.cli.common import fail
+from cocharge.cli.common import fail, show_times
 from cocharge.cli.lazy import LazyGroup
 from cocharge.logs import configure_logging
 from cocharge.settlement.money import set_input_limit
@@ -131,9 +132,12 @@ class _Cli(LazyGroup):
                    "stderr.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML configuration file (env COCHARGE_CONFIG; docs/config.md).")
+@click.option("--utc", is_flag=True,
+              help="Print times in UTC (2026-12-04T11:00:00Z), for scripts; by default they "
+                   "are the platform's local time with its offset ([gateway] time_zone).")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: str,
-         log_file: str | None, config_file: str | None) -> None:
+         log_file: str | None, config_file: str | None, utc: bool) -> None:
     """cocharge: OCPP central system for shared EV charging."""
     try:
         config = configfile.load(config_file)
@@ -147,6 +151,11 @@ def main(ctx: click.Context, verbose: int, log_level: str | None, log_format: st
         if value and not os.environ.get(name):
             os.environ[name] = value
     set_input_limit(int(config.cli["max_amount_cny"]))
+    zone_name = str(getattr(config.gateway, "time_zone", "Asia/Shanghai"))
+    try:
+        show_times(ZoneInfo(zone_name), utc)
+    except (ValueError, ZoneInfoNotFoundError):
+        fail(f"time_zone {zone_name!r} is not a time zone: write e.g. Asia/Shanghai")
 
     if log_level is not None:
         level = getattr(logging, log_level.upper())

@@ -4,12 +4,14 @@ amounts, dates and tables. Light on purpose: the root imports it for every comma
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -41,6 +43,42 @@ def cny_to_fen(text: str, option: str) -> int:
         raise
 
 
+# How times are printed: in the platform's time zone with its offset (`[gateway] time_zone`,
+# default Asia/Shanghai: 2026-12-04T19:00:00+08:00), or with `cocharge --utc` in UTC
+# (2026-12-04T11:00:00Z) for scripts. The database's times are naive UTC.
+_shown: dict[str, Any] = {"zone": ZoneInfo("Asia/Shanghai"), "utc": False}
+_ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|\+00:00)$")
+
+
+def show_times(zone: tzinfo, utc: bool) -> None:
+    _shown["zone"], _shown["utc"] = zone, utc
+
+
+def shown_time(value: datetime, timespec: str = "seconds") -> str:
+    """A time as the CLI prints it (see `show_times`)."""
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if _shown["utc"]:
+        return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+    return moment.astimezone(_shown["zone"]).isoformat(timespec=timespec)
+
+
+def shown(value: Any) -> Any:
+    """`value` with every time in it as the CLI prints times: datetimes, and the ISO texts
+    in UTC that the read models give (`...Z`); through lists and dicts."""
+    if isinstance(value, datetime):
+        return shown_time(value)
+    if isinstance(value, str) and _ISO_Z.match(value):
+        try:
+            return shown_time(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown(v) for v in value]
+    return value
+
+
 def fit(widths: list[int], room: int, floor: int = 6) -> list[int]:
     """Column widths that fit `room` characters (two spaces between columns): the widest
     column gives way first, none below `floor` (or its own width, if narrower)."""
@@ -59,7 +97,8 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         click.echo("(none)")
         return
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[("" if r.get(c) is None else str(shown(r.get(c)))) for c in columns]
+             for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     if sys.stdout.isatty():
         widths = fit(widths, shutil.get_terminal_size().columns)
@@ -74,12 +113,12 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def emit(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(shown(data), indent=2, default=str))
     elif columns is not None:
         table(data, columns)
     else:
         for key, value in data.items():
-            click.echo(f"{key:>16}: {value}")
+            click.echo(f"{key:>16}: {shown(value)}")
 
 
 def payment_ref(ref: str | None, kind: str) -> str:

@@ -16,6 +16,7 @@ from cocharge.cli.common import (
     emit,
     fail,
     json_option,
+    shown_time,
     table,
 )
 from cocharge.cli.settlement import audited, with_money
@@ -54,7 +55,7 @@ def membership_grant(tag: str, brand: str | None, vin: str | None, level: str | 
     starter = (f"; +{done.coins} coins, +{done.credit} credit (starter, once)"
                if done.coins or done.credit else "")
     click.echo(f"membership {done.id}: {tag} is {done.level} until "
-               f"{done.ends_at.isoformat(timespec='minutes')}Z, {done.quota_wh / 1000:g} kWh free "
+               f"{shown_time(done.ends_at, 'minutes')}, {done.quota_wh / 1000:g} kWh free "
                f"a month{starter}")
 
 

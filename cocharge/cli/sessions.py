@@ -19,6 +19,7 @@ from cocharge.cli.common import (
     emit,
     fail,
     json_option,
+    shown_time,
 )
 from cocharge.cli.database import with_store
 from cocharge.cli.settlement import audited, with_settlement
@@ -68,11 +69,11 @@ def logs_frames(station_id: str, since: str | None, limit: int, follow: bool, db
     def show(rows: list[Any]) -> None:
         for r in rows:
             if as_json:
-                click.echo(json.dumps({"id": r.id, "at": r.ts.isoformat(), "direction": r.direction,
-                                       "frame": r.frame}))
+                click.echo(json.dumps({"id": r.id, "at": shown_time(r.ts, "milliseconds"),
+                                       "direction": r.direction, "frame": r.frame}))
             else:
                 arrow = {"in": "<<", "out": ">>"}.get(r.direction, "--")
-                click.echo(f"{r.ts.isoformat(timespec='milliseconds')} {arrow} {r.frame}")
+                click.echo(f"{shown_time(r.ts, 'milliseconds')} {arrow} {r.frame}")
 
     async def work(engine: Any) -> None:
         async with engine.connect() as conn:

@@ -144,3 +144,32 @@ def test_a_booking_is_refused_to_a_member_the_owner_does_not_share_with(tmp_path
     assert "BOB002: the owner does not share this charger with this member" in refused.stderr
     assert cocharge("booking", "add", "WB0001", "--tag", "ANN001", *slot, db=db).returncode == 0
     assert len(json.loads(cocharge("booking", "list", "--json", db=db).stdout)) == 1
+
+
+def test_times_are_printed_local_with_their_offset_and_in_utc_with_utc(tmp_path):
+    """Issue 33, item 1: a booking typed for 19:00 is listed at 19:00+08:00 (the platform's
+    zone, `[gateway] time_zone`), in the table and in JSON; `cocharge --utc` prints 11:00Z for
+    scripts; another zone in the configuration prints that zone's time; a zone that is not
+    one is refused in one line."""
+    from tests import forked_cli
+
+    db = str(tmp_path / "c.db")
+    setup(db)
+    day = (datetime.utcnow() + timedelta(days=2)).strftime("%Y-%m-%d")
+    assert cocharge("booking", "add", "CP1", "--tag", "BOB", "--from", f"{day}T19:00", "--to",
+                    f"{day}T20:00", db=db).returncode == 0
+    table = cocharge("booking", "list", db=db).stdout
+    assert f"{day}T19:00:00+08:00" in table and f"{day}T20:00:00+08:00" in table
+    listed = json.loads(cocharge("booking", "list", "--json", db=db).stdout)
+    assert (listed[0]["from"], listed[0]["to"]) == (f"{day}T19:00:00+08:00",
+                                                    f"{day}T20:00:00+08:00")
+    utc = json.loads(forked_cli.run(["--utc", "booking", "list", "--json", "--db", db]).stdout)
+    assert (utc[0]["from"], utc[0]["to"]) == (f"{day}T11:00:00Z", f"{day}T12:00:00Z")
+    paris = tmp_path / "paris.toml"
+    paris.write_text('[gateway]\ntime_zone = "Europe/Paris"\n')
+    there = forked_cli.run(["--config", str(paris), "booking", "list", "--db", db]).stdout
+    assert f"{day}T12:00:00+01:00" in there
+    mars = tmp_path / "mars.toml"
+    mars.write_text('[gateway]\ntime_zone = "Mars/Olympus"\n')
+    bad = forked_cli.run(["--config", str(mars), "booking", "list", "--db", db])
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "time zone" in bad.stderr
