@@ -325,6 +325,9 @@ async def main(args: argparse.Namespace) -> None:
                     "SELECT station_id, count(*) AS n FROM meter_samples GROUP BY station_id")
                 stored = {r["station_id"]: r["n"] for r in rows}
                 figures["answered"] = sum(answered.values())
+                figures["refused"] = message["result"].get("refused")
+                figures["failed"] = message["result"].get("failed")
+                figures["reconnects"] = message["result"].get("reconnects")
                 figures["lost"] = sum(max(0, n - stored.get(sid, 0))
                                       for sid, n in answered.items())
         await load.wait()
@@ -364,7 +367,9 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"SIGKILL of the node allocating the site (it held {f.get('victim_held')}): its "
           f"stations shown offline after {num(f.get('offline_s'))} s, the site allocated by "
           f"the other node after {num(f.get('site_moved_s'))} s, all {f.get('dropped')} "
-          f"chargers cut off back after {num(f.get('back_s'))} s")
+          f"chargers cut off back after {num(f.get('back_s'))} s ({f.get('reconnects')} "
+          f"reconnections; handshakes refused 503 {f.get('refused')}, failed {f.get('failed')}, "
+          f"storm included)")
     print(f"answered MeterValues {f.get('answered')}, lost {f.get('lost')}")
     print(f"site limit {num(site.get('limit_a'), 0)} A: over it at {site.get('over')} of "
           f"{site.get('checks')} meter readings (peak {num(site.get('peak'))} A)")

@@ -376,11 +376,17 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         origin = request.client.host if request.client else None
         windows = [line.strip() for line in str(form.get("windows", "")).splitlines()
                    if line.strip()]
+        price = str(form.get("per_kwh", "")).strip()
         try:
+            if price:  # checked before anything is written: a bad price changes nothing
+                from cocharge.settlement.money import MoneyError, parse_price
+                try:
+                    parse_price(price, "per_kwh")
+                except MoneyError as exc:
+                    raise ApiError(400, str(exc)) from None
             await api.set_rules(who, station_id, {"windows": windows,
                                                   "bookings": form.get("bookings") == "1"},
                                 origin)
-            price = str(form.get("per_kwh", "")).strip()
             if price:
                 await api.set_price(who, station_id, price, None, origin)
             message, failed = i18n.gettext("Saved: the charger follows within seconds."), False

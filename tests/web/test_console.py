@@ -5,6 +5,8 @@ to charge without a reload; a command sent from a station page reaches the charg
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from typing import Any
 
@@ -79,6 +81,32 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
             await asyncio.wait_for(box.sessions[1].done.wait(), 10)
         await browser.open("/console/")
         await browser.wait_for("tr[data-station=P1] .online", "offline")
+
+        # The operator changes P1's tariff from its page (the checks of the API's and the
+        # CLI's), and exports the sessions as CSV from the sessions page's link.
+        from cocharge.settlement import settle
+        from cocharge.stations import sharing
+
+        await browser.open("/console/stations/P1")
+        before = await settle.show_tariffs(node.engine, "P1")
+        await browser.fill("textarea[name=windows]", "mon-fri 07:00-22:00")
+        await browser.fill("input[name=per_kwh]", "abc")
+        await browser.click("#save-settings")
+        assert "per_kwh" in await browser.wait_for("#settings-result.bad", "per_kwh")
+        assert await settle.show_tariffs(node.engine, "P1") == before  # nothing written,
+        assert "07:00" not in json.dumps(await sharing.show_rules(node.engine, "P1"))  # at all
+        await browser.fill("input[name=per_kwh]", "1.85")
+        await browser.click("#save-settings")
+        await browser.wait_for("#settings-result", "Saved")
+        tariffs = await settle.show_tariffs(node.engine, "P1")
+        assert len(tariffs) == len(before) + 1 and "1.85" in json.dumps(tariffs[-1]["tariff"])
+        await browser.open("/console/sessions")
+        exported = await browser.run(browser.driver.execute_async_script, """
+            const done = arguments[arguments.length - 1];
+            fetch(document.getElementById("export-csv").href, {credentials: "same-origin"})
+              .then(r => r.text()).then(done);""")
+        rows = list(csv.DictReader(io.StringIO(exported.lstrip("\ufeff"))))
+        assert [r["tag"] for r in rows if r["station"] == "P1"] == ["T1"], exported[:300]
         await browser.open("/api/docs")
         assert "/api/v1/stations/{station_id}/commands" in await browser.text("table")
 
