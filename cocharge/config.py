@@ -160,6 +160,10 @@ class GatewaySettings:
     # carries it to 1.6 stations with a display; None = none sent.
     cost_data_transfer: str | None = None
     currency: str = "CNY"
+    # The language of what the central system writes on chargers' displays (the host's
+    # price, the next booking) and of a member's personal messages when the member chose
+    # none (`member update --lang`): zh | en. Sent as messageContent.language (2.0.1, 2.1).
+    display_language: str = "zh"
     # 2.1 local cost calculation: the host's tariff is sent to a 2.1 charger that has
     # TariffCostCtrlr enabled (SetDefaultTariff per EVSE, re-checked this often), and the
     # charger's own cost of a session may differ from ours by this much (fen) before the

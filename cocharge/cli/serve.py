@@ -191,6 +191,9 @@ def serve(ctx: click.Context, host: str, port: int, db: str | None, auto_registe
         ZoneInfo(settings.time_zone)
     except (ValueError, ZoneInfoNotFoundError):
         fail(f"time_zone {settings.time_zone!r} is not a time zone: write e.g. Asia/Shanghai")
+    from cocharge.stations.display import LANGUAGES
+    if settings.display_language not in LANGUAGES:
+        fail(f"display_language {settings.display_language!r}: one of {', '.join(LANGUAGES)}")
     try:
         tls = tls_context(tls_cert, tls_key, client_cas(settings),
                           (tls_rsa_cert, tls_rsa_key) if tls_rsa_cert and tls_rsa_key else None

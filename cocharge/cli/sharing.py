@@ -118,17 +118,19 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
 @click.option("--household", help=HOUSEHOLD_HELP + " '' to clear.")
 @click.option("--pay-with", help="coins, points or coins,points: they pay part of each session "
               "before the wallet (redeem.* in the rule table); '' for the wallet only.")
+@click.option("--lang", "language", help="The language of the member's messages at the "
+              "charger: zh or en ('' for the platform's display_language).")
 @db_option
 def member_update(tag: str, groups: str | None, vehicle: str | None, quota_kwh: float | None,
                   green: bool | None, household: str | None, pay_with: str | None,
-                  db: str | None) -> None:
+                  language: str | None, db: str | None) -> None:
     """Change what sharing and settlement look at: groups, vehicle, a monthly free quota set by
     hand (memberships give theirs: `cocharge membership`), green, paying with coins."""
 
     quota = round(quota_kwh * 1000) if quota_kwh is not None else None
     check_household(household)
     with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota, green,
-                                                   household, pay_with))
+                                                   household, pay_with, language))
     click.echo(f"member {tag} updated")
 
 

@@ -93,12 +93,16 @@ def member_tag(id_token: dict[str, Any]) -> str:
     return f"#{id_token.get('type')}:{id_token['id_token']}"
 
 
-def id_token_info(status: AuthStatus, group: str | None = None) -> dict[str, Any]:
+def id_token_info(status: AuthStatus, group: str | None = None,
+                  message: dict[str, str] | None = None) -> dict[str, Any]:
     """idTokenInfo; `group` (the member's household) lets the station accept another card of
-    the household to stop the transaction (groupIdToken, C09)."""
+    the household to stop the transaction (groupIdToken, C09); `message`: the member's
+    personal message (service.personal_message)."""
     info: dict[str, Any] = {"status": status.value}
     if group is not None:
         info["group_id_token"] = {"id_token": group, "type": "Central"}
+    if message is not None:
+        info["personal_message"] = message
     return info
 
 
@@ -244,7 +248,8 @@ class V201Connection(StationConnection):
             if certificate == "CertificateRevoked":
                 status = AuthStatus.INVALID
         return call_result.Authorize(id_token_info=id_token_info(
-            status, await self.service.household(tag)), certificate_status=certificate)
+            status, await self.service.household(tag),
+            await self.service.personal_message(tag, status)), certificate_status=certificate)
 
     @handles(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str,

@@ -37,6 +37,7 @@ from cocharge.settlement.tariff import per_kwh
 from cocharge.stations import commands as cmd
 from cocharge.stations import firmware, local_list, policy, sharing
 from cocharge.stations.directory import Coalescer
+from cocharge.stations.display import display_text
 from cocharge.stations.load_hooks import LoadHooks
 from cocharge.stations.observer import StationObserver
 from cocharge.stations.policy import (
@@ -326,7 +327,8 @@ class SharingController:
             if energy is not None:
                 price = energy.price
         self._price_text[station_id] = (
-            now, f"Shared charger: {price:.2f} {self.settings.currency}/kWh", tz)
+            now, display_text(self.settings.display_language, "price",
+                              price=f"{price:.2f}", currency=self.settings.currency), tz)
 
     def _display_texts(self, station_id: str) -> dict[int, tuple[str, Any]]:
         """What a shared station's display shows: the host's price (message PRICE_MESSAGE) and
@@ -340,7 +342,8 @@ class SharingController:
             local = ZoneInfo(tz)
             start, end = (moment.replace(tzinfo=UTC).astimezone(local)
                           for moment in (booked[0].start, booked[0].end))
-            shown[BOOKING_MESSAGE] = (f"Booked {start:%H:%M}-{end:%H:%M} by a neighbour",
+            shown[BOOKING_MESSAGE] = (display_text(self.settings.display_language, "booked",
+                                                   start=f"{start:%H:%M}", end=f"{end:%H:%M}"),
                                       booked[0].end)
         return shown
 
@@ -370,7 +373,8 @@ class SharingController:
                 if shown.get(message_id) == text:
                     continue
                 result = await link.command(cmd.SetDisplayMessage(
-                    message_id, text, end=_iso_z(until) if until else None))
+                    message_id, text, end=_iso_z(until) if until else None,
+                    language=self.settings.display_language))
                 if not result.accepted:
                     log.info("station %s: display message refused (%s): no display assumed",
                              station_id, result.status)

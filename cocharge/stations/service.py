@@ -28,6 +28,7 @@ from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.settlement import funds, loyalty, memberships
 from cocharge.settlement.funds import Funds
+from cocharge.settlement.money import fmt
 from cocharge.settlement.settle import (
     SettlementDefaults,
     Settler,
@@ -41,6 +42,7 @@ from cocharge.stations.auth import Tag, check_tag
 from cocharge.stations.certificates import CertificateKeeper
 from cocharge.stations.control import SharingController
 from cocharge.stations.directory import Coalescer, StationDirectory, StationRecord
+from cocharge.stations.display import DISPLAY_TEXTS, display_text
 from cocharge.stations.events import (
     ENERGY_REGISTER,
     Admission,
@@ -649,6 +651,27 @@ class StationService:
             value = await conn.scalar(select(sessions.c.budget_fen)
                                       .where(sessions.c.id == session_id))
         return None if value is None else int(value)
+
+    async def personal_message(self, tag: str, status: AuthStatus) -> dict[str, str] | None:
+        """idTokenInfo.personalMessage for a member's card (2.0.1, 2.1): why it is refused,
+        or a welcome with what the member may spend, in the member's language (its own, else
+        the platform's display_language). None for a tag that is no member's."""
+        if funds.is_card(tag) or status.value not in DISPLAY_TEXTS["zh"]:
+            return None
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(members.c.name, members.c.language)
+                                      .where(members.c.tag == tag))).first()
+            if row is None:
+                return None
+            language = row.language or self.settings.display_language
+            values: dict[str, str] = {}
+            if status is AuthStatus.ACCEPTED:
+                available = (await funds.funds_of(conn, tag)).available_fen
+                money = fmt(available)
+                values = {"name": str(row.name)[:40],
+                          "money": f"¥{money}" if language == "zh" else f"CNY {money}"}
+        return {"format": "UTF8", "language": language,
+                "content": display_text(language, status.value, **values)[:512]}
 
     async def household(self, tag: str) -> str | None:
         """The member's household or fleet (their cards stop each other's sessions)."""

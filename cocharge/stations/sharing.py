@@ -120,8 +120,15 @@ def member_of(row: Any) -> Member:
 async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
                         vehicle_model: str | None = None, quota_wh: int | None = None,
                         prefers_green: bool | None = None, household: str | None = None,
-                        pay_with: str | None = None) -> None:
+                        pay_with: str | None = None, language: str | None = None) -> None:
     values: dict[str, Any] = {}
+    if language is not None:
+        from cocharge.stations.display import LANGUAGES
+
+        if language not in (*LANGUAGES, ""):
+            raise RegistryError(f"--lang {language!r}: one of {', '.join(LANGUAGES)} ('' for "
+                                "the platform's display_language)")
+        values["language"] = language or None
     if pay_with is not None:
         chosen = [p.strip() for p in pay_with.split(",") if p.strip()]
         if any(p not in ("coins", "points") for p in chosen):
@@ -140,7 +147,7 @@ async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None
         values["prefers_green"] = prefers_green
     if not values:
         raise RegistryError("nothing to change: give --groups, --vehicle, --quota-kwh, --green, "
-                            "--household or --pay-with")
+                            "--household, --pay-with or --lang")
     async with engine.begin() as conn:
         done = await conn.execute(update(members).where(members.c.tag == tag).values(**values))
         if done.rowcount == 0:

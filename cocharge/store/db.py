@@ -293,6 +293,14 @@ async def _v24_passkeys(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
 
 
+async def _v25_member_language(conn: AsyncConnection) -> None:
+    """The language of a member's messages at the charger (issue 33)."""
+    def upgrade(sync_conn: Connection) -> None:
+        _add_columns(sync_conn, [(members, ["language"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -319,6 +327,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (22, _v22_logins),
     (23, _v23_pairing_codes),
     (24, _v24_passkeys),
+    (25, _v25_member_language),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -105,6 +105,9 @@ members = Table(
     # ISO15693): sent back in remote starts, local lists and customer information (a
     # station matches token and type); None: not seen yet.
     Column("token_type", String(20)),
+    # v25: the language of the member's messages at the charger (zh | en); None: the
+    # platform's (display_language).
+    Column("language", String(8)),
 )
 
 sessions = Table(

@@ -216,5 +216,7 @@ async def test_o01_csms_shows_the_hosts_price_on_a_shared_station(node):
     cs = await station(node)
     await sharing.set_rules(node.engine, "CS1", 0, {"allowed_tags": frozenset({"ANN"})})
     frame = await csms_sends(cs, "SetDisplayMessage")
-    assert frame[3]["message"]["message"]["content"] == "Shared charger: 1.50 CNY/kWh"
+    # In the platform's language (display_language, Chinese by default), said so.
+    assert frame[3]["message"]["message"] == {"format": "UTF8", "language": "zh",
+                                              "content": "共享充电：1.50 元/千瓦时"}
     await reply(cs, frame, {"status": "Accepted"})

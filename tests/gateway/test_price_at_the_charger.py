@@ -71,21 +71,29 @@ async def test_a_station_without_the_data_transfer_is_not_asked_again(tmp_path):
             assert connection._cost_refused and box.costs_shown == {}
 
 
-async def test_the_host_price_and_the_booking_on_the_display(tmp_path):
-    config = settings(control_interval_s=0.1)
+DISPLAY = {"en": ("Shared charger: 1.50 CNY/kWh", "Booked", "Booked {start}-{end} by a neighbour"),
+           "zh": ("共享充电：1.50 元/千瓦时", "邻居已预约", "邻居已预约 {start}-{end}")}
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+async def test_the_host_price_and_the_booking_on_the_display(tmp_path, language):
+    """The display shows the host's price and the next booking in the platform's language
+    (display_language: Chinese unless set)."""
+    price, booked, booking_line = DISPLAY[language]
+    config = settings(control_interval_s=0.1, display_language=language)
     async with running_node(str(tmp_path / "db.sqlite"), config) as node:
         await registry.add_station(node.engine, registry.NewStation("PR3", max_power_kw=22))
         await registry.add_member(node.engine, "Bob", "BOB", None)
         await sharing.set_rules(node.engine, "PR3", 0, {"allowed_tags": frozenset({"BOB"})})
         async with simulated(node, "PR3", "2.0.1") as box:
-            await until(lambda: "Shared charger: 1.50 CNY/kWh" in box.shown())
+            await until(lambda: price in box.shown())
             start = (utcnow() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
             booking = await sharing.add_booking(node.engine, "PR3", 1, "BOB", start,
                                                 start + timedelta(hours=1))
-            text = await until(lambda: [t for t in box.shown() if t.startswith("Booked")])
+            text = await until(lambda: [t for t in box.shown() if t.startswith(booked)])
             local = start + timedelta(hours=8)  # Asia/Shanghai, the default tariff's zone
             later = local + timedelta(hours=1)
-            assert text == [f"Booked {local:%H:%M}-{later:%H:%M} by a neighbour"]
+            assert text == [booking_line.format(start=f"{local:%H:%M}", end=f"{later:%H:%M}")]
             # The operator reads the display back (NotifyDisplayMessages, kept as an event).
             answer = await send_request(node.engine, {"command": "get-display-messages",
                                                       "station": "PR3", "args": {}})
@@ -98,10 +106,10 @@ async def test_the_host_price_and_the_booking_on_the_display(tmp_path):
                 while not (events := await kept()):
                     await asyncio.sleep(0.05)
             contents = {m["content"] for m in events[0]["details"]["messages"]}
-            assert "Shared charger: 1.50 CNY/kWh" in contents
+            assert price in contents
             # A cancelled booking leaves the display.
             await sharing.cancel_booking(node.engine, booking)
-            await until(lambda: not [t for t in box.shown() if t.startswith("Booked")])
+            await until(lambda: not [t for t in box.shown() if t.startswith(booked)])
             # The operator's own message, and its removal.
             answer = await send_request(node.engine, {"command": "set-display-message",
                                                       "station": "PR3", "args": {
@@ -110,3 +118,44 @@ async def test_the_host_price_and_the_booking_on_the_display(tmp_path):
             answer = await send_request(node.engine, {"command": "clear-display-message",
                                                       "station": "PR3", "args": {"id": 7}})
             assert answer["accepted"] and "Closed Sunday" not in box.shown()
+
+
+async def test_a_members_card_gets_its_message_in_the_members_language(tmp_path):
+    """Issue 33, item 1: a 2.0.1 charger shows the member a personal message when its card
+    is presented (idTokenInfo.personalMessage): a welcome with what it may spend, or why it
+    is refused, in the member's language (`member update --lang`), else the platform's
+    (Chinese); said with messageContent.language. A tag that is nobody's gets none."""
+    from cocharge.settlement import funds
+    from tests import forked_cli
+    from tests.conftest import raw_station
+
+    db = str(tmp_path / "db.sqlite")
+    async with running_node(db, settings(start_minimum_fen=500)) as node:
+        await registry.add_station(node.engine, registry.NewStation("PM1", max_power_kw=22))
+        await registry.add_member(node.engine, "Ann", "ANN", None)
+        await registry.add_member(node.engine, "Bo", "BO", None)
+        await funds.top_up(node.engine, "ANN", 1230, "test-topup-ann")
+        chose = await asyncio.to_thread(forked_cli.run, ["member", "update", "ANN", "--lang",
+                                                         "en", "--db", db])
+        assert chose.returncode == 0, chose.stderr
+        bad = await asyncio.to_thread(forked_cli.run, ["member", "update", "BO", "--lang",
+                                                       "klingon", "--db", db])
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "zh, en" in bad.stderr
+        station = await raw_station(node, "PM1", "ocpp2.0.1")
+
+        async def authorize(tag: str) -> dict[str, Any]:
+            answer = await station.call("Authorize", {"idToken": {"idToken": tag,
+                                                                  "type": "Central"}})
+            assert answer[0] == 3, answer
+            return dict(answer[2]["idTokenInfo"])
+
+        ann = await authorize("ANN")
+        assert ann["status"] == "Accepted"
+        assert ann["personalMessage"] == {"format": "UTF8", "language": "en",
+                                          "content": "Welcome, Ann. You may spend CNY 12.30"}
+        bo = await authorize("BO")  # an empty wallet, no language of its own
+        assert bo["status"] == "NoCredit"
+        assert bo["personalMessage"] == {"format": "UTF8", "language": "zh",
+                                         "content": "余额不足：请先充值"}
+        nobody = await authorize("NOBODY")
+        assert nobody["status"] == "Unknown" and "personalMessage" not in nobody

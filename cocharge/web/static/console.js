@@ -218,13 +218,21 @@ for (const button of document.querySelectorAll("[data-passkey]")) {
   const error = document.getElementById("passkey-error");
   if (!window.PublicKeyCredential) {
     button.disabled = true;
-    if (error) { error.textContent = t("This browser has no passkeys."); error.hidden = false; }
+    if (error) {
+      error.textContent = t("This browser has no passkeys.");
+      error.className = "error";
+      error.hidden = false;
+    }
     continue;
   }
   button.addEventListener("click", () => {
     if (error) error.hidden = true;
     passkey(button).catch(failure => {
-      if (error) { error.textContent = failure.message; error.hidden = false; }
+      if (error) {
+        error.textContent = failure.message;
+        error.className = "error";
+        error.hidden = false;
+      }
     });
   });
 }
