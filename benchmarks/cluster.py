@@ -137,6 +137,7 @@ backend nodes
     option httpchk GET /healthz
     retries 2
     option redispatch 1
+    timeout check 4s
     default-server send-proxy-v2 inter 1s fall 2 rise 2
 {servers}
 """)

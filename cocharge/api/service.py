@@ -534,6 +534,33 @@ class Api:
         scope = await self.scope(who)
         return [g for g in rows if scope is None or g["station"] in scope]
 
+    async def group(self, who: Principal, group_id: int) -> dict[str, Any]:
+        """A group as its invitation link shows it: where, when, how many of how many, and
+        whether the asking member is in it (members' tags only to the operator)."""
+        try:
+            shown = await sharing.show_group(self.engine, group_id)
+        except registry.RegistryError as exc:
+            raise not_found(f"group {group_id}") from exc
+        if who.role != "member":
+            await self._visible(who, str(shown["station"]))
+        joined = who.role == "member" and who.owner in shown["members"]
+        summary = {k: shown[k] for k in ("id", "station", "from", "to", "min_members",
+                                         "status")}
+        summary.update(count=len(shown["members"]), joined=joined)
+        if who.operator:
+            summary["members"] = shown["members"]
+        return summary
+
+    async def join_group(self, who: Principal, group_id: int) -> str:
+        """A member joins a group from its invitation link (itself only)."""
+        if who.role != "member":
+            raise forbidden("only a member joins a group (as itself)")
+        await self.group(who, group_id)
+        try:
+            return await sharing.join_group(self.engine, group_id, str(who.owner))
+        except registry.RegistryError as exc:
+            raise ApiError(409, str(exc)) from None
+
     # --- money ------------------------------------------------------------------------------
 
     def _who_disputes(self, who: Principal) -> str:

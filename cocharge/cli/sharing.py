@@ -208,16 +208,25 @@ def _slot(text: str) -> tuple[datetime, datetime]:
 @click.option("--min", "min_members", type=click.IntRange(2, 100),
               help="Members it needs to form (default and least: group.min_members, 5).")
 @click.option("--initiator", help="Tag of the member who starts the group (joins it).")
+@click.option("--base-url", help="The console's address as phones reach it (default: [gateway] "
+              "console_url): the invitation link to send the neighbours is printed.")
 @db_option
 def group_create(station_id: str, slot: str, min_members: int | None, initiator: str | None,
-                 db: str | None) -> None:
-    """Open a group for a slot at a station; it forms at --min members."""
+                 base_url: str | None, db: str | None) -> None:
+    """Open a group for a slot at a station; it forms at --min members. Neighbours join from
+    its link (/console/g/ID) or with `group join`."""
 
+    config = click.get_current_context().find_root().obj
+    base = base_url or getattr(getattr(config, "gateway", None), "console_url", None) or ""
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        fail(f"--base-url {base_url!r}: the console's address, https://...")
     start, end = _slot(slot)
     group_id = with_store(db, lambda e: sharing.create_group(e, station_id, start, end,
                                                              min_members, initiator))
     shown = with_store(db, lambda e: sharing.show_group(e, group_id))
     click.echo(f"group {group_id} forming at {station_id}: needs {shown['min_members']} members")
+    if base:
+        click.echo(f"invite the neighbours with {base.rstrip('/')}/console/g/{group_id}")
 
 
 @group.command("join")

@@ -77,6 +77,7 @@ class Journal:
         self._conn: AsyncConnection | None = None  # the rows' own (_rows_committed)
         self._checkpoints: asyncio.Task[None] | None = None
         self.commits = 0
+        self.committed_at = float("-inf")  # time.monotonic() of the last commit
         self.rows_written = 0
         self.entries_failed = 0
 
@@ -214,6 +215,7 @@ class Journal:
                 await self._one(entry)
             return
         self.commits += 1
+        self.committed_at = time.monotonic()
         self.rows_written += size
         if self.observe is not None:
             self.observe(size, time.monotonic() - started)
@@ -305,6 +307,7 @@ class Journal:
             self._fail(entry, exc)
             return
         self.commits += 1
+        self.committed_at = time.monotonic()
         self.rows_written += entry.size
         if not entry.done.done():
             entry.done.set_result(result)

@@ -553,6 +553,35 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                        else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
         return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
+    @app.get("/console/g/{group_id}", include_in_schema=False)
+    async def group_page(request: Request, group_id: int) -> Response:
+        """A group's invitation link (拼团): what it is, and Join for a signed-in member."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse(f"/console/login?next=/console/g/{group_id}",
+                                    status_code=303)
+        try:
+            group = await api.group(who, group_id)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("group.html", request, who, g=group,
+                      message=request.query_params.get("message"),
+                      failed=request.query_params.get("failed") == "1")
+
+    @app.post("/console/g/{group_id}/join", include_in_schema=False)
+    async def group_join(request: Request, group_id: int) -> Response:
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        try:
+            status = await api.join_group(who, group_id)
+            message, failed = i18n.gettext("You joined the group: %(status)s.",
+                                           status=i18n.gettext(status)), False
+        except ApiError as exc:
+            message, failed = i18n.gettext("Not joined: %(reason)s", reason=str(exc)), True
+        return told(f"/console/g/{group_id}", message, failed)
+
     @app.get("/console/me", include_in_schema=False)
     async def me(request: Request) -> Response:
         who = await user(request)

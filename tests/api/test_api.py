@@ -584,3 +584,36 @@ async def test_passkey_requests_that_cannot_be_are_refused_and_keep_nothing(sqli
         async with node.engine.connect() as conn:
             assert await conn.scalar(select(func.count()).select_from(passkeys)) == 0
             assert await conn.scalar(select(func.count()).select_from(api_keys)) == keys_before
+
+
+async def test_only_a_member_joins_a_group_and_only_as_itself(sqlite_url):
+    """Issue 33 (group links, bad input): the operator cannot join a group through the
+    console's form; a group that does not exist is a 404; nothing is written."""
+    from datetime import timedelta
+
+    from cocharge.stations import sharing
+    from cocharge.store.db import utcnow
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        start = utcnow() + timedelta(days=2)
+        group_id = await sharing.create_group(node.engine, "P1", start,
+                                              start + timedelta(hours=2), 5, "T1")
+        cookie = {"Cookie": f"cocharge_key={keys['operator']}", "Accept-Language": "en"}
+        console = Client(base(node), None)
+        status, page = await console.get(f"/console/g/{group_id}", **cookie)
+        assert status == 200 and "1 of 5 needed" in page and "join-group" not in page
+
+        def post_form(path: str, key: str) -> tuple[int, str]:
+            request = urllib.request.Request(base(node) + path, data=b"", method="POST",
+                                             headers={"Cookie": f"cocharge_key={key}",
+                                                      "Accept-Language": "en"})
+            with urllib.request.urlopen(request, timeout=30) as answer:  # follows the 303
+                return answer.status, answer.read().decode()
+
+        status, page = await asyncio.to_thread(post_form, f"/console/g/{group_id}/join",
+                                               keys["operator"])
+        assert "Not joined" in page and "only a member" in page
+        assert (await sharing.show_group(node.engine, group_id))["members"] == ["T1"]
+        status, page = await console.get(f"/console/g/{group_id + 100}", **cookie)
+        assert status == 404

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -428,3 +429,55 @@ async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_
         await browser.click("#login-phone")
         await browser.wait_for("#who", "T2")
         assert await browser.path() == "/console/me"
+
+
+async def test_a_neighbour_joins_a_group_from_its_link(sqlite_url, browser_factory):
+    """Issue 33, item 2 (group invitations by link): `cocharge group create` prints the link;
+    a member opens it (here in Chinese), sees where, when and how many, joins; the group
+    forms and the member's slot is booked at the local time typed. An operator has no Join;
+    an unknown group is said so."""
+    from datetime import timedelta
+
+    from cocharge.api.keys import create_key
+    from cocharge.stations import registry, sharing
+    from cocharge.store.db import utcnow
+    from tests import forked_cli
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        for tag in ("M3", "M4", "M5"):
+            await registry.add_member(node.engine, f"neighbour {tag}", tag, None)
+        day = (utcnow() + timedelta(days=3)).strftime("%Y-%m-%d")
+        made = await asyncio.to_thread(forked_cli.run, [
+            "group", "create", "--station", "P1", "--slot", f"{day}T19:00-21:00", "--min", "5",
+            "--initiator", "T1", "--base-url", node.api.url, "--db", sqlite_url])
+        assert made.returncode == 0, made.stderr
+        link = made.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1]
+        assert link.startswith(f"{node.api.url}/console/g/")
+        group_id = int(link.rsplit("/", 1)[1])
+        for tag in ("M3", "M4", "M5"):
+            await sharing.join_group(node.engine, group_id, tag)
+        browser = browser_factory(node.api.url)
+        await browser.login(await create_key(node.engine, "t2 phone", "member", "T2"))
+        await browser.open(f"/console/g/{group_id}?lang=zh")
+        assert await browser.text("#group-count") == "已有 4 人，需要 5 人"
+        assert "19:00" in await browser.text("#group .from")
+        await browser.click("#join-group")
+        assert "已成团" in await browser.wait_for("#group-result", "已加入")
+        assert await browser.text("#group-count") == "已有 5 人，需要 5 人"
+        assert await browser.count("#joined") == 1
+        await browser.screenshot("group-zh", 390)
+        await browser.open("/console/me")  # T2's share of the slot, in local time
+        share = await browser.text("table tbody tr")
+        times = re.findall(rf"{day} (\d\d:\d\d) \+08:00", share)
+        assert "P1:1" in share and len(times) == 2 and "19:00" <= times[0] < times[1] <= "21:00"
+        shown = await sharing.show_group(node.engine, group_id)
+        assert shown["status"] == "formed" and "T2" in shown["members"]
+        assert any(line.startswith("T2: connector") for line in shown["bookings"])
+        await browser.click("form.who button")  # the operator cannot join as anybody
+        await browser.login(keys["operator"])
+        await browser.open(f"/console/g/{group_id}?lang=en")
+        assert await browser.count("#join-group") == 0
+        await browser.open(f"/console/g/{group_id + 100}")
+        assert f"group {group_id + 100}" in await browser.text("main")
