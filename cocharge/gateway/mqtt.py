@@ -230,8 +230,12 @@ class MqttBridge(StationObserver):
             node, state = body["node"], body["state"]
         except (ValueError, KeyError, TypeError):
             return
-        if state == "offline" and isinstance(node, str) and node != self.node_id:
+        if not isinstance(node, str) or node == self.node_id:
+            return
+        if state == "offline":
             self._spawn(self.gateway.node_gone(node))
+        elif state == "online":
+            self.gateway.node_back(node)
 
     @property
     def changed_topic(self) -> str:

@@ -150,6 +150,9 @@ class Gateway:
         self.certificates.send = self._command
         self.certificates.online = lambda station_id: station_id in self.connections
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        # Nodes the broker said are offline (their last will), until they say online.
+        self.gone_nodes: set[str] = set()
+        self._release_reads = asyncio.Semaphore(4)
         # Set when several nodes share a broker: forwards a command to the node holding a station.
         self.router: Any = None
         self._server: Server | None = None
@@ -508,6 +511,8 @@ class Gateway:
         if self.router is None:
             return False  # one node (or no broker to ask through): nobody else to ask
         record = self.service.directory.get(station_id)
+        if record is not None and record.node in self.gone_nodes:
+            return False  # its node is dead (the broker said so): nothing to ask, no read
         if record is not None and record.node in (None, self.node_id):
             # As far as this node knows, nobody else holds it: no read on a reconnect storm's
             # path (the directory's view is at most `directory_refresh_s` old).
@@ -560,17 +565,23 @@ class Gateway:
     def _release_elsewhere(self, station_id: str, previous_node: str | None) -> None:
         """The station was held by another node: that node closes its old connection (a
         charger that reconnected through the balancer left it half-open there)."""
-        if previous_node in (None, self.node_id) or self.router is None:
-            return
+        if (previous_node in (None, self.node_id) or previous_node in self.gone_nodes
+                or self.router is None):
+            return  # nobody to tell (a dead node's chargers coming back: not one read each)
         router = self.router
 
         async def tell() -> None:
-            holder = await self.holder(station_id)  # only a node whose lease lives is asked
-            if holder is None or holder == self.node_id:
-                holder = previous_node if await self._lease_alive(previous_node) else None
-            if holder is not None:
-                with contextlib.suppress(CommandFailed, CommandRejected):
-                    await router.forward(holder, {"kind": "release", "station": station_id})
+            try:
+                async with self._release_reads:  # a storm of them must not take the pool
+                    holder = await self.holder(station_id)  # a node whose lease lives
+                    if holder is None or holder == self.node_id:
+                        holder = previous_node if await self._lease_alive(previous_node) else None
+                if holder is not None:
+                    with contextlib.suppress(CommandFailed, CommandRejected):
+                        await router.forward(holder, {"kind": "release", "station": station_id})
+            except Exception as exc:  # the database away a moment: the old node's
+                log.info("station %s: node %s not told to release it: %s", station_id,
+                         previous_node, exc)  # connection ends with its lease anyway
 
         task = asyncio.create_task(tell(), name=f"release {station_id}")
         self._releases.add(task)
@@ -649,12 +660,17 @@ class Gateway:
         its stations show offline, reconnecting chargers are not held up asking it about
         its connections, and the sites it allocated are claimed at once. A node that is in
         fact alive (cut from the broker only) renews its lease within a third of it."""
+        self.gone_nodes.add(node)
         async with self.engine.begin() as conn:
             ended = await conn.execute(update(nodes).where(
                 nodes.c.id == node, nodes.c.lease_until > utcnow()).values(lease_until=utcnow()))
         if ended.rowcount:
             log.warning("node %s is offline (the broker said so): its lease ended now", node)
             self.load.claim_soon()
+
+    def node_back(self, node: str) -> None:
+        """The broker says a node is online (again: it was only cut from the broker)."""
+        self.gone_nodes.discard(node)
 
     async def holder(self, station_id: str) -> str | None:
         """The other running node holding the station's connection, if any."""

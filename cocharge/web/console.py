@@ -203,9 +203,11 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                 request.url.scheme, request.headers.get("host", ""))
 
     async def json_of(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if len(body) > 65536:
-            raise logins.LoginError("the request is too large")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > 65536:
+                raise logins.LoginError("the request is too large")
         try:
             data = json.loads(body or b"{}")
         except ValueError as exc:
@@ -213,6 +215,12 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if not isinstance(data, dict):
             raise logins.LoginError("the request is not a JSON object")
         return data
+
+    def credential_of(data: dict[str, Any]) -> dict[str, Any]:
+        credential = data.get("credential")
+        if not isinstance(credential, dict):
+            raise logins.LoginError("the browser's passkey answer is not readable: try again")
+        return credential
 
     def refused(message: str, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": i18n.gettext(message)}, status_code=status)
@@ -243,8 +251,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return refused("a form from another site", 403)
         try:
             data = await json_of(request)
-            key = await passkeys.register(api.engine, site_of(request),
-                                          dict(data.get("credential") or {}))
+            key = await passkeys.register(api.engine, site_of(request), credential_of(data))
         except logins.LoginError as exc:
             return refused(str(exc))
         return signed_in(request, key, None, JSONResponse({"to": "/console/me"}))
@@ -259,8 +266,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return refused("Too many wrong keys from this address: wait a minute.", 429)
         try:
             data = await json_of(request)
-            key = await passkeys.sign_in(api.engine, site_of(request),
-                                         dict(data.get("credential") or {}))
+            key = await passkeys.sign_in(api.engine, site_of(request), credential_of(data))
         except logins.LoginError as exc:
             guard.failed(address)
             return refused(str(exc))

@@ -550,6 +550,9 @@ async def test_passkey_requests_that_cannot_be_are_refused_and_keep_nothing(sqli
         assert status == 400 and "not valid" in said["error"]
         status, said = await anyone.post("/console/passkeys/login", b"not json", **english)
         assert status == 400 and "not JSON" in said["error"]
+        status, said = await anyone.post("/console/passkeys/login", {"credential": [1, 2]},
+                                         **english)
+        assert status == 400 and "not readable" in said["error"]
         status, said = await anyone.post("/console/passkeys/options", {"purpose": "login"},
                                          Origin="https://evil.example", **english)
         assert status == 403
