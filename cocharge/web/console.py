@@ -527,9 +527,11 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 {"next": request.url.path}), status_code=303)
         try:
             shown = await api.connector(who, station_id, connector_id)
+            # The driver's money, membership and free energy left, beside the start button.
+            mine = await api.member(who, str(who.owner)) if who.role == "member" else None
         except ApiError as exc:
             return render("error.html", request, who, error=str(exc), status=exc.status)
-        return render("connector.html", request, who, c=shown,
+        return render("connector.html", request, who, c=shown, m=mine,
                       message=request.query_params.get("message"),
                       failed=request.query_params.get("failed") == "1")
 

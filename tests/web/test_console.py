@@ -356,6 +356,9 @@ async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
         assert await browser.path() == "/console/me"
         assert await browser.text("#passkeys") == words["passkeys"]
         await browser.click("form.who button")  # log out: the phone keeps its passkey
+        from cocharge.settlement import grants  # the car came with a membership (OEM)
+
+        await grants.grant(node.engine, "T2", brand="BYD", vin="LGXCE6CC0P0000001")
         async with simulated(node, "P1", "2.0.1", meter_interval_s=0.2, speed=60) as box:
             await browser.run(browser.driver.set_window_size, 390, 844)
             await browser.open("/console/c/P1/1")  # what the phone opens from the code
@@ -363,6 +366,10 @@ async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
             await browser.click("#passkey-login")
             await browser.wait_for("#driver", words["start"])
             assert await browser.path() == "/console/c/P1/1"
+            # Beside the button: what the driver may spend, its membership, its free energy.
+            assert words["money"] in await browser.text("#available")
+            assert await browser.count("#membership") == 1
+            assert (await browser.text("#quota")).endswith("/ 50 kWh")
             await browser.click("#start")
             session = await until(lambda: asyncio.sleep(0, box.sessions.get(1)))
             await asyncio.wait_for(session.started.wait(), 15)
