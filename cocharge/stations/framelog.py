@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 _SECRET_HINTS = ("AuthorizationKey", "BasicAuthPassword", "basicAuthPassword")
 _INSERT = BulkInsert(station_frames)
 REDACTED = "<redacted>"
+_PRUNE_CHUNK = 50  # stations pruned in one journal turn
 
 
 def _scrub(node: Any) -> Any:
@@ -122,14 +124,23 @@ class FrameLog:
         cutoff = utcnow() - timedelta(days=self.days)
         keep = self.keep
 
-        async def work(conn: AsyncConnection) -> None:
+        async def old(conn: AsyncConnection) -> None:
             await conn.execute(delete(station_frames).where(station_frames.c.ts < cutoff))
-            for sid in stations:
-                oldest_kept = await conn.scalar(
-                    select(station_frames.c.id).where(station_frames.c.station_id == sid)
-                    .order_by(station_frames.c.id.desc()).offset(keep - 1).limit(1))
-                if oldest_kept is not None:
-                    await conn.execute(delete(station_frames).where(and_(
-                        station_frames.c.station_id == sid, station_frames.c.id < oldest_kept)))
 
-        await self.journal.run(work)
+        def beyond(chunk: list[str]) -> Callable[[AsyncConnection], Awaitable[None]]:
+            async def work(conn: AsyncConnection) -> None:
+                for sid in chunk:
+                    oldest_kept = await conn.scalar(
+                        select(station_frames.c.id).where(station_frames.c.station_id == sid)
+                        .order_by(station_frames.c.id.desc()).offset(keep - 1).limit(1))
+                    if oldest_kept is not None:
+                        await conn.execute(delete(station_frames).where(and_(
+                            station_frames.c.station_id == sid,
+                            station_frames.c.id < oldest_kept)))
+            return work
+
+        await self.journal.run(old)
+        # A few stations per journal turn: the chargers' own writes go between them (one
+        # turn for a fleet of 10,000 held every charger's answer for seconds, once a minute).
+        for start in range(0, len(stations), _PRUNE_CHUNK):
+            await self.journal.run(beyond(stations[start:start + _PRUNE_CHUNK]))
