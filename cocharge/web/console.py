@@ -122,6 +122,12 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host")
 
 
+def outcome(request: Request) -> dict[str, Any]:
+    """What became of the page's last form (`told`), for its template."""
+    return {"message": request.query_params.get("message"),
+            "failed": request.query_params.get("failed") == "1"}
+
+
 def told(path: str, message: str, failed: bool, key: str = "message") -> RedirectResponse:
     """Back to the page, which shows what became of the form (a failure as one)."""
     return RedirectResponse(path + "?" + urlencode(
@@ -532,8 +538,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         except ApiError as exc:
             return render("error.html", request, who, error=str(exc), status=exc.status)
         return render("connector.html", request, who, c=shown, m=mine,
-                      message=request.query_params.get("message"),
-                      failed=request.query_params.get("failed") == "1")
+                      **outcome(request))
 
     @app.post("/console/c/{station_id}/{connector_id}/{action}", include_in_schema=False)
     async def connector_action(request: Request, station_id: str, connector_id: int,
@@ -573,8 +578,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         except ApiError as exc:
             return render("error.html", request, who, error=str(exc), status=exc.status)
         return render("group.html", request, who, g=group,
-                      message=request.query_params.get("message"),
-                      failed=request.query_params.get("failed") == "1")
+                      **outcome(request))
 
     @app.post("/console/g/{group_id}/join", include_in_schema=False)
     async def group_join(request: Request, group_id: int) -> Response:
@@ -600,10 +604,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         data = await api.member(who, str(who.owner))
         rows = await api.sessions(who, limit=50)
         bookings = await api.bookings(who)
+        keys = await passkeys.count(api.engine, str(who.owner))
         return render("me.html", request, who, m=data, rows=list(reversed(rows)),
-                      bookings=bookings, passkey_count=await passkeys.count(api.engine,
-                                                                            str(who.owner)), message=request.query_params.get("message"),
-                      failed=request.query_params.get("failed") == "1")
+                      bookings=bookings, passkey_count=keys, **outcome(request))
 
     @app.post("/console/me/bookings", include_in_schema=False)
     async def book(request: Request) -> Response:

@@ -40,8 +40,10 @@ async def test_the_group_is_in_every_answer_and_the_token_type_counts(node):
     await members(node)
     station = await raw_station(node, "HH1", "ocpp2.0.1")
     answer = await station.call("Authorize", {"idToken": {"idToken": "ANN", "type": "ISO14443"}})
-    assert answer[2]["idTokenInfo"] == {"status": "Accepted",
-                                        "groupIdToken": {"idToken": "flat-7", "type": "Central"}}
+    assert answer[2]["idTokenInfo"] == {
+        "status": "Accepted", "groupIdToken": {"idToken": "flat-7", "type": "Central"},
+        "personalMessage": {"format": "UTF8", "language": "zh",  # the platform's language
+                            "content": "欢迎，Ann。可用余额 ¥0.00"}}
     # A key code that happens to equal Ann's card number is not Ann's card.
     answer = await station.call("Authorize", {"idToken": {"idToken": "ANN", "type": "KeyCode"}})
     assert answer[2]["idTokenInfo"] == {"status": "Unknown"}

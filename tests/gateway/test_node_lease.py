@@ -21,6 +21,19 @@ def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     return forked_cli.run([*args, "--db", db])
 
 
+async def shown_online(db: str) -> bool:
+    """Whether `station list` shows the (only) station online."""
+    listed = json.loads((await asyncio.to_thread(cli, "station", "list", "--json", db=db)).stdout)
+    return bool(listed[0]["online"])
+
+
+async def until_shown(db: str, online: bool, within_s: float, why: str) -> None:
+    deadline = time.monotonic() + within_s
+    while await shown_online(db) != online:
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.2)
+
+
 async def test_a_killed_node_shows_its_stations_offline_when_its_lease_ends(tmp_path):
     db = str(tmp_path / "lease.db")
     config = tmp_path / "cocharge.toml"
@@ -40,23 +53,13 @@ async def test_a_killed_node_shows_its_stations_offline_when_its_lease_ends(tmp_
         box, reader = await open_wallbox(SimConfig(url=f"ws://127.0.0.1:{port}/ocpp",
                                                    station_id="L1", protocol="2.0.1"))
 
-        def online() -> bool:
-            listed = json.loads(cli("station", "list", "--json", db=db).stdout)
-            return bool(listed[0]["online"])
-
         try:
-            deadline = time.monotonic() + 15
-            while not await asyncio.to_thread(online):
-                assert time.monotonic() < deadline, "never shown online"
-                await asyncio.sleep(0.2)
+            await until_shown(db, True, 15, "never shown online")
             await asyncio.sleep(2.5)  # longer than the lease: renewed, still online
-            assert await asyncio.to_thread(online)
+            assert await shown_online(db)
             os.kill(server.pid, signal.SIGKILL)
             server.wait(10)
-            killed = time.monotonic()
-            while await asyncio.to_thread(online):
-                assert time.monotonic() - killed < 6, "still online after the lease"
-                await asyncio.sleep(0.2)
+            await until_shown(db, False, 6, "still online after the lease")
             gone = await asyncio.to_thread(cli, "remote", "reset", "L1", db=db)
             assert gone.returncode == 3 and "no running gateway" in gone.stderr, gone.stderr
         finally:
@@ -95,20 +98,10 @@ async def test_a_node_the_broker_says_is_gone_ends_its_lease_at_once(tmp_path, b
             boxes.append(await open_wallbox(SimConfig(url=f"ws://127.0.0.1:{port}/ocpp",
                                                       station_id="W1", protocol="2.0.1")))
 
-            def online() -> bool:
-                listed = json.loads(cli("station", "list", "--json", db=pg_url).stdout)
-                return bool(listed[0]["online"])
-
-            deadline = time.monotonic() + 15
-            while not await asyncio.to_thread(online):
-                assert time.monotonic() < deadline, "never shown online"
-                await asyncio.sleep(0.2)
+            await until_shown(pg_url, True, 15, "never shown online")
             os.kill(a.pid, signal.SIGKILL)
             a.wait(10)
-            killed = time.monotonic()
-            while await asyncio.to_thread(online):
-                assert time.monotonic() - killed < 20, "still online: the lease was not ended"
-                await asyncio.sleep(0.2)
+            await until_shown(pg_url, False, 20, "still online: the lease was not ended")
             # The charger comes back through node B at once (no ping of the dead node).
             box, reader = boxes.pop()
             await close_wallbox(box, reader)
