@@ -339,6 +339,21 @@ class Api:
                 "windows": rules.get("windows") or [], "bookings": rules.get("bookings"),
                 "session": mine}
 
+    async def free_slots(self, who: Principal, station_id: str,
+                         connector_id: int) -> list[dict[str, str]]:
+        """The next hours the member could book at the connector (the booking's own checks);
+        naive UTC ISO texts."""
+        if who.role != "member":
+            return []
+        await self._visible(who, station_id)
+        try:
+            found = await sharing.free_slots(self.engine, station_id, connector_id,
+                                             str(who.owner))
+        except registry.RegistryError as exc:
+            raise not_found(str(exc)) from None
+        return [{"from": start.isoformat(timespec="seconds") + "Z",
+                 "to": end.isoformat(timespec="seconds") + "Z"} for start, end in found]
+
     async def driver_start(self, who: Principal, station_id: str, connector_id: int,
                            origin: str | None = None) -> dict[str, Any]:
         """A member starts charging at the connector in front of it: a remote start for its

@@ -3,7 +3,8 @@
 Behind a load balancer a site's chargers connect to any node. Each site has **one owner
 node at a time**: a lease in `site_leases`, claimed by a node that holds at least one of the
 site's stations when nobody holds it (or its lease ran out, or its holder's node lease did:
-that node died) and renewed every second (at most every third of `node_lease_s`). The owner allocates the whole site:
+that node died) and renewed every second (at most every third of `node_lease_s`). The owner
+allocates the whole site:
 
 - the other nodes tell it what their stations of the site report (sessions starting and
   ending, meter readings, a station connecting) over the broker (`P/_nodes/<owner>/load`);

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -202,6 +202,41 @@ async def add_booking(engine: AsyncEngine, station_id: str, connector_id: int, t
             station_id=station_id, connector_id=connector_id, tag=tag, starts_at=start,
             ends_at=end, status="booked", reserved=False, created_at=now,
         ).returning(bookings.c.id))).scalar_one())
+
+
+async def free_slots(engine: AsyncEngine, station_id: str, connector_id: int, tag: str,
+                     count: int = 6, hours: int = 1, within_h: int = 48,
+                     now: datetime | None = None) -> list[tuple[datetime, datetime]]:
+    """The next `count` slots of `hours` (on the hour, within `within_h`) that `tag` could
+    book at the connector: checked as a booking is (`add_booking`: open, shared with the
+    member, free); [] when the owner takes no bookings there."""
+    now = now or utcnow()
+    async with engine.connect() as conn:
+        station = await _station(conn, station_id)
+        rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
+        if not rules.bookings:
+            return []
+        existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
+        first = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        existing += await _group_holds(conn, station_id, first,
+                                       first + timedelta(hours=within_h), station.connectors)
+        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
+        member = member_of(row) if row is not None else Member(tag)
+        if rules.min_credit:
+            member = replace(member, credit=await loyalty.credit_score(conn, tag))
+    found: list[tuple[datetime, datetime]] = []
+    for n in range(within_h):
+        start = first + timedelta(hours=n)
+        end = start + timedelta(hours=hours)
+        try:
+            policy.check_booking(rules, existing, Booking(0, connector_id, tag, start, end), now,
+                                 station.connectors, member)
+        except RuleError:
+            continue
+        found.append((start, end))
+        if len(found) == count:
+            break
+    return found
 
 
 async def list_bookings(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ env.filters["cny"] = lambda fen: "-" if fen is None else fmt(int(fen))
 env.filters["money"] = i18n.money
 env.filters["localtime"] = i18n.local_time
 env.filters["clock"] = i18n.clock
+env.filters["local_input"] = i18n.local_input
 env.filters["tojson_compact"] = lambda v: json.dumps(v, default=str, separators=(",", ":"))
 
 # The command form: what each command asks for (the API takes any of the `remote` set).
@@ -535,9 +536,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             shown = await api.connector(who, station_id, connector_id)
             # The driver's money, membership and free energy left, beside the start button.
             mine = await api.member(who, str(who.owner)) if who.role == "member" else None
+            slots = await api.free_slots(who, station_id, connector_id)
         except ApiError as exc:
             return render("error.html", request, who, error=str(exc), status=exc.status)
-        return render("connector.html", request, who, c=shown, m=mine,
+        return render("connector.html", request, who, c=shown, m=mine, slots=slots,
                       **outcome(request))
 
     @app.post("/console/c/{station_id}/{connector_id}/{action}", include_in_schema=False)
@@ -630,7 +632,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             failed = False
         except (ApiError, RegistryError) as exc:
             message, failed = i18n.gettext("Not booked: %(reason)s", reason=str(exc)), True
-        return told("/console/me", message, failed)
+        # A slot tapped on a connector's page comes back there.
+        return told(_back_to(form.get("back")) or "/console/me", message, failed)
 
     @app.post("/console/me/bookings/{booking_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, booking_id: int) -> Response:

@@ -136,6 +136,13 @@ def local_time(value: Any, seconds: bool = False) -> str:
         f" {offset[:3]}:{offset[3:]}"
 
 
+def local_input(value: Any) -> str:
+    """An ISO time in UTC (`...Z`) as the platform's wall clock, the way a form's time field
+    takes it (2026-12-04T19:00): what the booking form reads back in the same zone."""
+    text = local_time(value)
+    return text[:16].replace(" ", "T") if text else ""
+
+
 def clock(value: Any) -> str:
     """A time of day in the platform's zone with milliseconds (the frame log)."""
     if not isinstance(value, str):

@@ -392,6 +392,41 @@ async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
             assert words["kwh"] in await browser.text("#bill")
 
 
+async def test_a_driver_books_by_tapping_a_free_slot(sqlite_url, browser_factory):
+    """Issue 33, item 2: the connector's page lists the next hours the member could book
+    (the booking's own checks: open, shared with it, free); one tap books one, in local
+    time, and it leaves the list; a station whose owner takes no bookings lists none."""
+    from cocharge.api.keys import create_key
+    from cocharge.stations import sharing
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(await create_key(node.engine, "t2 phone", "member", "T2"))
+        await browser.open("/console/c/P1/1?lang=en")
+        slots = await browser.all_text("#slots button")
+        assert len(slots) == 6 and all(len(s) == 22 for s in slots), slots  # date HH:MM–HH:MM
+        await browser.click("#slots li:nth-child(2) button")
+        assert "Booked" in await browser.wait_for("#driver-result", "Booked")
+        assert await browser.path() == "/console/c/P1/1"
+        booked = [b for b in await sharing.list_bookings(node.engine, "P1") if b["tag"] == "T2"]
+        assert len(booked) == 1
+        local = i18n_local(booked[0]["from"])
+        assert slots[1].startswith(local), (slots[1], local)
+        assert slots[1] not in await browser.all_text("#slots button")  # taken now
+        await sharing.set_rules(node.engine, "P1", 0, {"bookings": False})
+        await browser.open("/console/c/P1/1")
+        assert await browser.count("#slots") == 0
+
+
+def i18n_local(iso: str) -> str:
+    """A UTC ISO time as the console shows it (Asia/Shanghai): YYYY-MM-DD HH:MM."""
+    from cocharge.web import i18n
+
+    return i18n.local_input(iso).replace("T", " ")
+
+
 async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_url,
                                                                           browser_factory):
     """Issue 33, item 3 (phone and password): the operator's invitation link (`cocharge
