@@ -39,7 +39,7 @@ OWNER_COMMANDS = frozenset({"start", "stop", "unlock", "availability", "reset", 
 MEMBER_ACCOUNTS = ("wallet", "quota", "credit", "coins", "greenpt", "greenpt-locked", "poolpt")
 # Station fields a member (a driver) sees.
 PUBLIC_FIELDS = ("id", "online", "connectors", "max_power_kw", "area", "connector_status",
-                 "protocol")
+                 "protocol", "lat", "lon", "address")
 
 
 class ApiError(Exception):

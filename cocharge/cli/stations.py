@@ -55,16 +55,21 @@ def station() -> None:
 @click.option("--connectors", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--max-power-kw", type=FiniteRange(0.1, 1000))
 @click.option("--area", help="Neighbourhood (the revenue calculator compares within an area).")
+@click.option("--lat", type=FiniteRange(-90, 90), help="Where it is: latitude (WGS-84), with --lon "
+              "(drivers find it under 'stations near me').")
+@click.option("--lon", type=FiniteRange(-180, 180), help="... and longitude.")
+@click.option("--address", help="Its address, as drivers look for it.")
 @db_option
 def station_add(station_id: str, password: str | None, owner: str | None, connectors: int,
-                max_power_kw: float | None, area: str | None, db: str | None) -> None:
+                max_power_kw: float | None, area: str | None, lat: float | None,
+                lon: float | None, address: str | None, db: str | None) -> None:
     """Register a station so that it is Accepted when it boots."""
     if "/" in station_id or not station_id.strip():
         fail(f"station id {station_id!r} must be non-empty and contain no '/'")
     if password is not None and len(password) < 8:
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
     with_store(db, lambda e: registry.add_station(e, registry.NewStation(
-        station_id, password, owner, connectors, max_power_kw, area)))
+        station_id, password, owner, connectors, max_power_kw, area, lat, lon, address)))
     click.echo(f"station {station_id} registered")
 
 
@@ -77,16 +82,20 @@ def station_add(station_id: str, password: str | None, owner: str | None, connec
               "gateways use it at once.")
 @click.option("--clear-password", is_flag=True, help="Let the station connect without one.")
 @click.option("--connectors", type=click.IntRange(1, 64), help="How many connectors it has.")
+@click.option("--lat", type=FiniteRange(-90, 90), help="Where it is: latitude (WGS-84), with --lon.")
+@click.option("--lon", type=FiniteRange(-180, 180), help="... and longitude.")
+@click.option("--address", help="Its address, as drivers look for it ('' to clear).")
 @db_option
 def station_update(station_id: str, owner: str | None, max_power_kw: float | None,
                    area: str | None, password: str | None, clear_password: bool,
-                   connectors: int | None, db: str | None) -> None:
-    """Change a station's owner, maximum power, area, connectors or password."""
+                   connectors: int | None, lat: float | None, lon: float | None,
+                   address: str | None, db: str | None) -> None:
+    """Change a station's owner, maximum power, area, connectors, password or place."""
     if password is not None and len(password) < 8:
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
     async def work(engine: Any) -> None:
         await registry.update_station(engine, station_id, owner, max_power_kw, area, password,
-                                      clear_password, connectors)
+                                      clear_password, connectors, lat, lon, address)
         if password is not None or clear_password:
             # The running gateways forget the old password at once (none running: nothing).
             from cocharge.gateway.operator_client import OperatorError, send_request
@@ -315,7 +324,8 @@ def member_unblock(tag: str, db: str | None) -> None:
 
 
 
-STATION_COLUMNS = ("id", "password", "owner", "connectors", "max_power_kw", "area")
+STATION_COLUMNS = ("id", "password", "owner", "connectors", "max_power_kw", "area", "lat",
+                   "lon", "address")
 MEMBER_COLUMNS = ("name", "tag", "phone", "household", "expires", "referred_by")
 # Letters and digits only: a generated password survives any charger's configuration tool.
 ALPHABET = string.ascii_letters + string.digits
@@ -362,12 +372,33 @@ def _check_all(problems: list[str], path: str) -> None:
         fail(f"{path}: nothing imported, fix these first: " + "; ".join(shown))
 
 
+def _place(row: dict[str, str]) -> tuple[float | None, float | None]:
+    """A CSV row's lat and lon (finite numbers, or both empty)."""
+    import math
+
+    found: list[float | None] = []
+    for name in ("lat", "lon"):
+        text = (row.get(name) or "").strip()
+        if not text:
+            found.append(None)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{name} {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{name} {text!r} is not a number")
+        found.append(value)
+    return found[0], found[1]
+
+
 @station.command("import")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Check the file and say what would be added.")
 @db_option
 def station_import(path: str, dry_run: bool, db: str | None) -> None:
-    """Register stations from a CSV file: id[,password,owner,connectors,max_power_kw,area].
+    """Register stations from a CSV file:
+    id[,password,owner,connectors,max_power_kw,area,lat,lon,address].
 
     All or nothing: a bad row (or an id already registered) imports none. A row without a
     password gets a generated one, printed once (CSV on standard output: id,password) to
@@ -397,6 +428,11 @@ def station_import(path: str, dry_run: bool, db: str | None) -> None:
                     raise ValueError
             except ValueError:
                 problems.append(f"line {n}: max_power_kw {power!r}: 0.1 to 1000 (kW)")
+        try:
+            lat, lon = _place(row)
+            registry.check_place(lat, lon, row.get("address") or None)
+        except (ValueError, registry.RegistryError) as exc:
+            problems.append(f"line {n}: {str(exc).replace('--', '')}")
     _check_all(problems, path)
 
     async def work(engine: Any) -> list[tuple[str, str]]:
@@ -423,6 +459,8 @@ def station_import(path: str, dry_run: bool, db: str | None) -> None:
                     "connectors": int(row.get("connectors") or 1),
                     "max_power_w": round(float(power) * 1000) if power else None,
                     "admission": "accepted", "area": row.get("area") or None,
+                    "lat": _place(row)[0], "lon": _place(row)[1],
+                    "address": row.get("address") or None,
                     "created_at": utcnow()})
         async with engine.begin() as conn:
             await conn.execute(insert(stations_table), values)

@@ -40,6 +40,22 @@ class NewStation:
     connectors: int = 1
     max_power_kw: float | None = None
     area: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = None
+
+
+def check_place(lat: float | None, lon: float | None, address: str | None) -> None:
+    """Coordinates come as a pair, each in its range; an address fits its column."""
+    if (lat is None) != (lon is None):
+        raise RegistryError("give --lat and --lon together (WGS-84 degrees, e.g. 31.2304 "
+                            "121.4737)")
+    if lat is not None and not -90 <= lat <= 90:
+        raise RegistryError(f"--lat {lat}: a latitude is between -90 and 90")
+    if lon is not None and not -180 <= lon <= 180:
+        raise RegistryError(f"--lon {lon}: a longitude is between -180 and 180")
+    if address is not None and len(address) > 200:
+        raise RegistryError("--address is longer than 200 characters")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -61,6 +77,7 @@ def check_station_id(station_id: str) -> None:
 
 async def add_station(engine: AsyncEngine, new: NewStation) -> None:
     check_station_id(new.station_id)
+    check_place(new.lat, new.lon, new.address)
     async with engine.begin() as conn:
         exists = await conn.scalar(select(stations.c.id).where(stations.c.id == new.station_id))
         if exists:
@@ -74,6 +91,9 @@ async def add_station(engine: AsyncEngine, new: NewStation) -> None:
                 max_power_w=round(new.max_power_kw * 1000) if new.max_power_kw else None,
                 admission="accepted",
                 area=new.area,
+                lat=new.lat,
+                lon=new.lon,
+                address=new.address or None,
                 created_at=utcnow(),
             )
         )
@@ -87,6 +107,9 @@ def _station_view(row: Any, statuses: list[Any]) -> dict[str, Any]:
         "max_power_kw": row.max_power_w / 1000 if row.max_power_w else None,
         "admission": row.admission,
         "area": row.area,
+        "lat": row.lat,
+        "lon": row.lon,
+        "address": row.address,
         "password": row.password_hash is not None,
         "protocol": row.protocol,
         "vendor": row.vendor,
@@ -166,8 +189,14 @@ async def get_station(engine: AsyncEngine, station_id: str) -> dict[str, Any]:
 async def update_station(engine: AsyncEngine, station_id: str, owner: str | None = None,
                          max_power_kw: float | None = None, area: str | None = None,
                          password: str | None = None, clear_password: bool = False,
-                         connectors: int | None = None) -> None:
+                         connectors: int | None = None, lat: float | None = None,
+                         lon: float | None = None, address: str | None = None) -> None:
     values: dict[str, Any] = {}
+    check_place(lat, lon, address)
+    if lat is not None:
+        values["lat"], values["lon"] = lat, lon
+    if address is not None:
+        values["address"] = address or None
     if connectors is not None:
         values["connectors"] = connectors
     if password is not None and clear_password:
@@ -184,7 +213,7 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
         values["area"] = area or None
     if not values:
         raise RegistryError("nothing to change: give --owner, --max-power-kw, --area, "
-                            "--connectors or --password")
+                            "--connectors, --password, --lat/--lon or --address")
     async with engine.begin() as conn:
         done = await conn.execute(update(stations).where(stations.c.id == station_id).values(**values))
         if done.rowcount == 0:

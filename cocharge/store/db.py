@@ -301,6 +301,14 @@ async def _v25_member_language(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v26_station_places(conn: AsyncConnection) -> None:
+    """Where stations are: coordinates and an address (issue 33, stations near me)."""
+    def upgrade(sync_conn: Connection) -> None:
+        _add_columns(sync_conn, [(stations, ["lat", "lon", "address"])])
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -328,6 +336,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (23, _v23_pairing_codes),
     (24, _v24_passkeys),
     (25, _v25_member_language),
+    (26, _v26_station_places),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -67,6 +67,10 @@ stations = Table(
     # v12: 3 once the station connected with a client certificate of ours (from then on it
     # must); set lower only by an operator's forced downgrade. None: 1 or 2 (by the port).
     Column("security_profile", Integer),
+    # v26: where it is, for drivers' "stations near me" (WGS-84 degrees) and its address
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("address", String(200)),
 )
 
 connector_status = Table(

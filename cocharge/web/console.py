@@ -568,6 +568,25 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                        else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
         return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
+    @app.get("/console/near", include_in_schema=False)
+    async def near(request: Request) -> Response:
+        """Stations near me: every station with a place, its price now, hours and state;
+        the page's script asks the phone where it is and sorts them by distance."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse("/console/login?next=/console/near", status_code=303)
+        places = []
+        for station in await api.stations(who):
+            if station.get("lat") is None or station.get("lon") is None:
+                continue
+            try:
+                shown = await api.connector(who, str(station["id"]), 1)
+            except ApiError:
+                continue
+            places.append({**shown, "lat": station["lat"], "lon": station["lon"],
+                           "address": station.get("address") or ""})
+        return render("near.html", request, who, places=places)
+
     @app.get("/console/g/{group_id}", include_in_schema=False)
     async def group_page(request: Request, group_id: int) -> Response:
         """A group's invitation link (拼团): what it is, and Join for a signed-in member."""

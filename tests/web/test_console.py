@@ -523,3 +523,55 @@ async def test_a_neighbour_joins_a_group_from_its_link(sqlite_url, browser_facto
         assert await browser.count("#join-group") == 0
         await browser.open(f"/console/g/{group_id + 100}")
         assert f"group {group_id + 100}" in await browser.text("main")
+
+
+async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browser_factory,
+                                                              tmp_path):
+    """Issue 33, item 2: stations get a place (`station update --lat --lon --address`, the
+    CSV import too: a bad latitude refused, nothing imported); the member's "near me" page
+    lists them with price, hours and state, sorted by distance from the phone's position
+    (the browser's geolocation, set here through Chromium's DevTools), with a map link."""
+    from cocharge.api.keys import create_key
+    from tests import forked_cli
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        await fleet(node)
+        assert node.api is not None
+        for sid, lat, lon, address in (("P1", "31.2400", "121.4900", "外滩 1 号"),
+                                       ("P2", "31.2310", "121.4740", "人民广场 2 号")):
+            done = await asyncio.to_thread(forked_cli.run, [
+                "station", "update", sid, "--lat", lat, "--lon", lon, "--address", address,
+                "--db", sqlite_url])
+            assert done.returncode == 0, done.stderr
+        half = await asyncio.to_thread(forked_cli.run, [
+            "station", "update", "H1", "--lat", "31.2", "--db", sqlite_url])
+        assert half.returncode == 2 and "together" in half.stderr
+        bad = tmp_path / "bad.csv"
+        bad.write_text("id,lat,lon,address\nN1,95,121,nowhere\nN2,31.2,121.4,ok\n")
+        refused = await asyncio.to_thread(forked_cli.run, [
+            "station", "import", str(bad), "--db", sqlite_url])
+        assert refused.returncode == 2 and "line 2" in refused.stderr and "latitude" in refused.stderr
+        good = tmp_path / "good.csv"
+        good.write_text("id,lat,lon,address\nN2,31.2000,121.4000,far away\n")
+        assert (await asyncio.to_thread(forked_cli.run, [
+            "station", "import", str(good), "--db", sqlite_url])).returncode == 0
+        browser = browser_factory(node.api.url)
+        await browser.run(browser.driver.execute_cdp_cmd, "Browser.grantPermissions", {
+            "permissions": ["geolocation"], "origin": node.api.url})
+        await browser.run(browser.driver.execute_cdp_cmd, "Emulation.setGeolocationOverride",
+                          {"latitude": 31.2304, "longitude": 121.4737, "accuracy": 10})
+        await browser.login(await create_key(node.engine, "t2 phone", "member", "T2"))
+        await browser.open("/console/near?lang=zh")
+        async with asyncio.timeout(10):  # the script sorts once the position is known
+            while "km" not in await browser.text("#near li .distance"):
+                await asyncio.sleep(0.1)
+        order = await browser.run(lambda: [e.get_attribute("data-station") for e in
+                                           browser.driver.find_elements("css selector",
+                                                                        "#near li")])
+        assert order == ["P2", "P1", "N2"]  # 0.1 km, 1.9 km, 7.8 km from the phone
+        first = await browser.text("#near li")
+        assert "0.1 km" in first and "人民广场 2 号" in first and "全天" in first
+        link = await browser.run(lambda: browser.driver.find_element(
+            "css selector", "#near li a.map").get_attribute("href"))
+        assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
+        await browser.screenshot("near-zh", 390)

@@ -236,3 +236,24 @@ for (const button of document.querySelectorAll("[data-passkey]")) {
     });
   });
 }
+
+// Stations near me (near.html): the phone's position sorts the list by distance.
+const nearList = document.getElementById("near");
+if (nearList && navigator.geolocation) {
+  navigator.geolocation.getCurrentPosition(position => {
+    const here = position.coords, radians = Math.PI / 180;
+    const items = Array.from(nearList.querySelectorAll("li[data-lat]"));
+    for (const item of items) {  // haversine, on a sphere of the Earth's mean radius
+      const dLat = (item.dataset.lat - here.latitude) * radians;
+      const dLon = (item.dataset.lon - here.longitude) * radians;
+      const a = Math.sin(dLat / 2) ** 2 + Math.cos(here.latitude * radians) *
+        Math.cos(item.dataset.lat * radians) * Math.sin(dLon / 2) ** 2;
+      item.dataset.km = 6371.0088 * 2 * Math.asin(Math.sqrt(a));
+      item.querySelector(".distance").textContent =
+        Number(item.dataset.km).toFixed(item.dataset.km < 10 ? 1 : 0) + " km";
+    }
+    items.sort((x, y) => x.dataset.km - y.dataset.km).forEach(item => nearList.appendChild(item));
+    const note = document.getElementById("near-note");
+    if (note) note.hidden = true;
+  }, () => {});
+}
