@@ -568,6 +568,53 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                        else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
         return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
+    @app.get("/console/members", include_in_schema=False)
+    async def members_page(request: Request) -> Response:
+        """The operator's members: add one, block or unblock one (the API's checks)."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse("/console/login?next=/console/members", status_code=303)
+        try:
+            listed = await api.members(who)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("members.html", request, who, members=listed, **outcome(request))
+
+    @app.post("/console/members", include_in_schema=False)
+    async def members_add(request: Request) -> Response:
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        form = await form_of(request)
+        name, tag = str(form.get("name", "")).strip(), str(form.get("tag", "")).strip()
+        phone = str(form.get("phone", "")).strip() or None
+        try:
+            if not name:
+                raise ApiError(400, "name: the member's name")
+            await api.add_member(who, name, tag, phone, None)
+            message, failed = i18n.gettext("Member %(tag)s added.", tag=tag), False
+        except ApiError as exc:
+            message, failed = i18n.gettext("Not added: %(reason)s", reason=str(exc)), True
+        return told("/console/members", message, failed)
+
+    @app.post("/console/members/{tag}/{action}", include_in_schema=False)
+    async def members_block(request: Request, tag: str, action: str) -> Response:
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        if action not in ("block", "unblock"):
+            return render("error.html", request, who, error=f"no action {action!r}", status=404)
+        try:
+            await api.block(who, tag, action == "block")
+            message, failed = (i18n.gettext("%(tag)s blocked: its cards are refused.", tag=tag)
+                               if action == "block" else
+                               i18n.gettext("%(tag)s accepted again.", tag=tag)), False
+        except ApiError as exc:
+            message, failed = str(exc), True
+        return told("/console/members", message, failed)
+
     @app.get("/console/near", include_in_schema=False)
     async def near(request: Request) -> Response:
         """Stations near me: every station with a place, its price now, hours and state;

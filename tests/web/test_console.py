@@ -575,3 +575,42 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
             "css selector", "#near li a.map").get_attribute("href"))
         assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
         await browser.screenshot("near-zh", 390)
+
+
+async def test_the_operator_adds_blocks_and_unblocks_members(sqlite_url, browser_factory):
+    """Issue 33, item 5: the operator adds a member, blocks and unblocks one from the
+    console (the API's checks: a tag already taken is refused, nothing added), and the
+    registry agrees; a host has no members page."""
+    from cocharge.stations import registry
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        await browser.open("/console/members?lang=en")
+        assert await browser.count("#members tbody tr") == 2
+        await browser.fill("#add-member input[name=name]", "Cai Wen")
+        await browser.fill("#add-member input[name=tag]", "T1")
+        await browser.click("#add")
+        assert "already" in await browser.wait_for("#members-result.bad", "Not added")
+        assert await browser.count("#members tbody tr") == 2  # nothing added
+        await browser.fill("#add-member input[name=name]", "Cai Wen")
+        await browser.fill("#add-member input[name=tag]", "CAI")
+        await browser.click("#add")
+        await browser.wait_for("#members-result", "CAI added")
+        assert await browser.count("#members tbody tr") == 3
+        await browser.click("tr[data-tag=CAI] button.block")
+        await browser.wait_for("#members-result", "CAI blocked")
+        assert await browser.text("tr[data-tag=CAI] .status") == "blocked"
+        listed = {m["tag"]: m["status"] for m in await registry.list_members(node.engine)}
+        assert listed["CAI"] == "blocked"
+        await browser.click("tr[data-tag=CAI] button.unblock")
+        await browser.wait_for("#members-result", "accepted again")
+        listed = {m["tag"]: m["status"] for m in await registry.list_members(node.engine)}
+        assert listed["CAI"] == "accepted"
+        await browser.screenshot("members")
+        await browser.click("form.who button")
+        await browser.login(keys["host"])
+        await browser.open("/console/members")
+        assert "operator" in await browser.text("main") and await browser.count("#members") == 0
