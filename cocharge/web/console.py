@@ -374,6 +374,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
             rules = (await show_rules(api.engine, station_id)).get("station") or {}
         return render("station.html", request, who, s=shown, frames=frames, commands=commands,
+                      form_fields=FORM_COMMANDS,
                       result=result, audit=audit, rules=rules,
                       settings_message=request.query_params.get("settings"),
                       settings_failed=request.query_params.get("failed") == "1")

@@ -36,7 +36,18 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
             assert "1 of 3 online" in await browser.text("h1")
 
             await browser.open("/console/stations/P1")
+            # A form per command: only the chosen command's fields show.
+            await browser.select("#command", "reset")
+            assert await browser.run(lambda: [e.get_attribute("data-field") for e in
+                                              browser.driver.find_elements(
+                                                  "css selector", "label[data-field]")
+                                              if e.is_displayed()]) == ["hard"]
             await browser.select("#command", "start")
+            shown = await browser.run(lambda: [e.get_attribute("data-field") for e in
+                                               browser.driver.find_elements(
+                                                   "css selector", "label[data-field]")
+                                               if e.is_displayed()])
+            assert shown == ["tag", "connector_id"]
             await browser.fill("input[name=tag]", "T1")
             await browser.fill("input[name=connector_id]", "1")
             await browser.click("#send")

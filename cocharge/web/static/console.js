@@ -257,3 +257,21 @@ if (nearList && navigator.geolocation) {
     if (note) note.hidden = true;
   }, () => {});
 }
+
+// The station page's command form shows only the fields of the command chosen (the server
+// takes only those: console.py FORM_COMMANDS); the others are disabled, so not sent.
+const commandForm = document.getElementById("command-form");
+if (commandForm) {
+  const fields = JSON.parse(commandForm.dataset.fields || "{}");
+  const chosen = document.getElementById("command");
+  const show = () => {
+    const wanted = fields[chosen.value] || [];
+    for (const label of commandForm.querySelectorAll("label[data-field]")) {
+      const used = wanted.includes(label.dataset.field);
+      label.style.display = used ? "" : "none";  // (the stylesheet's display beats hidden)
+      for (const input of label.querySelectorAll("input")) input.disabled = !used;
+    }
+  };
+  chosen.addEventListener("change", show);
+  show();
+}
