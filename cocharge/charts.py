@@ -77,3 +77,40 @@ def _short(value: float) -> str:
     if value >= 100 or value == int(value):
         return f"{value:.0f}"
     return f"{value:.2f}"
+
+
+def lines(series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]], title: str,
+          x_labels: Sequence[tuple[float, str]], width: int = 640,
+          height: int = 220) -> Markup:
+    """Lines over a shared x axis, each on its own scale (0 to its top, shown at the left for
+    the first series and at the right for the second): `series` is (name, css class,
+    [(x, y)]); `x_labels` (x, text) along the bottom."""
+    left, right, bottom, top_pad = 44, 44, 28, 20
+    inner_w, inner_h = width - left - right, height - bottom - top_pad
+    xs = [x for _, _, points in series for x, _ in points]
+    low, high = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    span = (high - low) or 1.0
+    parts = [(f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+              f'aria-label="{escape(title)}"><title>{escape(title)}</title>'),
+             f'<text x="{left}" y="12" class="chart-title">{escape(title)}</text>']
+    for fraction in (0, 0.5, 1):
+        y = top_pad + inner_h * (1 - fraction)
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+                     'class="grid"/>')
+    for n, (name, css, points) in enumerate(series[:2]):
+        peak = max([y for _, y in points] + [0]) or 1
+        for fraction in (0, 0.5, 1):
+            y = top_pad + inner_h * (1 - fraction)
+            at, anchor = (left - 4, "end") if n == 0 else (width - right + 4, "start")
+            parts.append(f'<text x="{at}" y="{y + 4:.1f}" class="axis {css}" '
+                         f'text-anchor="{anchor}">{_short(peak * fraction)}</text>')
+        drawn = " ".join(f"{left + inner_w * (x - low) / span:.1f},"
+                         f"{top_pad + inner_h * (1 - y / peak):.1f}" for x, y in points)
+        if drawn:
+            parts.append(f'<polyline points="{drawn}" class="line {css}" fill="none">'
+                         f'<title>{escape(name)}</title></polyline>')
+    for x, text in x_labels:
+        parts.append(f'<text x="{left + inner_w * (x - low) / span:.1f}" y="{height - 10}" '
+                     f'class="axis" text-anchor="middle">{escape(text)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

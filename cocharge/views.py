@@ -86,6 +86,31 @@ async def session_detail(engine: AsyncEngine, session_id: int) -> dict[str, Any]
     return shown
 
 
+async def session_curve(engine: AsyncEngine, session_id: int
+                        ) -> tuple[list[tuple[datetime, float]], list[tuple[datetime, float]]]:
+    """A session's power (kW, the sum of the phases at each reading) and state of charge (%)
+    over time, from its meter values."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            select(meter_samples.c.ts, meter_samples.c.measurand, meter_samples.c.value,
+                   meter_samples.c.phase)
+            .where(meter_samples.c.session_id == session_id,
+                   meter_samples.c.measurand.in_(("Power.Active.Import", "SoC")))
+            .order_by(meter_samples.c.ts, meter_samples.c.id))).all()
+    total: dict[datetime, float] = {}  # a reading without a phase is the whole
+    phases: dict[datetime, float] = {}
+    soc: list[tuple[datetime, float]] = []
+    for r in rows:
+        if r.measurand == "SoC":
+            soc.append((r.ts, float(r.value)))
+        elif not r.phase:
+            total[r.ts] = float(r.value) / 1000
+        elif r.phase in ("L1", "L2", "L3", "L1-N", "L2-N", "L3-N"):
+            phases[r.ts] = phases.get(r.ts, 0.0) + float(r.value) / 1000
+    power = {**phases, **total}
+    return sorted(power.items()), soc
+
+
 async def parties(engine: AsyncEngine, only: Collection[str] | None = None
                   ) -> dict[str, tuple[str, str | None]]:
     """Every station's (or `only` these stations') host and property (None unless it is on

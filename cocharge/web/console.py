@@ -569,6 +569,42 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                        else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
         return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
+    @app.get("/console/sessions/{session_id}", include_in_schema=False)
+    async def session_page(request: Request, session_id: int) -> Response:
+        """One session: its numbers, its bill once settled, and its power and state of
+        charge over time (drawn on the server from its meter values)."""
+        from datetime import UTC
+
+        from cocharge import views
+
+        who = await user(request)
+        if who is None:
+            return RedirectResponse(f"/console/login?next=/console/sessions/{session_id}",
+                                    status_code=303)
+        try:
+            shown = await api.session(who, session_id)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        speak(request)  # the chart's words in the page's language
+        power, soc = await views.session_curve(api.engine, session_id)
+        chart = None
+        moments = [at for at, _ in power] + [at for at, _ in soc]
+        if moments:
+            start = min(moments)
+
+            def minutes(at: Any) -> float:
+                return float((at - start).total_seconds() / 60)
+
+            ticks = sorted({at for at in moments})
+            step = max(1, len(ticks) // 5)
+            labels = [(minutes(at), i18n.local_time(at.replace(tzinfo=UTC))[11:16])
+                      for at in ticks[::step]]
+            chart = charts.lines(
+                [(i18n.gettext("Power (kW)"), "power", [(minutes(a), v) for a, v in power]),
+                 (i18n.gettext("State of charge (%)"), "soc", [(minutes(a), v) for a, v in soc])],
+                i18n.gettext("Power (kW, left) and state of charge (%, right)"), labels)
+        return render("session.html", request, who, r=shown, chart=chart)
+
     @app.get("/console/members", include_in_schema=False)
     async def members_page(request: Request) -> Response:
         """The operator's members: add one, block or unblock one (the API's checks)."""

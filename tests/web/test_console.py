@@ -119,6 +119,16 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
               .then(r => r.text()).then(done);""")
         rows = list(csv.DictReader(io.StringIO(exported.lstrip("\ufeff"))))
         assert [r["tag"] for r in rows if r["station"] == "P1"] == ["T1"], exported[:300]
+        # The session's own page: its power and state of charge drawn from its meter values.
+        await browser.click(f"a[href='/console/sessions/{rows[0]['id']}']")
+        await browser.wait_for("#session h1", str(rows[0]["id"]))
+        lines = await browser.run(lambda: [
+            (e.get_attribute("class"), len(e.get_attribute("points").split()))
+            for e in browser.driver.find_elements("css selector", "#session-chart polyline")])
+        assert [c for c, _ in lines] == ["line power", "line soc"], lines
+        assert all(n >= 2 for _, n in lines), lines
+        assert "Power (kW, left)" in await browser.text("#session-chart")  # the page's language
+        await browser.screenshot("session")
         await browser.open("/api/docs")
         assert "/api/v1/stations/{station_id}/commands" in await browser.text("table")
 
