@@ -479,6 +479,22 @@ class Api:
                                             "available_fen")})
         return shown
 
+    async def add_station(self, who: Principal, new: registry.NewStation,
+                          origin: str | None = None) -> dict[str, Any]:
+        """Register a station (operator): the checks of `station add`; kept in the audit
+        trail."""
+        self._operator_only(who, "add stations")
+        if new.password is not None and len(new.password) < 8:
+            raise ApiError(400, "password: at least 8 characters (OCPP asks for 16 or more)")
+        try:
+            await registry.add_station(self.engine, new)
+        except registry.RegistryError as exc:
+            raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
+        async with self.engine.begin() as conn:
+            await audit.record(conn, actor(who), origin, "station-added", new.station_id, None,
+                               {"owner": new.owner, "connectors": new.connectors})
+        return {"id": new.station_id}
+
     async def add_member(self, who: Principal, name: str, tag: str, phone: str | None,
                          household: str | None) -> dict[str, Any]:
         self._operator_only(who, "add members")

@@ -349,7 +349,48 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             {k: v for k, v in (("q", q), ("online", online)) if v})
         return render("fleet.html", request, who, stations=shown, q=q or "", poll=poll,
                       online=online or "", total=len(shown),
-                      up=sum(1 for s in shown if s["online"]))
+                      up=sum(1 for s in shown if s["online"]), **outcome(request))
+
+    @app.post("/console/stations", include_in_schema=False)
+    async def station_add(request: Request) -> Response:
+        """The operator registers a station from the fleet page (the CLI's checks)."""
+        from cocharge.stations.registry import NewStation
+
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        form = await form_of(request)
+
+        def number(name: str) -> float | None:
+            text = str(form.get(name, "")).strip()
+            if not text:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                raise ApiError(400, f"{name}: {text!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ApiError(400, f"{name}: {text!r} is not a number")
+            return value
+
+        sid = str(form.get("id", "")).strip()
+        try:
+            connectors = number("connectors") or 1
+            power = number("max_power_kw")
+            if not float(connectors).is_integer() or not 1 <= connectors <= 64:
+                raise ApiError(400, "connectors: a whole number 1-64")
+            if power is not None and not 0.1 <= power <= 1000:
+                raise ApiError(400, "max_power_kw: 0.1 to 1000 (kW)")
+            await api.add_station(who, NewStation(
+                sid, str(form.get("password", "")) or None,
+                str(form.get("owner", "")).strip() or None, int(connectors), power, None,
+                number("lat"), number("lon"), str(form.get("address", "")).strip() or None),
+                request.client.host if request.client else None)
+            message, failed = i18n.gettext("Station %(id)s registered.", id=sid), False
+        except ApiError as exc:
+            message, failed = i18n.gettext("Not registered: %(reason)s", reason=str(exc)), True
+        return told("/console/", message, failed)
 
     @app.get("/console/stations/{station_id}", include_in_schema=False)
     async def station(request: Request, station_id: str) -> Response:

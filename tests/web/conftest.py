@@ -90,10 +90,15 @@ class Browser:
 
     async def wait_for(self, css: str, words: str, timeout: float = 20) -> str:
         """The element's text once it contains `words` (the page updates itself)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
         async with asyncio.timeout(timeout):
             while True:
                 if await self.count(css):  # else: not on the page yet
-                    shown = await self.text(css)
+                    try:
+                        shown = await self.text(css)
+                    except StaleElementReferenceException:  # the page was being replaced
+                        continue
                     if words in shown:
                         return shown
                 await asyncio.sleep(0.2)

@@ -635,3 +635,42 @@ async def test_the_operator_adds_blocks_and_unblocks_members(sqlite_url, browser
         await browser.login(keys["host"])
         await browser.open("/console/members")
         assert "operator" in await browser.text("main") and await browser.count("#members") == 0
+
+
+async def test_the_operator_registers_a_station_from_the_fleet_page(sqlite_url,
+                                                                    browser_factory):
+    """Issue 33, item 5: the operator registers a station with its place from the fleet
+    page (the CLI's checks: a taken id, a bad power or half a place refused, nothing
+    written), and it is in the registry and the audit trail."""
+    from cocharge.stations import registry
+    from cocharge.store import audit
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        await browser.open("/console/?lang=en")
+        for fields, says in ((("P1", "1", ""), "already"), (("N9", "abc", ""), "max_power_kw"),
+                             (("N9", "11", "31.2"), "together")):
+            await browser.fill("#station-add input[name=id]", fields[0])
+            await browser.fill("#station-add input[name=max_power_kw]", fields[1])
+            await browser.fill("#station-add input[name=lat]", fields[2])
+            await browser.click("#register")
+            await browser.wait_for("#station-add-result.bad", says)
+        assert "N9" not in {s["id"] for s in await registry.list_stations(node.engine)}
+        await browser.fill("#station-add input[name=id]", "N9")
+        await browser.fill("#station-add input[name=owner]", "carol")
+        await browser.fill("#station-add input[name=max_power_kw]", "7")
+        await browser.fill("#station-add input[name=lat]", "31.2304")
+        await browser.fill("#station-add input[name=lon]", "121.4737")
+        await browser.fill("#station-add input[name=address]", "人民广场 2 号")
+        await browser.click("#register")
+        await browser.wait_for("#station-add-result", "N9 registered")
+        assert "N9" in await browser.text("#fleet")
+        added = await registry.get_station(node.engine, "N9")
+        assert (added["owner"], added["max_power_kw"], added["lat"], added["address"]) == (
+            "carol", 7.0, 31.2304, "人民广场 2 号")
+        entries = await audit.entries(node.engine, "N9", None, 10)
+        assert [e["action"] for e in entries] == ["station-added"]
+        assert "ops" in entries[0]["actor"]
