@@ -376,7 +376,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
         sid = str(form.get("id", "")).strip()
         try:
-            connectors = number("connectors") or 1
+            given = number("connectors")
+            connectors = 1.0 if given is None else given
             power = number("max_power_kw")
             if not float(connectors).is_integer() or not 1 <= connectors <= 64:
                 raise ApiError(400, "connectors: a whole number 1-64")

@@ -652,13 +652,16 @@ async def test_the_operator_registers_a_station_from_the_fleet_page(sqlite_url,
         await browser.login(keys["operator"])
         await browser.open("/console/?lang=en")
         for fields, says in ((("P1", "1", ""), "already"), (("N9", "abc", ""), "max_power_kw"),
-                             (("N9", "11", "31.2"), "together")):
+                             (("N9", "11", "31.2"), "together"), (("N9", "11", ""), "1-64")):
+            if says == "1-64":
+                await browser.fill("#station-add input[name=connectors]", "0")
             await browser.fill("#station-add input[name=id]", fields[0])
             await browser.fill("#station-add input[name=max_power_kw]", fields[1])
             await browser.fill("#station-add input[name=lat]", fields[2])
             await browser.click("#register")
             await browser.wait_for("#station-add-result.bad", says)
         assert "N9" not in {s["id"] for s in await registry.list_stations(node.engine)}
+        await browser.fill("#station-add input[name=connectors]", "1")
         await browser.fill("#station-add input[name=id]", "N9")
         await browser.fill("#station-add input[name=owner]", "carol")
         await browser.fill("#station-add input[name=max_power_kw]", "7")
