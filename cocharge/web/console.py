@@ -173,6 +173,15 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                           status=403)
         return who
 
+    async def posted(request: Request) -> tuple[Principal, dict[str, str]] | Response:
+        """Who sends this form and what it says (answered in the request's language from
+        here on), or the answer when nobody may (`poster`)."""
+        who = await poster(request)
+        if not isinstance(who, Principal):
+            return who
+        speak(request)
+        return who, await form_of(request)
+
     @app.get("/console/login", include_in_schema=False)
     async def login_form(request: Request, error: str | None = None,
                          next: str | None = None) -> HTMLResponse:
@@ -356,11 +365,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         """The operator registers a station from the fleet page (the CLI's checks)."""
         from cocharge.stations.registry import NewStation
 
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        speak(request)
-        form = await form_of(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
 
         def number(name: str) -> float | None:
             text = str(form.get(name, "")).strip()
@@ -424,11 +432,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     @app.post("/console/stations/{station_id}/settings", include_in_schema=False)
     async def station_settings(request: Request, station_id: str) -> Response:
         """A host's (or the operator's) opening hours, bookings and price, from the form."""
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        speak(request)
-        form = await form_of(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
         origin = request.client.host if request.client else None
         windows = [line.strip() for line in str(form.get("windows", "")).splitlines()
                    if line.strip()]
@@ -524,11 +531,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     @app.post("/console/pairing", include_in_schema=False)
     async def pair(request: Request) -> Response:
         """A host's (or property's) new charger: its pairing code and how to set it up."""
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        speak(request)
-        form = await form_of(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
         connectors = str(form.get("connectors", "1"))
         try:
             made = await api.pair(who, str(form.get("station", "")).strip(),
@@ -661,11 +667,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/members", include_in_schema=False)
     async def members_add(request: Request) -> Response:
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        speak(request)
-        form = await form_of(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
         name, tag = str(form.get("name", "")).strip(), str(form.get("tag", "")).strip()
         phone = str(form.get("phone", "")).strip() or None
         try:
@@ -760,11 +765,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         from cocharge.stations.registry import RegistryError
         from cocharge.stations.sharing import parse_when
 
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        form = await form_of(request)
-        speak(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
         zone = i18n.zone().key  # a time typed into the form is the platform's local time
         try:
             connector = str(form.get("connector", "1"))
