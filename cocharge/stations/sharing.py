@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -180,22 +180,45 @@ async def _group_holds(conn: AsyncConnection, station_id: str, start: datetime, 
             for g in rows if g.id != except_group for c in range(1, connectors + 1)]
 
 
+@dataclass(frozen=True)
+class _BookingScene:
+    """What a booking at a station is checked against (`policy.check_booking`)."""
+
+    connectors: int
+    rules: SharingRules
+    existing: list[Booking]
+    member: Member
+
+    def check(self, connector_id: int, tag: str, start: datetime, end: datetime,
+              now: datetime) -> None:
+        policy.check_booking(self.rules, self.existing, Booking(0, connector_id, tag, start, end),
+                             now, self.connectors, self.member)
+
+
+async def _booking_scene(conn: AsyncConnection, station: Any, connector_id: int, tag: str,
+                         start: datetime, end: datetime, now: datetime) -> _BookingScene:
+    """The station's rules for the connector, its live bookings and the groups' holds between
+    `start` and `end`, and the member as the rules see it (with its credit when they ask)."""
+    station_id = str(station.id)
+    rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
+    existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
+    existing += await _group_holds(conn, station_id, start, end, station.connectors)
+    row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
+    member = member_of(row) if row is not None else Member(tag)
+    if rules.min_credit:
+        member = replace(member, credit=await loyalty.credit_score(conn, tag))
+    return _BookingScene(station.connectors, rules, existing, member)
+
+
 async def add_booking(engine: AsyncEngine, station_id: str, connector_id: int, tag: str,
                       start: datetime, end: datetime, now: datetime | None = None) -> int:
     now = now or utcnow()
     async with engine.begin() as conn:
         station = await _station(conn, station_id)
         await _active_member(conn, tag)
-        rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
-        existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
-        existing += await _group_holds(conn, station_id, start, end, station.connectors)
-        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
-        member = member_of(row) if row is not None else Member(tag)
-        if rules.min_credit:
-            member = replace(member, credit=await loyalty.credit_score(conn, tag))
+        scene = await _booking_scene(conn, station, connector_id, tag, start, end, now)
         try:
-            policy.check_booking(rules, existing, Booking(0, connector_id, tag, start, end), now,
-                                 station.connectors, member)
+            scene.check(connector_id, tag, start, end, now)
         except RuleError as exc:
             raise _fail(exc) from exc
         return int((await conn.execute(insert(bookings).values(
@@ -211,26 +234,18 @@ async def free_slots(engine: AsyncEngine, station_id: str, connector_id: int, ta
     book at the connector: checked as a booking is (`add_booking`: open, shared with the
     member, free); [] when the owner takes no bookings there."""
     now = now or utcnow()
+    first = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     async with engine.connect() as conn:
-        station = await _station(conn, station_id)
-        rules = rules_for(await load_rules(conn, [station_id]), station_id, connector_id) or SharingRules()
-        if not rules.bookings:
-            return []
-        existing = [booking_of(r) for r in await live_bookings(conn, [station_id], now)]
-        first = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        existing += await _group_holds(conn, station_id, first,
-                                       first + timedelta(hours=within_h), station.connectors)
-        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
-        member = member_of(row) if row is not None else Member(tag)
-        if rules.min_credit:
-            member = replace(member, credit=await loyalty.credit_score(conn, tag))
+        scene = await _booking_scene(conn, await _station(conn, station_id), connector_id, tag,
+                                     first, first + timedelta(hours=within_h), now)
+    if not scene.rules.bookings:
+        return []
     found: list[tuple[datetime, datetime]] = []
     for n in range(within_h):
         start = first + timedelta(hours=n)
         end = start + timedelta(hours=hours)
         try:
-            policy.check_booking(rules, existing, Booking(0, connector_id, tag, start, end), now,
-                                 station.connectors, member)
+            scene.check(connector_id, tag, start, end, now)
         except RuleError:
             continue
         found.append((start, end))

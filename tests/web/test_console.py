@@ -468,28 +468,25 @@ async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_
         browser = browser_factory(node.api.url)
         await browser.open(path)
         assert "T2" in await browser.text("main")
-        await browser.fill("#phone", "+86 138 0013 8000")
-        await browser.fill("#password", "neighbour-2026")
-        await browser.fill("#again", "neighbour-2025")
-        await browser.click("#join")
+        async def submit(button: str, **fields: str) -> None:
+            for name, value in fields.items():
+                await browser.fill(f"#{name}", value)
+            await browser.click(button)
+
+        await submit("#join", phone="+86 138 0013 8000", password="neighbour-2026",
+                     again="neighbour-2025")
         assert "differ" in await browser.wait_for(".error", "differ")
-        await browser.fill("#phone", "+86 138 0013 8000")
-        await browser.fill("#password", "neighbour-2026")
-        await browser.fill("#again", "neighbour-2026")
-        await browser.click("#join")
+        await submit("#join", phone="+86 138 0013 8000", password="neighbour-2026",
+                     again="neighbour-2026")
         await browser.wait_for("#who", "T2")
         assert await browser.path() == "/console/me"
         await browser.click("form.who button")  # log out
         await browser.open(path)
         assert "used already" in await browser.text("main")
         await browser.open("/console/login")
-        await browser.fill("#phone", "+8613800138000")
-        await browser.fill("#password", "wrong-password")
-        await browser.click("#login-phone")
+        await submit("#login-phone", phone="+8613800138000", password="wrong-password")
         assert "Wrong phone number or password" in await browser.wait_for(".error", "Wrong")
-        await browser.fill("#phone", "+8613800138000")
-        await browser.fill("#password", "neighbour-2026")
-        await browser.click("#login-phone")
+        await submit("#login-phone", phone="+8613800138000", password="neighbour-2026")
         await browser.wait_for("#who", "T2")
         assert await browser.path() == "/console/me"
 
