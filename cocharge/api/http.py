@@ -165,6 +165,44 @@ class MemberIn(BaseModel):
     household: str | None = Field(default=None, max_length=20)
 
 
+class MemberChangeIn(BaseModel):
+    """What to change of a member (what is not given stays as it is; '' clears a text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    phone: str | None = Field(default=None, max_length=32, description="'' clears it")
+    expires_at: str | None = Field(default=None, max_length=40, description=(
+        "ISO 8601 (without an offset: UTC) after which the tag answers Expired; '' never"))
+    groups: list[str] | None = Field(default=None, max_length=100)
+    vehicle: str | None = Field(default=None, max_length=100)
+    quota_kwh: Decimal | None = Field(default=None, ge=0, le=100_000,
+                                      description="Free energy per month, kWh")
+    green: bool | None = None
+    household: str | None = Field(default=None, max_length=20)
+    pay_with: list[Literal["coins", "points"]] | None = Field(default=None, max_length=2)
+    language: Literal["zh", "en", ""] | None = Field(
+        default=None, description="Messages at the charger; '' the platform's")
+
+    def change(self) -> dict[str, Any]:
+        """sharing.update_member's keywords."""
+        given = self.model_dump(exclude_unset=True)
+        change: dict[str, Any] = {k: given[k] for k in ("name", "phone", "household", "language")
+                                  if k in given and given[k] is not None}
+        if given.get("expires_at") is not None:
+            change["expires"] = parse_time(given["expires_at"], "expires_at") or ""
+        if given.get("groups") is not None:
+            change["groups"] = ",".join(given["groups"])
+        if given.get("vehicle") is not None:
+            change["vehicle_model"] = given["vehicle"]
+        if given.get("quota_kwh") is not None:
+            change["quota_wh"] = int(given["quota_kwh"] * 1000)
+        if given.get("green") is not None:
+            change["prefers_green"] = given["green"]
+        if given.get("pay_with") is not None:
+            change["pay_with"] = ",".join(given["pay_with"])
+        return change
+
+
 class DisputeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     session_id: int = Field(ge=1, le=2**63 - 1, description="The disputed session")
@@ -355,16 +393,23 @@ def build_app(api: Api) -> FastAPI:
     async def member(p: Who, tag: str) -> dict[str, Any]:
         return await api.member(p, tag)
 
+    @app.patch("/api/v1/members/{tag}", tags=["members"],
+               summary="Change a member's details (operator); kept in the audit trail")
+    async def update_member(p: Who, tag: str, body: MemberChangeIn,
+                            request: Request) -> dict[str, Any]:
+        return await api.update_member(p, tag, body.change(),
+                                       request.client.host if request.client else None)
+
     @app.post("/api/v1/members/{tag}/block", tags=["members"], status_code=204,
               summary="Block a member's tag (operator)")
-    async def block(p: Who, tag: str) -> Response:
-        await api.block(p, tag, True)
+    async def block(p: Who, tag: str, request: Request) -> Response:
+        await api.block(p, tag, True, request.client.host if request.client else None)
         return Response(status_code=204)
 
     @app.post("/api/v1/members/{tag}/unblock", tags=["members"], status_code=204,
               summary="Accept a blocked tag again (operator)")
-    async def unblock(p: Who, tag: str) -> Response:
-        await api.block(p, tag, False)
+    async def unblock(p: Who, tag: str, request: Request) -> Response:
+        await api.block(p, tag, False, request.client.host if request.client else None)
         return Response(status_code=204)
 
     @app.get("/api/v1/bookings", tags=["bookings"], summary="Bookings in the key's scope")

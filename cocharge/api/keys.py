@@ -35,6 +35,7 @@ class Principal:
     name: str
     role: str
     owner: str | None
+    via: str = "api"  # the way it came: "api", or "console" (its pages; the audit trail says)
 
     @property
     def operator(self) -> bool:

@@ -58,9 +58,9 @@ def forbidden(what: str) -> ApiError:
     return ApiError(403, f"a {what}")
 
 
-def actor(who: Principal, via: str = "api") -> str:
+def actor(who: Principal) -> str:
     """Who did it, as the audit log says: the key's name and role, and the way it came."""
-    return f"{who.role} key {who.name} ({via})"
+    return f"{who.role} key {who.name} ({who.via})"
 
 
 @dataclass
@@ -187,7 +187,7 @@ class Api:
 
     async def command(self, who: Principal, station_id: str, name: str,
                       args: dict[str, Any], expires_s: float | None,
-                      origin: str | None = None, via: str = "api") -> dict[str, Any]:
+                      origin: str | None = None) -> dict[str, Any]:
         """Send a command to a station (the CLI's `remote` set) and return its answer; who
         sent it (this key, through the API or the console) and from where is kept."""
         if who.role == "member":
@@ -197,7 +197,7 @@ class Api:
             raise forbidden(f"{who.role} key may send {', '.join(sorted(OWNER_COMMANDS))}; "
                             f"{name!r} is the operator's")
         request: dict[str, Any] = {"command": name, "station": station_id, "args": args,
-                                   "by": actor(who, via), "from": origin}
+                                   "by": actor(who), "from": origin}
         if expires_s is not None:
             request["expires_s"] = expires_s
         return await self.operator.answer(request)
@@ -364,7 +364,7 @@ class Api:
         return await self.operator.answer({
             "command": "start", "station": station_id,
             "args": {"tag": who.owner, "connector_id": connector_id},
-            "by": actor(who, "console"), "from": origin})
+            "by": actor(who), "from": origin})
 
     async def driver_stop(self, who: Principal, station_id: str, connector_id: int,
                           origin: str | None = None) -> dict[str, Any]:
@@ -378,7 +378,7 @@ class Api:
         return await self.operator.answer({
             "command": "stop", "station": station_id,
             "args": {"session_id": running[-1]["id"]},
-            "by": actor(who, "console"), "from": origin})
+            "by": actor(who), "from": origin})
 
     # --- a host runs its own chargers (issue 33, item 4) ----------------------------------------
 
@@ -508,10 +508,36 @@ class Api:
             raise ApiError(409 if "already" in str(exc) else 400, str(exc)) from None
         return {"tag": tag, "name": name}
 
-    async def block(self, who: Principal, tag: str, blocked: bool) -> None:
+    async def member_details(self, who: Principal, tag: str) -> dict[str, Any]:
+        """A member's details as `update_member` changes them (operator)."""
+        self._operator_only(who, "read members' details")
+        try:
+            return await sharing.member_details(self.engine, tag)
+        except registry.RegistryError:
+            raise not_found(f"member {tag!r}") from None
+
+    async def update_member(self, who: Principal, tag: str, change: dict[str, Any],
+                            origin: str | None = None) -> dict[str, Any]:
+        """Change a member's details (operator): `member update`'s checks, one place
+        (sharing.update_member), kept in the audit trail; the chargers' local lists follow.
+        `change`: update_member's keywords (name, phone, expires, groups, vehicle_model,
+        quota_wh, prefers_green, household, pay_with, language)."""
+        self._operator_only(who, "change members")
+        try:
+            changed = await sharing.update_member(self.engine, tag, **change,
+                                                  by=(actor(who), origin))
+        except registry.RegistryError as exc:
+            raise (not_found(f"member {tag!r}") if str(exc).startswith("no member")
+                   else ApiError(400, str(exc))) from None
+        await self.operator.answer({"command": "member-changed", "station": "",
+                                    "args": {"tag": tag}})
+        return {"tag": tag, "changed": changed}
+
+    async def block(self, who: Principal, tag: str, blocked: bool,
+                    origin: str | None = None) -> None:
         self._operator_only(who, "block members")
         try:
-            await registry.block_member(self.engine, tag, blocked)
+            await registry.block_member(self.engine, tag, blocked, by=(actor(who), origin))
         except registry.RegistryError:
             raise not_found(f"member {tag!r}") from None
         await self.operator.answer({"command": "member-changed", "station": "",

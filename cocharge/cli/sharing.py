@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -19,9 +19,10 @@ from cocharge.cli.common import (
     rule_error,
 )
 from cocharge.cli.database import with_store
-from cocharge.cli.stations import HOUSEHOLD_HELP, check_household
+from cocharge.cli.stations import HOUSEHOLD_HELP
 from cocharge.hours import parse_window
 from cocharge.stations import registry, sharing
+from cocharge.store.audit import cli_actor
 
 
 @click.command("rules")
@@ -110,6 +111,10 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
 
 @click.command("update")
 @click.argument("tag")
+@click.option("--name", help="The member's name.")
+@click.option("--phone", help="The member's phone number ('' to clear).")
+@click.option("--expires", help="Date (UTC) after which the tag answers Expired: 2027-06-30 or "
+              "2027-06-30T18:00:00; 'never' to clear.")
 @click.option("--groups", help="Comma-separated groups the member belongs to ('' to clear).")
 @click.option("--vehicle", help="The member's vehicle model, e.g. 'BYD Dolphin'.")
 @click.option("--quota-kwh", type=FiniteRange(0, 100000),
@@ -121,17 +126,33 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
 @click.option("--lang", "language", help="The language of the member's messages at the "
               "charger: zh or en ('' for the platform's display_language).")
 @db_option
-def member_update(tag: str, groups: str | None, vehicle: str | None, quota_kwh: float | None,
+def member_update(tag: str, name: str | None, phone: str | None, expires: str | None,
+                  groups: str | None, vehicle: str | None, quota_kwh: float | None,
                   green: bool | None, household: str | None, pay_with: str | None,
                   language: str | None, db: str | None) -> None:
-    """Change what sharing and settlement look at: groups, vehicle, a monthly free quota set by
-    hand (memberships give theirs: `cocharge membership`), green, paying with coins."""
+    """Change a member's details and what sharing and settlement look at: name, phone,
+    expiry, groups, vehicle, a monthly free quota set by hand (memberships give theirs:
+    `cocharge membership`), green, paying with coins, the language at the charger."""
 
     quota = round(quota_kwh * 1000) if quota_kwh is not None else None
-    check_household(household)
-    with_store(db, lambda e: sharing.update_member(e, tag, groups, vehicle, quota, green,
-                                                   household, pay_with, language))
-    click.echo(f"member {tag} updated")
+    until: datetime | Literal[""] | None = None
+    if expires is not None:
+        until = "" if expires.strip().lower() == "never" else _expiry(expires)
+    changed = with_store(db, lambda e: sharing.update_member(
+        e, tag, groups, vehicle, quota, green, household, pay_with, language,
+        name=name, phone=phone, expires=until, by=cli_actor()))
+    click.echo(f"member {tag} updated: " + ", ".join(
+        f"{k}={'' if v is None else v}" for k, v in changed.items()))
+
+
+def _expiry(text: str) -> datetime:
+    for form in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"):
+        try:
+            return datetime.strptime(text.strip(), form)
+        except ValueError:
+            continue
+    fail(f"--expires {text!r}: a date (UTC) like 2027-06-30 or 2027-06-30T18:00:00, or 'never'")
+    raise AssertionError
 
 
 def _when(text: str) -> datetime:

@@ -25,6 +25,7 @@ from cocharge.cli.database import with_store
 from cocharge.cli.lazy import LazyGroup
 from cocharge.stations import registry, sharing
 from cocharge.stations.passwords import PASSWORD_RULE, hash_password, valid_password
+from cocharge.store.audit import cli_actor
 from cocharge.store.db import (
     utcnow,
 )
@@ -273,7 +274,7 @@ async def _member_status(engine: Any, tag: str, blocked: bool) -> None:
     follow at once; none running: nothing to tell)."""
     from cocharge.gateway.operator_client import OperatorError, send_request
 
-    await registry.block_member(engine, tag, blocked)
+    await registry.block_member(engine, tag, blocked, by=cli_actor())
     with contextlib.suppress(OperatorError):
         await send_request(engine, {"command": "member-changed", "station": "",
                                     "args": {"tag": tag}}, timeout=5)
@@ -293,8 +294,6 @@ def member_invite(tag: str, valid: str, base_url: str | None, db: str | None) ->
 
     from cocharge.api import logins
     from cocharge.cli.channel import parse_duration
-    from cocharge.store.audit import cli_actor
-
     config = click.get_current_context().find_root().obj
     base = base_url or getattr(getattr(config, "gateway", None), "console_url", None) or ""
     if not base.startswith(("http://", "https://")):

@@ -13,6 +13,7 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.stations.passwords import hash_password
+from cocharge.store import audit
 from cocharge.store.db import identity, node_alive, utcnow
 from cocharge.store.schema import (
     connector_status,
@@ -377,13 +378,18 @@ async def list_members(engine: AsyncEngine) -> list[dict[str, Any]]:
              "expires_at": _iso(r.expires_at), "household": r.household} for r in rows]
 
 
-async def block_member(engine: AsyncEngine, tag: str, blocked: bool = True) -> None:
-    """Block a tag (it answers Blocked) or, `blocked=False`, accept it again."""
+async def block_member(engine: AsyncEngine, tag: str, blocked: bool = True,
+                       by: tuple[str, str | None] | None = None) -> None:
+    """Block a tag (it answers Blocked) or, `blocked=False`, accept it again; `by` (who,
+    from where) goes into the audit trail in the same transaction."""
     async with engine.begin() as conn:
         done = await conn.execute(update(members).where(members.c.tag == tag).values(
             status="blocked" if blocked else "accepted"))
         if done.rowcount == 0:
             raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        if by is not None:
+            await audit.record(conn, by[0], by[1], "blocked" if blocked else "unblocked",
+                               None, f"member:{tag}")
 
 
 async def list_sessions(engine: AsyncEngine, station_id: str | None = None, *,

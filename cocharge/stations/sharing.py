@@ -12,7 +12,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,7 +22,14 @@ from cocharge.hours import RuleError
 from cocharge.settlement import loyalty
 from cocharge.stations import policy
 from cocharge.stations.policy import Booking, Member, SharingRules
-from cocharge.stations.registry import RegistryError, _iso
+from cocharge.stations.registry import (
+    MAX_NAME,
+    RegistryError,
+    _iso,
+    normalize_phone,
+    phone_taken,
+)
+from cocharge.store import audit
 from cocharge.store.db import utcnow
 from cocharge.store.schema import (
     bookings,
@@ -120,38 +128,90 @@ def member_of(row: Any) -> Member:
 async def update_member(engine: AsyncEngine, tag: str, groups: str | None = None,
                         vehicle_model: str | None = None, quota_wh: int | None = None,
                         prefers_green: bool | None = None, household: str | None = None,
-                        pay_with: str | None = None, language: str | None = None) -> None:
+                        pay_with: str | None = None, language: str | None = None, *,
+                        name: str | None = None, phone: str | None = None,
+                        expires: datetime | Literal[""] | None = None,
+                        by: tuple[str, str | None] | None = None) -> dict[str, Any]:
+    """Change a member's details (None: unchanged; '' clears a text, `expires=''` the
+    expiry): the one place the CLI, the API and the console change a member. `by` (who,
+    from where) goes into the audit trail in the same transaction. Returns what changed,
+    as stored."""
     values: dict[str, Any] = {}
+    if name is not None:
+        if not name.strip() or len(name) > MAX_NAME or not name.isprintable():
+            raise RegistryError(f"name: 1 to {MAX_NAME} printable characters")
+        values["name"] = name.strip()
+    if phone is not None:
+        values["phone"] = normalize_phone(phone) if phone.strip() else None
+    if expires is not None:
+        values["expires_at"] = (None if expires == "" else
+                                expires.astimezone(UTC).replace(tzinfo=None)
+                                if expires.tzinfo else expires)
     if language is not None:
         from cocharge.stations.display import LANGUAGES
 
         if language not in (*LANGUAGES, ""):
-            raise RegistryError(f"--lang {language!r}: one of {', '.join(LANGUAGES)} ('' for "
+            raise RegistryError(f"language {language!r}: one of {', '.join(LANGUAGES)} ('' for "
                                 "the platform's display_language)")
         values["language"] = language or None
     if pay_with is not None:
         chosen = [p.strip() for p in pay_with.split(",") if p.strip()]
         if any(p not in ("coins", "points") for p in chosen):
-            raise RegistryError(f"--pay-with {pay_with!r}: coins, points, coins,points or '' "
+            raise RegistryError(f"pay with {pay_with!r}: coins, points, coins,points or '' "
                                 "(the wallet only)")
         values["pay_with"] = ",".join(sorted(set(chosen))) or None
     if household is not None:
+        if len(household.strip()) > 20 or not household.isprintable():
+            raise RegistryError(f"household {household!r}: up to 20 printable characters "
+                                "(OCPP's limit)")
         values["household"] = household.strip() or None
     if groups is not None:
-        values["groups"] = ",".join(g.strip() for g in groups.split(",") if g.strip()) or None
+        chosen = [g.strip() for g in groups.split(",") if g.strip()]
+        if len(",".join(chosen)) > 500 or not all(g.isprintable() for g in chosen):
+            raise RegistryError("groups: comma-separated names, 500 printable characters in all")
+        values["groups"] = ",".join(chosen) or None
     if vehicle_model is not None:
-        values["vehicle_model"] = vehicle_model or None
+        if len(vehicle_model) > 100 or not vehicle_model.isprintable():
+            raise RegistryError("vehicle: up to 100 printable characters")
+        values["vehicle_model"] = vehicle_model.strip() or None
     if quota_wh is not None:
+        if not 0 <= quota_wh <= 100_000_000:
+            raise RegistryError("quota: 0 to 100,000 kWh a month")
         values["quota_wh"] = quota_wh
     if prefers_green is not None:
         values["prefers_green"] = prefers_green
     if not values:
-        raise RegistryError("nothing to change: give --groups, --vehicle, --quota-kwh, --green, "
-                            "--household, --pay-with or --lang")
+        raise RegistryError("nothing to change: give --name, --phone, --expires, --groups, "
+                            "--vehicle, --quota-kwh, --green, --household, --pay-with or --lang")
     async with engine.begin() as conn:
+        if values.get("phone") is not None:
+            holder = (await phone_taken(conn, [values["phone"]])).get(values["phone"])
+            if holder not in (None, tag):
+                raise RegistryError(f"phone {values['phone']} already belongs to member "
+                                    f"{holder}: one phone number, one account")
         done = await conn.execute(update(members).where(members.c.tag == tag).values(**values))
         if done.rowcount == 0:
             raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+        shown = {k: _iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
+        if by is not None:
+            await audit.record(conn, by[0], by[1], "member-changed", None, f"member:{tag}",
+                               shown)
+    return shown
+
+
+async def member_details(engine: AsyncEngine, tag: str) -> dict[str, Any]:
+    """What `update_member` changes, as it stands (the console's edit form)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(members).where(members.c.tag == tag))).first()
+    if row is None:
+        raise RegistryError(f"no member with tag {tag!r}: see `cocharge member list`")
+    return {"tag": row.tag, "name": row.name, "phone": row.phone, "status": row.status,
+            "expires_at": _iso(row.expires_at), "groups": row.groups or "",
+            "vehicle_model": row.vehicle_model or "",
+            "quota_kwh": "" if row.quota_wh is None else str(Decimal(row.quota_wh) / 1000),
+            "prefers_green": bool(row.prefers_green), "household": row.household or "",
+            "pay_with": row.pay_with or "", "language": row.language or "",
+            "referred_by": row.referred_by}
 
 
 # --- bookings -------------------------------------------------------------------------------

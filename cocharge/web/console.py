@@ -9,11 +9,12 @@ themselves current by polling the API (GET, with the login cookie) every few sec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -26,6 +27,8 @@ from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
 from cocharge.settlement.money import fmt
+from cocharge.stations.registry import RegistryError
+from cocharge.stations.sharing import parse_when
 from cocharge.web import i18n
 
 HERE = os.path.dirname(__file__)
@@ -141,6 +144,40 @@ def _back_to(path: Any) -> str | None:
     return text if text.startswith("/console/") and "//" not in text else None
 
 
+def member_change(was: dict[str, Any], form: Any) -> dict[str, Any]:
+    """What the member form changed, as sharing.update_member's keywords (times typed in
+    the platform's zone; a field left as it was is not sent)."""
+    text = {k: str(form.get(k, "")).strip() for k in (
+        "name", "phone", "expires", "groups", "vehicle", "quota_kwh", "household", "language")}
+    change: dict[str, Any] = {}
+    for field, key in (("name", "name"), ("phone", "phone"), ("household", "household"),
+                       ("language", "language"), ("vehicle", "vehicle_model")):
+        if text[field] != (was[key] or ""):
+            change[key] = text[field]
+    groups = ",".join(g.strip() for g in text["groups"].split(",") if g.strip())
+    if groups != was["groups"]:
+        change["groups"] = groups
+    if text["expires"] != i18n.local_input(was["expires_at"]):
+        change["expires"] = (parse_when(text["expires"], i18n.zone().key)
+                             if text["expires"] else "")
+    if text["quota_kwh"]:
+        try:
+            quota = Decimal(text["quota_kwh"])
+        except InvalidOperation:
+            raise ApiError(400, f"quota {text['quota_kwh']!r}: kWh a month, e.g. 50") from None
+        if not quota.is_finite():
+            raise ApiError(400, f"quota {text['quota_kwh']!r}: kWh a month, e.g. 50")
+        if not was["quota_kwh"] or quota != Decimal(was["quota_kwh"]):
+            change["quota_wh"] = int(quota * 1000)
+    green = form.get("green") == "1"
+    if green != was["prefers_green"]:
+        change["prefers_green"] = green
+    pay_with = ",".join(p for p in ("coins", "points") if form.get(f"pay_{p}") == "1")
+    if pay_with != was["pay_with"]:
+        change["pay_with"] = pay_with
+    return change
+
+
 def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     i18n.set_zone(api.gateway.settings.time_zone)
     app.mount("/console/static", StaticFiles(directory=os.path.join(HERE, "static")),
@@ -157,7 +194,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         key = request.cookies.get(COOKIE)
         if not key:
             return None
-        return await authenticate(api.engine, key)
+        found = await authenticate(api.engine, key)
+        return None if found is None else dataclasses.replace(found, via="console")
 
     def login_page() -> RedirectResponse:
         return RedirectResponse("/console/login", status_code=303)
@@ -486,8 +524,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 args[field] = text
         try:
             answer = await api.command(who, station_id, name, args, None,
-                                       request.client.host if request.client else None,
-                                       via="console")
+                                       request.client.host if request.client else None)
         except ApiError as exc:
             answer = {"ok": False, "error": "refused", "message": str(exc)}
         answer["command"], answer["args"] = name, args
@@ -682,6 +719,42 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             message, failed = i18n.gettext("Not added: %(reason)s", reason=str(exc)), True
         return told("/console/members", message, failed)
 
+    @app.get("/console/members/{tag}", include_in_schema=False)
+    async def member_page(request: Request, tag: str) -> Response:
+        """One member's details to edit (operator): name, phone, expiry, groups, vehicle,
+        quota, green, household, paying with coins, the language at the charger."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse(f"/console/login?next=/console/members/{quote(tag)}",
+                                    status_code=303)
+        try:
+            shown = await api.member_details(who, tag)
+            trail = await api.audit(who, None, f"member:{tag}", 50)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("member.html", request, who, m=shown, audit=trail, **outcome(request))
+
+    @app.post("/console/members/{tag}", include_in_schema=False)
+    async def member_edit(request: Request, tag: str) -> Response:
+        """Only what the form changed is sent (and kept in the audit trail): the API's
+        checks, `member update`'s."""
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
+        here = f"/console/members/{quote(tag)}"
+        try:
+            was = await api.member_details(who, tag)
+            change = member_change(was, form)
+            if not change:
+                return told(here, i18n.gettext("Nothing changed."), False)
+            await api.update_member(who, tag, change,
+                                    request.client.host if request.client else None)
+            message, failed = i18n.gettext("%(tag)s saved.", tag=tag), False
+        except (ApiError, RegistryError) as exc:
+            message, failed = i18n.gettext("Not saved: %(reason)s", reason=str(exc)), True
+        return told(here, message, failed)
+
     @app.post("/console/members/{tag}/{action}", include_in_schema=False)
     async def members_block(request: Request, tag: str, action: str) -> Response:
         who = await poster(request)
@@ -691,7 +764,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if action not in ("block", "unblock"):
             return render("error.html", request, who, error=f"no action {action!r}", status=404)
         try:
-            await api.block(who, tag, action == "block")
+            await api.block(who, tag, action == "block",
+                            request.client.host if request.client else None)
             message, failed = (i18n.gettext("%(tag)s blocked: its cards are refused.", tag=tag)
                                if action == "block" else
                                i18n.gettext("%(tag)s accepted again.", tag=tag)), False
@@ -762,8 +836,6 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/me/bookings", include_in_schema=False)
     async def book(request: Request) -> Response:
-        from cocharge.stations.registry import RegistryError
-        from cocharge.stations.sharing import parse_when
 
         sent = await posted(request)
         if not isinstance(sent, tuple):

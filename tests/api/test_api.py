@@ -58,6 +58,9 @@ class Client:
     async def put(self, path: str, body: Any) -> tuple[int, Any]:
         return await asyncio.to_thread(self._call, "PUT", path, body, {})
 
+    async def patch(self, path: str, body: Any) -> tuple[int, Any]:
+        return await asyncio.to_thread(self._call, "PATCH", path, body, {})
+
 
 async def fleet(node: Any) -> dict[str, str]:
     """Three stations: P1 of the property Greenfield (host alice), P2 of the property Other,
@@ -267,6 +270,28 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(sqlite_url):
                                        "open": ["mon-fri 19:00-23:00"]})
         assert status == 200 and len(body["hourly_utilisation"]) == 168
         assert [m["tag"] for m in (await ops.get("/api/v1/members"))[1]].count("T1") == 1
+        # A member's details: the operator's, checked as the CLI does, nothing of a bad one.
+        for change, code, says in (({"phone": "call me"}, 400, "phone"),
+                                   ({"name": "X", "expires_at": "soon"}, 400, "ISO 8601"),
+                                   ({"quota_kwh": "NaN"}, 422, "quota_kwh"),
+                                   ({"language": "fr"}, 422, "language"),
+                                   ({"tag": "T7"}, 422, "tag")):
+            status, body = await ops.patch("/api/v1/members/T1", change)
+            assert status == code and says in json.dumps(body), (change, body)
+        status, body = await ops.patch("/api/v1/members/NOPE", {"name": "X"})
+        assert status == 404
+        host = Client(base(node), keys["host"])
+        assert (await host.patch("/api/v1/members/T1", {"name": "X"}))[0] == 403
+        status, body = await ops.patch("/api/v1/members/T1", {
+            "name": "Tian Yi", "expires_at": "2027-06-30T19:00+08:00", "groups": ["block-7"],
+            "quota_kwh": "12.5", "pay_with": ["points"]})
+        assert status == 200 and body["changed"] == {
+            "name": "Tian Yi", "expires_at": "2027-06-30T11:00:00Z", "groups": "block-7",
+            "quota_wh": 12500, "pay_with": "points"}
+        [t1] = [m for m in (await ops.get("/api/v1/members"))[1] if m["tag"] == "T1"]
+        assert t1["name"] == "Tian Yi" and t1["expires_at"] == "2027-06-30T11:00:00Z"
+        [entry] = (await ops.get("/api/v1/audit?account=member:T1"))[1]
+        assert entry["actor"] == "operator key ops (api)" and entry["details"]["name"] == "Tian Yi"
         # The offline station's command is queued, as with `cocharge remote`.
         status, body = await ops.post("/api/v1/stations/H1/commands",
                                       {"command": "reset", "args": {}, "expires_s": 60})

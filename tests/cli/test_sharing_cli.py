@@ -127,6 +127,41 @@ def test_member_update_and_remote_limits_are_checked(tmp_path):
     assert bad.returncode == 2 and "duration" in bad.stderr
 
 
+def test_member_details_are_changed_checked_and_recorded(tmp_path):
+    """`member update` changes name, phone and expiry too (the API's and the console's
+    checks, one place); a bad value is one line, exit 2, nothing written; a change is in the
+    audit trail with who typed it."""
+    db = str(tmp_path / "c.db")
+    setup(db)
+    assert cocharge("member", "add", "Dai", "--tag", "DAI", "--phone", "13900139000",
+                    db=db).returncode == 0
+    for args, says in ((("--phone", "call me"), "--phone"),
+                       (("--phone", "139 0013 9000"), "already belongs to member DAI"),
+                       (("--expires", "next year"), "--expires"),
+                       (("--name", ""), "name: 1 to"),
+                       (("--lang", "fr"), "language 'fr'")):
+        bad = cocharge("member", "update", "BOB", "--name", "Robert", *args, db=db)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr
+    listed = {m["tag"]: m for m in json.loads(cocharge("member", "list", "--json",
+                                                       db=db).stdout)}
+    assert listed["BOB"]["name"] == "Bob"  # nothing of a refused change written
+    ok = cocharge("member", "update", "BOB", "--name", "Robert", "--phone", "+86 138 0013 8000",
+                  "--expires", "2027-06-30", db=db)
+    assert ok.returncode == 0, ok.stderr
+    listed = {m["tag"]: m for m in json.loads(cocharge("member", "list", "--json",
+                                                       db=db).stdout)}
+    assert (listed["BOB"]["name"], listed["BOB"]["phone"]) == ("Robert", "13800138000")
+    assert listed["BOB"]["expires_at"].startswith("2027-06-30")
+    assert cocharge("member", "update", "BOB", "--expires", "never", db=db).returncode == 0
+    listed = {m["tag"]: m for m in json.loads(cocharge("member", "list", "--json",
+                                                       db=db).stdout)}
+    assert listed["BOB"]["expires_at"] in (None, "")
+    assert cocharge("member", "block", "BOB", db=db).returncode == 0
+    trail = json.loads(cocharge("audit", "--account", "member:BOB", "--json", db=db).stdout)
+    assert [e["action"] for e in trail] == ["blocked", "member-changed", "member-changed"]
+    assert trail[2]["details"]["name"] == "Robert" and trail[2]["actor"].startswith("cli ")
+
+
 def test_a_booking_is_refused_to_a_member_the_owner_does_not_share_with(tmp_path):
     """The same rule as at the charger: a member outside the allowed groups and models
     cannot book the charger either (it could then charge at the booked time)."""
