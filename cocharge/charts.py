@@ -46,9 +46,11 @@ def standalone(chart: Markup) -> str:
             + str(chart).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
 
 
-def week_heatmap(values: Sequence[float], title: str, width: int = 640) -> Markup:
+def week_heatmap(values: Sequence[float], title: str, width: int = 640,
+                 days: Sequence[str] = DAYS) -> Markup:
     """168 values (Monday 00:00 first), 0..1, as a 7 x 24 grid: darker is busier (the
-    busiest hour is darkest; each cell's own figure is in its tooltip)."""
+    busiest hour is darkest; each cell's own figure is in its tooltip); `days`: the rows'
+    names, Monday first."""
     peak = max([*values, 0.0]) or 1.0
     cell = (width - 40) / 24
     height = int(20 + 7 * cell + 20)
@@ -58,12 +60,12 @@ def week_heatmap(values: Sequence[float], title: str, width: int = 640) -> Marku
     for day in range(7):
         y = 20 + day * cell
         parts.append(f'<text x="34" y="{y + cell * 0.7:.1f}" class="axis" text-anchor="end">'
-                     f'{DAYS[day]}</text>')
+                     f'{escape(days[day])}</text>')
         for hour in range(24):
             value = max(0.0, min(1.0, values[day * 24 + hour]))
             parts.append(f'<rect x="{40 + hour * cell:.1f}" y="{y:.1f}" width="{cell - 1:.1f}" '
                          f'height="{cell - 1:.1f}" class="heat" fill-opacity="{0.06 + 0.94 * value / peak:.3f}">'
-                         f'<title>{DAYS[day]} {hour:02d}:00 {value * 100:.0f} %</title></rect>')
+                         f'<title>{escape(days[day])} {hour:02d}:00 {value * 100:.0f} %</title></rect>')
     for hour in range(0, 24, 3):
         parts.append(f'<text x="{40 + hour * cell + cell / 2:.1f}" y="{height - 4}" class="axis" '
                      f'text-anchor="middle">{hour:02d}</text>')

@@ -35,6 +35,7 @@ from cocharge.simulators.wallbox import SimConfig, SimSession, close_wallbox, op
 from cocharge.stations import registry, sharing
 from cocharge.store.db import utcnow
 from cocharge.store.schema import sessions, station_events
+from cocharge.web.statement import to_html
 
 
 def _payer(tag: str | None) -> str:
@@ -250,7 +251,7 @@ async def run_demo(stations: int) -> None:
         month = memberships.month_of(utcnow())
         statement = await statements.statement(engine, "host:host1", month)
         statement_html = os.path.join(folder, f"statement-host1-{month}.html")
-        statements.write(statement_html, statements.to_html(statement))
+        statements.write(statement_html, to_html(statement, "en"))
         liabilities = await liability_report(engine, settle.SettlementDefaults().price_per_kwh)
 
     _say("\nSessions")

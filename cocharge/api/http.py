@@ -464,6 +464,12 @@ def build_app(api: Api) -> FastAPI:
             return csv_response(rows, columns, f"statement-{account.replace(':', '_')}.csv")
         return rows
 
+    @app.get("/api/v1/accounts/{account}/months/{month}", tags=["money"],
+             summary="A host's or property's monthly statement: sessions, gross, commission, "
+             "net, payouts, balances, tax estimate (its own; the operator any)")
+    async def monthly_statement(p: Who, account: str, month: str) -> dict[str, Any]:
+        return await api.monthly_statement(p, account, month)
+
     @app.get("/api/v1/dashboard", tags=["money"],
              summary="Revenue, kWh, sessions, utilisation by hour of week, payouts owed")
     async def dashboard(p: Who, days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:

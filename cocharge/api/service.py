@@ -361,10 +361,15 @@ class Api:
         if who.role != "member":
             raise forbidden("only a member starts charging for itself here")
         await self._visible(who, station_id)
+        short = await self.gateway.service.money_refusal(str(who.owner))
+        if short is not None:
+            raise ApiError(402, short)
+        # Never queued for later: a start hours from now, when the charger is back, would
+        # charge a driver who has long gone.
         return await self.operator.answer({
             "command": "start", "station": station_id,
             "args": {"tag": who.owner, "connector_id": connector_id},
-            "by": actor(who), "from": origin})
+            "by": actor(who), "from": origin, "queue": False})
 
     async def driver_stop(self, who: Principal, station_id: str, connector_id: int,
                           origin: str | None = None) -> dict[str, Any]:
@@ -425,6 +430,7 @@ class Api:
         async with self.engine.begin() as conn:
             await audit.record(conn, actor(who), origin, "rules", station_id, None,
                                {k: body[k] for k in body if k != "connector"})
+        await self.gateway.control.rules_changed()
         return await sharing.show_rules(self.engine, station_id)
 
     async def set_price(self, who: Principal, station_id: str, per_kwh: str,
@@ -672,6 +678,27 @@ class Api:
         if not who.operator and account != self.account(who):
             raise not_found(f"account {account!r}")
         return await ledger.statement(self.engine, account, since, until)
+
+    async def monthly_statement(self, who: Principal, account: str | None,
+                                month: str) -> dict[str, Any]:
+        """A host's or property's monthly statement (settlement/statements.py): its own
+        account's; the operator names any account."""
+        from cocharge.settlement import statements
+        from cocharge.settlement.payouts import PayoutError
+
+        if who.role == "member":
+            raise forbidden("member has no statement: its sessions and wallet are on its page")
+        own = self.account(who)
+        if not who.operator:
+            if account not in (None, own):
+                raise not_found(f"account {account!r}")
+            account = own
+        if account is None:
+            raise ApiError(400, "account: host:NAME or property:NAME")
+        try:
+            return await statements.statement(self.engine, account, month)
+        except PayoutError as exc:
+            raise ApiError(404 if str(exc).startswith("no account") else 400, str(exc)) from None
 
     async def dashboard(self, who: Principal, days: int) -> dict[str, Any]:
         if who.role == "member":

@@ -247,10 +247,12 @@ def payout_list(status: str | None, account: str | None, db: str | None, as_json
 @click.option("--month", required=True, help="YYYY-MM (the platform's local month).")
 @click.option("--html", "html_path", help="Also write a readable page with a chart here.")
 @click.option("--csv", "csv_path", help="Also write the statement as CSV here.")
+@click.option("--lang", "language", type=click.Choice(["zh", "en"]), default="zh",
+              show_default=True, help="The language of the --html page.")
 @db_option
 @json_option
 def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str | None,
-                  db: str | None, as_json: bool) -> None:
+                  language: str, db: str | None, as_json: bool) -> None:
     """A host's or property's monthly statement: sessions, kWh, gross, discounts, commission,
     net, payouts, balance and a tax estimate. brand:NAME: what a carmaker's members used of
     the free quota its OEM membership gives (the invoice to the brand)."""
@@ -272,7 +274,9 @@ def statement_cmd(account: str, month: str, html_path: str | None, csv_path: str
     if csv_path:
         statements.write(csv_path, statements.to_csv(st))
     if html_path:
-        statements.write(html_path, statements.to_html(st))
+        from cocharge.web.statement import to_html  # Jinja and the catalogue: only for a page
+
+        statements.write(html_path, to_html(st, language))
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -469,7 +469,8 @@ class MqttBridge(StationObserver):
                 expires = body.get("expires_s")
                 value = await self.gateway.control.send(
                     body["station"], command, body["name"], body["args"],
-                    queue_for_s=expires if expires is not None else self.gateway.settings.command_queue_s,
+                    queue_for_s=None if body.get("queue") is False else expires
+                    if expires is not None else self.gateway.settings.command_queue_s,
                     by=body.get("by"), origin=body.get("from"))
             else:
                 value = await self._execute(_plan(body["verb"], body["body"]), int(body["row_id"]))

@@ -156,7 +156,8 @@ class OperatorChannel:
             by, origin = request.get("by"), request.get("from")
             return await self.execute(station_id, command, name, args, expires_s,
                                       str(by)[:200] if by else "operator channel",
-                                      str(origin)[:200] if origin else None)
+                                      str(origin)[:200] if origin else None,
+                                      queue=request.get("queue") is not False)
         except cmd.CommandRejected as exc:
             return {"ok": False, "error": "bad_request", "message": str(exc)}
         except CommandFailed as exc:
@@ -180,21 +181,22 @@ class OperatorChannel:
     async def execute(self, station_id: str, command: cmd.Command, name: str | None = None,
                       args: dict[str, Any] | None = None,
                       expires_s: float | None = None, by: str | None = None,
-                      origin: str | None = None) -> dict[str, Any]:
+                      origin: str | None = None, queue: bool = True) -> dict[str, Any]:
         """Send to the station: here, or through the broker to the node holding it (several
-        nodes); a station no node holds gets it at its next boot (queued). `by`/`origin`:
-        who asked, from where (the audit log)."""
+        nodes); a station no node holds gets it at its next boot (queued), unless `queue` is
+        False (a driver's start: not hours later, when nobody stands at the charger).
+        `by`/`origin`: who asked, from where (the audit log)."""
         if station_id not in self.gateway.connections and name is not None:
             holder = await self.gateway.holder(station_id)
             if holder is not None and self.gateway.router is not None:
                 return dict(await self.gateway.router.forward(holder, {
                     "kind": "operator", "station": station_id, "name": name, "args": args or {},
-                    "expires_s": expires_s, "by": by, "from": origin}))
+                    "expires_s": expires_s, "by": by, "from": origin, "queue": queue}))
             if holder is not None:
                 # No broker to forward through: `cocharge remote` then asks the next node.
                 raise CommandFailed("offline", f"station {station_id} is not connected to this "
                                     f"node (node {holder} holds it)")
         return await self.gateway.control.send(
             station_id, command, name, args,
-            queue_for_s=expires_s if expires_s is not None else self.gateway.settings.command_queue_s,
-            by=by, origin=origin)
+            queue_for_s=None if not queue else expires_s if expires_s is not None
+            else self.gateway.settings.command_queue_s, by=by, origin=origin)

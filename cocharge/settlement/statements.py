@@ -5,8 +5,9 @@ share reached the account in the month (its gross at the tariff, the discounts, 
 driver paid, the platform's commission, the account's net), the payouts booked and
 returned, the balance at the start and at the end of the month, and a tax estimate by the
 rule table's `tax` section (an estimate, not advice: docs/payouts.md says what it assumes).
-The month is the platform's local month (Asia/Shanghai). Written as CSV or as a
-self-contained HTML page with a chart of the net income per day.
+The month is the platform's local month (Asia/Shanghai). Written as CSV here; as a
+self-contained page with a chart of the net income per day, in Chinese or English, by
+web/statement.py.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import BigInteger, and_, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cocharge.charts import bars
 from cocharge.settlement import checkpoints, funds, ledger, loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.payouts import PayoutError, check_account
@@ -192,19 +191,6 @@ def to_csv(st: dict[str, Any]) -> str:
     if st["checkpoint"]:
         w.writerow(["ledger checkpoint", checkpoints.line(st["checkpoint"])])
     return out.getvalue()
-
-
-_env = Environment(loader=PackageLoader("cocharge.web", "templates"),
-                   autoescape=select_autoescape(["html"]))
-
-
-def to_html(st: dict[str, Any]) -> str:
-    """One page, styles inline, the chart as inline SVG: it opens from a file or a mail."""
-
-    days = list(st["per_day"])
-    chart = bars([st["per_day"][d] / 100 for d in days], [d[-2:] for d in days],
-                 f"Net income per day, {st['month']} (CNY)", " CNY", every=5)
-    return _env.get_template("statement.html").render(st=st, fmt=fmt, chart=chart)
 
 
 def write(path: str, text: str) -> None:

@@ -168,6 +168,7 @@ class SharingController:
         # The gateway's journal, for what the controller writes while a charger waits.
         self.journal: Journal | None = None
         self._loop: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a rule changed here: the next tick now, not in 2 s
         # Called with a session id when its car has left after an overstay (settlement bills it).
         self.overstay_over: Callable[[int], None] | None = None
         self.observer = StationObserver()  # the gateway sets the service's observer here too
@@ -201,7 +202,16 @@ class SharingController:
                 raise
             except Exception:
                 log.exception("sharing control tick failed")
-            await asyncio.sleep(self.settings.control_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.control_interval_s)
+            self._wake.clear()
+
+    async def rules_changed(self) -> None:
+        """A station's sharing rules were changed through this node (the API, the console):
+        its starts are decided by them from now on, and its share lock follows at once."""
+        async with self.engine.connect() as conn:
+            self.rules = await sharing.load_rules(conn)
+        self._wake.set()
 
     def adopt(self, station_id: str) -> None:
         """A station connected here: follow its running sessions, which may have begun on

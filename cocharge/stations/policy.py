@@ -299,7 +299,7 @@ def check_booking(rules: SharingRules, existing: Sequence[Booking], new: Booking
         raise RuleError("the owner does not accept bookings at this station")
     refused = member_refusal(rules, member) if member is not None else None
     if refused is not None:
-        raise RuleError(f"{member.tag if member else ''}: {refused.reason}")
+        raise RuleError(f"{member.tag if member else ''} cannot book here: {refused.reason}")
     if not 1 <= new.connector_id <= connectors:
         raise RuleError(f"the station has connectors 1..{connectors}, not {new.connector_id}")
     if new.end <= new.start:

@@ -505,6 +505,24 @@ class StationService:
                     return decision.reason
         return None
 
+    async def money_refusal(self, tag: str) -> str | None:
+        """Why `tag` has not the money a session needs to start (the gateway's
+        start_minimum_fen; free quota will do), or None: asked before a driver's own start,
+        so the phone says why instead of the charger refusing the card a moment later."""
+        async with self.engine.connect() as conn:
+            return (await self._money(conn, tag, utcnow()))[1]
+
+    async def _money(self, conn: AsyncConnection, tag: str,
+                     now: datetime) -> tuple[Funds | None, str | None]:
+        """The member's money for a start (None: not checked, a card or no minimum) and why
+        it does not do (None: it does)."""
+        minimum = self.settings.start_minimum_fen
+        if minimum <= 0 or funds.is_card(tag):
+            return None, None
+        money = await funds.funds_of(conn, tag, quota_wh=await memberships.quota_left(conn, tag, now))
+        allowed, reason = money.may_start(minimum)
+        return money, None if allowed else reason
+
     async def _authorize_here(self, conn: AsyncConnection, tag: str, station_id: str | None,
                               connector_id: int | None
                               ) -> tuple[AuthStatus, Decision | None, Funds | None]:
@@ -517,13 +535,9 @@ class StationService:
             decision = await self.control.decide(conn, station_id, connector_id, tag)
             if decision is not None and not decision.allowed:
                 return _REFUSAL[decision.verdict], decision, None
-        minimum = self.settings.start_minimum_fen
-        if minimum <= 0 or funds.is_card(tag):
-            return status, decision, None
         now = utcnow()
-        money = await funds.funds_of(conn, tag, quota_wh=await memberships.quota_left(conn, tag, now))
-        allowed, reason = money.may_start(minimum)
-        if not allowed:
+        money, reason = await self._money(conn, tag, now)
+        if reason is not None:
             log.info("station %s: %s refused: %s", station_id, tag, reason)
             if self.control is not None:
                 self.control.refused(station_id, now, {

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -19,29 +20,19 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cocharge import charts
 from cocharge.api import logins, passkeys
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
-from cocharge.settlement.money import fmt
 from cocharge.stations.registry import RegistryError
 from cocharge.stations.sharing import parse_when
 from cocharge.web import i18n
+from cocharge.web.pages import env
+from cocharge.web.statement import to_html as statement_html
 
 HERE = os.path.dirname(__file__)
-env = Environment(loader=PackageLoader("cocharge.web", "templates"),
-                  autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
-                  extensions=["jinja2.ext.i18n"])
-env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
-env.filters["cny"] = lambda fen: "-" if fen is None else fmt(int(fen))
-env.filters["money"] = i18n.money
-env.filters["localtime"] = i18n.local_time
-env.filters["clock"] = i18n.clock
-env.filters["local_input"] = i18n.local_input
-env.filters["tojson_compact"] = lambda v: json.dumps(v, default=str, separators=(",", ":"))
 
 # The command form: what each command asks for (the API takes any of the `remote` set).
 FORM_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -142,6 +133,16 @@ def _back_to(path: Any) -> str | None:
     """Where to go after logging in: a page of this console only (never another site)."""
     text = str(path or "")
     return text if text.startswith("/console/") and "//" not in text else None
+
+
+def local_month() -> str:
+    """This month in the platform's time zone: YYYY-MM."""
+    return datetime.now(i18n.zone()).strftime("%Y-%m")
+
+
+def week_days() -> list[str]:
+    """Monday to Sunday, short, in the reader's language."""
+    return [i18n.gettext(day) for day in charts.DAYS]
 
 
 def member_change(was: dict[str, Any], form: Any) -> dict[str, Any]:
@@ -277,7 +278,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         return credential
 
     def refused(message: str, status: int = 400) -> JSONResponse:
-        return JSONResponse({"error": i18n.gettext(message)}, status_code=status)
+        return JSONResponse({"error": i18n.explain(message)}, status_code=status)
 
     @app.post("/console/passkeys/options", include_in_schema=False)
     async def passkey_options(request: Request) -> Response:
@@ -436,7 +437,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 request.client.host if request.client else None)
             message, failed = i18n.gettext("Station %(id)s registered.", id=sid), False
         except ApiError as exc:
-            message, failed = i18n.gettext("Not registered: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not registered: %(reason)s", reason=i18n.explain(exc)), True
         return told("/console/", message, failed)
 
     @app.get("/console/stations/{station_id}", include_in_schema=False)
@@ -492,7 +493,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 await api.set_price(who, station_id, price, None, origin)
             message, failed = i18n.gettext("Saved: the charger follows within seconds."), False
         except ApiError as exc:
-            message, failed = i18n.gettext("Not saved: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not saved: %(reason)s", reason=i18n.explain(exc)), True
         return told(f"/console/stations/{station_id}", message, failed, "settings")
 
     @app.post("/console/stations/{station_id}/command", include_in_schema=False)
@@ -550,8 +551,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         if who is None:
             return login_page()
         if not days.isdigit():  # a hand-edited address: the page, with the reason
-            return render("error.html", request, who, status=422,
-                          error=f"days={days!r}: give a number of days from 1 to 366")
+            return render("error.html", request, who, status=422, error=i18n.gettext(
+                "days=%(days)s: give a number of days from 1 to 366", days=repr(days)))
         span = max(1, min(366, int(days)))
         try:
             data = await api.dashboard(who, span)
@@ -559,11 +560,33 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return render("error.html", request, who, error=str(exc), status=exc.status)
         by_day = data["revenue_by_day"]
         revenue = charts.bars([d["fen"] / 100 for d in by_day], [d["day"][5:] for d in by_day],
-                              f"{'Earnings' if data['account'] else 'Revenue'} by day (CNY)",
+                              i18n.gettext("Earnings by day (CNY)") if data["account"]
+                              else i18n.gettext("Revenue by day (CNY)"),
                               " CNY", every=max(1, len(by_day) // 8))
         heat = charts.week_heatmap(data["utilisation_by_hour_of_week"],
-                                   "Utilisation by hour of week (local time)")
+                                   i18n.gettext("Utilisation by hour of week (local time)"),
+                                   days=week_days())
         return render("dashboard.html", request, who, d=data, revenue=revenue, heat=heat)
+
+    @app.get("/console/statement", include_in_schema=False)
+    async def statement_page(request: Request, month: str | None = None,
+                             account: str | None = None) -> Response:
+        """A host's (or property's) monthly statement as the page `cocharge statement
+        --html` writes, in the reader's language: to read, print or keep."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse("/console/login?next=/console/statement", status_code=303)
+        language = speak(request)
+        chosen = month or local_month()
+        try:
+            st = await api.monthly_statement(who, account, chosen)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        page = statement_html(st, language)
+        return HTMLResponse(page, headers={
+            "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+            # one page with its styles inline (it opens from a file or a mail as well)
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
     @app.post("/console/pairing", include_in_schema=False)
     async def pair(request: Request) -> Response:
@@ -600,8 +623,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                     Decimal(10), area or None)
                 chart = charts.bars(
                     [v * 100 for v in result["hourly_utilisation"]],
-                    [f"{charts.DAYS[h // 24]} {h % 24:02d}" for h in range(168)],
-                    "Expected utilisation by hour of week (%)", " %", every=24)
+                    [f"{week_days()[h // 24]} {h % 24:02d}" for h in range(168)],
+                    i18n.gettext("Expected utilisation by hour of week (%)"), " %", every=24)
             except ApiError as exc:
                 error = str(exc)
             except ArithmeticError:
@@ -643,15 +666,18 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                 who, station_id, connector_id, origin)
             failed = not answer.get("ok") or not answer.get("accepted")
             reason = answer.get("message") or answer.get("status") or ""
+            reason = i18n.explain(reason)
             message = (i18n.gettext("Not started: %(reason)s", reason=reason) if failed
                        and action == "start" else i18n.gettext(
                            "Not stopped: %(reason)s", reason=reason) if failed
                        else i18n.gettext("Starting: plug in if you have not.") if action == "start"
+                       else i18n.gettext("The charger is offline: it stops as soon as it is "
+                                         "back, and your bill follows.") if answer.get("queued")
                        else i18n.gettext("Stopping: your bill follows."))
         except ApiError as exc:
             failed = True
-            message = (i18n.gettext("Not started: %(reason)s", reason=str(exc)) if action == "start"
-                       else i18n.gettext("Not stopped: %(reason)s", reason=str(exc)))
+            message = (i18n.gettext("Not started: %(reason)s", reason=i18n.explain(exc)) if action == "start"
+                       else i18n.gettext("Not stopped: %(reason)s", reason=i18n.explain(exc)))
         return told(f"/console/c/{station_id}/{connector_id}", message, failed)
 
     @app.get("/console/sessions/{session_id}", include_in_schema=False)
@@ -716,7 +742,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             await api.add_member(who, name, tag, phone, None)
             message, failed = i18n.gettext("Member %(tag)s added.", tag=tag), False
         except ApiError as exc:
-            message, failed = i18n.gettext("Not added: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not added: %(reason)s", reason=i18n.explain(exc)), True
         return told("/console/members", message, failed)
 
     @app.get("/console/members/{tag}", include_in_schema=False)
@@ -752,7 +778,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                     request.client.host if request.client else None)
             message, failed = i18n.gettext("%(tag)s saved.", tag=tag), False
         except (ApiError, RegistryError) as exc:
-            message, failed = i18n.gettext("Not saved: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not saved: %(reason)s", reason=i18n.explain(exc)), True
         return told(here, message, failed)
 
     @app.post("/console/members/{tag}/{action}", include_in_schema=False)
@@ -770,7 +796,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                if action == "block" else
                                i18n.gettext("%(tag)s accepted again.", tag=tag)), False
         except ApiError as exc:
-            message, failed = str(exc), True
+            message, failed = i18n.explain(exc), True
         return told("/console/members", message, failed)
 
     @app.get("/console/near", include_in_schema=False)
@@ -817,7 +843,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             message, failed = i18n.gettext("You joined the group: %(status)s.",
                                            status=i18n.gettext(status)), False
         except ApiError as exc:
-            message, failed = i18n.gettext("Not joined: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not joined: %(reason)s", reason=i18n.explain(exc)), True
         return told(f"/console/g/{group_id}", message, failed)
 
     @app.get("/console/me", include_in_schema=False)
@@ -852,7 +878,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                    id=booking["id"], station=booking["station"])
             failed = False
         except (ApiError, RegistryError) as exc:
-            message, failed = i18n.gettext("Not booked: %(reason)s", reason=str(exc)), True
+            message, failed = i18n.gettext("Not booked: %(reason)s", reason=i18n.explain(exc)), True
         # A slot tapped on a connector's page comes back there.
         return told(_back_to(form.get("back")) or "/console/me", message, failed)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -107,6 +108,49 @@ def ngettext(singular: str, plural: str, n: int, **values: Any) -> str:
     chosen = singular if n == 1 else plural
     text = MESSAGES.get(_language.get(), {}).get(chosen, chosen)
     return str(text % {"num": n, **values}) if values else text  # (templates format it)
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
+_patterns: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+
+
+def _compiled(language: str) -> list[tuple[re.Pattern[str], str]]:
+    """The catalogue's messages with values, as patterns that read the values back out of
+    an English text; the most specific (most fixed words) first."""
+    if language not in _patterns:
+        found = []
+        for message in MESSAGES.get(language, {}):
+            names = _PLACEHOLDER.findall(message)
+            if not names or len(set(names)) != len(names):
+                continue
+            parts = _PLACEHOLDER.split(message)  # fixed text, name, fixed text, ...
+            pattern = "".join(re.escape(part.replace("%%", "%")) if i % 2 == 0
+                              else f"(?P<{part}>.+?)" for i, part in enumerate(parts))
+            fixed = sum(len(part) for part in parts[::2])
+            if fixed < 4:  # a value and a dot: it would read any text
+                continue
+            found.append((fixed, re.compile(pattern, re.DOTALL), message))
+        _patterns[language] = [(p, m) for _, p, m in sorted(found, key=lambda f: -f[0])]
+    return _patterns[language]
+
+
+def explain(text: Any) -> str:
+    """A message made below the console (a refusal, a check's error: English with values
+    in it, e.g. "outside opening hours mon-fri 19:00-23:00") in the reader's language: the
+    catalogue's message it was made from, with its values kept, each explained in turn (a
+    reason inside a refusal). A message the catalogue does not know stays as it is."""
+    message = str(text or "")
+    words = MESSAGES.get(_language.get(), {})
+    if not words or not message:
+        return message
+    if message in words:
+        return words[message]
+    for pattern, source in _compiled(_language.get()):
+        found = pattern.fullmatch(message)
+        if found is not None:
+            said = _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s", words[source])
+            return said % {k: explain(v) for k, v in found.groupdict().items()}
+    return message
 
 
 def js_messages() -> dict[str, str]:

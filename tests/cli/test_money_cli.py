@@ -221,7 +221,7 @@ def test_memberships_from_the_command_line(tmp_path):
         (["payout", "confirm", "nothing.csv"], "neither a payment file"),
         (["payout", "fail", "PO-20260101-001"], "no payout"),
         (["statement", "host:anna", "--month", "2026-13"], "YYYY-MM"),
-        (["member", "update", "G", "--pay-with", "gold"], "--pay-with"),
+        (["member", "update", "G", "--pay-with", "gold"], "pay with 'gold'"),
     ]:
         one_line_error(cocharge(*args, db=db), *words)
     assert len(json.loads(cocharge("membership", "list", "--json", db=db).stdout)) == 1

@@ -176,7 +176,7 @@ def test_a_booking_is_refused_to_a_member_the_owner_does_not_share_with(tmp_path
     slot = ["--from", "2027-06-05T19:00", "--to", "2027-06-05T20:00"]
     refused = cocharge("booking", "add", "WB0001", "--tag", "BOB002", *slot, db=db)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
-    assert "BOB002: the owner does not share this charger with this member" in refused.stderr
+    assert "BOB002 cannot book here: the owner does not share this charger with this member" in refused.stderr
     assert cocharge("booking", "add", "WB0001", "--tag", "ANN001", *slot, db=db).returncode == 0
     assert len(json.loads(cocharge("booking", "list", "--json", db=db).stdout)) == 1
 

@@ -175,7 +175,7 @@ async def test_coins_and_points_pay_part_of_a_session_the_host_gets_the_same(eng
     await sharing.update_member(engine, "C", pay_with="coins,points")
     c = await settle.settle_session(engine, await insert_session(engine, "P1", "C", 10_000, start))
     assert await balance(engine, "coins:C", "COIN") == 5000 - 750 and c.owed_fen == 750
-    with pytest.raises(registry.RegistryError, match="--pay-with"):
+    with pytest.raises(registry.RegistryError, match="pay with"):
         await sharing.update_member(engine, "C", pay_with="gold")
     assert (await ledger.verify(engine)).ok
 
@@ -227,8 +227,14 @@ async def test_payouts_statement_and_liabilities(engine):  # noqa: F811
     assert st["tax"]["estimate_fen"] == 0  # under 800 CNY: all deducted
     csv_text = statements.to_csv(st)
     assert "total,,3 sessions,63.000,94.50" in csv_text and "tax estimate" in csv_text
-    html = statements.to_html(st)
+    from cocharge.web.statement import to_html
+
+    html = to_html(st, "en")
     assert "<svg" in html and "Tax estimate" in html and "Host One" not in html
+    assert 'lang="en"' in html and "Net income from 3 sessions (63.000 kWh)" in html
+    chinese = to_html(st, "zh")  # a host here reads it in Chinese: the same numbers
+    assert 'lang="zh-CN"' in chinese and "税款估算" in chinese and "Tax estimate" not in chinese
+    assert "3 次充电的净收入（63.000 千瓦时）" in chinese and "94.50" in chinese
 
 
 async def test_a_failed_payout_returns_the_money(engine):  # noqa: F811

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cocharge.node import running_node
-from tests.api.test_api import fleet
+from tests.api.test_api import Client, base, fleet
 from tests.conftest import settings, simulated, until
 
 
@@ -413,6 +413,45 @@ async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
             assert words["kwh"] in await browser.text("#bill")
 
 
+async def test_a_driver_is_told_in_chinese_why_a_start_is_refused(sqlite_url,
+                                                                  browser_factory):
+    """Issue 33, items 1 and 2: the phone says why a start cannot be, in the reader's
+    language, before anything is sent: not enough money (the gateway's start minimum), the
+    charger offline (and the start is not queued for hours later), the owner's hours
+    (a rule changed through the API applies at once)."""
+    from sqlalchemy import func, select
+
+    from cocharge.api.keys import create_key
+    from cocharge.settlement import funds
+    from cocharge.store.schema import pending_commands
+
+    async with running_node(sqlite_url, settings(api_port=0, start_minimum_fen=100)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(await create_key(node.engine, "t2 phone", "member", "T2"))
+        await browser.open("/console/c/P1/1?lang=zh")
+        await browser.click("#start")
+        said = await browser.wait_for("#driver-result.bad", "余额不足")
+        assert "请先充值" in said and "not enough" not in said
+        await funds.top_up(node.engine, "T2", 5000, "pay-t2")
+        await browser.click("#start")
+        said = await browser.wait_for("#driver-result.bad", "离线")
+        async with node.engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(pending_commands)) == 0
+        async with simulated(node, "P1", "2.0.1", meter_interval_s=0.2) as box:
+            await until(lambda: asyncio.sleep(0, "P1" in node.gateway.connections))
+            ops = Client(base(node), keys["operator"])
+            status, _ = await ops.put("/api/v1/stations/P1/rules",
+                                       {"windows": ["mon 03:00-03:01"]})
+            assert status == 200
+            await browser.open("/console/c/P1/1")
+            await browser.click("#start")
+            said = await browser.wait_for("#driver-result.bad", "不在开放时间内")
+            assert "mon 03:00-03:01" in said and 1 not in box.sessions
+        await browser.screenshot("driver-refused-zh", 390)
+
+
 async def test_a_driver_books_by_tapping_a_free_slot(sqlite_url, browser_factory):
     """Issue 33, item 2: the connector's page lists the next hours the member could book
     (the booking's own checks: open, shared with it, free); one tap books one, in local
@@ -685,12 +724,49 @@ async def test_the_operator_edits_a_member_and_the_change_is_recorded(sqlite_url
         await browser.open("/console/members/T1?lang=zh")
         assert "会员资料已改" in await browser.text("#audit") and "充电桩上显示的语言" in \
             await browser.text("#member-edit")
-        await browser.screenshot("member-zh")
+        await browser.screenshot("member-edit-zh")
         await browser.click("form.who button")
         await browser.login(keys["host"])
         await browser.open("/console/members/T1")
         assert await browser.count("#member-edit") == 0 and "operator" in await browser.text(
             "main")
+
+
+async def test_a_host_reads_its_monthly_statement_in_chinese(sqlite_url, browser_factory):
+    """Issue 33, items 1 and 4: a host opens its monthly statement from its dashboard: the
+    page `cocharge statement --html` writes, in the reader's language, with the ledger's
+    numbers (the API's JSON of the same month agrees); another's account is not its to read."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        from cocharge.settlement import funds
+
+        keys = await fleet(node)
+        assert node.api is not None
+        await funds.top_up(node.engine, "T1", 10_000, "pay-t1")  # the driver pays: income
+        async with simulated(node, "H1", "1.6", meter_interval_s=0.05) as box:
+            session = await box.charge(1, "T1", energy_wh=1500)
+            await asyncio.wait_for(session.done.wait(), 30)
+        await node.gateway.settler.drain()
+        host = Client(base(node), keys["host"])
+        month = (await host.get("/api/v1/dashboard"))[1]["revenue_by_day"][-1]["day"][:7]
+        status, st = await host.get(f"/api/v1/accounts/host:bob/months/{month}")
+        assert status == 200 and st["totals"]["sessions"] == 1 and st["totals"]["net_fen"] > 0
+        assert (await host.get(f"/api/v1/accounts/host:alice/months/{month}"))[0] == 404
+        assert (await Client(base(node), keys["member"]).get(
+            f"/api/v1/accounts/host:bob/months/{month}"))[0] == 403
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["host"])
+        await browser.open("/console/dashboard?lang=zh")
+        await browser.click("#statement-link")
+        assert await browser.path() == "/console/statement"
+        await browser.wait_for("h1", "host:bob 的对账单")
+        page = await browser.text("body")
+        assert f"1 次充电的净收入（{st['totals']['kwh']:.3f} 千瓦时）" in page and "税款估算" in page
+        net = f"{st['totals']['net_fen'] // 100}.{st['totals']['net_fen'] % 100:02d}"
+        assert net in await browser.text("#statement-sessions tfoot")
+        assert await browser.count("svg.chart") == 1  # the chart, allowed by the page's CSP
+        await browser.screenshot("statement-zh")
+        await browser.open("/console/statement?account=host:alice&lang=en")
+        assert "account 'host:alice'" in await browser.text("main")
 
 
 async def test_the_operator_registers_a_station_from_the_fleet_page(sqlite_url,
