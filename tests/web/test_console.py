@@ -112,7 +112,18 @@ async def test_operator_watches_the_fleet_live_and_commands_a_station(sqlite_url
         await browser.wait_for("#settings-result", "Saved")
         tariffs = await settle.show_tariffs(node.engine, "P1")
         assert len(tariffs) == len(before) + 1 and "1.85" in json.dumps(tariffs[-1]["tariff"])
-        await browser.open("/console/sessions")
+        # The same in Chinese: the refusal in Chinese, values kept, nothing written.
+        await browser.open("/console/stations/P1?lang=zh")
+        await browser.fill("input[name=per_kwh]", "1,95")
+        await browser.click("#save-settings")
+        said = await browser.wait_for("#settings-result.bad", "请只用数字写金额")
+        assert "'1,95'" in said and "write the amount" not in said
+        assert len(await settle.show_tariffs(node.engine, "P1")) == len(tariffs)
+        await browser.fill("input[name=per_kwh]", "1.95")
+        await browser.click("#save-settings")
+        await browser.wait_for("#settings-result", "已保存")
+        assert "1.95" in json.dumps((await settle.show_tariffs(node.engine, "P1"))[-1]["tariff"])
+        await browser.open("/console/sessions?lang=en")
         exported = await browser.run(browser.driver.execute_async_script, """
             const done = arguments[arguments.length - 1];
             fetch(document.getElementById("export-csv").href, {credentials: "same-origin"})
@@ -271,8 +282,10 @@ async def test_the_console_in_chinese_and_local_time(sqlite_url, browser_factory
         await operator.screenshot("fleet-zh")
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
 async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite_url,
-                                                                           browser_factory):
+                                                                           browser_factory,
+                                                                           lang):
     """Issue 33, item 4: a host opens its own station in the console, sets its opening hours
     to tomorrow only and a new price; the charger's share lock closes its bay now (outside
     the hours), new sessions are priced at the new price, and the change is kept with who
@@ -290,13 +303,14 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
         async with simulated(node, "H1", "2.0.1", meter_interval_s=0.1) as box:
             browser = browser_factory(node.api.url)
             await browser.login(keys["host"])
-            await browser.open("/console/stations/H1")
+            await browser.open(f"/console/stations/H1?lang={lang}")
             local = utcnow().replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo("Asia/Shanghai"))
             tomorrow = (local + timedelta(days=1)).strftime("%a").lower()
             await browser.fill("textarea[name=windows]", f"{tomorrow} 10:00-11:00")
             await browser.fill("input[name=per_kwh]", "2.40")
             await browser.click("#save-settings")
-            assert "Saved" in await browser.wait_for("#settings-result", "Saved")
+            saved = {"en": "Saved", "zh": "已保存"}[lang]
+            assert saved in await browser.wait_for("#settings-result", saved)
             await until(lambda: asyncio.sleep(0, box.hw[1].bay_locked), 10)
             [current] = [t for t in await settle.show_tariffs(node.engine, "H1")][-1:]
             assert "2.40" in json.dumps(current, default=str)
