@@ -165,6 +165,19 @@ class MemberIn(BaseModel):
     household: str | None = Field(default=None, max_length=20)
 
 
+class StationChangeIn(BaseModel):
+    """What to change of a station (what is not given stays; '' clears a text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    owner: str | None = Field(default=None, max_length=100)
+    connectors: int | None = Field(default=None, ge=1, le=64)
+    max_power_kw: float | None = Field(default=None, ge=0.1, le=1000)
+    area: str | None = Field(default=None, max_length=100)
+    lat: float | None = Field(default=None, ge=-90, le=90, description="with lon")
+    lon: float | None = Field(default=None, ge=-180, le=180, description="with lat")
+    address: str | None = Field(default=None, max_length=200)
+
+
 class MemberChangeIn(BaseModel):
     """What to change of a member (what is not given stays as it is; '' clears a text)."""
 
@@ -305,6 +318,14 @@ def build_app(api: Api) -> FastAPI:
             status = {"bad_request": 400, "timeout": 504, "offline": 409}.get(
                 str(answer.get("error")), 502)
         return JSONResponse(answer, status_code=status)
+
+    @app.patch("/api/v1/stations/{station_id}", tags=["stations"],
+               summary="Change a station's owner, connectors, power, area or place (operator); "
+               "kept in the audit trail")
+    async def update_station(p: Who, station_id: str, body: StationChangeIn,
+                             request: Request) -> dict[str, Any]:
+        return await api.update_station(p, station_id, body.model_dump(exclude_none=True),
+                                        request.client.host if request.client else None)
 
     @app.put("/api/v1/stations/{station_id}/rules", tags=["stations"],
              summary="Change the station's sharing rules (its host or property, the operator)")

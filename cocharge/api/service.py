@@ -501,6 +501,21 @@ class Api:
                                {"owner": new.owner, "connectors": new.connectors})
         return {"id": new.station_id}
 
+    async def update_station(self, who: Principal, station_id: str, change: dict[str, Any],
+                             origin: str | None = None) -> dict[str, Any]:
+        """Change a station's details (operator): owner, connectors, max_power_kw, area,
+        lat/lon, address; `station update`'s checks (registry.update_station), kept in the
+        audit trail. Its password is changed at the charger (pairing, rotation), not here."""
+        self._operator_only(who, "change stations")
+        try:
+            changed = await registry.update_station(self.engine, station_id, **change,
+                                                    by=(actor(who), origin))
+        except registry.RegistryError as exc:
+            raise (not_found(f"station {station_id!r}") if str(exc).startswith("no station")
+                   else ApiError(400, str(exc))) from None
+        await self.operator.answer({"command": "station-changed", "station": station_id})
+        return {"id": station_id, "changed": changed}
+
     async def add_member(self, who: Principal, name: str, tag: str, phone: str | None,
                          household: str | None) -> dict[str, Any]:
         self._operator_only(who, "add members")

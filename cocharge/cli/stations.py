@@ -96,7 +96,8 @@ def station_update(station_id: str, owner: str | None, max_power_kw: float | Non
         fail("--password must be at least 8 characters (OCPP asks for 16 or more)")
     async def work(engine: Any) -> None:
         await registry.update_station(engine, station_id, owner, max_power_kw, area, password,
-                                      clear_password, connectors, lat, lon, address)
+                                      clear_password, connectors, lat, lon, address,
+                                      by=cli_actor())
         if password is not None or clear_password:
             # The running gateways forget the old password at once (none running: nothing).
             from cocharge.gateway.operator_client import OperatorError, send_request

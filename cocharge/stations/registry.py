@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -76,8 +77,24 @@ def check_station_id(station_id: str) -> None:
                             "characters without / or spaces (it is the end of the station's URL)")
 
 
+def check_station_values(owner: str | None, connectors: int | None,
+                         max_power_kw: float | None, area: str | None) -> None:
+    """A station's owner, connectors, power and area within what they may be (the CLI, the
+    API and the console: one place)."""
+    if owner is not None and (len(owner) > 100 or not owner.isprintable()):
+        raise RegistryError("owner: up to 100 printable characters")
+    if connectors is not None and not 1 <= connectors <= 64:
+        raise RegistryError("connectors: a whole number 1-64")
+    if max_power_kw is not None and not (math.isfinite(max_power_kw)
+                                         and 0.1 <= max_power_kw <= 1000):
+        raise RegistryError("max_power_kw: 0.1 to 1000 (kW)")
+    if area is not None and (len(area) > 100 or not area.isprintable()):
+        raise RegistryError("area: up to 100 printable characters")
+
+
 async def add_station(engine: AsyncEngine, new: NewStation) -> None:
     check_station_id(new.station_id)
+    check_station_values(new.owner, new.connectors, new.max_power_kw, new.area)
     check_place(new.lat, new.lon, new.address)
     async with engine.begin() as conn:
         exists = await conn.scalar(select(stations.c.id).where(stations.c.id == new.station_id))
@@ -191,8 +208,13 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
                          max_power_kw: float | None = None, area: str | None = None,
                          password: str | None = None, clear_password: bool = False,
                          connectors: int | None = None, lat: float | None = None,
-                         lon: float | None = None, address: str | None = None) -> None:
+                         lon: float | None = None, address: str | None = None,
+                         by: tuple[str, str | None] | None = None) -> dict[str, Any]:
+    """Change a station's details (None: unchanged; '' clears owner, area, address); `by`
+    (who, from where) goes into the audit trail in the same transaction, the password never.
+    Returns what changed."""
     values: dict[str, Any] = {}
+    check_station_values(owner, connectors, max_power_kw, area)
     check_place(lat, lon, address)
     if lat is not None:
         values["lat"], values["lon"] = lat, lon
@@ -207,7 +229,7 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
     if clear_password:
         values["password_hash"] = None
     if owner is not None:
-        values["owner"] = owner
+        values["owner"] = owner.strip() or None
     if max_power_kw is not None:
         values["max_power_w"] = round(max_power_kw * 1000)
     if area is not None:
@@ -215,10 +237,18 @@ async def update_station(engine: AsyncEngine, station_id: str, owner: str | None
     if not values:
         raise RegistryError("nothing to change: give --owner, --max-power-kw, --area, "
                             "--connectors, --password, --lat/--lon or --address")
+    shown = {("max_power_kw" if k == "max_power_w" else k):
+             (v / 1000 if k == "max_power_w" else v)
+             for k, v in values.items() if k != "password_hash"}
+    if "password_hash" in values:
+        shown["password"] = "changed" if values["password_hash"] else "cleared"
     async with engine.begin() as conn:
         done = await conn.execute(update(stations).where(stations.c.id == station_id).values(**values))
         if done.rowcount == 0:
             raise RegistryError(f"no station {station_id!r}: see `cocharge station list`")
+        if by is not None:
+            await audit.record(conn, by[0], by[1], "station-changed", station_id, None, shown)
+    return shown
 
 
 async def approve_station(engine: AsyncEngine, station_id: str) -> None:

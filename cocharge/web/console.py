@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -26,7 +27,7 @@ from cocharge.api import logins, passkeys
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
-from cocharge.stations.registry import RegistryError
+from cocharge.stations.registry import NewStation, RegistryError
 from cocharge.stations.sharing import parse_when
 from cocharge.web import i18n
 from cocharge.web.pages import env
@@ -143,6 +144,44 @@ def local_month() -> str:
 def week_days() -> list[str]:
     """Monday to Sunday, short, in the reader's language."""
     return [i18n.gettext(day) for day in charts.DAYS]
+
+
+def form_number(form: Any, name: str) -> float | None:
+    """A number typed into a form's field (None: left empty); anything else is refused."""
+    text = str(form.get(name, "")).strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"{name}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ApiError(400, f"{name}: {text!r} is not a number")
+    return value
+
+
+def station_change(was: dict[str, Any], form: Any) -> dict[str, Any]:
+    """What the station form changed, as registry.update_station's keywords."""
+    change: dict[str, Any] = {}
+    for key in ("owner", "area", "address"):
+        text = str(form.get(key, "")).strip()
+        if text != (was.get(key) or ""):
+            change[key] = text
+    numbers = {key: form_number(form, key) for key in ("connectors", "max_power_kw", "lat",
+                                                       "lon")}
+    connectors = numbers["connectors"]
+    if connectors is not None and connectors != was.get("connectors"):
+        if not connectors.is_integer():
+            raise ApiError(400, "connectors: a whole number 1-64")
+        change["connectors"] = int(connectors)
+    power = numbers["max_power_kw"]
+    if power is not None and power != was.get("max_power_kw"):
+        change["max_power_kw"] = power
+    if (numbers["lat"], numbers["lon"]) != (was.get("lat"), was.get("lon")):
+        if numbers["lat"] is None and numbers["lon"] is None:
+            raise ApiError(400, "a place is changed, not removed: give lat and lon")
+        change["lat"], change["lon"] = numbers["lat"], numbers["lon"]
+    return change
 
 
 def member_change(was: dict[str, Any], form: Any) -> dict[str, Any]:
@@ -402,38 +441,21 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     @app.post("/console/stations", include_in_schema=False)
     async def station_add(request: Request) -> Response:
         """The operator registers a station from the fleet page (the CLI's checks)."""
-        from cocharge.stations.registry import NewStation
-
         sent = await posted(request)
         if not isinstance(sent, tuple):
             return sent
         who, form = sent
-
-        def number(name: str) -> float | None:
-            text = str(form.get(name, "")).strip()
-            if not text:
-                return None
-            try:
-                value = float(text)
-            except ValueError:
-                raise ApiError(400, f"{name}: {text!r} is not a number") from None
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ApiError(400, f"{name}: {text!r} is not a number")
-            return value
-
         sid = str(form.get("id", "")).strip()
         try:
-            given = number("connectors")
+            given = form_number(form, "connectors")
             connectors = 1.0 if given is None else given
-            power = number("max_power_kw")
-            if not float(connectors).is_integer() or not 1 <= connectors <= 64:
+            if not connectors.is_integer():
                 raise ApiError(400, "connectors: a whole number 1-64")
-            if power is not None and not 0.1 <= power <= 1000:
-                raise ApiError(400, "max_power_kw: 0.1 to 1000 (kW)")
             await api.add_station(who, NewStation(
                 sid, str(form.get("password", "")) or None,
-                str(form.get("owner", "")).strip() or None, int(connectors), power, None,
-                number("lat"), number("lon"), str(form.get("address", "")).strip() or None),
+                str(form.get("owner", "")).strip() or None, int(connectors),
+                form_number(form, "max_power_kw"), None, form_number(form, "lat"),
+                form_number(form, "lon"), str(form.get("address", "")).strip() or None),
                 request.client.host if request.client else None)
             message, failed = i18n.gettext("Station %(id)s registered.", id=sid), False
         except ApiError as exc:
@@ -466,7 +488,30 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                       form_fields=FORM_COMMANDS,
                       result=result, audit=audit, rules=rules,
                       settings_message=request.query_params.get("settings"),
+                      details_message=request.query_params.get("details"),
                       settings_failed=request.query_params.get("failed") == "1")
+
+    @app.post("/console/stations/{station_id}/details", include_in_schema=False)
+    async def station_details(request: Request, station_id: str) -> Response:
+        """The operator changes a station's owner, connectors, power, area or place: only
+        what the form changed is sent (`station update`'s checks, the audit trail)."""
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
+        here = f"/console/stations/{quote(station_id)}"
+        try:
+            was = await api.station(who, station_id)
+            change = station_change(was, form)
+            if not change:
+                return told(here, i18n.gettext("Nothing changed."), False, "details")
+            await api.update_station(who, station_id, change,
+                                     request.client.host if request.client else None)
+            message, failed = i18n.gettext("%(id)s saved.", id=station_id), False
+        except ApiError as exc:
+            message, failed = i18n.gettext("Not saved: %(reason)s",
+                                           reason=i18n.explain(exc)), True
+        return told(here, message, failed, "details")
 
     @app.post("/console/stations/{station_id}/settings", include_in_schema=False)
     async def station_settings(request: Request, station_id: str) -> Response:

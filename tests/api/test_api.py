@@ -292,6 +292,22 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(sqlite_url):
         assert t1["name"] == "Tian Yi" and t1["expires_at"] == "2027-06-30T11:00:00Z"
         [entry] = (await ops.get("/api/v1/audit?account=member:T1"))[1]
         assert entry["actor"] == "operator key ops (api)" and entry["details"]["name"] == "Tian Yi"
+        # A station's details: the operator's, `station update`'s checks, nothing of a bad one.
+        for change, code in (({"max_power_kw": 5000}, 422), ({"lat": 31.2}, 400),
+                             ({"owner": "x" * 101}, 422), ({"password": "p" * 20}, 422)):
+            status, body = await ops.patch("/api/v1/stations/P2", change)
+            assert status == code, (change, body)
+        assert (await ops.patch("/api/v1/stations/NOPE", {"area": "x"}))[0] == 404
+        assert (await host.patch("/api/v1/stations/H1", {"area": "x"}))[0] == 403
+        status, body = await ops.patch("/api/v1/stations/P2", {
+            "max_power_kw": 22, "lat": 31.23, "lon": 121.47, "area": ""})
+        assert status == 200 and body["changed"] == {"max_power_kw": 22.0, "lat": 31.23,
+                                                     "lon": 121.47, "area": None}
+        shown = (await ops.get("/api/v1/stations/P2"))[1]
+        assert (shown["max_power_kw"], shown["lat"]) == (22.0, 31.23)
+        [entry] = [e for e in (await ops.get("/api/v1/audit?station=P2"))[1]
+                   if e["action"] == "station-changed"]
+        assert entry["details"]["max_power_kw"] == 22.0
         # The offline station's command is queued, as with `cocharge remote`.
         status, body = await ops.post("/api/v1/stations/H1/commands",
                                       {"command": "reset", "args": {}, "expires_s": 60})

@@ -820,6 +820,28 @@ async def test_the_operator_registers_a_station_from_the_fleet_page(sqlite_url,
         added = await registry.get_station(node.engine, "N9")
         assert (added["owner"], added["max_power_kw"], added["lat"], added["address"]) == (
             "carol", 7.0, 31.2304, "人民广场 2 号")
+        # Its details edited on its page: a bad value refused on the page, nothing written;
+        # then only what the form changed is sent, and kept with who did it.
+        await browser.open("/console/stations/N9?lang=en")
+        await browser.fill("#details input[name=max_power_kw]", "5000")
+        await browser.fill("#details input[name=owner]", "dave")
+        await browser.click("#save-details")
+        assert "0.1 to 1000" in await browser.wait_for("#details-result.bad", "Not saved")
+        assert (await registry.get_station(node.engine, "N9"))["owner"] == "carol"
+        await browser.fill("#details input[name=max_power_kw]", "11")
+        await browser.fill("#details input[name=owner]", "dave")
+        await browser.fill("#details input[name=address]", "人民广场 3 号")
+        await browser.click("#save-details")
+        await browser.wait_for("#details-result", "N9 saved")
+        edited = await registry.get_station(node.engine, "N9")
+        assert (edited["owner"], edited["max_power_kw"], edited["lat"], edited["address"]) == (
+            "dave", 11.0, 31.2304, "人民广场 3 号")
+        [entry] = [e for e in await audit.entries(node.engine, "N9")
+                   if e["action"] == "station-changed"]
+        assert entry["details"] == {"owner": "dave", "max_power_kw": 11.0,
+                                    "address": "人民广场 3 号"}
+        assert entry["actor"] == "operator key ops (console)"
+        assert "station-changed" in await browser.text("#audit")
         entries = await audit.entries(node.engine, "N9", None, 10)
-        assert [e["action"] for e in entries] == ["station-added"]
+        assert [e["action"] for e in entries] == ["station-changed", "station-added"]
         assert "ops" in entries[0]["actor"]
