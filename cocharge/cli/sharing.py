@@ -317,10 +317,10 @@ def station_qr(station_id: str, connector: int, out_file: str, base_url: str | N
                db: str | None) -> None:
     """The QR code to stick on a connector: it opens that connector's page in the console
     (price, hours, start, live kWh and cost, stop, the bill)."""
-    import segno
     from sqlalchemy import select
 
     from cocharge.store.schema import stations as stations_table
+    from cocharge.web import qr
 
     config = click.get_current_context().find_root().obj
     base = (base_url or getattr(getattr(config, "gateway", None), "console_url", None) or "")
@@ -341,11 +341,9 @@ def station_qr(station_id: str, connector: int, out_file: str, base_url: str | N
         fail(f"no station {station_id!r}: see `cocharge station list`")
     elif connector > connectors:
         fail(f"station {station_id} has connectors 1..{connectors}")
-    from urllib.parse import quote
-
-    url = f"{base.rstrip('/')}/console/c/{quote(station_id, safe='')}/{connector}"
+    url = qr.connector_url(base, station_id, connector)
     try:
-        segno.make(url, error="m").save(out_file, scale=8, border=4)
+        qr.save(url, out_file)
     except OSError as exc:
         fail(f"--out {out_file}: {exc.strerror}")
     click.echo(f"{out_file}: QR code of {url}")

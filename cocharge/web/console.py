@@ -29,7 +29,7 @@ from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
 from cocharge.stations.registry import NewStation, RegistryError
 from cocharge.stations.sharing import parse_when
-from cocharge.web import i18n
+from cocharge.web import i18n, qr
 from cocharge.web.pages import env
 from cocharge.web.statement import to_html as statement_html
 
@@ -490,6 +490,25 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                       settings_message=request.query_params.get("settings"),
                       details_message=request.query_params.get("details"),
                       settings_failed=request.query_params.get("failed") == "1")
+
+    @app.get("/console/stations/{station_id}/qr", include_in_schema=False)
+    async def station_qr(request: Request, station_id: str) -> Response:
+        """A connector's QR code each, to print and stick on the charger (its host, its
+        property, the operator): the code `cocharge station qr` writes."""
+        who = await user(request)
+        if who is None:
+            return RedirectResponse(f"/console/login?next=/console/stations/{quote(station_id)}"
+                                    "/qr", status_code=303)
+        try:
+            if who.role == "member":
+                raise ApiError(404, f"station {station_id!r}")
+            shown = await api.station(who, station_id)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        base = api.gateway.settings.console_url or str(request.base_url)
+        codes = [{"connector": n, "url": (url := qr.connector_url(base, station_id, n)),
+                  "svg": qr.inline_svg(url)} for n in range(1, int(shown["connectors"]) + 1)]
+        return render("qr.html", request, who, s=shown, codes=codes)
 
     @app.post("/console/stations/{station_id}/details", include_in_schema=False)
     async def station_details(request: Request, station_id: str) -> Response:

@@ -321,9 +321,24 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
             assert {e["action"] for e in done} >= {"rules", "price"}
             assert all(e["actor"] == "host key bob's app (console)" for e in done
                        if e["action"] in ("rules", "price"))
-            # Another's station: not this key's to change.
+            # The QR code to stick on each connector, to print from the console: the code of
+            # the connector's page (the one `cocharge station qr` writes).
+            import segno
+
+            await browser.click("#qr-link")
+            [caption] = await browser.all_text("figure.qr figcaption")
+            url = f"{node.api.url}/console/c/H1/1"
+            assert caption.endswith(url) and {"en": "Scan to charge", "zh": "扫码充电"}[lang] \
+                in caption
+            drawn = await browser.run(lambda: browser.driver.find_element(
+                "css selector", "figure.qr svg path").get_attribute("d"))
+            assert drawn in segno.make(url, error="m").svg_inline(scale=6, border=4)
+            await browser.screenshot(f"qr-{lang}")
+            # Another's station: not this key's to change, nor its codes to print.
             await browser.open("/console/stations/P1")
             assert await browser.count("#settings") == 0
+            await browser.open("/console/stations/P1/qr")
+            assert await browser.count("figure.qr") == 0
         # A new charger of the host's, paired by the code the console shows.
         await browser.open("/console/dashboard")
         await browser.fill("#pair input[name=station]", "NEW7")
