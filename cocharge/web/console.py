@@ -670,6 +670,22 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         made["ocpp_url"] = f"ws://{request.url.hostname}:{api.gateway.port}/ocpp/"
         return render("pairing.html", request, who, p=made)
 
+    @app.post("/console/invitations", include_in_schema=False)
+    async def invitation(request: Request) -> Response:
+        """An invitation for a member to sign in (the operator, a host, a property): its
+        link and the same as a QR code to scan."""
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
+        base = api.gateway.settings.console_url or str(request.base_url)
+        try:
+            made = await api.invite(who, str(form.get("tag", "")).strip(), base,
+                                    request.client.host if request.client else None)
+        except ApiError as exc:
+            return render("error.html", request, who, error=str(exc), status=exc.status)
+        return render("invitation.html", request, who, i=made, svg=qr.inline_svg(made["url"]))
+
     @app.get("/console/calculator", include_in_schema=False)
     async def calculator(request: Request, power_kw: str = "7", price: str = "1.20",
                          windows: str = "", area: str = "") -> Response:

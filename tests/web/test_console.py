@@ -559,6 +559,43 @@ async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_
         assert await browser.path() == "/console/me"
 
 
+async def test_a_host_invites_a_neighbour_from_the_console_with_a_qr_code(sqlite_url,
+                                                                         browser_factory):
+    """Issue 33, item 3 (an invitation from a host, as a link or a QR code): the host makes
+    the invitation on its dashboard; the page shows the link and its code (the code of that
+    link); the neighbour opens it and makes its login; an unknown tag is refused with the
+    reason, in Chinese."""
+    import segno
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        assert node.api is not None
+        host = browser_factory(node.api.url)
+        await host.login(keys["host"])
+        await host.open("/console/dashboard?lang=zh")
+        await host.fill("#invite input[name=tag]", "NOBODY")
+        await host.click("#invite-new")
+        assert "请先添加会员" in await host.wait_for("p.error", "NOBODY")
+        await host.open("/console/dashboard?lang=en")
+        await host.fill("#invite input[name=tag]", "T2")
+        await host.click("#invite-new")
+        link = await host.wait_for("#invitation-url", "/console/join/")
+        assert link.startswith(f"{node.api.url}/console/join/")
+        drawn = await host.run(lambda: host.driver.find_element(
+            "css selector", "#invitation figure.qr svg path").get_attribute("d"))
+        assert drawn in segno.make(link, error="m").svg_inline(scale=6, border=4)
+        neighbour = browser_factory(node.api.url)
+        await neighbour.open(link.removeprefix(node.api.url))
+        for name, value in (("phone", "13900139000"), ("password", "neighbour-2026"),
+                            ("again", "neighbour-2026")):
+            await neighbour.fill(f"#{name}", value)
+        await neighbour.click("#join")
+        await neighbour.wait_for("#who", "T2")
+        entries = [e for e in (await Client(base(node), keys["operator"]).get(
+            "/api/v1/audit?account=member:T2"))[1] if e["action"] == "invitation"]
+        assert [e["actor"] for e in entries] == ["host key bob's app (console)"]
+
+
 async def test_a_neighbour_joins_a_group_from_its_link(sqlite_url, browser_factory):
     """Issue 33, item 2 (group invitations by link): `cocharge group create` prints the link;
     a member opens it (here in Chinese), sees where, when and how many, joins; the group
