@@ -407,18 +407,28 @@ class Api:
         try:
             if "windows" in body:
                 changes["windows"] = tuple(parse_window(str(w)) for w in body["windows"] or ())
-            if "closed_dates" in body:
-                changes["closed_dates"] = frozenset(date.fromisoformat(str(d))
-                                                    for d in body["closed_dates"] or ())
-        except (RuleError, ValueError) as exc:
+        except RuleError as exc:
             raise ApiError(400, str(exc)) from None
+        if "closed_dates" in body:
+            days = set()
+            for text in body["closed_dates"] or ():
+                try:
+                    days.add(date.fromisoformat(str(text).strip()))
+                except ValueError:
+                    raise ApiError(400, f"closed date {str(text)[:30]!r}: write it as "
+                                        "YYYY-MM-DD, e.g. 2026-12-25") from None
+            changes["closed_dates"] = frozenset(days)
         for key in ("allowed_tags", "allowed_groups", "allowed_models"):
             if key in body:
                 changes[key] = frozenset(str(t) for t in body[key] or ())
         if "bookings" in body:
             changes["bookings"] = bool(body["bookings"])
         if "min_credit" in body:
-            changes["min_credit"] = int(body["min_credit"])
+            least = body["min_credit"]
+            if isinstance(least, bool) or not isinstance(least, int) \
+                    or not 0 <= least <= 1_000_000:
+                raise ApiError(400, f"min_credit {least!r}: a whole number from 0 to 1,000,000")
+            changes["min_credit"] = least
         if not changes:
             raise ApiError(400, "nothing to change: give windows, closed_dates, allowed_tags, "
                                 "allowed_groups, allowed_models, bookings or min_credit")

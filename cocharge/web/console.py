@@ -27,6 +27,7 @@ from cocharge.api import logins, passkeys
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
 from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
+from cocharge.settlement.money import MoneyError, parse_price
 from cocharge.stations.registry import NewStation, RegistryError
 from cocharge.stations.sharing import parse_when
 from cocharge.web import i18n, qr
@@ -540,19 +541,27 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return sent
         who, form = sent
         origin = request.client.host if request.client else None
+        def listed(name: str) -> list[str]:  # one a line, or comma-separated
+            return [item.strip() for line in str(form.get(name, "")).splitlines()
+                    for item in line.split(",") if item.strip()]
+
         windows = [line.strip() for line in str(form.get("windows", "")).splitlines()
                    if line.strip()]
         price = str(form.get("per_kwh", "")).strip()
+        least = str(form.get("min_credit", "")).strip() or "0"
         try:
             if price:  # checked before anything is written: a bad price changes nothing
-                from cocharge.settlement.money import MoneyError, parse_price
                 try:
                     parse_price(price, "per_kwh")
                 except MoneyError as exc:
                     raise ApiError(400, str(exc)) from None
-            await api.set_rules(who, station_id, {"windows": windows,
-                                                  "bookings": form.get("bookings") == "1"},
-                                origin)
+            if not least.isdigit():
+                raise ApiError(400, f"min_credit {least!r}: a whole number from 0 to 1,000,000")
+            await api.set_rules(who, station_id, {
+                "windows": windows, "bookings": form.get("bookings") == "1",
+                "closed_dates": listed("closed_dates"), "allowed_tags": listed("allowed_tags"),
+                "allowed_groups": listed("allowed_groups"),
+                "allowed_models": listed("allowed_models"), "min_credit": int(least)}, origin)
             if price:
                 await api.set_price(who, station_id, price, None, origin)
             message, failed = i18n.gettext("Saved: the charger follows within seconds."), False

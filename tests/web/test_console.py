@@ -317,6 +317,27 @@ async def test_a_host_changes_its_hours_and_price_and_its_charger_follows(sqlite
             assert await browser.run(browser.driver.execute_script,
                                      "return document.querySelector('textarea[name=windows]').value"
                                      ) == f"{tomorrow} 10:00-11:00"
+            # Whom it is shared with, and the days it is closed: a bad date refused on the
+            # page, nothing of the form written; then kept, and the sharing rules apply.
+            from cocharge.stations import sharing
+
+            await browser.fill("textarea[name=closed_dates]", "25/12")
+            await browser.fill("input[name=allowed_tags]", "T1, T9")
+            await browser.click("#save-settings")
+            said = await browser.wait_for("#settings-result.bad", "25/12")
+            assert {"en": "YYYY-MM-DD", "zh": "请写成 YYYY-MM-DD"}[lang] in said
+            assert (await sharing.show_rules(node.engine, "H1"))["station"]["allowed_tags"] == []
+            await browser.fill("textarea[name=closed_dates]", "2030-12-25")
+            await browser.fill("input[name=allowed_tags]", "T1, T9")
+            await browser.fill("input[name=min_credit]", "10")
+            await browser.click("#save-settings")
+            await browser.wait_for("#settings-result", saved)
+            kept = (await sharing.show_rules(node.engine, "H1"))["station"]
+            assert (kept["allowed_tags"], kept["closed_dates"], kept["min_credit"],
+                    kept["windows"]) == (["T1", "T9"], ["2030-12-25"], 10,
+                                         [f"{tomorrow} 10:00-11:00"])
+            assert await browser.run(lambda: browser.driver.find_element(
+                "css selector", "input[name=allowed_tags]").get_attribute("value")) == "T1, T9"
             done = await audit.entries(node.engine, "H1")
             assert {e["action"] for e in done} >= {"rules", "price"}
             assert all(e["actor"] == "host key bob's app (console)" for e in done
