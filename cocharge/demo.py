@@ -252,7 +252,16 @@ async def run_demo(stations: int) -> None:
         statement = await statements.statement(engine, "host:host1", month)
         statement_html = os.path.join(folder, f"statement-host1-{month}.html")
         statements.write(statement_html, to_html(statement, "en"))
-        liabilities = await liability_report(engine, settle.SettlementDefaults().price_per_kwh)
+        price = settle.SettlementDefaults().price_per_kwh
+        liabilities = await liability_report(engine, price)
+        # The points granted with purchases are promises on top of the money paid in: the
+        # operator backs them with money of its own (`cocharge ledger fund`), in whole
+        # hundreds of yuan, before it promises more.
+        short = liabilities.owed("cash") - liabilities.funds("cash")
+        capital = -(-short // 10_000) * 10_000 if short > 0 else 0
+        if capital:
+            await funds.add_capital(engine, capital, "demo-capital")
+            liabilities = await liability_report(engine, price)
 
     _say("\nSessions")
     _say(f"{'id':>3} {'station':8} {'tag':9} {'kWh':>7} {'status':10} {'stop':14} {'cutoff':8} "
@@ -332,7 +341,9 @@ async def run_demo(stations: int) -> None:
     _say(f"green points: {tags[0]} <- {tags[1]} <- {tags[2]} referral chain, 1.2 % of each order "
          f"released a day for 2 days; pool price {pool} CNY per point")
     _say("\nWhat the platform owes against what backs it (`cocharge ledger liabilities`): the points"
-         "\ngranted with purchases are promises on top of the money paid in.")
+         "\ngranted with purchases are promises on top of the money paid in"
+         + (f"; the operator backed them with {fmt(capital)} CNY of its own"
+            f"\n(`cocharge ledger fund {fmt(capital)} --ref demo-capital`)." if capital else "."))
     for text in liabilities.text_lines():
         _say(text)
     _say(f"\ndemo finished in {time.monotonic() - started:.1f} s")

@@ -439,6 +439,28 @@ def settle(since: str | None, db: str | None, as_json: bool) -> None:
 
 # --- the liability report -------------------------------------------------------------------
 
+@ledger_group.command("fund")
+@click.argument("amount")
+@click.option("--ref", help="The bank transfer's reference: booked once (none given: one is made).")
+@db_option
+def ledger_fund(amount: str, ref: str | None, db: str | None) -> None:
+    """Put the operator's own money (AMOUNT CNY) into the platform, to back what it promised
+    on top of what members paid in (green points, coins, free quotas): `ledger liabilities`
+    counts it as cash. A transfer from external:capital to platform, kept in the audit trail."""
+    fen = money_error(lambda: parse_cny(amount, "AMOUNT"))
+    ref = payment_ref(ref, "capital")
+
+    async def work(engine: Any) -> bool:
+        applied = await funds.add_capital(engine, fen, ref)
+        return await audited(engine, applied, "capital", "platform", fen=fen, ref=ref,
+                             applied=applied)
+
+    if with_settlement(db, work):
+        click.echo(f"platform: {fmt(fen)} CNY of capital put in (ref {ref})")
+    else:
+        click.echo(f"platform: capital {ref} already booked")
+
+
 @ledger_group.command("liabilities")
 @click.option("--fail-under", "fail_under", type=FiniteRange(0, 1000),
               help="Exit 1 when a coverage (cash, pool reserve) is below RATIO (e.g. 1.0): for cron and "

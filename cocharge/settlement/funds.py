@@ -205,6 +205,24 @@ async def top_up(engine: AsyncEngine, tag: str, amount_fen: int, ref: str,
         return TopUp(True, amount_fen, paid, await ledger.balance(conn, f"wallet:{tag}"))
 
 
+CAPITAL_SOURCE = "external:capital"
+
+
+async def add_capital(engine: AsyncEngine, amount_fen: int, ref: str) -> bool:
+    """The operator's own money into the platform (once per `ref`): what backs the promises
+    it made on top of the money members paid in (points, coins, quotas); the liability
+    report counts it as cash. False: this reference was booked before (the same amount)."""
+    if amount_fen <= 0:
+        raise FundsError(f"{fmt(amount_fen)} CNY: the capital put in is more than 0")
+    transfer_id = f"capital:{ref}"
+    leg = Transfer(transfer_id, CAPITAL_SOURCE, "platform", amount_fen, kind="capital", ref=ref)
+    async with engine.begin() as conn:
+        await ledger.lock(conn)
+        again = await ledger.posted(conn, transfer_id)
+        await ledger.post(conn, [leg], transfer_id)  # again: the same fields, or LedgerConflict
+    return not again
+
+
 # The tag of a driver who pays at the charger (2.1 DirectPayment idToken): no member, no
 # wallet of their own beyond what the terminal paid for the session.
 CARD_PREFIX = "#DirectPayment:"

@@ -240,3 +240,38 @@ def test_one_phone_one_account(tmp_path):
     members_csv.write_text("name,tag,phone\nA,A1,13900000001\nB,B1,13800138000\n")
     one_line_error(cocharge("member", "import", str(members_csv), db=db), "13800138000 (L1)")
     assert [m["tag"] for m in json.loads(cocharge("member", "list", "--json", db=db).stdout)] == ["L1"]
+
+
+def test_the_operator_backs_its_promises_with_capital(tmp_path):
+    """`ledger fund`: the operator's own money into the platform, which the liability report
+    counts as cash: points granted with a top-up are covered once it is in. Booked once per
+    reference; a bad amount or a reused reference is one line, exit 2, nothing booked."""
+    db = str(tmp_path / "c.db")
+    assert cocharge("member", "add", "Hua", "--tag", "HUA", db=db).returncode == 0
+    bought = cocharge("points", "purchase", "HUA", "3000", "--ref", "order-1", db=db)
+    assert bought.returncode == 0, bought.stderr  # paid in, and points promised on top
+
+    def report() -> dict:
+        shown = cocharge("ledger", "liabilities", "--json", db=db)
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)
+
+    before = report()
+    short = before["owed_fen"] - before["cash_fen"] - before["pool_reserve_fen"]
+    assert short > 0 and before["coverage"]["cash"] < "1"  # the points are promised on top
+    assert cocharge("ledger", "liabilities", "--fail-under", "1", db=db).returncode == 1
+    for amount, says in (("-5", "-5"), ("abc", "AMOUNT"), ("0", "AMOUNT")):
+        one_line_error(cocharge("ledger", "fund", amount, "--ref", "cap-x", db=db), says)
+    assert report()["cash_fen"] == before["cash_fen"]  # nothing booked
+    put = cocharge("ledger", "fund", "100", "--ref", "cap-1", db=db)
+    assert put.returncode == 0 and "100.00 CNY of capital put in" in put.stdout
+    again = cocharge("ledger", "fund", "100", "--ref", "cap-1", db=db)
+    assert again.returncode == 0 and "already booked" in again.stdout
+    one_line_error(cocharge("ledger", "fund", "200", "--ref", "cap-1", db=db), "cap-1")
+    after = report()
+    assert after["cash_fen"] == before["cash_fen"] + 10_000
+    assert after["coverage"]["cash"] >= "1.00"
+    assert cocharge("ledger", "liabilities", "--fail-under", "1", db=db).returncode == 0
+    assert cocharge("ledger", "verify", db=db).returncode == 0
+    trail = json.loads(cocharge("audit", "--account", "platform", "--json", db=db).stdout)
+    assert [(e["action"], e["details"]["fen"]) for e in trail][:1] == [("capital", 10_000)]
