@@ -339,6 +339,30 @@ class Api:
                 "windows": rules.get("windows") or [], "bookings": rules.get("bookings"),
                 "session": mine}
 
+    async def places(self, who: Principal) -> list[dict[str, Any]]:
+        """Every station with a place that `who` sees, with connector 1's state, its price
+        now and its opening hours (the "near me" list): a few queries, however many
+        stations (not `connector` once per station)."""
+        from cocharge.settlement.tariff21 import describe
+
+        placed = [s for s in await self.stations(who)
+                  if s.get("lat") is not None and s.get("lon") is not None]
+        ids = [str(s["id"]) for s in placed]
+        async with self.engine.connect() as conn:
+            prices = await settle.tariffs_in_force(conn, ids, 1)
+            rules = await sharing.load_rules(conn, ids)
+        shown = []
+        for s in placed:
+            status = (s.get("connector_status") or {}).get("1") or {}
+            hours = sharing.rules_for(rules, str(s["id"]), 1)
+            price = prices.get(str(s["id"]))
+            shown.append({"station": s["id"], "connector": 1, "online": s.get("online"),
+                          "status": status.get("status"),
+                          "price": describe(price) if price is not None else None,
+                          "windows": [str(w) for w in hours.windows] if hours else [],
+                          "lat": s["lat"], "lon": s["lon"], "address": s.get("address") or ""})
+        return shown
+
     async def free_slots(self, who: Principal, station_id: str,
                          connector_id: int) -> list[dict[str, str]]:
         """The next hours the member could book at the connector (the booking's own checks);

@@ -126,6 +126,24 @@ async def tariff_in_force(conn: AsyncConnection, station_id: str, connector_id: 
     return (int(row.id), tariff_from_json(json.loads(row.body))) if row else None
 
 
+async def tariffs_in_force(conn: AsyncConnection, station_ids: Sequence[str],
+                           connector_id: int) -> dict[str, Tariff]:
+    """`tariff_in_force` of one connector at many stations now, in one query: station ->
+    its tariff (a station without one is left out)."""
+    if not station_ids:
+        return {}
+    rows = (await conn.execute(select(tariffs).where(and_(
+        tariffs.c.station_id.in_(list(station_ids)),
+        tariffs.c.connector_id.in_([connector_id, 0]))))).all()
+    newest: dict[str, Any] = {}
+    for row in rows:
+        key = (row.connector_id, row.created_at, row.id)
+        held = newest.get(row.station_id)
+        if held is None or key > (held.connector_id, held.created_at, held.id):
+            newest[row.station_id] = row
+    return {sid: tariff_from_json(json.loads(row.body)) for sid, row in newest.items()}
+
+
 async def show_tariffs(engine: AsyncEngine, station_id: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         rows = (await conn.execute(select(tariffs).where(tariffs.c.station_id == station_id)

@@ -895,16 +895,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return RedirectResponse("/console/login?next=/console/near", status_code=303)
-        places = []
-        for station in await api.stations(who):
-            if station.get("lat") is None or station.get("lon") is None:
-                continue
-            try:
-                shown = await api.connector(who, str(station["id"]), 1)
-            except ApiError:
-                continue
-            places.append({**shown, "lat": station["lat"], "lon": station["lon"],
-                           "address": station.get("address") or ""})
+        places = await api.places(who)
         return render("near.html", request, who, places=places)
 
     @app.get("/console/g/{group_id}", include_in_schema=False)

@@ -207,6 +207,22 @@ async def test_a_tariff_change_does_not_change_a_started_session(engine):
     assert await settle.settle_session(engine, sealed) is None  # settled once
 
 
+async def test_the_tariffs_in_force_of_many_stations_are_read_together(engine):
+    """The "near me" list reads every station's price in one query: the same choice as
+    tariff_in_force (the connector's own tariff before the station's, the newest first)."""
+    await settle.set_tariff(engine, "P1", 0, simple_tariff(Decimal("1.00")))
+    await settle.set_tariff(engine, "P1", 1, simple_tariff(Decimal("3.00")))
+    await settle.set_tariff(engine, "P1", 0, simple_tariff(Decimal("2.00")))
+    async with engine.connect() as conn:
+        together = await settle.tariffs_in_force(conn, ["P1", "NOPE"], 1)
+        one = await settle.tariff_in_force(conn, "P1", 1)
+        station_wide = await settle.tariffs_in_force(conn, ["P1"], 2)
+        assert await settle.tariffs_in_force(conn, [], 1) == {}
+    assert one is not None and together == {"P1": one[1]}
+    assert together["P1"] == simple_tariff(Decimal("3.00"))
+    assert station_wide == {"P1": simple_tariff(Decimal("2.00"))}
+
+
 async def test_a_prepaid_budget_is_never_exceeded(engine):
     start = utcnow() - timedelta(hours=2)
     # The charger stopped a few Wh after 2 kWh (3.00 CNY at 1.50): the member pays 3.00.

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -699,6 +700,10 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
         good.write_text("id,lat,lon,address\nN2,31.2000,121.4000,far away\n")
         assert (await asyncio.to_thread(forked_cli.run, [
             "station", "import", str(good), "--db", sqlite_url])).returncode == 0
+        from cocharge.settlement import settle
+        from cocharge.settlement.tariff import simple_tariff
+
+        await settle.set_tariff(node.engine, "P2", 0, simple_tariff(Decimal("1.35")))
         browser = browser_factory(node.api.url)
         await browser.run(browser.driver.execute_cdp_cmd, "Browser.grantPermissions", {
             "permissions": ["geolocation"], "origin": node.api.url})
@@ -715,6 +720,7 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
         assert order == ["P2", "P1", "N2"]  # 0.1 km, 1.9 km, 7.8 km from the phone
         first = await browser.text("#near li")
         assert "0.1 km" in first and "人民广场 2 号" in first and "全天" in first
+        assert "1.35" in await browser.text("#near li .price")  # its own price, now
         link = await browser.run(lambda: browser.driver.find_element(
             "css selector", "#near li a.map").get_attribute("href"))
         assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
