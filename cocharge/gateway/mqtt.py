@@ -457,8 +457,9 @@ class MqttBridge(StationObserver):
                 if link is None:
                     raise cmd.CommandFailed("offline", f"station {body['station']} is not "
                                             "connected to this node")
-                result = await link.command(cmd.build_command(body["name"], body["args"]),
-                                            body.get("tx_ref"))
+                command = cmd.build_command(body["name"], body["args"])
+                result = await link.command(command, body.get("tx_ref"))
+                self.gateway.load.relayed(str(body["station"]), command, result.accepted)
                 value = {"accepted": result.accepted, "status": result.status}
             elif kind == "ping":
                 value = {"alive": await self.gateway.answers_ping(str(body["station"]))}

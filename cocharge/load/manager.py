@@ -122,6 +122,10 @@ class LoadManager:
         self.state: dict[str, SiteState] = {}
         self.running: dict[tuple[str, int], Running] = {}
         self.written: dict[tuple[str, int], Written] = {}
+        # Dynamic allocation profiles the node allocating a site wrote through us to a
+        # station held here: (station, connector) -> (limit A, until monotonic); what this
+        # node answers the station's PullDynamicScheduleUpdate with.
+        self.relayed_limits: dict[tuple[str, int], tuple[float, float]] = {}
         self.failsafe: dict[str, float] = {}  # station -> safe share written (per connector)
         self.purpose: dict[str, str] = {}  # station -> learnt purpose ("none": refuses all)
         self.no_dynamic: set[str] = set()  # 2.1 stations that refused a Dynamic profile
@@ -544,11 +548,36 @@ class LoadManager:
             return None
         return written.limit_a
 
+    def relayed(self, station_id: str, command: Any, accepted: bool) -> None:
+        """A command the node allocating this station's site sent through us, the station's
+        holder: a Dynamic allocation profile (and its moves) is remembered, so that this
+        node answers the station's PullDynamicScheduleUpdate with what the owner allotted."""
+        now = time.monotonic()
+        if not accepted:
+            return
+        if (isinstance(command, cmd.SetChargingProfile) and command.kind == "Dynamic"
+                and 0 <= command.id - ALLOCATION_ID <= 64 and command.periods):
+            valid = command.duration or self.settings.load_profile_valid_s
+            self.relayed_limits[(station_id, command.id - ALLOCATION_ID)] = (
+                float(command.periods[0][1]), now + valid)
+        elif (isinstance(command, cmd.UpdateDynamicSchedule) and command.limit is not None
+              and 0 <= command.profile_id - ALLOCATION_ID <= 64):
+            key = (station_id, command.profile_id - ALLOCATION_ID)
+            held = self.relayed_limits.get(key)
+            if held is not None:
+                self.relayed_limits[key] = (float(command.limit), held[1])
+
     def dynamic_limit(self, station_id: str, profile_id: int) -> float | None:
         """2.1 PullDynamicScheduleUpdate: the allocation now of the EVSE whose profile of
-        ours this is (A per phase); None for a profile that is not ours."""
+        ours this is (A per phase); None for a profile that is not ours. A profile the
+        site's owner (another node) wrote through us: what it allotted, while it holds."""
         connector = profile_id - ALLOCATION_ID
-        if not 0 <= connector <= 64 or station_id not in self.attached:
+        if not 0 <= connector <= 64:
+            return None
+        relayed = self.relayed_limits.get((station_id, connector))
+        if relayed is not None and (station_id, connector) not in self.written:
+            return relayed[0] if relayed[1] > time.monotonic() else None
+        if station_id not in self.attached:
             return None
         written = self.written.get((station_id, connector))
         if written is None or not written.dynamic:

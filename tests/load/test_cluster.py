@@ -111,3 +111,52 @@ async def test_the_site_moves_to_the_surviving_node_and_its_limit_holds(tmp_path
             a.kill()
         for box, reader in boxes:
             await close_wallbox(box, reader)
+
+
+async def test_a_21_station_pulls_the_owners_allocation_from_the_node_it_is_on(broker, pg_url):
+    """A 2.1 station held by node B on a site node A allocates: A's Dynamic profile goes
+    through B, and the station's PullDynamicScheduleUpdate, which B answers, gets what A
+    allotted (not Rejected as a profile B never wrote)."""
+    import json
+
+    from tests.conftest import raw_station
+
+    config = settings(**LOAD, node_lease_s=LEASE_S, mqtt_url=broker.url)
+    async with running_node(pg_url, config) as a, running_node(pg_url, config) as b:
+        await store.add_site(a.engine, "GARAGE")
+        await store.add_circuit(a.engine, "MAIN", "GARAGE", None, 20.0, 3, 0.0, "none")
+        for sid in ("CH1", "CH3"):
+            await registry.add_station(a.engine, registry.NewStation(sid, max_power_kw=22))
+            await store.attach(a.engine, sid, "MAIN", "L1L2L3", "fast", 16)
+        for node in (a, b):
+            await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+            await node.gateway.load.reload()
+        first = await raw_station(a, "CH1", "ocpp2.0.1")  # A has a station of the site: A claims it
+        await until(lambda: asyncio.sleep(0, a.gateway.load.cluster.mine("GARAGE")), 20)
+        on_b = await raw_station(b, "CH3", "ocpp2.1")
+        dynamic: dict[str, Any] = {}
+
+        async def answer(cs: Any) -> None:  # a station accepting what it is sent
+            while True:
+                frame = json.loads(await cs.ws.recv())
+                if frame[0] == 2:
+                    profile = frame[3].get("chargingProfile") or {}
+                    if profile.get("chargingProfileKind") == "Dynamic":
+                        dynamic.update(profile)
+                    await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+                elif frame[0] == 3 and frame[1] == "pull-1":
+                    dynamic["pulled"] = frame[2]
+
+        listeners = [asyncio.create_task(answer(cs)) for cs in (first, on_b)]
+        try:
+            await until(lambda: asyncio.sleep(0, dynamic.get("id") == 2_100_000_101), 20)
+            assert not b.gateway.load.cluster.mine("GARAGE")  # A wrote it, through B
+            allotted = dynamic["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
+            await on_b.ws.send(json.dumps([2, "pull-1", "PullDynamicScheduleUpdate",
+                                           {"chargingProfileId": 2_100_000_101}]))
+            await until(lambda: asyncio.sleep(0, "pulled" in dynamic), 10)
+            assert dynamic["pulled"] == {"status": "Accepted",
+                                         "scheduleUpdate": {"limit": allotted}}
+        finally:
+            for task in listeners:
+                task.cancel()
