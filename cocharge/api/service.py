@@ -422,48 +422,24 @@ class Api:
         """Change a station's sharing rules: opening windows (empty: always open), closed
         dates, who it is shared with, bookings, minimum credit; checked as the CLI's
         `station rules` checks them."""
-        from datetime import date
-
-        from cocharge.hours import RuleError, parse_window
+        from cocharge.hours import RuleError
 
         await self._own_station(who, station_id, "sharing rules")
-        changes: dict[str, Any] = {}
+        asked = {k: v for k, v in body.items() if k in (
+            "windows", "closed_dates", "allowed_tags", "allowed_groups", "allowed_models",
+            "bookings", "min_credit")}
         try:
-            if "windows" in body:
-                changes["windows"] = tuple(parse_window(str(w)) for w in body["windows"] or ())
+            changes = sharing.rule_changes(asked)
         except RuleError as exc:
             raise ApiError(400, str(exc)) from None
-        if "closed_dates" in body:
-            days = set()
-            for text in body["closed_dates"] or ():
-                try:
-                    days.add(date.fromisoformat(str(text).strip()))
-                except ValueError:
-                    raise ApiError(400, f"closed date {str(text)[:30]!r}: write it as "
-                                        "YYYY-MM-DD, e.g. 2026-12-25") from None
-            changes["closed_dates"] = frozenset(days)
-        for key in ("allowed_tags", "allowed_groups", "allowed_models"):
-            if key in body:
-                changes[key] = frozenset(str(t) for t in body[key] or ())
-        if "bookings" in body:
-            changes["bookings"] = bool(body["bookings"])
-        if "min_credit" in body:
-            least = body["min_credit"]
-            if isinstance(least, bool) or not isinstance(least, int) \
-                    or not 0 <= least <= 1_000_000:
-                raise ApiError(400, f"min_credit {least!r}: a whole number from 0 to 1,000,000")
-            changes["min_credit"] = least
         if not changes:
             raise ApiError(400, "nothing to change: give windows, closed_dates, allowed_tags, "
                                 "allowed_groups, allowed_models, bookings or min_credit")
         try:
             await sharing.set_rules(self.engine, station_id, int(body.get("connector", 0)),
-                                    changes)
+                                    changes, by=(actor(who), origin), said=asked)
         except (registry.RegistryError, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
-        async with self.engine.begin() as conn:
-            await audit.record(conn, actor(who), origin, "rules", station_id, None,
-                               {k: body[k] for k in body if k != "connector"})
         await self.gateway.control.rules_changed()
         return await sharing.show_rules(self.engine, station_id)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import click
@@ -20,7 +19,6 @@ from cocharge.cli.common import (
 )
 from cocharge.cli.database import with_store
 from cocharge.cli.stations import HOUSEHOLD_HELP
-from cocharge.hours import parse_window
 from cocharge.stations import registry, sharing
 from cocharge.store.audit import cli_actor
 
@@ -57,36 +55,28 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
     """Show or change the owner's sharing rules (without options: show them)."""
 
 
-    changes: dict[str, Any] = {}
     if windows and always_open:
         fail("--window and --always-open contradict each other: give one")
-    if windows:
-        changes["windows"] = tuple(rule_error(functools.partial(parse_window, w)) for w in windows)
-    if always_open:
-        changes["windows"] = ()
+    given: dict[str, Any] = {}
+    if windows or always_open:
+        given["windows"] = list(windows)
     if closed_dates:
-        try:
-            changes["closed_dates"] = frozenset(date.fromisoformat(d) for d in closed_dates)
-        except ValueError as exc:
-            fail(f"--closed: {exc}; write dates as YYYY-MM-DD")
+        given["closed_dates"] = list(closed_dates)
     if allow_everyone:
-        changes.update(allowed_tags=frozenset(), allowed_groups=frozenset(), allowed_models=frozenset())
-    if allow_tags:
-        changes["allowed_tags"] = frozenset(allow_tags)
-    if allow_groups:
-        changes["allowed_groups"] = frozenset(allow_groups)
-    if allow_models:
-        changes["allowed_models"] = frozenset(allow_models)
+        given.update(allowed_tags=[], allowed_groups=[], allowed_models=[])
+    for key, values in (("allowed_tags", allow_tags), ("allowed_groups", allow_groups),
+                        ("allowed_models", allow_models), ("owner_tags", owner_tags)):
+        if values:
+            given[key] = list(values)
     if bookings is not None:
-        changes["bookings"] = bookings
-    if owner_tags:
-        changes["owner_tags"] = frozenset(owner_tags)
+        given["bookings"] = bookings
     if owner_priority is not None:
-        changes["owner_priority"] = owner_priority == "on"
+        given["owner_priority"] = owner_priority == "on"
     if tz:
-        changes["tz"] = tz
+        given["tz"] = tz
     if min_credit is not None:
-        changes["min_credit"] = min_credit
+        given["min_credit"] = min_credit
+    changes = rule_error(lambda: sharing.rule_changes(given))
     if clear:
         if changes:
             fail("--clear removes every rule: give it alone")
@@ -94,7 +84,8 @@ def station_rules(station_id: str, connector: int, windows: tuple[str, ...], alw
         click.echo(f"station {station_id}: rules removed, no longer share-managed")
         return
     if changes:
-        with_store(db, lambda e: sharing.set_rules(e, station_id, connector, changes))
+        with_store(db, lambda e: sharing.set_rules(e, station_id, connector, changes,
+                                                   by=cli_actor(), said=given))
     shown = with_store(db, lambda e: sharing.show_rules(e, station_id))
     if as_json:
         click.echo(json.dumps(shown, indent=2))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cocharge.hours import RuleError
+from cocharge.hours import RuleError, parse_window
 from cocharge.settlement import loyalty
 from cocharge.stations import policy
 from cocharge.stations.policy import Booking, Member, SharingRules
@@ -81,9 +81,50 @@ async def _station(conn: AsyncConnection, station_id: str) -> Any:
     return row
 
 
+def rule_changes(given: dict[str, Any]) -> dict[str, Any]:
+    """Sharing rules to change (fields of SharingRules), from what people and programs
+    write: the CLI's options, the API's body and the console's form read the same way here.
+    `windows` ['mon-fri 19:00-23:00'] ([]: around the clock), `closed_dates` ['2026-12-25'],
+    `allowed_tags` / `allowed_groups` / `allowed_models`, `owner_tags` (lists), `bookings`,
+    `owner_priority` (true/false), `tz`, `min_credit` (0 to 1,000,000). RuleError says what
+    is wrong; nothing is written here."""
+    changes: dict[str, Any] = {}
+    if "windows" in given:
+        changes["windows"] = tuple(parse_window(str(w)) for w in given["windows"] or ())
+    if "closed_dates" in given:
+        days = set()
+        for text in given["closed_dates"] or ():
+            try:
+                days.add(date.fromisoformat(str(text).strip()))
+            except ValueError:
+                raise RuleError(f"closed date {str(text)[:30]!r}: write it as YYYY-MM-DD, "
+                                "e.g. 2026-12-25") from None
+        changes["closed_dates"] = frozenset(days)
+    for key in ("allowed_tags", "allowed_groups", "allowed_models", "owner_tags"):
+        if key in given:
+            changes[key] = frozenset(str(t).strip() for t in given[key] or () if str(t).strip())
+    for key in ("bookings", "owner_priority"):
+        if key in given:
+            if not isinstance(given[key], bool):
+                raise RuleError(f"{key}: true or false")
+            changes[key] = given[key]
+    if "tz" in given:
+        changes["tz"] = str(given["tz"])
+    if "min_credit" in given:
+        least = given["min_credit"]
+        if isinstance(least, bool) or not isinstance(least, int) or not 0 <= least <= 1_000_000:
+            raise RuleError(f"min_credit {least!r}: a whole number from 0 to 1,000,000")
+        changes["min_credit"] = least
+    return changes
+
+
 async def set_rules(engine: AsyncEngine, station_id: str, connector_id: int,
-                    changes: dict[str, Any], reset: bool = False) -> SharingRules:
-    """Merge `changes` (fields of SharingRules) into the stored rules and save them."""
+                    changes: dict[str, Any], reset: bool = False,
+                    by: tuple[str, str | None] | None = None,
+                    said: dict[str, Any] | None = None) -> SharingRules:
+    """Merge `changes` (fields of SharingRules) into the stored rules and save them; `by`
+    (who, from where) goes into the audit trail with `said` (the change as it was asked) in
+    the same transaction."""
     async with engine.begin() as conn:
         station = await _station(conn, station_id)
         if connector_id > station.connectors:
@@ -101,6 +142,10 @@ async def set_rules(engine: AsyncEngine, station_id: str, connector_id: int,
         await conn.execute(insert(station_rules).values(
             station_id=station_id, connector_id=connector_id,
             rules=json.dumps(rules.to_json(), sort_keys=True), updated_at=utcnow()))
+        if by is not None:
+            await audit.record(conn, by[0], by[1], "rules", station_id, None,
+                               {**(said or {}), **({"connector": connector_id}
+                                                   if connector_id else {})})
     return rules
 
 

@@ -36,6 +36,12 @@ def test_rules_are_stored_and_shown(tmp_path):
     assert cocharge("station", "rules", "CP1", "--connector", "2", "--always-open", db=db).returncode == 0
     both = json.loads(cocharge("station", "rules", "CP1", "--json", db=db).stdout)
     assert both["connector 2"]["windows"] == [] and both["connector 2"]["allowed_groups"] == ["block-7"]
+    # Who changed the rules, from the CLI as from the API and the console (the audit trail).
+    trail = json.loads(cocharge("audit", "--station", "CP1", "--json", db=db).stdout)
+    assert [e["action"] for e in trail] == ["rules", "rules"]
+    assert trail[0]["actor"].startswith("cli ") and trail[0]["details"] == {
+        "windows": [], "connector": 2}
+    assert trail[1]["details"]["closed_dates"] == ["2026-12-25"]
     assert cocharge("station", "rules", "CP1", "--clear", db=db).returncode == 0
     assert "no rules" in cocharge("station", "rules", "CP1", db=db).stdout
 
