@@ -82,6 +82,13 @@ class Browser:
             while not (await self.count("#who") or await self.count(".error")):
                 await asyncio.sleep(0.05)
 
+    async def logout(self) -> None:
+        """Log out and wait for the login page (the next page opened must not race it)."""
+        await self.click("form.who button")
+        async with asyncio.timeout(10):
+            while await self.path() != "/console/login" or not await self.count("#key"):
+                await asyncio.sleep(0.05)
+
     async def path(self) -> str:
         from urllib.parse import urlsplit
 

@@ -427,7 +427,7 @@ async def test_a_driver_scans_the_qr_code_signs_in_with_a_passkey_and_charges(
         await browser.wait_for("#who", "T2")
         assert await browser.path() == "/console/me"
         assert await browser.text("#passkeys") == words["passkeys"]
-        await browser.click("form.who button")  # log out: the phone keeps its passkey
+        await browser.logout()  # log out: the phone keeps its passkey
         from cocharge.settlement import grants  # the car came with a membership (OEM)
 
         await grants.grant(node.engine, "T2", brand="BYD", vin="LGXCE6CC0P0000001")
@@ -570,7 +570,7 @@ async def test_a_member_invited_by_link_signs_in_with_phone_and_password(sqlite_
                      again="neighbour-2026")
         await browser.wait_for("#who", "T2")
         assert await browser.path() == "/console/me"
-        await browser.click("form.who button")  # log out
+        await browser.logout()  # log out
         await browser.open(path)
         assert "used already" in await browser.text("main")
         await browser.open("/console/login")
@@ -662,7 +662,7 @@ async def test_a_neighbour_joins_a_group_from_its_link(sqlite_url, browser_facto
         shown = await sharing.show_group(node.engine, group_id)
         assert shown["status"] == "formed" and "T2" in shown["members"]
         assert any(line.startswith("T2: connector") for line in shown["bookings"])
-        await browser.click("form.who button")  # the operator cannot join as anybody
+        await browser.logout()  # the operator cannot join as anybody
         await browser.login(keys["operator"])
         await browser.open(f"/console/g/{group_id}?lang=en")
         assert await browser.count("#join-group") == 0
@@ -760,7 +760,7 @@ async def test_the_operator_adds_blocks_and_unblocks_members(sqlite_url, browser
         listed = {m["tag"]: m["status"] for m in await registry.list_members(node.engine)}
         assert listed["CAI"] == "accepted"
         await browser.screenshot("members")
-        await browser.click("form.who button")
+        await browser.logout()
         await browser.login(keys["host"])
         await browser.open("/console/members")
         assert "operator" in await browser.text("main") and await browser.count("#members") == 0
@@ -818,7 +818,7 @@ async def test_the_operator_edits_a_member_and_the_change_is_recorded(sqlite_url
         assert "会员资料已改" in await browser.text("#audit") and "充电桩上显示的语言" in \
             await browser.text("#member-edit")
         await browser.screenshot("member-edit-zh")
-        await browser.click("form.who button")
+        await browser.logout()
         await browser.login(keys["host"])
         await browser.open("/console/members/T1")
         assert await browser.count("#member-edit") == 0 and "operator" in await browser.text(
