@@ -257,15 +257,18 @@ class Api:
         from cocharge.settlement.ledger import LedgerError
 
         self._operator_only(who, "book payments")
+        said: dict[str, Any] = {"session": session_id, "psp_ref": psp_ref, "fen": amount_fen}
         try:
-            done = await funds.card_payment(self.engine, session_id, psp_ref, amount_fen,
-                                            receipt)
+            # who booked it: written by the ledger with the payment's transfers
+            with audit.acting(actor(who), origin, "card-payment", None, None, **said):
+                done = await funds.card_payment(self.engine, session_id, psp_ref, amount_fen,
+                                                receipt)
         except (funds.FundsError, LedgerError) as exc:
             raise ApiError(400, str(exc)) from None
-        async with self.engine.begin() as conn:
-            await audit.record(conn, actor(who), origin, "card-payment", None, None, {
-                "session": session_id, "psp_ref": psp_ref, "fen": amount_fen,
-                "applied": done.applied})
+        if not done.applied:  # booked before under this reference: recorded as asked again
+            async with self.engine.begin() as conn:
+                await audit.record(conn, actor(who), origin, "card-payment", None, None,
+                                   {**said, "posted": False})
         return {"session": session_id, "applied": done.applied, "amount_fen": amount_fen,
                 "debt_paid_fen": done.debt_paid_fen, "left_fen": done.left_fen}
 

@@ -204,9 +204,8 @@ def wallet_topup(tag: str, amount: str, ref: str | None, db: str | None) -> None
 
 
 async def _top_up(engine: Any, tag: str, fen: int, ref: str) -> Any:
-    done = await funds.top_up(engine, tag, fen, ref)
-    return await audited(engine, done, "top-up", f"wallet:{tag}", fen=fen, ref=ref,
-                         applied=done.applied)
+    return await audited(engine, "top-up", f"wallet:{tag}",
+                         lambda: funds.top_up(engine, tag, fen, ref), fen=fen, ref=ref)
 
 
 @wallet.command("withdraw")
@@ -224,8 +223,9 @@ def wallet_withdraw(tag: str, amount: str | None, everything: bool, ref: str | N
     fen = money_error(lambda: parse_cny(amount, "AMOUNT")) if amount is not None else None
     ref = payment_ref(ref, "withdraw")
     async def work(engine: Any) -> int:
-        out = await funds.withdraw(engine, tag, fen, ref)
-        return await audited(engine, out, "withdraw", f"wallet:{tag}", fen=out, ref=ref)
+        return await audited(engine, "withdraw", f"wallet:{tag}",
+                             lambda: funds.withdraw(engine, tag, fen, ref),
+                             fen=fen if fen is not None else "all", ref=ref)
 
     done = with_settlement(db, work)
     click.echo(f"wallet {tag}: {fmt(done)} CNY to be paid back by the next payout run "
@@ -355,9 +355,9 @@ def ledger_correct(transfer_id: str, amount: str | None, reason: str, ref: str, 
     --amount; a wallet that already spent the money cannot be reversed below zero."""
     fen = money_error(lambda: parse_cny(amount, "--amount")) if amount is not None else None
     async def work(engine: Any) -> Any:
-        out = await ledger.correct(engine, transfer_id, fen, reason, actor, ref)
-        return await audited(engine, out, "correction", None, transfer=transfer_id, fen=fen,
-                             reason=reason, ref=ref, applied=out.applied)
+        return await audited(engine, "correction", None,
+                             lambda: ledger.correct(engine, transfer_id, fen, reason, actor, ref),
+                             transfer=transfer_id, fen=fen, reason=reason, ref=ref)
 
     done = with_settlement(db, work)
     word = "already applied" if not done.applied else f"{done.applied} transfer(s) posted"
@@ -451,9 +451,8 @@ def ledger_fund(amount: str, ref: str | None, db: str | None) -> None:
     ref = payment_ref(ref, "capital")
 
     async def work(engine: Any) -> bool:
-        applied = await funds.add_capital(engine, fen, ref)
-        return await audited(engine, applied, "capital", "platform", fen=fen, ref=ref,
-                             applied=applied)
+        return await audited(engine, "capital", "platform",
+                             lambda: funds.add_capital(engine, fen, ref), fen=fen, ref=ref)
 
     if with_settlement(db, work):
         click.echo(f"platform: {fmt(fen)} CNY of capital put in (ref {ref})")

@@ -147,9 +147,8 @@ def payout_run(day: str | None, minimum: str | None, path: str | None, db: str |
         fail(f"--file {target}: no folder {target.parent}")
 
     async def work(engine: Any) -> tuple[Any, dict[str, Any] | None]:
-        done = await payouts.run(engine, when, least)
-        await audited(engine, done, "payout-run", None, date=when.isoformat(), new=done.new,
-                      total_fen=done.total_fen, payouts=len(done.lines))
+        done = await audited(engine, "payout-run", None,
+                             lambda: payouts.run(engine, when, least), date=when.isoformat())
         return done, await checkpoints.latest(engine)
 
     run, checkpoint = with_money(db, work)
@@ -196,9 +195,9 @@ def payout_confirm(what: str, note: str | None, db: str | None) -> None:
         fail(f"{what!r} is neither a payment file nor a payout reference (PO-YYYYMMDD-NNN)")
         raise AssertionError
     async def confirm(engine: Any) -> Any:
-        out = await payouts.confirm_all(engine, refs, note)
-        return await audited(engine, out, "payout-paid", None, refs=[r for r, _ in refs],
-                             note=note, newly=sum(1 for d in out if d.new))
+        return await audited(engine, "payout-paid", None,
+                             lambda: payouts.confirm_all(engine, refs, note),
+                             refs=[r for r, _ in refs][:50], note=note)
 
     done = with_money(db, confirm)
     new = [d for d in done if d.new]
@@ -215,9 +214,8 @@ def payout_fail(ref: str, reason: str | None, db: str | None) -> None:
     next run)."""
 
     async def returned(engine: Any) -> Any:
-        out = await payouts.fail(engine, ref, reason)
-        return await audited(engine, out, "payout-failed", out.account, ref=ref, reason=reason,
-                             fen=out.amount_fen, new=out.new)
+        return await audited(engine, "payout-failed", None,
+                             lambda: payouts.fail(engine, ref, reason), ref=ref, reason=reason)
 
     done = with_money(db, returned)
     click.echo(f"{ref}: {'returned' if done.new else 'was returned already'}: "

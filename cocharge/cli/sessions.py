@@ -251,9 +251,9 @@ def sessions_paid(session_id: int, amount: str, psp_ref: str, receipt: str | Non
         fail("--psp-ref: 1 to 255 characters")
     fen = cny_to_fen(amount, "--amount")
     async def work(engine: Any) -> Any:
-        out = await funds.card_payment(engine, session_id, psp_ref, fen, receipt)
-        return await audited(engine, out, "card-payment", None, session=session_id,
-                             psp_ref=psp_ref, fen=fen, applied=out.applied)
+        return await audited(engine, "card-payment", None,
+                             lambda: funds.card_payment(engine, session_id, psp_ref, fen, receipt),
+                             session=session_id, psp_ref=psp_ref, fen=fen)
 
     done = with_settlement(db, work)
     if not done.applied:
@@ -278,9 +278,10 @@ def sessions_review(session_id: int, decision: str | None, note: str, actor: str
     if decision is None:
         fail("give --bill or --void")
     async def work(engine: Any) -> Any:
-        out = await settle.review_session(engine, session_id, decision == "bill", note, actor)
-        return await audited(engine, out, f"review-{decision}", None, session=session_id,
-                             note=note, decided_by=actor)
+        return await audited(engine, f"review-{decision}", None,
+                             lambda: settle.review_session(engine, session_id,
+                                                           decision == "bill", note, actor),
+                             session=session_id, note=note, decided_by=actor)
 
     done = with_settlement(db, work)
     if decision == "bill":

@@ -33,14 +33,20 @@ def with_settlement(db: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     return with_store(db, guarded)
 
 
-async def audited(engine: Any, done: T, action: str, account: str | None = None,
+async def audited(engine: Any, action: str, account: str | None, op: Callable[[], Awaitable[T]],
                   station: str | None = None, **details: Any) -> T:
-    """Keep who did a money operation from the CLI (store/audit.py); `done` passes through."""
+    """Run the money operation `op` for the CLI's user: its audit entry (store/audit.py) is
+    written in the transaction that posts its transfers; one that posts none (a reference
+    booked before, a review that voids) is recorded after it, saying so."""
     from cocharge.store import audit
 
     by, origin = audit.cli_actor()
-    async with engine.begin() as conn:
-        await audit.record(conn, by, origin, action, station, account, details)
+    with audit.acting(by, origin, action, account, station, **details) as act:
+        done = await op()
+    if not act.recorded:
+        async with engine.begin() as conn:
+            await audit.record(conn, by, origin, action, station, account,
+                               {**details, "posted": False})
     return done
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cocharge.settlement.money import fmt
+from cocharge.store import audit
 from cocharge.store.db import GENESIS_HASH, utcnow
 from cocharge.store.schema import ledger_accounts, ledger_balances, ledger_head, ledger_transfers
 from cocharge.store.sql import among, insert_ignore
@@ -175,6 +176,7 @@ async def post(conn: AsyncConnection, transfers: Sequence[Transfer], batch: str,
     if new:
         await conn.execute(insert(ledger_balances), new)
     await conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=prev))
+    await audit.posted(conn, [t.id for t in fresh])  # who moved it, when someone is acting
     return Posted(len(fresh), len(transfers) - len(fresh))
 
 

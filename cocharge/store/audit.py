@@ -11,9 +11,13 @@ the machine for the CLI. Read per station, per account, or all: `cocharge audit`
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import getpass
 import json
 import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -31,6 +35,47 @@ def cli_actor() -> tuple[str, str]:
         user = "?"
     host = socket.gethostname()
     return f"cli {user}@{host}"[:200], host[:200]
+
+
+@dataclass
+class _Acting:
+    actor: str
+    origin: str | None
+    action: str
+    account: str | None
+    station: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
+
+
+_acting: contextvars.ContextVar[_Acting | None] = contextvars.ContextVar("audit_acting",
+                                                                          default=None)
+
+
+@contextlib.contextmanager
+def acting(actor: str, origin: str | None, action: str, account: str | None = None,
+           station: str | None = None, **details: Any) -> Iterator[_Acting]:
+    """A money operation under way on behalf of `actor`: its entry is written by the ledger
+    in the transaction that posts the operation's transfers (`posted`), so that the money
+    moved and the record of who moved it stand or fall together. An operation that moves
+    nothing (already booked under its reference) leaves no entry."""
+    act = _Acting(actor, origin, action, account, station, dict(details))
+    token = _acting.set(act)
+    try:
+        yield act
+    finally:
+        _acting.reset(token)
+
+
+async def posted(conn: AsyncConnection, transfer_ids: Sequence[str]) -> None:
+    """The ledger posted transfers in `conn`'s transaction: the entry of the money operation
+    under way (`acting`), once, with the first transfers' ids."""
+    act = _acting.get()
+    if act is None or act.recorded or not transfer_ids:
+        return
+    await record(conn, act.actor, act.origin, act.action, act.station, act.account,
+                 {**act.details, "transfers": list(transfer_ids[:10])})
+    act.recorded = True
 
 
 async def record(conn: AsyncConnection, actor: str, origin: str | None, action: str,

@@ -300,7 +300,7 @@ async def test_c24_a_payment_on_the_qr_codes_page_starts_a_session_and_pays_its_
     from tests import forked_cli
 
     db = str(tmp_path / "web.db")
-    async with running_node(db, settings(tariff_sync_s=0.3, start_minimum_fen=100,
+    async with running_node(db, settings(tariff_sync_s=0.3, start_minimum_fen=100, api_port=0,
                                          payment_page_url="https://pay.example/{station}/{evse}"
                                          )) as node:
         await registry.add_station(node.engine, registry.NewStation("W21", owner="wu",
@@ -336,6 +336,24 @@ async def test_c24_a_payment_on_the_qr_codes_page_starts_a_session_and_pays_its_
             host = await ledger.balance(conn, "host:wu")
             platform = await ledger.balance(conn, "platform")
         assert host > 0 and host + platform == row.cost_fen
+        # The same through the API (a page that captured more than was owed: kept for a
+        # refund); who booked each is written with its transfers, a repeat says it booked
+        # nothing.
+        from cocharge.api.keys import create_key
+        from tests.api.test_api import Client
+
+        assert node.api is not None
+        ops = Client(node.api.url, await create_key(node.engine, "ops", "operator", None))
+        for _ in range(2):
+            status, body = await ops.post(f"/api/v1/sessions/{row.id}/payment",
+                                          {"amount_fen": 100, "psp_ref": "PSP-78"})
+            assert status == 200 and body["left_fen"] == 100, body
+        trail = [e for e in reversed((await ops.get("/api/v1/audit"))[1])
+                 if e["action"] == "card-payment"]
+        assert [(e["actor"].split()[0], e["details"]["psp_ref"], bool(e["details"].get(
+            "transfers")), e["details"].get("posted")) for e in trail] == [
+            ("cli", "PSP-77", True, None), ("cli", "PSP-77", False, False),
+            ("operator", "PSP-78", True, None), ("operator", "PSP-78", False, False)]
 
 
 async def test_i10_a_running_sessions_tariff_is_sent_again(sqlite_url):
