@@ -320,7 +320,7 @@ class Api:
         """What a driver at a connector sees: its state, the price now, the opening hours,
         and the driver's own session there (running, with energy and cost so far, or the
         last one with its bill)."""
-        from cocharge.settlement.tariff21 import describe
+        from cocharge.settlement.tariff21 import describe, price_parts
 
         station = await self.station(who, station_id)
         status = (station.get("connector_status") or {}).get(str(connector_id)) or \
@@ -339,6 +339,7 @@ class Api:
         return {"station": station_id, "connector": connector_id,
                 "online": station.get("online"), "status": (status or {}).get("status"),
                 "price": describe(found[1]) if found else None,
+                "price_parts": price_parts(found[1]) if found else None,
                 "windows": rules.get("windows") or [], "bookings": rules.get("bookings"),
                 "session": mine}
 
@@ -346,7 +347,7 @@ class Api:
         """Every station with a place that `who` sees, with connector 1's state, its price
         now and its opening hours (the "near me" list): a few queries, however many
         stations (not `connector` once per station)."""
-        from cocharge.settlement.tariff21 import describe
+        from cocharge.settlement.tariff21 import describe, price_parts
 
         placed = [s for s in await self.stations(who)
                   if s.get("lat") is not None and s.get("lon") is not None]
@@ -362,6 +363,7 @@ class Api:
             shown.append({"station": s["id"], "connector": 1, "online": s.get("online"),
                           "status": status.get("status"),
                           "price": describe(price) if price is not None else None,
+                          "price_parts": price_parts(price) if price is not None else None,
                           "windows": [str(w) for w in hours.windows] if hours else [],
                           "lat": s["lat"], "lon": s["lon"], "address": s.get("address") or ""})
         return shown

@@ -155,18 +155,35 @@ def _with(conditions: dict[str, Any]) -> dict[str, Any]:
     return {"conditions": conditions} if conditions else {}
 
 
-def describe(tariff: Tariff) -> str:
-    """The tariff in one line for the charger's display."""
+def price_parts(tariff: Tariff) -> dict[str, Any]:
+    """The tariff's prices as data, for a page to say in its reader's language: each
+    component (type ENERGY | TIME | PARKING_TIME | FLAT, CNY with 2 decimals, the local
+    hours it applies in) and the overstay fee (CNY a minute, after so many minutes)."""
     parts = []
     for element in tariff.elements:
         for c in element.components:
-            unit = {"ENERGY": "/kWh", "TIME": "/h", "PARKING_TIME": "/h parked", "FLAT": ""}[c.type]
             when = element.restrictions
-            window = f" {when.start_time}-{when.end_time}" if when.start_time else ""
-            parts.append(f"{c.price:.2f}{unit}{window}")
+            parts.append({"type": c.type, "cny": f"{c.price:.2f}",
+                          "from": when.start_time, "to": when.end_time})
+    overstay = None
     if tariff.idle is not None and tariff.idle.fen_per_minute:
-        parts.append(f"overstay {tariff.idle.fen_per_minute / 100:.2f}/min after "
-                     f"{tariff.idle.grace_s // 60} min")
+        overstay = {"cny_per_min": f"{tariff.idle.fen_per_minute / 100:.2f}",
+                    "after_min": tariff.idle.grace_s // 60}
+    return {"parts": parts, "overstay": overstay}
+
+
+def describe(tariff: Tariff) -> str:
+    """The tariff in one line for the charger's display."""
+    shown = price_parts(tariff)
+    parts = []
+    for part in shown["parts"]:
+        unit = {"ENERGY": "/kWh", "TIME": "/h", "PARKING_TIME": "/h parked", "FLAT": ""}[
+            part["type"]]
+        window = f" {part['from']}-{part['to']}" if part["from"] else ""
+        parts.append(f"{part['cny']}{unit}{window}")
+    if shown["overstay"] is not None:
+        parts.append(f"overstay {shown['overstay']['cny_per_min']}/min after "
+                     f"{shown['overstay']['after_min']} min")
     return ("CNY " + ", ".join(parts))[:512]
 
 

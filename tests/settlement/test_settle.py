@@ -333,3 +333,18 @@ async def test_cocharge_settle_quarantines_what_fails_and_settles_the_rest(sqlit
     shown = forked_cli.run(["sessions", "list", "--json", "--db", sqlite_url])
     status = {r["id"]: r["status"] for r in json.loads(shown.stdout)}
     assert status == {bad: "quarantined", good: "completed"}
+
+
+def test_a_tariff_in_parts_and_in_one_line():
+    """What a page says in its reader's language (price_parts) and the charger's one line
+    (describe) come from the same reading of the tariff."""
+    from cocharge.settlement.overstay import IdleFeeRule
+    from cocharge.settlement.tariff21 import describe, price_parts
+
+    tariff = simple_tariff(Decimal("1.20"), tod=[("19:00", "23:00", Decimal("1.80"))],
+                           idle=IdleFeeRule(fen_per_minute=10, grace_s=1800))
+    shown = price_parts(tariff)
+    assert [(p["type"], p["cny"], p["from"], p["to"]) for p in shown["parts"]] == [
+        ("ENERGY", "1.80", "19:00", "23:00"), ("ENERGY", "1.20", None, None)]
+    assert shown["overstay"] == {"cny_per_min": "0.10", "after_min": 30}
+    assert describe(tariff) == "CNY 1.80/kWh 19:00-23:00, 1.20/kWh, overstay 0.10/min after 30 min"

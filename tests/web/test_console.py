@@ -720,7 +720,7 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
         assert order == ["P2", "P1", "N2"]  # 0.1 km, 1.9 km, 7.8 km from the phone
         first = await browser.text("#near li")
         assert "0.1 km" in first and "人民广场 2 号" in first and "全天" in first
-        assert "1.35" in await browser.text("#near li .price")  # its own price, now
+        assert await browser.text("#near li .price") == "1.35 元/千瓦时"  # its own price, now, in Chinese
         link = await browser.run(lambda: browser.driver.find_element(
             "css selector", "#near li a.map").get_attribute("href"))
         assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
