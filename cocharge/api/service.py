@@ -58,6 +58,12 @@ def forbidden(what: str) -> ApiError:
     return ApiError(403, f"a {what}")
 
 
+def refusal(exc: Exception, missing: str) -> ApiError:
+    """A registry's refusal as the API answers it: 404 for what does not exist ("no member
+    ..."), else 400 with what was wrong."""
+    return not_found(missing) if str(exc).startswith("no ") else ApiError(400, str(exc))
+
+
 def actor(who: Principal) -> str:
     """Who did it, as the audit log says: the key's name and role, and the way it came."""
     return f"{who.role} key {who.name} ({who.via})"
@@ -526,8 +532,7 @@ class Api:
             changed = await registry.update_station(self.engine, station_id, **change,
                                                     by=(actor(who), origin))
         except registry.RegistryError as exc:
-            raise (not_found(f"station {station_id!r}") if str(exc).startswith("no station")
-                   else ApiError(400, str(exc))) from None
+            raise refusal(exc, f"station {station_id!r}") from None
         await self.operator.answer({"command": "station-changed", "station": station_id})
         return {"id": station_id, "changed": changed}
 
@@ -563,8 +568,7 @@ class Api:
             changed = await sharing.update_member(self.engine, tag, **change,
                                                   by=(actor(who), origin))
         except registry.RegistryError as exc:
-            raise (not_found(f"member {tag!r}") if str(exc).startswith("no member")
-                   else ApiError(400, str(exc))) from None
+            raise refusal(exc, f"member {tag!r}") from None
         await self.operator.answer({"command": "member-changed", "station": "",
                                     "args": {"tag": tag}})
         return {"tag": tag, "changed": changed}

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -260,6 +261,29 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return who
         speak(request)
         return who, await form_of(request)
+
+    async def edited(request: Request, here: str, key: str,
+                     read: Callable[[Principal], Awaitable[dict[str, Any]]],
+                     diff: Callable[[dict[str, Any], Any], dict[str, Any]],
+                     apply: Callable[[Principal, dict[str, Any], str | None], Awaitable[Any]],
+                     saved: Callable[[], str]) -> Response:
+        """A details form (a member's, a station's): only what the form changed (`diff` of
+        what `read` gives and the form) is sent to `apply` (the API's checks, the audit
+        trail); back to the page, which says what became of it."""
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
+        try:
+            change = diff(await read(who), form)
+            if not change:
+                return told(here, i18n.gettext("Nothing changed."), False, key)
+            await apply(who, change, request.client.host if request.client else None)
+            message, failed = saved(), False
+        except (ApiError, RegistryError) as exc:
+            message, failed = i18n.gettext("Not saved: %(reason)s",
+                                           reason=i18n.explain(exc)), True
+        return told(here, message, failed, key)
 
     @app.get("/console/login", include_in_schema=False)
     async def login_form(request: Request, error: str | None = None,
@@ -513,25 +537,12 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/stations/{station_id}/details", include_in_schema=False)
     async def station_details(request: Request, station_id: str) -> Response:
-        """The operator changes a station's owner, connectors, power, area or place: only
-        what the form changed is sent (`station update`'s checks, the audit trail)."""
-        sent = await posted(request)
-        if not isinstance(sent, tuple):
-            return sent
-        who, form = sent
-        here = f"/console/stations/{quote(station_id)}"
-        try:
-            was = await api.station(who, station_id)
-            change = station_change(was, form)
-            if not change:
-                return told(here, i18n.gettext("Nothing changed."), False, "details")
-            await api.update_station(who, station_id, change,
-                                     request.client.host if request.client else None)
-            message, failed = i18n.gettext("%(id)s saved.", id=station_id), False
-        except ApiError as exc:
-            message, failed = i18n.gettext("Not saved: %(reason)s",
-                                           reason=i18n.explain(exc)), True
-        return told(here, message, failed, "details")
+        """The operator changes a station's owner, connectors, power, area or place."""
+        return await edited(
+            request, f"/console/stations/{quote(station_id)}", "details",
+            lambda who: api.station(who, station_id), station_change,
+            lambda who, change, origin: api.update_station(who, station_id, change, origin),
+            lambda: i18n.gettext("%(id)s saved.", id=station_id))
 
     @app.post("/console/stations/{station_id}/settings", include_in_schema=False)
     async def station_settings(request: Request, station_id: str) -> Response:
@@ -851,24 +862,11 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/members/{tag}", include_in_schema=False)
     async def member_edit(request: Request, tag: str) -> Response:
-        """Only what the form changed is sent (and kept in the audit trail): the API's
-        checks, `member update`'s."""
-        sent = await posted(request)
-        if not isinstance(sent, tuple):
-            return sent
-        who, form = sent
-        here = f"/console/members/{quote(tag)}"
-        try:
-            was = await api.member_details(who, tag)
-            change = member_change(was, form)
-            if not change:
-                return told(here, i18n.gettext("Nothing changed."), False)
-            await api.update_member(who, tag, change,
-                                    request.client.host if request.client else None)
-            message, failed = i18n.gettext("%(tag)s saved.", tag=tag), False
-        except (ApiError, RegistryError) as exc:
-            message, failed = i18n.gettext("Not saved: %(reason)s", reason=i18n.explain(exc)), True
-        return told(here, message, failed)
+        return await edited(
+            request, f"/console/members/{quote(tag)}", "message",
+            lambda who: api.member_details(who, tag), member_change,
+            lambda who, change, origin: api.update_member(who, tag, change, origin),
+            lambda: i18n.gettext("%(tag)s saved.", tag=tag))
 
     @app.post("/console/members/{tag}/{action}", include_in_schema=False)
     async def members_block(request: Request, tag: str, action: str) -> Response:
