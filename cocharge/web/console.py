@@ -634,6 +634,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_page()
+        speak(request)  # the charts' and the error's words in the page's language
         if not days.isdigit():  # a hand-edited address: the page, with the reason
             return render("error.html", request, who, status=422, error=i18n.gettext(
                 "days=%(days)s: give a number of days from 1 to 366", days=repr(days)))
@@ -712,6 +713,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_page()
+        speak(request)  # the chart's words in the page's language
         result = chart = error = None
         if "price" in request.query_params:
             try:

@@ -167,6 +167,13 @@ async def test_property_and_host_see_their_own_dashboards(sqlite_url, browser_fa
         assert await browser.count("svg.chart") == 2
         assert await browser.count("svg.chart rect.heat") == 168
         await browser.screenshot("dashboard")
+        assert "Earnings by day (CNY)" in " ".join(await browser.all_text("svg.chart text"))
+        # The same in Chinese, its charts too (their titles, the days of the week).
+        await browser.open("/console/dashboard?lang=zh")
+        assert (await earned()).startswith("¥")
+        charts = " ".join(await browser.all_text("svg.chart text"))
+        assert "每日收入（元）" in charts and "周一" in charts and "Mon" not in charts
+        await browser.open("/console/dashboard?lang=en")  # (the language cookie is shared)
 
         host = browser_factory(node.api.url)
         await host.login(keys["host"])
