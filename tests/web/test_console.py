@@ -506,8 +506,13 @@ async def test_a_driver_is_told_in_chinese_why_a_start_is_refused(sqlite_url,
             await browser.open("/console/c/P1/1")
             await browser.click("#start")
             said = await browser.wait_for("#driver-result.bad", "不在开放时间内")
+            await browser.screenshot("driver-refused-zh", 390)
+            async with asyncio.timeout(10):  # closed (its share lock follows): not shown
+                while not await browser.count("h1 .off"):  # in the colour of "open"
+                    await asyncio.sleep(0.2)
+                    await browser.open("/console/c/P1/1")
+            assert "不可用" in await browser.text("h1 .off")
             assert "mon 03:00-03:01" in said and 1 not in box.sessions
-        await browser.screenshot("driver-refused-zh", 390)
 
 
 async def test_a_driver_books_by_tapping_a_free_slot(sqlite_url, browser_factory):
