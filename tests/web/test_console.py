@@ -866,6 +866,7 @@ async def test_a_host_reads_its_monthly_statement_in_chinese(sqlite_url, browser
         await browser.wait_for("h1", "host:bob 的对账单")
         page = await browser.text("body")
         assert f"1 次充电的净收入（{st['totals']['kwh']:.3f} 千瓦时）" in page and "税款估算" in page
+        assert "财产租赁所得，按月计" in page and "individual income tax" not in page
         net = f"{st['totals']['net_fen'] // 100}.{st['totals']['net_fen'] % 100:02d}"
         assert net in await browser.text("#statement-sessions tfoot")
         assert await browser.count("svg.chart") == 1  # the chart, allowed by the page's CSP
