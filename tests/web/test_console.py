@@ -737,6 +737,12 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
             "css selector", "#near li a.map").get_attribute("href"))
         assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
         await browser.screenshot("near-zh", 390)
+        await browser.open("/console/near?lang=en")
+        async with asyncio.timeout(10):
+            while "km" not in await browser.text("#near li .distance"):
+                await asyncio.sleep(0.1)
+        assert await browser.text("#near li .price") == "1.35 yuan/kWh"
+        await browser.screenshot("near", 390)
 
 
 async def test_the_operator_adds_blocks_and_unblocks_members(sqlite_url, browser_factory):
@@ -826,6 +832,7 @@ async def test_the_operator_edits_a_member_and_the_change_is_recorded(sqlite_url
         await browser.click("#save-member")
         await browser.wait_for("#member-result", "Nothing changed")
         assert await browser.count("#audit tbody tr") == 1
+        await browser.screenshot("member-edit")
         await browser.open("/console/members/T1?lang=zh")
         assert "会员资料已改" in await browser.text("#audit") and "充电桩上显示的语言" in \
             await browser.text("#member-edit")
@@ -871,6 +878,9 @@ async def test_a_host_reads_its_monthly_statement_in_chinese(sqlite_url, browser
         assert net in await browser.text("#statement-sessions tfoot")
         assert await browser.count("svg.chart") == 1  # the chart, allowed by the page's CSP
         await browser.screenshot("statement-zh")
+        await browser.open("/console/statement?lang=en")
+        assert "Statement for host:bob" in await browser.text("h1")
+        await browser.screenshot("statement")
         await browser.open("/console/statement?account=host:alice&lang=en")
         assert "account 'host:alice'" in await browser.text("main")
 
