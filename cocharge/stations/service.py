@@ -319,6 +319,14 @@ class StationService:
         database's, which the operator may have changed since."""
         if await self._password_matches(station_id, password, stored_hash):
             return True
+        # The password the station accepted a moment ago (rotation): valid from then on,
+        # here before its row is committed (a fresh read would not have it yet: the station
+        # reconnects with it at once, and was refused when the database was slower).
+        known = await self.directory.find(station_id)
+        if known is not None and known.next_password_hash is not None and \
+                await self._password_matches(station_id, password, known.next_password_hash):
+            await self._promote_password(known)
+            return True
         record = await self.directory.find(station_id, fresh=True)
         if record is None:
             return False

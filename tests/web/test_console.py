@@ -722,10 +722,14 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
         await browser.run(browser.driver.execute_cdp_cmd, "Emulation.setGeolocationOverride",
                           {"latitude": 31.2304, "longitude": 121.4737, "accuracy": 10})
         await browser.login(await create_key(node.engine, "t2 phone", "member", "T2"))
-        await browser.open("/console/near?lang=zh")
-        async with asyncio.timeout(10):  # the script sorts once the position is known
-            while "km" not in await browser.text("#near li .distance"):
-                await asyncio.sleep(0.1)
+
+        async def near(lang: str) -> None:
+            await browser.open(f"/console/near?lang={lang}")
+            async with asyncio.timeout(10):  # the script sorts once the position is known
+                while "km" not in await browser.text("#near li .distance"):
+                    await asyncio.sleep(0.1)
+
+        await near("zh")
         order = await browser.run(lambda: [e.get_attribute("data-station") for e in
                                            browser.driver.find_elements("css selector",
                                                                         "#near li")])
@@ -737,10 +741,7 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
             "css selector", "#near li a.map").get_attribute("href"))
         assert link.startswith("https://uri.amap.com/marker?position=121.474,31.231")
         await browser.screenshot("near-zh", 390)
-        await browser.open("/console/near?lang=en")
-        async with asyncio.timeout(10):
-            while "km" not in await browser.text("#near li .distance"):
-                await asyncio.sleep(0.1)
+        await near("en")
         assert await browser.text("#near li .price") == "1.35 yuan/kWh"
         await browser.screenshot("near", 390)
 
