@@ -242,6 +242,11 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     def login_page() -> RedirectResponse:
         return RedirectResponse("/console/login", status_code=303)
 
+    def login_first(request: Request) -> RedirectResponse:
+        """To the login page, and back to this page once logged in."""
+        return RedirectResponse("/console/login?" + urlencode({"next": request.url.path}),
+                                status_code=303)
+
     async def poster(request: Request) -> Principal | Response:
         """Who sends this form, or the answer when nobody may: not logged in, or the form
         comes from another site's page."""
@@ -522,8 +527,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         property, the operator): the code `cocharge station qr` writes."""
         who = await user(request)
         if who is None:
-            return RedirectResponse(f"/console/login?next=/console/stations/{quote(station_id)}"
-                                    "/qr", status_code=303)
+            return login_first(request)
         try:
             if who.role == "member":
                 raise ApiError(404, f"station {station_id!r}")
@@ -660,7 +664,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         --html` writes, in the reader's language: to read, print or keep."""
         who = await user(request)
         if who is None:
-            return RedirectResponse("/console/login?next=/console/statement", status_code=303)
+            return login_first(request)
         language = speak(request)
         chosen = month or local_month()
         try:
@@ -741,8 +745,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     async def connector_page(request: Request, station_id: str, connector_id: int) -> Response:
         who = await user(request)
         if who is None:
-            return RedirectResponse("/console/login?" + urlencode(
-                {"next": request.url.path}), status_code=303)
+            return login_first(request)
         try:
             shown = await api.connector(who, station_id, connector_id)
             # The driver's money, membership and free energy left, beside the start button.
@@ -792,8 +795,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
         who = await user(request)
         if who is None:
-            return RedirectResponse(f"/console/login?next=/console/sessions/{session_id}",
-                                    status_code=303)
+            return login_first(request)
         try:
             shown = await api.session(who, session_id)
         except ApiError as exc:
@@ -823,7 +825,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         """The operator's members: add one, block or unblock one (the API's checks)."""
         who = await user(request)
         if who is None:
-            return RedirectResponse("/console/login?next=/console/members", status_code=303)
+            return login_first(request)
         try:
             listed = await api.members(who)
         except ApiError as exc:
@@ -853,8 +855,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         quota, green, household, paying with coins, the language at the charger."""
         who = await user(request)
         if who is None:
-            return RedirectResponse(f"/console/login?next=/console/members/{quote(tag)}",
-                                    status_code=303)
+            return login_first(request)
         try:
             shown = await api.member_details(who, tag)
             trail = await api.audit(who, None, f"member:{tag}", 50)
@@ -894,7 +895,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         the page's script asks the phone where it is and sorts them by distance."""
         who = await user(request)
         if who is None:
-            return RedirectResponse("/console/login?next=/console/near", status_code=303)
+            return login_first(request)
         places = await api.places(who)
         return render("near.html", request, who, places=places)
 
@@ -903,8 +904,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         """A group's invitation link (拼团): what it is, and Join for a signed-in member."""
         who = await user(request)
         if who is None:
-            return RedirectResponse(f"/console/login?next=/console/g/{group_id}",
-                                    status_code=303)
+            return login_first(request)
         try:
             group = await api.group(who, group_id)
         except ApiError as exc:
