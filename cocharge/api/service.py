@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge import views
@@ -29,7 +29,8 @@ from cocharge.gateway.server import Gateway
 from cocharge.settlement import disputes, funds, settle
 from cocharge.stations import registry, sharing
 from cocharge.store import audit
-from cocharge.store.schema import firmware_targets, group_members, station_frames, stations
+from cocharge.store.frames import count_frames, read_frames
+from cocharge.store.schema import firmware_targets, group_members, stations
 
 # What a host or a property may send to its own chargers; the rest (firmware, certificates,
 # network profiles, configuration) stays with the operator.
@@ -182,14 +183,10 @@ class Api:
         if who.role == "member":
             raise forbidden("member cannot read a station's frames")
         await self._visible(who, station_id)
-        query = select(station_frames).where(station_frames.c.station_id == station_id)
-        if after is not None:
-            query = query.where(station_frames.c.id > after)
         async with self.engine.connect() as conn:
-            rows = list(reversed((await conn.execute(
-                query.order_by(station_frames.c.id.desc()).limit(limit))).all()))
-        return [{"id": r.id, "at": r.ts.isoformat(timespec="milliseconds") + "Z",
-                 "direction": r.direction, "frame": r.frame} for r in rows]
+            kept = await read_frames(conn, station_id, limit=limit, after=after)
+        return [{"id": f.id, "at": f.ts.isoformat(timespec="milliseconds") + "Z",
+                 "direction": f.direction, "frame": f.frame} for f in kept]
 
     async def command(self, who: Principal, station_id: str, name: str,
                       args: dict[str, Any], expires_s: float | None,
@@ -754,8 +751,7 @@ class Api:
 
     async def frame_count(self, station_id: str) -> int:
         async with self.engine.connect() as conn:
-            return int(await conn.scalar(select(func.count()).select_from(station_frames).where(
-                station_frames.c.station_id == station_id)) or 0)
+            return await count_frames(conn, station_id)
 
 
 def parse_time(text: str | None, what: str) -> datetime | None:

@@ -27,7 +27,7 @@ from cocharge.settlement import funds, settle
 from cocharge.settlement.money import fmt
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
-from cocharge.store.schema import station_frames
+from cocharge.store.frames import read_frames
 from cocharge.store.schema import stations as stations_table
 from cocharge.views import priced, session_detail
 
@@ -81,22 +81,15 @@ def logs_frames(station_id: str, since: str | None, limit: int, follow: bool, db
                                       .where(stations_table.c.id == station_id))
             if not known:
                 fail(f"no station {station_id!r}: see `cocharge station list`")
-            query = select(station_frames).where(station_frames.c.station_id == station_id)
-            if since_at is not None:
-                query = query.where(station_frames.c.ts >= since_at)
-            rows = list(reversed((await conn.execute(
-                query.order_by(station_frames.c.id.desc()).limit(limit))).all()))
+            rows = await read_frames(conn, station_id, limit=limit, since=since_at)
         show(rows)
         last = rows[-1].id if rows else 0
         while follow:
             await asyncio.sleep(0.5)
             async with engine.connect() as conn:
-                rows = (await conn.execute(
-                    select(station_frames).where(station_frames.c.station_id == station_id,
-                                                 station_frames.c.id > last)
-                    .order_by(station_frames.c.id))).all()
+                rows = await read_frames(conn, station_id, after=last)
             if rows:
-                show(list(rows))
+                show(rows)
                 last = rows[-1].id
 
     try:

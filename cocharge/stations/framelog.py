@@ -2,10 +2,14 @@
 closed), kept per station in a bounded store (`cocharge logs STATION`, the station's history
 when a charger misbehaves).
 
-Frames are buffered in memory and written in one batch through the journal every
-`frame_log_flush_s`, never on a frame's own path; a station keeps its last
-`frame_log_per_station` frames and none older than `frame_log_days`. Secrets a frame may carry
-(the stations' passwords: AuthorizationKey, BasicAuthPassword) are replaced before they are kept.
+Frames are buffered in memory and written through the journal every `frame_log_flush_s`,
+never on a frame's own path: one row per station and flush, holding its frames of that second
+(a row per frame, written and again pruned, took a third of PostgreSQL's CPU under
+saturated MeterValues and a tenth of a SQLite node's: benchmarks/fleet.py).
+A station keeps its last `frame_log_per_station` frames and none older than `frame_log_days`.
+Secrets a frame may carry (the stations' passwords: AuthorizationKey, BasicAuthPassword) are
+replaced before they are kept. `read_frames` gives them back one by one, each with an id that
+grows with time (a reader's `after`).
 """
 
 from __future__ import annotations
@@ -18,20 +22,21 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cocharge.background import Background
 from cocharge.config import GatewaySettings
 from cocharge.store.db import utcnow
+from cocharge.store.frames import keep_last, pack
 from cocharge.store.journal import Journal
-from cocharge.store.schema import station_frames
+from cocharge.store.schema import FRAMES_PER_ROW, frame_chunks
 from cocharge.store.sql import BulkInsert
 
 log = logging.getLogger(__name__)
 
 _SECRET_HINTS = ("AuthorizationKey", "BasicAuthPassword", "basicAuthPassword")
-_INSERT = BulkInsert(station_frames)
+_INSERT = BulkInsert(frame_chunks)
 REDACTED = "<redacted>"
 _PRUNE_CHUNK = 50  # stations pruned in one journal turn
 
@@ -71,8 +76,9 @@ class FrameLog:
         self.days = settings.frame_log_days
         self.flush_s = settings.frame_log_flush_s
         self.max_chars = settings.max_frame_bytes
-        self._rows: list[tuple[str, datetime, str, str]] = []
-        self._written: dict[str, int] = {}  # station -> frames since its last prune
+        # station -> its frames since the last flush: (at, direction, text)
+        self._rows: dict[str, list[tuple[datetime, str, str]]] = {}
+        self._written: set[str] = set()  # stations written since the last prune
         self._background = Background(log, "frame log")
         self._pruned_at = utcnow()
 
@@ -87,9 +93,10 @@ class FrameLog:
         if self.keep <= 0:
             return
         text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
-        # A row in station_frames' column order (the journal's BulkInsert takes it as it is).
-        self._rows.append((station_id, at or utcnow(), direction, redact(text[:self.max_chars])))
-        self._written[station_id] = self._written.get(station_id, 0) + 1
+        kept = self._rows.get(station_id)
+        if kept is None:
+            kept = self._rows[station_id] = []
+        kept.append((at or utcnow(), direction, redact(text[:self.max_chars])))
 
     def start(self) -> None:
         if self.keep > 0:
@@ -111,32 +118,33 @@ class FrameLog:
                 log.exception("frame log: write failed; these frames are not kept")
 
     async def flush(self) -> None:
-        rows, self._rows = self._rows, []
+        buffered, self._rows = self._rows, {}
+        rows = []
+        for station_id, frames in buffered.items():
+            # A row in frame_chunks' column order (the journal's BulkInsert takes it as it is).
+            for start in range(0, len(frames), FRAMES_PER_ROW):
+                part = frames[start:start + FRAMES_PER_ROW]
+                rows.append((station_id, part[0][0], part[-1][0], 0, len(part), pack(part)))
+        self._written.update(buffered)
         if rows:
             await self.journal.write([(_INSERT, rows)])
 
     async def prune(self) -> None:
         """Drop what is beyond each written station's last `keep` frames, and what is older
         than `days` (every station)."""
-        stations = [sid for sid, n in self._written.items() if n > 0]
-        self._written = {}
+        stations = sorted(self._written)
+        self._written = set()
         self._pruned_at = utcnow()
         cutoff = utcnow() - timedelta(days=self.days)
         keep = self.keep
 
         async def old(conn: AsyncConnection) -> None:
-            await conn.execute(delete(station_frames).where(station_frames.c.ts < cutoff))
+            await conn.execute(delete(frame_chunks).where(frame_chunks.c.last_ts < cutoff))
 
         def beyond(chunk: list[str]) -> Callable[[AsyncConnection], Awaitable[None]]:
             async def work(conn: AsyncConnection) -> None:
                 for sid in chunk:
-                    oldest_kept = await conn.scalar(
-                        select(station_frames.c.id).where(station_frames.c.station_id == sid)
-                        .order_by(station_frames.c.id.desc()).offset(keep - 1).limit(1))
-                    if oldest_kept is not None:
-                        await conn.execute(delete(station_frames).where(and_(
-                            station_frames.c.station_id == sid,
-                            station_frames.c.id < oldest_kept)))
+                    await keep_last(conn, sid, keep)
             return work
 
         await self.journal.run(old)
@@ -144,3 +152,4 @@ class FrameLog:
         # turn for a fleet of 10,000 held every charger's answer for seconds, once a minute).
         for start in range(0, len(stations), _PRUNE_CHUNK):
             await self.journal.run(beyond(stations[start:start + _PRUNE_CHUNK]))
+

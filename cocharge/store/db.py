@@ -14,15 +14,31 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, event, insert, inspect, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from cocharge.store.frames import pack
 from cocharge.store.schema import (
     charge_groups,
     firmware_campaigns,
     firmware_files,
+    frame_chunks,
     ledger_head,
     members,
     metadata,
@@ -309,6 +325,31 @@ async def _v26_station_places(conn: AsyncConnection) -> None:
     await conn.run_sync(upgrade)
 
 
+async def _v27_frame_chunks(conn: AsyncConnection) -> None:
+    """The frame log a row per station and flush, not per frame (issue 32: CPU per message).
+    The frames kept so far move over, a row each, in their order; the old table goes."""
+    def upgrade(sync_conn: Connection) -> None:
+        metadata.create_all(sync_conn)
+        if not inspect(sync_conn).has_table("station_frames"):
+            return
+        old = Table("station_frames", MetaData(), Column("id", BigInteger, primary_key=True),
+                    Column("station_id", String(64)), Column("ts", DateTime),
+                    Column("direction", String(4)), Column("frame", Text))
+        done = -1
+        while True:
+            rows = sync_conn.execute(select(old).where(old.c.id > done).order_by(old.c.id)
+                                     .limit(5000)).all()
+            if not rows:
+                break
+            sync_conn.execute(insert(frame_chunks), [
+                {"station_id": r.station_id, "first_ts": r.ts, "last_ts": r.ts, "skip": 0,
+                 "size": 1, "frames": pack([(r.ts, r.direction, r.frame)])} for r in rows])
+            done = rows[-1].id
+        old.drop(sync_conn)
+
+    await conn.run_sync(upgrade)
+
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1_baseline),
@@ -337,6 +378,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (24, _v24_passkeys),
     (25, _v25_member_language),
     (26, _v26_station_places),
+    (27, _v27_frame_chunks),
 ]
 NEWEST = MIGRATIONS[-1][0]
 

@@ -809,17 +809,24 @@ Index("ix_station_circuits_circuit", station_circuits.c.circuit)
 # --- v14: operations ------------------------------------------------------------------------
 
 # Every OCPP frame in and out, per station, kept bounded (`frame_log_per_station`,
-# `frame_log_days`): `cocharge station log`, the station's history when it misbehaves.
-station_frames = Table(
-    "station_frames",
+# `frame_log_days`): `cocharge logs STATION`, the station's history when it misbehaves.
+# v27: a row holds a station's frames of one flush (`frames`: JSON [[ts, direction, frame],
+# ...], direction in | out | note), not one frame: a saturated node wrote and pruned two rows
+# per message, a third of PostgreSQL's CPU (benchmarks/fleet.py). A frame's id is its row's id *
+# FRAMES_PER_ROW + `skip` + its place in the row (stations/framelog.py reads them).
+FRAMES_PER_ROW = 1000
+frame_chunks = Table(
+    "station_frame_chunks",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("station_id", String(64), nullable=False),
-    Column("ts", DateTime, nullable=False),
-    Column("direction", String(4), nullable=False),  # in | out | note (connect, close)
-    Column("frame", Text, nullable=False),
+    Column("first_ts", DateTime, nullable=False),
+    Column("last_ts", DateTime, nullable=False),
+    Column("skip", Integer, nullable=False),  # frames pruned off its start (ids stay)
+    Column("size", Integer, nullable=False),  # frames in `frames`
+    Column("frames", Text, nullable=False),
 )
-Index("ix_station_frames_station", station_frames.c.station_id, station_frames.c.id)
+Index("ix_station_frame_chunks_station", frame_chunks.c.station_id, frame_chunks.c.id)
 
 
 # --- v15: the HTTP API ----------------------------------------------------------------------

@@ -7,13 +7,16 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, inspect, select, text
 
 from cocharge.node import running_node
 from cocharge.stations.framelog import REDACTED, redact
-from cocharge.store.schema import station_frames
+from cocharge.store.db import make_engine, migrate
+from cocharge.store.frames import Frame, read_frames
+from cocharge.store.schema import frame_chunks, schema_version
 from tests.conftest import raw_station, register, settings
 
 FAST = {"frame_log_flush_s": 0.05}
@@ -24,10 +27,9 @@ def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-async def frames(node: Any, station_id: str) -> list[Any]:
+async def frames(node: Any, station_id: str) -> list[Frame]:
     async with node.engine.connect() as conn:
-        return list((await conn.execute(select(station_frames).where(
-            station_frames.c.station_id == station_id).order_by(station_frames.c.id))).all())
+        return await read_frames(conn, station_id)
 
 
 async def test_frames_in_and_out_with_notes_read_by_the_cli(sqlite_url):
@@ -97,10 +99,14 @@ async def test_each_station_keeps_its_last_frames_only(sqlite_url):
         for _ in range(10):
             await station.call("Heartbeat", {})
         await asyncio.sleep(0.2)
+        before = {f.id: f for f in await frames(node, "CP1")}
+        assert len(before) == 23  # connected, boot + answer, 10 heartbeats + answers
         await node.gateway.service.frames.prune()
         kept = await frames(node, "CP1")
         assert len(kept) == 5 and all("Heartbeat" in f.frame or f.frame.startswith("[3,")
                                       for f in kept)
+        # The last five as they were, under the same ids (a reader's `after` still holds).
+        assert kept == sorted(before.values(), key=lambda f: f.id)[-5:]
         assert len(await frames(node, "CP2")) == 3  # connected, boot, its answer: untouched
         await station.ws.close()
         await other.ws.close()
@@ -113,7 +119,7 @@ async def test_no_frames_kept_when_switched_off(sqlite_url):
         await station.call("Heartbeat", {})
         await asyncio.sleep(0.2)
         async with node.engine.connect() as conn:
-            assert await conn.scalar(select(func.count()).select_from(station_frames)) == 0
+            assert await conn.scalar(select(func.count()).select_from(frame_chunks)) == 0
         await station.ws.close()
 
 
@@ -133,3 +139,32 @@ def test_passwords_are_never_kept():
     assert redact('[2,"4","Heartbeat",{}]') == '[2,"4","Heartbeat",{}]'
     assert "AuthorizationKey" not in redact('not json AuthorizationKey=abc') or \
         "abc" not in redact('not json AuthorizationKey=abc')
+
+
+async def test_frames_kept_before_the_upgrade_are_read_after_it(db_url):
+    """Schema 27 keeps a station's frames of one flush in a row: the frames a database held
+    in its old table (a row per frame) move over in their order, and the old table goes."""
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(delete(schema_version).where(schema_version.c.version == 27))
+            await conn.execute(text(
+                "CREATE TABLE station_frames (id INTEGER PRIMARY KEY, station_id VARCHAR(64) "
+                "NOT NULL, ts TIMESTAMP NOT NULL, direction VARCHAR(4) NOT NULL, "
+                "frame TEXT NOT NULL)"))
+            await conn.execute(text(
+                "INSERT INTO station_frames (id, station_id, ts, direction, frame) VALUES "
+                "(1, 'OLD', '2026-11-30 08:00:00.000000', 'note', 'connected (OCPP 1.6)'), "
+                "(2, 'OLD', '2026-11-30 08:00:01.250000', 'in', '[2,\"1\",\"Heartbeat\",{}]'), "
+                "(3, 'OTHER', '2026-11-30 08:00:02.000000', 'in', '[2,\"9\",\"Heartbeat\",{}]')"))
+        await migrate(engine)
+        async with engine.connect() as conn:
+            old = await read_frames(conn, "OLD")
+            assert not await conn.run_sync(lambda c: inspect(c).has_table("station_frames"))
+        assert [(f.direction, f.frame, f.ts) for f in old] == [
+            ("note", "connected (OCPP 1.6)", datetime(2026, 11, 30, 8, 0)),
+            ("in", '[2,"1","Heartbeat",{}]', datetime(2026, 11, 30, 8, 0, 1, 250000))]
+        assert old[0].id < old[1].id
+    finally:
+        await engine.dispose()

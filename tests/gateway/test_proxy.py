@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -32,7 +31,7 @@ from cocharge.gateway.proxy import (
 )
 from cocharge.node import Node, running_node
 from cocharge.stations import registry
-from cocharge.store.schema import station_frames
+from cocharge.store.frames import read_frames
 from tests.conftest import apt_install, free_port, settings, until
 
 
@@ -102,9 +101,9 @@ async def through(port: int, header: bytes, password: str = "right",
 
 async def connected_from(node: Node) -> list[str]:
     async with node.engine.connect() as conn:
-        rows = (await conn.execute(select(station_frames.c.frame).where(
-            station_frames.c.station_id == "PX1", station_frames.c.direction == "note"))).all()
-    return [r.frame.rsplit(" from ", 1)[1] for r in rows if r.frame.startswith("connected")]
+        kept = await read_frames(conn, "PX1")
+    return [f.frame.rsplit(" from ", 1)[1] for f in kept
+            if f.direction == "note" and f.frame.startswith("connected")]
 
 
 async def test_a_trusted_proxys_header_names_the_station(node):
