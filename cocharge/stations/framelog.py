@@ -152,4 +152,3 @@ class FrameLog:
         # turn for a fleet of 10,000 held every charger's answer for seconds, once a minute).
         for start in range(0, len(stations), _PRUNE_CHUNK):
             await self.journal.run(beyond(stations[start:start + _PRUNE_CHUNK]))
-
