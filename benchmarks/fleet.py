@@ -8,6 +8,9 @@ load process (this file again, in `load` mode):
   (c) sqlite   - `cocharge serve` on a fresh SQLite file
   (d) postgres - `cocharge serve` on a fresh PostgreSQL database (COCHARGE_TEST_PG server)
   (e) postgres-w2 - the same with `--workers 2` (not in the default targets)
+  (f) echo-picows - an echo server on picows, a WebSocket stack written in Cython (not in the
+      default targets; `pip install picows`): what the frames would cost on a faster stack
+      than `websockets` (issue 32 names it as a candidate; cocharge does not use it)
 
 Per target it prints: storm time until every charger booted (BootNotification, then
 StatusNotification for connectors 0 and 1), handshakes refused (503) and failed, paced
@@ -288,6 +291,37 @@ async def run_load(args: argparse.Namespace) -> None:
 
 # --- the targets ---------------------------------------------------------------------------
 
+def picows_echo_server(port: int) -> None:
+    """The same echo on picows and uvloop: frames answered from its callback, no task."""
+    try:
+        import picows
+        import uvloop
+    except ImportError:
+        sys.exit("echo-picows needs picows: pip install picows")
+
+    class Echo(picows.WSListener):
+        def on_ws_frame(self, transport: Any, frame: Any) -> None:
+            if frame.msg_type == picows.WSMsgType.TEXT:
+                transport.send(picows.WSMsgType.TEXT, frame.get_payload_as_bytes())
+            elif frame.msg_type == picows.WSMsgType.PING:
+                transport.send_pong(frame.get_payload_as_bytes())
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+
+    def accept(_request: Any) -> Any:
+        answer = picows.WSUpgradeResponse.create_101_response(
+            extra_headers={"Sec-WebSocket-Protocol": "ocpp1.6"})
+        return picows.WSUpgradeResponseWithListener(answer, Echo())
+
+    async def main() -> None:
+        server = await picows.ws_create_server(accept, "127.0.0.1", port)
+        print(f"echo-picows on {port}", flush=True)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 async def echo_server(port: int) -> None:
     from websockets.asyncio.server import serve
 
@@ -342,8 +376,8 @@ class Target:
         return total
 
     def command(self) -> list[str]:
-        if self.name == "echo":
-            return [sys.executable, __file__, "echo", "--port", str(self.port)]
+        if self.name in ("echo", "echo-picows"):
+            return [sys.executable, __file__, self.name, "--port", str(self.port)]
         if self.name == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
@@ -564,7 +598,7 @@ async def main(args: argparse.Namespace) -> None:
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="run", choices=["run", "load", "echo"])
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "load", "echo", "echo-picows"])
     parser.add_argument("--targets", default="echo,naive,sqlite,postgres")
     parser.add_argument("--chargers", type=int, default=10_000)
     parser.add_argument("--paced", type=float, default=60.0)
@@ -588,5 +622,7 @@ if __name__ == "__main__":
         asyncio.run(run_load(arguments))
     elif arguments.mode == "echo":
         asyncio.run(echo_server(arguments.port))
+    elif arguments.mode == "echo-picows":
+        picows_echo_server(arguments.port)
     else:
         asyncio.run(main(arguments))
