@@ -15,6 +15,13 @@ calls/s and server CPU µs per call with 1 and 2 workers (benchmarks/fleet.py's
 `postgres` and `postgres-w2` targets, the load generator in its own process).
 
 Needs haproxy and mosquitto (Debian packages) and the PostgreSQL of COCHARGE_TEST_PG.
+
+Within a hard open-files limit (20,000 here, without CAP_SYS_RESOURCE to raise it): the
+balancer is as many HAProxy processes as hold the chargers (two descriptors per connection),
+bound to the one port with SO_REUSEPORT (HAProxy's default on Linux: the kernel deals the
+connections out among them; to a charger it is one address), and the chargers come from as
+many load processes; only the node that survives must hold them all (one descriptor each),
+so the storm is cut to what one process can hold, and says so.
 """
 
 from __future__ import annotations
@@ -44,8 +51,21 @@ SITE_LIMIT_A = 10.0  # per site charger: the circuit is sized for 10 A each, the
 
 
 def balancer_room(hard_limit: int) -> int:
-    """Connections HAProxy can hold within the open-files limit (two descriptors each)."""
+    """Connections one HAProxy process can hold within the open-files limit (two
+    descriptors each)."""
     return min(100_000, (hard_limit - 500) // 2 - 50)
+
+
+# Chargers per load process (one descriptor each, within any limit seen here).
+PER_LOADER = 9000
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+def charger_ids(loader: int, count: int) -> list[str]:
+    return [f"F{loader}{n:05d}" for n in range(count)]
 
 
 def binary(name: str) -> str:
@@ -65,6 +85,7 @@ class Cluster:
         self.db = f"{base}/{self.pg_name}"
         self.broker_port, self.front = free_port(), free_port()
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.loads = split(args.chargers, -(-args.chargers // PER_LOADER)) if args.chargers else []
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def log(self, name: str) -> Any:
@@ -81,7 +102,8 @@ class Cluster:
         await conn.execute(f'CREATE DATABASE "{self.pg_name}"')
         await conn.close()
         site = [f"C{n:04d}" for n in range(self.args.site)]
-        await register(self.db, [f"F{n:05d}" for n in range(self.args.chargers)] + site)
+        await register(self.db, [sid for k, count in enumerate(self.loads)
+                                 for sid in charger_ids(k, count)] + site)
         engine = make_engine(self.db)
         await sites.add_site(engine, "GARAGE")
         await sites.add_circuit(engine, "MAIN", "GARAGE", None, SITE_LIMIT_A * len(site), 3,
@@ -115,10 +137,15 @@ class Cluster:
         self.processes.append(process)
         self.nodes[name] = {"port": port, "metrics": metrics, "process": process}
 
-    def start_haproxy(self) -> None:
+    def start_haproxy(self, processes: int) -> None:
+        """`processes` HAProxy processes on the front port (SO_REUSEPORT), one config."""
         config = os.path.join(self.folder, "haproxy.cfg")
         servers = "\n".join(
             f"    server {name} 127.0.0.1:{n['port']} check port {n['metrics']}"
+            for name, n in self.nodes.items())
+        # deploy/haproxy.cfg's last resort: the nodes unchecked when every check failed
+        servers += "\n    option allbackups\n" + "\n".join(
+            f"    server {name}-unchecked 127.0.0.1:{n['port']} backup no-check"
             for name, n in self.nodes.items())
         with open(config, "w") as handle:
             handle.write(f"""global
@@ -141,9 +168,10 @@ backend nodes
     default-server send-proxy-v2 inter 1s fall 2 rise 2
 {servers}
 """)
-        self.processes.append(subprocess.Popen([binary("haproxy"), "-f", config, "-db"],
-                                               stdout=self.log("haproxy"),
-                                               stderr=subprocess.STDOUT))
+        for n in range(processes):
+            self.processes.append(subprocess.Popen([binary("haproxy"), "-f", config, "-db"],
+                                                   stdout=self.log(f"haproxy{n}"),
+                                                   stderr=subprocess.STDOUT))
 
     async def wait_listening(self) -> None:
         import socket
@@ -252,15 +280,19 @@ async def lines(process: asyncio.subprocess.Process) -> Any:
 
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
-    # HAProxy holds two descriptors per connection in one process: on a machine whose hard
-    # open-files limit is below that (20,000 here, without CAP_SYS_RESOURCE to raise it),
-    # the storm is cut to what the balancer can hold, and said so.
+    # After the kill, the surviving node holds every charger, a descriptor each, besides its
+    # database, broker and listening sockets: on a machine whose hard open-files limit is
+    # below that (20,000 here, without CAP_SYS_RESOURCE to raise it) the storm is cut to what
+    # it can hold, and said so. The balancer and the load are spread over processes instead.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    fits = balancer_room(hard) - args.site - 200
+    fits = hard - args.site - 800
     if args.chargers > fits:
-        print(f"open-files limit {hard}: HAProxy can hold {fits} chargers besides the site's, "
-              f"not {args.chargers}: the storm is cut to {fits}", flush=True)
+        print(f"open-files limit {hard}: the surviving node can hold {fits} chargers besides "
+              f"the site's, not {args.chargers}: the storm is cut to {fits}", flush=True)
         args.chargers = fits
+    # The kernel deals connections out among the balancer's processes by a hash, not evenly:
+    # each is given room for 15 % more than its share.
+    balancers = -(-(args.chargers + args.site + 200) * 115 // 100 // balancer_room(hard))
     cluster = Cluster(args)
     figures: dict[str, Any] = {}
     try:
@@ -268,19 +300,24 @@ async def main(args: argparse.Namespace) -> None:
         cluster.start_broker()
         for name in ("node1", "node2"):
             cluster.start_node(name)
-        cluster.start_haproxy()
+        cluster.start_haproxy(balancers)
         await cluster.wait_listening()
         url = f"ws://127.0.0.1:{cluster.front}/ocpp"
-        load = await asyncio.create_subprocess_exec(
+        figures["balancers"], figures["loaders"] = balancers, len(cluster.loads)
+        loads = [await asyncio.create_subprocess_exec(
             sys.executable, os.path.join(HERE, "fleet.py"), "load", "--url", url,
-            "--chargers", str(args.chargers), "--paced", str(args.paced), "--storm-limit", "600",
-            "--saturated", "0", "--kill-wait", stdout=asyncio.subprocess.PIPE,
-            limit=256 * 1024 * 1024)
-        load_lines = lines(load)
-        async for message in load_lines:
-            if "booted" in message:
-                figures["storm_s"] = message["booted"]
-                break
+            "--prefix", f"F{k}", "--chargers", str(count), "--paced", str(args.paced),
+            "--storm-limit", "600", "--saturated", "0", "--kill-wait",
+            stdout=asyncio.subprocess.PIPE, limit=256 * 1024 * 1024)
+            for k, count in enumerate(cluster.loads)]
+        load_lines = [lines(load) for load in loads]
+        booted = []  # each load process's storm: they started together, the last one counts
+        for each in load_lines:
+            async for message in each:
+                if "booted" in message:
+                    booted.append(message["booted"])
+                    break
+        figures["storm_s"] = max(booted) if len(booted) == len(loads) else None
         site = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "site", "--url", url, "--site", str(args.site),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -317,21 +354,27 @@ async def main(args: argparse.Namespace) -> None:
             if time.monotonic() - killed > 120:
                 break
         figures["offline_s"], figures["site_moved_s"] = offline_s, moved_s
-        async for message in load_lines:
-            if "back" in message:
-                figures["back_s"], figures["dropped"] = message["back"], message["dropped"]
-            elif "result" in message:
-                answered = message["result"].get("answered", {})
-                rows = await cluster.query(
-                    "SELECT station_id, count(*) AS n FROM meter_samples GROUP BY station_id")
-                stored = {r["station_id"]: r["n"] for r in rows}
-                figures["answered"] = sum(answered.values())
-                figures["refused"] = message["result"].get("refused")
-                figures["failed"] = message["result"].get("failed")
-                figures["reconnects"] = message["result"].get("reconnects")
-                figures["lost"] = sum(max(0, n - stored.get(sid, 0))
-                                      for sid, n in answered.items())
-        await load.wait()
+        answered: dict[str, int] = {}
+        backs: list[float] = []
+        for key in ("dropped", "refused", "failed", "reconnects"):
+            figures[key] = 0
+        for each in load_lines:  # every load process's: summed, the last one back counts
+            async for message in each:
+                if "back" in message:
+                    backs.append(message["back"])
+                    figures["dropped"] += message["dropped"]
+                elif "result" in message:
+                    answered.update(message["result"].get("answered", {}))
+                    for key in ("refused", "failed", "reconnects"):
+                        figures[key] += message["result"].get(key) or 0
+        for load in loads:
+            await load.wait()
+        rows = await cluster.query(
+            "SELECT station_id, count(*) AS n FROM meter_samples GROUP BY station_id")
+        stored = {r["station_id"]: r["n"] for r in rows}
+        figures["answered"] = sum(answered.values())
+        figures["lost"] = sum(max(0, n - stored.get(sid, 0)) for sid, n in answered.items())
+        figures["back_s"] = max(backs) if backs else None
         assert site.stdin is not None
         site.stdin.write(b"stop\n")
         await site.stdin.drain()
@@ -360,8 +403,9 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     site = f.get("site") or {}
-    print(f"\nCluster benchmark: HAProxy, 2 nodes (PostgreSQL, Mosquitto), {args.chargers} "
-          f"chargers + a site of {args.site}, node lease {args.lease:g} s "
+    print(f"\nCluster benchmark: HAProxy ({f.get('balancers')} processes on one port), 2 nodes "
+          f"(PostgreSQL, Mosquitto), {args.chargers} chargers from {f.get('loaders')} load "
+          f"processes + a site of {args.site}, node lease {args.lease:g} s "
           f"({os.cpu_count()} cores, everything on this machine)")
     print(f"storm through the balancer: all booted in {num(f.get('storm_s'))} s; "
           f"stations per node {f.get('spread')}")
