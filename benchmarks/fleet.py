@@ -114,7 +114,11 @@ async def _connect(load: Load, sid: str) -> Any:
                                  close_timeout=1, max_queue=4)
         except InvalidStatus as exc:
             if exc.response.status_code != 503:
-                raise
+                # Refused otherwise (409: the node still counts its old connection alive):
+                # a charger tries again later, as a real one does.
+                load.failed += 1
+                await asyncio.sleep(1 + random.random() * 4)
+                continue
             load.refused += 1
             retry = float(exc.response.headers.get("Retry-After", "5"))
             await asyncio.sleep(retry)

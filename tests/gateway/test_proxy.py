@@ -201,18 +201,21 @@ async def test_through_haproxy_each_charger_keeps_its_own_address(node, haproxy_
     assert (await until(lambda: connected_from(node)))[0] == "127.0.0.2"
 
 
-def shipped_balancer(port: int, node_port: int, dead_port: int, health_port: int) -> str:
-    """deploy/haproxy.cfg with this machine's addresses: node1 is the running node, node2
-    a node that died (nothing listens), health checks every 100 ms instead of 2 s."""
+def shipped_balancer(port: int, live: tuple[int, int], dead: tuple[int, int]) -> str:
+    """deploy/haproxy.cfg with this machine's addresses: node1 the running node, node2 a
+    node that died (nothing listens), each (its port, its health port); checks every 100 ms
+    with 300 ms to answer, instead of every 2 s with 4 s."""
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__)))), "deploy", "haproxy.cfg"), encoding="utf-8") as handle:
         config = handle.read()
     for shipped, here in ((" maxconn 50000", " maxconn 1000"),
                           ("bind :9000", f"bind 127.0.0.1:{port}"),
-                          ("node1:9000", f"127.0.0.1:{node_port}"),
-                          ("node2:9000", f"127.0.0.1:{dead_port}"),
-                          ("check port 9003 inter 2s fall 3", f"check port {health_port} "
-                                                               "inter 100ms fall 1")):
+                          ("server node1 node1:9000", f"server node1 127.0.0.1:{live[0]} "
+                                                      f"port {live[1]}"),
+                          ("server node2 node2:9000", f"server node2 127.0.0.1:{dead[0]} "
+                                                      f"port {dead[1]}"),
+                          ("inter 2s fall 3", "inter 100ms fall 1"),
+                          ("timeout check 4s", "timeout check 300ms")):
         assert shipped in config, shipped
         config = config.replace(shipped, here)
     return config
@@ -220,27 +223,32 @@ def shipped_balancer(port: int, node_port: int, dead_port: int, health_port: int
 
 async def test_the_balancer_still_passes_chargers_when_every_check_fails(node, tmp_path):
     """The node left after a failure, busy taking over the dead one's chargers, can answer
-    its health check late: HAProxy then takes every node out of rotation. The shipped
-    configuration falls back to the nodes unchecked: the charger still reaches the live one
-    (the dead one refuses, the retry goes on), with its own address."""
-    port, health = free_port(), free_port()  # nothing answers the checks
+    its health check late, and HAProxy takes every node out of rotation. The shipped
+    configuration then sends chargers to the nodes that still accept a connection (the busy
+    one, not the dead one): the charger reaches the live node, with its own address."""
+    port = free_port()
+    busy = socket.socket()  # the live node's health port: accepts, never answers
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(100)
     config = tmp_path / "haproxy.cfg"
-    config.write_text(shipped_balancer(port, node.gateway.port, free_port(), health))
+    config.write_text(shipped_balancer(port, (node.gateway.port, busy.getsockname()[1]),
+                                       (free_port(), free_port())))
     process = subprocess.Popen([_haproxy(), "-f", str(config), "-db"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def every_node_down() -> None:
             assert process.stderr is not None
             for line in process.stderr:
-                if "0 active and" in line:  # "... 0 active and 2 backup servers left"
+                if "backend 'gateway_nodes' has no server available" in line:
                     return
             raise AssertionError("haproxy stopped before it took the nodes out of rotation")
 
         await asyncio.wait_for(asyncio.to_thread(every_node_down), 20)
-        for _ in range(3):  # wherever the balancer sends it first
+        for _ in range(4):  # leastconn would pick the dead node (no connections) every time
             async with await through(port, b"", source="127.0.0.2"):
                 pass
         assert set(await until(lambda: connected_from(node))) == {"127.0.0.2"}
     finally:
         process.terminate()
         process.wait(10)
+        busy.close()
