@@ -145,9 +145,6 @@ class Cluster:
         servers = "\n".join(
             f"    server {name} 127.0.0.1:{n['port']} check port {n['metrics']}"
             for name, n in self.nodes.items())
-        alive = "\n".join(  # deploy/haproxy.cfg's: when every check failed
-            f"    server {name} 127.0.0.1:{n['port']} check port {n['metrics']}"
-            for name, n in self.nodes.items())
         with open(config, "w") as handle:
             handle.write(f"""global
     maxconn {balancer_room(resource.getrlimit(resource.RLIMIT_NOFILE)[1])}
@@ -170,11 +167,12 @@ backend nodes
     default-server send-proxy-v2 inter 1s fall 2 rise 2
 {servers}
 backend nodes_alive
+    # deploy/haproxy.cfg's: when every node failed its check, those that accept a connection
     balance leastconn
     retries 2
     option redispatch 1
     default-server send-proxy-v2 inter 1s fall 1 rise 1
-{alive}
+{servers}
 """)
         for n in range(processes):
             self.processes.append(subprocess.Popen([binary("haproxy"), "-f", config, "-db"],
