@@ -552,14 +552,13 @@ class LoadManager:
         """A command the node allocating this station's site sent through us, the station's
         holder: a Dynamic allocation profile (and its moves) is remembered, so that this
         node answers the station's PullDynamicScheduleUpdate with what the owner allotted."""
-        now = time.monotonic()
         if not accepted:
             return
         if (isinstance(command, cmd.SetChargingProfile) and command.kind == "Dynamic"
                 and 0 <= command.id - ALLOCATION_ID <= 64 and command.periods):
             valid = command.duration or self.settings.load_profile_valid_s
             self.relayed_limits[(station_id, command.id - ALLOCATION_ID)] = (
-                float(command.periods[0][1]), now + valid)
+                float(command.periods[0][1]), time.monotonic() + valid)
         elif (isinstance(command, cmd.UpdateDynamicSchedule) and command.limit is not None
               and 0 <= command.profile_id - ALLOCATION_ID <= 64):
             key = (station_id, command.profile_id - ALLOCATION_ID)
