@@ -441,8 +441,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--lease", type=float, default=15.0)
     parser.add_argument("--saturated-s", type=float, default=10.0,
                         help="0: skip the 1-and-2-worker saturated run")
-    parser.add_argument("--balancers", type=int, default=1,
-                        help="HAProxy processes on the one port (SO_REUSEPORT)")
+    parser.add_argument("--balancers", type=int, default=1, choices=range(1, 17),
+                        metavar="1..16", help="HAProxy processes on the one port (SO_REUSEPORT)")
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args()
 
