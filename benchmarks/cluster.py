@@ -12,7 +12,9 @@ offline, until the site is allocated by the other node, and until every charger 
 back through the balancer; answered MeterValues lost (must be 0); the site's meter readings
 over its limit (must be 0) and its peak; sessions settled exactly once; then saturated
 calls/s and server CPU µs per call with 1 and 2 workers (benchmarks/fleet.py's
-`postgres` and `postgres-w2` targets, the load generator in its own process).
+`postgres` and `postgres-w2` targets, 200 chargers back to back: 50 leave each of two
+workers idle while it waits for its commit; the load generator in its own process, its CPU
+printed).
 
 Needs haproxy and mosquitto (Debian packages) and the PostgreSQL of COCHARGE_TEST_PG.
 
@@ -403,7 +405,7 @@ async def main(args: argparse.Namespace) -> None:
     report(figures, args)
     if args.saturated_s:
         subprocess.run([sys.executable, os.path.join(HERE, "fleet.py"), "--chargers", "0",
-                        "--saturated", "50", "--saturated-s", str(args.saturated_s),
+                        "--saturated", "200", "--saturated-s", str(args.saturated_s),
                         "--targets", "postgres,postgres-w2"], check=False)
 
 

@@ -15,9 +15,12 @@ load process (this file again, in `load` mode):
 Per target it prints: storm time until every charger booted (BootNotification, then
 StatusNotification for connectors 0 and 1), handshakes refused (503) and failed, paced
 MeterValues p50/p99 once all are booted (each charger every 10 s, random phase), saturated
-calls/s of 50 chargers back to back with the server's CPU time per answered call (µs, all
-its processes, over the timed window only), the load generator's own CPU and PostgreSQL's
-(% of one core), server RSS per booted station, and the ratios of cocharge to (a) and (b).
+calls/s of 50 chargers (--saturated) back to back with the server's CPU time per answered
+call (µs, all its processes, over the timed window only), the load generator's own CPU and
+PostgreSQL's (% of one core), server RSS per booted station, and the ratios of cocharge to
+(a) and (b). The saturated chargers are a lean client of hand-built frames (`--client
+websockets` for the `websockets` client, which took half a core of the two itself); the
+load process runs on uvloop, as cocharge does.
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
         [--targets echo,naive,sqlite,postgres]
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -244,6 +248,161 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
             "load_cpu_s": window["cpu"], "load_s": window["took"]}
 
 
+class _LeanCharger(asyncio.Protocol):
+    """A saturated charger at the cost of a few bytes' work per call (the load generator's
+    CPU is not the server's: with `websockets` as the client, the generator took ~45 µs a
+    call, half a core of the two, and a second worker had nothing left to run on).
+
+    The frames are built by hand: the handshake, then text frames masked with the all-zero
+    key (RFC 6455 asks a client to mask, and any key, this one too, is one a server must
+    take; XOR with zeros leaves the payload as it is, so no byte is touched here). The
+    server's answers are only framed: a CallResult counts, a CallError does not (the echo
+    server's answer is the frame itself, which counts, as with the `websockets` client)."""
+
+    def __init__(self, path: str, host: str, sat: "_LeanRun") -> None:
+        self.path, self.host, self.sat = path, host, sat
+        self.transport: Any = None
+        self.buffer = b""
+        self.opened = False
+        self.booted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.count = 0
+        self.sent = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                         f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                         f"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n").encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.booted.done():
+            self.booted.set_exception(ConnectionError(f"{self.path}: closed ({exc})"))
+        self.sat.closed(self)
+
+    def send(self, text: bytes, opcode: int = 0x81) -> None:
+        n = len(text)
+        if n < 126:
+            head = bytes((opcode, 0x80 | n))
+        else:
+            head = bytes((opcode, 0xFE)) + n.to_bytes(2, "big")
+        assert self.transport is not None
+        self.transport.write(head + b"\0\0\0\0" + text)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        if not self.opened:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            status = buffer[:end].split(b"\r\n", 1)[0]
+            if b" 101 " not in status + b" ":
+                self.booted.set_exception(ConnectionError(f"{self.path}: {status!r}"))
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.opened = True
+            buffer = buffer[end + 4:]
+            self.send(b'[2,"b","BootNotification",{"chargePointVendor":"bench",'
+                      b'"chargePointModel":"sat"}]')
+        while len(buffer) >= 2:
+            size, start = buffer[1] & 0x7F, 2
+            if size == 126:
+                if len(buffer) < 4:
+                    break
+                size, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif size == 127:
+                if len(buffer) < 10:
+                    break
+                size, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + size:
+                break
+            opcode = buffer[0] & 0x0F
+            payload = buffer[start:start + size]
+            buffer = buffer[start + size:]
+            if opcode == 0x9:  # ping: pong
+                self.send(payload, 0x8A)
+            elif opcode == 0x1:
+                self.answered(payload)
+        self.buffer = buffer
+
+    def answered(self, payload: bytes) -> None:
+        if not self.booted.done():
+            self.booted.set_result(None)
+            return
+        now = time.perf_counter()
+        self.sat.latencies.append(now - self.sent)
+        if not payload.startswith(b"[4"):
+            self.count += 1
+        self.sat.next(self)
+
+
+class _LeanRun:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.latencies: list[float] = []
+        self.end = float("inf")
+        self.running: set[_LeanCharger] = set()
+        self.finished = asyncio.get_running_loop().create_future()
+        self.stamp = (0, "")
+
+    def begin(self, chargers: list[_LeanCharger]) -> None:
+        self.end = time.monotonic() + self.seconds
+        self.running = set(chargers)
+        for charger in chargers:
+            self.next(charger)
+
+    def next(self, charger: _LeanCharger) -> None:
+        now = time.monotonic()
+        if now >= self.end:
+            self.closed(charger)
+            return
+        second = int(time.time())
+        if self.stamp[0] != second:
+            self.stamp = (second, now_iso())
+        n = charger.count
+        charger.sent = time.perf_counter()
+        charger.send(f'[2,"{n}","MeterValues",{{"connectorId":1,"meterValue":[{{"timestamp":'
+                     f'"{self.stamp[1]}","sampledValue":[{{"value":"{n}"}}]}}]}}]'.encode())
+
+    def closed(self, charger: _LeanCharger) -> None:
+        self.running.discard(charger)
+        if not self.running and self.end != float("inf") and not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def _saturated_lean(url: str, prefix: str, chargers: int,
+                          seconds: float) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    loop = asyncio.get_running_loop()
+    run = _LeanRun(seconds)
+    made = []
+    for n in range(chargers):
+        path = f"{parts.path}/{prefix}{n:05d}"
+        _, charger = await loop.create_connection(
+            lambda path=path: _LeanCharger(path, f"{host}:{port}", run), host, port)
+        made.append(charger)
+    await asyncio.gather(*(c.booted for c in made))
+    print(json.dumps({"saturated_begin": True}), flush=True)
+    start, cpu = time.monotonic(), time.process_time()
+    run.begin(made)
+    await run.finished
+    took, cpu = time.monotonic() - start, time.process_time() - cpu
+    print(json.dumps({"saturated_end": True}), flush=True)
+    for charger in made:
+        if charger.transport is not None:
+            charger.transport.close()
+    calls = sum(c.count for c in made)
+    return {"calls_per_s": calls / took, "calls": calls,
+            "p50_ms": pct(run.latencies, 0.5) * 1000, "p99_ms": pct(run.latencies, 0.99) * 1000,
+            "load_cpu_s": cpu, "load_s": took}
+
+
 async def run_load(args: argparse.Namespace) -> None:
     raise_nofile()
     # The load generator holds as many connections as the server: its own collector's full
@@ -289,7 +448,8 @@ async def run_load(args: argparse.Namespace) -> None:
             back_s=(load.back_at - load.down_at) if load.back_at and load.down_at else None,
             back=len(load.back), reconnects=load.reconnects, answered=load.answered)
     if args.saturated:
-        result["saturated"] = await _saturated(args.url, "S", args.saturated, args.saturated_s)
+        saturate = _saturated if args.client == "websockets" else _saturated_lean
+        result["saturated"] = await saturate(args.url, "S", args.saturated, args.saturated_s)
     print(json.dumps({"result": result}), flush=True)
 
 
@@ -489,7 +649,7 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "load", "--url", f"ws://127.0.0.1:{target.port}/ocpp",
                "--chargers", str(args.chargers), "--paced", str(args.paced),
                "--storm-limit", str(args.storm_limit), "--saturated", str(args.saturated),
-               "--saturated-s", str(args.saturated_s)]
+               "--saturated-s", str(args.saturated_s), "--client", args.client]
     if args.kill:
         command += ["--kill-wait", "--saturated", "0"]
     load = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
@@ -609,6 +769,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--storm-limit", type=float, default=300.0)
     parser.add_argument("--saturated", type=int, default=50)
     parser.add_argument("--saturated-s", type=float, default=10.0)
+    parser.add_argument("--client", choices=["lean", "websockets"], default="lean",
+                        help="the saturated chargers' client: frames built by hand (default), "
+                             "or the `websockets` client (~45 µs of the generator's CPU a call)")
     parser.add_argument("--kill", action="store_true")
     parser.add_argument("--kill-wait", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -623,7 +786,12 @@ def parse() -> argparse.Namespace:
 if __name__ == "__main__":
     arguments = parse()
     if arguments.mode == "load":
-        asyncio.run(run_load(arguments))
+        try:  # the generator on the loop the server runs on: less of the cores it shares
+            import uvloop
+        except ImportError:
+            asyncio.run(run_load(arguments))
+        else:
+            uvloop.run(run_load(arguments))
     elif arguments.mode == "echo":
         asyncio.run(echo_server(arguments.port))
     elif arguments.mode == "echo-picows":
