@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import itertools
 import json
 import logging
@@ -123,21 +122,38 @@ def normalise_sample(at: datetime, measurand: str | None, value: float, unit: st
                        context=context)
 
 
-@functools.lru_cache(maxsize=4096)
-def _snake_key(key: str) -> str:
-    return str(next(iter(camel_to_snake_case({key: None}))))
+class _Keys(dict[str, str]):
+    """One key naming converted to the other, each key converted once (the names of a
+    version's schemas: a few hundred; a charger's made-up keys are not kept past 4,096)."""
+
+    def __init__(self, convert: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        super().__init__()
+        self._convert = convert
+
+    def __missing__(self, key: str) -> str:
+        converted = str(next(iter(self._convert({key: None}))))
+        if len(self) < 4096:
+            self[key] = converted
+        return converted
 
 
-@functools.lru_cache(maxsize=4096)
-def _camel_key(key: str) -> str:
-    return str(next(iter(snake_to_camel_case({key: None}))))
+_SNAKE_KEYS = _Keys(camel_to_snake_case)
+_CAMEL_KEYS = _Keys(snake_to_camel_case)
 
 
-def _convert_keys(data: Any, key: Any) -> Any:
-    if isinstance(data, dict):
-        return {key(k): _convert_keys(v, key) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_convert_keys(v, key) for v in data]
+def _convert_keys(data: Any, keys: _Keys) -> Any:
+    """`data` with every object's keys renamed by `keys` (done for every message: written
+    flat, without a call per value that has no keys)."""
+    if type(data) is dict:
+        converted = {}
+        for key, value in data.items():
+            kind = type(value)
+            converted[keys[key]] = (_convert_keys(value, keys) if kind is dict or kind is list
+                                    else value)
+        return converted
+    if type(data) is list:
+        return [_convert_keys(value, keys) if type(value) is dict or type(value) is list
+                else value for value in data]
     return data
 
 
@@ -145,7 +161,7 @@ def as_camel_dict(payload: Any) -> dict[str, Any]:
     """A call or call-result dataclass of the `ocpp` library as the JSON object it stands for."""
     if not any(value is not None for value in vars(payload).values()):
         return {}  # most answers to a charger's reports: an empty object
-    result = _convert_keys(remove_nones(serialize_as_dict(payload)), _camel_key)
+    result = _convert_keys(remove_nones(serialize_as_dict(payload)), _CAMEL_KEYS)
     return result if isinstance(result, dict) else {}
 
 
@@ -164,6 +180,8 @@ class FrameCounter(Protocol):
     """What a connection tells the node's metrics (gateway/metrics.py) of each frame."""
 
     def frame(self, direction: str, frame: str | bytes) -> None: ...
+
+    def call(self, direction: str, action: str) -> None: ...
 
 
 class StationConnection:
@@ -253,9 +271,12 @@ class StationConnection:
         self.service.seen(self.id, now)
         ocpp_log.debug("%s: receive %.2000s", self.id, raw_msg)
         self.service.frames.add(self.id, "in", raw_msg, now)
-        if self.metrics is not None:
-            self.metrics.frame("in", raw_msg)
         event = self.rpc.receive(raw_msg)
+        if self.metrics is not None:
+            if isinstance(event, Call):  # counted by the action it parsed to
+                self.metrics.call("in", event.action)
+            else:
+                self.metrics.frame("in", raw_msg)
         if isinstance(event, Call):
             await self._on_call(event)
         elif isinstance(event, Answer):
@@ -287,7 +308,7 @@ class StationConnection:
         except RpcError as error:
             log.warning("%s: SEND %s dropped: %s", self.id, msg.action, error.cause)
             return
-        await self.on_send(msg.action, _convert_keys(msg.payload, _snake_key))
+        await self.on_send(msg.action, _convert_keys(msg.payload, _SNAKE_KEYS))
 
     async def on_send(self, action: str, payload: dict[str, Any]) -> None:
         """What a version that has SEND frames does with one (v21.py)."""
@@ -326,7 +347,7 @@ class StationConnection:
             self.quirk_book.fix(self.quirks, self.id, msg.action, msg.payload)
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)
-            response = await getattr(self, method)(**_convert_keys(msg.payload, _snake_key))
+            response = await getattr(self, method)(**_convert_keys(msg.payload, _SNAKE_KEYS))
             try:
                 frame = self.rpc.result(msg, as_camel_dict(response))
             except RpcError as error:  # our answer breaks the schema: our bug, not theirs

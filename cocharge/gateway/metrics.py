@@ -68,13 +68,19 @@ class GatewayMetrics:
             action = "CallError"
         elif text_.startswith("[2"):
             parts = text_[:80].split(",", 3)
-            action = parts[2].strip().strip('"') if len(parts) > 2 else "?"
-            action = action if action.isidentifier() and len(action) <= 40 else "(invalid)"
+            self.call(direction, parts[2].strip().strip('"') if len(parts) > 2 else "?")
+            return
         elif text_.startswith(("[3", "[4")):
             action = "CallResult" if kind == "3" else "CallError"
         else:
             action = "(invalid)"
         key = (direction, action)
+        self._frames[key] = self._frames.get(key, 0) + 1
+
+    def call(self, direction: str, action: str) -> None:
+        """Count a call by its action (one that is no name counts as "(invalid)")."""
+        key = (direction, action if action.isidentifier() and len(action) <= 40
+               else "(invalid)")
         self._frames[key] = self._frames.get(key, 0) + 1
 
     def exposition(self) -> bytes:

@@ -9,9 +9,10 @@ extra dependency while working identically on both backends.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -110,13 +111,30 @@ def make_engine(db: str | None, background_checkpoint: bool = False) -> AsyncEng
     return engine
 
 
-_EPOCH = datetime(1970, 1, 1)
+_second = -1
+_second_parts = (1970, 1, 1, 0, 0, 0)
 
 
-def utcnow() -> datetime:
-    """Now as the naive UTC datetime the schema stores (the epoch plus the system clock:
-    half the cost of asking for an aware time and dropping its zone, on every frame)."""
-    return _EPOCH + timedelta(seconds=time.time())
+def _utcnow_built() -> datetime:
+    """Now as a naive UTC datetime, built from the clock's microseconds and the calendar
+    fields of its second (read once a second): no timedelta, whose constructor is the slow
+    part of adding one to the epoch (1.1 µs against 1.7 here)."""
+    global _second, _second_parts
+    micros = time.time_ns() // 1000
+    second = micros // 1_000_000
+    if second != _second:
+        t = time.gmtime(second)
+        _second_parts = (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+        _second = second
+    year, month, day, hour, minute, sec = _second_parts
+    return datetime(year, month, day, hour, minute, sec, micros - second * 1_000_000)
+
+
+# Now as the naive UTC datetime the schema stores, read several times for every frame. Up to
+# Python 3.11 that is datetime.utcnow, in C (0.14 µs, a twelfth of the epoch plus a
+# timedelta); 3.12 deprecates it, and gets the same value built as above.
+utcnow: Callable[[], datetime] = (datetime.utcnow if sys.version_info < (3, 12)
+                                  else _utcnow_built)
 
 
 async def _v1_baseline(conn: AsyncConnection) -> None:

@@ -108,50 +108,71 @@ class RowRejected(ValueError):
 
 
 _INT_RANGE = {"SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}
+_ABSENT = object()
 
 
-def _column_checks(table: Table) -> list[tuple[str, str, int | None, bool]]:
-    checks = []
-    for column in table.columns:
-        kind = type(column.type).__name__.upper()
-        if isinstance(column.type, BigInteger):
-            kind = "BIGINT"
-        elif isinstance(column.type, Integer):
-            kind = "INTEGER"
-        elif isinstance(column.type, Float):
-            kind = "FLOAT"
-        elif isinstance(column.type, String):
-            kind = "STRING"
-        length = getattr(column.type, "length", None)
-        checks.append((column.name, kind, length, bool(column.nullable)))
-    return checks
+class _Checks:
+    """A table's columns by what is checked of them (built once per table; a row is checked
+    for every message that writes one, so the loops are per kind, not per column and kind)."""
+
+    def __init__(self, table: Table) -> None:
+        ints, floats, strings, others = [], [], [], []
+        for column in table.columns:
+            nullable = bool(column.nullable)
+            if isinstance(column.type, BigInteger):
+                ints.append((column.name, 2**63, nullable))
+            elif isinstance(column.type, Integer):
+                bound = _INT_RANGE.get(type(column.type).__name__.upper(), 2**31)
+                ints.append((column.name, bound, nullable))
+            elif isinstance(column.type, Float):
+                floats.append((column.name, nullable))
+            elif isinstance(column.type, String) and column.type.length is not None:
+                strings.append((column.name, column.type.length, nullable))
+            elif not nullable:
+                others.append(column.name)
+        self.ints, self.floats, self.strings = tuple(ints), tuple(floats), tuple(strings)
+        self.others = tuple(others)
 
 
-_CHECKS: dict[str, list[tuple[str, str, int | None, bool]]] = {}
+_CHECKS: dict[str, _Checks] = {}
 
 
 def check_rows(table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Raise RowRejected unless every row fits `table`'s columns."""
+    """Raise RowRejected unless every row fits `table`'s columns (a column the row does not
+    name is not checked)."""
     checks = _CHECKS.get(table.name)
     if checks is None:
-        checks = _CHECKS[table.name] = _column_checks(table)
+        checks = _CHECKS[table.name] = _Checks(table)
+    name = table.name
     for row in rows:
-        for name, kind, length, nullable in checks:
-            if name not in row:
+        for column, bound, nullable in checks.ints:
+            value = row.get(column, _ABSENT)
+            if value is _ABSENT or value is None and nullable:
                 continue
-            value = row[name]
+            if (type(value) is not int and (not isinstance(value, int) or isinstance(value, bool))
+                    or not -bound <= value < bound):
+                raise (_empty(name, column) if value is None else RowRejected(
+                    f"{name}.{column}: {str(value)[:40]} is outside the range of its column"))
+        for column, nullable in checks.floats:
+            value = row.get(column, _ABSENT)
+            if value is _ABSENT or value is None and nullable:
+                continue
+            if (type(value) is not float or not math.isfinite(value)) and (
+                    not isinstance(value, int | float) or not math.isfinite(value)):
+                raise (_empty(name, column) if value is None else RowRejected(
+                    f"{name}.{column}: {str(value)[:40]} is not a finite number"))
+        for column, length, nullable in checks.strings:
+            value = row.get(column, _ABSENT)
+            if value is _ABSENT or value is None and nullable:
+                continue
             if value is None:
-                if not nullable:
-                    raise RowRejected(f"{table.name}.{name} may not be empty")
-                continue
-            if kind in _INT_RANGE:
-                if (not isinstance(value, int) or isinstance(value, bool)
-                        or not -_INT_RANGE[kind] <= value < _INT_RANGE[kind]):
-                    raise RowRejected(f"{table.name}.{name}: {str(value)[:40]} is outside the "
-                                      f"range of its column")
-            elif kind == "FLOAT":
-                if not isinstance(value, int | float) or not math.isfinite(value):
-                    raise RowRejected(f"{table.name}.{name}: {str(value)[:40]} is not a finite "
-                                      "number")
-            elif kind == "STRING" and length is not None and len(value) > length:
-                raise RowRejected(f"{table.name}.{name} is longer than {length} characters")
+                raise _empty(name, column)
+            if len(value) > length:
+                raise RowRejected(f"{name}.{column} is longer than {length} characters")
+        for column in checks.others:
+            if column in row and row[column] is None:
+                raise _empty(name, column)
+
+
+def _empty(table: str, column: str) -> RowRejected:
+    return RowRejected(f"{table}.{column} may not be empty")
