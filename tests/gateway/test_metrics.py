@@ -40,7 +40,7 @@ async def test_metrics_after_a_simulated_session(sqlite_url):
         async with simulated(node, "CP1", "2.0.1", meter_interval_s=0.1) as box:
             session = await box.charge(1, "TAG1", energy_wh=2_000)
             await session.done.wait()
-            for _ in range(100):
+            for _ in range(600):  # settled (the bill's transfers counted); 30 s at most
                 if await payable_fen(node.engine, 1):
                     break
                 await asyncio.sleep(0.05)
