@@ -117,3 +117,45 @@ async def test_express_rows_are_committed_before_queued_work(db_url):
         assert await conn.scalar(select(func.count()).select_from(connector_status)) == 1
     await journal.close()
     await engine.dispose()
+
+
+async def test_a_long_queue_gives_up_its_express_rows_in_one_batch_and_keeps_its_order(db_url):
+    """Thousands of entries queued behind work under way (a reconnect storm onto a node):
+    the express rows are taken out in one commit, and the work and the ordinary rows left
+    keep their order (they were once taken out one at a time, each a scan of the queue)."""
+    engine = await open_store(db_url)
+    ids = [f"S{n}" for n in range(300)]
+    await _registered(engine, *ids)
+    journal = Journal(engine)
+    journal.start()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow(conn):
+        await release.wait()
+
+    def work(name):
+        async def run(conn):
+            seen = await conn.scalar(select(func.count()).select_from(connector_status))
+            order.append(f"{name} after {seen}")
+        return run
+
+    first = asyncio.create_task(journal.run(slow))
+    await asyncio.sleep(0.05)
+    tasks = []
+    for n, sid in enumerate(ids):  # work, an ordinary row, an express row; 300 times
+        tasks.append(asyncio.create_task(journal.run(work(f"work {n}"))))
+        tasks.append(asyncio.create_task(journal.write(
+            [(insert(connector_status), [{**_status(sid), "connector_id": 2}])])))
+        tasks.append(asyncio.create_task(journal.write(
+            [(insert(connector_status), [_status(sid)])], express=True)))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, *tasks), 120)
+    # Every express row before the first queued work item; then each work item sees the
+    # ordinary rows queued before it, one more each time.
+    assert order == [f"work {n} after {300 + n}" for n in range(300)]
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(connector_status)) == 600
+    await journal.close()
+    await engine.dispose()
