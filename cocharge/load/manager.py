@@ -108,6 +108,14 @@ class SiteState:
     pv: dict[str, pv.PvState] = field(default_factory=dict)
 
 
+def _no_higher_than(begun: Allocation | None, newest: Allocation | None) -> Allocation | None:
+    """`begun`, each connector's current no higher than in `newest` (_write_site)."""
+    if begun is None or newest is None or newest is begun:
+        return begun
+    return Allocation({key: min(amps, newest.current_a.get(key, amps))
+                       for key, amps in begun.current_a.items()}, begun.paused, begun.drawn_a)
+
+
 class LoadManager:
     def __init__(self, engine: AsyncEngine, settings: GatewaySettings,
                  link: Callable[[str], Any], connectors: Callable[[str], tuple[int, int | None]],
@@ -753,26 +761,33 @@ class LoadManager:
         circuit is never over its limit between the two."""
         try:
             online = [a for a in site.stations if self._link(a.station_id) is not None]
+            # The round writes the allocation it began with. One computed meanwhile (a car
+            # arrived during the settle time) may lower others to make room: raising by it
+            # now would come before its decreases, and the circuit would be over its limit
+            # until the next round. So the increases are of this round's allocation, and
+            # none above the newest; the newest is written by the next round, decreases first.
+            allocation, shares = state.allocation, state.shares
             self._lowered = False
-            await asyncio.gather(*(self._write(a, state, True) for a in online))
+            await asyncio.gather(*(self._write(a, allocation, shares, True) for a in online))
             if self._lowered:
                 # An EV has seconds to follow a lower limit (IEC 61851-1: 5 s): raise others
                 # only once it has.
                 await asyncio.sleep(self.settings.load_settle_s)
-            await asyncio.gather(*(self._write(a, state, False) for a in online))
+            raise_to = _no_higher_than(allocation, state.allocation)
+            await asyncio.gather(*(self._write(a, raise_to, shares, False) for a in online))
         finally:
             self._busy.discard(site.name)
             if site.name in self._dirty:
                 self._wake.set()
 
-    async def _write(self, a: Attached, state: SiteState, lowering: bool) -> None:
+    async def _write(self, a: Attached, allocation: Allocation | None, shares: dict[Any, float],
+                     lowering: bool) -> None:
         link = self._link(a.station_id)
-        allocation = state.allocation
         if link is None or allocation is None:
             return
         station_id = a.station_id
         n, _ = self.connectors(station_id)
-        share = min((state.shares.get((station_id, c), 0.0) for c in range(1, n + 1)), default=0.0)
+        share = min((shares.get((station_id, c), 0.0) for c in range(1, n + 1)), default=0.0)
         for _ in CHAIN:
             purpose = self.purpose.get(station_id, CHAIN[0])
             if purpose == "none":

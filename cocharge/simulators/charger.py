@@ -89,6 +89,8 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         self.dynamic_updates: list[tuple[int, dict[str, Any]]] = []  # 2.1 UpdateDynamicSchedule
         # Called with this wallbox at every meter value it sends (a site's checks listen).
         self.meter_listeners: list[Any] = []
+        # Called with this wallbox whenever its charging profiles changed (a site's checks).
+        self.profile_listeners: list[Any] = []
         self.sessions: dict[int, SimSession] = {}
         self.finished: list[SimSession] = []
         self.registration: str | None = None

@@ -38,6 +38,7 @@ class SmartChargingMixin:
     sessions: dict[int, SimSession]
     charging_profiles: list[Profile]
     dynamic_updates: list[tuple[int, dict[str, Any]]]  # UpdateDynamicSchedule taken (2.1)
+    profile_listeners: list[Any]  # called with the wallbox whenever its profiles changed
 
     # charging profiles (cocharge/simulators/profiles.py) -------------------------------------
 
@@ -78,7 +79,12 @@ class SmartChargingMixin:
                 start = (profile.start - session.tx_start).total_seconds()
             to_w = self._to_w(connector_id) if profile.unit == "A" else 1.0
             session.profile = [(start + begin, limit * to_w) for begin, limit in profile.periods]
+        self._profiles_changed()
         return "Accepted"
+
+    def _profiles_changed(self) -> None:
+        for listener in self.profile_listeners:
+            listener(self)
 
     def clear_profiles(self, profile_id: int | None, connector_id: int | None,
                        purpose: str | None, stack_level: int | None) -> bool:
@@ -91,6 +97,8 @@ class SmartChargingMixin:
         kept = [p for p in self.charging_profiles if not matches(p)]
         cleared = len(kept) != len(self.charging_profiles)
         self.charging_profiles = kept
+        if cleared:
+            self._profiles_changed()
         return cleared
 
     def _tx_profiles_end(self, session: SimSession) -> None:
@@ -129,6 +137,7 @@ class SmartChargingMixin:
             if p.id == profile_id and p.kind == "Dynamic":
                 self.charging_profiles[index] = updated(p, update)
                 self.dynamic_updates.append((profile_id, dict(update)))
+                self._profiles_changed()
                 return "Accepted"
         return "Rejected"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from cocharge.load import sites as store
 from cocharge.stations import commands as cmd
@@ -140,3 +141,62 @@ async def test_a_strict_charger_that_refuses_default_profiles_is_still_limited(t
         finally:
             await close_wallbox(strict, r1)
             await close_wallbox(plain, r2)
+
+
+class HeldLimits:
+    """The limits the chargers hold (each connector's composite limit; none: its maximum),
+    summed whenever any charger's profiles change, once armed; the largest sum seen."""
+
+    def __init__(self, boxes: dict[str, Any]) -> None:
+        self.boxes = boxes
+        self.armed = False
+        self.peak = 0.0
+        self.changes = 0
+
+    def held(self) -> float:
+        total = 0.0
+        for box in self.boxes.values():
+            for n, hw in box.hw.items():
+                limit = box.limit_a(n, box.clock.now())
+                total += hw.max_current_a if limit is None else min(limit, hw.max_current_a)
+        return total
+
+    def __call__(self, _box: Any) -> None:
+        if self.armed:
+            self.changes += 1
+            self.peak = max(self.peak, self.held())
+
+
+async def test_a_car_arriving_while_others_are_lowered_never_lifts_the_held_limits_over(
+        tmp_path) -> None:
+    """A round of writes lowers two chargers for a third car and waits the settle time before
+    raising it; a fourth car arrives meanwhile. The raises of that round must not be the
+    newer allocation's (which lowers the first three again): at no moment may the limits the
+    chargers hold add up to more than the circuit's."""
+    chargers = [("A0", "1.6", "L1L2L3"), ("A1", "2.0.1", "L1L2L3"), ("A2", "1.6", "L1L2L3"),
+                ("A3", "2.0.1", "L1L2L3")]
+    async with garage(tmp_path / "a.db", chargers, 48.0, tags=TAGS,
+                      load_settle_s=3.0) as (node, boxes, watch):
+        held = HeldLimits(boxes)
+        for box in boxes.values():
+            box.profile_listeners.append(held)
+        for i, sid in enumerate(("A0", "A1")):
+            await boxes[sid].charge(1, f"T{i}", ev=big_ev())
+        live = await settled(node)
+        assert {c["allocated_a"] for c in live["chargers"] if c["session"]} == {24.0}
+        assert held.held() <= 48.05
+        held.armed = True
+        third = asyncio.create_task(boxes["A2"].charge(1, "T2", ev=big_ev()))
+
+        async def lowered() -> bool:  # the round for the third car wrote its decreases
+            return all(boxes[sid].limit_a(1, boxes[sid].clock.now()) == 16.0
+                       for sid in ("A0", "A1"))
+
+        await until(lowered, 20)
+        await boxes["A3"].charge(1, "T3", ev=big_ev())  # within the round's settle time
+        await third
+        live = await settled(node)
+        assert {c["allocated_a"] for c in live["chargers"] if c["session"]} == {12.0}
+        assert held.changes >= 6  # both rounds' writes were seen
+        assert held.peak <= 48.05, held.peak
+        assert max(watch.peak) <= 48.05, watch.peak
