@@ -241,7 +241,7 @@ async def run_site(args: argparse.Namespace) -> None:
     boxes: list[tuple[Any, Any]] = []
     leave = asyncio.Event()  # each charger reconnects through the balancer until then
     keepers = []
-    seen = {"checks": 0, "over": 0, "peak": 0.0}
+    seen: dict[str, Any] = {"checks": 0, "over": 0, "peak": 0.0, "over_at": []}
 
     def check(_box: Any) -> None:
         drawn = sum(hw.current_a for box, _ in boxes for hw in box.hw.values())
@@ -249,6 +249,8 @@ async def run_site(args: argparse.Namespace) -> None:
         seen["peak"] = max(seen["peak"], drawn)
         if drawn > limit + 0.05:
             seen["over"] += 1
+            if len(seen["over_at"]) < 50:  # when (wall clock), for the report
+                seen["over_at"].append(round(time.time(), 1))
 
     for n in range(args.site):
         box, reader = await open_wallbox(SimConfig(
@@ -257,9 +259,14 @@ async def run_site(args: argparse.Namespace) -> None:
         box.meter_listeners.append(check)
         boxes.append((box, reader))
         keepers.append(asyncio.create_task(box.stay_connected(leave)))
-    sessions = [await box.charge(1, f"TC{n:04d}", ev=EV(battery_wh=500_000, soc=0.1,
-                                                         max_power_w=22_000))
-                for n, (box, _) in enumerate(boxes)]
+    arriving = asyncio.Semaphore(20)  # cars arrive twenty at a time, not one by one
+
+    async def arrive(n: int, box: Any) -> Any:
+        async with arriving:
+            return await box.charge(1, f"TC{n:04d}", ev=EV(battery_wh=500_000, soc=0.1,
+                                                           max_power_w=22_000))
+
+    sessions = await asyncio.gather(*(arrive(n, box) for n, (box, _) in enumerate(boxes)))
     print(json.dumps({"charging": len(sessions)}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for (box, _), session in zip(boxes, sessions, strict=True):
@@ -349,6 +356,7 @@ async def main(args: argparse.Namespace) -> None:
         figures["victim_held"] = len(held)
         os.kill(victim["process"].pid, signal.SIGKILL)
         killed = time.monotonic()
+        figures["killed_at"] = time.time()
         offline_s = moved_s = None
         while offline_s is None or moved_s is None:
             await asyncio.sleep(0.25)
@@ -429,6 +437,9 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"answered MeterValues {f.get('answered')}, lost {f.get('lost')}")
     print(f"site limit {num(site.get('limit_a'), 0)} A: over it at {site.get('over')} of "
           f"{site.get('checks')} meter readings (peak {num(site.get('peak'))} A)")
+    if site.get("over_at") and f.get("killed_at"):
+        print("  over the limit at (s after the kill): " + " ".join(
+            f"{t - f['killed_at']:+.1f}" for t in site["over_at"]))
     print(f"site sessions ended {f.get('sessions_ended')}, settled exactly once "
           f"{f.get('settled_once')}")
 

@@ -18,9 +18,9 @@ MeterValues p50/p99 once all are booted (each charger every 10 s, random phase),
 calls/s of 50 chargers (--saturated) back to back with the server's CPU time per answered
 call (µs, all its processes, over the timed window only), the load generator's own CPU and
 PostgreSQL's (% of one core), server RSS per booted station, and the ratios of cocharge to
-(a) and (b). The saturated chargers are a lean client of hand-built frames (`--client
-websockets` for the `websockets` client, which took half a core of the two itself); the
-load process runs on uvloop, as cocharge does.
+(a) and (b). The chargers are a lean client of hand-built frames (`--client websockets` for
+the `websockets` client, which took half a core of the two itself at saturation, and more
+than a core in a storm); the load process runs on uvloop, as cocharge does.
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
         [--targets echo,naive,sqlite,postgres]
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import gc
 import json
@@ -55,6 +56,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PG = os.environ.get("COCHARGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -93,6 +95,7 @@ class Load:
     chargers: int
     paced_s: float
     prefix: str
+    client: str = "lean"  # or "websockets"
     t0: float = field(default_factory=time.monotonic)
     booted: int = 0
     all_booted_at: float | None = None
@@ -113,9 +116,18 @@ async def _connect(load: Load, sid: str) -> Any:
 
     while True:
         try:
+            if load.client == "lean":
+                return await lean_connect(load.url, sid, 60)
             return await connect(f"{load.url}/{sid}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
                                  compression=None, open_timeout=60, ping_interval=None,
                                  close_timeout=1, max_queue=4)
+        except LeanRefused as exc:
+            if exc.status != 503:
+                load.failed += 1  # as below
+                await asyncio.sleep(1 + random.random() * 4)
+                continue
+            load.refused += 1
+            await asyncio.sleep(float(exc.retry_after or "5"))
         except InvalidStatus as exc:
             if exc.response.status_code != 503:
                 # Refused otherwise (409: the node still counts its old connection alive):
@@ -177,7 +189,7 @@ async def _charger(load: Load, n: int, end: float) -> None:
                     load.paced.append((sent, time.monotonic() - sent))
                     load.answered[sid] = load.answered.get(sid, 0) + 1
                 await asyncio.sleep(max(0.0, sent + METER_EVERY_S - time.monotonic()))
-        except ConnectionClosed:
+        except (ConnectionClosed, LeanClosed):
             if load.down_at is None:
                 load.down_at = time.monotonic()
             load.dropped.add(sid)
@@ -248,65 +260,70 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
             "load_cpu_s": window["cpu"], "load_s": window["took"]}
 
 
-class _LeanCharger(asyncio.Protocol):
-    """A saturated charger at the cost of a few bytes' work per call (the load generator's
-    CPU is not the server's: with `websockets` as the client, the generator took ~45 µs a
-    call, half a core of the two, and a second worker had nothing left to run on).
+class LeanRefused(Exception):
+    """The handshake was answered with another status than 101."""
+
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.retry_after = status, retry_after
+
+
+class LeanClosed(Exception):
+    """The connection closed."""
+
+
+class _LeanSocket(asyncio.Protocol):
+    """A charger's WebSocket at the cost of a few bytes' work per message (the load
+    generator's CPU is not the server's: with `websockets` as the client, the generator took
+    ~45 µs a call and 1.2-1.6 cores of the two in a storm, and the servers got what was left).
 
     The frames are built by hand: the handshake, then text frames masked with the all-zero
     key (RFC 6455 asks a client to mask, and any key, this one too, is one a server must
-    take; XOR with zeros leaves the payload as it is, so no byte is touched here). The
-    server's answers are only framed: a CallResult counts, a CallError does not (the echo
-    server's answer is the frame itself, which counts, as with the `websockets` client)."""
+    take; XOR with zeros leaves the payload as it is, so no byte is touched here). Pings are
+    answered; what else the server sends is framed and handed to `on_message`."""
 
-    def __init__(self, path: str, host: str, sat: "_LeanRun") -> None:
-        self.path, self.host, self.sat = path, host, sat
+    def __init__(self, path: str, host: str) -> None:
+        self.path, self.host = path, host
         self.transport: Any = None
         self.buffer = b""
-        self.opened = False
-        self.booted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.count = 0
-        self.sent = 0.0
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inbox: collections.deque[bytes] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.is_closed = False
+
+    # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
         self.transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
-                         f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                         f"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n").encode())
+                              f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                              f"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n").encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.booted.done():
-            self.booted.set_exception(ConnectionError(f"{self.path}: closed ({exc})"))
-        self.sat.closed(self)
-
-    def send(self, text: bytes, opcode: int = 0x81) -> None:
-        n = len(text)
-        if n < 126:
-            head = bytes((opcode, 0x80 | n))
-        else:
-            head = bytes((opcode, 0xFE)) + n.to_bytes(2, "big")
-        assert self.transport is not None
-        self.transport.write(head + b"\0\0\0\0" + text)
+        self.is_closed = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"{self.path}: closed ({exc})"))
+        self._wake()
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
-        if not self.opened:
+        if not self.opened.done():
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 self.buffer = buffer
                 return
-            status = buffer[:end].split(b"\r\n", 1)[0]
-            if b" 101 " not in status + b" ":
-                self.booted.set_exception(ConnectionError(f"{self.path}: {status!r}"))
-                assert self.transport is not None
+            head = buffer[:end].decode("latin-1").split("\r\n")
+            status = int(head[0].split(" ")[1])
+            if status != 101:
+                retry = next((line.split(":", 1)[1].strip() for line in head[1:]
+                              if line.lower().startswith("retry-after:")), None)
+                self.opened.set_exception(LeanRefused(status, retry))
                 self.transport.close()
                 return
-            self.opened = True
+            self.opened.set_result(None)
             buffer = buffer[end + 4:]
-            self.send(b'[2,"b","BootNotification",{"chargePointVendor":"bench",'
-                      b'"chargePointModel":"sat"}]')
         while len(buffer) >= 2:
             size, start = buffer[1] & 0x7F, 2
             if size == 126:
@@ -323,17 +340,89 @@ class _LeanCharger(asyncio.Protocol):
             payload = buffer[start:start + size]
             buffer = buffer[start + size:]
             if opcode == 0x9:  # ping: pong
-                self.send(payload, 0x8A)
+                self.send_frame(payload, 0x8A)
+            elif opcode == 0x8:  # close: closed
+                self.transport.close()
             elif opcode == 0x1:
-                self.answered(payload)
+                self.on_message(payload)
         self.buffer = buffer
 
-    def answered(self, payload: bytes) -> None:
-        if not self.booted.done():
-            self.booted.set_result(None)
+    # -- what a charger does with it
+
+    def send_frame(self, payload: bytes, opcode: int = 0x81) -> None:
+        n = len(payload)
+        if n < 126:
+            head = bytes((opcode, 0x80 | n))
+        else:
+            head = bytes((opcode, 0xFE)) + n.to_bytes(2, "big")
+        self.transport.write(head + b"\0\0\0\0" + payload)
+
+    def on_message(self, payload: bytes) -> None:
+        self.inbox.append(payload)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def send(self, text: str) -> None:
+        if self.is_closed:
+            raise LeanClosed(self.path)
+        self.send_frame(text.encode())
+
+    async def recv(self) -> str:
+        while not self.inbox:
+            if self.is_closed:
+                raise LeanClosed(self.path)
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return self.inbox.popleft().decode()
+
+    async def close(self) -> None:
+        if self.transport is not None and not self.is_closed:
+            self.send_frame(b"\x03\xe8", 0x88)
+            self.transport.close()
+
+
+async def lean_connect(url: str, station: str, timeout: float,
+                       socket_class: type[_LeanSocket] = _LeanSocket,
+                       **extra: Any) -> Any:
+    """Open `url`/`station` with a lean socket (raises LeanRefused, OSError, TimeoutError)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = f"{parts.path}/{station}"
+    transport, sock = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+        lambda: socket_class(path, f"{host}:{port}", **extra), host, port), timeout)
+    try:
+        await asyncio.wait_for(sock.opened, timeout)
+    except BaseException:
+        transport.close()
+        raise
+    return sock
+
+
+class _LeanCharger(_LeanSocket):
+    """A saturated charger: each answer sends the next call at once, from the callback. A
+    CallResult counts, a CallError does not (the echo server's answer is the frame itself,
+    which counts, as with the `websockets` client)."""
+
+    def __init__(self, path: str, host: str, sat: "_LeanRun") -> None:
+        super().__init__(path, host)
+        self.sat = sat
+        self.booted = False
+        self.count = 0
+        self.sent = 0.0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.sat.closed(self)
+
+    def on_message(self, payload: bytes) -> None:
+        if not self.booted:
+            self.booted = True
+            super().on_message(payload)
             return
-        now = time.perf_counter()
-        self.sat.latencies.append(now - self.sent)
+        self.sat.latencies.append(time.perf_counter() - self.sent)
         if not payload.startswith(b"[4"):
             self.count += 1
         self.sat.next(self)
@@ -364,8 +453,9 @@ class _LeanRun:
             self.stamp = (second, now_iso())
         n = charger.count
         charger.sent = time.perf_counter()
-        charger.send(f'[2,"{n}","MeterValues",{{"connectorId":1,"meterValue":[{{"timestamp":'
-                     f'"{self.stamp[1]}","sampledValue":[{{"value":"{n}"}}]}}]}}]'.encode())
+        charger.send_frame(f'[2,"{n}","MeterValues",{{"connectorId":1,"meterValue":[{{'
+                           f'"timestamp":"{self.stamp[1]}","sampledValue":[{{"value":"{n}"}}]}}]}}]'
+                           .encode())
 
     def closed(self, charger: _LeanCharger) -> None:
         self.running.discard(charger)
@@ -375,19 +465,15 @@ class _LeanRun:
 
 async def _saturated_lean(url: str, prefix: str, chargers: int,
                           seconds: float) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    loop = asyncio.get_running_loop()
     run = _LeanRun(seconds)
-    made = []
+    made: list[_LeanCharger] = []
     for n in range(chargers):
-        path = f"{parts.path}/{prefix}{n:05d}"
-        _, charger = await loop.create_connection(
-            lambda path=path: _LeanCharger(path, f"{host}:{port}", run), host, port)
+        charger = await lean_connect(url, f"{prefix}{n:05d}", 60, _LeanCharger, sat=run)
+        charger.send_frame(b'[2,"b","BootNotification",{"chargePointVendor":"bench",'
+                           b'"chargePointModel":"sat"}]')
         made.append(charger)
-    await asyncio.gather(*(c.booted for c in made))
+    for charger in made:
+        await charger.recv()  # booted
     print(json.dumps({"saturated_begin": True}), flush=True)
     start, cpu = time.monotonic(), time.process_time()
     run.begin(made)
@@ -395,8 +481,7 @@ async def _saturated_lean(url: str, prefix: str, chargers: int,
     took, cpu = time.monotonic() - start, time.process_time() - cpu
     print(json.dumps({"saturated_end": True}), flush=True)
     for charger in made:
-        if charger.transport is not None:
-            charger.transport.close()
+        await charger.close()
     calls = sum(c.count for c in made)
     return {"calls_per_s": calls / took, "calls": calls,
             "p50_ms": pct(run.latencies, 0.5) * 1000, "p99_ms": pct(run.latencies, 0.99) * 1000,
@@ -410,7 +495,7 @@ async def run_load(args: argparse.Namespace) -> None:
     gc.disable()
     result: dict[str, Any] = {}
     if args.chargers:
-        load = Load(args.url, args.chargers, args.paced, args.prefix)
+        load = Load(args.url, args.chargers, args.paced, args.prefix, args.client)
         end = load.t0 + args.paced + 3600  # the storm may take longer; paced runs after it
         tasks = [asyncio.create_task(_charger(load, n, end)) for n in range(args.chargers)]
         while load.all_booted_at is None and time.monotonic() - load.t0 < args.storm_limit:
@@ -419,9 +504,10 @@ async def run_load(args: argparse.Namespace) -> None:
         while time.monotonic() < stop_at:
             await asyncio.sleep(0.2)
         if args.kill_wait:  # wait for everyone cut off to come back after the kill
-            limit = time.monotonic() + args.storm_limit
+            limit = time.monotonic() + 3600  # the kill comes when the driver is ready
             while load.down_at is None and time.monotonic() < limit:
                 await asyncio.sleep(0.2)
+            limit = time.monotonic() + args.storm_limit
             while load.back_at is None and time.monotonic() < limit:
                 await asyncio.sleep(0.2)
             if load.back_at is not None and load.down_at is not None:
@@ -770,8 +856,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--saturated", type=int, default=50)
     parser.add_argument("--saturated-s", type=float, default=10.0)
     parser.add_argument("--client", choices=["lean", "websockets"], default="lean",
-                        help="the saturated chargers' client: frames built by hand (default), "
-                             "or the `websockets` client (~45 µs of the generator's CPU a call)")
+                        help="the chargers' client: frames built by hand (default), or the "
+                             "`websockets` client (~45 µs of the generator's CPU a call)")
     parser.add_argument("--kill", action="store_true")
     parser.add_argument("--kill-wait", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
