@@ -194,8 +194,14 @@ async def run_demo(stations: int) -> None:
                                                  "args": {"tag": tags[-1], "connector_id": 1}})
             _say(f"remote start on {last.id}: {answer.get('status')}")
             await _wait_for(lambda: 1 in last.sessions and last.sessions[1].tx_id)
-            await asyncio.sleep(1.0)
-            listed = await registry.list_sessions(engine, last.id)
+            listed = []
+            for _ in range(600):  # the charger has its transaction; then the gateway stores it
+                listed = await registry.list_sessions(engine, last.id, active=True)
+                if listed:
+                    break
+                await asyncio.sleep(0.05)
+            if not listed:
+                raise RuntimeError(f"the remote start on {last.id} stored no session in 30 s")
             answer = await send_request(engine, {"command": "stop", "station": last.id,
                                                  "args": {"session_id": listed[-1]["id"]}})
             _say(f"remote stop of session {listed[-1]['id']}: {answer.get('status')}")
