@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    SmallInteger,
     String,
     Table,
     any_,
@@ -107,7 +108,6 @@ class RowRejected(ValueError):
     long): the message that carried it fails alone, before it joins a batch."""
 
 
-_INT_RANGE = {"SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}
 _ABSENT = object()
 
 
@@ -121,9 +121,10 @@ class _Checks:
             nullable = bool(column.nullable)
             if isinstance(column.type, BigInteger):
                 ints.append((column.name, 2**63, nullable))
+            elif isinstance(column.type, SmallInteger):
+                ints.append((column.name, 2**15, nullable))
             elif isinstance(column.type, Integer):
-                bound = _INT_RANGE.get(type(column.type).__name__.upper(), 2**31)
-                ints.append((column.name, bound, nullable))
+                ints.append((column.name, 2**31, nullable))
             elif isinstance(column.type, Float):
                 floats.append((column.name, nullable))
             elif isinstance(column.type, String) and column.type.length is not None:
