@@ -158,8 +158,7 @@ def check_rows(table: Table, rows: Sequence[dict[str, Any]]) -> None:
             value = row.get(column, _ABSENT)
             if value is _ABSENT or value is None and nullable:
                 continue
-            if (type(value) is not float or not math.isfinite(value)) and (
-                    not isinstance(value, int | float) or not math.isfinite(value)):
+            if not isinstance(value, int | float) or not math.isfinite(value):
                 raise (_empty(name, column) if value is None else RowRejected(
                     f"{name}.{column}: {str(value)[:40]} is not a finite number"))
         for column, length, nullable in checks.strings:
