@@ -17,9 +17,12 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert "MEMBER3 at WB02: refused (booked by another member" in out
     assert "MEMBER2 at WB02: booking honoured" in out
     assert re.search(r"WB03\s+MEMBER3\s+3\.3\d\d completed\s+Remote\s+budget", out)
-    # The overstay is timed on the wall clock: 25 min, or 26 on a loaded machine.
-    overstay = re.search(r"WB04\s+MEMBER4 .* (\d+\.\d\d) CNY \(2[56] min\)", out)
-    assert overstay
+    # The car stays 40 simulated minutes, 15 of them free: 25 billed minutes at 0.50 CNY. The
+    # stay is timed by the simulator's clock (600 times the wall clock's), so a loaded machine's
+    # scheduling delays lengthen it: a tenth of a second late is a minute more.
+    overstay = re.search(r"WB04\s+MEMBER4 .* (\d+\.\d\d) CNY \((\d+) min\)", out)
+    assert overstay and 25 <= int(overstay.group(2)) <= 40, out
+    assert overstay.group(1) == f"{int(overstay.group(2)) * 50 / 100:.2f}"
     assert "blocked tag on WB03: refused" in out
     # OCPP 2.1: the charger's own cost of each session equals our settlement to the fen; a
     # card paid at the terminal, and nothing of it is left owed.

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
-from tests.cli.test_cli import cocharge, served  # noqa: F401 - the fixture
+from tests.cli.test_cli import SERVED_CLOCK, cocharge, served  # noqa: F401 - the fixture
 from tests.cli.test_db_cli import one_line_error
 
 
@@ -69,7 +69,7 @@ async def test_fleet_and_live_sessions_as_the_gateway_sees_them(served):  # noqa
     db, url, _ = served
     run = lambda *a: asyncio.to_thread(cocharge, *a, db=db)
     box, reader = await open_wallbox(SimConfig(url=url, station_id="CP1", protocol="2.0.1",
-                                               speed=300, meter_interval_s=0.2))
+                                               meter_interval_s=0.2, **SERVED_CLOCK))
     try:
         fleet = {s["id"]: s for s in json.loads((await run("station", "list", "--json")).stdout)}
         assert fleet["CP1"]["online"] is True and fleet["CP1"]["node"]
