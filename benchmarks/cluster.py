@@ -24,8 +24,10 @@ cut to that, and says so. `--balancers N` runs N HAProxy processes on the one po
 SO_REUSEPORT (HAProxy's default on Linux: the kernel deals the connections out among them;
 to a charger it is one address), the chargers from as many load processes as they need;
 then only the node that survives must hold them all (one descriptor each), and the storm is
-cut to that (19,000 here: on this 2-core machine the survivor could not take over 9,500
-chargers while everything else ran beside it; the note of issue 32 has the figures).
+cut to that (19,000 here). Each HAProxy process runs one thread (`nbthread 1`): with its
+default of a thread per core, three processes' six threads spun on their locks whenever
+the nodes and the load took the cores, 1.3-1.45 cores of the two while the survivor took
+over 9,500 chargers, and it never finished; with one thread each they take 10-20 %.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class Cluster:
         with open(config, "w") as handle:
             handle.write(f"""global
     maxconn {balancer_room(resource.getrlimit(resource.RLIMIT_NOFILE)[1])}
+    nbthread 1
 defaults
     mode tcp
     timeout connect 5s

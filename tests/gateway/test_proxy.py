@@ -160,6 +160,7 @@ def haproxy_in_front(node: Node) -> Iterator[int]:
     with open(config, "w") as handle:
         handle.write(f"""global
     maxconn 1000
+    nbthread 1
 defaults
     mode tcp
     timeout connect 5s
