@@ -4,7 +4,7 @@ one load-managed site of S simulated chargers spread over both nodes; then SIGKI
 node that allocates the site.
 
     python benchmarks/cluster.py [--chargers 20000] [--site 200] [--paced 60] [--lease 15]
-        [--saturated-s 10] [--balancers 1]
+        [--saturated-s 10] [--balancers N] [--node-workers N]
 
 It prints: the storm (time until every charger booted through the balancer, handshakes
 refused and failed); after the kill, the time until the dead node's stations are shown
@@ -18,16 +18,20 @@ printed).
 
 Needs haproxy and mosquitto (Debian packages) and the PostgreSQL of COCHARGE_TEST_PG.
 
-Within a hard open-files limit (20,000 here, without CAP_SYS_RESOURCE to raise it), one
-HAProxy process holds half as many chargers (two descriptors per connection): the storm is
-cut to that, and says so. `--balancers N` runs N HAProxy processes on the one port with
-SO_REUSEPORT (HAProxy's default on Linux: the kernel deals the connections out among them;
-to a charger it is one address), the chargers from as many load processes as they need;
-then only the node that survives must hold them all (one descriptor each), and the storm is
-cut to that (19,000 here). Each HAProxy process runs one thread (`nbthread 1`): with its
-default of a thread per core, three processes' six threads spun on their locks whenever
-the nodes and the load took the cores, 1.3-1.45 cores of the two while the survivor took
-over 9,500 chargers, and it never finished; with one thread each they take 10-20 %.
+Every process lives within a hard open-files limit (20,000 here, without CAP_SYS_RESOURCE
+to raise it): one HAProxy process holds half as many chargers (two descriptors per
+connection), one node as many. So the run takes as many HAProxy processes on the one port
+(SO_REUSEPORT, HAProxy's default on Linux: the kernel deals the connections out among them;
+to a charger it is one address) and as many workers per node (`serve --workers N`, each a
+process) as the storm needs, the chargers from as many load processes as they need: for
+20,000 here, 3 HAProxy processes and 2 workers per node (`--balancers`, `--node-workers`
+choose; a storm that does not fit is cut, and says so). The kill then takes the whole
+machine of the node that allocates the site: its `serve` and all its workers.
+
+Each HAProxy process runs one thread (`nbthread 1`): with its default of a thread per
+core, three processes' six threads spun on their locks whenever the nodes and the load took
+the cores, 1.3-1.45 cores of the two while the survivor took over 9,500 chargers, and it
+never finished; with one thread each they take 10-20 %.
 """
 
 from __future__ import annotations
@@ -62,6 +66,22 @@ def balancer_room(hard_limit: int) -> int:
     return min(100_000, (hard_limit - 500) // 2 - 50)
 
 
+def balancers_hold(processes: int, hard_limit: int) -> int:
+    """Connections `processes` HAProxy processes on one port hold: the kernel deals them out
+    by a hash, not evenly, so each is given room for 15 % more than its share."""
+    if processes == 1:
+        return balancer_room(hard_limit) - 200
+    return processes * balancer_room(hard_limit) * 100 // 115
+
+
+def workers_hold(workers: int, hard_limit: int) -> int:
+    """Chargers the surviving node's `workers` hold (one descriptor each, beside the
+    database's, the broker's and the listening sockets; dealt out by the kernel's hash)."""
+    if workers == 1:
+        return hard_limit - 800
+    return workers * (hard_limit - 800) * 100 // 115
+
+
 # Chargers per load process (one descriptor each, within any limit seen here).
 PER_LOADER = 9000
 
@@ -72,6 +92,17 @@ def split(total: int, parts: int) -> list[int]:
 
 def charger_ids(loader: int, count: int) -> list[str]:
     return [f"F{loader}{n:05d}" for n in range(count)]
+
+
+def processes_of(pid: int) -> set[str]:
+    """A process and its children (a node's `serve` and its workers), as pid texts."""
+    found = {str(pid)}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[1] == str(pid):
+                    found.add(entry)
+    return found
 
 
 def binary(name: str) -> str:
@@ -138,8 +169,10 @@ class Cluster:
             sys.executable, "-m", "cocharge.cli", "--config", config, "serve", "--host",
             "127.0.0.1", "--port", str(port), "--operator-port", "0", "--upload-port", "0",
             "--no-api", "--metrics-port", str(metrics), "--trusted-proxy", "127.0.0.1",
-            "--mqtt", f"mqtt://127.0.0.1:{self.broker_port}/cocharge/v1", "--db", self.db],
-            stdout=self.log(name), stderr=subprocess.STDOUT)
+            "--mqtt", f"mqtt://127.0.0.1:{self.broker_port}/cocharge/v1", "--db", self.db,
+            *(["--workers", str(self.args.node_workers)] if self.args.node_workers > 1 else [])],
+            stdout=self.log(name), stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: a machine's node, killed whole
         self.processes.append(process)
         self.nodes[name] = {"port": port, "metrics": metrics, "process": process}
 
@@ -303,12 +336,15 @@ async def main(args: argparse.Namespace) -> None:
     # below that (20,000 here, without CAP_SYS_RESOURCE to raise it) the storm is cut to what
     # it can hold, and said so. The balancer and the load are spread over processes instead.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    # Unless told, as many HAProxy processes and workers per node as the storm needs.
+    if args.balancers is None:
+        args.balancers = next((b for b in range(1, 17) if balancers_hold(b, hard) - args.site
+                               >= args.chargers), 16)
+    if args.node_workers is None:
+        args.node_workers = next((w for w in range(1, 9) if workers_hold(w, hard) - args.site
+                                  >= args.chargers), 8)
     balancers = args.balancers
-    # The kernel deals connections out among the balancer's processes by a hash, not evenly:
-    # each is given room for 15 % more than its share.
-    held = (balancer_room(hard) - 200 if balancers == 1
-            else balancers * balancer_room(hard) * 100 // 115) - args.site
-    fits = min(held, hard - args.site - 800)
+    fits = min(balancers_hold(balancers, hard), workers_hold(args.node_workers, hard)) - args.site
     if args.chargers > fits:
         print(f"open-files limit {hard}: {balancers} HAProxy process(es) and the node that "
               f"survives can hold {fits} chargers besides the site's, not {args.chargers}: "
@@ -352,26 +388,29 @@ async def main(args: argparse.Namespace) -> None:
         spread = await cluster.query(
             "SELECT node, count(*) AS n FROM stations WHERE node IS NOT NULL GROUP BY node")
         figures["spread"] = {r["node"][-6:]: r["n"] for r in spread}
+        # The machine of the node that allocates the site: its serve and every worker of it.
         victim = next(n for n in cluster.nodes.values()
-                      if str(n["process"].pid) in owner.split(":"))
+                      if owner.split(":")[1] in processes_of(n["process"].pid))
+        victims = [r["id"] for r in await cluster.query("SELECT id FROM nodes")
+                   if r["id"].split(":")[1] in processes_of(victim["process"].pid)]
         held = {r["id"] for r in await cluster.query(
-            "SELECT id FROM stations WHERE node = $1", owner)}
-        figures["victim_held"] = len(held)
-        os.kill(victim["process"].pid, signal.SIGKILL)
+            "SELECT id FROM stations WHERE node = ANY($1::text[])", victims)}
+        figures["victim_held"], figures["victim_nodes"] = len(held), len(victims)
+        os.killpg(victim["process"].pid, signal.SIGKILL)
         killed = time.monotonic()
         figures["killed_at"] = time.time()
         offline_s = moved_s = None
         while offline_s is None or moved_s is None:
             await asyncio.sleep(0.25)
             if offline_s is None and not await cluster.query(
-                    "SELECT s.id FROM stations s JOIN nodes n ON n.id = s.node WHERE s.node = $1 "
-                    "AND (n.lease_until IS NULL OR n.lease_until > now() at time zone 'utc') "
-                    "LIMIT 1", owner):
+                    "SELECT s.id FROM stations s JOIN nodes n ON n.id = s.node WHERE "
+                    "s.node = ANY($1::text[]) AND (n.lease_until IS NULL OR "
+                    "n.lease_until > now() at time zone 'utc') LIMIT 1", victims):
                 offline_s = time.monotonic() - killed
             if moved_s is None:
                 now_owner = await cluster.query(
                     "SELECT node FROM site_leases WHERE site = 'GARAGE'")
-                if now_owner and now_owner[0]["node"] != owner:
+                if now_owner and now_owner[0]["node"] not in victims:
                     moved_s = time.monotonic() - killed
             if time.monotonic() - killed > 120:
                 break
@@ -425,13 +464,16 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     site = f.get("site") or {}
-    print(f"\nCluster benchmark: HAProxy ({f.get('balancers')} processes on one port), 2 nodes "
-          f"(PostgreSQL, Mosquitto), {args.chargers} chargers from {f.get('loaders')} load "
-          f"processes + a site of {args.site}, node lease {args.lease:g} s "
+    workers = f" of {args.node_workers} workers each" if args.node_workers > 1 else ""
+    print(f"\nCluster benchmark: HAProxy ({f.get('balancers')} processes on one port), 2 nodes"
+          f"{workers} (PostgreSQL, Mosquitto), {args.chargers} chargers from "
+          f"{f.get('loaders')} load processes + a site of {args.site}, node lease {args.lease:g} s "
           f"({os.cpu_count()} cores, everything on this machine)")
     print(f"storm through the balancer: all booted in {num(f.get('storm_s'))} s; "
           f"stations per node {f.get('spread')}")
-    print(f"SIGKILL of the node allocating the site (it held {f.get('victim_held')}): its "
+    machine = (f"the machine of the node allocating the site ({f.get('victim_nodes')} "
+               "workers)" if args.node_workers > 1 else "the node allocating the site")
+    print(f"SIGKILL of {machine} (it held {f.get('victim_held')}): its "
           f"stations shown offline after {num(f.get('offline_s'))} s, the site allocated by "
           f"the other node after {num(f.get('site_moved_s'))} s, all {f.get('dropped')} "
           f"chargers cut off back after {num(f.get('back_s'))} s ({f.get('reconnects')} "
@@ -457,8 +499,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--lease", type=float, default=15.0)
     parser.add_argument("--saturated-s", type=float, default=10.0,
                         help="0: skip the 1-and-2-worker saturated run")
-    parser.add_argument("--balancers", type=int, default=1, choices=range(1, 17),
-                        metavar="1..16", help="HAProxy processes on the one port (SO_REUSEPORT)")
+    parser.add_argument("--balancers", type=int, choices=range(1, 17), metavar="1..16",
+                        help="HAProxy processes on the one port (SO_REUSEPORT); default: as "
+                        "many as the open-files limit needs for the storm")
+    parser.add_argument("--node-workers", type=int, choices=range(1, 9), metavar="1..8",
+                        help="`serve --workers N` on each node's machine (the kill takes the "
+                        "whole machine, all its workers); default: as many as the open-files "
+                        "limit needs for the surviving node to hold every charger")
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args()
 

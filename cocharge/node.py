@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -172,6 +173,21 @@ def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
                                ledger_key_file=None)
 
 
+def _stop_with_parent(parent: int) -> None:
+    """A worker is stopped (SIGTERM: as `serve` stops) when the `serve` that started it dies,
+    even by SIGKILL: left running, nobody would restart or stop it, and the next `serve
+    --workers N` would run beside it on the same port. Linux only (prctl); elsewhere the
+    workers outlive a killed supervisor."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 async def _prepare(db: str | None) -> None:
     """Create or upgrade the schema once, before the workers start (not N times at once)."""
     engine = await open_store(db)
@@ -196,11 +212,14 @@ def run_workers(n: int, db: str | None, settings: GatewaySettings,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    supervisor = os.getpid()
+
     def start(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker: a node like any `serve`
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _stop_with_parent(supervisor)
             code = 0
             try:
                 run_event_loop(serve_forever(db, worker_settings(settings, index), tls))

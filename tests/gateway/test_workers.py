@@ -6,9 +6,11 @@ worker killed with -9 is started again; SIGTERM stops them all. SQLite says no."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +120,38 @@ def test_sqlite_keeps_one_process(tmp_path):
     assert refused.stderr.strip() == ("error: --workers 2 needs PostgreSQL (--db "
                                       "postgresql://...): SQLite keeps one process, one writer")
     assert not os.path.exists(db)
+
+
+async def test_the_workers_stop_when_their_serve_is_killed(broker, pg_url):
+    """A `serve --workers 2` killed with -9 leaves no worker behind (nobody would restart or
+    stop it, and the next `serve` would run beside it): each stops as `serve` does on
+    SIGTERM, removing its node, and the port is free."""
+    port = free_port()
+    engine = make_engine(pg_url)
+    server = subprocess.Popen([
+        sys.executable, "-m", "cocharge.cli", "serve", "--workers", "2", "--host", "127.0.0.1",
+        "--port", str(port), "--operator-port", "0", "--upload-port", str(free_port()),
+        "--no-api", "--mqtt", broker.url, "--db", pg_url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids: list[int] = []
+    try:
+        await until(lambda: _started(engine, server), 60)
+        pids = await _worker_pids(engine)
+        server.kill()
+        server.wait(10)
+
+        async def gone() -> bool:
+            return not await _worker_pids(engine) and not any(
+                os.path.exists(f"/proc/{pid}") for pid in pids)
+
+        await until(gone, 30)
+        with socket.socket() as free:  # nothing listens on the port any more
+            free.bind(("127.0.0.1", port))
+    finally:
+        if server.poll() is None:
+            server.kill()
+        for pid in pids:  # should the test fail: none left running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await engine.dispose()
+
