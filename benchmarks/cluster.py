@@ -419,6 +419,7 @@ async def main(args: argparse.Namespace) -> None:
         backs: list[float] = []
         for key in ("dropped", "refused", "failed", "reconnects"):
             figures[key] = 0
+        figures["why"] = {}
         for each in load_lines:  # every load process's: summed, the last one back counts
             async for message in each:
                 if "back" in message:
@@ -428,6 +429,8 @@ async def main(args: argparse.Namespace) -> None:
                     answered.update(message["result"].get("answered", {}))
                     for key in ("refused", "failed", "reconnects"):
                         figures[key] += message["result"].get(key) or 0
+                    for why, n in (message["result"].get("why") or {}).items():
+                        figures["why"][why] = figures["why"].get(why, 0) + n
         for load in loads:
             await load.wait()
         rows = await cluster.query(
@@ -477,8 +480,8 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
           f"stations shown offline after {num(f.get('offline_s'))} s, the site allocated by "
           f"the other node after {num(f.get('site_moved_s'))} s, all {f.get('dropped')} "
           f"chargers cut off back after {num(f.get('back_s'))} s ({f.get('reconnects')} "
-          f"reconnections; handshakes refused 503 {f.get('refused')}, failed {f.get('failed')}, "
-          f"storm included)")
+          f"reconnections; handshakes refused 503 {f.get('refused')}, failed {f.get('failed')}"
+          f"{' ' + str(f['why']) if f.get('why') else ''}, storm included)")
     print(f"answered MeterValues {f.get('answered')}, lost {f.get('lost')}")
     print(f"site limit {num(site.get('limit_a'), 0)} A: over it at {site.get('over')} of "
           f"{site.get('checks')} meter readings (peak {num(site.get('peak'))} A)")

@@ -101,6 +101,7 @@ class Load:
     all_booted_at: float | None = None
     refused: int = 0          # 503 answers
     failed: int = 0           # handshakes that failed otherwise (timeout, reset, refused TCP)
+    why: dict[str, int] = field(default_factory=dict)  # failed, by reason
     reconnects: int = 0
     back_at: float | None = None
     paced: list[tuple[float, float]] = field(default_factory=list)  # (sent at, latency)
@@ -123,7 +124,7 @@ async def _connect(load: Load, sid: str) -> Any:
                                  close_timeout=1, max_queue=4)
         except LeanRefused as exc:
             if exc.status != 503:
-                load.failed += 1  # as below
+                _failed(load, f"HTTP {exc.status}")  # as below
                 await asyncio.sleep(1 + random.random() * 4)
                 continue
             load.refused += 1
@@ -132,18 +133,23 @@ async def _connect(load: Load, sid: str) -> Any:
             if exc.response.status_code != 503:
                 # Refused otherwise (409: the node still counts its old connection alive):
                 # a charger tries again later, as a real one does.
-                load.failed += 1
+                _failed(load, f"HTTP {exc.response.status_code}")
                 await asyncio.sleep(1 + random.random() * 4)
                 continue
             load.refused += 1
             retry = float(exc.response.headers.get("Retry-After", "5"))
             await asyncio.sleep(retry)
-        except (OSError, TimeoutError, EOFError):
-            load.failed += 1
+        except (OSError, TimeoutError, EOFError) as exc:
+            _failed(load, type(exc).__name__)
             await asyncio.sleep(1 + random.random() * 4)
-        except Exception:  # the handshake broke off (a server killed mid-handshake)
-            load.failed += 1
+        except Exception as exc:  # the handshake broke off (a server killed mid-handshake)
+            _failed(load, type(exc).__name__)
             await asyncio.sleep(1 + random.random() * 4)
+
+
+def _failed(load: Load, why: str) -> None:
+    load.failed += 1
+    load.why[why] = load.why.get(why, 0) + 1
 
 
 async def _charger(load: Load, n: int, end: float) -> None:
@@ -528,7 +534,7 @@ async def run_load(args: argparse.Namespace) -> None:
             print(json.dumps({"slow": slow}), file=sys.stderr, flush=True)
         result.update(
             storm_s=(load.all_booted_at - load.t0) if load.all_booted_at else None,
-            booted=load.booted, refused=load.refused, failed=load.failed,
+            booted=load.booted, refused=load.refused, failed=load.failed, why=load.why,
             paced_n=len(steady), paced_p50_ms=pct(steady, 0.5) * 1000,
             paced_p99_ms=pct(steady, 0.99) * 1000,
             back_s=(load.back_at - load.down_at) if load.back_at and load.down_at else None,

@@ -768,17 +768,40 @@ class LoadManager:
             # none above the newest; the newest is written by the next round, decreases first.
             allocation, shares = state.allocation, state.shares
             self._lowered = False
-            await asyncio.gather(*(self._write(a, allocation, shares, True) for a in online))
+            lowered = await asyncio.gather(
+                *(self._write(a, allocation, shares, True) for a in online), return_exceptions=True)
+            if self._unconfirmed(site, online, lowered, "lower limit"):
+                # A charger that did not confirm its lower limit may still draw the old one:
+                # nothing is raised until it has (the next round sends it again, then raises).
+                self._dirty.add(site.name)
+                return
             if self._lowered:
                 # An EV has seconds to follow a lower limit (IEC 61851-1: 5 s): raise others
                 # only once it has.
                 await asyncio.sleep(self.settings.load_settle_s)
             raise_to = _no_higher_than(allocation, state.allocation)
-            await asyncio.gather(*(self._write(a, raise_to, shares, False) for a in online))
+            raised = await asyncio.gather(
+                *(self._write(a, raise_to, shares, False) for a in online), return_exceptions=True)
+            if self._unconfirmed(site, online, raised, "higher limit"):
+                self._dirty.add(site.name)
         finally:
             self._busy.discard(site.name)
             if site.name in self._dirty:
                 self._wake.set()
+
+    @staticmethod
+    def _unconfirmed(site: Site, online: list[Attached], results: list[Any], what: str) -> bool:
+        """Whether a write of the round went unconfirmed (the charger did not answer, or left):
+        said in one line each; any other failure is a bug, raised as it is."""
+        unconfirmed = False
+        for a, result in zip(online, results, strict=True):
+            if isinstance(result, cmd.CommandFailed):
+                unconfirmed = True
+                log.warning("site %s: station %s did not confirm its %s (%s): written again "
+                            "in the next round", site.name, a.station_id, what, result)
+            elif isinstance(result, BaseException):
+                raise result
+        return unconfirmed
 
     async def _write(self, a: Attached, allocation: Allocation | None, shares: dict[Any, float],
                      lowering: bool) -> None:

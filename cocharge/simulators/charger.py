@@ -91,6 +91,10 @@ class WallboxMixin(SecurityMixin, SmartChargingMixin):
         self.meter_listeners: list[Any] = []
         # Called with this wallbox whenever its charging profiles changed (a site's checks).
         self.profile_listeners: list[Any] = []
+        # Cleared: a hung charger, that takes a SetChargingProfile and answers nothing (nor
+        # anything after it) until set again.
+        self.answering_profiles = asyncio.Event()
+        self.answering_profiles.set()
         self.sessions: dict[int, SimSession] = {}
         self.finished: list[SimSession] = []
         self.registration: str | None = None

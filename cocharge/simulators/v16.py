@@ -322,8 +322,9 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         return result16.CancelReservation(status="Accepted" if ok else "Rejected")
 
     @on("SetChargingProfile")
-    def on_set_charging_profile(self, connector_id: int,
-                                cs_charging_profiles: dict[str, Any]) -> result16.SetChargingProfile:
+    async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]
+                                      ) -> result16.SetChargingProfile:
+        await self.answering_profiles.wait()
         return result16.SetChargingProfile(status=self.install_profile(connector_id,
                                                                        cs_charging_profiles))
 

@@ -284,8 +284,9 @@ class Wallbox201(WallboxMixin, ChargePoint201):
         return result201.CancelReservation(status="Accepted" if ok else "Rejected")
 
     @on("SetChargingProfile")
-    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
-                                **_: Any) -> result201.SetChargingProfile:
+    async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
+                                      **_: Any) -> result201.SetChargingProfile:
+        await self.answering_profiles.wait()
         return result201.SetChargingProfile(status=self.install_profile(evse_id, charging_profile))
 
     @on("ClearChargingProfile")

@@ -200,3 +200,32 @@ async def test_a_car_arriving_while_others_are_lowered_never_lifts_the_held_limi
         assert held.changes >= 6  # both rounds' writes were seen
         assert held.peak <= 48.05, held.peak
         assert max(watch.peak) <= 48.05, watch.peak
+
+
+async def test_a_charger_that_does_not_confirm_its_lower_limit_holds_back_the_raises(
+        tmp_path, caplog) -> None:
+    """A charger hangs on the SetChargingProfile that lowers it for a new car: the round
+    says so in one line and raises nobody (that charger may still draw its old limit); once
+    it answers again, the next round writes its lower limit and the site settles."""
+    chargers = [("H0", "1.6", "L1L2L3"), ("H1", "2.0.1", "L1L2L3"), ("H2", "1.6", "L1L2L3")]
+    caplog.set_level("WARNING", logger="cocharge.load.manager")
+    async with garage(tmp_path / "h.db", chargers, 48.0, tags=TAGS) as (node, boxes, _):
+        for i, sid in enumerate(("H0", "H1")):
+            await boxes[sid].charge(1, f"T{i}", ev=big_ev())
+        live = await settled(node)
+        assert {c["allocated_a"] for c in live["chargers"] if c["session"]} == {24.0}
+        boxes["H1"].answering_profiles.clear()
+        await boxes["H2"].charge(1, "T2", ev=big_ev())
+
+        async def warned() -> bool:
+            return any("station H1 did not confirm its lower limit" in r.getMessage()
+                       for r in caplog.records)
+
+        await until(warned, 20)
+        assert boxes["H1"].limit_a(1, boxes["H1"].clock.now()) == 24.0  # it took nothing yet
+        boxes["H1"].answering_profiles.set()
+        live = await settled(node)
+        assert {c["allocated_a"] for c in live["chargers"] if c["session"]} == {16.0}
+        assert all(boxes[sid].limit_a(1, boxes[sid].clock.now()) == 16.0 for sid in boxes)
+        failed = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert not failed, failed[0].getMessage()  # no round failed as a whole
