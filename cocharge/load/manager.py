@@ -772,7 +772,9 @@ class LoadManager:
                 *(self._write(a, allocation, shares, True) for a in online), return_exceptions=True)
             if self._unconfirmed(site, online, lowered, "lower limit"):
                 # A charger that did not confirm its lower limit may still draw the old one:
-                # nothing is raised until it has (the next round sends it again, then raises).
+                # nothing is raised until it has (the next round, a settle time later so as not
+                # to spin while it stays away, sends it again, then raises).
+                await asyncio.sleep(self.settings.load_settle_s)
                 self._dirty.add(site.name)
                 return
             if self._lowered:
@@ -783,6 +785,7 @@ class LoadManager:
             raised = await asyncio.gather(
                 *(self._write(a, raise_to, shares, False) for a in online), return_exceptions=True)
             if self._unconfirmed(site, online, raised, "higher limit"):
+                await asyncio.sleep(self.settings.load_settle_s)
                 self._dirty.add(site.name)
         finally:
             self._busy.discard(site.name)
