@@ -278,6 +278,12 @@ class Journal:
         driver: Any = (await conn.get_raw_connection()).driver_connection
         if dialect == "postgresql":
             try:
+                if len(grouped) == 1 and len(grouped[0][1]) <= _SLICE:
+                    # One executemany is atomic by itself (asyncpg: its rows up to one Sync,
+                    # PostgreSQL's implicit transaction): no BEGIN and COMMIT round trips.
+                    statement, rows = grouped[0]
+                    await driver.executemany(statement.sql(dialect), statement.params(dialect, rows))
+                    return
                 async with driver.transaction():
                     for statement, rows in grouped:
                         for start in range(0, len(rows), _SLICE):

@@ -8,7 +8,8 @@ from sqlalchemy import func, insert, select
 
 from cocharge.store.db import open_store, utcnow
 from cocharge.store.journal import Journal
-from cocharge.store.schema import connector_status, stations
+from cocharge.store.schema import connector_status, mqtt_requests, stations
+from cocharge.store.sql import BulkInsert
 
 
 async def _registered(engine, *ids):
@@ -53,6 +54,34 @@ async def test_a_bad_entry_fails_alone_and_the_rest_of_its_batch_is_committed(db
         stored = set((await conn.execute(select(connector_status.c.station_id))).scalars())
     assert stored == {f"S{n}" for n in range(10)}
     assert journal.entries_failed == 1
+    await journal.close()
+    await engine.dispose()
+
+
+async def test_a_bad_row_of_a_bulk_batch_fails_its_entry_alone_and_nothing_twice(db_url):
+    """The hot path's bulk inserts (one executemany, on PostgreSQL without BEGIN and COMMIT
+    around it): a row the database refuses takes back the whole batch, and written again
+    one by one the others are stored once each (a second copy would break the table's
+    unique key, and fail its entry)."""
+    engine = await open_store(db_url)
+
+    def request(ref: str) -> dict[str, object]:
+        return {"property": "P", "request_id": ref, "verb": "v", "digest": "d",
+                "state": "done", "answer": None, "node": None, "created_at": utcnow()}
+
+    async with engine.begin() as conn:
+        await conn.execute(insert(mqtt_requests), [request("TAKEN")])
+    journal = Journal(engine, linger_s=0.05)
+    journal.start()
+    bulk = BulkInsert(mqtt_requests)
+    refs = [f"R{n}" for n in range(5)] + ["TAKEN"] + [f"R{n}" for n in range(5, 10)]
+    results = await asyncio.gather(*(journal.write([(bulk, [request(ref)])]) for ref in refs),
+                                   return_exceptions=True)
+    failed = [ref for ref, result in zip(refs, results, strict=True) if result is not None]
+    assert failed == ["TAKEN"]
+    async with engine.connect() as conn:
+        stored = list((await conn.execute(select(mqtt_requests.c.request_id))).scalars())
+    assert sorted(stored) == sorted(["TAKEN", *(f"R{n}" for n in range(10))])
     await journal.close()
     await engine.dispose()
 
