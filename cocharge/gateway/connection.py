@@ -344,7 +344,7 @@ class StationConnection:
             vendor, model = boot_identity(self.protocol, msg.payload)
             self.quirks = self.quirk_book.for_station(self.protocol, vendor, model, self.id)
         if self.quirks:  # known deviations made valid, before the strict check
-            self.quirk_book.fix(self.quirks, self.id, msg.action, msg.payload)
+            self.quirk_book.fix(self.quirks, self.id, msg.action, msg.payload, msg.text)
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)
             response = await getattr(self, method)(**_convert_keys(msg.payload, _SNAKE_KEYS))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -69,6 +70,22 @@ class Quirk:
                 if self._where_holds(owner) and self._fix(owner, key):
                     changed = True
         return changed
+
+    def may_apply(self, text: str | None) -> bool:
+        """False when the frame `text` cannot hold a value this quirk replaces or drops (a
+        text value is in the frame as its JSON string; a frame with an escape in it is looked
+        at in full): every 1.6 MeterValues is checked for the "Hz" unit, and nearly none has
+        it."""
+        if text is None or not self._needles or "\\" in text:
+            return True
+        return any(needle in text for needle in self._needles)
+
+    @functools.cached_property
+    def _needles(self) -> tuple[str, ...]:
+        if self.fix not in ("replace", "drop") or not self.values or not all(
+                isinstance(v, str) for v in self.values):
+            return ()
+        return tuple(json.dumps(v, ensure_ascii=False) for v in self.values)
 
     @functools.cached_property
     def _paths(self) -> tuple[tuple[tuple[str, bool], ...], ...]:
@@ -189,9 +206,11 @@ class QuirkBook:
         return found
 
     def fix(self, quirks: tuple[Quirk, ...], station: str, action: str,
-            payload: dict[str, Any]) -> None:
+            payload: dict[str, Any], text: str | None = None) -> None:
+        """Apply the quirks of `action` to `payload`; `text`, the frame it was read from,
+        spares the walk through the payload for a value the frame does not hold."""
         for quirk in quirks:
-            if (action in quirk.actions and quirk.apply(payload)
+            if (action in quirk.actions and quirk.may_apply(text) and quirk.apply(payload)
                     and (station, quirk.name) not in self._logged):
                 self._logged.add((station, quirk.name))
                 log.info("station %s: quirk %s applied to %s (%s)", station, quirk.name,

@@ -167,11 +167,12 @@ class RpcError(Exception):
 
 @dataclass(frozen=True)
 class Call:
-    """A request from the station."""
+    """A request from the station (`text`: the frame it came in)."""
 
     unique_id: str
     action: str
     payload: dict[str, Any]
+    text: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ class RpcCore:
             if len(frame) != 4 or not isinstance(frame[2], str) or not isinstance(frame[3], dict):
                 return self._reply(unique_id, "not_rpc",
                                    "a CALL is [2, UniqueId, Action, {payload}]")
-            return Call(unique_id, frame[2], frame[3])
+            return Call(unique_id, frame[2], frame[3], text)
         if type_id in (CALLRESULT, CALLERROR) and not isinstance(type_id, bool):
             return self._answer(type_id, unique_id, frame)
         if self.version == "2.1" and type_id == CALLRESULTERROR and not isinstance(type_id, bool):

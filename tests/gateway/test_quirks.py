@@ -77,6 +77,21 @@ async def test_hz_unit_is_spelled_hertz(node):
     assert (row.measurand, row.unit, row.value) == ("Frequency", "Hertz", 49.97)
 
 
+async def test_hz_unit_is_spelled_hertz_however_the_frame_escapes_it(node):
+    """The quirk skips frames that do not hold "Hz" (looked for in the text): one that
+    writes it with JSON escapes holds it all the same."""
+    await register(node, "HZ2")
+    station = await booted(node, "HZ2", "Evnex", "E2")
+    answer = await station.send_raw(
+        '[2,"m1","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"' + TS + '",'
+        '"sampledValue":[{"value":"50.01","measurand":"Frequency","unit":"H\\u007a"}]}]}]')
+    assert answer[0] == 3, answer
+    async with node.engine.connect() as conn:
+        row = (await conn.execute(select(meter_samples).where(
+            meter_samples.c.station_id == "HZ2"))).one()
+    assert (row.unit, row.value) == ("Hertz", 50.01)
+
+
 async def test_alfen_placeholder_transaction_is_dropped(node):
     await register(node, "AL1", "OTHER")
     frame = {"connectorId": 1, "transactionId": 2**63 - 1, "meterValue": [{
