@@ -252,7 +252,12 @@ def build_app(api: Api) -> FastAPI:
     app.state.api, app.state.guard = api, guard
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        # A console page's refusal is a page (web/console.py sets it), the API's is JSON.
+        page = getattr(app.state, "console_error", None)
+        if page is not None and request.url.path.startswith("/console"):
+            answer: Response = await page(request, exc)
+            return answer
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)

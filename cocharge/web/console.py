@@ -27,7 +27,7 @@ from cocharge import charts
 from cocharge.api import logins, passkeys
 from cocharge.api.http import COOKIE, revenue_estimate
 from cocharge.api.keys import Principal, authenticate
-from cocharge.api.service import OWNER_COMMANDS, Api, ApiError
+from cocharge.api.service import OWNER_COMMANDS, Api, ApiError, not_found
 from cocharge.settlement.money import MoneyError, parse_price
 from cocharge.stations.registry import NewStation, RegistryError
 from cocharge.stations.sharing import parse_when
@@ -238,6 +238,15 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return None
         found = await authenticate(api.engine, key)
         return None if found is None else dataclasses.replace(found, via="console")
+
+    async def api_refused(request: Request, exc: ApiError) -> Response:
+        """What the API refused, as the console's error page in the reader's language (every
+        page: app.state.console_error, the API's handler of ApiError)."""
+        speak(request)
+        return render("error.html", request, await user(request), error=i18n.explain(exc),
+                      status=exc.status)
+
+    app.state.console_error = api_refused
 
     def login_page() -> RedirectResponse:
         return RedirectResponse("/console/login", status_code=303)
@@ -501,10 +510,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     async def _station_page(request: Request, who: Principal, station_id: str,
                             result: dict[str, Any] | None) -> Response:
-        try:
-            shown = await api.station(who, station_id)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        shown = await api.station(who, station_id)
         frames = [] if who.role == "member" else await api.frames(who, station_id, 50)
         commands = {} if who.role == "member" else {
             k: v for k, v in FORM_COMMANDS.items() if who.operator or k in OWNER_COMMANDS}
@@ -528,12 +534,9 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            if who.role == "member":
-                raise ApiError(404, f"station {station_id!r}")
-            shown = await api.station(who, station_id)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        if who.role == "member":
+            raise not_found(f"station {station_id!r}")  # as the API says it
+        shown = await api.station(who, station_id)
         base = api.gateway.settings.console_url or str(request.base_url)
         codes = [{"connector": n, "url": (url := qr.connector_url(base, station_id, n)),
                   "svg": qr.inline_svg(url)} for n in range(1, int(shown["connectors"]) + 1)]
@@ -625,11 +628,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_page()
-        try:
-            rows = await api.sessions(who, station or None, active == "yes", None, tag or None,
-                                      200)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        rows = await api.sessions(who, station or None, active == "yes", None, tag or None,
+                                  200)
         return render("sessions.html", request, who, rows=list(reversed(rows)),
                       station=station or "", tag=tag or "", active=active or "")
 
@@ -643,10 +643,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return render("error.html", request, who, status=422, error=i18n.gettext(
                 "days=%(days)s: give a number of days from 1 to 366", days=repr(days)))
         span = max(1, min(366, int(days)))
-        try:
-            data = await api.dashboard(who, span)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        data = await api.dashboard(who, span)
         by_day = data["revenue_by_day"]
         revenue = charts.bars([d["fen"] / 100 for d in by_day], [d["day"][5:] for d in by_day],
                               i18n.gettext("Earnings by day (CNY)") if data["account"]
@@ -667,10 +664,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return login_first(request)
         language = speak(request)
         chosen = month or local_month()
-        try:
-            st = await api.monthly_statement(who, account, chosen)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        st = await api.monthly_statement(who, account, chosen)
         page = statement_html(st, language)
         return HTMLResponse(page, headers={
             "Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -685,13 +679,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return sent
         who, form = sent
         connectors = str(form.get("connectors", "1"))
-        try:
-            made = await api.pair(who, str(form.get("station", "")).strip(),
-                                  int(connectors) if connectors.isdigit() else 1, None,
-                                  str(form.get("owner", "")).strip() or None,
-                                  request.client.host if request.client else None)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        made = await api.pair(who, str(form.get("station", "")).strip(),
+                              int(connectors) if connectors.isdigit() else 1, None,
+                              str(form.get("owner", "")).strip() or None,
+                              request.client.host if request.client else None)
         made["ocpp_url"] = f"ws://{request.url.hostname}:{api.gateway.port}/ocpp/"
         return render("pairing.html", request, who, p=made)
 
@@ -704,11 +695,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
             return sent
         who, form = sent
         base = api.gateway.settings.console_url or str(request.base_url)
-        try:
-            made = await api.invite(who, str(form.get("tag", "")).strip(), base,
-                                    request.client.host if request.client else None)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        made = await api.invite(who, str(form.get("tag", "")).strip(), base,
+                                request.client.host if request.client else None)
         return render("invitation.html", request, who, i=made, svg=qr.inline_svg(made["url"]))
 
     @app.get("/console/calculator", include_in_schema=False)
@@ -746,13 +734,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            shown = await api.connector(who, station_id, connector_id)
-            # The driver's money, membership and free energy left, beside the start button.
-            mine = await api.member(who, str(who.owner)) if who.role == "member" else None
-            slots = await api.free_slots(who, station_id, connector_id)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        shown = await api.connector(who, station_id, connector_id)
+        # The driver's money, membership and free energy left, beside the start button.
+        mine = await api.member(who, str(who.owner)) if who.role == "member" else None
+        slots = await api.free_slots(who, station_id, connector_id)
         return render("connector.html", request, who, c=shown, m=mine, slots=slots,
                       **outcome(request))
 
@@ -796,10 +781,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            shown = await api.session(who, session_id)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        shown = await api.session(who, session_id)
         speak(request)  # the chart's words in the page's language
         power, soc = await views.session_curve(api.engine, session_id)
         chart = None
@@ -826,10 +808,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            listed = await api.members(who)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        listed = await api.members(who)
         return render("members.html", request, who, members=listed, **outcome(request))
 
     @app.post("/console/members", include_in_schema=False)
@@ -856,11 +835,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            shown = await api.member_details(who, tag)
-            trail = await api.audit(who, None, f"member:{tag}", 50)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        shown = await api.member_details(who, tag)
+        trail = await api.audit(who, None, f"member:{tag}", 50)
         return render("member.html", request, who, m=shown, audit=trail, **outcome(request))
 
     @app.post("/console/members/{tag}", include_in_schema=False)
@@ -905,10 +881,7 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        try:
-            group = await api.group(who, group_id)
-        except ApiError as exc:
-            return render("error.html", request, who, error=str(exc), status=exc.status)
+        group = await api.group(who, group_id)
         return render("group.html", request, who, g=group,
                       **outcome(request))
 

@@ -661,3 +661,21 @@ async def test_only_a_member_joins_a_group_and_only_as_itself(sqlite_url):
         assert (await sharing.show_group(node.engine, group_id))["members"] == ["T1"]
         status, page = await console.get(f"/console/g/{group_id + 100}", **cookie)
         assert status == 404
+
+
+async def test_a_console_page_the_api_refuses_is_the_consoles_error_page(sqlite_url):
+    """Every console page shows what the API refused as its error page (HTML, the API's
+    status and reason), whichever of its calls refused; the API itself answers JSON."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)
+        console = Client(base(node), None)
+        for who, path, reason in (
+                ("operator", "/console/sessions/999999", "no session 999999"),
+                ("host", "/console/stations/P1", "no station"),  # not bob's
+                ("member", "/console/stations/P1/qr", "no station")):
+            cookie = {"Cookie": f"cocharge_key={keys[who]}", "Accept-Language": "en"}
+            status, page = await console.get(path, **cookie)
+            assert status == 404, (path, status)
+            assert isinstance(page, str) and "<html" in page and reason in page, (path, page)
+        status, answer = await Client(base(node), keys["operator"]).get("/api/v1/sessions/999999")
+        assert status == 404 and answer == {"error": "no session 999999"}
