@@ -19,6 +19,21 @@ async def _registered(engine, *ids):
             for sid in ids])
 
 
+async def _one_batch(engine, statement, row, prefix, bad, column):
+    """Eleven entries written at once by a new journal (one batch), the sixth of them `bad`:
+    the keys of those that failed, and every `column` value stored after."""
+    journal = Journal(engine, linger_s=0.05)
+    journal.start()
+    keys = [f"{prefix}{n}" for n in range(5)] + [bad] + [f"{prefix}{n}" for n in range(5, 10)]
+    results = await asyncio.gather(*(journal.write([(statement, [row(key)])]) for key in keys),
+                                   return_exceptions=True)
+    assert journal.entries_failed == 1
+    await journal.close()
+    async with engine.connect() as conn:
+        stored = list((await conn.execute(select(column))).scalars())
+    return [key for key, result in zip(keys, results, strict=True) if result is not None], stored
+
+
 def _status(station_id):
     return {"station_id": station_id, "connector_id": 1, "status": "Available",
             "error_code": None, "updated_at": utcnow()}
@@ -41,20 +56,11 @@ async def test_concurrent_writes_share_one_commit(db_url):
 async def test_a_bad_entry_fails_alone_and_the_rest_of_its_batch_is_committed(db_url):
     engine = await open_store(db_url)
     await _registered(engine, *(f"S{n}" for n in range(10)))
-    journal = Journal(engine, linger_s=0.05)
-    journal.start()
-    stmt = insert(connector_status)
     # "GONE" is not a registered station: its row breaks the foreign key, in the same batch.
-    ids = [f"S{n}" for n in range(5)] + ["GONE"] + [f"S{n}" for n in range(5, 10)]
-    results = await asyncio.gather(*(journal.write([(stmt, [_status(sid)])]) for sid in ids),
-                                   return_exceptions=True)
-    failed = [sid for sid, result in zip(ids, results, strict=True) if result is not None]
+    failed, stored = await _one_batch(engine, insert(connector_status), _status, "S", "GONE",
+                                      connector_status.c.station_id)
     assert failed == ["GONE"]
-    async with engine.connect() as conn:
-        stored = set((await conn.execute(select(connector_status.c.station_id))).scalars())
-    assert stored == {f"S{n}" for n in range(10)}
-    assert journal.entries_failed == 1
-    await journal.close()
+    assert sorted(stored) == sorted(f"S{n}" for n in range(10))
     await engine.dispose()
 
 
@@ -71,18 +77,10 @@ async def test_a_bad_row_of_a_bulk_batch_fails_its_entry_alone_and_nothing_twice
 
     async with engine.begin() as conn:
         await conn.execute(insert(mqtt_requests), [request("TAKEN")])
-    journal = Journal(engine, linger_s=0.05)
-    journal.start()
-    bulk = BulkInsert(mqtt_requests)
-    refs = [f"R{n}" for n in range(5)] + ["TAKEN"] + [f"R{n}" for n in range(5, 10)]
-    results = await asyncio.gather(*(journal.write([(bulk, [request(ref)])]) for ref in refs),
-                                   return_exceptions=True)
-    failed = [ref for ref, result in zip(refs, results, strict=True) if result is not None]
+    failed, stored = await _one_batch(engine, BulkInsert(mqtt_requests), request, "R", "TAKEN",
+                                      mqtt_requests.c.request_id)
     assert failed == ["TAKEN"]
-    async with engine.connect() as conn:
-        stored = list((await conn.execute(select(mqtt_requests.c.request_id))).scalars())
     assert sorted(stored) == sorted(["TAKEN", *(f"R{n}" for n in range(10))])
-    await journal.close()
     await engine.dispose()
 
 
