@@ -297,7 +297,7 @@ class Journal:
             return
         # SQLite (aiosqlite): the first INSERT begins the transaction, as under SQLAlchemy.
         # One statement's rows: written and committed in one turn of aiosqlite's thread, not
-        # two (its `_execute` and `_conn`, aiosqlite 0.20-0.22; without them, as below):
+        # two (its `_execute` and `_connection`, aiosqlite 0.20-0.22; without them, as below):
         # 4-9 µs less per saturated meter value (benchmarks/fleet.py).
         run = getattr(driver, "_execute", None)
         raw = getattr(driver, "_connection", None)
