@@ -137,3 +137,25 @@ def test_what_the_layers_below_say_is_shown_in_chinese():
     assert shown[nested] == "T2 不能在 P1 充电：不在开放时间内（mon-fri 19:00-23:00）（未向充电桩发送指令）"
     assert i18n.explain("a message nobody wrote down") == "a message nobody wrote down"
     assert i18n.explain(said[0]) == said[0]  # English readers get it as it was said
+
+
+def test_the_apis_refusals_are_shown_in_chinese():
+    """What the API refuses a page with (its "no ..." answers, and every fixed refusal of a
+    member's key) reaches the console's error page and messages in Chinese."""
+    from cocharge.api import service
+
+    with open(service.__file__, encoding="utf-8") as handle:
+        fixed = re.findall(r'forbidden\("([^"]+)"\)', handle.read())
+    assert len(fixed) >= 10  # the source is read (a broken pattern would find nothing)
+    said = fixed + [str(service.not_found(what)) for what in (
+        "session 12", "station 'P1'", "member 'T1'", "account 'host:bob'", "booking 3",
+        "group 4", "connector 2 of P1")]
+    i18n.use("zh")
+    try:
+        shown = {text: i18n.explain(text) for text in said}
+    finally:
+        i18n.use("en")
+    assert [text for text, chinese in shown.items()
+            if not re.search(r"[\u4e00-\u9fff]", chinese)] == []
+    assert shown["no station 'P1'"] == "没有充电桩 'P1'"
+    assert shown["no connector 2 of P1"] == "充电桩 P1 没有 2 号充电枪"
