@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def _start() -> tuple[subprocess.Popen[str], str]:
                                text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     _zygote = (process, path)
+    atexit.register(shutil.rmtree, folder, True)  # runs after the kill below (last in, first out)
     atexit.register(process.kill)
     return _zygote
 
