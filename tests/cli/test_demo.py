@@ -3,14 +3,17 @@ settlement, a verified ledger, members' rewards and the liability report."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_demo_shows_lock_booking_cutoff_and_overstay():
+def test_demo_shows_lock_booking_cutoff_and_overstay(tmp_path):
+    # The demo keeps its folder (it prints the files it wrote there): the test's, not /tmp.
     run = subprocess.run([sys.executable, "-m", "cocharge.cli", "demo"], capture_output=True,
-                         text=True, timeout=180)
+                         text=True, timeout=180, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "MEMBER1 at WB01: refused (outside opening hours" in out
@@ -59,8 +62,10 @@ def test_demo_shows_lock_booking_cutoff_and_overstay():
     assert re.search(r"coverage overall +\d\.\d\d", out)
     # Money flows: the hosts and the property paid out with a payment file, confirmed; a
     # host's statement with its tax estimate; nothing left unpaid on the liability report.
-    assert re.search(r"Payout run \d{4}-\d\d-\d\d .*: \d+ payouts, \d+\.\d\d CNY; payment file "
-                     r"\S+payouts-\S+\.csv", out)
+    paid = re.search(r"Payout run \d{4}-\d\d-\d\d .*: \d+ payouts, \d+\.\d\d CNY; payment file "
+                     r"(\S+payouts-\S+\.csv)", out)
+    assert paid and paid.group(1).startswith(str(tmp_path))
+    assert "host:host1" in Path(paid.group(1)).read_text(encoding="utf-8")  # the file is there
     assert re.search(r"PO-\d{8}-001  host:host1 +\d+\.\d\d  Host1 Ltd, bank …\d{4}  paid", out)
     assert "property:sunrise-garden" in out.split("Payout run")[1]
     assert re.search(r"Statement host:host1 \d{4}-\d\d .*net (\d+\.\d\d), payouts \1, "
