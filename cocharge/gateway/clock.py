@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from cocharge.gateway.rpc import RpcError
 from cocharge.store.db import utcnow
@@ -46,9 +47,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class Stamp:
-    """A time to use, and the charger's own text when that was not it."""
+class Stamp(NamedTuple):
+    """A time to use, and the charger's own text when that was not it (a named tuple: one
+    for every timestamp of every message)."""
 
     at: datetime
     charger: str | None = None
@@ -92,8 +93,9 @@ class ChargerClock:
     def read_all(self, texts: list[str], received: datetime | None = None) -> list[Stamp]:
         """The timestamps of one message received at `received` (now)."""
         received = received or utcnow()
+        earliest, latest = received - self._past, received + self._future
         stamps = []
         for text in texts:
             at = parse_time(text)
-            stamps.append(Stamp(at) if self.plausible(at, received) else Stamp(received, text[:40]))
+            stamps.append(Stamp(at) if earliest <= at <= latest else Stamp(received, text[:40]))
         return stamps
