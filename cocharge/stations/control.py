@@ -155,6 +155,9 @@ class SharingController:
         self._memberships_next: datetime | None = None  # the hourly membership job
         self._list_synced: dict[str, datetime] = {}  # station -> when its local list was checked
         self._no_local_list: set[str] = set()  # stations that answered NotSupported
+        # One local list update at a time per station, from reading its version to storing
+        # what it answered: two at once (a sync, `remote send-local-list`) sent one version.
+        self._list_locks: dict[str, asyncio.Lock] = {}
         # The driver's display (2.0.1): what each station shows of ours (message id -> text),
         # and the stations without a display (they refused a message).
         self._displayed: dict[str, dict[int, str]] = {}
@@ -520,21 +523,36 @@ class SharingController:
     async def _sync_local_lists(self, station_ids: list[str], now: datetime) -> None:
         """Bring these stations' local authorization lists in step with their rules and the
         members (read once for all of them); each station that needs one gets its update."""
-        updates = []
+        wanted = []
         async with self.engine.connect() as conn:
             people = await local_list.Members(conn, now, self.settings.start_minimum_fen).load()
             for station_id in station_ids:
                 rules = [r for (s, _), r in self.rules.items() if s == station_id]
                 want = await local_list.desired(people, rules, self.settings.local_list_max)
-                update = (await local_list.update_for(conn, station_id, want)
-                          if want is not None else None)
-                if update is not None:
-                    updates.append((station_id, update))
-        for station_id, update in updates:
-            self._background.spawn(self._send_local_list(station_id, update, now), f"local list {station_id}")
+                if want is not None:
+                    wanted.append((station_id, want))
+        for station_id, want in wanted:
+            self._background.spawn(self._sync_local_list(station_id, want, now),
+                                   f"local list {station_id}")
+
+    def _list_lock(self, station_id: str) -> asyncio.Lock:
+        lock = self._list_locks.get(station_id)
+        if lock is None:
+            lock = self._list_locks[station_id] = asyncio.Lock()
+        return lock
+
+    async def _sync_local_list(self, station_id: str, want: local_list.Entries,
+                               now: datetime) -> None:
+        async with self._list_lock(station_id):
+            async with self.engine.connect() as conn:
+                update = await local_list.update_for(conn, station_id, want)
+            if update is not None:
+                await self._send_local_list(station_id, update, now)
 
     async def _send_local_list(self, station_id: str, update: local_list.ListUpdate,
                                now: datetime) -> cmd.CommandResult | None:
+        """Send `update` and store what the station answered (under the station's list
+        lock, taken by the caller)."""
         link = self.link(station_id)
         if link is None:
             return None
@@ -697,15 +715,17 @@ class SharingController:
         async with self.engine.connect() as conn:
             people = await local_list.Members(conn, now, self.settings.start_minimum_fen).load()
             want = await local_list.desired(people, rules, self.settings.local_list_max)
-            if want is None:
-                raise cmd.CommandRejected(
-                    f"more members may charge at {station_id} than a local list holds "
-                    f"({self.settings.local_list_max}): the station decides online only")
-            version = await conn.scalar(select(local_lists.c.version).where(
-                local_lists.c.station_id == station_id)) or 0
-        update = local_list.ListUpdate(int(version) + 1, True, dict(want), want)
-        self._no_local_list.discard(station_id)
-        result = await self._send_local_list(station_id, update, now)
+        if want is None:
+            raise cmd.CommandRejected(
+                f"more members may charge at {station_id} than a local list holds "
+                f"({self.settings.local_list_max}): the station decides online only")
+        async with self._list_lock(station_id):  # after a sync in flight: the next version
+            async with self.engine.connect() as conn:
+                version = await conn.scalar(select(local_lists.c.version).where(
+                    local_lists.c.station_id == station_id)) or 0
+            update = local_list.ListUpdate(int(version) + 1, True, dict(want), want)
+            self._no_local_list.discard(station_id)
+            result = await self._send_local_list(station_id, update, now)
         if result is None:
             raise cmd.CommandFailed("offline", f"station {station_id} did not take the list "
                                     f"(gone or no answer: see the gateway's log)")
