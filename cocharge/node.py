@@ -173,6 +173,9 @@ def worker_settings(settings: GatewaySettings, index: int) -> GatewaySettings:
                                ledger_key_file=None)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _stop_with_parent(parent: int) -> None:
     """A worker is stopped (SIGTERM: as `serve` stops) when the `serve` that started it dies,
     even by SIGKILL: left running, nobody would restart or stop it, and the next `serve
@@ -183,9 +186,6 @@ def _stop_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # it died before the request was made
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 async def _prepare(db: str | None) -> None:

@@ -75,9 +75,6 @@ class ChargerClock:
         object.__setattr__(self, "_past", timedelta(seconds=self.past_s))
         object.__setattr__(self, "_future", timedelta(seconds=self.future_s))
 
-    def plausible(self, at: datetime, received: datetime) -> bool:
-        return received - self._past <= at <= received + self._future
-
     def ahead(self, text: str, horizon_s: float) -> datetime | None:
         """A time a charger gives for the future (an EV's departure): None when it is not
         between now (less the clock tolerance) and `horizon_s` ahead."""
@@ -93,6 +90,7 @@ class ChargerClock:
     def read_all(self, texts: list[str], received: datetime | None = None) -> list[Stamp]:
         """The timestamps of one message received at `received` (now)."""
         received = received or utcnow()
+        # Believed within [received - past_s, received + future_s] (the module docstring).
         earliest, latest = received - self._past, received + self._future
         stamps = []
         for text in texts:

@@ -770,23 +770,22 @@ class LoadManager:
             self._lowered = False
             lowered = await asyncio.gather(
                 *(self._write(a, allocation, shares, True) for a in online), return_exceptions=True)
-            if self._unconfirmed(site, online, lowered, "lower limit"):
-                # A charger that did not confirm its lower limit may still draw the old one:
-                # nothing is raised until it has (the next round, a settle time later so as not
-                # to spin while it stays away, sends it again, then raises).
-                await asyncio.sleep(self.settings.load_settle_s)
-                self._dirty.add(site.name)
-                return
-            if self._lowered:
-                # An EV has seconds to follow a lower limit (IEC 61851-1: 5 s): raise others
-                # only once it has.
-                await asyncio.sleep(self.settings.load_settle_s)
-            raise_to = _no_higher_than(allocation, state.allocation)
-            raised = await asyncio.gather(
-                *(self._write(a, raise_to, shares, False) for a in online), return_exceptions=True)
-            if self._unconfirmed(site, online, raised, "higher limit"):
-                await asyncio.sleep(self.settings.load_settle_s)
-                self._dirty.add(site.name)
+            # A charger that did not confirm its lower limit may still draw the old one:
+            # nothing is raised until it has.
+            if not self._unconfirmed(site, online, lowered, "lower limit"):
+                if self._lowered:
+                    # An EV has seconds to follow a lower limit (IEC 61851-1: 5 s): raise
+                    # others only once it has.
+                    await asyncio.sleep(self.settings.load_settle_s)
+                raise_to = _no_higher_than(allocation, state.allocation)
+                raised = await asyncio.gather(*(self._write(a, raise_to, shares, False)
+                                                for a in online), return_exceptions=True)
+                if not self._unconfirmed(site, online, raised, "higher limit"):
+                    return
+            # The next round writes what went unconfirmed again (a settle time later, so as
+            # not to spin while a charger stays away).
+            await asyncio.sleep(self.settings.load_settle_s)
+            self._dirty.add(site.name)
         finally:
             self._busy.discard(site.name)
             if site.name in self._dirty:
