@@ -23,8 +23,12 @@ the `websockets` client, which took half a core of the two itself at saturation,
 than a core in a storm); the load process runs on uvloop, as cocharge does.
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
-        [--targets echo,naive,sqlite,postgres]
+        [--targets echo,naive,sqlite,postgres] [--rounds 1]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
+
+--rounds N runs the targets in turn N times and reports each figure's median (the µs/call of
+a shared machine moves by a fifth from one minute to the next; interleaved rounds spread that
+over every target).
 
 FLEET_KEEP=1 keeps each target's folder (its server.log); FLEET_PROFILE=1 (with FLEET_KEEP) runs
 cocharge under py-spy and keeps its collapsed stacks there (profile.txt). FLEET_SLOW=1 prints when (seconds
@@ -49,6 +53,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -837,18 +842,44 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "-"
 
 
+def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target's figures over its rounds: each number the median of its rounds' (the
+    rounds of every target interleaved, so that a slow minute of a shared machine is spread
+    over all of them, not charged to one)."""
+    def merge(values: list[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, dict) for v in present):
+            keys = {k for v in present for k in v}
+            return {k: merge([v.get(k) for v in present]) for k in keys}
+        if present and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in present):
+            return statistics.median(present)
+        return present[-1] if present else None
+    merged: dict[str, Any] = merge(list(rounds))
+    return merged
+
+
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.targets.split(","):
-        target = Target(name, args.chargers, args.saturated)
-        try:
-            results[name] = await drive(target, args)
-        finally:
-            await target.cleanup()
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-        await asyncio.sleep(2)
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    for round_no in range(1, args.rounds + 1):
+        for name in args.targets.split(","):
+            target = Target(name, args.chargers, args.saturated)
+            try:
+                figures = await drive(target, args)
+            finally:
+                await target.cleanup()
+            rounds.setdefault(name, []).append(figures)
+            label = f"{name} (round {round_no})" if args.rounds > 1 else name
+            print(f"{label}: {json.dumps(figures)}", flush=True)
+            await asyncio.sleep(2)
+    results = {name: median_figures(figures) for name, figures in rounds.items()}
     report(results, args)
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds; server µs/call by round:")
+        for name, figures in rounds.items():
+            each = [(f.get("saturated") or {}).get("server_us_per_call") for f in figures]
+            print(f"  {name:<12}" + " ".join(_num(v, 5, 0) for v in each))
 
 
 def parse() -> argparse.Namespace:
@@ -864,6 +895,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--client", choices=["lean", "websockets"], default="lean",
                         help="the chargers' client: frames built by hand (default), or the "
                              "`websockets` client (~45 µs of the generator's CPU a call)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the targets in turn this many times; report the medians")
     parser.add_argument("--kill", action="store_true")
     parser.add_argument("--kill-wait", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
