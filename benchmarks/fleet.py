@@ -23,7 +23,7 @@ the `websockets` client, which took half a core of the two itself at saturation,
 than a core in a storm); the load process runs on uvloop, as cocharge does.
 
     python benchmarks/fleet.py [--chargers 10000] [--paced 60]
-        [--targets echo,naive,sqlite,postgres] [--rounds 1]
+        [--targets echo,naive,sqlite,postgres] [--samples 1] [--rounds 1]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
 --rounds N runs the targets in turn N times and reports each figure's median (the µs/call of
@@ -220,7 +220,8 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> dict[str, Any]:
+async def _saturated(url: str, prefix: str, chargers: int, seconds: float,
+                     samples: int = 1) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     latencies: list[float] = []
@@ -242,9 +243,9 @@ async def _saturated(url: str, prefix: str, chargers: int, seconds: float) -> di
             count, end = 0, window["start"] + seconds
             while time.monotonic() < end:
                 sent = time.perf_counter()
-                await ws.send(json.dumps([2, str(count), "MeterValues", {
-                    "connectorId": 1, "meterValue": [{"timestamp": now_iso(),
-                                                      "sampledValue": [{"value": str(count)}]}]}]))
+                await ws.send(f'[2,"{count}","MeterValues",{{"connectorId":1,"meterValue":[{{'
+                              f'"timestamp":"{now_iso()}","sampledValue":'
+                              f'{sampled_values(samples, count)}}}]}}]')
                 answer = json.loads(await ws.recv())
                 latencies.append(time.perf_counter() - sent)
                 if answer[0] != 4:  # a CallResult (or, from the echo server, the frame itself)
@@ -439,9 +440,33 @@ class _LeanCharger(_LeanSocket):
         self.sat.next(self)
 
 
+# What a three-phase wallbox reports each period (--samples N takes the first N; 1: the bare
+# energy register, as the benchmark has always sent).
+_WALLBOX_SAMPLES = (
+    ("Power.Active.Import", "W", None, "7360"),
+    ("Current.Import", "A", "L1", "32.0"), ("Current.Import", "A", "L2", "31.8"),
+    ("Current.Import", "A", "L3", "32.1"),
+    ("Voltage", "V", "L1-N", "230.1"), ("Voltage", "V", "L2-N", "229.7"),
+    ("Voltage", "V", "L3-N", "231.0"), ("SoC", "Percent", None, "57"),
+)
+
+
+def sampled_values(samples: int, count: int) -> str:
+    """The sampledValue array of one MeterValues, as JSON text."""
+    if samples <= 1:
+        return f'[{{"value":"{count}"}}]'
+    values = [f'{{"value":"{count}","measurand":"Energy.Active.Import.Register","unit":"Wh",'
+              f'"context":"Sample.Periodic"}}']
+    for measurand, unit, phase, value in _WALLBOX_SAMPLES[:samples - 1]:
+        values.append(f'{{"value":"{value}","measurand":"{measurand}","unit":"{unit}",'
+                      f'"context":"Sample.Periodic"' + (f',"phase":"{phase}"}}' if phase else '}'))
+    return f'[{",".join(values)}]'
+
+
 class _LeanRun:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, samples: int = 1) -> None:
         self.seconds = seconds
+        self.samples = samples
         self.latencies: list[float] = []
         self.end = float("inf")
         self.running: set[_LeanCharger] = set()
@@ -464,9 +489,9 @@ class _LeanRun:
             self.stamp = (second, now_iso())
         n = charger.count
         charger.sent = time.perf_counter()
+        values = sampled_values(self.samples, n)
         charger.send_frame(f'[2,"{n}","MeterValues",{{"connectorId":1,"meterValue":[{{'
-                           f'"timestamp":"{self.stamp[1]}","sampledValue":[{{"value":"{n}"}}]}}]}}]'
-                           .encode())
+                           f'"timestamp":"{self.stamp[1]}","sampledValue":{values}}}]}}]'.encode())
 
     def closed(self, charger: _LeanCharger) -> None:
         self.running.discard(charger)
@@ -474,9 +499,9 @@ class _LeanRun:
             self.finished.set_result(None)
 
 
-async def _saturated_lean(url: str, prefix: str, chargers: int,
-                          seconds: float) -> dict[str, Any]:
-    run = _LeanRun(seconds)
+async def _saturated_lean(url: str, prefix: str, chargers: int, seconds: float,
+                          samples: int = 1) -> dict[str, Any]:
+    run = _LeanRun(seconds, samples)
     made: list[_LeanCharger] = []
     for n in range(chargers):
         charger = await lean_connect(url, f"{prefix}{n:05d}", 60, _LeanCharger, sat=run)
@@ -546,7 +571,8 @@ async def run_load(args: argparse.Namespace) -> None:
             back=len(load.back), reconnects=load.reconnects, answered=load.answered)
     if args.saturated:
         saturate = _saturated if args.client == "websockets" else _saturated_lean
-        result["saturated"] = await saturate(args.url, "S", args.saturated, args.saturated_s)
+        result["saturated"] = await saturate(args.url, "S", args.saturated, args.saturated_s,
+                                             args.samples)
     print(json.dumps({"result": result}), flush=True)
 
 
@@ -746,7 +772,8 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "load", "--url", f"ws://127.0.0.1:{target.port}/ocpp",
                "--chargers", str(args.chargers), "--paced", str(args.paced),
                "--storm-limit", str(args.storm_limit), "--saturated", str(args.saturated),
-               "--saturated-s", str(args.saturated_s), "--client", args.client]
+               "--saturated-s", str(args.saturated_s), "--samples", str(args.samples),
+               "--client", args.client]
     if args.kill:
         command += ["--kill-wait", "--saturated", "0"]
     load = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
@@ -794,7 +821,8 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nFleet benchmark: {args.chargers} chargers, paced {args.paced:g} s, "
-          f"saturated {args.saturated} chargers x {args.saturated_s:g} s "
+          f"saturated {args.saturated} chargers x {args.saturated_s:g} s, "
+          f"{args.samples} sampled value{'s' if args.samples != 1 else ''} per MeterValues "
           f"({os.cpu_count()} cores, load generator on the same machine)")
     header = (f"{'target':<12}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
               f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'µs/call':>9}"
@@ -895,6 +923,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--client", choices=["lean", "websockets"], default="lean",
                         help="the chargers' client: frames built by hand (default), or the "
                              "`websockets` client (~45 µs of the generator's CPU a call)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="sampled values per saturated MeterValues (1: the energy register; "
+                             "9: a three-phase wallbox's energy, power, currents, voltages, SoC)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the targets in turn this many times; report the medians")
     parser.add_argument("--kill", action="store_true")
