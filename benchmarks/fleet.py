@@ -26,6 +26,9 @@ than a core in a storm); the load process runs on uvloop, as cocharge does.
         [--targets echo,naive,sqlite,postgres] [--samples 1] [--rounds 1]
     python benchmarks/fleet.py --kill [--chargers 10000] [--targets sqlite,postgres]
 
+--baseline DIR runs each cocharge target twice in turn, from this checkout and from DIR (another
+commit's worktree: `git worktree add DIR COMMIT`), for before/after figures of one run.
+
 --rounds N runs the targets in turn N times and reports each figure's median (the µs/call of
 a shared machine moves by a fifth from one minute to the next; interleaved rounds spread that
 over every target).
@@ -637,8 +640,12 @@ def database_cpu_s() -> float:
 
 
 class Target:
-    def __init__(self, name: str, chargers: int, saturated: int) -> None:
+    def __init__(self, name: str, chargers: int, saturated: int,
+                 baseline: str | None = None) -> None:
         self.name = name
+        # "sqlite@base": the same target run from another checkout (--baseline)
+        self.kind, _, other = name.partition("@")
+        self.baseline = baseline if other else None
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.db: str | None = None
@@ -648,7 +655,7 @@ class Target:
 
     @property
     def cocharge(self) -> bool:
-        return self.name in ("sqlite", "postgres", "postgres-w2")
+        return self.kind in ("sqlite", "postgres", "postgres-w2")
 
     def cpu_s(self) -> float:
         """CPU time (user + system) of the server and its worker processes so far."""
@@ -663,12 +670,12 @@ class Target:
         return total
 
     def command(self) -> list[str]:
-        if self.name in ("echo", "echo-picows"):
-            return [sys.executable, __file__, self.name, "--port", str(self.port)]
-        if self.name == "naive":
+        if self.kind in ("echo", "echo-picows"):
+            return [sys.executable, __file__, self.kind, "--port", str(self.port)]
+        if self.kind == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
-        workers = ["--workers", "2"] if self.name == "postgres-w2" else []
+        workers = ["--workers", "2"] if self.kind == "postgres-w2" else []
         spy = []
         if os.environ.get("FLEET_PROFILE"):  # collapsed stacks of the whole run, for py-spy
             spy = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-f", "raw",
@@ -678,9 +685,9 @@ class Target:
                 "--upload-port", str(free_port()), "--db", self.db, *workers]
 
     async def prepare(self) -> None:
-        if self.name == "sqlite":
+        if self.kind == "sqlite":
             self.db = os.path.join(self.folder, "fleet.db")
-        elif self.name in ("postgres", "postgres-w2"):
+        elif self.kind in ("postgres", "postgres-w2"):
             import asyncpg
             self.pg_name = f"cocharge_fleet_{uuid.uuid4().hex[:8]}"
             conn = await asyncpg.connect(PG)
@@ -694,7 +701,10 @@ class Target:
 
     def start(self) -> None:
         log = open(os.path.join(self.folder, "server.log"), "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        env = None
+        if self.baseline:  # the other checkout's cocharge first on the path
+            env = {**os.environ, "PYTHONPATH": self.baseline}
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -824,7 +834,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
           f"saturated {args.saturated} chargers x {args.saturated_s:g} s, "
           f"{args.samples} sampled value{'s' if args.samples != 1 else ''} per MeterValues "
           f"({os.cpu_count()} cores, load generator on the same machine)")
-    header = (f"{'target':<12}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
+    header = (f"{'target':<14}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
               f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'µs/call':>9}"
               f"{'gen. CPU':>9}{'DB CPU':>8}{'KB/stn':>8}")
     print(header)
@@ -832,7 +842,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         sat = f.get("saturated") or {}
         generator = (sat["load_cpu_s"] / sat["load_s"] * 100
                      if sat.get("load_s") else None)  # % of one core
-        print(f"{name:<12}{_num(f.get('storm_s'), 9, 1)}{f.get('booted', 0):>8}"
+        print(f"{name:<14}{_num(f.get('storm_s'), 9, 1)}{f.get('booted', 0):>8}"
               f"{f.get('refused', 0):>6}{f.get('failed', 0):>8}"
               f"{_num(f.get('paced_p50_ms'), 11, 1)}{_num(f.get('paced_p99_ms'), 9, 1)}"
               f"{_num(sat.get('calls_per_s'), 10, 0)}{_num(sat.get('p99_ms'), 9, 1)}"
@@ -890,9 +900,14 @@ def median_figures(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> None:
     raise_nofile()
     rounds: dict[str, list[dict[str, Any]]] = {}
+    names = []
+    for name in args.targets.split(","):
+        names.append(name)
+        if args.baseline and name in ("sqlite", "postgres", "postgres-w2"):
+            names.append(f"{name}@base")
     for round_no in range(1, args.rounds + 1):
-        for name in args.targets.split(","):
-            target = Target(name, args.chargers, args.saturated)
+        for name in names:
+            target = Target(name, args.chargers, args.saturated, args.baseline)
             try:
                 figures = await drive(target, args)
             finally:
@@ -907,7 +922,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"medians of {args.rounds} rounds; server µs/call by round:")
         for name, figures in rounds.items():
             each = [(f.get("saturated") or {}).get("server_us_per_call") for f in figures]
-            print(f"  {name:<12}" + " ".join(_num(v, 5, 0) for v in each))
+            print(f"  {name:<14}" + " ".join(_num(v, 5, 0) for v in each))
 
 
 def parse() -> argparse.Namespace:
@@ -928,6 +943,9 @@ def parse() -> argparse.Namespace:
                              "9: a three-phase wallbox's energy, power, currents, voltages, SoC)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the targets in turn this many times; report the medians")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="another checkout of cocharge (git worktree add DIR COMMIT): each "
+                             "cocharge target also runs from it, in turn with this one")
     parser.add_argument("--kill", action="store_true")
     parser.add_argument("--kill-wait", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
