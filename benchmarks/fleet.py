@@ -297,8 +297,8 @@ class _LeanSocket(asyncio.Protocol):
     take; XOR with zeros leaves the payload as it is, so no byte is touched here). Pings are
     answered; what else the server sends is framed and handed to `on_message`."""
 
-    def __init__(self, path: str, host: str) -> None:
-        self.path, self.host = path, host
+    def __init__(self, path: str, host: str, protocol: str = "1.6") -> None:
+        self.path, self.host, self.protocol = path, host, protocol
         self.transport: Any = None
         self.buffer = b""
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -314,7 +314,7 @@ class _LeanSocket(asyncio.Protocol):
         self.transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
                               f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                              f"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n").encode())
+                              f"Sec-WebSocket-Protocol: ocpp{self.protocol}\r\n\r\n").encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_closed = True
@@ -422,7 +422,7 @@ class _LeanCharger(_LeanSocket):
     which counts, as with the `websockets` client)."""
 
     def __init__(self, path: str, host: str, sat: "_LeanRun") -> None:
-        super().__init__(path, host)
+        super().__init__(path, host, sat.protocol)
         self.sat = sat
         self.booted = False
         self.count = 0
@@ -454,8 +454,19 @@ _WALLBOX_SAMPLES = (
 )
 
 
-def sampled_values(samples: int, count: int) -> str:
-    """The sampledValue array of one MeterValues, as JSON text."""
+def sampled_values(samples: int, count: int, protocol: str = "1.6") -> str:
+    """The sampledValue array of one MeterValues, as JSON text (1.6: values as text and a
+    unit; 2.0.1: numbers and a unitOfMeasure)."""
+    if protocol != "1.6":
+        if samples <= 1:
+            return f'[{{"value":{count}}}]'
+        values = [f'{{"value":{count},"measurand":"Energy.Active.Import.Register",'
+                  f'"context":"Sample.Periodic","unitOfMeasure":{{"unit":"Wh"}}}}']
+        for measurand, unit, phase, value in _WALLBOX_SAMPLES[:samples - 1]:
+            values.append(f'{{"value":{value},"measurand":"{measurand}","context":"Sample.Periodic",'
+                          f'"unitOfMeasure":{{"unit":"{unit}"}}'
+                          + (f',"phase":"{phase}"}}' if phase else '}'))
+        return f'[{",".join(values)}]'
     if samples <= 1:
         return f'[{{"value":"{count}"}}]'
     values = [f'{{"value":"{count}","measurand":"Energy.Active.Import.Register","unit":"Wh",'
@@ -467,9 +478,12 @@ def sampled_values(samples: int, count: int) -> str:
 
 
 class _LeanRun:
-    def __init__(self, seconds: float, samples: int = 1) -> None:
+    def __init__(self, seconds: float, samples: int = 1, protocol: str = "1.6") -> None:
         self.seconds = seconds
         self.samples = samples
+        self.protocol = protocol
+        # What identifies the connector: 1.6 names it, 2.0.1 names the EVSE.
+        self.where = '"connectorId":1' if protocol == "1.6" else '"evseId":1'
         self.latencies: list[float] = []
         self.end = float("inf")
         self.running: set[_LeanCharger] = set()
@@ -492,8 +506,8 @@ class _LeanRun:
             self.stamp = (second, now_iso())
         n = charger.count
         charger.sent = time.perf_counter()
-        values = sampled_values(self.samples, n)
-        charger.send_frame(f'[2,"{n}","MeterValues",{{"connectorId":1,"meterValue":[{{'
+        values = sampled_values(self.samples, n, self.protocol)
+        charger.send_frame(f'[2,"{n}","MeterValues",{{{self.where},"meterValue":[{{'
                            f'"timestamp":"{self.stamp[1]}","sampledValue":{values}}}]}}]'.encode())
 
     def closed(self, charger: _LeanCharger) -> None:
@@ -503,13 +517,15 @@ class _LeanRun:
 
 
 async def _saturated_lean(url: str, prefix: str, chargers: int, seconds: float,
-                          samples: int = 1) -> dict[str, Any]:
-    run = _LeanRun(seconds, samples)
+                          samples: int = 1, protocol: str = "1.6") -> dict[str, Any]:
+    run = _LeanRun(seconds, samples, protocol)
     made: list[_LeanCharger] = []
+    boot = (b'[2,"b","BootNotification",{"chargePointVendor":"bench","chargePointModel":"sat"}]'
+            if protocol == "1.6" else b'[2,"b","BootNotification",{"reason":"PowerUp",'
+            b'"chargingStation":{"model":"sat","vendorName":"bench"}}]')
     for n in range(chargers):
         charger = await lean_connect(url, f"{prefix}{n:05d}", 60, _LeanCharger, sat=run)
-        charger.send_frame(b'[2,"b","BootNotification",{"chargePointVendor":"bench",'
-                           b'"chargePointModel":"sat"}]')
+        charger.send_frame(boot)
         made.append(charger)
     for charger in made:
         await charger.recv()  # booted
@@ -573,9 +589,13 @@ async def run_load(args: argparse.Namespace) -> None:
             back_s=(load.back_at - load.down_at) if load.back_at and load.down_at else None,
             back=len(load.back), reconnects=load.reconnects, answered=load.answered)
     if args.saturated:
-        saturate = _saturated if args.client == "websockets" else _saturated_lean
-        result["saturated"] = await saturate(args.url, "S", args.saturated, args.saturated_s,
-                                             args.samples)
+        if args.client == "websockets":
+            result["saturated"] = await _saturated(args.url, "S", args.saturated,
+                                                   args.saturated_s, args.samples)
+        else:
+            result["saturated"] = await _saturated_lean(args.url, "S", args.saturated,
+                                                        args.saturated_s, args.samples,
+                                                        args.protocol)
     print(json.dumps({"result": result}), flush=True)
 
 
@@ -599,9 +619,10 @@ def picows_echo_server(port: int) -> None:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
 
-    def accept(_request: Any) -> Any:
+    def accept(request: Any) -> Any:
+        offered = str(request.headers.get("Sec-WebSocket-Protocol") or "ocpp1.6")
         answer = picows.WSUpgradeResponse.create_101_response(
-            extra_headers={"Sec-WebSocket-Protocol": "ocpp1.6"})
+            extra_headers={"Sec-WebSocket-Protocol": offered.split(",")[0].strip()})
         return picows.WSUpgradeResponseWithListener(answer, Echo())
 
     async def main() -> None:
@@ -620,7 +641,7 @@ async def echo_server(port: int) -> None:
             async for message in ws:
                 await ws.send(message)
 
-    async with serve(echo, "127.0.0.1", port, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+    async with serve(echo, "127.0.0.1", port, subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
                      compression=None, backlog=4096):
         print(f"echo on {port}", flush=True)
         await asyncio.Future()
@@ -671,7 +692,7 @@ class Target:
 
     def command(self) -> list[str]:
         if self.kind in ("echo", "echo-picows"):
-            return [sys.executable, __file__, self.kind, "--port", str(self.port)]
+            return [sys.executable, os.path.abspath(__file__), self.kind, "--port", str(self.port)]
         if self.kind == "naive":
             return [sys.executable, os.path.join(HERE, "naive_csms.py"), "--port", str(self.port)]
         assert self.db is not None
@@ -704,7 +725,10 @@ class Target:
         env = None
         if self.baseline:  # the other checkout's cocharge first on the path
             env = {**os.environ, "PYTHONPATH": self.baseline}
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
+        # In its own folder: `python -m` puts the working directory first on the path, and a
+        # checkout's own folder there would shadow the baseline's cocharge.
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env,
+                                        cwd=self.folder)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -783,6 +807,7 @@ async def drive(target: Target, args: argparse.Namespace) -> dict[str, Any]:
                "--chargers", str(args.chargers), "--paced", str(args.paced),
                "--storm-limit", str(args.storm_limit), "--saturated", str(args.saturated),
                "--saturated-s", str(args.saturated_s), "--samples", str(args.samples),
+               "--protocol", args.protocol,
                "--client", args.client]
     if args.kill:
         command += ["--kill-wait", "--saturated", "0"]
@@ -833,6 +858,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     print(f"\nFleet benchmark: {args.chargers} chargers, paced {args.paced:g} s, "
           f"saturated {args.saturated} chargers x {args.saturated_s:g} s, "
           f"{args.samples} sampled value{'s' if args.samples != 1 else ''} per MeterValues "
+          f"(OCPP {args.protocol}) "
           f"({os.cpu_count()} cores, load generator on the same machine)")
     header = (f"{'target':<14}{'storm s':>9}{'booted':>8}{'503':>6}{'failed':>8}"
               f"{'paced p50':>11}{'p99 ms':>9}{'sat. /s':>10}{'sat p99':>9}{'µs/call':>9}"
@@ -941,6 +967,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=1,
                         help="sampled values per saturated MeterValues (1: the energy register; "
                              "9: a three-phase wallbox's energy, power, currents, voltages, SoC)")
+    parser.add_argument("--protocol", choices=["1.6", "2.0.1"], default="1.6",
+                        help="the saturated chargers' OCPP version (the lean client's)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the targets in turn this many times; report the medians")
     parser.add_argument("--baseline", metavar="DIR",
@@ -952,6 +980,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--prefix", default="F", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.protocol != "1.6" and args.client != "lean":
+        parser.error("--protocol 2.0.1 is the lean client's (leave out --client websockets)")
     if args.kill and args.targets == parser.get_default("targets"):
         args.targets = "sqlite,postgres"
     return args
