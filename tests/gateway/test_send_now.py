@@ -1,0 +1,82 @@
+"""A charger's answers are written at once while the connection takes them (send_now), and
+through websockets' own send() otherwise: when the charger does not read (the buffer is full:
+send() waits for it) and when the connection is closing (send() says it is closed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from cocharge.gateway.connection import send_now
+
+
+async def _pair():  # type: ignore[no-untyped-def]
+    accepted: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+    done = asyncio.Event()
+
+    async def handler(ws):  # type: ignore[no-untyped-def]
+        await accepted.put(ws)
+        await done.wait()
+
+    server = await serve(handler, "127.0.0.1", 0, compression=None)
+    port = server.sockets[0].getsockname()[1]
+    client = await connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None)
+    return server, client, await accepted.get(), done
+
+
+async def test_an_open_connection_takes_the_frame_at_once() -> None:
+    server, client, ws, done = await _pair()
+    try:
+        assert await send_now(ws, '[3,"1",{}]')
+        assert await send_now(ws, '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+        assert await asyncio.wait_for(client.recv(), 5) == '[3,"1",{}]'
+        assert await asyncio.wait_for(client.recv(), 5) == (
+            '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+    finally:
+        done.set()
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_charger_that_does_not_read_gets_send_which_waits() -> None:
+    server, client, ws, done = await _pair()
+    try:
+        client.transport.pause_reading()  # the charger stops reading
+        frame = "x" * 65536
+        sent = 0
+        while await send_now(ws, frame):  # until the server's buffer is over its limit
+            sent += 1
+            await asyncio.sleep(0)
+            assert sent < 2_000, "the write buffer never filled"
+        assert ws.paused
+        waiting = asyncio.ensure_future(ws.send(frame))  # what _send does next: it waits
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        client.transport.resume_reading()
+        await asyncio.wait_for(waiting, 10)
+        for _ in range(sent + 1):  # nothing lost, in order
+            assert await asyncio.wait_for(client.recv(), 10) == frame
+    finally:
+        done.set()
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_closing_connection_is_left_to_send_which_says_it_is_closed() -> None:
+    server, client, ws, done = await _pair()
+    try:
+        await client.close()
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert not await send_now(ws, '[3,"1",{}]')
+        with pytest.raises(ConnectionClosed):
+            await ws.send('[3,"1",{}]')
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
