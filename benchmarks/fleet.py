@@ -463,8 +463,8 @@ def sampled_values(samples: int, count: int, protocol: str = "1.6") -> str:
         values = [f'{{"value":{count},"measurand":"Energy.Active.Import.Register",'
                   f'"context":"Sample.Periodic","unitOfMeasure":{{"unit":"Wh"}}}}']
         for measurand, unit, phase, value in _WALLBOX_SAMPLES[:samples - 1]:
-            values.append(f'{{"value":{value},"measurand":"{measurand}","context":"Sample.Periodic",'
-                          f'"unitOfMeasure":{{"unit":"{unit}"}}'
+            values.append(f'{{"value":{value},"measurand":"{measurand}",'
+                          f'"context":"Sample.Periodic","unitOfMeasure":{{"unit":"{unit}"}}'
                           + (f',"phase":"{phase}"}}' if phase else '}'))
         return f'[{",".join(values)}]'
     if samples <= 1:
@@ -641,7 +641,8 @@ async def echo_server(port: int) -> None:
             async for message in ws:
                 await ws.send(message)
 
-    async with serve(echo, "127.0.0.1", port, subprotocols=["ocpp1.6", "ocpp2.0.1"],  # type: ignore[list-item]
+    offered = ["ocpp1.6", "ocpp2.0.1"]
+    async with serve(echo, "127.0.0.1", port, subprotocols=offered,  # type: ignore[arg-type]
                      compression=None, backlog=4096):
         print(f"echo on {port}", flush=True)
         await asyncio.Future()
@@ -942,12 +943,12 @@ async def main(args: argparse.Namespace) -> None:
             label = f"{name} (round {round_no})" if args.rounds > 1 else name
             print(f"{label}: {json.dumps(figures)}", flush=True)
             await asyncio.sleep(2)
-    results = {name: median_figures(figures) for name, figures in rounds.items()}
+    results = {name: median_figures(each_round) for name, each_round in rounds.items()}
     report(results, args)
     if args.rounds > 1:
         print(f"medians of {args.rounds} rounds; server µs/call by round:")
-        for name, figures in rounds.items():
-            each = [(f.get("saturated") or {}).get("server_us_per_call") for f in figures]
+        for name, each_round in rounds.items():
+            each = [(f.get("saturated") or {}).get("server_us_per_call") for f in each_round]
             print(f"  {name:<14}" + " ".join(_num(v, 5, 0) for v in each))
 
 
