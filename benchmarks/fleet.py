@@ -48,6 +48,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -456,25 +457,29 @@ _WALLBOX_SAMPLES = (
 
 def sampled_values(samples: int, count: int, protocol: str = "1.6") -> str:
     """The sampledValue array of one MeterValues, as JSON text (1.6: values as text and a
-    unit; 2.0.1: numbers and a unitOfMeasure)."""
-    if protocol != "1.6":
-        if samples <= 1:
-            return f'[{{"value":{count}}}]'
-        values = [f'{{"value":{count},"measurand":"Energy.Active.Import.Register",'
-                  f'"context":"Sample.Periodic","unitOfMeasure":{{"unit":"Wh"}}}}']
-        for measurand, unit, phase, value in _WALLBOX_SAMPLES[:samples - 1]:
-            values.append(f'{{"value":{value},"measurand":"{measurand}",'
-                          f'"context":"Sample.Periodic","unitOfMeasure":{{"unit":"{unit}"}}'
-                          + (f',"phase":"{phase}"}}' if phase else '}'))
-        return f'[{",".join(values)}]'
+    unit; 2.0.1: numbers and a unitOfMeasure). Only the energy register changes from one
+    message to the next; the rest is written once."""
+    v16 = protocol == "1.6"
+    value = f'"{count}"' if v16 else str(count)
     if samples <= 1:
-        return f'[{{"value":"{count}"}}]'
-    values = [f'{{"value":"{count}","measurand":"Energy.Active.Import.Register","unit":"Wh",'
-              f'"context":"Sample.Periodic"}}']
+        return f'[{{"value":{value}}}]'
+    unit = '"unit":"Wh"' if v16 else '"unitOfMeasure":{"unit":"Wh"}'
+    return (f'[{{"value":{value},"measurand":"Energy.Active.Import.Register",'
+            f'"context":"Sample.Periodic",{unit}}}{_other_values(samples, v16)}]')
+
+
+@functools.cache
+def _other_values(samples: int, v16: bool) -> str:
+    """The values after the energy register, as JSON text with a leading comma."""
+    values = []
     for measurand, unit, phase, value in _WALLBOX_SAMPLES[:samples - 1]:
-        values.append(f'{{"value":"{value}","measurand":"{measurand}","unit":"{unit}",'
-                      f'"context":"Sample.Periodic"' + (f',"phase":"{phase}"}}' if phase else '}'))
-    return f'[{",".join(values)}]'
+        entry: dict[str, Any] = {"value": value if v16 else float(value),
+                                 "measurand": measurand, "context": "Sample.Periodic"}
+        entry.update({"unit": unit} if v16 else {"unitOfMeasure": {"unit": unit}})
+        if phase:
+            entry["phase"] = phase
+        values.append(json.dumps(entry, separators=(",", ":")))
+    return "".join("," + value for value in values)
 
 
 class _LeanRun:

@@ -5,6 +5,9 @@ send() waits for it) and when the connection is closing (send() says it is close
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -14,28 +17,21 @@ from websockets.exceptions import ConnectionClosed
 from cocharge.gateway.connection import send_now
 
 
-async def _pair():  # type: ignore[no-untyped-def]
-    accepted: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+@contextlib.asynccontextmanager
+async def _pair() -> AsyncIterator[tuple[Any, Any]]:
+    """(client, the server's connection to it), over a real socket."""
+    accepted: asyncio.Queue[Any] = asyncio.Queue()
     done = asyncio.Event()
 
-    async def handler(ws):  # type: ignore[no-untyped-def]
+    async def handler(ws: Any) -> None:
         await accepted.put(ws)
         await done.wait()
 
     server = await serve(handler, "127.0.0.1", 0, compression=None)
     port = server.sockets[0].getsockname()[1]
     client = await connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None)
-    return server, client, await accepted.get(), done
-
-
-async def test_an_open_connection_takes_the_frame_at_once() -> None:
-    server, client, ws, done = await _pair()
     try:
-        assert await send_now(ws, '[3,"1",{}]')
-        assert await send_now(ws, '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
-        assert await asyncio.wait_for(client.recv(), 5) == '[3,"1",{}]'
-        assert await asyncio.wait_for(client.recv(), 5) == (
-            '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+        yield client, await accepted.get()
     finally:
         done.set()
         await client.close()
@@ -43,9 +39,17 @@ async def test_an_open_connection_takes_the_frame_at_once() -> None:
         await server.wait_closed()
 
 
+async def test_an_open_connection_takes_the_frame_at_once() -> None:
+    async with _pair() as (client, ws):
+        assert await send_now(ws, '[3,"1",{}]')
+        assert await send_now(ws, '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+        assert await asyncio.wait_for(client.recv(), 5) == '[3,"1",{}]'
+        assert await asyncio.wait_for(client.recv(), 5) == (
+            '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+
+
 async def test_a_charger_that_does_not_read_gets_send_which_waits() -> None:
-    server, client, ws, done = await _pair()
-    try:
+    async with _pair() as (client, ws):
         client.transport.pause_reading()  # the charger stops reading
         frame = "x" * 65536
         sent = 0
@@ -61,22 +65,12 @@ async def test_a_charger_that_does_not_read_gets_send_which_waits() -> None:
         await asyncio.wait_for(waiting, 10)
         for _ in range(sent + 1):  # nothing lost, in order
             assert await asyncio.wait_for(client.recv(), 10) == frame
-    finally:
-        done.set()
-        await client.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_closing_connection_is_left_to_send_which_says_it_is_closed() -> None:
-    server, client, ws, done = await _pair()
-    try:
+    async with _pair() as (client, ws):
         await client.close()
         await asyncio.wait_for(ws.wait_closed(), 5)
         assert not await send_now(ws, '[3,"1",{}]')
         with pytest.raises(ConnectionClosed):
             await ws.send('[3,"1",{}]')
-    finally:
-        done.set()
-        server.close()
-        await server.wait_closed()
