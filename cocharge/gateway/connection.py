@@ -283,11 +283,12 @@ class StationConnection:
         recv() in a loop, as the connection's own `async for` does, without the asynchronous
         generator between them."""
         recv = self.websocket.recv
-        try:
-            while True:
-                await self.route_message(await recv())
-        except ConnectionClosedOK:
-            return
+        while True:
+            try:
+                frame = await recv()
+            except ConnectionClosedOK:  # a normal close ends the loop, as it ends `async for`
+                return
+            await self.route_message(frame)
 
     async def _send(self, frame: str) -> None:
         ocpp_log.debug("%s: send %s", self.id, frame)

@@ -152,7 +152,7 @@ def _compile_checks(table: Table) -> Callable[[Sequence[dict[str, Any]]], None]:
         lines.append(f"                raise out_of_range({table.name!r}, {name!r}, v)")
     for name, nullable in floats:
         present(name, nullable)
-        lines.append("            if not isinstance(v, int | float) or not isfinite(v):")
+        lines.append("            if not isinstance(v, (int, float)) or not isfinite(v):")
         lines.append(f"                raise not_finite({table.name!r}, {name!r}, v)")
     for name, length, nullable in strings:
         present(name, nullable)
