@@ -6,7 +6,6 @@ checks. Each runs for a 2.0.1 and a 2.1 station (unchanged in 2.1)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from cocharge.node import Node, running_node
 from cocharge.stations import ca, registry, sharing
 from cocharge.store.schema import settlements, station_certificates
 from tests.conformance.test_oca_201 import csms_sends, operator
-from tests.conftest import RawStation, raw_station, register, settings
+from tests.conftest import RawStation, raw_station, register, settings, until
 
 ORG = "Neighbours Ltd"
 NOW = "2026-11-24T10:00:00Z"
@@ -89,9 +88,13 @@ async def test_tc_a_11_and_14_csms_update_charging_station_certificate(node, cas
     assert chain[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "CS1"
     assert chain[1].subject == chain[0].issuer  # leaf first, then the CA
     await reply(cs, frame, {"status": answer})
-    await asyncio.sleep(0.2)
-    [row] = await certificate_rows(node)
-    assert row.status == ("installed" if answer == "Accepted" else "refused")
+    expected = "installed" if answer == "Accepted" else "refused"
+
+    async def recorded() -> bool:  # the station's answer is stored after it is read
+        rows = await certificate_rows(node)
+        return len(rows) == 1 and rows[0].status == expected
+
+    await until(recorded, 10)
 
 
 async def test_a02_csms_rejects_a_csr_for_another_identity(node):

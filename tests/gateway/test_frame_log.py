@@ -17,7 +17,7 @@ from cocharge.stations.framelog import REDACTED, redact
 from cocharge.store.db import make_engine, migrate
 from cocharge.store.frames import Frame, read_frames
 from cocharge.store.schema import frame_chunks, schema_version
-from tests.conftest import raw_station, register, settings
+from tests.conftest import raw_station, register, settings, until
 
 FAST = {"frame_log_flush_s": 0.05}
 
@@ -42,8 +42,12 @@ async def test_frames_in_and_out_with_notes_read_by_the_cli(sqlite_url):
         other = await raw_station(node, "CP2")
         await other.call("Heartbeat", {})
         await station.ws.close()
-        await asyncio.sleep(0.3)
-        kept = await frames(node, "CP1")
+
+        async def closed_and_kept() -> Any:  # the log is written every flush
+            kept = await frames(node, "CP1")
+            return kept if kept and kept[-1].frame.startswith("disconnected") else None
+
+        kept = await until(closed_and_kept, 10)
         kinds = [(f.direction, f.frame[:40]) for f in kept]
         assert kinds[0][0] == "note" and kinds[0][1].startswith("connected (OCPP 1.6)")
         assert any(d == "in" and "BootNotification" in t for d, t in kinds)

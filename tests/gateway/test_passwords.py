@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cocharge.node import running_node
 from cocharge.stations import registry
-from tests.conftest import raw_station, settings, ws_url
+from tests.conftest import raw_station, settings, until, ws_url
 
 FAST: dict[str, Any] = {"auth_delay_s": 0.02, "auth_delay_max_s": 0.05, "auth_station_free": 2,
                         "auth_station_lockout": 6, "auth_address_free": 20,
@@ -146,7 +146,11 @@ async def test_a_live_station_without_a_password_is_not_taken_over(node):
     assert (await real.call("Heartbeat", {}))[0] == 3   # the real charger kept its place
     assert len(await registry.list_station_events(node.engine, "OPEN", "takeover_refused")) == 1
     await real.ws.close()
-    await asyncio.sleep(0.1)
+
+    async def gone() -> bool:
+        return node.gateway.connection("OPEN") is None
+
+    await until(gone, 10)
     again = await raw_station(node, "OPEN")             # once it is gone, it may reconnect
     assert (await again.call("Heartbeat", {}))[0] == 3
 
@@ -162,8 +166,11 @@ async def silent_connection(node: Any, station_id: str) -> tuple[Any, Any]:
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    await asyncio.sleep(0.1)
-    assert node.gateway.connection(station_id) is not None
+
+    async def served() -> bool:  # the 101 is written before the connection is registered
+        return node.gateway.connection(station_id) is not None
+
+    await until(served, 10)
     return reader, writer
 
 
