@@ -13,7 +13,7 @@ import pytest
 
 from cocharge.node import Node, running_node
 from cocharge.stations import firmware, registry, sharing
-from tests.conftest import RawStation, raw_station, register, settings
+from tests.conftest import RawStation, raw_station, register, settings, until
 
 ANSWERS = {"ChangeAvailability": {"status": "Accepted"}, "DataTransfer": {"status": "Accepted"},
            "SendLocalList": {"status": "Accepted"}, "UpdateFirmware": {},
@@ -214,5 +214,4 @@ async def test_16_security_csms_renews_the_charge_point_certificate(tmp_path):
         frame = await next_call(cp, "CertificateSigned")
         assert set(frame[3]) == {"certificateChain"}
         await cp.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
-        await asyncio.sleep(0.2)
-        assert await node.gateway.certificates.current("CP1") is not None
+        assert await until(lambda: node.gateway.certificates.current("CP1"), 10) is not None

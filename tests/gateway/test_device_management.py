@@ -46,11 +46,13 @@ async def test_get_report_stores_the_part_asked_for(node):
         answer = await ask(node, "GR1", "get-report", component_variables=["EVSE.Power"])
         assert answer["ok"] and answer["status"] == "Accepted", answer
         assert isinstance(answer["response"]["requestId"], int)
-        rows = await until(lambda: registry.list_station_variables(node.engine, "GR1"))
-        await asyncio.sleep(0.2)  # every part in
-        rows = await registry.list_station_variables(node.engine, "GR1")
-        assert {(r["component"], r["evse"], r["variable"]) for r in rows} == {
-            ("EVSE", 1, "Power"), ("EVSE", 2, "Power")}
+        expected = {("EVSE", 1, "Power"), ("EVSE", 2, "Power")}
+
+        async def every_part_in() -> bool:
+            rows = await registry.list_station_variables(node.engine, "GR1")
+            return {(r["component"], r["evse"], r["variable"]) for r in rows} == expected
+
+        await until(every_part_in, 10)
         # Nothing has a problem: an empty result, said so, and nothing stored.
         empty = await ask(node, "GR1", "get-report", component_criteria=["Problem"])
         assert empty["ok"] and empty["accepted"] is False and empty["status"] == "EmptyResultSet"

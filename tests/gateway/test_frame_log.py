@@ -102,9 +102,13 @@ async def test_each_station_keeps_its_last_frames_only(sqlite_url):
         other = await raw_station(node, "CP2")
         for _ in range(10):
             await station.call("Heartbeat", {})
-        await asyncio.sleep(0.2)
-        before = {f.id: f for f in await frames(node, "CP1")}
-        assert len(before) == 23  # connected, boot + answer, 10 heartbeats + answers
+
+        async def all_kept() -> Any:  # connected, boot + answer, 10 heartbeats + answers
+            kept = await frames(node, "CP1")
+            return kept if len(kept) >= 23 else None
+
+        before = {f.id: f for f in await until(all_kept, 10)}
+        assert len(before) == 23
         await node.gateway.service.frames.prune()
         kept = await frames(node, "CP1")
         assert len(kept) == 5 and all("Heartbeat" in f.frame or f.frame.startswith("[3,")
