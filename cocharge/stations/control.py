@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,7 @@ class SharingController:
         self._no_local_list: set[str] = set()  # stations that answered NotSupported
         # One local list update at a time per station, from reading its version to storing
         # what it answered: two at once (a sync, `remote send-local-list`) sent one version.
-        self._list_locks: dict[str, asyncio.Lock] = {}
+        self._list_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # The driver's display (2.0.1): what each station shows of ours (message id -> text),
         # and the stations without a display (they refused a message).
         self._displayed: dict[str, dict[int, str]] = {}
@@ -535,15 +536,9 @@ class SharingController:
             self._background.spawn(self._sync_local_list(station_id, want, now),
                                    f"local list {station_id}")
 
-    def _list_lock(self, station_id: str) -> asyncio.Lock:
-        lock = self._list_locks.get(station_id)
-        if lock is None:
-            lock = self._list_locks[station_id] = asyncio.Lock()
-        return lock
-
     async def _sync_local_list(self, station_id: str, want: local_list.Entries,
                                now: datetime) -> None:
-        async with self._list_lock(station_id):
+        async with self._list_locks[station_id]:
             async with self.engine.connect() as conn:
                 update = await local_list.update_for(conn, station_id, want)
             if update is not None:
@@ -719,7 +714,7 @@ class SharingController:
             raise cmd.CommandRejected(
                 f"more members may charge at {station_id} than a local list holds "
                 f"({self.settings.local_list_max}): the station decides online only")
-        async with self._list_lock(station_id):  # after a sync in flight: the next version
+        async with self._list_locks[station_id]:  # after a sync in flight: the next version
             async with self.engine.connect() as conn:
                 version = await conn.scalar(select(local_lists.c.version).where(
                     local_lists.c.station_id == station_id)) or 0
