@@ -458,7 +458,8 @@ class MqttBridge(StationObserver):
                     raise cmd.CommandFailed("offline", f"station {body['station']} is not "
                                             "connected to this node")
                 command = cmd.build_command(body["name"], body["args"])
-                result = await link.command(command, body.get("tx_ref"))
+                with self.gateway.load.sending(str(body["station"]), command):
+                    result = await link.command(command, body.get("tx_ref"))
                 self.gateway.load.relayed(str(body["station"]), command, result.accepted)
                 value = {"accepted": result.accepted, "status": result.status}
             elif kind == "ping":

@@ -134,6 +134,9 @@ class LoadManager:
         # station held here: (station, connector) -> (limit A, until monotonic); what this
         # node answers the station's PullDynamicScheduleUpdate with.
         self.relayed_limits: dict[tuple[str, int], tuple[float, float]] = {}
+        # Dynamic limits on their way to a station ((station, connector) -> A): a station
+        # may pull the moment it has accepted, before its answer has reached us.
+        self.in_flight: dict[tuple[str, int], float] = {}
         self.failsafe: dict[str, float] = {}  # station -> safe share written (per connector)
         self.purpose: dict[str, str] = {}  # station -> learnt purpose ("none": refuses all)
         self.no_dynamic: set[str] = set()  # 2.1 stations that refused a Dynamic profile
@@ -556,23 +559,47 @@ class LoadManager:
             return None
         return written.limit_a
 
+    @staticmethod
+    def _dynamic_target(command: Any) -> tuple[int, float] | None:
+        """(connector, A) of a command writing or moving one of our Dynamic allocation
+        profiles; None for any other command."""
+        if (isinstance(command, cmd.SetChargingProfile) and command.kind == "Dynamic"
+                and 0 <= command.id - ALLOCATION_ID <= 64 and command.periods):
+            return command.id - ALLOCATION_ID, float(command.periods[0][1])
+        if (isinstance(command, cmd.UpdateDynamicSchedule) and command.limit is not None
+                and 0 <= command.profile_id - ALLOCATION_ID <= 64):
+            return command.profile_id - ALLOCATION_ID, float(command.limit)
+        return None
+
+    @contextlib.contextmanager
+    def sending(self, station_id: str, command: Any) -> Any:
+        """While a Dynamic allocation (ours or the site owner's, relayed) is on its way to
+        the station, its PullDynamicScheduleUpdate is answered with it."""
+        target = self._dynamic_target(command)
+        if target is None:
+            yield
+            return
+        key = (station_id, target[0])
+        self.in_flight[key] = target[1]
+        try:
+            yield
+        finally:
+            if self.in_flight.get(key) == target[1]:
+                del self.in_flight[key]
+
     def relayed(self, station_id: str, command: Any, accepted: bool) -> None:
         """A command the node allocating this station's site sent through us, the station's
         holder: a Dynamic allocation profile (and its moves) is remembered, so that this
         node answers the station's PullDynamicScheduleUpdate with what the owner allotted."""
-        if not accepted:
+        target = self._dynamic_target(command)
+        if not accepted or target is None:
             return
-        if (isinstance(command, cmd.SetChargingProfile) and command.kind == "Dynamic"
-                and 0 <= command.id - ALLOCATION_ID <= 64 and command.periods):
+        key = (station_id, target[0])
+        if isinstance(command, cmd.SetChargingProfile):
             valid = command.duration or self.settings.load_profile_valid_s
-            self.relayed_limits[(station_id, command.id - ALLOCATION_ID)] = (
-                float(command.periods[0][1]), time.monotonic() + valid)
-        elif (isinstance(command, cmd.UpdateDynamicSchedule) and command.limit is not None
-              and 0 <= command.profile_id - ALLOCATION_ID <= 64):
-            key = (station_id, command.profile_id - ALLOCATION_ID)
-            held = self.relayed_limits.get(key)
-            if held is not None:
-                self.relayed_limits[key] = (float(command.limit), held[1])
+            self.relayed_limits[key] = (target[1], time.monotonic() + valid)
+        elif (held := self.relayed_limits.get(key)) is not None:
+            self.relayed_limits[key] = (target[1], held[1])
 
     def dynamic_limit(self, station_id: str, profile_id: int) -> float | None:
         """2.1 PullDynamicScheduleUpdate: the allocation now of the EVSE whose profile of
@@ -581,6 +608,8 @@ class LoadManager:
         connector = profile_id - ALLOCATION_ID
         if not 0 <= connector <= 64:
             return None
+        if (station_id, connector) in self.in_flight:
+            return self.in_flight[(station_id, connector)]
         relayed = self.relayed_limits.get((station_id, connector))
         if relayed is not None and (station_id, connector) not in self.written:
             return relayed[0] if relayed[1] > time.monotonic() else None
@@ -901,7 +930,9 @@ class LoadManager:
                 or written.until - now < self.settings.load_profile_valid_s / 2):
             return False
         try:
-            result = await link.command(cmd.UpdateDynamicSchedule(ALLOCATION_ID + c, amps))
+            move = cmd.UpdateDynamicSchedule(ALLOCATION_ID + c, amps)
+            with self.sending(station_id, move):
+                result = await link.command(move)
         except (cmd.CommandFailed, cmd.CommandRejected) as exc:
             log.info("station %s: dynamic schedule not moved: %s", station_id, exc)
             return False
@@ -941,7 +972,8 @@ class LoadManager:
     async def _send(self, link: Any, station_id: str, profile: cmd.SetChargingProfile,
                     tx_ref: str | None = None) -> bool:
         try:
-            result = await link.command(profile, tx_ref)
+            with self.sending(station_id, profile):
+                result = await link.command(profile, tx_ref)
         except cmd.CommandFailed as exc:
             if exc.kind != "call_error":
                 raise

@@ -244,6 +244,32 @@ async def test_k28_load_management_moves_its_dynamic_profile_on_21(node) -> None
     assert answer[2] == {"status": "Accepted", "scheduleUpdate": {"limit": 10.0}}
 
 
+async def test_k28_a_station_pulling_before_its_answer_has_arrived_gets_the_limit(node) -> None:
+    """A 2.1 station may ask for its limit (PullDynamicScheduleUpdate) the moment it has
+    taken load management's Dynamic profile, before its answer has reached the CSMS: it
+    gets the limit on its way, not Rejected as a profile that is not ours."""
+    cs = await charger(node, "2.1")
+    await store.add_site(node.engine, "S")
+    await store.add_circuit(node.engine, "C", "S", None, 32.0, 3, 0.0, "none")
+    await store.attach(node.engine, "SC1", "C", "L1L2L3", "fast", 32)
+    await node.gateway.load.reload()
+    async with asyncio.timeout(10):
+        while True:
+            frame = await csms_sends(cs, "SetChargingProfile")
+            if frame[3]["chargingProfile"]["id"] == 2_100_000_101:
+                break
+            await reply(cs, frame, {"status": "Accepted"})  # the failsafe below it
+    assert frame[3]["chargingProfile"]["chargingProfileKind"] == "Dynamic"
+    answer = await cs.call("PullDynamicScheduleUpdate", {"chargingProfileId": 2_100_000_101})
+    assert answer[2] == {"status": "Accepted", "scheduleUpdate": {"limit": 32.0}}
+    await reply(cs, frame, {"status": "Accepted"})
+    await until(lambda: asyncio.sleep(0, ("SC1", 1) in node.gateway.load.written))
+    assert node.gateway.load.written[("SC1", 1)].dynamic
+    assert not node.gateway.load.in_flight
+    answer = await cs.call("PullDynamicScheduleUpdate", {"chargingProfileId": 2_100_000_101})
+    assert answer[2] == {"status": "Accepted", "scheduleUpdate": {"limit": 32.0}}
+
+
 async def test_k28_a_21_station_that_refuses_dynamic_profiles_gets_absolute_ones(node) -> None:
     cs = await charger(node, "2.1")
     await store.add_site(node.engine, "S")

@@ -116,7 +116,8 @@ async def test_the_site_moves_to_the_surviving_node_and_its_limit_holds(tmp_path
 async def test_a_21_station_pulls_the_owners_allocation_from_the_node_it_is_on(broker, pg_url):
     """A 2.1 station held by node B on a site node A allocates: A's Dynamic profile goes
     through B, and the station's PullDynamicScheduleUpdate, which B answers, gets what A
-    allotted (not Rejected as a profile B never wrote)."""
+    allotted (not Rejected as a profile B never wrote), also when the station asks before
+    its Accepted has reached B."""
     import json
 
     from tests.conftest import raw_station
@@ -143,9 +144,12 @@ async def test_a_21_station_pulls_the_owners_allocation_from_the_node_it_is_on(b
                     profile = frame[3].get("chargingProfile") or {}
                     if profile.get("chargingProfileKind") == "Dynamic":
                         dynamic.update(profile)
+                        # it asks before its Accepted is on its way: B has not yet seen it
+                        await cs.ws.send(json.dumps([2, "pull-0", "PullDynamicScheduleUpdate",
+                                                     {"chargingProfileId": profile["id"]}]))
                     await cs.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
-                elif frame[0] == 3 and frame[1] == "pull-1":
-                    dynamic["pulled"] = frame[2]
+                elif frame[0] == 3 and frame[1] in ("pull-0", "pull-1"):
+                    dynamic[frame[1]] = frame[2]
 
         listeners = [asyncio.create_task(answer(cs)) for cs in (first, on_b)]
         try:
@@ -154,9 +158,9 @@ async def test_a_21_station_pulls_the_owners_allocation_from_the_node_it_is_on(b
             allotted = dynamic["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
             await on_b.ws.send(json.dumps([2, "pull-1", "PullDynamicScheduleUpdate",
                                            {"chargingProfileId": 2_100_000_101}]))
-            await until(lambda: asyncio.sleep(0, "pulled" in dynamic), 10)
-            assert dynamic["pulled"] == {"status": "Accepted",
-                                         "scheduleUpdate": {"limit": allotted}}
+            await until(lambda: asyncio.sleep(0, "pull-1" in dynamic), 10)
+            assert dynamic["pull-0"] == dynamic["pull-1"] == {
+                "status": "Accepted", "scheduleUpdate": {"limit": allotted}}
         finally:
             for task in listeners:
                 task.cancel()
