@@ -76,6 +76,7 @@ class Journal:
         self._express_queued = 0  # express entries in _pending
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, once started
         self._conn: AsyncConnection | None = None  # the rows' own (_rows_committed)
         self._checkpoints: asyncio.Task[None] | None = None
         self.commits = 0
@@ -88,6 +89,7 @@ class Journal:
         WAL into the database that often, from a connection of its own."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="journal")
+            self._loop = self._task.get_loop()
         if checkpoint_every_s and self._engine.dialect.name == "sqlite":
             self._checkpoints = asyncio.create_task(self._checkpoint_forever(checkpoint_every_s),
                                                     name="wal-checkpoint")
@@ -129,7 +131,11 @@ class Journal:
 
     def _enqueue(self, rows: Rows | None, work: Work | None, size: int,
                  express: bool = False) -> asyncio.Future[Any]:
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # The writer's loop, once started (asking for the running loop is a getpid system
+        # call on Python 3.11, for every message).
+        loop = self._loop if self._task is not None else asyncio.get_running_loop()
+        assert loop is not None
+        done: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Entry(rows, work, done, size, express))
         self._express_queued += express
         self._wakeup.set()
