@@ -31,6 +31,7 @@ from websockets.protocol import OPEN
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
 from cocharge.gateway.clock import ChargerClock, Stamp, now_iso
+from cocharge.gateway.fastpath import write_text
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, ResultError, RpcCore, RpcError, Send
 from cocharge.stations.commands import (
@@ -137,9 +138,11 @@ async def send_now(websocket: Any, frame: str) -> bool:
             or getattr(websocket, "send_in_progress", False) is not None
             or websocket.transport.is_closing()):
         return False
-    protocol.send_text(frame.encode())
+    payload = frame.encode()
     try:
-        websocket.send_data()
+        if not write_text(websocket, payload):
+            protocol.send_text(payload)
+            websocket.send_data()
     except Exception as exc:  # as send() does: the connection is broken; closed, and said so
         websocket.set_connection_exc(exc)
         websocket.transport.abort()

@@ -26,6 +26,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 
+from cocharge.gateway.fastpath import FastConnection
+
 log = logging.getLogger(__name__)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -134,7 +136,7 @@ def forwarded_for(headers: Headers, networks: Iterable[Network]) -> str | None:
     return None
 
 
-class ProxiedConnection(ServerConnection):
+class ProxiedConnection(FastConnection):
     """A WebSocket server connection that reads a PROXY header first (only from a trusted
     proxy) and reports the client's address as its remote address."""
 
@@ -192,9 +194,9 @@ class ProxiedConnection(ServerConnection):
                 self.client_address = (address, 0)
 
 
-def connection_class(networks: tuple[Network, ...]) -> type[ServerConnection] | None:
-    """The connection class for a listener with these trusted proxies (None: none trusted,
-    websockets' own, nothing read before HTTP)."""
+def connection_class(networks: tuple[Network, ...]) -> type[ServerConnection]:
+    """The connection class for a listener with these trusted proxies (none trusted:
+    nothing read before HTTP; gateway/fastpath.py either way)."""
     if not networks:
-        return None
+        return FastConnection
     return type("TrustingConnection", (ProxiedConnection,), {"networks": networks})

@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 from cocharge.config import GatewaySettings
 from cocharge.gateway import proxy
 from cocharge.gateway.connection import StationConnection
+from cocharge.gateway.fastpath import FastConnection
 from cocharge.gateway.guard import AuthGuard, retry_after
 from cocharge.gateway.metrics import GatewayMetrics
 from cocharge.gateway.quirks import load_quirks
@@ -209,8 +210,8 @@ class Gateway:
 
     async def _listen(self, port: int, tls: ssl.SSLContext | None) -> Server:
         # Behind a balancer: the charger's own address from PROXY headers of trusted proxies
-        # (plain listeners; gateway/proxy.py).
-        trusting = None if tls else proxy.connection_class(
+        # (plain listeners; gateway/proxy.py). Everyday frames the short way (fastpath.py).
+        trusting = FastConnection if tls else proxy.connection_class(
             proxy.parse_networks(self.settings.trusted_proxies))
         return await serve(
             self._serve_station,

@@ -46,6 +46,12 @@ async def test_an_open_connection_takes_the_frame_at_once() -> None:
         assert await asyncio.wait_for(client.recv(), 5) == '[3,"1",{}]'
         assert await asyncio.wait_for(client.recv(), 5) == (
             '[3,"2",{"currentTime":"2026-12-05T10:00:00Z"}]')
+        # Written as one frame straight to the socket (gateway/fastpath.py) in each of the
+        # three length encodings: what websockets' client reads is the text sent.
+        for size in (0, 125, 126, 65535, 65536, 200_000):
+            text = "é" * (size // 2) + "x" * (size % 2)
+            assert await send_now(ws, text)
+            assert await asyncio.wait_for(client.recv(), 5) == text
 
 
 async def test_a_charger_that_does_not_read_gets_send_which_waits() -> None:

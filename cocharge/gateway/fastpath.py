@@ -1,0 +1,80 @@
+"""The WebSocket frames of a charger's everyday messages, read and written without the
+general machinery of `websockets` around them.
+
+A charger's call is one small text frame, and so is our answer. `websockets` parses every
+incoming frame through a chain of generators (a buffer, a parser coroutine, the frame's own
+parse and checks, a list of events) and writes every outgoing one through its Sans-I/O
+protocol's list of pending writes. Both are kept for anything out of the ordinary; the plain
+case is done here, with the same result:
+
+- `FastConnection.data_received`: a chunk read from the socket that is exactly one whole,
+  unfragmented, masked text frame within the size limit, on an open connection with nothing
+  half-read before it, goes to the connection's message queue as the frame `websockets`
+  would have parsed (UTF-8 is checked where it always is, when the message is taken).
+  Anything else (two frames in one read, half a frame, a ping, a close, a binary or
+  fragmented message, a frame too big, an unmasked one) goes through `websockets` as before.
+- `write_text`: our answer, while the connection is open and nothing is queued before it,
+  written to the transport as the one frame `websockets` would have serialized.
+
+Measured on a saturated node (benchmarks/fleet.py --baseline), in docs/architecture.md. The
+attributes used are those of websockets 17; a connection without them takes the general way.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+
+try:  # the C version websockets itself uses, where it is built
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
+
+_TEXT_FIN = 0x81  # FIN, no RSV bits (no extension is ever negotiated), opcode text
+_SHORT = [bytes((_TEXT_FIN, n)) for n in range(126)]
+
+
+class FastConnection(ServerConnection):
+    """websockets' server connection, with whole single text frames taken the short way."""
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        size = len(data)
+        if (size > 5 and data[0] == _TEXT_FIN and protocol.state is OPEN
+                and not protocol.reader.buffer and protocol.current_size is None
+                and not protocol.extensions and not protocol.debug):
+            length = data[1] ^ 0x80  # the mask bit a client must set; unset: >= 128
+            start = 6
+            if length == 126 and size > 7:
+                length, start = (data[2] << 8) | data[3], 8
+            limit = protocol.max_message_size
+            fragment = protocol.max_fragment_size
+            if (length < 126 or start == 8) and size == start + length and (
+                    limit is None or length <= limit) and (
+                    fragment is None or length <= fragment):
+                self.recv_messages.put(
+                    Frame(Opcode.TEXT, apply_mask(data[start:], data[start - 4:start])))
+                return
+        super().data_received(data)
+
+
+def write_text(websocket: Any, payload: bytes) -> bool:
+    """Write `payload` as one text frame straight to the transport, as websockets' protocol
+    would serialize it (a server's frames are not masked); False: not done, nothing written
+    (the protocol has writes of its own pending, or is not in the plain state)."""
+    protocol = websocket.protocol
+    if protocol.writes or protocol.extensions or protocol.debug:
+        return False
+    size = len(payload)
+    if size < 126:
+        header = _SHORT[size]
+    elif size < 65536:
+        header = struct.pack("!BBH", _TEXT_FIN, 126, size)
+    else:
+        header = struct.pack("!BBQ", _TEXT_FIN, 127, size)
+    websocket.transport.write(header + payload)
+    return True
