@@ -285,7 +285,7 @@ class StationConnection:
         """Serve the station until its connection closes (one frame at a time, as OCPP-J).
         recv() in a loop, as the connection's own `async for` does, without the asynchronous
         generator between them."""
-        recv = self.websocket.recv
+        recv = getattr(self.websocket, "recv_text", self.websocket.recv)  # fastpath.py
         while True:
             try:
                 frame = await recv()

@@ -13,6 +13,9 @@ case is done here, with the same result:
   would have parsed (UTF-8 is checked where it always is, when the message is taken).
   Anything else (two frames in one read, half a frame, a ping, a close, a binary or
   fragmented message, a frame too big, an unmasked one) goes through `websockets` as before.
+- `recv_text`: a station's loop waiting for its next message is handed such a frame's text
+  at once (not through the message queue, its frames and its decoding); anything else, or a
+  message already queued, comes from `recv()` as before.
 - `write_text`: our answer, while the connection is open and nothing is queued before it,
   written to the transport as the one frame `websockets` would have serialized.
 
@@ -22,6 +25,7 @@ attributes used are those of websockets 17; a connection without them takes the 
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from typing import Any
 
@@ -41,6 +45,40 @@ _SHORT = [bytes((_TEXT_FIN, n)) for n in range(126)]
 class FastConnection(ServerConnection):
     """websockets' server connection, with whole single text frames taken the short way."""
 
+    _waiter: asyncio.Future[str | None] | None = None
+
+    async def recv_text(self) -> str | bytes:
+        """The next message, as `recv()` gives it, for a reader of one message at a time: a
+        whole text frame that arrives while it waits is handed to it as its text."""
+        assembler = self.recv_messages
+        if len(assembler.frames) or assembler.get_in_progress or self.protocol.state is not OPEN:
+            queued: str | bytes = await self.recv()
+            return queued
+        waiter: asyncio.Future[str | None] = self.loop.create_future()
+        self._waiter = waiter
+        try:
+            text = await waiter
+        except asyncio.CancelledError:
+            handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+            if handed is not None:  # handed over, then cancelled before it was read: kept
+                assembler.frames.put_back([Frame(Opcode.TEXT, handed.encode())])
+            raise
+        finally:
+            self._waiter = None
+        if text is None:  # something else came (or the connection ended): websockets says
+            message: str | bytes = await self.recv()
+            return message
+        return text
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._wake()
+
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         size = len(data)
@@ -56,10 +94,19 @@ class FastConnection(ServerConnection):
             if (length < 126 or start == 8) and size == start + length and (
                     limit is None or length <= limit) and (
                     fragment is None or length <= fragment):
-                self.recv_messages.put(
-                    Frame(Opcode.TEXT, apply_mask(data[start:], data[start - 4:start])))
+                payload = apply_mask(data[start:], data[start - 4:start])
+                waiter = self._waiter
+                if waiter is not None and not waiter.done():
+                    try:
+                        waiter.set_result(payload.decode())
+                        return
+                    except UnicodeDecodeError:
+                        pass  # to the queue: taking it raises, as websockets does
+                self.recv_messages.put(Frame(Opcode.TEXT, payload))
+                self._wake()
                 return
         super().data_received(data)
+        self._wake()
 
 
 def write_text(websocket: Any, payload: bytes) -> bool:

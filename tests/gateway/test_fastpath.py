@@ -2,7 +2,8 @@
 the result websockets' own connection gives: every case runs against both, over real
 sockets, from a client that writes the bytes of each frame itself (whole frames, two in one
 write, a frame in pieces, sizes across the length encodings, fragmented messages, pings,
-and frames a server must refuse)."""
+and frames a server must refuse), read by a loop as a station's is (recv_text where the
+connection has it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from cocharge.gateway.fastpath import FastConnection
 
@@ -82,17 +84,8 @@ class Client:
                 return int(struct.unpack("!H", payload[:2])[0])
 
 
-@contextlib.asynccontextmanager
-async def connected(kind: type[ServerConnection]) -> AsyncIterator[Client]:
-    """A client of an echo server whose connections are of `kind`."""
-
-    async def echo(ws: Any) -> None:
-        with contextlib.suppress(Exception):
-            async for message in ws:
-                await ws.send(message)
-
-    server = await serve(echo, "127.0.0.1", 0, compression=None, max_size=MAX_SIZE,
-                         create_connection=kind)
+async def _upgrade(server: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to `server`, upgraded to WebSocket by hand."""
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -100,6 +93,43 @@ async def connected(kind: type[ServerConnection]) -> AsyncIterator[Client]:
                  b"Sec-WebSocket-Version: 13\r\n\r\n")
     answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert answer.startswith(b"HTTP/1.1 101"), answer
+    return reader, writer
+
+
+@contextlib.asynccontextmanager
+async def held() -> AsyncIterator[tuple[Any, asyncio.StreamWriter]]:
+    """(the server's fast connection, nobody reading it, the client's writer)."""
+    handed: asyncio.Queue[Any] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def keep(ws: Any) -> None:
+        await handed.put(ws)
+        await done.wait()
+
+    server = await serve(keep, "127.0.0.1", 0, compression=None, create_connection=_Fast)
+    _reader, writer = await _upgrade(server)
+    try:
+        yield await asyncio.wait_for(handed.get(), 10), writer
+    finally:
+        done.set()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def connected(kind: type[ServerConnection]) -> AsyncIterator[Client]:
+    """A client of an echo server whose connections are of `kind`."""
+
+    async def echo(ws: Any) -> None:  # read as a station's loop reads (recv_text where it is)
+        recv = getattr(ws, "recv_text", ws.recv)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await recv())
+
+    server = await serve(echo, "127.0.0.1", 0, compression=None, max_size=MAX_SIZE,
+                         create_connection=kind)
+    reader, writer = await _upgrade(server)
     try:
         yield Client(reader, writer)
     finally:
@@ -189,3 +219,28 @@ async def test_a_text_frame_inside_a_fragmented_message_is_refused_alike(kind) -
         await asyncio.sleep(0.01)
         await client.write(frame(TEXT, b"a whole frame where a continuation belongs"))
         assert await client.closed_with() == 1002
+
+
+async def test_a_reader_cancelled_after_a_frame_was_handed_to_it_loses_nothing() -> None:
+    """The station's loop is cancelled (its connection taken over, say) in the turn in which
+    a frame was handed to it: the next reader gets that frame."""
+    async with held() as (ws, writer):
+        reading = asyncio.ensure_future(ws.recv_text())
+        await asyncio.sleep(0)  # it waits now
+        assert ws._waiter is not None
+        ws.data_received(frame(TEXT, b'[2,"1","Heartbeat",{}]'))  # as the socket would
+        reading.cancel()  # before it could take it
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert await asyncio.wait_for(ws.recv_text(), 5) == '[2,"1","Heartbeat",{}]'
+        writer.write(frame(TEXT, b"next"))
+        assert await asyncio.wait_for(ws.recv_text(), 5) == "next"
+
+
+async def test_a_reader_waiting_when_the_connection_ends_is_told_it_is_closed() -> None:
+    async with held() as (ws, writer):
+        reading = asyncio.ensure_future(ws.recv_text())
+        await asyncio.sleep(0)
+        writer.transport.abort()  # the charger's connection drops
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(reading, 10)
