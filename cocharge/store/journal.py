@@ -285,16 +285,16 @@ class Journal:
         if dialect == "postgresql":
             try:
                 if len(grouped) == 1 and len(grouped[0][1]) <= _SLICE:
-                    # One executemany is atomic by itself (asyncpg: its rows up to one Sync,
-                    # PostgreSQL's implicit transaction): no BEGIN and COMMIT round trips.
+                    # One statement is atomic by itself (PostgreSQL's implicit transaction):
+                    # no BEGIN and COMMIT round trips.
                     statement, rows = grouped[0]
-                    await driver.executemany(statement.sql(dialect), statement.params(dialect, rows))
+                    await driver.execute(statement.unnest_sql, *statement.columns_of(rows))
                     return
                 async with driver.transaction():
                     for statement, rows in grouped:
                         for start in range(0, len(rows), _SLICE):
-                            await driver.executemany(statement.sql(dialect), statement.params(
-                                dialect, rows[start:start + _SLICE]))
+                            await driver.execute(statement.unnest_sql, *statement.columns_of(
+                                rows[start:start + _SLICE]))
             except Exception as exc:
                 if driver.is_closed():  # the database dropped it: the caller takes a new one
                     raise ConnectionError(f"the database closed the connection ({exc})") from exc

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -85,6 +87,21 @@ class BulkInsert:
             text = self._sql[dialect] = (f"INSERT INTO {self.table.name} "
                                          f"({', '.join(self.columns)}) VALUES ({marks})")
         return text
+
+    @functools.cached_property
+    def unnest_sql(self) -> str:
+        """PostgreSQL: one INSERT of every row, its columns as arrays (`columns_of`). An
+        executemany runs the INSERT once a row in the server; this runs it once."""
+        dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+        types = [re.sub(r"\(.*?\)", "", self.table.c[name].type.compile(dialect=dialect))
+                 for name in self.columns]  # lengths are the columns' to check, not the cast's
+        arrays = ", ".join(f"${n}::{kind}[]" for n, kind in enumerate(types, 1))
+        return (f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
+                f"SELECT * FROM unnest({arrays})")
+
+    def columns_of(self, rows: Sequence[dict[str, Any] | tuple[Any, ...]]) -> list[list[Any]]:
+        """The rows as one list per column, for `unnest_sql`."""
+        return [list(column) for column in zip(*self.params("postgresql", rows), strict=True)]
 
     def params(self, dialect: str, rows: Sequence[dict[str, Any] | tuple[Any, ...]]
                ) -> list[tuple[Any, ...]]:

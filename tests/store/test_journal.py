@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, insert, select
 
 from cocharge.store.db import open_store, utcnow
@@ -184,5 +185,35 @@ async def test_a_long_queue_gives_up_its_express_rows_in_one_batch_and_keeps_its
     assert order == [f"work {n} after {300 + n}" for n in range(300)]
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(connector_status)) == 600
+    await journal.close()
+    await engine.dispose()
+
+
+async def test_bulk_rows_are_stored_as_given_in_their_order(db_url):
+    """The hot path's bulk inserts (an executemany on SQLite; on PostgreSQL one INSERT of the
+    rows' columns as arrays): every value back as it went in, NULLs, floats, text beyond
+    ASCII and microseconds included, ids in the rows' order; and a value longer than its
+    column is refused, not cut to fit."""
+    from datetime import datetime
+
+    from cocharge.store.schema import meter_samples
+
+    engine = await open_store(db_url)
+    journal = Journal(engine)
+    journal.start()
+    at = datetime(2026, 12, 5, 10, 0, 0, 123456)
+    rows = [{"session_id": n if n % 3 else None, "station_id": f"充电桩-{n}", "connector_id": n,
+             "ts": at, "measurand": "Energy.Active.Import.Register",
+             "phase": "L1" if n % 2 else None, "value": n * 0.1 + 1e-9, "unit": "Wh",
+             "context": None} for n in range(40)]
+    bulk = BulkInsert(meter_samples)
+    await journal.write([(bulk, rows)])
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(meter_samples).order_by(meter_samples.c.id))).all()
+    assert [dict(r._mapping, id=None) for r in stored] == [dict(r, id=None) for r in rows]
+    too_long = dict(rows[0], unit="W" * 17)  # unit is VARCHAR(16)
+    if engine.dialect.name == "postgresql":  # SQLite keeps any length; check_rows stops it
+        with pytest.raises(Exception, match="too long"):
+            await journal.write([(bulk, [too_long])])
     await journal.close()
     await engine.dispose()
