@@ -29,6 +29,7 @@ async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqli
         await settle.set_tariff(node.engine, "V2G", 0, simple_tariff(
             Decimal("1.50"), feed_in_per_kwh=Decimal("0.80")))
         async with simulated(node, "V2G", "2.1", meter_interval_s=0.05) as box:
+            register_before = round(box.hw[1].register_wh)
             session = await box.v2x(1, "ANN", discharge_wh=2000, energy_wh=3000)
             # The driver agreed to give energy back: bidirectional transfer is allowed.
             [running] = await until(lambda: registry.list_sessions(node.engine, "V2G"))
@@ -39,6 +40,7 @@ async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqli
             assert box.allowed_transfer[str(session.tx_id)] == ["AC_BPT"]
             await asyncio.wait_for(session.done.wait(), 60)
             given_back = box.hw[1].export_wh
+            charged = round(box.hw[1].register_wh) - register_before
         assert 1999 <= given_back <= 2001
         await node.gateway.settler.drain()
 
@@ -52,7 +54,9 @@ async def test_q_a_v2x_session_credits_the_driver_for_the_energy_given_back(sqli
         cdr = json.loads(row.cdr)
         credit = round(Decimal(round(given_back)) / 1000 * Decimal("0.80") * 100)
         assert cdr["discharged_wh"] == round(given_back) and cdr["feed_in_fen"] == credit == 160
-        assert 3000 <= cdr["energy_wh"] <= 3100  # what it charged is billed as usual
+        # What it charged (its import register's rise: at least the 3 kWh asked, more when a
+        # busy machine lets the fast clock run past it) is billed as usual.
+        assert charged >= 3000 and cdr["energy_wh"] == charged
         statement = await ledger.statement(node.engine, "wallet:ANN")
         assert [(x["kind"], x["change"]) for x in statement if x["kind"] == "v2x-credit"] == [
             ("v2x-credit", credit)]
