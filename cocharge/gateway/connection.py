@@ -26,12 +26,11 @@ from ocpp.charge_point import (
     snake_to_camel_case,
 )
 from websockets.exceptions import ConnectionClosedOK
-from websockets.protocol import OPEN
 
 from cocharge.config import GatewaySettings
 from cocharge.gateway import rpc
 from cocharge.gateway.clock import ChargerClock, Stamp, now_iso
-from cocharge.gateway.fastpath import write_text
+from cocharge.gateway.fastpath import send_now
 from cocharge.gateway.quirks import Quirk, QuirkBook, boot_identity
 from cocharge.gateway.rpc import Answer, Call, Reply, ResultError, RpcCore, RpcError, Send
 from cocharge.stations.commands import (
@@ -123,32 +122,6 @@ def normalise_sample(at: datetime, measurand: str | None, value: float, unit: st
                            f"{value / 1000:g} k{unit} is outside what a meter can read")
     return MeterSample(at=at, measurand=measurand, value=value, unit=unit, phase=phase,
                        context=context)
-
-
-async def send_now(websocket: Any, frame: str) -> bool:
-    """Write a text frame at once, as websockets' own `send()` does when nothing stands in its
-    way (the connection open, its write buffer below the limit, no fragmented message going
-    out), without the context manager and the drain that `send()` goes through for every
-    frame: 11-13% of a saturated node's CPU per MeterValues (benchmarks/fleet.py --baseline).
-    False: nothing sent; `send()` then waits for the buffer or raises ConnectionClosed (and
-    a connection without these attributes, of a websockets other than the one measured, 17,
-    always gets False)."""
-    protocol = getattr(websocket, "protocol", None)
-    if (protocol is None or protocol.state is not OPEN or getattr(websocket, "paused", True)
-            or getattr(websocket, "send_in_progress", False) is not None
-            or websocket.transport.is_closing()):
-        return False
-    payload = frame.encode()
-    try:
-        if not write_text(websocket, payload):
-            protocol.send_text(payload)
-            websocket.send_data()
-    except Exception as exc:  # as send() does: the connection is broken; closed, and said so
-        websocket.set_connection_exc(exc)
-        websocket.transport.abort()
-        await asyncio.shield(websocket.connection_lost_waiter)
-        raise websocket.close_exc from exc
-    return True
 
 
 class _Keys(dict[str, str]):

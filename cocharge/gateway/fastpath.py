@@ -16,8 +16,9 @@ case is done here, with the same result:
 - `recv_text`: a station's loop waiting for its next message is handed such a frame's text
   at once (not through the message queue, its frames and its decoding); anything else, or a
   message already queued, comes from `recv()` as before.
-- `write_text`: our answer, while the connection is open and nothing is queued before it,
-  written to the transport as the one frame `websockets` would have serialized.
+- `send_now`: our answer, while the connection is open and takes it, written at once (as
+  the one frame `websockets` would have serialized, when its protocol has nothing queued);
+  a frame that has to wait, or meets a closing connection, is left to websockets' `send()`.
 
 Measured on a saturated node (benchmarks/fleet.py --baseline), in docs/architecture.md. The
 attributes used are those of websockets 17; a connection without them takes the general way.
@@ -109,19 +110,35 @@ class FastConnection(ServerConnection):
         self._wake()
 
 
-def write_text(websocket: Any, payload: bytes) -> bool:
-    """Write `payload` as one text frame straight to the transport, as websockets' protocol
-    would serialize it (a server's frames are not masked); False: not done, nothing written
-    (the protocol has writes of its own pending, or is not in the plain state)."""
-    protocol = websocket.protocol
-    if protocol.writes or protocol.extensions or protocol.debug:
+async def send_now(websocket: Any, frame: str) -> bool:
+    """Write a text frame at once, as websockets' own `send()` does when nothing stands in its
+    way (the connection open, its write buffer below the limit, no fragmented message going
+    out), without the context manager and the drain that `send()` goes through for every
+    frame: 11-13% of a saturated node's CPU per MeterValues (benchmarks/fleet.py --baseline).
+    With nothing of the protocol's own queued before it, the frame goes straight to the
+    transport, serialized as websockets would (a server's frames are not masked).
+    False: nothing sent; `send()` then waits for the buffer or raises ConnectionClosed (and
+    a connection without these attributes, of a websockets other than the one measured, 17,
+    always gets False)."""
+    protocol = getattr(websocket, "protocol", None)
+    if (protocol is None or protocol.state is not OPEN or getattr(websocket, "paused", True)
+            or getattr(websocket, "send_in_progress", False) is not None
+            or websocket.transport.is_closing()):
         return False
-    size = len(payload)
-    if size < 126:
-        header = _SHORT[size]
-    elif size < 65536:
-        header = struct.pack("!BBH", _TEXT_FIN, 126, size)
-    else:
-        header = struct.pack("!BBQ", _TEXT_FIN, 127, size)
-    websocket.transport.write(header + payload)
+    payload = frame.encode()
+    try:
+        if protocol.writes or protocol.extensions or protocol.debug:
+            protocol.send_text(payload)
+            websocket.send_data()
+        else:
+            size = len(payload)
+            header = (_SHORT[size] if size < 126
+                      else struct.pack("!BBH", _TEXT_FIN, 126, size) if size < 65536
+                      else struct.pack("!BBQ", _TEXT_FIN, 127, size))
+            websocket.transport.write(header + payload)
+    except Exception as exc:  # as send() does: the connection is broken; closed, and said so
+        websocket.set_connection_exc(exc)
+        websocket.transport.abort()
+        await asyncio.shield(websocket.connection_lost_waiter)
+        raise websocket.close_exc from exc
     return True

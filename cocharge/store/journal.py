@@ -306,7 +306,7 @@ class Journal:
         try:
             for statement, rows in grouped:
                 for start in range(0, len(rows), _SLICE):
-                    await driver.executemany(statement.sql(dialect), statement.params(
+                    await driver.executemany(statement.sqlite_sql, statement.params(
                         dialect, rows[start:start + _SLICE]))
             await driver.commit()
         except BaseException:
@@ -321,8 +321,11 @@ class Journal:
             # Parameters are processed on the event loop: in slices, so that other stations
             # are read and answered between them.
             for start in range(0, len(rows), _SLICE):
-                if isinstance(statement, BulkInsert):
-                    await conn.exec_driver_sql(statement.sql(dialect), statement.params(
+                if isinstance(statement, BulkInsert) and dialect == "postgresql":
+                    await conn.exec_driver_sql(statement.unnest_sql, tuple(
+                        statement.columns_of(rows[start:start + _SLICE])))
+                elif isinstance(statement, BulkInsert):
+                    await conn.exec_driver_sql(statement.sqlite_sql, statement.params(
                         dialect, rows[start:start + _SLICE]))
                 else:
                     await conn.execute(statement, rows[start:start + _SLICE])

@@ -60,13 +60,14 @@ def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[boo
 
 
 class BulkInsert:
-    """An INSERT of whole rows that the journal hands to the database driver as it is (one
-    executemany of tuples): none of SQLAlchemy's per-row parameter processing, which was the
+    """An INSERT of whole rows that the journal hands to the database driver as it is: none
+    of SQLAlchemy's per-row parameter processing, which was the
     largest cost of a persisted meter value after the JSON work (benchmarks/fleet.py).
 
     Each row gives every column but the generated id, as a dict (checked with check_rows like
-    any other) or as a tuple in the table's column order; the journal turns them into the
-    tuples the dialect it writes to takes."""
+    any other) or as a tuple in the table's column order; the journal turns them into what
+    the dialect it writes to takes (SQLite: tuples for an executemany; PostgreSQL: one list
+    per column for a single INSERT of them all)."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -76,17 +77,12 @@ class BulkInsert:
         # always written: times compare as text there.
         self._times = tuple(i for i, name in enumerate(self.columns)
                             if isinstance(table.c[name].type, DateTime))
-        self._sql: dict[str, str] = {}
 
-    def sql(self, dialect: str) -> str:
-        """The statement in the driver's own parameter style."""
-        text = self._sql.get(dialect)
-        if text is None:
-            marks = (", ".join(f"${n}" for n in range(1, len(self.columns) + 1))
-                     if dialect == "postgresql" else ", ".join("?" * len(self.columns)))
-            text = self._sql[dialect] = (f"INSERT INTO {self.table.name} "
-                                         f"({', '.join(self.columns)}) VALUES ({marks})")
-        return text
+    @functools.cached_property
+    def sqlite_sql(self) -> str:
+        """SQLite: the INSERT of one row, for an executemany of `params("sqlite", rows)`."""
+        return (f"INSERT INTO {self.table.name} ({', '.join(self.columns)}) "
+                f"VALUES ({', '.join('?' * len(self.columns))})")
 
     @functools.cached_property
     def unnest_sql(self) -> str:

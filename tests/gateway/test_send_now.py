@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from cocharge.gateway.connection import send_now
+from cocharge.gateway.fastpath import send_now
 
 
 @contextlib.asynccontextmanager
