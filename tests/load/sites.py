@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,14 +85,16 @@ def big_ev() -> EV:
     return EV(battery_wh=200_000, soc=0.1, max_power_w=22_000)
 
 
-async def settled(node: Any, site: str = "GARAGE", timeout: float = 20.0) -> dict[str, Any]:
-    """The live allocation once every charger holds what it was allocated."""
+async def settled(node: Any, site: str = "GARAGE", timeout: float = 20.0,
+                  ready: Callable[[dict[str, Any]], bool] = lambda live: True) -> dict[str, Any]:
+    """The live allocation once every charger holds what it was allocated (and `ready` holds
+    of it: an allocation written before the last session started is settled too)."""
     deadline = time.monotonic() + timeout
     live: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         live = node.gateway.load.live(site)
         if live and all(c["written_a"] == c["allocated_a"] for c in live["chargers"]
-                        if c["online"]):
+                        if c["online"]) and ready(live):
             return live
         await asyncio.sleep(0.01)
     raise AssertionError(f"allocation not written within {timeout} s: {live}")

@@ -78,7 +78,10 @@ async def test_cut_connection_the_failsafe_keeps_the_circuit_within_its_limit(tm
                       load_profile_valid_s=4) as (node, boxes, watch):
         for i, sid in enumerate(("G2", "G3")):
             await boxes[sid].charge(1, f"T{i}", ev=big_ev())
-        live = await settled(node)
+        # Both sessions shared out (settled() alone may catch G3 started, not yet given any).
+        live = await settled(node, ready=lambda live: len(
+            [c for c in live["chargers"] if c["session"]]) == 2 and len(
+            {c["allocated_a"] for c in live["chargers"] if c["session"]}) == 1)
         shares = {c["station"]: c["safe_a"] for c in live["chargers"]}
         assert shares == {sid: 8.0 for sid, _, _ in chargers}  # 48 / 6
         assert {c["allocated_a"] for c in live["chargers"] if c["session"]} == {24.0}
