@@ -95,7 +95,8 @@ def _print_site(shape: dict[str, Any], live: dict[str, Any] | None) -> None:
         click.echo(f"PV surplus: {live['surplus_w']:.0f} W")
     if live.get("grid_limit_w") is not None:
         click.echo(f"grid limit: {live['grid_limit_w']:.0f} W ({live['grid_source']})")
-    click.echo(f"live allocation ({live['computed_s_ago']:g} s ago):")
+    settling = ", a newer one on its way to the chargers" if live.get("settling") else ""
+    click.echo(f"live allocation ({live['computed_s_ago']:g} s ago{settling}):")
     for c in live["chargers"]:
         state = ("offline" if not c["online"] else "paused (waiting)" if c["paused"]
                  else c["class"])

@@ -1038,4 +1038,6 @@ class LoadManager:
                 "surplus_w": surplus[0] if surplus else None,
                 "grid_limit_w": grid_w,
                 "grid_source": self.grid[site_name][2] if grid_w is not None else None,
-                "computed_s_ago": round(time.monotonic() - state.computed_at, 1)}
+                "computed_s_ago": round(time.monotonic() - state.computed_at, 1),
+                # A change not yet allocated, or this allocation's writes still going out.
+                "settling": site_name in self._dirty or site_name in self._busy}

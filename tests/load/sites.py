@@ -86,15 +86,20 @@ def big_ev() -> EV:
 
 
 async def settled(node: Any, site: str = "GARAGE", timeout: float = 20.0,
+                  sessions: int | None = None,
                   ready: Callable[[dict[str, Any]], bool] = lambda live: True) -> dict[str, Any]:
-    """The live allocation once every charger holds what it was allocated (and `ready` holds
-    of it: an allocation written before the last session started is settled too)."""
+    """The live allocation once it is of the site as it is (no change waiting to be
+    allocated, no write of it in flight), every charger holds what it was allocated, the
+    site counts `sessions` sessions (when given: a session whose start is still on its way
+    to the allocator is not counted yet) and `ready` holds of it."""
     deadline = time.monotonic() + timeout
     live: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         live = node.gateway.load.live(site)
-        if live and all(c["written_a"] == c["allocated_a"] for c in live["chargers"]
-                        if c["online"]) and ready(live):
+        if live and not live["settling"] and all(
+                c["written_a"] == c["allocated_a"] for c in live["chargers"] if c["online"]) and (
+                sessions is None or sum(1 for c in live["chargers"] if c["session"]) == sessions
+        ) and ready(live):
             return live
         await asyncio.sleep(0.01)
     raise AssertionError(f"allocation not written within {timeout} s: {live}")
@@ -109,13 +114,13 @@ async def e2e_profile_latency(db: Path, n: int) -> dict[str, float]:
                       load_min_interval_s=0.0) as (node, boxes, _):
         for sid in list(boxes)[:-1]:
             await boxes[sid].charge(1, "BENCH", ev=big_ev())
-        await settled(node, timeout=120)
+        await settled(node, timeout=120, sessions=n - 1)
         load = node.gateway.load
         before = {k: w.limit_a for k, w in load.written.items()}
         last = list(boxes)[-1]
         t0 = time.perf_counter()
         await boxes[last].charge(1, "BENCH", ev=big_ev())
-        await settled(node, timeout=120)
+        await settled(node, timeout=120, sessions=n)
         t_last = time.perf_counter()
         changed = sum(1 for k, w in load.written.items() if before.get(k) != w.limit_a)
         return {"changed": changed, "last_ms": (t_last - t0) * 1000}

@@ -35,7 +35,7 @@ async def test_a_grid_limit_caps_the_site_and_lifting_it_restores(tmp_path, brok
                                                   "args": {"site": "GARAGE", "limit_w": 13800,
                                                            "source": "dso-signal-7"}})
         assert answer["ok"], answer
-        live = await settled(node)
+        live = await settled(node, sessions=len(CHARGERS))
         assert live["grid_limit_w"] == 13800 and live["grid_source"] == "dso-signal-7"
         assert sum(c["allocated_a"] for c in live["chargers"]) <= 20.0
         assert all(c["allocated_a"] >= 6 for c in live["chargers"])  # both keep charging
@@ -59,6 +59,14 @@ async def test_a_grid_limit_caps_the_site_and_lifting_it_restores(tmp_path, brok
         await until(lambda: asyncio.sleep(0, node.gateway.load.live("GARAGE")["grid_limit_w"]
                                            is None), 10)
         await until(lambda: asyncio.sleep(0, written_a(node) > 60), 20)  # risen again
+        # A change is said to be settling until it is allocated and the chargers hold it.
+        load = node.gateway.load
+        assert load.grid_limit("GARAGE", 9200, source="test")
+        assert load.live("GARAGE")["settling"]
+        live = await settled(node, sessions=len(CHARGERS))
+        assert live["grid_limit_w"] == 9200
+        assert sum(c["allocated_a"] for c in live["chargers"]) <= 9200 / 230 / 3 + 0.05
+        assert sum(c["written_a"] for c in live["chargers"]) <= 9200 / 230 / 3 + 0.05
 
 
 def written_a(node) -> float:
