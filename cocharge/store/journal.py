@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SLICE = 500
+_COPY_FROM = 40  # rows: below, an INSERT of arrays; from here on, a COPY (_pg_insert)
 Rows = Sequence[tuple[Any, Sequence[Any]]]  # dicts; tuples for a BulkInsert
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 
@@ -63,6 +64,19 @@ def _grouped(batch: list[_Entry]) -> list[tuple[Any, list[Any]]]:
             if rows:
                 grouped.setdefault(id(statement), (statement, []))[1].extend(rows)
     return list(grouped.values())
+
+
+async def _pg_insert(driver: Any, statement: BulkInsert, rows: list[Any]) -> None:
+    """Rows of one BulkInsert into PostgreSQL (asyncpg): a few as one INSERT of unnested
+    arrays (one round trip); from `_COPY_FROM` rows on, as a binary COPY: a round trip more,
+    but a row costs the gateway 0.5 µs against 2.5 and the database 2.8 against 3.8 (asyncpg
+    checks every element of an array against the collection ABCs; COPY encodes each value
+    with its column's codec alone). Either is one statement: atomic on its own."""
+    if len(rows) >= _COPY_FROM:
+        await driver.copy_records_to_table(statement.table.name, columns=statement.columns,
+                                           records=statement.params("postgresql", rows))
+    else:
+        await driver.execute(statement.unnest_sql, *statement.columns_of(rows))
 
 
 class Journal:
@@ -287,14 +301,12 @@ class Journal:
                 if len(grouped) == 1 and len(grouped[0][1]) <= _SLICE:
                     # One statement is atomic by itself (PostgreSQL's implicit transaction):
                     # no BEGIN and COMMIT round trips.
-                    statement, rows = grouped[0]
-                    await driver.execute(statement.unnest_sql, *statement.columns_of(rows))
+                    await _pg_insert(driver, *grouped[0])
                     return
                 async with driver.transaction():
                     for statement, rows in grouped:
                         for start in range(0, len(rows), _SLICE):
-                            await driver.execute(statement.unnest_sql, *statement.columns_of(
-                                rows[start:start + _SLICE]))
+                            await _pg_insert(driver, statement, rows[start:start + _SLICE])
             except Exception as exc:
                 if driver.is_closed():  # the database dropped it: the caller takes a new one
                     raise ConnectionError(f"the database closed the connection ({exc})") from exc

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from cocharge.store.db import open_store, utcnow
-from cocharge.store.journal import Journal
+from cocharge.store.journal import _COPY_FROM, Journal
 from cocharge.store.schema import connector_status, mqtt_requests, stations
 from cocharge.store.sql import BulkInsert
 
@@ -20,12 +20,13 @@ async def _registered(engine, *ids):
             for sid in ids])
 
 
-async def _one_batch(engine, statement, row, prefix, bad, column):
-    """Eleven entries written at once by a new journal (one batch), the sixth of them `bad`:
-    the keys of those that failed, and every `column` value stored after."""
+async def _one_batch(engine, statement, row, prefix, bad, column, good=10):
+    """`good` + 1 entries written at once by a new journal (one batch), the sixth of them
+    `bad`: the keys of those that failed, and every `column` value stored after."""
     journal = Journal(engine, linger_s=0.05)
     journal.start()
-    keys = [f"{prefix}{n}" for n in range(5)] + [bad] + [f"{prefix}{n}" for n in range(5, 10)]
+    keys = ([f"{prefix}{n}" for n in range(5)] + [bad]
+            + [f"{prefix}{n}" for n in range(5, good)])
     results = await asyncio.gather(*(journal.write([(statement, [row(key)])]) for key in keys),
                                    return_exceptions=True)
     assert journal.entries_failed == 1
@@ -82,6 +83,12 @@ async def test_a_bad_row_of_a_bulk_batch_fails_its_entry_alone_and_nothing_twice
                                       mqtt_requests.c.request_id)
     assert failed == ["TAKEN"]
     assert sorted(stored) == sorted(["TAKEN", *(f"R{n}" for n in range(10))])
+    # A batch large enough to go as a COPY on PostgreSQL (store/journal.py: _COPY_FROM).
+    failed, stored = await _one_batch(engine, BulkInsert(mqtt_requests), request, "Q", "TAKEN",
+                                      mqtt_requests.c.request_id, good=_COPY_FROM + 10)
+    assert failed == ["TAKEN"]
+    assert sorted(stored) == sorted(["TAKEN", *(f"R{n}" for n in range(10)),
+                                     *(f"Q{n}" for n in range(_COPY_FROM + 10))])
     await engine.dispose()
 
 
@@ -191,29 +198,45 @@ async def test_a_long_queue_gives_up_its_express_rows_in_one_batch_and_keeps_its
 
 async def test_bulk_rows_are_stored_as_given_in_their_order(db_url):
     """The hot path's bulk inserts (an executemany on SQLite; on PostgreSQL one INSERT of the
-    rows' columns as arrays): every value back as it went in, NULLs, floats, text beyond
-    ASCII and microseconds included, ids in the rows' order; and a value longer than its
-    column is refused, not cut to fit."""
+    rows' columns as arrays for a few rows, a binary COPY for more, in slices within one
+    transaction past 500): every value back as it went in, NULLs, floats, text beyond ASCII
+    and microseconds included, ids in the rows' order, whatever the batch's size; and a
+    value longer than its column is refused, not cut to fit, in a small batch and a large."""
     from datetime import datetime
 
+    from cocharge.store.journal import _SLICE
     from cocharge.store.schema import meter_samples
 
     engine = await open_store(db_url)
     journal = Journal(engine)
     journal.start()
     at = datetime(2026, 12, 5, 10, 0, 0, 123456)
-    rows = [{"session_id": n if n % 3 else None, "station_id": f"充电桩-{n}", "connector_id": n,
-             "ts": at, "measurand": "Energy.Active.Import.Register",
-             "phase": "L1" if n % 2 else None, "value": n * 0.1 + 1e-9, "unit": "Wh",
-             "context": None} for n in range(40)]
+
+    def rows(count: int, first: int) -> list[dict]:
+        return [{"session_id": n if n % 3 else None, "station_id": f"充电桩-{n}",
+                 "connector_id": n, "ts": at, "measurand": "Energy.Active.Import.Register",
+                 "phase": "L1" if n % 2 else None, "value": n * 0.1 + 1e-9, "unit": "Wh",
+                 "context": None if n % 5 else "Sample.Periodic"}
+                for n in range(first, first + count)]
+
+    copy_from, one_slice = _COPY_FROM, _SLICE
+    written: list[dict] = []
     bulk = BulkInsert(meter_samples)
-    await journal.write([(bulk, rows)])
+    for count in (1, copy_from - 1, copy_from, 40, one_slice + 100):
+        batch = rows(count, len(written))
+        await journal.write([(bulk, batch)])
+        written += batch
     async with engine.connect() as conn:
         stored = (await conn.execute(select(meter_samples).order_by(meter_samples.c.id))).all()
-    assert [dict(r._mapping, id=None) for r in stored] == [dict(r, id=None) for r in rows]
-    too_long = dict(rows[0], unit="W" * 17)  # unit is VARCHAR(16)
+    assert [dict(r._mapping, id=None) for r in stored] == [dict(r, id=None) for r in written]
     if engine.dialect.name == "postgresql":  # SQLite keeps any length; check_rows stops it
-        with pytest.raises(Exception, match="too long"):
-            await journal.write([(bulk, [too_long])])
+        for count in (1, copy_from, 40):
+            batch = rows(count, 0)
+            batch[-1]["unit"] = "W" * 17  # unit is VARCHAR(16)
+            with pytest.raises(Exception, match="too long"):
+                await journal.write([(bulk, batch)])
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(func.count()).select_from(meter_samples)) == len(
+                written)  # none of a refused batch kept
     await journal.close()
     await engine.dispose()
