@@ -955,6 +955,18 @@ async def main(args: argparse.Namespace) -> None:
         for name, each_round in rounds.items():
             each = [(f.get("saturated") or {}).get("server_us_per_call") for f in each_round]
             print(f"  {name:<14}" + " ".join(_num(v, 5, 0) for v in each))
+        # The two targets of a round ran one after the other: their ratio is less at the
+        # mercy of the machine's drift (10-25 % from one half hour to the next) than the
+        # ratio of the medians.
+        for one, two in (("postgres", "postgres-w2"), ("postgres@base", "postgres-w2@base")):
+            if one in rounds and two in rounds:
+                ratios = [b / a for f1, f2 in zip(rounds[one], rounds[two], strict=True)
+                          if (a := (f1.get("saturated") or {}).get("calls_per_s"))
+                          and (b := (f2.get("saturated") or {}).get("calls_per_s"))]
+                if ratios:
+                    print(f"{two} / {one}, saturated calls/s by round: "
+                          + " ".join(f"x{r:.2f}" for r in ratios)
+                          + f" (median x{statistics.median(ratios):.2f})")
 
 
 def parse() -> argparse.Namespace:
