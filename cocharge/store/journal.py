@@ -8,8 +8,9 @@ reconnect storm of thousands of chargers costs a handful of commits, not thousan
 
 Two kinds of entry:
 - rows (`write`): (statement, rows) pairs. Statements are built once and reused, so that
-  the rows of every entry of a batch that use the same statement go out as one
-  executemany (a `BulkInsert`, the hot tables' rows, straight to the driver). Rows are
+  the rows of every entry of a batch that use the same statement go out together (a
+  `BulkInsert`, the hot tables' rows, straight to the driver: an executemany on SQLite, one
+  INSERT of arrays or a COPY on PostgreSQL). Rows are
   checked by the caller before they get here; if a batch still fails, each of its entries
   is tried again on its own, so only the guilty one fails.
 - work (`run`): an async function given the connection, for what needs reads and

@@ -67,7 +67,8 @@ class BulkInsert:
     Each row gives every column but the generated id, as a dict (checked with check_rows like
     any other) or as a tuple in the table's column order; the journal turns them into what
     the dialect it writes to takes (SQLite: tuples for an executemany; PostgreSQL: one list
-    per column for a single INSERT of them all)."""
+    per column for a single INSERT of them all, or for many rows the tuples for a binary
+    COPY: store/journal.py)."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
