@@ -9,7 +9,7 @@ import pytest
 from cocharge.gateway.operator_client import send_request
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry
-from tests.conftest import register, simulated, ws_url
+from tests.conftest import register, simulated, until, ws_url
 
 
 async def ask(node, station, command, **args):
@@ -34,6 +34,10 @@ async def test_remote_start_then_stop(node, wallbox):
             break
         await asyncio.sleep(0.05)
     session = wallbox.sessions[1]
+    # Stopped once the car has drawn some energy (on a busy machine the stop could otherwise
+    # reach the charger before the simulated car began to charge: a session of 0 Wh).
+    started_wh = wallbox.hw[1].register_wh
+    await until(lambda: asyncio.sleep(0, wallbox.hw[1].register_wh > started_wh), 10)
     [row] = await registry.list_sessions(node.engine, "WB1")
     answer = await ask(node, "WB1", "stop", session_id=row["id"])
     assert answer["accepted"]
