@@ -159,6 +159,20 @@ def _convert_keys(data: Any, keys: _Keys) -> Any:
     return data
 
 
+def handler_arguments(payload: dict[str, Any], raw: frozenset[str]) -> dict[str, Any]:
+    """A call's payload as its handler's keyword arguments: every key in snake_case, all the
+    way down, except under the `raw` keys, whose values are passed as the charger sent them
+    (the meter values a version's own parser reads in camelCase: renaming every key of nine
+    sampled values cost 8.9 µs a 2.0.1 MeterValues)."""
+    keys = _SNAKE_KEYS
+    arguments = {}
+    for key, value in payload.items():
+        kind = type(value)
+        arguments[keys[key]] = (value if key in raw or (kind is not dict and kind is not list)
+                                else _convert_keys(value, keys))
+    return arguments
+
+
 def as_camel_dict(payload: Any) -> dict[str, Any]:
     """A call or call-result dataclass of the `ocpp` library as the JSON object it stands for."""
     if not any(value is not None for value in vars(payload).values()):
@@ -192,6 +206,8 @@ class StationConnection:
     protocol: ClassVar[str]
     ACTIONS: ClassVar[frozenset[str]]
     HANDLERS: ClassVar[dict[str, str]]  # action -> method name, collected from @handles
+    # Payload keys whose values reach the handlers as sent, in camelCase (handler_arguments).
+    RAW_ARGUMENTS: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -357,7 +373,8 @@ class StationConnection:
             self.quirk_book.fix(self.quirks, self.id, msg.action, msg.payload, msg.text)
         try:
             rpc.validate(self.protocol, msg.action, msg.payload)
-            response = await getattr(self, method)(**_convert_keys(msg.payload, _SNAKE_KEYS))
+            response = await getattr(self, method)(**handler_arguments(msg.payload,
+                                                                        self.RAW_ARGUMENTS))
             try:
                 frame = self.rpc.result(msg, as_camel_dict(response))
             except RpcError as error:  # our answer breaks the schema: our bug, not theirs

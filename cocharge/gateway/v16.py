@@ -60,10 +60,11 @@ def id_tag_info(status: AuthStatus, parent: str | None = None) -> dict[str, str]
 
 
 def parse_meter_values(meter_value: list[dict[str, Any]], stamps: list[Stamp]) -> list[MeterSample]:
+    """MeterValueType entries as the charger sent them (camelCase keys: RAW_ARGUMENTS)."""
     samples = []
     for entry, stamp in zip(meter_value, stamps, strict=True):
         at = stamp.at
-        for sampled in entry.get("sampled_value", []):
+        for sampled in entry.get("sampledValue", []):
             if sampled.get("format") == "SignedData":
                 continue  # the signed blob is kept by the charger; we bill the plain reading
             value = sample_value(sampled["value"])
@@ -80,6 +81,7 @@ def _max_16(purpose: str | None) -> str | None:
 class V16Connection(StationConnection):
     protocol = "1.6"
     ACTIONS = frozenset(a.value for a in Action)
+    RAW_ARGUMENTS = frozenset({"meterValue", "transactionData"})  # parse_meter_values
 
     @handles(Action.boot_notification)
     async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,

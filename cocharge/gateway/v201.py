@@ -108,11 +108,12 @@ def id_token_info(status: AuthStatus, group: str | None = None,
 
 def parse_meter_values(meter_value: list[dict[str, Any]] | None,
                        stamps: list[Stamp]) -> list[MeterSample]:
+    """MeterValueType entries as the charger sent them (camelCase keys: RAW_ARGUMENTS)."""
     samples = []
     for entry, stamp in zip(meter_value or [], stamps, strict=True):
         at = stamp.at
-        for sampled in entry.get("sampled_value", []):
-            unit_of_measure = sampled.get("unit_of_measure") or {}
+        for sampled in entry.get("sampledValue", []):
+            unit_of_measure = sampled.get("unitOfMeasure") or {}
             value = sample_value(sampled.get("value"), unit_of_measure.get("multiplier", 0))
             samples.append(normalise_sample(at, sampled.get("measurand"), value,
                                             unit_of_measure.get("unit"), sampled.get("phase"),
@@ -191,6 +192,7 @@ def _tags_of(command: cmd.Command) -> list[str]:
 class V201Connection(StationConnection):
     protocol = "2.0.1"
     ACTIONS = frozenset(a.value for a in Action)
+    RAW_ARGUMENTS = frozenset({"meterValue"})  # parse_meter_values
     SPLITS = {
         "GetVariables": ("getVariableData", "DeviceDataCtrlr", "GetVariables",
                          "getVariableResult"),

@@ -105,3 +105,29 @@ def test_both_versions_spell_their_codes():
     assert ERROR_CODES["2.0.1"].occurrence == "OccurrenceConstraintViolation"
     assert ERROR_CODES["1.6"].format == "FormationViolation"
     assert ERROR_CODES["2.0.1"].format == "FormatViolation"
+
+
+def test_handler_arguments_are_snake_case_but_under_the_raw_keys():
+    """What a handler is called with: every key in snake_case all the way down, but the
+    values of the version's raw keys (the meter values its parser reads) as sent."""
+    from cocharge.gateway.connection import handler_arguments
+    from cocharge.gateway.v16 import V16Connection
+    from cocharge.gateway.v21 import V21Connection
+    from cocharge.gateway.v201 import V201Connection
+
+    meter = [{"timestamp": "2026-12-05T10:00:00Z", "sampledValue": [
+        {"value": 5, "unitOfMeasure": {"unit": "Wh", "multiplier": 3}}]}]
+    payload = {"evseId": 1, "meterValue": meter,
+               "transactionInfo": {"transactionId": "t1", "chargingState": "Charging"},
+               "idToken": {"idToken": "TAG", "additionalInfo": [{"additionalIdToken": "x"}]}}
+    arguments = handler_arguments(payload, V201Connection.RAW_ARGUMENTS)
+    assert arguments == {
+        "evse_id": 1, "meter_value": meter,
+        "transaction_info": {"transaction_id": "t1", "charging_state": "Charging"},
+        "id_token": {"id_token": "TAG", "additional_info": [{"additional_id_token": "x"}]}}
+    assert arguments["meter_value"] is meter  # as sent
+    assert handler_arguments(payload, frozenset())["meter_value"] == [
+        {"timestamp": "2026-12-05T10:00:00Z", "sampled_value": [
+            {"value": 5, "unit_of_measure": {"unit": "Wh", "multiplier": 3}}]}]
+    assert V21Connection.RAW_ARGUMENTS == V201Connection.RAW_ARGUMENTS == {"meterValue"}
+    assert V16Connection.RAW_ARGUMENTS == {"meterValue", "transactionData"}
