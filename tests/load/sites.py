@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,20 +86,18 @@ def big_ev() -> EV:
 
 
 async def settled(node: Any, site: str = "GARAGE", timeout: float = 20.0,
-                  sessions: int | None = None,
-                  ready: Callable[[dict[str, Any]], bool] = lambda live: True) -> dict[str, Any]:
+                  sessions: int | None = None) -> dict[str, Any]:
     """The live allocation once it is of the site as it is (no change waiting to be
-    allocated, no write of it in flight), every charger holds what it was allocated, the
+    allocated, no write of it in flight), every charger holds what it was allocated, and the
     site counts `sessions` sessions (when given: a session whose start is still on its way
-    to the allocator is not counted yet) and `ready` holds of it."""
+    to the allocator is not counted yet)."""
     deadline = time.monotonic() + timeout
     live: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         live = node.gateway.load.live(site)
         if live and not live["settling"] and all(
                 c["written_a"] == c["allocated_a"] for c in live["chargers"] if c["online"]) and (
-                sessions is None or sum(1 for c in live["chargers"] if c["session"]) == sessions
-        ) and ready(live):
+                sessions is None or sum(1 for c in live["chargers"] if c["session"]) == sessions):
             return live
         await asyncio.sleep(0.01)
     raise AssertionError(f"allocation not written within {timeout} s: {live}")
