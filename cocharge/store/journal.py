@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SLICE = 500
-_COPY_FROM = 40  # rows: below, an INSERT of arrays; from here on, a COPY (_pg_insert)
+_COPY_FROM = 8  # rows: below, an INSERT of arrays; from here on, a COPY (_pg_insert)
 Rows = Sequence[tuple[Any, Sequence[Any]]]  # dicts; tuples for a BulkInsert
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 
@@ -70,9 +70,12 @@ def _grouped(batch: list[_Entry]) -> list[tuple[Any, list[Any]]]:
 async def _pg_insert(driver: Any, statement: BulkInsert, rows: list[Any]) -> None:
     """Rows of one BulkInsert into PostgreSQL (asyncpg): a few as one INSERT of unnested
     arrays (one round trip); from `_COPY_FROM` rows on, as a binary COPY: a round trip more,
-    but a row costs the gateway 0.5 µs against 2.5 and the database 2.8 against 3.8 (asyncpg
-    checks every element of an array against the collection ABCs; COPY encodes each value
-    with its column's codec alone). Either is one statement: atomic on its own."""
+    but less CPU a row (asyncpg checks every element of an array against the collection ABCs;
+    COPY encodes each value with its column's codec alone). benchmarks/journal_batches.py:
+    they cross between 4 and 8 meter rows; at 12 rows the gateway 165 -> 125 µs a batch, at 40
+    295 -> 174, the database 176 -> 170 and 336 -> 288, and the wall time less from 8 rows on
+    (the extra round trip costs less than the encoding). Either is one statement: atomic on
+    its own."""
     if len(rows) >= _COPY_FROM:
         await driver.copy_records_to_table(statement.table.name, columns=statement.columns,
                                            records=statement.params("postgresql", rows))
