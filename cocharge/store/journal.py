@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SLICE = 500
+_CLOSE_WAIT_S = 10.0  # close(): how long the commit in flight may take before it is given up
 _COPY_FROM = 8  # rows: below, an INSERT of arrays; from here on, a COPY (_pg_insert)
 Rows = Sequence[tuple[Any, Sequence[Any]]]  # dicts; tuples for a BulkInsert
 Work = Callable[[AsyncConnection], Awaitable[Any]]
@@ -97,6 +98,8 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None  # the writer's, once started
         self._conn: AsyncConnection | None = None  # the rows' own (_rows_committed)
         self._checkpoints: asyncio.Task[None] | None = None
+        self._closing = False
+        self._in_flight: list[_Entry] = []  # the batch (or work) being committed
         self.commits = 0
         self.committed_at = float("-inf")  # time.monotonic() of the last commit
         self.rows_written = 0
@@ -134,12 +137,26 @@ class Journal:
             self._checkpoints = None
         if self._task is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
+        # The writer finishes the commit in flight and what is queued, then returns; it is
+        # cancelled only if that takes longer than _CLOSE_WAIT_S (a database that stopped
+        # answering), and the callers of what it was committing are told so, not left waiting.
+        self._closing = True
+        self._wakeup.set()
+        task, self._task = self._task, None
+        done, _ = await asyncio.wait({task}, timeout=_CLOSE_WAIT_S)
+        if not done:
+            log.warning("journal: the commit in flight took over %.0f s at close; given up",
+                        _CLOSE_WAIT_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for entry in self._in_flight:
+                if not entry.done.done():
+                    entry.done.set_exception(RuntimeError(
+                        "the journal closed before this entry's commit finished"))
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("journal: the writer had stopped: %r", task.exception())
+        self._closing = False
         while self._pending:
             await self._flush()
         if self._conn is not None:
@@ -200,7 +217,7 @@ class Journal:
         await committed
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._wakeup.wait()
             # Let the messages that are already in arrive first (a linger of 0 still yields
             # once); whatever comes in while a commit is in flight joins the next one.
@@ -208,6 +225,7 @@ class Journal:
             self._wakeup.clear()
             while self._pending:
                 await self._flush()
+            self._in_flight = []
 
     async def _flush(self) -> None:
         if self._pending[0].work is not None and self._express_queued:
@@ -223,10 +241,12 @@ class Journal:
                     rest.append(entry)
             self._pending = rest
             self._express_queued -= len(express)
+            self._in_flight = express
             await self._commit(express, sum(e.size for e in express))
             return
         first = self._take()
         if first.work is not None:
+            self._in_flight = [first]
             await self._one(first)
             return
         batch = [first]
@@ -235,6 +255,7 @@ class Journal:
             entry = self._take()
             batch.append(entry)
             size += entry.size
+        self._in_flight = batch
         await self._commit(batch, size)
 
     def _take(self) -> _Entry:

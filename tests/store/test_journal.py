@@ -116,6 +116,60 @@ async def test_work_and_blocks_run_in_their_turn_and_roll_back_on_error(db_url):
     await engine.dispose()
 
 
+async def test_close_finishes_the_commit_in_flight_and_what_is_queued_behind_it(db_url):
+    """close() while a transaction is in flight: it is committed, not cut off (its caller got
+    its result instead of waiting for ever), and so are the rows queued behind it."""
+    engine = await open_store(db_url)
+    await _registered(engine, "S1", "S2")
+    journal = Journal(engine)
+    journal.start()
+    began, release = asyncio.Event(), asyncio.Event()
+
+    async def work(conn):
+        began.set()
+        await release.wait()
+        await conn.execute(insert(connector_status).values(**_status("S1")))
+        return "committed"
+
+    ran = asyncio.create_task(journal.run(work))
+    await began.wait()
+    queued = asyncio.create_task(journal.write([(insert(connector_status), [_status("S2")])]))
+    closing = asyncio.create_task(journal.close())
+    await asyncio.sleep(0.05)  # close() has begun and waits for the writer
+    assert not closing.done() and not ran.done()
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert ran.result() == "committed" and queued.result() is None
+    async with engine.connect() as conn:
+        assert sorted((await conn.execute(select(connector_status.c.station_id))).scalars()) \
+            == ["S1", "S2"]
+    await engine.dispose()
+
+
+async def test_close_gives_up_a_commit_that_never_ends_and_says_so_to_its_caller(
+        db_url, monkeypatch):
+    """A commit still in flight after the close's wait (a database that stopped answering) is
+    cancelled, and its caller gets an error instead of waiting for ever."""
+    from cocharge.store import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_CLOSE_WAIT_S", 0.2)
+    engine = await open_store(db_url)
+    journal = Journal(engine)
+    journal.start()
+    began = asyncio.Event()
+
+    async def stuck(conn):
+        began.set()
+        await asyncio.Event().wait()
+
+    ran = asyncio.create_task(journal.run(stuck))
+    await began.wait()
+    await asyncio.wait_for(journal.close(), 10)
+    with pytest.raises(RuntimeError, match="closed before"):
+        await asyncio.wait_for(ran, 1)
+    await engine.dispose()
+
+
 async def test_express_rows_are_committed_before_queued_work(db_url):
     """A well-behaved charger's meter values do not wait behind a queue of other stations'
     transactions: express rows go in the commit before the next queued work item."""
