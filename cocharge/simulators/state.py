@@ -89,8 +89,9 @@ class SimClock:
     def now(self) -> datetime:
         return self._origin + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
 
-    def iso(self) -> str:
-        return self.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    def iso(self, at: datetime | None = None) -> str:
+        """Now (or `at`, a time of this clock) as the charger writes it."""
+        return (at or self.now()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -112,3 +113,9 @@ class SimSession:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[Any] | None = None  # what runs it (power_loss cancels it)
+
+    @property
+    def sampled_at(self) -> datetime | None:
+        """The charger's time of the meter's last reading (its register is of that moment,
+        however long the message then waits behind others)."""
+        return None if self.tx_start is None else self.tx_start + timedelta(seconds=self.device_s)

@@ -95,7 +95,7 @@ class Wallbox16(WallboxMixin, ChargePoint16):
         await self.send_status(connector_id, "Faulted", FAULT_CODES_16[kind])
 
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
-        sampled = [{"timestamp": self.clock.iso(), "sampledValue": [
+        sampled = [{"timestamp": self.clock.iso(session.sampled_at), "sampledValue": [
             {"value": str(int(hw.register_wh)), "measurand": "Energy.Active.Import.Register",
              "unit": "Wh"},
             {"value": f"{hw.power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},

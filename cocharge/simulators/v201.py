@@ -88,8 +88,9 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             "variable": {"name": variable}}]))
         await self.send_status(connector_id, "Faulted")
 
-    def _register(self, hw: Connector, context: str) -> list[dict[str, Any]]:
-        return [{"timestamp": self.clock.iso(), "sampled_value": [
+    def _register(self, hw: Connector, context: str, at: str | None = None
+                  ) -> list[dict[str, Any]]:
+        return [{"timestamp": at or self.clock.iso(), "sampled_value": [
             {"value": round(hw.register_wh, 1), "measurand": "Energy.Active.Import.Register",
              "context": context, "unit_of_measure": {"unit": "Wh"}},
             {"value": round(hw.power_w), "measurand": "Power.Active.Import", "context": context,
@@ -112,10 +113,11 @@ class Wallbox201(WallboxMixin, ChargePoint201):
             session.stop_reason = "DeAuthorized"
 
     async def send_meter(self, session: SimSession, hw: Connector) -> None:
+        at = self.clock.iso(session.sampled_at)
         await self.send(call201.TransactionEvent(
-            event_type="Updated", timestamp=self.clock.iso(), trigger_reason="MeterValuePeriodic",
+            event_type="Updated", timestamp=at, trigger_reason="MeterValuePeriodic",
             seq_no=next(self._seq), transaction_info={"transaction_id": session.tx_id},
-            meter_value=self._register(hw, "Sample.Periodic")), keep=True)
+            meter_value=self._register(hw, "Sample.Periodic", at)), keep=True)
         await self.check_monitors("EVSE", session.connector_id, "Power", hw.power_w,
                                   transaction=True)
 

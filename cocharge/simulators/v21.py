@@ -263,10 +263,11 @@ class Wallbox21(Wallbox201):
         self.hw[connector_id].discharge_left_wh = discharge_wh
         return await self.charge(connector_id, tag, energy_wh=energy_wh, ev=ev)
 
-    def _register(self, hw: Connector, context: str) -> list[dict[str, Any]]:
+    def _register(self, hw: Connector, context: str, at: str | None = None
+                  ) -> list[dict[str, Any]]:
         """Its meter reads whole Wh (as a calibrated meter does): what it bills itself and
         what it reports are the same readings."""
-        reading = super()._register(hw, context)
+        reading = super()._register(hw, context, at)
         values = reading[0]["sampled_value"]
         for value in values:
             if value["measurand"] == "Power.Active.Import":

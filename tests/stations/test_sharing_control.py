@@ -7,12 +7,13 @@ group charging; every test runs for OCPP 1.6J and 2.0.1.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from cocharge.gateway.operator_client import send_request
 from cocharge.node import Node, running_node
@@ -25,6 +26,7 @@ from cocharge.store.schema import (
     bookings,
     connector_status,
     ledger_transfers,
+    meter_samples,
     sessions,
     settlements,
     station_events,
@@ -176,6 +178,45 @@ async def test_quota_only_with_a_slow_car_moves_the_zero_point_until_the_quota_i
         assert row.cutoff_reason == "quota" and row.limit_wh == 1000
     finally:
         await close_wallbox(box)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_simulated_meter_stamps_a_reading_with_the_time_it_was_taken(node, protocol):
+    """A reading that waits before it goes out (here 50 ms: 6 s of the charger's time at 120x;
+    on a loaded machine, a status notification's round trip) keeps the time its register is
+    of. The quota test above computes its moves from these times: stamped when sent, the
+    moved 0 A point came that much late and the session overshot its quota."""
+    await register(node, "WB10", tags=("MEI",), max_power_kw=11)
+    box = await open_box(node, "WB10", protocol, speed=120, meter_interval_s=0.1)
+    taken: list[datetime] = []
+
+    def slow_to_send(charger: Any) -> None:
+        session = charger.sessions.get(1)
+        if session is not None and session.sampled_at is not None:
+            taken.append(session.sampled_at.astimezone(UTC).replace(tzinfo=None))
+        time.sleep(0.05)  # the reading is taken; the message waits
+
+    box.meter_listeners.append(slow_to_send)
+    try:
+        answer = await send_request(node.engine, {"command": "start", "station": "WB10",
+                                                  "args": {"tag": "MEI", "connector_id": 1}})
+        assert answer["accepted"]
+        await until(lambda: len(taken) >= 6)
+        [row] = await until(lambda: session_rows(node, "WB10"))
+        async with node.engine.connect() as conn:
+            stamps = list((await conn.execute(
+                select(meter_samples.c.ts).where(
+                    meter_samples.c.station_id == "WB10",
+                    meter_samples.c.measurand == "Energy.Active.Import.Register",
+                    meter_samples.c.ts > row.started_at,  # periodic: 1.6 says no context
+                    or_(meter_samples.c.context.is_(None),
+                        meter_samples.c.context == "Sample.Periodic"))
+                .order_by(meter_samples.c.ts))).scalars())
+    finally:
+        await close_wallbox(box)
+    assert len(stamps) >= 4
+    for stamp in stamps:
+        assert min(abs((stamp - at).total_seconds()) for at in taken) < 0.002, stamp
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
