@@ -22,16 +22,18 @@ from sqlalchemy import (
     any_,
     bindparam,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Bound = AsyncEngine | AsyncConnection
 
 
+# The dialects' modules are imported where they are used: an engine of that dialect has
+# loaded them already, and a CLI command on SQLite does not pay for PostgreSQL's (28 ms).
 def _insert_for(engine: Bound, table: Table) -> Any:
     if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
         return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
     return sqlite.insert(table)
 
 
@@ -52,6 +54,7 @@ def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[boo
     """`column IN values`; on PostgreSQL as `= ANY(array)`: one parameter, so the prepared
     statement keeps its index plan however many values there are."""
     if bound.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
         matches: ColumnElement[bool] = column == any_(bindparam(None, list(values),
                                                                  type_=ARRAY(column.type)))
         return matches
@@ -89,6 +92,7 @@ class BulkInsert:
     def unnest_sql(self) -> str:
         """PostgreSQL: one INSERT of every row, its columns as arrays (`columns_of`). An
         executemany runs the INSERT once a row in the server; this runs it once."""
+        from sqlalchemy.dialects import postgresql
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         types = [re.sub(r"\(.*?\)", "", self.table.c[name].type.compile(dialect=dialect))
                  for name in self.columns]  # lengths are the columns' to check, not the cast's
