@@ -79,13 +79,24 @@ async def measure(sizes: list[int], seconds: float) -> None:
         await admin.close()
 
 
+def batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(n) for n in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers of rows from 1, "
+                                         "comma-separated (1,8,40)")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="1,4,8,12,20,40,150",
+    parser.add_argument("--rows", type=batch_sizes, default="1,4,8,12,20,40,150",
                         help="batch sizes, comma-separated")
     parser.add_argument("--seconds", type=float, default=1.0, help="per size, way and round")
     args = parser.parse_args()
-    sizes = [int(n) for n in args.rows.split(",")]
+    sizes = args.rows
     print(f"Journal batches into meter_samples (PostgreSQL {PG.rsplit('@', 1)[-1]}), "
           f"the journal switches to COPY at {journal._COPY_FROM} rows")
     uvloop.install()
