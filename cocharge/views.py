@@ -64,15 +64,19 @@ async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[s
 
 async def session_detail(engine: AsyncEngine, session_id: int) -> dict[str, Any] | None:
     """One session, priced, with its bill and split once settled; None if there is none."""
-    found = await registry.list_sessions(engine, session_id=session_id)
-    if not found:
-        return None
-    shown = (await priced(engine, found))[0]
+    # The bill is read before the session: a session is settled only once it has ended, and
+    # neither goes back, so a bill read first is never shown beside a session still active
+    # (read the other way round, a session that ended and was settled between the two reads
+    # showed as active with its bill).
     async with engine.connect() as conn:
         bill = (await conn.execute(select(settlements).where(
             settlements.c.session_id == session_id))).first()
         charger = await conn.scalar(select(sessions.c.charger_cost_fen)
                                     .where(sessions.c.id == session_id))
+    found = await registry.list_sessions(engine, session_id=session_id)
+    if not found:
+        return None
+    shown = (await priced(engine, found))[0]
     if charger is not None:  # a 2.1 charger's own calculation (checked, not billed)
         shown["charger_cost_fen"] = int(charger)
     if bill is not None:
