@@ -193,6 +193,8 @@ class SharingController:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         await self._background.close()
+        await self._adoptions.close()
+        await self._queued.close()
 
     def _tx(self) -> Any:
         """A write transaction: in the journal's turn when the gateway runs one."""

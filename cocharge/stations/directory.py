@@ -48,17 +48,39 @@ class Coalescer(Generic[K, V]):
             self._task = asyncio.create_task(self._round(), name="coalesced look-up")
         return await future
 
+    async def close(self, wait_s: float = 10.0) -> None:
+        """Let the round in flight finish (its callers get their answers), then return; a
+        round that takes longer than `wait_s` (a database that stopped answering) is
+        cancelled, and its callers are told. (A round left running when the node shut down
+        kept its database connection checked out past the engine's disposal: a connection
+        nobody closed, whose thread failed later on a closed event loop.)"""
+        while self._task is not None and not self._task.done():
+            task = self._task
+            done, _ = await asyncio.wait({task}, timeout=wait_s)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def _round(self) -> None:
         while self._waiting:
             await asyncio.sleep(self._linger_s)
             waiting, self._waiting = self._waiting, {}
             try:
                 found = await self._fetch(list(waiting))
-            except Exception as exc:
+            except BaseException as exc:
+                told = (RuntimeError("the look-up was given up at shutdown")
+                        if isinstance(exc, asyncio.CancelledError) else exc)
                 for futures in waiting.values():
                     for future in futures:
                         if not future.done():
-                            future.set_exception(exc)
+                            future.set_exception(told)
+                if not isinstance(exc, Exception):
+                    for futures in self._waiting.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(told)
+                    raise
                 continue
             for key, futures in waiting.items():
                 for future in futures:
@@ -124,6 +146,7 @@ class StationDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._lookup.close()
 
     def get(self, station_id: str) -> StationRecord | None:
         return self.stations.get(station_id)

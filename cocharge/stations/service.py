@@ -269,6 +269,7 @@ class StationService:
         with contextlib.suppress(Exception):
             await self._flush_last_seen()
         await self.directory.close()
+        await self._seqs.close()
         await self.frames.close()
         await self.journal.close()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 
 import pytest
@@ -12,9 +14,9 @@ from websockets.exceptions import InvalidStatus
 
 from cocharge.node import running_node
 from cocharge.stations import registry
-from cocharge.stations.directory import StationDirectory
+from cocharge.stations.directory import Coalescer, StationDirectory
 from cocharge.store.schema import connector_status, meter_samples, sessions, stations
-from tests.conftest import raw_station, register, settings, ws_url
+from tests.conftest import raw_station, register, settings, until, ws_url
 
 
 def status(connector: int, state: str = "Available") -> dict:
@@ -210,3 +212,69 @@ async def test_meter_values_survive_the_database_dropping_the_gateways_connectio
         assert (await station.call("MeterValues", meter("1010")))[0] == 3
         assert (await station.call("MeterValues", meter("1020")))[0] == 3
         assert await count(node, meter_samples, "KEPT") == 3
+
+
+
+async def test_look_ups_in_flight_at_shutdown_leave_no_database_connection_open(sqlite_url):
+    """Chargers keep connecting while the node stops: the look-ups their connections start
+    (sessions to adopt, queued commands) that are in flight finish before the engine is
+    disposed. (Left running, one finished after the node had gone, on a connection that
+    nobody closed, whose thread later failed on a closed event loop.)"""
+    before = {t.ident for t in threading.enumerate()}
+    knocked = 0
+
+    async def knock(n: int) -> None:
+        nonlocal knocked
+        while True:
+            with contextlib.suppress(Exception):
+                async with connect(f"{url}/KNOCK{n}", subprotocols=["ocpp1.6"]):
+                    pass
+            knocked += 1
+            await asyncio.sleep(0.001)
+
+    async with running_node(sqlite_url, settings()) as node:
+        url = ws_url(node)
+        await register(node, *(f"KNOCK{n}" for n in range(8)))
+        knockers = [asyncio.create_task(knock(n)) for n in range(8)]
+
+        async def knocking() -> bool:
+            return knocked >= 40
+
+        await until(knocking)
+    for task in knockers:
+        task.cancel()
+    await asyncio.gather(*knockers, return_exceptions=True)
+    left = [t.name for t in threading.enumerate()
+            if t.ident not in before and "_connection_worker_thread" in t.name]
+    assert left == []
+
+
+async def test_closing_a_coalescer_lets_its_round_finish_and_gives_up_a_stuck_one():
+    release = asyncio.Event()
+    fetched: list[list[str]] = []
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        fetched.append(keys)
+        await release.wait()
+        return {key: key.lower() for key in keys}
+
+    lookups = Coalescer(fetch, linger_s=0)
+    first = asyncio.create_task(lookups.get("A"))
+    second = asyncio.create_task(lookups.get("B"))
+    while not fetched:
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(lookups.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the round in flight ...
+    release.set()
+    await closing
+    assert (first.done(), second.done()) == (True, True)  # ... which answered its callers
+    assert (first.result(), second.result()) == ("a", "b") and fetched == [["A", "B"]]
+
+    release.clear()
+    stuck = asyncio.create_task(lookups.get("C"))
+    while len(fetched) < 2:
+        await asyncio.sleep(0)
+    await lookups.close(wait_s=0.05)  # a database that stopped answering: given up
+    with pytest.raises(RuntimeError, match="given up at shutdown"):
+        await stuck
