@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text, update
 
+from cocharge import views
 from cocharge.node import running_node
 from cocharge.settlement import funds, ledger, loyalty, settle
 from cocharge.settlement.ledger import Transfer
@@ -22,7 +23,7 @@ from cocharge.stations import registry, sharing
 from cocharge.store.db import open_store, utcnow
 from cocharge.store.schema import charge_groups, group_members, sessions, settlements
 from tests import forked_cli
-from tests.conftest import settings, ws_url
+from tests.conftest import settings, until, ws_url
 
 
 async def topup(engine, tag: str, fen: int) -> None:
@@ -138,6 +139,44 @@ async def engine(sqlite_url):
         await registry.add_member(engine, tag, tag, None)
     yield engine
     await engine.dispose()
+
+
+async def test_a_session_settled_while_it_is_read_is_not_shown_active_with_its_bill(pg_url):
+    """`sessions show` and the API read a session and its bill in two queries. Here the
+    session ends and is settled between them (the reader is held at its second query by a
+    lock until then): it is shown ended with its bill, never still active with it."""
+    engine = await open_store(pg_url)
+    try:
+        await registry.add_station(engine, registry.NewStation("P1", owner="host1"))
+        await registry.add_member(engine, "A", "A", None)
+        start = utcnow() - timedelta(minutes=30)
+        async with engine.begin() as conn:
+            session_id = int((await conn.execute(insert(sessions).values(
+                station_id="P1", connector_id=1, tx_ref="T1", protocol="1.6", id_tag="A",
+                started_at=start, meter_start_wh=0, status="active", created_at=start)
+                .returning(sessions.c.id))).scalar_one())
+        async with engine.connect() as other:  # another process ends and settles it
+            await other.execute(text("LOCK TABLE settlements IN ACCESS EXCLUSIVE MODE"))
+            reading = asyncio.create_task(views.session_detail(engine, session_id))
+
+            async def reader_waits() -> bool:
+                async with engine.connect() as conn:
+                    return bool(await conn.scalar(text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "WHERE c.relname = 'settlements' AND NOT l.granted")))
+
+            await until(reader_waits)
+            await other.execute(update(sessions).where(sessions.c.id == session_id).values(
+                status="completed", ended_at=utcnow(), meter_stop_wh=1000, energy_wh=1000))
+            await other.execute(insert(settlements).values(
+                session_id=session_id, payer="wallet:A", cdr="{}", cost_fen=150,
+                discounts="[]", payable_fen=150, paid_fen=150, owed_fen=0, split="[]",
+                settled_at=utcnow()))
+            await other.commit()
+            shown = await asyncio.wait_for(reading, 10)
+        assert (shown["status"], shown["bill"]["payable_fen"]) == ("completed", 150)
+    finally:
+        await engine.dispose()
 
 
 async def test_quota_pays_for_energy_and_never_goes_below_zero(engine):
