@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.settlement import funds, ledger
-from cocharge.settlement.settle import running_cost_fen, terms_from_json
+from cocharge.settlement.settle import running_costs_fen, terms_from_json
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
 from cocharge.store.schema import meter_samples, sessions, settlements, station_terms, stations
@@ -43,6 +43,7 @@ async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[s
             payable = {int(sid): int(fen) for sid, fen in await conn.execute(
                 select(settlements.c.session_id, settlements.c.payable_fen)
                 .where(settlements.c.session_id.in_(ended)))}
+    so_far = await running_costs_fen(engine, running) if running else {}
     for row in rows:
         if row["status"] == "active":
             low_high = registers.get(row["id"])
@@ -51,7 +52,7 @@ async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[s
                 row["energy_wh"] = max(0, int(low_high[1] - start))
             else:
                 row["energy_wh"] = None
-            cost = await running_cost_fen(engine, row["id"])
+            cost = so_far.get(row["id"])
             row["cost_so_far_fen"] = cost
         else:
             cost = payable.get(row["id"])

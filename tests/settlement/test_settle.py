@@ -21,7 +21,15 @@ from cocharge.settlement.tariff import simple_tariff
 from cocharge.simulators.wallbox import SimConfig, close_wallbox, open_wallbox
 from cocharge.stations import registry, sharing
 from cocharge.store.db import open_store, utcnow
-from cocharge.store.schema import charge_groups, group_members, sessions, settlements
+from cocharge.store.schema import (
+    ENERGY_REGISTER,
+    charge_groups,
+    group_members,
+    meter_samples,
+    sessions,
+    settlements,
+    tariffs,
+)
 from tests import forked_cli
 from tests.conftest import settings, until, ws_url
 
@@ -191,6 +199,42 @@ async def test_quota_pays_for_energy_and_never_goes_below_zero(engine):
     async with engine.connect() as conn:
         assert await ledger.balance(conn, "quota:A", settle.QUOTA) == 0
         assert await settle.quota_left(conn, "A", utcnow()) == 0
+
+
+async def test_the_running_costs_of_many_sessions_each_at_its_own_tariff(engine):
+    """A fleet page prices every running session at once (`views.priced`, a query for all of
+    them): each at the tariff it sealed, else the one in force when it started (the
+    connector's before the station's, not one made since), else the default."""
+    await registry.add_station(engine, registry.NewStation("P2", owner="host2", connectors=2))
+    await registry.add_station(engine, registry.NewStation("P3", owner="host3"))
+    start = utcnow() - timedelta(minutes=20)
+    sealed = await settle.set_tariff(engine, "P1", 0, simple_tariff(Decimal("2.00")))
+    await settle.set_tariff(engine, "P2", 0, simple_tariff(Decimal("1.00")))
+    await settle.set_tariff(engine, "P2", 2, simple_tariff(Decimal("3.00")))
+    async with engine.begin() as conn:
+        await conn.execute(update(tariffs).values(created_at=start - timedelta(minutes=1)))
+    await settle.set_tariff(engine, "P2", 1, simple_tariff(Decimal("9.00")))  # made since
+    running = {}
+    for station, connector, tariff_id, kwh in (("P1", 1, sealed, 3), ("P2", 1, None, 2),
+                                               ("P2", 2, None, 2), ("P3", 1, None, 4)):
+        async with engine.begin() as conn:
+            sid = int((await conn.execute(insert(sessions).values(
+                station_id=station, connector_id=connector, tx_ref=f"{station}-{connector}",
+                protocol="1.6", id_tag="A", started_at=start, meter_start_wh=5000,
+                status="active", created_at=start, tariff_id=tariff_id)
+                .returning(sessions.c.id))).scalar_one())
+            await conn.execute(insert(meter_samples), [
+                {"session_id": sid, "station_id": station, "connector_id": connector,
+                 "ts": start + timedelta(minutes=minutes), "measurand": ENERGY_REGISTER,
+                 "value": 5000.0 + wh} for minutes, wh in ((10, kwh * 500), (20, kwh * 1000))])
+        running[(station, connector)] = sid
+    rows = {(r["station"], r["connector"]): r for r in await views.priced(
+        engine, await registry.list_sessions(engine, active=True))}
+    assert {key: r["cost_so_far_fen"] for key, r in rows.items()} == {
+        ("P1", 1): 600, ("P2", 1): 200, ("P2", 2): 600, ("P3", 1): 600}  # P3: 1.50 default
+    assert await settle.running_cost_fen(engine, running[("P2", 2)]) == 600
+    assert {key: r["energy_wh"] for key, r in rows.items()} == {
+        ("P1", 1): 3000, ("P2", 1): 2000, ("P2", 2): 2000, ("P3", 1): 4000}
 
 
 async def test_group_and_green_discounts_and_the_free_session(engine):
