@@ -48,7 +48,7 @@ class Coalescer(Generic[K, V]):
             self._task = asyncio.create_task(self._round(), name="coalesced look-up")
         return await future
 
-    async def close(self, wait_s: float = 10.0) -> None:
+    async def close(self, wait_s: float = 5.0) -> None:
         """Let the round in flight finish (its callers get their answers), then return; a
         round that takes longer than `wait_s` (a database that stopped answering) is
         cancelled, and its callers are told. (A round left running when the node shut down
