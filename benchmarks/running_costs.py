@@ -5,7 +5,8 @@ sessions list --active`).
 Makes a SQLite database (or a fresh PostgreSQL one with --db) with N stations, each with a
 running session of R energy-register readings 20 s apart, half of the stations with a
 tariff of their own (sealed by their session), then prices them all a few times and prints
-the wall and CPU time of one poll (this process's CPU: the node that serves the API).
+the wall and CPU time of one poll (this process's CPU: the node that serves the API) and
+the longest the event loop was held by it (the node's chargers wait that long).
 
     python benchmarks/running_costs.py [--sessions 500] [--readings 360] [--rounds 3]
                                        [--db postgresql+asyncpg://postgres@127.0.0.1/bench]
@@ -54,18 +55,28 @@ async def run(args: argparse.Namespace) -> None:
                      "ts": start + timedelta(seconds=20 * k), "measurand": ENERGY_REGISTER,
                      "value": float(k * 40)} for k in range(args.readings)])
         running = await registry.list_sessions(engine, active=True)
-        walls, cpus = [], []
+        walls, cpus, stalls = [], [], [0.0]
+
+        async def tick() -> None:  # what a charger served by the same event loop waits
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0.001)
+                stalls.append(time.perf_counter() - before - 0.001)
+
+        ticking = asyncio.create_task(tick())
         for _ in range(args.rounds):
             wall, cpu = time.perf_counter(), time.process_time()
             shown = await views.priced(engine, running)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
+        ticking.cancel()
         assert all(r["cost_so_far_fen"] is not None for r in shown)
         print(f"running sessions priced (the fleet page's poll, every 3 s): {args.sessions} "
               f"sessions x {args.readings} readings on {engine.dialect.name}: "
               f"{statistics.median(walls):.3f} s wall, {statistics.median(cpus):.3f} s CPU "
               f"(median of {args.rounds}); "
-              f"{statistics.median(cpus) / args.sessions * 1e3:.2f} ms CPU a session")
+              f"{statistics.median(cpus) / args.sessions * 1e3:.2f} ms CPU a session; "
+              f"the event loop's longest stall {max(stalls) * 1e3:.0f} ms")
     finally:
         await engine.dispose()
 

@@ -319,7 +319,9 @@ async def running_cost_fen(engine: AsyncEngine, session_id: int,
     return (await running_costs_fen(engine, [session_id], defaults)).get(session_id)
 
 
-_RUNNING_CHUNK = 500  # sessions a query (SQLite's limit on a statement's parameters)
+# Sessions a round of queries: few enough that the gateway's chargers, served by the same
+# event loop, wait at most a few milliseconds behind one (benchmarks/running_costs.py).
+_RUNNING_CHUNK = 50
 
 
 async def running_costs_fen(engine: AsyncEngine, session_ids: Sequence[int],
@@ -371,6 +373,7 @@ async def running_costs_fen(engine: AsyncEngine, session_ids: Sequence[int],
                     tariff = (tariff_from_json(json.loads(newest.body)) if newest is not None
                               else defaults.tariff())
                 costs[int(row.id)] = _cost_so_far(row, tariff, readings.get(int(row.id), []), now)
+            await asyncio.sleep(0)  # the chargers' turn
     return costs
 
 
