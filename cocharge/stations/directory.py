@@ -63,29 +63,32 @@ class Coalescer(Generic[K, V]):
                     await task
 
     async def _round(self) -> None:
-        while self._waiting:
-            await asyncio.sleep(self._linger_s)
-            waiting, self._waiting = self._waiting, {}
-            try:
-                found = await self._fetch(list(waiting))
-            except BaseException as exc:
-                told = (RuntimeError("the look-up was given up at shutdown")
-                        if isinstance(exc, asyncio.CancelledError) else exc)
-                for futures in waiting.values():
+        waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        try:
+            while self._waiting:
+                await asyncio.sleep(self._linger_s)
+                waiting, self._waiting = self._waiting, {}
+                try:
+                    found = await self._fetch(list(waiting))
+                except Exception as exc:
+                    self._answer(waiting, exc)
+                    continue
+                for key, futures in waiting.items():
                     for future in futures:
                         if not future.done():
-                            future.set_exception(told)
-                if not isinstance(exc, Exception):
-                    for futures in self._waiting.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(told)
-                    raise
-                continue
-            for key, futures in waiting.items():
-                for future in futures:
-                    if not future.done():
-                        future.set_result(found.get(key))
+                            future.set_result(found.get(key))
+        except asyncio.CancelledError:  # given up by close(): its callers are told
+            gone = RuntimeError("the look-up was given up at shutdown")
+            self._answer(waiting, gone)
+            self._answer(self._waiting, gone)
+            raise
+
+    @staticmethod
+    def _answer(waiting: dict[K, list[asyncio.Future[V | None]]], exc: BaseException) -> None:
+        for futures in waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
 
 
 @dataclass
