@@ -148,9 +148,11 @@ class Api:
         ids = {s["id"] for s in shown}
         if who.role == "member":
             return [{k: s.get(k) for k in PUBLIC_FIELDS} for s in shown]
-        active = await views.priced(self.engine, [r for r in running if r["station"] in ids])
-        for station in shown:
-            station["sessions"] = [r for r in active if r["station"] == station["id"]]
+        active: dict[str, list[dict[str, Any]]] = {}
+        for r in await views.priced(self.engine, [r for r in running if r["station"] in ids]):
+            active.setdefault(r["station"], []).append(r)
+        for station in shown:  # (a scan of every running session for each station was
+            station["sessions"] = active.get(station["id"], [])  # a third of a fleet poll)
         return shown
 
     async def station(self, who: Principal, station_id: str) -> dict[str, Any]:
