@@ -41,7 +41,7 @@ bench: install-test
 	$(PY) benchmarks/fleet.py --kill
 	$(PY) benchmarks/gateway_throughput.py
 	$(PY) benchmarks/ledger_throughput.py
-	$(PY) benchmarks/running_costs.py
+	$(PY) benchmarks/fleet_page.py
 	$(PY) benchmarks/journal_batches.py
 	$(PY) benchmarks/password_guessing.py
 	$(PY) benchmarks/allocation.py --e2e 200

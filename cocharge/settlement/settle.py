@@ -321,7 +321,7 @@ async def running_cost_fen(engine: AsyncEngine, session_id: int,
 
 # Sessions a round of queries: few enough that the gateway's chargers, served by the same
 # event loop, wait at most a few milliseconds behind one (benchmarks/running_costs.py).
-_RUNNING_CHUNK = 50
+_RUNNING_CHUNK = 25
 
 
 async def running_costs_fen(engine: AsyncEngine, session_ids: Sequence[int],

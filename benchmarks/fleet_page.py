@@ -1,0 +1,166 @@
+"""The console's fleet page, polled every 3 s: GET /api/v1/stations, every station with
+its running sessions priced so far (`cocharge.views.priced`, also `cocharge sessions list
+--active`).
+
+Makes a SQLite database (or a fresh PostgreSQL one with --db) with `--stations` stations of
+two connectors, the first `--sessions` of them with a running session of `--readings`
+energy-register readings 20 s apart, half of those with a tariff of their own (sealed by
+their session). Then, on this process's event loop:
+- prices the running sessions a few times: wall and CPU time of one round, and the longest
+  the event loop was held by it (a charger served by the same node waits that long);
+- starts a node with its HTTP API on that database and asks GET /api/v1/stations as the
+  operator a few times (from a thread): wall and CPU time of the node for one poll and the
+  answer's size.
+
+    python benchmarks/fleet_page.py [--stations 10000] [--sessions 2000] [--readings 180]
+        [--rounds 3] [--db postgresql+asyncpg://postgres@127.0.0.1/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import tempfile
+import time
+import urllib.request
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert
+
+from cocharge import views
+from cocharge.api.keys import create_key
+from cocharge.config import GatewaySettings
+from cocharge.node import running_node
+from cocharge.settlement import settle
+from cocharge.settlement.tariff import simple_tariff
+from cocharge.stations import registry
+from cocharge.store.db import open_store, utcnow
+from cocharge.store.schema import (
+    ENERGY_REGISTER,
+    connector_status,
+    meter_samples,
+    sessions,
+    stations,
+)
+
+
+async def fill(db: str, args: argparse.Namespace) -> None:
+    engine = await open_store(db)
+    try:
+        now = utcnow()
+        start = now - timedelta(seconds=20 * args.readings)
+        names = [f"S{n:05d}" for n in range(args.stations)]
+        async with engine.begin() as conn:
+            await conn.execute(insert(stations), [
+                {"id": name, "admission": "accepted", "connectors": 2, "created_at": now,
+                 "owner": f"host{n % 300}"} for n, name in enumerate(names)])
+            await conn.execute(insert(connector_status), [
+                {"station_id": name, "connector_id": c, "status": "Available",
+                 "updated_at": now} for name in names for c in (1, 2)])
+        sealed = {n: await settle.set_tariff(engine, names[n], 0, simple_tariff(Decimal("1.20")))
+                  for n in range(0, args.sessions, 2)}
+        async with engine.begin() as conn:
+            for n in range(args.sessions):
+                sid = int((await conn.execute(insert(sessions).values(
+                    station_id=names[n], connector_id=1, tx_ref=f"T{n}", protocol="1.6",
+                    id_tag="A", started_at=start, meter_start_wh=0, status="active",
+                    created_at=start, tariff_id=sealed.get(n)).returning(sessions.c.id))
+                    ).scalar_one())
+                await conn.execute(insert(meter_samples), [
+                    {"session_id": sid, "station_id": names[n], "connector_id": 1,
+                     "ts": start + timedelta(seconds=20 * k), "measurand": ENERGY_REGISTER,
+                     "value": float(k * 40)} for k in range(args.readings)])
+    finally:
+        await engine.dispose()
+
+
+def timed(walls: list[float], cpus: list[float]) -> str:
+    return (f"{statistics.median(walls):.3f} s wall, {statistics.median(cpus):.3f} s CPU "
+            f"(median of {len(walls)})")
+
+
+async def run(args: argparse.Namespace) -> None:
+    db = args.db or os.path.join(tempfile.mkdtemp(prefix="cocharge-fleet-page-"), "bench.db")
+    await fill(db, args)
+    shape = (f"{args.stations} stations, {args.sessions} running sessions x {args.readings} "
+             f"readings")
+    async with running_node(db, GatewaySettings(host="127.0.0.1", port=0, operator_port=0,
+                                                upload_port=0, api_port=0)) as node:
+        engine = node.engine
+        running = await registry.list_sessions(engine, active=True)
+        walls: list[float] = []
+        cpus: list[float] = []
+        stalls = [0.0]
+
+        async def tick() -> None:  # what a charger served by the same event loop waits
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0.001)
+                stalls.append(time.perf_counter() - before - 0.001)
+
+        ticking = asyncio.create_task(tick())
+        for _ in range(args.rounds):
+            wall, cpu = time.perf_counter(), time.process_time()
+            shown = await views.priced(engine, running)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        ticking.cancel()
+        assert all(r["cost_so_far_fen"] is not None for r in shown)
+        print(f"running sessions priced ({shape}, {engine.dialect.name}): {timed(walls, cpus)}; "
+              f"{statistics.median(cpus) / max(1, args.sessions) * 1e3:.2f} ms CPU a session; "
+              f"the event loop's longest stall {max(stalls) * 1e3:.0f} ms")
+
+        assert node.api is not None
+        key = await create_key(engine, "bench", "operator", None)
+
+        def get() -> int:
+            request = urllib.request.Request(node.api.url + "/api/v1/stations",
+                                             headers={"Authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(request, timeout=300) as answer:
+                return len(answer.read())
+
+        walls, cpus, stalls = [], [], [0.0]
+        size = 0
+        ticking = asyncio.create_task(tick())
+        for _ in range(args.rounds):
+            wall, cpu = time.perf_counter(), time.process_time()
+            size = await asyncio.to_thread(get)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        ticking.cancel()
+        print(f"GET /api/v1/stations, the fleet page's poll every 3 s ({shape}): "
+              f"{timed(walls, cpus)} of the node, {size / 1e6:.1f} MB; the event loop's "
+              f"longest stall {max(stalls) * 1e3:.0f} ms")
+
+
+def parse() -> Any:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError("give 1 or more")
+        return value
+
+    parser.add_argument("--stations", type=count, default=10000)
+    parser.add_argument("--sessions", type=count, default=2000)
+    parser.add_argument("--readings", type=count, default=180)
+    parser.add_argument("--rounds", type=count, default=3)
+    parser.add_argument("--db", help="a database URL (default: a new SQLite file)")
+    args = parser.parse_args()
+    if args.sessions > args.stations:
+        parser.error("--sessions: at most as many as --stations (one running session each)")
+    return args
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)  # the node's start-up notes are not the figures
+    asyncio.run(run(parse()))
