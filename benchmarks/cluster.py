@@ -16,7 +16,8 @@ calls/s and server CPU µs per call with 1 and 2 workers (benchmarks/fleet.py's
 workers idle while it waits for its commit; the load generator in its own process, its CPU
 printed).
 
-Needs haproxy and mosquitto (Debian packages) and the PostgreSQL of COCHARGE_TEST_PG.
+Needs haproxy and mosquitto (Debian packages: installed when missing, as root, as the tests
+do) and the PostgreSQL of COCHARGE_TEST_PG.
 
 Every process lives within a hard open-files limit (20,000 here, without CAP_SYS_RESOURCE
 to raise it): one HAProxy process holds half as many chargers (two descriptors per
@@ -106,8 +107,20 @@ def processes_of(pid: int) -> set[str]:
 
 
 def binary(name: str) -> str:
-    found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)),
-                                       None)
+    """The server's binary; on a machine without it, installed from Debian's package of that
+    name as the tests do (as root; otherwise one line saying what to install)."""
+
+    def where() -> str | None:
+        return shutil.which(name) or next(
+            (p for p in (f"/usr/sbin/{name}",) if os.path.exists(p)), None)
+
+    found = where()
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"{name} is not installed: apt-get install {name}", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", name], check=False,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = where()
     if found is None:
         raise SystemExit(f"{name} is not installed: apt-get install {name}")
     return found
