@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -85,7 +86,15 @@ def timed(walls: list[float], cpus: list[float]) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    db = args.db or os.path.join(tempfile.mkdtemp(prefix="cocharge-fleet-page-"), "bench.db")
+    folder = None if args.db else tempfile.mkdtemp(prefix="cocharge-fleet-page-")
+    try:
+        await measure(args.db or os.path.join(str(folder), "bench.db"), args)
+    finally:
+        if folder is not None:  # 48 MB of database at the default sizes
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def measure(db: str, args: argparse.Namespace) -> None:
     await fill(db, args)
     shape = (f"{args.stations} stations, {args.sessions} running sessions x {args.readings} "
              f"readings")
