@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cocharge.background import finish
 from cocharge.store.schema import connector_status, stations
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,7 @@ class Coalescer(Generic[K, V]):
         kept its database connection checked out past the engine's disposal: a connection
         nobody closed, whose thread failed later on a closed event loop.)"""
         while self._task is not None and not self._task.done():
-            task = self._task
-            done, _ = await asyncio.wait({task}, timeout=wait_s)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await finish(self._task, wait_s)
 
     async def _round(self) -> None:
         waiting: dict[K, list[asyncio.Future[V | None]]] = {}

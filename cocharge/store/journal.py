@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cocharge.background import finish
 from cocharge.store.sql import BulkInsert
 
 log = logging.getLogger(__name__)
@@ -143,13 +144,9 @@ class Journal:
         self._closing = True
         self._wakeup.set()
         task, self._task = self._task, None
-        done, _ = await asyncio.wait({task}, timeout=_CLOSE_WAIT_S)
-        if not done:
+        if not await finish(task, _CLOSE_WAIT_S):
             log.warning("journal: the commit in flight took over %.0f s at close; given up",
                         _CLOSE_WAIT_S)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             for entry in self._in_flight:
                 if not entry.done.done():
                     entry.done.set_exception(RuntimeError(
