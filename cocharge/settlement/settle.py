@@ -135,13 +135,20 @@ async def tariffs_in_force(conn: AsyncConnection, station_ids: Sequence[str],
     rows = (await conn.execute(select(tariffs).where(and_(
         tariffs.c.station_id.in_(list(station_ids)),
         tariffs.c.connector_id.in_([connector_id, 0]))))).all()
-    newest: dict[str, Any] = {}
+    of_station: dict[str, list[Any]] = {}
     for row in rows:
-        key = (row.connector_id, row.created_at, row.id)
-        held = newest.get(row.station_id)
-        if held is None or key > (held.connector_id, held.created_at, held.id):
-            newest[row.station_id] = row
-    return {sid: tariff_from_json(json.loads(row.body)) for sid, row in newest.items()}
+        of_station.setdefault(row.station_id, []).append(row)
+    newest = {sid: _newest(found, connector_id) for sid, found in of_station.items()}
+    return {sid: tariff_from_json(json.loads(row.body)) for sid, row in newest.items()
+            if row is not None}
+
+
+def _newest(rows: Sequence[Any], connector_id: int, at: datetime | None = None) -> Any | None:
+    """Of a station's tariff rows, the one `tariff_in_force` picks: the connector's before
+    the station's (connector 0), the newest created by `at`."""
+    return max((r for r in rows if r.connector_id in (connector_id, 0)
+                and (at is None or r.created_at <= at)),
+               default=None, key=lambda r: (r.connector_id, r.created_at, r.id))
 
 
 async def show_tariffs(engine: AsyncEngine, station_id: str) -> list[dict[str, Any]]:
@@ -366,11 +373,8 @@ async def running_costs_fen(engine: AsyncEngine, session_ids: Sequence[int],
                     continue
                 tariff = bodies.get(int(row.tariff_id)) if row.tariff_id is not None else None
                 if tariff is None:  # the one in force when it started, else the default
-                    candidates = [t for t in of_station.get(row.station_id, ())
-                                  if t.connector_id in (row.connector_id, 0)
-                                  and t.created_at <= row.started_at]
-                    newest = max(candidates, default=None,
-                                 key=lambda t: (t.connector_id, t.created_at, t.id))
+                    newest = _newest(of_station.get(row.station_id, []), row.connector_id,
+                                     row.started_at)
                     tariff = (tariff_from_json(json.loads(newest.body)) if newest is not None
                               else defaults.tariff())
                 costs[int(row.id)] = _cost_so_far(row, tariff, readings.get(int(row.id), []), now)
