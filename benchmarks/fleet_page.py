@@ -1,6 +1,6 @@
-"""The console's fleet page, polled every 3 s: GET /api/v1/stations, every station with
-its running sessions priced so far (`cocharge.views.priced`, also `cocharge sessions list
---active`).
+"""The console's fleet page, polled every 3 s: GET /api/v1/stations, the stations with
+their running sessions priced so far (`cocharge.views.priced`, also `cocharge sessions list
+--active`), the whole list and the console's page of it.
 
 Makes a SQLite database (or a fresh PostgreSQL one with --db) with `--stations` stations of
 two connectors, the first `--sessions` of them with a running session of `--readings`
@@ -9,8 +9,9 @@ their session). Then, on this process's event loop:
 - prices the running sessions a few times: wall and CPU time of one round, and the longest
   the event loop was held by it (a charger served by the same node waits that long);
 - starts a node with its HTTP API on that database and asks GET /api/v1/stations as the
-  operator a few times (from a thread): wall and CPU time of the node for one poll and the
-  answer's size.
+  operator a few times (from a thread), the whole list and then the console's page of it
+  (`?limit=100`): wall and CPU time of the node for one poll, the answer's size, and the
+  longest the event loop was held meanwhile.
 
     python benchmarks/fleet_page.py [--stations 10000] [--sessions 2000] [--readings 180]
         [--rounds 3] [--db postgresql+asyncpg://postgres@127.0.0.1/bench]
@@ -48,6 +49,7 @@ from cocharge.store.schema import (
     sessions,
     stations,
 )
+from cocharge.web.console import FLEET_PAGE
 
 
 async def fill(db: str, args: argparse.Namespace) -> None:
@@ -127,24 +129,27 @@ async def measure(db: str, args: argparse.Namespace) -> None:
         assert node.api is not None
         key = await create_key(engine, "bench", "operator", None)
 
-        def get() -> int:
-            request = urllib.request.Request(node.api.url + "/api/v1/stations",
-                                             headers={"Authorization": f"Bearer {key}"})
-            with urllib.request.urlopen(request, timeout=300) as answer:
-                return len(answer.read())
+        for query, what in (("", "the whole list"),
+                            (f"?limit={FLEET_PAGE}", "a page of the console's fleet, which it "
+                             "polls every 3 s (the first: every station on it charging)")):
+            def get() -> int:
+                request = urllib.request.Request(node.api.url + "/api/v1/stations" + query,
+                                                 headers={"Authorization": f"Bearer {key}"})
+                with urllib.request.urlopen(request, timeout=300) as answer:
+                    return len(answer.read())
 
-        walls, cpus, stalls = [], [], [0.0]
-        size = 0
-        ticking = asyncio.create_task(tick())
-        for _ in range(args.rounds):
-            wall, cpu = time.perf_counter(), time.process_time()
-            size = await asyncio.to_thread(get)
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-        ticking.cancel()
-        print(f"GET /api/v1/stations, the fleet page's poll every 3 s ({shape}): "
-              f"{timed(walls, cpus)} of the node, {size / 1e6:.1f} MB; the event loop's "
-              f"longest stall {max(stalls) * 1e3:.0f} ms")
+            walls, cpus, stalls = [], [], [0.0]
+            size = 0
+            ticking = asyncio.create_task(tick())
+            for _ in range(args.rounds):
+                wall, cpu = time.perf_counter(), time.process_time()
+                size = await asyncio.to_thread(get)
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+            ticking.cancel()
+            print(f"GET /api/v1/stations{query}, {what} ({shape}): "
+                  f"{timed(walls, cpus)} of the node, {size / 1e6:.2f} MB; the event loop's "
+                  f"longest stall {max(stalls) * 1e3:.0f} ms")
 
 
 def parse() -> Any:

@@ -292,11 +292,20 @@ def build_app(api: Api) -> FastAPI:
         return p.as_json()
 
     @app.get("/api/v1/stations", tags=["stations"],
-             summary="Stations in the key's scope, live: online, connectors, running sessions")
-    async def stations(p: Who, online: bool | None = None,
-                       q: Annotated[str | None, Query(max_length=100)] = None
+             summary="Stations in the key's scope, live: online, connectors, running sessions",
+             description="In the order of their ids. `limit` and `offset` give a page of them "
+             "(without `limit`: all from `offset`); the headers X-Total-Count and "
+             "X-Online-Count say how many match `online` and `q` in all, and how many of "
+             "those are online.")
+    async def stations(p: Who, response: Response, online: bool | None = None,
+                       q: Annotated[str | None, Query(max_length=100)] = None,
+                       limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+                       offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
                        ) -> list[dict[str, Any]]:
-        return await api.stations(p, online, q)
+        page = await api.station_page(p, online, q, limit, offset)
+        response.headers["X-Total-Count"] = str(page.total)
+        response.headers["X-Online-Count"] = str(page.online)
+        return page.stations
 
     @app.get("/api/v1/stations/{station_id}", tags=["stations"],
              summary="One station: details, sharing rules, sessions")

@@ -43,6 +43,18 @@ PUBLIC_FIELDS = ("id", "online", "connectors", "max_power_kw", "area", "connecto
                  "protocol", "lat", "lon", "address")
 
 
+_WHOLE = 1000  # stations: from this many on, a whole list is read whole, not by their ids
+
+
+@dataclass
+class StationPage:
+    """A page of the station list: its stations, and how many match (and are online) in all."""
+
+    stations: list[dict[str, Any]]
+    total: int
+    online: int
+
+
 class ApiError(Exception):
     """A refused request: `status` is its HTTP status, the message says why."""
 
@@ -131,29 +143,54 @@ class Api:
 
     async def stations(self, who: Principal, online: bool | None = None,
                        q: str | None = None) -> list[dict[str, Any]]:
+        """Every station in `who`'s scope that matches (`station_page`, unpaged)."""
+        return (await self.station_page(who, online, q)).stations
+
+    async def station_page(self, who: Principal, online: bool | None = None,
+                           q: str | None = None, limit: int | None = None,
+                           offset: int = 0) -> StationPage:
+        """The stations in `who`'s scope that match `online` and the text `q`, in the order
+        of their ids, from `offset`, at most `limit` of them (None: all), with their running
+        sessions priced so far; and how many match, and are online, in all. Only the page's
+        running sessions are priced: a page of 100 of 10,000 stations costs the node a
+        tenth of pricing all (benchmarks/fleet_page.py)."""
         scope = await self.scope(who)
-        listed = await registry.list_stations(self.engine)
-        running = await registry.list_sessions(self.engine, active=True)
-        shown = []
-        for station in listed:
-            if scope is not None and who.role != "member" and station["id"] not in scope:
+        here = self.gateway.connections
+        text = q.lower() if q else None
+        matched: list[str] = []
+        up = 0
+        for listed in await registry.station_index(self.engine):
+            if scope is not None and who.role != "member" and listed.id not in scope:
                 continue
+            is_online = listed.online or listed.id in here
+            if online is not None and is_online != online:
+                continue
+            if text and text not in listed.text:
+                continue
+            matched.append(listed.id)
+            up += is_online
+        ids = matched[offset:] if limit is None else matched[offset:offset + limit]
+        whole = len(ids) > _WHOLE  # (not thousands of ids in a query)
+        shown = await registry.list_stations(self.engine, None if whole else ids)
+        if whole:
+            wanted = set(ids)
+            shown = [s for s in shown if s["id"] in wanted]
+        for station in shown:
             self._online(station)
-            if online is not None and station["online"] != online:
-                continue
-            if q and q.lower() not in " ".join(str(station.get(k) or "") for k in (
-                    "id", "owner", "area", "vendor", "model")).lower():
-                continue
-            shown.append(station)
-        ids = {s["id"] for s in shown}
+        page = StationPage(shown, len(matched), up)
         if who.role == "member":
-            return [{k: s.get(k) for k in PUBLIC_FIELDS} for s in shown]
+            page.stations = [{k: s.get(k) for k in PUBLIC_FIELDS} for s in shown]
+            return page
+        running = await registry.list_sessions(self.engine, active=True,
+                                               station_ids=None if whole else ids)
+        if whole:
+            running = [r for r in running if r["station"] in wanted]
         active: dict[str, list[dict[str, Any]]] = {}
-        for r in await views.priced(self.engine, [r for r in running if r["station"] in ids]):
+        for r in await views.priced(self.engine, running):
             active.setdefault(r["station"], []).append(r)
         for station in shown:  # (a scan of every running session for each station was
             station["sessions"] = active.get(station["id"], [])  # a third of a fleet poll)
-        return shown
+        return page
 
     async def station(self, who: Principal, station_id: str) -> dict[str, Any]:
         row = await self._visible(who, station_id)

@@ -154,19 +154,27 @@ async def running_nodes(engine: AsyncEngine) -> set[str]:
     return {r.id for r in rows if r.database in (None, here) and node_alive(r, now)}
 
 
-async def list_stations(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """Every station, with `online` (a running node holds its connection) and that node."""
+async def list_stations(engine: AsyncEngine, ids: Collection[str] | None = None
+                        ) -> list[dict[str, Any]]:
+    """Every station (`ids`: these only), in the order of their ids, with `online` (a running
+    node holds its connection) and that node."""
     running = await running_nodes(engine)
     by_station: dict[str, list[Any]] = {}
-    listed = []
+    listed: list[dict[str, Any]] = []
+    if ids is not None and not ids:
+        return listed
+    which = select(stations).order_by(stations.c.id)
+    statuses = select(connector_status)
+    if ids is not None:
+        which = which.where(stations.c.id.in_(sorted(ids)))
+        statuses = statuses.where(connector_status.c.station_id.in_(sorted(ids)))
     # Read and shown a part at a time, each part the node's chargers' turn after it: 10,000
     # stations at once held the event loop ~100 ms (benchmarks/fleet_page.py).
     async with engine.connect() as conn:
-        async for part in (await conn.stream(select(connector_status))).partitions(_PART):
+        async for part in (await conn.stream(statuses)).partitions(_PART):
             for s in part:
                 by_station.setdefault(s.station_id, []).append(s)
-        async for part in (await conn.stream(
-                select(stations).order_by(stations.c.id))).partitions(_PART):
+        async for part in (await conn.stream(which)).partitions(_PART):
             for r in part:
                 view = _station_view(r, sorted(by_station.get(r.id, []),
                                                key=lambda s: s.connector_id))
@@ -174,6 +182,32 @@ async def list_stations(engine: AsyncEngine) -> list[dict[str, Any]]:
                 view["node"] = r.node if view["online"] else None
                 listed.append(view)
     return listed
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What a station list is filtered and counted by, before a page of it is shown."""
+
+    id: str
+    online: bool  # a running node holds its connection
+    text: str  # its id, owner, area, vendor and model, lower case, for a search
+
+
+async def station_index(engine: AsyncEngine) -> list[Listed]:
+    """Every station, in the order of their ids, as little as a filter and a count need: a
+    page of 100 of 10,000 stations is then read whole, not every station (a fleet page's
+    poll: benchmarks/fleet_page.py)."""
+    running = await running_nodes(engine)
+    found: list[Listed] = []
+    async with engine.connect() as conn:
+        async for part in (await conn.stream(
+                select(stations.c.id, stations.c.node, stations.c.owner, stations.c.area,
+                       stations.c.vendor, stations.c.model)
+                .order_by(stations.c.id))).partitions(_PART):
+            for r in part:
+                found.append(Listed(r.id, r.node is not None and r.node in running, " ".join(
+                    str(v or "") for v in (r.id, r.owner, r.area, r.vendor, r.model)).lower()))
+    return found
 
 
 _PART = 500  # rows of a large listing handled at once

@@ -36,6 +36,7 @@ from cocharge.web.pages import env
 from cocharge.web.statement import to_html as statement_html
 
 HERE = os.path.dirname(__file__)
+FLEET_PAGE = 100  # stations on a page of the fleet (each polled every 3 s)
 
 # The command form: what each command asks for (the API takes any of the `remote` set).
 FORM_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -463,19 +464,35 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.get("/console/", include_in_schema=False)
     async def fleet(request: Request, q: str | None = None,
-                    online: str | None = None) -> Response:
+                    online: str | None = None, page: str | None = None) -> Response:
+        """The fleet, FLEET_PAGE stations a page (`page`, from 1), kept current by the page's
+        script polling the same page of the API."""
         who = await user(request)
         if who is None:
             return login_page()
         if who.role == "member" and "q" not in request.query_params:
             return RedirectResponse("/console/me", status_code=303)
+        number = 1 if not page else int(page) if page.isascii() and page.isdigit() else 0
+        if not 1 <= number <= 10**6:
+            raise ApiError(400, "page: a whole number from 1")
         wanted = {"yes": True, "no": False}.get(online or "")
-        shown = await api.stations(who, wanted, q or None)
+        offset = (number - 1) * FLEET_PAGE
+        shown = await api.station_page(who, wanted, q or None, FLEET_PAGE, offset)
+        filters = {k: v for k, v in (("q", q), ("online", online)) if v}
         poll = "/api/v1/stations?" + urlencode(
-            {k: v for k, v in (("q", q), ("online", online)) if v})
-        return render("fleet.html", request, who, stations=shown, q=q or "", poll=poll,
-                      online=online or "", total=len(shown),
-                      up=sum(1 for s in shown if s["online"]), **outcome(request))
+            {**filters, "limit": FLEET_PAGE, "offset": offset})
+
+        def link(to: int) -> str:
+            return "/console/?" + urlencode({**filters, "page": to})
+
+        last = max(1, math.ceil(shown.total / FLEET_PAGE))
+        if number > last:  # past the end (the fleet shrank, or a typed number): the last page
+            return RedirectResponse(link(last), status_code=303)
+        return render("fleet.html", request, who, stations=shown.stations, q=q or "",
+                      poll=poll, online=online or "", total=shown.total, up=shown.online,
+                      first=offset + 1, shown_to=offset + len(shown.stations),
+                      previous=link(number - 1) if number > 1 else None,
+                      next=link(number + 1) if number < last else None, **outcome(request))
 
     @app.post("/console/stations", include_in_schema=False)
     async def station_add(request: Request) -> Response:

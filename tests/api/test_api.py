@@ -25,7 +25,8 @@ class Client:
     def __init__(self, base: str, key: str | None) -> None:
         self.base, self.key = base, key
 
-    def _call(self, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    def _call(self, method: str, path: str, body: Any, headers: dict[str, str]
+              ) -> tuple[int, Any, Any]:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         request = urllib.request.Request(self.base + path, data=data, method=method)
         if self.key:
@@ -36,30 +37,34 @@ class Client:
             request.add_header(k, v)
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                raw, status = answer.read(), answer.status
+                raw, status, got = answer.read(), answer.status, answer.headers
         except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
+            raw, status, got = exc.read(), exc.code, exc.headers
         text = raw.decode()
         try:
-            return status, json.loads(text) if text else None
+            return status, json.loads(text) if text else None, got
         except ValueError:
-            return status, text
+            return status, text, got
 
     async def get(self, path: str, **headers: str) -> tuple[int, Any]:
+        return (await self.answer(path, **headers))[:2]
+
+    async def answer(self, path: str, **headers: str) -> tuple[int, Any, Any]:
+        """GET: (status, body, the answer's headers, by any case of their names)."""
         return await asyncio.to_thread(self._call, "GET", path, None, headers)
 
     async def post(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
-        return await asyncio.to_thread(self._call, "POST", path, body if body is not None else {},
-                                       headers)
+        return (await asyncio.to_thread(self._call, "POST", path,
+                                        body if body is not None else {}, headers))[:2]
 
     async def delete(self, path: str) -> tuple[int, Any]:
-        return await asyncio.to_thread(self._call, "DELETE", path, None, {})
+        return (await asyncio.to_thread(self._call, "DELETE", path, None, {}))[:2]
 
     async def put(self, path: str, body: Any) -> tuple[int, Any]:
-        return await asyncio.to_thread(self._call, "PUT", path, body, {})
+        return (await asyncio.to_thread(self._call, "PUT", path, body, {}))[:2]
 
     async def patch(self, path: str, body: Any) -> tuple[int, Any]:
-        return await asyncio.to_thread(self._call, "PATCH", path, body, {})
+        return (await asyncio.to_thread(self._call, "PATCH", path, body, {}))[:2]
 
 
 async def fleet(node: Any) -> dict[str, str]:
@@ -427,6 +432,87 @@ async def test_numbers_out_of_range_are_the_clients_mistake(sqlite_url):
                                       {"command": "reset", "expires_s": big})
         assert status == 422 and "expires_s" in json.dumps(body)
         assert (await ops.delete(f"/api/v1/bookings/{big}"))[0] == 422
+
+
+async def running_session(node: Any, station: str, tag: str) -> int:
+    """A session running at `station` for the last 10 minutes, 1 kWh so far (its rows, as the
+    gateway writes them)."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from cocharge.store.db import utcnow
+    from cocharge.store.schema import ENERGY_REGISTER, meter_samples, sessions
+
+    start = utcnow() - timedelta(minutes=10)
+    async with node.engine.begin() as conn:
+        sid = int((await conn.execute(insert(sessions).values(
+            station_id=station, connector_id=1, tx_ref=f"T-{station}", protocol="1.6",
+            id_tag=tag, started_at=start, meter_start_wh=0, status="active",
+            created_at=start).returning(sessions.c.id))).scalar_one())
+        await conn.execute(insert(meter_samples), [
+            {"session_id": sid, "station_id": station, "connector_id": 1,
+             "ts": start + timedelta(minutes=k), "measurand": ENERGY_REGISTER,
+             "value": float(k * 100)} for k in range(11)])
+    return sid
+
+
+async def test_the_station_list_comes_in_pages_with_the_counts_of_the_whole(sqlite_url):
+    """GET /api/v1/stations?limit&offset: a page of the stations in the order of their ids,
+    each with its own running sessions priced; X-Total-Count and X-Online-Count count all
+    that match the filter in the key's scope, whatever the page."""
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)  # P1 P2 H1
+        await register(node, "A1", "A2", "Z1", tags=())
+        await settle.set_terms(node.engine, "Z1", {"model": "property", "property": "Greenfield",
+                                                   "operator": "installer"})
+        at_a2, at_z1 = await running_session(node, "A2", "T1"), await running_session(node, "Z1", "T2")
+        ops = Client(base(node), keys["operator"])
+        async with simulated(node, "P2", "1.6"):
+            async def p2_online() -> Any:
+                return (await ops.get("/api/v1/stations?online=true"))[1]
+            await until(p2_online)
+
+            status, everything, head = await ops.answer("/api/v1/stations")
+            ids = [s["id"] for s in everything]
+            assert status == 200 and ids == ["A1", "A2", "H1", "P1", "P2", "Z1"]
+            assert (head["X-Total-Count"], head["X-Online-Count"]) == ("6", "1")
+
+            pages = []
+            for offset in (0, 2, 4, 6):
+                status, page, head = await ops.answer(f"/api/v1/stations?limit=2&offset={offset}")
+                assert status == 200 and (head["X-Total-Count"], head["X-Online-Count"]) == ("6", "1")
+                pages.append(page)
+            assert [[s["id"] for s in page] for page in pages] == [
+                ["A1", "A2"], ["H1", "P1"], ["P2", "Z1"], []]
+            # each station with its own running session, priced so far (1 kWh at the default)
+            sessions = {s["id"]: [r["id"] for r in s["sessions"]] for page in pages for s in page}
+            assert sessions == {"A1": [], "A2": [at_a2], "H1": [], "P1": [], "P2": [],
+                                "Z1": [at_z1]}
+            priced = [r for page in pages for s in page for r in s["sessions"]]
+            assert all(r["cost_so_far_fen"] and r["cost_so_far_fen"] > 0 for r in priced)
+            assert priced == [r for s in everything for r in s["sessions"]]
+            # the page of what a filter matches, counted as the whole of that
+            status, page, head = await ops.answer("/api/v1/stations?online=false&limit=1&offset=1")
+            assert [s["id"] for s in page] == ["A2"]
+            assert (head["X-Total-Count"], head["X-Online-Count"]) == ("5", "0")
+            status, page, head = await ops.answer("/api/v1/stations?q=z&limit=10")
+            assert [s["id"] for s in page] == ["Z1"] and head["X-Total-Count"] == "1"
+            # a property counts what it sees: P1 and Z1, of which none online
+            prop = Client(base(node), keys["property"])
+            status, page, head = await prop.answer("/api/v1/stations?limit=1&offset=1")
+            assert [s["id"] for s in page] == ["Z1"] and page[0]["sessions"][0]["id"] == at_z1
+            assert (head["X-Total-Count"], head["X-Online-Count"]) == ("2", "0")
+            # a member sees the driver's fields of every station, in pages too
+            member = Client(base(node), keys["member"])
+            status, page, head = await member.answer("/api/v1/stations?limit=2&offset=3")
+            assert [s["id"] for s in page] == ["P1", "P2"] and "sessions" not in page[0]
+            assert (head["X-Total-Count"], head["X-Online-Count"]) == ("6", "1")
+            # a page that cannot be is the client's mistake, named
+            for query, field in (("limit=0", "limit"), ("limit=10001", "limit"),
+                                 ("offset=-1", "offset"), ("limit=two", "limit")):
+                status, body = await ops.get(f"/api/v1/stations?{query}")
+                assert status == 422 and field in body["error"], (query, body)
 
 
 async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqlite_url):

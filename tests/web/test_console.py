@@ -948,3 +948,56 @@ async def test_the_operator_registers_a_station_from_the_fleet_page(sqlite_url,
         entries = await audit.entries(node.engine, "N9", None, 10)
         assert [e["action"] for e in entries] == ["station-changed", "station-added"]
         assert "ops" in entries[0]["actor"]
+
+
+async def test_the_fleet_comes_in_pages_that_keep_themselves_current(sqlite_url,
+                                                                     browser_factory):
+    """A fleet of more stations than a page holds: 100 a page, Previous and Next, each page
+    polled on its own (a charger coming online on page 2 shows there without a reload), and
+    the heading's counts are the whole fleet's, not the page's."""
+    from datetime import datetime
+
+    from sqlalchemy import insert
+
+    from cocharge.store.schema import stations
+    from cocharge.web.console import FLEET_PAGE
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)  # H1 P1 P2
+        async with node.engine.begin() as conn:
+            await conn.execute(insert(stations), [
+                {"id": f"F{n:03d}", "admission": "accepted", "connectors": 1,
+                 "created_at": datetime(2026, 12, 1)} for n in range(FLEET_PAGE)])
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        await browser.open("/console/?lang=en")
+        rows = await browser.all_text("#fleet tbody tr")
+        assert len(rows) == FLEET_PAGE and rows[0].startswith("F000") and rows[-1].startswith("F099")
+        assert await browser.text("#page-range") == f"Stations 1-{FLEET_PAGE} of {FLEET_PAGE + 3}"
+        assert await browser.count("#previous") == 0
+        await browser.click("#next")
+        await browser.wait_for("#page-range", f"Stations {FLEET_PAGE + 1}-{FLEET_PAGE + 3} of")
+        assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == [
+            "H1", "P1", "P2"]
+        assert await browser.count("#next") == 0
+        assert f"0 of {FLEET_PAGE + 3} online" in await browser.text("h1")
+        async with simulated(node, "P1", "1.6"):
+            # this page's poll brings P1's state, keeps to the page, and counts the fleet
+            await browser.wait_for("tr[data-station=P1] .online", "online")
+            await browser.wait_for("h1", f"1 of {FLEET_PAGE + 3} online")
+            assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == [
+                "H1", "P1", "P2"]
+            await browser.click("#previous")
+            await browser.wait_for("#page-range", f"Stations 1-{FLEET_PAGE} of")
+            assert f"1 of {FLEET_PAGE + 3} online" in await browser.text("h1")
+        # a filter pages what it matches; a page past the end is the last one
+        await browser.open("/console/?lang=en&q=P&page=7")
+        assert await browser.path() == "/console/"
+        assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == ["P1", "P2"]
+        assert await browser.count("#page-range") == 0  # one page: no pager
+        # a page number that is not one is said so, in the reader's language
+        await browser.open("/console/?lang=en&page=two")
+        assert "page: a whole number from 1" in await browser.text(".error")
+        await browser.open("/console/?lang=zh&page=-1")
+        assert "页码：从 1 起的整数" in await browser.text(".error")

@@ -48,14 +48,19 @@ function liveSessions(s) {
 
 function fill(cell, ...children) { cell.replaceChildren(...children); }
 
-async function getJson(url) {
+// [what the API answered, its headers], or [null, null].
+async function getAnswer(url) {
   const answer = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
-  if (answer.status === 401) { window.location = "/console/login"; return null; }
-  return answer.ok ? answer.json() : null;
+  if (answer.status === 401) { window.location = "/console/login"; return [null, null]; }
+  return answer.ok ? [await answer.json(), answer.headers] : [null, null];
 }
 
+async function getJson(url) { return (await getAnswer(url))[0]; }
+
+// The fleet page's stations (its page of them, as the page's poll URL says), and the counts
+// of the whole list from the answer's headers.
 async function pollFleet(table) {
-  const rows = await getJson(table.dataset.poll);
+  const [rows, headers] = await getAnswer(table.dataset.poll);
   if (!rows) return;
   const member = table.dataset.role === "member";
   const body = table.tBodies[0];
@@ -87,8 +92,8 @@ async function pollFleet(table) {
   }
   body.replaceChildren(...fresh);
   const up = document.getElementById("up"), total = document.getElementById("total");
-  if (up) up.textContent = rows.filter(s => s.online).length;
-  if (total) total.textContent = rows.length;
+  if (up) up.textContent = headers.get("X-Online-Count") ?? rows.filter(s => s.online).length;
+  if (total) total.textContent = headers.get("X-Total-Count") ?? rows.length;
 }
 
 async function pollStation(badge) {
