@@ -176,3 +176,52 @@ async def test_frames_kept_before_the_upgrade_are_read_after_it(db_url):
         assert old[0].id < old[1].id
     finally:
         await engine.dispose()
+
+
+async def test_a_storms_frames_are_packed_with_the_chargers_served_between(sqlite_url):
+    """The frames of thousands of stations (a reconnect storm's) are packed for their write
+    a few hundred stations at a time, other tasks (the chargers) running between, and every
+    one of them is kept."""
+    from cocharge.config import GatewaySettings
+    from cocharge.stations.framelog import FrameLog
+    from cocharge.store.db import open_store
+    from cocharge.store.journal import Journal
+
+    turns = 0
+    at_write: list[int] = []
+
+    class Watched(Journal):  # the real journal, told how many turns others had by the write
+        async def write(self, rows: Any, express: bool = False) -> None:
+            at_write.append(turns)
+            await super().write(rows, express)
+
+    engine = await open_store(sqlite_url)
+    journal = Watched(engine)
+    journal.start()
+    log = FrameLog(journal, GatewaySettings())
+    names = [f"S{n:05d}" for n in range(3000)]
+    for name in names:
+        log.add(name, "note", "connected from 10.0.0.1")
+        log.add(name, "in", '[2,"1","BootNotification",{"chargePointVendor":"v","chargePointModel":"m"}]')
+        log.add(name, "out", '[3,"1",{"status":"Accepted","currentTime":"2026-12-06T01:00:00Z","interval":300}]')
+
+    async def other_tasks() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(other_tasks())
+    await asyncio.sleep(0)
+    before = turns
+    await log.flush()
+    ticking.cancel()
+    await journal.close()
+    try:
+        assert at_write and at_write[0] - before >= 3000 // 500 - 1  # a turn each 500 stations
+        async with engine.connect() as conn:
+            for name in (names[0], names[1234], names[-1]):
+                kept = await read_frames(conn, name)
+                assert [f.direction for f in kept] == ["note", "in", "out"]
+    finally:
+        await engine.dispose()
