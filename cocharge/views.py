@@ -3,6 +3,7 @@ energy and cost, one session's bill, the money and use of a set of stations."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,11 @@ from cocharge.settlement.settle import running_costs_fen, terms_from_json
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
 from cocharge.store.schema import meter_samples, sessions, settlements, station_terms, stations
+from cocharge.store.sql import among
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # the product's local time (tariffs, bookings)
+_PART = 1000  # sessions of a dashboard read and added up in one turn of the event loop
 
 
 async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,7 +36,7 @@ async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[s
             found = await conn.execute(
                 select(meter_samples.c.session_id, func.min(meter_samples.c.value),
                        func.max(meter_samples.c.value))
-                .where(and_(meter_samples.c.session_id.in_(running),
+                .where(and_(among(conn, meter_samples.c.session_id, running),
                             meter_samples.c.measurand == ENERGY_REGISTER,
                             meter_samples.c.phase.is_(None)))
                 .group_by(meter_samples.c.session_id))
@@ -42,7 +45,7 @@ async def priced(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[s
         if ended:
             payable = {int(sid): int(fen) for sid, fen in await conn.execute(
                 select(settlements.c.session_id, settlements.c.payable_fen)
-                .where(settlements.c.session_id.in_(ended)))}
+                .where(among(conn, settlements.c.session_id, ended)))}
     so_far = await running_costs_fen(engine, running) if running else {}
     for row in rows:
         if row["status"] == "active":
@@ -124,8 +127,8 @@ async def parties(engine: AsyncEngine, only: Collection[str] | None = None
     owner_query = select(stations.c.id, stations.c.owner)
     terms_query = select(station_terms.c.station_id, station_terms.c.body)
     if only is not None:
-        owner_query = owner_query.where(stations.c.id.in_(list(only)))
-        terms_query = terms_query.where(station_terms.c.station_id.in_(list(only)))
+        owner_query = owner_query.where(among(engine, stations.c.id, only))
+        terms_query = terms_query.where(among(engine, station_terms.c.station_id, only))
     async with engine.connect() as conn:
         owners = {r.id: r.owner for r in await conn.execute(owner_query)}
         bodies = {r.station_id: r.body for r in await conn.execute(terms_query)}
@@ -173,11 +176,16 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
         .select_from(sessions.outerjoin(settlements, settlements.c.session_id == sessions.c.id))
         .where(sessions.c.started_at >= since))
     if station_ids is not None:
-        station_query = station_query.where(stations.c.id.in_(list(station_ids)))
-        session_query = session_query.where(sessions.c.station_id.in_(list(station_ids)))
+        station_query = station_query.where(among(engine, stations.c.id, station_ids))
+        session_query = session_query.where(among(engine, sessions.c.station_id, station_ids))
+    rows: list[Any] = []
     async with engine.connect() as conn:
         connectors = {r.id: max(1, r.connectors or 1) for r in await conn.execute(station_query)}
-        rows = (await conn.execute(session_query)).all()
+        # A month of a large fleet is hundreds of thousands of sessions: read, and below
+        # added up, a part at a time, the chargers served by this node's loop in between
+        # (40,000 sessions in one go held it 0.1-0.7 s).
+        async for part in (await conn.stream(session_query)).partitions(_PART):
+            rows.extend(part)
         owed = await ledger.balance(conn, account) if account else None
         waiting = await ledger.balance(conn, funds.owed_account(account)) if account else None
         collected = await funds.collected_for(conn, [r.id for r in rows if r.owed_fen])
@@ -186,7 +194,9 @@ async def dashboard(engine: AsyncEngine, station_ids: Collection[str] | None,
     busy = [0.0] * 168
     count = energy = billed = unpaid = earned = 0
     now = utcnow()
-    for r in rows:
+    for n, r in enumerate(rows, 1):
+        if n % _PART == 0:
+            await asyncio.sleep(0)
         if from_when and r.station_id in from_when and r.started_at < from_when[r.station_id]:
             continue  # before the viewer's terms with this station began
         count += 1

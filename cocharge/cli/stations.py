@@ -31,6 +31,7 @@ from cocharge.store.db import (
 )
 from cocharge.store.schema import members
 from cocharge.store.schema import stations as stations_table
+from cocharge.store.sql import among
 
 # --- stations -------------------------------------------------------------------------------
 
@@ -442,7 +443,7 @@ def station_import(path: str, dry_run: bool, db: str | None) -> None:
     async def work(engine: Any) -> list[tuple[str, str]]:
         async with engine.connect() as conn:
             taken = set((await conn.execute(select(stations_table.c.id).where(
-                stations_table.c.id.in_(seen)))).scalars())
+                among(conn, stations_table.c.id, seen)))).scalars())
         if taken:
             fail(f"{path}: nothing imported, already registered: {', '.join(sorted(taken))} "
                  "(`cocharge station update` changes a registered station)")
@@ -532,10 +533,10 @@ def member_import(path: str, dry_run: bool, db: str | None) -> None:
     async def work(engine: Any) -> None:
         async with engine.connect() as conn:
             taken = set((await conn.execute(select(members.c.tag).where(
-                members.c.tag.in_(seen)))).scalars())
+                among(conn, members.c.tag, seen)))).scalars())
             wanted = {r["referred_by"] for r in rows if r.get("referred_by")}
             existing = set((await conn.execute(select(members.c.tag).where(
-                members.c.tag.in_(wanted)))).scalars())
+                among(conn, members.c.tag, wanted)))).scalars())
             held = await registry.phone_taken(conn, list(phones))
         if taken:
             fail(f"{path}: nothing imported, tags already taken: {', '.join(sorted(taken))}")

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cocharge.stations import commands as cmd
 from cocharge.store.db import utcnow
 from cocharge.store.schema import nodes, site_leases, stations
-from cocharge.store.sql import insert_ignore
+from cocharge.store.sql import among, insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class SiteOwnership:
             held = (await conn.execute(
                 select(stations.c.id, stations.c.node, stations.c.protocol)
                 .select_from(stations.join(nodes, nodes.c.id == stations.c.node))
-                .where(stations.c.id.in_(every), stations.c.node != self.node_id,
+                .where(among(conn, stations.c.id, every), stations.c.node != self.node_id,
                        or_(nodes.c.lease_until.is_(None), nodes.c.lease_until > now)))).all()
         before = {name for name in sites if self.mine(name)}
         self.owners = {r.site: r.node for r in rows if r.until > now and r.site in sites}

@@ -61,6 +61,7 @@ from cocharge.stations.events import MeterSample
 from cocharge.stations.load_hooks import GREEN_UPDATE
 from cocharge.store.db import utcnow
 from cocharge.store.schema import sessions, station_circuits
+from cocharge.store.sql import among
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class LoadManager:
             if attached:
                 rows = (await conn.execute(select(sessions).where(and_(
                     sessions.c.status == "active", sessions.c.ended_at.is_(None),
-                    sessions.c.station_id.in_(list(attached)))))).all()
+                    among(conn, sessions.c.station_id, attached))))).all()
         self.attached = attached
         self.meter_stations = {m[8:] for s in self.sites.values() for m in s.meters.values()
                                if m.startswith("station:")}

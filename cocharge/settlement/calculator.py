@@ -13,6 +13,7 @@ from cocharge.settlement.revenue import Demand, demand_from_sessions, prior_dema
 from cocharge.settlement.settle import tariff_in_force
 from cocharge.settlement.tariff import per_kwh
 from cocharge.store.schema import sessions, stations
+from cocharge.store.sql import among
 
 
 async def area_demand(engine: AsyncEngine, area: str | None, tz: str = "Asia/Shanghai") -> Demand:
@@ -63,7 +64,7 @@ async def area_host_revenue(engine: AsyncEngine, area: str | None,
         ids = (await conn.execute(select(stations.c.id).where(stations.c.area == area))).scalars().all()
         rows = (await conn.execute(select(sessions.c.station_id, func.sum(settlements.c.payable_fen))
                                    .join(settlements, settlements.c.session_id == sessions.c.id)
-                                   .where(and_(sessions.c.station_id.in_(list(ids) or [""]),
+                                   .where(and_(among(conn, sessions.c.station_id, ids or [""]),
                                                sessions.c.ended_at >= since))
                                    .group_by(sessions.c.station_id))).all()
     found = {station_id: 0 for station_id in ids}

@@ -37,6 +37,7 @@ from cocharge.settlement.money import fmt
 from cocharge.settlement.rewards import Rules
 from cocharge.store.db import utcnow
 from cocharge.store.schema import ledger_transfers, members, sessions
+from cocharge.store.sql import among
 
 HOLD = "hold"        # kind of the transfer that holds a session's money
 RELEASE = "hold-release"
@@ -327,7 +328,7 @@ async def collected_for(conn: AsyncConnection, session_ids: list[int]) -> dict[i
     refs = [str(s) for s in session_ids]
     rows = (await conn.execute(
         select(ledger_transfers.c.ref, func.sum(ledger_transfers.c.amount))
-        .where(and_(ledger_transfers.c.kind == COLLECTED, ledger_transfers.c.ref.in_(refs)))
+        .where(and_(ledger_transfers.c.kind == COLLECTED, among(conn, ledger_transfers.c.ref, refs)))
         .group_by(ledger_transfers.c.ref))).all()
     return {int(ref): int(total) for ref, total in rows}
 

@@ -29,6 +29,7 @@ from cocharge.settlement import ledger
 from cocharge.settlement.ledger import Transfer
 from cocharge.store.db import utcnow
 from cocharge.store.schema import members, memberships
+from cocharge.store.sql import among
 
 QUOTA = "QUOTA_WH"
 TZ = "Asia/Shanghai"
@@ -196,7 +197,7 @@ async def daily(engine: AsyncEngine, now: datetime | None = None) -> DailyRun:
         if legs:
             await ledger.post(conn, legs, f"membership-expire:{now.date().isoformat()}:{expired[0]}")
         if expired:
-            await conn.execute(update(memberships).where(memberships.c.id.in_(expired))
+            await conn.execute(update(memberships).where(among(conn, memberships.c.id, expired))
                                .values(status="expired", expired_at=now))
         entitled = (await conn.execute(select(memberships.c.tag).distinct().where(and_(
             active_at(now), memberships.c.quota_wh > 0)))).scalars().all()

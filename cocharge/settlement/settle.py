@@ -67,7 +67,7 @@ from cocharge.store.schema import (
     stations,
     tariffs,
 )
-from cocharge.store.sql import upsert
+from cocharge.store.sql import among, upsert
 
 log = logging.getLogger(__name__)
 QUOTA = "QUOTA_WH"
@@ -133,7 +133,7 @@ async def tariffs_in_force(conn: AsyncConnection, station_ids: Sequence[str],
     if not station_ids:
         return {}
     rows = (await conn.execute(select(tariffs).where(and_(
-        tariffs.c.station_id.in_(list(station_ids)),
+        among(conn, tariffs.c.station_id, station_ids),
         tariffs.c.connector_id.in_([connector_id, 0]))))).all()
     of_station: dict[str, list[Any]] = {}
     for row in rows:

@@ -30,6 +30,7 @@ from cocharge.settlement import checkpoints, funds, ledger, loyalty
 from cocharge.settlement.money import fmt
 from cocharge.settlement.payouts import PayoutError, check_account
 from cocharge.store.schema import ledger_transfers, sessions, settlements
+from cocharge.store.sql import among
 
 TZ = "Asia/Shanghai"
 INCOME_KINDS = ("session-split", "idle-split", "share-collected")
@@ -89,7 +90,7 @@ async def statement(engine: AsyncEngine, account: str, month: str) -> dict[str, 
             settlements.c.discounts, settlements.c.split, settlements.c.idle_fee_fen,
             sessions.c.station_id, sessions.c.started_at, sessions.c.energy_wh)
             .join(sessions, sessions.c.id == settlements.c.session_id)
-            .where(settlements.c.session_id.in_(list(income) or [-1])))).all()
+            .where(among(conn, settlements.c.session_id, list(income) or [-1])))).all()
     lines = []
     for s in sorted(found, key=lambda s: s.session_id):
         split = {a: int(v) for a, v in json.loads(s.split)}

@@ -64,7 +64,7 @@ from cocharge.store.schema import (
     station_events,
     stations,
 )
-from cocharge.store.sql import upsert
+from cocharge.store.sql import among, upsert
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class SharingController:
             if station_ids is None:
                 query = query.where(sessions.c.cutoff_reason.is_not(None))
             else:
-                query = query.where(sessions.c.station_id.in_(station_ids))
+                query = query.where(among(conn, sessions.c.station_id, station_ids))
             rows = (await conn.execute(query)).all()
             for row in rows:
                 if station_ids is not None and row.connector_id:
@@ -286,7 +286,7 @@ class SharingController:
                 (bookings.c.status != "booked") | (bookings.c.ends_at <= now))))).all()
             managed = {s for s, _ in self.rules} | {r.station_id for r in rows}
             station_rows = (await conn.execute(select(stations.c.id, stations.c.connectors)
-                                               .where(stations.c.id.in_(managed)))).all()
+                                               .where(among(conn, stations.c.id, managed)))).all()
         self.bookings = [sharing.booking_of(r) for r in rows]
         self._booking_station = {int(r.id): r.station_id for r in rows}
         self._by_station = {}
@@ -603,7 +603,7 @@ class SharingController:
         now = utcnow()
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(pending_commands).where(and_(
-                pending_commands.c.station_id.in_(station_ids),
+                among(conn, pending_commands.c.station_id, station_ids),
                 pending_commands.c.status == "pending", pending_commands.c.expires_at > now))
                 .order_by(pending_commands.c.id))).all()
         found: dict[str, list[Any]] = {}

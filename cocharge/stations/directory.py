@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.background import finish
 from cocharge.store.schema import connector_status, stations
+from cocharge.store.sql import among
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class StationDirectory:
 
     async def _fetch(self, ids: list[str]) -> dict[str, StationRecord]:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(*_COLUMNS).where(stations.c.id.in_(ids)))).all()
+            rows = (await conn.execute(select(*_COLUMNS).where(among(conn, stations.c.id, ids)))).all()
         return {row.id: _record(row) for row in rows}
 
     async def refresh(self, slice_rows: int = 1000) -> None:

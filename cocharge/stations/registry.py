@@ -28,6 +28,7 @@ from cocharge.store.schema import (
     station_variables,
     stations,
 )
+from cocharge.store.sql import among
 
 
 class RegistryError(ValueError):
@@ -166,8 +167,8 @@ async def list_stations(engine: AsyncEngine, ids: Collection[str] | None = None
     which = select(stations).order_by(stations.c.id)
     statuses = select(connector_status)
     if ids is not None:
-        which = which.where(stations.c.id.in_(sorted(ids)))
-        statuses = statuses.where(connector_status.c.station_id.in_(sorted(ids)))
+        which = which.where(among(engine, stations.c.id, ids))
+        statuses = statuses.where(among(engine, connector_status.c.station_id, ids))
     # Read and shown a part at a time, each part the node's chargers' turn after it: 10,000
     # stations at once held the event loop ~100 ms (benchmarks/fleet_page.py).
     async with engine.connect() as conn:
@@ -408,7 +409,7 @@ async def phone_taken(conn: AsyncConnection, phones: Sequence[str]) -> dict[str,
     if not phones:
         return {}
     rows = (await conn.execute(select(members.c.phone, members.c.tag).where(
-        members.c.phone.in_(list(phones))))).all()
+        among(conn, members.c.phone, phones)))).all()
     return {r.phone: r.tag for r in rows}
 
 
@@ -474,7 +475,7 @@ async def list_sessions(engine: AsyncEngine, station_id: str | None = None, *,
     if station_id:
         query = query.where(sessions.c.station_id == station_id)
     if station_ids is not None:
-        query = query.where(sessions.c.station_id.in_(list(station_ids)))
+        query = query.where(among(engine, sessions.c.station_id, station_ids))
     if active:
         query = query.where(sessions.c.status == "active")
     if since is not None:

@@ -78,7 +78,7 @@ from cocharge.store.schema import (
     stations,
     tx_events,
 )
-from cocharge.store.sql import BulkInsert, check_rows, insert_ignore, upsert
+from cocharge.store.sql import BulkInsert, among, check_rows, insert_ignore, upsert
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,8 @@ class StationService:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
                 select(tx_events.c.station_id, tx_events.c.tx_ref, tx_events.c.seq_no)
-                .where(tx_events.c.station_id.in_({k[0] for k in keys}))
-                .where(tx_events.c.tx_ref.in_({k[1] for k in keys})))).all()
+                .where(among(conn, tx_events.c.station_id, {k[0] for k in keys}))
+                .where(among(conn, tx_events.c.tx_ref, {k[1] for k in keys})))).all()
         for row in rows:
             key = (row.station_id, row.tx_ref)
             if key in found:
@@ -640,7 +640,7 @@ class StationService:
             return {}
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(members.c.tag, members.c.token_type).where(and_(
-                members.c.tag.in_(tags), members.c.token_type.is_not(None))))).all()
+                among(conn, members.c.tag, tags), members.c.token_type.is_not(None))))).all()
         return {r.tag: r.token_type for r in rows}
 
     async def learn_token_type(self, tag: str, token_type: str) -> None:

@@ -40,6 +40,7 @@ from cocharge.store.schema import (
     station_rules,
     stations,
 )
+from cocharge.store.sql import among
 
 LIVE_BOOKING = ("booked",)
 
@@ -55,7 +56,7 @@ async def load_rules(conn: AsyncConnection,
     """Every stored rule set, keyed by (station, connector); connector 0 is the station's."""
     query = select(station_rules)
     if station_ids is not None:
-        query = query.where(station_rules.c.station_id.in_(list(station_ids)))
+        query = query.where(among(conn, station_rules.c.station_id, station_ids))
     rows = (await conn.execute(query)).all()
     return {(r.station_id, r.connector_id): SharingRules.from_json(json.loads(r.rules)) for r in rows}
 
@@ -271,7 +272,7 @@ async def live_bookings(conn: AsyncConnection, station_ids: Sequence[str] | None
     query = select(bookings).where(and_(bookings.c.status.in_(LIVE_BOOKING),
                                         bookings.c.ends_at > now))
     if station_ids is not None:
-        query = query.where(bookings.c.station_id.in_(list(station_ids)))
+        query = query.where(among(conn, bookings.c.station_id, station_ids))
     return list((await conn.execute(query.order_by(bookings.c.starts_at))).all())
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,9 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    func,
+    literal_column,
+    select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -50,16 +54,30 @@ def upsert(engine: Bound, table: Table, keys: list[str], update: list[str]) -> A
     )
 
 
-def among(bound: Bound, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL as `= ANY(array)`: one parameter, so the prepared
-    statement keeps its index plan however many values there are."""
+_FEW = 200  # values: up to this many, a plain IN on SQLite
+
+
+def among(bound: Bound, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """`column IN values` for any number of values (numbers or texts), in one parameter
+    whatever their number: a plain `IN (?, ?, ...)` takes a parameter a value, and asyncpg
+    refuses more than 32,767 of them (an operator's dashboard over a month of a large fleet
+    failed so), SQLite builds from 999 to 250,000.
+    - PostgreSQL: `= ANY(array)` (the prepared statement also keeps its index plan);
+    - SQLite: a few as a plain IN, more as `IN (SELECT value FROM json_each(?))`, the values
+      as one JSON text (SQLite still looks each of them up in the column's index)."""
+    listed = list(values)
     if bound.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
-        matches: ColumnElement[bool] = column == any_(bindparam(None, list(values),
+        matches: ColumnElement[bool] = column == any_(bindparam(None, listed,
                                                                  type_=ARRAY(column.type)))
         return matches
-    within: ColumnElement[bool] = column.in_(list(values))
-    return within
+    if len(listed) <= _FEW:
+        within: ColumnElement[bool] = column.in_(listed)
+        return within
+    values_of = func.json_each(bindparam(None, json.dumps(listed), type_=String()))
+    given: ColumnElement[bool] = column.in_(
+        select(literal_column("value")).select_from(values_of).scalar_subquery())
+    return given
 
 
 class BulkInsert:
