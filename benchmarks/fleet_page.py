@@ -52,7 +52,7 @@ from cocharge.store.schema import (
     settlements,
     stations,
 )
-from cocharge.web.console import FLEET_PAGE
+from cocharge.web.console import PAGE
 
 
 async def fill(db: str, args: argparse.Namespace) -> None:
@@ -156,7 +156,7 @@ async def measure(db: str, args: argparse.Namespace) -> None:
         key = await create_key(engine, "bench", "operator", None)
 
         for path, what in (("/api/v1/stations", "the whole list"),
-                           (f"/api/v1/stations?limit={FLEET_PAGE}", "a page of the console's "
+                           (f"/api/v1/stations?limit={PAGE}", "a page of the console's "
                             "fleet, which it polls every 3 s (the first: every station on it "
                             "charging)"),
                            ("/api/v1/dashboard?days=30", f"the operator's dashboard, over "

@@ -400,9 +400,18 @@ def build_app(api: Api) -> FastAPI:
                                        "account", "details"], "audit.csv")
         return rows
 
-    @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)")
-    async def members(p: Who) -> list[dict[str, Any]]:
-        return await api.members(p)
+    @app.get("/api/v1/members", tags=["members"], summary="Every member (operator)",
+             description="In the order of their names; `q`: those whose tag, name or phone "
+             "number holds it (any case). `limit` and `offset` give a page of them; the "
+             "header X-Total-Count says how many match in all.")
+    async def members(p: Who, response: Response,
+                      q: Annotated[str | None, Query(max_length=100)] = None,
+                      limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+                      offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
+                      ) -> list[dict[str, Any]]:
+        shown, total = await api.members(p, q, limit, offset)
+        response.headers["X-Total-Count"] = str(total)
+        return shown
 
     @app.post("/api/v1/members", tags=["members"], status_code=201,
               summary="Add a member (operator)")

@@ -522,9 +522,12 @@ class Api:
             account = None
         return await audit.entries(self.engine, station_id, account, limit)
 
-    async def members(self, who: Principal) -> list[dict[str, Any]]:
+    async def members(self, who: Principal, q: str | None = None, limit: int | None = None,
+                      offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The members that match `q` (tag, name, phone), a page of them, and how many match
+        in all (`registry.member_page`)."""
         self._operator_only(who, "list members")
-        return await registry.list_members(self.engine)
+        return await registry.member_page(self.engine, q, limit, offset)
 
     async def member(self, who: Principal, tag: str) -> dict[str, Any]:
         from cocharge.settlement import loyalty

@@ -36,7 +36,7 @@ from cocharge.web.pages import env
 from cocharge.web.statement import to_html as statement_html
 
 HERE = os.path.dirname(__file__)
-FLEET_PAGE = 100  # stations on a page of the fleet (each polled every 3 s)
+PAGE = 100  # stations on a page of the fleet (each polled every 3 s), members on one of theirs
 
 # The command form: what each command asks for (the API takes any of the `remote` set).
 FORM_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -128,9 +128,67 @@ def outcome(request: Request) -> dict[str, Any]:
 
 
 def told(path: str, message: str, failed: bool, key: str = "message") -> RedirectResponse:
-    """Back to the page, which shows what became of the form (a failure as one)."""
-    return RedirectResponse(path + "?" + urlencode(
+    """Back to the page (with its own query, if any), which shows what became of the form
+    (a failure as one)."""
+    return RedirectResponse(path + ("&" if "?" in path else "?") + urlencode(
         {key: message, **({"failed": "1"} if failed else {})}), status_code=303)
+
+
+def page_number(page: str | None) -> int:
+    """A list's `page` parameter: 1 when not given (ApiError 400 when not a page number)."""
+    number = 1 if not page else int(page) if page.isascii() and page.isdigit() else 0
+    if not 1 <= number <= 10**6:
+        raise ApiError(400, "page: a whole number from 1")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Pages:
+    """Where a page of a long list is (PAGE a page), and the links to its neighbours with the
+    same filters (templates/_pages.html shows them)."""
+
+    path: str
+    filters: dict[str, str]
+    number: int  # from 1
+    total: int  # of the whole list
+    shown: int  # on this page
+
+    def link(self, number: int) -> str:
+        return self.path + "?" + urlencode({**self.filters, "page": number})
+
+    @property
+    def last(self) -> int:
+        return max(1, math.ceil(self.total / PAGE))
+
+    @property
+    def past_the_end(self) -> bool:
+        """A page after the last (the list shrank, or a typed number): show the last."""
+        return self.number > self.last
+
+    @property
+    def last_link(self) -> str:
+        return self.link(self.last)
+
+    @property
+    def first_shown(self) -> int:
+        return (self.number - 1) * PAGE + 1
+
+    @property
+    def last_shown(self) -> int:
+        return (self.number - 1) * PAGE + self.shown
+
+    @property
+    def previous(self) -> str | None:
+        return self.link(self.number - 1) if self.number > 1 else None
+
+    @property
+    def next(self) -> str | None:
+        return self.link(self.number + 1) if self.number < self.last else None
+
+    @property
+    def here(self) -> str:
+        """This page, for a form on it to come back to."""
+        return self.link(self.number)
 
 
 def _back_to(path: Any) -> str | None:
@@ -465,34 +523,25 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
     @app.get("/console/", include_in_schema=False)
     async def fleet(request: Request, q: str | None = None,
                     online: str | None = None, page: str | None = None) -> Response:
-        """The fleet, FLEET_PAGE stations a page (`page`, from 1), kept current by the page's
+        """The fleet, PAGE stations a page (`page`, from 1), kept current by the page's
         script polling the same page of the API."""
         who = await user(request)
         if who is None:
             return login_page()
         if who.role == "member" and "q" not in request.query_params:
             return RedirectResponse("/console/me", status_code=303)
-        number = 1 if not page else int(page) if page.isascii() and page.isdigit() else 0
-        if not 1 <= number <= 10**6:
-            raise ApiError(400, "page: a whole number from 1")
+        number = page_number(page)
         wanted = {"yes": True, "no": False}.get(online or "")
-        offset = (number - 1) * FLEET_PAGE
-        shown = await api.station_page(who, wanted, q or None, FLEET_PAGE, offset)
+        offset = (number - 1) * PAGE
+        shown = await api.station_page(who, wanted, q or None, PAGE, offset)
         filters = {k: v for k, v in (("q", q), ("online", online)) if v}
-        poll = "/api/v1/stations?" + urlencode(
-            {**filters, "limit": FLEET_PAGE, "offset": offset})
-
-        def link(to: int) -> str:
-            return "/console/?" + urlencode({**filters, "page": to})
-
-        last = max(1, math.ceil(shown.total / FLEET_PAGE))
-        if number > last:  # past the end (the fleet shrank, or a typed number): the last page
-            return RedirectResponse(link(last), status_code=303)
+        poll = "/api/v1/stations?" + urlencode({**filters, "limit": PAGE, "offset": offset})
+        pages = Pages("/console/", filters, number, shown.total, len(shown.stations))
+        if pages.past_the_end:
+            return RedirectResponse(pages.last_link, status_code=303)
         return render("fleet.html", request, who, stations=shown.stations, q=q or "",
                       poll=poll, online=online or "", total=shown.total, up=shown.online,
-                      first=offset + 1, shown_to=offset + len(shown.stations),
-                      previous=link(number - 1) if number > 1 else None,
-                      next=link(number + 1) if number < last else None, **outcome(request))
+                      pages=pages, **outcome(request))
 
     @app.post("/console/stations", include_in_schema=False)
     async def station_add(request: Request) -> Response:
@@ -825,8 +874,14 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
         who = await user(request)
         if who is None:
             return login_first(request)
-        listed = await api.members(who)
-        return render("members.html", request, who, members=listed, **outcome(request))
+        q = request.query_params.get("q") or None
+        number = page_number(request.query_params.get("page"))
+        listed, total = await api.members(who, q, PAGE, (number - 1) * PAGE)
+        pages = Pages("/console/members", {"q": q} if q else {}, number, total, len(listed))
+        if pages.past_the_end:
+            return RedirectResponse(pages.last_link, status_code=303)
+        return render("members.html", request, who, members=listed, q=q or "", pages=pages,
+                      **outcome(request))
 
     @app.post("/console/members", include_in_schema=False)
     async def members_add(request: Request) -> Response:
@@ -866,10 +921,10 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.post("/console/members/{tag}/{action}", include_in_schema=False)
     async def members_block(request: Request, tag: str, action: str) -> Response:
-        who = await poster(request)
-        if not isinstance(who, Principal):
-            return who
-        speak(request)
+        sent = await posted(request)
+        if not isinstance(sent, tuple):
+            return sent
+        who, form = sent
         if action not in ("block", "unblock"):
             return render("error.html", request, who, error=f"no action {action!r}", status=404)
         try:
@@ -880,7 +935,8 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
                                i18n.gettext("%(tag)s accepted again.", tag=tag)), False
         except ApiError as exc:
             message, failed = i18n.explain(exc), True
-        return told("/console/members", message, failed)
+        # back to the page of the list it was sent from (its search, its page)
+        return told(_back_to(form.get("back")) or "/console/members", message, failed)
 
     @app.get("/console/near", include_in_schema=False)
     async def near(request: Request) -> Response:

@@ -515,6 +515,42 @@ async def test_the_station_list_comes_in_pages_with_the_counts_of_the_whole(sqli
                 assert status == 422 and field in body["error"], (query, body)
 
 
+async def test_members_are_searched_and_listed_in_pages(db_url):
+    """GET /api/v1/members?q&limit&offset: in the order of names, the search in tag, name
+    and phone in any case, counted whole in X-Total-Count; the operator's only."""
+    async with running_node(db_url, settings(api_port=0)) as node:
+        # (names that sort alike in every collation the database may have)
+        for name, tag, phone in (("Wang Fang", "WF1", "13800000001"), ("Wang Lei", "WL2", None),
+                                 ("Li Na", "LN3", "13900000002"), ("Ma Jun", "MJ5", None),
+                                 ("Sun Li", "T1", None), ("Zhao 50%_off", "Z_4", None)):
+            await registry.add_member(node.engine, name, tag, phone)
+        ops = Client(base(node), await create_key(node.engine, "ops", "operator", None))
+        status, everyone, head = await ops.answer("/api/v1/members")
+        assert status == 200 and head["X-Total-Count"] == "6"
+        assert [m["name"] for m in everyone] == ["Li Na", "Ma Jun", "Sun Li", "Wang Fang",
+                                                 "Wang Lei", "Zhao 50%_off"]
+        pages = [(await ops.answer(f"/api/v1/members?limit=4&offset={o}")) for o in (0, 4, 8)]
+        assert [[m["tag"] for m in page] for _, page, _ in pages] == [
+            ["LN3", "MJ5", "T1", "WF1"], ["WL2", "Z_4"], []]
+        assert {head["X-Total-Count"] for _, _, head in pages} == {"6"}
+        for query, tags in (("q=WANG", ["WF1", "WL2"]), ("q=wl", ["WL2"]),
+                            ("q=1390", ["LN3"]), ("q=50%25", ["Z_4"]), ("q=_", ["Z_4"]),
+                            ("q=%25", ["Z_4"]), ("q=nobody", [])):
+            status, found, head = await ops.answer(f"/api/v1/members?{query}")
+            assert [m["tag"] for m in found] == tags, query
+            assert head["X-Total-Count"] == str(len(tags))
+        status, found, head = await ops.answer("/api/v1/members?q=wang&limit=1&offset=1")
+        assert [m["tag"] for m in found] == ["WL2"] and head["X-Total-Count"] == "2"
+        await register(node, "H1", tags=())
+        await registry.update_station(node.engine, "H1", owner="bob")
+        host = Client(base(node), await create_key(node.engine, "bob's app", "host", "bob"))
+        assert (await host.get("/api/v1/members"))[0] == 403
+        for query, field in (("limit=0", "limit"), ("offset=-1", "offset"),
+                             ("q=" + "x" * 101, "q")):
+            status, body = await ops.get(f"/api/v1/members?{query}")
+            assert status == 422 and field in body["error"], (query, body)
+
+
 async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqlite_url):
     """Issue 33, item 5: a command through the API is kept with the key that sent it and
     its address; a CLI top-up with the CLI's user; the operator reads all of it, a host only

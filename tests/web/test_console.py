@@ -960,37 +960,37 @@ async def test_the_fleet_comes_in_pages_that_keep_themselves_current(sqlite_url,
     from sqlalchemy import insert
 
     from cocharge.store.schema import stations
-    from cocharge.web.console import FLEET_PAGE
+    from cocharge.web.console import PAGE
 
     async with running_node(sqlite_url, settings(api_port=0)) as node:
         keys = await fleet(node)  # H1 P1 P2
         async with node.engine.begin() as conn:
             await conn.execute(insert(stations), [
                 {"id": f"F{n:03d}", "admission": "accepted", "connectors": 1,
-                 "created_at": datetime(2026, 12, 1)} for n in range(FLEET_PAGE)])
+                 "created_at": datetime(2026, 12, 1)} for n in range(PAGE)])
         assert node.api is not None
         browser = browser_factory(node.api.url)
         await browser.login(keys["operator"])
         await browser.open("/console/?lang=en")
         rows = await browser.all_text("#fleet tbody tr")
-        assert len(rows) == FLEET_PAGE and rows[0].startswith("F000") and rows[-1].startswith("F099")
-        assert await browser.text("#page-range") == f"Stations 1-{FLEET_PAGE} of {FLEET_PAGE + 3}"
+        assert len(rows) == PAGE and rows[0].startswith("F000") and rows[-1].startswith("F099")
+        assert await browser.text("#page-range") == f"Stations 1-{PAGE} of {PAGE + 3}"
         assert await browser.count("#previous") == 0
         await browser.click("#next")
-        await browser.wait_for("#page-range", f"Stations {FLEET_PAGE + 1}-{FLEET_PAGE + 3} of")
+        await browser.wait_for("#page-range", f"Stations {PAGE + 1}-{PAGE + 3} of")
         assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == [
             "H1", "P1", "P2"]
         assert await browser.count("#next") == 0
-        assert f"0 of {FLEET_PAGE + 3} online" in await browser.text("h1")
+        assert f"0 of {PAGE + 3} online" in await browser.text("h1")
         async with simulated(node, "P1", "1.6"):
             # this page's poll brings P1's state, keeps to the page, and counts the fleet
             await browser.wait_for("tr[data-station=P1] .online", "online")
-            await browser.wait_for("h1", f"1 of {FLEET_PAGE + 3} online")
+            await browser.wait_for("h1", f"1 of {PAGE + 3} online")
             assert [r.split()[0] for r in await browser.all_text("#fleet tbody tr")] == [
                 "H1", "P1", "P2"]
             await browser.click("#previous")
-            await browser.wait_for("#page-range", f"Stations 1-{FLEET_PAGE} of")
-            assert f"1 of {FLEET_PAGE + 3} online" in await browser.text("h1")
+            await browser.wait_for("#page-range", f"Stations 1-{PAGE} of")
+            assert f"1 of {PAGE + 3} online" in await browser.text("h1")
         # a filter pages what it matches; a page past the end is the last one
         await browser.open("/console/?lang=en&q=P&page=7")
         assert await browser.path() == "/console/"
@@ -1001,3 +1001,50 @@ async def test_the_fleet_comes_in_pages_that_keep_themselves_current(sqlite_url,
         assert "page: a whole number from 1" in await browser.text(".error")
         await browser.open("/console/?lang=zh&page=-1")
         assert "页码：从 1 起的整数" in await browser.text(".error")
+
+
+async def test_the_operator_finds_a_member_among_many_and_blocks_it_from_its_page(
+        sqlite_url, browser_factory):
+    """The members page: 100 a page, a search in tag, name and phone, and a block sent from
+    page 2 of a search comes back to that page with what it did."""
+    from datetime import datetime
+
+    from sqlalchemy import insert
+
+    from cocharge.store.schema import members
+    from cocharge.web.console import PAGE
+
+    async with running_node(sqlite_url, settings(api_port=0)) as node:
+        keys = await fleet(node)  # members T1, T2: "member T1", "member T2"
+        async with node.engine.begin() as conn:
+            await conn.execute(insert(members), [
+                {"tag": f"M{n:03d}", "name": f"Neighbour {n:03d}", "status": "accepted",
+                 "phone": f"1380000{n:04d}", "created_at": datetime(2026, 12, 1)}
+                for n in range(PAGE + 5)])
+        assert node.api is not None
+        browser = browser_factory(node.api.url)
+        await browser.login(keys["operator"])
+        await browser.open("/console/members?lang=en")
+        assert await browser.text("#members-total") == str(PAGE + 7)
+        assert await browser.count("#members tbody tr") == PAGE
+        assert await browser.text("#page-range") == f"Members 1-{PAGE} of {PAGE + 7}"
+        await browser.click("#next")
+        await browser.wait_for("#page-range", f"Members {PAGE + 1}-{PAGE + 7} of")
+        assert [r.split()[0] for r in await browser.all_text("#members tbody tr")] == [
+            "M100", "M101", "M102", "M103", "M104", "T1", "T2"]
+        # a search, by a phone number's part
+        await browser.fill("input[name=q]", "0000010")
+        await browser.click("#search")
+        await browser.wait_for("#members-total", "6")
+        assert [r.split()[0] for r in await browser.all_text("#members tbody tr")] == [
+            "M010", "M100", "M101", "M102", "M103", "M104"]
+        await browser.open("/console/members?lang=en&q=neighbour&page=2")
+        assert [r.split()[0] for r in await browser.all_text("#members tbody tr")] == [
+            "M100", "M101", "M102", "M103", "M104"]
+        await browser.click("tr[data-tag=M102] button.block")
+        await browser.wait_for("#members-result", "M102 blocked")
+        assert "q=neighbour" in await browser.run(lambda: browser.driver.current_url)
+        assert await browser.text("#page-range") == f"Members {PAGE + 1}-{PAGE + 5} of {PAGE + 5}"
+        assert await browser.text("tr[data-tag=M102] .status") == "blocked"
+        await browser.open("/console/members?lang=en&q=nobody")
+        assert "No member matches." in await browser.text("#members")
