@@ -736,13 +736,12 @@ class Api:
     async def balances(self, who: Principal) -> list[dict[str, Any]]:
         from cocharge.settlement import ledger
 
-        rows = await ledger.balances(self.engine)
         if who.operator:
-            return rows
+            return await ledger.balances(self.engine)
         if who.role == "member":  # the member's own accounts: wallet, coins, credit, points...
             mine = {f"{kind}:{who.owner}" for kind in MEMBER_ACCOUNTS}
-            return [r for r in rows if r["account"] in mine]
-        return [r for r in rows if r["account"] == self.account(who)]
+            return await ledger.balances(self.engine, accounts=mine)
+        return await ledger.balances(self.engine, accounts=[str(self.account(who))])
 
     async def statement(self, who: Principal, account: str, since: datetime | None,
                         until: datetime | None) -> list[dict[str, Any]]:

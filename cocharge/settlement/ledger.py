@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -222,10 +222,14 @@ async def balance(conn: AsyncConnection, account: str, asset: str = "CNY") -> in
     return int(value or 0)
 
 
-async def balances(engine: AsyncEngine, asset: str | None = None) -> list[dict[str, Any]]:
+async def balances(engine: AsyncEngine, asset: str | None = None,
+                   accounts: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every balance (of `asset`; of these `accounts` only), by asset and account."""
     query = select(ledger_balances).order_by(ledger_balances.c.asset, ledger_balances.c.account)
     if asset:
         query = query.where(ledger_balances.c.asset == asset)
+    if accounts is not None:  # (a member's own: not every member's read and dropped)
+        query = query.where(among(engine, ledger_balances.c.account, accounts))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"account": r.account, "asset": r.asset, "balance": int(r.balance)} for r in rows]

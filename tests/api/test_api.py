@@ -351,7 +351,8 @@ async def test_another_site_cannot_ride_the_console_cookie(sqlite_url):
 
 
 async def test_a_member_sees_only_its_own_balances(sqlite_url):
-    """A member whose tag is also a host's name does not see the host's earnings."""
+    """A member whose tag is also a host's name does not see the host's earnings (nor the
+    host the member's wallet)."""
     from cocharge.settlement.ledger import Transfer, post_batch
 
     async with running_node(sqlite_url, settings(api_port=0)) as node:
@@ -362,6 +363,14 @@ async def test_a_member_sees_only_its_own_balances(sqlite_url):
             Transfer("t2", "clearing:sessions", "host:bob", 300, kind="split", ref="s1")], "b1")
         status, rows = await Client(base(node), key).get("/api/v1/balances")
         assert status == 200 and [r["account"] for r in rows] == ["wallet:bob"]
+        # the host bob sees its earnings only, the operator every balance
+        await registry.update_station(node.engine, "H1", owner="bob")
+        host = Client(base(node), await create_key(node.engine, "bob's app", "host", "bob"))
+        status, rows = await host.get("/api/v1/balances")
+        assert status == 200 and [(r["account"], r["balance"]) for r in rows] == [("host:bob", 300)]
+        ops = Client(base(node), await create_key(node.engine, "ops", "operator", None))
+        status, rows = await ops.get("/api/v1/balances")
+        assert {r["account"] for r in rows} >= {"wallet:bob", "host:bob", "external:topup"}
 
 
 async def test_a_property_attached_later_sees_only_sessions_from_its_terms_on(sqlite_url):
