@@ -11,8 +11,9 @@ their session). Then, on this process's event loop:
 - starts a node with its HTTP API on that database and asks GET /api/v1/stations as the
   operator a few times (from a thread), the whole list and then the console's page of it
   (`?limit=100`), then the operator's dashboard over `--ended` sessions of the last 30 days
-  (settled, their drivers owing them): wall and CPU time of the node for one answer, its
-  size, and the longest the event loop was held meanwhile.
+  (settled, their drivers owing them), then a host's fleet page (every station has split
+  terms, a third of them on the property model): wall and CPU time of the node for one
+  answer, its size, and the longest the event loop was held meanwhile.
 
     python benchmarks/fleet_page.py [--stations 10000] [--sessions 2000] [--readings 180]
         [--ended 40000] [--rounds 3] [--db postgresql+asyncpg://postgres@127.0.0.1/bench]
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -41,6 +43,8 @@ from cocharge.config import GatewaySettings
 from cocharge.gateway.heap import HeapKeeper
 from cocharge.node import run_event_loop, running_node
 from cocharge.settlement import settle
+from cocharge.settlement.settle import terms_to_json
+from cocharge.settlement.split import SplitTerms
 from cocharge.settlement.tariff import simple_tariff
 from cocharge.stations import registry
 from cocharge.store.db import open_store, utcnow
@@ -50,6 +54,7 @@ from cocharge.store.schema import (
     meter_samples,
     sessions,
     settlements,
+    station_terms,
     stations,
 )
 from cocharge.web.console import PAGE
@@ -65,6 +70,14 @@ async def fill(db: str, args: argparse.Namespace) -> None:
             await conn.execute(insert(stations), [
                 {"id": name, "admission": "accepted", "connectors": 2, "created_at": now,
                  "owner": f"host{n % 300}"} for n, name in enumerate(names)])
+            # Every station with its split terms, as `split set` writes them: a third on the
+            # property model (50 properties), the rest their owner's (300 hosts).
+            await conn.execute(insert(station_terms), [
+                {"station_id": name, "updated_at": now, "body": json.dumps(terms_to_json(
+                    SplitTerms(model="property", property=f"prop{n % 50}", operator="op",
+                               property_since=now, onboarded_at=now) if n % 3 == 0 else
+                    SplitTerms(onboarded_at=now)), sort_keys=True)}
+                for n, name in enumerate(names)])
             await conn.execute(insert(connector_status), [
                 {"station_id": name, "connector_id": c, "status": "Available",
                  "updated_at": now} for name in names for c in (1, 2)])
@@ -153,14 +166,19 @@ async def measure(db: str, args: argparse.Namespace) -> None:
               f"the event loop's longest stall {max(stalls) * 1e3:.0f} ms")
 
         assert node.api is not None
-        key = await create_key(engine, "bench", "operator", None)
+        operator = await create_key(engine, "bench", "operator", None)
+        host = await create_key(engine, "bench host", "host", "host1")
 
         for path, what in (("/api/v1/stations", "the whole list"),
                            (f"/api/v1/stations?limit={PAGE}", "a page of the console's "
                             "fleet, which it polls every 3 s (the first: every station on it "
                             "charging)"),
                            ("/api/v1/dashboard?days=30", f"the operator's dashboard, over "
-                            f"{args.ended} sessions of the last 30 days")):
+                            f"{args.ended} sessions of the last 30 days"),
+                           (f"/api/v1/stations?limit={PAGE}", "a host's fleet page (its "
+                            f"{args.stations // 300} stations of the {args.stations})")):
+            key = host if "host's" in what else operator
+
             def get() -> int:
                 request = urllib.request.Request(node.api.url + path,
                                                  headers={"Authorization": f"Bearer {key}"})

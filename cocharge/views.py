@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.settlement import funds, ledger
@@ -139,6 +139,27 @@ async def parties(engine: AsyncEngine, only: Collection[str] | None = None
         prop = terms.property if terms and terms.model == "property" else None
         found[station_id] = (host, prop)
     return found
+
+
+async def stations_of(engine: AsyncEngine, role: str, name: str) -> set[str]:
+    """The stations whose host (`role` "host") or property ("property") is `name`, as
+    `parties` says, without reading and parsing every station's terms (a host's or a
+    property's every request asks this: at 10,000 stations, all of them took ~0.2 s). The
+    database narrows them to the stations whose terms hold the name (as their JSON text
+    writes it) or, for a host, that it owns; `parties` decides among those."""
+    named = {json.dumps(name), json.dumps(name, ensure_ascii=False)}
+    async with engine.connect() as conn:
+        found = set((await conn.execute(select(station_terms.c.station_id).where(or_(
+            *(station_terms.c.body.contains(text, autoescape=True) for text in named))))
+        ).scalars())
+        if role == "host":
+            found.update((await conn.execute(select(stations.c.id).where(
+                stations.c.owner == name))).scalars())
+            if name.startswith("owner-of-"):  # the host of a station without an owner
+                found.add(name[len("owner-of-"):])
+    index = 0 if role == "host" else 1
+    return {s for s, p in (await parties(engine, found)).items() if p[index] == name} \
+        if found else set()
 
 
 def hour_of_week(at: datetime) -> int:

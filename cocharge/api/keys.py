@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.store.db import utcnow
 from cocharge.store.schema import api_keys, members
-from cocharge.views import parties
+from cocharge.views import stations_of
 
 ROLES = ("operator", "property", "host", "member")
 PREFIX = "cck_"
@@ -67,8 +67,7 @@ async def create_key(engine: AsyncEngine, name: str, role: str, owner: str | Non
             if await conn.scalar(select(members.c.tag).where(members.c.tag == owner)) is None:
                 raise ApiKeyError(f"no member with tag {owner!r}: see `cocharge member list`")
     elif role in ("host", "property"):
-        known = {party[0 if role == "host" else 1] for party in (await parties(engine)).values()}
-        if owner not in known:
+        if not await stations_of(engine, role, owner or ""):
             how = ("own a station (`station add --owner`, `station update`) or be named by "
                    "`split set --host`" if role == "host" else
                    "be named by `split set ID --model property --property NAME`")

@@ -96,9 +96,7 @@ class Api:
             return None
         if who.role == "member":
             return set()
-        parties = await views.parties(self.engine)
-        index = 0 if who.role == "host" else 1
-        return {s for s, p in parties.items() if p[index] == who.owner}
+        return await views.stations_of(self.engine, who.role, who.owner or "")
 
     def account(self, who: Principal) -> str | None:
         """The ledger account whose earnings `who` sees (None: the operator sees the gross)."""
@@ -159,9 +157,8 @@ class Api:
         text = q.lower() if q else None
         matched: list[str] = []
         up = 0
-        for listed in await registry.station_index(self.engine):
-            if scope is not None and who.role != "member" and listed.id not in scope:
-                continue
+        within = scope if who.role != "member" else None  # (a member sees every station)
+        for listed in await registry.station_index(self.engine, within):
             is_online = listed.online or listed.id in here
             if online is not None and is_online != online:
                 continue

@@ -194,17 +194,19 @@ class Listed:
     text: str  # its id, owner, area, vendor and model, lower case, for a search
 
 
-async def station_index(engine: AsyncEngine) -> list[Listed]:
-    """Every station, in the order of their ids, as little as a filter and a count need: a
-    page of 100 of 10,000 stations is then read whole, not every station (a fleet page's
-    poll: benchmarks/fleet_page.py)."""
+async def station_index(engine: AsyncEngine, ids: Collection[str] | None = None
+                        ) -> list[Listed]:
+    """Every station (`ids`: these only), in the order of their ids, as little as a filter
+    and a count need: a page of 100 of 10,000 stations is then read whole, not every station
+    (a fleet page's poll: benchmarks/fleet_page.py)."""
     running = await running_nodes(engine)
     found: list[Listed] = []
+    query = select(stations.c.id, stations.c.node, stations.c.owner, stations.c.area,
+                   stations.c.vendor, stations.c.model).order_by(stations.c.id)
+    if ids is not None:
+        query = query.where(among(engine, stations.c.id, ids))
     async with engine.connect() as conn:
-        async for part in (await conn.stream(
-                select(stations.c.id, stations.c.node, stations.c.owner, stations.c.area,
-                       stations.c.vendor, stations.c.model)
-                .order_by(stations.c.id))).partitions(_PART):
+        async for part in (await conn.stream(query)).partitions(_PART):
             for r in part:
                 found.append(Listed(r.id, r.node is not None and r.node in running, " ".join(
                     str(v or "") for v in (r.id, r.owner, r.area, r.vendor, r.model)).lower()))

@@ -560,6 +560,35 @@ async def test_members_are_searched_and_listed_in_pages(db_url):
             assert status == 422 and field in body["error"], (query, body)
 
 
+async def test_the_stations_a_host_or_property_manages_are_those_its_terms_say(db_url):
+    """`views.stations_of`, which every host's and property's request asks (its scope), gives
+    exactly what `views.parties` says of every station, for owners, hosts named by the
+    terms, properties, names inside other names, LIKE's own characters and Chinese names."""
+    from cocharge import views
+
+    async with running_node(db_url, settings(api_port=0)) as node:
+        await register(node, "A1", "A2", "A3", "P1", "P2", "C1", "X1", "Q1", tags=())
+        for station, owner in (("A1", "alice"), ("A2", "alice"), ("P1", "carol"),
+                               ("P2", "carol"), ("C1", "王芳"), ("X1", "alice2"),
+                               ("Q1", "Green 50%_park")):
+            await registry.update_station(node.engine, station, owner=owner)
+        await settle.set_terms(node.engine, "A2", {"host": "bob"})
+        await settle.set_terms(node.engine, "P1", {"model": "property",
+                                                   "property": "Green 50%_park",
+                                                   "operator": "installer"})
+        await settle.set_terms(node.engine, "P2", {"property": "alice"})  # not the model
+        await settle.set_terms(node.engine, "C1", {"model": "property", "property": "绿地",
+                                                   "operator": "installer", "host": "王芳"})
+        every = await views.parties(node.engine)
+        for name in ("alice", "bob", "carol", "alice2", "owner-of-A3", "王芳", "绿地",
+                     "Green 50%_park", "Green 5%", "Green", "ALICE", "nobody", ""):
+            for role, index in (("host", 0), ("property", 1)):
+                wanted = {s for s, p in every.items() if p[index] == name}
+                assert await views.stations_of(node.engine, role, name) == wanted, (role, name)
+        assert await views.stations_of(node.engine, "host", "alice") == {"A1"}  # A2: bob
+        assert await views.stations_of(node.engine, "property", "Green 50%_park") == {"P1"}
+
+
 async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqlite_url):
     """Issue 33, item 5: a command through the API is kept with the key that sent it and
     its address; a CLI top-up with the CLI's user; the operator reads all of it, a host only
