@@ -30,7 +30,7 @@ from cocharge.settlement import disputes, funds, settle
 from cocharge.stations import registry, sharing
 from cocharge.store import audit
 from cocharge.store.frames import count_frames, read_frames
-from cocharge.store.schema import firmware_targets, group_members, stations
+from cocharge.store.schema import firmware_targets, stations
 
 # What a host or a property may send to its own chargers; the rest (firmware, certificates,
 # network profiles, configuration) stays with the operator.
@@ -624,11 +624,10 @@ class Api:
     async def bookings(self, who: Principal, station_id: str | None = None) -> list[dict[str, Any]]:
         if station_id is not None and who.role != "member":
             await self._managed(who, station_id)
-        rows = await sharing.list_bookings(self.engine, station_id)
         if who.role == "member":
-            return [b for b in rows if b["tag"] == who.owner]
-        scope = await self.scope(who)
-        return [b for b in rows if scope is None or b["station"] in scope]
+            return await sharing.list_bookings(self.engine, station_id, tag=who.owner or "")
+        return await sharing.list_bookings(self.engine, station_id,
+                                           station_ids=await self.scope(who))
 
     async def book(self, who: Principal, station_id: str, connector: int, tag: str | None,
                    start: datetime, end: datetime) -> dict[str, Any]:
@@ -658,14 +657,9 @@ class Api:
             raise ApiError(409, str(exc)) from None
 
     async def groups(self, who: Principal) -> list[dict[str, Any]]:
-        rows = await sharing.list_groups(self.engine)
         if who.role == "member":
-            async with self.engine.connect() as conn:
-                joined = set((await conn.execute(select(group_members.c.group_id).where(
-                    group_members.c.tag == who.owner))).scalars())
-            return [g for g in rows if g["id"] in joined]
-        scope = await self.scope(who)
-        return [g for g in rows if scope is None or g["station"] in scope]
+            return await sharing.list_groups(self.engine, member=who.owner or "")
+        return await sharing.list_groups(self.engine, await self.scope(who))
 
     async def group(self, who: Principal, group_id: int) -> dict[str, Any]:
         """A group as its invitation link shows it: where, when, how many of how many, and
@@ -711,8 +705,8 @@ class Api:
         return (await disputes.list_disputes(self.engine, dispute_id=number))[0]
 
     async def disputes(self, who: Principal) -> list[dict[str, Any]]:
-        rows = await disputes.list_disputes(self.engine)
-        return rows if who.operator else [d for d in rows if d["by"] == self._who_disputes(who)]
+        return await disputes.list_disputes(
+            self.engine, opened_by=None if who.operator else self._who_disputes(who))
 
     async def tariff(self, who: Principal, station_id: str) -> dict[str, Any]:
         from cocharge.settlement import settle

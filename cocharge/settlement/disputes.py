@@ -66,12 +66,15 @@ async def resolve(engine: AsyncEngine, dispute_id: int, actor: str, note: str, *
 
 
 async def list_disputes(engine: AsyncEngine, open_only: bool = False,
-                        dispute_id: int | None = None) -> list[dict[str, Any]]:
+                        dispute_id: int | None = None,
+                        opened_by: str | None = None) -> list[dict[str, Any]]:
     query = select(disputes).order_by(disputes.c.id)
     if open_only:
         query = query.where(disputes.c.status == "open")
     if dispute_id is not None:
         query = query.where(disputes.c.id == dispute_id)
+    if opened_by is not None:
+        query = query.where(disputes.c.opened_by == opened_by)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"id": int(r.id), "by": r.opened_by, "subject": r.subject, "text": r.text,

@@ -9,7 +9,7 @@ and stores.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -360,10 +360,18 @@ async def free_slots(engine: AsyncEngine, station_id: str, connector_id: int, ta
     return found
 
 
-async def list_bookings(engine: AsyncEngine, station_id: str | None = None) -> list[dict[str, Any]]:
+async def list_bookings(engine: AsyncEngine, station_id: str | None = None,
+                        tag: str | None = None,
+                        station_ids: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Bookings in the order of their slots: at `station_id`, of `tag`, at `station_ids`
+    (each only when given; chosen by the database, not read whole and dropped)."""
     query = select(bookings).order_by(bookings.c.starts_at, bookings.c.id)
     if station_id:
         query = query.where(bookings.c.station_id == station_id)
+    if tag is not None:
+        query = query.where(bookings.c.tag == tag)
+    if station_ids is not None:
+        query = query.where(among(engine, bookings.c.station_id, station_ids))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [{"id": r.id, "station": r.station_id, "connector": r.connector_id, "tag": r.tag,
@@ -507,11 +515,22 @@ async def show_group(engine: AsyncEngine, group_id: int) -> dict[str, Any]:
                          f" ({b.status})" for b in slots]}
 
 
-async def list_groups(engine: AsyncEngine) -> list[dict[str, Any]]:
+async def list_groups(engine: AsyncEngine, station_ids: Collection[str] | None = None,
+                      member: str | None = None) -> list[dict[str, Any]]:
+    """Group-charging slots in the order of their start, each with its member count: at
+    `station_ids`, those `member` joined (each only when given)."""
+    query = select(charge_groups).order_by(charge_groups.c.slot_start)
+    if station_ids is not None:
+        query = query.where(among(engine, charge_groups.c.station_id, station_ids))
+    if member is not None:
+        query = query.where(charge_groups.c.id.in_(
+            select(group_members.c.group_id).where(group_members.c.tag == member)))
     async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
         counts: dict[int, int] = dict((await conn.execute(
-            select(group_members.c.group_id, func.count()).group_by(group_members.c.group_id))).all())
-        rows = (await conn.execute(select(charge_groups).order_by(charge_groups.c.slot_start))).all()
+            select(group_members.c.group_id, func.count())
+            .where(among(conn, group_members.c.group_id, [int(g.id) for g in rows]))
+            .group_by(group_members.c.group_id))).all()) if rows else {}
     return [{"id": g.id, "station": g.station_id, "from": _iso(g.slot_start), "to": _iso(g.slot_end),
              "members": counts.get(g.id, 0), "min": g.min_members, "status": g.status} for g in rows]
 

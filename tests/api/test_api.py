@@ -589,6 +589,35 @@ async def test_the_stations_a_host_or_property_manages_are_those_its_terms_say(d
         assert await views.stations_of(node.engine, "property", "Green 50%_park") == {"P1"}
 
 
+async def test_each_key_lists_the_groups_it_may_see(db_url):
+    """GET /api/v1/groups: the operator every group, a property and a host those at their
+    stations, a member those it joined, each with its member count."""
+    from datetime import timedelta
+
+    from cocharge.stations import sharing
+    from cocharge.store.db import utcnow
+
+    async with running_node(db_url, settings(api_port=0)) as node:
+        keys = await fleet(node)  # P1 Greenfield's, H1 bob's; members T1, T2
+        start = utcnow().replace(microsecond=0) + timedelta(days=1)
+        at_p1 = await sharing.create_group(node.engine, "P1", start, start + timedelta(hours=2),
+                                           None, "T1")
+        at_h1 = await sharing.create_group(node.engine, "H1", start, start + timedelta(hours=2),
+                                           None, "T2")
+
+        async def seen(role: str) -> list[tuple[int, str, int]]:
+            status, groups = await Client(base(node), keys[role]).get("/api/v1/groups")
+            assert status == 200, groups
+            return [(g["id"], g["station"], g["members"]) for g in groups]
+
+        await sharing.join_group(node.engine, at_p1, "T2")
+        assert await seen("operator") == [(at_p1, "P1", 2), (at_h1, "H1", 1)]
+        assert await seen("property") == [(at_p1, "P1", 2)]
+        assert await seen("host") == [(at_h1, "H1", 1)]
+        assert await seen("other") == []
+        assert await seen("member") == [(at_p1, "P1", 2)]  # T1 opened it; not H1's
+
+
 async def test_the_audit_trail_names_who_sent_a_command_and_who_moved_money(sqlite_url):
     """Issue 33, item 5: a command through the API is kept with the key that sent it and
     its address; a CLI top-up with the CLI's user; the operator reads all of it, a host only
