@@ -580,11 +580,17 @@ async def test_the_stations_a_host_or_property_manages_are_those_its_terms_say(d
         await settle.set_terms(node.engine, "C1", {"model": "property", "property": "绿地",
                                                    "operator": "installer", "host": "王芳"})
         every = await views.parties(node.engine)
+        async with node.engine.connect() as conn:
+            terms = {s: await settle.terms_of(conn, s) for s in every}
         for name in ("alice", "bob", "carol", "alice2", "owner-of-A3", "王芳", "绿地",
                      "Green 50%_park", "Green 5%", "Green", "ALICE", "nobody", ""):
             for role, index in (("host", 0), ("property", 1)):
                 wanted = {s for s, p in every.items() if p[index] == name}
                 assert await views.stations_of(node.engine, role, name) == wanted, (role, name)
+            # and since when a property sees each of its stations' sessions
+            since = {s: t.property_since for s, t in terms.items()
+                     if t.property == name and t.property_since is not None}
+            assert await views.property_since(node.engine, name) == since, name
         assert await views.stations_of(node.engine, "host", "alice") == {"A1"}  # A2: bob
         assert await views.stations_of(node.engine, "property", "Green 50%_park") == {"P1"}
 
