@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocharge.settlement import funds, ledger
-from cocharge.settlement.settle import running_costs_fen, terms_from_json
+from cocharge.settlement.settle import property_of, running_costs_fen, terms_from_json
 from cocharge.stations import registry
 from cocharge.store.db import utcnow
 from cocharge.store.schema import meter_samples, sessions, settlements, station_terms, stations
@@ -136,7 +136,7 @@ async def parties(engine: AsyncEngine, only: Collection[str] | None = None
     for station_id, owner in owners.items():
         terms = terms_from_json(json.loads(bodies[station_id])) if station_id in bodies else None
         host = (terms.host if terms and terms.host else None) or owner or f"owner-of-{station_id}"
-        prop = terms.property if terms and terms.model == "property" else None
+        prop = property_of(terms) if terms else None
         found[station_id] = (host, prop)
     return found
 

@@ -17,8 +17,9 @@ Topics (prefix `cocharge/v1` unless the URL names another; docs/mqtt.md):
   <prefix>/sites/<site>/pv/set             in: a site's PV surplus; errors on .../error
   <prefix>/sites/<site>/grid/set           in: a grid operator's limit on the site (DER)
 
-A station belongs to the property its split terms name (`cocharge split set ST --model
-property --property NAME ...`); stations of no property are not published.
+A station belongs to the property its split terms name while they are on the property model
+(`cocharge split set ST --model property --property NAME ...`; `settle.property_of`);
+stations of no property are not published.
 
 Nothing here blocks the OCPP side: the stations core calls the observer methods, which
 only put a message on a bounded queue; when the queue is full (the broker is slow or
@@ -46,6 +47,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cocharge.mqtt_url import DEFAULT_PREFIX, MqttTarget
+from cocharge.settlement.settle import property_of, terms_from_json, terms_of
 from cocharge.stations import commands as cmd
 from cocharge.stations.observer import StationObserver
 from cocharge.store import audit
@@ -273,9 +275,9 @@ class MqttBridge(StationObserver):
             rows = (await conn.execute(select(station_terms.c.station_id, station_terms.c.body))).all()
         found = {}
         for row in rows:
-            prop = json.loads(row.body).get("property")
+            prop = property_of(terms_from_json(json.loads(row.body)))
             if prop:
-                found[row.station_id] = str(prop)
+                found[row.station_id] = prop
         self.properties = found
 
     async def _refresh_forever(self) -> None:
@@ -620,9 +622,15 @@ class MqttBridge(StationObserver):
             return int(row.id), answers
 
     async def _apply(self, prop: str, plan: Plan, body: dict[str, Any], row_id: int) -> dict[str, Any]:
-        if self.properties.get(plan.station) != prop:
-            await self.refresh()
-        if self.properties.get(plan.station) != prop:
+        # Whose the station is now, from its terms (not the map refreshed every few seconds:
+        # a station that just left the property must not take its commands meanwhile).
+        async with self.gateway.engine.connect() as conn:
+            owner = property_of(await terms_of(conn, plan.station))
+        if owner:
+            self.properties[plan.station] = owner
+        else:
+            self.properties.pop(plan.station, None)
+        if owner != prop:
             return {"state": "rejected", "error": f"station {plan.station!r} is not one of "
                                                   f"{prop}'s stations"}
         if plan.expires_at is not None and plan.expires_at <= utcnow():

@@ -183,6 +183,14 @@ def terms_from_json(data: dict[str, Any]) -> SplitTerms:
     return SplitTerms(**values)
 
 
+def property_of(terms: SplitTerms) -> str | None:
+    """The property a station belongs to (sees it, commands it over MQTT, gets its events):
+    the one its terms name while they are on the property model. A station moved to the
+    host model (`split set --model host`) keeps the name in its terms, and leaves that
+    property."""
+    return terms.property if terms.model == "property" and terms.property else None
+
+
 async def terms_of(conn: AsyncConnection, station_id: str) -> SplitTerms:
     """The station's terms; by default a private host (its owner) onboarded when registered."""
     station = (await conn.execute(select(stations.c.owner, stations.c.created_at)

@@ -770,3 +770,42 @@ async def test_a_blocked_member_leaves_the_chargers_of_every_node_at_once(broker
             await until(lambda: asyncio.sleep(0, set(box.local_list) == {"OWNER"}), 5)
         finally:
             await close_wallbox(box, reader)
+
+
+async def test_a_station_moved_off_the_property_model_leaves_its_property(broker, sqlite_url):
+    """`split set WB1 --model host` ends the property's hold on WB1 at once: its next command
+    is refused (not after the map's next refresh), nothing is applied, and WB1's events no
+    longer reach that property (the name stays in the terms; the model decides)."""
+    async with running_node(sqlite_url, settings(mqtt_url=broker.url)) as node:
+        await stations(node)
+        await asyncio.wait_for(node.mqtt.connected.wait(), 10)
+        box1, r1 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB1"))
+        box2, r2 = await open_wallbox(SimConfig(url=ws_url(node), station_id="WB2"))
+        try:
+            async with backend(broker, f"{P}/#") as b:
+                await b.command("block", {"request_id": "r-1", "station": "WB1", "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("r-1")) >= 2 and b.acks("r-1"))
+                assert answers[1]["state"] == "accepted" and not box1.hw[1].operative
+                await settle.set_terms(node.engine, "WB1", {"model": "host"})
+                async with node.engine.connect() as conn:
+                    assert (await settle.terms_of(conn, "WB1")).property == "sunrise"
+                await b.command("release", {"request_id": "r-2", "station": "WB1", "connector": 1})
+                answers = await b.wait(lambda: len(b.acks("r-2")) >= 2 and b.acks("r-2"))
+                assert answers[1]["state"] == "rejected" and "not one of" in answers[1]["error"]
+                await asyncio.sleep(0.3)
+                assert not box1.hw[1].operative  # still blocked: the release was not applied
+                await node.mqtt.refresh()  # (as every few seconds)
+                seen = len(b.seen)
+                await close_wallbox(box1, r1)
+                await until(lambda: _gone(node, "WB1"))
+                await close_wallbox(box2, r2)  # WB2 is still harbour's: its news comes after
+                await b.wait(lambda: any(t == f"{P}/harbour/stations/WB2/status" and p
+                                         and p["online"] is False for t, p, _ in b.seen[seen:]))
+                assert [t for t, _, _ in b.seen[seen:] if "WB1" in t] == []
+        finally:
+            await close_wallbox(box1, r1)
+            await close_wallbox(box2, r2)
+
+
+async def _gone(node: Any, station_id: str) -> bool:
+    return station_id not in node.gateway.connections
