@@ -182,7 +182,7 @@ async def property_since(engine: AsyncEngine, owner: str) -> dict[str, datetime]
     found = {}
     for station_id, body in bodies:
         terms = terms_from_json(json.loads(body))
-        if terms.property == owner and terms.property_since is not None:
+        if property_of(terms) == owner and terms.property_since is not None:
             found[station_id] = terms.property_since
     return found
 

@@ -589,7 +589,8 @@ async def test_the_stations_a_host_or_property_manages_are_those_its_terms_say(d
                 assert await views.stations_of(node.engine, role, name) == wanted, (role, name)
             # and since when a property sees each of its stations' sessions
             since = {s: t.property_since for s, t in terms.items()
-                     if t.property == name and t.property_since is not None}
+                     if t.model == "property" and t.property == name
+                     and t.property_since is not None}
             assert await views.property_since(node.engine, name) == since, name
         assert await views.stations_of(node.engine, "host", "alice") == {"A1"}  # A2: bob
         assert await views.stations_of(node.engine, "property", "Green 50%_park") == {"P1"}

@@ -309,6 +309,10 @@ def test_mqtt_cli_acl_and_a_bad_url(tmp_path):
     acl = cocharge("mqtt", "acl", db=db)
     assert acl.returncode == 0 and "user sunrise" in acl.stdout
     assert "topic write cocharge/v1/sunrise/cmd/+" in acl.stdout
+    # moved to the host model, the station no longer makes sunrise a property of the ACL
+    assert cocharge("split", "set", "WB1", "--model", "host", db=db).returncode == 0
+    acl = cocharge("mqtt", "acl", db=db)
+    assert acl.returncode == 0 and "sunrise" not in acl.stdout
     bad = cocharge("serve", "--mqtt", "http://broker", db=db)
     assert bad.returncode == 2 and "mqtt://" in bad.stderr
 
