@@ -44,6 +44,7 @@ PUBLIC_FIELDS = ("id", "online", "connectors", "max_power_kw", "area", "connecto
 
 
 _WHOLE = 1000  # stations: from this many on, a whole list is read whole, not by their ids
+NEAR = 50  # stations on the "near me" list
 
 
 @dataclass
@@ -382,15 +383,23 @@ class Api:
                 "windows": rules.get("windows") or [], "bookings": rules.get("bookings"),
                 "session": mine}
 
-    async def places(self, who: Principal) -> list[dict[str, Any]]:
-        """Every station with a place that `who` sees, with connector 1's state, its price
-        now and its opening hours (the "near me" list): a few queries, however many
-        stations (not `connector` once per station)."""
+    async def places(self, who: Principal, near: tuple[float, float] | None = None,
+                     limit: int = NEAR) -> list[dict[str, Any]]:
+        """The stations with a place that `who` sees, nearest first from `near` (lat, lon;
+        else in the order of their ids), at most `limit`, with connector 1's state, its
+        price now and its opening hours (the "near me" list): only the places of all are
+        read, the rest of the chosen ones alone (a driver's page listed every station of
+        the platform, each priced)."""
         from cocharge.settlement.tariff21 import describe, price_parts
 
-        placed = [s for s in await self.stations(who)
-                  if s.get("lat") is not None and s.get("lon") is not None]
-        ids = [str(s["id"]) for s in placed]
+        scope = await self.scope(who)
+        ids = await registry.placed(self.engine, None if who.role == "member" else scope,
+                                    near, limit)
+        placed = await registry.list_stations(self.engine, ids)
+        for station in placed:
+            self._online(station)
+        order = {sid: n for n, sid in enumerate(ids)}
+        placed.sort(key=lambda s: order[s["id"]])
         async with self.engine.connect() as conn:
             prices = await settle.tariffs_in_force(conn, ids, 1)
             rules = await sharing.load_rules(conn, ids)

@@ -185,6 +185,31 @@ async def list_stations(engine: AsyncEngine, ids: Collection[str] | None = None
     return listed
 
 
+def km_between(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The great-circle distance (haversine, on a sphere of the Earth's mean radius)."""
+    rad = math.pi / 180
+    a = (math.sin((lat2 - lat1) * rad / 2) ** 2 + math.cos(lat1 * rad) * math.cos(lat2 * rad)
+         * math.sin((lon2 - lon1) * rad / 2) ** 2)
+    return 6371.0088 * 2 * math.asin(math.sqrt(min(1.0, a)))
+
+
+async def placed(engine: AsyncEngine, ids: Collection[str] | None = None,
+                 near: tuple[float, float] | None = None, limit: int | None = None
+                 ) -> list[str]:
+    """The stations with a place (`ids`: of these), nearest first from `near` (lat, lon),
+    else in the order of their ids; at most `limit` of them. Only the ids and places are
+    read: the caller reads the chosen ones whole."""
+    query = select(stations.c.id, stations.c.lat, stations.c.lon).where(
+        stations.c.lat.is_not(None), stations.c.lon.is_not(None)).order_by(stations.c.id)
+    if ids is not None:
+        query = query.where(among(engine, stations.c.id, ids))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    if near is not None:
+        rows = sorted(rows, key=lambda r: km_between(near[0], near[1], r.lat, r.lon))
+    return [r.id for r in rows[:limit]]
+
+
 @dataclass(frozen=True)
 class Listed:
     """What a station list is filtered and counted by, before a page of it is shown."""

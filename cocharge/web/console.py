@@ -134,6 +134,20 @@ def told(path: str, message: str, failed: bool, key: str = "message") -> Redirec
         {key: message, **({"failed": "1"} if failed else {})}), status_code=303)
 
 
+def place_of(lat: str | None, lon: str | None) -> tuple[float, float] | None:
+    """A position given as `lat` and `lon` (WGS-84 degrees), or None when neither is given
+    (ApiError 400 when one is missing or not a position)."""
+    if not lat and not lon:
+        return None
+    try:
+        found = float(lat or ""), float(lon or "")
+    except ValueError:
+        found = (math.nan, math.nan)
+    if not (-90 <= found[0] <= 90 and -180 <= found[1] <= 180):
+        raise ApiError(400, "lat and lon: a position in degrees, e.g. lat=31.2304&lon=121.4737")
+    return found
+
+
 def page_number(page: str | None) -> int:
     """A list's `page` parameter: 1 when not given (ApiError 400 when not a page number)."""
     number = 1 if not page else int(page) if page.isascii() and page.isdigit() else 0
@@ -940,13 +954,16 @@ def mount_console(app: FastAPI, api: Api, guard: Any) -> None:
 
     @app.get("/console/near", include_in_schema=False)
     async def near(request: Request) -> Response:
-        """Stations near me: every station with a place, its price now, hours and state;
-        the page's script asks the phone where it is and sorts them by distance."""
+        """Stations near me: the stations with a place nearest to `lat`, `lon` (service.NEAR;
+        the page's script asks the phone where it is and comes back with them rounded to 2
+        decimals, about 1 km; neither logged nor kept), each with its price now, hours and
+        state; the script sorts them by their exact distance."""
         who = await user(request)
         if who is None:
             return login_first(request)
-        places = await api.places(who)
-        return render("near.html", request, who, places=places)
+        near = place_of(request.query_params.get("lat"), request.query_params.get("lon"))
+        places = await api.places(who, near)
+        return render("near.html", request, who, places=places, near=near, most=len(places))
 
     @app.get("/console/g/{group_id}", include_in_schema=False)
     async def group_page(request: Request, group_id: int) -> Response:

@@ -725,8 +725,14 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
 
         async def near(lang: str) -> None:
             await browser.open(f"/console/near?lang={lang}")
-            async with asyncio.timeout(10):  # the script sorts once the position is known
-                while "km" not in await browser.text("#near li .distance"):
+            # the script comes back with the phone's position (to 2 decimals, ~1 km), and
+            # the server's nearest stations get their exact distances
+            async with asyncio.timeout(10):
+                while "lat=31.23&lon=121.47" not in await browser.run(
+                        lambda: browser.driver.current_url):
+                    await asyncio.sleep(0.1)
+                while not (await browser.count("#near li .distance") and "km" in await browser.text(
+                        "#near li .distance")):
                     await asyncio.sleep(0.1)
 
         await near("zh")
@@ -743,7 +749,29 @@ async def test_stations_near_me_sorted_by_the_phones_position(sqlite_url, browse
         await browser.screenshot("near-zh", 390)
         await near("en")
         assert await browser.text("#near li .price") == "1.35 yuan/kWh"
+        assert await browser.text("#near-count") == "The 3 stations nearest to you."
         await browser.screenshot("near", 390)
+        # Of many stations, the nearest NEAR only: read by place, then those alone whole.
+        from datetime import datetime
+
+        from sqlalchemy import insert
+
+        from cocharge.api.service import NEAR
+        from cocharge.store.schema import stations
+
+        async with node.engine.begin() as conn:
+            await conn.execute(insert(stations), [
+                {"id": f"BJ{n:03d}", "admission": "accepted", "connectors": 1,
+                 "created_at": datetime(2026, 12, 1), "lat": 39.9 + n / 1000, "lon": 116.4}
+                for n in range(NEAR)])
+        await near("en")
+        order = await browser.run(lambda: [e.get_attribute("data-station") for e in
+                                           browser.driver.find_elements("css selector",
+                                                                        "#near li")])
+        assert order == ["P2", "P1", "N2"] + [f"BJ{n:03d}" for n in range(NEAR - 3)]
+        # A position that is not one is said so.
+        await browser.open("/console/near?lang=en&lat=north&lon=121.4")
+        assert "lat and lon: a position in degrees" in await browser.text(".error")
 
 
 async def test_the_operator_adds_blocks_and_unblocks_members(sqlite_url, browser_factory):

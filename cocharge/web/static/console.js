@@ -242,11 +242,20 @@ for (const button of document.querySelectorAll("[data-passkey]")) {
   });
 }
 
-// Stations near me (near.html): the phone's position sorts the list by distance.
+// Stations near me (near.html): the page asks the server for the stations nearest to the
+// phone's position rounded to about 1 km (2 decimals: the server neither logs nor keeps it),
+// then sorts them by their exact distance from the phone itself.
 const nearList = document.getElementById("near");
 if (nearList && navigator.geolocation) {
   navigator.geolocation.getCurrentPosition(position => {
     const here = position.coords, radians = Math.PI / 180;
+    if (!nearList.dataset.near) {
+      const url = new URL(window.location.href);
+      url.searchParams.set("lat", here.latitude.toFixed(2));
+      url.searchParams.set("lon", here.longitude.toFixed(2));
+      window.location.replace(url.toString());
+      return;
+    }
     const items = Array.from(nearList.querySelectorAll("li[data-lat]"));
     for (const item of items) {  // haversine, on a sphere of the Earth's mean radius
       const dLat = (item.dataset.lat - here.latitude) * radians;
