@@ -47,6 +47,7 @@ bench: install-test
 	$(PY) benchmarks/allocation.py --e2e 200
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/cluster.py
+	$(PY) benchmarks/workers_paired.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
