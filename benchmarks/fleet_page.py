@@ -13,7 +13,8 @@ their session). Then, on this process's event loop:
   (`?limit=100`), then the operator's dashboard over `--ended` sessions of the last 30 days
   (settled, their drivers owing them), then a host's fleet page (every station has split
   terms, a third of them on the property model): wall and CPU time of the node for one
-  answer, its size, and the longest the event loop was held meanwhile.
+  answer, its size, and the longest the event loop was held meanwhile;
+- and the sharing controller's tick (every 2 s), every station having opening hours.
 
     python benchmarks/fleet_page.py [--stations 10000] [--sessions 2000] [--readings 180]
         [--ended 40000] [--rounds 3] [--db postgresql+asyncpg://postgres@127.0.0.1/bench]
@@ -54,6 +55,7 @@ from cocharge.store.schema import (
     meter_samples,
     sessions,
     settlements,
+    station_rules,
     station_terms,
     stations,
 )
@@ -77,6 +79,13 @@ async def fill(db: str, args: argparse.Namespace) -> None:
                     SplitTerms(model="property", property=f"prop{n % 50}", operator="op",
                                property_since=now, onboarded_at=now) if n % 3 == 0 else
                     SplitTerms(onboarded_at=now)), sort_keys=True)}
+                for n, name in enumerate(names)])
+            # ... and its opening hours (a host's sharing rules), a few patterns among them
+            await conn.execute(insert(station_rules), [
+                {"station_id": name, "connector_id": 0, "updated_at": now,
+                 "rules": json.dumps({"windows": [f"mon-fri {17 + n % 4}:00-23:00",
+                                                  "sat-sun 08:00-22:00"],
+                                      "min_credit": 10 * (n % 7), "bookings": True})}
                 for n, name in enumerate(names)])
             await conn.execute(insert(connector_status), [
                 {"station_id": name, "connector_id": c, "status": "Available",
@@ -197,6 +206,19 @@ async def measure(db: str, args: argparse.Namespace) -> None:
             print(f"GET {path}, {what} ({shape}): "
                   f"{timed(walls, cpus)} of the node, {size / 1e6:.2f} MB; the event loop's "
                   f"longest stall {max(stalls) * 1e3:.0f} ms")
+
+        # The sharing controller's tick (every 2 s): every station's rules and live bookings.
+        walls, cpus, stalls = [], [], [0.0]
+        ticking = asyncio.create_task(tick())
+        for _ in range(args.rounds):
+            wall, cpu = time.perf_counter(), time.process_time()
+            await node.gateway.control.tick(utcnow())
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        ticking.cancel()
+        print(f"the sharing controller's tick, every 2 s ({args.stations} stations with "
+              f"opening hours): {timed(walls, cpus)}; the event loop's longest stall "
+              f"{max(stalls) * 1e3:.0f} ms")
         await heap.close()
 
 

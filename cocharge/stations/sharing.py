@@ -8,6 +8,7 @@ and stores.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -54,11 +55,19 @@ def _fail(exc: RuleError) -> RegistryError:
 async def load_rules(conn: AsyncConnection,
                      station_ids: Sequence[str] | None = None) -> dict[tuple[str, int], SharingRules]:
     """Every stored rule set, keyed by (station, connector); connector 0 is the station's."""
-    query = select(station_rules)
+    query = select(station_rules.c.station_id, station_rules.c.connector_id, station_rules.c.rules)
     if station_ids is not None:
         query = query.where(among(conn, station_rules.c.station_id, station_ids))
     rows = (await conn.execute(query)).all()
-    return {(r.station_id, r.connector_id): SharingRules.from_json(json.loads(r.rules)) for r in rows}
+    return {(r.station_id, r.connector_id): _parsed(r.rules) for r in rows}
+
+
+@functools.lru_cache(maxsize=20_000)
+def _parsed(text: str) -> SharingRules:
+    """A stored rule set, parsed once for each text (the sharing controller reads every
+    station's rules each tick, every 2 s: 10,000 stations' parsed anew took 0.3 s of CPU,
+    in one hold of the event loop). SharingRules is frozen: one object serves them all."""
+    return SharingRules.from_json(json.loads(text))
 
 
 def rules_for(all_rules: dict[tuple[str, int], SharingRules], station_id: str,

@@ -387,3 +387,27 @@ async def test_a_missed_booking_is_a_no_show_and_costs_credit(node):
     assert await until(scored, 10) == 100 - 10
     await asyncio.sleep(0.5)  # later passes of the controller do not penalise it again
     assert await scored() == 90
+
+
+async def test_the_rules_of_many_stations_are_read_each_tick_as_they_now_are(sqlite_url):
+    """`sharing.load_rules` (the controller's every tick) parses a stored rule set once for
+    each text: stations with the same rules share them, and a change is read at once."""
+    from cocharge.store.db import open_store
+
+    engine = await open_store(sqlite_url)
+    try:
+        for sid in ("R1", "R2", "R3"):
+            await registry.add_station(engine, registry.NewStation(sid))
+            await sharing.set_rules(engine, sid, 0, {"windows": ["mon-fri 19:00-23:00"],
+                                                     "min_credit": 60})
+        async with engine.connect() as conn:
+            first = await sharing.load_rules(conn)
+        assert first[("R1", 0)] == first[("R3", 0)] and first[("R1", 0)].min_credit == 60
+        await sharing.set_rules(engine, "R2", 0, {"windows": [], "min_credit": 0})
+        async with engine.connect() as conn:
+            now = await sharing.load_rules(conn)
+            only = await sharing.load_rules(conn, ["R2"])
+        assert now[("R2", 0)].windows == () and now[("R2", 0)].min_credit == 0
+        assert now[("R1", 0)] == first[("R1", 0)] and list(only) == [("R2", 0)]
+    finally:
+        await engine.dispose()
