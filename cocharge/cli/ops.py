@@ -23,7 +23,7 @@ from cocharge.cli.common import (
 from cocharge.cli.database import with_store
 from cocharge.configfile import effective
 from cocharge.gateway.mqtt import acl_file
-from cocharge.settlement.settle import property_of, terms_from_json
+from cocharge.settlement.settle import property_in
 from cocharge.store.db import (
     NEWEST,
     DatabaseURLError,
@@ -242,7 +242,7 @@ def mqtt_acl(prefix: str, gateway_user: str, backends: tuple[str, ...], db: str 
 
         async with engine.connect() as conn:
             bodies = (await conn.execute(select(station_terms.c.body))).scalars().all()
-        return [p for p in (property_of(terms_from_json(json.loads(b))) for b in bodies) if p]
+        return [p for p in (property_in(b) for b in bodies) if p]
 
     prefix = prefix.strip("/")
     if not prefix or any(c in prefix for c in "+#"):

@@ -47,7 +47,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cocharge.mqtt_url import DEFAULT_PREFIX, MqttTarget
-from cocharge.settlement.settle import property_of, terms_from_json, terms_of
+from cocharge.settlement.settle import property_in, property_of, terms_of
 from cocharge.stations import commands as cmd
 from cocharge.stations.observer import StationObserver
 from cocharge.store import audit
@@ -275,7 +275,7 @@ class MqttBridge(StationObserver):
             rows = (await conn.execute(select(station_terms.c.station_id, station_terms.c.body))).all()
         found = {}
         for row in rows:
-            prop = property_of(terms_from_json(json.loads(row.body)))
+            prop = property_in(row.body)
             if prop:
                 found[row.station_id] = prop
         self.properties = found

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -189,6 +190,13 @@ def property_of(terms: SplitTerms) -> str | None:
     host model (`split set --model host`) keeps the name in its terms, and leaves that
     property."""
     return terms.property if terms.model == "property" and terms.property else None
+
+
+@functools.lru_cache(maxsize=20_000)
+def property_in(body: str) -> str | None:
+    """`property_of` the terms stored as this text, parsed once for each text (the MQTT side
+    asks it of every station every few seconds)."""
+    return property_of(terms_from_json(json.loads(body)))
 
 
 async def terms_of(conn: AsyncConnection, station_id: str) -> SplitTerms:
