@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -152,73 +153,63 @@ async def measure(db: str, args: argparse.Namespace) -> None:
         heap.start()
         engine = node.engine
         running = await registry.list_sessions(engine, active=True)
-        walls: list[float] = []
-        cpus: list[float] = []
-        stalls = [0.0]
-
-        async def tick() -> None:  # what a charger served by the same event loop waits
-            while True:
-                before = time.perf_counter()
-                await asyncio.sleep(0.001)
-                stalls.append(time.perf_counter() - before - 0.001)
-
-        ticking = asyncio.create_task(tick())
-        for _ in range(args.rounds):
-            wall, cpu = time.perf_counter(), time.process_time()
-            shown = await views.priced(engine, running)
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-        ticking.cancel()
-        assert all(r["cost_so_far_fen"] is not None for r in shown)
-        print(f"running sessions priced ({shape}, {engine.dialect.name}): {timed(walls, cpus)}; "
-              f"{statistics.median(cpus) / max(1, args.sessions) * 1e3:.2f} ms CPU a session; "
-              f"the event loop's longest stall {max(stalls) * 1e3:.0f} ms")
-
-        assert node.api is not None
         operator = await create_key(engine, "bench", "operator", None)
         host = await create_key(engine, "bench host", "host", "host1")
 
-        for path, what in (("/api/v1/stations", "the whole list"),
-                           (f"/api/v1/stations?limit={PAGE}", "a page of the console's "
-                            "fleet, which it polls every 3 s (the first: every station on it "
-                            "charging)"),
-                           ("/api/v1/dashboard?days=30", f"the operator's dashboard, over "
-                            f"{args.ended} sessions of the last 30 days"),
-                           (f"/api/v1/stations?limit={PAGE}", "a host's fleet page (its "
-                            f"{args.stations // 300} stations of the {args.stations})")):
-            key = host if "host's" in what else operator
+        async def measured(work: Callable[[], Awaitable[Any]]) -> tuple[Any, str, float, str]:
+            """`work` run --rounds times: what its last round gave, the wall and CPU time of
+            one round, its CPU time, and the longest the event loop was held meanwhile (a
+            charger served by the same loop waits that long)."""
+            walls: list[float] = []
+            cpus: list[float] = []
+            stalls = [0.0]
 
-            def get() -> int:
-                request = urllib.request.Request(node.api.url + path,
+            async def tick() -> None:
+                while True:
+                    before = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    stalls.append(time.perf_counter() - before - 0.001)
+
+            ticking = asyncio.create_task(tick())
+            result = None
+            for _ in range(args.rounds):
+                wall, cpu = time.perf_counter(), time.process_time()
+                result = await work()
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+            ticking.cancel()
+            return (result, timed(walls, cpus), statistics.median(cpus),
+                    f"the event loop's longest stall {max(stalls) * 1e3:.0f} ms")
+
+        shown, took, cpu, stall = await measured(lambda: views.priced(engine, running))
+        assert all(r["cost_so_far_fen"] is not None for r in shown)
+        print(f"running sessions priced ({shape}, {engine.dialect.name}): {took}; "
+              f"{cpu / max(1, args.sessions) * 1e3:.2f} ms CPU a session; {stall}")
+
+        assert node.api is not None
+        base = node.api.url
+        for path, what, key in (
+                ("/api/v1/stations", "the whole list", operator),
+                (f"/api/v1/stations?limit={PAGE}", "a page of the console's fleet, which it "
+                 "polls every 3 s (the first: every station on it charging)", operator),
+                ("/api/v1/dashboard?days=30", f"the operator's dashboard, over {args.ended} "
+                 "sessions of the last 30 days", operator),
+                (f"/api/v1/stations?limit={PAGE}", f"a host's fleet page (its "
+                 f"{args.stations // 300} stations of the {args.stations})", host)):
+            def get(path: str = path, key: str = key) -> int:
+                request = urllib.request.Request(base + path,
                                                  headers={"Authorization": f"Bearer {key}"})
                 with urllib.request.urlopen(request, timeout=300) as answer:
                     return len(answer.read())
 
-            walls, cpus, stalls = [], [], [0.0]
-            size = 0
-            ticking = asyncio.create_task(tick())
-            for _ in range(args.rounds):
-                wall, cpu = time.perf_counter(), time.process_time()
-                size = await asyncio.to_thread(get)
-                walls.append(time.perf_counter() - wall)
-                cpus.append(time.process_time() - cpu)
-            ticking.cancel()
-            print(f"GET {path}, {what} ({shape}): "
-                  f"{timed(walls, cpus)} of the node, {size / 1e6:.2f} MB; the event loop's "
-                  f"longest stall {max(stalls) * 1e3:.0f} ms")
+            size, took, _, stall = await measured(lambda: asyncio.to_thread(get))
+            print(f"GET {path}, {what} ({shape}): {took} of the node, {size / 1e6:.2f} MB; "
+                  f"{stall}")
 
         # The sharing controller's tick (every 2 s): every station's rules and live bookings.
-        walls, cpus, stalls = [], [], [0.0]
-        ticking = asyncio.create_task(tick())
-        for _ in range(args.rounds):
-            wall, cpu = time.perf_counter(), time.process_time()
-            await node.gateway.control.tick(utcnow())
-            walls.append(time.perf_counter() - wall)
-            cpus.append(time.process_time() - cpu)
-        ticking.cancel()
+        _, took, _, stall = await measured(lambda: node.gateway.control.tick(utcnow()))
         print(f"the sharing controller's tick, every 2 s ({args.stations} stations with "
-              f"opening hours): {timed(walls, cpus)}; the event loop's longest stall "
-              f"{max(stalls) * 1e3:.0f} ms")
+              f"opening hours): {took}; {stall}")
         await heap.close()
 
 
